@@ -1,0 +1,109 @@
+# Typed declarations for proxy/_fastpath/relay.py (pure-Python mode).
+from proxy._fastpath.http1 cimport RequestHead, ResponseHead, ChunkedScanner
+from proxy._fastpath.metrics cimport HttpStats, TcpStats
+
+cdef class ClientConn
+cdef class ServerConn
+
+cdef class HttpContext:
+    cdef public object loop
+    cdef public object router          # .route(head, meta) -> target (hashable, .host .port .via_connect)
+    cdef public object rescue          # (err, head, meta) -> bytes, logs one line
+    cdef public object connector       # (target, ClientConn) -> None; starts the connect
+    cdef public HttpStats stats
+    cdef public TcpStats tcp_src
+    cdef public TcpStats tcp_dst
+    cdef public Pool pool
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t pipeline_buffer
+    cdef public Py_ssize_t write_high
+    cdef public double response_timeout
+    cdef public double client_idle_timeout
+    cdef public set connections
+    cdef public bint draining
+
+cdef class Pool:
+    cdef public HttpContext ctx
+    cdef public dict idle
+    cdef public Py_ssize_t max_idle
+    cdef public double idle_timeout
+    cdef public Py_ssize_t idle_count
+    cpdef ClientConn acquire(self, object target)
+    cpdef void release(self, ClientConn conn)
+    cpdef ClientConn connect(self, object target, ServerConn server)
+    cpdef void sweep(self, double now)
+    cpdef void close_all(self)
+
+cdef class ServerConn:
+    cdef public HttpContext ctx
+    cdef public object meta
+    cdef public object transport
+    cdef bytes buf
+    cdef RequestHead head
+    cdef object target
+    cdef ClientConn upstream
+    cdef bytes upstream_head
+    cdef public bint in_flight
+    cdef int req_kind
+    cdef long long req_remaining
+    cdef ChunkedScanner req_scanner
+    cdef public bint req_done
+    cdef public bint resp_started
+    cdef public bint close_after
+    cdef bint client_eof
+    cdef bint retried
+    cdef bint tunnel_here
+    cdef int paused
+    cdef bint reading_paused
+    cdef public double t0
+    cdef public double idle_since
+    cdef public bint closed
+    cdef void advance(self)
+    cdef bint begin(self, RequestHead head) except -1
+    cdef void send_upstream(self, ClientConn conn)
+    cdef void forward_body(self)
+    cdef bytes _upstream_head(self, RequestHead head)
+    cdef bytes _take_body(self)
+    cpdef bint retry_on_fresh(self) except -1
+    cpdef void tunnel(self, ClientConn conn, bytes to_client, bytes to_upstream, bytes from_upstream)
+    cdef void pause(self, int reason)
+    cdef void resume(self, int reason)
+    cpdef void upstream_ready(self, ClientConn conn)
+    cpdef void upstream_failed(self, object err)
+    cpdef void response_head_sent(self, int status)
+    cpdef void response_done(self, bint tunnel)
+    cpdef void fail(self, object err)
+    cpdef void begin_drain(self)
+    cdef void write(self, bytes data)
+    cdef void close(self)
+
+cdef class ClientConn:
+    cdef public Pool pool
+    cdef public object target
+    cdef public object transport
+    cdef public ServerConn server
+    cdef bytes buf
+    cdef ResponseHead head
+    cdef int kind
+    cdef long long remaining
+    cdef ChunkedScanner scanner
+    cdef public int state
+    cdef bint head_request
+    cdef bint connect_request
+    cdef bint upgrade_requested
+    cdef int client_version
+    cdef bint client_keep
+    cdef bint dechunk
+    cdef bint client_closes
+    cdef public bint got_bytes
+    cdef public bint reused
+    cdef public double idle_since
+    cdef object timer
+    cdef void attach(self, ServerConn server, RequestHead head, bint keep)
+    cdef void on_head(self)
+    cdef void on_body(self)
+    cdef void on_body_with_head(self, Py_ssize_t head_len)
+    cdef void _cancel_timer(self)
+    cdef void finish(self, bint reusable)
+    cpdef void connect_failed(self, object exc)
+    cpdef void abort(self)

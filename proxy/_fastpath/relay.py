@@ -1,0 +1,826 @@
+"""Per-request HTTP/1.1 proxying: a client connection, pooled upstream connections, and the exchange between them.
+
+``ServerConn`` is the protocol of a connection accepted from a client (we are
+its server); ``ClientConn`` is a connection to an upstream (we are its
+client), kept in a ``Pool`` per target between requests. One request is in
+flight per client connection at a time: pipelined requests wait in the read
+buffer (bounded) and are answered in order. Heads are forwarded as received,
+byte for byte, unless a hop-by-hop field must go or the target form must
+change; bodies stream through with their framing checked as they pass
+(a chunked body is validated chunk by chunk, so an invalid size stops the
+request before any of the bad chunk is forwarded).
+
+Everything here runs in protocol callbacks: no per-request task or coroutine.
+Direction-specific decisions (where a request goes, how an error is answered
+and logged, how a connection is opened) come from the ``HttpContext``.
+"""
+
+import cython
+from time import perf_counter
+
+from proxy import errors
+from proxy._fastpath.http1 import (
+    NEED_MORE,
+    ChunkedScanner,
+    ParseError,
+    parse_request_head,
+    parse_response_head,
+    rewrite_head,
+)
+from proxy._fastpath.tunnel import splice
+
+# How a message body ends.
+BODY_NONE = cython.declare(cython.int, 0)
+BODY_LENGTH = cython.declare(cython.int, 1)
+BODY_CHUNKED = cython.declare(cython.int, 2)
+BODY_CLOSE = cython.declare(cython.int, 3)  # responses only: read until the upstream closes
+
+# Why reading from the client is paused (a bit set: reading resumes when none is left).
+PAUSE_UPSTREAM_FULL = cython.declare(cython.int, 1)  # upstream write buffer above high water
+PAUSE_PIPELINE = cython.declare(cython.int, 2)  # read-ahead full while a request is in flight
+PAUSE_CONNECTING = cython.declare(cython.int, 4)  # no upstream connection yet
+
+# ClientConn states.
+C_CONNECTING = cython.declare(cython.int, 0)
+C_IDLE = cython.declare(cython.int, 1)
+C_WAIT_HEAD = cython.declare(cython.int, 2)
+C_BODY = cython.declare(cython.int, 3)
+C_DONE = cython.declare(cython.int, 4)  # closed or handed to a tunnel
+
+# Methods that may be resent when a reused connection died before answering
+# (RFC 9110 9.2.2 idempotent methods), only when the request had no body.
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+_CONNECTION_CLOSE = [(b"Connection", b"close")]
+_CONNECTION_KEEP_ALIVE = [(b"Connection", b"keep-alive")]
+_NO_EXTRA = []
+_DECHUNK_DROP = (b"transfer-encoding",)
+_CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+class HttpContext:
+    """Everything a relay needs from its direction: routing, errors, pools, limits, stats."""
+
+    def __init__(self, loop, router, rescue, connector, stats, tcp_src, tcp_dst, limits):
+        self.loop = loop
+        self.router = router
+        self.rescue = rescue
+        self.connector = connector
+        self.stats = stats
+        self.tcp_src = tcp_src
+        self.tcp_dst = tcp_dst
+        self.max_header_bytes = limits.max_header_bytes
+        self.pipeline_buffer = limits.pipeline_buffer_bytes
+        self.write_high = limits.write_buffer_high
+        self.response_timeout = limits.response_timeout
+        self.client_idle_timeout = limits.client_idle_timeout
+        self.connections = set()
+        self.draining = False
+        self.pool = Pool(self, limits.pool_max_idle_per_target, limits.pool_idle_timeout)
+
+    def sweep(self):
+        """Close idle connections past their timeouts (called about once a second)."""
+        now = self.loop.time()
+        self.pool.sweep(now)
+        limit = self.client_idle_timeout
+        if limit > 0:
+            for conn in list(self.connections):
+                if not conn.in_flight and now - conn.idle_since > limit:
+                    conn.close()
+
+    def drain(self):
+        """Stop keeping connections alive: idle ones close now, busy ones after their response."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.begin_drain()
+        self.pool.close_all()
+
+
+class Pool:
+    """Idle upstream connections per target, bounded in count and idle time."""
+
+    def __init__(self, ctx, max_idle, idle_timeout):
+        self.ctx = ctx
+        self.idle = {}
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle_count = 0
+
+    def acquire(self, target):
+        conns = self.idle.get(target)
+        while conns:
+            conn: ClientConn = conns.pop()
+            self.idle_count -= 1
+            if conn.state == C_IDLE and not conn.transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    def release(self, conn: ClientConn):
+        if self.ctx.draining or conn.transport is None or conn.transport.is_closing():
+            conn.abort()
+            return
+        conns = self.idle.get(conn.target)
+        if conns is None:
+            conns = []
+            self.idle[conn.target] = conns
+        if len(conns) >= self.max_idle:
+            conn.abort()
+            return
+        conn.state = C_IDLE
+        conn.idle_since = self.ctx.loop.time()
+        conns.append(conn)
+        self.idle_count += 1
+
+    def connect(self, target, server: ServerConn):
+        conn = ClientConn(self, target)
+        conn.server = server
+        self.ctx.connector(target, conn)
+        return conn
+
+    def sweep(self, now):
+        for target in list(self.idle):
+            conns = self.idle[target]
+            keep = []
+            for conn in conns:
+                if conn.state == C_IDLE and now - conn.idle_since <= self.idle_timeout:
+                    keep.append(conn)
+                else:
+                    conn.abort()
+            self.idle_count -= len(conns) - len(keep)
+            if keep:
+                self.idle[target] = keep
+            else:
+                del self.idle[target]
+
+    def close_all(self):
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.abort()
+        self.idle.clear()
+        self.idle_count = 0
+
+    def forget(self, conn: ClientConn):
+        """Drop a connection that closed while idle."""
+        conns = self.idle.get(conn.target)
+        if conns is not None and conn in conns:
+            conns.remove(conn)
+            self.idle_count -= 1
+
+
+def _origin_form(target: bytes) -> bytes:
+    """``http://host:port/p?q`` -> ``/p?q`` (RFC 9112 3.2.2: origin servers get origin-form)."""
+    start: cython.Py_ssize_t = target.find(b"://")
+    if start < 0:
+        return target
+    slash: cython.Py_ssize_t = target.find(b"/", start + 3)
+    query: cython.Py_ssize_t = target.find(b"?", start + 3)
+    if slash < 0 or (0 <= query < slash):
+        return b"/" + target[query:] if query >= 0 else b"/"
+    return target[slash:]
+
+
+class ServerConn:
+    """One client connection speaking HTTP/1 to the proxy."""
+
+    def __init__(self, ctx, meta):
+        self.ctx = ctx
+        self.meta = meta
+        self.transport = None
+        self.buf = b""
+        self.head = None
+        self.target = None
+        self.upstream = None
+        self.upstream_head = b""
+        self.in_flight = False
+        self.req_kind = BODY_NONE
+        self.req_remaining = 0
+        self.req_scanner = None
+        self.req_done = True
+        self.resp_started = False
+        self.close_after = False
+        self.client_eof = False
+        self.retried = False
+        self.tunnel_here = False
+        self.paused = 0
+        self.reading_paused = False
+        self.t0 = 0.0
+        self.idle_since = 0.0
+        self.closed = False
+
+    # -- asyncio protocol --------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        ctx = self.ctx
+        transport.set_write_buffer_limits(ctx.write_high, ctx.write_high // 4)
+        ctx.connections.add(self)
+        self.idle_since = ctx.loop.time()
+
+    def data_received(self, data):
+        self.ctx.tcp_src.read_bytes += len(data)
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = data
+        self.advance()
+
+    def eof_received(self):
+        self.client_eof = True
+        if not self.in_flight:
+            self.close()
+            return False
+        return True  # half-closed client: still send it the response
+
+    def connection_lost(self, exc):
+        if self.closed:
+            return
+        self.closed = True
+        self.ctx.connections.discard(self)
+        self.ctx.tcp_src.closed += 1
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.server = None
+            upstream.abort()
+
+    def pause_writing(self):
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    # -- request processing -------------------------------------------------
+    def advance(self):
+        """Make progress with what is buffered: a new head, body bytes, or read-ahead."""
+        while not self.closed:
+            if not self.in_flight:
+                if not self.buf:
+                    if self.client_eof:
+                        self.close()
+                    return
+                try:
+                    head = parse_request_head(self.buf, self.ctx.max_header_bytes)
+                except ParseError as err:
+                    self.in_flight = True
+                    self.req_done = True
+                    self.t0 = perf_counter()
+                    self.ctx.stats.requests += 1
+                    self.fail(errors.ClientError(err.reason, status=err.status))
+                    return
+                if head is NEED_MORE:
+                    return
+                if not self.begin(head):
+                    return
+            elif not self.req_done:
+                if self.upstream is None or not self.buf:
+                    return
+                self.forward_body()
+                if not self.req_done:
+                    return
+            else:
+                # A request is in flight and complete: what is buffered is the
+                # next pipelined request; stop reading if too much piles up.
+                if len(self.buf) > self.ctx.pipeline_buffer:
+                    self.pause(PAUSE_PIPELINE)
+                return
+
+    def begin(self, head: RequestHead):
+        """Start an exchange for a parsed head; False when it cannot go upstream yet."""
+        ctx = self.ctx
+        consumed: cython.Py_ssize_t = head.consumed
+        self.buf = self.buf[consumed:] if consumed < len(self.buf) else b""
+        self.head = head
+        self.in_flight = True
+        self.resp_started = False
+        self.retried = False
+        self.t0 = perf_counter()
+        ctx.stats.requests += 1
+        if not head.keep_alive or ctx.draining:
+            self.close_after = True
+        if head.chunked:
+            self.req_kind = BODY_CHUNKED
+            self.req_scanner = ChunkedScanner(400, 4096, ctx.max_header_bytes)
+            self.req_done = False
+        elif head.content_length > 0:
+            self.req_kind = BODY_LENGTH
+            self.req_remaining = head.content_length
+            self.req_done = False
+        else:
+            self.req_kind = BODY_NONE
+            self.req_done = True
+        try:
+            target = ctx.router.route(head, self.meta)
+        except errors.ProxyError as err:
+            self.fail(err)
+            return False
+        self.target = target
+        self.tunnel_here = head.method == b"CONNECT" and target.via_connect
+        self.upstream_head = self._upstream_head(head)
+        conn = None if self.tunnel_here else ctx.pool.acquire(target)
+        if conn is None:
+            self.pause(PAUSE_CONNECTING)
+            self.upstream = ctx.pool.connect(target, self)
+            return False
+        self.send_upstream(conn)
+        return True
+
+    def _upstream_head(self, head: RequestHead) -> bytes:
+        if self.tunnel_here:
+            return b""
+        target: bytes = head.target
+        absolute: cython.bint = len(target) > 0 and target[0] != 47 and target[0] != 42 and head.method != b"CONNECT"
+        if not head.hop_by_hop and not absolute:
+            return head.raw
+        first_line = None
+        if absolute:
+            first_line = b"%s %s HTTP/1.%d" % (head.method, _origin_form(target), head.version - 10)
+        keep_upgrade: cython.bint = head.upgrade is not None
+        drop = head.connection_tokens
+        if keep_upgrade:
+            drop = tuple([t for t in drop if t != b"upgrade"])
+        extra = _NO_EXTRA
+        if head.host is None and absolute:
+            authority = target[target.find(b"://") + 3 :].split(b"/", 1)[0].split(b"?", 1)[0]
+            extra = [(b"Host", authority)]
+        return rewrite_head(head.raw, first_line, drop, keep_upgrade, extra)
+
+    def send_upstream(self, conn: ClientConn):
+        self.upstream = conn
+        self.resume(PAUSE_CONNECTING)
+        conn.attach(self, self.head, not self.close_after)
+        if self.req_kind == BODY_NONE:
+            self.ctx.tcp_dst.write_bytes += len(self.upstream_head)
+            conn.transport.write(self.upstream_head)
+            return
+        # Send the head together with the body bytes already here: one write.
+        body = self._take_body()
+        data = self.upstream_head + body if body else self.upstream_head
+        self.ctx.tcp_dst.write_bytes += len(data)
+        conn.transport.write(data)
+
+    def _take_body(self) -> bytes:
+        """Remove from the buffer the request-body bytes that may be forwarded now."""
+        n: cython.Py_ssize_t
+        buf = self.buf
+        if not buf:
+            return b""
+        if self.req_kind == BODY_LENGTH:
+            n = len(buf)
+            if n > self.req_remaining:
+                n = self.req_remaining
+            self.req_remaining -= n
+            if self.req_remaining == 0:
+                self.req_done = True
+        else:  # chunked: forward exactly the validated prefix
+            n = self.req_scanner.scan(buf, 0, None)
+            if self.req_scanner.done:
+                self.req_done = True
+        if n == len(buf):
+            self.buf = b""
+            return buf
+        self.buf = buf[n:]
+        return buf[:n]
+
+    def forward_body(self):
+        try:
+            body = self._take_body()
+        except ParseError as err:
+            self.fail(errors.ClientError(err.reason, status=err.status))
+            return
+        if body:
+            self.ctx.tcp_dst.write_bytes += len(body)
+            self.upstream.transport.write(body)
+
+    # -- called by the upstream side ----------------------------------------
+    def upstream_ready(self, conn: ClientConn):
+        if self.closed or self.upstream is not conn:
+            self.ctx.pool.release(conn)
+            return
+        if self.tunnel_here:
+            self.response_head_sent(200)
+            self.tunnel(conn, _CONNECT_ESTABLISHED, b"", b"")
+            return
+        self.send_upstream(conn)
+        if self.req_kind == BODY_CHUNKED and self.req_scanner is not None and self.buf:
+            self.advance()
+
+    def upstream_failed(self, err):
+        if self.closed:
+            return
+        self.upstream = None
+        self.resume(PAUSE_CONNECTING)
+        self.fail(err)
+
+    def retry_on_fresh(self):
+        """Resend a bodiless idempotent request after a reused connection died unanswered."""
+        head = self.head
+        if self.retried or self.closed or self.req_kind != BODY_NONE or head is None or head.method not in IDEMPOTENT:
+            return False
+        self.retried = True
+        self.upstream = self.ctx.pool.connect(self.target, self)
+        return True
+
+    def response_head_sent(self, status):
+        self.resp_started = True
+        ctx = self.ctx
+        ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
+
+    def response_done(self, tunnel):
+        """The upstream finished its response (the upstream connection is already released)."""
+        self.upstream = None
+        self.in_flight = False
+        self.head = None
+        if tunnel:
+            self.closed = True
+            self.ctx.connections.discard(self)
+            return
+        if not self.req_done:
+            # The server answered before the request body ended; the rest of
+            # that body cannot be told apart from a next request.
+            self.close_after = True
+        self.idle_since = self.ctx.loop.time()
+        if self.close_after:
+            self.close()
+            return
+        self.resume(PAUSE_PIPELINE)
+        self.advance()
+
+    def tunnel(self, conn: ClientConn, to_client: bytes, to_upstream: bytes, from_upstream: bytes):
+        """Hand both connections to a raw byte tunnel (101 Switching Protocols, CONNECT).
+
+        Bytes the client sent after its request (already buffered) go to the
+        upstream; bytes the upstream sent after its response head go to the client.
+        """
+        ctx = self.ctx
+        rest = self.buf
+        self.buf = b""
+        self.req_done = True
+        if to_client:
+            self.write(to_client)
+        conn.state = C_DONE
+        conn.server = None
+        splice(self.transport, conn.transport, ctx.tcp_src, ctx.tcp_dst, to_upstream + rest, from_upstream)
+        self.response_done(True)
+
+    def fail(self, err):
+        """Answer the in-flight request with a synthesized error, or cut the connection if too late."""
+        if self.closed:
+            return
+        ctx = self.ctx
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.server = None
+            upstream.abort()
+        self.resume(PAUSE_CONNECTING)
+        if self.resp_started:
+            # Part of a response already went out: the only honest signal left
+            # in HTTP/1 is to cut the connection.
+            self.transport.abort()
+            return
+        if err.closes or not self.req_done:
+            self.close_after = True
+        ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, True)
+        self.write(ctx.rescue(err, self.head, self.meta, self.close_after))
+        self.resp_started = True
+        self.in_flight = False
+        self.head = None
+        self.req_done = True
+        self.idle_since = ctx.loop.time()
+        if self.close_after:
+            self.close()
+        else:
+            self.advance()
+
+    def begin_drain(self):
+        self.close_after = True
+        if not self.in_flight:
+            self.close()
+
+    # -- helpers -------------------------------------------------------------
+    def pause(self, reason):
+        self.paused |= reason
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume(self, reason):
+        self.paused &= ~reason
+        if self.paused == 0 and self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def write(self, data):
+        self.ctx.tcp_src.write_bytes += len(data)
+        self.transport.write(data)
+
+    def close(self):
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ClientConn:
+    """One connection to an upstream, reused across requests through the pool."""
+
+    def __init__(self, pool, target):
+        self.pool = pool
+        self.target = target
+        self.transport = None
+        self.server = None
+        self.buf = b""
+        self.head = None
+        self.kind = BODY_NONE
+        self.remaining = 0
+        self.scanner = None
+        self.state = C_CONNECTING
+        self.head_request = False
+        self.connect_request = False
+        self.upgrade_requested = False
+        self.client_version = 11
+        self.client_keep = True
+        self.dechunk = False
+        self.client_closes = False
+        self.got_bytes = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.timer = None
+
+    # -- asyncio protocol --------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        ctx = self.pool.ctx
+        ctx.tcp_dst.opened += 1
+        transport.set_write_buffer_limits(ctx.write_high, ctx.write_high // 4)
+        server = self.server
+        if server is None:
+            self.pool.release(self)
+        else:
+            server.upstream_ready(self)
+
+    def connect_failed(self, exc):
+        self.state = C_DONE
+        server = self.server
+        self.server = None
+        if server is not None:
+            server.upstream_failed(errors.connect_error(exc))
+
+    def data_received(self, data):
+        self.pool.ctx.tcp_dst.read_bytes += len(data)
+        if self.server is None:
+            # Bytes from an upstream we asked nothing of: it is not speaking
+            # HTTP/1 as agreed, so the connection cannot be trusted again.
+            self.abort()
+            return
+        self.got_bytes = True
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = data
+        if self.state == C_WAIT_HEAD:
+            self.on_head()
+        elif self.state == C_BODY:
+            self.on_body()
+
+    def eof_received(self):
+        if self.state == C_BODY and self.kind == BODY_CLOSE:
+            self.finish(False)
+        return False
+
+    def connection_lost(self, exc):
+        state = self.state
+        self.state = C_DONE
+        self._cancel_timer()
+        server = self.server
+        self.server = None
+        ctx = self.pool.ctx
+        if self.transport is not None:
+            ctx.tcp_dst.closed += 1
+        if state == C_IDLE:
+            self.pool.forget(self)
+            return
+        if server is None:
+            return
+        if state == C_BODY and self.kind == BODY_CLOSE:
+            server.response_done(False)
+            return
+        if state == C_WAIT_HEAD and self.reused and not self.got_bytes and server.retry_on_fresh():
+            return
+        server.upstream_failed(errors.UpstreamReset())
+
+    def pause_writing(self):
+        server = self.server
+        if server is not None:
+            server.pause(PAUSE_UPSTREAM_FULL)
+
+    def resume_writing(self):
+        server = self.server
+        if server is not None:
+            server.resume(PAUSE_UPSTREAM_FULL)
+
+    # -- exchange ------------------------------------------------------------
+    def attach(self, server: ServerConn, head: RequestHead, keep):
+        self.server = server
+        self.state = C_WAIT_HEAD
+        self.buf = b""
+        self.got_bytes = False
+        self.head_request = head.method == b"HEAD"
+        self.connect_request = head.method == b"CONNECT"
+        self.upgrade_requested = head.upgrade is not None
+        self.client_version = head.version
+        self.client_keep = keep
+        ctx = self.pool.ctx
+        if ctx.response_timeout > 0:
+            self.timer = ctx.loop.call_later(ctx.response_timeout, self._timed_out)
+
+    def _timed_out(self):
+        self.timer = None
+        server = self.server
+        if server is not None and self.state == C_WAIT_HEAD:
+            self.server = None
+            self.state = C_DONE
+            server.fail(errors.ResponseTimeout())
+            self.abort()
+
+    def _cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def on_head(self):
+        server = self.server
+        ctx = self.pool.ctx
+        status: cython.int
+        while True:
+            try:
+                head = parse_response_head(self.buf, ctx.max_header_bytes)
+            except ParseError as err:
+                self._bad_response(err.reason)
+                return
+            if head is NEED_MORE:
+                return
+            rh: ResponseHead = head
+            status = rh.status
+            consumed: cython.Py_ssize_t = rh.consumed
+            if 100 <= status < 200 and status != 101:
+                # Interim response (100 Continue, 103 Early Hints): relay to
+                # HTTP/1.1 clients and keep waiting for the final one.
+                self.buf = self.buf[consumed:]
+                if self.client_version >= 11:
+                    server.write(rh.raw)
+                continue
+            break
+        self._cancel_timer()
+        self.head = rh
+        if status == 101 or (self.connect_request and 200 <= status < 300):
+            if status == 101 and not self.upgrade_requested:
+                self._bad_response("101 without upgrade request")
+                return
+            rest = self.buf[consumed:]
+            self.buf = b""
+            server.response_head_sent(status)
+            self.state = C_DONE
+            self.server = None
+            server.tunnel(self, rh.raw, b"", rest)
+            return
+        # Body framing per RFC 9112 6.3.
+        if self.head_request or status == 204 or status == 304:
+            self.kind = BODY_NONE
+        elif rh.chunked:
+            self.kind = BODY_CHUNKED
+            self.scanner = ChunkedScanner(502, 4096, ctx.max_header_bytes)
+        elif rh.has_transfer_encoding:
+            self.kind = BODY_CLOSE
+        elif rh.content_length >= 0:
+            self.kind = BODY_LENGTH if rh.content_length > 0 else BODY_NONE
+            self.remaining = rh.content_length
+        else:
+            self.kind = BODY_CLOSE
+        keep: cython.bint = self.client_keep and not ctx.draining and self.kind != BODY_CLOSE
+        self.dechunk = self.kind == BODY_CHUNKED and self.client_version < 11
+        if self.dechunk:
+            keep = False
+        self.client_closes = not keep
+        if keep and not rh.hop_by_hop and self.client_version >= 11:
+            out = None  # forward the head exactly as received
+        else:
+            drop = rh.connection_tokens + _DECHUNK_DROP if self.dechunk else rh.connection_tokens
+            if not keep:
+                extra = _CONNECTION_CLOSE
+            elif self.client_version < 11:
+                extra = _CONNECTION_KEEP_ALIVE
+            else:
+                extra = _NO_EXTRA
+            out = rewrite_head(rh.raw, None, drop, False, extra)
+        if not keep:
+            server.close_after = True
+        server.response_head_sent(status)
+        self.state = C_BODY
+        if out is None:
+            # Head and as much body as is here go out in one write.
+            self.on_body_with_head(consumed)
+        else:
+            self.buf = self.buf[consumed:]
+            server.write(out)
+            self.on_body()
+
+    def on_body_with_head(self, head_len: cython.Py_ssize_t):
+        """Forward the raw head plus the body bytes already buffered in one write."""
+        buf = self.buf
+        n: cython.Py_ssize_t = len(buf) - head_len
+        kind = self.kind
+        done: cython.bint = False
+        if kind == BODY_NONE:
+            n = 0
+            done = True
+        elif kind == BODY_LENGTH:
+            if n >= self.remaining:
+                n = self.remaining
+                done = True
+            self.remaining -= n
+        elif kind == BODY_CHUNKED:
+            try:
+                n = self.scanner.scan(buf, head_len, None) - head_len
+            except ParseError as err:
+                self._bad_body(err.reason)
+                return
+            done = self.scanner.done
+        end: cython.Py_ssize_t = head_len + n
+        self.buf = buf[end:] if end < len(buf) else b""
+        server = self.server
+        server.write(buf[:end] if end < len(buf) else buf)
+        if done:
+            self.finish(not self.buf)
+
+    def on_body(self):
+        buf = self.buf
+        if not buf and self.kind != BODY_NONE:
+            return
+        server = self.server
+        n: cython.Py_ssize_t = len(buf)
+        done: cython.bint = False
+        kind = self.kind
+        if kind == BODY_NONE:
+            n = 0
+            done = True
+        elif kind == BODY_LENGTH:
+            if n >= self.remaining:
+                n = self.remaining
+                done = True
+            self.remaining -= n
+        elif kind == BODY_CHUNKED:
+            pieces = [] if self.dechunk else None
+            try:
+                n = self.scanner.scan(buf, 0, pieces)
+            except ParseError as err:
+                self._bad_body(err.reason)
+                return
+            done = self.scanner.done
+            if self.dechunk:
+                self.buf = buf[n:]
+                server.write(b"".join(pieces))
+                if done:
+                    self.finish(False)
+                return
+        self.buf = buf[n:] if n < len(buf) else b""
+        if n:
+            server.write(buf if n == len(buf) else buf[:n])
+        if done:
+            self.finish(not self.buf)
+
+    def finish(self, reusable):
+        """The response is complete: release this connection, then let the client go on."""
+        server = self.server
+        upstream_keep: cython.bint = self.head is not None and self.head.keep_alive
+        self.server = None
+        self.scanner = None
+        self.head = None
+        if server is None:
+            self.abort()
+            return
+        if reusable and upstream_keep and self.kind != BODY_CLOSE and server.req_done:
+            self.pool.release(self)
+        else:
+            self.abort()
+        server.response_done(False)
+
+    def _bad_response(self, reason):
+        server = self.server
+        self.server = None
+        self.abort()
+        if server is not None:
+            server.fail(errors.BadResponse(f"invalid response from upstream: {reason}"))
+
+    def _bad_body(self, reason):
+        server = self.server
+        self.server = None
+        self.abort()
+        if server is not None:
+            server.fail(errors.BadResponse(f"invalid response body from upstream: {reason}"))
+
+    def abort(self):
+        self.state = C_DONE
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,119 @@
+"""Raw byte relaying between two transports: opaque TCP, upgraded HTTP connections, CONNECT tunnels.
+
+Each side is a ``TunnelEnd`` protocol whose peer is the other side. Bytes are
+written straight through; backpressure pauses reading on one side while the
+other side's write buffer is above its high-water mark; a FIN from one side
+becomes a write-EOF on the other (half-close), and the pair closes once both
+directions ended or either side is lost.
+"""
+
+import cython
+
+
+class TunnelEnd:
+    def __init__(self, stats, pending=b""):
+        self.transport = None
+        self.peer = None
+        self.stats = stats
+        self.on_close = None
+        self.eof = False
+        self.closed = False
+        self.pending = pending
+
+    # -- wiring ------------------------------------------------------------
+    def link(self, peer):
+        """Join two ends; queued bytes of each side go out now."""
+        self.peer = peer
+        peer.peer = self
+        for end in (self, peer):
+            data = end.pending
+            if data:
+                end.pending = b""
+                end.peer._send(data)
+            if end.eof:
+                end.peer._send_eof()
+
+    def adopt(self, transport, counted=True):
+        """Take over an already connected transport (after a protocol switch)."""
+        self.transport = transport
+        transport.set_protocol(self)
+        if not counted:
+            self.stats.opened += 1
+
+    # -- asyncio protocol --------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.stats.opened += 1
+
+    def data_received(self, data):
+        n: cython.Py_ssize_t = len(data)
+        self.stats.read_bytes += n
+        if self.peer is None:
+            self.pending += data
+            return
+        self.peer._send(data)
+
+    def eof_received(self):
+        self.eof = True
+        if self.peer is not None:
+            self.peer._send_eof()
+            if self.peer.eof:
+                self.close()
+        return True  # keep our write side open: the peer may still answer
+
+    def connection_lost(self, exc):
+        if self.closed:
+            return
+        self.closed = True
+        self.stats.closed += 1
+        if self.on_close is not None:
+            callback, self.on_close = self.on_close, None
+            callback(self)
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self):
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
+            self.peer.transport.resume_reading()
+
+    # -- helpers -----------------------------------------------------------
+    def _send(self, data):
+        if self.transport is None or self.closed:
+            return
+        self.stats.write_bytes += len(data)
+        self.transport.write(data)
+
+    def _send_eof(self):
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        else:
+            self.close()
+
+    def close(self):
+        """Close after flushing what is buffered (asyncio's close flushes)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def splice(a_transport, b_transport, a_stats, b_stats, a_to_b=b"", b_to_a=b""):
+    """Turn two connected transports into a tunnel; returns the two ends.
+
+    ``a_to_b`` are bytes already read from ``a`` that belong to ``b`` (for
+    example a client's first WebSocket frame that arrived with its upgrade
+    request), likewise ``b_to_a``.
+    """
+    a = TunnelEnd(a_stats, a_to_b)
+    b = TunnelEnd(b_stats, b_to_a)
+    a.adopt(a_transport)
+    b.adopt(b_transport)
+    a.link(b)
+    a_transport.resume_reading()
+    b_transport.resume_reading()
+    return a, b

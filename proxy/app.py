@@ -1,0 +1,131 @@
+"""Wires listeners, admin and the two directions together; owns the lifecycle.
+
+start: bind admin, outbound and inbound (any failure stops the start), then
+ready. SIGTERM, SIGINT or POST /shutdown: not ready, listeners stop
+accepting, idle connections close, in-flight requests finish with
+``Connection: close`` until the drain deadline, then whatever is left is cut
+and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+import proxy
+import proxy._fastpath as fastpath
+from proxy.admin.server import AdminHooks, AdminProtocol
+from proxy._fastpath.metrics import HttpStats, TcpStats
+from proxy._fastpath.relay import HttpContext
+from proxy.config import Config
+from proxy.core.accept import AcceptStage
+from proxy.inbound import server as inbound
+from proxy.outbound import server as outbound
+from proxy.telemetry import metrics
+from proxy.transport.connect import Connector
+from proxy.transport.listen import bound_address, listen
+
+log = structlog.get_logger("proxy.app")
+
+SWEEP_INTERVAL = 1.0
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.ready = False
+        self.stopping = asyncio.Event()
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.stages: dict[str, AcceptStage] = {}
+        self.contexts: dict[str, HttpContext] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def _context(self, direction: str) -> HttpContext:
+        limits = self.config.limits
+        return HttpContext(
+            self.loop, None, None, Connector(self.loop, limits.connect_timeout),
+            HttpStats(direction), TcpStats(direction, "src"), TcpStats(direction, "dst"), limits,
+        )
+
+    async def start(self) -> None:
+        cfg = self.config
+        hooks = AdminHooks(is_ready=lambda: self.ready, metrics=self.render_metrics,
+                           shutdown=self.shutdown, config=cfg.describe)
+        self.servers["admin"] = await listen(self.loop, cfg.admin_listen, lambda: AdminProtocol(hooks))
+
+        out_ctx = self._context("outbound")
+        in_ctx = self._context("inbound")
+        self.contexts = {"outbound": out_ctx, "inbound": in_ctx}
+        own: set[tuple[str, int]] = set()
+        out_stage, out_router = outbound.build(cfg, out_ctx, own)
+        in_stage, _ = inbound.build(cfg, in_ctx)
+        self.stages = {"outbound": out_stage, "inbound": in_stage}
+        self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
+        self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
+        # Requests addressed to the outbound listener itself would loop forever.
+        addr = bound_address(self.servers["outbound"])
+        own.update({(addr.host, addr.port), ("localhost", addr.port), ("127.0.0.1", addr.port)})
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        self.ready = True
+        log.info(
+            "meshproxy ready",
+            version=proxy.__version__,
+            compiled=fastpath.COMPILED,
+            **{name: str(bound_address(server)) for name, server in self.servers.items()},
+        )
+
+    def addresses(self) -> dict[str, str]:
+        return {name: str(bound_address(server)) for name, server in self.servers.items()}
+
+    def _sweep(self) -> None:
+        for ctx in self.contexts.values():
+            ctx.sweep()
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def render_metrics(self) -> bytes:
+        http = [ctx.stats for ctx in self.contexts.values()]
+        tcp = [s for ctx in self.contexts.values() for s in (ctx.tcp_src, ctx.tcp_dst)]
+        return metrics.render(http, tcp)
+
+    def shutdown(self) -> None:
+        if not self.stopping.is_set():
+            log.info("shutdown: draining", drain_timeout_s=self.config.drain_timeout)
+            self.stopping.set()
+
+    def _open(self) -> int:
+        return sum(len(ctx.connections) for ctx in self.contexts.values()) + sum(
+            stage.open_connections for stage in self.stages.values()
+        )
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight work finish until the deadline, then cut the rest."""
+        self.ready = False
+        for name in ("outbound", "inbound"):
+            server = self.servers.get(name)
+            if server is not None:
+                server.close()
+        for ctx in self.contexts.values():
+            ctx.drain()
+        deadline = self.loop.time() + self.config.drain_timeout
+        while self._open() and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = self._open()
+        if left:
+            log.warning("drain deadline reached: closing remaining connections", connections=left)
+            for ctx in self.contexts.values():
+                for conn in list(ctx.connections):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.servers["admin"].close()
+        log.info("meshproxy stopped")
+
+    async def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.shutdown)
+        await self.stopping.wait()
+        await self.drain()

@@ -1,0 +1,81 @@
+"""The ``meshproxy`` command: parses arguments and hands off; every subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import proxy
+
+EX_CONFIG = 64  # sysexits.h EX_USAGE: bad configuration, nothing was bound
+EX_UNAVAILABLE = 69  # a listener could not be bound
+
+
+def _run(args: argparse.Namespace) -> int:
+    from proxy import config as cfgmod
+
+    try:
+        cfg = cfgmod.load(file_path=args.config)
+    except cfgmod.ConfigError as err:
+        print(f"meshproxy: invalid configuration: {err}", file=sys.stderr)
+        return EX_CONFIG
+
+    import asyncio
+
+    import uvloop
+
+    from proxy.telemetry import logging as plog
+
+    plog.configure(cfg.log_format, cfg.log_level)
+
+    async def main() -> int:
+        from proxy.app import App
+
+        app = App(cfg)
+        try:
+            await app.start()
+        except OSError as err:
+            print(f"meshproxy: cannot listen: {err}", file=sys.stderr)
+            return EX_UNAVAILABLE
+        await app.run()
+        return 0
+
+    return uvloop.run(main())
+
+
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from proxy import demo
+
+    return demo.main(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshproxy", description="A Linkerd-style service-mesh sidecar proxy.")
+    parser.add_argument("--version", action="version", version=f"meshproxy {proxy.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the proxy (configured by MESHPROXY_* environment variables)")
+    run.add_argument("--config", metavar="FILE", help="YAML file of settings (lower-case names without MESHPROXY_)")
+    sub.add_parser("demo", help="run a small local mesh and print its golden metrics", add_help=False)
+    sub.add_parser("version", help="print the version and whether the compiled fast path is in use")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if argv[:1] == ["demo"]:
+        return _demo(argparse.Namespace(), argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "version":
+        import proxy._fastpath as fp
+
+        print(f"meshproxy {proxy.__version__} (fast path {'compiled' if fp.COMPILED else 'NOT compiled'})")
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

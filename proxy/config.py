@@ -1,0 +1,309 @@
+"""Every setting of the proxy: environment names, defaults, parsing, validation.
+
+Settings come from ``MESHPROXY_*`` environment variables and, optionally, a
+YAML file (``meshproxy run --config FILE``) whose keys are the same names in
+lower case without the prefix (``outbound_listen: 127.0.0.1:4140``). The
+environment wins over the file. A bad value raises ``ConfigError`` naming the
+setting; the command turns that into exit status 64 before anything binds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "MESHPROXY_"
+
+# ---- environment names (the only place they are spelled) -------------------
+OUTBOUND_LISTEN = "MESHPROXY_OUTBOUND_LISTEN"
+INBOUND_LISTEN = "MESHPROXY_INBOUND_LISTEN"
+ADMIN_LISTEN = "MESHPROXY_ADMIN_LISTEN"
+INBOUND_FORWARD_HOST = "MESHPROXY_INBOUND_FORWARD_HOST"
+INBOUND_DEFAULT_TARGET = "MESHPROXY_INBOUND_DEFAULT_TARGET"
+DETECT_TIMEOUT = "MESHPROXY_DETECT_TIMEOUT"
+OPAQUE_PORTS = "MESHPROXY_OPAQUE_PORTS"
+MAX_HEADER_BYTES = "MESHPROXY_MAX_HEADER_BYTES"
+CONNECT_TIMEOUT = "MESHPROXY_CONNECT_TIMEOUT"
+RESPONSE_TIMEOUT = "MESHPROXY_RESPONSE_TIMEOUT"
+POOL_MAX_IDLE_PER_TARGET = "MESHPROXY_POOL_MAX_IDLE_PER_TARGET"
+POOL_IDLE_TIMEOUT = "MESHPROXY_POOL_IDLE_TIMEOUT"
+CLIENT_IDLE_TIMEOUT = "MESHPROXY_CLIENT_IDLE_TIMEOUT"
+WRITE_BUFFER_HIGH = "MESHPROXY_WRITE_BUFFER_HIGH"
+PIPELINE_BUFFER_BYTES = "MESHPROXY_PIPELINE_BUFFER_BYTES"
+MAX_CONNECTIONS = "MESHPROXY_MAX_CONNECTIONS"
+DRAIN_TIMEOUT = "MESHPROXY_DRAIN_TIMEOUT"
+LOG_FORMAT = "MESHPROXY_LOG_FORMAT"
+LOG_LEVEL = "MESHPROXY_LOG_LEVEL"
+
+DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the proxy cannot use; ``name`` is the setting."""
+
+    def __init__(self, name: str, value: object, why: str) -> None:
+        super().__init__(f"invalid {name}={value!r}: {why}")
+        self.name = name
+
+
+# ---- value types -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """An address to listen on or connect to; ``host`` may be a name or an IP."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortSet:
+    """Ports given as a list of numbers and inclusive ranges (``25,1000-1999``)."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and any(lo <= port <= hi for lo, hi in self.ranges)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sizes and times that bound one connection's work (read by the relay)."""
+
+    max_header_bytes: int
+    pipeline_buffer_bytes: int
+    write_buffer_high: int
+    connect_timeout: float
+    response_timeout: float  # 0 disables
+    pool_max_idle_per_target: int
+    pool_idle_timeout: float
+    client_idle_timeout: float
+    detect_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    outbound_listen: HostPort
+    inbound_listen: HostPort
+    admin_listen: HostPort
+    inbound_forward_host: str
+    inbound_default_target: HostPort | None
+    opaque_ports: PortSet
+    max_connections: int
+    drain_timeout: float
+    log_format: str
+    log_level: str
+    limits: Limits
+
+    def describe(self) -> dict[str, str]:
+        """Settings as strings, for ``/config`` on the admin port and logs."""
+        out: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, Limits):
+                for sub in dataclasses.fields(value):
+                    out[sub.name] = str(getattr(value, sub.name))
+            elif isinstance(value, PortSet):
+                out[field.name] = ",".join(
+                    str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges
+                )
+            else:
+                out[field.name] = "" if value is None else str(value)
+        return out
+
+
+# ---- parsers -----------------------------------------------------------------
+
+
+def parse_host_port(text: str) -> HostPort:
+    """``host:port``, ``[v6]:port``; raises ValueError."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or text[end + 1 : end + 2] != ":":
+            raise ValueError("expected [ipv6]:port")
+        host, port_text = text[1:end], text[end + 2 :]
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+        if ":" in host:
+            raise ValueError("IPv6 addresses must be bracketed: [addr]:port")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("port must be 0-65535")
+    return HostPort(host, int(port_text))
+
+
+def parse_duration(text: str) -> float:
+    """``10s``, ``250ms``, ``2m``, ``1h`` or a bare number of seconds; >= 0."""
+    text = text.strip().lower()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)]
+            break
+    else:
+        number, scale = text, 1.0
+    value = float(number) * scale
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite, non-negative duration")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """A byte count: ``65536``, ``64KiB``, ``1MiB``, ``64k``; > 0."""
+    text = text.strip()
+    units = {"kib": 1024, "k": 1024, "kb": 1000, "mib": 1 << 20, "m": 1 << 20, "mb": 10**6}
+    lowered = text.lower()
+    for suffix in sorted(units, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            value = int(lowered[: -len(suffix)].strip()) * units[suffix]
+            break
+    else:
+        value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def parse_port_set(text: str) -> PortSet:
+    ranges = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo_text, dash, hi_text = part.partition("-")
+        lo = int(lo_text)
+        hi = int(hi_text) if dash else lo
+        if not (0 < lo <= hi <= 65535):
+            raise ValueError(f"bad port or range {part!r}")
+        ranges.append((lo, hi))
+    return PortSet(tuple(ranges))
+
+
+def parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+# ---- the table: name -> (default, parser) ------------------------------------
+
+SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
+    OUTBOUND_LISTEN: ("127.0.0.1:4140", parse_host_port, "outbound listener (apps' traffic out)"),
+    INBOUND_LISTEN: ("0.0.0.0:4143", parse_host_port, "inbound listener (traffic to the app)"),
+    ADMIN_LISTEN: ("0.0.0.0:4191", parse_host_port, "admin listener: /live /ready /metrics"),
+    INBOUND_FORWARD_HOST: ("127.0.0.1", str, "host the inbound side forwards to"),
+    INBOUND_DEFAULT_TARGET: (None, parse_host_port, "inbound target for connections addressed to the listener itself"),
+    DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit; then opaque"),
+    OPAQUE_PORTS: (DEFAULT_OPAQUE_PORTS, parse_port_set, "ports that skip detection"),
+    MAX_HEADER_BYTES: ("65536", parse_size, "largest request/response head; larger -> 431/502"),
+    CONNECT_TIMEOUT: ("1s", parse_duration, "upstream connect time limit -> 504"),
+    RESPONSE_TIMEOUT: ("0", parse_duration, "time to the response head, 0 = none -> 504"),
+    POOL_MAX_IDLE_PER_TARGET: ("64", parse_positive_int, "idle upstream connections kept per target"),
+    POOL_IDLE_TIMEOUT: ("3s", parse_duration, "idle upstream connection lifetime"),
+    CLIENT_IDLE_TIMEOUT: ("120s", parse_duration, "idle keep-alive client connection lifetime"),
+    WRITE_BUFFER_HIGH: ("262144", parse_size, "write buffer high-water mark per connection"),
+    PIPELINE_BUFFER_BYTES: ("262144", parse_size, "bytes read ahead of an in-flight request"),
+    MAX_CONNECTIONS: ("20000", parse_positive_int, "open client connections per listener"),
+    DRAIN_TIMEOUT: ("30s", parse_duration, "SIGTERM: time for in-flight requests to finish"),
+    LOG_FORMAT: ("plain", parse_choice(("plain", "json")), "log format"),
+    LOG_LEVEL: ("info", parse_choice(LOG_LEVELS), "log level (changeable at /proxy-log-level)"),
+}
+
+
+def _value(name: str, sources: Mapping[str, str]) -> Any:
+    default, parser, _ = SETTINGS[name]
+    raw = sources.get(name, default)
+    if raw is None or (raw == "" and default is None):
+        return None
+    try:
+        return parser(str(raw))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(name, raw, str(err) or "malformed") from None
+
+
+def file_settings(document: object) -> dict[str, str]:
+    """Map a YAML document's keys (``outbound_listen``) to environment names."""
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError("--config", type(document).__name__, "the file must be a mapping")
+    out = {}
+    for key, value in document.items():
+        name = PREFIX + str(key).upper()
+        if name not in SETTINGS:
+            raise ConfigError(str(key), value, "unknown setting")
+        out[name] = "" if value is None else str(value)
+    return out
+
+
+def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> Config:
+    """Build the frozen configuration; raises ConfigError on the first bad value."""
+    env = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    if file_path:
+        import yaml
+
+        try:
+            with open(file_path, encoding="utf-8") as fh:
+                sources.update(file_settings(yaml.safe_load(fh)))
+        except OSError as err:
+            raise ConfigError("--config", file_path, err.strerror or str(err)) from None
+        except yaml.YAMLError as err:
+            raise ConfigError("--config", file_path, f"not valid YAML: {err}") from None
+    unknown = [k for k in env if k.startswith(PREFIX) and k not in SETTINGS and k not in EXTERNAL_NAMES]
+    if unknown:
+        raise ConfigError(unknown[0], env[unknown[0]], "unknown setting")
+    sources.update({k: v for k, v in env.items() if k in SETTINGS})
+    v = {name: _value(name, sources) for name in SETTINGS}
+    limits = Limits(
+        max_header_bytes=v[MAX_HEADER_BYTES],
+        pipeline_buffer_bytes=v[PIPELINE_BUFFER_BYTES],
+        write_buffer_high=v[WRITE_BUFFER_HIGH],
+        connect_timeout=v[CONNECT_TIMEOUT],
+        response_timeout=v[RESPONSE_TIMEOUT],
+        pool_max_idle_per_target=v[POOL_MAX_IDLE_PER_TARGET],
+        pool_idle_timeout=v[POOL_IDLE_TIMEOUT],
+        client_idle_timeout=v[CLIENT_IDLE_TIMEOUT],
+        detect_timeout=v[DETECT_TIMEOUT],
+    )
+    if limits.connect_timeout <= 0:
+        raise ConfigError(CONNECT_TIMEOUT, sources.get(CONNECT_TIMEOUT), "must be greater than zero")
+    return Config(
+        outbound_listen=v[OUTBOUND_LISTEN],
+        inbound_listen=v[INBOUND_LISTEN],
+        admin_listen=v[ADMIN_LISTEN],
+        inbound_forward_host=v[INBOUND_FORWARD_HOST],
+        inbound_default_target=v[INBOUND_DEFAULT_TARGET],
+        opaque_ports=v[OPAQUE_PORTS],
+        max_connections=v[MAX_CONNECTIONS],
+        drain_timeout=v[DRAIN_TIMEOUT],
+        log_format=v[LOG_FORMAT],
+        log_level=v[LOG_LEVEL],
+        limits=limits,
+    )
+
+
+# Names read by other parts of the command (not the proxy itself), so the
+# unknown-setting check does not reject them.
+EXTERNAL_NAMES = frozenset({"MESHPROXY_PURE", "MESHPROXY_ANNOTATE"})

@@ -1,0 +1,1 @@
+"""Vocabulary shared by the inbound and outbound sides (which never import each other)."""

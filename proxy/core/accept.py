@@ -1,0 +1,192 @@
+"""Accept -> detect -> hand off: the first stage of both directions.
+
+A new connection's metadata (client, local address, original destination) is
+read once. Then its first bytes are classified by the fast-path detector,
+within ``detect_timeout``; ports in the opaque list skip detection so that
+server-speaks-first protocols never wait. HTTP/1 goes to the per-request
+relay; everything else (and anything undecided at the deadline) is relayed
+as opaque TCP to the connection's target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from proxy._fastpath import detect
+from proxy._fastpath.relay import HttpContext, ServerConn
+from proxy._fastpath.tunnel import TunnelEnd
+from proxy.config import PortSet
+from proxy.core.addr import ConnMeta, Target
+from proxy.errors import connect_error
+from proxy.transport.orig_dst import original_dst
+
+log = structlog.get_logger("proxy.accept")
+
+
+@dataclass(slots=True)
+class AcceptStage:
+    """What one listener needs to take a connection from accept to its handler."""
+
+    direction: str
+    ctx: HttpContext
+    detect_timeout: float
+    opaque_ports: PortSet
+    max_connections: int
+    connect_timeout: float
+    # The target of a whole connection (opaque relaying); None when there is none.
+    connection_target: Callable[[ConnMeta], Target | None]
+    # Inbound refuses connections with no target at all, before reading a byte.
+    refuse_without_target: bool
+    # Connections being detected or relayed as opaque TCP; HTTP/1 ones are in ctx.connections.
+    open_connections: int = 0
+
+    def protocol(self) -> Accepted:
+        return Accepted(self)
+
+
+class Accepted(asyncio.Protocol):
+    """The protocol of a connection until its protocol is known."""
+
+    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done")
+
+    def __init__(self, stage: AcceptStage) -> None:
+        self.stage = stage
+        self.transport: asyncio.Transport | None = None
+        self.meta: ConnMeta | None = None
+        self.detector = detect.Detector()
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stage = self.stage
+        self.transport = transport  # type: ignore[assignment]
+        stage.ctx.tcp_src.opened += 1
+        stage.open_connections += 1
+        client = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        meta = ConnMeta(stage.direction, client[:2], local[:2], original_dst(transport.get_extra_info("socket")))
+        self.meta = meta
+        if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
+            log.warning("connection refused: too many connections", direction=stage.direction,
+                        client=_fmt(meta.client), limit=stage.max_connections)
+            transport.abort()
+            return
+        if stage.refuse_without_target and stage.connection_target(meta) is None:
+            log.warning("connection refused: addressed to the inbound listener itself and no default target is set "
+                        "(set MESHPROXY_INBOUND_DEFAULT_TARGET)", direction=stage.direction, client=_fmt(meta.client))
+            transport.abort()
+            return
+        port = meta.orig_dst[1] if meta.orig_dst is not None else meta.local[1]
+        if port in stage.opaque_ports:
+            self._hand_off(detect.OPAQUE, b"", False)
+            return
+        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done:
+            return
+        kind = self.detector.feed(data)
+        if kind != detect.NEED_MORE:
+            self._hand_off(kind, self.detector.buffered, False)
+
+    def eof_received(self) -> bool:
+        if self.done:
+            return True
+        if not self.detector.buffered:
+            # Closed without a byte (health checkers, port scans): nothing to relay.
+            self._cancel()
+            return False
+        # The client finished sending before we could tell: relay what it sent.
+        self._hand_off(detect.OPAQUE, self.detector.buffered, True)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        if not self.done:
+            self.done = True
+            self.stage.ctx.tcp_src.closed += 1
+            self.stage.open_connections -= 1
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if not self.done:
+            self._hand_off(detect.OPAQUE, self.detector.buffered, False)
+
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _hand_off(self, kind: int, buffered: bytes, eof: bool) -> None:
+        self._cancel()
+        self.done = True
+        stage, transport, meta = self.stage, self.transport, self.meta
+        assert transport is not None and meta is not None
+        if kind == detect.HTTP1:
+            # From here the relay's own set of connections counts it.
+            stage.open_connections -= 1
+            conn = ServerConn(stage.ctx, meta)
+            transport.set_protocol(conn)
+            conn.connection_made(transport)
+            conn.data_received(buffered)
+            return
+        target = stage.connection_target(meta)
+        if target is None:
+            log.warning("opaque connection closed: no original destination to forward it to",
+                        direction=stage.direction, client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
+            stage.open_connections -= 1
+            stage.ctx.tcp_src.closed += 1
+            transport.abort()
+            return
+        open_tunnel(stage, transport, meta, target, buffered, eof, kind)
+
+
+_KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
+
+
+def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta, target: Target,
+                buffered: bytes, eof: bool, kind: int) -> None:
+    """Connect to ``target`` and relay raw bytes both ways, starting with ``buffered``."""
+    ctx = stage.ctx
+    src = TunnelEnd(ctx.tcp_src, buffered)
+    src.eof = eof
+    src.adopt(transport)
+    transport.pause_reading()  # nothing more is read until the other side exists
+    dst = TunnelEnd(ctx.tcp_dst, b"")
+
+    def closed(_end: TunnelEnd) -> None:
+        stage.open_connections -= 1
+
+    src.on_close = closed
+
+    async def connect() -> None:
+        try:
+            async with asyncio.timeout(stage.connect_timeout):
+                await ctx.loop.create_connection(lambda: dst, target.host, target.port)
+        except (OSError, TimeoutError) as exc:
+            err = connect_error(exc)
+            log.warning("opaque connection failed", direction=stage.direction, client=_fmt(meta.client),
+                        upstream=str(target), error=err.reason, protocol=_KIND_NAMES.get(kind, "opaque"))
+            src.close()
+            return
+        if src.closed:
+            dst.close()
+            return
+        src.link(dst)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    task = ctx.loop.create_task(connect())
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
+_TASKS: set[asyncio.Task] = set()
+
+
+def _fmt(addr: tuple) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else ""

@@ -1,0 +1,62 @@
+"""Frozen address types: where a connection came from, where it was going, where a request goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request or connection is sent. Hashable: it keys connection pools.
+
+    ``via_connect`` marks a target named by a ``CONNECT host:port`` request that
+    the proxy itself must tunnel (as opposed to a CONNECT forwarded elsewhere).
+    """
+
+    host: str
+    port: int
+    via_connect: bool = False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnMeta:
+    """What is known about an accepted connection before its first byte."""
+
+    direction: str
+    client: tuple[str, int]
+    local: tuple[str, int]
+    orig_dst: tuple[str, int] | None  # None: addressed to the listener itself
+
+
+def parse_authority(value: bytes, default_port: int) -> Target | None:
+    """``host``, ``host:port``, ``[v6]:port`` -> Target; None when malformed."""
+    try:
+        text = value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or any(c in text for c in " /\\@?#"):
+        return None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:]
+    else:
+        host, _, port_text = text.partition(":")
+        if ":" in port_text:
+            return None
+    if not host:
+        return None
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            return None
+        port = int(port_text)
+    else:
+        port = default_port
+    return Target(host.lower(), port)

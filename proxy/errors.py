@@ -1,0 +1,115 @@
+"""Errors typed by who caused them, each carrying the HTTP status it maps to.
+
+Each direction has one ``rescue`` function that turns any of these into the
+synthesized response (with an ``l5d-proxy-error`` header naming ``reason``) and
+one log line at ``level``. ``closes`` says the client connection cannot be
+reused afterwards (its framing can no longer be trusted).
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    status: int = 502
+    reason: str = "proxy error"
+    level: str = "warning"
+    closes: bool = False
+
+    def __init__(self, reason: str | None = None, *, status: int | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        if status is not None:
+            self.status = status
+        super().__init__(self.reason)
+
+
+# ---- caused by the client that sent the request (the downstream peer) --------
+
+
+class ClientError(ProxyError):
+    """The request was malformed or ambiguous; nothing of it is forwarded."""
+
+    status = 400
+    reason = "malformed request"
+    level = "info"
+    closes = True
+
+
+# ---- caused by routing: the request names no usable destination -------------
+
+
+class RoutingError(ProxyError):
+    status = 400
+    reason = "no destination"
+    level = "info"
+
+
+class NoDestination(RoutingError):
+    reason = "request has no destination (no host)"
+
+
+class LoopDetected(RoutingError):
+    status = 502
+    reason = "request addressed to the proxy itself"
+    level = "warning"
+
+
+# ---- caused by the upstream (the app or remote server we forward to) ---------
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    reason = "upstream error"
+
+
+class ConnectRefused(UpstreamError):
+    reason = "connection refused"
+
+
+class ConnectFailed(UpstreamError):
+    reason = "connect failed"
+
+
+class ConnectTimeout(UpstreamError):
+    status = 504
+    reason = "connect timed out"
+
+
+class ResponseTimeout(UpstreamError):
+    status = 504
+    reason = "response timed out"
+    closes = True
+
+
+class UpstreamReset(UpstreamError):
+    reason = "connection closed before response"
+    closes = True
+
+
+class BadResponse(UpstreamError):
+    reason = "invalid response from upstream"
+    closes = True
+
+
+# ---- caused by the proxy's own state ------------------------------------------
+
+
+class Draining(ProxyError):
+    status = 503
+    reason = "proxy is shutting down"
+    level = "info"
+    closes = True
+
+
+def connect_error(exc: BaseException) -> UpstreamError:
+    """Map an exception raised while connecting upstream to its typed error."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return ConnectTimeout()
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectRefused()
+    if isinstance(exc, OSError):
+        detail = exc.strerror or type(exc).__name__
+        return ConnectFailed(f"connect failed: {detail.lower()}")
+    return ConnectFailed()

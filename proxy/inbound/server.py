@@ -1,0 +1,66 @@
+"""Inbound: accept -> detect -> forward to the local app -> relay.
+
+Connections redirected by iptables go to ``MESHPROXY_INBOUND_FORWARD_HOST`` at
+their original destination port. A connection addressed to the listener
+itself (no iptables) goes to ``MESHPROXY_INBOUND_DEFAULT_TARGET`` when set and
+is refused (with a log line) otherwise. Every request of a connection goes to
+the same place: the app behind this proxy.
+"""
+
+from __future__ import annotations
+
+from proxy.config import Config, HostPort
+from proxy.core.accept import AcceptStage
+from proxy.core.addr import ConnMeta, Target
+from proxy.core.responses import error_response, log_error
+from proxy.errors import NoDestination, ProxyError
+
+DIRECTION = "inbound"
+
+
+class InboundRouter:
+    """Chooses the local target of each inbound connection."""
+
+    def __init__(self, forward_host: str, default_target: HostPort | None) -> None:
+        self.forward_host = forward_host
+        self.default = Target(default_target.host, default_target.port) if default_target else None
+        self._by_port: dict[int, Target] = {}
+
+    def connection_target(self, meta: ConnMeta) -> Target | None:
+        if meta.orig_dst is None:
+            return self.default
+        port = meta.orig_dst[1]
+        target = self._by_port.get(port)
+        if target is None:
+            target = Target(self.forward_host, port)
+            self._by_port[port] = target  # bounded by the 65535 ports
+        return target
+
+    def route(self, head, meta: ConnMeta) -> Target:
+        target = self.connection_target(meta)
+        if target is None:
+            raise NoDestination("no inbound target for this connection")
+        return target
+
+
+def rescue(err: ProxyError, head, meta: ConnMeta, close: bool) -> bytes:
+    """The one place inbound errors become responses (and log lines)."""
+    log_error(DIRECTION, err, head, meta)
+    return error_response(err, close)
+
+
+def build(config: Config, ctx) -> tuple[AcceptStage, InboundRouter]:
+    router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
+    ctx.router = router
+    ctx.rescue = rescue
+    stage = AcceptStage(
+        direction=DIRECTION,
+        ctx=ctx,
+        detect_timeout=config.limits.detect_timeout,
+        opaque_ports=config.opaque_ports,
+        max_connections=config.max_connections,
+        connect_timeout=config.limits.connect_timeout,
+        connection_target=router.connection_target,
+        refuse_without_target=True,
+    )
+    return stage, router

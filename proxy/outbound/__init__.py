@@ -1,0 +1,1 @@
+"""The outbound side: traffic from the local app to the rest of the world."""

@@ -1,0 +1,1 @@
+"""Metrics in Prometheus text format (Linkerd's names and labels) and structured logging."""

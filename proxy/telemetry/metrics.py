@@ -1,0 +1,103 @@
+"""Renders the fast path's counters as Prometheus text, with Linkerd's metric names and labels.
+
+The counters themselves live in ``proxy._fastpath.metrics`` (plain integers
+bumped inline per request); this module only runs when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterable
+
+from proxy._fastpath.metrics import LATENCY_BUCKETS_MS, HttpStats, TcpStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_START = time.time()
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _labels(**labels: object) -> str:
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _header(out: list[str], name: str, kind: str, help_text: str) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} {kind}")
+
+
+def render_http(out: list[str], stats: Iterable[HttpStats]) -> None:
+    stats = list(stats)
+    _header(out, "request_total", "counter", "Total count of HTTP requests.")
+    for s in stats:
+        out.append(f"request_total{_labels(direction=s.direction)} {s.requests}")
+    _header(out, "response_total", "counter", "Total count of HTTP responses.")
+    for s in stats:
+        for klass, counts in (("success", s.status_counts), ("failure", s.failure_counts)):
+            for code in range(1000):
+                n = counts[code]
+                if n:
+                    out.append(f"response_total{_labels(direction=s.direction, status_code=code, classification=klass)} {n}")
+        # Responses that are failures by status (5xx) count as failures too.
+    _header(out, "response_latency_ms", "histogram",
+            "Elapsed time between a request's head arriving and its response head being sent.")
+    for s in stats:
+        cumulative = 0
+        for i, bound in enumerate(LATENCY_BUCKETS_MS):
+            cumulative += s.latency_buckets[i]
+            out.append(f"response_latency_ms_bucket{_labels(direction=s.direction, le=bound)} {cumulative}")
+        cumulative += s.latency_buckets[len(LATENCY_BUCKETS_MS)]
+        out.append(f"response_latency_ms_bucket{_labels(direction=s.direction, le='+Inf')} {cumulative}")
+        out.append(f"response_latency_ms_sum{_labels(direction=s.direction)} {s.latency_sum_ms:.3f}")
+        out.append(f"response_latency_ms_count{_labels(direction=s.direction)} {s.latency_count}")
+
+
+def render_tcp(out: list[str], stats: Iterable[TcpStats]) -> None:
+    stats = list(stats)
+    series = (
+        ("tcp_open_total", "counter", "Total count of opened connections.", lambda s: s.opened),
+        ("tcp_open_connections", "gauge", "Number of currently-open connections.", lambda s: s.opened - s.closed),
+        ("tcp_close_total", "counter", "Total count of closed connections.", lambda s: s.closed),
+        ("tcp_read_bytes_total", "counter", "Total count of bytes read from peers.", lambda s: s.read_bytes),
+        ("tcp_write_bytes_total", "counter", "Total count of bytes written to peers.", lambda s: s.write_bytes),
+    )
+    for name, kind, help_text, value in series:
+        _header(out, name, kind, help_text)
+        for s in stats:
+            out.append(f"{name}{_labels(direction=s.direction, peer=s.peer)} {value(s)}")
+
+
+def render_process(out: list[str]) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * _PAGE
+    except OSError:
+        rss = usage.ru_maxrss * 1024
+    try:
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        fds = 0
+    for name, kind, help_text, value in (
+        ("process_start_time_seconds", "gauge", "Time the process started (Unix epoch seconds).", f"{_START:.3f}"),
+        ("process_cpu_seconds_total", "counter", "CPU time used (user + system).", f"{usage.ru_utime + usage.ru_stime:.3f}"),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size.", str(rss)),
+        ("process_open_fds", "gauge", "Open file descriptors.", str(fds)),
+    ):
+        _header(out, name, kind, help_text)
+        out.append(f"{name} {value}")
+
+
+def render(http: Iterable[HttpStats], tcp: Iterable[TcpStats], extra: Iterable[str] = ()) -> bytes:
+    out: list[str] = []
+    render_http(out, http)
+    render_tcp(out, tcp)
+    render_process(out)
+    out.extend(extra)
+    return ("\n".join(out) + "\n").encode()

@@ -1,0 +1,1 @@
+"""The only socket code: listeners, original destinations, upstream connects."""

@@ -1,0 +1,122 @@
+"""Tests of proxy/config.py: defaults, every parser, file + environment precedence, errors naming the setting."""
+
+import pytest
+
+from proxy import config
+from proxy.config import ConfigError, HostPort
+
+
+def test_defaults_match_the_documented_ones():
+    cfg = config.load({})
+    assert cfg.outbound_listen == HostPort("127.0.0.1", 4140)
+    assert cfg.inbound_listen == HostPort("0.0.0.0", 4143)
+    assert cfg.admin_listen == HostPort("0.0.0.0", 4191)
+    assert cfg.inbound_forward_host == "127.0.0.1"
+    assert cfg.inbound_default_target is None
+    assert cfg.limits.detect_timeout == 10.0
+    assert cfg.limits.max_header_bytes == 65536
+    assert [p for p in (25, 587, 3306, 4444, 5432, 6379, 9300, 11211) if p not in cfg.opaque_ports] == []
+    assert 80 not in cfg.opaque_ports
+    assert cfg.log_format == "plain" and cfg.log_level == "info"
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("10s", 10.0), ("250ms", 0.25), ("2m", 120.0), ("1h", 3600.0), ("1.5", 1.5), ("0", 0.0)],
+)
+def test_durations(text, expected):
+    assert config.parse_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["-1s", "abc", "", "inf", "nan", "1x"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        config.parse_duration(text)
+
+
+@pytest.mark.parametrize("text,expected", [("65536", 65536), ("64KiB", 65536), ("1MiB", 1 << 20), ("64k", 65536)])
+def test_sizes(text, expected):
+    assert config.parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("127.0.0.1:80", HostPort("127.0.0.1", 80)), ("[::1]:4143", HostPort("::1", 4143)),
+     ("web.default:8080", HostPort("web.default", 8080))],
+)
+def test_host_ports(text, expected):
+    assert config.parse_host_port(text) == expected
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":80", "::1:80", "[::1]80", "host:99999", "host:-1", "[nope]:1"])
+def test_bad_host_ports(text):
+    with pytest.raises(ValueError):
+        config.parse_host_port(text)
+
+
+def test_port_sets_with_ranges():
+    ports = config.parse_port_set("25, 1000-1002,6379")
+    assert 25 in ports and 1001 in ports and 6379 in ports and 1003 not in ports
+    for bad in ("0", "5-3", "70000", "a"):
+        with pytest.raises(ValueError):
+            config.parse_port_set(bad)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        (config.OUTBOUND_LISTEN, "nonsense"),
+        (config.DETECT_TIMEOUT, "soon"),
+        (config.MAX_HEADER_BYTES, "0"),
+        (config.OPAQUE_PORTS, "1-0"),
+        (config.LOG_FORMAT, "xml"),
+        (config.LOG_LEVEL, "loud"),
+        (config.CONNECT_TIMEOUT, "0"),
+        (config.INBOUND_DEFAULT_TARGET, "just-a-host"),
+    ],
+)
+def test_errors_name_the_setting(name, value):
+    with pytest.raises(ConfigError) as info:
+        config.load({name: value})
+    assert info.value.name == name
+    assert name in str(info.value)
+
+
+def test_unknown_meshproxy_variable_is_an_error():
+    with pytest.raises(ConfigError) as info:
+        config.load({"MESHPROXY_OUTBOND_LISTEN": "127.0.0.1:1"})
+    assert info.value.name == "MESHPROXY_OUTBOND_LISTEN"
+
+
+def test_file_settings_and_environment_precedence(tmp_path):
+    path = tmp_path / "proxy.yaml"
+    path.write_text("outbound_listen: 127.0.0.1:5000\nlog_level: debug\ndetect_timeout: 2s\n")
+    cfg = config.load({config.LOG_LEVEL: "warning"}, file_path=str(path))
+    assert cfg.outbound_listen.port == 5000
+    assert cfg.limits.detect_timeout == 2.0
+    assert cfg.log_level == "warning"  # the environment wins over the file
+
+
+def test_file_errors(tmp_path):
+    bad_key = tmp_path / "a.yaml"
+    bad_key.write_text("no_such_setting: 1\n")
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        config.load({}, file_path=str(bad_key))
+    not_mapping = tmp_path / "b.yaml"
+    not_mapping.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        config.load({}, file_path=str(not_mapping))
+    broken = tmp_path / "c.yaml"
+    broken.write_text("a: [\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        config.load({}, file_path=str(broken))
+    with pytest.raises(ConfigError, match="--config"):
+        config.load({}, file_path=str(tmp_path / "missing.yaml"))
+
+
+def test_every_setting_is_in_the_readme():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [name for name in config.SETTINGS if f"`{name}`" not in readme]
+    assert missing == [], f"README configuration table lacks {missing}"
