@@ -55,9 +55,11 @@ cdef class ServerConn:
     cdef bint tunnel_here
     cdef int paused
     cdef bint reading_paused
+    cdef public bint writing_paused
     cdef public double t0
     cdef public double idle_since
     cdef public bint closed
+    cdef public bint closing
     cdef void advance(self)
     cdef bint begin(self, RequestHead head) except -1
     cdef void send_upstream(self, ClientConn conn)
@@ -99,10 +101,11 @@ cdef class ClientConn:
     cdef public bint reused
     cdef public double idle_since
     cdef object timer
+    cdef bint reading_paused
+    cpdef void set_reading(self, bint on)
     cdef void attach(self, ServerConn server, RequestHead head, bint keep)
     cdef void on_head(self)
-    cdef void on_body(self)
-    cdef void on_body_with_head(self, Py_ssize_t head_len)
+    cdef void on_body(self, Py_ssize_t head_len=*)
     cdef void _cancel_timer(self)
     cdef void finish(self, bint reusable)
     cpdef void connect_failed(self, object exc)

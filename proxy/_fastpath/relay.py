@@ -128,6 +128,7 @@ class Pool:
             conn.abort()
             return
         conn.state = C_IDLE
+        conn.set_reading(True)  # an idle connection must notice the upstream closing it
         conn.idle_since = self.ctx.loop.time()
         conns.append(conn)
         self.idle_count += 1
@@ -204,9 +205,11 @@ class ServerConn:
         self.tunnel_here = False
         self.paused = 0
         self.reading_paused = False
+        self.writing_paused = False
         self.t0 = 0.0
         self.idle_since = 0.0
         self.closed = False
+        self.closing = False
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -229,6 +232,12 @@ class ServerConn:
         if not self.in_flight:
             self.close()
             return False
+        if not self.req_done:
+            # The client stopped sending in the middle of its request body: the
+            # upstream would wait for the rest forever.
+            self.close_after = True
+            self.fail(errors.ClientError("client closed the connection before the request body ended"))
+            return False
         return True  # half-closed client: still send it the response
 
     def connection_lost(self, exc):
@@ -244,17 +253,19 @@ class ServerConn:
             upstream.abort()
 
     def pause_writing(self):
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        self.writing_paused = True
+        if self.upstream is not None:
+            self.upstream.set_reading(False)
 
     def resume_writing(self):
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.resume_reading()
+        self.writing_paused = False
+        if self.upstream is not None:
+            self.upstream.set_reading(True)
 
     # -- request processing -------------------------------------------------
     def advance(self):
         """Make progress with what is buffered: a new head, body bytes, or read-ahead."""
-        while not self.closed:
+        while not self.closing:
             if not self.in_flight:
                 if not self.buf:
                     if self.client_eof:
@@ -355,7 +366,13 @@ class ServerConn:
             conn.transport.write(self.upstream_head)
             return
         # Send the head together with the body bytes already here: one write.
-        body = self._take_body()
+        # A framing error in those bytes stops the request before any of it
+        # (head included) reaches the upstream.
+        try:
+            body = self._take_body()
+        except ParseError as err:
+            self.fail(errors.ClientError(err.reason, status=err.status))
+            return
         data = self.upstream_head + body if body else self.upstream_head
         self.ctx.tcp_dst.write_bytes += len(data)
         conn.transport.write(data)
@@ -431,6 +448,7 @@ class ServerConn:
         """The upstream finished its response (the upstream connection is already released)."""
         self.upstream = None
         self.in_flight = False
+        self.resp_started = False
         self.head = None
         if tunnel:
             self.closed = True
@@ -484,7 +502,7 @@ class ServerConn:
             self.close_after = True
         ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, True)
         self.write(ctx.rescue(err, self.head, self.meta, self.close_after))
-        self.resp_started = True
+        self.resp_started = False  # this exchange is over
         self.in_flight = False
         self.head = None
         self.req_done = True
@@ -517,6 +535,10 @@ class ServerConn:
         self.transport.write(data)
 
     def close(self):
+        # Whatever is still buffered is never looked at again: after an error
+        # it is the rest of a rejected request.
+        self.closing = True
+        self.buf = b""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -546,6 +568,17 @@ class ClientConn:
         self.reused = False
         self.idle_since = 0.0
         self.timer = None
+        self.reading_paused = False
+
+    def set_reading(self, on):
+        """Pause or resume reading the upstream (the client's write buffer is full or drained)."""
+        if self.transport is None or on != self.reading_paused:
+            return
+        self.reading_paused = not on
+        if on:
+            self.transport.resume_reading()
+        else:
+            self.transport.pause_reading()
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -581,7 +614,7 @@ class ClientConn:
         if self.state == C_WAIT_HEAD:
             self.on_head()
         elif self.state == C_BODY:
-            self.on_body()
+            self.on_body(0)
 
     def eof_received(self):
         if self.state == C_BODY and self.kind == BODY_CLOSE:
@@ -630,6 +663,8 @@ class ClientConn:
         self.upgrade_requested = head.upgrade is not None
         self.client_version = head.version
         self.client_keep = keep
+        # Reading follows the client's ability to take the response.
+        self.set_reading(not server.writing_paused)
         ctx = self.pool.ctx
         if ctx.response_timeout > 0:
             self.timer = ctx.loop.call_later(ctx.response_timeout, self._timed_out)
@@ -718,19 +753,24 @@ class ClientConn:
         server.response_head_sent(status)
         self.state = C_BODY
         if out is None:
-            # Head and as much body as is here go out in one write.
-            self.on_body_with_head(consumed)
+            self.on_body(consumed)  # raw head and body together
         else:
             self.buf = self.buf[consumed:]
             server.write(out)
-            self.on_body()
+            self.on_body(0)
 
-    def on_body_with_head(self, head_len: cython.Py_ssize_t):
-        """Forward the raw head plus the body bytes already buffered in one write."""
+    def on_body(self, head_len: cython.Py_ssize_t = 0):
+        """Forward the body bytes that are buffered, after ``head_len`` bytes of raw head.
+
+        When the head goes out unchanged, it and the body bytes that arrived
+        with it leave in one write.
+        """
         buf = self.buf
-        n: cython.Py_ssize_t = len(buf) - head_len
+        total: cython.Py_ssize_t = len(buf)
+        n: cython.Py_ssize_t = total - head_len
         kind = self.kind
         done: cython.bint = False
+        pieces = None
         if kind == BODY_NONE:
             n = 0
             done = True
@@ -740,52 +780,23 @@ class ClientConn:
                 done = True
             self.remaining -= n
         elif kind == BODY_CHUNKED:
-            try:
-                n = self.scanner.scan(buf, head_len, None) - head_len
-            except ParseError as err:
-                self._bad_body(err.reason)
-                return
-            done = self.scanner.done
-        end: cython.Py_ssize_t = head_len + n
-        self.buf = buf[end:] if end < len(buf) else b""
-        server = self.server
-        server.write(buf[:end] if end < len(buf) else buf)
-        if done:
-            self.finish(not self.buf)
-
-    def on_body(self):
-        buf = self.buf
-        if not buf and self.kind != BODY_NONE:
-            return
-        server = self.server
-        n: cython.Py_ssize_t = len(buf)
-        done: cython.bint = False
-        kind = self.kind
-        if kind == BODY_NONE:
-            n = 0
-            done = True
-        elif kind == BODY_LENGTH:
-            if n >= self.remaining:
-                n = self.remaining
-                done = True
-            self.remaining -= n
-        elif kind == BODY_CHUNKED:
-            pieces = [] if self.dechunk else None
-            try:
-                n = self.scanner.scan(buf, 0, pieces)
-            except ParseError as err:
-                self._bad_body(err.reason)
-                return
-            done = self.scanner.done
             if self.dechunk:
-                self.buf = buf[n:]
-                server.write(b"".join(pieces))
-                if done:
-                    self.finish(False)
+                pieces = []
+            try:
+                n = self.scanner.scan(buf, head_len, pieces) - head_len
+            except ParseError as err:
+                self._bad_body(err.reason)
                 return
-        self.buf = buf[n:] if n < len(buf) else b""
-        if n:
-            server.write(buf if n == len(buf) else buf[:n])
+            done = self.scanner.done
+        elif n == 0:
+            return  # read-until-close, nothing new
+        end: cython.Py_ssize_t = head_len + n
+        self.buf = buf[end:] if end < total else b""
+        server = self.server
+        if pieces is not None:
+            server.write(b"".join(pieces))
+        elif end:
+            server.write(buf if end == total else buf[:end])
         if done:
             self.finish(not self.buf)
 

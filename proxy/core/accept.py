@@ -75,12 +75,15 @@ class Accepted(asyncio.Protocol):
                         client=_fmt(meta.client), limit=stage.max_connections)
             transport.abort()
             return
-        if stage.refuse_without_target and stage.connection_target(meta) is None:
+        target = stage.connection_target(meta)
+        if stage.refuse_without_target and target is None:
             log.warning("connection refused: addressed to the inbound listener itself and no default target is set "
                         "(set MESHPROXY_INBOUND_DEFAULT_TARGET)", direction=stage.direction, client=_fmt(meta.client))
             transport.abort()
             return
-        port = meta.orig_dst[1] if meta.orig_dst is not None else meta.local[1]
+        # The destination's port says what protocol to expect (5432 is
+        # PostgreSQL whichever address it is on).
+        port = target.port if target is not None else meta.local[1]
         if port in stage.opaque_ports:
             self._hand_off(detect.OPAQUE, b"", False)
             return
@@ -152,6 +155,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
                 buffered: bytes, eof: bool, kind: int) -> None:
     """Connect to ``target`` and relay raw bytes both ways, starting with ``buffered``."""
     ctx = stage.ctx
+    ctx.tcp_src.read_bytes += len(buffered)  # read while detecting
     src = TunnelEnd(ctx.tcp_src, buffered)
     src.eof = eof
     src.adopt(transport)

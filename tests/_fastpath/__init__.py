@@ -1,0 +1,1 @@
+"""Tests for proxy._fastpath, one module per fast-path module."""
