@@ -24,6 +24,7 @@ from proxy.core.accept import AcceptStage
 from proxy.inbound import server as inbound
 from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
+from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
 
@@ -42,6 +43,7 @@ class App:
         self.stages: dict[str, AcceptStage] = {}
         self.contexts: dict[str, HttpContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self.trimmer = Trimmer()
 
     def _context(self, direction: str) -> HttpContext:
         limits = self.config.limits
@@ -83,6 +85,7 @@ class App:
     def _sweep(self) -> None:
         for ctx in self.contexts.values():
             ctx.sweep()
+        self.trimmer.observe(self._open() + sum(ctx.pool.idle_count for ctx in self.contexts.values()))
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def render_metrics(self) -> bytes:

@@ -217,9 +217,14 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit; then opaque"),
     OPAQUE_PORTS: (DEFAULT_OPAQUE_PORTS, parse_port_set, "ports that skip detection"),
     MAX_HEADER_BYTES: ("65536", parse_size, "largest request/response head; larger -> 431/502"),
-    CONNECT_TIMEOUT: ("1s", parse_duration, "upstream connect time limit -> 504"),
+    # 3 s, not 1 s: a SYN dropped by a full accept backlog is retransmitted
+    # after 1 s, and a burst of new connections should survive one retry.
+    CONNECT_TIMEOUT: ("3s", parse_duration, "upstream connect time limit -> 504"),
     RESPONSE_TIMEOUT: ("0", parse_duration, "time to the response head, 0 = none -> 504"),
-    POOL_MAX_IDLE_PER_TARGET: ("64", parse_positive_int, "idle upstream connections kept per target"),
+    # High on purpose: every request in flight holds one upstream connection,
+    # and a low cap would close and reopen them under concurrency. Idle ones
+    # are still bounded by POOL_IDLE_TIMEOUT.
+    POOL_MAX_IDLE_PER_TARGET: ("10000", parse_positive_int, "idle upstream connections kept per target"),
     POOL_IDLE_TIMEOUT: ("3s", parse_duration, "idle upstream connection lifetime"),
     CLIENT_IDLE_TIMEOUT: ("120s", parse_duration, "idle keep-alive client connection lifetime"),
     WRITE_BUFFER_HIGH: ("262144", parse_size, "write buffer high-water mark per connection"),

@@ -1,0 +1,319 @@
+"""``meshproxy demo`` (proxy/demo.py): the metric arithmetic on its own, then
+whole runs as a user starts them: to the end of --duration, stopped by Ctrl-C,
+failing proxies, and the demo itself killed outright. Every run must leave no
+proxy process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from proxy import demo
+from proxy.demo import DirectionStats, histogram_quantile, parse_prometheus, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+INF = math.inf
+
+# ---- percentiles from histogram buckets --------------------------------------
+
+
+def test_quantile_of_an_empty_histogram_is_none():
+    assert histogram_quantile(0.5, []) is None
+    assert histogram_quantile(0.5, [(1.0, 0), (INF, 0)]) is None
+
+
+def test_quantile_interpolates_inside_the_bucket():
+    # 100 observations, all between 5 and 10.
+    buckets = [(5.0, 0), (10.0, 100), (INF, 100)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(7.5)
+    assert histogram_quantile(0.99, buckets) == pytest.approx(9.95)
+    assert histogram_quantile(1.0, buckets) == pytest.approx(10.0)
+
+
+def test_first_bucket_starts_at_zero():
+    assert histogram_quantile(0.5, [(4.0, 10), (8.0, 10), (INF, 10)]) == pytest.approx(2.0)
+
+
+def test_rank_in_the_inf_bucket_gives_the_highest_finite_bound():
+    buckets = [(1.0, 90), (2.0, 95), (INF, 100)]
+    assert histogram_quantile(0.99, buckets) == 2.0
+    assert histogram_quantile(0.9, buckets) == pytest.approx(1.0)
+    assert histogram_quantile(0.5, [(INF, 3)]) is None
+
+
+def test_quantiles_across_buckets_are_ordered():
+    # Linkerd's bucket bounds (ms) with a long-tailed distribution.
+    bounds = [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, INF]
+    counts = [5, 30, 60, 80, 88, 95, 97, 98, 99, 99, 100, 100, 100]
+    buckets = list(zip(bounds, counts, strict=True))
+    p50, p95, p99 = (histogram_quantile(q, buckets) for q in (0.5, 0.95, 0.99))
+    assert p50 == pytest.approx(2 + (50 - 30) / 30)  # inside (2, 3]
+    assert p95 == pytest.approx(10.0)  # the 95th observation closes the (5, 10] bucket
+    assert p99 == pytest.approx(30 + (99 - 98) / 1 * 10)
+    assert p50 < p95 < p99
+
+
+def test_unsorted_and_dipping_counts_are_tolerated():
+    # A scrape can catch a bucket mid-update; the estimate must stay monotonic.
+    buckets = [(INF, 10), (2.0, 9), (1.0, 10)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("q", [-0.1, 1.5])
+def test_quantile_outside_0_1_is_an_error(q):
+    with pytest.raises(ValueError):
+        histogram_quantile(q, [(1.0, 1), (INF, 1)])
+
+
+# ---- reading /metrics ---------------------------------------------------------
+
+METRICS = """\
+# HELP request_total Total number of HTTP requests.
+# TYPE request_total counter
+request_total{direction="inbound"} 10
+request_total{direction="outbound"} 4
+response_total{direction="inbound",status_code="200",classification="success"} 8
+response_total{direction="inbound",status_code="500",classification="failure"} 2
+response_total{direction="outbound",status_code="503"} 1
+response_total{direction="outbound",status_code="200"} 3
+response_latency_ms_bucket{direction="inbound",le="1"} 2
+response_latency_ms_bucket{direction="inbound",le="10"} 10
+response_latency_ms_bucket{direction="inbound",le="+Inf"} 10
+response_latency_ms_sum{direction="inbound"} 40.5
+tcp_open_total{direction="inbound",peer="src",note="a \\"quoted\\", value"} 3
+process_cpu_seconds_total 1.5
+"""
+
+
+def test_parse_prometheus_reads_names_labels_and_values():
+    samples = parse_prometheus(METRICS)
+    assert ("request_total", {"direction": "inbound"}, 10.0) in samples
+    assert ("response_latency_ms_bucket", {"direction": "inbound", "le": "+Inf"}, 10.0) in samples
+    assert ("tcp_open_total", {"direction": "inbound", "peer": "src", "note": 'a "quoted", value'}, 3.0) in samples
+    assert ("process_cpu_seconds_total", {}, 1.5) in samples
+    assert not any(name.startswith("#") for name, _, _ in samples)
+
+
+def test_summarize_per_direction():
+    stats = summarize(parse_prometheus(METRICS))
+    inbound, outbound = stats["inbound"], stats["outbound"]
+    assert (inbound.requests, inbound.success, inbound.failure) == (10, 8, 2)
+    assert inbound.success_rate() == pytest.approx(0.8)
+    assert inbound.buckets == {1.0: 2, 10.0: 10, INF: 10}
+    # Without a classification label, 5xx counts as failure.
+    assert (outbound.requests, outbound.success, outbound.failure) == (4, 3, 1)
+    assert outbound.quantile(0.5) is None
+
+
+def test_window_between_two_scrapes():
+    earlier = DirectionStats(10, 9, 1, {1.0: 5, INF: 10})
+    later = DirectionStats(30, 28, 2, {1.0: 5, INF: 30})
+    window = later.minus(earlier)
+    assert (window.requests, window.success, window.failure) == (20, 19, 1)
+    assert window.buckets == {1.0: 0, INF: 20}
+    assert window.quantile(0.5) == 1.0  # all 20 landed above the 1 ms bound
+    assert DirectionStats().success_rate() is None
+
+
+def test_table_has_a_row_per_proxy_and_direction():
+    snapshot = {"web": summarize(parse_prometheus(METRICS)), "api": None}
+    table = demo.format_table(snapshot, None, 2.0)
+    lines = table.splitlines()
+    assert lines[0].split() == ["POD", "DIRECTION", "REQUESTS", "SUCCESS", "RPS", "P50", "P95", "P99"]
+    assert lines[1].split()[:5] == ["web", "inbound", "10", "80.00%", "5.0"]
+    assert lines[2].split()[:4] == ["web", "outbound", "4", "75.00%"]
+    assert "api" in lines[3] and "unavailable" in lines[3]
+
+
+@pytest.mark.parametrize("argv", [["--rps", "0"], ["--rps", "100000"], ["--duration", "-1"], ["--failure-rate", "2"]])
+def test_bad_arguments_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.parse_args(argv)
+    assert exc.value.code == 2
+
+
+# ---- the sample app and its client, without proxies ----------------------------
+
+
+def test_sample_app_answers_over_keep_alive():
+    async def scenario() -> None:
+        spec = demo.ServiceSpec("api", latency_ms=(0.0, 1.0), failure_rate=0.0)
+        app = demo.SampleApp(spec, mesh=None, outbound=demo.Http1Client(demo.HOST, 1))  # type: ignore[arg-type]
+        port = await app.start()
+        client = demo.Http1Client(demo.HOST, port, max_idle=2)
+        try:
+            first = await client.get("/", f"{demo.HOST}:{port}")
+            assert first.status == 200 and json.loads(first.body)["service"] == "api"
+            assert len(client._idle) == 1
+            pooled = client._idle[0]
+            assert (await client.get("/nope", "api")).status == 404
+            assert client._idle == [pooled]  # the same connection served both
+            # Once the app is gone, the pooled connection is dead (retried
+            # once) and a new one is refused: an error of the expected kinds.
+            await app.stop()
+            with pytest.raises(demo.CLIENT_ERRORS):
+                await client.get("/", "api", timeout=2.0)
+        finally:
+            client.close()
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+# ---- whole runs ---------------------------------------------------------------
+
+COMMAND = [sys.executable, "-m", "proxy", "demo"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def _proxy_pids(output: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"proxy pid (\d+)", output)]
+
+
+def _running(pid: int) -> bool:
+    """A live (not zombie) process that is a meshproxy."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X") and b"proxy" in cmdline
+
+
+def _assert_gone(pids: list[int], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _running(pid)], "meshproxy processes left behind"
+
+
+def _summary_rows(output: str) -> dict[tuple[str, str], list[str]]:
+    summary = output.split("\nsummary:", 1)[1]
+    rows = {}
+    for line in summary.splitlines()[2:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[1] in ("inbound", "outbound"):
+            rows[(fields[0], fields[1])] = fields
+    return rows
+
+
+class Demo:
+    """A demo child whose stdout is read line by line as it comes."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(COMMAND + args, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+        self.proc.kill()
+        raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}")
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        try:
+            returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        time.sleep(0.1)  # let the reader thread drain
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        assert self.proc.stderr is not None
+        return returncode, "".join(self.seen), self.proc.stderr.read()
+
+
+def test_demo_runs_for_its_duration_and_cleans_up(tmp_path):
+    run = subprocess.run(COMMAND + ["--duration", "6", "--log-dir", str(tmp_path)], env=_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=90)
+    out = run.stdout
+    assert run.returncode == 0, f"stdout:\n{out}\nstderr:\n{run.stderr}"
+    pids = _proxy_pids(out)
+    assert len(pids) == 2
+    _assert_gone(pids)
+    assert str(tmp_path) in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api-proxy.log", "web-proxy.log"]
+    # Periodic tables came every 2 s before the final summary.
+    assert out.count("] last ") >= 2
+
+    rows = _summary_rows(out)
+    # ~50 rps for 6 s crossed web's inbound, web's outbound and api's inbound.
+    for pod, direction in (("web", "inbound"), ("web", "outbound"), ("api", "inbound")):
+        _, _, requests, success, rps, p50, p95, p99 = rows[(pod, direction)]
+        assert int(requests) >= 150, (pod, direction, out)
+        assert float(success.rstrip("%")) >= 90.0, (pod, direction, out)
+        assert 25 <= float(rps) <= 60, (pod, direction, out)
+        assert p50 != "-" and p99 != "-"
+    load = re.search(r"load generator: sent (\d+), answered (\d+) .* errors (\d+)", out)
+    assert load, out
+    sent, answered, errors = map(int, load.groups())
+    assert sent >= 150 and answered >= sent - 2 and errors <= 2, out
+
+
+def test_ctrl_c_ends_the_demo_cleanly(tmp_path):
+    run = Demo(["--interval", "1", "--log-dir", str(tmp_path)], _env())
+    run.wait_for(r"^\[\s*1\.\d+s\]", timeout=45)  # the first periodic table: traffic is flowing
+    pids = _proxy_pids("".join(run.seen))
+    assert len(pids) == 2
+    run.proc.send_signal(signal.SIGINT)
+    returncode, out, err = run.finish(timeout=30)
+    assert returncode == 0, err
+    assert "\nsummary:" in out
+    assert ("web", "inbound") in _summary_rows(out)
+    _assert_gone(pids)
+
+
+def test_a_proxy_that_cannot_start_fails_the_demo_and_is_cleaned_up(tmp_path):
+    # A bad setting in the user's environment makes every proxy exit 64.
+    run = subprocess.run(COMMAND + ["--duration", "3", "--log-dir", str(tmp_path)], env=_env(MESHPROXY_LOG_LEVEL="loud"), cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert re.search(r"proxy exited with status 64", run.stderr), run.stderr
+    assert "MESHPROXY_LOG_LEVEL" in run.stderr  # the proxy's own complaint, from its log
+    _assert_gone(_proxy_pids(run.stdout))
+
+
+def test_proxies_die_with_a_killed_demo(tmp_path):
+    run = Demo(["--duration", "60", "--log-dir", str(tmp_path)], _env())
+    run.wait_for(r"^load: ", timeout=45)
+    pids = _proxy_pids("".join(run.seen))
+    assert len(pids) == 2 and all(_running(pid) for pid in pids)
+    run.proc.kill()
+    run.proc.wait(10)
+    _assert_gone(pids, within=15.0)
