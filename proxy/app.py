@@ -44,6 +44,9 @@ class App:
         self.contexts: dict[str, HttpContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.trimmer = Trimmer()
+        self.resolver = None
+        self.discovery_metrics = None
+        self.outbound_router = None
 
     def _context(self, direction: str) -> HttpContext:
         limits = self.config.limits
@@ -58,11 +61,20 @@ class App:
                            shutdown=self.shutdown, config=cfg.describe)
         self.servers["admin"] = await listen(self.loop, cfg.admin_listen, lambda: AdminProtocol(hooks))
 
+        if cfg.discovery.destination is not None:
+            # Loaded only when configured: the sources' libraries cost memory.
+            from proxy.discovery.metrics import DiscoveryMetrics
+            from proxy.discovery.resolver import build_resolver
+
+            self.discovery_metrics = DiscoveryMetrics()
+            self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
+            await self.resolver.start()
         out_ctx = self._context("outbound")
         in_ctx = self._context("inbound")
         self.contexts = {"outbound": out_ctx, "inbound": in_ctx}
         own: set[tuple[str, int]] = set()
-        out_stage, out_router = outbound.build(cfg, out_ctx, own)
+        out_stage, out_router = outbound.build(cfg, out_ctx, own, self.resolver)
+        self.outbound_router = out_router
         in_stage, _ = inbound.build(cfg, in_ctx)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
@@ -85,13 +97,20 @@ class App:
     def _sweep(self) -> None:
         for ctx in self.contexts.values():
             ctx.sweep()
+        if self.outbound_router is not None:
+            self.outbound_router.sweep(self.loop.time())
         self.trimmer.observe(self._open() + sum(ctx.pool.idle_count for ctx in self.contexts.values()))
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def render_metrics(self) -> bytes:
         http = [ctx.stats for ctx in self.contexts.values()]
         tcp = [s for ctx in self.contexts.values() for s in (ctx.tcp_src, ctx.tcp_dst)]
-        return metrics.render(http, tcp)
+        extra: list[str] = []
+        if self.discovery_metrics is not None:
+            self.discovery_metrics.render(extra)
+        if self.outbound_router is not None and self.resolver is not None:
+            metrics.render_balancers(extra, self.outbound_router.services)
+        return metrics.render(http, tcp, extra)
 
     def shutdown(self) -> None:
         if not self.stopping.is_set():
@@ -124,6 +143,8 @@ class App:
                         conn.transport.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.resolver is not None:
+            await self.resolver.stop()
         self.servers["admin"].close()
         log.info("meshproxy stopped")
 

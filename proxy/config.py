@@ -36,6 +36,22 @@ WRITE_BUFFER_HIGH = "MESHPROXY_WRITE_BUFFER_HIGH"
 PIPELINE_BUFFER_BYTES = "MESHPROXY_PIPELINE_BUFFER_BYTES"
 MAX_CONNECTIONS = "MESHPROXY_MAX_CONNECTIONS"
 DRAIN_TIMEOUT = "MESHPROXY_DRAIN_TIMEOUT"
+DESTINATION = "MESHPROXY_DESTINATION"
+DNS_NAMESERVERS = "MESHPROXY_DNS_NAMESERVERS"
+DNS_MIN_TTL = "MESHPROXY_DNS_MIN_TTL"
+DNS_MAX_TTL = "MESHPROXY_DNS_MAX_TTL"
+K8S_API = "MESHPROXY_K8S_API"
+K8S_TOKEN_FILE = "MESHPROXY_K8S_TOKEN_FILE"
+K8S_CA_FILE = "MESHPROXY_K8S_CA_FILE"
+CLUSTER_DOMAIN = "MESHPROXY_CLUSTER_DOMAIN"
+TRUST_DOMAIN = "MESHPROXY_TRUST_DOMAIN"
+OUTBOUND_QUEUE_TIMEOUT = "MESHPROXY_OUTBOUND_QUEUE_TIMEOUT"
+OUTBOUND_MAX_IN_FLIGHT = "MESHPROXY_OUTBOUND_MAX_IN_FLIGHT"
+FAILURE_ACCRUAL_CONSECUTIVE = "MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE"
+FAILURE_ACCRUAL_MIN_BACKOFF = "MESHPROXY_FAILURE_ACCRUAL_MIN_BACKOFF"
+FAILURE_ACCRUAL_MAX_BACKOFF = "MESHPROXY_FAILURE_ACCRUAL_MAX_BACKOFF"
+EWMA_DEFAULT_RTT = "MESHPROXY_EWMA_DEFAULT_RTT"
+EWMA_DECAY = "MESHPROXY_EWMA_DECAY"
 LOG_FORMAT = "MESHPROXY_LOG_FORMAT"
 LOG_LEVEL = "MESHPROXY_LOG_LEVEL"
 
@@ -91,6 +107,34 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """Where endpoints come from (read by proxy/discovery)."""
+
+    destination: str | None  # file:///path.yaml, dns, k8s or None
+    dns_nameservers: tuple[HostPort, ...] | None
+    dns_min_ttl: float
+    dns_max_ttl: float
+    k8s_api: str | None
+    k8s_token_file: str
+    k8s_ca_file: str
+    cluster_domain: str
+    trust_domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerSettings:
+    """How outbound requests are spread and shed (defaults; a service may override accrual)."""
+
+    queue_timeout: float
+    max_in_flight: int
+    failure_accrual_consecutive: int
+    failure_accrual_min_backoff: float
+    failure_accrual_max_backoff: float
+    ewma_default_rtt: float
+    ewma_decay: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort
@@ -103,13 +147,15 @@ class Config:
     log_format: str
     log_level: str
     limits: Limits
+    discovery: DiscoverySettings
+    balancer: BalancerSettings
 
     def describe(self) -> dict[str, str]:
         """Settings as strings, for ``/config`` on the admin port and logs."""
         out: dict[str, str] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, Limits):
+            if isinstance(value, (Limits, DiscoverySettings, BalancerSettings)):
                 for sub in dataclasses.fields(value):
                     out[sub.name] = str(getattr(value, sub.name))
             elif isinstance(value, PortSet):
@@ -206,6 +252,26 @@ def parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def parse_destination(text: str) -> str:
+    """``file:///abs/path.yaml``, ``dns`` or ``k8s``."""
+    text = text.strip()
+    if text in ("dns", "k8s"):
+        return text
+    if text.startswith("file://"):
+        path = text[len("file://") :]
+        if not path.startswith("/"):
+            raise ValueError("file:// needs an absolute path (file:///etc/meshproxy/endpoints.yaml)")
+        return text
+    raise ValueError("expected file:///path.yaml, dns or k8s")
+
+
+def parse_host_port_list(text: str) -> tuple[HostPort, ...]:
+    items = tuple(parse_host_port(part) for part in text.split(",") if part.strip())
+    if not items:
+        raise ValueError("expected host:port[,host:port...]")
+    return items
+
+
 # ---- the table: name -> (default, parser) ------------------------------------
 
 SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
@@ -231,6 +297,22 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PIPELINE_BUFFER_BYTES: ("262144", parse_size, "bytes read ahead of an in-flight request"),
     MAX_CONNECTIONS: ("20000", parse_positive_int, "open client connections per listener"),
     DRAIN_TIMEOUT: ("30s", parse_duration, "SIGTERM: time for in-flight requests to finish"),
+    DESTINATION: (None, parse_destination, "discovery source: file:///path.yaml, dns or k8s; unset = none"),
+    DNS_NAMESERVERS: (None, parse_host_port_list, "DNS servers (host:port list) instead of /etc/resolv.conf"),
+    DNS_MIN_TTL: ("1s", parse_duration, "shortest DNS refresh interval"),
+    DNS_MAX_TTL: ("300s", parse_duration, "longest DNS refresh interval"),
+    K8S_API: (None, str, "Kubernetes API URL; unset = in-cluster (KUBERNETES_SERVICE_HOST)"),
+    K8S_TOKEN_FILE: ("/var/run/secrets/kubernetes.io/serviceaccount/token", str, "Kubernetes API token file"),
+    K8S_CA_FILE: ("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", str, "Kubernetes API CA file"),
+    CLUSTER_DOMAIN: ("cluster.local", str, "cluster DNS domain (svc.<domain> names)"),
+    TRUST_DOMAIN: ("cluster.local", str, "identity trust domain of meshed peers"),
+    OUTBOUND_QUEUE_TIMEOUT: ("3s", parse_duration, "wait for a ready endpoint, then 503"),
+    OUTBOUND_MAX_IN_FLIGHT: ("10000", parse_positive_int, "outbound requests in flight; more are shed with 503"),
+    FAILURE_ACCRUAL_CONSECUTIVE: ("7", parse_positive_int, "consecutive failures that eject an endpoint"),
+    FAILURE_ACCRUAL_MIN_BACKOFF: ("1s", parse_duration, "first ejection time (doubles, with jitter)"),
+    FAILURE_ACCRUAL_MAX_BACKOFF: ("60s", parse_duration, "longest ejection time"),
+    EWMA_DEFAULT_RTT: ("30ms", parse_duration, "PeakEWMA latency estimate of a new endpoint"),
+    EWMA_DECAY: ("10s", parse_duration, "PeakEWMA decay time"),
     LOG_FORMAT: ("plain", parse_choice(("plain", "json")), "log format"),
     LOG_LEVEL: ("info", parse_choice(LOG_LEVELS), "log level (changeable at /proxy-log-level)"),
 }
@@ -306,6 +388,26 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         log_format=v[LOG_FORMAT],
         log_level=v[LOG_LEVEL],
         limits=limits,
+        discovery=DiscoverySettings(
+            destination=v[DESTINATION],
+            dns_nameservers=v[DNS_NAMESERVERS],
+            dns_min_ttl=v[DNS_MIN_TTL],
+            dns_max_ttl=v[DNS_MAX_TTL],
+            k8s_api=v[K8S_API],
+            k8s_token_file=v[K8S_TOKEN_FILE],
+            k8s_ca_file=v[K8S_CA_FILE],
+            cluster_domain=v[CLUSTER_DOMAIN],
+            trust_domain=v[TRUST_DOMAIN],
+        ),
+        balancer=BalancerSettings(
+            queue_timeout=v[OUTBOUND_QUEUE_TIMEOUT],
+            max_in_flight=v[OUTBOUND_MAX_IN_FLIGHT],
+            failure_accrual_consecutive=v[FAILURE_ACCRUAL_CONSECUTIVE],
+            failure_accrual_min_backoff=v[FAILURE_ACCRUAL_MIN_BACKOFF],
+            failure_accrual_max_backoff=v[FAILURE_ACCRUAL_MAX_BACKOFF],
+            ewma_default_rtt=v[EWMA_DEFAULT_RTT],
+            ewma_decay=v[EWMA_DECAY],
+        ),
     )
 
 

@@ -94,6 +94,20 @@ class BadResponse(UpstreamError):
 # ---- caused by the proxy's own state ------------------------------------------
 
 
+class LoadShed(ProxyError):
+    """More requests in flight than MESHPROXY_OUTBOUND_MAX_IN_FLIGHT."""
+
+    status = 503
+    reason = "load shed: too many requests in flight"
+
+
+class NoEndpoints(ProxyError):
+    """Discovery knows the service, but no endpoint became ready within the queue timeout."""
+
+    status = 503
+    reason = "no ready endpoints"
+
+
 class Draining(ProxyError):
     status = 503
     reason = "proxy is shutting down"

@@ -21,6 +21,8 @@ cdef class HttpContext:
     cdef public double client_idle_timeout
     cdef public set connections
     cdef public bint draining
+    cdef public Py_ssize_t max_in_flight
+    cdef public Py_ssize_t in_flight
 
 cdef class Pool:
     cdef public HttpContext ctx
@@ -60,7 +62,15 @@ cdef class ServerConn:
     cdef public double idle_since
     cdef public bint closed
     cdef public bint closing
+    cdef bint settled
+    cdef bint counted
+    cdef int repicks
+    cdef double t_sent
     cdef void advance(self)
+    cpdef bint dispatch(self, object target) except -1
+    cpdef void routed(self, object target)
+    cdef void settle(self, int outcome)
+    cdef void uncount(self)
     cdef bint begin(self, RequestHead head) except -1
     cdef void send_upstream(self, ClientConn conn)
     cdef void forward_body(self)

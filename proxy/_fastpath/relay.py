@@ -51,6 +51,28 @@ C_DONE = cython.declare(cython.int, 4)  # closed or handed to a tunnel
 # (RFC 9110 9.2.2 idempotent methods), only when the request had no body.
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
+# How a balancer pick ended (passed to ``target.service.settle``). Plain
+# Python ints: the outbound side imports them.
+SETTLE_OK = 0  # a response head arrived that is not a failure
+SETTLE_FAILED = 1  # 5xx, connect error or timeout: counts for failure accrual
+SETTLE_CANCELLED = 2  # the client went away: nothing learned
+
+# A connect error never reached the server: the request may go to another
+# endpoint this many times.
+MAX_REPICKS = cython.declare(cython.int, 2)
+
+
+class _Queued:
+    """``route()`` result: no target yet; the router calls ``routed()`` or ``fail()`` later."""
+
+    def __repr__(self):
+        return "QUEUED"
+
+
+QUEUED = _Queued()
+
+_CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
+
 _CONNECTION_CLOSE = [(b"Connection", b"close")]
 _CONNECTION_KEEP_ALIVE = [(b"Connection", b"keep-alive")]
 _NO_EXTRA = []
@@ -76,6 +98,8 @@ class HttpContext:
         self.client_idle_timeout = limits.client_idle_timeout
         self.connections = set()
         self.draining = False
+        self.max_in_flight = 0  # 0: no limit (the outbound side sets one)
+        self.in_flight = 0
         self.pool = Pool(self, limits.pool_max_idle_per_target, limits.pool_idle_timeout)
 
     def sweep(self):
@@ -210,6 +234,10 @@ class ServerConn:
         self.idle_since = 0.0
         self.closed = False
         self.closing = False
+        self.settled = True
+        self.counted = False
+        self.repicks = 0
+        self.t_sent = 0.0
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -246,6 +274,8 @@ class ServerConn:
         self.closed = True
         self.ctx.connections.discard(self)
         self.ctx.tcp_src.closed += 1
+        self.settle(SETTLE_CANCELLED)
+        self.uncount()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -321,12 +351,32 @@ class ServerConn:
         else:
             self.req_kind = BODY_NONE
             self.req_done = True
+        self.counted = True
+        ctx.in_flight += 1
+        self.repicks = 0
+        self.settled = True  # until a balancer picks an endpoint
+        self.t_sent = 0.0
+        self.target = None
+        if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
+            self.fail(errors.LoadShed())
+            return False
         try:
-            target = ctx.router.route(head, self.meta)
+            target = ctx.router.route(head, self.meta, self)
         except errors.ProxyError as err:
             self.fail(err)
             return False
+        if target is QUEUED:
+            # The router keeps this connection and calls routed() or fail().
+            self.pause(PAUSE_CONNECTING)
+            return False
+        return self.dispatch(target)
+
+    def dispatch(self, target):
+        """Send the current request to ``target``; False when it waits for a connection."""
+        ctx = self.ctx
+        head = self.head
         self.target = target
+        self.settled = target.service is None
         self.tunnel_here = head.method == b"CONNECT" and target.via_connect
         self.upstream_head = self._upstream_head(head)
         conn = None if self.tunnel_here else ctx.pool.acquire(target)
@@ -336,6 +386,29 @@ class ServerConn:
             return False
         self.send_upstream(conn)
         return True
+
+    def routed(self, target):
+        """A queued request got its target (called by the router)."""
+        if self.closed or not self.in_flight:
+            if target.service is not None:
+                target.service.settle(target, 0.0, SETTLE_CANCELLED)
+            return
+        if self.dispatch(target):
+            self.advance()
+
+    def settle(self, outcome):
+        """Tell the balancer how its pick ended, exactly once per pick."""
+        if self.settled:
+            return
+        self.settled = True
+        target = self.target
+        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
+        target.service.settle(target, rtt, outcome)
+
+    def uncount(self):
+        if self.counted:
+            self.counted = False
+            self.ctx.in_flight -= 1
 
     def _upstream_head(self, head: RequestHead) -> bytes:
         if self.tunnel_here:
@@ -359,6 +432,7 @@ class ServerConn:
 
     def send_upstream(self, conn: ClientConn):
         self.upstream = conn
+        self.t_sent = perf_counter()
         self.resume(PAUSE_CONNECTING)
         conn.attach(self, self.head, not self.close_after)
         if self.req_kind == BODY_NONE:
@@ -425,8 +499,26 @@ class ServerConn:
 
     def upstream_failed(self, err):
         if self.closed:
+            self.settle(SETTLE_CANCELLED)
             return
         self.upstream = None
+        target = self.target
+        if (target is not None and target.service is not None and isinstance(err, _CONNECT_ERRORS)
+                and self.repicks < MAX_REPICKS and not self.resp_started):
+            # The request never reached that endpoint: let the balancer pick again.
+            self.settle(SETTLE_FAILED)
+            self.repicks += 1
+            try:
+                again = self.ctx.router.reroute(self.head, self.meta, target, self)
+            except errors.ProxyError as routing_err:
+                self.resume(PAUSE_CONNECTING)
+                self.fail(routing_err)
+                return
+            if again is QUEUED:
+                return
+            if self.dispatch(again):
+                self.advance()
+            return
         self.resume(PAUSE_CONNECTING)
         self.fail(err)
 
@@ -441,6 +533,8 @@ class ServerConn:
 
     def response_head_sent(self, status):
         self.resp_started = True
+        if not self.settled:
+            self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         ctx = self.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
 
@@ -450,6 +544,7 @@ class ServerConn:
         self.in_flight = False
         self.resp_started = False
         self.head = None
+        self.uncount()
         if tunnel:
             self.closed = True
             self.ctx.connections.discard(self)
@@ -487,6 +582,8 @@ class ServerConn:
         if self.closed:
             return
         ctx = self.ctx
+        self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
+        self.uncount()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None

@@ -11,15 +11,16 @@ as opaque TCP to the connection's target.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from proxy._fastpath import detect
-from proxy._fastpath.relay import HttpContext, ServerConn
+from proxy._fastpath.relay import SETTLE_FAILED, SETTLE_OK, HttpContext, ServerConn
 from proxy._fastpath.tunnel import TunnelEnd
-from proxy.config import PortSet
+from proxy.config import Config, PortSet
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import connect_error
 from proxy.transport.orig_dst import original_dst
@@ -37,12 +38,30 @@ class AcceptStage:
     opaque_ports: PortSet
     max_connections: int
     connect_timeout: float
-    # The target of a whole connection (opaque relaying); None when there is none.
+    # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
     connection_target: Callable[[ConnMeta], Target | None]
+    # Where an opaque connection is relayed to: may be a balancer's pick, settled when it ends.
+    tunnel_target: Callable[[ConnMeta], Target | None]
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
     # Connections being detected or relayed as opaque TCP; HTTP/1 ones are in ctx.connections.
     open_connections: int = 0
+
+    @classmethod
+    def from_config(cls, config: Config, direction: str, ctx: HttpContext, router,
+                    refuse_without_target: bool) -> AcceptStage:
+        """The stage of one direction: limits from ``config``, targets from its ``router``."""
+        return cls(
+            direction=direction,
+            ctx=ctx,
+            detect_timeout=config.limits.detect_timeout,
+            opaque_ports=config.opaque_ports,
+            max_connections=config.max_connections,
+            connect_timeout=config.limits.connect_timeout,
+            connection_target=router.connection_target,
+            tunnel_target=router.tunnel_target,
+            refuse_without_target=refuse_without_target,
+        )
 
     def protocol(self) -> Accepted:
         return Accepted(self)
@@ -137,9 +156,9 @@ class Accepted(asyncio.Protocol):
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
-        target = stage.connection_target(meta)
+        target = stage.tunnel_target(meta)
         if target is None:
-            log.warning("opaque connection closed: no original destination to forward it to",
+            log.warning("opaque connection closed: no destination to forward it to",
                         direction=stage.direction, client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
             stage.open_connections -= 1
             stage.ctx.tcp_src.closed += 1
@@ -162,8 +181,14 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
     transport.pause_reading()  # nothing more is read until the other side exists
     dst = TunnelEnd(ctx.tcp_dst, b"")
 
+    started = time.perf_counter()
+    connect_time = [0.0]
+
     def closed(_end: TunnelEnd) -> None:
         stage.open_connections -= 1
+        if target.service is not None and connect_time[0]:
+            # Balanced per connection: the pick is held for the connection's life.
+            target.service.settle(target, connect_time[0], SETTLE_OK)
 
     src.on_close = closed
 
@@ -173,10 +198,13 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
                 await ctx.loop.create_connection(lambda: dst, target.host, target.port)
         except (OSError, TimeoutError) as exc:
             err = connect_error(exc)
+            if target.service is not None:
+                target.service.settle(target, time.perf_counter() - started, SETTLE_FAILED)
             log.warning("opaque connection failed", direction=stage.direction, client=_fmt(meta.client),
                         upstream=str(target), error=err.reason, protocol=_KIND_NAMES.get(kind, "opaque"))
             src.close()
             return
+        connect_time[0] = max(time.perf_counter() - started, 1e-6)
         if src.closed:
             dst.close()
             return

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where a request or connection is sent. Hashable: it keys connection pools.
+    """Where a request or connection is sent. Hashable by address: it keys connection pools.
 
     ``via_connect`` marks a target named by a ``CONNECT host:port`` request that
     the proxy itself must tunnel (as opposed to a CONNECT forwarded elsewhere).
+    ``service`` and ``endpoint`` are set when a balancer picked this target: the
+    relay settles every pick through ``service.settle`` (they take no part in
+    equality, so balanced and passthrough traffic to one address share a pool).
     """
 
     host: str
     port: int
     via_connect: bool = False
+    service: object = field(default=None, compare=False, hash=False, repr=False)
+    endpoint: object = field(default=None, compare=False, hash=False, repr=False)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

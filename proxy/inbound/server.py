@@ -36,7 +36,10 @@ class InboundRouter:
             self._by_port[port] = target  # bounded by the 65535 ports
         return target
 
-    def route(self, head, meta: ConnMeta) -> Target:
+    # Inbound relays an opaque connection to the same place its requests would go.
+    tunnel_target = connection_target
+
+    def route(self, head, meta: ConnMeta, conn=None) -> Target:
         target = self.connection_target(meta)
         if target is None:
             raise NoDestination("no inbound target for this connection")
@@ -53,14 +56,5 @@ def build(config: Config, ctx) -> tuple[AcceptStage, InboundRouter]:
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
     ctx.router = router
     ctx.rescue = rescue
-    stage = AcceptStage(
-        direction=DIRECTION,
-        ctx=ctx,
-        detect_timeout=config.limits.detect_timeout,
-        opaque_ports=config.opaque_ports,
-        max_connections=config.max_connections,
-        connect_timeout=config.limits.connect_timeout,
-        connection_target=router.connection_target,
-        refuse_without_target=True,
-    )
+    stage = AcceptStage.from_config(config, DIRECTION, ctx, router, refuse_without_target=True)
     return stage, router

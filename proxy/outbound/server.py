@@ -9,28 +9,47 @@ directly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import structlog
 
-from proxy.config import Config
+from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
 from proxy.core.responses import error_response, log_error
 from proxy.errors import LoopDetected, NoDestination, ProxyError, RoutingError
 
+if TYPE_CHECKING:
+    from proxy.outbound.balance import BalancedService
+
 DIRECTION = "outbound"
 CACHE_LIMIT = 4096  # distinct authorities remembered; the cache is cleared when full
+SERVICE_LIMIT = 1024  # discovered services kept at once
+SERVICE_IDLE = 60.0  # a service unused this long is forgotten (and its watch dropped)
 
 log = structlog.get_logger("proxy.outbound")
 
 
 class OutboundRouter:
-    """Chooses the target of each outbound request."""
+    """Chooses the target of each outbound request: the logical destination, then its endpoint.
 
-    def __init__(self, own_addresses: set[tuple[str, int]]) -> None:
+    With discovery configured, a destination that discovery knows becomes a
+    ``BalancedService`` whose balancer picks the endpoint per request; one it
+    does not know is forwarded to the destination unchanged (passthrough).
+    """
+
+    def __init__(self, own_addresses: set[tuple[str, int]], loop=None, resolver=None,
+                 settings: BalancerSettings | None = None) -> None:
         self.own = own_addresses
+        self.loop = loop
+        self.resolver = resolver
+        self.settings = settings
         self._authorities: dict[tuple[bytes, int], Target] = {}
         self._orig: dict[tuple[str, int], Target] = {}
+        # (host, port) -> BalancedService, or None for names discovery does not know.
+        self.services: dict[tuple[str, int], BalancedService | None] = {}
 
+    # -- the logical destination ------------------------------------------------
     def connection_target(self, meta: ConnMeta) -> Target | None:
         if meta.orig_dst is None:
             return None
@@ -40,7 +59,7 @@ class OutboundRouter:
             self._remember(self._orig, meta.orig_dst, target)
         return target
 
-    def route(self, head, meta: ConnMeta) -> Target:
+    def logical(self, head, meta: ConnMeta) -> Target:
         if meta.orig_dst is not None:
             return self.connection_target(meta)  # type: ignore[return-value]
         via_connect = False
@@ -60,6 +79,59 @@ class OutboundRouter:
         if via_connect:
             target = Target(target.host, target.port, via_connect=True)
         return target
+
+    # -- the endpoint ------------------------------------------------------------
+    def route(self, head, meta: ConnMeta, conn=None):
+        target = self.logical(head, meta)
+        if self.resolver is None or target.via_connect:
+            return target
+        service = self._service(target)
+        if service is None:
+            return target
+        return service.route(conn)
+
+    def reroute(self, head, meta: ConnMeta, failed: Target, conn):
+        """Another endpoint for a request whose connect to ``failed`` did not reach it."""
+        return failed.service.route(conn)  # type: ignore[union-attr]
+
+    def tunnel_target(self, meta: ConnMeta) -> Target | None:
+        """Opaque TCP is balanced per connection with the same balancer."""
+        target = self.connection_target(meta)
+        if target is None or self.resolver is None:
+            return target
+        service = self._service(target)
+        if service is None:
+            return target
+        return service.pick_connection()
+
+    def _service(self, target: Target) -> BalancedService | None:
+        key = (target.host, target.port)
+        try:
+            return self.services[key]
+        except KeyError:
+            pass
+        watch = self.resolver.lookup(target.host, target.port)
+        service = None
+        if watch is not None:
+            # Imported here: without discovery the balancer is never loaded.
+            from proxy.outbound.balance import BalancedService
+
+            assert self.settings is not None
+            service = BalancedService(self.loop, watch.name, watch, self.settings)
+        if len(self.services) >= SERVICE_LIMIT:
+            self.sweep(self.loop.time(), 0.0)
+        self.services[key] = service
+        return service
+
+    def sweep(self, now: float, idle_limit: float = SERVICE_IDLE) -> None:
+        """Forget services (and unknown names) nobody used for ``idle_limit`` seconds."""
+        for key, service in list(self.services.items()):
+            if service is None:
+                if idle_limit == 0.0:
+                    del self.services[key]
+            elif service.idle(now, idle_limit):
+                service.close()
+                del self.services[key]
 
     def _authority(self, value: bytes, default_port: int) -> Target:
         key = (value, default_port)
@@ -92,18 +164,10 @@ def rescue(err: ProxyError, head, meta: ConnMeta, close: bool) -> bytes:
     return error_response(err, close)
 
 
-def build(config: Config, ctx, own_addresses: set[tuple[str, int]]) -> tuple[AcceptStage, OutboundRouter]:
-    router = OutboundRouter(own_addresses)
+def build(config: Config, ctx, own_addresses: set[tuple[str, int]], resolver=None) -> tuple[AcceptStage, OutboundRouter]:
+    router = OutboundRouter(own_addresses, ctx.loop, resolver, config.balancer)
     ctx.router = router
     ctx.rescue = rescue
-    stage = AcceptStage(
-        direction=DIRECTION,
-        ctx=ctx,
-        detect_timeout=config.limits.detect_timeout,
-        opaque_ports=config.opaque_ports,
-        max_connections=config.max_connections,
-        connect_timeout=config.limits.connect_timeout,
-        connection_target=router.connection_target,
-        refuse_without_target=False,
-    )
+    ctx.max_in_flight = config.balancer.max_in_flight
+    stage = AcceptStage.from_config(config, DIRECTION, ctx, router, refuse_without_target=False)
     return stage, router

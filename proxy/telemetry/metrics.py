@@ -94,6 +94,31 @@ def render_process(out: list[str]) -> None:
         out.append(f"{name} {value}")
 
 
+BALANCER_SERVICES_SHOWN = 100  # bounds the label cardinality of balancer_endpoints
+
+
+def render_balancers(out: list[str], services: dict) -> None:
+    """Endpoints per discovered service and state (ready / ejected / probing / pending requests)."""
+    _header(out, "balancer_endpoints", "gauge", "Endpoints of each discovered service, by state.")
+    _header(out, "balancer_pending_requests", "gauge", "Requests in flight to each discovered service.")
+    shown = 0
+    for service in services.values():
+        if service is None:
+            continue
+        if shown >= BALANCER_SERVICES_SHOWN:
+            break
+        shown += 1
+        counts = {"ready": 0, "ejected": 0, "probing": 0}
+        pending = 0
+        for member in service.balancer.endpoints():
+            counts[("ready", "ejected", "probing", "ready")[member.state]] += 1
+            pending += member.pending
+        for state, n in counts.items():
+            out.append(f"balancer_endpoints{_labels(service=service.name, state=state)} {n}")
+        out.append(f"balancer_pending_requests{_labels(service=service.name)} {pending}")
+        out.append(f"balancer_queued_requests{_labels(service=service.name)} {len(service.waiters)}")
+
+
 def render(http: Iterable[HttpStats], tcp: Iterable[TcpStats], extra: Iterable[str] = ()) -> bytes:
     out: list[str] = []
     render_http(out, http)

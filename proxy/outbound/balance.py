@@ -1,0 +1,153 @@
+"""The endpoint stage of outbound: one balancer per discovered service, fed by discovery updates.
+
+A ``BalancedService`` turns endpoint-set updates into balancer membership,
+answers each request with the endpoint picked by PeakEWMA + P2C (or queues
+it until an endpoint is ready, up to the queue timeout, then 503), and takes
+back every pick through ``settle`` so latency and failure accrual stay
+accurate. Meshed endpoints are reached through their proxy's address.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+
+import structlog
+
+from proxy._fastpath.balancer import Balancer
+from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_OK
+from proxy.config import BalancerSettings
+from proxy.core.addr import Target
+from proxy.errors import NoEndpoints
+
+log = structlog.get_logger("proxy.outbound.balance")
+
+NS = 1_000_000_000
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * NS)
+
+
+class BalancedService:
+    """Endpoints of one logical service, their balancer, and requests waiting for one."""
+
+    def __init__(self, loop, name: str, watch, settings: BalancerSettings) -> None:
+        self.loop = loop
+        self.name = name
+        self.settings = settings
+        self.queue_timeout = settings.queue_timeout
+        accrual = watch.snapshot.accrual
+        self.balancer = Balancer(
+            default_rtt_ns=_ns(settings.ewma_default_rtt),
+            decay_ns=_ns(settings.ewma_decay),
+            failure_threshold=accrual.consecutive_failures or settings.failure_accrual_consecutive,
+            min_backoff_ns=_ns(accrual.min_backoff if accrual.min_backoff is not None
+                               else settings.failure_accrual_min_backoff),
+            max_backoff_ns=_ns(accrual.max_backoff if accrual.max_backoff is not None
+                               else settings.failure_accrual_max_backoff),
+            seed=random.getrandbits(63),
+        )
+        self.waiters: deque[tuple[float, object]] = deque()
+        self.timer = None
+        self.last_used = loop.time()
+        self.watch = watch
+        self.targets: dict[object, Target] = {}
+        self.unsubscribe = watch.subscribe(self._on_update)
+        self._apply(watch.snapshot.endpoints)
+
+    # -- membership ---------------------------------------------------------
+    def _on_update(self, update) -> None:
+        self._apply(update.snapshot.endpoints)
+        self._wake()
+
+    def _apply(self, endpoints) -> None:
+        wanted = {ep.address: ep for ep in endpoints}
+        # The balancer compares (weight, connect address) to spot changes;
+        # the relay's Target for each member is kept here, built once.
+        added, removed, changed = self.balancer.update(
+            [(ep.address, float(ep.weight), ep.proxy if ep.proxy is not None else ep.address)
+             for ep in endpoints])
+        for key in removed:
+            self.targets.pop(key, None)
+        for key in (*added, *changed):
+            member = self.balancer.get(key)
+            host, port = member.target
+            self.targets[key] = Target(host, port, service=self, endpoint=member)
+        if added or removed or changed:
+            log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
+                     endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))
+
+    # -- picking --------------------------------------------------------------
+    def route(self, conn) -> object:
+        """The target for one request, or QUEUED (``conn.routed``/``conn.fail`` come later)."""
+        self.last_used = self.loop.time()
+        member = self.balancer.pick(time.monotonic_ns())
+        if member is not None:
+            return self.targets[member.key]
+        self.waiters.append((self.loop.time() + self.queue_timeout, conn))
+        self._arm()
+        return QUEUED
+
+    def pick_connection(self) -> Target | None:
+        """For opaque TCP: an endpoint now, or None (connections are not queued)."""
+        self.last_used = self.loop.time()
+        member = self.balancer.pick(time.monotonic_ns())
+        return self.targets[member.key] if member is not None else None
+
+    def settle(self, target: Target, rtt: float, outcome: int) -> None:
+        member = target.endpoint
+        if outcome == SETTLE_CANCELLED:
+            self.balancer.cancel(member)
+        else:
+            self.balancer.complete(member, time.monotonic_ns(), int(rtt * NS), outcome == SETTLE_OK)
+        if self.waiters:
+            self._wake()
+
+    # -- the queue --------------------------------------------------------------
+    def _arm(self) -> None:
+        if self.timer is not None or not self.waiters:
+            return
+        now = self.loop.time()
+        delay = self.waiters[0][0] - now
+        next_ready = self.balancer.next_ready_ns(time.monotonic_ns())
+        if next_ready >= 0:
+            delay = min(delay, max(0.0, (next_ready - time.monotonic_ns()) / NS))
+        self.timer = self.loop.call_later(max(0.0, delay), self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self._wake()
+
+    def _wake(self) -> None:
+        now = self.loop.time()
+        while self.waiters:
+            deadline, conn = self.waiters[0]
+            if deadline <= now:
+                self.waiters.popleft()
+                conn.fail(NoEndpoints(f"no ready endpoints for {self.name} within "
+                                      f"{self.queue_timeout:g}s"))
+                continue
+            member = self.balancer.pick(time.monotonic_ns())
+            if member is None:
+                break
+            self.waiters.popleft()
+            conn.routed(self.targets[member.key])
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._arm()
+
+    def close(self) -> None:
+        self.unsubscribe()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.waiters:
+            _, conn = self.waiters.popleft()
+            conn.fail(NoEndpoints(f"service {self.name} is no longer known"))
+
+    def idle(self, now: float, limit: float) -> bool:
+        return not self.waiters and now - self.last_used > limit and all(
+            m.pending == 0 for m in self.balancer.endpoints())
