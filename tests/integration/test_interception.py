@@ -27,6 +27,8 @@ PROXY_GID = 2102
 HTTP_PORT = 18080  # the "remote service" the app calls (redirected to outbound)
 TCP_PORT = 6379  # in the default opaque-port list: relayed without detection
 APP_PORT = 18081  # the local app behind the inbound side
+DB_PORT = 5432  # a "cluster IP" port that discovery maps to two endpoints (opaque: balanced per connection)
+DB_ENDPOINTS = (15432, 15433)
 INBOUND_REDIRECT_PORT = 18082  # connections to it are redirected to the inbound listener
 
 pytestmark = pytest.mark.timeout(90)
@@ -51,6 +53,15 @@ SERVER = textwrap.dedent(
                 body = json.dumps({"line": line.decode().strip(), "host": headers.get("host"),
                                    "server": [me[0], me[1]]}).encode()
                 self.wfile.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(body) + body)
+    class Tagged(socketserver.BaseRequestHandler):
+        def handle(self):
+            # Server speaks first (as PostgreSQL does): names itself, then echoes.
+            self.request.sendall(b"endpoint=%d\\n" % self.request.getsockname()[1])
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                self.request.sendall(data)
     class Echo(socketserver.BaseRequestHandler):
         def handle(self):
             while True:
@@ -66,7 +77,7 @@ SERVER = textwrap.dedent(
         def server_bind(self):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             super().server_bind()
-    for port, handler in ((HTTP_PORT, Http), (APP_PORT, Http), (TCP_PORT, Echo)):
+    for port, handler in ((HTTP_PORT, Http), (APP_PORT, Http), (TCP_PORT, Echo), (15432, Tagged), (15433, Tagged)):
         srv = V6(("::", port), handler)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     print("up", flush=True)
@@ -85,6 +96,7 @@ def _rules(ns: str, tool: str) -> None:
         ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "owner", "--gid-owner", str(PROXY_GID), "-j", "RETURN"],
         ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", str(HTTP_PORT), "-j", "REDIRECT", "--to-ports", "4140"],
         ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", str(TCP_PORT), "-j", "REDIRECT", "--to-ports", "4140"],
+        ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", str(DB_PORT), "-j", "REDIRECT", "--to-ports", "4140"],
         ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "--dport", str(INBOUND_REDIRECT_PORT), "-j", "REDIRECT",
          "--to-ports", "4143"],
     ):
@@ -107,7 +119,14 @@ def mesh_ns(tmp_path_factory):
                                    stdout=subprocess.PIPE, text=True)
         procs.append(servers)
         assert servers.stdout is not None and servers.stdout.readline().strip() == "up"
-        env = dict(os.environ,
+        endpoints = tmp / "endpoints.yaml"
+        endpoints.write_text(
+            "services:\n"
+            f"  db.test:{DB_PORT}:\n"
+            f"    addresses: [127.0.0.1:{DB_PORT}]\n"
+            "    endpoints:\n" + "".join(f"      - address: 127.0.0.1:{p}\n" for p in DB_ENDPOINTS)
+        )
+        env = dict(os.environ, MESHPROXY_DESTINATION=f"file://{endpoints}",
                    MESHPROXY_OUTBOUND_LISTEN="[::]:4140", MESHPROXY_INBOUND_LISTEN="[::]:4143",
                    MESHPROXY_ADMIN_LISTEN="127.0.0.1:4191", MESHPROXY_INBOUND_FORWARD_HOST="127.0.0.1",
                    MESHPROXY_LOG_FORMAT="json")
@@ -219,3 +238,29 @@ def test_proxy_does_not_loop_its_own_connections(mesh_ns):
     # Each upstream connection went to the server, none came back into the proxy.
     assert _value(metrics, 'tcp_open_total{direction="inbound",peer="src"}') <= 2
     assert "loop" not in log.read_text().lower()
+
+
+def test_opaque_connections_to_a_discovered_address_are_balanced_per_connection(mesh_ns):
+    ns, _ = mesh_ns
+    script = textwrap.dedent(
+        f"""
+        import socket
+        seen = []
+        for i in range(12):
+            s = socket.create_connection(("127.0.0.1", {DB_PORT}), timeout=10)
+            f = s.makefile("rb")
+            tag = f.readline().decode().strip()
+            s.sendall(b"ping %d\\n" % i)
+            assert f.readline() == b"ping %d\\n" % i
+            s.close()
+            seen.append(tag)
+        print(" ".join(seen))
+        """
+    )
+    before = _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}')
+    tags = _ns(ns, sys.executable, "-c", script).stdout.split()
+    assert len(tags) == 12
+    # The app dialled one address; discovery mapped it to two endpoints and
+    # each connection went to one of them.
+    assert set(tags) == {f"endpoint={p}" for p in DB_ENDPOINTS}, tags
+    assert _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}') == before + 12
