@@ -99,11 +99,15 @@ cdef class Balancer:
     cdef int _refresh(self) except -1
     @cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
     cdef Py_ssize_t _search(self, double r, Py_ssize_t n) noexcept
-    @cython.locals(ep=Endpoint, total=double, observed=int, start=double)
+    @cython.locals(ep=Endpoint, total=double, observed=int)
+    cdef double _peer_start(self, long long now_ns) except? -1.0
+    @cython.locals(ep=Endpoint, start=double)
     cdef int _stamp(self, long long now_ns) except -1
+    @cython.locals(ep=Endpoint, start=double)
+    cdef int _reseed(self, long long now_ns) except -1
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, a=Endpoint, b=Endpoint,
                    own=Endpoint, start=double, r=double)
     cpdef Endpoint pick(self, long long now_ns)
-    @cython.locals(rtt=double)
+    @cython.locals(rtt=double, first=bint)
     cpdef void complete(self, Endpoint ep, long long now_ns, double rtt_ns, bint success) except *
     cpdef void cancel(self, Endpoint ep) except *

@@ -15,9 +15,11 @@ zero-latency answer had arrived), so an endpoint that stopped getting traffic
 because it was slow is tried again; this read never stores anything. A new
 endpoint starts at ``default_rtt_ns`` when nothing has been measured yet; when
 its peers have answered, it starts at the mean of their current estimates
-(never above the default) instead, so that a pod added to a fast service gets
-its share at once rather than after the default decays (tower's PeakEWMA keeps
-a new endpoint at 30 ms, which starves it for about half a minute next to 1 ms
+(never above the default) instead, and an endpoint still unmeasured when a
+peer's first answer arrives is brought down to that mean too. So a pod added
+to a fast service, or one of several started together, gets its share at once
+rather than after the default decays (tower's PeakEWMA keeps an unmeasured
+endpoint at 30 ms, which starves it for about half a minute next to 1 ms
 peers). The starting value decays like any estimate from the first pick()
 after its arrival (update() and add() take no clock); being a guess, not a
 measurement, it is replaced outright by the first observation.
@@ -429,24 +431,38 @@ class Balancer:
                 lo = mid + 1
         return lo
 
-    def _stamp(self, now_ns):
-        # New endpoints start from what their measured peers show now, and
-        # their estimates start decaying now.
+    def _peer_start(self, now_ns):
+        """What an unmeasured endpoint should be estimated at: its measured peers' mean, capped by the default."""
         total = 0.0
         observed = 0
         for ep in self._endpoints:
             if ep._observed and ep.state == _READY:
                 total += ep._estimate(now_ns)
                 observed += 1
-        start = self.default_rtt_ns
-        if observed > 0 and total / observed < start:
-            start = total / observed
+        if observed > 0 and total / observed < self.default_rtt_ns:
+            return total / observed
+        return self.default_rtt_ns
+
+    def _stamp(self, now_ns):
+        # New endpoints start from what their measured peers show now, and
+        # their estimates start decaying now.
+        start = self._peer_start(now_ns)
         for ep in self._endpoints:
             if ep.last_ns < 0:
                 ep.last_ns = now_ns
                 if not ep._observed:
                     ep.rtt_ns = start
         self._unstamped = False
+        return 0
+
+    def _reseed(self, now_ns):
+        # A first measurement arrived: unmeasured peers should not keep
+        # competing with a guess far above what the service really shows.
+        start = self._peer_start(now_ns)
+        for ep in self._endpoints:
+            if not ep._observed and ep.last_ns >= 0 and ep._estimate(now_ns) > start:
+                ep.rtt_ns = start
+                ep.last_ns = now_ns
         return 0
 
     def pick(self, now_ns):
@@ -501,7 +517,10 @@ class Balancer:
         if not rtt >= 0.0:
             raise ValueError(f"rtt_ns must be >= 0, got {rtt_ns!r}")
         ep.pending -= 1
+        first = not ep._observed
         ep._observe(now_ns, rtt)
+        if first:
+            self._reseed(now_ns)
         if ep.state == _READY:
             if success:
                 ep.consecutive_failures = 0

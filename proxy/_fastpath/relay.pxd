@@ -105,6 +105,7 @@ cdef class ClientConn:
     cdef bint upgrade_requested
     cdef int client_version
     cdef bint client_keep
+    cdef bint request_keeps
     cdef bint dechunk
     cdef bint client_closes
     cdef public bint got_bytes

@@ -15,6 +15,8 @@ Direction-specific decisions (where a request goes, how an error is answered
 and logged, how a connection is opened) come from the ``HttpContext``.
 """
 
+from __future__ import annotations
+
 import cython
 from time import perf_counter
 
@@ -666,6 +668,7 @@ class ClientConn:
         self.idle_since = 0.0
         self.timer = None
         self.reading_paused = False
+        self.request_keeps = True
 
     def set_reading(self, on):
         """Pause or resume reading the upstream (the client's write buffer is full or drained)."""
@@ -760,6 +763,9 @@ class ClientConn:
         self.upgrade_requested = head.upgrade is not None
         self.client_version = head.version
         self.client_keep = keep
+        # An HTTP/1.0 request goes upstream as 1.0 without keep-alive (that
+        # field is hop-by-hop): the upstream closes after answering it.
+        self.request_keeps = head.version >= 11
         # Reading follows the client's ability to take the response.
         self.set_reading(not server.writing_paused)
         ctx = self.pool.ctx
@@ -907,7 +913,7 @@ class ClientConn:
         if server is None:
             self.abort()
             return
-        if reusable and upstream_keep and self.kind != BODY_CLOSE and server.req_done:
+        if reusable and upstream_keep and self.request_keeps and self.kind != BODY_CLOSE and server.req_done:
             self.pool.release(self)
         else:
             self.abort()

@@ -44,7 +44,10 @@ class AcceptStage:
     tunnel_target: Callable[[ConnMeta], Target | None]
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
-    # Connections being detected or relayed as opaque TCP; HTTP/1 ones are in ctx.connections.
+    # HTTP/2 clients: upstream connection pool and connection settings (None: relay h2 as opaque).
+    h2_pool: object = None
+    h2_settings: object = None
+    # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
 
     @classmethod
@@ -148,6 +151,11 @@ class Accepted(asyncio.Protocol):
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
+        if kind == detect.OPAQUE and looks_like_http(buffered):
+            # A broken HTTP request (bare LF, a space in the target...) is not
+            # another protocol: the strict parser answers it with 400 rather
+            # than relaying an ambiguous request as raw bytes.
+            kind = detect.HTTP1
         if kind == detect.HTTP1:
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
@@ -155,6 +163,15 @@ class Accepted(asyncio.Protocol):
             transport.set_protocol(conn)
             conn.connection_made(transport)
             conn.data_received(buffered)
+            return
+        if kind == detect.H2 and stage.h2_pool is not None:
+            from proxy._fastpath.h2relay import H2Server
+
+            stage.open_connections -= 1
+            server = H2Server(stage.ctx, meta, stage.h2_pool, stage.h2_settings)
+            transport.set_protocol(server)
+            server.connection_made(transport)
+            server.data_received(buffered)
             return
         target = stage.tunnel_target(meta)
         if target is None:
@@ -165,6 +182,14 @@ class Accepted(asyncio.Protocol):
             transport.abort()
             return
         open_tunnel(stage, transport, meta, target, buffered, eof, kind)
+
+
+_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    """Starts like an HTTP/1 request (a standard method and a space), valid or not."""
+    return data.lstrip(b"\r\n").startswith(_HTTP_METHODS)
 
 
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}

@@ -145,6 +145,23 @@ def test_new_endpoint_next_to_measured_peers_starts_at_their_mean(mod):
 
 
 @IMPLS
+def test_endpoints_started_together_are_not_starved_by_the_first_measurement(mod):
+    """All new at once: the first 1 ms answer brings the unmeasured ones down with it."""
+    b = balancer_with(mod, ["a", "b", "c"], default_rtt_ns=30 * MS, decay_ns=10 * S, seed=5)
+    now = 0
+    first = b.pick(now)
+    b.complete(first, now, 1 * MS, True)
+    others = [ep for ep in b.endpoints() if ep is not first]
+    assert all(ep.rtt_ns <= 1 * MS for ep in others)
+    counts = collections.Counter()
+    for _ in range(300):
+        ep = b.pick(now)
+        counts[ep.key] += 1
+        b.complete(ep, now, 1 * MS, True)
+    assert min(counts[k] for k in ("a", "b", "c")) >= 50, counts
+
+
+@IMPLS
 def test_new_endpoint_with_no_measured_peer_starts_at_the_default(mod):
     b = balancer_with(mod, ["a"], default_rtt_ns=30 * MS)
     b.add("b", 1.0, "target-b")

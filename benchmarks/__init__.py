@@ -1,0 +1,1 @@
+"""Reproducible benchmarks for meshproxy: ``python benchmarks/run.py --help``."""

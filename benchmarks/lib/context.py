@@ -1,0 +1,33 @@
+"""What a scenario gets from the runner: options, directories, processes, CPU placement."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.lib.procs import ProcessGroup
+from benchmarks.lib.servers import Placement
+
+
+@dataclass
+class Context:
+    repo: Path          # the meshproxy checkout (cwd of meshproxy, import root)
+    quick: bool         # --quick: fewer rounds, shorter loads
+    run_dir: Path       # scratch directory for rendered configs (removed at exit)
+    log_dir: Path       # server logs, kept beside the report
+    group: ProcessGroup  # every started process; closed by the runner
+    placement: Placement
+    options: object     # the parsed command line, for scenario-specific overrides
+
+    def progress(self, message: str) -> None:
+        """Progress goes to stderr so stdout carries only the final table."""
+        say(f"  {message}")
+
+
+def say(message: str) -> None:
+    """A line on stderr; a closed stderr (``2>&1 | head``) must not stop a run."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass

@@ -1,0 +1,458 @@
+"""Scenario ``http1``: HTTP/1.1 keep-alive, 64-byte responses, wrk through each proxy.
+
+Variants, all against the same nginx and sending identical requests:
+direct (wrk -> nginx), haproxy, meshproxy (compiled fast path) and
+meshproxy-pure (MESHPROXY_PURE=1). They run alternately, one measured wrk
+run per variant per round with the order rotated each round, so drift of the
+machine over time spreads over all variants instead of biasing one. The
+table reports per-variant medians over rounds, the ratios the issue asks for,
+and meshproxy's memory: idle, under load and 5 s after the load.
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.lib import procs, wrk
+from benchmarks.lib.context import Context
+from benchmarks.lib.report import ScenarioResult, Table
+from benchmarks.lib.sampling import LoadWindow
+from benchmarks.lib.servers import NotReady, Server, start_haproxy, start_meshproxy, start_nginx
+
+NAME = "http1"
+DESCRIPTION = "HTTP/1.1 keep-alive, 64-byte responses: wrk -> [proxy] -> nginx"
+
+# Exactly 64 bytes; no quotes or $ (it sits in nginx.conf).
+BODY = "meshproxy benchmark: a fixed small response body, 64 bytes long."
+assert len(BODY.encode()) == 64, len(BODY.encode())
+
+VARIANTS = ("direct", "haproxy", "meshproxy", "meshproxy-pure")
+RSS_TARGET_MIB = 30.0
+AFTER_LOAD_DELAY_S = 5.0
+# The issue's acceptance line for meshproxy / haproxy throughput.
+RATIO_DONE, RATIO_NOT_DONE = 1.0, 0.7
+
+
+@dataclass
+class Round:
+    index: int
+    wrk: wrk.WrkResult
+    proxy_cpu_percent: float | None = None
+    load_cpu_percent: float | None = None
+    proxy_process_cpu_percent: float | None = None
+    rss_max_kib: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.wrk.ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.index,
+            "wrk": self.wrk.to_json(),
+            "proxy_cpu_busy_percent": _round(self.proxy_cpu_percent),
+            "load_cpu_busy_percent": _round(self.load_cpu_percent),
+            "proxy_process_cpu_percent": _round(self.proxy_process_cpu_percent),
+            "proxy_rss_max_kib": self.rss_max_kib,
+        }
+
+
+@dataclass
+class Variant:
+    name: str
+    server: Server | None = None      # the process under test; None for direct
+    url: str = ""
+    broken: str = ""                  # set once the variant cannot run any more
+    rounds: list[Round] = field(default_factory=list)
+    rss_idle_kib: int | None = None
+    rss_after_kib: int | None = None
+    hwm_kib: int | None = None
+    fastpath: dict[str, Any] = field(default_factory=dict)
+
+    def failure(self) -> str:
+        if self.broken:
+            return self.broken
+        bad = [r for r in self.rounds if not r.ok]
+        if bad:
+            return f"round {bad[0].index}: {bad[0].wrk.failure}"
+        if not self.rounds:
+            return "not run"
+        return ""
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def probe(server_port: int, host_header: str) -> str:
+    """One request as wrk will send it; '' when the answer is 200 with our body."""
+    conn = http.client.HTTPConnection("127.0.0.1", server_port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": host_header})
+        resp = conn.getresponse()
+        body = resp.read()
+    except (OSError, http.client.HTTPException) as err:
+        return f"probe request failed: {type(err).__name__}: {err}"
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return f"probe got HTTP {resp.status} (l5d-proxy-error: {resp.getheader('l5d-proxy-error')})"
+    if body != BODY.encode():
+        return f"probe got a different body ({len(body)} bytes)"
+    return ""
+
+
+def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
+    opts = ctx.options
+    duration = getattr(opts, "duration", None) or (4.0 if ctx.quick else 10.0)
+    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    warmup = 1.0 if ctx.quick else 2.0
+    return wrk.WrkParams(threads=1, connections=50, duration_s=duration), rounds, warmup
+
+
+def run(ctx: Context) -> ScenarioResult:
+    params, rounds, warmup = _params(ctx)
+    wanted = [v for v in (getattr(ctx.options, "variants", None) or VARIANTS) if v in VARIANTS]
+    background = procs.background_busy(1.0)
+    ctx.progress(f"[{NAME}] CPU busy before start (other load): {_fmt_busy(background)}")
+    ctx.progress(f"[{NAME}] starting servers ({ctx.placement.describe()})")
+    nginx = start_nginx(ctx.group, ctx.placement, ctx.run_dir, BODY)
+    host = nginx.address  # every variant sends this Host header: identical requests
+
+    variants = [_start_variant(ctx, name, nginx) for name in wanted]
+    timers: list[threading.Timer] = []
+    try:
+        for r in range(rounds):
+            order = variants[r % len(variants):] + variants[: r % len(variants)]
+            for variant in order:
+                _measure(ctx, variant, nginx, host, params, warmup, r + 1, timers)
+    finally:
+        for timer in timers:
+            timer.join()
+    for variant in variants:
+        if variant.server is not None:
+            variant.hwm_kib = procs.hwm_kib(variant.server.proc.pid)
+    return _result(ctx, variants, params, rounds, warmup, nginx, background)
+
+
+def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
+    variant = Variant(name)
+    try:
+        if name == "direct":
+            variant.url = nginx.url
+            return variant
+        if name == "haproxy":
+            variant.server = start_haproxy(ctx.group, ctx.placement, ctx.run_dir, nginx)
+        else:
+            pure = name == "meshproxy-pure"
+            log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
+            variant.server = start_meshproxy(
+                ctx.group, ctx.placement, ctx.repo, nginx, pure=pure, name=name, log_level=log_level
+            )
+            variant.fastpath = variant.server.info.get("fastpath", {})
+        variant.url = variant.server.url
+        variant.rss_idle_kib = procs.rss_kib(variant.server.proc.pid)
+    except (NotReady, OSError, KeyError, ValueError) as err:
+        variant.broken = f"did not start: {err}"
+        ctx.progress(f"[{NAME}] {name}: FAILED to start: {err}")
+    return variant
+
+
+def _died(server: Server) -> str:
+    """'<name> exited ...' plus the last log lines when it crashed (not a clean stop)."""
+    text = f"{server.name} {server.proc.exit_text()}"
+    if server.proc.popen.returncode not in (0, None):
+        tail = " | ".join(ln.strip() for ln in server.proc.log_tail(2).splitlines() if ln.strip())
+        if tail:
+            text += f" ({tail})"
+    return text
+
+
+def _measure(
+    ctx: Context,
+    variant: Variant,
+    nginx: Server,
+    host: str,
+    params: wrk.WrkParams,
+    warmup: float,
+    index: int,
+    timers: list[threading.Timer],
+) -> None:
+    if variant.broken:
+        return
+    for server in (nginx, variant.server):
+        if server is not None and not server.proc.alive():
+            variant.broken = f"{_died(server)} before round {index}"
+            ctx.progress(f"[{NAME}] round {index} {variant.name}: FAILED: {variant.broken}")
+            return
+    port = variant.server.port if variant.server else nginx.port
+    problem = probe(port, host)
+    if problem:
+        variant.broken = f"round {index}: {problem}"
+        ctx.progress(f"[{NAME}] round {index} {variant.name}: FAILED: {problem}")
+        return
+
+    headers = {"Host": host}
+    pin = ctx.placement.pin_load()
+    wrk.run(variant.url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
+
+    pid = variant.server.proc.pid if variant.server else None
+    with LoadWindow(pid, ctx.placement) as window:
+        result = wrk.run(variant.url, params, headers=headers, pin=pin)
+    record = Round(
+        index,
+        result,
+        proxy_cpu_percent=window.proxy_cpu_busy,
+        load_cpu_percent=window.load_cpu_busy,
+        proxy_process_cpu_percent=window.process_cpu_percent,
+        rss_max_kib=window.rss_max_kib,
+    )
+    for server in (variant.server, nginx):
+        if server is not None and not server.proc.alive():
+            record.wrk.ok = False
+            record.wrk.failure = f"{_died(server)} during the load"
+            variant.broken = record.wrk.failure
+    variant.rounds.append(record)
+    status = f"{result.rps:,.0f} rps" if record.ok else f"FAILED: {record.wrk.failure}"
+    ctx.progress(f"[{NAME}] round {index} {variant.name}: {status}")
+
+    if pid is not None and record.ok:
+        def after_load(v: Variant = variant, p: int = pid) -> None:
+            v.rss_after_kib = procs.rss_kib(p)
+
+        timer = threading.Timer(AFTER_LOAD_DELAY_S, after_load)
+        timer.daemon = True
+        timer.start()
+        timers.append(timer)
+
+
+# ---- tables ---------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _summary(variant: Variant) -> dict[str, Any]:
+    ok = [r for r in variant.rounds if r.ok]
+    failure = variant.failure()
+    return {
+        "ok": not failure,
+        "failure": failure,
+        "rps_median": _round(_median([r.wrk.rps for r in ok])),
+        "rps_min": _round(min((r.wrk.rps for r in ok), default=None)),
+        "rps_max": _round(max((r.wrk.rps for r in ok), default=None)),
+        "p50_ms_median": _round(_median([r.wrk.latency_ms["p50"] for r in ok]), 3),
+        "p99_ms_median": _round(_median([r.wrk.latency_ms["p99"] for r in ok]), 3),
+        "proxy_process_cpu_percent_median": _round(
+            _median([r.proxy_process_cpu_percent for r in ok if r.proxy_process_cpu_percent is not None])
+        ),
+        "proxy_cpu_busy_percent_median": _round(
+            _median([r.proxy_cpu_percent for r in ok if r.proxy_cpu_percent is not None])
+        ),
+        "load_cpu_busy_percent_median": _round(
+            _median([r.load_cpu_percent for r in ok if r.load_cpu_percent is not None])
+        ),
+        "proxy_cpu_other_work_percent_median": _round(_median([o for r in ok if (o := _other_work(r)) is not None])),
+    }
+
+
+def _other_work(r: Round) -> float | None:
+    """Busy share of the proxy CPU not spent by the proxy process: someone else's work."""
+    if r.proxy_cpu_percent is None or r.proxy_process_cpu_percent is None:
+        return None  # direct: no proxy, nothing to share
+    return max(0.0, r.proxy_cpu_percent - r.proxy_process_cpu_percent)
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.1f}"
+
+
+CONTENDED_PERCENT = 20.0
+
+
+def _ok_status(summary: dict[str, Any]) -> str:
+    other = summary["proxy_cpu_other_work_percent_median"]
+    if other is not None and other > CONTENDED_PERCENT:
+        return f"ok, proxy CPU shared ({other:.0f}% other work)"
+    return "ok"
+
+
+def _throughput_table(variants: list[Variant], summaries: dict[str, dict], rounds: int) -> Table:
+    rows, notes, notes_shared = [], [], []
+    for v in variants:
+        s = summaries[v.name]
+        if s["ok"]:
+            spread = f"{s['rps_min']:,.0f}-{s['rps_max']:,.0f}"
+            if _ok_status(s) != "ok" and not notes_shared:
+                notes_shared.append(
+                    f"'proxy CPU shared': over {CONTENDED_PERCENT:.0f}% of the proxy's CPU went to other processes"
+                    " (proxy CPU minus proxy): the proxy did not have its core to itself; its req/s is understated."
+                )
+            rows.append([
+                v.name, f"{s['rps_median']:,.0f}", spread,
+                _fmt(s["p50_ms_median"], ".3f"), _fmt(s["p99_ms_median"], ".3f"),
+                _fmt(s["proxy_process_cpu_percent_median"], ".0f", "%"),
+                _fmt(s["proxy_cpu_busy_percent_median"], ".0f", "%"),
+                _fmt(s["load_cpu_busy_percent_median"], ".0f", "%"), _ok_status(s),
+            ])
+        else:
+            short = s["failure"] if len(s["failure"]) <= 90 else s["failure"][:87] + "..."
+            rows.append([v.name, "FAILED", "-", "-", "-", "-", "-", "-", short])
+            if short != s["failure"]:
+                notes.append(f"{v.name} FAILED: {s['failure']}")
+    return Table(
+        title=f"Throughput and latency (median of {rounds} round{'s' if rounds != 1 else ''})",
+        headers=["variant", "req/s", "min-max req/s", "p50 ms", "p99 ms", "proxy", "proxy CPU", "load CPU", "status"],
+        rows=rows,
+        numeric={"req/s", "min-max req/s", "p50 ms", "p99 ms", "proxy", "proxy CPU", "load CPU"},
+        notes=[
+            "proxy: CPU time of the proxy process itself (100% = one core);"
+            " proxy CPU / load CPU: how busy the CPU pinned to the proxy / to wrk + nginx was (anyone's work).",
+            "FAILED: socket errors, status >= 400, a failed probe, or a process that died or never started.",
+            *notes_shared,
+            *notes,
+        ],
+    )
+
+
+def _ratio(summaries: dict[str, dict], num: str, den: str) -> tuple[float | None, str]:
+    a, b = summaries.get(num), summaries.get(den)
+    if a is None or b is None:
+        return None, "n/a (variant not selected)"
+    for name, s in ((num, a), (den, b)):
+        if not s["ok"]:
+            return None, f"n/a ({name} FAILED)"
+    return a["rps_median"] / b["rps_median"], ""
+
+
+def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
+    specs = [
+        ("meshproxy / haproxy", "meshproxy", "haproxy", "the issue's bar: >= 1.0 done, < 0.7 not done"),
+        ("meshproxy / direct", "meshproxy", "direct", "throughput kept with the proxy in the path"),
+        ("compiled / pure", "meshproxy", "meshproxy-pure", "what the Cython build buys"),
+        ("haproxy / direct", "haproxy", "direct", "reference: the same for HAProxy"),
+    ]
+    rows, data = [], {}
+    for label, num, den, meaning in specs:
+        value, why = _ratio(summaries, num, den)
+        data[label] = None if value is None else round(value, 3)
+        verdict = ""
+        if label == "meshproxy / haproxy" and value is not None:
+            if value >= RATIO_DONE:
+                verdict = "meets the bar (>= 1.0)"
+            elif value < RATIO_NOT_DONE:
+                verdict = "below 0.7: not done"
+            else:
+                verdict = "between 0.7 and 1.0"
+        rows.append([label, why or f"{value:.2f}x", verdict or meaning])
+    table = Table("Throughput ratios (median req/s)", ["ratio", "value", "meaning"], rows, numeric={"value"})
+    return table, data
+
+
+def _memory_table(variants: list[Variant]) -> tuple[Table, dict[str, Any]]:
+    rows, data = [], {}
+    for v in variants:
+        if v.server is None:
+            continue
+        load = max((r.rss_max_kib for r in v.rounds if r.rss_max_kib is not None), default=None)
+        data[v.name] = {
+            "idle_kib": v.rss_idle_kib, "under_load_max_kib": load,
+            "after_load_kib": v.rss_after_kib, "peak_hwm_kib": v.hwm_kib,
+        }
+        target = ""
+        if v.name == "meshproxy":
+            if v.rss_idle_kib is None:
+                target = f"<= {RSS_TARGET_MIB:.0f} MiB: n/a"
+            else:
+                met = v.rss_idle_kib / 1024 <= RSS_TARGET_MIB
+                target = f"<= {RSS_TARGET_MIB:.0f} MiB: {'met' if met else 'NOT met'}"
+        elif v.name == "haproxy":
+            target = "(reference)"
+        rows.append([v.name, _mib(v.rss_idle_kib), _mib(load), _mib(v.rss_after_kib), _mib(v.hwm_kib), target])
+    after = f"{AFTER_LOAD_DELAY_S:.0f} s after load"
+    table = Table(
+        "Memory: resident set size (VmRSS, MiB)",
+        ["process", "idle", "under load (max)", after, "peak (VmHWM)", "idle target"],
+        rows,
+        numeric={"idle", "under load (max)", after, "peak (VmHWM)"},
+        notes=[
+            "idle: right after /ready (haproxy: after it listens), before any request.",
+            "under load: max of 200 ms samples during the measured wrk runs;"
+            f" after load: {AFTER_LOAD_DELAY_S:.0f} s after its last measured run ended.",
+        ],
+    )
+    return table, data
+
+
+def _fmt_busy(busy: dict[int, float]) -> str:
+    return ", ".join(f"CPU {cpu} {value:.0f}%" for cpu, value in sorted(busy.items()))
+
+
+def _result(
+    ctx: Context,
+    variants: list[Variant],
+    params: wrk.WrkParams,
+    rounds: int,
+    warmup: float,
+    nginx: Server,
+    background: dict[int, float],
+) -> ScenarioResult:
+    summaries = {v.name: _summary(v) for v in variants}
+    tables = [_throughput_table(variants, summaries, rounds)]
+    ratio_table, ratios = _ratio_table(summaries)
+    tables.append(ratio_table)
+    memory_table, memory = _memory_table(variants)
+    if memory_table.rows:
+        tables.append(memory_table)
+    notes = [f"CPU busy in the 1 s before the servers started (other load): {_fmt_busy(background)}"]
+    if any(value > 10 for value in background.values()):
+        notes.append("WARNING: the machine was not idle before the run; numbers are noisier than usual")
+    for v in variants:
+        status = v.fastpath
+        if v.name == "meshproxy" and status.get("all") is False:
+            notes.append(f"WARNING: meshproxy ran WITHOUT the full compiled fast path: {status.get('compiled')}")
+        elif status.get("error"):
+            notes.append(f"{v.name}: could not check the fast path build: {status['error']}")
+    return ScenarioResult(
+        name=NAME,
+        description=DESCRIPTION,
+        params={
+            **params.describe(),
+            "warmup_s": warmup,
+            "rounds": rounds,
+            "order": "rotated each round: " + ", ".join(v.name for v in variants),
+            "response_body_bytes": len(BODY),
+            "cpu_placement": ctx.placement.describe(),
+            "nginx": "1 worker, return 200, keepalive_requests 1e9, access_log off",
+            "haproxy": "nbthread 1, mode http, http-reuse always, no logging",
+            "meshproxy": "outbound listener, routed by Host; MESHPROXY_LOG_LEVEL="
+            + (getattr(ctx.options, "meshproxy_log_level", None) or "warning"),
+        },
+        tables=tables,
+        data={
+            "variants": {
+                v.name: {
+                    "summary": summaries[v.name],
+                    "url": v.url,
+                    "server_command": v.server.proc.argv if v.server else None,
+                    "fastpath": v.fastpath or None,
+                    "rounds": [r.to_json() for r in v.rounds],
+                }
+                for v in variants
+            },
+            "ratios": ratios,
+            "cpu_busy_before_start_percent": {str(k): round(v, 1) for k, v in background.items()},
+            "memory": memory,
+            "nginx_command": nginx.proc.argv,
+        },
+        notes=notes,
+    )
