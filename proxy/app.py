@@ -87,7 +87,7 @@ class App:
         log.info(
             "meshproxy ready",
             version=proxy.__version__,
-            compiled=fastpath.COMPILED,
+            compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
 

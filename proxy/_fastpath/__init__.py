@@ -1,8 +1,8 @@
 """The compiled hot paths: detection, HTTP/1 parsing, the per-request relay, metrics.
 
 Each module is one source for compiled and uncompiled use (a ``.py`` with a
-``.pxd`` beside it, or a ``.pyx``). ``COMPILED`` says whether every module was
-loaded from its compiled extension; tests assert it. Setting
+``.pxd`` beside it, or a ``.pyx``). ``COMPILED`` says whether every module is
+loaded from its compiled extension (computed on first use); tests assert it. Setting
 ``MESHPROXY_PURE=1`` before import loads the plain ``.py`` sources instead,
 which is how benchmarks measure what compilation buys.
 """
@@ -51,4 +51,21 @@ def compiled_status() -> dict[str, bool]:
     return {name: module_is_compiled(name) for name in MODULES}
 
 
-COMPILED: bool = not PURE_REQUESTED and all(compiled_status().values())
+def loaded_status() -> dict[str, bool]:
+    """Like compiled_status(), for the modules this process has loaded so far (imports nothing)."""
+    out = {}
+    for name in MODULES:
+        module = sys.modules.get(f"{__name__}.{name}")
+        if module is not None:
+            out[name] = (getattr(module, "__file__", "") or "").endswith((".so", ".pyd"))
+    return out
+
+
+def __getattr__(name: str):
+    # COMPILED is computed on first use: it imports every fast-path module, and
+    # a running proxy should only load (and pay memory for) the ones it uses.
+    if name == "COMPILED":
+        value = not PURE_REQUESTED and all(compiled_status().values())
+        globals()["COMPILED"] = value
+        return value
+    raise AttributeError(name)

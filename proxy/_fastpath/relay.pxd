@@ -116,7 +116,7 @@ cdef class ClientConn:
     cpdef void set_reading(self, bint on)
     cdef void attach(self, ServerConn server, RequestHead head, bint keep)
     cdef void on_head(self)
-    cdef void on_body(self, Py_ssize_t head_len=*)
+    cdef void on_body(self, Py_ssize_t head_len=*, bytes head=*)
     cdef void _cancel_timer(self)
     cdef void finish(self, bint reusable)
     cpdef void connect_failed(self, object exc)

@@ -714,7 +714,7 @@ class ClientConn:
         if self.state == C_WAIT_HEAD:
             self.on_head()
         elif self.state == C_BODY:
-            self.on_body(0)
+            self.on_body(0, None)
 
     def eof_received(self):
         if self.state == C_BODY and self.kind == BODY_CLOSE:
@@ -856,17 +856,17 @@ class ClientConn:
         server.response_head_sent(status)
         self.state = C_BODY
         if out is None:
-            self.on_body(consumed)  # raw head and body together
+            self.on_body(consumed, None)  # raw head and body together
         else:
             self.buf = self.buf[consumed:]
-            server.write(out)
-            self.on_body(0)
+            self.on_body(0, out)  # rewritten head and body together
 
-    def on_body(self, head_len: cython.Py_ssize_t = 0):
+    def on_body(self, head_len: cython.Py_ssize_t = 0, head: bytes = None):
         """Forward the body bytes that are buffered, after ``head_len`` bytes of raw head.
 
-        When the head goes out unchanged, it and the body bytes that arrived
-        with it leave in one write.
+        The head (the raw one in the buffer, or a rewritten ``head``) and the
+        body bytes that arrived with it leave in one write: one syscall per
+        response in the common case.
         """
         buf = self.buf
         total: cython.Py_ssize_t = len(buf)
@@ -892,14 +892,20 @@ class ClientConn:
                 return
             done = self.scanner.done
         elif n == 0:
+            if head is not None:
+                self.server.write(head)
             return  # read-until-close, nothing new
         end: cython.Py_ssize_t = head_len + n
         self.buf = buf[end:] if end < total else b""
         server = self.server
         if pieces is not None:
-            server.write(b"".join(pieces))
-        elif end:
-            server.write(buf if end == total else buf[:end])
+            body = b"".join(pieces)
+        else:
+            body = buf if end == total else buf[:end]
+        if head is not None:
+            server.write(head + body if body else head)
+        elif body:
+            server.write(body)
         if done:
             self.finish(not self.buf)
 

@@ -9,19 +9,31 @@ few milliseconds and runs at most once per ``MIN_INTERVAL``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 
 MIN_INTERVAL = 5.0
 
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    _trim = _libc.malloc_trim
-    _trim.argtypes = [ctypes.c_size_t]
-    _trim.restype = ctypes.c_int
-except (OSError, AttributeError):  # not glibc: nothing to trim
-    _trim = None
+
+def _load_trim():
+    """glibc's malloc_trim, loaded on first need (ctypes costs memory of its own)."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_cache: list = []
+
+
+def _libc_trim():
+    if not _cache:
+        _cache.append(_load_trim())
+    return _cache[0]
 
 
 class Trimmer:
@@ -34,11 +46,14 @@ class Trimmer:
         """Note the current connection count; trim when it fell far below the peak. True if trimmed."""
         now = time.monotonic() if now is None else now
         self.peak = max(self.peak, open_connections)
-        if _trim is None or now - self.last < MIN_INTERVAL:
+        if now - self.last < MIN_INTERVAL:
             return False
         if self.peak < 64 or open_connections * 2 > self.peak:
             return False
-        _trim(0)
+        trim = _libc_trim()
+        if trim is None:
+            return False
+        trim(0)
         self.trims += 1
         self.last = now
         self.peak = open_connections
