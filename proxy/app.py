@@ -47,6 +47,7 @@ class App:
         self.resolver = None
         self.discovery_metrics = None
         self.outbound_router = None
+        self.h2_pools: list = []
 
     def _context(self, direction: str) -> HttpContext:
         limits = self.config.limits
@@ -76,6 +77,8 @@ class App:
         out_stage, out_router = outbound.build(cfg, out_ctx, own, self.resolver)
         self.outbound_router = out_router
         in_stage, _ = inbound.build(cfg, in_ctx)
+        self._enable_h2(out_stage)
+        self._enable_h2(in_stage)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
         self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
@@ -90,6 +93,16 @@ class App:
             compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
+
+    def _enable_h2(self, stage: AcceptStage) -> None:
+        """HTTP/2 clients get per-request proxying over a multiplexed upstream pool."""
+        from proxy._fastpath.h2conn import H2Settings
+        from proxy._fastpath.h2relay import H2Pool
+
+        settings = H2Settings(max_header_list_size=self.config.limits.max_header_bytes)
+        stage.h2_settings = settings
+        stage.h2_pool = H2Pool(stage.ctx, settings)
+        self.h2_pools.append(stage.h2_pool)
 
     def addresses(self) -> dict[str, str]:
         return {name: str(bound_address(server)) for name, server in self.servers.items()}
@@ -134,6 +147,8 @@ class App:
         deadline = self.loop.time() + self.config.drain_timeout
         while self._open() and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        for pool in self.h2_pools:
+            pool.close_all()
         left = self._open()
         if left:
             log.warning("drain deadline reached: closing remaining connections", connections=left)

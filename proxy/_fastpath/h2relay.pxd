@@ -1,0 +1,85 @@
+# Typed declarations for proxy/_fastpath/h2relay.py (pure-Python mode).
+from proxy._fastpath.h2conn cimport H2Connection
+
+cdef class H2Server
+cdef class H2Client
+cdef class H2Pool
+
+cdef class RequestMeta:
+    cdef public bytes method
+    cdef public bytes target
+    cdef public bytes host
+    cdef public bytes dst_override
+    cdef public int version
+    cdef public bint keep_alive
+    cdef public bytes upgrade
+
+cdef class Exchange:
+    cdef public H2Server server
+    cdef public int sid
+    cdef public list headers
+    cdef public RequestMeta meta
+    cdef public bint end_in
+    cdef public object target
+    cdef public H2Client client
+    cdef public int up_sid
+    cdef public list to_up
+    cdef public list to_down
+    cdef public bint up_end_pending
+    cdef public bint down_end_pending
+    cdef public bint resp_started
+    cdef public double t0
+    cdef public double t_sent
+    cdef public bint settled
+    cdef public bint done
+    cdef public int retries
+    cdef public object trailers_up
+    cdef public object trailers_down
+    cpdef void start(self) except *
+    cpdef void routed(self, object target) except *
+    cpdef void attach(self, H2Client client, int up_sid) except *
+    cpdef void pump_up(self) except *
+    cpdef void pump_down(self) except *
+    cpdef void on_response(self, list headers, bint end_stream) except *
+    cpdef void on_response_data(self, bytes data, long long flow, bint end_stream) except *
+    cpdef void on_request_data(self, bytes data, long long flow, bint end_stream) except *
+    cpdef void settle(self, int outcome) except *
+    cpdef void finish(self) except *
+
+cdef class H2Server:
+    cdef public object ctx
+    cdef public object meta
+    cdef public H2Pool pool
+    cdef public H2Connection conn
+    cdef public object transport
+    cdef public dict exchanges
+    cdef public bint closed
+    cdef public double idle_since
+    cdef public bint in_flight
+    cdef public bint draining
+    cdef public bint writing_paused
+    cpdef void dispatch(self, object event) except *
+    cpdef void send_headers(self, int sid, list headers, bint end_stream) except *
+    cpdef void ack(self, int sid, long long n) except *
+    cpdef void flush(self) except *
+
+cdef class H2Client:
+    cdef public H2Pool pool
+    cdef public object target
+    cdef public H2Connection conn
+    cdef public object transport
+    cdef public dict exchanges
+    cdef public list waiting
+    cdef public bint connected
+    cdef public bint dead
+    cpdef void open(self, Exchange ex) except *
+    cpdef void dispatch(self, object event) except *
+    cpdef void ack(self, int sid, long long n) except *
+    cpdef void flush(self) except *
+
+cdef class H2Pool:
+    cdef public object ctx
+    cdef public object settings
+    cdef public int max_per_target
+    cdef public dict conns
+    cpdef void open(self, object target, Exchange ex) except *

@@ -1,0 +1,635 @@
+"""Per-request HTTP/2 proxying: each stream of a client's HTTP/2 connection is routed, balanced and relayed on its own.
+
+``H2Server`` speaks HTTP/2 (server role) to a client; every request stream
+becomes an ``Exchange`` that is routed like an HTTP/1 request (so one
+long-lived gRPC connection spreads its calls over all endpoints), and sent on
+a stream of a multiplexed ``H2Client`` connection to the chosen target, kept
+in an ``H2Pool`` per target. Flow control is the backpressure: bytes received
+on one side are acknowledged (WINDOW_UPDATE) only once the other side has
+accepted them, so at most a window's worth is buffered per stream. Resets
+travel both ways; a stream the upstream refused or never processed (GOAWAY
+above its last id) is retry-safe and is sent again on a fresh connection.
+"""
+
+import time
+from time import perf_counter
+
+import cython
+
+from proxy import errors
+from proxy._fastpath import h2conn
+from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK
+
+# RFC 9113 error codes used here.
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+
+# Fields that must not be copied from one hop to the next.
+_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+
+MAX_RETRIES = 1  # a refused stream is sent again once, on another connection
+
+
+class RequestMeta:
+    """The parts of an HTTP/2 request the routers read (the same names as the HTTP/1 head)."""
+
+
+    def __init__(self, headers):
+        self.method = b"GET"
+        self.target = b"/"
+        self.host = None
+        self.dst_override = None
+        self.version = 20
+        self.keep_alive = True
+        self.upgrade = None
+        for name, value in headers:
+            if name == b":method":
+                self.method = value
+            elif name == b":path":
+                self.target = value
+            elif name == b":authority":
+                self.host = value
+            elif name == b"host" and self.host is None:
+                self.host = value
+            elif name == b"l5d-dst-override":
+                self.dst_override = value
+        if self.method == b"CONNECT":
+            self.target = self.host or b""
+
+
+def _status(headers) -> int:
+    for name, value in headers:
+        if name == b":status":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _forwardable(headers):
+    return [(n, v) for n, v in headers if n not in _HOP]
+
+
+class Exchange:
+    """One request stream: from the client's connection to an upstream stream and back."""
+
+
+    def __init__(self, server, sid, headers, end_stream):
+        self.server = server
+        self.sid = sid
+        self.headers = headers
+        self.meta = RequestMeta(headers)
+        self.end_in = end_stream
+        self.target = None
+        self.client = None  # H2Client carrying the upstream stream
+        self.up_sid = 0
+        self.to_up = []  # (data, flow_len) waiting for the upstream window
+        self.to_down = []  # (data, flow_len) waiting for the downstream window
+        self.up_end_pending = False
+        self.down_end_pending = False
+        self.resp_started = False
+        self.t0 = perf_counter()
+        self.t_sent = 0.0
+        self.settled = True
+        self.done = False
+        self.retries = 0
+        self.trailers_up = None
+        self.trailers_down = None
+
+    # -- routing (the same router API as HTTP/1) -----------------------------
+    def start(self):
+        ctx = self.server.ctx
+        ctx.stats.requests += 1
+        try:
+            target = ctx.router.route(self.meta, self.server.meta, self)
+        except errors.ProxyError as err:
+            self.fail(err)
+            return
+        if target is QUEUED:
+            return  # the router calls routed() or fail()
+        self.routed(target)
+
+    def routed(self, target):
+        if self.done:
+            if target.service is not None:
+                target.service.settle(target, 0.0, SETTLE_CANCELLED)
+            return
+        self.target = target
+        self.settled = target.service is None
+        self.server.pool.open(target, self)
+
+    # -- upstream side, called by H2Client -----------------------------------
+    def attach(self, client, up_sid):
+        self.client = client
+        self.up_sid = up_sid
+        self.t_sent = perf_counter()
+        self.pump_up()
+
+    def pump_up(self):
+        """Send buffered request body to the upstream as its window allows."""
+        client = self.client
+        if client is None or self.done:
+            return
+        conn = client.conn
+        while self.to_up:
+            data, flow = self.to_up[0]
+            try:
+                sent = conn.send_data(self.up_sid, data, False) if data else 0
+            except h2conn.H2UsageError:
+                self.to_up = []
+                return
+            if sent < len(data):
+                if sent:
+                    self.to_up[0] = (data[sent:], flow)
+                    self.server.ack(self.sid, sent if sent < flow else flow)
+                break
+            self.to_up.pop(0)
+            self.server.ack(self.sid, flow)
+        if not self.to_up and self.up_end_pending:
+            self.up_end_pending = False
+            try:
+                if self.trailers_up is not None:
+                    conn.send_headers(self.up_sid, self.trailers_up, True)
+                else:
+                    conn.end_stream(self.up_sid)
+            except h2conn.H2UsageError:
+                pass
+        client.flush()
+
+    def on_response(self, headers, end_stream):
+        status = _status(headers)
+        self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
+        ctx = self.server.ctx
+        ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
+        self.resp_started = True
+        self.server.send_headers(self.sid, _forwardable(headers), end_stream)
+        if end_stream:
+            self.finish()
+
+    def on_informational(self, headers):
+        self.server.send_headers(self.sid, _forwardable(headers), False)
+
+    def on_response_data(self, data, flow, end_stream):
+        self.to_down.append((data, flow))
+        if end_stream:
+            self.down_end_pending = True
+        self.pump_down()
+
+    def on_response_trailers(self, headers):
+        self.trailers_down = _forwardable(headers)
+        self.down_end_pending = True
+        self.pump_down()
+
+    def pump_down(self):
+        """Send buffered response body to the client as its window allows."""
+        server = self.server
+        conn = server.conn
+        if self.done and not self.to_down and not self.down_end_pending:
+            return
+        while self.to_down:
+            data, flow = self.to_down[0]
+            try:
+                sent = conn.send_data(self.sid, data, False) if data else 0
+            except h2conn.H2UsageError:
+                self.to_down = []
+                self.down_end_pending = False
+                return
+            if sent < len(data):
+                if sent:
+                    self.to_down[0] = (data[sent:], flow)
+                break
+            self.to_down.pop(0)
+            if self.client is not None:
+                self.client.ack(self.up_sid, flow)
+        if not self.to_down and self.down_end_pending:
+            self.down_end_pending = False
+            try:
+                if self.trailers_down is not None:
+                    conn.send_headers(self.sid, self.trailers_down, True)
+                else:
+                    conn.end_stream(self.sid)
+            except h2conn.H2UsageError:
+                pass
+            self.finish()
+        server.flush()
+
+    def on_upstream_reset(self, error_code, retry_safe):
+        """The upstream stream was reset (or its connection went away)."""
+        self.client = None
+        if self.done:
+            return
+        if retry_safe and not self.resp_started and self.retries < MAX_RETRIES and self.target is not None:
+            # Never processed by the upstream: send it again on a fresh connection.
+            self.retries += 1
+            self.settle(SETTLE_CANCELLED)  # routing again makes a new pick
+            self.routed_again()
+            return
+        if not self.resp_started:
+            self.fail(errors.UpstreamReset(f"upstream reset the stream (error code {error_code})"))
+            return
+        self.settle(SETTLE_FAILED)
+        self.server.reset(self.sid, error_code or INTERNAL_ERROR)
+        self.finish()
+
+    def routed_again(self):
+        ctx = self.server.ctx
+        try:
+            target = ctx.router.route(self.meta, self.server.meta, self)
+        except errors.ProxyError as err:
+            self.fail(err)
+            return
+        if target is not QUEUED:
+            self.routed(target)
+
+    def upstream_failed(self, err):
+        """The upstream connection could not be opened."""
+        self.client = None
+        if self.done:
+            return
+        target = self.target
+        self.settle(SETTLE_FAILED)
+        if target is not None and target.service is not None and self.retries < MAX_RETRIES + 1 and \
+                isinstance(err, (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)):
+            self.retries += 1
+            self.routed_again()
+            return
+        self.fail(err)
+
+    # -- client side, called by H2Server -------------------------------------
+    def on_request_data(self, data, flow, end_stream):
+        self.to_up.append((data, flow))
+        if end_stream:
+            self.up_end_pending = True
+        self.pump_up()
+
+    def on_request_trailers(self, headers):
+        self.trailers_up = _forwardable(headers)
+        self.up_end_pending = True
+        self.pump_up()
+
+    def on_client_reset(self, error_code):
+        self.settle(SETTLE_CANCELLED)
+        if self.client is not None:
+            self.client.reset(self.up_sid, error_code or CANCEL)
+        self.finish()
+
+    # -- endings -------------------------------------------------------------
+    def settle(self, outcome):
+        if self.settled:
+            return
+        self.settled = True
+        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
+        self.target.service.settle(self.target, rtt, outcome)
+
+    def fail(self, err):
+        """Answer with a synthesized error response, or reset if the response already started."""
+        if self.done:
+            return
+        self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
+        if self.client is not None:
+            self.client.reset(self.up_sid, CANCEL)
+            self.client = None
+        server = self.server
+        if self.resp_started:
+            server.reset(self.sid, INTERNAL_ERROR)
+        else:
+            server.ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, True)
+            server.ctx.rescue(err, self.meta, server.meta, False)  # logs; the HTTP/1 bytes are not used
+            body = (err.reason + "\n").encode()
+            server.send_headers(self.sid, [
+                (b":status", str(err.status).encode()),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"l5d-proxy-error", err.reason.encode("latin-1", "replace")),
+            ], False)
+            self.resp_started = True
+            self.to_down = [(body, 0)]
+            self.down_end_pending = True
+            self.pump_down()
+        self.finish()
+
+    def finish(self):
+        if self.done:
+            return
+        self.done = True
+        self.server.exchanges.pop(self.sid, None)
+        if self.client is not None:
+            self.client.exchanges.pop(self.up_sid, None)
+
+
+class H2Server:
+    """A client's HTTP/2 connection to the proxy (server role)."""
+
+    def __init__(self, ctx, meta, pool, settings):
+        self.ctx = ctx
+        self.meta = meta
+        self.pool = pool
+        self.conn = h2conn.H2Connection(False, settings)
+        self.transport = None
+        self.exchanges = {}
+        self.closed = False
+        self.idle_since = 0.0
+        self.in_flight = False  # for the idle sweeper: true while streams are open
+        self.draining = False
+        self.writing_paused = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.ctx.connections.add(self)
+        self.conn.initiate()
+        self.flush()
+
+    def data_received(self, data):
+        self.ctx.tcp_src.read_bytes += len(data)
+        events = self.conn.receive_data(data, int(time.monotonic() * 1000))
+        for event in events:
+            self.dispatch(event)
+        self.in_flight = bool(self.exchanges)
+        if not self.in_flight:
+            self.idle_since = self.ctx.loop.time()
+        self.flush()
+        self.close_if_drained()
+
+    def dispatch(self, event):
+        kind = type(event)
+        if kind is h2conn.RequestReceived:
+            ex = Exchange(self, event.stream_id, event.headers, event.end_stream)
+            self.exchanges[event.stream_id] = ex
+            if event.end_stream:
+                ex.up_end_pending = True
+            ex.start()
+        elif kind is h2conn.DataReceived:
+            ex = self.exchanges.get(event.stream_id)
+            if ex is None:
+                self.conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+            else:
+                ex.on_request_data(event.data, event.flow_controlled_length, event.end_stream)
+        elif kind is h2conn.TrailersReceived:
+            ex = self.exchanges.get(event.stream_id)
+            if ex is not None:
+                ex.on_request_trailers(event.headers)
+        elif kind is h2conn.StreamReset:
+            ex = self.exchanges.get(event.stream_id)
+            if ex is not None:
+                ex.on_client_reset(event.error_code)
+        elif kind is h2conn.WindowUpdated:
+            if event.stream_id == 0:
+                for ex in list(self.exchanges.values()):
+                    ex.pump_down()
+            else:
+                ex = self.exchanges.get(event.stream_id)
+                if ex is not None:
+                    ex.pump_down()
+        elif kind is h2conn.HeaderListTooLarge:
+            self.ctx.stats.requests += 1
+            self.ctx.stats.record_response(431, 0.0, True)
+        elif kind is h2conn.ConnectionTerminated:
+            if not event.remote:
+                # We found the client broken: its streams end with the connection.
+                for ex in list(self.exchanges.values()):
+                    ex.on_client_reset(CANCEL)
+            # A client's GOAWAY names the last *pushed* stream it accepts: its
+            # own requests in flight are still to be answered.
+
+    # -- called by exchanges -------------------------------------------------
+    def send_headers(self, sid, headers, end_stream):
+        try:
+            self.conn.send_headers(sid, headers, end_stream)
+        except h2conn.H2UsageError:
+            pass  # the client reset the stream or the connection is gone
+
+    def reset(self, sid, code):
+        self.conn.reset_stream(sid, code)
+        self.flush()
+
+    def ack(self, sid, n):
+        if n > 0:
+            self.conn.acknowledge_received(sid, n)
+
+    def flush(self):
+        if self.writing_paused or self.transport is None or self.closed:
+            return  # frames stay queued in the connection (bounded by flow control and its limits)
+        out = self.conn.data_to_send()
+        if out:
+            self.ctx.tcp_src.write_bytes += len(out)
+            self.transport.write(out)
+
+    # -- lifecycle -------------------------------------------------------------
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        if self.closed:
+            return
+        self.closed = True
+        self.ctx.connections.discard(self)
+        self.ctx.tcp_src.closed += 1
+        for ex in list(self.exchanges.values()):
+            ex.on_client_reset(CANCEL)
+
+    def pause_writing(self):
+        # The client is not reading: stop reading its frames too, so it cannot
+        # make us queue answers (PING ACKs, RSTs) without bound.
+        self.writing_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.writing_paused = False
+        if not self.closed:
+            self.transport.resume_reading()
+            self.flush()
+
+    def begin_drain(self):
+        """RFC 9113 6.8's two-step GOAWAY; the connection closes once drained."""
+        self.draining = True
+        self.conn.graceful_shutdown()
+        self.flush()
+        self.close_if_drained()
+
+    def close_if_drained(self):
+        if self.draining and not self.exchanges and self.conn.drained:
+            self.close()
+
+    def close(self):
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+class H2Client:
+    """One multiplexed HTTP/2 connection to an upstream target (client role)."""
+
+    def __init__(self, pool, target, settings):
+        self.pool = pool
+        self.target = target
+        self.conn = h2conn.H2Connection(True, settings)
+        self.transport = None
+        self.exchanges = {}  # upstream stream id -> Exchange
+        self.waiting = []  # exchanges to open once connected
+        self.connected = False
+        self.dead = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connected = True
+        self.pool.ctx.tcp_dst.opened += 1
+        self.conn.initiate()
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            self.open(ex)
+        self.flush()
+
+    def connect_failed(self, exc):
+        self.dead = True
+        self.pool.forget(self)
+        waiting, self.waiting = self.waiting, []
+        err = errors.connect_error(exc)
+        for ex in waiting:
+            ex.upstream_failed(err)
+
+    def can_open(self):
+        return not self.dead and not self.conn.closing
+
+    def open(self, ex):
+        """Start the exchange's request on a new stream of this connection."""
+        if not self.connected:
+            self.waiting.append(ex)
+            return
+        headers = _forwardable(ex.headers)
+        try:
+            sid = self.conn.send_request(headers, ex.end_in and not ex.to_up)
+        except (h2conn.StreamLimitReached, h2conn.ConnectionClosing):
+            self.pool.open_elsewhere(self, ex)
+            return
+        self.exchanges[sid] = ex
+        if ex.end_in and not ex.to_up:
+            ex.up_end_pending = False
+        ex.attach(self, sid)
+        self.flush()
+
+    def data_received(self, data):
+        self.pool.ctx.tcp_dst.read_bytes += len(data)
+        for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
+            self.dispatch(event)
+        self.flush()
+
+    def dispatch(self, event):
+        kind = type(event)
+        ex = self.exchanges.get(getattr(event, "stream_id", 0))
+        if kind is h2conn.ResponseReceived:
+            if ex is not None:
+                ex.on_response(event.headers, event.end_stream)
+        elif kind is h2conn.InformationalResponseReceived:
+            if ex is not None:
+                ex.on_informational(event.headers)
+        elif kind is h2conn.DataReceived:
+            if ex is None:
+                self.conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+            else:
+                ex.on_response_data(event.data, event.flow_controlled_length, event.end_stream)
+        elif kind is h2conn.TrailersReceived:
+            if ex is not None:
+                ex.on_response_trailers(event.headers)
+        elif kind is h2conn.StreamReset:
+            if ex is not None:
+                self.exchanges.pop(event.stream_id, None)
+                ex.on_upstream_reset(event.error_code, event.error_code == REFUSED_STREAM)
+        elif kind is h2conn.WindowUpdated:
+            if event.stream_id == 0:
+                for other in list(self.exchanges.values()):
+                    other.pump_up()
+            elif ex is not None:
+                ex.pump_up()
+        elif kind is h2conn.ConnectionTerminated:
+            self.pool.forget(self)
+
+    def ack(self, sid, n):
+        if n > 0 and not self.dead:
+            self.conn.acknowledge_received(sid, n)
+            self.flush()
+
+    def reset(self, sid, code):
+        self.exchanges.pop(sid, None)
+        if not self.dead:
+            self.conn.reset_stream(sid, code)
+            self.flush()
+
+    def flush(self):
+        if self.transport is None or self.dead:
+            return
+        out = self.conn.data_to_send()
+        if out:
+            self.pool.ctx.tcp_dst.write_bytes += len(out)
+            self.transport.write(out)
+        if not self.exchanges and self.conn.closing and not self.waiting:
+            self.transport.close()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.dead = True
+        self.pool.forget(self)
+        self.pool.ctx.tcp_dst.closed += 1
+        exchanges, self.exchanges = self.exchanges, {}
+        for ex in exchanges.values():
+            # Whether the upstream processed these is unknown: not retry-safe.
+            ex.on_upstream_reset(CANCEL, False)
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+
+class H2Pool:
+    """Upstream HTTP/2 connections per target; new streams go to the newest open one."""
+
+    def __init__(self, ctx, settings, max_connections_per_target=4):
+        self.ctx = ctx
+        self.settings = settings
+        self.max_per_target = max_connections_per_target
+        self.conns = {}  # target -> list[H2Client]
+
+    def open(self, target, ex):
+        clients = self.conns.get(target)
+        if clients:
+            client = clients[len(clients) - 1]
+            if client.can_open():
+                client.open(ex)
+                return
+        self._new(target).open(ex)
+
+    def open_elsewhere(self, full, ex):
+        clients = self.conns.get(full.target, [])
+        for client in reversed(clients):
+            if client is not full and client.can_open() and client.conn.open_streams < full.conn.open_streams:
+                client.open(ex)
+                return
+        if len(clients) >= self.max_per_target:
+            ex.fail(errors.LoadShed("load shed: upstream concurrency limit reached"))
+            return
+        self._new(full.target).open(ex)
+
+    def _new(self, target):
+        client = H2Client(self, target, self.settings)
+        self.conns.setdefault(target, []).append(client)
+        self.ctx.connector(target, client)
+        return client
+
+    def forget(self, client):
+        clients = self.conns.get(client.target)
+        if clients and client in clients:
+            clients.remove(client)
+            if not clients:
+                del self.conns[client.target]
+
+    def close_all(self):
+        for clients in list(self.conns.values()):
+            for client in list(clients):
+                client.conn.close(NO_ERROR)
+                client.flush()
