@@ -103,6 +103,19 @@ class App:
         stage.h2_settings = settings
         stage.h2_pool = H2Pool(stage.ctx, settings)
         self.h2_pools.append(stage.h2_pool)
+        if stage.direction == "outbound":
+            from proxy._fastpath.h1bridge import H1ToH2
+
+            pool, router = stage.h2_pool, stage.ctx.router
+            # HTTP/1 requests for meshed endpoints travel as HTTP/2 streams.
+            stage.ctx.bridge = lambda conn, head, target: H1ToH2(conn, head, target, pool, router)
+        else:
+            from proxy._fastpath.h1bridge import H1Pool
+
+            # Peer proxies name the app port first; HTTP/1 they carry is restored for the app.
+            stage.accept_transport_header = True
+            stage.h1_pool = H1Pool(stage.ctx)
+            self.h2_pools.append(stage.h1_pool)
 
     def addresses(self) -> dict[str, str]:
         return {name: str(bound_address(server)) for name, server in self.servers.items()}

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks.scenarios import http1, micro
+from benchmarks.scenarios import balancing, http1, micro
 
-SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (http1, micro)}
+SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (http1, micro, balancing)}

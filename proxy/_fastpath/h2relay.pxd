@@ -21,7 +21,7 @@ cdef class Exchange:
     cdef public RequestMeta meta
     cdef public bint end_in
     cdef public object target
-    cdef public H2Client client
+    cdef public object client
     cdef public int up_sid
     cdef public list to_up
     cdef public list to_down
@@ -35,9 +35,12 @@ cdef class Exchange:
     cdef public int retries
     cdef public object trailers_up
     cdef public object trailers_down
+    cdef public bint orig_h1
+    cdef public bint req_ended
+    cdef public object timer
     cpdef void start(self) except *
     cpdef void routed(self, object target) except *
-    cpdef void attach(self, H2Client client, int up_sid) except *
+    cpdef void attach(self, object client, int up_sid) except *
     cpdef void pump_up(self) except *
     cpdef void pump_down(self) except *
     cpdef void on_response(self, list headers, bint end_stream) except *
@@ -50,6 +53,7 @@ cdef class H2Server:
     cdef public object ctx
     cdef public object meta
     cdef public H2Pool pool
+    cdef public object h1_pool
     cdef public H2Connection conn
     cdef public object transport
     cdef public dict exchanges
@@ -72,7 +76,7 @@ cdef class H2Client:
     cdef public list waiting
     cdef public bint connected
     cdef public bint dead
-    cpdef void open(self, Exchange ex) except *
+    cpdef void open(self, object ex) except *
     cpdef void dispatch(self, object event) except *
     cpdef void ack(self, int sid, long long n) except *
     cpdef void flush(self) except *
@@ -82,4 +86,4 @@ cdef class H2Pool:
     cdef public object settings
     cdef public int max_per_target
     cdef public dict conns
-    cpdef void open(self, object target, Exchange ex) except *
+    cpdef void open(self, object target, object ex) except *

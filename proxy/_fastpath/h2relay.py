@@ -18,6 +18,7 @@ import cython
 
 from proxy import errors
 from proxy._fastpath import h2conn
+from proxy.core import transport_header
 from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK
 
 # RFC 9113 error codes used here.
@@ -99,6 +100,13 @@ class Exchange:
         self.retries = 0
         self.trailers_up = None
         self.trailers_down = None
+        self.req_ended = end_stream
+        self.timer = None
+        self.orig_h1 = False
+        for name, _ in headers:
+            if name == b"l5d-orig-proto":
+                self.orig_h1 = True
+                break
 
     # -- routing (the same router API as HTTP/1) -----------------------------
     def start(self):
@@ -120,14 +128,31 @@ class Exchange:
             return
         self.target = target
         self.settled = target.service is None
-        self.server.pool.open(target, self)
+        if self.orig_h1 and self.server.h1_pool is not None:
+            # Sent by a peer proxy on behalf of an HTTP/1 client: the app gets HTTP/1.
+            self.server.h1_pool.open(target, self)
+        else:
+            self.server.pool.open(target, self)
 
     # -- upstream side, called by H2Client -----------------------------------
     def attach(self, client, up_sid):
         self.client = client
         self.up_sid = up_sid
         self.t_sent = perf_counter()
+        ctx = self.server.ctx
+        if ctx.response_timeout > 0 and self.timer is None:
+            self.timer = ctx.loop.call_later(ctx.response_timeout, self.timed_out)
         self.pump_up()
+
+    def timed_out(self):
+        self.timer = None
+        if not self.resp_started and not self.done:
+            self.fail(errors.ResponseTimeout())
+
+    def cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def pump_up(self):
         """Send buffered request body to the upstream as its window allows."""
@@ -159,6 +184,9 @@ class Exchange:
             except h2conn.H2UsageError:
                 pass
         client.flush()
+        # The WINDOW_UPDATEs that let the client send more are queued on its
+        # connection: this may run from an upstream callback, so send them now.
+        self.server.flush()
 
     def on_response(self, headers, end_stream):
         status = _status(headers)
@@ -166,12 +194,15 @@ class Exchange:
         ctx = self.server.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
         self.resp_started = True
+        self.cancel_timer()
         self.server.send_headers(self.sid, _forwardable(headers), end_stream)
         if end_stream:
             self.finish()
+        self.server.flush()  # called from an upstream callback: nothing else would send it
 
     def on_informational(self, headers):
         self.server.send_headers(self.sid, _forwardable(headers), False)
+        self.server.flush()
 
     def on_response_data(self, data, flow, end_stream):
         self.to_down.append((data, flow))
@@ -261,17 +292,25 @@ class Exchange:
 
     # -- client side, called by H2Server -------------------------------------
     def on_request_data(self, data, flow, end_stream):
+        if self.done:
+            self.server.ack(self.sid, flow)
+            return
         self.to_up.append((data, flow))
         if end_stream:
             self.up_end_pending = True
+            self.req_ended = True
         self.pump_up()
 
     def on_request_trailers(self, headers):
+        self.req_ended = True
+        if self.done:
+            return
         self.trailers_up = _forwardable(headers)
         self.up_end_pending = True
         self.pump_up()
 
     def on_client_reset(self, error_code):
+        self.req_ended = True  # the stream is gone: nothing to end
         self.settle(SETTLE_CANCELLED)
         if self.client is not None:
             self.client.reset(self.up_sid, error_code or CANCEL)
@@ -316,18 +355,32 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self.server.exchanges.pop(self.sid, None)
+        self.cancel_timer()
+        server = self.server
+        server.exchanges.pop(self.sid, None)
         if self.client is not None:
             self.client.exchanges.pop(self.up_sid, None)
+        if self.to_up:
+            # Request body that will never be sent: return its window to the
+            # client, or its connection would slowly run out of credit.
+            for _, flow in self.to_up:
+                server.ack(self.sid, flow)
+            self.to_up = []
+        if not self.req_ended:
+            # Answered before the request ended: tell the client to stop
+            # sending (RFC 9113 8.1), which also settles its window.
+            server.conn.reset_stream(self.sid, NO_ERROR)
+        server.flush()
 
 
 class H2Server:
     """A client's HTTP/2 connection to the proxy (server role)."""
 
-    def __init__(self, ctx, meta, pool, settings):
+    def __init__(self, ctx, meta, pool, settings, h1_pool=None):
         self.ctx = ctx
         self.meta = meta
         self.pool = pool
+        self.h1_pool = h1_pool
         self.conn = h2conn.H2Connection(False, settings)
         self.transport = None
         self.exchanges = {}
@@ -352,7 +405,10 @@ class H2Server:
         if not self.in_flight:
             self.idle_since = self.ctx.loop.time()
         self.flush()
-        self.close_if_drained()
+        if self.conn.dead:
+            self.close()  # after a connection error GOAWAY (RFC 9113 5.4.1)
+        else:
+            self.close_if_drained()
 
     def dispatch(self, event):
         kind = type(event)
@@ -476,6 +532,10 @@ class H2Client:
         self.transport = transport
         self.connected = True
         self.pool.ctx.tcp_dst.opened += 1
+        target = self.target
+        if target.mesh_port:
+            # A peer proxy: say which app port this HTTP/2 session is for.
+            transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_HTTP))
         self.conn.initiate()
         waiting, self.waiting = self.waiting, []
         for ex in waiting:
@@ -494,7 +554,7 @@ class H2Client:
         return not self.dead and not self.conn.closing
 
     def open(self, ex):
-        """Start the exchange's request on a new stream of this connection."""
+        """Start the exchange's request (an Exchange or an h1bridge.H1ToH2) on a new stream."""
         if not self.connected:
             self.waiting.append(ex)
             return
@@ -515,6 +575,8 @@ class H2Client:
         for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
             self.dispatch(event)
         self.flush()
+        if self.conn.dead and self.transport is not None:
+            self.transport.close()
 
     def dispatch(self, event):
         kind = type(event)

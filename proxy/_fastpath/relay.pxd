@@ -21,6 +21,7 @@ cdef class HttpContext:
     cdef public double client_idle_timeout
     cdef public set connections
     cdef public bint draining
+    cdef public object bridge
     cdef public Py_ssize_t max_in_flight
     cdef public Py_ssize_t in_flight
 
@@ -66,7 +67,11 @@ cdef class ServerConn:
     cdef bint counted
     cdef int repicks
     cdef double t_sent
+    cdef public object bridge
     cdef void advance(self)
+    cpdef void hold_reading(self, bint on)
+    cpdef void bridge_done(self)
+    cpdef void bridge_failed(self, object err)
     cpdef bint dispatch(self, object target) except -1
     cpdef void routed(self, object target)
     cdef void settle(self, int outcome)
@@ -75,7 +80,7 @@ cdef class ServerConn:
     cdef void send_upstream(self, ClientConn conn)
     cdef void forward_body(self)
     cdef bytes _upstream_head(self, RequestHead head)
-    cdef bytes _take_body(self)
+    cdef bytes _take_body(self, list pieces=*)
     cpdef bint retry_on_fresh(self) except -1
     cpdef void tunnel(self, ClientConn conn, bytes to_client, bytes to_upstream, bytes from_upstream)
     cdef void pause(self, int reason)
@@ -86,7 +91,7 @@ cdef class ServerConn:
     cpdef void response_done(self, bint tunnel)
     cpdef void fail(self, object err)
     cpdef void begin_drain(self)
-    cdef void write(self, bytes data)
+    cpdef void write(self, bytes data)
     cdef void close(self)
 
 cdef class ClientConn:

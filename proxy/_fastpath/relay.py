@@ -100,6 +100,7 @@ class HttpContext:
         self.client_idle_timeout = limits.client_idle_timeout
         self.connections = set()
         self.draining = False
+        self.bridge = None  # (ServerConn, head, target) -> h1bridge.H1ToH2, for meshed targets
         self.max_in_flight = 0  # 0: no limit (the outbound side sets one)
         self.in_flight = 0
         self.pool = Pool(self, limits.pool_max_idle_per_target, limits.pool_idle_timeout)
@@ -240,6 +241,7 @@ class ServerConn:
         self.counted = False
         self.repicks = 0
         self.t_sent = 0.0
+        self.bridge = None  # carries the request to a peer proxy over HTTP/2 (h1bridge.H1ToH2)
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -278,6 +280,9 @@ class ServerConn:
         self.ctx.tcp_src.closed += 1
         self.settle(SETTLE_CANCELLED)
         self.uncount()
+        if self.bridge is not None:
+            bridge, self.bridge = self.bridge, None
+            bridge.cancel()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -288,11 +293,15 @@ class ServerConn:
         self.writing_paused = True
         if self.upstream is not None:
             self.upstream.set_reading(False)
+        elif self.bridge is not None:
+            self.bridge.set_reading(False)
 
     def resume_writing(self):
         self.writing_paused = False
         if self.upstream is not None:
             self.upstream.set_reading(True)
+        elif self.bridge is not None:
+            self.bridge.set_reading(True)
 
     # -- request processing -------------------------------------------------
     def advance(self):
@@ -317,7 +326,7 @@ class ServerConn:
                 if not self.begin(head):
                     return
             elif not self.req_done:
-                if self.upstream is None or not self.buf:
+                if (self.upstream is None and self.bridge is None) or not self.buf:
                     return
                 self.forward_body()
                 if not self.req_done:
@@ -378,6 +387,19 @@ class ServerConn:
         ctx = self.ctx
         head = self.head
         self.target = target
+        if target.mesh_port and ctx.bridge is not None and head.upgrade is None and head.method != b"CONNECT":
+            # A meshed endpoint: the request travels as a stream of the
+            # multiplexed HTTP/2 connection to its proxy; the bridge settles
+            # the balancer's pick itself.
+            self.settled = True
+            self.resume(PAUSE_CONNECTING)
+            self.t_sent = perf_counter()
+            bridge = ctx.bridge(self, head, target)
+            self.bridge = bridge
+            bridge.start()
+            if self.buf and not self.req_done and self.bridge is not None:
+                self.forward_body()
+            return not self.closing
         self.settled = target.service is None
         self.tunnel_here = head.method == b"CONNECT" and target.via_connect
         self.upstream_head = self._upstream_head(head)
@@ -453,8 +475,12 @@ class ServerConn:
         self.ctx.tcp_dst.write_bytes += len(data)
         conn.transport.write(data)
 
-    def _take_body(self) -> bytes:
-        """Remove from the buffer the request-body bytes that may be forwarded now."""
+    def _take_body(self, pieces: list = None) -> bytes:
+        """Remove from the buffer the request-body bytes that may be forwarded now.
+
+        With ``pieces``, a chunked body's payload is appended there (framing
+        removed) for the HTTP/2 bridge; the raw bytes are still returned.
+        """
         n: cython.Py_ssize_t
         buf = self.buf
         if not buf:
@@ -467,7 +493,7 @@ class ServerConn:
             if self.req_remaining == 0:
                 self.req_done = True
         else:  # chunked: forward exactly the validated prefix
-            n = self.req_scanner.scan(buf, 0, None)
+            n = self.req_scanner.scan(buf, 0, pieces)
             if self.req_scanner.done:
                 self.req_done = True
         if n == len(buf):
@@ -477,10 +503,14 @@ class ServerConn:
         return buf[:n]
 
     def forward_body(self):
+        pieces = [] if self.bridge is not None and self.req_kind == BODY_CHUNKED else None
         try:
-            body = self._take_body()
+            body = self._take_body(pieces)
         except ParseError as err:
             self.fail(errors.ClientError(err.reason, status=err.status))
+            return
+        if self.bridge is not None:
+            self.bridge.send_body(b"".join(pieces) if pieces is not None else body, self.req_done)
             return
         if body:
             self.ctx.tcp_dst.write_bytes += len(body)
@@ -540,9 +570,25 @@ class ServerConn:
         ctx = self.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
 
+    def hold_reading(self, on):
+        """The bridge has too much request body waiting for the peer's window (on) or not (off)."""
+        if on:
+            self.pause(PAUSE_UPSTREAM_FULL)
+        else:
+            self.resume(PAUSE_UPSTREAM_FULL)
+
+    def bridge_done(self):
+        self.bridge = None
+        self.response_done(False)
+
+    def bridge_failed(self, err):
+        self.bridge = None
+        self.fail(err)
+
     def response_done(self, tunnel):
         """The upstream finished its response (the upstream connection is already released)."""
         self.upstream = None
+        self.bridge = None
         self.in_flight = False
         self.resp_started = False
         self.head = None
@@ -586,6 +632,9 @@ class ServerConn:
         ctx = self.ctx
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self.uncount()
+        if self.bridge is not None:
+            bridge, self.bridge = self.bridge, None
+            bridge.cancel()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None

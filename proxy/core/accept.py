@@ -11,6 +11,7 @@ as opaque TCP to the connection's target.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from proxy._fastpath import detect
 from proxy._fastpath.relay import SETTLE_FAILED, SETTLE_OK, HttpContext, ServerConn
 from proxy._fastpath.tunnel import TunnelEnd
 from proxy.config import Config, PortSet
+from proxy.core import transport_header
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import connect_error
 from proxy.transport.orig_dst import original_dst
@@ -47,6 +49,10 @@ class AcceptStage:
     # HTTP/2 clients: upstream connection pool and connection settings (None: relay h2 as opaque).
     h2_pool: object = None
     h2_settings: object = None
+    # Inbound: peer proxies start with a transport header naming the app port;
+    # requests they carry for HTTP/1 apps go through this pool.
+    accept_transport_header: bool = False
+    h1_pool: object = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
 
@@ -73,7 +79,7 @@ class AcceptStage:
 class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
-    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done")
+    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "raw")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -82,6 +88,8 @@ class Accepted(asyncio.Protocol):
         self.detector = detect.Detector()
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
+        self.header_pending = False
+        self.raw = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
@@ -97,31 +105,96 @@ class Accepted(asyncio.Protocol):
                         client=_fmt(meta.client), limit=stage.max_connections)
             transport.abort()
             return
+        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
+        if stage.accept_transport_header and meta.orig_dst is None:
+            # Possibly a peer proxy: its transport header names the target.
+            self.header_pending = True
+            default = stage.connection_target(meta)
+            if default is not None and default.port in stage.opaque_ports:
+                # A server-speaks-first app must not wait for a header that a
+                # plain client will never send; a peer proxy writes its header
+                # with the connect, so silence this long means "no header".
+                stage.ctx.loop.call_later(HEADER_WAIT, self._no_header)
+            return
+        self._admit()
+
+    def _no_header(self) -> None:
+        if self.header_pending and not self.raw and not self.done:
+            self.header_pending = False
+            self._admit()
+
+    def _admit(self, pending: bytes = b"") -> bool:
+        """Refuse a connection with no target; skip detection on opaque ports (relaying ``pending``).
+
+        False when the connection was handled here.
+        """
+        stage, transport, meta = self.stage, self.transport, self.meta
+        assert transport is not None and meta is not None
         target = stage.connection_target(meta)
         if stage.refuse_without_target and target is None:
             log.warning("connection refused: addressed to the inbound listener itself and no default target is set "
                         "(set MESHPROXY_INBOUND_DEFAULT_TARGET)", direction=stage.direction, client=_fmt(meta.client))
+            self._cancel()
+            self.done = True
+            stage.open_connections -= 1
+            stage.ctx.tcp_src.closed += 1
             transport.abort()
-            return
+            return False
         # The destination's port says what protocol to expect (5432 is
         # PostgreSQL whichever address it is on).
         port = target.port if target is not None else meta.local[1]
         if port in stage.opaque_ports:
-            self._hand_off(detect.OPAQUE, b"", False)
-            return
-        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
+            # Configured opaque: relayed as is, even if it looks like HTTP.
+            self._hand_off(detect.OPAQUE, pending, False, detected=False)
+            return False
+        return True
 
     def data_received(self, data: bytes) -> None:
         if self.done:
             return
+        if self.header_pending:
+            data = self._read_header(data)
+            if data is None:
+                return
         kind = self.detector.feed(data)
         if kind != detect.NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
 
+    def _read_header(self, data: bytes) -> bytes | None:
+        """Consume a peer proxy's transport header; the bytes after it, or None to wait/stop."""
+        self.raw += data
+        try:
+            got = transport_header.decode(self.raw)
+        except transport_header.HeaderError as err:
+            log.warning("connection closed: malformed transport header", direction=self.stage.direction,
+                        client=_fmt(self.meta.client), error=str(err))
+            self._cancel()
+            self.done = True
+            self.stage.open_connections -= 1
+            self.stage.ctx.tcp_src.closed += 1
+            self.transport.abort()
+            return None
+        if got is transport_header.NEED_MORE:
+            return None
+        self.header_pending = False
+        rest, self.raw = self.raw, b""
+        if isinstance(got, transport_header.TransportHeader):
+            # From here on the connection is for the app port the peer named.
+            self.meta = dataclasses.replace(self.meta, orig_dst=(self.meta.local[0], got.port))
+            rest = rest[got.size:]
+            if not self._admit(rest):
+                return None
+            if got.protocol == transport_header.PROTO_OPAQUE:
+                self._hand_off(detect.OPAQUE, rest, False)
+                return None
+        elif not self._admit(rest):
+            return None
+        return rest if rest else None
+
     def eof_received(self) -> bool:
         if self.done:
             return True
-        if not self.detector.buffered:
+        if self.header_pending or not self.detector.buffered:
             # Closed without a byte (health checkers, port scans): nothing to relay.
             self._cancel()
             return False
@@ -146,12 +219,12 @@ class Accepted(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
 
-    def _hand_off(self, kind: int, buffered: bytes, eof: bool) -> None:
+    def _hand_off(self, kind: int, buffered: bytes, eof: bool, detected: bool = True) -> None:
         self._cancel()
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
-        if kind == detect.OPAQUE and looks_like_http(buffered):
+        if detected and kind == detect.OPAQUE and looks_like_http(buffered):
             # A broken HTTP request (bare LF, a space in the target...) is not
             # another protocol: the strict parser answers it with 400 rather
             # than relaying an ambiguous request as raw bytes.
@@ -168,7 +241,7 @@ class Accepted(asyncio.Protocol):
             from proxy._fastpath.h2relay import H2Server
 
             stage.open_connections -= 1
-            server = H2Server(stage.ctx, meta, stage.h2_pool, stage.h2_settings)
+            server = H2Server(stage.ctx, meta, stage.h2_pool, stage.h2_settings, stage.h1_pool)
             transport.set_protocol(server)
             server.connection_made(transport)
             server.data_received(buffered)
@@ -183,6 +256,8 @@ class Accepted(asyncio.Protocol):
             return
         open_tunnel(stage, transport, meta, target, buffered, eof, kind)
 
+
+HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
 _HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
 
@@ -233,6 +308,9 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
         if src.closed:
             dst.close()
             return
+        if target.mesh_port and dst.transport is not None:
+            # A peer proxy: tell it which app port these raw bytes are for.
+            dst.transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_OPAQUE))
         src.link(dst)
         if not transport.is_closing():
             transport.resume_reading()

@@ -19,6 +19,9 @@ class Target:
     host: str
     port: int
     via_connect: bool = False
+    # Non-zero: host:port is a peer proxy's inbound listener and this is the
+    # app port behind it (sent in the transport header; part of the pool key).
+    mesh_port: int = 0
     service: object = field(default=None, compare=False, hash=False, repr=False)
     endpoint: object = field(default=None, compare=False, hash=False, repr=False)
 

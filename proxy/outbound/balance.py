@@ -74,7 +74,10 @@ class BalancedService:
         for key in (*added, *changed):
             member = self.balancer.get(key)
             host, port = member.target
-            self.targets[key] = Target(host, port, service=self, endpoint=member)
+            ep = wanted[key]
+            # A meshed endpoint is reached through its proxy, told the app port.
+            mesh_port = ep.address[1] if ep.proxy is not None else 0
+            self.targets[key] = Target(host, port, mesh_port=mesh_port, service=self, endpoint=member)
         if added or removed or changed:
             log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
                      endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))

@@ -141,3 +141,15 @@ class Nginx:
         if self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
+
+
+class NginxH2c(Nginx):
+    """The same nginx with its listener speaking HTTP/2 in cleartext (h2c,
+    prior knowledge only: an HTTP/1 request to it fails)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        plain = f"listen 127.0.0.1:{self.port};"
+        text = self.conf.read_text()
+        assert text.count(plain) == 1, "the nginx template's listen line changed"
+        self.conf.write_text(text.replace(plain, f"listen 127.0.0.1:{self.port} http2;"))
