@@ -49,6 +49,18 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     return demo.main(rest)
 
 
+def _inject(args: argparse.Namespace) -> int:
+    from proxy.inject import command
+
+    return command.inject_main(args)
+
+
+def _uninject(args: argparse.Namespace) -> int:
+    from proxy.inject import command
+
+    return command.uninject_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meshproxy", description="A Linkerd-style service-mesh sidecar proxy.")
     parser.add_argument("--version", action="version", version=f"meshproxy {proxy.__version__}")
@@ -57,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="YAML file of settings (lower-case names without MESHPROXY_)")
     sub.add_parser("demo", help="run a small local mesh and print its golden metrics", add_help=False)
     sub.add_parser("version", help="print the version and whether the compiled fast path is in use")
+    inject = sub.add_parser("inject", help="add the meshproxy init container and sidecar to Kubernetes manifests")
+    inject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
+    inject.add_argument("--proxy-image", default="meshproxy:0.1.0", help="proxy image (default %(default)s)")
+    inject.add_argument("--init-image", default="meshproxy-init:0.1.0", help="iptables init image (default %(default)s)")
+    inject.add_argument("--force", action="store_true", help="inject workloads that no level annotates meshproxy.io/inject: enabled")
+    inject.add_argument(
+        "--namespace-annotations-file",
+        metavar="FILE",
+        help="the target namespace's annotations: a Namespace document or a YAML mapping",
+    )
+    uninject = sub.add_parser("uninject", help="remove what meshproxy inject added")
+    uninject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
     return parser
 
 
@@ -68,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "inject":
+        return _inject(args)
+    if args.command == "uninject":
+        return _uninject(args)
     if args.command == "version":
         import proxy._fastpath as fp
 

@@ -89,6 +89,7 @@ TEST_PACKAGES=(
     "iptables iptables"
     "openssl openssl"
     "procps ps pgrep"
+    "docker-compose docker-compose"
 )
 
 ensure_debian_packages() {

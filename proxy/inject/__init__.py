@@ -1,0 +1,14 @@
+"""Kubernetes manifest injection: ``meshproxy inject`` and ``meshproxy uninject``.
+
+``names`` spells the annotations and the init container's environment names,
+``policy`` decides whether and how a pod is injected from its annotations,
+``podspec`` adds and removes the two containers, ``workloads`` finds pod
+templates inside documents, ``stream`` walks a YAML stream and ``command`` is
+the subcommand.
+"""
+
+from __future__ import annotations
+
+from proxy.inject.stream import InjectError, Options, Result, inject_text, uninject_text
+
+__all__ = ["InjectError", "Options", "Result", "inject_text", "uninject_text"]

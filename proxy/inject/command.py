@@ -1,0 +1,104 @@
+"""``meshproxy inject`` / ``meshproxy uninject``: files in, stream out, a report on stderr.
+
+Exit statuses (sysexits.h): 0 done (also when nothing needed injecting), 65 a
+document injection cannot handle (invalid YAML, unsupported shape, a bad
+annotation), 66 an input file that cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import yaml
+
+from proxy.inject.stream import InjectError, Options, Result, inject_text, uninject_text
+
+EX_DATAERR = 65
+EX_NOINPUT = 66
+
+
+def _read(path: str, stdin: TextIO) -> str:
+    if path == "-":
+        return stdin.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def namespace_file(text: str) -> tuple[dict[str, str], dict[str, Mapping[str, str]]]:
+    """A ``--namespace-annotations-file``: Namespace document(s), or a plain mapping of annotations.
+
+    Returns (annotations for manifests whose namespace no document names,
+    annotations by namespace name). A single Namespace serves both.
+    """
+    docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    plain: dict[str, str] = {}
+    named: dict[str, Mapping[str, str]] = {}
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise ValueError("expected Namespace documents or a mapping of annotations")
+        if doc.get("kind") == "Namespace":
+            metadata: Any = doc.get("metadata") or {}
+            annotations = metadata.get("annotations") or {}
+            if metadata.get("name"):
+                named[str(metadata["name"])] = annotations
+            if len(docs) == 1:
+                plain = dict(annotations)
+        else:
+            plain.update({str(k): str(v) for k, v in doc.items()})
+    return plain, named
+
+
+def _finish(result: Result, verb: str, stdout: TextIO, stderr: TextIO) -> int:
+    stdout.write(result.text)
+    for line in result.report:
+        print(f"meshproxy {verb}: {line}", file=stderr)
+    if result.changed == 0:
+        print(f"meshproxy {verb}: nothing to {verb}; the stream was written back unchanged", file=stderr)
+    return 0
+
+
+def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    try:
+        text = _read(args.file, stdin)
+        plain: dict[str, str] = {}
+        named: dict[str, Mapping[str, str]] = {}
+        if args.namespace_annotations_file:
+            plain, named = namespace_file(_read(args.namespace_annotations_file, stdin))
+    except OSError as err:
+        print(f"meshproxy inject: cannot read {err.filename}: {err.strerror}", file=stderr)
+        return EX_NOINPUT
+    except (yaml.YAMLError, ValueError) as err:
+        print(f"meshproxy inject: --namespace-annotations-file: {err}", file=stderr)
+        return EX_DATAERR
+    options = Options(
+        proxy_image=args.proxy_image,
+        init_image=args.init_image,
+        force=args.force,
+        namespace_annotations=plain,
+        namespaces=named,
+    )
+    try:
+        result = inject_text(text, options)
+    except InjectError as err:
+        print(f"meshproxy inject: {err}", file=stderr)
+        return EX_DATAERR
+    return _finish(result, "inject", stdout, stderr)
+
+
+def uninject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    try:
+        text = _read(args.file, stdin)
+    except OSError as err:
+        print(f"meshproxy uninject: cannot read {err.filename}: {err.strerror}", file=stderr)
+        return EX_NOINPUT
+    try:
+        result = uninject_text(text)
+    except InjectError as err:
+        print(f"meshproxy uninject: {err}", file=stderr)
+        return EX_DATAERR
+    return _finish(result, "uninject", stdout, stderr)

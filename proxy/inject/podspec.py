@@ -1,0 +1,163 @@
+"""Add the two meshproxy containers to a pod (spec and template metadata), and take them out.
+
+``add`` records on the pod template what it had to create (``names.CREATED``)
+so that ``remove`` gives back exactly the pod it was given: same keys, same
+order, empty lists that were there stay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import proxy
+from proxy import config as cfg
+from proxy.inject import names
+from proxy.inject.policy import PodSettings
+
+OURS = (names.INIT_CONTAINER, names.PROXY_CONTAINER)
+
+
+class ShapeError(ValueError):
+    """The pod is not shaped the way a pod spec is (or already uses our names)."""
+
+
+def init_container(s: PodSettings) -> dict[str, Any]:
+    env = [
+        {"name": names.INIT_PROXY_UID, "value": str(names.PROXY_UID)},
+        {"name": names.INIT_INBOUND_PORT, "value": str(names.INBOUND_PORT)},
+        {"name": names.INIT_OUTBOUND_PORT, "value": str(names.OUTBOUND_PORT)},
+        {"name": names.INIT_ADMIN_PORT, "value": str(names.ADMIN_PORT)},
+    ]
+    for env_name, value in (
+        (names.INIT_SKIP_INBOUND_PORTS, s.skip_inbound_ports),
+        (names.INIT_SKIP_OUTBOUND_PORTS, s.skip_outbound_ports),
+        (names.INIT_SKIP_SUBNETS, s.skip_subnets),
+    ):
+        if value:
+            env.append({"name": env_name, "value": value})
+    return {
+        "name": names.INIT_CONTAINER,
+        "image": s.init_image,
+        "env": env,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+        },
+        # iptables-legacy takes its lock file in /run; the root is read-only.
+        "volumeMounts": [{"name": names.XTABLES_VOLUME, "mountPath": "/run"}],
+    }
+
+
+def proxy_container(s: PodSettings) -> dict[str, Any]:
+    env = [
+        {"name": cfg.INBOUND_LISTEN, "value": f"0.0.0.0:{names.INBOUND_PORT}"},
+        {"name": cfg.OUTBOUND_LISTEN, "value": f"127.0.0.1:{names.OUTBOUND_PORT}"},
+        {"name": cfg.ADMIN_LISTEN, "value": f"0.0.0.0:{names.ADMIN_PORT}"},
+        {"name": cfg.DESTINATION, "value": "k8s"},
+    ]
+    if s.opaque_ports:
+        env.append({"name": cfg.OPAQUE_PORTS, "value": s.opaque_ports})
+    return {
+        "name": names.PROXY_CONTAINER,
+        "image": s.proxy_image,
+        "args": ["run"],
+        # A native sidecar (Kubernetes >= 1.29): started before the app, stopped
+        # after it, and not waited for, so Jobs complete.
+        "restartPolicy": "Always",
+        "env": env,
+        "ports": [
+            {"name": names.INBOUND_PORT_NAME, "containerPort": names.INBOUND_PORT, "protocol": "TCP"},
+            {"name": names.ADMIN_PORT_NAME, "containerPort": names.ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": names.ADMIN_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/live", "port": names.ADMIN_PORT}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "securityContext": {
+            "runAsUser": names.PROXY_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+
+
+def _mapping(parent: dict[str, Any], key: str, where: str, created: list[str]) -> dict[str, Any]:
+    if key not in parent or parent[key] is None:
+        parent[key] = {}
+        created.append(key)
+    value = parent[key]
+    if not isinstance(value, dict):
+        raise ShapeError(f"{where}.{key} is not a mapping")
+    return value
+
+
+def _list(parent: dict[str, Any], key: str, where: str, created: list[str]) -> list[Any]:
+    if key not in parent or parent[key] is None:
+        parent[key] = []
+        created.append(key)
+    value = parent[key]
+    if not isinstance(value, list):
+        raise ShapeError(f"{where}.{key} is not a list")
+    return value
+
+
+def _names(items: list[Any]) -> set[str]:
+    return {item.get("name") for item in items if isinstance(item, dict)}
+
+
+def check(template: dict[str, Any], spec: dict[str, Any], where: str) -> None:
+    """Raise ShapeError unless the pod can be injected (our names free)."""
+    for key in ("containers", "initContainers", "volumes"):
+        if spec.get(key) is not None and not isinstance(spec[key], list):
+            raise ShapeError(f"{where}.spec.{key} is not a list")
+    if not isinstance(spec.get("containers"), list):
+        raise ShapeError(f"{where}.spec.containers is missing")
+    taken = (_names(spec.get("containers") or []) | _names(spec.get("initContainers") or [])) & set(OURS)
+    if taken:
+        raise ShapeError(f"{where} already has a container named {sorted(taken)[0]} that meshproxy inject did not add")
+    if names.XTABLES_VOLUME in _names(spec.get("volumes") or []):
+        raise ShapeError(f"{where} already has a volume named {names.XTABLES_VOLUME}")
+
+
+def is_injected(template: dict[str, Any]) -> bool:
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    return isinstance(annotations, dict) and names.INJECTED in annotations
+
+
+def add(template: dict[str, Any], spec: dict[str, Any], settings: PodSettings, where: str) -> None:
+    """Inject in place. ``template`` holds metadata (the Pod itself for a bare Pod)."""
+    check(template, spec, where)
+    created: list[str] = []
+    metadata = _mapping(template, "metadata", where, created)
+    annotations = _mapping(metadata, "annotations", f"{where}.metadata", created)
+    init_containers = _list(spec, "initContainers", f"{where}.spec", created)
+    volumes = _list(spec, "volumes", f"{where}.spec", created)
+    # meshproxy-init first (it sets the rules), then the proxy, then the pod's
+    # own init containers: their traffic is redirected, so the proxy must run.
+    init_containers[:0] = [init_container(settings), proxy_container(settings)]
+    volumes.append({"name": names.XTABLES_VOLUME, "emptyDir": {}})
+    annotations[names.INJECTED] = "true"
+    annotations[names.PROXY_VERSION] = proxy.__version__
+    if created:
+        annotations[names.CREATED] = ",".join(created)
+
+
+def remove(template: dict[str, Any], spec: dict[str, Any]) -> None:
+    """Undo ``add`` in place (only what it added)."""
+    metadata = template.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    created = set(filter(None, str(annotations.get(names.CREATED, "")).split(",")))
+    for key in (names.INJECTED, names.PROXY_VERSION, names.CREATED):
+        annotations.pop(key, None)
+    if isinstance(spec.get("initContainers"), list):
+        spec["initContainers"] = [c for c in spec["initContainers"] if not (isinstance(c, dict) and c.get("name") in OURS)]
+    if isinstance(spec.get("volumes"), list):
+        spec["volumes"] = [v for v in spec["volumes"] if not (isinstance(v, dict) and v.get("name") == names.XTABLES_VOLUME)]
+    for parent, key in ((spec, "initContainers"), (spec, "volumes"), (metadata, "annotations"), (template, "metadata")):
+        if key in created and not parent.get(key):
+            parent.pop(key, None)

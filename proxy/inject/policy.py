@@ -1,0 +1,107 @@
+"""Whether and how to inject one pod, from annotations at three levels.
+
+The most specific level that sets an annotation wins: the pod template, then
+the workload's own metadata, then its namespace (like ``linkerd.io/inject``).
+So a pod-level ``disabled`` beats a namespace-level ``enabled``. ``--force``
+only stands in for an ``enabled`` that no level gives; an explicit
+``disabled`` still wins over it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proxy.config import parse_port_set
+from proxy.inject import names
+
+LEVELS = ("pod template", "workload", "namespace")
+
+
+class AnnotationError(ValueError):
+    """An annotation has a value injection cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    inject: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class PodSettings:
+    """What goes into the two containers (strings, as they land in the manifest)."""
+
+    proxy_image: str
+    init_image: str
+    skip_inbound_ports: str | None
+    skip_outbound_ports: str | None
+    skip_subnets: str | None
+    opaque_ports: str | None
+
+
+class Annotations:
+    """The annotations of one pod, looked up most specific level first."""
+
+    def __init__(self, pod: Mapping[str, str], workload: Mapping[str, str], namespace: Mapping[str, str]) -> None:
+        self._levels = tuple(zip(LEVELS, (pod, workload, namespace)))
+
+    def get(self, key: str) -> tuple[str, str] | None:
+        """``(value, level)`` of the most specific level that sets ``key``."""
+        for level, values in self._levels:
+            if key in values and values[key] is not None:
+                return str(values[key]).strip(), level
+        return None
+
+    def decide(self, force: bool) -> Decision:
+        found = self.get(names.INJECT)
+        if found is None:
+            if force:
+                return Decision(True, "--force")
+            return Decision(False, f"no {names.INJECT}: {names.ENABLED} on the pod template, workload or namespace (use --force)")
+        value, level = found
+        if value == names.ENABLED:
+            return Decision(True, f"{names.INJECT}: {value} on the {level}")
+        if value == names.DISABLED:
+            return Decision(False, f"{names.INJECT}: {value} on the {level}")
+        raise AnnotationError(f"{names.INJECT}: {value!r} on the {level}: expected {names.ENABLED} or {names.DISABLED}")
+
+    def settings(self, proxy_image: str, init_image: str) -> PodSettings:
+        return PodSettings(
+            proxy_image=self._text(names.PROXY_IMAGE) or proxy_image,
+            init_image=self._text(names.INIT_IMAGE) or init_image,
+            skip_inbound_ports=self._ports(names.SKIP_INBOUND_PORTS),
+            skip_outbound_ports=self._ports(names.SKIP_OUTBOUND_PORTS),
+            skip_subnets=self._subnets(names.SKIP_SUBNETS),
+            opaque_ports=self._ports(names.OPAQUE_PORTS),
+        )
+
+    def _text(self, key: str) -> str | None:
+        found = self.get(key)
+        return found[0] if found and found[0] else None
+
+    def _ports(self, key: str) -> str | None:
+        """A comma list of ports and ``a-b`` ranges, normalised (no spaces)."""
+        found = self.get(key)
+        if found is None or not found[0]:
+            return None
+        value, level = found
+        try:
+            parse_port_set(value)
+        except ValueError as err:
+            raise AnnotationError(f"{key}: {value!r} on the {level}: {err or 'expected ports and ranges like 22,8000-8100'}") from None
+        return ",".join(part for part in value.replace(" ", "").split(",") if part)
+
+    def _subnets(self, key: str) -> str | None:
+        found = self.get(key)
+        if found is None or not found[0]:
+            return None
+        value, level = found
+        parts = [part for part in value.replace(" ", "").split(",") if part]
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError as err:
+                raise AnnotationError(f"{key}: {value!r} on the {level}: {err}") from None
+        return ",".join(parts)

@@ -1,0 +1,203 @@
+"""Walk a multi-document YAML stream, injecting (or uninjecting) each document.
+
+The stream is cut at its ``---`` lines (YAML forbids a document marker in
+column 0 inside a document, so this cut is the parser's own) and each piece is
+parsed alone, which gives every document an index for messages and lets an
+unchanged document be written back byte for byte. A changed document is
+re-serialised with its keys in their original order; comments in it are lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from proxy.inject import names, podspec, policy, workloads
+
+_DOC_START = re.compile(r"^---(?=[ \t]|$)", re.MULTILINE)
+
+
+class InjectError(ValueError):
+    """A document injection cannot handle; ``index`` counts documents from 1."""
+
+    def __init__(self, index: int, kind: str | None, why: str) -> None:
+        super().__init__(f"document {index} (kind {kind or 'unknown'}): {why}")
+        self.index = index
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    proxy_image: str = names.DEFAULT_PROXY_IMAGE
+    init_image: str = names.DEFAULT_INIT_IMAGE
+    force: bool = False
+    # Annotations of the namespace the manifests go to, when no Namespace
+    # document in the stream names it.
+    namespace_annotations: Mapping[str, str] = field(default_factory=dict)
+    # Namespace name -> annotations, from Namespace documents given beside the stream.
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Result:
+    text: str
+    report: list[str]  # one line per workload (or document), for stderr
+    changed: int  # pods injected / uninjected
+
+
+@dataclass(slots=True)
+class _Piece:
+    raw: str
+    marker: str  # the '---' line that opened it, '' for text before the first one
+    is_document: bool
+
+
+def split(text: str) -> list[_Piece]:
+    """Cut a stream into pieces; comments/blank text before the first marker is not a document."""
+    starts = [m.start() for m in _DOC_START.finditer(text)]
+    if not starts:
+        return [_Piece(text, "", True)]
+    pieces = []
+    if starts[0] > 0:
+        head = text[: starts[0]]
+        try:
+            is_document = yaml.safe_load(head) is not None
+        except yaml.YAMLError:
+            is_document = True  # reported as invalid YAML, document 1
+        pieces.append(_Piece(head, "", is_document))
+    for lo, hi in zip(starts, starts[1:] + [len(text)]):
+        raw = text[lo:hi]
+        line_end = raw.find("\n")
+        pieces.append(_Piece(raw, raw if line_end < 0 else raw[: line_end + 1], True))
+    return pieces
+
+
+def _dump(doc: Any, marker: str) -> str:
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
+    # Keep a bare '---' line; a marker carrying content (`--- |`) is replaced.
+    head = marker if marker.strip() == "---" else ("---\n" if marker else "")
+    return head + body
+
+
+def _describe(kind: str, site: workloads.PodSite) -> str:
+    where = f"{site.namespace}/{site.name}" if site.namespace else site.name
+    return f"{kind} {where}" if site.kind == kind else f"{kind} item {site.kind} {where}"
+
+
+def _kind(doc: Any) -> str | None:
+    return str(doc.get("kind")) if isinstance(doc, dict) and doc.get("kind") is not None else None
+
+
+def _parse(pieces: list[_Piece]) -> list[Any]:
+    docs = []
+    index = 0
+    for piece in pieces:
+        if not piece.is_document:
+            docs.append(None)
+            continue
+        index += 1
+        try:
+            docs.append(yaml.safe_load(piece.raw))
+        except yaml.YAMLError as err:
+            raise InjectError(index, None, f"invalid YAML: {err}") from None
+    return docs
+
+
+def _namespaces(docs: list[Any], options: Options) -> dict[str, Mapping[str, str]]:
+    found = dict(options.namespaces)
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "Namespace":
+            metadata = doc.get("metadata") or {}
+            if isinstance(metadata, dict) and metadata.get("name"):
+                found[str(metadata["name"])] = metadata.get("annotations") or {}
+    return found
+
+
+def _transform(text: str, options: Options, uninject: bool) -> Result:
+    pieces = split(text)
+    docs = _parse(pieces)
+    namespaces = _namespaces(docs, options)
+    out: list[str] = []
+    report: list[str] = []
+    changed = 0
+    index = 0
+    for piece, doc in zip(pieces, docs):
+        if not piece.is_document:
+            out.append(piece.raw)
+            continue
+        index += 1
+        kind = _kind(doc)
+        if doc is None:
+            out.append(piece.raw)
+            continue
+        if not isinstance(doc, dict):
+            raise InjectError(index, None, f"a Kubernetes document is a mapping, not a {type(doc).__name__}")
+        new = copy.deepcopy(doc)
+        try:
+            sites = list(workloads.sites(new))
+        except workloads.UnsupportedShape as err:
+            raise InjectError(index, kind, f"unsupported document shape: {err}") from None
+        if not sites:
+            report.append(f"document {index}: {kind or 'document without kind'}: passed through")
+            out.append(piece.raw)
+            continue
+        for site in sites:
+            label = f"document {index}: {_describe(kind or '?', site)}"
+            before = copy.deepcopy(site.template)
+            try:
+                if uninject:
+                    line = _uninject_site(site)
+                else:
+                    line = _inject_site(site, options, namespaces)
+            except (policy.AnnotationError, podspec.ShapeError) as err:
+                raise InjectError(index, kind, str(err)) from None
+            if site.template == before:
+                line = line.replace("re-injected", "already injected, unchanged", 1)
+            else:
+                changed += 1
+            report.append(f"{label}: {line}")
+        out.append(piece.raw if new == doc else _dump(new, piece.marker))
+    return Result("".join(out), report, changed)
+
+
+def _inject_site(site: workloads.PodSite, options: Options, namespaces: Mapping[str, Mapping[str, str]]) -> str:
+    pod_annotations = (site.template.get("metadata") or {}).get("annotations") or {}
+    if site.namespace is not None and site.namespace in namespaces:
+        ns_annotations = namespaces[site.namespace]
+    else:
+        ns_annotations = options.namespace_annotations
+    found = policy.Annotations(pod_annotations, site.owner_annotations, ns_annotations or {})
+    decision = found.decide(options.force)
+    was_injected = podspec.is_injected(site.template)
+    if not decision.inject:
+        return f"skipped: {decision.why}" + (" (left as it was, already injected)" if was_injected else "")
+    if site.spec.get("hostNetwork") is True:
+        return "skipped: hostNetwork: true (the pod shares the node's network namespace; iptables rules there would capture the node's traffic)"
+    settings = found.settings(options.proxy_image, options.init_image)
+    if was_injected:
+        # Re-inject from scratch, so a changed setting is picked up and an
+        # unchanged one gives byte-identical output.
+        podspec.remove(site.template, site.spec)
+    podspec.add(site.template, site.spec, settings, f"{site.kind} {site.name}")
+    verb = "re-injected" if was_injected else "injected"
+    return f"{verb} ({decision.why}; proxy {settings.proxy_image}, init {settings.init_image})"
+
+
+def _uninject_site(site: workloads.PodSite) -> str:
+    if not podspec.is_injected(site.template):
+        return "not injected, unchanged"
+    podspec.remove(site.template, site.spec)
+    return "uninjected"
+
+
+def inject_text(text: str, options: Options | None = None) -> Result:
+    return _transform(text, options or Options(), uninject=False)
+
+
+def uninject_text(text: str) -> Result:
+    return _transform(text, Options(), uninject=True)

@@ -1,0 +1,61 @@
+"""Injected manifests validated against the Kubernetes OpenAPI schemas, offline.
+
+``kubernetes-validate`` ships the JSON schemas generated from each release's
+OpenAPI document (no network used). Strict mode rejects unknown fields, so a
+misspelt or misplaced field fails. 1.29 is the first release where native
+sidecars (``restartPolicy: Always`` on an init container) are on by default.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.inject import Options, inject_text, names
+from tests.inject.manifests import ENABLED, KINDS, dump, load, pod_of, workload
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+VERSION = "1.29.0"
+
+
+def validate(doc: dict) -> None:
+    kubernetes_validate.validate(doc, VERSION, strict=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_injected_workload_is_valid(kind: str) -> None:
+    annotations = {**ENABLED, names.SKIP_INBOUND_PORTS: "22", names.SKIP_SUBNETS: "10.96.0.0/12", names.OPAQUE_PORTS: "5432"}
+    original = workload(kind, annotations, namespace="shop")
+    validate(original)
+    [doc] = load(inject_text(dump(original)).text)
+    assert "initContainers" in pod_of(doc)[1]
+    validate(doc)
+
+
+def test_injected_list_is_valid() -> None:
+    text = dump({"apiVersion": "v1", "kind": "List", "items": [workload("Deployment"), workload("Pod")]})
+    [doc] = load(inject_text(text, Options(force=True)).text)
+    # The schemas have no kind List (kubectl's client-side wrapper); its items are checked.
+    for item in doc["items"]:
+        validate(item)
+
+
+def test_strict_schema_really_checks_the_sidecar_fields() -> None:
+    """Guard against a validator that accepts anything."""
+    [doc] = load(inject_text(dump(workload("Deployment", ENABLED))).text)
+    bad = pod_of(doc)[1]["initContainers"][1]
+    bad["restartPolicy"] = "Always"
+    bad["restartPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(doc)
+    del bad["restartPolicyy"]
+    bad["ports"][0]["containerPort"] = "4143"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(doc)
+
+
+def test_sidecar_restart_policy_is_not_in_old_schemas() -> None:
+    """1.27's Container has no restartPolicy: the injected pods need a newer cluster."""
+    [doc] = load(inject_text(dump(workload("Deployment", ENABLED))).text)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, "1.27.0", strict=True)
