@@ -99,9 +99,12 @@ class App:
         from proxy._fastpath.h2conn import H2Settings
         from proxy._fastpath.h2relay import H2Pool
 
-        settings = H2Settings(max_header_list_size=self.config.limits.max_header_bytes)
+        limits = self.config.limits
+        settings = H2Settings(max_header_list_size=limits.max_header_bytes,
+                              max_concurrent_streams=limits.h2_max_concurrent_streams,
+                              initial_window_size=limits.h2_initial_window)
         stage.h2_settings = settings
-        stage.h2_pool = H2Pool(stage.ctx, settings)
+        stage.h2_pool = H2Pool(stage.ctx, settings, limits.h2_connections_per_target)
         self.h2_pools.append(stage.h2_pool)
         if stage.direction == "outbound":
             from proxy._fastpath.h1bridge import H1ToH2
@@ -114,7 +117,7 @@ class App:
 
             # Peer proxies name the app port first; HTTP/1 they carry is restored for the app.
             stage.accept_transport_header = True
-            stage.h1_pool = H1Pool(stage.ctx)
+            stage.h1_pool = H1Pool(stage.ctx, limits.pool_max_idle_per_target)
             self.h2_pools.append(stage.h1_pool)
 
     def addresses(self) -> dict[str, str]:

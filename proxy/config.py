@@ -36,6 +36,9 @@ WRITE_BUFFER_HIGH = "MESHPROXY_WRITE_BUFFER_HIGH"
 PIPELINE_BUFFER_BYTES = "MESHPROXY_PIPELINE_BUFFER_BYTES"
 MAX_CONNECTIONS = "MESHPROXY_MAX_CONNECTIONS"
 DRAIN_TIMEOUT = "MESHPROXY_DRAIN_TIMEOUT"
+H2_MAX_CONCURRENT_STREAMS = "MESHPROXY_H2_MAX_CONCURRENT_STREAMS"
+H2_INITIAL_WINDOW = "MESHPROXY_H2_INITIAL_WINDOW"
+H2_CONNECTIONS_PER_TARGET = "MESHPROXY_H2_CONNECTIONS_PER_TARGET"
 DESTINATION = "MESHPROXY_DESTINATION"
 DNS_NAMESERVERS = "MESHPROXY_DNS_NAMESERVERS"
 DNS_MIN_TTL = "MESHPROXY_DNS_MIN_TTL"
@@ -104,6 +107,9 @@ class Limits:
     pool_idle_timeout: float
     client_idle_timeout: float
     detect_timeout: float
+    h2_max_concurrent_streams: int
+    h2_initial_window: int
+    h2_connections_per_target: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +258,13 @@ def parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def parse_window(text: str) -> int:
+    value = parse_size(text)
+    if not 65535 <= value <= 2**31 - 1:
+        raise ValueError("must be between 65535 and 2147483647 bytes (RFC 9113)")
+    return value
+
+
 def parse_destination(text: str) -> str:
     """``file:///abs/path.yaml``, ``dns`` or ``k8s``."""
     text = text.strip()
@@ -297,6 +310,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PIPELINE_BUFFER_BYTES: ("262144", parse_size, "bytes read ahead of an in-flight request"),
     MAX_CONNECTIONS: ("20000", parse_positive_int, "open client connections per listener"),
     DRAIN_TIMEOUT: ("30s", parse_duration, "SIGTERM: time for in-flight requests to finish"),
+    H2_MAX_CONCURRENT_STREAMS: ("100", parse_positive_int, "HTTP/2 streams a peer may open at once; more are refused"),
+    H2_INITIAL_WINDOW: ("1MiB", parse_window, "HTTP/2 flow-control window per stream and connection (bytes buffered)"),
+    H2_CONNECTIONS_PER_TARGET: ("4", parse_positive_int, "upstream HTTP/2 connections per target when streams run out"),
     DESTINATION: (None, parse_destination, "discovery source: file:///path.yaml, dns or k8s; unset = none"),
     DNS_NAMESERVERS: (None, parse_host_port_list, "DNS servers (host:port list) instead of /etc/resolv.conf"),
     DNS_MIN_TTL: ("1s", parse_duration, "shortest DNS refresh interval"),
@@ -373,6 +389,9 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         pool_idle_timeout=v[POOL_IDLE_TIMEOUT],
         client_idle_timeout=v[CLIENT_IDLE_TIMEOUT],
         detect_timeout=v[DETECT_TIMEOUT],
+        h2_max_concurrent_streams=v[H2_MAX_CONCURRENT_STREAMS],
+        h2_initial_window=v[H2_INITIAL_WINDOW],
+        h2_connections_per_target=v[H2_CONNECTIONS_PER_TARGET],
     )
     if limits.connect_timeout <= 0:
         raise ConfigError(CONNECT_TIMEOUT, sources.get(CONNECT_TIMEOUT), "must be greater than zero")

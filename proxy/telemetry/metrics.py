@@ -44,7 +44,6 @@ def render_http(out: list[str], stats: Iterable[HttpStats]) -> None:
                 n = counts[code]
                 if n:
                     out.append(f"response_total{_labels(direction=s.direction, status_code=code, classification=klass)} {n}")
-        # Responses that are failures by status (5xx) count as failures too.
     _header(out, "response_latency_ms", "histogram",
             "Elapsed time between a request's head arriving and its response head being sent.")
     for s in stats:
