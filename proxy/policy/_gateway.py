@@ -1,0 +1,181 @@
+"""Reader for HTTPRoute (policy.linkerd.io and gateway.networking.k8s.io) with Linkerd's annotations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.policy._fields import Doc
+from proxy.policy._linkerd import Piece, service_authority
+from proxy.policy.model import (
+    Backend, HeaderMatch, HeaderModifier, PathMatch, QueryParamMatch, RequestMatch, RetryPolicy, Route,
+)
+
+ROUTE_VERSIONS = {
+    "policy.linkerd.io/v1alpha1", "policy.linkerd.io/v1beta1", "policy.linkerd.io/v1beta2",
+    "policy.linkerd.io/v1beta3", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1",
+}
+_PATH_TYPES = {"Exact": "exact", "PathPrefix": "prefix", "RegularExpression": "regex"}
+_VALUE_TYPES = {"Exact": "exact", "RegularExpression": "regex"}
+_ANNOTATIONS = {
+    "retry.linkerd.io/http", "retry.linkerd.io/grpc", "retry.linkerd.io/limit", "retry.linkerd.io/timeout",
+    "timeout.linkerd.io/request", "timeout.linkerd.io/response", "timeout.linkerd.io/idle",
+}
+
+
+def _named_values(doc: Doc, items: Any, path: str, types: dict[str, str]) -> list[tuple[str, str, str]]:
+    out = []
+    for i, item in enumerate(doc.seq(items, path)):
+        p = f"{path}[{i}]"
+        body = doc.mapping(item, p, {"type", "name", "value"})
+        kind = body.get("type", "Exact")
+        if kind not in types:
+            raise doc.fail(f"{p}.type", f"unsupported type {kind!r} (use {', '.join(types)})")
+        name = doc.string(body.get("name"), f"{p}.name")
+        value = doc.regex(body.get("value"), f"{p}.value") if kind == "RegularExpression" else body.get("value")
+        if not isinstance(value, str):
+            raise doc.fail(f"{p}.value", "expected a string")
+        out.append((types[kind], name, value))
+    return out
+
+
+def _match(doc: Doc, value: Any, path: str) -> RequestMatch:
+    body = doc.mapping(value, path, {"path", "headers", "queryParams", "method"})
+    path_match = None
+    if "path" in body:
+        p = doc.mapping(body["path"], f"{path}.path", {"type", "value"})
+        kind = p.get("type", "PathPrefix")
+        if kind not in _PATH_TYPES:
+            raise doc.fail(f"{path}.path.type", f"unsupported type {kind!r} (use {', '.join(_PATH_TYPES)})")
+        if kind == "RegularExpression":
+            text = doc.regex(p.get("value"), f"{path}.path.value")
+        else:
+            text = doc.string(p.get("value", "/"), f"{path}.path.value")
+            if not text.startswith("/"):
+                raise doc.fail(f"{path}.path.value", "must start with /")
+        path_match = PathMatch(_PATH_TYPES[kind], text)
+    method = doc.string(body["method"], f"{path}.method").upper() if "method" in body else None
+    headers = _named_values(doc, body.get("headers"), f"{path}.headers", _VALUE_TYPES)
+    query = _named_values(doc, body.get("queryParams"), f"{path}.queryParams", _VALUE_TYPES)
+    return RequestMatch(
+        method=method, path=path_match,
+        headers=tuple(HeaderMatch(name.lower(), kind, value) for kind, name, value in headers),
+        query_params=tuple(QueryParamMatch(name, kind, value) for kind, name, value in query),
+    )
+
+
+def _filter(doc: Doc, value: Any, path: str) -> HeaderModifier:
+    body = doc.mapping(value, path)
+    kind = body.get("type")
+    if kind != "RequestHeaderModifier":
+        raise doc.fail(f"{path}.type", f"filter {kind!r} is not supported (only RequestHeaderModifier)")
+    doc.mapping(body, path, {"type", "requestHeaderModifier"})
+    mod = doc.mapping(body.get("requestHeaderModifier"), f"{path}.requestHeaderModifier",
+                      {"set", "add", "remove"})
+    pairs = {}
+    for key in ("set", "add"):
+        items = _named_values(doc, mod.get(key), f"{path}.requestHeaderModifier.{key}", {"Exact": "exact"})
+        pairs[key] = tuple((name, value) for _, name, value in items)
+    remove = tuple(doc.string(n, f"{path}.requestHeaderModifier.remove[{i}]")
+                   for i, n in enumerate(doc.seq(mod.get("remove"), f"{path}.requestHeaderModifier.remove")))
+    return HeaderModifier(pairs["set"], pairs["add"], remove)
+
+
+def _annotations(doc: Doc) -> tuple[RetryPolicy | None, dict[str, float]]:
+    meta = doc.body.get("metadata") or {}
+    notes = doc.mapping(meta.get("annotations") or {}, "metadata.annotations")
+    relevant = {k: v for k, v in notes.items() if k.startswith(("retry.linkerd.io/", "timeout.linkerd.io/"))}
+    for key in relevant:
+        if key not in _ANNOTATIONS:
+            raise doc.fail(f"metadata.annotations[{key}]", "unknown Linkerd retry/timeout annotation")
+
+    def field(key: str) -> str:
+        return f"metadata.annotations[{key}]"
+
+    timeouts = {k.rsplit("/", 1)[1]: doc.duration(v, field(k)) for k, v in relevant.items()
+                if k.startswith("timeout.")}
+    retry = None
+    if "retry.linkerd.io/http" in relevant or "retry.linkerd.io/grpc" in relevant:
+        http = relevant.get("retry.linkerd.io/http")
+        grpc = relevant.get("retry.linkerd.io/grpc")
+        limit = relevant.get("retry.linkerd.io/limit", "1")
+        if not str(limit).strip().isdigit():
+            raise doc.fail(field("retry.linkerd.io/limit"), f"expected a whole number, got {limit!r}")
+        retry = RetryPolicy(
+            limit=int(str(limit).strip()),
+            http_statuses=doc.status_ranges(http, field("retry.linkerd.io/http")) if http else (),
+            grpc_codes=frozenset(doc.grpc_code(c.strip(), field("retry.linkerd.io/grpc"))
+                                 for c in str(grpc).split(",")) if grpc else frozenset(),
+            timeout=(doc.duration(relevant["retry.linkerd.io/timeout"], field("retry.linkerd.io/timeout"))
+                     if "retry.linkerd.io/timeout" in relevant else None),
+        )
+    elif "retry.linkerd.io/limit" in relevant or "retry.linkerd.io/timeout" in relevant:
+        raise doc.fail("metadata.annotations", "retry limit/timeout given without retry.linkerd.io/http or /grpc")
+    return retry, timeouts
+
+
+def http_route(doc: Doc, domain: str) -> list[Piece]:
+    """One piece per Service parent; routes without a Service parent are reported, not used."""
+    doc.string(doc.name, "metadata.name")
+    spec = doc.mapping(doc.body.get("spec"), "spec", {"parentRefs", "hostnames", "rules"})
+    retry, timeouts = _annotations(doc)
+    stamp = str((doc.body.get("metadata") or {}).get("creationTimestamp") or "")
+    ident = f"{doc.namespace or 'default'}/{doc.name}"
+    routes = []
+    for i, item in enumerate(doc.seq(spec.get("rules"), "spec.rules") or [{}]):
+        path = f"spec.rules[{i}]"
+        rule = doc.mapping(item, path, {"name", "matches", "filters", "backendRefs", "timeouts"})
+        matches = tuple(_match(doc, m, f"{path}.matches[{j}]")
+                        for j, m in enumerate(doc.seq(rule.get("matches"), f"{path}.matches")))
+        modifier = None
+        for j, f in enumerate(doc.seq(rule.get("filters"), f"{path}.filters")):
+            modifier = _filter(doc, f, f"{path}.filters[{j}]")
+        backends = []
+        for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):
+            p = f"{path}.backendRefs[{j}]"
+            body = doc.mapping(ref, p, {"group", "kind", "name", "namespace", "port", "weight", "filters"})
+            if body.get("kind", "Service") != "Service" or body.get("group", "") not in ("", "core"):
+                raise doc.fail(f"{p}.kind", "only Service backends are supported")
+            if body.get("filters"):
+                raise doc.fail(f"{p}.filters", "per-backend filters are not supported")
+            port = doc.integer(body["port"], f"{p}.port", 1, 65535) if "port" in body else None
+            backends.append(Backend(
+                service_authority(doc.string(body.get("name"), f"{p}.name"),
+                                  body.get("namespace") or doc.namespace, domain, port),
+                float(doc.integer(body.get("weight", 1), f"{p}.weight", 0, 1_000_000))))
+        tmo = doc.mapping(rule.get("timeouts") or {}, f"{path}.timeouts", {"request", "backendRequest"})
+        request = doc.duration(tmo["request"], f"{path}.timeouts.request") if "request" in tmo else None
+        backend = (doc.duration(tmo["backendRequest"], f"{path}.timeouts.backendRequest")
+                   if "backendRequest" in tmo else None)
+        if request and backend and backend > request:
+            raise doc.fail(f"{path}.timeouts.backendRequest", "must not exceed timeouts.request")
+        routes.append(Route(
+            name=str(rule.get("name") or f"{ident}#{i}"),
+            matches=matches,
+            # Rule timeouts win over the annotations (Linkerd's documented behaviour).
+            timeout=request if request is not None else timeouts.get("request"),
+            backend_timeout=backend if backend is not None else timeouts.get("response"),
+            idle_timeout=timeouts.get("idle"),
+            is_retryable=retry is not None,
+            retry=retry,
+            backends=tuple(backends),
+            request_header_modifier=modifier,
+            source=f"HTTPRoute/{ident}",
+            order=(stamp, ident, i),
+        ))
+    pieces, skipped = [], []
+    for i, ref in enumerate(doc.seq(spec.get("parentRefs"), "spec.parentRefs")):
+        p = f"spec.parentRefs[{i}]"
+        body = doc.mapping(ref, p, {"group", "kind", "name", "namespace", "port", "sectionName"})
+        name = doc.string(body.get("name"), f"{p}.name")
+        if body.get("kind") != "Service" or body.get("group", "core") not in ("", "core"):
+            skipped.append(f"{body.get('kind', 'Gateway')}/{name}")
+            continue
+        port = doc.integer(body["port"], f"{p}.port", 1, 65535) if "port" in body else None
+        authority = service_authority(name, body.get("namespace") or doc.namespace, domain, port)
+        pieces.append(Piece(authority, f"HTTPRoute/{ident}", gateway_routes=tuple(routes)))
+    if not pieces:
+        raise doc.fail("spec.parentRefs", "no Service parent (inbound Server/Gateway parents are not outbound policy)"
+                       if skipped else "required")
+    if skipped:
+        pieces[0].warnings.append(f"HTTPRoute/{ident}: non-Service parents ignored: {', '.join(skipped)}")
+    return pieces
