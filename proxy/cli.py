@@ -43,10 +43,19 @@ def _run(args: argparse.Namespace) -> int:
     return uvloop.run(main())
 
 
-def _demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from proxy import demo
+# Subcommands that parse their own arguments: name -> (module, help). Each
+# module has main(argv) -> int and is imported only when used.
+DELEGATED = {
+    "demo": ("proxy.demo", "run a small local mesh and print its golden metrics"),
+    "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
+    "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
+}
 
-    return demo.main(rest)
+
+def _delegate(name: str, rest: list[str]) -> int:
+    import importlib
+
+    return importlib.import_module(DELEGATED[name][0]).main(rest)
 
 
 def _inject(args: argparse.Namespace) -> int:
@@ -67,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the proxy (configured by MESHPROXY_* environment variables)")
     run.add_argument("--config", metavar="FILE", help="YAML file of settings (lower-case names without MESHPROXY_)")
-    sub.add_parser("demo", help="run a small local mesh and print its golden metrics", add_help=False)
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("version", help="print the version and whether the compiled fast path is in use")
     inject = sub.add_parser("inject", help="add the meshproxy init container and sidecar to Kubernetes manifests")
     inject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
@@ -87,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    if argv[:1] == ["demo"]:
-        return _demo(argparse.Namespace(), argv[1:])
+    if argv[:1] and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
