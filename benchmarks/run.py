@@ -31,7 +31,14 @@ from benchmarks.lib.servers import Placement  # noqa: E402
 from benchmarks.scenarios import SCENARIOS  # noqa: E402
 from benchmarks.scenarios.http1 import VARIANTS  # noqa: E402
 
-REQUIRED_TOOLS = {"http1": ("nginx", "haproxy", "wrk", "taskset")}
+REQUIRED_TOOLS = {
+    "http1": ("nginx", "haproxy", "wrk", "taskset"),
+    "h2": ("nginx", "haproxy", "h2load", "taskset"),
+    "grpc": ("haproxy", "taskset"),
+    "tcp": ("haproxy", "taskset"),
+    "connrate": ("nginx", "haproxy", "wrk", "taskset"),
+    "memory": ("nginx", "haproxy", "wrk", "taskset"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Reproducible meshproxy benchmarks (see benchmarks/README.md).",
     )
     parser.add_argument("--quick", action="store_true",
-                        help="1 round of 4 s loads instead of 3 rounds of 10 s (under 2 minutes)")
+                        help="1 round of short loads instead of 3 rounds of 10 s (the whole suite in under 2 minutes)")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), metavar="NAME",
                         help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}; default all")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out",

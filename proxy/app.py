@@ -95,7 +95,28 @@ class App:
         )
 
     def _enable_h2(self, stage: AcceptStage) -> None:
-        """HTTP/2 clients get per-request proxying over a multiplexed upstream pool."""
+        """HTTP/2 clients get per-request proxying over a multiplexed upstream pool.
+
+        The HTTP/2 modules load on first use (the first h2 client, or the first
+        request for a meshed endpoint): a proxy that never sees HTTP/2 does not
+        pay their memory.
+        """
+        stage.h2_setup = lambda: self._setup_h2(stage)
+        if stage.direction == "outbound":
+            ctx = stage.ctx
+
+            def bridge(conn, head, target):
+                stage.h2_setup()
+                return ctx.bridge(conn, head, target)
+
+            ctx.bridge = bridge
+        else:
+            # Peer proxies name the app port first (read before detection).
+            stage.accept_transport_header = True
+
+    def _setup_h2(self, stage: AcceptStage) -> None:
+        if stage.h2_pool is not None:
+            return
         from proxy._fastpath.h2conn import H2Settings
         from proxy._fastpath.h2relay import H2Pool
 
@@ -115,8 +136,7 @@ class App:
         else:
             from proxy._fastpath.h1bridge import H1Pool
 
-            # Peer proxies name the app port first; HTTP/1 they carry is restored for the app.
-            stage.accept_transport_header = True
+            # HTTP/1 that peer proxies carry over HTTP/2 is restored for the app.
             stage.h1_pool = H1Pool(stage.ctx, limits.pool_max_idle_per_target)
             self.h2_pools.append(stage.h1_pool)
 

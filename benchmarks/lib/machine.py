@@ -118,5 +118,7 @@ def collect(repo: Path) -> dict[str, str]:
         "nginx": _first_line(["nginx", "-v"]),
         "haproxy": _first_line(["haproxy", "-v"]),
         "wrk": _first_line(["wrk", "-v"]),
+        "h2load": _first_line(["h2load", "--version"]),
+        "grpcio": _package_version("grpcio"),
         "meshproxy_revision": _git_revision(repo),
     }

@@ -147,6 +147,7 @@ try:
         "admin": _cfg.ADMIN_LISTEN,
         "default_target": _cfg.INBOUND_DEFAULT_TARGET,
         "log_level": _cfg.LOG_LEVEL,
+        "opaque_ports": _cfg.OPAQUE_PORTS,
     }
 except Exception:  # the proxy is being built; fall back to the documented names
     ENV = {
@@ -155,6 +156,7 @@ except Exception:  # the proxy is being built; fall back to the documented names
         "admin": "MESHPROXY_ADMIN_LISTEN",
         "default_target": "MESHPROXY_INBOUND_DEFAULT_TARGET",
         "log_level": "MESHPROXY_LOG_LEVEL",
+        "opaque_ports": "MESHPROXY_OPAQUE_PORTS",
     }
 PURE_ENV = "MESHPROXY_PURE"
 
@@ -209,15 +211,66 @@ def start_meshproxy(
     pure: bool,
     name: str,
     log_level: str = "warning",
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
+    """meshproxy with ``upstream`` as the inbound default target; ``port`` is the outbound listener.
+
+    ``info["ports"]`` has all three listeners (scenarios that load the inbound
+    side use ``ports["inbound"]``); ``extra_env`` adds MESHPROXY_* settings
+    such as the opaque ports.
+    """
     outbound, inbound, admin = free_ports(3)
     ports = {"outbound": outbound, "inbound": inbound, "admin": admin}
     env = meshproxy_env(pure, ports, upstream, log_level)
+    env.update(extra_env or {})
     status = fastpath_status(repo, env)
     proc = group.start(name, placement.pin_proxy() + meshproxy_argv(repo), env=env, cwd=repo)
     try:
         wait_http_ok(proc, f"http://{LOOPBACK}:{admin}/ready", timeout=20)
         wait_tcp(proc, LOOPBACK, outbound, timeout=5)
+        wait_tcp(proc, LOOPBACK, inbound, timeout=5)
     except NotReady as err:
         raise _fail(proc, err) from None
-    return Server(name, proc, outbound, admin_port=admin, info={"fastpath": status})
+    return Server(name, proc, outbound, admin_port=admin, info={"fastpath": status, "ports": ports})
+
+
+# ---- any server from a template --------------------------------------------------------
+
+
+def start_templated(
+    group: ProcessGroup,
+    placement: Placement,
+    run_dir: Path,
+    kind: str,
+    template: str,
+    name: str,
+    *,
+    under_test: bool = True,
+    extra_ports: int = 0,
+    **values: Any,
+) -> Server:
+    """nginx or HAProxy (``kind``) from ``template``, on a fresh port, ready when it listens.
+
+    The template gets ``{{port}}``, ``{{run_dir}}``, ``{{name}}`` and
+    ``{{port2}}``... for ``extra_ports`` more listeners (in ``info["ports"]``).
+    ``under_test`` pins it to the proxy CPU; otherwise (a backend) to the load CPUs.
+    """
+    port, *more = free_ports(1 + extra_ports)
+    extra = {f"port{i + 2}": p for i, p in enumerate(more)}
+    suffix = "conf" if kind == "nginx" else "cfg"
+    conf = render(template, run_dir / f"{name}.{suffix}", run_dir=run_dir, port=port, name=name, **extra, **values)
+    pin = placement.pin_proxy() if under_test else placement.pin_load()
+    if kind == "nginx":
+        (run_dir / "nginx-tmp").mkdir(parents=True, exist_ok=True)
+        argv = pin + ["nginx", "-p", str(run_dir), "-e", str(run_dir / f"{name}-error.log"), "-c", str(conf)]
+    elif kind == "haproxy":
+        argv = pin + ["haproxy", "-db", "-f", str(conf)]
+    else:
+        raise ValueError(f"unknown server kind {kind!r}")
+    proc = group.start(name, argv)
+    try:
+        for p in (port, *more):
+            wait_tcp(proc, LOOPBACK, p)
+    except NotReady as err:
+        raise _fail(proc, err) from None
+    return Server(name, proc, port, info={"ports": {"main": port, **extra}})

@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks.scenarios import balancing, http1, micro
+from benchmarks.scenarios import balancing, connrate, grpc, h2, http1, memory, micro, tcp
 
-SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (http1, micro, balancing)}
+SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (http1, h2, grpc, tcp, connrate, memory, micro, balancing)}

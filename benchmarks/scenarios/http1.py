@@ -1,7 +1,8 @@
 """Scenario ``http1``: HTTP/1.1 keep-alive, 64-byte responses, wrk through each proxy.
 
 Variants, all against the same nginx and sending identical requests:
-direct (wrk -> nginx), haproxy, meshproxy (compiled fast path) and
+direct (wrk -> nginx), haproxy, nginx (a second nginx as the proxy, one
+worker, keep-alive upstream), meshproxy (compiled fast path) and
 meshproxy-pure (MESHPROXY_PURE=1). They run alternately, one measured wrk
 run per variant per round with the order rotated each round, so drift of the
 machine over time spreads over all variants instead of biasing one. The
@@ -21,7 +22,7 @@ from benchmarks.lib import procs, wrk
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult, Table
 from benchmarks.lib.sampling import LoadWindow
-from benchmarks.lib.servers import NotReady, Server, start_haproxy, start_meshproxy, start_nginx
+from benchmarks.lib.servers import NotReady, Server, start_haproxy, start_meshproxy, start_nginx, start_templated
 
 NAME = "http1"
 DESCRIPTION = "HTTP/1.1 keep-alive, 64-byte responses: wrk -> [proxy] -> nginx"
@@ -30,7 +31,7 @@ DESCRIPTION = "HTTP/1.1 keep-alive, 64-byte responses: wrk -> [proxy] -> nginx"
 BODY = "meshproxy benchmark: a fixed small response body, 64 bytes long."
 assert len(BODY.encode()) == 64, len(BODY.encode())
 
-VARIANTS = ("direct", "haproxy", "meshproxy", "meshproxy-pure")
+VARIANTS = ("direct", "haproxy", "nginx", "meshproxy", "meshproxy-pure")
 RSS_TARGET_MIB = 30.0
 AFTER_LOAD_DELAY_S = 5.0
 # The issue's acceptance line for meshproxy / haproxy throughput.
@@ -108,9 +109,9 @@ def probe(server_port: int, host_header: str) -> str:
 
 def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
     opts = ctx.options
-    duration = getattr(opts, "duration", None) or (4.0 if ctx.quick else 10.0)
+    duration = getattr(opts, "duration", None) or (3.0 if ctx.quick else 10.0)
     rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
-    warmup = 1.0 if ctx.quick else 2.0
+    warmup = 0.5 if ctx.quick else 2.0
     return wrk.WrkParams(threads=1, connections=50, duration_s=duration), rounds, warmup
 
 
@@ -147,6 +148,9 @@ def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
             return variant
         if name == "haproxy":
             variant.server = start_haproxy(ctx.group, ctx.placement, ctx.run_dir, nginx)
+        elif name == "nginx":
+            variant.server = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx",
+                                             "nginx-proxy-http1.conf.tmpl", "http1-nginx", upstream_port=nginx.port)
         else:
             pure = name == "meshproxy-pure"
             log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
@@ -338,8 +342,10 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
     specs = [
         ("meshproxy / haproxy", "meshproxy", "haproxy", "the issue's bar: >= 1.0 done, < 0.7 not done"),
         ("meshproxy / direct", "meshproxy", "direct", "throughput kept with the proxy in the path"),
+        ("meshproxy / nginx", "meshproxy", "nginx", "against nginx as a proxy (one worker)"),
         ("compiled / pure", "meshproxy", "meshproxy-pure", "what the Cython build buys"),
         ("haproxy / direct", "haproxy", "direct", "reference: the same for HAProxy"),
+        ("nginx / direct", "nginx", "direct", "reference: the same for nginx as a proxy"),
     ]
     rows, data = [], {}
     for label, num, den, meaning in specs:
@@ -375,7 +381,7 @@ def _memory_table(variants: list[Variant]) -> tuple[Table, dict[str, Any]]:
             else:
                 met = v.rss_idle_kib / 1024 <= RSS_TARGET_MIB
                 target = f"<= {RSS_TARGET_MIB:.0f} MiB: {'met' if met else 'NOT met'}"
-        elif v.name == "haproxy":
+        elif v.name in ("haproxy", "nginx"):
             target = "(reference)"
         rows.append([v.name, _mib(v.rss_idle_kib), _mib(load), _mib(v.rss_after_kib), _mib(v.hwm_kib), target])
     after = f"{AFTER_LOAD_DELAY_S:.0f} s after load"
@@ -434,6 +440,7 @@ def _result(
             "cpu_placement": ctx.placement.describe(),
             "nginx": "1 worker, return 200, keepalive_requests 1e9, access_log off",
             "haproxy": "nbthread 1, mode http, http-reuse always, no logging",
+            "nginx_proxy": "1 worker, upstream keepalive 1024, proxy_http_version 1.1, Connection \"\", no logs",
             "meshproxy": "outbound listener, routed by Host; MESHPROXY_LOG_LEVEL="
             + (getattr(ctx.options, "meshproxy_log_level", None) or "warning"),
         },

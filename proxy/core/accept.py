@@ -46,7 +46,9 @@ class AcceptStage:
     tunnel_target: Callable[[ConnMeta], Target | None]
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
-    # HTTP/2 clients: upstream connection pool and connection settings (None: relay h2 as opaque).
+    # HTTP/2 clients: upstream connection pool and connection settings, made on
+    # first use by h2_setup (None: relay h2 as opaque).
+    h2_setup: Callable[[], None] | None = None
     h2_pool: object = None
     h2_settings: object = None
     # Inbound: peer proxies start with a transport header naming the app port;
@@ -237,9 +239,10 @@ class Accepted(asyncio.Protocol):
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
-        if kind == detect.H2 and stage.h2_pool is not None:
+        if kind == detect.H2 and stage.h2_setup is not None:
             from proxy._fastpath.h2relay import H2Server
 
+            stage.h2_setup()
             stage.open_connections -= 1
             server = H2Server(stage.ctx, meta, stage.h2_pool, stage.h2_settings, stage.h1_pool)
             transport.set_protocol(server)

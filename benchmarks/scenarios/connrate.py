@@ -1,0 +1,100 @@
+"""Scenario ``connrate``: new connections per second, one small request on each.
+
+wrk sends every request with ``Connection: close``, so each request opens a
+new client connection (the proxies keep their upstream connections to the
+http1 scenario's nginx alive). Variants, alternating: direct, HAProxy, nginx
+(proxy, keep-alive upstream) and meshproxy's outbound listener (routes by Host).
+"""
+
+from __future__ import annotations
+
+from benchmarks.lib import compare, wrk
+from benchmarks.lib.compare import Contender, Sample
+from benchmarks.lib.context import Context
+from benchmarks.lib.report import ScenarioResult
+from benchmarks.lib.servers import start_meshproxy, start_templated
+from benchmarks.scenarios.http1 import BODY, probe
+
+NAME = "connrate"
+DESCRIPTION = "new connections per second: wrk -H 'Connection: close' -> [proxy] -> nginx, 64-byte responses"
+CONNECTIONS = 50
+
+
+def _params(ctx: Context) -> tuple[wrk.WrkParams, float, int]:
+    opts = ctx.options
+    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
+    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    return wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration), (0.5 if ctx.quick else 2.0), rounds
+
+
+def run(ctx: Context) -> ScenarioResult:
+    params, warmup, rounds = _params(ctx)
+    ctx.progress(f"[{NAME}] starting servers ({ctx.placement.describe()})")
+    backend = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-http1.conf.tmpl",
+                              "connrate-backend", under_test=False, body=BODY)
+    host = backend.address
+    log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
+
+    def direct() -> Contender:
+        return Contender("direct", target=backend.address)
+
+    def haproxy() -> Contender:
+        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "haproxy", "haproxy-http1.cfg.tmpl",
+                            "connrate-haproxy", upstream_port=backend.port)
+        return Contender("haproxy", servers=[s], target=s.address)
+
+    def nginx() -> Contender:
+        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-proxy-http1.conf.tmpl",
+                            "connrate-nginx", upstream_port=backend.port)
+        return Contender("nginx", servers=[s], target=s.address)
+
+    def meshproxy() -> Contender:
+        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="connrate-meshproxy",
+                            log_level=log_level)
+        return Contender("meshproxy", servers=[s], target=s.address)
+
+    contenders = [
+        compare.start(ctx, NAME, "direct", "wrk -> nginx", direct),
+        compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", haproxy),
+        compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", nginx),
+        compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", meshproxy),
+    ]
+    headers = {"Host": host, "Connection": "close"}
+    pin = ctx.placement.pin_load()
+
+    def measure(c: Contender, index: int) -> Sample:
+        problem = probe(int(c.target.rpartition(":")[2]), host)
+        if problem:
+            return Sample(index, False, problem)
+        url = f"http://{c.target}/"
+        wrk.run(url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
+        res = wrk.run(url, params, headers=headers, pin=pin)
+        metrics = {"cps": res.rps, "p50_ms": res.latency_ms.get("p50", 0.0), "p99_ms": res.latency_ms.get("p99", 0.0)}
+        return Sample(index, res.ok, res.failure, metrics=metrics, raw={"wrk": res.to_json()})
+
+    compare.alternate(ctx, NAME, contenders, rounds, measure, [backend],
+                      unit=lambda s: f"{s.metrics['cps']:,.0f} conn/s")
+    table, data = compare.table(
+        f"New connections per second (median of {rounds} round{'s' if rounds != 1 else ''})",
+        contenders,
+        ("conn/s", "cps", ",.0f"),
+        [("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f")],
+        [
+            "conn/s: wrk's completed requests per second; each request is on its own new connection"
+            " (Connection: close), so this is also the accept rate of the first hop.",
+            "FAILED: socket errors, status >= 400, a failed probe, or a process that died.",
+        ],
+    )
+    return ScenarioResult(
+        name=NAME,
+        description=DESCRIPTION,
+        params={
+            **params.describe(), "header": "Connection: close", "warmup_s": warmup, "rounds": rounds,
+            "order": "rotated each round", "cpu_placement": ctx.placement.describe(),
+            "haproxy": "nbthread 1, mode http, http-reuse always",
+            "nginx": "1 worker, upstream keepalive 1024, proxy_http_version 1.1, Connection \"\"",
+            "meshproxy": "outbound listener, routed by Host",
+        },
+        tables=[table],
+        data={"variants": {c.name: c.to_json() for c in contenders}, "summary": data},
+    )
