@@ -62,7 +62,9 @@ cdef class H2Server:
     cdef public bint in_flight
     cdef public bint draining
     cdef public bint writing_paused
+    cdef public bint dirty
     cpdef void dispatch(self, object event) except *
+    cpdef void write_out(self) except *
     cpdef void send_headers(self, int sid, list headers, bint end_stream) except *
     cpdef void ack(self, int sid, long long n) except *
     cpdef void flush(self) except *
@@ -76,7 +78,9 @@ cdef class H2Client:
     cdef public list waiting
     cdef public bint connected
     cdef public bint dead
+    cdef public bint dirty
     cpdef void open(self, object ex) except *
+    cpdef void write_out(self) except *
     cpdef void dispatch(self, object event) except *
     cpdef void ack(self, int sid, long long n) except *
     cpdef void flush(self) except *
