@@ -68,6 +68,8 @@ cdef class ServerConn:
     cdef int repicks
     cdef double t_sent
     cdef public object bridge
+    cdef bytes last_host
+    cdef object last_target
     cdef void advance(self)
     cpdef void hold_reading(self, bint on)
     cpdef void bridge_done(self)

@@ -242,6 +242,8 @@ class ServerConn:
         self.repicks = 0
         self.t_sent = 0.0
         self.bridge = None  # carries the request to a peer proxy over HTTP/2 (h1bridge.H1ToH2)
+        self.last_host = None  # Host of the last passthrough request, and where it went
+        self.last_target = None
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -371,11 +373,23 @@ class ServerConn:
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
             self.fail(errors.LoadShed())
             return False
-        try:
-            target = ctx.router.route(head, self.meta, self)
-        except errors.ProxyError as err:
-            self.fail(err)
-            return False
+        host = head.host
+        if (host is not None and host == self.last_host and head.dst_override is None
+                and head.method != b"CONNECT" and len(head.target) > 0 and head.target[0] == 47):
+            # Same Host as this connection's previous request, origin-form, no
+            # override: the router would answer the same passthrough target.
+            target = self.last_target
+        else:
+            try:
+                target = ctx.router.route(head, self.meta, self)
+            except errors.ProxyError as err:
+                self.fail(err)
+                return False
+            self.last_host = None
+            if (target is not QUEUED and target.service is None and host is not None
+                    and head.dst_override is None and len(head.target) > 0 and head.target[0] == 47):
+                self.last_host = host  # only passthrough targets: balanced ones are picked per request
+                self.last_target = target
         if target is QUEUED:
             # The router keeps this connection and calls routed() or fail().
             self.pause(PAUSE_CONNECTING)
