@@ -97,6 +97,17 @@ def _forwardable(headers):
     return [(n, v) for n, v in headers if n not in _HOP]
 
 
+def _end(conn, sid, trailers):
+    """End our side of a stream: with trailers when there are any, else an empty END_STREAM DATA."""
+    try:
+        if trailers is not None:
+            conn.send_headers(sid, trailers, True)
+        else:
+            conn.end_stream(sid)
+    except h2conn.H2UsageError:
+        pass  # the stream was reset meanwhile
+
+
 class Exchange:
     """One request stream: from the client's connection to an upstream stream and back."""
 
@@ -198,13 +209,7 @@ class Exchange:
             self.server.ack(self.sid, flow)
         if not self.to_up and self.up_end_pending:
             self.up_end_pending = False
-            try:
-                if self.trailers_up is not None:
-                    conn.send_headers(self.up_sid, self.trailers_up, True)
-                else:
-                    conn.end_stream(self.up_sid)
-            except h2conn.H2UsageError:
-                pass
+            _end(conn, self.up_sid, self.trailers_up)
         client.flush()
         # The WINDOW_UPDATEs that let the client send more are queued on its
         # connection: this may run from an upstream callback, so send them now.
@@ -260,13 +265,7 @@ class Exchange:
                 self.client.ack(self.up_sid, flow)
         if not self.to_down and self.down_end_pending:
             self.down_end_pending = False
-            try:
-                if self.trailers_down is not None:
-                    conn.send_headers(self.sid, self.trailers_down, True)
-                else:
-                    conn.end_stream(self.sid)
-            except h2conn.H2UsageError:
-                pass
+            _end(conn, self.sid, self.trailers_down)
             self.finish()
         server.flush()
 
