@@ -18,7 +18,7 @@ from time import perf_counter
 
 from proxy import errors
 from proxy._fastpath.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
-from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK
+from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, settle_pick
 
 ORIG_PROTO = b"l5d-orig-proto"
 CANCEL = 0x8
@@ -222,8 +222,7 @@ class H1ToH2:
         if self.settled:
             return
         self.settled = True
-        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
-        self.target.service.settle(self.target, rtt, outcome)
+        settle_pick(self.target, self.t_sent, outcome)
 
     def routed(self, target):
         """A new endpoint for a retried request (the balancer's queue may call this later)."""

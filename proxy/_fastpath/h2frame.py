@@ -11,6 +11,8 @@ uncompiled and compiled with ``h2frame.pxd``.
 
 import cython
 
+from proxy._fastpath.sentinel import NEED_MORE
+
 # ---------------------------------------------------------------- constants
 
 # Frame types (RFC 9113 6). Any other type is passed through for the caller to ignore.
@@ -112,19 +114,7 @@ _PREFACE = PREFACE
 _PREFACE_LEN = len(PREFACE)
 
 
-class _NeedMore:
-    """Type of NEED_MORE: no complete frame buffered yet, feed more bytes."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return "NEED_MORE"
-
-    def __reduce__(self):
-        return "NEED_MORE"
-
-
-NEED_MORE = _NeedMore()
+# NEED_MORE (proxy._fastpath.sentinel) is re-exported: callers compare with ``is``.
 
 
 class H2Error(Exception):

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from typing import Final, final
 
 @final
-class _NeedMore: ...
+from proxy._fastpath.sentinel import NeedMore as _NeedMore
 
 NEED_MORE: Final[_NeedMore]
 

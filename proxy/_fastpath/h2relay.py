@@ -19,7 +19,7 @@ import cython
 from proxy import errors
 from proxy._fastpath import h2conn
 from proxy.core import transport_header
-from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK
+from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, settle_pick
 
 # RFC 9113 error codes used here.
 NO_ERROR = 0x0
@@ -43,6 +43,16 @@ _dirty = []
 
 def _begin_batch():
     _batch[0] += 1
+
+
+def _deferred(conn):
+    """While a read is being processed, mark ``conn`` for one write at its end; True if deferred."""
+    if _batch[0] == 0:
+        return False
+    if not conn.dirty:
+        conn.dirty = True
+        _dirty.append(conn)
+    return True
 
 
 def _end_batch():
@@ -342,8 +352,7 @@ class Exchange:
         if self.settled:
             return
         self.settled = True
-        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
-        self.target.service.settle(self.target, rtt, outcome)
+        settle_pick(self.target, self.t_sent, outcome)
 
     def fail(self, err):
         """Answer with a synthesized error response, or reset if the response already started."""
@@ -493,12 +502,8 @@ class H2Server:
             self.conn.acknowledge_received(sid, n)
 
     def flush(self):
-        if _batch[0] > 0:
-            if not self.dirty:
-                self.dirty = True
-                _dirty.append(self)
-            return
-        self.write_out()
+        if not _deferred(self):
+            self.write_out()
 
     def write_out(self):
         if self.writing_paused or self.transport is None or self.closed:
@@ -659,12 +664,8 @@ class H2Client:
             self.flush()
 
     def flush(self):
-        if _batch[0] > 0:
-            if not self.dirty:
-                self.dirty = True
-                _dirty.append(self)
-            return
-        self.write_out()
+        if not _deferred(self):
+            self.write_out()
 
     def write_out(self):
         if self.transport is None or self.dead:

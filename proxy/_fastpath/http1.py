@@ -7,6 +7,8 @@ status to answer with. The same source runs uncompiled and compiled by
 Cython with ``http1.pxd`` beside it, which supplies every type.
 """
 
+from proxy._fastpath.sentinel import NEED_MORE
+
 # Byte values are named once; the .pxd types them as C globals so the loops
 # below compare C integers, while plain Python sees ordinary ints.
 _HTAB = 9
@@ -96,19 +98,7 @@ _HEX_VALUE = bytes(
 )
 
 
-class _NeedMore:
-    """Type of NEED_MORE: the head is not complete yet, feed more bytes."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return "NEED_MORE"
-
-    def __reduce__(self):
-        return "NEED_MORE"
-
-
-NEED_MORE = _NeedMore()
+# NEED_MORE (proxy._fastpath.sentinel) is re-exported: callers compare with ``is``.
 
 
 class ParseError(Exception):

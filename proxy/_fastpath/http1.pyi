@@ -3,7 +3,7 @@
 from typing import Final, final
 
 @final
-class _NeedMore: ...
+from proxy._fastpath.sentinel import NeedMore as _NeedMore
 
 NEED_MORE: Final[_NeedMore]
 

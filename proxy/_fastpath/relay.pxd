@@ -5,6 +5,8 @@ from proxy._fastpath.metrics cimport HttpStats, TcpStats
 cdef class ClientConn
 cdef class ServerConn
 
+cpdef void settle_pick(object target, double t_sent, int outcome) except *
+
 cdef class HttpContext:
     cdef public object loop
     cdef public object router          # .route(head, meta) -> target (hashable, .host .port .via_connect)

@@ -64,6 +64,12 @@ SETTLE_CANCELLED = 2  # the client went away: nothing learned
 MAX_REPICKS = cython.declare(cython.int, 2)
 
 
+def settle_pick(target, t_sent, outcome):
+    """Give a balancer back its pick of ``target``: the round trip since ``t_sent`` (0: not sent) and how it ended."""
+    rtt = perf_counter() - t_sent if t_sent > 0.0 else 0.0
+    target.service.settle(target, rtt, outcome)
+
+
 class _Queued:
     """``route()`` result: no target yet; the router calls ``routed()`` or ``fail()`` later."""
 
@@ -439,9 +445,7 @@ class ServerConn:
         if self.settled:
             return
         self.settled = True
-        target = self.target
-        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
-        target.service.settle(target, rtt, outcome)
+        settle_pick(self.target, self.t_sent, outcome)
 
     def uncount(self):
         if self.counted:
