@@ -22,8 +22,10 @@ from proxy._fastpath.relay import HttpContext
 from proxy.config import Config
 from proxy.core.accept import AcceptStage
 from proxy.inbound import server as inbound
+from proxy.inbound.authz import InboundAuthorizer
 from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
+from proxy.telemetry import tls as tls_metrics
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
@@ -48,19 +50,37 @@ class App:
         self.discovery_metrics = None
         self.outbound_router = None
         self.h2_pools: list = []
+        # The policy file (None when MESHPROXY_POLICY is unset): ``policy_watch.current``
+        # is the PolicySet in force, ``policy_watch.subscribe(cb)`` hears of new ones.
+        self.policy_watch = None
+        self.outbound_policy = None
+        self.identity = None  # LocalIdentity when MESHPROXY_IDENTITY_NAME is set
+        self.tls_stats = {d: tls_metrics.TlsStats(d) for d in ("outbound", "inbound")}
+        self.authorizer = InboundAuthorizer(config.policy)
 
     def _context(self, direction: str) -> HttpContext:
         limits = self.config.limits
+        connector = Connector(self.loop, limits.connect_timeout, self.identity, self.tls_stats[direction])
         return HttpContext(
-            self.loop, None, None, Connector(self.loop, limits.connect_timeout),
+            self.loop, None, None, connector,
             HttpStats(direction), TcpStats(direction, "src"), TcpStats(direction, "dst"), limits,
         )
 
+    def is_ready(self) -> bool:
+        """Listening, and (with an identity) holding a certificate peers will accept."""
+        return self.ready and (self.identity is None or self.identity.ready)
+
     async def start(self) -> None:
         cfg = self.config
-        hooks = AdminHooks(is_ready=lambda: self.ready, metrics=self.render_metrics,
+        self._load_policy()
+        hooks = AdminHooks(is_ready=self.is_ready, metrics=self.render_metrics,
                            shutdown=self.shutdown, config=cfg.describe)
         self.servers["admin"] = await listen(self.loop, cfg.admin_listen, lambda: AdminProtocol(hooks))
+        if cfg.identity.name is not None:
+            from proxy.identity.local import LocalIdentity
+
+            self.identity = LocalIdentity(cfg.identity, self.loop)
+            self.identity.start()  # raises ConfigError: the command exits 64
 
         if cfg.discovery.destination is not None:
             # Loaded only when configured: the sources' libraries cost memory.
@@ -71,12 +91,18 @@ class App:
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
             await self.resolver.start()
         out_ctx = self._context("outbound")
+        if self.policy_watch is not None:
+            self.policy_watch.subscribe(lambda _: setattr(out_ctx, "policy_gen", out_ctx.policy_gen + 1))
         in_ctx = self._context("inbound")
         self.contexts = {"outbound": out_ctx, "inbound": in_ctx}
         own: set[tuple[str, int]] = set()
-        out_stage, out_router = outbound.build(cfg, out_ctx, own, self.resolver)
+        out_stage, out_router = outbound.build(cfg, out_ctx, own, self.resolver, self.outbound_policy)
         self.outbound_router = out_router
         in_stage, _ = inbound.build(cfg, in_ctx)
+        in_stage.identity = self.identity
+        in_stage.tls_stats = self.tls_stats["inbound"]
+        in_stage.handshake_timeout = cfg.identity.handshake_timeout
+        in_stage.authorizer = self.authorizer
         self._enable_h2(out_stage)
         self._enable_h2(in_stage)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
@@ -88,11 +114,33 @@ class App:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.ready = True
         log.info(
-            "meshproxy ready",
+            "meshproxy listening" if not self.is_ready() else "meshproxy ready",
+            identity=cfg.identity.name,
             version=proxy.__version__,
             compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
+
+    def _load_policy(self) -> None:
+        """Read MESHPROXY_POLICY before anything binds: an invalid file is a configuration error."""
+        settings = self.config.policy
+        if settings.path is None:
+            return
+        from proxy.config import POLICY, ConfigError
+        from proxy.outbound.policy import OutboundPolicy
+        from proxy.policy.watch import PolicyFileError, PolicyWatch
+
+        watch = PolicyWatch(settings.path, self.config.discovery.cluster_domain)
+        try:
+            watch.load()
+        except PolicyFileError as err:
+            raise ConfigError(POLICY, settings.path, str(err)) from None
+        self.policy_watch = watch
+        self.outbound_policy = OutboundPolicy(watch.current, settings.retry_limit, settings.retry_buffer_bytes,
+                                              settings.route_label_limit, self.config.discovery.cluster_domain)
+        watch.subscribe(self.outbound_policy.update)
+        watch.subscribe(lambda policy_set: self.authorizer.update(policy_set.authz))
+        self.authorizer.update(watch.current.authz)
 
     def _enable_h2(self, stage: AcceptStage) -> None:
         """HTTP/2 clients get per-request proxying over a multiplexed upstream pool.
@@ -148,6 +196,11 @@ class App:
             ctx.sweep()
         if self.outbound_router is not None:
             self.outbound_router.sweep(self.loop.time())
+        if self.identity is not None:
+            self.identity.check_files()
+        self.authorizer.sweep()
+        if self.policy_watch is not None:
+            self.policy_watch.poll()
         self.trimmer.observe(self._open() + sum(ctx.pool.idle_count for ctx in self.contexts.values()))
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
@@ -159,6 +212,13 @@ class App:
             self.discovery_metrics.render(extra)
         if self.outbound_router is not None and self.resolver is not None:
             metrics.render_balancers(extra, self.outbound_router.services)
+        if self.identity is not None:
+            self.identity.render(extra)
+            tls_metrics.render(extra, list(self.tls_stats.values()))
+        self.authorizer.render(extra)
+        if self.policy_watch is not None:
+            self.policy_watch.render(extra)
+            metrics.render_routes(extra, self.outbound_policy)
         return metrics.render(http, tcp, extra)
 
     def shutdown(self) -> None:
@@ -196,6 +256,8 @@ class App:
             self._sweeper.cancel()
         if self.resolver is not None:
             await self.resolver.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         self.servers["admin"].close()
         log.info("meshproxy stopped")
 

@@ -34,6 +34,9 @@ def _run(args: argparse.Namespace) -> int:
         app = App(cfg)
         try:
             await app.start()
+        except cfgmod.ConfigError as err:  # the policy file is read at start
+            print(f"meshproxy: invalid configuration: {err}", file=sys.stderr)
+            return EX_CONFIG
         except OSError as err:
             print(f"meshproxy: cannot listen: {err}", file=sys.stderr)
             return EX_UNAVAILABLE
@@ -47,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
 # module has main(argv) -> int and is imported only when used.
 DELEGATED = {
     "demo": ("proxy.demo", "run a small local mesh and print its golden metrics"),
+    "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
     "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
 }

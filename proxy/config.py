@@ -57,8 +57,28 @@ EWMA_DEFAULT_RTT = "MESHPROXY_EWMA_DEFAULT_RTT"
 EWMA_DECAY = "MESHPROXY_EWMA_DECAY"
 LOG_FORMAT = "MESHPROXY_LOG_FORMAT"
 LOG_LEVEL = "MESHPROXY_LOG_LEVEL"
+IDENTITY_NAME = "MESHPROXY_IDENTITY_NAME"
+IDENTITY_SERVICE = "MESHPROXY_IDENTITY_SERVICE"
+IDENTITY_TOKEN_FILE = "MESHPROXY_IDENTITY_TOKEN_FILE"
+IDENTITY_TRUST_ANCHORS = "MESHPROXY_IDENTITY_TRUST_ANCHORS"
+IDENTITY_CERT_FILE = "MESHPROXY_IDENTITY_CERT_FILE"
+IDENTITY_KEY_FILE = "MESHPROXY_IDENTITY_KEY_FILE"
+IDENTITY_RENEW_FRACTION = "MESHPROXY_IDENTITY_RENEW_FRACTION"
+IDENTITY_MIN_BACKOFF = "MESHPROXY_IDENTITY_MIN_BACKOFF"
+IDENTITY_MAX_BACKOFF = "MESHPROXY_IDENTITY_MAX_BACKOFF"
+TLS_HANDSHAKE_TIMEOUT = "MESHPROXY_TLS_HANDSHAKE_TIMEOUT"
+POLICY = "MESHPROXY_POLICY"
+DEFAULT_POLICY = "MESHPROXY_DEFAULT_POLICY"
+CLUSTER_NETWORKS = "MESHPROXY_CLUSTER_NETWORKS"
+INBOUND_PROBE_PATHS = "MESHPROXY_INBOUND_PROBE_PATHS"
+RETRY_BUFFER_BYTES = "MESHPROXY_RETRY_BUFFER_BYTES"
+RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
+ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
+DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
+                    "cluster-authenticated", "deny")
+DEFAULT_CLUSTER_NETWORKS = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -141,6 +161,41 @@ class BalancerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """Who this proxy is and where its certificate comes from (read by proxy/identity/local.py).
+
+    ``name`` None: no identity, every connection is plaintext. Otherwise either
+    ``service`` (an issuer, with a token) or ``cert_file``/``key_file``
+    (certificates managed outside, reloaded on change) provides the leaf.
+    """
+
+    name: str | None
+    trust_domain: str
+    service: str | None
+    token_file: str | None
+    trust_anchors: str | None
+    cert_file: str | None
+    key_file: str | None
+    renew_fraction: float
+    min_backoff: float
+    max_backoff: float
+    handshake_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """Where reliability and authorization policy comes from (read by proxy/policy)."""
+
+    path: str | None
+    default_policy: str
+    cluster_networks: tuple[str, ...]
+    probe_paths: tuple[str, ...]
+    retry_buffer_bytes: int = 65536
+    retry_limit: int = 3
+    route_label_limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort
@@ -155,15 +210,19 @@ class Config:
     limits: Limits
     discovery: DiscoverySettings
     balancer: BalancerSettings
+    identity: IdentitySettings
+    policy: PolicySettings
 
     def describe(self) -> dict[str, str]:
         """Settings as strings, for ``/config`` on the admin port and logs."""
         out: dict[str, str] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, (Limits, DiscoverySettings, BalancerSettings)):
+            if isinstance(value, (Limits, DiscoverySettings, BalancerSettings, IdentitySettings, PolicySettings)):
+                prefix = {"identity": "identity_", "policy": "policy_"}.get(field.name, "")
                 for sub in dataclasses.fields(value):
-                    out[sub.name] = str(getattr(value, sub.name))
+                    item = getattr(value, sub.name)
+                    out[prefix + sub.name] = "" if item is None else str(item)
             elif isinstance(value, PortSet):
                 out[field.name] = ",".join(
                     str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges
@@ -285,6 +344,33 @@ def parse_host_port_list(text: str) -> tuple[HostPort, ...]:
     return items
 
 
+def parse_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 0.95:
+        raise ValueError("must be between 0.1 and 0.95")
+    return value
+
+
+def parse_service_url(text: str) -> str:
+    text = text.strip()
+    if not text.startswith("https://") or len(text) <= len("https://"):
+        raise ValueError("expected https://host:port")
+    return text
+
+
+def parse_networks(text: str) -> tuple[str, ...]:
+    nets = tuple(str(ipaddress.ip_network(part.strip(), strict=False)) for part in text.split(",") if part.strip())
+    return nets
+
+
+def parse_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(part.strip() for part in text.split(",") if part.strip())
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"paths must start with '/': {path!r}")
+    return paths
+
+
 # ---- the table: name -> (default, parser) ------------------------------------
 
 SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
@@ -331,6 +417,24 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     EWMA_DECAY: ("10s", parse_duration, "PeakEWMA decay time"),
     LOG_FORMAT: ("plain", parse_choice(("plain", "json")), "log format"),
     LOG_LEVEL: ("info", parse_choice(LOG_LEVELS), "log level (changeable at /proxy-log-level)"),
+    IDENTITY_NAME: (None, str, "this proxy's identity (sa.ns.serviceaccount.identity.<trust domain>); unset = no mTLS"),
+    IDENTITY_SERVICE: (None, parse_service_url, "issuer URL (https://host:port) that signs the proxy's CSR"),
+    IDENTITY_TOKEN_FILE: (None, str, "file holding the token sent to the issuer (re-read at each renewal)"),
+    IDENTITY_TRUST_ANCHORS: (None, str, "PEM file of trust anchors (roots) for peers and the issuer"),
+    IDENTITY_CERT_FILE: (None, str, "leaf certificate + chain PEM managed outside (instead of the issuer); reloaded"),
+    IDENTITY_KEY_FILE: (None, str, "private key PEM for IDENTITY_CERT_FILE; reloaded with it"),
+    IDENTITY_RENEW_FRACTION: ("0.7", parse_fraction, "renew the certificate at this fraction of its lifetime"),
+    IDENTITY_MIN_BACKOFF: ("1s", parse_duration, "first retry delay after a failed certificate request"),
+    IDENTITY_MAX_BACKOFF: ("60s", parse_duration, "longest retry delay after failed certificate requests"),
+    TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration, "mesh TLS handshake time limit, both directions"),
+    POLICY: (None, str, "policy file (YAML: routes, retries, splits, authorization); reloaded on change"),
+    DEFAULT_POLICY: ("all-unauthenticated", parse_choice(DEFAULT_POLICIES),
+                     "inbound authorization for ports without a Server in the policy"),
+    CLUSTER_NETWORKS: (DEFAULT_CLUSTER_NETWORKS, parse_networks, "client networks that cluster-* policies admit"),
+    INBOUND_PROBE_PATHS: ("", parse_paths, "request paths always allowed inbound (kubelet probes), comma-separated"),
+    RETRY_BUFFER_BYTES: ("64KiB", parse_size, "request body kept for retries; larger (or chunked) requests are never retried"),
+    RETRY_LIMIT: ("3", parse_positive_int, "retries per request on isRetryable routes without their own limit"),
+    ROUTE_LABEL_LIMIT: ("500", parse_positive_int, "distinct (service, route) metric labels; more count as route=\"other\""),
 }
 
 
@@ -427,7 +531,50 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             ewma_default_rtt=v[EWMA_DEFAULT_RTT],
             ewma_decay=v[EWMA_DECAY],
         ),
+        identity=_identity(v, sources),
+        policy=PolicySettings(
+            path=v[POLICY],
+            default_policy=v[DEFAULT_POLICY],
+            cluster_networks=v[CLUSTER_NETWORKS],
+            probe_paths=v[INBOUND_PROBE_PATHS] or (),
+            retry_buffer_bytes=v[RETRY_BUFFER_BYTES],
+            retry_limit=v[RETRY_LIMIT],
+            route_label_limit=v[ROUTE_LABEL_LIMIT],
+        ),
     )
+
+
+def _identity(v: dict[str, Any], sources: Mapping[str, str]) -> IdentitySettings:
+    """Identity settings, checked as a whole: a name needs trust anchors and exactly one certificate source."""
+    settings = IdentitySettings(
+        name=v[IDENTITY_NAME],
+        trust_domain=v[TRUST_DOMAIN],
+        service=v[IDENTITY_SERVICE],
+        token_file=v[IDENTITY_TOKEN_FILE],
+        trust_anchors=v[IDENTITY_TRUST_ANCHORS],
+        cert_file=v[IDENTITY_CERT_FILE],
+        key_file=v[IDENTITY_KEY_FILE],
+        renew_fraction=v[IDENTITY_RENEW_FRACTION],
+        min_backoff=v[IDENTITY_MIN_BACKOFF],
+        max_backoff=v[IDENTITY_MAX_BACKOFF],
+        handshake_timeout=v[TLS_HANDSHAKE_TIMEOUT],
+    )
+    if settings.name is None:
+        return settings
+    if settings.trust_anchors is None:
+        raise ConfigError(IDENTITY_TRUST_ANCHORS, None, f"required when {IDENTITY_NAME} is set")
+    files = (settings.cert_file is not None, settings.key_file is not None)
+    if files[0] != files[1]:
+        missing = IDENTITY_KEY_FILE if files[0] else IDENTITY_CERT_FILE
+        raise ConfigError(missing, None, f"{IDENTITY_CERT_FILE} and {IDENTITY_KEY_FILE} go together")
+    if files[0] and settings.service is not None:
+        raise ConfigError(IDENTITY_SERVICE, settings.service, f"set either it or {IDENTITY_CERT_FILE}, not both")
+    if not files[0]:
+        if settings.service is None:
+            raise ConfigError(IDENTITY_SERVICE, None, f"required when {IDENTITY_NAME} is set (or give certificate files)")
+        if settings.token_file is None:
+            raise ConfigError(IDENTITY_TOKEN_FILE, None, f"required with {IDENTITY_SERVICE}")
+    return settings
 
 
 # Names read by other parts of the command (not the proxy itself), so the

@@ -8,6 +8,8 @@ reused afterwards (its framing can no longer be trusted).
 
 from __future__ import annotations
 
+import ssl
+
 
 class ProxyError(Exception):
     status: int = 502
@@ -81,14 +83,54 @@ class ResponseTimeout(UpstreamError):
     closes = True
 
 
+class RouteTimeout(UpstreamError):
+    """A route's whole-request timeout (policy) passed before any response head, retries included.
+
+    The upstream was too slow; the request was complete, so the client
+    connection stays usable (``fail`` still closes it if the body was not).
+    """
+
+    status = 504
+    reason = "request timed out"
+
+
 class UpstreamReset(UpstreamError):
     reason = "connection closed before response"
     closes = True
 
 
+class PeerTlsFailed(UpstreamError):
+    """Mutual TLS with a meshed peer failed: wrong identity, untrusted or expired certificate."""
+
+    reason = "mesh TLS handshake failed"
+
+
 class BadResponse(UpstreamError):
     reason = "invalid response from upstream"
     closes = True
+
+
+# ---- caused by policy: the request is well-formed but not allowed ------------
+
+
+class PolicyError(ProxyError):
+    status = 403
+    reason = "forbidden by policy"
+    level = "info"
+
+
+class Unauthorized(PolicyError):
+    """Inbound authorization denied the client (identity, network or route)."""
+
+    reason = "unauthorized request"
+
+
+# ---- caused by identity: this proxy cannot prove who it is yet ----------------
+
+
+class IdentityError(ProxyError):
+    status = 503
+    reason = "no identity certificate yet"
 
 
 # ---- caused by the proxy's own state ------------------------------------------
@@ -117,8 +159,10 @@ class Draining(ProxyError):
 
 def connect_error(exc: BaseException) -> UpstreamError:
     """Map an exception raised while connecting upstream to its typed error."""
-    if isinstance(exc, UpstreamError):
-        return exc
+    if isinstance(exc, (UpstreamError, IdentityError)):
+        return exc  # type: ignore[return-value]
+    if isinstance(exc, ssl.SSLError):
+        return PeerTlsFailed(f"mesh TLS handshake failed: {tls_reason(exc)}")
     if isinstance(exc, TimeoutError):
         return ConnectTimeout()
     if isinstance(exc, ConnectionRefusedError):
@@ -127,3 +171,10 @@ def connect_error(exc: BaseException) -> UpstreamError:
         detail = exc.strerror or type(exc).__name__
         return ConnectFailed(f"connect failed: {detail.lower()}")
     return ConnectFailed()
+
+
+def tls_reason(err: ssl.SSLError) -> str:
+    """A short, bounded description of a failed handshake (metric label and error text)."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (err.verify_message or "certificate verify failed").lower()
+    return (err.reason or type(err).__name__).lower().replace("_", " ")

@@ -1,7 +1,8 @@
-"""``meshproxy demo`` (proxy/demo.py): the metric arithmetic on its own, then
-whole runs as a user starts them: to the end of --duration, stopped by Ctrl-C,
-failing proxies, and the demo itself killed outright. Every run must leave no
-proxy process behind."""
+"""``meshproxy demo`` (the proxy/demo/ package): the metric arithmetic and the
+table on their own, the choice of mode, then whole loopback runs as a user
+starts them: to the end of --duration, stopped by Ctrl-C, failing proxies, and
+the demo itself killed outright. Every run must leave no process behind.
+Namespace mode (root) is tested in tests/integration/test_demo_netns.py."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from pathlib import Path
 import pytest
 
 from proxy import demo
-from proxy.demo import DirectionStats, histogram_quantile, parse_prometheus, summarize
+from proxy.demo import apps, http, netns, spec
+from proxy.demo.mesh import Net
+from proxy.demo.metrics import DirectionStats, histogram_quantile, parse_prometheus, summarize
+from proxy.demo.summary import format_table
 
 REPO = Path(__file__).resolve().parents[1]
 INF = math.inf
@@ -93,6 +97,8 @@ response_latency_ms_bucket{direction="inbound",le="10"} 10
 response_latency_ms_bucket{direction="inbound",le="+Inf"} 10
 response_latency_ms_sum{direction="inbound"} 40.5
 tcp_open_total{direction="inbound",peer="src",note="a \\"quoted\\", value"} 3
+tcp_open_total{direction="inbound",peer="src",tls="true",client_id="web.demo.serviceaccount.identity.cluster.local"} 9
+tcp_open_total{direction="inbound",peer="dst"} 12
 process_cpu_seconds_total 1.5
 """
 
@@ -127,14 +133,54 @@ def test_window_between_two_scrapes():
     assert DirectionStats().success_rate() is None
 
 
-def test_table_has_a_row_per_proxy_and_direction():
+def test_tls_share_counts_accepted_connections_by_their_tls_label():
+    inbound = summarize(parse_prometheus(METRICS))["inbound"]
+    # 9 of the 12 accepted (peer="src") connections were mTLS; peer="dst" ones are the proxy's own.
+    assert (inbound.tls, inbound.tls_of, inbound.tls_unit) == (9, 12, "connections")
+    assert inbound.tls_share() == pytest.approx(0.75)
+
+
+def test_tls_share_prefers_requests_when_they_carry_a_tls_label():
+    text = (
+        'request_total{direction="inbound",tls="true",client_id="a"} 30\n'
+        'request_total{direction="inbound",tls="no_identity"} 10\n'
+        'tcp_open_total{direction="inbound",peer="src",tls="true"} 1\n'
+    )
+    inbound = summarize(parse_prometheus(text))["inbound"]
+    assert (inbound.requests, inbound.tls, inbound.tls_of, inbound.tls_unit) == (40, 30, 40, "requests")
+    assert DirectionStats().tls_share() is None
+
+
+def test_tls_share_from_a_series_of_mtls_connections():
+    # A proxy that counts mTLS connections apart: their share of the accepted ones.
+    text = (
+        'tcp_open_total{direction="inbound",peer="src"} 4\n'
+        'tcp_open_total{direction="inbound",peer="dst"} 9\n'
+        'tls_connections_total{direction="inbound",tls="true",client_id="load.demo.serviceaccount.identity.x"} 3\n'
+        'tls_connections_total{direction="outbound",tls="true",server_id="api.demo.serviceaccount.identity.x"} 2\n'
+        'tcp_open_total{direction="outbound",peer="src"} 5\n'
+    )
+    stats = summarize(parse_prometheus(text))
+    assert (stats["inbound"].tls, stats["inbound"].tls_of) == (3, 4)
+    assert (stats["outbound"].tls, stats["outbound"].tls_of) == (2, 5)
+
+
+def test_table_has_a_row_per_service():
     snapshot = {"web": summarize(parse_prometheus(METRICS)), "api": None}
-    table = demo.format_table(snapshot, None, 2.0)
+    table = format_table(snapshot, None, 2.0)
     lines = table.splitlines()
-    assert lines[0].split() == ["POD", "DIRECTION", "REQUESTS", "SUCCESS", "RPS", "P50", "P95", "P99"]
-    assert lines[1].split()[:5] == ["web", "inbound", "10", "80.00%", "5.0"]
-    assert lines[2].split()[:4] == ["web", "outbound", "4", "75.00%"]
-    assert "api" in lines[3] and "unavailable" in lines[3]
+    assert lines[0].split() == ["SERVICE", "MESHED", "SUCCESS", "RPS", "P50", "P95", "P99", "TLS"]
+    assert lines[1].split()[:4] == ["web", "yes", "80.00%", "5.0"]
+    assert lines[1].split()[-1] == "75%"
+    assert lines[2].split()[:2] == ["api", "no"] and "unavailable" in lines[2]
+
+
+def test_window_tls_falls_back_to_the_totals_without_new_connections():
+    # Keep-alive connections: a window with no new connection shows the share so far.
+    earlier = {"web": {"inbound": DirectionStats(10, 10, 0, {INF: 10}, tls=4, tls_of=4)}}
+    later = {"web": {"inbound": DirectionStats(30, 30, 0, {INF: 30}, tls=4, tls_of=4)}}
+    [_, row] = format_table(later, earlier, 2.0).splitlines()
+    assert row.split()[3] == "10.0" and row.split()[-1] == "100%"
 
 
 @pytest.mark.parametrize("argv", [["--rps", "0"], ["--rps", "100000"], ["--duration", "-1"], ["--failure-rate", "2"]])
@@ -144,17 +190,39 @@ def test_bad_arguments_are_usage_errors(argv, capsys):
     assert exc.value.code == 2
 
 
+def test_the_mesh_is_load_web_api_backend():
+    chain = {s.name: s.calls for s in spec.SERVICES}
+    assert chain == {"load": ("web",), "web": ("api",), "api": ("backend",), "backend": ()}
+    assert [s.name for s in spec.SERVICES if not s.serves] == ["load"]
+    assert spec.identity_name("web") == "web.demo.serviceaccount.identity.cluster.local"
+    assert spec.service_authority("api") == "api.demo.svc.cluster.local:8080"
+
+
+def test_auto_mode_falls_back_to_loopback_with_the_reason(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(netns, "unavailable", lambda state_dir: "network namespaces and iptables need root")
+    assert demo._choose_mode("auto", tmp_path) == "loopback"
+    assert "need root); running on loopback" in capsys.readouterr().out
+    with pytest.raises(spec.DemoError, match="not available: network namespaces and iptables need root"):
+        demo._choose_mode("netns", tmp_path)
+    assert demo._choose_mode("loopback", tmp_path) == "loopback"
+
+
+def test_namespace_mode_needs_root(monkeypatch, tmp_path):
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert netns.unavailable(tmp_path) == "network namespaces and iptables need root"
+
+
 # ---- the sample app and its client, without proxies ----------------------------
 
 
 def test_sample_app_answers_over_keep_alive():
     async def scenario() -> None:
-        spec = demo.ServiceSpec("api", latency_ms=(0.0, 1.0), failure_rate=0.0)
-        app = demo.SampleApp(spec, mesh=None, outbound=demo.Http1Client(demo.HOST, 1))  # type: ignore[arg-type]
-        port = await app.start()
-        client = demo.Http1Client(demo.HOST, port, max_idle=2)
+        service = spec.ServiceSpec("api", latency_ms=(0.0, 1.0), failure_rate=0.0)
+        app = apps.SampleApp(service, callees=[])
+        port = await app.start(Net().listen("127.0.0.1", 0))
+        client = http.Http1Client(http.tcp("127.0.0.1", port), max_idle=2)
         try:
-            first = await client.get("/", f"{demo.HOST}:{port}")
+            first = await client.get("/", f"127.0.0.1:{port}")
             assert first.status == 200 and json.loads(first.body)["service"] == "api"
             assert len(client._idle) == 1
             pooled = client._idle[0]
@@ -163,7 +231,7 @@ def test_sample_app_answers_over_keep_alive():
             # Once the app is gone, the pooled connection is dead (retried
             # once) and a new one is refused: an error of the expected kinds.
             await app.stop()
-            with pytest.raises(demo.CLIENT_ERRORS):
+            with pytest.raises(http.CLIENT_ERRORS):
                 await client.get("/", "api", timeout=2.0)
         finally:
             client.close()
@@ -172,9 +240,21 @@ def test_sample_app_answers_over_keep_alive():
     asyncio.run(scenario())
 
 
+def test_an_app_reports_a_failing_callee_as_502():
+    async def scenario() -> None:
+        dead = http.Http1Client(http.tcp("127.0.0.1", 1), max_idle=0)
+        app = apps.SampleApp(spec.ServiceSpec("web", calls=("api",)), [apps.Callee("api", dead, "api:8080")])
+        status, payload = await app.handle("GET", "/")
+        assert status == 502 and payload["error"].startswith("api unreachable")
+
+    asyncio.run(scenario())
+
+
 # ---- whole runs ---------------------------------------------------------------
 
-COMMAND = [sys.executable, "-m", "proxy", "demo"]
+COMMAND = [sys.executable, "-m", "proxy", "demo", "--mode", "loopback"]
+PODS = ("load", "web", "api", "backend")
+SERVICES = ("web", "api", "backend")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -206,13 +286,14 @@ def _assert_gone(pids: list[int], within: float = 5.0) -> None:
     assert not [pid for pid in pids if _running(pid)], "meshproxy processes left behind"
 
 
-def _summary_rows(output: str) -> dict[tuple[str, str], list[str]]:
+def _summary_rows(output: str) -> dict[str, list[str]]:
+    """The final table: service -> its 8 columns."""
     summary = output.split("\nsummary:", 1)[1]
     rows = {}
     for line in summary.splitlines()[2:]:
         fields = line.split()
-        if len(fields) == 8 and fields[1] in ("inbound", "outbound"):
-            rows[(fields[0], fields[1])] = fields
+        if len(fields) == 8 and fields[0] in SERVICES:
+            rows[fields[0]] = fields
     return rows
 
 
@@ -265,43 +346,60 @@ def test_demo_runs_for_its_duration_and_cleans_up(tmp_path):
     out = run.stdout
     assert run.returncode == 0, f"stdout:\n{out}\nstderr:\n{run.stderr}"
     pids = _proxy_pids(out)
-    assert len(pids) == 2
-    _assert_gone(pids)
+    assert len(pids) == 4
+    issuer = re.search(r"issuer +https://127\.0\.0\.1:\d+ +pid (\d+)", out)
+    assert issuer, out
+    _assert_gone(pids + [int(issuer[1])])
     assert str(tmp_path) in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["api-proxy.log", "web-proxy.log"]
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {f"{pod}-proxy.log" for pod in PODS} | {f"{pod}-proxy.yaml" for pod in PODS} <= names
+    assert {"endpoints.yaml", "issuer.log", "trust-anchors.pem", "identity", "tokens"} <= names
     # Periodic tables came every 2 s before the final summary.
     assert out.count("] last ") >= 2
 
     rows = _summary_rows(out)
-    # ~50 rps for 6 s crossed web's inbound, web's outbound and api's inbound.
-    for pod, direction in (("web", "inbound"), ("web", "outbound"), ("api", "inbound")):
-        _, _, requests, success, rps, p50, p95, p99 = rows[(pod, direction)]
-        assert int(requests) >= 150, (pod, direction, out)
-        assert float(success.rstrip("%")) >= 90.0, (pod, direction, out)
-        assert 25 <= float(rps) <= 60, (pod, direction, out)
+    # ~50 rps for 6 s crossed every service's inbound proxy, each hop meshed.
+    for service in SERVICES:
+        _, meshed, success, rps, p50, p95, p99, tls = rows[service]
+        assert meshed == "yes", out
+        assert float(success.rstrip("%")) >= 90.0, (service, out)
+        assert 25 <= float(rps) <= 60, (service, out)
         assert p50 != "-" and p99 != "-"
+        assert tls == "100%", (service, out)
     load = re.search(r"load generator: sent (\d+), answered (\d+) .* errors (\d+)", out)
     assert load, out
     sent, answered, errors = map(int, load.groups())
     assert sent >= 150 and answered >= sent - 2 and errors <= 2, out
 
 
+def test_without_identity_the_hops_are_plaintext(tmp_path):
+    run = subprocess.run(COMMAND + ["--duration", "3", "--no-identity", "--log-dir", str(tmp_path)], env=_env(),
+                         cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "identity off" in run.stdout
+    rows = _summary_rows(run.stdout)
+    assert {service: rows[service][-1] for service in SERVICES} == {s: "0%" for s in SERVICES}
+    assert "issuer.log" not in {p.name for p in tmp_path.iterdir()}
+    _assert_gone(_proxy_pids(run.stdout))
+
+
 def test_ctrl_c_ends_the_demo_cleanly(tmp_path):
-    run = Demo(["--interval", "1", "--log-dir", str(tmp_path)], _env())
+    run = Demo(["--interval", "1", "--no-identity", "--log-dir", str(tmp_path)], _env())
     run.wait_for(r"^\[\s*1\.\d+s\]", timeout=45)  # the first periodic table: traffic is flowing
     pids = _proxy_pids("".join(run.seen))
-    assert len(pids) == 2
+    assert len(pids) == 4
     run.proc.send_signal(signal.SIGINT)
     returncode, out, err = run.finish(timeout=30)
     assert returncode == 0, err
     assert "\nsummary:" in out
-    assert ("web", "inbound") in _summary_rows(out)
+    assert "web" in _summary_rows(out)
     _assert_gone(pids)
 
 
 def test_a_proxy_that_cannot_start_fails_the_demo_and_is_cleaned_up(tmp_path):
     # A bad setting in the user's environment makes every proxy exit 64.
-    run = subprocess.run(COMMAND + ["--duration", "3", "--log-dir", str(tmp_path)], env=_env(MESHPROXY_LOG_LEVEL="loud"), cwd=REPO,
+    run = subprocess.run(COMMAND + ["--duration", "3", "--no-identity", "--log-dir", str(tmp_path)],
+                         env=_env(MESHPROXY_LOG_LEVEL="loud"), cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run.stdout + run.stderr
     assert re.search(r"proxy exited with status 64", run.stderr), run.stderr
@@ -312,8 +410,9 @@ def test_a_proxy_that_cannot_start_fails_the_demo_and_is_cleaned_up(tmp_path):
 def test_proxies_die_with_a_killed_demo(tmp_path):
     run = Demo(["--duration", "60", "--log-dir", str(tmp_path)], _env())
     run.wait_for(r"^load: ", timeout=45)
-    pids = _proxy_pids("".join(run.seen))
-    assert len(pids) == 2 and all(_running(pid) for pid in pids)
+    seen = "".join(run.seen)
+    pids = _proxy_pids(seen) + [int(re.search(r"issuer .* pid (\d+)", seen)[1])]
+    assert len(pids) == 5 and all(_running(pid) for pid in pids)
     run.proc.kill()
     run.proc.wait(10)
     _assert_gone(pids, within=15.0)

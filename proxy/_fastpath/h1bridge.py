@@ -160,6 +160,16 @@ class H1ToH2:
             if name == b":status":
                 status = int(value)
                 break
+        if conn.rp is not None and conn.retry_wanted(status):
+            # Retried by the relay on a new pick: this stream and its answer go no further.
+            self.settle(SETTLE_FAILED)
+            self.done = True
+            if self.client is not None:
+                self.client.reset(self.up_sid, CANCEL)
+                self.client = None
+            conn.bridge = None
+            conn.retry()
+            return
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         bodiless = end_stream or self.head.method == b"HEAD" or status in (204, 304)
         close = conn.close_after

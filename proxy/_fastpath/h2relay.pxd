@@ -38,6 +38,13 @@ cdef class Exchange:
     cdef public bint orig_h1
     cdef public bint req_ended
     cdef public object timer
+    cdef public object rp              # outbound: route policy (outbound/policy.py), or None
+    cdef public list replay            # request DATA kept for a retry, or None
+    cdef public Py_ssize_t replay_size
+    cdef public int attempts           # retries sent
+    cdef public object route_timer
+    cdef public double route_ms        # latency at the response head, while the gRPC class waits for trailers
+    cdef public bint grpc_pending
     cpdef void start(self) except *
     cpdef void routed(self, object target) except *
     cpdef void attach(self, object client, int up_sid) except *
@@ -63,6 +70,9 @@ cdef class H2Server:
     cdef public bint draining
     cdef public bint writing_paused
     cdef public bint dirty
+    cdef public object authz       # inbound authorization of this connection, or None
+    cdef bint inbound
+    cdef bytes client_id           # inbound: the verified client identity, sent as l5d-client-id
     cpdef void dispatch(self, object event) except *
     cpdef void write_out(self) except *
     cpdef void send_headers(self, int sid, list headers, bint end_stream) except *

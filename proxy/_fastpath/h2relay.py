@@ -103,8 +103,34 @@ def _status(headers) -> int:
     return 0
 
 
+def _grpc_status(headers) -> int:
+    """``grpc-status`` of a header block, or -1 when absent or malformed."""
+    for name, value in headers:
+        if name == b"grpc-status":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
+def _is_grpc(headers) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
+
+
 def _forwardable(headers):
     return [(n, v) for n, v in headers if n not in _HOP]
+
+
+def _client_id_headers(headers, client_id):
+    """Inbound: only this proxy speaks for the client's identity; a client's own l5d-client-id goes."""
+    out = [(n, v) for n, v in headers if n != b"l5d-client-id"]
+    if client_id is not None:
+        out.append((b"l5d-client-id", client_id))
+    return out
 
 
 def _end(conn, sid, trailers):
@@ -145,6 +171,13 @@ class Exchange:
         self.trailers_down = None
         self.req_ended = end_stream
         self.timer = None
+        self.rp = None  # outbound: the route policy (set by the router), or None
+        self.replay = None  # request DATA kept for a retry; None: not replayable
+        self.replay_size = 0
+        self.attempts = 0
+        self.route_timer = None
+        self.route_ms = 0.0
+        self.grpc_pending = False  # a gRPC response whose class waits for its trailers
         self.orig_h1 = False
         for name, _ in headers:
             if name == b"l5d-orig-proto":
@@ -155,11 +188,18 @@ class Exchange:
     def start(self):
         ctx = self.server.ctx
         ctx.stats.requests += 1
+        if self.server.authz is not None:
+            denied = self.server.authz.check_h2(self.meta, self.headers)
+            if denied is not None:
+                self.fail(denied)
+                return
         try:
             target = ctx.router.route(self.meta, self.server.meta, self)
         except errors.ProxyError as err:
             self.fail(err)
             return
+        if self.rp is not None:
+            self.policy_begin()
         if target is QUEUED:
             return  # the router calls routed() or fail()
         self.routed(target)
@@ -183,14 +223,27 @@ class Exchange:
         self.up_sid = up_sid
         self.t_sent = perf_counter()
         ctx = self.server.ctx
-        if ctx.response_timeout > 0 and self.timer is None:
-            self.timer = ctx.loop.call_later(ctx.response_timeout, self.timed_out)
+        timeout = ctx.response_timeout
+        rp = self.rp
+        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
+            timeout = rp.attempt_timeout
+        if timeout > 0 and self.timer is None:
+            self.timer = ctx.loop.call_later(timeout, self.timed_out)
         self.pump_up()
 
     def timed_out(self):
         self.timer = None
         if not self.resp_started and not self.done:
-            self.fail(errors.ResponseTimeout())
+            rp = self.rp
+            if rp is not None and self.retry_wanted(0, -1):
+                if self.client is not None:
+                    self.client.reset(self.up_sid, CANCEL)
+                    self.client = None
+                self.retry()
+            elif rp is not None and rp.attempt_timeout > 0:
+                self.fail(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
+            else:
+                self.fail(errors.ResponseTimeout())
 
     def cancel_timer(self):
         if self.timer is not None:
@@ -227,6 +280,8 @@ class Exchange:
 
     def on_response(self, headers, end_stream):
         status = _status(headers)
+        if self.rp is not None and self.policy_response(headers, status, end_stream):
+            return  # retried: this response goes no further
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         ctx = self.server.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
@@ -248,6 +303,9 @@ class Exchange:
         self.pump_down()
 
     def on_response_trailers(self, headers):
+        if self.grpc_pending:
+            self.grpc_pending = False
+            self.route_end(0, _grpc_status(headers), self.route_ms)
         self.trailers_down = _forwardable(headers)
         self.down_end_pending = True
         self.pump_down()
@@ -298,14 +356,96 @@ class Exchange:
         self.finish()
 
     def routed_again(self):
+        """Send the request again on a new pick of the same concrete service (a retry, or a stream never processed)."""
         ctx = self.server.ctx
+        failed = self.target
+        self.target = None  # until the new pick (a route timeout meanwhile must unqueue it)
+        if self.replay is not None:
+            # Rewind to the kept body; what was waiting for the old stream's
+            # window goes back to the client's flow control.
+            for _, flow in self.to_up:
+                self.server.ack(self.sid, flow)
+            self.to_up = [(data, 0) for data in self.replay]
+            self.up_end_pending = self.req_ended
         try:
-            target = ctx.router.route(self.meta, self.server.meta, self)
+            if failed is None:
+                target = ctx.router.route(self.meta, self.server.meta, self)
+            elif failed.service is None:
+                target = failed  # not balanced: the only choice (and routing again would count it twice)
+            else:
+                target = failed.service.route(self)
         except errors.ProxyError as err:
             self.fail(err)
             return
         if target is not QUEUED:
             self.routed(target)
+
+    # -- reliability policy (only when the router set ``rp``) -----------------
+    def policy_begin(self):
+        rp = self.rp
+        if rp.limit > 0 and self.meta.method != b"CONNECT":
+            self.replay = []
+        if rp.timeout > 0:
+            self.route_timer = self.server.ctx.loop.call_later(rp.timeout, self.route_timed_out)
+
+    def policy_response(self, headers, status, end_stream):
+        """A response head under a route policy: retry it (True) or count it and let it through."""
+        grpc = _grpc_status(headers)
+        if self.retry_wanted(status, grpc):
+            if self.client is not None:
+                self.client.reset(self.up_sid, CANCEL)
+                self.client = None
+            self.retry()
+            return True
+        elapsed = (perf_counter() - self.t0) * 1000.0
+        if grpc < 0 and not end_stream and _is_grpc(headers):
+            # The gRPC status comes in the trailers: classify then.
+            self.grpc_pending = True
+            self.route_ms = elapsed
+            self.stop_route_timer()
+        else:
+            self.route_end(status, grpc, elapsed)
+        return False
+
+    def retry_wanted(self, status, grpc):
+        """Whether the failed attempt (``status`` with ``grpc`` or -1; status 0: timed out) is sent again;
+        a True answer has taken the budget."""
+        rp = self.rp
+        if self.replay is None or not self.req_ended or self.done or self.attempts >= rp.limit:
+            return False
+        if status != 0 and not rp.retry_on(status, None if grpc < 0 else grpc):
+            return False
+        return rp.withdraw()
+
+    def retry(self):
+        self.settle(SETTLE_FAILED)
+        self.attempts += 1
+        self.rp.stats.retries += 1
+        self.cancel_timer()
+        self.routed_again()
+
+    def route_timed_out(self):
+        self.route_timer = None
+        rp = self.rp
+        if rp is None or self.done or self.resp_started:
+            return
+        if self.target is None:
+            self.server.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
+        self.fail(errors.RouteTimeout(f"request timed out (route timeout {rp.timeout:g}s)"))
+
+    def stop_route_timer(self):
+        if self.route_timer is not None:
+            self.route_timer.cancel()
+            self.route_timer = None
+
+    def route_end(self, status, grpc, elapsed):
+        rp = self.rp
+        self.rp = None
+        self.replay = None
+        self.stop_route_timer()
+        if status == 0:  # classified at the trailers: the head's status was counted then
+            status = 200
+        rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
 
     def upstream_failed(self, err):
         """The upstream connection could not be opened."""
@@ -326,6 +466,12 @@ class Exchange:
         if self.done:
             self.server.ack(self.sid, flow)
             return
+        if self.replay is not None and data:
+            self.replay_size += len(data)
+            if self.replay_size > self.rp.replay_limit:
+                self.replay = None  # too big to keep: this request is not retried
+            else:
+                self.replay.append(data)
         self.to_up.append((data, flow))
         if end_stream:
             self.up_end_pending = True
@@ -358,6 +504,8 @@ class Exchange:
         """Answer with a synthesized error response, or reset if the response already started."""
         if self.done:
             return
+        if self.rp is not None:
+            self.route_end(err.status, -1, (perf_counter() - self.t0) * 1000.0)
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         if self.client is not None:
             self.client.reset(self.up_sid, CANCEL)
@@ -386,6 +534,14 @@ class Exchange:
             return
         self.done = True
         self.cancel_timer()
+        if self.rp is not None:
+            if self.grpc_pending:  # ended without trailers: the HTTP status decides
+                self.grpc_pending = False
+                self.route_end(200, -1, self.route_ms)
+            else:  # the client went away first: nothing to count
+                self.rp = None
+                self.replay = None
+                self.stop_route_timer()
         server = self.server
         server.exchanges.pop(self.sid, None)
         if self.client is not None:
@@ -420,6 +576,9 @@ class H2Server:
         self.draining = False
         self.writing_paused = False
         self.dirty = False
+        self.authz = meta.authz
+        self.inbound = meta.direction == "inbound"
+        self.client_id = meta.client_id.encode("ascii") if meta.client_id else None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -448,7 +607,10 @@ class H2Server:
     def dispatch(self, event):
         kind = type(event)
         if kind is h2conn.RequestReceived:
-            ex = Exchange(self, event.stream_id, event.headers, event.end_stream)
+            headers = event.headers
+            if self.inbound:
+                headers = _client_id_headers(headers, self.client_id)
+            ex = Exchange(self, event.stream_id, headers, event.end_stream)
             self.exchanges[event.stream_id] = ex
             if event.end_stream:
                 ex.up_end_pending = True
@@ -573,8 +735,8 @@ class H2Client:
         self.connected = True
         self.pool.ctx.tcp_dst.opened += 1
         target = self.target
-        if target.mesh_port:
-            # A peer proxy: say which app port this HTTP/2 session is for.
+        if target.needs_header:
+            # A peer proxy's inbound port: say which app port this HTTP/2 session is for.
             transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_HTTP))
         self.conn.initiate()
         waiting, self.waiting = self.waiting, []

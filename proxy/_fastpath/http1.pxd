@@ -21,6 +21,7 @@ cdef class RequestHead:
     cdef readonly bytes upgrade           # Upgrade value when Connection names upgrade, else None
     cdef readonly bytes host              # Host value or None
     cdef readonly bytes dst_override      # l5d-dst-override value or None
+    cdef readonly bint has_client_id      # carries l5d-client-id (inbound strips it: only the proxy may set it)
     cdef readonly tuple connection_tokens # lower-cased tokens of Connection
     cdef readonly Py_ssize_t consumed     # bytes of data used, skipped leading CRLFs included
 
@@ -80,7 +81,7 @@ cdef unsigned char _COLON, _SEMI, _EQUALS, _BACKSLASH
 cdef Py_ssize_t _MAX_EMPTY_LINES
 cdef long long _MAX_CONTENT_LENGTH, _MAX_CHUNK_SIZE_BEFORE_SHIFT
 cdef int _K_OTHER, _K_CONTENT_LENGTH, _K_TRANSFER_ENCODING, _K_CONNECTION, _K_HOST
-cdef int _K_KEEP_ALIVE, _K_PROXY_CONNECTION, _K_TE, _K_UPGRADE, _K_EXPECT, _K_DST_OVERRIDE
+cdef int _K_KEEP_ALIVE, _K_PROXY_CONNECTION, _K_TE, _K_UPGRADE, _K_EXPECT, _K_DST_OVERRIDE, _K_CLIENT_ID
 cdef int _CONN_CLOSE, _CONN_KEEP_ALIVE, _CONN_UPGRADE
 cdef int _TE_UNKNOWN, _TE_CHUNKED_LAST, _TE_COUNT_SHIFT
 cdef int _S_SIZE, _S_SIZE_WS, _S_EXT_PRE_NAME, _S_EXT_NAME, _S_EXT_NAME_WS, _S_EXT_PRE_VALUE

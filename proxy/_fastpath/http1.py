@@ -42,6 +42,7 @@ _K_TE = 7
 _K_UPGRADE = 8
 _K_EXPECT = 9
 _K_DST_OVERRIDE = 10
+_K_CLIENT_ID = 11
 
 # Bits returned by _connection_tokens.
 _CONN_CLOSE = 1
@@ -325,6 +326,8 @@ def _field_kind(data, start, length):
         if _ieq(data, start, b"connection", 10):
             return _K_CONNECTION
         return _K_KEEP_ALIVE if _ieq(data, start, b"keep-alive", 10) else _K_OTHER
+    if length == 13:
+        return _K_CLIENT_ID if _ieq(data, start, b"l5d-client-id", 13) else _K_OTHER
     if length == 14:
         return _K_CONTENT_LENGTH if _ieq(data, start, b"content-length", 14) else _K_OTHER
     if length == 16:
@@ -536,6 +539,7 @@ def parse_request_head(data, max_size):
     host = None
     host_count = 0
     dst_override = None
+    has_client_id = False
 
     while True:
         if i >= limit:
@@ -576,6 +580,8 @@ def parse_request_head(data, max_size):
             if dst_override is not None:
                 raise ParseError(400, "multiple l5d-dst-override")
             dst_override = data[value_start:value_end]
+        elif kind == _K_CLIENT_ID:
+            has_client_id = True
         else:
             hop_by_hop = True
             if kind == _K_CONNECTION:
@@ -605,6 +611,7 @@ def parse_request_head(data, max_size):
     head.upgrade = upgrade if (conn_flags & _CONN_UPGRADE and version == 11) else None
     head.host = host
     head.dst_override = dst_override
+    head.has_client_id = has_client_id
     head.connection_tokens = () if tokens is None else tuple(tokens)
     head.consumed = end
     return head

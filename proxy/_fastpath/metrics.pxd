@@ -18,3 +18,16 @@ cdef class TcpStats:
     cdef public long long closed
     cdef public long long read_bytes
     cdef public long long write_bytes
+
+cdef class RouteStats:
+    cdef readonly str dst
+    cdef readonly str route
+    cdef public long long requests
+    cdef public long long retries
+    cdef public long long successes
+    cdef public long long failures
+    cdef readonly long long[::1] latency_buckets
+    cdef readonly double[::1] bounds
+    cdef public double latency_sum_ms
+    cdef public long long latency_count
+    cpdef void record(self, double latency_ms, bint failure)

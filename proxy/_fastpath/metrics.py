@@ -62,3 +62,37 @@ class TcpStats:
         self.closed = 0
         self.read_bytes = 0
         self.write_bytes = 0
+
+
+class RouteStats:
+    """Counts and latency of one (service, route) label pair, bumped by the relays per request.
+
+    ``requests`` counts requests as the client sent them (a retried request is
+    one request); ``retries`` counts the extra attempts. Responses are counted
+    once per request, with the route's classification.
+    """
+
+    def __init__(self, dst, route):
+        self.dst = dst
+        self.route = route
+        self.requests = 0
+        self.retries = 0
+        self.successes = 0
+        self.failures = 0
+        self.latency_buckets = _zeros(_NBUCKETS + 1)
+        self.bounds = memoryview(array.array("d", LATENCY_BUCKETS_MS))
+        self.latency_sum_ms = 0.0
+        self.latency_count = 0
+
+    def record(self, latency_ms, failure):
+        i: cython.int
+        if failure:
+            self.failures += 1
+        else:
+            self.successes += 1
+        i = 0
+        while i < _NBUCKETS and latency_ms > self.bounds[i]:
+            i += 1
+        self.latency_buckets[i] += 1
+        self.latency_sum_ms += latency_ms
+        self.latency_count += 1

@@ -26,6 +26,7 @@ cdef class HttpContext:
     cdef public object bridge
     cdef public Py_ssize_t max_in_flight
     cdef public Py_ssize_t in_flight
+    cdef public long long policy_gen   # bumped on every policy change (invalidates per-connection caches)
 
 cdef class Pool:
     cdef public HttpContext ctx
@@ -72,6 +73,16 @@ cdef class ServerConn:
     cdef public object bridge
     cdef bytes last_host
     cdef object last_target
+    cdef long long last_gen
+    cdef public object rp              # outbound: route policy of the request in flight (outbound/policy.py), or None
+    cdef list replay                   # request body kept for a retry, or None
+    cdef Py_ssize_t replay_size
+    cdef Py_ssize_t replay_limit
+    cdef public int attempts           # retries sent for the request in flight
+    cdef object route_timer
+    cdef object authz                  # inbound authorization of this connection, or None
+    cdef bint inbound
+    cdef bytes client_id               # inbound: the verified client identity sent as l5d-client-id
     cdef void advance(self)
     cpdef void hold_reading(self, bint on)
     cpdef void bridge_done(self)
@@ -92,6 +103,13 @@ cdef class ServerConn:
     cpdef void upstream_ready(self, ClientConn conn)
     cpdef void upstream_failed(self, object err)
     cpdef void response_head_sent(self, int status)
+    cdef void _policy_begin(self)
+    cdef void _keep(self, bytes body)
+    cpdef bint retry_wanted(self, int status) except -1
+    cpdef void retry(self)
+    cpdef void attempt_timed_out(self)
+    cdef void _route_end(self, int status, bint failure)
+    cdef void _route_drop(self)
     cpdef void response_done(self, bint tunnel)
     cpdef void fail(self, object err)
     cpdef void begin_drain(self)
@@ -128,5 +146,6 @@ cdef class ClientConn:
     cdef void on_body(self, Py_ssize_t head_len=*, bytes head=*)
     cdef void _cancel_timer(self)
     cdef void finish(self, bint reusable)
+    cdef void _discard(self, ResponseHead rh, Py_ssize_t consumed)
     cpdef void connect_failed(self, object exc)
     cpdef void abort(self)

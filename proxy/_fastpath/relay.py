@@ -108,6 +108,7 @@ class HttpContext:
         self.draining = False
         self.bridge = None  # (ServerConn, head, target) -> h1bridge.H1ToH2, for meshed targets
         self.max_in_flight = 0  # 0: no limit (the outbound side sets one)
+        self.policy_gen = 0  # bumped when the policy changes: per-connection target caches are stale
         self.in_flight = 0
         self.pool = Pool(self, limits.pool_max_idle_per_target, limits.pool_idle_timeout)
 
@@ -250,6 +251,16 @@ class ServerConn:
         self.bridge = None  # carries the request to a peer proxy over HTTP/2 (h1bridge.H1ToH2)
         self.last_host = None  # Host of the last passthrough request, and where it went
         self.last_target = None
+        self.last_gen = 0  # ctx.policy_gen when last_target was chosen
+        self.rp = None  # the route policy of the request in flight (set by the router), or None
+        self.replay = None  # request body kept for a retry; None: not replayable
+        self.replay_size = 0
+        self.replay_limit = 0
+        self.attempts = 0
+        self.route_timer = None
+        self.authz = meta.authz
+        self.inbound = meta.direction == "inbound"
+        self.client_id = meta.client_id.encode("ascii") if meta.client_id else None
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
@@ -288,6 +299,8 @@ class ServerConn:
         self.ctx.tcp_src.closed += 1
         self.settle(SETTLE_CANCELLED)
         self.uncount()
+        if self.rp is not None:
+            self._route_drop()
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
             bridge.cancel()
@@ -376,11 +389,19 @@ class ServerConn:
         self.settled = True  # until a balancer picks an endpoint
         self.t_sent = 0.0
         self.target = None
+        if self.rp is not None:
+            self._route_drop()  # defensive: a previous request's route timer must not outlive it
+        self.attempts = 0
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
             self.fail(errors.LoadShed())
             return False
+        if self.authz is not None:
+            denied = self.authz.check_h1(head)
+            if denied is not None:
+                self.fail(denied)
+                return False
         host = head.host
-        if (host is not None and host == self.last_host and head.dst_override is None
+        if (host is not None and host == self.last_host and self.last_gen == ctx.policy_gen and head.dst_override is None
                 and head.method != b"CONNECT" and len(head.target) > 0 and head.target[0] == 47):
             # Same Host as this connection's previous request, origin-form, no
             # override: the router would answer the same passthrough target.
@@ -392,10 +413,15 @@ class ServerConn:
                 self.fail(err)
                 return False
             self.last_host = None
-            if (target is not QUEUED and target.service is None and host is not None
+            if (target is not QUEUED and target.service is None and self.rp is None and host is not None
                     and head.dst_override is None and len(head.target) > 0 and head.target[0] == 47):
-                self.last_host = host  # only passthrough targets: balanced ones are picked per request
+                # Only passthrough targets without a route policy: balanced
+                # ones are picked, and policy ones routed, per request.
+                self.last_host = host
                 self.last_target = target
+                self.last_gen = ctx.policy_gen
+        if self.rp is not None:
+            self._policy_begin()
         if target is QUEUED:
             # The router keeps this connection and calls routed() or fail().
             self.pause(PAUSE_CONNECTING)
@@ -416,6 +442,8 @@ class ServerConn:
             self.t_sent = perf_counter()
             bridge = ctx.bridge(self, head, target)
             self.bridge = bridge
+            if self.attempts > 0 and self.replay:
+                bridge.send_body(b"".join(self.replay), True)  # a retry: the whole body was kept
             bridge.start()
             if self.buf and not self.req_done and self.bridge is not None:
                 self.forward_body()
@@ -457,7 +485,10 @@ class ServerConn:
             return b""
         target: bytes = head.target
         absolute: cython.bint = len(target) > 0 and target[0] != 47 and target[0] != 42 and head.method != b"CONNECT"
-        if not head.hop_by_hop and not absolute:
+        # Inbound, only this proxy speaks for the client's identity: a client's
+        # own l5d-client-id goes, the verified one (if any) is added.
+        strip_id: cython.bint = self.inbound and head.has_client_id
+        if not head.hop_by_hop and not absolute and not strip_id and self.client_id is None:
             return head.raw
         first_line = None
         if absolute:
@@ -466,10 +497,14 @@ class ServerConn:
         drop = head.connection_tokens
         if keep_upgrade:
             drop = tuple([t for t in drop if t != b"upgrade"])
+        if strip_id:
+            drop = drop + (b"l5d-client-id",)
         extra = _NO_EXTRA
         if head.host is None and absolute:
             authority = target[target.find(b"://") + 3 :].split(b"/", 1)[0].split(b"?", 1)[0]
             extra = [(b"Host", authority)]
+        if self.client_id is not None:
+            extra = list(extra) + [(b"l5d-client-id", self.client_id)]
         return rewrite_head(head.raw, first_line, drop, keep_upgrade, extra)
 
     def send_upstream(self, conn: ClientConn):
@@ -481,6 +516,12 @@ class ServerConn:
             self.ctx.tcp_dst.write_bytes += len(self.upstream_head)
             conn.transport.write(self.upstream_head)
             return
+        if self.attempts > 0:
+            # A retry: the whole body was kept (only complete bodies are retried).
+            data = self.upstream_head + b"".join(self.replay)
+            self.ctx.tcp_dst.write_bytes += len(data)
+            conn.transport.write(data)
+            return
         # Send the head together with the body bytes already here: one write.
         # A framing error in those bytes stops the request before any of it
         # (head included) reaches the upstream.
@@ -489,6 +530,8 @@ class ServerConn:
         except ParseError as err:
             self.fail(errors.ClientError(err.reason, status=err.status))
             return
+        if self.replay is not None and body:
+            self._keep(body)
         data = self.upstream_head + body if body else self.upstream_head
         self.ctx.tcp_dst.write_bytes += len(data)
         conn.transport.write(data)
@@ -527,6 +570,8 @@ class ServerConn:
         except ParseError as err:
             self.fail(errors.ClientError(err.reason, status=err.status))
             return
+        if self.replay is not None and body:
+            self._keep(body)
         if self.bridge is not None:
             self.bridge.send_body(b"".join(pieces) if pieces is not None else body, self.req_done)
             return
@@ -587,6 +632,106 @@ class ServerConn:
             self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         ctx = self.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
+        if self.rp is not None:
+            self._route_end(status, status >= 1000 or self.rp.failure_status[status] != 0)
+
+    # -- reliability policy (only when the router set ``rp``) -----------------
+    def _policy_begin(self):
+        """The router matched a route: arm its timeout, and keep the body if the request may be retried."""
+        rp = self.rp
+        head = self.head
+        self.replay = None
+        self.replay_size = 0
+        if rp.limit > 0 and head.upgrade is None and head.method != b"CONNECT":
+            # Chunked bodies are streams: never replayed. A declared length
+            # over the buffer is known too big before the first byte.
+            self.replay_limit = rp.replay_limit
+            if self.req_kind == BODY_NONE or (self.req_kind == BODY_LENGTH and self.req_remaining <= self.replay_limit):
+                self.replay = []
+        if rp.timeout > 0:
+            self.route_timer = self.ctx.loop.call_later(rp.timeout, self._route_timed_out)
+
+    def _keep(self, body: bytes):
+        self.replay_size += len(body)
+        if self.replay_size > self.replay_limit:
+            self.replay = None
+        else:
+            self.replay.append(body)
+
+    def retry_wanted(self, status):
+        """Whether the attempt that just failed (``status``, or 0: it timed out) is sent again.
+
+        Only complete requests whose body was kept, within the route's limit
+        and the service's budget (taken here: a True answer is a retry).
+        """
+        rp = self.rp
+        if self.replay is None or not self.req_done or self.closed or self.attempts >= rp.limit:
+            return False
+        if status != 0 and (status >= 1000 or rp.retry_status[status] == 0):
+            return False
+        return rp.withdraw()
+
+    def retry(self):
+        """Send the request again on a new balancer pick; the failed attempt's response never reaches the client."""
+        self.settle(SETTLE_FAILED)
+        self.attempts += 1
+        self.rp.stats.retries += 1
+        self.upstream = None
+        target = self.target
+        self.target = None  # until the new pick (a timeout meanwhile must unqueue it)
+        try:
+            again = self.ctx.router.reroute(self.head, self.meta, target, self)
+        except errors.ProxyError as err:
+            self.resume(PAUSE_CONNECTING)
+            self.fail(err)
+            return
+        if again is QUEUED:
+            self.pause(PAUSE_CONNECTING)
+            return
+        if self.dispatch(again):
+            self.advance()
+
+    def attempt_timed_out(self):
+        """No response head within the attempt's time (the upstream connection already gave up on it)."""
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.server = None
+            upstream.abort()
+        if self.rp is not None and self.retry_wanted(0):
+            self.retry()
+            return
+        rp = self.rp
+        if rp is not None and rp.attempt_timeout > 0:
+            self.fail(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
+        else:
+            self.fail(errors.ResponseTimeout())
+
+    def _route_timed_out(self):
+        self.route_timer = None
+        rp = self.rp
+        if rp is None or self.closed or not self.in_flight:
+            return
+        if self.target is None and self.bridge is None:
+            self.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
+        self.fail(errors.RouteTimeout(f"request timed out (route timeout {rp.timeout:g}s)"))
+
+    def _route_end(self, status, failure):
+        """The request's outcome is known (a response head or a synthesized error): count it once."""
+        rp = self.rp
+        self.rp = None
+        self.replay = None
+        if self.route_timer is not None:
+            self.route_timer.cancel()
+            self.route_timer = None
+        rp.stats.record((perf_counter() - self.t0) * 1000.0, failure)
+
+    def _route_drop(self):
+        self.rp = None
+        self.replay = None
+        if self.route_timer is not None:
+            self.route_timer.cancel()
+            self.route_timer = None
 
     def hold_reading(self, on):
         """The bridge has too much request body waiting for the peer's window (on) or not (off)."""
@@ -648,6 +793,8 @@ class ServerConn:
         if self.closed:
             return
         ctx = self.ctx
+        if self.rp is not None:
+            self._route_end(err.status, True)
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self.uncount()
         if self.bridge is not None:
@@ -836,8 +983,12 @@ class ClientConn:
         # Reading follows the client's ability to take the response.
         self.set_reading(not server.writing_paused)
         ctx = self.pool.ctx
-        if ctx.response_timeout > 0:
-            self.timer = ctx.loop.call_later(ctx.response_timeout, self._timed_out)
+        timeout: cython.double = ctx.response_timeout
+        rp = server.rp
+        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
+            timeout = rp.attempt_timeout
+        if timeout > 0:
+            self.timer = ctx.loop.call_later(timeout, self._timed_out)
 
     def _timed_out(self):
         self.timer = None
@@ -845,8 +996,8 @@ class ClientConn:
         if server is not None and self.state == C_WAIT_HEAD:
             self.server = None
             self.state = C_DONE
-            server.fail(errors.ResponseTimeout())
             self.abort()
+            server.attempt_timed_out()
 
     def _cancel_timer(self):
         if self.timer is not None:
@@ -877,6 +1028,10 @@ class ClientConn:
                 continue
             break
         self._cancel_timer()
+        if server.rp is not None and server.retry_wanted(status):
+            self._discard(rh, consumed)
+            server.retry()
+            return
         self.head = rh
         if status == 101 or (self.connect_request and 200 <= status < 300):
             if status == 101 and not self.upgrade_requested:
@@ -991,6 +1146,26 @@ class ClientConn:
         else:
             self.abort()
         server.response_done(False)
+
+    def _discard(self, rh: ResponseHead, consumed: cython.Py_ssize_t):
+        """Drop a response that is being retried. The connection is kept only when
+        all of it (a small, length-delimited body) is already here; otherwise
+        the rest would have to be read and thrown away: close instead."""
+        rest: cython.Py_ssize_t = len(self.buf) - consumed
+        status: cython.int = rh.status
+        self.server.upstream = None
+        self.server = None
+        self.buf = b""
+        self.head = None
+        reusable: cython.bint = rh.keep_alive and self.request_keeps and not rh.chunked and not rh.has_transfer_encoding
+        if self.head_request or status == 204 or status == 304:
+            reusable = reusable and rest == 0
+        else:
+            reusable = reusable and rh.content_length == rest
+        if reusable:
+            self.pool.release(self)
+        else:
+            self.abort()
 
     def _bad_response(self, reason):
         server = self.server

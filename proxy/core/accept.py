@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from proxy._fastpath.tunnel import TunnelEnd
 from proxy.config import Config, PortSet
 from proxy.core import transport_header
 from proxy.core.addr import ConnMeta, Target
-from proxy.errors import connect_error
+from proxy.errors import ProxyError, connect_error, tls_reason
+from proxy.transport import tls
+from proxy.transport.connect import open_connection
 from proxy.transport.orig_dst import original_dst
 
 log = structlog.get_logger("proxy.accept")
@@ -55,6 +58,13 @@ class AcceptStage:
     # requests they carry for HTTP/1 apps go through this pool.
     accept_transport_header: bool = False
     h1_pool: object = None
+    # Inbound with an identity: mesh TLS (SNI = our name) is terminated here;
+    # other TLS passes through to the app untouched.
+    identity: object = None
+    tls_stats: object = None
+    handshake_timeout: float = 10.0
+    # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
+    authorizer: object = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
 
@@ -81,7 +91,7 @@ class AcceptStage:
 class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
-    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "raw")
+    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -91,6 +101,7 @@ class Accepted(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
         self.header_pending = False
+        self.header_required = False
         self.raw = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -170,13 +181,15 @@ class Accepted(asyncio.Protocol):
         except transport_header.HeaderError as err:
             log.warning("connection closed: malformed transport header", direction=self.stage.direction,
                         client=_fmt(self.meta.client), error=str(err))
-            self._cancel()
-            self.done = True
-            self.stage.open_connections -= 1
-            self.stage.ctx.tcp_src.closed += 1
-            self.transport.abort()
+            self._close_early()
             return None
         if got is transport_header.NEED_MORE:
+            return None
+        if self.header_required and got is transport_header.NOT_HEADER:
+            # ALPN promised a header: anything else is a broken peer.
+            log.warning("connection closed: mesh TLS session without its transport header",
+                        direction=self.stage.direction, client=_fmt(self.meta.client), client_id=self.meta.client_id)
+            self._close_early()
             return None
         self.header_pending = False
         rest, self.raw = self.raw, b""
@@ -189,6 +202,10 @@ class Accepted(asyncio.Protocol):
             if got.protocol == transport_header.PROTO_OPAQUE:
                 self._hand_off(detect.OPAQUE, rest, False)
                 return None
+        elif self.stage.identity is not None and rest[:1] == b"\x16":
+            # TLS: mesh TLS is admitted after its handshake (the transport
+            # header travels inside it); other TLS when detection ends.
+            pass
         elif not self._admit(rest):
             return None
         return rest if rest else None
@@ -211,6 +228,14 @@ class Accepted(asyncio.Protocol):
             self.stage.ctx.tcp_src.closed += 1
             self.stage.open_connections -= 1
 
+    def _close_early(self) -> None:
+        """Close a connection nothing has been relayed for yet."""
+        self._cancel()
+        self.done = True
+        self.stage.open_connections -= 1
+        self.stage.ctx.tcp_src.closed += 1
+        self.transport.abort()
+
     def _timed_out(self) -> None:
         self.timer = None
         if not self.done:
@@ -226,6 +251,22 @@ class Accepted(asyncio.Protocol):
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
+        if kind == detect.TLS and stage.identity is not None and not meta.tls:
+            hello = self.detector.client_hello
+            if hello is not None and _is_mesh_name(hello.sni, stage.identity):
+                self._terminate(buffered)
+                return
+        if stage.authorizer is not None:
+            # The port the client wanted: the app port behind this proxy.
+            target = stage.connection_target(meta)
+            port = target.port if target is not None else meta.local[1]
+            http = kind == detect.HTTP1 or (kind == detect.H2 and stage.h2_setup is not None)
+            if http or (detected and looks_like_http(buffered)):
+                # HTTP is judged per request (routes); the relay asks meta.authz.
+                meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
+            elif not stage.authorizer.tcp(meta, port, transport):
+                self._close_early()
+                return
         if detected and kind == detect.OPAQUE and looks_like_http(buffered):
             # A broken HTTP request (bare LF, a space in the target...) is not
             # another protocol: the strict parser answers it with 400 rather
@@ -258,6 +299,71 @@ class Accepted(asyncio.Protocol):
             transport.abort()
             return
         open_tunnel(stage, transport, meta, target, buffered, eof, kind)
+
+    def _terminate(self, buffered: bytes) -> None:
+        """Mesh TLS for our identity: the handshake runs here, the decrypted
+        connection starts over (transport header, detection) in a TlsAccepted."""
+        stage, meta = self.stage, self.meta
+        mesh = stage.identity.tls
+        if mesh is None:
+            log.warning("connection closed: mesh TLS arrived before this proxy has a certificate",
+                        direction=stage.direction, client=_fmt(meta.client))
+            self._close_early()
+            return
+        inner = TlsAccepted(stage, meta)
+
+        def done(err: BaseException | None) -> None:
+            if err is None:
+                return
+            reason = tls_reason(err) if isinstance(err, ssl.SSLError) else (str(err) or type(err).__name__)
+            stage.tls_stats.failed(reason)
+            log.info("mesh TLS handshake failed", direction=stage.direction, client=_fmt(meta.client), error=reason)
+            if not inner.started:
+                # The connection ends before the inner protocol ever held it.
+                stage.open_connections -= 1
+                stage.ctx.tcp_src.closed += 1
+
+        # From here the connection's count is carried by ``inner``.
+        tls.serve_handshake(stage.ctx.loop, self.transport, buffered, inner, mesh.server,
+                            stage.handshake_timeout, done)
+
+
+class TlsAccepted(Accepted):
+    """The decrypted side of a connection whose mesh TLS this proxy terminated."""
+
+    __slots__ = ("outer_meta", "started")
+
+    def __init__(self, stage: AcceptStage, outer_meta: ConnMeta) -> None:
+        super().__init__(stage)
+        self.outer_meta = outer_meta
+        self.started = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called once the handshake succeeded; the connection was counted at accept.
+        self.started = True
+        stage = self.stage
+        self.transport = transport  # type: ignore[assignment]
+        ssl_object = transport.get_extra_info("ssl_object")
+        client_id = tls.peer_identity(ssl_object)
+        stage.tls_stats.connected(client_id)
+        self.meta = dataclasses.replace(self.outer_meta, tls=True, client_id=client_id)
+        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == tls.TRANSPORT_ALPN:
+            # The peer addressed our inbound port: the header names the app port.
+            self.header_pending = True
+            self.header_required = True
+            return
+        self._admit()
+
+
+def _is_mesh_name(sni: str | None, identity) -> bool:
+    """Mesh TLS is for us: our own name, or another mesh identity of our trust
+    domain (a peer that expects someone else then fails verification with a
+    clear "hostname mismatch", instead of reaching the app). Any other SNI is
+    the app's own TLS."""
+    if sni is None:
+        return False
+    return sni == identity.name or sni.endswith(".serviceaccount.identity." + identity.settings.trust_domain)
 
 
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
@@ -297,9 +403,8 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
 
     async def connect() -> None:
         try:
-            async with asyncio.timeout(stage.connect_timeout):
-                await ctx.loop.create_connection(lambda: dst, target.host, target.port)
-        except (OSError, TimeoutError) as exc:
+            await open_connection(ctx.connector, target, lambda: dst)
+        except (OSError, TimeoutError, ProxyError) as exc:
             err = connect_error(exc)
             if target.service is not None:
                 target.service.settle(target, time.perf_counter() - started, SETTLE_FAILED)
@@ -311,7 +416,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
         if src.closed:
             dst.close()
             return
-        if target.mesh_port and dst.transport is not None:
+        if target.needs_header and dst.transport is not None:
             # A peer proxy: tell it which app port these raw bytes are for.
             dst.transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_OPAQUE))
         src.link(dst)

@@ -22,11 +22,23 @@ class Target:
     # Non-zero: host:port is a peer proxy's inbound listener and this is the
     # app port behind it (sent in the transport header; part of the pool key).
     mesh_port: int = 0
+    # The peer proxy's identity, when discovery named one: the connection is
+    # mutual TLS and the server must prove this name (part of the pool key).
+    identity: str | None = None
     service: object = field(default=None, compare=False, hash=False, repr=False)
     endpoint: object = field(default=None, compare=False, hash=False, repr=False)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def needs_header(self) -> bool:
+        """A peer proxy's inbound port is addressed directly: a transport header must name the app port.
+
+        When the app port itself is addressed, the peer's iptables redirect
+        tells its proxy the port (SO_ORIGINAL_DST) and no header is sent.
+        """
+        return self.mesh_port != 0 and self.mesh_port != self.port
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,12 @@ class ConnMeta:
     client: tuple[str, int]
     local: tuple[str, int]
     orig_dst: tuple[str, int] | None  # None: addressed to the listener itself
+    # Mesh TLS terminated by this proxy, and the client's verified identity
+    # (None: no client certificate, or plaintext).
+    tls: bool = False
+    client_id: str | None = None
+    # Inbound: the connection's authorization (proxy/inbound/authz.py), read per request.
+    authz: object = field(default=None, compare=False, hash=False, repr=False)
 
 
 def parse_authority(value: bytes, default_port: int) -> Target | None:

@@ -6,6 +6,11 @@ leaves the proxy's own ports alone). The client proxy therefore starts every
 connection to a peer with this header (Linkerd's opaque-transport idea), and
 the inbound side reads it before protocol detection. Sans-IO.
 
+With mutual TLS the header travels inside the TLS session, announced by the
+ALPN protocol ``transport.l5d.io/v1`` (then it is required). When a peer is
+reached at the app's own port (its iptables redirect names the port), no
+header is sent: ``Target.needs_header``.
+
 Wire format (all integers big-endian)::
 
     offset  size  field

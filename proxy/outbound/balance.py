@@ -77,7 +77,9 @@ class BalancedService:
             ep = wanted[key]
             # A meshed endpoint is reached through its proxy, told the app port.
             mesh_port = ep.address[1] if ep.proxy is not None else 0
-            self.targets[key] = Target(host, port, mesh_port=mesh_port, service=self, endpoint=member)
+            # ... and with mutual TLS when discovery names the peer's identity.
+            identity = ep.identity if ep.proxy is not None else None
+            self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, service=self, endpoint=member)
         if added or removed or changed:
             log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
                      endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))
@@ -109,6 +111,11 @@ class BalancedService:
             self._wake()
 
     # -- the queue --------------------------------------------------------------
+    def forget_waiter(self, conn) -> None:
+        """``conn`` no longer waits (it timed out or went away): it must not be routed later."""
+        if any(waiter is conn for _, waiter in self.waiters):
+            self.waiters = deque((d, w) for d, w in self.waiters if w is not conn)
+
     def _arm(self) -> None:
         if self.timer is not None or not self.waiters:
             return

@@ -4,11 +4,14 @@ Destination precedence (per request): the connection's original destination
 when iptables redirected it here, then ``l5d-dst-override``, then an
 absolute-form request URI (``http_proxy=`` clients) or ``CONNECT host:port``,
 then ``Host``. With no discovery configured, the destination is connected to
-directly.
+directly. With a policy file, a destination that has a policy gets its route
+(timeouts, retries, metrics; see outbound/policy.py) and is split over its
+concrete backends, each balanced like any discovered service.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import structlog
@@ -21,6 +24,7 @@ from proxy.errors import LoopDetected, NoDestination, ProxyError, RoutingError
 
 if TYPE_CHECKING:
     from proxy.outbound.balance import BalancedService
+    from proxy.outbound.policy import OutboundPolicy, ServiceRuntime
 
 DIRECTION = "outbound"
 CACHE_LIMIT = 4096  # distinct authorities remembered; the cache is cleared when full
@@ -39,13 +43,16 @@ class OutboundRouter:
     """
 
     def __init__(self, own_addresses: set[tuple[str, int]], loop=None, resolver=None,
-                 settings: BalancerSettings | None = None) -> None:
+                 settings: BalancerSettings | None = None, policy: OutboundPolicy | None = None) -> None:
         self.own = own_addresses
         self.loop = loop
         self.resolver = resolver
         self.settings = settings
+        # None: no policy file configured; the only per-request cost is this check.
+        self.policy = policy
         self._authorities: dict[tuple[bytes, int], Target] = {}
         self._orig: dict[tuple[str, int], Target] = {}
+        self._concrete: dict[tuple[str, int], Target] = {}
         # (host, port) -> BalancedService, or None for names discovery does not know.
         self.services: dict[tuple[str, int], BalancedService | None] = {}
 
@@ -83,6 +90,10 @@ class OutboundRouter:
     # -- the endpoint ------------------------------------------------------------
     def route(self, head, meta: ConnMeta, conn=None):
         target = self.logical(head, meta)
+        if self.policy is not None and not target.via_connect:
+            runtime = self.policy.lookup(target)
+            if runtime is not None:
+                return self._policy_route(runtime, head, conn)
         if self.resolver is None or target.via_connect:
             return target
         service = self._service(target)
@@ -90,13 +101,42 @@ class OutboundRouter:
             return target
         return service.route(conn)
 
+    def _policy_route(self, runtime: ServiceRuntime, head, conn):
+        """The logical service has a policy: its route (told to the relay as ``conn.rp``), then the concrete backend."""
+        rp = runtime.match(head, conn)
+        rp.stats.requests += 1
+        if rp.limit:
+            rp.budget.deposit(time.monotonic())
+        if conn is not None:
+            conn.rp = rp
+        return self._endpoint(self._concrete_target(runtime.backend_for(rp)), conn)
+
+    def _concrete_target(self, address: tuple[str, int]) -> Target:
+        target = self._concrete.get(address)
+        if target is None:
+            target = Target(address[0], address[1])
+            self._remember(self._concrete, address, target)
+        return target
+
+    def _endpoint(self, target: Target, conn):
+        if self.resolver is None:
+            return target
+        service = self._service(target)
+        return target if service is None else service.route(conn)
+
     def reroute(self, head, meta: ConnMeta, failed: Target, conn):
-        """Another endpoint for a request whose connect to ``failed`` did not reach it."""
-        return failed.service.route(conn)  # type: ignore[union-attr]
+        """Another endpoint (a new balancer pick) for a request that failed on ``failed``; a retry or a
+        connect that did not reach it. Unbalanced targets have only themselves."""
+        service = failed.service
+        return failed if service is None else service.route(conn)
 
     def tunnel_target(self, meta: ConnMeta) -> Target | None:
-        """Opaque TCP is balanced per connection with the same balancer."""
+        """Opaque TCP is split by weight and balanced per connection with the same balancer."""
         target = self.connection_target(meta)
+        if target is not None and self.policy is not None:
+            runtime = self.policy.lookup(target)
+            if runtime is not None:
+                target = self._concrete_target(runtime.backend_for_connection())
         if target is None or self.resolver is None:
             return target
         service = self._service(target)
@@ -122,6 +162,12 @@ class OutboundRouter:
             self.sweep(self.loop.time(), 0.0)
         self.services[key] = service
         return service
+
+    def unqueue(self, conn) -> None:
+        """Take a request that gave up (route timeout) out of every balancer's queue."""
+        for service in self.services.values():
+            if service is not None and service.waiters:
+                service.forget_waiter(conn)
 
     def sweep(self, now: float, idle_limit: float = SERVICE_IDLE) -> None:
         """Forget services (and unknown names) nobody used for ``idle_limit`` seconds."""
@@ -164,8 +210,9 @@ def rescue(err: ProxyError, head, meta: ConnMeta, close: bool) -> bytes:
     return error_response(err, close)
 
 
-def build(config: Config, ctx, own_addresses: set[tuple[str, int]], resolver=None) -> tuple[AcceptStage, OutboundRouter]:
-    router = OutboundRouter(own_addresses, ctx.loop, resolver, config.balancer)
+def build(config: Config, ctx, own_addresses: set[tuple[str, int]], resolver=None,
+          policy: OutboundPolicy | None = None) -> tuple[AcceptStage, OutboundRouter]:
+    router = OutboundRouter(own_addresses, ctx.loop, resolver, config.balancer, policy)
     ctx.router = router
     ctx.rescue = rescue
     ctx.max_in_flight = config.balancer.max_in_flight

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.policy.authz_model import AuthzSet
+
 # Linkerd's retry budget defaults (ServiceProfile spec.retryBudget).
 DEFAULT_RETRY_RATIO = 0.2
 DEFAULT_MIN_RETRIES_PER_SECOND = 10
@@ -179,10 +181,14 @@ class ServicePolicy:
 
 @dataclass(frozen=True, slots=True)
 class PolicySet:
-    """Service authority -> policy; ``warnings`` lists shadowed or ignored configuration."""
+    """Service authority -> policy; ``warnings`` lists shadowed or ignored configuration.
+
+    ``authz`` is the inbound side: servers and who may use them (authz_model.py).
+    """
 
     services: dict[str, ServicePolicy]
     warnings: tuple[str, ...] = ()
+    authz: AuthzSet = field(default_factory=AuthzSet)
 
     def get(self, authority: str) -> ServicePolicy | None:
         """Exact ``host:port`` first, then the host alone (profiles are named without ports)."""

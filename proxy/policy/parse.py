@@ -1,12 +1,37 @@
-"""Read a policy file (YAML, multi-document) into a PolicySet: service authority -> ServicePolicy.
+"""Read a policy file (YAML, multi-document) into a PolicySet: service authority -> ServicePolicy,
+plus the inbound authorization policy (``PolicySet.authz``).
 
 Each document is either meshproxy's compact format (a mapping with a
-``services`` key and no ``kind``) or a Linkerd/Kubernetes object, unchanged:
-``ServiceProfile`` (linkerd.io/v1alpha2), ``TrafficSplit``
-(split.smi-spec.io/v1alpha1..4), ``HTTPRoute`` (policy.linkerd.io/v1beta1..3
-and gateway.networking.k8s.io/v1, with Linkerd's ``retry.linkerd.io/*`` and
-``timeout.linkerd.io/*`` annotations). Anything else raises ``ParseError``
-naming the document (index, kind, metadata.name) and the field path.
+``services``, ``servers`` or ``ports`` key and no ``kind``) or a
+Linkerd/Kubernetes object, unchanged: ``ServiceProfile`` (linkerd.io/v1alpha2),
+``TrafficSplit`` (split.smi-spec.io/v1alpha1..4), ``HTTPRoute``
+(policy.linkerd.io/v1beta1..3 and gateway.networking.k8s.io/v1, with Linkerd's
+``retry.linkerd.io/*`` and ``timeout.linkerd.io/*`` annotations). Anything
+else raises ``ParseError`` naming the document (index, kind, metadata.name)
+and the field path.
+
+Inbound (authorization) documents: ``Server`` (policy.linkerd.io/v1beta1..3),
+``ServerAuthorization`` (v1beta1), ``AuthorizationPolicy``,
+``MeshTLSAuthentication`` and ``NetworkAuthentication`` (v1alpha1), and
+HTTPRoutes whose parentRefs name a Server (an HTTPRoute with Service parents
+is outbound; one with both is read as both). They are read by _authz_docs.py
+and linked by _authz_link.py, which documents how references resolve: a name
+that does not resolve in the file is an error. ServiceAccounts become
+identities ``<sa>.<ns>.serviceaccount.identity.<trust_domain>``.
+
+The compact inbound keys::
+
+    ports: {http: 8080, admin-http: 9990}   # resolves Server spec.port names (we cannot see the pod spec)
+    servers:
+      web-http:                             # a Server named web-http in namespace default
+        port: 8080                          # a number or a name from ``ports``
+        protocol: HTTP/1                    # proxyProtocol: unknown (default), HTTP/1, HTTP/2, gRPC, opaque, TLS
+        accessPolicy: deny                  # when no allow entry admits (default deny)
+        allow:                              # any entry admits; all keys of an entry must hold
+          - name: shop                      # authz_name label (default web-http#0)
+            identities: ['*.shop.serviceaccount.identity.cluster.local']
+          - unauthenticated: true           # no identity needed ...
+            networks: [10.0.0.0/8, {cidr: 10.1.0.0/16, except: [10.1.9.0/24]}]   # ... from these
 
 The compact format::
 
@@ -58,9 +83,10 @@ from typing import Any
 
 import yaml
 
-from proxy.policy import _gateway, _linkerd
+from proxy.policy import _authz_docs, _authz_link, _gateway, _linkerd
 from proxy.policy._fields import Doc, ParseError
 from proxy.policy._linkerd import Piece
+from proxy.policy.authz_model import AuthzSet
 from proxy.policy.model import (
     Backend, FailureAccrual, HeaderMatch, PathMatch, PolicySet, RequestMatch, ResponseClass, RetryPolicy,
     Route, ServicePolicy,
@@ -170,17 +196,22 @@ def _compact(doc: Doc) -> list[Piece]:
     return pieces
 
 
-def _read(doc: Doc, domain: str) -> list[Piece]:
+def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector) -> list[Piece]:
     body = doc.body
     if not isinstance(body, dict):
         raise doc.fail("", f"expected a mapping, got {type(body).__name__}")
     if "kind" not in body:
-        if "services" in body:
-            return _compact(doc)
-        raise doc.fail("kind", "missing (and no compact-format 'services' key)")
+        keys = _authz_docs.COMPACT_KEYS | {"services"}
+        if not body.keys() & keys:
+            raise doc.fail("kind", "missing (and no compact-format 'services', 'servers' or 'ports' key)")
+        unknown = sorted(str(k) for k in body.keys() - keys)
+        if unknown:
+            raise doc.fail(unknown[0], "unknown field (the compact format has services, servers and ports)")
+        inbound.compact(doc)
+        return _compact(Doc(doc.index, {"services": body["services"]})) if "services" in body else []
     version = str(body.get("apiVersion", ""))
     known = {"ServiceProfile": _linkerd.PROFILE_VERSIONS, "TrafficSplit": _linkerd.SPLIT_VERSIONS,
-             "HTTPRoute": _gateway.ROUTE_VERSIONS}
+             "HTTPRoute": _gateway.ROUTE_VERSIONS, **_authz_docs.VERSIONS}
     if doc.kind not in known:
         raise doc.fail("kind", f"unknown kind (expected {', '.join(known)} or the compact format)")
     if version not in known[doc.kind]:
@@ -190,25 +221,34 @@ def _read(doc: Doc, domain: str) -> list[Piece]:
         return [_linkerd.service_profile(doc, domain)]
     if doc.kind == "TrafficSplit":
         return [_linkerd.traffic_split(doc, domain)]
-    return _gateway.http_route(doc, domain)
+    if doc.kind in _authz_docs.VERSIONS:
+        inbound.read(doc)
+        return []
+    outbound = inbound.http_route(doc)
+    return _gateway.http_route(outbound, domain) if outbound is not None else []
 
 
-def parse(text: str, cluster_domain: str = "cluster.local") -> PolicySet:
-    """Parse a whole policy file's text; raises ParseError (YAML syntax errors too)."""
+def parse(text: str, cluster_domain: str = "cluster.local", trust_domain: str = "cluster.local") -> PolicySet:
+    """Parse a whole policy file's text; raises ParseError (YAML syntax errors too).
+
+    ``trust_domain`` names ServiceAccount identities in authorization documents.
+    """
     try:
         bodies = [b for b in yaml.safe_load_all(text)]
     except yaml.YAMLError as err:
         raise ParseError(0, "", "", "", f"not valid YAML: {err}") from None
     merged: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
+    inbound = _authz_docs.Collector(trust_domain)
     for index, body in enumerate(bodies):
         if body is None:
             continue
         doc = Doc(index, body)
-        for piece in _read(doc, cluster_domain):
+        for piece in _read(doc, cluster_domain, inbound):
             _merge(merged.setdefault(piece.authority, {"sources": [], "ranks": {}}), piece, doc)
             warnings.extend(piece.warnings)
-    return _finish(merged, warnings)
+    authz, notes = _authz_link.link(inbound)
+    return _finish(merged, warnings + notes, authz)
 
 
 def _merge(acc: dict[str, Any], piece: Piece, doc: Doc) -> None:
@@ -230,7 +270,7 @@ def _merge(acc: dict[str, Any], piece: Piece, doc: Doc) -> None:
         acc["accrual"] = piece.accrual
 
 
-def _finish(merged: dict[str, dict[str, Any]], warnings: list[str]) -> PolicySet:
+def _finish(merged: dict[str, dict[str, Any]], warnings: list[str], authz: AuthzSet) -> PolicySet:
     services: dict[str, ServicePolicy] = {}
     for authority, acc in merged.items():
         base = merged.get(authority.rsplit(":", 1)[0]) if ":" in authority else None
@@ -248,9 +288,9 @@ def _finish(merged: dict[str, dict[str, Any]], warnings: list[str]) -> PolicySet
         if "budget" in acc:
             policy = dataclasses.replace(policy, retry_budget=acc["budget"])
         services[authority] = policy
-    return PolicySet(services, tuple(warnings))
+    return PolicySet(services, tuple(warnings), authz)
 
 
-def parse_file(path: str, cluster_domain: str = "cluster.local") -> PolicySet:
+def parse_file(path: str, cluster_domain: str = "cluster.local", trust_domain: str = "cluster.local") -> PolicySet:
     with open(path, encoding="utf-8") as fh:
-        return parse(fh.read(), cluster_domain)
+        return parse(fh.read(), cluster_domain, trust_domain)

@@ -125,3 +125,49 @@ def render(http: Iterable[HttpStats], tcp: Iterable[TcpStats], extra: Iterable[s
     render_process(out)
     out.extend(extra)
     return ("\n".join(out) + "\n").encode()
+
+
+def _route_series(out: list[str], stats) -> None:
+    labels = {"direction": "outbound", "dst": stats.dst, "rt_route": stats.route}
+    out.append(f"route_request_total{_labels(**labels)} {stats.requests}")
+    out.append(f"route_retry_total{_labels(**labels)} {stats.retries}")
+    for klass, n in (("success", stats.successes), ("failure", stats.failures)):
+        out.append(f"route_response_total{_labels(**labels, classification=klass)} {n}")
+    cumulative = 0
+    for i, bound in enumerate(LATENCY_BUCKETS_MS):
+        cumulative += stats.latency_buckets[i]
+        out.append(f"route_response_latency_ms_bucket{_labels(**labels, le=bound)} {cumulative}")
+    cumulative += stats.latency_buckets[len(LATENCY_BUCKETS_MS)]
+    out.append(f"route_response_latency_ms_bucket{_labels(**labels, le='+Inf')} {cumulative}")
+    out.append(f"route_response_latency_ms_sum{_labels(**labels)} {stats.latency_sum_ms:.3f}")
+    out.append(f"route_response_latency_ms_count{_labels(**labels)} {stats.latency_count}")
+
+
+def render_routes(out: list[str], policy) -> None:
+    """Per-route counters of the outbound policy (bounded by its label limit) and each retry budget's window."""
+    registry = policy.registry
+    everything = list(registry.stats.values())
+    if registry.overflow.requests:
+        everything.append(registry.overflow)
+    # One sample group per metric name, as the exposition format wants.
+    lines: list[str] = []
+    for stats in everything:
+        _route_series(lines, stats)
+    for name, kind, help_text in (
+        ("route_request_total", "counter", "Requests per route (a retried request counts once)."),
+        ("route_retry_total", "counter", "Retries sent per route."),
+        ("route_response_total", "counter", "Responses per route, by the route's classification."),
+        ("route_response_latency_ms", "histogram", "Time from the request head to the response head, retries included."),
+    ):
+        _header(out, name, kind, help_text)
+        out.extend(line for line in lines if line.startswith(name + "{") or line.startswith(name + "_"))
+    now = time.monotonic()
+    states = list(policy.budgets(now))
+    for name, help_text, field in (
+        ("route_retry_budget_available", "Retries the service's budget allows now.", "available"),
+        ("route_retry_budget_requests", "Requests deposited in the budget's window.", "requests"),
+        ("route_retry_budget_retries", "Retries withdrawn in the budget's window.", "retries"),
+    ):
+        _header(out, name, "gauge", help_text)
+        for dst, state in states:
+            out.append(f"{name}{_labels(direction='outbound', dst=dst)} {getattr(state, field)}")

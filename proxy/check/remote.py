@@ -1,0 +1,154 @@
+"""Checks of what the proxy depends on elsewhere: the identity issuer and the
+discovery source (endpoints file, DNS, Kubernetes API)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import urllib.parse
+from pathlib import Path
+
+from proxy.check.results import Result, fail, ok, skip
+from proxy.config import Config
+
+
+def issuer(cfg: Config, timeout: float) -> Result:
+    """TCP + TLS to MESHPROXY_IDENTITY_SERVICE, verified with the trust anchors."""
+    check, title = "issuer", "identity issuer"
+    ident = cfg.identity
+    if ident.name is None:
+        return skip(check, title, "no identity configured")
+    if ident.service is None:
+        return skip(check, title, "certificates come from files (MESHPROXY_IDENTITY_CERT_FILE), not an issuer")
+    url = urllib.parse.urlsplit(ident.service)
+    host, port = url.hostname or "", url.port or 443
+    try:
+        ctx = ssl.create_default_context(cafile=ident.trust_anchors)
+    except (OSError, ssl.SSLError) as err:
+        return fail(check, title, f"cannot read the trust anchors {ident.trust_anchors}: {err}",
+                    "MESHPROXY_IDENTITY_TRUST_ANCHORS must name a readable PEM file")
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                version = tls.version()
+    except ssl.SSLCertVerificationError as err:
+        return fail(check, title, f"{ident.service}: its certificate does not verify: {err.verify_message}",
+                    "the issuer's serving certificate must chain to the trust anchors and name this host "
+                    "(meshproxy identity serve --server-name)")
+    except (OSError, ssl.SSLError) as err:
+        return fail(check, title, f"cannot reach {ident.service}: {err}",
+                    "is meshproxy identity serve running and reachable from here?")
+    return ok(check, title, f"{ident.service} reachable ({version}, certificate verified)")
+
+
+def token_file(cfg: Config) -> Result:
+    check, title = "identity-token", "identity token"
+    ident = cfg.identity
+    if ident.name is None or ident.service is None:
+        return skip(check, title, "no issuer configured")
+    path = Path(ident.token_file or "")
+    try:
+        size = len(path.read_bytes().strip())
+    except OSError as err:
+        return fail(check, title, f"cannot read {path}: {err.strerror}",
+                    "MESHPROXY_IDENTITY_TOKEN_FILE must be readable by the proxy's user")
+    if size == 0:
+        return fail(check, title, f"{path} is empty", "write the pod's token into it")
+    return ok(check, title, f"{path} readable ({size} bytes)")
+
+
+def discovery(cfg: Config, timeout: float) -> Result:
+    check, title = "discovery", "discovery"
+    destination = cfg.discovery.destination
+    if destination is None:
+        return skip(check, title, "no discovery configured (MESHPROXY_DESTINATION unset): destinations pass through")
+    if destination.startswith("file://"):
+        return _file(destination[len("file://"):])
+    if destination == "dns":
+        return _dns(cfg, timeout)
+    return _k8s(cfg, timeout)
+
+
+def _file(path: str) -> Result:
+    from proxy.discovery.filespec import SpecError, parse_document
+
+    check, title = "discovery", "discovery file"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        return fail(check, title, f"cannot read {path}: {err.strerror}", "the endpoints file must exist and be readable")
+    try:
+        services = parse_document(text)
+    except SpecError as err:
+        return fail(check, title, f"{path}: {err}", "fix the file; the proxy keeps the last good version meanwhile")
+    return ok(check, title, f"{path} parses: {len(services)} service{'s' if len(services) != 1 else ''}")
+
+
+def _dns(cfg: Config, timeout: float) -> Result:
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.resolver
+
+    check, title = "discovery", "discovery DNS"
+    if cfg.discovery.dns_nameservers:
+        servers = [(s.host, s.port) for s in cfg.discovery.dns_nameservers]
+    else:
+        try:
+            servers = [(ns, 53) for ns in dns.resolver.Resolver(configure=True).nameservers]
+        except dns.exception.DNSException as err:
+            return fail(check, title, f"no DNS servers: {err}", "check /etc/resolv.conf or set MESHPROXY_DNS_NAMESERVERS")
+    name = f"{cfg.discovery.cluster_domain}."
+    query = dns.message.make_query(name, "SOA")
+    errors = []
+    for host, port in servers:
+        try:
+            response = dns.query.udp(query, host, port=port, timeout=timeout)
+        except (dns.exception.DNSException, OSError) as err:
+            errors.append(f"{host}:{port}: {err or type(err).__name__}")
+            continue
+        rcode = dns.rcode.to_text(response.rcode())
+        return ok(check, title, f"{host}:{port} answers ({rcode} for {name})")
+    return fail(check, title, "no DNS server answered: " + "; ".join(errors),
+                "check the resolver (MESHPROXY_DNS_NAMESERVERS or /etc/resolv.conf)")
+
+
+def _k8s(cfg: Config, timeout: float) -> Result:
+    check, title = "discovery", "discovery Kubernetes API"
+    settings = cfg.discovery
+    api = settings.k8s_api
+    if not api:
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            return fail(check, title, "MESHPROXY_K8S_API unset and not in a cluster (no KUBERNETES_SERVICE_HOST)",
+                        "set MESHPROXY_K8S_API, or run inside the cluster")
+        api = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    url = urllib.parse.urlsplit(api)
+    headers = {"Accept": "application/json"}
+    try:
+        headers["Authorization"] = "Bearer " + Path(settings.k8s_token_file).read_text().strip()
+    except OSError:
+        pass
+    if url.scheme == "https":
+        cafile = settings.k8s_ca_file if os.path.isfile(settings.k8s_ca_file) else None
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            url.hostname or "", url.port or 443, timeout=timeout, context=ssl.create_default_context(cafile=cafile))
+    else:
+        conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=timeout)
+    path = url.path.rstrip("/") + "/api/v1/services?limit=1"
+    try:
+        conn.request("GET", path, headers=headers)
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as err:
+        return fail(check, title, f"cannot reach {api}: {err}", "check MESHPROXY_K8S_API, the network and the CA file")
+    finally:
+        conn.close()
+    if status in (401, 403):
+        return fail(check, title, f"{api} answered {status} to a list of services",
+                    "the proxy's ServiceAccount needs list/watch on services and endpointslices and get on pods")
+    if status != 200:
+        return fail(check, title, f"{api} answered {status}", "check MESHPROXY_K8S_API")
+    return ok(check, title, f"{api} reachable, services listable")

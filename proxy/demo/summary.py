@@ -1,0 +1,44 @@
+"""The golden-metrics table the demo prints: one row per service, read from
+the inbound side of that service's proxy (what its callers experienced)."""
+
+from __future__ import annotations
+
+from proxy.demo.metrics import DirectionStats
+
+Snapshot = dict[str, dict[str, DirectionStats] | None]  # service -> direction -> stats; None: no metrics
+
+COLUMNS = (f"{'SERVICE':<8} {'MESHED':<6} {'SUCCESS':>8} {'RPS':>7} {'P50':>8} {'P95':>8} {'P99':>8} {'TLS':>5}")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}ms" if value < 10 else f"{value:.0f}ms"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def format_table(snapshot: Snapshot, earlier: Snapshot | None, seconds: float) -> str:
+    """One row per service over the window since ``earlier``, or the totals
+    when ``earlier`` is None. MESHED: the service's proxy answered on its admin
+    port. TLS: the share of inbound requests (or connections, when requests
+    carry no tls label) that were mutual TLS; over the window when the window
+    saw any, else since the start (connections are long-lived)."""
+    rows = [COLUMNS]
+    for service, directions in snapshot.items():
+        if directions is None:
+            rows.append(f"{service:<8} {'no':<6} (metrics unavailable)")
+            continue
+        total = directions.get("inbound", DirectionStats())
+        before = ((earlier or {}).get(service) or {}).get("inbound")
+        stats = total.minus(before)
+        rate = stats.success_rate()
+        tls = stats.tls_share() if stats.tls_of > 0 else total.tls_share()
+        rows.append(
+            f"{service:<8} {'yes':<6} {'-' if rate is None else f'{rate:.2%}':>8}"
+            f" {stats.requests / seconds if seconds > 0 else 0.0:>7.1f} {_ms(stats.quantile(0.5)):>8}"
+            f" {_ms(stats.quantile(0.95)):>8} {_ms(stats.quantile(0.99)):>8} {_share(tls):>5}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,220 @@
+"""Inbound authorization on the data plane: who may open a connection to which
+app port, and (for HTTP) which requests on it, with the decisions counted.
+
+The decisions themselves come from proxy/policy/authz.py (sans-IO). This
+module applies them: TCP is judged once at accept and judged again when the
+policy changes (a revoked connection is cut); HTTP is judged per request,
+through the ``ConnAuthz`` that the accept stage attaches to the connection.
+The admin listener is never subject to it: probes of the proxy itself always
+work, and kubelet probes of the app can be allowed by path
+(``MESHPROXY_INBOUND_PROBE_PATHS``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import structlog
+
+from proxy.config import PolicySettings
+from proxy.core.addr import ConnMeta
+from proxy.errors import Unauthorized
+from proxy.policy.authz import Client, Decision, InboundPolicy
+
+log = structlog.get_logger("proxy.inbound.authz")
+
+LABEL_LIMIT = 1000  # distinct label sets per metric; more are counted under "other"
+
+
+class InboundAuthorizer:
+    def __init__(self, settings: PolicySettings) -> None:
+        self.settings = settings
+        self.generation = 0
+        self.policy = InboundPolicy.build(None, settings.default_policy, settings.cluster_networks,
+                                          settings.probe_paths)
+        # label set -> count; HTTP by request, TCP by connection.
+        self.http_allow: dict[tuple, list[int]] = {}
+        self.http_deny: dict[tuple, list[int]] = {}
+        self.tcp_allow: dict[tuple, list[int]] = {}
+        self.tcp_deny: dict[tuple, list[int]] = {}
+        self.tcp_revoked = 0
+        # Open opaque connections, judged again when the policy changes.
+        self._tcp_open: dict[object, tuple[Client, int]] = {}
+
+    # -- policy changes -------------------------------------------------------------
+    def update(self, authz_set) -> None:
+        """A new policy (``PolicySet.authz``): HTTP connections pick it up at their next
+        request; opaque connections it no longer admits are closed now."""
+        s = self.settings
+        self.policy = InboundPolicy.build(authz_set, s.default_policy, s.cluster_networks, s.probe_paths)
+        self.generation += 1
+        for transport, (client, port) in list(self._tcp_open.items()):
+            if transport.is_closing():
+                del self._tcp_open[transport]
+                continue
+            decision = self.policy.port(port).check_connection(client)
+            if not decision.allowed:
+                del self._tcp_open[transport]
+                self.tcp_revoked += 1
+                log.info("connection closed: authorization revoked by a policy change", port=port,
+                         client=client.ip, client_id=client.identity, reason=decision.reason)
+                transport.abort()
+
+    def sweep(self) -> None:
+        for transport in [t for t in self._tcp_open if t.is_closing()]:
+            del self._tcp_open[transport]
+
+    # -- at accept -------------------------------------------------------------------
+    def tcp(self, meta: ConnMeta, port: int, transport) -> bool:
+        client = client_of(meta)
+        decision = self.policy.port(port).check_connection(client)
+        _count(self.tcp_allow if decision.allowed else self.tcp_deny, decision.labels)
+        if not decision.allowed:
+            log.info("connection refused: unauthorized", port=port, client=client.ip,
+                     client_id=client.identity, tls=client.tls, reason=decision.reason)
+            return False
+        self._tcp_open[transport] = (client, port)
+        return True
+
+    def http(self, meta: ConnMeta, port: int) -> ConnAuthz:
+        return ConnAuthz(self, client_of(meta), port)
+
+    # -- metrics ------------------------------------------------------------------------
+    def render(self, out: list[str]) -> None:
+        for name, table, help_text in (
+            ("inbound_http_authz_allow_total", self.http_allow, "Inbound HTTP requests authorized."),
+            ("inbound_http_authz_deny_total", self.http_deny, "Inbound HTTP requests denied by policy (403)."),
+            ("inbound_tcp_authz_allow_total", self.tcp_allow, "Inbound connections authorized."),
+            ("inbound_tcp_authz_deny_total", self.tcp_deny, "Inbound connections refused by policy."),
+        ):
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} counter")
+            for labels, cell in sorted(table.items()):
+                text = ",".join(f'{k}="{_esc(v)}"' for k, v in labels)
+                out.append(f"{name}{{{text}}} {cell[0]}")
+        out.append("# HELP inbound_tcp_authz_terminate_total Open connections closed when a policy change revoked them.")
+        out.append("# TYPE inbound_tcp_authz_terminate_total counter")
+        out.append(f"inbound_tcp_authz_terminate_total {self.tcp_revoked}")
+
+
+class ConnAuthz:
+    """One HTTP connection's authorization: judged per request against the current policy."""
+
+    __slots__ = ("owner", "client", "port", "generation", "port_policy", "allow_all")
+
+    def __init__(self, owner: InboundAuthorizer, client: Client, port: int) -> None:
+        self.owner = owner
+        self.client = client
+        self.port = port
+        self.generation = -1
+        self.port_policy = None
+        # When the port needs no per-request check: the connection's counter cell.
+        self.allow_all: list[int] | None = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        owner = self.owner
+        self.generation = owner.generation
+        self.port_policy = owner.policy.port(self.port)
+        self.allow_all = None
+        if not self.port_policy.per_request:
+            decision = self.port_policy.check_connection(self.client)
+            if decision.allowed:
+                self.allow_all = _cell(owner.http_allow, decision.labels)
+
+    def check_h1(self, head) -> Unauthorized | None:
+        """None when the request may go on; the error to answer it with otherwise."""
+        cell = self.allow_all
+        if cell is not None and self.generation == self.owner.generation:
+            cell[0] += 1
+            return None
+        return self._check(head.method, head.target, _H1Headers(head))
+
+    def check_h2(self, meta, headers: list) -> Unauthorized | None:
+        cell = self.allow_all
+        if cell is not None and self.generation == self.owner.generation:
+            cell[0] += 1
+            return None
+        return self._check(meta.method, meta.target, _H2Headers(headers))
+
+    def _check(self, method: bytes, target: bytes, headers) -> Unauthorized | None:
+        if self.generation != self.owner.generation:
+            self._refresh()
+            if self.allow_all is not None:
+                self.allow_all[0] += 1
+                return None
+        policy = self.port_policy
+        if policy.per_request:
+            # The whole target: routes may match query parameters too.
+            decision: Decision = policy.check_request(self.client, method.decode("latin-1"),
+                                                      target.decode("latin-1"), headers)
+        else:
+            decision = policy.check_connection(self.client)
+        owner = self.owner
+        _count(owner.http_allow if decision.allowed else owner.http_deny, decision.labels)
+        if decision.allowed:
+            return None
+        return Unauthorized(decision.reason or "unauthorized request")
+
+
+class _H1Headers:
+    """``header(name)`` over an HTTP/1 head, parsed only if a route asks."""
+
+    __slots__ = ("head", "fields")
+
+    def __init__(self, head) -> None:
+        self.head = head
+        self.fields: dict[str, str] | None = None
+
+    def __call__(self, name: str) -> str | None:
+        if self.fields is None:
+            self.fields = {}
+            for key, value in self.head.header_list():
+                self.fields.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+        return self.fields.get(name)
+
+
+class _H2Headers:
+    __slots__ = ("headers",)
+
+    def __init__(self, headers: list) -> None:
+        self.headers = headers
+
+    def __call__(self, name: str) -> str | None:
+        # HTTP/2 names the host in :authority (RFC 9113 8.3.1); routes ask for "host".
+        want = b":authority" if name == "host" else name.encode("latin-1")
+        for key, value in self.headers:
+            if key == want:
+                return value.decode("latin-1")
+        return None
+
+
+def client_of(meta: ConnMeta) -> Client:
+    ip = meta.client[0] if meta.client else ""
+    if ip.startswith("::ffff:"):
+        # An IPv4 client on a dual-stack socket: judge it by its IPv4 address.
+        try:
+            ip = str(ipaddress.ip_address(ip).ipv4_mapped or ip)
+        except ValueError:
+            pass
+    return Client(ip=ip, identity=meta.client_id, tls=meta.tls)
+
+
+def _cell(table: dict[tuple, list[int]], labels: tuple) -> list[int]:
+    cell = table.get(labels)
+    if cell is None:
+        if len(table) >= LABEL_LIMIT:
+            labels = (("overflow", "other"),)
+            cell = table.get(labels)
+            if cell is not None:
+                return cell
+        cell = table[labels] = [0]
+    return cell
+
+
+def _count(table: dict[tuple, list[int]], labels: tuple) -> None:
+    _cell(table, labels)[0] += 1
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,216 @@
+"""Outbound reliability policy at run time: the logical service's route, its concrete backend, and what the relays read per request.
+
+The router asks ``OutboundPolicy.lookup`` for the logical destination (one
+cached dict lookup; None when the service has no policy). A ``ServiceRuntime``
+then matches the request's route, picks the concrete backend (the route's own
+backends, else the service's split, else the service itself), counts the
+request, and hands the relay a ``RoutePolicy`` (``conn.rp``): timeouts, which
+responses are retried, the service's retry budget and the route's counters.
+
+Everything here is per configuration or per request *decision*; the relays
+keep per-attempt state and only call back on failures (``withdraw``), so a
+request on a route without retries costs one route match and a few attribute
+reads. A new PolicySet (file reload) replaces the runtimes atomically;
+requests in flight keep the ``RoutePolicy`` they started with. Counters and
+budgets live in a registry keyed by label, so they survive reloads.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from proxy._fastpath.metrics import RouteStats
+from proxy.core.addr import Target, parse_authority
+from proxy.policy.budget import RetryBudget
+from proxy.policy.classify import classify, should_retry
+from proxy.policy.model import DEFAULT_ROUTE, Backend, PolicySet, Route, ServicePolicy
+from proxy.policy.routes import RouteTable
+from proxy.policy.split import WeightedBackends
+
+CACHE_LIMIT = 4096  # logical destinations remembered per policy version
+OTHER = "other"  # the label of routes over the cardinality limit
+
+
+class RoutePolicy:
+    """One route of one service as the relays see it (duck-typed: the relays do not import this module).
+
+    ``failure_status`` / ``retry_status`` answer per HTTP status (0..999)
+    without a call; gRPC statuses go through ``failed`` / ``retry_on``.
+    ``timeout`` bounds the request to its response head, retries included;
+    ``attempt_timeout`` one attempt; 0 disables either. ``limit`` is the most
+    retries one request may make (0: the route is not retryable).
+    """
+
+    __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
+                 "failure_status", "retry_status", "replay_limit", "split", "_grpc_retry")
+
+    def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
+                 replay_limit: int) -> None:
+        self.route = route
+        self.stats = stats
+        self.budget = budget
+        self.timeout = route.timeout or 0.0
+        retry = route.retry
+        attempt = retry.timeout if retry is not None and retry.timeout else route.backend_timeout
+        self.attempt_timeout = attempt or 0.0
+        if retry is not None:
+            self.limit = max(0, retry.limit)
+        else:
+            self.limit = default_limit if route.is_retryable else 0
+        self.replay_limit = replay_limit
+        # A backend rule: matching requests split over the route's own backends.
+        self.split = WeightedBackends(route.backends) if any(b.weight > 0 for b in route.backends) else None
+        self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
+        self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
+        self._grpc_retry = bool(self.limit) and (retry is None or bool(retry.grpc_codes))
+
+    def failed(self, status: int, grpc_status: int | None) -> bool:
+        if grpc_status is None:
+            return bool(self.failure_status[status]) if 0 <= status < 1000 else True
+        return classify(self.route, status, grpc_status)
+
+    def retry_on(self, status: int, grpc_status: int | None) -> bool:
+        """Whether this response (the head, with a trailers-only gRPC status) is worth another attempt."""
+        if grpc_status is None or not self._grpc_retry:
+            return 0 <= status < 1000 and bool(self.retry_status[status])
+        return should_retry(self.route, status, grpc_status)
+
+    def withdraw(self) -> bool:
+        """Take budget for one retry (False: the budget is spent, answer with what we have)."""
+        return self.budget.try_withdraw(time.monotonic())
+
+
+class Registry:
+    """Counters and budgets by label, kept across policy versions; route labels are bounded."""
+
+    def __init__(self, route_label_limit: int) -> None:
+        self.limit = route_label_limit
+        self.stats: dict[tuple[str, str], RouteStats] = {}
+        self.overflow = RouteStats(OTHER, OTHER)
+        self.budgets: dict[str, tuple[object, RetryBudget]] = {}
+
+    def route_stats(self, dst: str, route: str) -> RouteStats:
+        key = (dst, route)
+        stats = self.stats.get(key)
+        if stats is None:
+            if len(self.stats) >= self.limit:
+                return self.overflow
+            stats = self.stats[key] = RouteStats(dst, route)
+        return stats
+
+    def budget(self, dst: str, spec) -> RetryBudget:
+        held = self.budgets.get(dst)
+        if held is not None and held[0] == spec:
+            return held[1]
+        budget = RetryBudget(spec.retry_ratio, spec.min_retries_per_second, spec.ttl)
+        self.budgets[dst] = (spec, budget)
+        return budget
+
+
+def _backend_address(backend: Backend, default_port: int) -> tuple[str, int]:
+    target = parse_authority(backend.authority.encode("ascii", "replace"), default_port)
+    if target is None:  # parse.py checked the shape; keep going with the text
+        return backend.authority, default_port
+    return target.host, target.port
+
+
+def _request_path(target: bytes) -> bytes:
+    """The path (and query) of a request target, for route matching."""
+    if target[:1] == b"/":
+        return target
+    rest = target.partition(b"://")[2]
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
+
+
+class ServiceRuntime:
+    """One logical service (as addressed on one port) under one policy version."""
+
+    def __init__(self, policy: ServicePolicy, port: int, registry: Registry, default_limit: int,
+                 replay_limit: int) -> None:
+        self.policy = policy
+        self.dst = policy.authority
+        self.table = RouteTable(policy)
+        budget = registry.budget(self.dst, policy.retry_budget)
+        self.routes: dict[int, RoutePolicy] = {}
+        for route in (*policy.ordered_routes, *policy.gateway_routes):
+            rp = RoutePolicy(route, registry.route_stats(self.dst, route.name or "unnamed"), budget,
+                             default_limit, replay_limit)
+            self.routes[id(route)] = rp
+        self.default = RoutePolicy(DEFAULT_ROUTE, registry.route_stats(self.dst, DEFAULT_ROUTE.name), budget,
+                                   default_limit, replay_limit)
+        self.needs_headers = any(m.headers for r in (*policy.ordered_routes, *policy.gateway_routes)
+                                 for m in r.matches)
+        self.has_routes = bool(self.routes)
+        self.split = WeightedBackends(policy.backends or (Backend(policy.authority),))
+        # Concrete backends: each addressed once (a backend without a port
+        # takes the port the service was addressed on).
+        self.addresses: dict[int, tuple[str, int]] = {}
+        for backend in (*self.split.backends, *(b for r in self.routes.values() for b in r.route.backends)):
+            self.addresses[id(backend)] = _backend_address(backend, port)
+        self.random = random.random
+
+    def match(self, head, conn) -> RoutePolicy:
+        if not self.has_routes:
+            return self.default
+        if self.needs_headers:
+            headers = head.header_list() if hasattr(head, "header_list") else getattr(conn, "headers", ())
+        else:
+            headers = ()
+        route = self.table.match(head.method, _request_path(head.target), headers)
+        return self.default if route is None else self.routes[id(route)]
+
+    def backend_for(self, rp: RoutePolicy) -> tuple[str, int]:
+        return self.addresses[id((rp.split or self.split).pick(self.random()))]
+
+    def backend_for_connection(self) -> tuple[str, int]:
+        return self.addresses[id(self.split.pick(self.random()))]
+
+
+class OutboundPolicy:
+    """The current policy as the outbound router uses it; ``update`` swaps in a new PolicySet."""
+
+    def __init__(self, policy_set: PolicySet, retry_limit: int, replay_limit: int, route_label_limit: int,
+                 cluster_domain: str = "cluster.local") -> None:
+        self.retry_limit = retry_limit
+        self.replay_limit = replay_limit
+        self.cluster_suffix = ".svc." + cluster_domain.strip(".").lower()
+        self.registry = Registry(route_label_limit)
+        self.policy_set = policy_set
+        self.cache: dict[tuple[str, int], ServiceRuntime | None] = {}
+
+    def update(self, policy_set: PolicySet) -> None:
+        """A new policy version: later requests see it; requests in flight keep theirs."""
+        self.policy_set = policy_set
+        self.cache = {}
+
+    def lookup(self, target: Target) -> ServiceRuntime | None:
+        key = (target.host, target.port)
+        cache = self.cache
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        runtime = None
+        policy = self._find(target.host, target.port)
+        if policy is not None:
+            runtime = ServiceRuntime(policy, target.port, self.registry, self.retry_limit, self.replay_limit)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[key] = runtime
+        return runtime
+
+    def _find(self, host: str, port: int) -> ServicePolicy | None:
+        """``host:port``, then ``host``, then the cluster's full name of a short ``svc.ns`` form."""
+        found = self.policy_set.get(f"{host}:{port}")
+        if found is None and not host.endswith(self.cluster_suffix):
+            base = host[:-4] if host.endswith(".svc") else host
+            if base.count(".") == 1:
+                found = self.policy_set.get(f"{base}{self.cluster_suffix}:{port}")
+        return found
+
+    def budgets(self, now: float):
+        """(dst, BudgetState) for metrics."""
+        for dst, (_, budget) in self.registry.budgets.items():
+            yield dst, budget.state(now)

@@ -1,0 +1,117 @@
+"""Frozen values describing inbound authorization: servers (ports), their HTTP routes, who may use them.
+
+parse.py builds an ``AuthzSet`` from Linkerd's policy documents with every
+reference already resolved (an authorization sits on the server or route it
+targets); authz.py compiles it into per-port matchers. Nothing here matches
+anything: these are the words, authz.py is the grammar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # model.py imports this module for PolicySet: no import back at run time.
+    from proxy.policy.model import Route
+
+# Linkerd's default inbound policies (proxy.defaultInboundPolicy, Server v1beta3
+# accessPolicy). ``audit`` admits everyone but labels the decision so would-be
+# denials show up in metrics.
+ACCESS_POLICIES = (
+    "all-unauthenticated", "all-authenticated", "cluster-unauthenticated", "cluster-authenticated", "deny", "audit",
+)
+
+# Server spec.proxyProtocol -> the name the data plane uses (None: detect).
+PROTOCOLS = {"unknown": None, "HTTP/1": "http1", "HTTP/2": "h2", "gRPC": "grpc", "opaque": "opaque", "TLS": "tls"}
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """Client addresses in ``cidr`` but in none of ``exclude`` (normalized CIDR strings, same IP version)."""
+
+    cidr: str
+    exclude: tuple[str, ...] = ()
+
+
+ALL_NETWORKS = (Network("0.0.0.0/0"), Network("::/0"))
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One condition on the client; ``kind`` says which field matters.
+
+    * ``identity``: a verified mesh identity matching one of ``identities``:
+      an exact name, ``*.<suffix>`` (any name ending in ``.<suffix>``) or ``*``
+      (any authenticated client);
+    * ``tls``: the connection is mesh TLS terminated by us, with or without a
+      client identity (ServerAuthorization ``unauthenticatedTLS``);
+    * ``network``: the client address is in one of ``networks``.
+    """
+
+    kind: str
+    identities: tuple[str, ...] = ()
+    networks: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """Admits a client meeting every one of ``requires`` (none: every client).
+
+    ``kind`` and ``name`` become the ``authz_kind``/``authz_name`` metric labels:
+    ``serverauthorization``, ``authorizationpolicy`` or ``compact`` and the
+    document's name.
+    """
+
+    kind: str
+    name: str
+    requires: tuple[Requirement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRoute:
+    """An HTTPRoute attached to a Server: requests matching ``rules`` are this route's.
+
+    ``rules`` are model.Route values (one per HTTPRoute rule, ``order`` set) so
+    routes.RouteTable applies Gateway API precedence across all routes of a
+    server; their ``source`` is ``HTTPRoute/<ns>/<name>`` for every rule.
+    ``hostnames`` empty means any Host. ``authorizations`` target this route only.
+    """
+
+    name: str
+    namespace: str
+    rules: tuple[Route, ...]
+    hostnames: tuple[str, ...] = ()
+    authorizations: tuple[Authorization, ...] = ()
+    kind: str = "httproute"
+
+    @property
+    def source(self) -> str:
+        return f"HTTPRoute/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One port of this pod under explicit policy.
+
+    ``authorizations`` cover the whole server (every route). With no
+    authorization admitting a client, ``access_policy`` decides: ``deny``
+    unless a v1beta3 Server says otherwise, so a Server nobody authorizes
+    denies everything, as in Linkerd. ``routes`` non-empty means a request
+    matching none of them is refused.
+    """
+
+    name: str
+    namespace: str
+    port: int
+    protocol: str | None = None
+    access_policy: str = "deny"
+    authorizations: tuple[Authorization, ...] = ()
+    routes: tuple[InboundRoute, ...] = ()
+    kind: str = "server"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzSet:
+    """Every Server of this pod's policy file, references resolved; ports are distinct."""
+
+    servers: tuple[Server, ...] = ()

@@ -1,0 +1,48 @@
+"""Mesh TLS counters: connections by peer identity and failed handshakes, per direction.
+
+Counted per connection, never per request. Identity labels are bounded: past
+``PEER_LIMIT`` distinct names, new ones are counted under ``other``.
+"""
+
+from __future__ import annotations
+
+PEER_LIMIT = 1000
+OTHER = "other"
+
+
+class TlsStats:
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        # Inbound: the client's identity ("" when it sent no certificate);
+        # outbound: the server identity discovery expected and TLS verified.
+        self.peers: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+
+    def connected(self, peer: str | None) -> None:
+        key = peer or ""
+        if key not in self.peers and len(self.peers) >= PEER_LIMIT:
+            key = OTHER
+        self.peers[key] = self.peers.get(key, 0) + 1
+
+    def failed(self, reason: str) -> None:
+        if reason not in self.failures and len(self.failures) >= PEER_LIMIT:
+            reason = OTHER
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+
+def render(out: list[str], stats: list[TlsStats]) -> None:
+    out.append("# HELP tls_connections_total Mesh TLS connections established, by peer identity.")
+    out.append("# TYPE tls_connections_total counter")
+    for s in stats:
+        label = "client_id" if s.direction == "inbound" else "server_id"
+        for peer, n in sorted(s.peers.items()):
+            out.append(f'tls_connections_total{{direction="{s.direction}",tls="true",{label}="{_esc(peer)}"}} {n}')
+    out.append("# HELP tls_handshake_errors_total Mesh TLS handshakes that failed, by reason.")
+    out.append("# TYPE tls_handshake_errors_total counter")
+    for s in stats:
+        for reason, n in sorted(s.failures.items()):
+            out.append(f'tls_handshake_errors_total{{direction="{s.direction}",reason="{_esc(reason)}"}} {n}')
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

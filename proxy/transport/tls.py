@@ -1,0 +1,123 @@
+"""Mesh TLS on the wire: contexts built from PEM held in memory, the server
+handshake on an already-accepted connection, and the peer's verified name.
+
+Both directions speak TLS 1.3 only and verify the peer against the trust
+anchors. The client names the identity it expects as SNI and checks it
+against the server certificate's DNS SAN; the server asks for a client
+certificate but does not require one, so that authorization policy (not the
+handshake) decides what an unauthenticated client may do.
+
+ALPN says what the session carries (Linkerd's scheme):
+``transport.l5d.io/v1``: a transport header (proxy/core/transport_header.py)
+comes first, naming the app port and the protocol; ``h2``: HTTP/2 for the
+port the connection was addressed to (redirected here by iptables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+TRANSPORT_ALPN = "transport.l5d.io/v1"
+H2_ALPN = "h2"
+
+
+@dataclass(frozen=True, slots=True)
+class MeshTls:
+    """The contexts of one certificate: new connections use whichever set is current."""
+
+    name: str
+    server: ssl.SSLContext
+    client_h2: ssl.SSLContext  # HTTP/2 to a port the peer intercepts (no transport header)
+    client_transport: ssl.SSLContext  # a transport header first: the peer's inbound port is addressed
+
+
+def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> MeshTls:
+    """Contexts for ``name``'s certificate chain and key; raises ssl.SSLError or ValueError."""
+    server = _context(ssl.PROTOCOL_TLS_SERVER, chain_pem, key_pem, anchors_pem)
+    # Optional, not required: a TLS client without a certificate is still
+    # admitted to the handshake and then judged by the authorization policy.
+    server.verify_mode = ssl.CERT_OPTIONAL
+    server.set_alpn_protocols([TRANSPORT_ALPN, H2_ALPN])
+    # Mesh clients open long-lived connections and never resume sessions:
+    # tickets would be work for nothing on every handshake.
+    server.num_tickets = 0
+    client_h2 = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
+    client_h2.set_alpn_protocols([H2_ALPN])
+    client_transport = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
+    client_transport.set_alpn_protocols([TRANSPORT_ALPN])
+    return MeshTls(name, server, client_h2, client_transport)
+
+
+def _context(protocol: int, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(protocol)  # the client side checks the hostname and requires a certificate
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cadata=anchors_pem.decode("ascii"))
+    _load_chain(ctx, chain_pem, key_pem)
+    return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
+    # SSLContext reads keys only from files; an anonymous in-memory file keeps
+    # the private key off every disk and out of every directory listing.
+    fd = os.memfd_create("meshproxy-identity", os.MFD_CLOEXEC)
+    try:
+        data = memoryview(key_pem + b"\n" + chain_pem)
+        while data:
+            data = data[os.write(fd, data):]
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def peer_identity(ssl_object: ssl.SSLObject | None) -> str | None:
+    """The verified peer certificate's first DNS SAN (its mesh identity), or None."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()  # {} when the peer sent none; only verified certificates appear
+    for kind, value in (cert or {}).get("subjectAltName", ()):
+        if kind == "DNS":
+            return value
+    return None
+
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
+    try:
+        import uvloop
+        from uvloop.loop import SSLProtocol
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        uvloop = None
+    if uvloop is not None and isinstance(loop, uvloop.Loop):
+        return SSLProtocol
+    from asyncio.sslproto import SSLProtocol as AioSSLProtocol
+
+    return AioSSLProtocol
+
+
+def serve_handshake(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, already_read: bytes,
+                    app: asyncio.Protocol, ctx: ssl.SSLContext, timeout: float,
+                    done: Callable[[BaseException | None], None]) -> None:
+    """Run the server side of TLS on ``transport``, whose first bytes (the
+    ClientHello the detector read) are ``already_read``.
+
+    ``loop.start_tls`` cannot be used: it would start from the socket and the
+    ClientHello has already been taken out of it. The same TLS protocol it
+    installs is installed here and handed those bytes first. ``app`` gets
+    ``connection_made`` with the TLS transport once the handshake succeeds;
+    ``done`` is called with None or the handshake's error.
+    """
+    waiter = loop.create_future()
+    tls = _ssl_protocol_class(loop)(loop, app, ctx, waiter, True, None, True, timeout, timeout)
+    transport.set_protocol(tls)
+    tls.connection_made(transport)
+    waiter.add_done_callback(lambda fut: done(None if fut.cancelled() else fut.exception()))
+    data = memoryview(already_read)
+    while data:
+        buf = tls.get_buffer(len(data))
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        tls.buffer_updated(n)
+        data = data[n:]

@@ -1,0 +1,446 @@
+"""Reliability policy through the real proxy: retries within the budget, timeouts, traffic splits, reloads.
+
+Backends are real HTTP/1.1 servers on loopback found through a discovery
+file; the policy is a file the proxy watches (MESHPROXY_POLICY). Every load
+loop is bounded in requests and in time.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import http.client
+import os
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers.h2client import H2Client
+from helpers.h2server import H2Origin
+from helpers.meshproxy import EXIT_CONFIG, MeshProxy, run_once
+
+pytestmark = pytest.mark.timeout(120)
+
+# Failure accrual would eject an always-failing endpoint; these tests are about retries.
+NO_ACCRUAL = {"MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        server = self.server
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with server.lock:
+            server.hits[self.command] += 1
+            server.bodies.append(body)
+            fail = server.rng.random() < server.fail_rate
+        if self.path.startswith("/slow"):
+            time.sleep(server.slow)
+        status = server.fail_status if fail else 200
+        out = server.name.encode()
+        self.send_response(status)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = _answer  # noqa: N815 - http.server's naming
+
+    def log_message(self, *args):
+        pass
+
+
+class Backend:
+    """A named HTTP backend: fails ``fail_rate`` of its requests with ``fail_status``; /slow waits ``slow`` s."""
+
+    def __init__(self, name: str, fail_rate: float = 0.0, fail_status: int = 503, slow: float = 0.0) -> None:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.name, server.fail_rate, server.fail_status, server.slow = name, fail_rate, fail_status, slow
+        server.lock, server.hits, server.bodies = threading.Lock(), collections.Counter(), []
+        server.rng = random.Random(1234)
+        self.server = server
+        self.port = server.server_address[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    @property
+    def hits(self) -> collections.Counter:
+        with self.server.lock:
+            return collections.Counter(self.server.hits)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # atomic, as editors and ConfigMaps do
+
+
+def _endpoints(path: Path, services: dict[str, Backend | H2Origin]) -> None:
+    lines = ["services:"]
+    for name, backend in services.items():
+        lines += [f"  {name}:", "    endpoints:", f"      - address: 127.0.0.1:{backend.port}"]
+    _write(path, "\n".join(lines) + "\n")
+
+
+def _load(port: int, host: str, requests: int, workers: int = 4, method: str = "GET", path: str = "/",
+          body: bytes | None = None, deadline: float = 60.0) -> collections.Counter:
+    """``requests`` requests on ``workers`` keep-alive connections, bounded by ``deadline`` seconds:
+    counts of (status, body) or ("error", name)."""
+    stop_at = time.monotonic() + deadline
+
+    def work(n: int) -> collections.Counter:
+        out: collections.Counter = collections.Counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(n):
+            if time.monotonic() > stop_at:
+                out[("error", "deadline")] += 1
+                continue
+            try:
+                conn.request(method, path, body=body, headers={"Host": host})
+                resp = conn.getresponse()
+                out[(resp.status, resp.read().decode())] += 1
+            except OSError as err:
+                out[("error", type(err).__name__)] += 1
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.close()
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        parts = [pool.submit(work, requests // workers) for _ in range(workers)]
+        return sum((p.result() for p in parts), collections.Counter())
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    """(make_backend, start_proxy(policy_text, **env), endpoints path, policy path); all stopped at teardown."""
+    backends: list[Backend] = []
+    proxies: list[MeshProxy] = []
+    endpoints, policy = tmp_path / "endpoints.yaml", tmp_path / "policy.yaml"
+
+    def backend(name: str, **kwargs) -> Backend:
+        b = Backend(name, **kwargs)
+        backends.append(b)
+        return b
+
+    def proxy(policy_text: str, **env: str) -> MeshProxy:
+        _write(policy, policy_text)
+        p = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
+                           **NO_ACCRUAL, **env}, name="policy-proxy")
+        proxies.append(p)
+        return p.start()
+
+    yield backend, proxy, endpoints, policy
+    for p in proxies:
+        p.close()
+    for b in backends:
+        b.stop()
+
+
+RETRYABLE_GETS = """
+services:
+  web.test:80:
+    retryBudget: {{retryRatio: 0.2, minRetriesPerSecond: {min_rps}, ttl: 10s}}
+    routes:
+      - name: reads
+        match: {{method: GET}}
+        isRetryable: true
+      - name: writes
+        match: {{method: POST, path: /write}}
+      - name: retryable-writes
+        match: {{method: POST, path: /idempotent-write}}
+        isRetryable: true
+"""
+
+
+def _route(m, name: str, metric: str, **labels: str) -> float:
+    return m.get(metric, dst="web.test:80", rt_route=name, **labels)
+
+
+def test_a_backend_failing_20_percent_is_hidden_by_retries_within_budget(mesh):
+    backend, proxy, endpoints, _ = mesh
+    flaky = backend("flaky", fail_rate=0.2)
+    _endpoints(endpoints, {"web.test:80": flaky})
+    p = proxy(RETRYABLE_GETS.format(min_rps=10))
+    n = 1000
+    got = _load(p.outbound[1], "web.test:80", n)
+    ok = got[(200, "flaky")]
+    assert sum(got.values()) == n
+    assert ok >= 0.995 * n, got
+    m = p.metrics()
+    requests, retries = _route(m, "reads", "route_request_total"), _route(m, "reads", "route_retry_total")
+    assert requests == n
+    # Every attempt reached the backend: the originals plus the retries.
+    assert flaky.hits["GET"] == n + retries
+    # About 0.25 retries per request are needed for 20% failures; the budget
+    # (0.2 x requests + 10/s x 10 s) allows them all.
+    assert 0.1 * n <= retries <= 0.2 * n + 10 * 10, retries
+    assert _route(m, "reads", "route_response_total", classification="success") == ok
+    assert _route(m, "reads", "route_response_latency_ms_count") == n
+    assert m.get("route_retry_budget_retries", dst="web.test:80") <= retries
+
+
+def test_a_backend_failing_every_request_gets_no_retry_storm(mesh):
+    backend, proxy, endpoints, _ = mesh
+    broken = backend("broken", fail_rate=1.0, fail_status=500)
+    _endpoints(endpoints, {"web.test:80": broken})
+    p = proxy(RETRYABLE_GETS.format(min_rps=1))
+    n = 400
+    got = _load(p.outbound[1], "web.test:80", n)
+    assert got == {(500, "broken"): n}  # the last attempt's answer reaches the client
+    m = p.metrics()
+    retries = _route(m, "reads", "route_retry_total")
+    # The budget over its 10 s window: 0.2 x 400 + 1/s x 10 s = 90 retries at
+    # most, although every request wanted 3; and it was used.
+    assert 10 <= retries <= 0.2 * n + 1 * 10, retries
+    assert broken.hits["GET"] == n + retries
+    assert _route(m, "reads", "route_response_total", classification="failure") == n
+    assert m.get("route_retry_budget_available", dst="web.test:80") <= 1
+
+
+def test_post_on_a_route_without_is_retryable_is_never_retried(mesh):
+    backend, proxy, endpoints, _ = mesh
+    broken = backend("broken", fail_rate=1.0)
+    _endpoints(endpoints, {"web.test:80": broken})
+    p = proxy(RETRYABLE_GETS.format(min_rps=10))
+    got = _load(p.outbound[1], "web.test:80", 40, workers=2, method="POST", path="/write", body=b"x" * 100)
+    assert got == {(503, "broken"): 40}
+    assert broken.hits["POST"] == 40
+    m = p.metrics()
+    assert _route(m, "writes", "route_retry_total") == 0
+    assert _route(m, "writes", "route_request_total") == 40
+
+
+def test_retried_post_replays_its_body_and_large_bodies_are_not_retried(mesh):
+    backend, proxy, endpoints, _ = mesh
+    broken = backend("broken", fail_rate=1.0)
+    _endpoints(endpoints, {"web.test:80": broken})
+    p = proxy(RETRYABLE_GETS.format(min_rps=10), MESHPROXY_RETRY_BUFFER_BYTES="1KiB", MESHPROXY_RETRY_LIMIT="2")
+    small = bytes(range(256)) * 2  # 512 bytes: kept for replay
+    got = _load(p.outbound[1], "web.test:80", 4, workers=1, method="POST", path="/idempotent-write", body=small)
+    assert got == {(503, "broken"): 4}
+    assert broken.hits["POST"] == 4 * 3  # each request: the original and MESHPROXY_RETRY_LIMIT retries
+    assert all(body == small for body in broken.server.bodies)
+    large = b"y" * 4096  # over the replay buffer: sent once
+    got = _load(p.outbound[1], "web.test:80", 4, workers=1, method="POST", path="/idempotent-write", body=large)
+    assert got == {(503, "broken"): 4}
+    assert broken.hits["POST"] == 12 + 4
+    assert _route(p.metrics(), "retryable-writes", "route_retry_total") == 4 * 2
+
+
+TRAFFIC_SPLIT = """
+apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata: {{name: web-split, namespace: test}}
+spec:
+  service: web
+  backends:
+    - {{service: web-v1, weight: {v1}}}
+    - {{service: web-v2, weight: {v2}}}
+"""
+
+
+def test_a_90_10_traffic_split_is_observed_within_tolerance(mesh):
+    backend, proxy, endpoints, _ = mesh
+    v1, v2 = backend("v1"), backend("v2")
+    _endpoints(endpoints, {"web-v1.test.svc.cluster.local:80": v1, "web-v2.test.svc.cluster.local:80": v2})
+    p = proxy(TRAFFIC_SPLIT.format(v1=90, v2=10))
+    n = 2000
+    got = _load(p.outbound[1], "web.test:80", n)
+    assert got[(200, "v1")] + got[(200, "v2")] == n, got
+    share = got[(200, "v2")] / n
+    # Binomial(2000, 0.1): sd = sqrt(0.1 * 0.9 / 2000) = 0.0067; 5 sd either
+    # side (0.066..0.134) fails a correct splitter about once in 1.7 million runs.
+    assert 0.066 <= share <= 0.134, share
+    assert p.metrics().get("route_request_total", dst="web.test.svc.cluster.local", rt_route="default") == n
+
+
+ROUTE_TIMEOUT = """
+services:
+  web.test:80:
+    routes:
+      - name: slow
+        match: {pathPrefix: /slow}
+        timeout: 400ms
+"""
+
+
+def test_a_route_timeout_answers_504_at_the_configured_time(mesh):
+    backend, proxy, endpoints, _ = mesh
+    slow = backend("slow", slow=3.0)
+    _endpoints(endpoints, {"web.test:80": slow})
+    p = proxy(ROUTE_TIMEOUT)
+    conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+    start = time.monotonic()
+    conn.request("GET", "/slow", headers={"Host": "web.test:80"})
+    resp = conn.getresponse()
+    elapsed = time.monotonic() - start
+    resp.read()
+    assert resp.status == 504
+    assert "timed out" in resp.getheader("l5d-proxy-error", "")
+    assert 0.35 <= elapsed < 2.0, elapsed  # the backend would take 3 s
+    # The request was complete: the client's connection is still usable.
+    conn.request("GET", "/fast", headers={"Host": "web.test:80"})
+    assert conn.getresponse().status == 200
+    m = p.metrics()
+    assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
+
+
+def test_backend_timeout_is_retried_on_a_retryable_route(mesh):
+    backend, proxy, endpoints, _ = mesh
+    slow = backend("slow", slow=3.0)
+    _endpoints(endpoints, {"web.test:80": slow})
+    p = proxy("""
+services:
+  web.test:80:
+    routes:
+      - name: slow
+        match: {pathPrefix: /slow}
+        isRetryable: true
+        backendTimeout: 200ms
+        timeout: 2s
+""", MESHPROXY_RETRY_LIMIT="2")
+    conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+    start = time.monotonic()
+    conn.request("GET", "/slow", headers={"Host": "web.test:80"})
+    resp = conn.getresponse()
+    elapsed = time.monotonic() - start
+    resp.read()
+    assert resp.status == 504
+    assert "backend timeout" in resp.getheader("l5d-proxy-error", "")
+    assert 0.5 <= elapsed < 1.8, elapsed  # three attempts of 200 ms, well before the 2 s route timeout
+    assert slow.hits["GET"] == 3
+
+
+def test_policy_reload_applies_without_dropping_requests_and_keeps_the_last_good_one(mesh):
+    backend, proxy, endpoints, policy = mesh
+    v1, v2 = backend("v1", slow=1.0), backend("v2", slow=1.0)
+    _endpoints(endpoints, {"web-v1.test.svc.cluster.local:80": v1, "web-v2.test.svc.cluster.local:80": v2})
+    p = proxy(TRAFFIC_SPLIT.format(v1=1, v2=0))
+    assert _load(p.outbound[1], "web.test:80", 10, workers=2) == {(200, "v1"): 10}
+    # Requests in flight (the backend takes 1 s on /slow) while the split changes.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        in_flight = [pool.submit(_load, p.outbound[1], "web.test:80", 1, 1, "GET", "/slow") for _ in range(4)]
+        time.sleep(0.2)
+        _write(policy, TRAFFIC_SPLIT.format(v1=0, v2=1))
+        assert all(f.result() == {(200, "v1"): 1} for f in in_flight)
+    deadline = time.monotonic() + 5
+    while _load(p.outbound[1], "web.test:80", 2, workers=1) != {(200, "v2"): 2}:
+        assert time.monotonic() < deadline, "the new split was not applied"
+        time.sleep(0.2)
+    assert p.metrics().get("policy_reload_total", result="ok") == 1
+    # An invalid edit: counted, logged, and the last good policy stays.
+    mark = p.mark()
+    _write(policy, TRAFFIC_SPLIT.format(v1=0, v2=1) + "  unknownField: 1\n")
+    assert p.wait_line("policy reload rejected", since=mark, timeout=5) is not None
+    assert p.metrics().get("policy_reload_total", result="invalid") == 1
+    assert _load(p.outbound[1], "web.test:80", 10, workers=2) == {(200, "v2"): 10}
+
+
+def test_an_invalid_policy_at_start_exits_64_naming_the_field(tmp_path):
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("services:\n  web.test:80:\n    routes:\n      - name: r\n        timeout: soon\n")
+    result = run_once(env={"MESHPROXY_POLICY": str(bad)})
+    assert result.returncode == EXIT_CONFIG
+    err = result.stderr.decode()
+    assert "MESHPROXY_POLICY" in err and "routes[0].timeout" in err, err
+
+
+H2_POLICY = """
+services:
+  grpc.test:80:
+    retryBudget: {retryRatio: 0.2, minRetriesPerSecond: 10, ttl: 10s}
+    routes:
+      - name: unavailable
+        match: {pathPrefix: /trailers-only}
+        retry: {grpc: [unavailable], limit: 2}
+      - name: statuses
+        match: {pathPrefix: /status}
+        isRetryable: true
+      - name: slow
+        match: {pathPrefix: /slow}
+        timeout: 300ms
+"""
+
+
+def test_http2_requests_get_the_same_retries_and_timeouts(mesh):
+    _, proxy, endpoints, _ = mesh
+    origin = H2Origin(name="h2-policy")
+    try:
+        _endpoints(endpoints, {"grpc.test:80": origin})
+        p = proxy(H2_POLICY, MESHPROXY_RETRY_LIMIT="2")
+        with H2Client(p.outbound) as client:
+            # gRPC Trailers-Only UNAVAILABLE: retried twice, the last answer reaches the client.
+            resp = client.exchange("POST", "/trailers-only?grpc=14", authority="grpc.test:80",
+                                   headers=[("content-type", "application/grpc")], body=b"\0\0\0\0\0")
+            assert resp.status == 200 and resp.header("grpc-status") == "14", resp.summary()
+            assert origin.count("/trailers-only") == 3
+            assert all(bytes(r.body) == b"\0\0\0\0\0" for r in origin.requests)  # the body was replayed
+            # NOT_FOUND is not in the retry list.
+            client.exchange("POST", "/trailers-only?grpc=5", authority="grpc.test:80",
+                            headers=[("content-type", "application/grpc")], body=b"\0\0\0\0\0")
+            assert origin.count("/trailers-only?grpc=5") == 1
+            resp = client.exchange("GET", "/status/503", authority="grpc.test:80")
+            assert resp.status == 503 and origin.count("/status/503") == 3
+            start = time.monotonic()
+            resp = client.exchange("GET", "/slow?delay=3", authority="grpc.test:80")
+            elapsed = time.monotonic() - start
+            assert resp.status == 504 and "timed out" in (resp.header("l5d-proxy-error") or ""), resp.summary()
+            assert 0.25 <= elapsed < 2.0, elapsed
+        m = p.metrics()
+        assert m.get("route_retry_total", rt_route="unavailable") == 2
+        assert m.get("route_response_total", rt_route="unavailable", classification="failure") == 2
+        assert m.get("route_retry_total", rt_route="statuses") == 2
+        assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
+    finally:
+        origin.stop()
+
+
+def test_meshed_http1_requests_are_retried_across_the_http2_hop(mesh, tmp_path):
+    backend, proxy, endpoints, _ = mesh
+    broken = backend("broken", fail_rate=1.0)
+    peer = MeshProxy(name="peer-proxy").start()  # B: its inbound forwards to the app port it is told
+    try:
+        _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
+                          f"      - {{address: 127.0.0.1:{broken.port}, proxy: {peer.inbound_hostport}}}\n")
+        p = proxy(RETRYABLE_GETS.format(min_rps=10), MESHPROXY_RETRY_LIMIT="2")
+        got = _load(p.outbound[1], "web.test:80", 5, workers=1)
+        assert got == {(503, "broken"): 5}
+        assert broken.hits["GET"] == 5 * 3
+        got = _load(p.outbound[1], "web.test:80", 3, workers=1, method="POST", path="/idempotent-write",
+                    body=b"z" * 300)
+        assert got == {(503, "broken"): 3}
+        assert broken.hits["POST"] == 3 * 3 and broken.server.bodies[-1] == b"z" * 300
+        assert _route(p.metrics(), "reads", "route_retry_total") == 10
+        assert peer.metrics().get("request_total", direction="inbound") == 5 * 3 + 3 * 3  # every attempt was meshed
+    finally:
+        peer.close()
+
+
+def test_a_reload_reaches_keep_alive_connections_to_passthrough_destinations(mesh):
+    backend, proxy, endpoints, policy = mesh
+    direct = backend("direct", slow=2.0)
+    _write(endpoints, "services: {}\n")
+    host = f"127.0.0.1:{direct.port}"
+    p = proxy("services: {}\n")
+    conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+    for _ in range(2):  # the connection now remembers where this Host goes
+        conn.request("GET", "/", headers={"Host": host})
+        assert conn.getresponse().read() == b"direct"
+    _write(policy, f"services:\n  {host}:\n    routes:\n      - {{name: slow, match: {{pathPrefix: /slow}}, timeout: 200ms}}\n")
+    deadline = time.monotonic() + 5
+    while p.metrics().get("policy_reload_total", result="ok") < 1:
+        assert time.monotonic() < deadline, "the edit was not applied"
+        time.sleep(0.1)
+    conn.request("GET", "/slow", headers={"Host": host})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 504, resp.status

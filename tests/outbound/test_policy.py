@@ -1,0 +1,127 @@
+"""Tests of proxy/outbound/policy.py: service lookup, route choice, backend choice, classification tables, labels."""
+
+import collections
+import random
+
+from proxy.core.addr import Target
+from proxy.outbound.policy import OTHER, OutboundPolicy
+from proxy.policy.parse import parse
+
+POLICY = """
+services:
+  web.shop.svc.cluster.local:80:
+    retryBudget: {retryRatio: 0.5, minRetriesPerSecond: 1, ttl: 2s}
+    backends:
+      - {authority: web-v1.shop.svc.cluster.local, weight: 3}
+      - {authority: web-v2.shop.svc.cluster.local:8080, weight: 1}
+    routes:
+      - name: get
+        match: {method: GET}
+        isRetryable: true
+        timeout: 2s
+        backendTimeout: 500ms
+      - name: canary
+        match: {method: POST, headers: {x-canary: "1"}}
+        backends: [{authority: web-v2.shop.svc.cluster.local:8080}]
+      - name: annotated
+        match: {method: PUT}
+        retry: {http: 502-503, limit: 2, timeout: 100ms}
+"""
+
+
+class Head:
+    def __init__(self, method=b"GET", target=b"/", headers=()):
+        self.method, self.target, self._headers = method, target, list(headers)
+
+    def header_list(self):
+        return self._headers
+
+
+def _policy(text=POLICY, **kwargs):
+    args = {"retry_limit": 3, "replay_limit": 65536, "route_label_limit": 100, **kwargs}
+    return OutboundPolicy(parse(text), **args)
+
+
+def test_lookup_by_full_name_short_forms_and_cache():
+    policy = _policy()
+    full = policy.lookup(Target("web.shop.svc.cluster.local", 80))
+    assert full is not None
+    assert policy.lookup(Target("web.shop", 80)) is not None
+    assert policy.lookup(Target("web.shop.svc", 80)) is not None
+    assert policy.lookup(Target("web.shop", 81)) is None
+    assert policy.lookup(Target("other.shop", 80)) is None
+    assert policy.lookup(Target("web.shop.svc.cluster.local", 80)) is full  # cached
+
+
+def test_routes_match_first_wins_with_headers_and_default():
+    svc = _policy().lookup(Target("web.shop", 80))
+    assert svc.match(Head(b"GET"), None).route.name == "get"
+    assert svc.match(Head(b"POST", headers=[(b"X-Canary", b"1")]), None).route.name == "canary"
+    assert svc.match(Head(b"POST"), None).route.name == "default"
+    assert svc.match(Head(b"GET", b"http://web.shop/x?y=1"), None).route.name == "get"
+
+
+def test_route_settings_become_relay_fields():
+    svc = _policy().lookup(Target("web.shop", 80))
+    get = svc.match(Head(b"GET"), None)
+    assert (get.timeout, get.attempt_timeout, get.limit) == (2.0, 0.5, 3)
+    assert get.retry_status[503] and get.retry_status[500] and not get.retry_status[404]
+    assert get.failure_status[500] and not get.failure_status[200]
+    put = svc.match(Head(b"PUT"), None)
+    assert (put.attempt_timeout, put.limit) == (0.1, 2)
+    assert put.retry_status[502] and put.retry_status[503] and not put.retry_status[500]
+    default = svc.match(Head(b"DELETE"), None)
+    assert default.limit == 0 and not any(default.retry_status)
+    assert (default.timeout, default.attempt_timeout) == (0.0, 0.0)
+
+
+def test_grpc_statuses_classify_through_the_route():
+    svc = _policy("""
+services:
+  grpc.test:80:
+    routes:
+      - name: calls
+        match: {pathPrefix: /pkg.Svc}
+        retry: {grpc: [unavailable], limit: 1}
+        responseClasses: [{grpc: [unavailable, internal], isFailure: true}]
+""").lookup(Target("grpc.test", 80))
+    rp = svc.match(Head(b"POST", b"/pkg.Svc/Call"), None)
+    assert rp.failed(200, 13) and rp.failed(200, 14) and not rp.failed(200, 0)
+    assert rp.retry_on(200, 14) and not rp.retry_on(200, 13)
+
+
+def test_split_weights_and_route_backends():
+    svc = _policy().lookup(Target("web.shop", 80))
+    svc.random = random.Random(7).random
+    get = svc.match(Head(b"GET"), None)
+    counts = collections.Counter(svc.backend_for(get) for _ in range(4000))
+    # A backend named without a port takes the port the service was addressed on.
+    assert set(counts) == {("web-v1.shop.svc.cluster.local", 80), ("web-v2.shop.svc.cluster.local", 8080)}
+    # 3:1 -> 0.75; sd = sqrt(0.75 * 0.25 / 4000) = 0.0068; 5 sd of tolerance.
+    assert abs(counts[("web-v1.shop.svc.cluster.local", 80)] / 4000 - 0.75) < 0.035
+    canary = svc.match(Head(b"POST", headers=[(b"x-canary", b"1")]), None)
+    assert {svc.backend_for(canary) for _ in range(50)} == {("web-v2.shop.svc.cluster.local", 8080)}
+    assert svc.backend_for_connection() in counts
+
+
+def test_budget_and_counters_survive_an_update_and_labels_are_bounded():
+    policy = _policy(route_label_limit=2)
+    svc = policy.lookup(Target("web.shop", 80))
+    get = svc.match(Head(b"GET"), None)
+    get.stats.requests += 5
+    # Three routes plus the default: two get their own labels, the rest share "other".
+    labels = {(rp.stats.dst, rp.stats.route) for rp in (*svc.routes.values(), svc.default)}
+    assert (OTHER, OTHER) in labels and len(labels) == 3
+    policy.update(parse(POLICY))
+    again = policy.lookup(Target("web.shop", 80))
+    assert again is not svc
+    new_get = again.match(Head(b"GET"), None)
+    assert new_get.stats is get.stats and new_get.stats.requests == 5
+    assert new_get.budget is get.budget
+
+
+def test_budget_caps_withdrawals():
+    svc = _policy().lookup(Target("web.shop", 80))
+    rp = svc.match(Head(b"GET"), None)
+    # 0.5 ratio, 1/s x 2 s reserve, no requests: two retries, then none.
+    assert [rp.withdraw() for _ in range(3)] == [True, True, False]

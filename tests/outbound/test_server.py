@@ -1,0 +1,66 @@
+"""Tests of proxy/outbound/server.py's policy stage: logical service -> route -> concrete backend."""
+
+import collections
+import random
+import time
+
+from proxy.core.addr import ConnMeta, Target
+from proxy.outbound.policy import OutboundPolicy
+from proxy.outbound.server import OutboundRouter
+from proxy.policy.parse import parse
+
+POLICY = """
+services:
+  web.test:80:
+    backends:
+      - {authority: v1.test:8080, weight: 1}
+      - {authority: v2.test:8081, weight: 1}
+    routes:
+      - {name: reads, match: {method: GET}, isRetryable: true}
+"""
+
+
+class Head:
+    def __init__(self, method=b"GET", target=b"/", host=b"web.test"):
+        self.method, self.target, self.host = method, target, host
+        self.dst_override = None
+
+
+class Conn:
+    rp = None
+
+
+def _router():
+    policy = OutboundPolicy(parse(POLICY), retry_limit=3, replay_limit=65536, route_label_limit=10)
+    return OutboundRouter(set(), policy=policy)
+
+
+def _meta(orig_dst=None):
+    return ConnMeta("outbound", ("127.0.0.1", 5000), ("127.0.0.1", 4140), orig_dst)
+
+
+def test_a_request_gets_its_route_and_a_concrete_backend():
+    router = _router()
+    conn = Conn()
+    target = router.route(Head(), _meta(), conn)
+    assert (target.host, target.port) in {("v1.test", 8080), ("v2.test", 8081)}
+    assert conn.rp.route.name == "reads" and conn.rp.stats.requests == 1
+    assert conn.rp.budget.state(time.monotonic()).requests == 1  # a retryable route deposits in the budget
+    # A passthrough backend (no discovery) is its own and only retry target.
+    assert router.reroute(Head(), _meta(), target, conn) is target
+
+
+def test_destinations_without_a_policy_are_untouched():
+    router = _router()
+    conn = Conn()
+    target = router.route(Head(host=b"other.test:90"), _meta(), conn)
+    assert target == Target("other.test", 90) and conn.rp is None
+
+
+def test_opaque_connections_are_split_by_weight():
+    router = _router()
+    router.policy.lookup(Target("web.test", 80)).random = random.Random(3).random
+    counts = collections.Counter(router.tunnel_target(_meta(("web.test", 80))) for _ in range(400))
+    assert set(counts) == {Target("v1.test", 8080), Target("v2.test", 8081)}
+    assert min(counts.values()) > 120  # 1:1 split; 400 draws, sd 10
+    assert router.tunnel_target(_meta(("elsewhere.test", 80))) == Target("elsewhere.test", 80)
