@@ -74,7 +74,8 @@ def _uninject(args: argparse.Namespace) -> int:
     return command.uninject_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; ``for_command`` adds what only that subcommand needs (and imports)."""
     parser = argparse.ArgumentParser(prog="meshproxy", description="A Linkerd-style service-mesh sidecar proxy.")
     parser.add_argument("--version", action="version", version=f"meshproxy {proxy.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the target namespace's annotations: a Namespace document or a YAML mapping",
     )
+    if for_command == "inject":
+        # Imported only for inject: the module pulls in YAML, which `run` never needs.
+        from proxy.inject import command as inject_command
+
+        inject_command.add_identity_arguments(inject)
     uninject = sub.add_parser("uninject", help="remove what meshproxy inject added")
     uninject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
     return parser
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     if argv[:1] and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)

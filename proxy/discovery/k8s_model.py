@@ -71,6 +71,8 @@ class PodInfo:
     meshed: bool
     proxy_port: int
     opaque_ports: PortSet
+    # The sidecar has an identity (mutual TLS to it); False when injection turned identity off.
+    has_identity: bool = True
 
 
 def service_info(obj: dict) -> ServiceInfo | None:
@@ -113,15 +115,23 @@ def slice_info(obj: dict) -> SliceInfo | None:
 def pod_info(obj: dict) -> PodInfo:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     annotations = meta.get("annotations") or {}
-    proxy = next((c for c in spec.get("containers") or () if c.get("name") == PROXY_CONTAINER), None)
+    # Injected as a native sidecar (an init container that keeps running), or
+    # by hand as an ordinary container.
+    containers = [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]
+    proxy = next((c for c in containers if c.get("name") == PROXY_CONTAINER), None)
     meshed = proxy is not None or annotations.get(INJECT_ANNOTATION) == "enabled"
     port = PROXY_INBOUND_PORT
+    env_names = set()
     for env in (proxy or {}).get("env") or ():
+        env_names.add(env.get("name"))
         if env.get("name") == "MESHPROXY_INBOUND_LISTEN" and str(env.get("value", "")).rpartition(":")[2].isdigit():
             port = int(str(env["value"]).rpartition(":")[2])
+    # A sidecar seen without MESHPROXY_IDENTITY_NAME speaks plaintext: asking
+    # it for mutual TLS would only fail every request.
+    has_identity = proxy is None or "MESHPROXY_IDENTITY_NAME" in env_names
     where = f"{meta.get('namespace')}/{meta.get('name')}"
     return PodInfo(meta.get("uid", ""), spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
-                   meshed, port, _opaque_ports(annotations, where))
+                   meshed, port, _opaque_ports(annotations, where), has_identity)
 
 
 def target_port(service_port: ServicePort, slice_: SliceInfo) -> tuple[int, str | None] | None:
@@ -152,7 +162,7 @@ def endpoint(service: ServiceInfo, service_port: ServicePort, ep: SliceEndpoint,
     if pod is not None and pod.service_account:
         labels["serviceaccount"] = pod.service_account
     identity = (f"{pod.service_account}.{ep.pod[0]}.serviceaccount.identity.{trust_domain}"
-                if meshed and ep.pod is not None else None)
+                if meshed and pod.has_identity and ep.pod is not None else None)
     return Endpoint((ep.ip, port), (ep.ip, pod.proxy_port) if meshed else None, identity, 1, protocol,
                     tuple(sorted(labels.items())))
 

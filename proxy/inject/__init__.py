@@ -2,9 +2,10 @@
 
 ``names`` spells the annotations and the init container's environment names,
 ``policy`` decides whether and how a pod is injected from its annotations,
-``podspec`` adds and removes the two containers, ``workloads`` finds pod
-templates inside documents, ``stream`` walks a YAML stream and ``command`` is
-the subcommand.
+``podspec`` adds and removes the two containers and their volumes,
+``identity`` is what the proxy needs for its certificate, ``probes`` finds the
+paths of the pod's HTTP probes, ``workloads`` finds pod templates inside
+documents, ``stream`` walks a YAML stream and ``command`` is the subcommand.
 """
 
 from __future__ import annotations

@@ -9,15 +9,50 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import yaml
 
+from proxy.config import parse_service_url
+from proxy.identity.names import check_trust_domain
+from proxy.inject import names
+from proxy.inject.policy import IdentityDefaults
 from proxy.inject.stream import InjectError, Options, Result, inject_text, uninject_text
 
 EX_DATAERR = 65
 EX_NOINPUT = 66
+
+
+def _argument_type(check: Callable[[str], object]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    return parse
+
+
+def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
+    """The identity flags of ``meshproxy inject`` (annotations on a pod override them)."""
+    parser.add_argument("--disable-identity", action="store_true",
+                        help=f"inject without identity (the pods' hops stay plaintext); per pod: {names.DISABLE_IDENTITY}")
+    parser.add_argument("--trust-domain", type=_argument_type(check_trust_domain), default=names.DEFAULT_TRUST_DOMAIN,
+                        help=f"identity trust domain (default %(default)s); per pod: {names.TRUST_DOMAIN}")
+    parser.add_argument("--identity-service", type=_argument_type(parse_service_url),
+                        default=names.DEFAULT_IDENTITY_SERVICE, metavar="URL",
+                        help=f"the issuer (default %(default)s); per pod: {names.IDENTITY_SERVICE}")
+
+
+def _identity_defaults(args: argparse.Namespace) -> IdentityDefaults:
+    # getattr: a parser without add_identity_arguments gives the defaults.
+    return IdentityDefaults(
+        trust_domain=getattr(args, "trust_domain", None) or names.DEFAULT_TRUST_DOMAIN,
+        service=getattr(args, "identity_service", None) or names.DEFAULT_IDENTITY_SERVICE,
+        disabled=bool(getattr(args, "disable_identity", False)),
+    )
 
 
 def _read(path: str, stdin: TextIO) -> str:
@@ -80,6 +115,7 @@ def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: T
         force=args.force,
         namespace_annotations=plain,
         namespaces=named,
+        identity=_identity_defaults(args),
     )
     try:
         result = inject_text(text, options)

@@ -16,6 +16,12 @@ SKIP_SUBNETS = "config.meshproxy.io/skip-subnets"
 OPAQUE_PORTS = "config.meshproxy.io/opaque-ports"
 PROXY_IMAGE = "config.meshproxy.io/proxy-image"
 INIT_IMAGE = "config.meshproxy.io/init-image"
+DISABLE_IDENTITY = "config.meshproxy.io/disable-identity"
+TRUST_DOMAIN = "config.meshproxy.io/trust-domain"
+IDENTITY_SERVICE = "config.meshproxy.io/identity-service"
+# Linkerd's spelling, so that namespaces already annotated for Linkerd keep
+# their default; the values are the proxy's MESHPROXY_DEFAULT_POLICY choices.
+DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
 
 ENABLED = "enabled"
 DISABLED = "disabled"
@@ -32,6 +38,9 @@ CREATED = "meshproxy.io/inject-created"
 INIT_CONTAINER = "meshproxy-init"
 PROXY_CONTAINER = "meshproxy"
 XTABLES_VOLUME = "meshproxy-init-xtables-lock"
+TOKEN_VOLUME = "meshproxy-identity-token"
+TRUST_ANCHORS_VOLUME = "meshproxy-trust-anchors"
+VOLUMES = (XTABLES_VOLUME, TOKEN_VOLUME, TRUST_ANCHORS_VOLUME)
 DEFAULT_PROXY_IMAGE = "meshproxy:0.1.0"
 DEFAULT_INIT_IMAGE = "meshproxy-init:0.1.0"
 
@@ -41,6 +50,23 @@ OUTBOUND_PORT = 4140
 ADMIN_PORT = 4191
 INBOUND_PORT_NAME = "meshproxy-in"
 ADMIN_PORT_NAME = "meshproxy-admin"
+
+# ---- identity (deploy/identity/ is the other side of these) ----------------
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+DEFAULT_IDENTITY_SERVICE = "https://meshproxy-identity.meshproxy.svc.cluster.local:8080"  # service.yaml
+TOKEN_AUDIENCE = "meshproxy-identity"  # the issuer's --token-audience (deployment.yaml)
+TOKEN_EXPIRATION_SECONDS = 86400  # the kubelet rotates the token at 80% of this
+TOKEN_DIR = "/var/run/meshproxy/identity"
+TOKEN_PATH = "token"
+# The ConfigMap each meshed namespace holds (templates/trust-anchors-configmap.yaml).
+TRUST_ANCHORS_CONFIGMAP = "meshproxy-trust-anchors"
+TRUST_ANCHORS_KEY = "ca.crt"
+TRUST_ANCHORS_DIR = "/var/run/meshproxy/trust-anchors"
+# The downward API fills these two; MESHPROXY_IDENTITY_NAME is built from them
+# by the kubelet's $(VAR) expansion. They must not start with MESHPROXY_: the
+# proxy refuses MESHPROXY_* names it does not know.
+POD_SERVICE_ACCOUNT_ENV = "_MESHPROXY_POD_SERVICE_ACCOUNT"
+POD_NAMESPACE_ENV = "_MESHPROXY_POD_NAMESPACE"
 
 # ---- iptables-init environment (iptables-init/meshproxy_init/config.py) -----
 INIT_PROXY_UID = "MESHPROXY_INIT_PROXY_UID"

@@ -1,4 +1,4 @@
-"""Add the two meshproxy containers to a pod (spec and template metadata), and take them out.
+"""Add the two meshproxy containers (and their volumes) to a pod, and take them out.
 
 ``add`` records on the pod template what it had to create (``names.CREATED``)
 so that ``remove`` gives back exactly the pod it was given: same keys, same
@@ -11,7 +11,7 @@ from typing import Any
 
 import proxy
 from proxy import config as cfg
-from proxy.inject import names
+from proxy.inject import identity, names
 from proxy.inject.policy import PodSettings
 
 OURS = (names.INIT_CONTAINER, names.PROXY_CONTAINER)
@@ -61,7 +61,13 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
     ]
     if s.opaque_ports:
         env.append({"name": cfg.OPAQUE_PORTS, "value": s.opaque_ports})
-    return {
+    if s.default_policy:
+        env.append({"name": cfg.DEFAULT_POLICY, "value": s.default_policy})
+    if s.probe_paths:
+        env.append({"name": cfg.INBOUND_PROBE_PATHS, "value": s.probe_paths})
+    if s.identity is not None:
+        env += identity.env(s.identity)
+    container: dict[str, Any] = {
         "name": names.PROXY_CONTAINER,
         "image": s.proxy_image,
         "args": ["run"],
@@ -84,6 +90,13 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if s.identity is not None:
+        container["volumeMounts"] = identity.volume_mounts()
+    return container
+
+
+def _volumes(s: PodSettings) -> list[dict[str, Any]]:
+    return [{"name": names.XTABLES_VOLUME, "emptyDir": {}}] + (identity.volumes() if s.identity is not None else [])
 
 
 def _mapping(parent: dict[str, Any], key: str, where: str, created: list[str]) -> dict[str, Any]:
@@ -120,8 +133,9 @@ def check(template: dict[str, Any], spec: dict[str, Any], where: str) -> None:
     taken = (_names(spec.get("containers") or []) | _names(spec.get("initContainers") or [])) & set(OURS)
     if taken:
         raise ShapeError(f"{where} already has a container named {sorted(taken)[0]} that meshproxy inject did not add")
-    if names.XTABLES_VOLUME in _names(spec.get("volumes") or []):
-        raise ShapeError(f"{where} already has a volume named {names.XTABLES_VOLUME}")
+    taken = _names(spec.get("volumes") or []) & set(names.VOLUMES)
+    if taken:
+        raise ShapeError(f"{where} already has a volume named {sorted(taken)[0]} that meshproxy inject did not add")
 
 
 def is_injected(template: dict[str, Any]) -> bool:
@@ -140,7 +154,7 @@ def add(template: dict[str, Any], spec: dict[str, Any], settings: PodSettings, w
     # meshproxy-init first (it sets the rules), then the proxy, then the pod's
     # own init containers: their traffic is redirected, so the proxy must run.
     init_containers[:0] = [init_container(settings), proxy_container(settings)]
-    volumes.append({"name": names.XTABLES_VOLUME, "emptyDir": {}})
+    volumes += _volumes(settings)
     annotations[names.INJECTED] = "true"
     annotations[names.PROXY_VERSION] = proxy.__version__
     if created:
@@ -157,7 +171,7 @@ def remove(template: dict[str, Any], spec: dict[str, Any]) -> None:
     if isinstance(spec.get("initContainers"), list):
         spec["initContainers"] = [c for c in spec["initContainers"] if not (isinstance(c, dict) and c.get("name") in OURS)]
     if isinstance(spec.get("volumes"), list):
-        spec["volumes"] = [v for v in spec["volumes"] if not (isinstance(v, dict) and v.get("name") == names.XTABLES_VOLUME)]
+        spec["volumes"] = [v for v in spec["volumes"] if not (isinstance(v, dict) and v.get("name") in names.VOLUMES)]
     for parent, key in ((spec, "initContainers"), (spec, "volumes"), (metadata, "annotations"), (template, "metadata")):
         if key in created and not parent.get(key):
             parent.pop(key, None)

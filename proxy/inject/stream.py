@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from proxy.inject import names, podspec, policy, workloads
+from proxy.inject import names, podspec, policy, probes, workloads
 
 _DOC_START = re.compile(r"^---(?=[ \t]|$)", re.MULTILINE)
 
@@ -41,6 +41,8 @@ class Options:
     namespace_annotations: Mapping[str, str] = field(default_factory=dict)
     # Namespace name -> annotations, from Namespace documents given beside the stream.
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Identity flags; the annotations of each pod may override them.
+    identity: policy.IdentityDefaults = policy.IdentityDefaults()
 
 
 @dataclass(slots=True)
@@ -178,14 +180,34 @@ def _inject_site(site: workloads.PodSite, options: Options, namespaces: Mapping[
         return f"skipped: {decision.why}" + (" (left as it was, already injected)" if was_injected else "")
     if site.spec.get("hostNetwork") is True:
         return "skipped: hostNetwork: true (the pod shares the node's network namespace; iptables rules there would capture the node's traffic)"
-    settings = found.settings(options.proxy_image, options.init_image)
+    probe_paths = probes.find(site.spec, skip=podspec.OURS)
+    settings = found.settings(options.proxy_image, options.init_image, options.identity, probe_paths.value)
     if was_injected:
         # Re-inject from scratch, so a changed setting is picked up and an
         # unchanged one gives byte-identical output.
         podspec.remove(site.template, site.spec)
     podspec.add(site.template, site.spec, settings, f"{site.kind} {site.name}")
     verb = "re-injected" if was_injected else "injected"
-    return f"{verb} ({decision.why}; proxy {settings.proxy_image}, init {settings.init_image})"
+    return f"{verb} ({decision.why}; proxy {settings.proxy_image}, init {settings.init_image}" + "".join(
+        f"; {note}" for note in _notes(settings, probe_paths)) + ")"
+
+
+def _notes(settings: policy.PodSettings, probe_paths: probes.ProbePaths) -> list[str]:
+    notes = []
+    if settings.identity is None:
+        notes.append("identity off")
+    elif settings.identity.trust_domain != names.DEFAULT_TRUST_DOMAIN:
+        notes.append(f"trust domain {settings.identity.trust_domain}")
+    if settings.default_policy:
+        notes.append(f"default inbound policy {settings.default_policy}")
+        if settings.identity is None and settings.default_policy.endswith("-authenticated"):
+            notes.append("warning: without identity no client can authenticate, so only probes are admitted")
+    if probe_paths.paths:
+        notes.append(f"probe paths {probe_paths.value}")
+    # Under the default all-unauthenticated these probes pass anyway.
+    if probe_paths.uncovered and settings.default_policy not in (None, "all-unauthenticated"):
+        notes.append("warning: probes the proxy cannot admit by path: " + ", ".join(probe_paths.uncovered))
+    return notes
 
 
 def _uninject_site(site: workloads.PodSite) -> str:

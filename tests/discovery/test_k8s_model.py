@@ -49,6 +49,22 @@ def test_slice_filters_and_pod_meshing():
     svc = service_info(WEB_SVC)
     e = endpoint(svc, svc.port(80), slice_.endpoints[0], 8080, None, meshed, "example.org")
     assert e.identity == "web.default.serviceaccount.identity.example.org" and e.proxy == ("10.244.1.5", 4143)
+    # The native sidecar (an init container) counts, and so does its identity.
+    assert meshed.has_identity and injected.has_identity
+
+
+def test_a_sidecar_injected_without_identity_gets_plaintext():
+    import copy
+
+    pod = copy.deepcopy(RECORDED["pods"][0])
+    proxy = pod["spec"]["initContainers"][0]
+    proxy["env"] = [env for env in proxy["env"] if env["name"] != "MESHPROXY_IDENTITY_NAME"]
+    info = pod_info(pod)
+    assert info.meshed and not info.has_identity
+    slice_ = slice_info(WEB_SLICE)
+    svc = service_info(WEB_SVC)
+    e = endpoint(svc, svc.port(80), slice_.endpoints[0], 8080, None, info, "cluster.local")
+    assert e.proxy == ("10.244.1.5", 4143) and e.identity is None
 
 
 def test_discovery_does_not_import_dns_or_kubernetes_until_chosen():

@@ -73,3 +73,35 @@ def dump(*docs: Any) -> str:
 
 def load(text: str) -> list[Any]:
     return list(yaml.safe_load_all(text))
+
+
+def kubelet_env(container: dict[str, Any], service_account: str = "default", namespace: str = "default") -> dict[str, str]:
+    """A container's environment as the kubelet would set it, for the fields injection uses.
+
+    ``valueFrom.fieldRef`` is answered for ``spec.serviceAccountName`` and
+    ``metadata.namespace``; ``$(NAME)`` in a value expands to a variable listed
+    earlier (a later or unknown one stays as written), ``$$`` is a literal ``$``.
+    """
+    fields = {"spec.serviceAccountName": service_account, "metadata.namespace": namespace}
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "valueFrom" in item:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            env[item["name"]] = _expand(item.get("value", ""), env)
+    return env
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i) and (end := value.find(")", i)) > 0 and value[i + 2 : end] in env:
+            out.append(env[value[i + 2 : end]])
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from proxy import cli
-from tests.inject.manifests import ENABLED, dump, load, pod_of, workload
+from proxy import config as cfg
+from proxy.inject import command, names
+from tests.inject.manifests import ENABLED, dump, kubelet_env, load, pod_of, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +77,56 @@ def test_bad_documents_exit_65_naming_index_and_kind() -> None:
 def test_missing_file_exits_66(tmp_path: Path) -> None:
     result = run("inject", str(tmp_path / "nope.yaml"))
     assert result.returncode == 66 and "nope.yaml" in result.stderr
+
+
+def identity_parser() -> argparse.ArgumentParser:
+    """``meshproxy inject``'s arguments with the identity flags, as proxy/cli.py builds them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("file")
+    parser.add_argument("--proxy-image", default="meshproxy:0.1.0")
+    parser.add_argument("--init-image", default="meshproxy-init:0.1.0")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--namespace-annotations-file")
+    command.add_identity_arguments(parser)
+    return parser
+
+
+def sidecar_of(text: str) -> dict:
+    [doc] = load(text)
+    [sidecar] = [c for c in pod_of(doc)[1]["initContainers"] if c["name"] == names.PROXY_CONTAINER]
+    return sidecar
+
+
+def test_identity_flags(tmp_path: Path) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(dump(workload("Deployment", ENABLED)))
+    out, err = io.StringIO(), io.StringIO()
+    args = identity_parser().parse_args(
+        ["--trust-domain", "mesh.example", "--identity-service", "https://ca.example:443", str(path)])
+    assert command.inject_main(args, stdout=out, stderr=err) == 0
+    env = kubelet_env(sidecar_of(out.getvalue()), "web", "shop")
+    assert env[cfg.IDENTITY_NAME] == "web.shop.serviceaccount.identity.mesh.example"
+    assert env[cfg.IDENTITY_SERVICE] == "https://ca.example:443"
+    out, err = io.StringIO(), io.StringIO()
+    assert command.inject_main(identity_parser().parse_args(["--disable-identity", str(path)]), stdout=out, stderr=err) == 0
+    assert cfg.IDENTITY_NAME not in kubelet_env(sidecar_of(out.getvalue()))
+    assert "identity off" in err.getvalue()
+
+
+def test_parsers_without_the_identity_flags_get_the_defaults(tmp_path: Path) -> None:
+    # proxy/cli.py's parser, whether or not it has the identity flags yet.
+    path = tmp_path / "in.yaml"
+    path.write_text(dump(workload("Pod", ENABLED)))
+    args = argparse.Namespace(file=str(path), proxy_image="p", init_image="i", force=False, namespace_annotations_file=None)
+    out = io.StringIO()
+    assert command.inject_main(args, stdout=out, stderr=io.StringIO()) == 0
+    env = kubelet_env(sidecar_of(out.getvalue()))
+    assert env[cfg.IDENTITY_SERVICE] == names.DEFAULT_IDENTITY_SERVICE and env[cfg.TRUST_DOMAIN] == "cluster.local"
+
+
+@pytest.mark.parametrize("flag", [["--trust-domain", "Not_A_Domain"], ["--identity-service", "http://plain:80"]])
+def test_bad_identity_flags_are_usage_errors(flag: list[str], capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as info:
+        identity_parser().parse_args([*flag, "-"])
+    assert info.value.code == 2
+    assert flag[0] in capsys.readouterr().err

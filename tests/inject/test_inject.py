@@ -6,11 +6,12 @@ import pytest
 
 from proxy import config as cfg
 from proxy.inject import InjectError, Options, inject_text, names, uninject_text
-from tests.inject.manifests import ENABLED, KINDS, dump, load, pod_of, workload
+from tests.inject.manifests import ENABLED, KINDS, dump, kubelet_env, load, pod_of, workload
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    """The environment the kubelet gives the container, in a pod of ServiceAccount web, namespace shop."""
+    return kubelet_env(container, service_account="web", namespace="shop")
 
 
 def injected_pod(doc: dict) -> tuple[dict, dict, dict]:
@@ -44,9 +45,20 @@ def test_every_kind_gets_init_container_and_native_sidecar(kind: str) -> None:
         cfg.OUTBOUND_LISTEN: "127.0.0.1:4140",
         cfg.ADMIN_LISTEN: "0.0.0.0:4191",
         cfg.DESTINATION: "k8s",
+        names.POD_SERVICE_ACCOUNT_ENV: "web",
+        names.POD_NAMESPACE_ENV: "shop",
+        cfg.IDENTITY_NAME: "web.shop.serviceaccount.identity.cluster.local",
+        cfg.TRUST_DOMAIN: "cluster.local",
+        cfg.IDENTITY_SERVICE: "https://meshproxy-identity.meshproxy.svc.cluster.local:8080",
+        cfg.IDENTITY_TOKEN_FILE: "/var/run/meshproxy/identity/token",
+        cfg.IDENTITY_TRUST_ANCHORS: "/var/run/meshproxy/trust-anchors/ca.crt",
     }
+    assert [m["mountPath"] for m in sidecar["volumeMounts"]] == [
+        "/var/run/meshproxy/identity", "/var/run/meshproxy/trust-anchors"]
+    assert [v["name"] for v in spec["volumes"]] == [names.XTABLES_VOLUME, names.TOKEN_VOLUME, names.TRUST_ANCHORS_VOLUME]
     # The proxy's settings must be ones its own config loader accepts.
-    cfg.load(env=env_of(sidecar))
+    loaded = cfg.load(env=env_of(sidecar))
+    assert loaded.identity.name == "web.shop.serviceaccount.identity.cluster.local"
     assert tmpl["metadata"]["annotations"][names.INJECTED] == "true"
     assert tmpl["metadata"]["annotations"][names.PROXY_VERSION] == "0.1.0"
     assert result.changed == 1

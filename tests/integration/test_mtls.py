@@ -470,3 +470,29 @@ def test_certificate_files_are_reloaded_when_they_change(tmp_path, issuer):
         (tmp_path / "tls.key").write_text("not a key")
         assert b.wait_line("certificate files rejected", timeout=10)
         assert b.admin_request("GET", "/ready", timeout=2)[0] == 200
+
+
+def test_h2_negotiated_by_alpn_inside_mesh_tls(issuer, tmp_path):
+    """A meshed client that reaches the app's port (no transport header) negotiates h2 by ALPN;
+    curl with a mesh certificate stands in for the peer proxy."""
+    from helpers.h2server import H2Origin
+    from helpers.meshproxy import MeshProxy
+
+    origin = H2Origin(name="alpn-origin")
+    try:
+        env = {**issuer.env(API), "MESHPROXY_INBOUND_DEFAULT_TARGET": origin.hostport}
+        with MeshProxy(env=env, name="proxy-H") as b:
+            b.start()
+            _client_context(issuer, tmp_path, alpn="h2")  # writes client.pem (key, leaf, issuer)
+            port = b.inbound[1]
+            out = subprocess.run(
+                ["curl", "-sS", "--http2", "--cert", str(tmp_path / "client.pem"), "--cacert", str(issuer.anchors),
+                 "--resolve", f"{API}:{port}:127.0.0.1", "-o", "/dev/null",
+                 "-w", "%{http_version} %{http_code}", f"https://{API}:{port}/alpn-h2"],
+                capture_output=True, text=True, timeout=20)
+            assert out.stdout == "2 200", out.stderr
+            req = origin.requests[-1]
+            assert req.path == "/alpn-h2"
+            assert req.header("l5d-client-id") == WEB
+    finally:
+        origin.stop()
