@@ -444,3 +444,37 @@ def test_a_reload_reaches_keep_alive_connections_to_passthrough_destinations(mes
     resp = conn.getresponse()
     resp.read()
     assert resp.status == 504, resp.status
+
+
+HTTP_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web-route
+  namespace: test
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: "2"
+spec:
+  parentRefs:
+    - {group: core, kind: Service, name: web, port: 80}
+  rules:
+    - matches: [{headers: [{name: x-canary, value: "1"}]}]
+      backendRefs: [{name: web-v2, port: 80}]
+    - backendRefs: [{name: web-v1, port: 80}]
+      timeouts: {request: 2s}
+"""
+
+
+def test_an_httproute_with_linkerd_retry_annotations_routes_and_retries(mesh):
+    backend, proxy, endpoints, _ = mesh
+    v1, v2 = backend("v1", fail_rate=1.0), backend("v2")
+    _endpoints(endpoints, {"web-v1.test.svc.cluster.local:80": v1, "web-v2.test.svc.cluster.local:80": v2})
+    p = proxy(HTTP_ROUTE)
+    assert _load(p.outbound[1], "web.test:80", 4, workers=1) == {(503, "v1"): 4}
+    assert v1.hits["GET"] == 4 * 3  # the annotation's limit: 2 retries each
+    conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+    conn.request("GET", "/", headers={"Host": "web.test:80", "x-canary": "1"})
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (200, b"v2")  # the header rule's backend
+    assert p.metrics().get("route_retry_total", dst="web.test.svc.cluster.local:80") == 8
