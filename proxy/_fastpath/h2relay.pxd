@@ -40,6 +40,7 @@ cdef class Exchange:
     cdef public object timer
     cdef public object rp              # outbound: route policy (outbound/policy.py), or None
     cdef public list replay            # request DATA kept for a retry, or None
+    cdef public bint body_sent         # some request DATA went to the current upstream stream
     cdef public Py_ssize_t replay_size
     cdef public int attempts           # retries sent
     cdef public object route_timer

@@ -175,6 +175,7 @@ class Exchange:
         self.replay = None  # request DATA kept for a retry; None: not replayable
         self.replay_size = 0
         self.attempts = 0
+        self.body_sent = False
         self.route_timer = None
         self.route_ms = 0.0
         self.grpc_pending = False  # a gRPC response whose class waits for its trailers
@@ -263,6 +264,8 @@ class Exchange:
             except h2conn.H2UsageError:
                 self.to_up = []
                 return
+            if sent:
+                self.body_sent = True
             if sent < len(data):
                 if sent:
                     self.to_up[0] = (data[sent:], flow)
@@ -342,7 +345,10 @@ class Exchange:
         self.client = None
         if self.done:
             return
-        if retry_safe and not self.resp_started and self.retries < MAX_RETRIES and self.target is not None:
+        # Sent again only whole: body bytes already gone upstream and not kept
+        # cannot be sent twice, and a request missing them must not be sent at all.
+        if (retry_safe and not self.resp_started and self.retries < MAX_RETRIES and self.target is not None
+                and (self.replay is not None or not self.body_sent)):
             # Never processed by the upstream: send it again on a fresh connection.
             self.retries += 1
             self.settle(SETTLE_CANCELLED)  # routing again makes a new pick
@@ -367,6 +373,7 @@ class Exchange:
                 self.server.ack(self.sid, flow)
             self.to_up = [(data, 0) for data in self.replay]
             self.up_end_pending = self.req_ended
+            self.body_sent = False
         try:
             if failed is None:
                 target = ctx.router.route(self.meta, self.server.meta, self)

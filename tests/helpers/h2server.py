@@ -18,6 +18,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /reset-before?code=N   RST_STREAM at once, before any response
 /reset-after?code=N    head and 1000 bytes, then RST_STREAM
 /refuse-once?key=K  RST_STREAM REFUSED_STREAM the first time, 200 "second try" after
+/refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
 /early-reply    200 "early" at once and RST_STREAM NO_ERROR, body never read
 /trailers-only?grpc=N  one HEADERS frame ending the stream (gRPC's Trailers-Only)
 anything else   200 "ok"
@@ -192,6 +193,10 @@ class H2Origin(TcpServer):
         elif isinstance(event, h2.events.DataReceived):
             if req is not None:
                 req.body += event.data
+                if _split(req.path)[0] == "/refuse-after-data" and req.path not in self.refused_once:
+                    # Claims it never processed the stream after part of its body came.
+                    self.refused_once.add(req.path)
+                    self._reset(state, req, h2c.REFUSED_STREAM)
             try:
                 state.h2.acknowledge_received_data(event.flow_controlled_length, sid)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):

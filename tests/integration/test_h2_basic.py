@@ -455,6 +455,21 @@ def test_refused_stream_is_retried_once(origin_route, origin):
     assert len([r for r in origin.requests if r.path == path]) == 2
 
 
+def test_refused_stream_whose_body_was_partly_sent_is_not_sent_again_incomplete(origin_route, origin):
+    """Part of the body went to the refused stream and was not kept: sending the
+    rest alone would forward a truncated request, so the client gets an error."""
+    path = f"/refuse-after-data?key={origin_route.name}-{time.monotonic_ns()}"
+    with H2Client(origin_route.addr) as client:
+        sid = client.request("POST", path, origin_route.authority, body=b"first-half-", end=False)
+        assert origin.wait_for(lambda: any(r.path == path and r.body for r in origin.requests))
+        time.sleep(0.3)  # the proxy hears of the refusal before the rest of the body comes
+        client.send(sid, b"second-half", end=True)
+        resp = client.response(sid)
+    assert resp.status == 502, resp.summary()
+    tries = [r for r in origin.requests if r.path == path]
+    assert len(tries) == 1, [r.body for r in tries]
+
+
 def test_upstream_goaway_loses_no_request(proxy_a):
     """The upstream says GOAWAY every 40 answers; streams it refused are
     sent again on a new connection and every request gets its answer."""
