@@ -108,6 +108,7 @@ class H1ToH2:
         self.t_sent = 0.0
         self.settled = target.service is None
         self.retries = 0
+        self.body_sent = False  # some request body went to the current stream
         self.owed = 0  # response bytes to acknowledge once the client reads again
         self.paused = False
 
@@ -136,6 +137,8 @@ class H1ToH2:
         while self.to_up:
             data, flow = self.to_up[0]
             sent = h2.send_data(self.up_sid, data, False)
+            if sent:
+                self.body_sent = True
             if sent < len(data):
                 self.to_up[0] = (data[sent:], flow)
                 break
@@ -257,7 +260,8 @@ class H1ToH2:
         self.client = None
         if self.done:
             return
-        if retry_safe and not self.resp_started and self.retries < MAX_RETRIES:
+        # Body bytes already sent are gone: the rest alone would be a truncated request.
+        if retry_safe and not self.resp_started and self.retries < MAX_RETRIES and not self.body_sent:
             self.retries += 1
             self.settle(SETTLE_CANCELLED)
             self._again()
