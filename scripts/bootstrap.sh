@@ -88,6 +88,7 @@ TEST_PACKAGES=(
     "iproute2 ip"
     "iptables iptables"
     "openssl openssl"
+    "libssl-dev"
     "procps ps pgrep"
     "docker-compose docker-compose"
 )

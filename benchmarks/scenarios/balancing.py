@@ -1,10 +1,10 @@
 """Scenario ``balancing``: three backends, one 50 ms slower, a fixed request rate; who avoids the slow one.
 
 Balancers in front of the same three counting backends, offered the same
-open-loop load (``benchmarks/lib/openloop.py``: latency from each request's
-intended send time, so a stall cannot hide): meshproxy's outbound with file
-discovery (PeakEWMA + P2C) and two round-robin references, nginx ``upstream``
-and HAProxy ``balance roundrobin``. They alternate, the order rotated each
+open-loop load (the C generator of ``benchmarks/lib/openloop.py``: latency
+from each request's intended send time, so a stall cannot hide): meshproxy's
+outbound with file discovery (PeakEWMA + P2C) and two round-robin
+references, nginx ``upstream`` and HAProxy ``balance roundrobin``. They alternate, the order rotated each
 round and rate. Per balancer and rate the table reports the achieved rate, the
 share of requests the slow backend served (its own counter), p50/p99 and
 errors, then p99(meshproxy) / p99(round-robin) against the issue's target of
@@ -58,7 +58,7 @@ SLOW = "slow"
 SERVICE = "web.bench:80"
 HEADERS = {"Host": SERVICE}  # every balancer gets the identical request
 P99_TARGET = 0.3             # the issue's bar: p99(meshproxy) <= 0.3 x p99(round-robin)
-SEND_LAG_WARN_MS = 5.0       # a p99 send lag above this: the generator fell behind
+GEN_LAG_WARN_MS = 5.0        # the generator's own scheduling lag, p99, above this: it fell behind
 REQUEST_TIMEOUT_S = 2.0
 
 
@@ -76,7 +76,7 @@ class Plan:
         duration = getattr(opts, "duration", None)
         rounds = getattr(opts, "rounds", None)
         if ctx.quick:
-            return cls((1000.0,), duration or 4.0, 1.0, rounds or 1, 3.0)
+            return cls((1000.0,), duration or 3.0, 1.0, rounds or 1, 2.0)
         return cls((500.0, 2000.0), duration or 8.0, 1.5, rounds or 2, 4.0)
 
     def load(self, rate: float, duration: float) -> openloop.LoadParams:
@@ -141,7 +141,7 @@ def _start_backends(ctx: Context) -> list[Backend]:
     started = []
     for (name, delay), port in zip(BACKENDS, ports, strict=True):
         argv = ctx.placement.pin_load() + [
-            sys.executable, "-m", "benchmarks.lib.openloop", "serve",
+            sys.executable, "-m", "benchmarks.lib.backend",
             "--name", name, "--port", str(port), "--delay-ms", f"{delay * 1000:g}",
         ]
         proc = ctx.group.start(f"backend-{name}", argv, cwd=ctx.repo)
@@ -312,7 +312,7 @@ def _measure(ctx: Context, variant: Variant, backends: list[Backend], plan: Plan
     if record.ok:
         share = _share(record.counts)
         ctx.progress(f"{label}: {result.achieved_rps:,.0f} req/s, slow share {_pct(share)},"
-                     f" p50 {result.latency_ms['p50']:.2f} ms, p99 {result.latency_ms['p99']:.2f} ms")
+                     f" p50 {result.latency.ms('p50'):.2f} ms, p99 {result.latency.ms('p99'):.2f} ms")
     else:
         ctx.progress(f"{label}: FAILED: {record.failure}")
 
@@ -362,7 +362,7 @@ def _summary(variant: Variant, rate: float) -> dict[str, Any]:
             counts[name] = counts.get(name, 0) + n
     loads = [r.load for r in rounds if r.ok]
     errors = _sum_dicts([r.load.errors for r in rounds])
-    lat = [lr.latency_ms for lr in loads]
+    lat = [lr.latency for lr in loads]
     return {
         "ok": not failure,
         "failure": failure,
@@ -370,16 +370,16 @@ def _summary(variant: Variant, rate: float) -> dict[str, Any]:
         "achieved_rps_median": _round(_median([lr.achieved_rps for lr in loads])),
         "slow_share": None if _share(counts) is None else round(_share(counts), 5),
         "backend_counts": counts,
-        "responses_by_body": _sum_dicts([lr.bodies for lr in loads]),
-        "p50_ms_median": _median([x["p50"] for x in lat]),
-        "p90_ms_median": _median([x["p90"] for x in lat]),
-        "p99_ms_median": _median([x["p99"] for x in lat]),
-        "p99_ms_min": min((x["p99"] for x in lat), default=None),
-        "p99_ms_max": max((x["p99"] for x in lat), default=None),
-        "max_ms": max((x["max"] for x in lat), default=None),
+        "answered": sum(lr.completed for lr in loads),
+        "p50_ms_median": _median([x.ms("p50") for x in lat]),
+        "p90_ms_median": _median([x.ms("p90") for x in lat]),
+        "p99_ms_median": _median([x.ms("p99") for x in lat]),
+        "p99_ms_min": min((x.ms("p99") for x in lat), default=None),
+        "p99_ms_max": max((x.ms("p99") for x in lat), default=None),
+        "max_ms": max((x.ms("max") for x in lat), default=None),
         "failed_requests": sum(r.load.failed_requests for r in rounds),
         "errors_by_kind": errors,
-        "send_lag_p99_ms_max": max((lr.send_lag_ms.get("p99", 0.0) for lr in loads), default=None),
+        "generator_lag_p99_ms_max": max((lr.sched_lag.ms("p99") or 0.0 for lr in loads), default=None),
         "waited_for_connection": sum(lr.waited_for_connection for lr in loads),
         "proxy_process_cpu_percent_median": _round(_median(
             [r.proxy_process_cpu_percent for r in rounds if r.ok and r.proxy_process_cpu_percent is not None])),
@@ -412,8 +412,9 @@ def _quality_table(variants: list[Variant], plan: Plan, summaries: dict) -> Tabl
                 continue
             share = "-" if v.name == FLOOR else _pct(s["slow_share"])
             status = "ok"
-            if s["send_lag_p99_ms_max"] is not None and s["send_lag_p99_ms_max"] > SEND_LAG_WARN_MS:
-                status = f"ok, generator lagged (send lag p99 {s['send_lag_p99_ms_max']:.1f} ms)"
+            lag = s["generator_lag_p99_ms_max"]
+            if lag is not None and lag > GEN_LAG_WARN_MS:
+                status = f"ok, generator lagged (its scheduling lag p99 {lag:.1f} ms)"
             rows.append(head + [
                 f"{s['achieved_rps_median']:,.0f}", share,
                 _fmt(s["p50_ms_median"], ".2f"), _fmt(s["p99_ms_median"], ".2f"), _fmt(s["max_ms"], ".1f"),
@@ -428,7 +429,7 @@ def _quality_table(variants: list[Variant], plan: Plan, summaries: dict) -> Tabl
         numeric={"req/s target", "achieved req/s", "slow share", "p50 ms", "p99 ms", "max ms", "errors", "proxy"},
         notes=[
             "latency: from each request's intended send time (open loop) to the end of its response;"
-            " it includes any wait for a free connection and the generator's own send lag.",
+            " it includes any wait for a free connection and the generator's own scheduling lag.",
             "slow share: requests the +50 ms backend served / all three backends' requests, from the backends'"
             " own counters over the measured runs (round-robin's expected share is 33.3%).",
             "floor: the generator straight to a fast backend, no balancer: the latency the measurement itself adds.",
@@ -480,7 +481,7 @@ def _result(ctx: Context, plan: Plan, variants: list[Variant], backends: list[Ba
         notes.append("WARNING: the machine was not idle before the run; numbers are noisier than usual")
     for (name, rate), s in summaries.items():
         counted = sum(s["backend_counts"].values())
-        answered = sum(s["responses_by_body"].values())
+        answered = s["answered"]
         if s["ok"] and counted != answered:
             notes.append(f"{name} at {rate:g} req/s: the backends counted {counted} requests,"
                          f" the generator got {answered} answers (retries or stray requests?)")
@@ -506,8 +507,8 @@ def _result(ctx: Context, plan: Plan, variants: list[Variant], backends: list[Ba
             "order": "rotated each round and rate: " + ", ".join(v.name for v in variants[1:]),
             "backends": ", ".join(f"{n} (+{d * 1000:g} ms)" if d else n for n, d in BACKENDS),
             "host_header": SERVICE,
-            "generator": "benchmarks/lib/openloop.py: open loop, evenly spaced sends, keep-alive pool,"
-                         " latency from the intended send time",
+            "generator": "benchmarks/openloop/openloop.c (via lib/openloop.py): open loop, evenly spaced sends,"
+                         " keep-alive pool, latency from the intended send time",
             "cpu_placement": _placement(ctx),
             "nginx": "1 worker, upstream round-robin, keepalive 512 to the backends",
             "haproxy": "nbthread 1, balance roundrobin, http-reuse always, no checks, no logging",

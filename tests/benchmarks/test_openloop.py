@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import uvloop
@@ -146,14 +145,14 @@ def test_build_follows_the_source(tmp_path, monkeypatch):
 
 def test_offers_the_target_rate_and_counts_every_request(server_factory):
     server = server_factory()
-    params = openloop.LoadParams(rate=1000, duration_s=2.0, connections=16)
+    params = openloop.LoadParams(rate=1000, duration_s=2.0, connections=32)
     result = openloop.run(server.url, params, headers={"Host": "web.bench:80", "X-Test": "1"})
 
     assert result.ok, result.failure
     assert result.scheduled == result.sent == result.completed == result.ok_responses == 2000
     assert server.count == 2000  # the server saw each request once
-    # Idle connections are taken in turn: each of the 16 carried its share.
-    assert len(server.per_connection) == 16 and min(server.per_connection) >= 100, server.per_connection
+    # Idle connections are taken in turn: each of the 32 carried its share (62 or 63).
+    assert len(server.per_connection) == 32 and min(server.per_connection) >= 40, server.per_connection
     assert result.errors == dict.fromkeys(openloop.ERROR_KINDS, 0)
     assert abs(result.achieved_rps - 1000) / 1000 < 0.01, result.achieved_rps
     assert result.latency.count == result.service.count == 2000
