@@ -18,6 +18,7 @@ from time import perf_counter
 
 from proxy import errors
 from proxy._fastpath.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
+from proxy._fastpath.h2relay import begin_batch, end_batch_at_tick
 from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, settle_pick
 
 ORIG_PROTO = b"l5d-orig-proto"
@@ -112,8 +113,14 @@ class H1ToH2:
         self.owed = 0  # response bytes to acknowledge once the client reads again
         self.paused = False
 
+    # Called from the HTTP/1 relay (one client socket among many read in this
+    # loop iteration): the HTTP/2 frames are written once per iteration.
     def start(self):
-        self.pool.open(self.target, self)
+        begin_batch()
+        try:
+            self.pool.open(self.target, self)
+        finally:
+            end_batch_at_tick(self.conn.ctx.loop)
 
     # -- request side ----------------------------------------------------------
     def send_body(self, data, last):
@@ -121,7 +128,11 @@ class H1ToH2:
             self.to_up.append((data, 0))
         if last:
             self.up_end_pending = True
-        self.pump_up()
+        begin_batch()
+        try:
+            self.pump_up()
+        finally:
+            end_batch_at_tick(self.conn.ctx.loop)
 
     def attach(self, client, sid):
         self.client = client
@@ -447,10 +458,16 @@ class H1Upstream:
             return
         self.got_bytes = True
         self.buf = self.buf + data if self.buf else data
-        if self.head is None:
-            self._on_head()
-        else:
-            self._on_body()
+        # One of many app connections answering in this loop iteration: what
+        # goes back to the peer proxy is written once per iteration.
+        begin_batch()
+        try:
+            if self.head is None:
+                self._on_head()
+            else:
+                self._on_body()
+        finally:
+            end_batch_at_tick(self.pool.ctx.loop)
 
     def _on_head(self):
         ex = self.ex

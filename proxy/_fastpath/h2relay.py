@@ -41,7 +41,7 @@ _batch = [0]
 _dirty = []
 
 
-def _begin_batch():
+def begin_batch():
     _batch[0] += 1
 
 
@@ -58,12 +58,38 @@ def _deferred(conn):
 def _end_batch():
     _batch[0] -= 1
     if _batch[0] == 0:
-        while _dirty:
-            conns = list(_dirty)
-            del _dirty[:]
-            for conn in conns:
-                conn.dirty = False
-                conn.write_out()
+        _write_dirty()
+
+
+def _write_dirty():
+    while _dirty:
+        conns = list(_dirty)
+        del _dirty[:]
+        for conn in conns:
+            conn.dirty = False
+            conn.write_out()
+
+
+# The meshed hop's HTTP/1 side feeds HTTP/2 connections from many sockets:
+# fifty HTTP/1 clients read in one loop iteration would otherwise mean fifty
+# writes to the one connection to the peer proxy. A batch those callbacks open
+# is therefore written at the end of the iteration (one call_soon per
+# iteration, not per request).
+_tick = [False]
+
+
+def end_batch_at_tick(loop):
+    """Like _end_batch, but what the batch marked is written at the end of the loop iteration."""
+    _batch[0] -= 1
+    if _batch[0] == 0 and _dirty and not _tick[0]:
+        _tick[0] = True
+        loop.call_soon(_tick_done)
+
+
+def _tick_done():
+    _tick[0] = False
+    if _batch[0] == 0:
+        _write_dirty()
 
 
 class RequestMeta:
@@ -595,7 +621,7 @@ class H2Server:
 
     def data_received(self, data):
         self.ctx.tcp_src.read_bytes += len(data)
-        _begin_batch()
+        begin_batch()
         try:
             events = self.conn.receive_data(data, int(time.monotonic() * 1000))
             for event in events:
@@ -781,7 +807,7 @@ class H2Client:
 
     def data_received(self, data):
         self.pool.ctx.tcp_dst.read_bytes += len(data)
-        _begin_batch()
+        begin_batch()
         try:
             for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
                 self.dispatch(event)
