@@ -31,11 +31,15 @@ _H1_ONLY = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", 
 _CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
 
 
+def _known_phrases():
+    return {int(s): s.phrase.encode() for s in HTTPStatus}
+
+
+_PHRASES = _known_phrases()  # enum lookups cost more than the rest of the response head
+
+
 def _phrase(status):
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Status"
+    return _PHRASES.get(status, b"Status")
 
 
 def h2_request_headers(head):
