@@ -33,11 +33,15 @@ from benchmarks.scenarios.http1 import VARIANTS  # noqa: E402
 
 REQUIRED_TOOLS = {
     "http1": ("nginx", "haproxy", "wrk", "taskset"),
+    "latency": ("nginx", "haproxy", "cc", "taskset"),
     "h2": ("nginx", "haproxy", "h2load", "taskset"),
     "grpc": ("haproxy", "taskset"),
     "tcp": ("haproxy", "taskset"),
     "connrate": ("nginx", "haproxy", "wrk", "taskset"),
     "memory": ("nginx", "haproxy", "wrk", "taskset"),
+    "balancing": ("cc",),
+    "meshhop": ("nginx", "haproxy", "wrk", "taskset"),
+    "handshake": ("nginx", "haproxy", "cc", "taskset"),
 }
 
 

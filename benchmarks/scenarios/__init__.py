@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks.scenarios import balancing, connrate, grpc, h2, http1, memory, micro, tcp
+from benchmarks.scenarios import (
+    balancing, connrate, grpc, h2, handshake, http1, latency, memory, meshhop, micro, tcp,
+)
 
-SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (http1, h2, grpc, tcp, connrate, memory, micro, balancing)}
+SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (
+    http1, latency, h2, grpc, tcp, connrate, memory, micro, balancing, meshhop, handshake,
+)}

@@ -1,0 +1,184 @@
+"""Full TLS handshakes per second: builds and runs ``benchmarks/tlsload/handshake.c``.
+
+The tool (C, OpenSSL, epoll) keeps a fixed number of connections busy, each
+doing TCP connect, a full TLS 1.3 handshake (never resumed), one ``GET /``
+with ``Connection: close`` and a read until the server closes; see its
+header comment. It prints one JSON object, which ``parse`` turns into a
+typed ``HandshakeResult``. Python's ssl module would measure itself (a few
+hundred handshakes/s per core), not the server.
+
+The binary goes to ``benchmarks/tlsload/build/`` (ignored by git), named by
+a hash of the source, the compiler and the flags, so an edited source is
+rebuilt. It needs a C compiler and OpenSSL's headers (Debian's
+``build-essential`` and ``libssl-dev``, both in ``scripts/bootstrap.sh``).
+``python -m benchmarks.lib.tlsload build`` prints the binary's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.lib.procs import run_bounded
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCE = REPO / "benchmarks" / "tlsload" / "handshake.c"
+BUILD_DIR = REPO / "benchmarks" / "tlsload" / "build"
+CFLAGS = ("-O2",)
+LIBS = ("-lssl", "-lcrypto")
+ERROR_KINDS = ("connect", "tls", "io", "status")
+
+
+class BuildError(RuntimeError):
+    """No C compiler, no OpenSSL headers, or the tool did not compile."""
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def build(source: Path = SOURCE, build_dir: Path = BUILD_DIR) -> Path:
+    """The tool's binary for the current source, compiled first when there is none yet.
+
+    Several builders at once (parallel tests, two runners) each compile to a
+    private temporary name and rename it into place.
+    """
+    cc = compiler()
+    if cc is None:
+        raise BuildError("no C compiler (cc) for the handshake tool: install Debian's build-essential"
+                         " and libssl-dev (scripts/bootstrap.sh does)")
+    digest = hashlib.sha256(source.read_bytes() + "\0".join((cc, *CFLAGS, *LIBS)).encode()).hexdigest()[:16]
+    binary = build_dir / f"handshake-{digest}"
+    if binary.exists():
+        return binary
+    build_dir.mkdir(parents=True, exist_ok=True)
+    tmp = build_dir / f".handshake-{digest}-{os.getpid()}.tmp"
+    try:
+        done = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(source), *LIBS],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:]) or f"status {done.returncode}"
+            hint = " (OpenSSL headers missing? install libssl-dev)" if "openssl/" in done.stderr else ""
+            raise BuildError(f"{cc} could not build {source.name}: {tail}{hint}")
+        os.replace(tmp, binary)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for old in build_dir.glob("handshake-*"):
+        if old != binary:
+            old.unlink(missing_ok=True)  # a run still using it keeps its open inode
+    return binary
+
+
+@dataclass(frozen=True)
+class HandshakeParams:
+    """One run: recorded in the report as is."""
+
+    connections: int      # connections kept busy at once
+    duration_s: float
+    sni: str | None = None           # the server name sent; meshproxy needs its own identity here
+    host: str = "localhost"          # the request's Host header
+    client_cert: Path | None = None  # a PEM with chain and key: present a client certificate
+
+    def describe(self) -> dict[str, Any]:
+        return {"connections": self.connections, "duration_s": self.duration_s, "sni": self.sni or "(none)",
+                "client_certificate": "yes" if self.client_cert else "no"}
+
+
+@dataclass
+class HandshakeResult:
+    ok: bool
+    failure: str = ""
+    connections: int = 0
+    seconds: float = 0.0
+    handshakes: int = 0          # connections that completed handshake, request and a 2xx answer
+    per_second: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.raw, "ok": self.ok, "failure": self.failure, "command": self.command}
+
+
+def parse(text: str, command: list[str] | None = None) -> HandshakeResult:
+    """The tool's stdout -> a result; any error of any kind, or nothing done, is a failed run.
+
+    Raises ValueError when the output is not the tool's JSON object.
+    """
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError("no output")
+    raw = json.loads(lines[-1])
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    try:
+        errors = {k: int(raw["errors"].get(k, 0)) for k in ERROR_KINDS}
+        result = HandshakeResult(
+            ok=True, connections=int(raw["connections"]), seconds=float(raw["seconds"]),
+            handshakes=int(raw["handshakes"]), per_second=float(raw["per_second"]),
+            errors=errors, command=list(command or []), raw=raw,
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"missing or malformed field: {err}") from None
+    bad = {k: v for k, v in errors.items() if v}
+    if bad:
+        result.ok = False
+        result.failure = "errors: " + ", ".join(f"{k} {v}" for k, v in bad.items())
+    elif result.handshakes == 0:
+        result.ok = False
+        result.failure = "no handshake completed"
+    return result
+
+
+def command(binary: Path, host: str, port: int, params: HandshakeParams, pin: list[str] | None = None) -> list[str]:
+    argv = [*(pin or []), str(binary), "-a", host, "-p", str(port), "-c", str(params.connections),
+            "-d", f"{params.duration_s:g}", "-H", params.host]
+    if params.sni:
+        argv += ["-s", params.sni]
+    if params.client_cert:
+        argv += ["-cert", str(params.client_cert)]
+    return argv
+
+
+def run(host: str, port: int, params: HandshakeParams, pin: list[str] | None = None) -> HandshakeResult:
+    """One run in its own (pinned) process; never raises for a bad run."""
+    try:
+        binary = build()
+    except (BuildError, OSError, subprocess.TimeoutExpired) as err:
+        return HandshakeResult(ok=False, failure=str(err))
+    argv = command(binary, host, port, params, pin)
+    try:
+        done = run_bounded(argv, timeout=params.duration_s + 20)
+    except TimeoutError as err:
+        return HandshakeResult(ok=False, failure=str(err), command=argv)
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"status {done.returncode}")
+        return parse(done.stdout, argv)
+    except ValueError as err:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return HandshakeResult(ok=False, failure=f"handshake tool: {err}: {tail[0]}", command=argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["build"]:
+        print("usage: python -m benchmarks.lib.tlsload build   (prints the tool's path)", file=sys.stderr)
+        return 2
+    try:
+        print(build())
+    except BuildError as err:
+        print(f"tlsload: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
