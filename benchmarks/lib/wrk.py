@@ -67,6 +67,9 @@ class WrkResult:
 def command(
     url: str, params: WrkParams, *, headers: dict[str, str] | None = None, pin: list[str] | None = None
 ) -> list[str]:
+    if params.duration_s < 1 or params.duration_s != int(params.duration_s):
+        # wrk reads whole seconds only; "0.5s" makes it print its usage and exit.
+        raise ValueError(f"wrk durations are whole seconds, got {params.duration_s:g}")
     argv = list(pin or [])
     argv += [
         "wrk",

@@ -24,7 +24,7 @@ def _params(ctx: Context) -> tuple[wrk.WrkParams, float, int]:
     opts = ctx.options
     duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
     rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
-    return wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration), (0.5 if ctx.quick else 2.0), rounds
+    return wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration), (0.0 if ctx.quick else 2.0), rounds
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -67,7 +67,8 @@ def run(ctx: Context) -> ScenarioResult:
         if problem:
             return Sample(index, False, problem)
         url = f"http://{c.target}/"
-        wrk.run(url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
+        if warmup:  # quick runs skip the warm-up
+            wrk.run(url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
         res = wrk.run(url, params, headers=headers, pin=pin)
         metrics = {"cps": res.rps, "p50_ms": res.latency_ms.get("p50", 0.0), "p99_ms": res.latency_ms.get("p99", 0.0)}
         return Sample(index, res.ok, res.failure, metrics=metrics, raw={"wrk": res.to_json()})

@@ -109,9 +109,9 @@ def probe(server_port: int, host_header: str) -> str:
 
 def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
     opts = ctx.options
-    duration = getattr(opts, "duration", None) or (3.0 if ctx.quick else 10.0)
+    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
     rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
-    warmup = 0.5 if ctx.quick else 2.0
+    warmup = 0.0 if ctx.quick else 2.0  # quick runs skip the warm-up
     return wrk.WrkParams(threads=1, connections=50, duration_s=duration), rounds, warmup
 
 
@@ -202,7 +202,8 @@ def _measure(
 
     headers = {"Host": host}
     pin = ctx.placement.pin_load()
-    wrk.run(variant.url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
+    if warmup:
+        wrk.run(variant.url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
 
     pid = variant.server.proc.pid if variant.server else None
     with LoadWindow(pid, ctx.placement) as window:
