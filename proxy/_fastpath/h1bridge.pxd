@@ -24,6 +24,7 @@ cdef class H1ToH2:
     cdef public bint body_sent
     cdef public long long owed
     cdef public bint paused
+    cdef public object timer           # the attempt's response timeout, or None
 
 cdef class H1Pool:
     cdef public object ctx

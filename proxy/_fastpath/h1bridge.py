@@ -116,6 +116,7 @@ class H1ToH2:
         self.body_sent = False  # some request body went to the current stream
         self.owed = 0  # response bytes to acknowledge once the client reads again
         self.paused = False
+        self.timer = None
 
     # Called from the HTTP/1 relay (one client socket among many read in this
     # loop iteration): the HTTP/2 frames are written once per iteration.
@@ -142,7 +143,41 @@ class H1ToH2:
         self.client = client
         self.up_sid = sid
         self.t_sent = perf_counter()
+        # The same bound on the time to the response head as a direct upstream
+        # attempt: MESHPROXY_RESPONSE_TIMEOUT, or the route's backend timeout.
+        conn = self.conn
+        timeout = conn.ctx.response_timeout
+        rp = conn.rp
+        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
+            timeout = rp.attempt_timeout
+        if timeout > 0 and self.timer is None:
+            self.timer = conn.ctx.loop.call_later(timeout, self._timed_out)
         self.pump_up()
+
+    def _cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self):
+        self.timer = None
+        if self.done or self.resp_started:
+            return
+        conn = self.conn
+        self.settle(SETTLE_FAILED)
+        if self.client is not None:
+            self.client.reset(self.up_sid, CANCEL)
+            self.client = None
+        if conn.rp is not None and conn.retry_wanted(0):
+            self.done = True
+            conn.bridge = None
+            conn.retry()
+            return
+        rp = conn.rp
+        if rp is not None and rp.attempt_timeout > 0:
+            conn.bridge_failed(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
+        else:
+            conn.bridge_failed(errors.ResponseTimeout())
 
     def pump_up(self):
         client = self.client
@@ -172,6 +207,7 @@ class H1ToH2:
             self.conn.write(raw)
 
     def on_response(self, fields, end_stream):
+        self._cancel_timer()
         conn = self.conn
         status = 0
         for name, value in fields:
@@ -237,6 +273,7 @@ class H1ToH2:
 
     # -- endings -----------------------------------------------------------------
     def finish(self):
+        self._cancel_timer()
         if self.done:
             return
         self.done = True
@@ -272,6 +309,7 @@ class H1ToH2:
             self.routed(target)
 
     def on_upstream_reset(self, error_code, retry_safe):
+        self._cancel_timer()
         self.client = None
         if self.done:
             return
@@ -285,6 +323,7 @@ class H1ToH2:
         self.conn.bridge_failed(errors.UpstreamReset(f"peer proxy reset the stream (error code {error_code})"))
 
     def upstream_failed(self, err):
+        self._cancel_timer()
         self.client = None
         if self.done:
             return
@@ -301,6 +340,7 @@ class H1ToH2:
 
     def cancel(self):
         """The client connection is gone or the request failed: stop the stream."""
+        self._cancel_timer()
         if self.done:
             return
         self.done = True

@@ -425,6 +425,41 @@ def test_meshed_http1_requests_are_retried_across_the_http2_hop(mesh, tmp_path):
         peer.close()
 
 
+def test_backend_timeout_bounds_each_attempt_across_the_meshed_hop(mesh):
+    backend, proxy, endpoints, _ = mesh
+    slow = backend("slow-meshed", slow=3.0)
+    peer = MeshProxy(name="peer-proxy-t").start()
+    try:
+        _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
+                          f"      - {{address: 127.0.0.1:{slow.port}, proxy: {peer.inbound_hostport}}}\n")
+        p = proxy("""
+services:
+  web.test:80:
+    routes:
+      - name: slow
+        match: {pathPrefix: /slow}
+        isRetryable: true
+        backendTimeout: 200ms
+        timeout: 2s
+""", MESHPROXY_RETRY_LIMIT="2")
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        start = time.monotonic()
+        conn.request("GET", "/slow", headers={"Host": "web.test:80"})
+        resp = conn.getresponse()
+        elapsed = time.monotonic() - start
+        resp.read()
+        assert resp.status == 504
+        assert "backend timeout" in resp.getheader("l5d-proxy-error", "")
+        assert 0.5 <= elapsed < 1.8, elapsed  # three meshed attempts of 200 ms each
+        deadline = time.monotonic() + 5
+        while slow.hits["GET"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.hits["GET"] == 3
+        assert _route(p.metrics(), "slow", "route_retry_total") == 2
+    finally:
+        peer.close()
+
+
 def test_a_reload_reaches_keep_alive_connections_to_passthrough_destinations(mesh):
     backend, proxy, endpoints, policy = mesh
     direct = backend("direct", slow=2.0)
