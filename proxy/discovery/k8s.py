@@ -272,7 +272,14 @@ class K8sResolver(Resolver):
         self._retry_at[pod] = loop.time() + delay
         log.warning("cannot read Pod; its endpoint waits", pod=f"{pod[0]}/{pod[1]}", error=str(err),
                     retry_in=round(delay, 2))
-        loop.call_later(delay, self._wake, pod)
+        loop.call_later(delay, self._retry_due, pod)
+
+    def _retry_due(self, pod: PodKey) -> None:
+        # The timer may fire a little before loop.time() reaches retry_at
+        # (libuv timers have millisecond resolution): clear it, or the retry
+        # it was armed for would be skipped as "already scheduled", for good.
+        self._retry_at.pop(pod, None)
+        self._wake(pod)
 
     def _wake(self, pod: PodKey) -> None:
         for ns, name, _ in self._waiters.pop(pod, ()):
