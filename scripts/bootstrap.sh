@@ -81,6 +81,7 @@ BASE_PACKAGES=(
 )
 TEST_PACKAGES=(
     "nginx-light nginx"
+    "libnginx-mod-stream"
     "haproxy haproxy"
     "curl curl"
     "wrk wrk"

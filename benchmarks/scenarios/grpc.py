@@ -2,11 +2,11 @@
 
 A grpcio server (generic handler, 64-byte reply) and a grpc.aio client that
 keeps a fixed number of calls in flight (``lib/grpcbench.py``) both run on
-the load CPUs. Variants, alternating: direct; HAProxy (h2 both sides);
-meshproxy (inbound listener, the server as default target); and meshproxy x2,
-the meshed path: client -> proxy A's outbound listener, which routes by the
-:authority (``grpc.default_authority`` = B's inbound address) -> proxy B's
-inbound listener -> the server. Both proxies of x2 share the proxy CPU.
+the load CPUs. Variants, alternating: direct; HAProxy (h2 both sides); nginx
+(``grpc_pass``, upstream keep-alive); meshproxy (inbound listener, the server
+as default target); and meshproxy x2, the meshed path: client -> proxy A's
+outbound listener, which routes by the :authority (``grpc.default_authority``
+= B's inbound address) -> proxy B's inbound listener -> the server. Both proxies of x2 share the proxy CPU.
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ def run(ctx: Context) -> ScenarioResult:
                             "grpc-haproxy", upstream_port=server.port)
         return Contender("haproxy", servers=[s], target=s.address)
 
+    def nginx() -> Contender:
+        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-grpc.conf.tmpl",
+                            "grpc-nginx", upstream_port=server.port)
+        return Contender("nginx", servers=[s], target=s.address)
+
     def one() -> Contender:
         s = mesh("grpc-meshproxy", server)
         return Contender("meshproxy", servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}")
@@ -76,6 +81,7 @@ def run(ctx: Context) -> ScenarioResult:
     contenders = [
         compare.start(ctx, NAME, "direct", "client -> server", direct),
         compare.start(ctx, NAME, "haproxy", "HAProxy h2 -> h2", haproxy),
+        compare.start(ctx, NAME, "nginx", "nginx grpc_pass", nginx),
         compare.start(ctx, NAME, "meshproxy", "inbound -> server", one),
         compare.start(ctx, NAME, "meshproxy x2", "A outbound -> B inbound -> server", two),
     ]
@@ -126,6 +132,7 @@ def run(ctx: Context) -> ScenarioResult:
             "rounds": rounds, "order": "rotated each round", "grpcio": _grpc_version(),
             "cpu_placement": ctx.placement.describe() + " (client and server on the load CPUs)",
             "haproxy": "nbthread 1, bind ... proto h2, server ... proto h2",
+            "nginx": "1 worker, listen ... http2, grpc_pass with upstream keepalive 64",
             "meshproxy": "inbound, default target = server; x2: A outbound (routes by :authority) -> B inbound",
         },
         tables=[table],
