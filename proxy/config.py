@@ -426,7 +426,7 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     IDENTITY_RENEW_FRACTION: ("0.7", parse_fraction, "renew the certificate at this fraction of its lifetime"),
     IDENTITY_MIN_BACKOFF: ("1s", parse_duration, "first retry delay after a failed certificate request"),
     IDENTITY_MAX_BACKOFF: ("60s", parse_duration, "longest retry delay after failed certificate requests"),
-    TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration, "mesh TLS handshake time limit, both directions"),
+    TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration, "inbound mesh TLS handshake time limit (outbound, MESHPROXY_CONNECT_TIMEOUT covers it)"),
     POLICY: (None, str, "policy file (YAML: routes, retries, splits, authorization); reloaded on change"),
     DEFAULT_POLICY: ("all-unauthenticated", parse_choice(DEFAULT_POLICIES),
                      "inbound authorization for ports without a Server in the policy"),

@@ -120,3 +120,48 @@ def test_every_setting_is_in_the_readme():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     missing = [name for name in config.SETTINGS if f"`{name}`" not in readme]
     assert missing == [], f"README configuration table lacks {missing}"
+
+
+# ---- identity and policy settings -------------------------------------------------
+
+_ID = "web.default.serviceaccount.identity.cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MESHPROXY_IDENTITY_NAME": _ID}, "MESHPROXY_IDENTITY_TRUST_ANCHORS"),
+        ({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt"}, "MESHPROXY_IDENTITY_SERVICE"),
+        ({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
+          "MESHPROXY_IDENTITY_SERVICE": "https://issuer:8080"}, "MESHPROXY_IDENTITY_TOKEN_FILE"),
+        ({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
+          "MESHPROXY_IDENTITY_CERT_FILE": "/tls.crt"}, "MESHPROXY_IDENTITY_KEY_FILE"),
+        ({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
+          "MESHPROXY_IDENTITY_CERT_FILE": "/tls.crt", "MESHPROXY_IDENTITY_KEY_FILE": "/tls.key",
+          "MESHPROXY_IDENTITY_SERVICE": "https://issuer:8080"}, "MESHPROXY_IDENTITY_SERVICE"),
+        ({"MESHPROXY_IDENTITY_SERVICE": "http://issuer:8080"}, "MESHPROXY_IDENTITY_SERVICE"),
+        ({"MESHPROXY_IDENTITY_RENEW_FRACTION": "0.99"}, "MESHPROXY_IDENTITY_RENEW_FRACTION"),
+        ({"MESHPROXY_DEFAULT_POLICY": "allow-everyone"}, "MESHPROXY_DEFAULT_POLICY"),
+        ({"MESHPROXY_CLUSTER_NETWORKS": "10.0.0.0/33"}, "MESHPROXY_CLUSTER_NETWORKS"),
+        ({"MESHPROXY_INBOUND_PROBE_PATHS": "/ready,healthz"}, "MESHPROXY_INBOUND_PROBE_PATHS"),
+    ],
+)
+def test_identity_and_policy_settings_are_checked_together(env, named):
+    with pytest.raises(config.ConfigError) as err:
+        config.load(env)
+    assert err.value.name == named
+
+
+def test_identity_settings_in_either_mode():
+    issuer = config.load({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
+                          "MESHPROXY_IDENTITY_SERVICE": "https://issuer:8080",
+                          "MESHPROXY_IDENTITY_TOKEN_FILE": "/token"}).identity
+    assert (issuer.name, issuer.service, issuer.cert_file, issuer.renew_fraction) == (
+        _ID, "https://issuer:8080", None, 0.7)
+    files = config.load({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
+                         "MESHPROXY_IDENTITY_CERT_FILE": "/tls.crt", "MESHPROXY_IDENTITY_KEY_FILE": "/tls.key"}).identity
+    assert (files.service, files.cert_file, files.key_file) == (None, "/tls.crt", "/tls.key")
+    off = config.load({}).identity
+    assert off.name is None
+    policy = config.load({"MESHPROXY_INBOUND_PROBE_PATHS": "/ready, /live"}).policy
+    assert policy.probe_paths == ("/ready", "/live") and policy.default_policy == "all-unauthenticated"
