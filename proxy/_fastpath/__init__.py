@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 # Dependency order: a module is loaded after the ones it cimports/imports.
-MODULES: tuple[str, ...] = ("detect", "http1", "metrics", "tunnel", "relay", "balancer", "hpack", "h2frame", "h2state", "h2conn", "h2relay", "h1bridge")
+MODULES: tuple[str, ...] = ("detect", "http1", "metrics", "tunnel", "relay", "balancer", "hpack", "h2frame", "h2state", "h2conn", "h2relay", "h1bridge", "sockopt")
 
 _HERE = Path(__file__).parent
 PURE_REQUESTED = os.environ.get("MESHPROXY_PURE", "") not in ("", "0")

@@ -111,7 +111,8 @@ class Accepted(asyncio.Protocol):
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
-        meta = ConnMeta(stage.direction, client[:2], local[:2], original_dst(transport.get_extra_info("socket")))
+        meta = ConnMeta(stage.direction, client[:2], local[:2],
+                        original_dst(transport.get_extra_info("socket"), local[:2]))
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
             log.warning("connection refused: too many connections", direction=stage.direction,

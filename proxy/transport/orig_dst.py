@@ -8,9 +8,13 @@ returns the listener's own address: both mean "no original destination".
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
+
+try:
+    from proxy._fastpath.sockopt import getsockopt_bytes
+except ImportError:  # extensions not built: the socket object's own getsockopt
+    getsockopt_bytes = None
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
@@ -24,9 +28,9 @@ def decode_sockaddr(raw: bytes) -> tuple[str, int] | None:
     family = struct.unpack_from("=H", raw, 0)[0]
     port = struct.unpack_from("!H", raw, 2)[0]
     if family == socket.AF_INET and len(raw) >= 8:
-        return str(ipaddress.IPv4Address(raw[4:8])), port
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
     if family == socket.AF_INET6 and len(raw) >= 24:
-        return str(ipaddress.IPv6Address(raw[8:24])), port
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
     return None
 
 
@@ -38,20 +42,33 @@ def _unmap(host: str) -> str:
 
 
 def _query(sock, family: int) -> bytes | None:
+    if family == socket.AF_INET6:
+        level, option, size = SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28
+    else:
+        level, option, size = socket.SOL_IP, SO_ORIGINAL_DST, 16
     try:
-        if family == socket.AF_INET6:
-            return sock.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, 28)
-        return sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-    except OSError:
+        if getsockopt_bytes is not None:
+            # One system call on the descriptor: uvloop's pseudo-socket would
+            # build a Python socket object for every accepted connection.
+            return getsockopt_bytes(sock.fileno(), level, option, size)
+        return sock.getsockopt(level, option, size)
+    except (OSError, ValueError):
         return None
 
 
-def original_dst(sock) -> tuple[str, int] | None:
-    """The original destination of an accepted socket, or None when it was not redirected."""
-    try:
-        family = sock.family
-    except AttributeError:
-        return None
+def original_dst(sock, local: tuple[str, int] | None = None) -> tuple[str, int] | None:
+    """The original destination of an accepted socket, or None when it was not redirected.
+
+    ``local``: the socket's own address when the caller already has it.
+    """
+    if local is not None:
+        # The address already says the family (asking uvloop's pseudo-socket costs more).
+        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+    else:
+        try:
+            family = sock.family
+        except AttributeError:
+            return None
     raw = _query(sock, family)
     if raw is None and family == socket.AF_INET6:
         # An IPv4 connection accepted by a dual-stack socket is tracked by
@@ -60,10 +77,11 @@ def original_dst(sock) -> tuple[str, int] | None:
     dst = decode_sockaddr(raw) if raw is not None else None
     if dst is None:
         return None
-    try:
-        local = sock.getsockname()[:2]
-    except OSError:
-        return dst
+    if local is None:
+        try:
+            local = sock.getsockname()[:2]
+        except OSError:
+            return dst
     if (_unmap(dst[0]), dst[1]) == (_unmap(local[0]), local[1]):
         return None  # addressed to the listener itself
     return dst
