@@ -304,7 +304,7 @@ class H1ToH2:
         if service is None:
             self.pool.open(self.target, self)
             return
-        target = service.route(self)
+        target = service.route(self, self.target.endpoint)  # not the endpoint that just failed
         if target is not QUEUED:
             self.routed(target)
 

@@ -406,7 +406,7 @@ class Exchange:
             elif failed.service is None:
                 target = failed  # not balanced: the only choice (and routing again would count it twice)
             else:
-                target = failed.service.route(self)
+                target = failed.service.route(self, failed.endpoint)  # not the one that just failed
         except errors.ProxyError as err:
             self.fail(err)
             return

@@ -30,6 +30,9 @@ def _ns(seconds: float) -> int:
     return int(seconds * NS)
 
 
+AVOID_TRIES = 4  # extra picks that look for another endpoint than the one that just failed
+
+
 class BalancedService:
     """Endpoints of one logical service, their balancer, and requests waiting for one."""
 
@@ -85,10 +88,22 @@ class BalancedService:
                      endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))
 
     # -- picking --------------------------------------------------------------
-    def route(self, conn) -> object:
-        """The target for one request, or QUEUED (``conn.routed``/``conn.fail`` come later)."""
+    def route(self, conn, avoid=None) -> object:
+        """The target for one request, or QUEUED (``conn.routed``/``conn.fail`` come later).
+
+        ``avoid``: the endpoint a connect just failed on. It is not ejected
+        until failures accrue, so P2C could pick it again for the same request;
+        a few more picks (undone with ``cancel``) look for another one first.
+        """
         self.last_used = self.loop.time()
-        member = self.balancer.pick(time.monotonic_ns())
+        now = time.monotonic_ns()
+        member = self.balancer.pick(now)
+        tries = 0
+        while member is not None and member is avoid and tries < AVOID_TRIES:
+            tries += 1
+            again = self.balancer.pick(now)
+            self.balancer.cancel(member)
+            member = again
         if member is not None:
             return self.targets[member.key]
         self.waiters.append((self.loop.time() + self.queue_timeout, conn))

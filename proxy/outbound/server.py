@@ -128,7 +128,7 @@ class OutboundRouter:
         """Another endpoint (a new balancer pick) for a request that failed on ``failed``; a retry or a
         connect that did not reach it. Unbalanced targets have only themselves."""
         service = failed.service
-        return failed if service is None else service.route(conn)
+        return failed if service is None else service.route(conn, failed.endpoint)
 
     def tunnel_target(self, meta: ConnMeta) -> Target | None:
         """Opaque TCP is split by weight and balanced per connection with the same balancer."""
