@@ -57,7 +57,8 @@ def h2_request_headers(head):
         path = rest[slash:] if slash >= 0 else b"/"
         orig += b"; absolute-form"
     fields = [(b":method", head.method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
-    drop = _H1_ONLY.union(head.connection_tokens)
+    tokens = head.connection_tokens
+    drop = _H1_ONLY.union(tokens) if tokens else _H1_ONLY  # most heads name no extra hop-by-hop field
     for name, value in head.header_list():
         low = name.lower()
         if low not in drop and low != ORIG_PROTO:
@@ -528,7 +529,8 @@ class H1Upstream:
             self.buf = self.buf[head.consumed:]
             status = head.status
             fields = [(b":status", str(status).encode())]
-            drop = _H1_ONLY.union(head.connection_tokens)
+            tokens = head.connection_tokens
+            drop = _H1_ONLY.union(tokens) if tokens else _H1_ONLY
             for name, value in head.header_list():
                 low = name.lower()
                 if low not in drop:

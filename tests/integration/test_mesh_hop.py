@@ -166,3 +166,14 @@ def test_transport_header_names_the_app_port_on_the_inbound_side(mesh):
     sock.close()
     assert got.startswith(b"HTTP/1.1 200")
     assert app.requests[-1].head.raw.startswith(b"GET /echo?raw=1 HTTP/1.1\r\n")
+
+
+def test_fields_named_by_connection_do_not_cross_the_hop(mesh):
+    """RFC 9110 7.6.1: a field the client names in Connection is for the next hop only."""
+    a, _, app = mesh
+    resp, _ = _request(a, "GET", "/echo?conn-tokens=1", headers={"Connection": "x-private", "X-Private": "secret",
+                                                               "X-Public": "kept"})
+    assert resp.status == 200
+    names = {n.lower() for n, _ in app.requests[-1].head.headers}
+    assert b"x-private" not in names and b"connection" not in names
+    assert b"x-public" in names
