@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.telemetry.metrics import label_set
+
 MAX_SERVICES = 100
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 @dataclass(slots=True)
@@ -34,7 +33,7 @@ class DiscoveryMetrics:
         self.endpoints.pop(service, None)
 
     def render(self, out: list[str]) -> None:
-        src = f'{{source="{_escape(self.source)}"}}'
+        src = label_set((("source", self.source),))
         for name, kind, help_text, value in (
             ("discovery_reload_errors_total", "counter", "Endpoint file edits rejected as invalid.", self.reload_errors),
             ("discovery_source_errors_total", "counter", "Errors reading the discovery source.", self.source_errors),
@@ -48,5 +47,5 @@ class DiscoveryMetrics:
         out.append("# HELP discovery_endpoints Endpoints currently known for a service.")
         out.append("# TYPE discovery_endpoints gauge")
         for service in sorted(self.endpoints)[: self.max_services]:
-            out.append(f'discovery_endpoints{{source="{_escape(self.source)}",service="{_escape(service)}"}} '
+            out.append(f"discovery_endpoints{label_set((('source', self.source), ('service', service)))} "
                        f"{self.endpoints[service]}")

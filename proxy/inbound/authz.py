@@ -20,6 +20,7 @@ from proxy.config import PolicySettings
 from proxy.core.addr import ConnMeta
 from proxy.errors import Unauthorized
 from proxy.policy.authz import Client, Decision, InboundPolicy
+from proxy.telemetry.metrics import label_set
 
 log = structlog.get_logger("proxy.inbound.authz")
 
@@ -90,8 +91,7 @@ class InboundAuthorizer:
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} counter")
             for labels, cell in sorted(table.items()):
-                text = ",".join(f'{k}="{_esc(v)}"' for k, v in labels)
-                out.append(f"{name}{{{text}}} {cell[0]}")
+                out.append(f"{name}{label_set(labels)} {cell[0]}")
         out.append("# HELP inbound_tcp_authz_terminate_total Open connections closed when a policy change revoked them.")
         out.append("# TYPE inbound_tcp_authz_terminate_total counter")
         out.append(f"inbound_tcp_authz_terminate_total {self.tcp_revoked}")
@@ -215,6 +215,3 @@ def _cell(table: dict[tuple, list[int]], labels: tuple) -> list[int]:
 def _count(table: dict[tuple, list[int]], labels: tuple) -> None:
     _cell(table, labels)[0] += 1
 
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -18,9 +18,14 @@ _START = time.time()
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _labels(**labels: object) -> str:
-    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+def label_set(pairs: Iterable[tuple[str, object]]) -> str:
+    """``{k="v",...}`` with Prometheus escaping; every module that renders metrics uses this one."""
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs)
     return "{" + inner + "}"
+
+
+def _labels(**labels: object) -> str:
+    return label_set(labels.items())
 
 
 def _escape(value: str) -> str:

@@ -6,6 +6,8 @@ Counted per connection, never per request. Identity labels are bounded: past
 
 from __future__ import annotations
 
+from proxy.telemetry.metrics import label_set
+
 PEER_LIMIT = 1000
 OTHER = "other"
 
@@ -36,13 +38,10 @@ def render(out: list[str], stats: list[TlsStats]) -> None:
     for s in stats:
         label = "client_id" if s.direction == "inbound" else "server_id"
         for peer, n in sorted(s.peers.items()):
-            out.append(f'tls_connections_total{{direction="{s.direction}",tls="true",{label}="{_esc(peer)}"}} {n}')
+            out.append(f"tls_connections_total{label_set((('direction', s.direction), ('tls', 'true'), (label, peer)))} {n}")
     out.append("# HELP tls_handshake_errors_total Mesh TLS handshakes that failed, by reason.")
     out.append("# TYPE tls_handshake_errors_total counter")
     for s in stats:
         for reason, n in sorted(s.failures.items()):
-            out.append(f'tls_handshake_errors_total{{direction="{s.direction}",reason="{_esc(reason)}"}} {n}')
+            out.append(f"tls_handshake_errors_total{label_set((('direction', s.direction), ('reason', reason)))} {n}")
 
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
