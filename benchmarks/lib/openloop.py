@@ -21,17 +21,15 @@ benchmarks.lib.openloop build`` prints the binary's path, to run it by hand.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.lib import cbuild
 from benchmarks.lib.procs import run_bounded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,45 +40,14 @@ LIBS = ("-lm",)
 ERROR_KINDS = ("connect", "read", "parse", "status", "timeout")
 
 
-class BuildError(RuntimeError):
-    """No C compiler, or the generator did not compile."""
-
-
-def compiler() -> str | None:
-    """``$CC`` when set, else ``cc`` or ``gcc`` from PATH."""
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+BuildError = cbuild.BuildError
+compiler = cbuild.compiler
 
 
 def build() -> Path:
-    """The generator binary for the current source, compiled first if there is none yet.
-
-    Safe with several builders at once (tests in parallel, two runners): each
-    compiles to its own temporary name and renames it into place.
-    """
-    cc = compiler()
-    if cc is None:
-        raise BuildError("no C compiler (cc) for the open-loop generator: install Debian's"
-                         " build-essential (scripts/bootstrap.sh does)")
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + "\0".join((cc, *CFLAGS, *LIBS)).encode()).hexdigest()[:16]
-    binary = BUILD_DIR / f"openloop-{digest}"
-    if binary.exists():
-        return binary
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = BUILD_DIR / f".openloop-{digest}-{os.getpid()}.tmp"
-    try:
-        done = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(SOURCE), *LIBS],
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:]) or f"status {done.returncode}"
-            raise BuildError(f"{cc} could not build {SOURCE.relative_to(REPO)}: {tail}")
-        os.replace(tmp, binary)
-    finally:
-        tmp.unlink(missing_ok=True)
-    for old in BUILD_DIR.glob("openloop-*"):
-        if old != binary:
-            old.unlink(missing_ok=True)  # a run still using it keeps its open inode
-    return binary
+    """The generator binary for the current source, compiled first if there is none yet."""
+    return cbuild.build(compiler(), SOURCE, BUILD_DIR, "openloop", CFLAGS, LIBS,
+                        what="the open-loop generator", needs="Debian's build-essential")
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,14 @@ rebuilt. It needs a C compiler and OpenSSL's headers (Debian's
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.lib import cbuild
 from benchmarks.lib.procs import run_bounded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,44 +34,19 @@ LIBS = ("-lssl", "-lcrypto")
 ERROR_KINDS = ("connect", "tls", "io", "status")
 
 
-class BuildError(RuntimeError):
-    """No C compiler, no OpenSSL headers, or the tool did not compile."""
-
-
-def compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+BuildError = cbuild.BuildError
+compiler = cbuild.compiler
 
 
 def build(source: Path = SOURCE, build_dir: Path = BUILD_DIR) -> Path:
-    """The tool's binary for the current source, compiled first when there is none yet.
+    """The tool's binary for the current source, compiled first when there is none yet."""
+    return cbuild.build(compiler(), source, build_dir, "handshake", CFLAGS, LIBS,
+                        what="the handshake tool", needs="Debian's build-essential and libssl-dev",
+                        hint=_openssl_hint)
 
-    Several builders at once (parallel tests, two runners) each compile to a
-    private temporary name and rename it into place.
-    """
-    cc = compiler()
-    if cc is None:
-        raise BuildError("no C compiler (cc) for the handshake tool: install Debian's build-essential"
-                         " and libssl-dev (scripts/bootstrap.sh does)")
-    digest = hashlib.sha256(source.read_bytes() + "\0".join((cc, *CFLAGS, *LIBS)).encode()).hexdigest()[:16]
-    binary = build_dir / f"handshake-{digest}"
-    if binary.exists():
-        return binary
-    build_dir.mkdir(parents=True, exist_ok=True)
-    tmp = build_dir / f".handshake-{digest}-{os.getpid()}.tmp"
-    try:
-        done = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(source), *LIBS],
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:]) or f"status {done.returncode}"
-            hint = " (OpenSSL headers missing? install libssl-dev)" if "openssl/" in done.stderr else ""
-            raise BuildError(f"{cc} could not build {source.name}: {tail}{hint}")
-        os.replace(tmp, binary)
-    finally:
-        tmp.unlink(missing_ok=True)
-    for old in build_dir.glob("handshake-*"):
-        if old != binary:
-            old.unlink(missing_ok=True)  # a run still using it keeps its open inode
-    return binary
+
+def _openssl_hint(stderr: str) -> str:
+    return " (OpenSSL headers missing? install libssl-dev)" if "openssl/" in stderr else ""
 
 
 @dataclass(frozen=True)
