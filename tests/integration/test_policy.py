@@ -294,11 +294,7 @@ def test_a_route_timeout_answers_504_at_the_configured_time(mesh):
     assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
 
 
-def test_backend_timeout_is_retried_on_a_retryable_route(mesh):
-    backend, proxy, endpoints, _ = mesh
-    slow = backend("slow", slow=3.0)
-    _endpoints(endpoints, {"web.test:80": slow})
-    p = proxy("""
+SLOW_ROUTE = """
 services:
   web.test:80:
     routes:
@@ -307,7 +303,11 @@ services:
         isRetryable: true
         backendTimeout: 200ms
         timeout: 2s
-""", MESHPROXY_RETRY_LIMIT="2")
+"""
+
+
+def _three_timed_out_attempts(p, slow) -> None:
+    """GET /slow against a 3 s backend: three attempts of 200 ms, then 504, well before the 2 s route timeout."""
     conn = http.client.HTTPConnection(*p.outbound, timeout=10)
     start = time.monotonic()
     conn.request("GET", "/slow", headers={"Host": "web.test:80"})
@@ -316,8 +316,19 @@ services:
     resp.read()
     assert resp.status == 504
     assert "backend timeout" in resp.getheader("l5d-proxy-error", "")
-    assert 0.5 <= elapsed < 1.8, elapsed  # three attempts of 200 ms, well before the 2 s route timeout
+    assert 0.5 <= elapsed < 1.8, elapsed
+    deadline = time.monotonic() + 5
+    while slow.hits["GET"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert slow.hits["GET"] == 3
+    assert _route(p.metrics(), "slow", "route_retry_total") == 2
+
+
+def test_backend_timeout_is_retried_on_a_retryable_route(mesh):
+    backend, proxy, endpoints, _ = mesh
+    slow = backend("slow", slow=3.0)
+    _endpoints(endpoints, {"web.test:80": slow})
+    _three_timed_out_attempts(proxy(SLOW_ROUTE, MESHPROXY_RETRY_LIMIT="2"), slow)
 
 
 def test_policy_reload_applies_without_dropping_requests_and_keeps_the_last_good_one(mesh):
@@ -432,30 +443,7 @@ def test_backend_timeout_bounds_each_attempt_across_the_meshed_hop(mesh):
     try:
         _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
                           f"      - {{address: 127.0.0.1:{slow.port}, proxy: {peer.inbound_hostport}}}\n")
-        p = proxy("""
-services:
-  web.test:80:
-    routes:
-      - name: slow
-        match: {pathPrefix: /slow}
-        isRetryable: true
-        backendTimeout: 200ms
-        timeout: 2s
-""", MESHPROXY_RETRY_LIMIT="2")
-        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
-        start = time.monotonic()
-        conn.request("GET", "/slow", headers={"Host": "web.test:80"})
-        resp = conn.getresponse()
-        elapsed = time.monotonic() - start
-        resp.read()
-        assert resp.status == 504
-        assert "backend timeout" in resp.getheader("l5d-proxy-error", "")
-        assert 0.5 <= elapsed < 1.8, elapsed  # three meshed attempts of 200 ms each
-        deadline = time.monotonic() + 5
-        while slow.hits["GET"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert slow.hits["GET"] == 3
-        assert _route(p.metrics(), "slow", "route_retry_total") == 2
+        _three_timed_out_attempts(proxy(SLOW_ROUTE, MESHPROXY_RETRY_LIMIT="2"), slow)
     finally:
         peer.close()
 
