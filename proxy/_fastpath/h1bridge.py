@@ -19,7 +19,9 @@ from time import perf_counter
 from proxy import errors
 from proxy._fastpath.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
 from proxy._fastpath.h2relay import begin_batch, end_batch_at_tick
-from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, settle_pick
+from proxy._fastpath.relay import (
+    QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, attempt_time_limit, attempt_timeout_error, settle_pick,
+)
 
 ORIG_PROTO = b"l5d-orig-proto"
 CANCEL = 0x8
@@ -147,10 +149,7 @@ class H1ToH2:
         # The same bound on the time to the response head as a direct upstream
         # attempt: MESHPROXY_RESPONSE_TIMEOUT, or the route's backend timeout.
         conn = self.conn
-        timeout = conn.ctx.response_timeout
-        rp = conn.rp
-        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
-            timeout = rp.attempt_timeout
+        timeout = attempt_time_limit(conn.ctx.response_timeout, conn.rp)
         if timeout > 0 and self.timer is None:
             self.timer = conn.ctx.loop.call_later(timeout, self._timed_out)
         self.pump_up()
@@ -174,11 +173,7 @@ class H1ToH2:
             conn.bridge = None
             conn.retry()
             return
-        rp = conn.rp
-        if rp is not None and rp.attempt_timeout > 0:
-            conn.bridge_failed(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
-        else:
-            conn.bridge_failed(errors.ResponseTimeout())
+        conn.bridge_failed(attempt_timeout_error(conn.rp))
 
     def pump_up(self):
         client = self.client

@@ -19,7 +19,9 @@ import cython
 from proxy import errors
 from proxy._fastpath import h2conn
 from proxy.core import transport_header
-from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, settle_pick
+from proxy._fastpath.relay import (
+    QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, attempt_time_limit, attempt_timeout_error, settle_pick,
+)
 
 # RFC 9113 error codes used here.
 NO_ERROR = 0x0
@@ -250,10 +252,7 @@ class Exchange:
         self.up_sid = up_sid
         self.t_sent = perf_counter()
         ctx = self.server.ctx
-        timeout = ctx.response_timeout
-        rp = self.rp
-        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
-            timeout = rp.attempt_timeout
+        timeout = attempt_time_limit(ctx.response_timeout, self.rp)
         if timeout > 0 and self.timer is None:
             self.timer = ctx.loop.call_later(timeout, self.timed_out)
         self.pump_up()
@@ -267,10 +266,8 @@ class Exchange:
                     self.client.reset(self.up_sid, CANCEL)
                     self.client = None
                 self.retry()
-            elif rp is not None and rp.attempt_timeout > 0:
-                self.fail(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
             else:
-                self.fail(errors.ResponseTimeout())
+                self.fail(attempt_timeout_error(rp))
 
     def cancel_timer(self):
         if self.timer is not None:

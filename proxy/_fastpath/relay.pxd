@@ -6,6 +6,8 @@ cdef class ClientConn
 cdef class ServerConn
 
 cpdef void settle_pick(object target, double t_sent, int outcome) except *
+cpdef double attempt_time_limit(double response_timeout, object rp) except? -1
+cpdef object attempt_timeout_error(object rp)
 
 cdef class HttpContext:
     cdef public object loop

@@ -64,6 +64,22 @@ SETTLE_CANCELLED = 2  # the client went away: nothing learned
 MAX_REPICKS = cython.declare(cython.int, 2)
 
 
+def attempt_time_limit(response_timeout, rp):
+    """How long one attempt may wait for its response head (0: no limit): the
+    proxy's response timeout or the route's backend timeout, whichever is shorter.
+    The HTTP/1 relay, the HTTP/2 relay and the meshed hop all arm this one."""
+    if rp is not None and rp.attempt_timeout > 0 and (response_timeout <= 0 or rp.attempt_timeout < response_timeout):
+        return rp.attempt_timeout
+    return response_timeout
+
+
+def attempt_timeout_error(rp):
+    """The 504 for an attempt that ran out of time, naming the route's backend timeout when it set one."""
+    if rp is not None and rp.attempt_timeout > 0:
+        return errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)")
+    return errors.ResponseTimeout()
+
+
 def settle_pick(target, t_sent, outcome):
     """Give a balancer back its pick of ``target``: the round trip since ``t_sent`` (0: not sent) and how it ended."""
     rtt = perf_counter() - t_sent if t_sent > 0.0 else 0.0
@@ -701,11 +717,7 @@ class ServerConn:
         if self.rp is not None and self.retry_wanted(0):
             self.retry()
             return
-        rp = self.rp
-        if rp is not None and rp.attempt_timeout > 0:
-            self.fail(errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)"))
-        else:
-            self.fail(errors.ResponseTimeout())
+        self.fail(attempt_timeout_error(self.rp))
 
     def _route_timed_out(self):
         self.route_timer = None
@@ -983,10 +995,7 @@ class ClientConn:
         # Reading follows the client's ability to take the response.
         self.set_reading(not server.writing_paused)
         ctx = self.pool.ctx
-        timeout: cython.double = ctx.response_timeout
-        rp = server.rp
-        if rp is not None and rp.attempt_timeout > 0 and (timeout <= 0 or rp.attempt_timeout < timeout):
-            timeout = rp.attempt_timeout
+        timeout: cython.double = attempt_time_limit(ctx.response_timeout, server.rp)
         if timeout > 0:
             self.timer = ctx.loop.call_later(timeout, self._timed_out)
 
