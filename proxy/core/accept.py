@@ -42,7 +42,6 @@ class AcceptStage:
     detect_timeout: float
     opaque_ports: PortSet
     max_connections: int
-    connect_timeout: float
     # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
     connection_target: Callable[[ConnMeta], Target | None]
     # Where an opaque connection is relayed to: may be a balancer's pick, settled when it ends.
@@ -78,7 +77,6 @@ class AcceptStage:
             detect_timeout=config.limits.detect_timeout,
             opaque_ports=config.opaque_ports,
             max_connections=config.max_connections,
-            connect_timeout=config.limits.connect_timeout,
             connection_target=router.connection_target,
             tunnel_target=router.tunnel_target,
             refuse_without_target=refuse_without_target,
