@@ -102,6 +102,8 @@ class K8sResolver(Resolver):
     # ---- the Resolver interface ---------------------------------------------------
 
     def lookup(self, host: str, port: int) -> Watch | None:
+        if self._index_dirty:  # a Service changed and the coalesced flush has not run yet
+            self._rebuild_index()
         key = self._index.get(host, port)
         if key is None:
             return None
@@ -171,14 +173,7 @@ class K8sResolver(Resolver):
     def _flush(self) -> None:
         self._scheduled = False
         if self._index_dirty:
-            self._index_dirty = False
-            index = NameIndex(self.settings.cluster_domain)
-            for (ns, name), svc in self._services.items():
-                for p in svc.ports:
-                    index.add(f"{name}.{ns}.svc.{self.settings.cluster_domain}", p.port, (ns, name, p.port))
-                    for ip in svc.cluster_ips:
-                        index.add(ip, p.port, (ns, name, p.port))
-            self._index = index
+            self._rebuild_index()
         dirty, self._dirty = self._dirty, set()
         for service in dirty:
             for port, watch in list(self._watches.get(service, {}).items()):
@@ -186,6 +181,16 @@ class K8sResolver(Resolver):
                     self._recompute((*service, port), watch)
                 except Exception:
                     log.error("endpoint recompute failed", service=watch.name, exc_info=True)
+
+    def _rebuild_index(self) -> None:
+        self._index_dirty = False
+        index = NameIndex(self.settings.cluster_domain)
+        for (ns, name), svc in self._services.items():
+            for p in svc.ports:
+                index.add(f"{name}.{ns}.svc.{self.settings.cluster_domain}", p.port, (ns, name, p.port))
+                for ip in svc.cluster_ips:
+                    index.add(ip, p.port, (ns, name, p.port))
+        self._index = index
 
     def _recompute(self, key: WatchKey, watch: Watch) -> None:
         ns, name, port = key

@@ -172,6 +172,17 @@ def test_relist_after_410_gone(k8s_env):
     k8s_env(test)
 
 
+def test_lookup_sees_a_service_event_in_the_same_tick(k8s_env):
+    # Endpoint recomputation is coalesced to the next loop iteration; name lookups must not be:
+    # a lookup between an informer event and that flush answered from the old index once (CI).
+    async def test(api, resolver):
+        assert resolver.lookup("db.data", 5432) is not None
+        resolver._on_service("DELETED", ("data", "db"), None)
+        assert resolver.lookup("db.data", 5432) is None
+
+    k8s_env(test)
+
+
 def test_api_down_keeps_endpoints_and_backs_off(k8s_env):
     async def test(api, resolver):
         watch = await resolver.resolve(WEB, 80)
