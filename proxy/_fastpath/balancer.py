@@ -184,19 +184,11 @@ class Balancer:
             raise ValueError(f"default_rtt_ns must be >= 0, got {default_rtt_ns!r}")
         if not decay_ns > 0:
             raise ValueError(f"decay_ns must be > 0, got {decay_ns!r}")
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
-        if not 0 < min_backoff_ns <= max_backoff_ns:
-            raise ValueError(
-                f"need 0 < min_backoff_ns <= max_backoff_ns, got {min_backoff_ns!r}, {max_backoff_ns!r}"
-            )
         if not 0.0 <= jitter <= 1.0:
             raise ValueError(f"jitter must be within [0, 1], got {jitter!r}")
         self.default_rtt_ns = float(default_rtt_ns)
         self.decay_ns = float(decay_ns)
-        self.failure_threshold = failure_threshold
-        self.min_backoff_ns = min_backoff_ns
-        self.max_backoff_ns = max_backoff_ns
+        self.set_accrual(failure_threshold, min_backoff_ns, max_backoff_ns)
         self.jitter = float(jitter)
         self.seed = seed
         self.ready_count = 0
@@ -214,6 +206,18 @@ class Balancer:
         self._rng = seed & _MASK64
 
     # ------------------------------------------------------------ membership
+
+    def set_accrual(self, failure_threshold, min_backoff_ns, max_backoff_ns):
+        """Failure-accrual parameters; a change applies from the next failure or ejection on."""
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        if not 0 < min_backoff_ns <= max_backoff_ns:
+            raise ValueError(
+                f"need 0 < min_backoff_ns <= max_backoff_ns, got {min_backoff_ns!r}, {max_backoff_ns!r}"
+            )
+        self.failure_threshold = failure_threshold
+        self.min_backoff_ns = min_backoff_ns
+        self.max_backoff_ns = max_backoff_ns
 
     def update(self, endpoints):
         """Replace the set with (key, weight, target) triples: (added, removed, changed) keys.

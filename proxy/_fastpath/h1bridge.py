@@ -104,6 +104,8 @@ class H1ToH2:
         self.pool = pool
         self.router = router
         self.headers = h2_request_headers(head)
+        if conn.rp is not None and conn.rp.headers is not None:
+            self.headers = conn.rp.headers.apply(self.headers)  # the route's RequestHeaderModifier
         self.end_in = conn.req_done
         self.to_up = []
         self.up_end_pending = conn.req_done

@@ -19,6 +19,7 @@ import cython
 from proxy import errors
 from proxy._fastpath import h2conn
 from proxy.core import transport_header
+from proxy.core.responses import log_cut
 from proxy._fastpath.relay import (
     QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, attempt_time_limit, attempt_timeout_error, settle_pick,
 )
@@ -205,6 +206,9 @@ class Exchange:
         self.attempts = 0
         self.body_sent = False
         self.route_timer = None
+        self.idle_limit = 0.0
+        self.last_io = 0.0
+        self.idle_timer = None
         self.route_ms = 0.0
         self.grpc_pending = False  # a gRPC response whose class waits for its trailers
         self.orig_h1 = False
@@ -306,6 +310,8 @@ class Exchange:
 
     def on_response(self, headers, end_stream):
         status = _status(headers)
+        if self.idle_limit > 0.0:
+            self.last_io = self.server.ctx.loop.time()
         if self.rp is not None and self.policy_response(headers, status, end_stream):
             return  # retried: this response goes no further
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
@@ -323,6 +329,8 @@ class Exchange:
         self.server.flush()
 
     def on_response_data(self, data, flow, end_stream):
+        if self.idle_limit > 0.0:
+            self.last_io = self.server.ctx.loop.time()
         self.to_down.append((data, flow))
         if end_stream:
             self.down_end_pending = True
@@ -413,10 +421,17 @@ class Exchange:
     # -- reliability policy (only when the router set ``rp``) -----------------
     def policy_begin(self):
         rp = self.rp
+        if rp.headers is not None:
+            self.headers = rp.headers.apply(self.headers)  # the route's RequestHeaderModifier
         if rp.limit > 0 and self.meta.method != b"CONNECT":
             self.replay = []
+        loop = self.server.ctx.loop
         if rp.timeout > 0:
-            self.route_timer = self.server.ctx.loop.call_later(rp.timeout, self.route_timed_out)
+            self.route_timer = loop.call_later(rp.timeout, self.route_timed_out, rp.timeout)
+        if rp.idle_timeout > 0:
+            self.idle_limit = rp.idle_timeout
+            self.last_io = loop.time()
+            self.idle_timer = loop.call_at(self.last_io + self.idle_limit, self.idle_check)
 
     def policy_response(self, headers, status, end_stream):
         """A response head under a route policy: retry it (True) or count it and let it through."""
@@ -432,7 +447,6 @@ class Exchange:
             # The gRPC status comes in the trailers: classify then.
             self.grpc_pending = True
             self.route_ms = elapsed
-            self.stop_route_timer()
         else:
             self.route_end(status, grpc, elapsed)
         return False
@@ -454,25 +468,56 @@ class Exchange:
         self.cancel_timer()
         self.routed_again()
 
-    def route_timed_out(self):
+    def route_timed_out(self, timeout):
+        """The route's time for the whole exchange is up."""
         self.route_timer = None
-        rp = self.rp
-        if rp is None or self.done or self.resp_started:
+        self.route_deadline(errors.RouteTimeout(f"request timed out (route timeout {timeout:g}s)"))
+
+    def idle_check(self):
+        """No frame of this exchange for the route's idle timeout (checked when it would be due, then re-armed)."""
+        self.idle_timer = None
+        if self.idle_limit <= 0.0:
             return
-        if self.target is None:
-            self.server.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
-        self.fail(errors.RouteTimeout(f"request timed out (route timeout {rp.timeout:g}s)"))
+        loop = self.server.ctx.loop
+        due = self.last_io + self.idle_limit
+        if loop.time() < due:
+            self.idle_timer = loop.call_at(due, self.idle_check)
+            return
+        self.route_deadline(errors.RouteTimeout(f"request timed out (stream idle for {self.idle_limit:g}s)"))
+
+    def route_deadline(self, err):
+        """A route's time limit hit: 504 before the response head, RST_STREAM after."""
+        if self.done:
+            return
+        if not self.resp_started:
+            if self.target is None:
+                self.server.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
+            self.fail(err)
+            return
+        log_cut("outbound", err, self.meta, self.server.meta)  # route policies exist outbound only
+        if self.grpc_pending:  # its trailers will never come: a failure
+            self.grpc_pending = False
+            self.route_end(504, -1, self.route_ms)
+        self.settle(SETTLE_CANCELLED)
+        if self.client is not None:
+            self.client.reset(self.up_sid, CANCEL)
+            self.client = None
+        self.server.reset(self.sid, CANCEL)
+        self.finish()
 
     def stop_route_timer(self):
         if self.route_timer is not None:
             self.route_timer.cancel()
             self.route_timer = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.idle_limit = 0.0
 
     def route_end(self, status, grpc, elapsed):
         rp = self.rp
         self.rp = None
         self.replay = None
-        self.stop_route_timer()
         if status == 0:  # classified at the trailers: the head's status was counted then
             status = 200
         rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
@@ -496,6 +541,8 @@ class Exchange:
         if self.done:
             self.server.ack(self.sid, flow)
             return
+        if self.idle_limit > 0.0:
+            self.last_io = self.server.ctx.loop.time()
         if self.replay is not None and data:
             self.replay_size += len(data)
             if self.replay_size > self.rp.replay_limit:
@@ -564,6 +611,7 @@ class Exchange:
             return
         self.done = True
         self.cancel_timer()
+        self.stop_route_timer()
         if self.rp is not None:
             if self.grpc_pending:  # ended without trailers: the HTTP status decides
                 self.grpc_pending = False
@@ -571,7 +619,6 @@ class Exchange:
             else:  # the client went away first: nothing to count
                 self.rp = None
                 self.replay = None
-                self.stop_route_timer()
         server = self.server
         server.exchanges.pop(self.sid, None)
         if self.client is not None:

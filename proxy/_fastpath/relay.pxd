@@ -82,6 +82,9 @@ cdef class ServerConn:
     cdef Py_ssize_t replay_limit
     cdef public int attempts           # retries sent for the request in flight
     cdef object route_timer
+    cdef double idle_limit             # the route's stream idle timeout (0: none) and the last byte's loop time
+    cdef double last_io
+    cdef object idle_timer
     cdef object authz                  # inbound authorization of this connection, or None
     cdef bint inbound
     cdef bytes client_id               # inbound: the verified client identity sent as l5d-client-id
@@ -112,6 +115,8 @@ cdef class ServerConn:
     cpdef void attempt_timed_out(self)
     cdef void _route_end(self, int status, bint failure)
     cdef void _route_drop(self)
+    cdef void _stop_route_timer(self)
+    cdef void _route_deadline(self, object err)
     cpdef void response_done(self, bint tunnel)
     cpdef void fail(self, object err)
     cpdef void begin_drain(self)

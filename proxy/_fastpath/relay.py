@@ -21,6 +21,7 @@ import cython
 from time import perf_counter
 
 from proxy import errors
+from proxy.core.responses import log_cut
 from proxy._fastpath.http1 import (
     NEED_MORE,
     ChunkedScanner,
@@ -274,6 +275,9 @@ class ServerConn:
         self.replay_limit = 0
         self.attempts = 0
         self.route_timer = None
+        self.idle_limit = 0.0
+        self.last_io = 0.0
+        self.idle_timer = None
         self.authz = meta.authz
         self.inbound = meta.direction == "inbound"
         self.client_id = meta.client_id.encode("ascii") if meta.client_id else None
@@ -288,6 +292,8 @@ class ServerConn:
 
     def data_received(self, data):
         self.ctx.tcp_src.read_bytes += len(data)
+        if self.idle_limit > 0.0:
+            self.last_io = self.ctx.loop.time()
         if self.buf:
             self.buf += data
         else:
@@ -315,8 +321,7 @@ class ServerConn:
         self.ctx.tcp_src.closed += 1
         self.settle(SETTLE_CANCELLED)
         self.uncount()
-        if self.rp is not None:
-            self._route_drop()
+        self._route_drop()
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
             bridge.cancel()
@@ -405,8 +410,7 @@ class ServerConn:
         self.settled = True  # until a balancer picks an endpoint
         self.t_sent = 0.0
         self.target = None
-        if self.rp is not None:
-            self._route_drop()  # defensive: a previous request's route timer must not outlive it
+        self._route_drop()  # defensive: a previous request's route timer must not outlive it
         self.attempts = 0
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
             self.fail(errors.LoadShed())
@@ -504,7 +508,8 @@ class ServerConn:
         # Inbound, only this proxy speaks for the client's identity: a client's
         # own l5d-client-id goes, the verified one (if any) is added.
         strip_id: cython.bint = self.inbound and head.has_client_id
-        if not head.hop_by_hop and not absolute and not strip_id and self.client_id is None:
+        edit = self.rp.headers if self.rp is not None else None  # the route's RequestHeaderModifier
+        if not head.hop_by_hop and not absolute and not strip_id and self.client_id is None and edit is None:
             return head.raw
         first_line = None
         if absolute:
@@ -521,6 +526,9 @@ class ServerConn:
             extra = [(b"Host", authority)]
         if self.client_id is not None:
             extra = list(extra) + [(b"l5d-client-id", self.client_id)]
+        if edit is not None:
+            drop = drop + edit.drop
+            extra = list(extra) + list(edit.extra)
         return rewrite_head(head.raw, first_line, drop, keep_upgrade, extra)
 
     def send_upstream(self, conn: ClientConn):
@@ -664,8 +672,13 @@ class ServerConn:
             self.replay_limit = rp.replay_limit
             if self.req_kind == BODY_NONE or (self.req_kind == BODY_LENGTH and self.req_remaining <= self.replay_limit):
                 self.replay = []
+        loop = self.ctx.loop
         if rp.timeout > 0:
-            self.route_timer = self.ctx.loop.call_later(rp.timeout, self._route_timed_out)
+            self.route_timer = loop.call_later(rp.timeout, self._route_timed_out, rp.timeout)
+        if rp.idle_timeout > 0:
+            self.idle_limit = rp.idle_timeout
+            self.last_io = loop.time()
+            self.idle_timer = loop.call_at(self.last_io + self.idle_limit, self._idle_check)
 
     def _keep(self, body: bytes):
         self.replay_size += len(body)
@@ -719,31 +732,53 @@ class ServerConn:
             return
         self.fail(attempt_timeout_error(self.rp))
 
-    def _route_timed_out(self):
+    def _route_timed_out(self, timeout):
+        """The route's time for the whole exchange is up."""
         self.route_timer = None
-        rp = self.rp
-        if rp is None or self.closed or not self.in_flight:
+        self._route_deadline(errors.RouteTimeout(f"request timed out (route timeout {timeout:g}s)"))
+
+    def _idle_check(self):
+        """No byte of this exchange for the route's idle timeout (checked when it would be due, then re-armed)."""
+        self.idle_timer = None
+        if self.idle_limit <= 0.0:
             return
-        if self.target is None and self.bridge is None:
+        loop = self.ctx.loop
+        due = self.last_io + self.idle_limit
+        if loop.time() < due:
+            self.idle_timer = loop.call_at(due, self._idle_check)
+            return
+        self._route_deadline(errors.RouteTimeout(f"request timed out (stream idle for {self.idle_limit:g}s)"))
+
+    def _route_deadline(self, err):
+        """A route's time limit hit: 504 before the response head, a cut connection after."""
+        if self.closed or not self.in_flight:
+            return
+        if self.resp_started:
+            log_cut("outbound", err, self.head, self.meta)  # route policies exist outbound only
+        elif self.target is None and self.bridge is None:
             self.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
-        self.fail(errors.RouteTimeout(f"request timed out (route timeout {rp.timeout:g}s)"))
+        self.fail(err)
 
     def _route_end(self, status, failure):
         """The request's outcome is known (a response head or a synthesized error): count it once."""
         rp = self.rp
         self.rp = None
         self.replay = None
-        if self.route_timer is not None:
-            self.route_timer.cancel()
-            self.route_timer = None
         rp.stats.record((perf_counter() - self.t0) * 1000.0, failure)
 
     def _route_drop(self):
         self.rp = None
         self.replay = None
+        self._stop_route_timer()
+
+    def _stop_route_timer(self):
         if self.route_timer is not None:
             self.route_timer.cancel()
             self.route_timer = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.idle_limit = 0.0
 
     def hold_reading(self, on):
         """The bridge has too much request body waiting for the peer's window (on) or not (off)."""
@@ -764,6 +799,7 @@ class ServerConn:
         """The upstream finished its response (the upstream connection is already released)."""
         self.upstream = None
         self.bridge = None
+        self._stop_route_timer()
         self.in_flight = False
         self.resp_started = False
         self.head = None
@@ -807,6 +843,7 @@ class ServerConn:
         ctx = self.ctx
         if self.rp is not None:
             self._route_end(err.status, True)
+        self._stop_route_timer()
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self.uncount()
         if self.bridge is not None:
@@ -857,6 +894,8 @@ class ServerConn:
 
     def write(self, data):
         self.ctx.tcp_src.write_bytes += len(data)
+        if self.idle_limit > 0.0:
+            self.last_io = self.ctx.loop.time()
         self.transport.write(data)
 
     def close(self):

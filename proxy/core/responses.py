@@ -32,6 +32,17 @@ def error_response(err: ProxyError, close: bool) -> bytes:
 
 def log_error(direction: str, err: ProxyError, head, meta, target=None) -> None:
     """One structured line per synthesized response, at the error's level."""
+    getattr(log, err.level)("proxy responded with error", **_fields(direction, err, head, meta, target))
+
+
+def log_cut(direction: str, err: ProxyError, head, meta) -> None:
+    """The line for a response the proxy had to cut short: its head had gone out, so no error response was possible."""
+    fields = _fields(direction, err, head, meta, None)
+    del fields["status"]
+    getattr(log, err.level)("response cut short", **fields)
+
+
+def _fields(direction: str, err: ProxyError, head, meta, target) -> dict:
     fields = {
         "direction": direction,
         "status": err.status,
@@ -44,4 +55,4 @@ def log_error(direction: str, err: ProxyError, head, meta, target=None) -> None:
         fields["target"] = head.target.decode("latin-1")[:200]
     if target is not None:
         fields["upstream"] = str(target)
-    getattr(log, err.level)("proxy responded with error", **fields)
+    return fields

@@ -41,17 +41,13 @@ class BalancedService:
         self.name = name
         self.settings = settings
         self.queue_timeout = settings.queue_timeout
-        accrual = watch.snapshot.accrual
         self.balancer = Balancer(
             default_rtt_ns=_ns(settings.ewma_default_rtt),
             decay_ns=_ns(settings.ewma_decay),
-            failure_threshold=accrual.consecutive_failures or settings.failure_accrual_consecutive,
-            min_backoff_ns=_ns(accrual.min_backoff if accrual.min_backoff is not None
-                               else settings.failure_accrual_min_backoff),
-            max_backoff_ns=_ns(accrual.max_backoff if accrual.max_backoff is not None
-                               else settings.failure_accrual_max_backoff),
             seed=random.getrandbits(63),
         )
+        self.policy_accrual = None  # the policy file's failureAccrual for this service, if any
+        self._set_accrual(watch.snapshot.accrual)
         self.waiters: deque[tuple[float, object]] = deque()
         self.timer = None
         self.last_used = loop.time()
@@ -60,8 +56,31 @@ class BalancedService:
         self.unsubscribe = watch.subscribe(self._on_update)
         self._apply(watch.snapshot.endpoints)
 
+    # -- failure accrual -------------------------------------------------------
+    def set_policy_accrual(self, accrual) -> None:
+        """The policy file's failureAccrual (None: none); it wins field by field over discovery's."""
+        if accrual != self.policy_accrual:
+            self.policy_accrual = accrual
+            self._set_accrual(self.watch.snapshot.accrual)
+
+    def _set_accrual(self, discovered) -> None:
+        settings = self.settings
+
+        def pick(field: str, default):
+            for source in (self.policy_accrual, discovered):
+                value = getattr(source, field, None) if source is not None else None
+                if value is not None:
+                    return value
+            return default
+
+        min_ns = _ns(pick("min_backoff", settings.failure_accrual_min_backoff))
+        # Fields from different sources may disagree (a policy's minimum over the default maximum).
+        max_ns = max(min_ns, _ns(pick("max_backoff", settings.failure_accrual_max_backoff)))
+        self.balancer.set_accrual(pick("consecutive_failures", settings.failure_accrual_consecutive), min_ns, max_ns)
+
     # -- membership ---------------------------------------------------------
     def _on_update(self, update) -> None:
+        self._set_accrual(update.snapshot.accrual)  # discovery's annotations may have changed too
         self._apply(update.snapshot.endpoints)
         self._wake()
 

@@ -24,7 +24,7 @@ from proxy._fastpath.metrics import RouteStats
 from proxy.core.addr import Target, parse_authority
 from proxy.policy.budget import RetryBudget
 from proxy.policy.classify import classify, should_retry
-from proxy.policy.model import DEFAULT_ROUTE, Backend, PolicySet, Route, ServicePolicy
+from proxy.policy.model import DEFAULT_ROUTE, Backend, FailureAccrual, HeaderModifier, PolicySet, Route, ServicePolicy
 from proxy.policy.routes import RouteTable
 from proxy.policy.split import WeightedBackends
 
@@ -32,18 +32,46 @@ CACHE_LIMIT = 4096  # logical destinations remembered per policy version
 OTHER = "other"  # the label of routes over the cardinality limit
 
 
+class HeaderEdit:
+    """A route's RequestHeaderModifier in the forms the relays apply.
+
+    ``drop`` (lower-case names: every ``set`` and ``remove`` name) and
+    ``extra`` (the ``set`` then ``add`` fields) go to the HTTP/1 head
+    rewriter; ``apply`` edits an HTTP/2 field list. The parser refused
+    framing, hop-by-hop and routing fields, so no edit changes how a request
+    is delimited or where it goes.
+    """
+
+    __slots__ = ("drop", "extra", "_h2_extra")
+
+    def __init__(self, modifier: HeaderModifier) -> None:
+        names = [n.lower() for n, _ in modifier.set] + [n.lower() for n in modifier.remove]
+        self.drop = tuple(dict.fromkeys(n.encode("ascii") for n in names))
+        self.extra = tuple((n.encode("ascii"), v.encode("latin-1")) for n, v in (*modifier.set, *modifier.add))
+        self._h2_extra = [(n.lower(), v) for n, v in self.extra]
+
+    def apply(self, fields: list) -> list:
+        drop = self.drop
+        out = [f for f in fields if f[0] not in drop]
+        out.extend(self._h2_extra)
+        return out
+
+
 class RoutePolicy:
     """One route of one service as the relays see it (duck-typed: the relays do not import this module).
 
     ``failure_status`` / ``retry_status`` answer per HTTP status (0..999)
     without a call; gRPC statuses go through ``failed`` / ``retry_on``.
-    ``timeout`` bounds the request to its response head, retries included;
+    ``timeout`` bounds the whole exchange (the response body too), retries included;
     ``attempt_timeout`` one attempt; 0 disables either. ``limit`` is the most
     retries one request may make (0: the route is not retryable).
+    ``idle_timeout`` bounds the time without a byte either way (0: none).
+    ``headers`` is the route's header edit (``HeaderEdit``), or None.
     """
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
-                 "failure_status", "retry_status", "replay_limit", "split", "_grpc_retry")
+                 "failure_status", "retry_status", "replay_limit", "split", "headers", "idle_timeout",
+                 "_grpc_retry")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -51,6 +79,7 @@ class RoutePolicy:
         self.stats = stats
         self.budget = budget
         self.timeout = route.timeout or 0.0
+        self.idle_timeout = route.idle_timeout or 0.0
         retry = route.retry
         attempt = retry.timeout if retry is not None and retry.timeout else route.backend_timeout
         self.attempt_timeout = attempt or 0.0
@@ -61,6 +90,8 @@ class RoutePolicy:
         self.replay_limit = replay_limit
         # A backend rule: matching requests split over the route's own backends.
         self.split = WeightedBackends(route.backends) if any(b.weight > 0 for b in route.backends) else None
+        modifier = route.request_header_modifier
+        self.headers = HeaderEdit(modifier) if modifier is not None else None
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
         self._grpc_retry = bool(self.limit) and (retry is None or bool(retry.grpc_codes))
@@ -179,11 +210,19 @@ class OutboundPolicy:
         self.registry = Registry(route_label_limit)
         self.policy_set = policy_set
         self.cache: dict[tuple[str, int], ServiceRuntime | None] = {}
+        self.listeners: list = []  # called after each update (the router re-reads failure accrual)
 
     def update(self, policy_set: PolicySet) -> None:
         """A new policy version: later requests see it; requests in flight keep theirs."""
         self.policy_set = policy_set
         self.cache = {}
+        for listener in self.listeners:
+            listener()
+
+    def accrual_for(self, host: str, port: int) -> FailureAccrual | None:
+        """The policy's failureAccrual for a concrete service as the balancer addresses it."""
+        found = self._find(host, port)
+        return found.failure_accrual if found is not None else None
 
     def lookup(self, target: Target) -> ServiceRuntime | None:
         key = (target.host, target.port)

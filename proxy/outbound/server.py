@@ -55,6 +55,8 @@ class OutboundRouter:
         self._concrete: dict[tuple[str, int], Target] = {}
         # (host, port) -> BalancedService, or None for names discovery does not know.
         self.services: dict[tuple[str, int], BalancedService | None] = {}
+        if policy is not None:
+            policy.listeners.append(self._policy_changed)
 
     # -- the logical destination ------------------------------------------------
     def connection_target(self, meta: ConnMeta) -> Target | None:
@@ -158,10 +160,19 @@ class OutboundRouter:
 
             assert self.settings is not None
             service = BalancedService(self.loop, watch.name, watch, self.settings)
+            if self.policy is not None:
+                service.set_policy_accrual(self.policy.accrual_for(target.host, target.port))
         if len(self.services) >= SERVICE_LIMIT:
             self.sweep(self.loop.time(), 0.0)
         self.services[key] = service
         return service
+
+    def _policy_changed(self) -> None:
+        """A policy reload: its failureAccrual settings reach the balancers already built."""
+        assert self.policy is not None
+        for (host, port), service in self.services.items():
+            if service is not None:
+                service.set_policy_accrual(self.policy.accrual_for(host, port))
 
     def unqueue(self, conn) -> None:
         """Take a request that gave up (route timeout) out of every balancer's queue."""

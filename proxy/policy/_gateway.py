@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from proxy.policy._fields import Doc
@@ -73,11 +74,40 @@ def _filter(doc: Doc, value: Any, path: str) -> HeaderModifier:
                       {"set", "add", "remove"})
     pairs = {}
     for key in ("set", "add"):
-        items = _named_values(doc, mod.get(key), f"{path}.requestHeaderModifier.{key}", {"Exact": "exact"})
+        where = f"{path}.requestHeaderModifier.{key}"
+        items = _named_values(doc, mod.get(key), where, {"Exact": "exact"})
+        seen = set()
+        for j, (_, name, value) in enumerate(items):
+            _editable(doc, name, f"{where}[{j}].name")
+            if name.lower() in seen:
+                raise doc.fail(f"{where}[{j}].name", f"{name!r} is listed twice")
+            seen.add(name.lower())
+            if not _FIELD_VALUE.fullmatch(value):
+                raise doc.fail(f"{where}[{j}].value", "a header value must not contain control characters")
         pairs[key] = tuple((name, value) for _, name, value in items)
-    remove = tuple(doc.string(n, f"{path}.requestHeaderModifier.remove[{i}]")
+    remove = tuple(_editable(doc, doc.string(n, f"{path}.requestHeaderModifier.remove[{i}]"),
+                             f"{path}.requestHeaderModifier.remove[{i}]")
                    for i, n in enumerate(doc.seq(mod.get("remove"), f"{path}.requestHeaderModifier.remove")))
     return HeaderModifier(pairs["set"], pairs["add"], remove)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Fields that frame the request, are hop-by-hop, or were already used to route
+# it: editing them after the route matched could forward an ambiguous request
+# or send it somewhere the route did not choose.
+_NOT_EDITABLE = frozenset({
+    "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+    "upgrade", "host", "l5d-dst-override", "l5d-orig-proto", "l5d-client-id",
+})
+
+
+def _editable(doc: Doc, name: str, path: str) -> str:
+    if not _TOKEN.fullmatch(name):
+        raise doc.fail(path, f"{name!r} is not a valid header name")
+    if name.lower() in _NOT_EDITABLE:
+        raise doc.fail(path, f"{name!r} cannot be modified by a route (it frames, routes or identifies the request)")
+    return name
 
 
 def _annotations(doc: Doc) -> tuple[RetryPolicy | None, dict[str, float]]:
@@ -128,6 +158,8 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
                         for j, m in enumerate(doc.seq(rule.get("matches"), f"{path}.matches")))
         modifier = None
         for j, f in enumerate(doc.seq(rule.get("filters"), f"{path}.filters")):
+            if modifier is not None:
+                raise doc.fail(f"{path}.filters[{j}]", "RequestHeaderModifier may appear once per rule")
             modifier = _filter(doc, f, f"{path}.filters[{j}]")
         backends = []
         for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):

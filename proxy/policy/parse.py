@@ -47,6 +47,7 @@ The compact format::
             match: {method: GET, pathRegex: '/books/[^/]+'}   # or a list of matches (any)
             timeout: 2s                       # whole request, retries included
             backendTimeout: 500ms             # one attempt
+            idleTimeout: 10s                  # no byte either way for this long
             retry: {http: 5xx, grpc: [unavailable], limit: 2, timeout: 300ms}
             responseClasses:
               - {status: 500-599, isFailure: true}
@@ -95,7 +96,8 @@ from proxy.policy.model import (
 __all__ = ["ParseError", "parse", "parse_file"]
 
 _SERVICE_KEYS = {"routes", "retryBudget", "backends", "failureAccrual"}
-_ROUTE_KEYS = {"name", "match", "timeout", "backendTimeout", "isRetryable", "retry", "responseClasses", "backends"}
+_ROUTE_KEYS = {"name", "match", "timeout", "backendTimeout", "idleTimeout", "isRetryable", "retry", "responseClasses",
+               "backends"}
 _MATCH_KEYS = {"method", "path", "pathPrefix", "pathRegex", "headers", "headerRegex"}
 
 
@@ -162,6 +164,7 @@ def _compact_route(doc: Doc, value: Any, path: str, service: str) -> Route:
         timeout=doc.duration(body["timeout"], f"{path}.timeout") if "timeout" in body else None,
         backend_timeout=(doc.duration(body["backendTimeout"], f"{path}.backendTimeout")
                          if "backendTimeout" in body else None),
+        idle_timeout=doc.duration(body["idleTimeout"], f"{path}.idleTimeout") if "idleTimeout" in body else None,
         is_retryable=retry is not None or doc.boolean(body.get("isRetryable", False), f"{path}.isRetryable"),
         retry=retry,
         response_classes=tuple(_compact_class(doc, rc, f"{path}.responseClasses[{i}]")

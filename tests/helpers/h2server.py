@@ -17,6 +17,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /never, /hold   never answered (a reset from the peer is recorded)
 /reset-before?code=N   RST_STREAM at once, before any response
 /reset-after?code=N    head and 1000 bytes, then RST_STREAM
+/stall          head (gRPC's content-type with ?grpc=1) and 1000 bytes, then nothing
 /refuse-once?key=K  RST_STREAM REFUSED_STREAM the first time, 200 "second try" after
 /refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
 /early-reply    200 "early" at once and RST_STREAM NO_ERROR, body never read
@@ -237,6 +238,10 @@ class H2Origin(TcpServer):
             state.h2.send_headers(req.stream_id, [(b":status", b"200")])
             state.h2.send_data(req.stream_id, b"x" * 1000)
             self._reset(state, req, code)
+        elif path == "/stall":
+            grpc = [(b"content-type", b"application/grpc")] if query.get("grpc") == ["1"] else []
+            state.h2.send_headers(req.stream_id, [(b":status", b"200"), *grpc])
+            state.h2.send_data(req.stream_id, b"x" * 1000)
         elif path == "/trailers-only":
             grpc = query.get("grpc", ["5"])[0].encode()
             state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc"),
@@ -247,7 +252,7 @@ class H2Origin(TcpServer):
     def _on_end(self, state: _ConnState, req: H2Request) -> None:
         """Endpoints that answer once the whole request is in."""
         path, query = _split(req.path)
-        if path in ("/reset-before", "/early-reply", "/reset-after", "/trailers-only", "/never", "/hold") \
+        if path in ("/reset-before", "/early-reply", "/reset-after", "/stall", "/trailers-only", "/never", "/hold") \
                 or req.reset_code is not None or req.local_reset is not None:
             return
         if path == "/echo":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import http.client
 import os
 import random
@@ -39,9 +40,28 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.hits[self.command] += 1
             server.bodies.append(body)
+            server.heads.append(self.headers.items())
             fail = server.rng.random() < server.fail_rate
         if self.path.startswith("/slow"):
             time.sleep(server.slow)
+        if self.path.startswith("/trickle"):  # five bytes, one every 150 ms
+            self.send_response(200)
+            self.send_header("content-length", "5")
+            self.end_headers()
+            for _ in range(5):
+                self.wfile.write(b"t")
+                self.wfile.flush()
+                time.sleep(0.15)
+            return
+        if self.path.startswith("/stall"):  # head and half the body, the rest ``slow`` s later
+            self.send_response(200)
+            self.send_header("content-length", "2000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            time.sleep(server.slow)
+            self.wfile.write(b"x" * 1000)
+            return
         status = server.fail_status if fail else 200
         out = server.name.encode()
         self.send_response(status)
@@ -62,7 +82,7 @@ class Backend:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.name, server.fail_rate, server.fail_status, server.slow = name, fail_rate, fail_status, slow
-        server.lock, server.hits, server.bodies = threading.Lock(), collections.Counter(), []
+        server.lock, server.hits, server.bodies, server.heads = threading.Lock(), collections.Counter(), [], []
         server.rng = random.Random(1234)
         self.server = server
         self.port = server.server_address[1]
@@ -294,6 +314,92 @@ def test_a_route_timeout_answers_504_at_the_configured_time(mesh):
     assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
 
 
+STALL_ROUTE = """
+services:
+  web.test:80:
+    routes:
+      - {name: stall, match: {pathPrefix: /stall}, timeout: 400ms}
+  grpc.test:80:
+    routes:
+      - {name: stall, match: {pathPrefix: /stall}, timeout: 400ms}
+"""
+
+
+@contextlib.contextmanager
+def _http1_and_http2_services(mesh, policy_text: str):
+    """web.test:80 an HTTP/1 backend (``slow`` 3 s), grpc.test:80 an HTTP/2 origin: (origin, proxy)."""
+    backend, proxy, endpoints, _ = mesh
+    origin = H2Origin(name="h2-origin")
+    try:
+        _endpoints(endpoints, {"web.test:80": backend("app", slow=3.0), "grpc.test:80": origin})
+        yield origin, proxy(policy_text)
+    finally:
+        origin.stop()
+
+
+def test_a_route_timeout_also_bounds_a_response_body_that_outlives_it(mesh):
+    # Linkerd's request timeout covers the whole request-response stream: once the
+    # head went out, the only signal left is to cut the HTTP/1 connection or reset the stream.
+    with _http1_and_http2_services(mesh, STALL_ROUTE) as (origin, p):
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        start = time.monotonic()
+        conn.request("GET", "/stall", headers={"Host": "web.test:80"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises(http.client.IncompleteRead) as got:
+            resp.read()
+        elapsed = time.monotonic() - start
+        assert len(got.value.partial) == 1000 and 0.35 <= elapsed < 2.0, elapsed
+        with H2Client(p.outbound) as client:
+            for path in ("/stall", "/stall?grpc=1"):
+                start = time.monotonic()
+                resp = client.exchange("GET", path, authority="grpc.test:80")
+                elapsed = time.monotonic() - start
+                assert resp.status == 200 and resp.reset_code == 8, resp.summary()  # CANCEL
+                assert len(resp.data) == 1000 and 0.35 <= elapsed < 2.0, elapsed
+            assert origin.wait_reset("/stall?grpc=1") is not None  # the upstream stream was cancelled too
+            assert client.exchange("GET", "/stall-not", authority="grpc.test:80").status == 200  # connection lives
+        m = p.metrics()
+        # Heads are counted when they arrive; a gRPC stream whose trailers never came is a failure.
+        assert m.get("route_response_total", dst="grpc.test:80", rt_route="stall", classification="failure") == 1
+        assert m.get("route_response_total", dst="grpc.test:80", rt_route="stall", classification="success") == 1
+        assert len([line for line in p.lines() if "response cut short" in line and "route timeout 0.4s" in line]) == 3
+
+
+IDLE_ROUTE = """
+services:
+  web.test:80:
+    routes:
+      - {name: idle, match: {pathPrefix: /, method: GET}, idleTimeout: 400ms}
+  grpc.test:80:
+    routes:
+      - {name: idle, match: {pathPrefix: /}, idleTimeout: 400ms}
+"""
+
+
+def test_an_idle_timeout_cuts_a_silent_stream_and_spares_a_slow_one(mesh):
+    with _http1_and_http2_services(mesh, IDLE_ROUTE) as (_, p):
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        conn.request("GET", "/trickle", headers={"Host": "web.test:80"})
+        resp = conn.getresponse()
+        assert resp.read() == b"ttttt"  # 750 ms in all, never 400 ms without a byte
+        start = time.monotonic()
+        conn.request("GET", "/slow", headers={"Host": "web.test:80"})  # silent before its head: 504
+        resp = conn.getresponse()
+        assert resp.status == 504 and "stream idle for 0.4s" in resp.getheader("l5d-proxy-error", "")
+        resp.read()
+        conn.request("GET", "/stall", headers={"Host": "web.test:80"})  # silent after its head: cut
+        resp = conn.getresponse()
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+        assert 0.7 <= time.monotonic() - start < 2.5
+        with H2Client(p.outbound) as client:
+            resp = client.exchange("GET", "/stall", authority="grpc.test:80")
+            assert resp.status == 200 and resp.reset_code == 8 and len(resp.data) == 1000, resp.summary()
+            assert client.exchange("GET", "/slow?delay=0.2", authority="grpc.test:80").status == 200
+        assert len([line for line in p.lines() if "stream idle for 0.4s" in line]) == 3
+
+
 SLOW_ROUTE = """
 services:
   web.test:80:
@@ -501,3 +607,93 @@ def test_an_httproute_with_linkerd_retry_annotations_routes_and_retries(mesh):
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b"v2")  # the header rule's backend
     assert p.metrics().get("route_retry_total", dst="web.test.svc.cluster.local:80") == 8
+
+
+HEADER_ROUTE = """
+apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: web-headers, namespace: test}
+spec:
+  parentRefs:
+    - {group: core, kind: Service, name: web, port: 80}
+    - {group: core, kind: Service, name: meshed, port: 80}
+    - {group: core, kind: Service, name: h2, port: 80}
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /edit}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: X-Route, value: edited}]
+            add: [{name: x-tag, value: from-route}]
+            remove: [x-debug]
+"""
+
+
+def _sent_headers(conn: http.client.HTTPConnection, host: str, path: str) -> None:
+    conn.request("GET", path, headers={"Host": host, "x-route": "client", "X-Tag": "client",
+                                       "x-debug": "secret", "x-keep": "1"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b"edit"
+
+
+def _edited(heads) -> bool:
+    got = [(k.lower(), v) for k, v in heads]
+    return (("x-route", "edited") in got and ("x-route", "client") not in got and not any(k == "x-debug" for k, _ in got)
+            and [v for k, v in got if k == "x-tag"] == ["client", "from-route"] and ("x-keep", "1") in got)
+
+
+def test_a_request_header_modifier_edits_http1_http2_and_meshed_requests(mesh):
+    backend, proxy, endpoints, _ = mesh
+    app = backend("edit")
+    origin = H2Origin(name="h2-edit")
+    peer = MeshProxy(name="peer-proxy-h").start()
+    try:
+        _write(endpoints, "services:\n"
+               f"  web.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{app.port}}}]\n"
+               f"  meshed.test.svc.cluster.local:80:\n    endpoints:\n"
+               f"      - {{address: 127.0.0.1:{app.port}, proxy: {peer.inbound_hostport}}}\n"
+               f"  h2.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{origin.port}}}]\n")
+        p = proxy(HEADER_ROUTE)
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        _sent_headers(conn, "web.test:80", "/edit/1")
+        _sent_headers(conn, "web.test:80", "/other")
+        heads = app.server.heads
+        assert _edited(heads[0]) and not _edited(heads[1]), heads
+        assert ("x-debug", "secret") in [(k.lower(), v) for k, v in heads[1]]  # other routes untouched
+        # Across the meshed HTTP/2 hop: edited once, by the client's proxy.
+        _sent_headers(conn, "meshed.test:80", "/edit/2")
+        assert _edited(heads[2]), heads[2]
+        assert peer.metrics().get("request_total", direction="inbound") == 1
+        with H2Client(p.outbound) as client:  # an HTTP/2 client
+            resp = client.exchange("GET", "/edit/3", authority="h2.test:80",
+                                   headers=[("x-route", "client"), ("x-tag", "client"), ("x-debug", "secret")])
+            assert resp.status == 200, resp.summary()
+        req = origin.requests[-1]
+        assert req.header_all("x-route") == ["edited"] and req.header_all("x-tag") == ["client", "from-route"]
+        assert req.header("x-debug") is None
+    finally:
+        peer.close()
+        origin.stop()
+
+
+def test_failure_accrual_from_the_policy_file_applies_and_follows_reloads(mesh):
+    # The fixture sets the proxy-wide threshold to 1,000,000 failures: only the policy can eject.
+    # The good backend answers /slow in 50 ms, the broken one fails at once: PeakEWMA prefers
+    # the broken one for as long as it is not ejected.
+    backend, proxy, endpoints, policy = mesh
+    good, broken = backend("good", slow=0.05), backend("broken", fail_rate=1.0)
+    _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
+                      f"      - address: 127.0.0.1:{good.port}\n      - address: 127.0.0.1:{broken.port}\n")
+    p = proxy("services:\n  web.test:80: {}\n")
+    first = _load(p.outbound[1], "web.test:80", 20, workers=1, path="/slow")
+    assert first[(503, "broken")] >= 15, first  # never ejected
+    _write(policy, "services:\n  web.test:80:\n"
+                   "    failureAccrual: {consecutiveFailures: 2, minBackoff: 30s, maxBackoff: 60s}\n")
+    deadline = time.monotonic() + 5
+    while p.metrics().get("policy_reload_total", result="ok") < 1:
+        assert time.monotonic() < deadline, "the edit was not applied"
+        time.sleep(0.1)
+    second = _load(p.outbound[1], "web.test:80", 20, workers=1, path="/slow")
+    # Already past two consecutive failures: the next one ejects it, for 15 to 30 s.
+    assert second == {(503, "broken"): 1, (200, "good"): 19}, second
+    assert p.metrics().get("balancer_endpoints", service="web.test:80", state="ejected") == 1

@@ -254,6 +254,19 @@ BAD = [
      "spec.rules[0].matches[0].path.type"),
     (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: RequestRedirect"), 0, "HTTPRoute",
      "authors-route", "spec.rules[1].filters[0].type"),
+    (HTTPROUTE_LINKERD.replace("set: [{name: x-routed,", "set: [{name: Content-Length,"), 0, "HTTPRoute",
+     "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[0].name"),
+    (HTTPROUTE_LINKERD.replace("remove: [x-debug]", "remove: [x-debug, Transfer-Encoding]"), 0, "HTTPRoute",
+     "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.remove[1]"),
+    (HTTPROUTE_LINKERD.replace("set: [{name: x-routed,", "set: [{name: 'x routed',"), 0, "HTTPRoute",
+     "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[0].name"),
+    (HTTPROUTE_LINKERD.replace("value: canary}", "value: \"a\\r\\nx-injected: 1\"}"), 0, "HTTPRoute",
+     "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[0].value"),
+    (HTTPROUTE_LINKERD.replace("value: canary}]", "value: a}, {name: X-Routed, value: b}]"), 0, "HTTPRoute",
+     "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[1].name"),
+    (HTTPROUTE_LINKERD.replace("        remove: [x-debug]\n", "        remove: [x-debug]\n"
+                               "    - {type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}\n"),
+     0, "HTTPRoute", "authors-route", "spec.rules[1].filters[1]"),
     (HTTPROUTE_LINKERD.replace("retry.linkerd.io/http: 5xx,429", "retry.linkerd.io/http: 6xx"), 0, "HTTPRoute",
      "authors-route", "metadata.annotations[retry.linkerd.io/http]"),
     (HTTPROUTE_LINKERD.replace('retry.linkerd.io/limit: "3"', 'retry.linkerd.io/limit: "many"'), 0, "HTTPRoute",
@@ -299,3 +312,11 @@ def test_duplicates_of_the_same_rank_are_rejected():
 
 def test_yaml_syntax_error():
     assert "not valid YAML" in str(fails("a: [1,\n"))
+
+
+def test_idle_timeouts_from_the_compact_format_and_linkerd_annotations():
+    p = parse("services:\n  web.shop:80:\n    routes:\n      - {name: r, match: {pathPrefix: /}, idleTimeout: 1500ms}\n")
+    assert match(p.get("web.shop:80"), b"GET", b"/x").idle_timeout == 1.5
+    annotated = HTTPROUTE_LINKERD.replace("timeout.linkerd.io/response", "timeout.linkerd.io/idle")
+    top = match(parse(annotated).get("authors.shop.svc.cluster.local:7001"), b"GET", b"/authors/top")
+    assert top.idle_timeout == 1.0
