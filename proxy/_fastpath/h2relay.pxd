@@ -49,6 +49,7 @@ cdef class Exchange:
     cdef object idle_timer
     cdef public double route_ms        # latency at the response head, while the gRPC class waits for trailers
     cdef public bint grpc_pending
+    cdef public object held
     cpdef void start(self) except *
     cpdef void routed(self, object target) except *
     cpdef void attach(self, object client, int up_sid) except *

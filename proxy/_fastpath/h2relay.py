@@ -211,6 +211,7 @@ class Exchange:
         self.idle_timer = None
         self.route_ms = 0.0
         self.grpc_pending = False  # a gRPC response whose class waits for its trailers
+        self.held = None  # a gRPC response head kept until its first DATA or its trailers (policy_response)
         self.orig_h1 = False
         for name, _ in headers:
             if name == b"l5d-orig-proto":
@@ -313,7 +314,10 @@ class Exchange:
         if self.idle_limit > 0.0:
             self.last_io = self.server.ctx.loop.time()
         if self.rp is not None and self.policy_response(headers, status, end_stream):
-            return  # retried: this response goes no further
+            return  # retried, or held until its trailers or first DATA
+        self.forward_head(headers, status, end_stream)
+
+    def forward_head(self, headers, status, end_stream):
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         ctx = self.server.ctx
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
@@ -331,12 +335,23 @@ class Exchange:
     def on_response_data(self, data, flow, end_stream):
         if self.idle_limit > 0.0:
             self.last_io = self.server.ctx.loop.time()
+        if self.held is not None:  # a message: the status will not come before it, let the head go
+            self.release_head()
         self.to_down.append((data, flow))
         if end_stream:
             self.down_end_pending = True
         self.pump_down()
 
     def on_response_trailers(self, headers):
+        if self.held is not None:
+            # Head then trailers, no message: the gRPC status can still be retried.
+            if self.retry_wanted(_status(self.held), _grpc_status(headers)):
+                if self.client is not None:
+                    self.client.reset(self.up_sid, CANCEL)
+                    self.client = None
+                self.retry()
+                return
+            self.release_head()
         if self.grpc_pending:
             self.grpc_pending = False
             self.route_end(0, _grpc_status(headers), self.route_ms)
@@ -392,11 +407,14 @@ class Exchange:
         self.server.reset(self.sid, error_code or INTERNAL_ERROR)
         self.finish()
 
-    def routed_again(self):
-        """Send the request again on a new pick of the same concrete service (a retry, or a stream never processed)."""
+    def routed_again(self, resplit=False):
+        """Send the request again: a new pick of the same concrete service (a stream never processed),
+        or with ``resplit`` (a policy retry) of the route's traffic split first."""
         ctx = self.server.ctx
         failed = self.target
         self.target = None  # until the new pick (a route timeout meanwhile must unqueue it)
+        self.held = None  # the last attempt's held head, if any, is that attempt's
+        self.grpc_pending = False
         if self.replay is not None:
             # Rewind to the kept body; what was waiting for the old stream's
             # window goes back to the client's flow control.
@@ -408,10 +426,10 @@ class Exchange:
         try:
             if failed is None:
                 target = ctx.router.route(self.meta, self.server.meta, self)
-            elif failed.service is None:
-                target = failed  # not balanced: the only choice (and routing again would count it twice)
+            elif resplit or failed.service is not None:  # outbound: not routed from the start (counted once)
+                target = ctx.router.reroute(self.meta, self.server.meta, failed, self, resplit)
             else:
-                target = failed.service.route(self, failed.endpoint)  # not the one that just failed
+                target = failed  # not balanced: the only choice
         except errors.ProxyError as err:
             self.fail(err)
             return
@@ -447,9 +465,20 @@ class Exchange:
             # The gRPC status comes in the trailers: classify then.
             self.grpc_pending = True
             self.route_ms = elapsed
+            rp = self.rp
+            if rp.grpc_retry and self.replay is not None and self.req_ended and self.attempts < rp.limit:
+                # Peek, as Linkerd does: most failed calls send no message, so
+                # the trailers follow the head at once and may still be retried.
+                # The head goes out with the first DATA, or after the trailers.
+                self.held = headers
+                return True
         else:
             self.route_end(status, grpc, elapsed)
         return False
+
+    def release_head(self):
+        headers, self.held = self.held, None
+        self.forward_head(headers, _status(headers), False)
 
     def retry_wanted(self, status, grpc):
         """Whether the failed attempt (``status`` with ``grpc`` or -1; status 0: timed out) is sent again;
@@ -466,7 +495,7 @@ class Exchange:
         self.attempts += 1
         self.rp.stats.retries += 1
         self.cancel_timer()
-        self.routed_again()
+        self.routed_again(True)
 
     def route_timed_out(self, timeout):
         """The route's time for the whole exchange is up."""
@@ -581,6 +610,8 @@ class Exchange:
         """Answer with a synthesized error response, or reset if the response already started."""
         if self.done:
             return
+        self.held = None  # never forwarded: the error response replaces it
+        self.grpc_pending = False
         if self.rp is not None:
             self.route_end(err.status, -1, (perf_counter() - self.t0) * 1000.0)
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)

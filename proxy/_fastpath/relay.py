@@ -709,7 +709,7 @@ class ServerConn:
         target = self.target
         self.target = None  # until the new pick (a timeout meanwhile must unqueue it)
         try:
-            again = self.ctx.router.reroute(self.head, self.meta, target, self)
+            again = self.ctx.router.reroute(self.head, self.meta, target, self, True)
         except errors.ProxyError as err:
             self.resume(PAUSE_CONNECTING)
             self.fail(err)

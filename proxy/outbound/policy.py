@@ -17,6 +17,7 @@ budgets live in a registry keyed by label, so they survive reloads.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 
@@ -71,7 +72,7 @@ class RoutePolicy:
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
                  "failure_status", "retry_status", "replay_limit", "split", "headers", "idle_timeout",
-                 "_grpc_retry")
+                 "grpc_retry", "resplit")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -92,9 +93,11 @@ class RoutePolicy:
         self.split = WeightedBackends(route.backends) if any(b.weight > 0 for b in route.backends) else None
         modifier = route.request_header_modifier
         self.headers = HeaderEdit(modifier) if modifier is not None else None
+        self.resplit = None  # set by ServiceRuntime when a retry may land on another backend
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
-        self._grpc_retry = bool(self.limit) and (retry is None or bool(retry.grpc_codes))
+        # Whether some gRPC status is retried here (the HTTP/2 relay then peeks at trailers).
+        self.grpc_retry = bool(self.limit) and (retry is None or bool(retry.grpc_codes))
 
     def failed(self, status: int, grpc_status: int | None) -> bool:
         if grpc_status is None:
@@ -103,7 +106,7 @@ class RoutePolicy:
 
     def retry_on(self, status: int, grpc_status: int | None) -> bool:
         """Whether this response (the head, with a trailers-only gRPC status) is worth another attempt."""
-        if grpc_status is None or not self._grpc_retry:
+        if grpc_status is None or not self.grpc_retry:
             return 0 <= status < 1000 and bool(self.retry_status[status])
         return should_retry(self.route, status, grpc_status)
 
@@ -181,6 +184,12 @@ class ServiceRuntime:
         for backend in (*self.split.backends, *(b for r in self.routes.values() for b in r.route.backends)):
             self.addresses[id(backend)] = _backend_address(backend, port)
         self.random = random.random
+        # A retry goes through the split again (Linkerd retries above the
+        # split), so a failing canary's requests mostly land on the stable
+        # version when retried.
+        for rp in (*self.routes.values(), self.default):
+            if len((rp.split or self.split).backends) > 1:
+                rp.resplit = functools.partial(self.backend_for, rp)
 
     def match(self, head, conn) -> RoutePolicy:
         if not self.has_routes:

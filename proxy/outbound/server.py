@@ -126,9 +126,21 @@ class OutboundRouter:
         service = self._service(target)
         return target if service is None else service.route(conn)
 
-    def reroute(self, head, meta: ConnMeta, failed: Target, conn):
+    def reroute(self, head, meta: ConnMeta, failed: Target, conn, resplit: bool = False):
         """Another endpoint (a new balancer pick) for a request that failed on ``failed``; a retry or a
-        connect that did not reach it. Unbalanced targets have only themselves."""
+        connect that did not reach it. Unbalanced targets have only themselves.
+
+        ``resplit`` (a policy retry): the route's traffic split picks the
+        concrete backend again first; the endpoint that failed is avoided
+        when the same backend comes up.
+        """
+        rp = conn.rp if resplit and conn is not None else None
+        if rp is not None and rp.resplit is not None:
+            concrete = self._concrete_target(rp.resplit())
+            service = self._service(concrete) if self.resolver is not None else None
+            if service is None:
+                return concrete
+            return service.route(conn, failed.endpoint if service is failed.service else None)
         service = failed.service
         return failed if service is None else service.route(conn, failed.endpoint)
 

@@ -10,7 +10,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
                 every request header named x-echo-* sent back; ?trailers=1
                 adds response trailers (x-body-sha256, x-trailer: done)
 /bytes/N        N deterministic bytes (det_bytes(N, 7)), x-body-sha256
-/name           the server's name (which backend answered)
+/name           the server's name (which backend answered), with status fail_status if set
 /status/N       status N
 /early-hints    103 with a link header, then 200 "after hints"
 /slow?delay=S   200 "slow done" after S seconds
@@ -22,6 +22,9 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
 /early-reply    200 "early" at once and RST_STREAM NO_ERROR, body never read
 /trailers-only?grpc=N  one HEADERS frame ending the stream (gRPC's Trailers-Only)
+/grpc-trailers?grpc=N   a gRPC head, then trailers with grpc-status N (no message); with
+                &message=1 one empty message between them; with &once=K status N only
+                the first time (key K), 0 after
 anything else   200 "ok"
 
 ``goaway_after=N`` sends a graceful GOAWAY once a connection answered N
@@ -105,7 +108,9 @@ class _ConnState:
 
 
 class H2Origin(TcpServer):
-    def __init__(self, name: str = "h2-origin", goaway_after: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, name: str = "h2-origin", goaway_after: int | None = None, fail_status: int | None = None,
+                 **kwargs: Any) -> None:
+        self.fail_status = fail_status  # answer /name with this status (a broken version of a service)
         self.requests: list[H2Request] = []
         self.resets: list[tuple[int, int, int]] = []  # (conn id, stream id, error code)
         self.goaway_after = goaway_after
@@ -242,6 +247,17 @@ class H2Origin(TcpServer):
             grpc = [(b"content-type", b"application/grpc")] if query.get("grpc") == ["1"] else []
             state.h2.send_headers(req.stream_id, [(b":status", b"200"), *grpc])
             state.h2.send_data(req.stream_id, b"x" * 1000)
+        elif path == "/grpc-trailers":
+            grpc = query.get("grpc", ["14"])[0].encode()
+            once = query.get("once")
+            if once is not None:
+                grpc = grpc if once[0] not in self.refused_once else b"0"
+                self.refused_once.add(once[0])
+            state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+            if query.get("message") == ["1"]:
+                state.h2.send_data(req.stream_id, b"\0\0\0\0\0")
+            state.h2.send_headers(req.stream_id, [(b"grpc-status", grpc)], end_stream=True)
+            self._answered(state, req)
         elif path == "/trailers-only":
             grpc = query.get("grpc", ["5"])[0].encode()
             state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc"),
@@ -252,7 +268,8 @@ class H2Origin(TcpServer):
     def _on_end(self, state: _ConnState, req: H2Request) -> None:
         """Endpoints that answer once the whole request is in."""
         path, query = _split(req.path)
-        if path in ("/reset-before", "/early-reply", "/reset-after", "/stall", "/trailers-only", "/never", "/hold") \
+        if path in ("/reset-before", "/early-reply", "/reset-after", "/stall", "/grpc-trailers", "/trailers-only",
+                    "/never", "/hold") \
                 or req.reset_code is not None or req.local_reset is not None:
             return
         if path == "/echo":
@@ -269,7 +286,7 @@ class H2Origin(TcpServer):
             body = det_bytes(int(path.rsplit("/", 1)[1]), 7)
             self._respond(state, req, 200, [(b"x-body-sha256", hashlib.sha256(body).hexdigest().encode())], body)
         elif path == "/name":
-            self._respond(state, req, 200, body=self.name.encode())
+            self._respond(state, req, self.fail_status or 200, body=self.name.encode())
         elif path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
             bodyless = status in (204, 304)

@@ -479,6 +479,9 @@ services:
       - name: unavailable
         match: {pathPrefix: /trailers-only}
         retry: {grpc: [unavailable], limit: 2}
+      - name: unavailable-in-trailers
+        match: {pathPrefix: /grpc-trailers}
+        retry: {grpc: [unavailable], limit: 2}
       - name: statuses
         match: {pathPrefix: /status}
         isRetryable: true
@@ -517,6 +520,37 @@ def test_http2_requests_get_the_same_retries_and_timeouts(mesh):
         assert m.get("route_response_total", rt_route="unavailable", classification="failure") == 2
         assert m.get("route_retry_total", rt_route="statuses") == 2
         assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
+    finally:
+        origin.stop()
+
+
+def test_a_grpc_status_in_trailers_is_retried_when_no_message_came_before_it(mesh):
+    _, proxy, endpoints, _ = mesh
+    origin = H2Origin(name="h2-trailers")
+    grpc = [("content-type", "application/grpc")]
+    try:
+        _endpoints(endpoints, {"grpc.test:80": origin})
+        p = proxy(H2_POLICY)
+        with H2Client(p.outbound) as client:
+            # Head, then UNAVAILABLE in the trailers: two retries, the last answer goes through whole.
+            resp = client.exchange("POST", "/grpc-trailers?grpc=14", authority="grpc.test:80", headers=grpc,
+                                   body=b"\0\0\0\0\0")
+            assert resp.status == 200 and dict(resp.trailers or ()) == {b"grpc-status": b"14"}, resp.summary()
+            assert origin.count("/grpc-trailers?grpc=14") == 3
+            # Failing once: the client only ever sees the success.
+            resp = client.exchange("POST", "/grpc-trailers?grpc=14&once=a", authority="grpc.test:80",
+                                   headers=grpc, body=b"\0\0\0\0\0")
+            assert dict(resp.trailers or ()) == {b"grpc-status": b"0"} and len(resp.headers) >= 2, resp.summary()
+            assert origin.count("/grpc-trailers?grpc=14&once=a") == 2
+            # A message came first: the response had started, the status only classifies it.
+            resp = client.exchange("POST", "/grpc-trailers?grpc=14&message=1", authority="grpc.test:80",
+                                   headers=grpc, body=b"\0\0\0\0\0")
+            assert bytes(resp.data) == b"\0\0\0\0\0" and dict(resp.trailers or ()) == {b"grpc-status": b"14"}
+            assert origin.count("/grpc-trailers?grpc=14&message=1") == 1
+        m = p.metrics()
+        assert m.get("route_retry_total", rt_route="unavailable-in-trailers") == 3
+        assert m.get("route_response_total", rt_route="unavailable-in-trailers", classification="failure") == 2
+        assert m.get("route_response_total", rt_route="unavailable-in-trailers", classification="success") == 1
     finally:
         origin.stop()
 
@@ -697,3 +731,45 @@ def test_failure_accrual_from_the_policy_file_applies_and_follows_reloads(mesh):
     # Already past two consecutive failures: the next one ejects it, for 15 to 30 s.
     assert second == {(503, "broken"): 1, (200, "good"): 19}, second
     assert p.metrics().get("balancer_endpoints", service="web.test:80", state="ejected") == 1
+
+
+RESPLIT = """
+services:
+  web.test:80:
+    retryBudget: {retryRatio: 1.0, minRetriesPerSecond: 1000, ttl: 10s}
+    backends: [{authority: web-v1.test:80, weight: 50}, {authority: web-v2.test:80, weight: 50}]
+    routes:
+      - {name: all, match: {pathPrefix: /}, retry: {http: 5xx, limit: 2}}
+"""
+
+
+def test_a_retry_goes_through_the_traffic_split_again(mesh):
+    # Linkerd retries above the split: a request that failed on the broken canary has even
+    # odds of the healthy version on each retry, so 1 - (1/2)^3 = 87.5% succeed (50% if
+    # retries stayed on the backend that failed).
+    backend, proxy, endpoints, _ = mesh
+    v1, v2 = backend("v1", fail_rate=1.0), backend("v2")
+    _endpoints(endpoints, {"web-v1.test:80": v1, "web-v2.test:80": v2})
+    p = proxy(RESPLIT)
+    got = _load(p.outbound[1], "web.test:80", 200, workers=4)
+    assert got[(200, "v2")] + got[(503, "v1")] == 200, got
+    assert got[(200, "v2")] >= 150, got  # 175 expected; 150 is 3.5 standard deviations below
+    retries = p.metrics().get("route_retry_total", rt_route="all")
+    assert v1.hits["GET"] + v2.hits["GET"] == 200 + retries  # every attempt reached one of them once
+    assert v2.hits["GET"] == got[(200, "v2")]  # v2 never fails: one attempt per success
+
+
+def test_an_http2_retry_goes_through_the_traffic_split_again(mesh):
+    _, proxy, endpoints, _ = mesh
+    v1, v2 = H2Origin(name="v1", fail_status=503), H2Origin(name="v2")
+    try:
+        _endpoints(endpoints, {"web-v1.test:80": v1, "web-v2.test:80": v2})
+        p = proxy(RESPLIT)
+        with H2Client(p.outbound) as client:
+            got = collections.Counter((r.status, bytes(r.data)) for r in (
+                client.exchange("GET", "/name", authority="web.test:80") for _ in range(100)))
+        assert got[(200, b"v2")] + got[(503, b"v1")] == 100, got
+        assert got[(200, b"v2")] >= 75, got  # 87.5 expected, 50 without the new split; 75 is 3.8 sd below
+    finally:
+        v1.stop()
+        v2.stop()
