@@ -55,7 +55,7 @@ class App:
         self.policy_watch = None
         self.outbound_policy = None
         self.identity = None  # LocalIdentity when MESHPROXY_IDENTITY_NAME is set
-        self.tls_stats = {d: tls_metrics.TlsStats(d) for d in ("outbound", "inbound")}
+        self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
 
     def _context(self, direction: str) -> HttpContext:

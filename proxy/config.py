@@ -74,6 +74,7 @@ INBOUND_PROBE_PATHS = "MESHPROXY_INBOUND_PROBE_PATHS"
 RETRY_BUFFER_BYTES = "MESHPROXY_RETRY_BUFFER_BYTES"
 RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
 ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
+PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
 DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
@@ -193,6 +194,7 @@ class PolicySettings:
     retry_buffer_bytes: int = 65536
     retry_limit: int = 3
     route_label_limit: int = 500
+    peer_label_limit: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +437,8 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     RETRY_BUFFER_BYTES: ("64KiB", parse_size, "request body kept for retries; larger (or chunked) requests are never retried"),
     RETRY_LIMIT: ("3", parse_positive_int, "retries per request on isRetryable routes without their own limit"),
     ROUTE_LABEL_LIMIT: ("500", parse_positive_int, "distinct (service, route) metric labels; more count as route=\"other\""),
+    PEER_LABEL_LIMIT: ("1000", parse_positive_int,
+                       "distinct label sets per TLS-peer and authorization metric; more count as \"other\""),
 }
 
 
@@ -540,6 +544,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             retry_buffer_bytes=v[RETRY_BUFFER_BYTES],
             retry_limit=v[RETRY_LIMIT],
             route_label_limit=v[ROUTE_LABEL_LIMIT],
+            peer_label_limit=v[PEER_LABEL_LIMIT],
         ),
     )
 

@@ -24,9 +24,6 @@ from proxy.telemetry.metrics import label_set
 
 log = structlog.get_logger("proxy.inbound.authz")
 
-LABEL_LIMIT = 1000  # distinct label sets per metric; more are counted under "other"
-
-
 class InboundAuthorizer:
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
@@ -69,7 +66,7 @@ class InboundAuthorizer:
     def tcp(self, meta: ConnMeta, port: int, transport) -> bool:
         client = client_of(meta)
         decision = self.policy.port(port).check_connection(client)
-        _count(self.tcp_allow if decision.allowed else self.tcp_deny, decision.labels)
+        _count(self.tcp_allow if decision.allowed else self.tcp_deny, decision.labels, self.settings.peer_label_limit)
         if not decision.allowed:
             log.info("connection refused: unauthorized", port=port, client=client.ip,
                      client_id=client.identity, tls=client.tls, reason=decision.reason)
@@ -120,7 +117,7 @@ class ConnAuthz:
         if not self.port_policy.per_request:
             decision = self.port_policy.check_connection(self.client)
             if decision.allowed:
-                self.allow_all = _cell(owner.http_allow, decision.labels)
+                self.allow_all = _cell(owner.http_allow, decision.labels, owner.settings.peer_label_limit)
 
     def check_h1(self, head) -> Unauthorized | None:
         """None when the request may go on; the error to answer it with otherwise."""
@@ -151,7 +148,8 @@ class ConnAuthz:
         else:
             decision = policy.check_connection(self.client)
         owner = self.owner
-        _count(owner.http_allow if decision.allowed else owner.http_deny, decision.labels)
+        _count(owner.http_allow if decision.allowed else owner.http_deny, decision.labels,
+               owner.settings.peer_label_limit)
         if decision.allowed:
             return None
         return Unauthorized(decision.reason or "unauthorized request")
@@ -200,10 +198,11 @@ def client_of(meta: ConnMeta) -> Client:
     return Client(ip=ip, identity=meta.client_id, tls=meta.tls)
 
 
-def _cell(table: dict[tuple, list[int]], labels: tuple) -> list[int]:
+def _cell(table: dict[tuple, list[int]], labels: tuple, limit: int) -> list[int]:
+    """The counter of ``labels``; past ``limit`` label sets (MESHPROXY_PEER_LABEL_LIMIT) new ones share "other"."""
     cell = table.get(labels)
     if cell is None:
-        if len(table) >= LABEL_LIMIT:
+        if len(table) >= limit:
             labels = (("overflow", "other"),)
             cell = table.get(labels)
             if cell is not None:
@@ -212,6 +211,6 @@ def _cell(table: dict[tuple, list[int]], labels: tuple) -> list[int]:
     return cell
 
 
-def _count(table: dict[tuple, list[int]], labels: tuple) -> None:
-    _cell(table, labels)[0] += 1
+def _count(table: dict[tuple, list[int]], labels: tuple, limit: int) -> None:
+    _cell(table, labels, limit)[0] += 1
 

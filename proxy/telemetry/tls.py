@@ -1,20 +1,21 @@
 """Mesh TLS counters: connections by peer identity and failed handshakes, per direction.
 
 Counted per connection, never per request. Identity labels are bounded: past
-``PEER_LIMIT`` distinct names, new ones are counted under ``other``.
+``limit`` distinct names (MESHPROXY_PEER_LABEL_LIMIT), new ones are counted
+under ``other``.
 """
 
 from __future__ import annotations
 
 from proxy.telemetry.metrics import label_set
 
-PEER_LIMIT = 1000
 OTHER = "other"
 
 
 class TlsStats:
-    def __init__(self, direction: str) -> None:
+    def __init__(self, direction: str, limit: int = 1000) -> None:
         self.direction = direction
+        self.limit = limit
         # Inbound: the client's identity ("" when it sent no certificate);
         # outbound: the server identity discovery expected and TLS verified.
         self.peers: dict[str, int] = {}
@@ -22,12 +23,12 @@ class TlsStats:
 
     def connected(self, peer: str | None) -> None:
         key = peer or ""
-        if key not in self.peers and len(self.peers) >= PEER_LIMIT:
+        if key not in self.peers and len(self.peers) >= self.limit:
             key = OTHER
         self.peers[key] = self.peers.get(key, 0) + 1
 
     def failed(self, reason: str) -> None:
-        if reason not in self.failures and len(self.failures) >= PEER_LIMIT:
+        if reason not in self.failures and len(self.failures) >= self.limit:
             reason = OTHER
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
