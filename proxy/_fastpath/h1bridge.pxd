@@ -25,6 +25,8 @@ cdef class H1ToH2:
     cdef public long long owed
     cdef public bint paused
     cdef public object timer           # the attempt's response timeout, or None
+    cdef public bytes head_out         # response head held for the first body bytes, or None
+    cdef public bint dirty
 
 cdef class H1Pool:
     cdef public object ctx

@@ -18,7 +18,7 @@ from time import perf_counter
 
 from proxy import errors
 from proxy._fastpath.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
-from proxy._fastpath.h2relay import begin_batch, end_batch_at_tick
+from proxy._fastpath.h2relay import begin_batch, defer_write, end_batch_at_tick
 from proxy._fastpath.relay import (
     QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, attempt_time_limit, attempt_timeout_error, settle_pick,
 )
@@ -122,6 +122,8 @@ class H1ToH2:
         self.owed = 0  # response bytes to acknowledge once the client reads again
         self.paused = False
         self.timer = None
+        self.head_out = None  # the response head, held to go out with the first body bytes
+        self.dirty = False  # queued for write_out at the end of the current read (h2relay's batch)
 
     # Called from the HTTP/1 relay (one client socket among many read in this
     # loop iteration): the HTTP/2 frames are written once per iteration.
@@ -235,18 +237,38 @@ class H1ToH2:
         status, raw = h1_response_head(fields, self.chunked_out, close)
         self.resp_started = True
         conn.response_head_sent(status)
-        conn.write(raw)
         if end_stream:
+            conn.write(raw)
             self.finish()
+        elif defer_write(self):
+            # The body usually arrived in the same read: one write for both
+            # (a write is the costliest part of a small response); whatever
+            # the read held, the head goes out when it has been processed.
+            self.head_out = raw
+        else:
+            conn.write(raw)
+
+    def write_out(self):
+        """End of the read that carried the response head: send it if no body came with it."""
+        head, self.head_out = self.head_out, None
+        if head is not None and not self.conn.closed:
+            self.conn.write(head)
+
+    def _write(self, data):
+        head = self.head_out
+        if head is not None:
+            self.head_out = None
+            data = head + data
+        self.conn.write(data)
 
     def on_response_data(self, data, flow, end_stream):
         if self.done:
             return
         if data:
             if self.chunked_out:
-                self.conn.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self._write(b"%x\r\n%s\r\n" % (len(data), data))
             else:
-                self.conn.write(data)
+                self._write(data)
         if flow:
             if self.paused:
                 self.owed += flow
@@ -258,7 +280,7 @@ class H1ToH2:
     def on_response_trailers(self, fields):
         if self.chunked_out:
             lines = [name + b": " + value for name, value in fields if name[:1] != b":"]
-            self.conn.write(b"0\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n")
+            self._write(b"0\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n")
             self.chunked_out = False
         self.finish()
 
@@ -276,7 +298,9 @@ class H1ToH2:
             return
         self.done = True
         if self.chunked_out:
-            self.conn.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
+        elif self.head_out is not None:
+            self._write(b"")
         if self.client is not None:
             self.client.exchanges.pop(self.up_sid, None)
         self.conn.bridge_done()
