@@ -366,6 +366,7 @@ class H1ToH2:
         if self.done:
             return
         self.done = True
+        self.head_out = None  # the exchange was cut: a held head must not follow
         self.settle(SETTLE_CANCELLED)
         if self.client is not None:
             self.client.reset(self.up_sid, CANCEL)

@@ -35,6 +35,7 @@ class HttpUpstream(TcpServer):
     /continue       sends "100 Continue" (0.3 s late, ``continue_sent`` set
                     first) when asked to, then reads the body
     /slow-body?delay=S  head and half the body at once, the rest S seconds later
+    /head-first?delay=S the head alone (Content-Length: 4), the body "body" S seconds later
     /flood[?n=N]    N zero bytes (default 64 MiB) as fast as the peer takes
                     them; ``flood_sent`` counts what was written
     /sink           reads no body until ``release`` is set, then counts it
@@ -173,6 +174,10 @@ class HttpUpstream(TcpServer):
             conn.send(response_bytes(200, [("Content-Length", str(len(first) + len(second)))], first))
             self.stopping.wait(min(float(req.query.get("delay", "1")), MAX_WAIT))
             conn.send(second)
+        elif path == "/head-first":
+            conn.send(response_bytes(200, [("Content-Length", "4")]))
+            self.stopping.wait(min(float(req.query.get("delay", "1")), MAX_WAIT))
+            conn.send(b"body")
         elif path == "/flood":
             total = int(req.query.get("n", str(64 << 20)))
             conn.send(response_bytes(200, [("Content-Length", str(total))]))

@@ -177,3 +177,24 @@ def test_fields_named_by_connection_do_not_cross_the_hop(mesh):
     names = {n.lower() for n, _ in app.requests[-1].head.headers}
     assert b"x-private" not in names and b"connection" not in names
     assert b"x-public" in names
+
+
+def test_a_response_head_is_not_held_back_waiting_for_its_body(mesh):
+    # Proxy A sends a head together with the body bytes read with it (one write); a head
+    # that arrived alone must still go out at once, not when the body comes 1.5 s later.
+    a, _, _ = mesh
+    with socket.create_connection(a.outbound, timeout=10) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /head-first?delay=1.5 HTTP/1.1\r\nHost: web.mesh:80\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        head_at = time.monotonic() - start
+        body = head.split(b"\r\n\r\n", 1)[1]
+        while len(body) < 4:
+            body += sock.recv(4096)
+        body_at = time.monotonic() - start
+    assert head.startswith(b"HTTP/1.1 200") and body == b"body"
+    assert head_at < 1.0 <= body_at, (head_at, body_at)
