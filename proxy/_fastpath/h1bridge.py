@@ -234,6 +234,8 @@ class H1ToH2:
             else:
                 close = True  # an HTTP/1.0 client learns the end from the close
                 conn.close_after = True
+        if conn.resp_edit is not None:
+            fields = conn.resp_edit.apply(fields)  # the route's ResponseHeaderModifier
         status, raw = h1_response_head(fields, self.chunked_out, close)
         self.resp_started = True
         conn.response_head_sent(status)

@@ -50,6 +50,7 @@ cdef class Exchange:
     cdef public double route_ms        # latency at the response head, while the gRPC class waits for trailers
     cdef public bint grpc_pending
     cdef public object held
+    cdef public object resp_edit       # the route's ResponseHeaderModifier, or None
     cpdef void start(self) except *
     cpdef void routed(self, object target) except *
     cpdef void attach(self, object client, int up_sid) except *

@@ -213,6 +213,7 @@ class Exchange:
         self.route_ms = 0.0
         self.grpc_pending = False  # a gRPC response whose class waits for its trailers
         self.held = None  # a gRPC response head kept until its first DATA or its trailers (policy_response)
+        self.resp_edit = None  # the route's ResponseHeaderModifier (outbound/policy.HeaderEdit)
         self.orig_h1 = False
         for name, _ in headers:
             if name == b"l5d-orig-proto":
@@ -324,7 +325,10 @@ class Exchange:
         ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
         self.resp_started = True
         self.cancel_timer()
-        self.server.send_headers(self.sid, _forwardable(headers), end_stream)
+        out = _forwardable(headers)
+        if self.resp_edit is not None:
+            out = self.resp_edit.apply(out)
+        self.server.send_headers(self.sid, out, end_stream)
         if end_stream:
             self.finish()
         self.server.flush()  # called from an upstream callback: nothing else would send it
@@ -442,6 +446,7 @@ class Exchange:
         rp = self.rp
         if rp.headers is not None:
             self.headers = rp.headers.apply(self.headers)  # the route's RequestHeaderModifier
+        self.resp_edit = rp.response_headers
         if rp.limit > 0 and self.meta.method != b"CONNECT":
             self.replay = []
         loop = self.server.ctx.loop

@@ -82,6 +82,7 @@ cdef class ServerConn:
     cdef Py_ssize_t replay_limit
     cdef public int attempts           # retries sent for the request in flight
     cdef object route_timer
+    cdef public object resp_edit       # the route's ResponseHeaderModifier (outbound/policy.HeaderEdit), or None
     cdef double idle_limit             # the route's stream idle timeout (0: none) and the last byte's loop time
     cdef double last_io
     cdef object idle_timer

@@ -275,6 +275,7 @@ class ServerConn:
         self.replay_limit = 0
         self.attempts = 0
         self.route_timer = None
+        self.resp_edit = None
         self.idle_limit = 0.0
         self.last_io = 0.0
         self.idle_timer = None
@@ -672,6 +673,7 @@ class ServerConn:
             self.replay_limit = rp.replay_limit
             if self.req_kind == BODY_NONE or (self.req_kind == BODY_LENGTH and self.req_remaining <= self.replay_limit):
                 self.replay = []
+        self.resp_edit = rp.response_headers
         loop = self.ctx.loop
         if rp.timeout > 0:
             self.route_timer = loop.call_later(rp.timeout, self._route_timed_out, rp.timeout)
@@ -772,6 +774,7 @@ class ServerConn:
         self._stop_route_timer()
 
     def _stop_route_timer(self):
+        self.resp_edit = None  # the exchange is over (this runs at its every ending)
         if self.route_timer is not None:
             self.route_timer.cancel()
             self.route_timer = None
@@ -1110,7 +1113,8 @@ class ClientConn:
         if self.dechunk:
             keep = False
         self.client_closes = not keep
-        if keep and not rh.hop_by_hop and self.client_version >= 11:
+        edit = server.resp_edit  # the route's ResponseHeaderModifier
+        if keep and not rh.hop_by_hop and self.client_version >= 11 and edit is None:
             out = None  # forward the head exactly as received
         else:
             drop = rh.connection_tokens + _DECHUNK_DROP if self.dechunk else rh.connection_tokens
@@ -1120,6 +1124,9 @@ class ClientConn:
                 extra = _CONNECTION_KEEP_ALIVE
             else:
                 extra = _NO_EXTRA
+            if edit is not None:
+                drop = drop + edit.drop
+                extra = list(extra) + list(edit.extra)
             out = rewrite_head(rh.raw, None, drop, False, extra)
         if not keep:
             server.close_after = True

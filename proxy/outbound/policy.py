@@ -34,12 +34,12 @@ OTHER = "other"  # the label of routes over the cardinality limit
 
 
 class HeaderEdit:
-    """A route's RequestHeaderModifier in the forms the relays apply.
+    """A route's Request- or ResponseHeaderModifier in the forms the relays apply.
 
     ``drop`` (lower-case names: every ``set`` and ``remove`` name) and
     ``extra`` (the ``set`` then ``add`` fields) go to the HTTP/1 head
     rewriter; ``apply`` edits an HTTP/2 field list. The parser refused
-    framing, hop-by-hop and routing fields, so no edit changes how a request
+    framing, hop-by-hop and routing fields, so no edit changes how a message
     is delimited or where it goes.
     """
 
@@ -67,12 +67,12 @@ class RoutePolicy:
     ``attempt_timeout`` one attempt; 0 disables either. ``limit`` is the most
     retries one request may make (0: the route is not retryable).
     ``idle_timeout`` bounds the time without a byte either way (0: none).
-    ``headers`` is the route's header edit (``HeaderEdit``), or None.
+    ``headers`` / ``response_headers`` are the route's header edits (``HeaderEdit``), or None.
     """
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
-                 "failure_status", "retry_status", "replay_limit", "split", "headers", "idle_timeout",
-                 "grpc_retry", "resplit")
+                 "failure_status", "retry_status", "replay_limit", "split", "headers", "response_headers",
+                 "idle_timeout", "grpc_retry", "resplit")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -93,6 +93,8 @@ class RoutePolicy:
         self.split = WeightedBackends(route.backends) if any(b.weight > 0 for b in route.backends) else None
         modifier = route.request_header_modifier
         self.headers = HeaderEdit(modifier) if modifier is not None else None
+        modifier = route.response_header_modifier
+        self.response_headers = HeaderEdit(modifier) if modifier is not None else None
         self.resplit = None  # set by ServiceRuntime when a retry may land on another backend
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))

@@ -64,17 +64,25 @@ def _match(doc: Doc, value: Any, path: str) -> RequestMatch:
     )
 
 
-def _filter(doc: Doc, value: Any, path: str) -> HeaderModifier:
+_FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier"}
+
+
+def _filter(doc: Doc, value: Any, path: str) -> tuple[str, HeaderModifier]:
+    """(filter type, its edit) of one rule filter."""
     body = doc.mapping(value, path)
     kind = body.get("type")
-    if kind != "RequestHeaderModifier":
-        raise doc.fail(f"{path}.type", f"filter {kind!r} is not supported (only RequestHeaderModifier)")
-    doc.mapping(body, path, {"type", "requestHeaderModifier"})
-    mod = doc.mapping(body.get("requestHeaderModifier"), f"{path}.requestHeaderModifier",
-                      {"set", "add", "remove"})
+    if kind not in _FILTERS:
+        raise doc.fail(f"{path}.type", f"filter {kind!r} is not supported (use {' or '.join(_FILTERS)})")
+    field = _FILTERS[kind]
+    doc.mapping(body, path, {"type", field})
+    return kind, _header_modifier(doc, body.get(field), f"{path}.{field}")
+
+
+def _header_modifier(doc: Doc, value: Any, path: str) -> HeaderModifier:
+    mod = doc.mapping(value, path, {"set", "add", "remove"})
     pairs = {}
     for key in ("set", "add"):
-        where = f"{path}.requestHeaderModifier.{key}"
+        where = f"{path}.{key}"
         items = _named_values(doc, mod.get(key), where, {"Exact": "exact"})
         seen = set()
         for j, (_, name, value) in enumerate(items):
@@ -85,9 +93,8 @@ def _filter(doc: Doc, value: Any, path: str) -> HeaderModifier:
             if not _FIELD_VALUE.fullmatch(value):
                 raise doc.fail(f"{where}[{j}].value", "a header value must not contain control characters")
         pairs[key] = tuple((name, value) for _, name, value in items)
-    remove = tuple(_editable(doc, doc.string(n, f"{path}.requestHeaderModifier.remove[{i}]"),
-                             f"{path}.requestHeaderModifier.remove[{i}]")
-                   for i, n in enumerate(doc.seq(mod.get("remove"), f"{path}.requestHeaderModifier.remove")))
+    remove = tuple(_editable(doc, doc.string(n, f"{path}.remove[{i}]"), f"{path}.remove[{i}]")
+                   for i, n in enumerate(doc.seq(mod.get("remove"), f"{path}.remove")))
     return HeaderModifier(pairs["set"], pairs["add"], remove)
 
 
@@ -106,7 +113,7 @@ def _editable(doc: Doc, name: str, path: str) -> str:
     if not _TOKEN.fullmatch(name):
         raise doc.fail(path, f"{name!r} is not a valid header name")
     if name.lower() in _NOT_EDITABLE:
-        raise doc.fail(path, f"{name!r} cannot be modified by a route (it frames, routes or identifies the request)")
+        raise doc.fail(path, f"{name!r} cannot be modified by a route (it frames, routes or identifies a message)")
     return name
 
 
@@ -156,11 +163,12 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
         rule = doc.mapping(item, path, {"name", "matches", "filters", "backendRefs", "timeouts"})
         matches = tuple(_match(doc, m, f"{path}.matches[{j}]")
                         for j, m in enumerate(doc.seq(rule.get("matches"), f"{path}.matches")))
-        modifier = None
+        modifiers: dict[str, HeaderModifier] = {}
         for j, f in enumerate(doc.seq(rule.get("filters"), f"{path}.filters")):
-            if modifier is not None:
-                raise doc.fail(f"{path}.filters[{j}]", "RequestHeaderModifier may appear once per rule")
-            modifier = _filter(doc, f, f"{path}.filters[{j}]")
+            kind, modifier = _filter(doc, f, f"{path}.filters[{j}]")
+            if kind in modifiers:
+                raise doc.fail(f"{path}.filters[{j}]", f"{kind} may appear once per rule")
+            modifiers[kind] = modifier
         backends = []
         for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):
             p = f"{path}.backendRefs[{j}]"
@@ -190,7 +198,8 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
             is_retryable=retry is not None,
             retry=retry,
             backends=tuple(backends),
-            request_header_modifier=modifier,
+            request_header_modifier=modifiers.get("RequestHeaderModifier"),
+            response_header_modifier=modifiers.get("ResponseHeaderModifier"),
             source=f"HTTPRoute/{ident}",
             order=(stamp, ident, i),
         ))

@@ -107,7 +107,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class HeaderModifier:
-    """Gateway API RequestHeaderModifier: parsed and carried, applied by the integration."""
+    """Gateway API RequestHeaderModifier / ResponseHeaderModifier (outbound/policy.py applies it)."""
 
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
@@ -143,6 +143,7 @@ class Route:
     response_classes: tuple[ResponseClass, ...] = ()
     backends: tuple[Backend, ...] = ()
     request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
     source: str = ""
     order: tuple = ()
 

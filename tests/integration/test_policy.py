@@ -660,6 +660,11 @@ spec:
             set: [{name: X-Route, value: edited}]
             add: [{name: x-tag, value: from-route}]
             remove: [x-debug]
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            set: [{name: x-answer, value: edited}]
+            add: [{name: x-via-route, value: "1"}]
+            remove: [server]
 """
 
 
@@ -668,6 +673,9 @@ def _sent_headers(conn: http.client.HTTPConnection, host: str, path: str) -> Non
                                        "x-debug": "secret", "x-keep": "1"})
     resp = conn.getresponse()
     assert resp.status == 200 and resp.read() == b"edit"
+    edited = path.startswith("/edit")  # the response edits too
+    assert (resp.getheader("x-answer"), resp.getheader("x-via-route")) == (("edited", "1") if edited else (None, None))
+    assert (resp.getheader("server") is None) == edited and resp.getheader("content-length") == "4"
 
 
 def _edited(heads) -> bool:
@@ -702,6 +710,7 @@ def test_a_request_header_modifier_edits_http1_http2_and_meshed_requests(mesh):
             resp = client.exchange("GET", "/edit/3", authority="h2.test:80",
                                    headers=[("x-route", "client"), ("x-tag", "client"), ("x-debug", "secret")])
             assert resp.status == 200, resp.summary()
+            assert (resp.header("x-answer"), resp.header("x-via-route")) == ("edited", "1"), resp.summary()
         req = origin.requests[-1]
         assert req.header_all("x-route") == ["edited"] and req.header_all("x-tag") == ["client", "from-route"]
         assert req.header("x-debug") is None

@@ -267,6 +267,9 @@ BAD = [
     (HTTPROUTE_LINKERD.replace("        remove: [x-debug]\n", "        remove: [x-debug]\n"
                                "    - {type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}\n"),
      0, "HTTPRoute", "authors-route", "spec.rules[1].filters[1]"),
+    (HTTPROUTE_LINKERD.replace("        remove: [x-debug]\n", "        remove: [x-debug]\n"
+                               "    - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [Connection]}}\n"),
+     0, "HTTPRoute", "authors-route", "spec.rules[1].filters[1].responseHeaderModifier.remove[0]"),
     (HTTPROUTE_LINKERD.replace("retry.linkerd.io/http: 5xx,429", "retry.linkerd.io/http: 6xx"), 0, "HTTPRoute",
      "authors-route", "metadata.annotations[retry.linkerd.io/http]"),
     (HTTPROUTE_LINKERD.replace('retry.linkerd.io/limit: "3"', 'retry.linkerd.io/limit: "many"'), 0, "HTTPRoute",
