@@ -16,6 +16,8 @@ class ProxyError(Exception):
     reason: str = "proxy error"
     level: str = "warning"
     closes: bool = False
+    failure: bool = True  # counts against success rates (a route's redirect does not)
+    fields: tuple[tuple[str, str], ...] = ()  # extra response header fields
 
     def __init__(self, reason: str | None = None, *, status: int | None = None) -> None:
         if reason is not None:
@@ -123,6 +125,18 @@ class Unauthorized(PolicyError):
     """Inbound authorization denied the client (identity, network or route)."""
 
     reason = "unauthorized request"
+
+
+class RouteRedirect(PolicyError):
+    """Not a failure: the matched route answers with a redirect (HTTPRoute RequestRedirect)."""
+
+    status = 302
+    level = "debug"
+    failure = False
+
+    def __init__(self, location: str, status: int) -> None:
+        super().__init__(f"redirected by route to {location}", status=status)
+        self.fields = (("location", location),)
 
 
 # ---- caused by identity: this proxy cannot prove who it is yet ----------------

@@ -628,15 +628,18 @@ class Exchange:
         if self.resp_started:
             server.reset(self.sid, INTERNAL_ERROR)
         else:
-            server.ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, True)
+            server.ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, err.failure)
             server.ctx.rescue(err, self.meta, server.meta, False)  # logs; the HTTP/1 bytes are not used
             body = (err.reason + "\n").encode()
-            server.send_headers(self.sid, [
+            fields = [
                 (b":status", str(err.status).encode()),
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
-                (b"l5d-proxy-error", err.reason.encode("latin-1", "replace")),
-            ], False)
+            ]
+            if err.failure:
+                fields.append((b"l5d-proxy-error", err.reason.encode("latin-1", "replace")))
+            fields.extend((name.encode("latin-1"), value.encode("latin-1", "replace")) for name, value in err.fields)
+            server.send_headers(self.sid, fields, False)
             self.resp_started = True
             self.to_down = [(body, 0)]
             self.down_end_pending = True

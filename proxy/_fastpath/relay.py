@@ -845,7 +845,7 @@ class ServerConn:
             return
         ctx = self.ctx
         if self.rp is not None:
-            self._route_end(err.status, True)
+            self._route_end(err.status, err.failure)
         self._stop_route_timer()
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self.uncount()
@@ -865,7 +865,7 @@ class ServerConn:
             return
         if err.closes or not self.req_done:
             self.close_after = True
-        ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, True)
+        ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, err.failure)
         self.write(ctx.rescue(err, self.head, self.meta, self.close_after))
         self.resp_started = False  # this exchange is over
         self.in_flight = False

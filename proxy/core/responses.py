@@ -12,7 +12,7 @@ log = structlog.get_logger("proxy.http")
 
 
 def error_response(err: ProxyError, close: bool) -> bytes:
-    """An HTTP/1.1 response for ``err``: plain-text body, reason in ``l5d-proxy-error``."""
+    """An HTTP/1.1 response for ``err``: plain-text body, reason in ``l5d-proxy-error`` (a failure's)."""
     try:
         phrase = HTTPStatus(err.status).phrase
     except ValueError:
@@ -23,8 +23,10 @@ def error_response(err: ProxyError, close: bool) -> bytes:
         f"HTTP/1.1 {err.status} {phrase}",
         "content-type: text/plain; charset=utf-8",
         f"content-length: {len(body)}",
-        f"l5d-proxy-error: {reason}",
     ]
+    if err.failure:
+        lines.append(f"l5d-proxy-error: {reason}")
+    lines.extend(f"{name}: {value}" for name, value in err.fields)
     if close:
         lines.append("connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body

@@ -72,7 +72,7 @@ class RoutePolicy:
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
                  "failure_status", "retry_status", "replay_limit", "split", "headers", "response_headers",
-                 "idle_timeout", "grpc_retry", "resplit")
+                 "redirect", "idle_timeout", "grpc_retry", "resplit")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -95,6 +95,7 @@ class RoutePolicy:
         self.headers = HeaderEdit(modifier) if modifier is not None else None
         modifier = route.response_header_modifier
         self.response_headers = HeaderEdit(modifier) if modifier is not None else None
+        self.redirect = route.redirect
         self.resplit = None  # set by ServiceRuntime when a retry may land on another backend
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
@@ -115,6 +116,50 @@ class RoutePolicy:
     def withdraw(self) -> bool:
         """Take budget for one retry (False: the budget is spent, answer with what we have)."""
         return self.budget.try_withdraw(time.monotonic())
+
+
+def redirect_location(route: Route, request_target: bytes, host: bytes | None, logical: Target) -> str:
+    """The Location of a route's RequestRedirect for one request (Gateway API rules).
+
+    Unset parts keep the request's: its host (without port), its path and
+    query. The port is written only when it is not the scheme's own: an
+    explicit ``port``, else (same scheme) the port the service was addressed on.
+    """
+    spec = route.redirect
+    assert spec is not None
+    scheme = spec.scheme or "http"
+    if spec.hostname is not None:
+        hostname = spec.hostname
+    elif host:
+        authority = parse_authority(host, logical.port)
+        hostname = authority.host if authority is not None else logical.host
+    else:
+        hostname = logical.host
+    if spec.port is not None:
+        port = spec.port
+    elif spec.scheme is not None:
+        port = None  # a new scheme: its well-known port
+    else:
+        port = logical.port
+    if port == {"http": 80, "https": 443}[scheme]:
+        port = None
+    full = _request_path(request_target).decode("latin-1")
+    path, sep, query = full.partition("?")
+    if spec.path_kind == "full":
+        path = spec.path or "/"
+    elif spec.path_kind == "prefix":
+        prefix = max((m.path.value for m in route.matches if m.path is not None and m.path.kind == "prefix"
+                      and _under(path, m.path.value)), key=len, default="/")
+        rest = path[len(prefix.rstrip("/")):]
+        path = (spec.path or "/").rstrip("/") + rest if rest else (spec.path or "/")
+    host_text = f"[{hostname}]" if ":" in hostname else hostname
+    return f"{scheme}://{host_text}{'' if port is None else f':{port}'}{path}{sep}{query}"
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Gateway API PathPrefix: element-wise (``/a`` covers ``/a`` and ``/a/b``, not ``/ab``)."""
+    prefix = prefix.rstrip("/")
+    return path == prefix or path.startswith(prefix + "/") or prefix == ""
 
 
 class Registry:

@@ -20,7 +20,8 @@ from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
 from proxy.core.responses import error_response, log_error
-from proxy.errors import LoopDetected, NoDestination, ProxyError, RoutingError
+from proxy.errors import LoopDetected, NoDestination, ProxyError, RouteRedirect, RoutingError
+from proxy.outbound.policy import redirect_location
 
 if TYPE_CHECKING:
     from proxy.outbound.balance import BalancedService
@@ -95,7 +96,7 @@ class OutboundRouter:
         if self.policy is not None and not target.via_connect:
             runtime = self.policy.lookup(target)
             if runtime is not None:
-                return self._policy_route(runtime, head, conn)
+                return self._policy_route(runtime, head, conn, target)
         if self.resolver is None or target.via_connect:
             return target
         service = self._service(target)
@@ -103,7 +104,7 @@ class OutboundRouter:
             return target
         return service.route(conn)
 
-    def _policy_route(self, runtime: ServiceRuntime, head, conn):
+    def _policy_route(self, runtime: ServiceRuntime, head, conn, logical: Target):
         """The logical service has a policy: its route (told to the relay as ``conn.rp``), then the concrete backend."""
         rp = runtime.match(head, conn)
         rp.stats.requests += 1
@@ -111,6 +112,8 @@ class OutboundRouter:
             rp.budget.deposit(time.monotonic())
         if conn is not None:
             conn.rp = rp
+        if rp.redirect is not None:  # answered here: no backend is asked
+            raise RouteRedirect(redirect_location(rp.route, head.target, head.host, logical), rp.redirect.status)
         return self._endpoint(self._concrete_target(runtime.backend_for(rp)), conn)
 
     def _concrete_target(self, address: tuple[str, int]) -> Target:

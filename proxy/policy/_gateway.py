@@ -8,7 +8,7 @@ from typing import Any
 from proxy.policy._fields import Doc
 from proxy.policy._linkerd import Piece, service_authority
 from proxy.policy.model import (
-    Backend, HeaderMatch, HeaderModifier, PathMatch, QueryParamMatch, RequestMatch, RetryPolicy, Route,
+    Backend, HeaderMatch, HeaderModifier, PathMatch, QueryParamMatch, Redirect, RequestMatch, RetryPolicy, Route,
 )
 
 ROUTE_VERSIONS = {
@@ -64,18 +64,50 @@ def _match(doc: Doc, value: Any, path: str) -> RequestMatch:
     )
 
 
-_FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier"}
+_FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier",
+            "RequestRedirect": "requestRedirect"}
 
 
-def _filter(doc: Doc, value: Any, path: str) -> tuple[str, HeaderModifier]:
-    """(filter type, its edit) of one rule filter."""
+def _filter(doc: Doc, value: Any, path: str) -> tuple[str, HeaderModifier | Redirect]:
+    """(filter type, what it does) of one rule filter."""
     body = doc.mapping(value, path)
     kind = body.get("type")
     if kind not in _FILTERS:
-        raise doc.fail(f"{path}.type", f"filter {kind!r} is not supported (use {' or '.join(_FILTERS)})")
+        raise doc.fail(f"{path}.type", f"filter {kind!r} is not supported (use {', '.join(_FILTERS)})")
     field = _FILTERS[kind]
     doc.mapping(body, path, {"type", field})
+    if kind == "RequestRedirect":
+        return kind, _redirect(doc, body.get(field), f"{path}.{field}")
     return kind, _header_modifier(doc, body.get(field), f"{path}.{field}")
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_REDIRECT_PATH = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
+
+
+def _redirect(doc: Doc, value: Any, path: str) -> Redirect:
+    body = doc.mapping(value, path, {"scheme", "hostname", "path", "port", "statusCode"})
+    scheme = body.get("scheme")
+    if scheme is not None and scheme not in ("http", "https"):
+        raise doc.fail(f"{path}.scheme", f"expected http or https, got {scheme!r}")
+    hostname = body.get("hostname")
+    if hostname is not None and not (isinstance(hostname, str) and _HOSTNAME.fullmatch(hostname)):
+        raise doc.fail(f"{path}.hostname", f"{hostname!r} is not a host name")
+    port = doc.integer(body["port"], f"{path}.port", 1, 65535) if "port" in body else None
+    status = doc.integer(body.get("statusCode", 302), f"{path}.statusCode", 301, 308)
+    if status not in (301, 302, 303, 307, 308):
+        raise doc.fail(f"{path}.statusCode", f"expected 301, 302, 303, 307 or 308, got {status}")
+    path_kind = new_path = None
+    if "path" in body:
+        p = doc.mapping(body["path"], f"{path}.path", {"type", "replaceFullPath", "replacePrefixMatch"})
+        kinds = {"ReplaceFullPath": ("full", "replaceFullPath"), "ReplacePrefixMatch": ("prefix", "replacePrefixMatch")}
+        if p.get("type") not in kinds:
+            raise doc.fail(f"{path}.path.type", f"expected one of {', '.join(kinds)}, got {p.get('type')!r}")
+        path_kind, key = kinds[p["type"]]
+        new_path = doc.string(p.get(key), f"{path}.path.{key}")
+        if not _REDIRECT_PATH.fullmatch(new_path):
+            raise doc.fail(f"{path}.path.{key}", f"{new_path!r} is not an absolute path")
+    return Redirect(scheme, hostname, port, path_kind, new_path, status)
 
 
 def _header_modifier(doc: Doc, value: Any, path: str) -> HeaderModifier:
@@ -163,12 +195,19 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
         rule = doc.mapping(item, path, {"name", "matches", "filters", "backendRefs", "timeouts"})
         matches = tuple(_match(doc, m, f"{path}.matches[{j}]")
                         for j, m in enumerate(doc.seq(rule.get("matches"), f"{path}.matches")))
-        modifiers: dict[str, HeaderModifier] = {}
+        modifiers: dict[str, Any] = {}
         for j, f in enumerate(doc.seq(rule.get("filters"), f"{path}.filters")):
             kind, modifier = _filter(doc, f, f"{path}.filters[{j}]")
             if kind in modifiers:
                 raise doc.fail(f"{path}.filters[{j}]", f"{kind} may appear once per rule")
             modifiers[kind] = modifier
+        redirect = modifiers.get("RequestRedirect")
+        if redirect is not None:
+            if rule.get("backendRefs"):
+                raise doc.fail(f"{path}.backendRefs", "a rule with a RequestRedirect sends no request: no backendRefs")
+            if redirect.path_kind == "prefix" and not all(m.path is not None and m.path.kind == "prefix"
+                                                          for m in matches):
+                raise doc.fail(f"{path}.filters", "ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
         backends = []
         for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):
             p = f"{path}.backendRefs[{j}]"
@@ -200,6 +239,7 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
             backends=tuple(backends),
             request_header_modifier=modifiers.get("RequestHeaderModifier"),
             response_header_modifier=modifiers.get("ResponseHeaderModifier"),
+            redirect=redirect,
             source=f"HTTPRoute/{ident}",
             order=(stamp, ident, i),
         ))

@@ -115,6 +115,19 @@ class HeaderModifier:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """Gateway API RequestRedirect. None fields keep the request's own part; ``path_kind`` is
+    ``full`` (the path becomes ``path``) or ``prefix`` (the matched prefix becomes ``path``)."""
+
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path_kind: str | None = None
+    path: str | None = None
+    status: int = 302
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     """A concrete service to send to, by authority (``name.ns.svc.cluster.local[:port]``)."""
 
@@ -144,6 +157,7 @@ class Route:
     backends: tuple[Backend, ...] = ()
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
+    redirect: Redirect | None = None
     source: str = ""
     order: tuple = ()
 

@@ -782,3 +782,46 @@ def test_an_http2_retry_goes_through_the_traffic_split_again(mesh):
     finally:
         v1.stop()
         v2.stop()
+
+
+REDIRECT_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moves, namespace: test}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 80}, {kind: Service, name: h2, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}
+"""
+
+
+def test_a_request_redirect_is_answered_by_the_proxy(mesh):
+    backend, proxy, endpoints, _ = mesh
+    app = backend("app")
+    origin = H2Origin(name="h2-redirect")
+    try:
+        _write(endpoints, "services:\n"
+               f"  web.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{app.port}}}]\n"
+               f"  h2.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{origin.port}}}]\n")
+        p = proxy(REDIRECT_ROUTE)
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        conn.request("GET", "/old/page?x=1", headers={"Host": "web.test"})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 301 and resp.getheader("location") == "http://web.test/new/page?x=1"
+        assert resp.getheader("l5d-proxy-error") is None  # an answer, not an error
+        conn.request("GET", "/other", headers={"Host": "web.test"})  # same connection: still usable
+        assert conn.getresponse().read() == b"app"
+        assert app.hits["GET"] == 1  # only /other reached the app
+        with H2Client(p.outbound) as client:
+            resp = client.exchange("GET", "/old", authority="h2.test")
+            assert resp.status == 301 and resp.header("location") == "http://h2.test/new", resp.summary()
+        assert origin.count("/") == 0
+        m = p.metrics()
+        assert m.get("route_response_total", dst="web.test.svc.cluster.local:80", classification="success") == 2
+        assert m.get("response_total", direction="outbound", classification="success", status_code="301") >= 1
+    finally:
+        origin.stop()

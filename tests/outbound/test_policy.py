@@ -125,3 +125,40 @@ def test_budget_caps_withdrawals():
     rp = svc.match(Head(b"GET"), None)
     # 0.5 ratio, 1/s x 2 s reserve, no requests: two retries, then none.
     assert [rp.withdraw() for _ in range(3)] == [True, True, False]
+
+
+REDIRECTS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moves, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 8080}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
+    - matches: [{path: {type: PathPrefix, value: /gone}}]
+      filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /home},
+                                                          statusCode: 301}}]
+    - matches: [{path: {type: PathPrefix, value: /secure}}]
+      filters: [{type: RequestRedirect, requestRedirect: {scheme: https, hostname: secure.example.com}}]
+    - matches: [{path: {type: PathPrefix, value: /elsewhere}}]
+      filters: [{type: RequestRedirect, requestRedirect: {hostname: other.shop, port: 80}}]
+"""
+
+
+def _location(target: bytes, host: bytes | None = b"web.shop:8080") -> str:
+    from proxy.outbound.policy import _request_path, redirect_location
+    from proxy.policy.routes import match
+
+    route = match(parse(REDIRECTS).get("web.shop.svc.cluster.local:8080"), b"GET", _request_path(target))
+    return redirect_location(route, target, host, Target("web.shop", 8080))
+
+
+def test_redirect_locations_follow_the_gateway_api_rules():
+    assert _location(b"/old/a/b?x=1") == "http://web.shop:8080/new/a/b?x=1"  # prefix replaced, query kept
+    assert _location(b"/old") == "http://web.shop:8080/new"
+    assert _location(b"/gone/deep?q") == "http://web.shop:8080/home?q"  # the whole path
+    assert _location(b"/secure/x") == "https://secure.example.com/secure/x"  # a new scheme: its own port
+    assert _location(b"/elsewhere") == "http://other.shop/elsewhere"  # port 80 is http's: not written
+    assert _location(b"/old/x", host=None) == "http://web.shop:8080/new/x"  # no Host: the logical name
+    assert _location(b"http://web.shop:8080/old/y") == "http://web.shop:8080/new/y"  # absolute form

@@ -252,7 +252,7 @@ BAD = [
     (SPLIT_V1ALPHA2 + "  matches: [{kind: HTTPRouteGroup, name: g}]\n", 0, "TrafficSplit", "authors-split", "spec.matches"),
     (HTTPROUTE_LINKERD.replace("type: Exact", "type: Glob"), 0, "HTTPRoute", "authors-route",
      "spec.rules[0].matches[0].path.type"),
-    (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: RequestRedirect"), 0, "HTTPRoute",
+    (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: URLRewrite"), 0, "HTTPRoute",
      "authors-route", "spec.rules[1].filters[0].type"),
     (HTTPROUTE_LINKERD.replace("set: [{name: x-routed,", "set: [{name: Content-Length,"), 0, "HTTPRoute",
      "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[0].name"),
@@ -323,3 +323,37 @@ def test_idle_timeouts_from_the_compact_format_and_linkerd_annotations():
     annotated = HTTPROUTE_LINKERD.replace("timeout.linkerd.io/response", "timeout.linkerd.io/idle")
     top = match(parse(annotated).get("authors.shop.svc.cluster.local:7001"), b"GET", b"/authors/top")
     assert top.idle_timeout == 1.0
+
+
+REDIRECT_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moves, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /old}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {scheme: https, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}, statusCode: 301}
+"""
+
+
+@pytest.mark.parametrize("old,new,field", [
+    ("scheme: https", "scheme: ftp", "requestRedirect.scheme"),
+    ("statusCode: 301", "statusCode: 305", "requestRedirect.statusCode"),
+    ("replacePrefixMatch: /new", "replacePrefixMatch: 'new path'", "requestRedirect.path.replacePrefixMatch"),
+    ("{type: PathPrefix, value: /old}", "{type: Exact, value: /old}", "spec.rules[0].filters"),
+    ("statusCode: 301}\n", "statusCode: 301}\n      backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].backendRefs"),
+])
+def test_invalid_redirects_name_the_field(old, new, field):
+    assert REDIRECT_ROUTE.count(old) == 1
+    err = fails(REDIRECT_ROUTE.replace(old, new))
+    assert err.field.endswith(field), err
+
+
+def test_redirect_is_parsed():
+    route = match(parse(REDIRECT_ROUTE).get("web.shop.svc.cluster.local:80"), b"GET", b"/old/x")
+    assert route.redirect is not None
+    assert (route.redirect.scheme, route.redirect.path_kind, route.redirect.path, route.redirect.status) == (
+        "https", "prefix", "/new", 301)
