@@ -22,7 +22,7 @@ from benchmarks.lib import procs
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import Table
 from benchmarks.lib.sampling import LoadWindow
-from benchmarks.lib.servers import NotReady, Server
+from benchmarks.lib.servers import NotReady, Server, start_meshproxy, start_templated
 
 
 @dataclass
@@ -89,6 +89,32 @@ def start(ctx: Context, scenario: str, name: str, path: str, starter: Callable[[
         return Contender(name, path, broken=f"did not start: {err}")
     contender.name, contender.path = name, path
     return contender
+
+
+def http1_proxies(ctx: Context, scenario: str, backend: Server) -> dict[str, Callable[[], Contender]]:
+    """Starters of the HTTP/1 contenders in front of the nginx ``backend``: direct, HAProxy and nginx
+    (one thread or worker, keep-alive upstream) and meshproxy's outbound listener (routed by Host)."""
+    log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
+
+    def direct() -> Contender:
+        return Contender("direct", target=backend.address)
+
+    def haproxy() -> Contender:
+        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "haproxy", "haproxy-http1.cfg.tmpl",
+                            f"{scenario}-haproxy", upstream_port=backend.port)
+        return Contender("haproxy", servers=[s], target=s.address)
+
+    def nginx() -> Contender:
+        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-proxy-http1.conf.tmpl",
+                            f"{scenario}-nginx", upstream_port=backend.port)
+        return Contender("nginx", servers=[s], target=s.address)
+
+    def meshproxy() -> Contender:
+        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name=f"{scenario}-meshproxy",
+                            log_level=log_level)
+        return Contender("meshproxy", servers=[s], target=s.address, extra={"fastpath": s.info.get("fastpath")})
+
+    return {"direct": direct, "haproxy": haproxy, "nginx": nginx, "meshproxy": meshproxy}
 
 
 def died(server: Server) -> str:

@@ -12,7 +12,7 @@ from benchmarks.lib import compare, wrk
 from benchmarks.lib.compare import Contender, Sample
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult
-from benchmarks.lib.servers import start_meshproxy, start_templated
+from benchmarks.lib.servers import start_templated
 from benchmarks.scenarios.http1 import BODY, probe
 
 NAME = "connrate"
@@ -33,31 +33,12 @@ def run(ctx: Context) -> ScenarioResult:
     backend = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-http1.conf.tmpl",
                               "connrate-backend", under_test=False, body=BODY)
     host = backend.address
-    log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
-
-    def direct() -> Contender:
-        return Contender("direct", target=backend.address)
-
-    def haproxy() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "haproxy", "haproxy-http1.cfg.tmpl",
-                            "connrate-haproxy", upstream_port=backend.port)
-        return Contender("haproxy", servers=[s], target=s.address)
-
-    def nginx() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-proxy-http1.conf.tmpl",
-                            "connrate-nginx", upstream_port=backend.port)
-        return Contender("nginx", servers=[s], target=s.address)
-
-    def meshproxy() -> Contender:
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="connrate-meshproxy",
-                            log_level=log_level)
-        return Contender("meshproxy", servers=[s], target=s.address)
-
+    starters = compare.http1_proxies(ctx, NAME, backend)
     contenders = [
-        compare.start(ctx, NAME, "direct", "wrk -> nginx", direct),
-        compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", haproxy),
-        compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", nginx),
-        compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", meshproxy),
+        compare.start(ctx, NAME, "direct", "wrk -> nginx", starters["direct"]),
+        compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", starters["haproxy"]),
+        compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", starters["nginx"]),
+        compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", starters["meshproxy"]),
     ]
     headers = {"Host": host, "Connection": "close"}
     pin = ctx.placement.pin_load()

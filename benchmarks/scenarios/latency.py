@@ -19,7 +19,7 @@ from benchmarks.lib import compare, openloop, procs
 from benchmarks.lib.compare import Contender, Sample
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult
-from benchmarks.lib.servers import start_meshproxy, start_templated
+from benchmarks.lib.servers import start_templated
 from benchmarks.scenarios.http1 import BODY, probe
 
 NAME = "latency"
@@ -86,31 +86,12 @@ def run(ctx: Context) -> ScenarioResult:
     backend = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-http1.conf.tmpl",
                               "latency-backend", under_test=False, body=BODY)
     host = backend.address
-    log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
-
-    def direct() -> Contender:
-        return Contender("direct", target=backend.address)
-
-    def haproxy() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "haproxy", "haproxy-http1.cfg.tmpl",
-                            "latency-haproxy", upstream_port=backend.port)
-        return Contender("haproxy", servers=[s], target=s.address)
-
-    def nginx() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-proxy-http1.conf.tmpl",
-                            "latency-nginx", upstream_port=backend.port)
-        return Contender("nginx", servers=[s], target=s.address)
-
-    def meshproxy() -> Contender:
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="latency-meshproxy",
-                            log_level=log_level)
-        return Contender("meshproxy", servers=[s], target=s.address, extra={"fastpath": s.info.get("fastpath")})
-
+    starters = compare.http1_proxies(ctx, NAME, backend)
     started = [
-        compare.start(ctx, NAME, "direct", "generator -> nginx", direct),
-        compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", haproxy),
-        compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", nginx),
-        compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", meshproxy),
+        compare.start(ctx, NAME, "direct", "generator -> nginx", starters["direct"]),
+        compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", starters["haproxy"]),
+        compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", starters["nginx"]),
+        compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", starters["meshproxy"]),
     ]
     headers = {"Host": host}
     pin = ctx.placement.pin_load()

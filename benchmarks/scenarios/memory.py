@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 
 from benchmarks.lib import procs, wrk
-from benchmarks.lib.compare import Contender, died, start
+from benchmarks.lib.compare import Contender, died, http1_proxies, start
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult, Table
 from benchmarks.lib.sampling import LoadWindow
-from benchmarks.lib.servers import start_meshproxy, start_templated
+from benchmarks.lib.servers import start_templated
 from benchmarks.scenarios.http1 import BODY, probe
 
 NAME = "memory"
@@ -38,27 +38,11 @@ def run(ctx: Context) -> ScenarioResult:
     backend = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-http1.conf.tmpl",
                               "memory-backend", under_test=False, body=BODY)
     host = backend.address
-    log_level = getattr(opts, "meshproxy_log_level", None) or "warning"
-
-    def haproxy() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "haproxy", "haproxy-http1.cfg.tmpl",
-                            "memory-haproxy", upstream_port=backend.port)
-        return Contender("haproxy", servers=[s], target=s.address)
-
-    def nginx() -> Contender:
-        s = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-proxy-http1.conf.tmpl",
-                            "memory-nginx", upstream_port=backend.port)
-        return Contender("nginx", servers=[s], target=s.address)
-
-    def meshproxy() -> Contender:
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="memory-meshproxy",
-                            log_level=log_level)
-        return Contender("meshproxy", servers=[s], target=s.address)
-
+    starters = http1_proxies(ctx, NAME, backend)
     contenders = [
-        start(ctx, NAME, "haproxy", "HAProxy nbthread 1", haproxy),
-        start(ctx, NAME, "nginx", "nginx 1 worker", nginx),
-        start(ctx, NAME, "meshproxy", "outbound", meshproxy),
+        start(ctx, NAME, "haproxy", "HAProxy nbthread 1", starters["haproxy"]),
+        start(ctx, NAME, "nginx", "nginx 1 worker", starters["nginx"]),
+        start(ctx, NAME, "meshproxy", "outbound", starters["meshproxy"]),
     ]
     for c in contenders:
         if c.servers:
