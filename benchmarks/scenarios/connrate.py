@@ -21,9 +21,8 @@ CONNECTIONS = 50
 
 
 def _params(ctx: Context) -> tuple[wrk.WrkParams, float, int]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(2.0)
+    rounds = ctx.round_count()
     return wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration), (0.0 if ctx.quick else 2.0), rounds
 
 

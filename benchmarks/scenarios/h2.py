@@ -23,9 +23,8 @@ CLIENTS, STREAMS = 10, 10
 
 
 def _params(ctx: Context) -> tuple[float, float, int]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(2.0)
+    rounds = ctx.round_count()
     return duration, (0.5 if ctx.quick else 2.0), rounds
 
 

@@ -29,9 +29,8 @@ RATIO_DONE = 0.7
 
 
 def _params(ctx: Context) -> tuple[tlsload.HandshakeParams, float, int]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (1.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(1.0)
+    rounds = ctx.round_count()
     warmup = 0.3 if ctx.quick else 2.0
     return tlsload.HandshakeParams(CONNECTIONS, duration, sni=meshtls.SERVER_ID), warmup, rounds
 

@@ -108,9 +108,8 @@ def probe(server_port: int, host_header: str) -> str:
 
 
 def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(2.0)
+    rounds = ctx.round_count()
     warmup = 0.0 if ctx.quick else 2.0  # quick runs skip the warm-up
     return wrk.WrkParams(threads=1, connections=50, duration_s=duration), rounds, warmup
 

@@ -31,8 +31,7 @@ def _after_s(ctx: Context) -> float:
 
 
 def run(ctx: Context) -> ScenarioResult:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
+    duration = ctx.run_seconds(2.0)
     params = wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration, timeout_s=5.0)
     ctx.progress(f"[{NAME}] starting servers ({ctx.placement.describe()})")
     backend = start_templated(ctx.group, ctx.placement, ctx.run_dir, "nginx", "nginx-http1.conf.tmpl",

@@ -32,9 +32,8 @@ DISCOVERY_PATIENCE_S = 5.0
 
 
 def _params(ctx: Context) -> tuple[wrk.WrkParams, float, int]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (1.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(1.0)
+    rounds = ctx.round_count()
     # wrk takes whole seconds only; --quick skips the warm-up (the probe opens the hop's connections).
     warmup = 0.0 if ctx.quick else 2.0
     return wrk.WrkParams(threads=1, connections=CONNECTIONS, duration_s=duration), warmup, rounds

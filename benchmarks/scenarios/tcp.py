@@ -29,9 +29,8 @@ STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 
 def _params(ctx: Context) -> tuple[float, int]:
-    opts = ctx.options
-    duration = getattr(opts, "duration", None) or (2.0 if ctx.quick else 10.0)
-    rounds = getattr(opts, "rounds", None) or (1 if ctx.quick else 3)
+    duration = ctx.run_seconds(2.0)
+    rounds = ctx.round_count()
     return duration, rounds
 
 
