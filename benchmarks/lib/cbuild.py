@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -54,3 +55,16 @@ def build(cc: str | None, source: Path, build_dir: Path, stem: str, cflags: Sequ
         if old != binary:
             old.unlink(missing_ok=True)  # a run still using it keeps its open inode
     return binary
+
+
+def build_command(module: str, what: str, build_tool: Callable[[], Path], argv: Sequence[str]) -> int:
+    """``python -m benchmarks.lib.<module> build``: print the tool's path (building it if needed)."""
+    if list(argv) != ["build"]:
+        print(f"usage: python -m benchmarks.lib.{module} build   (prints {what})", file=sys.stderr)
+        return 2
+    try:
+        print(build_tool())
+    except BuildError as err:
+        print(f"{module}: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -190,17 +190,8 @@ def run(url: str, params: LoadParams, *, headers: dict[str, str] | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["build"]:
-        print("usage: python -m benchmarks.lib.openloop build   (prints the generator's path;"
-              " run it with --help)", file=sys.stderr)
-        return 2
-    try:
-        print(build())
-    except BuildError as err:
-        print(f"openloop: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return cbuild.build_command("openloop", "the generator's path; run it with --help", build,
+                                sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -141,16 +141,7 @@ def run(host: str, port: int, params: HandshakeParams, pin: list[str] | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["build"]:
-        print("usage: python -m benchmarks.lib.tlsload build   (prints the tool's path)", file=sys.stderr)
-        return 2
-    try:
-        print(build())
-    except BuildError as err:
-        print(f"tlsload: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return cbuild.build_command("tlsload", "the tool's path", build, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
