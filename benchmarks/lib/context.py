@@ -24,9 +24,9 @@ class Context:
         """Seconds per measured run: ``--duration``, else the scenario's quick or full default."""
         return getattr(self.options, "duration", None) or (quick if self.quick else full)
 
-    def round_count(self) -> int:
-        """Rounds per variant: ``--rounds``, else 1 with ``--quick`` and 3 otherwise."""
-        return getattr(self.options, "rounds", None) or (1 if self.quick else 3)
+    def round_count(self, full: int = 3) -> int:
+        """Rounds per variant: ``--rounds``, else 1 with ``--quick`` and ``full`` otherwise."""
+        return getattr(self.options, "rounds", None) or (1 if self.quick else full)
 
     def progress(self, message: str) -> None:
         """Progress goes to stderr so stdout carries only the final table."""

@@ -72,12 +72,10 @@ class Plan:
 
     @classmethod
     def of(cls, ctx: Context) -> Plan:
-        opts = ctx.options
-        duration = getattr(opts, "duration", None)
-        rounds = getattr(opts, "rounds", None)
+        duration, rounds = ctx.run_seconds(3.0, 8.0), ctx.round_count(full=2)
         if ctx.quick:
-            return cls((1000.0,), duration or 3.0, 1.0, rounds or 1, 2.0)
-        return cls((500.0, 2000.0), duration or 8.0, 1.5, rounds or 2, 4.0)
+            return cls((1000.0,), duration, 1.0, rounds, 2.0)
+        return cls((500.0, 2000.0), duration, 1.5, rounds, 4.0)
 
     def load(self, rate: float, duration: float) -> openloop.LoadParams:
         return openloop.LoadParams(rate, duration, openloop.pool_size(rate), REQUEST_TIMEOUT_S)

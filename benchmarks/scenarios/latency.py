@@ -38,12 +38,8 @@ class Plan:
 
     @classmethod
     def of(cls, ctx: Context) -> Plan:
-        opts = ctx.options
-        duration = getattr(opts, "duration", None)
-        rounds = getattr(opts, "rounds", None)
-        if ctx.quick:
-            return cls(duration or 1.0, 0.0, rounds or 1)  # no warm-up run: the probe warms the path
-        return cls(duration or 8.0, 1.0, rounds or 3)
+        # --quick: no warm-up run, the probe warms the path.
+        return cls(ctx.run_seconds(1.0, 8.0), 0.0 if ctx.quick else 1.0, ctx.round_count())
 
     def load(self, rate: float, seconds: float) -> openloop.LoadParams:
         return openloop.LoadParams(rate, seconds, CONNECTIONS, REQUEST_TIMEOUT_S)
