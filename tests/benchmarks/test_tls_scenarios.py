@@ -57,14 +57,20 @@ NGINX = {
 }
 
 
-@pytest.mark.parametrize("template", sorted(HAPROXY))
-def test_haproxy_configs(template, certs, tmp_path):
+def _rendered(template: str, expected: list[str], certs, tmp_path, filename: str):
+    """The rendered config, checked for leftover placeholders and the lines it must hold."""
     values = _values(certs, tmp_path, "t")
-    conf = render(template, tmp_path / "haproxy.cfg", **values)
+    conf = render(template, tmp_path / filename, **values)
     text = conf.read_text()
     assert "{{" not in text
-    for line in HAPROXY[template]:
+    for line in expected:
         assert line.format(**values) in text
+    return conf
+
+
+@pytest.mark.parametrize("template", sorted(HAPROXY))
+def test_haproxy_configs(template, certs, tmp_path):
+    conf = _rendered(template, HAPROXY[template], certs, tmp_path, "haproxy.cfg")
     if shutil.which("haproxy"):
         done = subprocess.run(["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, timeout=20)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -72,12 +78,7 @@ def test_haproxy_configs(template, certs, tmp_path):
 
 @pytest.mark.parametrize("template", sorted(NGINX))
 def test_nginx_configs(template, certs, tmp_path):
-    values = _values(certs, tmp_path, "t")
-    conf = render(template, tmp_path / "nginx.conf", **values)
-    text = conf.read_text()
-    assert "{{" not in text
-    for line in NGINX[template]:
-        assert line.format(**values) in text
+    conf = _rendered(template, NGINX[template], certs, tmp_path, "nginx.conf")
     if shutil.which("nginx"):
         (tmp_path / "nginx-tmp").mkdir()
         done = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "err.log"), "-c", str(conf)],
