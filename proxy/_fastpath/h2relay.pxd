@@ -43,10 +43,7 @@ cdef class Exchange:
     cdef public bint body_sent         # some request DATA went to the current upstream stream
     cdef public Py_ssize_t replay_size
     cdef public int attempts           # retries sent
-    cdef public object route_timer
-    cdef double idle_limit             # the route's stream idle timeout (0: none) and the last frame's loop time
-    cdef double last_io
-    cdef object idle_timer
+    cdef object clock                  # the route's timeout and idle timeout (relay.RouteClock), or None
     cdef public double route_ms        # latency at the response head, while the gRPC class waits for trailers
     cdef public bint grpc_pending
     cdef public object held

@@ -21,7 +21,8 @@ from proxy._fastpath import h2conn
 from proxy.core import transport_header
 from proxy.core.responses import log_cut
 from proxy._fastpath.relay import (
-    QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, attempt_time_limit, attempt_timeout_error, settle_pick,
+    QUEUED, SETTLE_CANCELLED, SETTLE_FAILED, SETTLE_OK, RouteClock, attempt_time_limit, attempt_timeout_error,
+    settle_pick,
 )
 
 # RFC 9113 error codes used here.
@@ -206,10 +207,7 @@ class Exchange:
         self.replay_size = 0
         self.attempts = 0
         self.body_sent = False
-        self.route_timer = None
-        self.idle_limit = 0.0
-        self.last_io = 0.0
-        self.idle_timer = None
+        self.clock = None
         self.route_ms = 0.0
         self.grpc_pending = False  # a gRPC response whose class waits for its trailers
         self.held = None  # a gRPC response head kept until its first DATA or its trailers (policy_response)
@@ -313,8 +311,8 @@ class Exchange:
 
     def on_response(self, headers, end_stream):
         status = _status(headers)
-        if self.idle_limit > 0.0:
-            self.last_io = self.server.ctx.loop.time()
+        if self.clock is not None:
+            self.clock.touch()
         if self.rp is not None and self.policy_response(headers, status, end_stream):
             return  # retried, or held until its trailers or first DATA
         self.forward_head(headers, status, end_stream)
@@ -338,8 +336,8 @@ class Exchange:
         self.server.flush()
 
     def on_response_data(self, data, flow, end_stream):
-        if self.idle_limit > 0.0:
-            self.last_io = self.server.ctx.loop.time()
+        if self.clock is not None:
+            self.clock.touch()
         if self.held is not None:  # a message: the status will not come before it, let the head go
             self.release_head()
         self.to_down.append((data, flow))
@@ -449,13 +447,8 @@ class Exchange:
         self.resp_edit = rp.response_headers
         if rp.limit > 0 and self.meta.method != b"CONNECT":
             self.replay = []
-        loop = self.server.ctx.loop
-        if rp.timeout > 0:
-            self.route_timer = loop.call_later(rp.timeout, self.route_timed_out, rp.timeout)
-        if rp.idle_timeout > 0:
-            self.idle_limit = rp.idle_timeout
-            self.last_io = loop.time()
-            self.idle_timer = loop.call_at(self.last_io + self.idle_limit, self.idle_check)
+        if rp.timeout > 0 or rp.idle_timeout > 0:
+            self.clock = RouteClock(self.server.ctx.loop, rp.timeout, rp.idle_timeout, self.route_deadline)
 
     def policy_response(self, headers, status, end_stream):
         """A response head under a route policy: retry it (True) or count it and let it through."""
@@ -503,23 +496,6 @@ class Exchange:
         self.cancel_timer()
         self.routed_again(True)
 
-    def route_timed_out(self, timeout):
-        """The route's time for the whole exchange is up."""
-        self.route_timer = None
-        self.route_deadline(errors.RouteTimeout(f"request timed out (route timeout {timeout:g}s)"))
-
-    def idle_check(self):
-        """No frame of this exchange for the route's idle timeout (checked when it would be due, then re-armed)."""
-        self.idle_timer = None
-        if self.idle_limit <= 0.0:
-            return
-        loop = self.server.ctx.loop
-        due = self.last_io + self.idle_limit
-        if loop.time() < due:
-            self.idle_timer = loop.call_at(due, self.idle_check)
-            return
-        self.route_deadline(errors.RouteTimeout(f"request timed out (stream idle for {self.idle_limit:g}s)"))
-
     def route_deadline(self, err):
         """A route's time limit hit: 504 before the response head, RST_STREAM after."""
         if self.done:
@@ -541,13 +517,9 @@ class Exchange:
         self.finish()
 
     def stop_route_timer(self):
-        if self.route_timer is not None:
-            self.route_timer.cancel()
-            self.route_timer = None
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        self.idle_limit = 0.0
+        if self.clock is not None:
+            self.clock.stop()
+            self.clock = None
 
     def route_end(self, status, grpc, elapsed):
         rp = self.rp
@@ -576,8 +548,8 @@ class Exchange:
         if self.done:
             self.server.ack(self.sid, flow)
             return
-        if self.idle_limit > 0.0:
-            self.last_io = self.server.ctx.loop.time()
+        if self.clock is not None:
+            self.clock.touch()
         if self.replay is not None and data:
             self.replay_size += len(data)
             if self.replay_size > self.rp.replay_limit:

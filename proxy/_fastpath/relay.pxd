@@ -5,6 +5,17 @@ from proxy._fastpath.metrics cimport HttpStats, TcpStats
 cdef class ClientConn
 cdef class ServerConn
 
+cdef class RouteClock:
+    cdef object loop
+    cdef object expired
+    cdef double timeout
+    cdef double idle
+    cdef double last_io
+    cdef object timer
+    cdef object idle_timer
+    cpdef void touch(self)
+    cpdef void stop(self)
+
 cpdef void settle_pick(object target, double t_sent, int outcome) except *
 cpdef double attempt_time_limit(double response_timeout, object rp) except? -1
 cpdef object attempt_timeout_error(object rp)
@@ -81,11 +92,8 @@ cdef class ServerConn:
     cdef Py_ssize_t replay_size
     cdef Py_ssize_t replay_limit
     cdef public int attempts           # retries sent for the request in flight
-    cdef object route_timer
+    cdef RouteClock clock              # the route's timeout and idle timeout for this exchange, or None
     cdef public object resp_edit       # the route's ResponseHeaderModifier (outbound/policy.HeaderEdit), or None
-    cdef double idle_limit             # the route's stream idle timeout (0: none) and the last byte's loop time
-    cdef double last_io
-    cdef object idle_timer
     cdef object authz                  # inbound authorization of this connection, or None
     cdef bint inbound
     cdef bytes client_id               # inbound: the verified client identity sent as l5d-client-id
@@ -117,7 +125,6 @@ cdef class ServerConn:
     cdef void _route_end(self, int status, bint failure)
     cdef void _route_drop(self)
     cdef void _stop_route_timer(self)
-    cdef void _route_deadline(self, object err)
     cpdef void response_done(self, bint tunnel)
     cpdef void fail(self, object err)
     cpdef void begin_drain(self)

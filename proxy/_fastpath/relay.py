@@ -81,6 +81,52 @@ def attempt_timeout_error(rp):
     return errors.ResponseTimeout()
 
 
+class RouteClock:
+    """A route's time limits for one exchange, shared by the HTTP/1 and HTTP/2 relays.
+
+    ``timeout`` bounds the whole exchange, ``idle`` the time without I/O
+    (``touch``); 0 disables either. ``expired(err)`` is called when one is
+    hit; ``stop`` disarms both. The idle timer is not moved on every byte: it
+    fires when the limit would be due and re-arms itself if I/O came since.
+    """
+
+    def __init__(self, loop, timeout, idle, expired):
+        self.loop = loop
+        self.expired = expired
+        self.timeout = timeout
+        self.idle = idle
+        self.last_io = loop.time()
+        self.timer = loop.call_later(timeout, self._timed_out) if timeout > 0 else None
+        self.idle_timer = loop.call_at(self.last_io + idle, self._idle_check) if idle > 0 else None
+
+    def touch(self):
+        if self.idle > 0.0:
+            self.last_io = self.loop.time()
+
+    def stop(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.idle = 0.0
+
+    def _timed_out(self):
+        self.timer = None
+        self.expired(errors.RouteTimeout(f"request timed out (route timeout {self.timeout:g}s)"))
+
+    def _idle_check(self):
+        self.idle_timer = None
+        if self.idle <= 0.0:
+            return
+        due = self.last_io + self.idle
+        if self.loop.time() < due:
+            self.idle_timer = self.loop.call_at(due, self._idle_check)
+            return
+        self.expired(errors.RouteTimeout(f"request timed out (stream idle for {self.idle:g}s)"))
+
+
 def settle_pick(target, t_sent, outcome):
     """Give a balancer back its pick of ``target``: the round trip since ``t_sent`` (0: not sent) and how it ended."""
     rtt = perf_counter() - t_sent if t_sent > 0.0 else 0.0
@@ -274,11 +320,8 @@ class ServerConn:
         self.replay_size = 0
         self.replay_limit = 0
         self.attempts = 0
-        self.route_timer = None
+        self.clock = None
         self.resp_edit = None
-        self.idle_limit = 0.0
-        self.last_io = 0.0
-        self.idle_timer = None
         self.authz = meta.authz
         self.inbound = meta.direction == "inbound"
         self.client_id = meta.client_id.encode("ascii") if meta.client_id else None
@@ -293,8 +336,8 @@ class ServerConn:
 
     def data_received(self, data):
         self.ctx.tcp_src.read_bytes += len(data)
-        if self.idle_limit > 0.0:
-            self.last_io = self.ctx.loop.time()
+        if self.clock is not None:
+            self.clock.touch()
         if self.buf:
             self.buf += data
         else:
@@ -674,13 +717,8 @@ class ServerConn:
             if self.req_kind == BODY_NONE or (self.req_kind == BODY_LENGTH and self.req_remaining <= self.replay_limit):
                 self.replay = []
         self.resp_edit = rp.response_headers
-        loop = self.ctx.loop
-        if rp.timeout > 0:
-            self.route_timer = loop.call_later(rp.timeout, self._route_timed_out, rp.timeout)
-        if rp.idle_timeout > 0:
-            self.idle_limit = rp.idle_timeout
-            self.last_io = loop.time()
-            self.idle_timer = loop.call_at(self.last_io + self.idle_limit, self._idle_check)
+        if rp.timeout > 0 or rp.idle_timeout > 0:
+            self.clock = RouteClock(self.ctx.loop, rp.timeout, rp.idle_timeout, self._route_deadline)
 
     def _keep(self, body: bytes):
         self.replay_size += len(body)
@@ -734,23 +772,6 @@ class ServerConn:
             return
         self.fail(attempt_timeout_error(self.rp))
 
-    def _route_timed_out(self, timeout):
-        """The route's time for the whole exchange is up."""
-        self.route_timer = None
-        self._route_deadline(errors.RouteTimeout(f"request timed out (route timeout {timeout:g}s)"))
-
-    def _idle_check(self):
-        """No byte of this exchange for the route's idle timeout (checked when it would be due, then re-armed)."""
-        self.idle_timer = None
-        if self.idle_limit <= 0.0:
-            return
-        loop = self.ctx.loop
-        due = self.last_io + self.idle_limit
-        if loop.time() < due:
-            self.idle_timer = loop.call_at(due, self._idle_check)
-            return
-        self._route_deadline(errors.RouteTimeout(f"request timed out (stream idle for {self.idle_limit:g}s)"))
-
     def _route_deadline(self, err):
         """A route's time limit hit: 504 before the response head, a cut connection after."""
         if self.closed or not self.in_flight:
@@ -775,13 +796,9 @@ class ServerConn:
 
     def _stop_route_timer(self):
         self.resp_edit = None  # the exchange is over (this runs at its every ending)
-        if self.route_timer is not None:
-            self.route_timer.cancel()
-            self.route_timer = None
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        self.idle_limit = 0.0
+        if self.clock is not None:
+            self.clock.stop()
+            self.clock = None
 
     def hold_reading(self, on):
         """The bridge has too much request body waiting for the peer's window (on) or not (off)."""
@@ -897,8 +914,8 @@ class ServerConn:
 
     def write(self, data):
         self.ctx.tcp_src.write_bytes += len(data)
-        if self.idle_limit > 0.0:
-            self.last_io = self.ctx.loop.time()
+        if self.clock is not None:
+            self.clock.touch()
         self.transport.write(data)
 
     def close(self):
