@@ -1,9 +1,10 @@
-"""Build script: always cythonizes the fast-path modules.
+"""Build script: always cythonizes the compiled modules.
 
-Every module under ``proxy/_fastpath`` is either a hand-written ``.pyx`` or a
-plain ``.py`` with a ``.pxd`` beside it (Cython pure-Python mode); both are
-compiled here. Set ``MESHPROXY_ANNOTATE=1`` to write ``cython -a`` HTML
-reports next to the sources, to see where hot loops still touch Python.
+Every module under ``proxy/`` that has a ``.pxd`` beside it is compiled,
+wherever it lives: a plain ``.py`` (Cython pure-Python mode, one source for
+compiled and uncompiled use) or a hand-written ``.pyx``. Set
+``MESHPROXY_ANNOTATE=1`` to write ``cython -a`` HTML reports next to the
+sources, to see where hot loops still touch Python.
 """
 
 import os
@@ -13,22 +14,22 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
-FASTPATH = HERE / "proxy" / "_fastpath"
+PACKAGE = HERE / "proxy"
 
 
-def fastpath_extensions() -> list[Extension]:
+def compiled_extensions() -> list[Extension]:
     exts = []
-    for pxd in sorted(FASTPATH.glob("*.pxd")):
-        stem = pxd.stem
-        source = FASTPATH / f"{stem}.pyx"
+    for pxd in sorted(PACKAGE.rglob("*.pxd")):
+        source = pxd.with_suffix(".pyx")
         if not source.exists():
-            source = FASTPATH / f"{stem}.py"
+            source = pxd.with_suffix(".py")
         if not source.exists():
             continue
+        relative = source.relative_to(HERE)
         exts.append(
             Extension(
-                f"proxy._fastpath.{stem}",
-                [str(source.relative_to(HERE))],
+                ".".join(relative.with_suffix("").parts),
+                [str(relative)],
                 extra_compile_args=["-O2"],
             )
         )
@@ -37,7 +38,7 @@ def fastpath_extensions() -> list[Extension]:
 
 setup(
     ext_modules=cythonize(
-        fastpath_extensions(),
+        compiled_extensions(),
         language_level=3,
         annotate=os.environ.get("MESHPROXY_ANNOTATE") == "1",
         compiler_directives={

@@ -1,7 +1,7 @@
 """Balancer micro-benchmark: ns per pick()+complete(), compiled vs uncompiled, and balancing quality.
 
 Standalone (``.venv/bin/python benchmarks/micro_balancer.py [--quick]``); needs
-the compiled ``proxy/_fastpath/balancer`` extension. Two parts:
+the compiled ``proxy/outbound/balancer`` extension. Two parts:
 
 1. Timing. A balancer of 10 or 100 endpoints; each step advances a fake clock
    by 1 us and calls ``pick(now)`` then ``complete(ep, now + 0.5 us, 1 ms,
@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import proxy._fastpath.balancer as compiled  # noqa: E402
+import proxy.outbound.balancer as compiled  # noqa: E402
 
 MS = 1_000_000
 SEED = 20240601
 
 
 def load_pure():
-    spec = importlib.util.spec_from_file_location("balancer_pure", ROOT / "proxy/_fastpath/balancer.py")
+    spec = importlib.util.spec_from_file_location("balancer_pure", ROOT / "proxy/outbound/balancer.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

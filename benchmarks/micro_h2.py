@@ -2,7 +2,7 @@
 
 Standalone: ``.venv/bin/python benchmarks/micro_h2.py [--quick] [--cpu N]``.
 HPACK cases time a typical gRPC request head, response head and trailers
-through ``proxy._fastpath.hpack`` compiled, the same ``hpack.py`` loaded
+through ``proxy.protocol.hpack`` compiled, the same ``hpack.py`` loaded
 uncompiled, and the pure-Python reference package ``hpack``. "warm" means
 the context already saw the same list once (every field is then one table
 reference); "cold" builds a fresh context per operation, so every field is a
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 import hpack as ref_hpack  # noqa: E402  (the reference package, not ours)
 
-from proxy._fastpath import h2frame, hpack  # noqa: E402
+from proxy.protocol import h2frame, hpack  # noqa: E402
 
 GRPC_REQUEST = [
     (b":method", b"POST"),
@@ -54,7 +54,7 @@ HEAD_LISTS = [("grpc request (8 fields)", GRPC_REQUEST), ("grpc response (4)", G
 
 def load_pure(name: str):
     """The same source, loaded uncompiled under another module name."""
-    source = ROOT / "proxy" / "_fastpath" / f"{name}.py"
+    source = ROOT / "proxy" / "protocol" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"micro_h2_pure_{name}", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -15,10 +15,10 @@ import signal
 import structlog
 
 import proxy
-import proxy._fastpath as fastpath
+import proxy.compiled as fastpath
 from proxy.admin.server import AdminHooks, AdminProtocol
-from proxy._fastpath.metrics import HttpStats, TcpStats
-from proxy._fastpath.relay import HttpContext
+from proxy.telemetry.counters import HttpStats, TcpStats
+from proxy.http.relay import HttpContext
 from proxy.config import Config
 from proxy.core.accept import AcceptStage
 from proxy.inbound import server as inbound
@@ -165,8 +165,8 @@ class App:
     def _setup_h2(self, stage: AcceptStage) -> None:
         if stage.h2_pool is not None:
             return
-        from proxy._fastpath.h2conn import H2Settings
-        from proxy._fastpath.h2relay import H2Pool
+        from proxy.protocol.h2conn import H2Settings
+        from proxy.http.h2relay import H2Pool
 
         limits = self.config.limits
         settings = H2Settings(max_header_list_size=limits.max_header_bytes,
@@ -176,13 +176,13 @@ class App:
         stage.h2_pool = H2Pool(stage.ctx, settings, limits.h2_connections_per_target)
         self.h2_pools.append(stage.h2_pool)
         if stage.direction == "outbound":
-            from proxy._fastpath.h1bridge import H1ToH2
+            from proxy.http.h1bridge import H1ToH2
 
             pool, router = stage.h2_pool, stage.ctx.router
             # HTTP/1 requests for meshed endpoints travel as HTTP/2 streams.
             stage.ctx.bridge = lambda conn, head, target: H1ToH2(conn, head, target, pool, router)
         else:
-            from proxy._fastpath.h1bridge import H1Pool
+            from proxy.http.h1bridge import H1Pool
 
             # HTTP/1 that peer proxies carry over HTTP/2 is restored for the app.
             stage.h1_pool = H1Pool(stage.ctx, limits.pool_max_idle_per_target)

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "uninject":
         return _uninject(args)
     if args.command == "version":
-        import proxy._fastpath as fp
+        import proxy.compiled as fp
 
         print(f"meshproxy {proxy.__version__} (fast path {'compiled' if fp.COMPILED else 'NOT compiled'})")
         return 0

@@ -27,6 +27,7 @@ INBOUND_DEFAULT_TARGET = "MESHPROXY_INBOUND_DEFAULT_TARGET"
 DETECT_TIMEOUT = "MESHPROXY_DETECT_TIMEOUT"
 OPAQUE_PORTS = "MESHPROXY_OPAQUE_PORTS"
 MAX_HEADER_BYTES = "MESHPROXY_MAX_HEADER_BYTES"
+HEADER_TIMEOUT = "MESHPROXY_HEADER_TIMEOUT"
 CONNECT_TIMEOUT = "MESHPROXY_CONNECT_TIMEOUT"
 RESPONSE_TIMEOUT = "MESHPROXY_RESPONSE_TIMEOUT"
 POOL_MAX_IDLE_PER_TARGET = "MESHPROXY_POOL_MAX_IDLE_PER_TARGET"
@@ -120,6 +121,7 @@ class Limits:
     """Sizes and times that bound one connection's work (read by the relay)."""
 
     max_header_bytes: int
+    header_timeout: float  # a request head must arrive whole within this (from its first byte)
     pipeline_buffer_bytes: int
     write_buffer_high: int
     connect_timeout: float
@@ -384,6 +386,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit; then opaque"),
     OPAQUE_PORTS: (DEFAULT_OPAQUE_PORTS, parse_port_set, "ports that skip detection"),
     MAX_HEADER_BYTES: ("65536", parse_size, "largest request/response head; larger -> 431/502"),
+    # HAProxy's `timeout http-request`: a client trickling its head (slowloris)
+    # is answered 408 and closed instead of holding a connection for minutes.
+    HEADER_TIMEOUT: ("10s", parse_duration, "a request head must arrive whole within this, from its first byte -> 408"),
     # 3 s, not 1 s: a SYN dropped by a full accept backlog is retransmitted
     # after 1 s, and a burst of new connections should survive one retry.
     CONNECT_TIMEOUT: ("3s", parse_duration, "upstream connect time limit -> 504"),
@@ -489,6 +494,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
     v = {name: _value(name, sources) for name in SETTINGS}
     limits = Limits(
         max_header_bytes=v[MAX_HEADER_BYTES],
+        header_timeout=v[HEADER_TIMEOUT],
         pipeline_buffer_bytes=v[PIPELINE_BUFFER_BYTES],
         write_buffer_high=v[WRITE_BUFFER_HIGH],
         connect_timeout=v[CONNECT_TIMEOUT],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this Debian machine ready to run meshproxy from the source tree: Debian
 # packages, the project's virtualenv (.venv, Python >= 3.11) with the package
-# installed editable, and the compiled fast path in proxy/_fastpath/.
+# installed editable, and the compiled modules built in place (proxy/**/*.so).
 #
 #   scripts/bootstrap.sh          what `meshproxy demo` needs
 #   scripts/bootstrap.sh --test   also the tools the test suite drives
@@ -194,19 +194,19 @@ ensure_python_packages() {
     echo "$want" >"${stamps[0]}"
 }
 
-# Compiled modules are proxy/_fastpath/NAME.{pyx,py} with a NAME.pxd beside
-# them (the rule setup.py builds by); each must have a .so newer than every
+# Compiled modules are proxy/**/NAME.{pyx,py} with a NAME.pxd beside them
+# (the rule setup.py builds by); each must have a .so newer than every
 # source it is made from.
 ensure_fastpath() {
-    local fastpath="$ROOT/proxy/_fastpath" suffix pxd stem so src stale=0 built=()
-    [ -d "$fastpath" ] || return 0
+    local suffix pxd stem so src stale=0 built=()
     suffix="$("$VENV_PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-    local sources=()
-    shopt -s nullglob
-    sources=("$fastpath"/*.pyx "$fastpath"/*.pxd "$fastpath"/*.pxi "$fastpath"/*.h "$ROOT/setup.py")
-    for pxd in "$fastpath"/*.pxd; do
+    local sources=() pxds=()
+    mapfile -t pxds < <(find "$ROOT/proxy" -name '*.pxd' | sort)
+    sources=("$ROOT/setup.py")
+    for pxd in "${pxds[@]}"; do
         stem="${pxd%.pxd}"
-        if [ -f "$stem.pyx" ]; then :; elif [ -f "$stem.py" ]; then sources+=("$stem.py"); else continue; fi
+        sources+=("$pxd")
+        if [ -f "$stem.pyx" ]; then sources+=("$stem.pyx"); elif [ -f "$stem.py" ]; then sources+=("$stem.py"); else continue; fi
         built+=("$stem$suffix")
     done
     [ "${#built[@]}" -eq 0 ] && return 0
@@ -217,8 +217,8 @@ ensure_fastpath() {
         done
     done
     [ "$stale" -eq 0 ] && return 0
-    note "building the Cython fast path (proxy/_fastpath)"
-    run_logged "building the fast path" "$VENV_PY" setup.py -q build_ext --inplace
+    note "building the compiled modules (Cython)"
+    run_logged "building the compiled modules" "$VENV_PY" setup.py -q build_ext --inplace
     # build_ext skips modules whose C output it thinks current; mark them all
     # as built now so the check above stays quiet until a source changes.
     for so in "${built[@]}"; do

@@ -27,13 +27,13 @@ _BUILD_HINT = (
 )
 
 try:
-    import proxy._fastpath as _fastpath
+    import proxy.compiled as _compiled
 except Exception as _err:  # a module the package lists is missing or broken
     raise AssertionError(
-        f"{_BUILD_HINT}: cannot import proxy._fastpath: {type(_err).__name__}: {_err}"
+        f"{_BUILD_HINT}: cannot import proxy.compiled: {type(_err).__name__}: {_err}"
     ) from _err
 
-assert _fastpath.COMPILED, f"{_BUILD_HINT}: {_fastpath.compiled_status()}"
+assert _compiled.COMPILED, f"{_BUILD_HINT}: {_compiled.compiled_status()}"
 
 
 @pytest.fixture(scope="session", autouse=True)

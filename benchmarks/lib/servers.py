@@ -187,7 +187,7 @@ def meshproxy_env(
 def fastpath_status(repo: Path, env: dict[str, str]) -> dict[str, Any]:
     """Ask a fresh interpreter (same env) which fast-path modules are compiled."""
     code = (
-        "import json, proxy._fastpath as f\n"
+        "import json, proxy.compiled as f\n"
         "print(json.dumps({'compiled': f.compiled_status(), 'all': f.COMPILED}))\n"
     )
     try:
@@ -195,7 +195,7 @@ def fastpath_status(repo: Path, env: dict[str, str]) -> dict[str, Any]:
             [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=30
         )
     except subprocess.TimeoutExpired:
-        return {"error": "timed out importing proxy._fastpath"}
+        return {"error": "timed out importing proxy.compiled"}
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
         return {"error": last}

@@ -1,10 +1,10 @@
 """Scenario ``micro``: in-process timings of the fast path, compiled vs uncompiled.
 
 Each fast-path function is timed twice on the same inputs: from the compiled
-extension (``proxy._fastpath.<module>``) and from the very same ``.py``
+extension (``proxy.<package>.<module>``) and from the very same ``.py``
 source loaded uncompiled under another module name. It also prices counting
 one request in prometheus_client against the proxy's own counters
-(``proxy._fastpath.metrics``). Numbers are ns per call including the Python
+(``proxy.telemetry.counters``). Numbers are ns per call including the Python
 call itself (~20-40 ns), the minimum over repeats.
 """
 
@@ -81,20 +81,20 @@ class Case:
 def cases() -> list[Case]:
     hello = client_hello()
     return [
-        Case("http1", "parse_request_head", [
+        Case("protocol.http1", "parse_request_head", [
             ("wrk head (2 lines)", (WRK_HEAD, MAX_HEAD)),
             ("curl head (4 lines)", (CURL_HEAD, MAX_HEAD)),
             ("service head (10 lines)", (SERVICE_HEAD, MAX_HEAD)),
         ]),
-        Case("http1", "parse_response_head", [("nginx 200 head", (NGINX_RESPONSE_HEAD, MAX_HEAD))]),
-        Case("detect", "detect", [
+        Case("protocol.http1", "parse_response_head", [("nginx 200 head", (NGINX_RESPONSE_HEAD, MAX_HEAD))]),
+        Case("protocol.detect", "detect", [
             ("HTTP/1 (wrk head)", (WRK_HEAD,)),
             ("HTTP/1 (service head)", (SERVICE_HEAD,)),
             ("HTTP/2 preface", (H2_PREFACE,)),
             (f"TLS ClientHello ({len(hello)} B)", (hello,)),
             ("opaque (Redis)", (OPAQUE_BYTES,)),
         ]),
-        Case("detect", "peek_client_hello", [(f"TLS ClientHello ({len(hello)} B)", (hello,))]),
+        Case("protocol.detect", "peek_client_hello", [(f"TLS ClientHello ({len(hello)} B)", (hello,))]),
     ]
 
 
@@ -102,9 +102,9 @@ def cases() -> list[Case]:
 
 
 def load_compiled(module: str) -> tuple[ModuleType | None, str]:
-    """``proxy._fastpath.<module>`` if it imports *and* is the compiled extension."""
+    """``proxy.<module>`` (``protocol.http1``) if it imports *and* is the compiled extension."""
     try:
-        mod = importlib.import_module(f"proxy._fastpath.{module}")
+        mod = importlib.import_module(f"proxy.{module}")
     except Exception as err:  # the package may be mid-construction
         return None, f"import failed: {type(err).__name__}: {err}"
     origin = getattr(mod, "__file__", "") or ""
@@ -116,16 +116,17 @@ def load_compiled(module: str) -> tuple[ModuleType | None, str]:
 def load_pure(module: str) -> tuple[ModuleType | None, str]:
     """The same module's ``.py`` source, executed uncompiled under another name.
 
-    The name stays inside ``proxy._fastpath`` so relative imports still work.
+    The name stays inside the module's package so relative imports still work.
     """
+    package_name, _, short = f"proxy.{module}".rpartition(".")
     try:
-        package = importlib.import_module("proxy._fastpath")
+        package = importlib.import_module(package_name)
     except Exception as err:
         return None, f"import failed: {type(err).__name__}: {err}"
-    source = os.path.join(os.path.dirname(package.__file__), f"{module}.py")
+    source = os.path.join(os.path.dirname(package.__file__), f"{short}.py")
     if not os.path.exists(source):
-        return None, f"no {module}.py source (a .pyx has no uncompiled twin)"
-    name = f"proxy._fastpath._bench_pure_{module}"
+        return None, f"no {short}.py source (a .pyx has no uncompiled twin)"
+    name = f"{package_name}._bench_pure_{short}"
     spec = importlib.util.spec_from_file_location(name, source)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -233,20 +234,20 @@ def _metrics_rows(repeats: int, min_time: float) -> tuple[list[list[str]], dict[
 
     stmt = "stats.requests += 1; stats.record_response(200, 1.234, False)"
     for kind, loader in (("compiled", load_compiled), ("pure", load_pure)):
-        mod, why = loader("metrics")
+        mod, why = loader("telemetry.counters")
         cls = getattr(mod, "HttpStats", None) if mod else None
         if cls is None or not hasattr(cls, "record_response"):
-            notes.append(f"proxy._fastpath.metrics ({kind}) skipped: {why or 'no HttpStats.record_response'}")
+            notes.append(f"proxy.telemetry.counters ({kind}) skipped: {why or 'no HttpStats.record_response'}")
             continue
         try:
             stats = cls("outbound")
             exec(stmt, {"stats": stats})
         except Exception as err:
-            notes.append(f"proxy._fastpath.metrics ({kind}) skipped: {type(err).__name__}: {err}")
+            notes.append(f"proxy.telemetry.counters ({kind}) skipped: {type(err).__name__}: {err}")
             continue
         value = ns_per_stmt(stmt, {"stats": stats}, repeats, min_time)
         vs = f"prometheus_client (labels) is {prom_lookup / value:.1f}x this"
-        rows.append([f"proxy._fastpath.metrics ({kind})", "HttpStats: requests += 1; record_response()",
+        rows.append([f"proxy.telemetry.counters ({kind})", "HttpStats: requests += 1; record_response()",
                      _fmt_ns(value), vs])
         data[f"proxy_metrics_{kind}_ns"] = round(value, 1)
     return rows, data, notes

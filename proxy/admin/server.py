@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy._fastpath.http1 import NEED_MORE, ParseError, parse_request_head
+from proxy.protocol.http1 import NEED_MORE, ParseError, parse_request_head
 from proxy.telemetry import logging as plog
 
 log = structlog.get_logger("proxy.admin")

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy._fastpath import detect
-from proxy._fastpath.relay import SETTLE_FAILED, SETTLE_OK, HttpContext, ServerConn
-from proxy._fastpath.tunnel import TunnelEnd
+from proxy.protocol import detect
+from proxy.http.relay import SETTLE_FAILED, SETTLE_OK, HttpContext, ServerConn
+from proxy.http.tunnel import TunnelEnd
 from proxy.config import Config, PortSet
-from proxy.core import transport_header
+from proxy.protocol import transport_header
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import ProxyError, connect_error, tls_reason
 from proxy.transport import tls
@@ -280,7 +280,7 @@ class Accepted(asyncio.Protocol):
             conn.data_received(buffered)
             return
         if kind == detect.H2 and stage.h2_setup is not None:
-            from proxy._fastpath.h2relay import H2Server
+            from proxy.http.h2relay import H2Server
 
             stage.h2_setup()
             stage.open_connections -= 1

@@ -15,8 +15,8 @@ from collections import deque
 
 import structlog
 
-from proxy._fastpath.balancer import Balancer
-from proxy._fastpath.relay import QUEUED, SETTLE_CANCELLED, SETTLE_OK
+from proxy.outbound.balancer import Balancer
+from proxy.http.relay import QUEUED, SETTLE_CANCELLED, SETTLE_OK
 from proxy.config import BalancerSettings
 from proxy.core.addr import Target
 from proxy.errors import NoEndpoints

@@ -21,7 +21,7 @@ import functools
 import random
 import time
 
-from proxy._fastpath.metrics import RouteStats
+from proxy.telemetry.counters import RouteStats
 from proxy.core.addr import Target, parse_authority
 from proxy.policy.budget import RetryBudget
 from proxy.policy.classify import classify, should_retry

@@ -1,6 +1,6 @@
 """Renders the fast path's counters as Prometheus text, with Linkerd's metric names and labels.
 
-The counters themselves live in ``proxy._fastpath.metrics`` (plain integers
+The counters themselves live in ``proxy.telemetry.counters`` (plain integers
 bumped inline per request); this module only runs when /metrics is scraped.
 """
 
@@ -11,7 +11,7 @@ import resource
 import time
 from collections.abc import Iterable
 
-from proxy._fastpath.metrics import LATENCY_BUCKETS_MS, HttpStats, TcpStats
+from proxy.telemetry.counters import LATENCY_BUCKETS_MS, HttpStats, TcpStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _START = time.time()

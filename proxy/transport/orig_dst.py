@@ -12,7 +12,7 @@ import socket
 import struct
 
 try:
-    from proxy._fastpath.sockopt import getsockopt_bytes
+    from proxy.transport.sockopt import getsockopt_bytes
 except ImportError:  # extensions not built: the socket object's own getsockopt
     getsockopt_bytes = None
 

@@ -136,7 +136,7 @@ def test_probe_paths_stay_reachable_whatever_the_policy(issuer, app, tmp_path):
 
 
 def _opaque_connect(b, port: int) -> socket.socket:
-    from proxy.core import transport_header
+    from proxy.protocol import transport_header
 
     s = socket.create_connection(b.inbound, timeout=10)
     s.sendall(transport_header.encode(port, transport_header.PROTO_OPAQUE, "db"))

@@ -149,7 +149,7 @@ def test_headers_only_and_status_codes_cross_the_hop(mesh):
 
 def test_transport_header_names_the_app_port_on_the_inbound_side(mesh):
     """A client that speaks the header by hand reaches the port it names (no default target is set on B)."""
-    from proxy.core import transport_header
+    from proxy.protocol import transport_header
 
     _, b, app = mesh
     sock = socket.create_connection(b.inbound, timeout=10)

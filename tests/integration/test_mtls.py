@@ -222,7 +222,7 @@ def _client_context(issuer, tmp: Path, name: str = WEB, alpn: str = "transport.l
 def test_opaque_session_inside_mesh_tls_reaches_the_port_its_header_names(issuer, tmp_path):
     """The inbound half of a meshed opaque connection: ALPN transport.l5d.io/v1, then the header, inside TLS."""
     from helpers.meshproxy import MeshProxy
-    from proxy.core import transport_header
+    from proxy.protocol import transport_header
 
     echo = socket.create_server(("127.0.0.1", 0))
     port = echo.getsockname()[1]

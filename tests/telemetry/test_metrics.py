@@ -1,6 +1,6 @@
 """Tests of proxy/telemetry/metrics.py against the fast path's counters."""
 
-from proxy._fastpath.metrics import HttpStats, TcpStats
+from proxy.telemetry.counters import HttpStats, TcpStats
 from proxy.telemetry.metrics import render
 
 

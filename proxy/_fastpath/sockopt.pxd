@@ -1,1 +1,0 @@
-# proxy/_fastpath/sockopt.pyx: a hand-written .pyx (a C call on a raw buffer); nothing to share.

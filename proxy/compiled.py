@@ -1,0 +1,93 @@
+"""Which modules are compiled, whether the compiled build is the one in use, and the pure-Python switch.
+
+A module is compiled when a ``.pxd`` sits beside its ``.py`` (or it is a
+hand-written ``.pyx``), wherever it lives under ``proxy/``: ``setup.py``
+builds exactly those, and ``MODULES`` lists them in dependency order.
+``COMPILED`` says whether every one of them is loaded from its extension
+(computed on first use); tests assert it. ``MESHPROXY_PURE=1`` before the
+first import of ``proxy`` loads the plain ``.py`` sources instead, which is
+how benchmarks measure what compilation buys.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+# Dependency order: a module is listed after the ones it cimports or imports.
+MODULES: tuple[str, ...] = (
+    "proxy.protocol.detect",
+    "proxy.protocol.http1",
+    "proxy.telemetry.counters",
+    "proxy.http.tunnel",
+    "proxy.http.relay",
+    "proxy.outbound.balancer",
+    "proxy.protocol.hpack",
+    "proxy.protocol.h2frame",
+    "proxy.protocol.h2state",
+    "proxy.protocol.h2conn",
+    "proxy.http.h2relay",
+    "proxy.http.h1bridge",
+    "proxy.transport.sockopt",
+)
+
+_ROOT = Path(__file__).resolve().parent.parent
+PURE_REQUESTED = os.environ.get("MESHPROXY_PURE", "") not in ("", "0")
+
+
+def source_of(name: str) -> Path:
+    """The ``.py`` a module is compiled from (``proxy.http.relay`` -> proxy/http/relay.py)."""
+    return _ROOT.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def _load_pure(name: str) -> None:
+    source = source_of(name)
+    if name in sys.modules or not source.exists():
+        return  # a .pyx-only module (sockopt) has no pure twin
+    importlib.import_module(name.rpartition(".")[0])
+    spec = importlib.util.spec_from_file_location(name, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def load_pure() -> None:
+    """Load every compiled module from its ``.py`` (called by ``proxy/__init__`` under MESHPROXY_PURE)."""
+    for name in MODULES:
+        _load_pure(name)
+
+
+def module_is_compiled(name: str) -> bool:
+    """True when module ``name`` was loaded from a compiled extension."""
+    module = importlib.import_module(name)
+    origin = getattr(module, "__file__", "") or ""
+    return origin.endswith((".so", ".pyd"))
+
+
+def compiled_status() -> dict[str, bool]:
+    """Per module: whether the compiled extension is the one in use."""
+    return {name: module_is_compiled(name) for name in MODULES}
+
+
+def loaded_status() -> dict[str, bool]:
+    """Like compiled_status(), for the modules this process has loaded so far (imports nothing)."""
+    out = {}
+    for name in MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = (getattr(module, "__file__", "") or "").endswith((".so", ".pyd"))
+    return out
+
+
+def __getattr__(name: str) -> bool:
+    # COMPILED is computed on first use: it imports every compiled module, and
+    # a running proxy should only load (and pay memory for) the ones it uses.
+    if name == "COMPILED":
+        value = not PURE_REQUESTED and all(compiled_status().values())
+        globals()["COMPILED"] = value
+        return value
+    raise AttributeError(name)

@@ -1,0 +1,16 @@
+# Typed declarations for tunnel.py (pure-Python mode).
+from proxy.telemetry.counters cimport TcpStats
+
+cdef class TunnelEnd:
+    cdef public object transport
+    cdef public TunnelEnd peer
+    cdef public TcpStats stats      # counts this side's socket
+    cdef public object on_close     # callable(TunnelEnd) or None, called once
+    cdef public bint eof
+    cdef public bint closed
+    cdef public bytes pending       # bytes to send once the peer is linked
+    cpdef void link(self, TunnelEnd peer)
+    cpdef void close(self)
+    cpdef void adopt(self, object transport, bint counted=*)
+    cdef void _send(self, bytes data)
+    cdef void _send_eof(self)

@@ -1,0 +1,139 @@
+# Typed declarations for http1.py (Cython pure-Python mode).
+# This file is the contract the relay compiles against: fields may be added,
+# none removed or retyped without changing relay.py/relay.pxd too.
+
+# ParseError stays a plain Python class (no declaration here): it carries
+# .status (400, 431, 501, 505 for requests; 502 for responses) and .reason
+# (short, stable, lower-case: "invalid header name").
+
+cimport cython
+
+cdef class RequestHead:
+    cdef readonly bytes raw               # exact head bytes, request line .. final CRLFCRLF
+    cdef readonly bytes method
+    cdef readonly bytes target            # raw request-target
+    cdef readonly int version             # 10 or 11
+    cdef readonly long long content_length  # -1 when absent
+    cdef readonly bint chunked            # Transfer-Encoding ends in chunked
+    cdef readonly bint keep_alive         # per version + Connection tokens
+    cdef readonly bint hop_by_hop         # some header must be removed when forwarding
+    cdef readonly bint expect_continue    # Expect: 100-continue
+    cdef readonly bytes upgrade           # Upgrade value when Connection names upgrade, else None
+    cdef readonly bytes host              # Host value or None
+    cdef readonly bytes dst_override      # l5d-dst-override value or None
+    cdef readonly bint has_client_id      # carries l5d-client-id (inbound strips it: only the proxy may set it)
+    cdef readonly tuple connection_tokens # lower-cased tokens of Connection
+    cdef readonly Py_ssize_t consumed     # bytes of data used, skipped leading CRLFs included
+
+cdef class ResponseHead:
+    cdef readonly bytes raw
+    cdef readonly int version
+    cdef readonly int status
+    cdef readonly bytes reason_phrase
+    cdef readonly long long content_length
+    cdef readonly bint chunked
+    cdef readonly bint has_transfer_encoding  # TE present (chunked or not)
+    cdef readonly bint keep_alive
+    cdef readonly bint hop_by_hop
+    cdef readonly bytes upgrade
+    cdef readonly tuple connection_tokens
+    cdef readonly Py_ssize_t consumed     # bytes of data used (== len(raw))
+
+cdef class ChunkedScanner:
+    cdef public int error_status          # status of ParseError raised (400 or 502)
+    cdef readonly bint done
+    cdef int state
+    cdef long long remaining
+    cdef Py_ssize_t line_bytes
+    cdef Py_ssize_t trailer_bytes
+    cdef Py_ssize_t max_line
+    cdef Py_ssize_t max_trailer
+    cdef long long size_acc
+    cdef int size_digits
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, take=Py_ssize_t, c=cython.uchar)
+    cpdef Py_ssize_t scan(self, bytes data, Py_ssize_t start, list out=*) except -1
+
+@cython.locals(n=Py_ssize_t, limit=Py_ssize_t, start=Py_ssize_t, method_end=Py_ssize_t,
+               target_start=Py_ssize_t, target_end=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t,
+               colon=Py_ssize_t, value_start=Py_ssize_t, value_end=Py_ssize_t, cr=Py_ssize_t,
+               next_line=Py_ssize_t, kind=int, version=int, content_length=cython.longlong,
+               te_flags=int, has_te=bint, conn_flags=int, tokens=list, hop_by_hop=bint,
+               expect_continue=bint, upgrade=bytes, host=bytes, host_count=int,
+               dst_override=bytes, head=RequestHead)
+cpdef object parse_request_head(bytes data, Py_ssize_t max_size)
+
+@cython.locals(n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t,
+               reason_start=Py_ssize_t, reason_end=Py_ssize_t, colon=Py_ssize_t,
+               value_start=Py_ssize_t, value_end=Py_ssize_t, cr=Py_ssize_t,
+               next_line=Py_ssize_t, kind=int, version=int, status=int,
+               content_length=cython.longlong, te_flags=int, has_te=bint, conn_flags=int,
+               tokens=list, hop_by_hop=bint, upgrade=bytes, head=ResponseHead)
+cpdef object parse_response_head(bytes data, Py_ssize_t max_size)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, line_end=Py_ssize_t, keep_from=Py_ssize_t,
+               colon=Py_ssize_t, parts=list)
+cpdef bytes rewrite_head(bytes raw, bytes first_line, tuple drop, bint keep_upgrade, list extra)
+
+# ---- private to http1.py: C-level constants, tables and helpers
+
+cdef unsigned char _HTAB, _LF, _CR, _SP, _DQUOTE, _COMMA, _DOT, _ZERO, _NINE
+cdef unsigned char _COLON, _SEMI, _EQUALS, _BACKSLASH
+cdef Py_ssize_t _MAX_EMPTY_LINES
+cdef long long _MAX_CONTENT_LENGTH, _MAX_CHUNK_SIZE_BEFORE_SHIFT
+cdef int _K_OTHER, _K_CONTENT_LENGTH, _K_TRANSFER_ENCODING, _K_CONNECTION, _K_HOST
+cdef int _K_KEEP_ALIVE, _K_PROXY_CONNECTION, _K_TE, _K_UPGRADE, _K_EXPECT, _K_DST_OVERRIDE, _K_CLIENT_ID
+cdef int _CONN_CLOSE, _CONN_KEEP_ALIVE, _CONN_UPGRADE
+cdef int _TE_UNKNOWN, _TE_CHUNKED_LAST, _TE_COUNT_SHIFT
+cdef int _S_SIZE, _S_SIZE_WS, _S_EXT_PRE_NAME, _S_EXT_NAME, _S_EXT_NAME_WS, _S_EXT_PRE_VALUE
+cdef int _S_EXT_TOKEN, _S_EXT_VALUE_WS, _S_EXT_QUOTED, _S_EXT_QUOTED_ESC, _S_EXT_AFTER_QUOTED
+cdef int _S_SIZE_LF, _S_DATA, _S_DATA_CR, _S_DATA_LF, _S_T_START, _S_T_NAME, _S_T_VALUE
+cdef int _S_T_LF, _S_END_LF, _S_DONE, _S_FAILED
+cdef bytes _HTTP_SLASH, _TCHAR, _VCHAR, _FIELD_VALUE, _QDTEXT, _HOST_CHAR, _LOWER, _HEX_VALUE
+
+cdef Py_ssize_t _span(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes table) noexcept
+cdef Py_ssize_t _skip_ows(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
+cdef Py_ssize_t _rstrip_ows(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
+@cython.locals(k=Py_ssize_t)
+cdef bint _ieq(bytes data, Py_ssize_t start, bytes lower, Py_ssize_t length) noexcept
+@cython.locals(c=cython.uchar)
+cdef int _fail(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, str reason) except -1
+cdef Py_ssize_t _line_end(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, str reason) except -2
+cdef object _incomplete(Py_ssize_t n, Py_ssize_t max_size, int status)
+@cython.locals(i=Py_ssize_t, c=cython.uchar)
+cdef Py_ssize_t _skip_empty_lines(bytes data, Py_ssize_t limit) except -2
+@cython.locals(end=Py_ssize_t, k=Py_ssize_t, pos=Py_ssize_t, c=cython.uchar, ok=bint)
+cdef int _http_version(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, int unsupported_status, str reason) except -2
+@cython.locals(end=Py_ssize_t, k=Py_ssize_t, c=cython.uchar, ok=bint)
+cdef int _status_code(bytes data, Py_ssize_t limit) except -2
+@cython.locals(c=cython.uchar, j=Py_ssize_t, k=Py_ssize_t)
+cdef Py_ssize_t _field_name(bytes data, Py_ssize_t i, Py_ssize_t limit, int status) except -2
+cdef int _field_kind(bytes data, Py_ssize_t start, Py_ssize_t length) noexcept
+cdef bint _is_hop_by_hop(int kind) noexcept
+@cython.locals(value=cython.longlong, acc=cython.longlong, d=cython.longlong, digits=int, i=Py_ssize_t)
+cdef long long _content_length(bytes data, Py_ssize_t start, Py_ssize_t end, long long prev, int status) except -2
+cdef bint _known_coding(bytes data, Py_ssize_t start, Py_ssize_t length) noexcept
+@cython.locals(chunked=int, last_chunked=int, unknown=int, seen=bint, i=Py_ssize_t,
+               j=Py_ssize_t, k=Py_ssize_t, c=cython.uchar)
+cdef int _transfer_codings(bytes data, Py_ssize_t start, Py_ssize_t end, int status) except -1
+@cython.locals(count=int)
+cdef int _merge_codings(int seen, int field) noexcept
+@cython.locals(flags=int, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, length=Py_ssize_t, c=cython.uchar)
+cdef int _connection_tokens(bytes data, Py_ssize_t start, Py_ssize_t end, list tokens, int status) except -1
+cdef int _check_host(bytes data, Py_ssize_t start, Py_ssize_t end) except -1
+cdef bint _keep_alive(int version, int conn_flags) noexcept
+cdef bytes _join_upgrade(bytes previous, bytes value)
+@cython.locals(length=Py_ssize_t)
+cdef bytes _known_method(bytes data, Py_ssize_t start, Py_ssize_t end)
+cdef int _check_request_framing(int version, int te_flags, long long content_length) except -1
+@cython.locals(kind=int, name=bytes)
+cdef bint _dropped(bytes raw, Py_ssize_t start, Py_ssize_t length, tuple drop, bint keep_upgrade) except -1
+cdef int _check_extra_field(bytes name, bytes value) except -1
+cdef Py_ssize_t _next_line(bytes raw, Py_ssize_t i, Py_ssize_t n) except -1
+cdef object _scanner_error(ChunkedScanner sc, str reason)
+cdef object _line_byte_error(ChunkedScanner sc, unsigned char c, str reason)
+@cython.locals(state=int, v=cython.uchar)
+cdef int _size_line_byte(ChunkedScanner sc, unsigned char c) except -1
+cdef int _ext_end_byte(ChunkedScanner sc, unsigned char c) except -1
+cdef int _data_end_byte(ChunkedScanner sc, unsigned char c) except -1
+@cython.locals(state=int)
+cdef int _trailer_byte(ChunkedScanner sc, unsigned char c) except -1

@@ -1,1 +1,0 @@
-"""Tests for proxy._fastpath, one module per fast-path module."""

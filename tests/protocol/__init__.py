@@ -1,0 +1,1 @@
+"""Tests for proxy.protocol, the sans-IO codecs: one test module per codec module."""
