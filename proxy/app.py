@@ -17,10 +17,9 @@ import structlog
 import proxy
 import proxy.compiled as fastpath
 from proxy.admin.server import AdminHooks, AdminProtocol
-from proxy.telemetry.counters import HttpStats, TcpStats
-from proxy.http.relay import HttpContext
 from proxy.config import Config
 from proxy.core.accept import AcceptStage
+from proxy.exchange.context import ExchangeContext
 from proxy.inbound import server as inbound
 from proxy.inbound.authz import InboundAuthorizer
 from proxy.outbound import server as outbound
@@ -43,13 +42,12 @@ class App:
         self.stopping = asyncio.Event()
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.stages: dict[str, AcceptStage] = {}
-        self.contexts: dict[str, HttpContext] = {}
+        self.contexts: dict[str, ExchangeContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.trimmer = Trimmer()
         self.resolver = None
         self.discovery_metrics = None
         self.outbound_router = None
-        self.h2_pools: list = []
         # The policy file (None when MESHPROXY_POLICY is unset): ``policy_watch.current``
         # is the PolicySet in force, ``policy_watch.subscribe(cb)`` hears of new ones.
         self.policy_watch = None
@@ -58,13 +56,8 @@ class App:
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
 
-    def _context(self, direction: str) -> HttpContext:
-        limits = self.config.limits
-        connector = Connector(self.loop, limits.connect_timeout, self.identity, self.tls_stats[direction])
-        return HttpContext(
-            self.loop, None, None, connector,
-            HttpStats(direction), TcpStats(direction, "src"), TcpStats(direction, "dst"), limits,
-        )
+    def _connector(self, direction: str) -> Connector:
+        return Connector(self.loop, self.config.limits.connect_timeout, self.identity, self.tls_stats[direction])
 
     def is_ready(self) -> bool:
         """Listening, and (with an identity) holding a certificate peers will accept."""
@@ -90,22 +83,14 @@ class App:
             self.discovery_metrics = DiscoveryMetrics()
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
             await self.resolver.start()
-        out_ctx = self._context("outbound")
-        if self.policy_watch is not None:
-            self.policy_watch.subscribe(lambda _: setattr(out_ctx, "policy_gen", out_ctx.policy_gen + 1))
-        in_ctx = self._context("inbound")
-        self.contexts = {"outbound": out_ctx, "inbound": in_ctx}
         own: set[tuple[str, int]] = set()
-        out_stage, out_router = outbound.build(cfg, out_ctx, own, self.resolver, self.outbound_policy)
+        out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), own, self.resolver,
+                                               self.outbound_policy)
         self.outbound_router = out_router
-        in_stage, _ = inbound.build(cfg, in_ctx)
-        in_stage.identity = self.identity
-        in_stage.tls_stats = self.tls_stats["inbound"]
-        in_stage.handshake_timeout = cfg.identity.handshake_timeout
-        in_stage.authorizer = self.authorizer
-        self._enable_h2(out_stage)
-        self._enable_h2(in_stage)
+        in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.identity,
+                                 self.tls_stats["inbound"], self.authorizer)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
+        self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
         self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
         # Requests addressed to the outbound listener itself would loop forever.
@@ -142,52 +127,6 @@ class App:
         watch.subscribe(lambda policy_set: self.authorizer.update(policy_set.authz))
         self.authorizer.update(watch.current.authz)
 
-    def _enable_h2(self, stage: AcceptStage) -> None:
-        """HTTP/2 clients get per-request proxying over a multiplexed upstream pool.
-
-        The HTTP/2 modules load on first use (the first h2 client, or the first
-        request for a meshed endpoint): a proxy that never sees HTTP/2 does not
-        pay their memory.
-        """
-        stage.h2_setup = lambda: self._setup_h2(stage)
-        if stage.direction == "outbound":
-            ctx = stage.ctx
-
-            def bridge(conn, head, target):
-                stage.h2_setup()
-                return ctx.bridge(conn, head, target)
-
-            ctx.bridge = bridge
-        else:
-            # Peer proxies name the app port first (read before detection).
-            stage.accept_transport_header = True
-
-    def _setup_h2(self, stage: AcceptStage) -> None:
-        if stage.h2_pool is not None:
-            return
-        from proxy.protocol.h2conn import H2Settings
-        from proxy.http.h2relay import H2Pool
-
-        limits = self.config.limits
-        settings = H2Settings(max_header_list_size=limits.max_header_bytes,
-                              max_concurrent_streams=limits.h2_max_concurrent_streams,
-                              initial_window_size=limits.h2_initial_window)
-        stage.h2_settings = settings
-        stage.h2_pool = H2Pool(stage.ctx, settings, limits.h2_connections_per_target)
-        self.h2_pools.append(stage.h2_pool)
-        if stage.direction == "outbound":
-            from proxy.http.h1bridge import H1ToH2
-
-            pool, router = stage.h2_pool, stage.ctx.router
-            # HTTP/1 requests for meshed endpoints travel as HTTP/2 streams.
-            stage.ctx.bridge = lambda conn, head, target: H1ToH2(conn, head, target, pool, router)
-        else:
-            from proxy.http.h1bridge import H1Pool
-
-            # HTTP/1 that peer proxies carry over HTTP/2 is restored for the app.
-            stage.h1_pool = H1Pool(stage.ctx, limits.pool_max_idle_per_target)
-            self.h2_pools.append(stage.h1_pool)
-
     def addresses(self) -> dict[str, str]:
         return {name: str(bound_address(server)) for name, server in self.servers.items()}
 
@@ -201,7 +140,7 @@ class App:
         self.authorizer.sweep()
         if self.policy_watch is not None:
             self.policy_watch.poll()
-        self.trimmer.observe(self._open() + sum(ctx.pool.idle_count for ctx in self.contexts.values()))
+        self.trimmer.observe(self._open() + sum(ctx.upstreams.idle_count() for ctx in self.contexts.values()))
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def render_metrics(self) -> bytes:
@@ -243,8 +182,8 @@ class App:
         deadline = self.loop.time() + self.config.drain_timeout
         while self._open() and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for pool in self.h2_pools:
-            pool.close_all()
+        for ctx in self.contexts.values():
+            ctx.upstreams.close_all()
         left = self._open()
         if left:
             log.warning("drain deadline reached: closing remaining connections", connections=left)

@@ -21,16 +21,24 @@ from pathlib import Path
 MODULES: tuple[str, ...] = (
     "proxy.protocol.detect",
     "proxy.protocol.http1",
-    "proxy.telemetry.counters",
-    "proxy.http.tunnel",
-    "proxy.http.relay",
-    "proxy.outbound.balancer",
     "proxy.protocol.hpack",
     "proxy.protocol.h2frame",
     "proxy.protocol.h2state",
     "proxy.protocol.h2conn",
-    "proxy.http.h2relay",
-    "proxy.http.h1bridge",
+    "proxy.telemetry.counters",
+    "proxy.outbound.balancer",
+    "proxy.exchange.ends",
+    "proxy.exchange.clock",
+    "proxy.exchange.context",
+    "proxy.exchange.core",
+    "proxy.http.batch",
+    "proxy.http.convert",
+    "proxy.http.tunnel",
+    "proxy.http.h1client",
+    "proxy.http.h1server",
+    "proxy.http.h2server",
+    "proxy.http.h2client",
+    "proxy.http.upstreams",
     "proxy.transport.sockopt",
 )
 
@@ -39,7 +47,7 @@ PURE_REQUESTED = os.environ.get("MESHPROXY_PURE", "") not in ("", "0")
 
 
 def source_of(name: str) -> Path:
-    """The ``.py`` a module is compiled from (``proxy.http.relay`` -> proxy/http/relay.py)."""
+    """The ``.py`` a module is compiled from (``proxy.http.h1server`` -> proxy/http/h1server.py)."""
     return _ROOT.joinpath(*name.split(".")).with_suffix(".py")
 
 

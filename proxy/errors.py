@@ -18,6 +18,8 @@ class ProxyError(Exception):
     closes: bool = False
     failure: bool = True  # counts against success rates (a route's redirect does not)
     fields: tuple[tuple[str, str], ...] = ()  # extra response header fields
+    # HTTP/2: the RST_STREAM code when the response had started and can only be cut.
+    reset_code: int = 0x2  # INTERNAL_ERROR
 
     def __init__(self, reason: str | None = None, *, status: int | None = None) -> None:
         if reason is not None:
@@ -37,6 +39,13 @@ class ClientError(ProxyError):
     reason = "malformed request"
     level = "info"
     closes = True
+
+
+class HeaderTimeout(ClientError):
+    """The request head did not arrive whole within MESHPROXY_HEADER_TIMEOUT (a slow or stalled client)."""
+
+    status = 408
+    reason = "request head timed out"
 
 
 # ---- caused by routing: the request names no usable destination -------------
@@ -94,6 +103,7 @@ class RouteTimeout(UpstreamError):
 
     status = 504
     reason = "request timed out"
+    reset_code = 0x8  # CANCEL: the proxy gave up on the stream, nothing broke
 
 
 class UpstreamReset(UpstreamError):

@@ -19,27 +19,37 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.protocol import detect
-from proxy.http.relay import SETTLE_FAILED, SETTLE_OK, HttpContext, ServerConn
-from proxy.http.tunnel import TunnelEnd
-from proxy.config import Config, PortSet
-from proxy.protocol import transport_header
+from typing import TYPE_CHECKING
+
+from proxy.config import Limits, PortSet
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import ProxyError, connect_error, tls_reason
+from proxy.exchange.context import ExchangeContext
+from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
+from proxy.http.h1server import H1Server
+from proxy.http.tunnel import TunnelEnd
+from proxy.protocol import detect, transport_header
 from proxy.transport import tls
-from proxy.transport.connect import open_connection
+from proxy.transport.connect import Connector, open_connection
 from proxy.transport.orig_dst import original_dst
+
+if TYPE_CHECKING:
+    from proxy.identity.local import LocalIdentity
+    from proxy.inbound.authz import InboundAuthorizer
+    from proxy.protocol.h2conn import H2Settings
+    from proxy.telemetry.tls import TlsStats
 
 log = structlog.get_logger("proxy.accept")
 
 
 @dataclass(slots=True)
 class AcceptStage:
-    """What one listener needs to take a connection from accept to its handler."""
+    """What one listener needs to take a connection from accept to its handler; built whole by its direction."""
 
     direction: str
-    ctx: HttpContext
-    detect_timeout: float
+    ctx: ExchangeContext
+    connector: Connector
+    limits: Limits
     opaque_ports: PortSet
     max_connections: int
     # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
@@ -48,39 +58,30 @@ class AcceptStage:
     tunnel_target: Callable[[ConnMeta], Target | None]
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
-    # HTTP/2 clients: upstream connection pool and connection settings, made on
-    # first use by h2_setup (None: relay h2 as opaque).
-    h2_setup: Callable[[], None] | None = None
-    h2_pool: object = None
-    h2_settings: object = None
-    # Inbound: peer proxies start with a transport header naming the app port;
-    # requests they carry for HTTP/1 apps go through this pool.
+    # Inbound: peer proxies start with a transport header naming the app port.
     accept_transport_header: bool = False
-    h1_pool: object = None
     # Inbound with an identity: mesh TLS (SNI = our name) is terminated here;
     # other TLS passes through to the app untouched.
-    identity: object = None
-    tls_stats: object = None
+    identity: LocalIdentity | None = None
+    tls_stats: TlsStats | None = None
     handshake_timeout: float = 10.0
     # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
-    authorizer: object = None
+    authorizer: InboundAuthorizer | None = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
+    # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
+    _h2_settings: H2Settings | None = None
 
-    @classmethod
-    def from_config(cls, config: Config, direction: str, ctx: HttpContext, router,
-                    refuse_without_target: bool) -> AcceptStage:
-        """The stage of one direction: limits from ``config``, targets from its ``router``."""
-        return cls(
-            direction=direction,
-            ctx=ctx,
-            detect_timeout=config.limits.detect_timeout,
-            opaque_ports=config.opaque_ports,
-            max_connections=config.max_connections,
-            connection_target=router.connection_target,
-            tunnel_target=router.tunnel_target,
-            refuse_without_target=refuse_without_target,
-        )
+    @property
+    def detect_timeout(self) -> float:
+        return self.limits.detect_timeout
+
+    def h2_settings(self) -> H2Settings:
+        if self._h2_settings is None:
+            from proxy.http.upstreams import h2_settings
+
+            self._h2_settings = h2_settings(self.limits)
+        return self._h2_settings
 
     def protocol(self) -> Accepted:
         return Accepted(self)
@@ -89,7 +90,8 @@ class AcceptStage:
 class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
-    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw")
+    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
+                 "first_byte_at")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -101,6 +103,7 @@ class Accepted(asyncio.Protocol):
         self.header_pending = False
         self.header_required = False
         self.raw = b""
+        self.first_byte_at = 0.0  # when the first byte after any transport header came (the header timeout counts from it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
@@ -168,6 +171,8 @@ class Accepted(asyncio.Protocol):
             data = self._read_header(data)
             if data is None:
                 return
+        if self.first_byte_at == 0.0 and data:
+            self.first_byte_at = self.stage.ctx.loop.time()
         kind = self.detector.feed(data)
         if kind != detect.NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
@@ -259,7 +264,7 @@ class Accepted(asyncio.Protocol):
             # The port the client wanted: the app port behind this proxy.
             target = stage.connection_target(meta)
             port = target.port if target is not None else meta.local[1]
-            http = kind == detect.HTTP1 or (kind == detect.H2 and stage.h2_setup is not None)
+            http = kind == detect.HTTP1 or kind == detect.H2
             if http or (detected and looks_like_http(buffered)):
                 # HTTP is judged per request (routes); the relay asks meta.authz.
                 meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
@@ -274,17 +279,16 @@ class Accepted(asyncio.Protocol):
         if kind == detect.HTTP1:
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
-            conn = ServerConn(stage.ctx, meta)
+            conn = H1Server(stage.ctx, meta, self.first_byte_at)
             transport.set_protocol(conn)
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
-        if kind == detect.H2 and stage.h2_setup is not None:
-            from proxy.http.h2relay import H2Server
+        if kind == detect.H2:
+            from proxy.http.h2server import H2Server
 
-            stage.h2_setup()
             stage.open_connections -= 1
-            server = H2Server(stage.ctx, meta, stage.h2_pool, stage.h2_settings, stage.h1_pool)
+            server = H2Server(stage.ctx, meta, stage.h2_settings())
             transport.set_protocol(server)
             server.connection_made(transport)
             server.data_received(buffered)
@@ -402,7 +406,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
 
     async def connect() -> None:
         try:
-            await open_connection(ctx.connector, target, lambda: dst)
+            await open_connection(stage.connector, target, lambda: dst)
         except (OSError, TimeoutError, ProxyError) as exc:
             err = connect_error(exc)
             if target.service is not None:

@@ -25,6 +25,8 @@ class Target:
     # The peer proxy's identity, when discovery named one: the connection is
     # mutual TLS and the server must prove this name (part of the pool key).
     identity: str | None = None
+    # Discovery's protocol hint for the endpoint: "http1", "h2", "opaque" or None (detect).
+    protocol: str | None = field(default=None, compare=False)
     service: object = field(default=None, compare=False, hash=False, repr=False)
     endpoint: object = field(default=None, compare=False, hash=False, repr=False)
 

@@ -14,3 +14,12 @@ cdef class TunnelEnd:
     cpdef void adopt(self, object transport, bint counted=*)
     cdef void _send(self, bytes data)
     cdef void _send_eof(self)
+
+from proxy.exchange.core cimport Exchange
+from proxy.exchange.ends cimport UpEnd
+
+cdef class ConnectTunnel(UpEnd):
+    cdef Exchange ex
+    cdef object target
+    cdef TcpStats stats
+    cdef public object transport

@@ -9,6 +9,10 @@ directions ended or either side is lost.
 
 import cython
 
+from proxy import errors
+from proxy.exchange.ends import UpEnd
+from proxy.protocol import transport_header
+
 
 class TunnelEnd:
     def __init__(self, stats, pending=b""):
@@ -117,3 +121,67 @@ def splice(a_transport, b_transport, a_stats, b_stats, a_to_b=b"", b_to_a=b""):
     a_transport.resume_reading()
     b_transport.resume_reading()
     return a, b
+
+
+class ConnectTunnel(UpEnd):
+    """The up end of a ``CONNECT host:port`` this proxy tunnels itself: a raw connection to the target.
+
+    A meshed target (a peer proxy's inbound port) is told the app port with
+    an opaque transport header, so the peer relays the bytes without
+    detection. Once connected, the exchange hands both sides to ``splice``.
+    """
+
+    def __init__(self, ex, target, stats):
+        self.ex = ex
+        self.target = target
+        self.stats = stats
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.stats.opened += 1
+        ex = self.ex
+        self.ex = None
+        if ex is None:
+            transport.close()  # the exchange gave up while we connected
+            return
+        self.transport = transport
+        transport.pause_reading()  # nothing is read until the tunnel is spliced
+        target = self.target
+        if target.needs_header:
+            transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_OPAQUE))
+        ex.upgraded(200, None, transport, b"")
+
+    def connect_failed(self, exc):
+        ex = self.ex
+        self.ex = None
+        if ex is not None:
+            ex.upstream_failed(errors.connect_error(exc))
+
+    def data_received(self, data):
+        pass  # reading is paused until the splice replaces this protocol
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        pass
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+    # -- up end: a CONNECT has no body, and its answer is the tunnel itself
+    def send(self, ex, data):
+        return 0
+
+    def end_request(self, ex, trailers):
+        pass
+
+    def release(self, ex, credit):
+        pass
+
+    def cancel(self, ex):
+        if self.ex is ex:
+            self.ex = None

@@ -12,8 +12,10 @@ from __future__ import annotations
 from proxy.config import Config, HostPort
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target
-from proxy.core.responses import error_response, log_error
-from proxy.errors import NoDestination, ProxyError
+from proxy.errors import NoDestination
+from proxy.exchange.context import ExchangeContext
+from proxy.http.upstreams import Upstreams
+from proxy.telemetry.counters import HttpStats, TcpStats
 
 DIRECTION = "inbound"
 
@@ -46,15 +48,28 @@ class InboundRouter:
         return target
 
 
-def rescue(err: ProxyError, head, meta: ConnMeta, close: bool) -> bytes:
-    """The one place inbound errors become responses (and log lines)."""
-    log_error(DIRECTION, err, head, meta)
-    return error_response(err, close)
-
-
-def build(config: Config, ctx) -> tuple[AcceptStage, InboundRouter]:
+def build(config: Config, loop, connector, identity=None, tls_stats=None, authorizer=None) -> AcceptStage:
+    """The inbound accept stage, its exchange context and router, whole."""
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
-    ctx.router = router
-    ctx.rescue = rescue
-    stage = AcceptStage.from_config(config, DIRECTION, ctx, router, refuse_without_target=True)
-    return stage, router
+    limits = config.limits
+    tcp_dst = TcpStats(DIRECTION, "dst")
+    upstreams = Upstreams(loop, True, connector, tcp_dst, limits)
+    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
+                          tcp_dst, limits)
+    return AcceptStage(
+        direction=DIRECTION,
+        ctx=ctx,
+        connector=connector,
+        limits=limits,
+        opaque_ports=config.opaque_ports,
+        max_connections=config.max_connections,
+        connection_target=router.connection_target,
+        tunnel_target=router.tunnel_target,
+        refuse_without_target=True,
+        # Peer proxies name the app port first (read before detection).
+        accept_transport_header=True,
+        identity=identity,
+        tls_stats=tls_stats,
+        handshake_timeout=config.identity.handshake_timeout,
+        authorizer=authorizer,
+    )

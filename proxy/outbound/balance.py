@@ -16,7 +16,7 @@ from collections import deque
 import structlog
 
 from proxy.outbound.balancer import Balancer
-from proxy.http.relay import QUEUED, SETTLE_CANCELLED, SETTLE_OK
+from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK
 from proxy.config import BalancerSettings
 from proxy.core.addr import Target
 from proxy.errors import NoEndpoints
@@ -87,7 +87,7 @@ class BalancedService:
     def _apply(self, endpoints) -> None:
         wanted = {ep.address: ep for ep in endpoints}
         # The balancer compares (weight, connect address) to spot changes;
-        # the relay's Target for each member is kept here, built once.
+        # the exchange's Target for each member is kept here, built once.
         added, removed, changed = self.balancer.update(
             [(ep.address, float(ep.weight), ep.proxy if ep.proxy is not None else ep.address)
              for ep in endpoints])
@@ -101,7 +101,8 @@ class BalancedService:
             mesh_port = ep.address[1] if ep.proxy is not None else 0
             # ... and with mutual TLS when discovery names the peer's identity.
             identity = ep.identity if ep.proxy is not None else None
-            self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, service=self, endpoint=member)
+            self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
+                                       service=self, endpoint=member)
         if added or removed or changed:
             log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
                      endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))

@@ -19,8 +19,10 @@ import structlog
 from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
-from proxy.core.responses import error_response, log_error
-from proxy.errors import LoopDetected, NoDestination, ProxyError, RouteRedirect, RoutingError
+from proxy.errors import LoopDetected, NoDestination, RouteRedirect, RoutingError
+from proxy.exchange.context import ExchangeContext
+from proxy.http.upstreams import Upstreams
+from proxy.telemetry.counters import HttpStats, TcpStats
 from proxy.outbound.policy import redirect_location
 
 if TYPE_CHECKING:
@@ -230,17 +232,27 @@ class OutboundRouter:
         cache[key] = value
 
 
-def rescue(err: ProxyError, head, meta: ConnMeta, close: bool) -> bytes:
-    """The one place outbound errors become responses (and log lines)."""
-    log_error(DIRECTION, err, head, meta)
-    return error_response(err, close)
-
-
-def build(config: Config, ctx, own_addresses: set[tuple[str, int]], resolver=None,
+def build(config: Config, loop, connector, own_addresses: set[tuple[str, int]], resolver=None,
           policy: OutboundPolicy | None = None) -> tuple[AcceptStage, OutboundRouter]:
-    router = OutboundRouter(own_addresses, ctx.loop, resolver, config.balancer, policy)
-    ctx.router = router
-    ctx.rescue = rescue
-    ctx.max_in_flight = config.balancer.max_in_flight
-    stage = AcceptStage.from_config(config, DIRECTION, ctx, router, refuse_without_target=False)
+    """The outbound accept stage, its exchange context and router, whole."""
+    router = OutboundRouter(own_addresses, loop, resolver, config.balancer, policy)
+    limits = config.limits
+    tcp_dst = TcpStats(DIRECTION, "dst")
+    upstreams = Upstreams(loop, False, connector, tcp_dst, limits)
+    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
+                          tcp_dst, limits, config.balancer.max_in_flight)
+    if policy is not None:
+        # A new policy invalidates the per-connection route caches.
+        policy.listeners.append(lambda: setattr(ctx, "policy_gen", ctx.policy_gen + 1))
+    stage = AcceptStage(
+        direction=DIRECTION,
+        ctx=ctx,
+        connector=connector,
+        limits=limits,
+        opaque_ports=config.opaque_ports,
+        max_connections=config.max_connections,
+        connection_target=router.connection_target,
+        tunnel_target=router.tunnel_target,
+        refuse_without_target=False,
+    )
     return stage, router

@@ -1,0 +1,24 @@
+# Typed declarations for context.py.
+from proxy.exchange.ends cimport Dispatcher
+from proxy.telemetry.counters cimport HttpStats, TcpStats
+
+cdef class ExchangeContext:
+    cdef public object loop
+    cdef public str direction
+    cdef public bint inbound
+    cdef public object router          # .route(head, meta, ex) -> target | QUEUED; .reroute(...); .unqueue(ex)
+    cdef public Dispatcher upstreams   # .open(ex, target): an up end per attempt (proxy/http/upstreams.py)
+    cdef public HttpStats stats
+    cdef public TcpStats tcp_src
+    cdef public TcpStats tcp_dst
+    cdef public double response_timeout
+    cdef public Py_ssize_t max_header_bytes
+    cdef public double header_timeout
+    cdef public Py_ssize_t write_high
+    cdef public Py_ssize_t pipeline_buffer
+    cdef public double client_idle_timeout
+    cdef public Py_ssize_t max_in_flight
+    cdef public Py_ssize_t in_flight
+    cdef public long long policy_gen
+    cdef public bint draining
+    cdef public set connections

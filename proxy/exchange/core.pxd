@@ -1,0 +1,99 @@
+# Typed declarations for core.py.
+from proxy.exchange.context cimport ExchangeContext
+from proxy.exchange.ends cimport DownEnd, UpEnd
+from proxy.exchange.clock cimport RouteClock
+
+cdef int MAX_REPICKS
+cdef int MAX_RESENDS
+
+cdef class Exchange:
+    cdef public ExchangeContext ctx
+    cdef public DownEnd down
+    cdef public object meta
+    cdef public long long down_id        # the client's HTTP/2 stream id (0: HTTP/1)
+    cdef public object authz
+    # per-connection route cache (HTTP/1 reuses one exchange per connection)
+    cdef object last_host
+    cdef object last_target
+    cdef long long last_gen
+    # the request
+    cdef public object head              # router's view: method, target, host, dst_override, version, upgrade
+    cdef public list headers             # HTTP/2 request fields; None for an HTTP/1 client
+    cdef public long long req_length     # declared body length, -1 when unknown
+    cdef public bint req_ended           # the client's request is complete
+    cdef public bint upgrade             # an HTTP/1 Upgrade or CONNECT: the connection may leave HTTP
+    cdef public object req_trailers
+    cdef public list up_queue            # [(bytes, credit)] request bytes the upstream has not taken
+    cdef public bint up_ended            # the current attempt got the whole request
+    cdef public bint body_sent           # some request body went to the current attempt
+    cdef list replay                     # request body kept for a retry; None: not replayable
+    cdef Py_ssize_t replay_size
+    # the attempt
+    cdef public UpEnd up
+    cdef public long long up_id          # the upstream HTTP/2 stream id
+    cdef public object target
+    cdef public object rp                # outbound: the route policy (set by the router), or None
+    cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
+    cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app
+    cdef public object up_h1             # the request head as HTTP/1 bytes, once made for an HTTP/1 upstream
+    cdef public bint up_chunked          # ... and its body is sent chunked
+    cdef public object up_fields         # the request head as HTTP/2 fields, once made for an HTTP/2 upstream
+    cdef bint settled
+    cdef public double t0
+    cdef double t_sent
+    cdef int repicks
+    cdef int resends
+    cdef public int attempts
+    cdef object timer
+    cdef RouteClock clock
+    # the response
+    cdef public bint resp_started
+    cdef public list down_queue          # [(bytes, credit)] response bytes the client has not taken
+    cdef public bint down_end_pending
+    cdef object down_trailers
+    cdef public bint done
+    cdef public bint down_gone
+    cdef bint counted
+    cdef bint grpc_pending
+    cdef double route_ms
+    cdef int held_status
+    cdef object held_fields
+    cdef bint held_end
+
+    cdef void _clear(self)
+    cpdef void start(self, object head, list headers, long long length, bint ended)
+    cpdef void reject(self, object err)
+    cpdef void request_data(self, bytes data, Py_ssize_t credit, bint end)
+    cpdef void request_trailers(self, object fields)
+    cpdef void client_gone(self)
+    cpdef void release_response(self, Py_ssize_t credit)
+    cpdef void routed(self, object target)
+    cpdef void connecting(self, UpEnd up)
+    cpdef void attached(self, UpEnd up, long long up_id, bint request_sent)
+    cpdef void pump_up(self)
+    cpdef void upstream_failed(self, object err)
+    cpdef void upstream_reset(self, object err, bint retry_safe)
+    cdef void _again(self, bint resplit)
+    cpdef void _attempt_timed_out(self)
+    cdef void _cancel_timer(self)
+    cpdef void response_informational(self, int status, object h1head, object fields)
+    cpdef void response_head(self, int status, object h1head, object fields, long long length, bint end)
+    cdef void _forward_head(self, int status, object h1head, object fields, long long length, bint end)
+    cpdef void upgraded(self, int status, object h1head, object transport, bytes rest)
+    cpdef void response_data(self, bytes data, Py_ssize_t credit, bint end)
+    cpdef void response_trailers(self, object fields)
+    cpdef void pump_down(self)
+    cdef void _policy_begin(self)
+    cdef bint _policy_response(self, int status, object fields, long long length, bint end)
+    cdef void _release_head(self)
+    cpdef bint retry_wanted(self, int status, int grpc)
+    cpdef void retry(self)
+    cpdef void _route_deadline(self, object err)
+    cdef void _route_end(self, int status, int grpc, double elapsed)
+    cpdef void settle(self, int outcome)
+    cpdef void fail(self, object err)
+    cdef void _cut(self, object err)
+    cdef void _drop_up(self)
+    cdef void _release_up_queue(self)
+    cdef void _release_down_queue(self)
+    cpdef void finish(self)

@@ -1,0 +1,717 @@
+"""One request's life for every protocol: route, authorize, shed, pick, attempt, retry, time out, classify, settle, count, answer errors.
+
+A client-side relay (the *down* end, ``proxy.exchange.ends.DownEnd``)
+creates an ``Exchange`` per request, or reuses one per HTTP/1 connection,
+and calls ``start``; it then feeds the request body with ``request_data``.
+The core routes the request (``ctx.router``), applies the route's policy,
+and asks ``ctx.upstreams`` for an *up* end per attempt; the up end reports
+``attached``, the response head, body and trailers, or its failure. A
+failed attempt is picked again when it provably never reached the server
+(a connect error), sent again when the upstream refused it unprocessed or
+when the route's retry policy says so and the body was kept, and otherwise
+answered with the error through the down end's renderer, or cut when the
+response had already started.
+
+Bytes move with credit (see ``ends``). Request data waits in ``up_queue``
+while no upstream can take it and response data in ``down_queue`` while
+the client cannot; each entry keeps its credit until the data has moved
+on or is dropped, and every ending gives back what it still holds, so a
+peer's flow-control window is never lost.
+
+The exchange never looks inside a message: heads arrive as the relays'
+own objects (an HTTP/1 head or HTTP/2 fields), and the relays convert.
+"""
+
+from time import perf_counter
+
+import cython
+
+from proxy import errors
+from proxy.exchange import log
+from proxy.exchange.clock import RouteClock
+from proxy.exchange.ends import DownEnd, UpEnd
+
+# How a balancer pick ended (passed to ``target.service.settle``). Plain
+# Python ints: the outbound side imports them.
+SETTLE_OK = 0  # a response head arrived that is not a failure
+SETTLE_FAILED = 1  # 5xx, connect error or timeout: counts for failure accrual
+SETTLE_CANCELLED = 2  # the client went away, or the attempt was never processed: nothing learned
+
+# A connect error never reached the server: the request may go to another
+# endpoint this many times.
+MAX_REPICKS = cython.declare(cython.int, 2)
+# A stream the upstream provably did not process (REFUSED_STREAM, GOAWAY
+# above its last id, a reused HTTP/1 connection that died before answering
+# an idempotent request) is sent again this many times.
+MAX_RESENDS = cython.declare(cython.int, 1)
+
+# Methods that may be resent when a reused connection died before answering
+# (RFC 9110 9.2.2 idempotent methods).
+IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+
+_CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
+
+
+class _Queued:
+    """``router.route()`` result: no target yet; the router calls ``routed()`` or ``fail()`` later."""
+
+    def __repr__(self):
+        return "QUEUED"
+
+
+QUEUED = _Queued()
+
+
+def attempt_time_limit(response_timeout, rp):
+    """How long one attempt may wait for its response head (0: no limit): the proxy's
+    response timeout or the route's backend timeout, whichever is shorter."""
+    if rp is not None and rp.attempt_timeout > 0 and (response_timeout <= 0 or rp.attempt_timeout < response_timeout):
+        return rp.attempt_timeout
+    return response_timeout
+
+
+def attempt_timeout_error(rp):
+    """The 504 for an attempt that ran out of time, naming the route's backend timeout when it set one."""
+    if rp is not None and rp.attempt_timeout > 0:
+        return errors.ResponseTimeout(f"response timed out (backend timeout {rp.attempt_timeout:g}s)")
+    return errors.ResponseTimeout()
+
+
+def grpc_status_of(fields):
+    """``grpc-status`` of a header block, or -1 when absent or malformed."""
+    if fields is None:
+        return -1
+    for name, value in fields:
+        if name == b"grpc-status":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
+def _is_grpc(fields):
+    if fields is None:
+        return False
+    for name, value in fields:
+        if name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
+
+
+class Exchange:
+    """One request, from the client's head to the last byte of the answer."""
+
+    def __init__(self, ctx, down, meta, down_id=0):
+        self.ctx = ctx
+        self.down = down
+        self.meta = meta
+        self.down_id = down_id
+        self.authz = meta.authz
+        # Per-connection route cache (HTTP/1 reuses one exchange per connection).
+        self.last_host = None
+        self.last_target = None
+        self.last_gen = 0
+        self.up_queue = []
+        self.down_queue = []
+        self._clear()
+
+    def _clear(self):
+        self.head = None
+        self.headers = None
+        self.req_length = -1
+        self.up = None
+        self.up_id = 0
+        self.target = None
+        self.rp = None
+        self.resp_edit = None
+        self.req_ended = False
+        self.up_ended = False
+        self.req_trailers = None
+        self.body_sent = False
+        self.replay = None
+        self.replay_size = 0
+        self.resp_started = False
+        self.down_end_pending = False
+        self.down_trailers = None
+        self.done = False
+        self.down_gone = False
+        self.counted = False
+        self.settled = True
+        self.t0 = 0.0
+        self.t_sent = 0.0
+        self.repicks = 0
+        self.resends = 0
+        self.attempts = 0
+        self.timer = None
+        self.clock = None
+        self.grpc_pending = False
+        self.route_ms = 0.0
+        self.held_status = 0
+        self.held_fields = None
+        self.held_end = False
+        self.restore_h1 = False
+        self.up_h1 = None
+        self.up_chunked = False
+        self.up_fields = None
+        self.upgrade = False
+        if self.up_queue:
+            self.up_queue = []
+        if self.down_queue:
+            self.down_queue = []
+
+    # ------------------------------------------------------------ the client's side
+
+    def start(self, head, headers, length, ended):
+        """A request arrived: ``head`` has the router's fields (method, target, host,
+        dst_override, version, upgrade); ``headers`` the HTTP/2 fields (None for
+        HTTP/1); ``length`` the body length if declared (-1 otherwise); ``ended``:
+        no body follows. Errors are answered through the down end."""
+        ctx = self.ctx
+        if self.done or self.head is not None:
+            self._clear()
+        self.head = head
+        self.headers = headers
+        self.req_length = length
+        self.req_ended = ended
+        self.upgrade = head.upgrade is not None or head.method == b"CONNECT"
+        self.t0 = perf_counter()
+        ctx.stats.requests += 1
+        self.counted = True
+        ctx.in_flight += 1
+        if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
+            self.fail(errors.LoadShed())
+            return
+        authz = self.authz
+        if authz is not None:
+            denied = authz.check_h1(head) if headers is None else authz.check_h2(head, headers)
+            if denied is not None:
+                self.fail(denied)
+                return
+        host = head.host
+        origin_form: cython.bint = len(head.target) > 0 and head.target[0] == 47
+        if (headers is None and host is not None and host == self.last_host and self.last_gen == ctx.policy_gen
+                and head.dst_override is None and origin_form and head.method != b"CONNECT"):
+            # Same Host as this connection's previous request, origin-form, no
+            # override: the router would answer the same passthrough target.
+            target = self.last_target
+        else:
+            try:
+                target = ctx.router.route(head, self.meta, self)
+            except errors.ProxyError as err:
+                self.fail(err)
+                return
+            self.last_host = None
+            if (headers is None and target is not QUEUED and target.service is None and self.rp is None
+                    and host is not None and head.dst_override is None and origin_form):
+                # Only passthrough targets without a route policy: balanced
+                # ones are picked, and policy ones routed, per request.
+                self.last_host = host
+                self.last_target = target
+                self.last_gen = ctx.policy_gen
+        if self.rp is not None:
+            self._policy_begin()
+            if self.done:
+                return
+        if target is not QUEUED:
+            self.routed(target)
+
+    def reject(self, err):
+        """A request refused before it could be parsed or started: counted, logged and answered like any other."""
+        if self.done or self.head is not None:
+            self._clear()
+        self.t0 = perf_counter()
+        self.ctx.stats.requests += 1
+        self.req_ended = True
+        self.fail(err)
+
+    def request_data(self, data, credit, end):
+        """Request body bytes (possibly empty) from the client, with their credit; ``end``: the body is complete."""
+        if self.done:
+            self.down.release(self, credit)
+            return
+        if self.clock is not None:
+            self.clock.touch()
+        if data and self.replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size > self.rp.replay_limit:
+                self.replay = None  # too big to keep: this request is not retried
+            else:
+                self.replay.append(data)
+        if end:
+            self.req_ended = True
+        if data:
+            self.up_queue.append((data, credit))
+        elif credit:
+            self.down.release(self, credit)
+        self.pump_up()
+
+    def request_trailers(self, fields):
+        """Trailers end the request body."""
+        self.req_ended = True
+        if self.done:
+            return
+        self.req_trailers = fields
+        self.pump_up()
+
+    def client_gone(self):
+        """The client reset the stream or closed the connection: stop everything, answer nobody."""
+        self.req_ended = True
+        self.down_gone = True
+        if self.done:
+            return
+        self.rp = None  # nothing to count: the client went away first
+        self.replay = None
+        self.settle(SETTLE_CANCELLED)
+        self._drop_up()
+        self.finish()
+
+    def release_response(self, credit):
+        """The client took response bytes worth ``credit``: the upstream may send more."""
+        up: UpEnd = self.up
+        if up is not None and credit:
+            up.release(self, credit)
+
+    # ------------------------------------------------------------ routing and attempts
+
+    def routed(self, target):
+        """The request's target (now, or later from a balancer's queue)."""
+        if self.done:
+            if target.service is not None:
+                target.service.settle(target, 0.0, SETTLE_CANCELLED)
+            return
+        self.target = target
+        self.settled = target.service is None
+        try:
+            self.ctx.upstreams.open(self, target)
+        except errors.ProxyError as err:
+            self.fail(err)
+
+    def connecting(self, up):
+        """An up end is opening a connection for this attempt: it can be cancelled meanwhile."""
+        if self.done:
+            up.cancel(self)
+            return
+        self.up = up
+
+    def attached(self, up, up_id, request_sent):
+        """An up end took the request (its head is on its way; ``request_sent``: all of it, no body
+        follows): send the body it can take."""
+        if self.done:
+            up.cancel(self)
+            return
+        self.up = up
+        self.up_id = up_id
+        self.t_sent = perf_counter()
+        self.up_ended = request_sent
+        timeout: cython.double = attempt_time_limit(self.ctx.response_timeout, self.rp)
+        if timeout > 0 and self.timer is None:
+            self.timer = self.ctx.loop.call_later(timeout, self._attempt_timed_out)
+        if not request_sent:
+            self.pump_up()
+
+    def pump_up(self):
+        """Hand queued request bytes to the upstream as it takes them; end the request when all went."""
+        up: UpEnd = self.up
+        if up is None or self.up_ended:
+            return
+        queue = self.up_queue
+        n: cython.Py_ssize_t
+        size: cython.Py_ssize_t
+        credit: cython.Py_ssize_t
+        while queue:
+            data, credit = queue[0]
+            size = len(data)
+            n = up.send(self, data)
+            if n > 0:
+                self.body_sent = True
+            if self.up is not up:
+                return  # the attempt failed while sending
+            if n < size:
+                if n > 0:
+                    rel: cython.Py_ssize_t = n if n < credit else credit
+                    queue[0] = (data[n:], credit - rel)
+                    self.down.release(self, rel)
+                return
+            del queue[0]
+            if credit:
+                self.down.release(self, credit)
+        if self.req_ended:
+            self.up_ended = True
+            up.end_request(self, self.req_trailers)
+
+    def upstream_failed(self, err):
+        """The attempt's connection could not be opened (nothing reached the upstream)."""
+        self.up = None
+        if self.done:
+            return
+        self._cancel_timer()
+        target = self.target
+        self.settle(SETTLE_FAILED)
+        if (target is not None and target.service is not None and isinstance(err, _CONNECT_ERRORS)
+                and self.repicks < MAX_REPICKS and not self.resp_started):
+            # The request never reached that endpoint: let the balancer pick again.
+            self.repicks += 1
+            self._again(False)
+            return
+        self.fail(err)
+
+    def upstream_reset(self, err, retry_safe):
+        """The attempt ended before its response did; ``retry_safe``: the upstream provably did not process it."""
+        self.up = None
+        if self.done:
+            return
+        self._cancel_timer()
+        # Body bytes already sent are gone unless kept: the rest alone would be a truncated request.
+        if (retry_safe and not self.resp_started and self.resends < MAX_RESENDS
+                and (self.replay is not None or not self.body_sent)):
+            self.resends += 1
+            self.settle(SETTLE_CANCELLED)
+            self._again(False)
+            return
+        if not self.resp_started:
+            self.fail(err)
+            return
+        self.settle(SETTLE_FAILED)
+        self._cut(err)
+
+    def _again(self, resplit):
+        """Send the request once more: a new pick (``resplit``: through the route's traffic split first)."""
+        ctx = self.ctx
+        failed = self.target
+        self.target = None  # until the new pick (a route timeout meanwhile must unqueue it)
+        self.held_fields = None  # the last attempt's held head, if any, was that attempt's
+        self.grpc_pending = False
+        self.up_ended = False
+        if self.replay is not None:
+            # Rewind to the kept body; what waited for the old attempt goes back to the client's credit.
+            self._release_up_queue()
+            self.up_queue = [(data, 0) for data in self.replay]
+            self.body_sent = False
+        try:
+            if failed is None:
+                target = ctx.router.route(self.head, self.meta, self)
+            elif resplit or failed.service is not None:
+                target = ctx.router.reroute(self.head, self.meta, failed, self, resplit)
+            else:
+                target = failed  # not balanced: the only choice
+        except errors.ProxyError as err:
+            self.fail(err)
+            return
+        if target is not QUEUED:
+            self.routed(target)
+
+    def _attempt_timed_out(self):
+        self.timer = None
+        if self.done or self.resp_started:
+            return
+        self.settle(SETTLE_FAILED)
+        self._drop_up()
+        if self.rp is not None and self.retry_wanted(0, -1):
+            self.retry()
+            return
+        self.fail(attempt_timeout_error(self.rp))
+
+    def _cancel_timer(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # ------------------------------------------------------------ the upstream's answer
+
+    def response_informational(self, status, h1head, fields):
+        if not self.done:
+            self.down.send_informational(self, status, h1head, fields)
+
+    def response_head(self, status, h1head, fields, length, end):
+        """The upstream's final response head (an HTTP/1 head or HTTP/2 fields)."""
+        if self.done:
+            return
+        self._cancel_timer()
+        if self.clock is not None:
+            self.clock.touch()
+        if self.rp is not None and self._policy_response(status, fields, length, end):
+            return  # retried, or held until its trailers or first DATA
+        self._forward_head(status, h1head, fields, length, end)
+
+    def _forward_head(self, status, h1head, fields, length, end):
+        self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
+        self.ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
+        self.resp_started = True
+        self.down.send_head(self, status, h1head, fields, length, end)
+        if end and not self.done:
+            self.down_end_pending = True
+            self.pump_down()
+
+    def upgraded(self, status, h1head, transport, rest):
+        """101 Switching Protocols, or a CONNECT tunnel opened: the connection leaves HTTP."""
+        if self.done:
+            transport.abort()
+            return
+        self._cancel_timer()
+        self.settle(SETTLE_OK)
+        self.ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, False)
+        if self.rp is not None:
+            self._route_end(status, -1, (perf_counter() - self.t0) * 1000.0)
+        self.resp_started = True
+        self.up = None  # the transport now belongs to the tunnel
+        self.down.tunnel(self, status, h1head, transport, rest)
+        self.finish()
+
+    def response_data(self, data, credit, end):
+        """Response body bytes (possibly empty) with their credit; ``end``: the body is complete."""
+        if self.done:
+            self.release_response(credit)
+            return
+        if self.clock is not None:
+            self.clock.touch()
+        if self.held_fields is not None:  # a message: the status will not come before it, let the head go
+            self._release_head()
+        if end:
+            self.down_end_pending = True
+        if data:
+            if not self.down_queue:
+                # The common case: the client takes it all at once.
+                n: cython.Py_ssize_t = self.down.send(self, data)
+                if n == len(data):
+                    self.release_response(credit)
+                    if self.down_end_pending:
+                        self.pump_down()
+                    return
+                if n > 0:
+                    rel: cython.Py_ssize_t = n if n < credit else credit
+                    data = data[n:]
+                    credit -= rel
+                    self.release_response(rel)
+            self.down_queue.append((data, credit))
+        elif credit:
+            self.release_response(credit)
+        self.pump_down()
+
+    def response_trailers(self, fields):
+        """Trailers end the response."""
+        if self.done:
+            return
+        if self.held_fields is not None:
+            # Head then trailers, no message: the gRPC status can still be retried.
+            if self.retry_wanted(self.held_status, grpc_status_of(fields)):
+                self._drop_up()
+                self.retry()
+                return
+            self._release_head()
+        if self.grpc_pending:
+            self.grpc_pending = False
+            self._route_end(0, grpc_status_of(fields), self.route_ms)
+        self.down_trailers = fields
+        self.down_end_pending = True
+        self.pump_down()
+
+    def pump_down(self):
+        """Hand queued response bytes to the client as it takes them; end the response when all went."""
+        queue = self.down_queue
+        down: DownEnd = self.down
+        n: cython.Py_ssize_t
+        size: cython.Py_ssize_t
+        credit: cython.Py_ssize_t
+        while queue:
+            data, credit = queue[0]
+            size = len(data)
+            n = down.send(self, data)
+            if self.done:
+                return
+            if n < size:
+                if n > 0:
+                    rel: cython.Py_ssize_t = n if n < credit else credit
+                    queue[0] = (data[n:], credit - rel)
+                    self.release_response(rel)
+                return
+            del queue[0]
+            self.release_response(credit)
+        if self.down_end_pending and not self.done:
+            self.down_end_pending = False
+            trailers = self.down_trailers
+            self.down_trailers = None
+            if self.grpc_pending:  # ended without trailers: the HTTP status decides
+                self.grpc_pending = False
+                self._route_end(200, -1, self.route_ms)
+            down.end_response(self, trailers)
+            self.finish()
+
+    # ------------------------------------------------------------ reliability policy (only when the router set ``rp``)
+
+    def _policy_begin(self):
+        """The router matched a route: arm its time limits, and keep the body if the request may be retried."""
+        rp = self.rp
+        self.resp_edit = rp.response_headers
+        self.replay = None
+        self.replay_size = 0
+        if rp.limit > 0 and not self.upgrade:
+            # A declared length over the buffer is known too big before the first byte.
+            if self.req_ended or self.req_length < 0 or self.req_length <= rp.replay_limit:
+                self.replay = []
+        if rp.timeout > 0 or rp.idle_timeout > 0:
+            self.clock = RouteClock(self.ctx.loop, rp.timeout, rp.idle_timeout, self._route_deadline)
+
+    def _policy_response(self, status, fields, length, end):
+        """A response head under a route policy: retry it or hold it (True), or count it and let it through."""
+        grpc = grpc_status_of(fields) if fields is not None else -1
+        if self.retry_wanted(status, grpc):
+            self._drop_up()
+            self.retry()
+            return True
+        elapsed = (perf_counter() - self.t0) * 1000.0
+        if grpc < 0 and not end and _is_grpc(fields):
+            # The gRPC status comes in the trailers: classify then.
+            self.grpc_pending = True
+            self.route_ms = elapsed
+            rp = self.rp
+            if rp.grpc_retry and self.replay is not None and self.req_ended and self.attempts < rp.limit:
+                # Peek, as Linkerd does: most failed calls send no message, so
+                # the trailers follow the head at once and may still be retried.
+                # The head goes out with the first DATA, or after the trailers.
+                self.held_status = status
+                self.held_fields = fields
+                self.held_end = end
+                return True
+        else:
+            self._route_end(status, grpc, elapsed)
+        return False
+
+    def _release_head(self):
+        fields = self.held_fields
+        self.held_fields = None
+        self._forward_head(self.held_status, None, fields, -1, self.held_end)
+
+    def retry_wanted(self, status, grpc):
+        """Whether the failed attempt (``status`` with ``grpc`` or -1; status 0: timed out) is sent
+        again; a True answer has taken the budget."""
+        rp = self.rp
+        if rp is None or self.replay is None or not self.req_ended or self.done or self.attempts >= rp.limit:
+            return False
+        if status != 0 and not rp.retry_on(status, None if grpc < 0 else grpc):
+            return False
+        return rp.withdraw()
+
+    def retry(self):
+        """Send the request again through the route's split; the failed attempt's answer never reaches the client."""
+        self.settle(SETTLE_FAILED)
+        self.attempts += 1
+        self.rp.stats.retries += 1
+        self._cancel_timer()
+        self._again(True)
+
+    def _route_deadline(self, err):
+        """A route's time limit hit: an error response before the response head, a cut after."""
+        if self.done:
+            return
+        if not self.resp_started:
+            if self.target is None and self.up is None:
+                self.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
+            self.fail(err)
+            return
+        if self.grpc_pending:  # its trailers will never come: a failure
+            self.grpc_pending = False
+            self._route_end(504, -1, self.route_ms)
+        self.settle(SETTLE_CANCELLED)
+        self._cut(err)
+
+    def _route_end(self, status, grpc, elapsed):
+        """The request's outcome is known: count it once on its route."""
+        rp = self.rp
+        self.rp = None
+        self.replay = None
+        if status == 0:  # classified at the trailers: the head's status was counted then
+            status = 200
+        rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
+
+    # ------------------------------------------------------------ endings
+
+    def settle(self, outcome):
+        """Tell the balancer how its pick ended, exactly once per pick."""
+        if self.settled:
+            return
+        self.settled = True
+        target = self.target
+        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
+        target.service.settle(target, rtt, outcome)
+
+    def fail(self, err):
+        """Answer with a synthesized error response, or cut the response if it already started."""
+        if self.done:
+            return
+        self.held_fields = None  # never forwarded: the error response replaces it
+        self.grpc_pending = False
+        if self.rp is not None:
+            self._route_end(err.status, -1, (perf_counter() - self.t0) * 1000.0)
+        self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
+        self._drop_up()
+        if self.resp_started:
+            self._cut(err)
+            return
+        ctx = self.ctx
+        ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, err.failure)
+        log.error_line(ctx.direction, err, self.head, self.meta)
+        self.resp_started = True
+        self._release_down_queue()
+        self.down.send_error(self, err)
+        self.finish()
+
+    def _cut(self, err):
+        self._drop_up()
+        self._release_down_queue()
+        if not self.down_gone:
+            log.cut_line(self.ctx.direction, err, self.head, self.meta)
+            self.down.cut(self, err)
+        self.finish()
+
+    def _drop_up(self):
+        """Abandon the current attempt: response bytes it sent that the client will not get give
+        their credit back first, then the up end stops."""
+        self._release_down_queue()
+        up: UpEnd = self.up
+        if up is not None:
+            self.up = None
+            up.cancel(self)
+        self._cancel_timer()
+
+    def _release_up_queue(self):
+        queue = self.up_queue
+        if queue:
+            self.up_queue = []
+            if not self.down_gone:
+                for _data, credit in queue:
+                    if credit:
+                        self.down.release(self, credit)
+
+    def _release_down_queue(self):
+        queue = self.down_queue
+        if queue:
+            self.down_queue = []
+            for _data, credit in queue:
+                self.release_response(credit)
+
+    def finish(self):
+        """The exchange is over: give back every credit still held, then let the down end go on."""
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timer()
+        if self.clock is not None:
+            self.clock.stop()
+            self.clock = None
+        if self.rp is not None:  # the client went away before an outcome: nothing to count
+            self.rp = None
+        self.replay = None
+        self.held_fields = None
+        if self.counted:
+            self.counted = False
+            self.ctx.in_flight -= 1
+        # Credit first (it goes back through the up end), then the up end:
+        # it closes or resets whatever of the attempt is unfinished.
+        self._release_down_queue()
+        self._release_up_queue()
+        up: UpEnd = self.up
+        if up is not None:
+            self.up = None
+            up.cancel(self)
+        self.down.exchange_done(self)

@@ -1,0 +1,11 @@
+# Typed declarations for batch.py.
+cdef list _depth
+cdef list _dirty
+cdef list _tick
+
+cpdef void batch_begin()
+cpdef bint batch_defer(object conn) except -1
+cpdef void batch_end() except *
+cpdef void batch_end_at_tick(object loop) except *
+cpdef void _tick_done() except *
+cdef void _write_dirty() except *

@@ -1,0 +1,17 @@
+# Typed declarations for convert.py.
+from proxy.exchange.core cimport Exchange
+
+cdef dict _PHRASES
+cpdef bytes phrase(int status)
+cpdef bytes origin_form(bytes target)
+cpdef bytes uri_authority(bytes target)
+cpdef tuple h1_request(Exchange ex)
+cdef bytes _h1_from_h1(Exchange ex)
+cdef tuple _h1_from_h2(Exchange ex)
+cpdef list h2_request(Exchange ex, bint orig_proto)
+cdef list _h2_from_h1(object head, bint orig_proto)
+cpdef bytes h1_response_from_fields(list fields, bint chunked, bint close, object edit)
+cpdef list fields_from_h1_response(object rh, object edit)
+cpdef list h2_response_fields(list fields, object edit)
+cpdef bytes trailer_lines(object fields)
+cpdef long long content_length(list fields) except? -2

@@ -1,0 +1,286 @@
+"""Heads between protocols: an exchange's request as HTTP/1 bytes or HTTP/2 fields for its upstream, responses back.
+
+An HTTP/1 request for an HTTP/1 upstream is forwarded byte for byte unless
+something must change (hop-by-hop fields, absolute form, identity headers,
+the route's header edits). Between proxies HTTP/1 travels as HTTP/2 with
+``l5d-orig-proto``; the receiving proxy restores HTTP/1 for its app, and a
+restored head is then parsed by the same strict parser as HTTP/1 ingress:
+anything the HTTP/2 side allowed that would be ambiguous as HTTP/1 (a space
+in the path, a bare CR in a value, a body without a length for HTTP/1.0, a
+``host`` that differs from ``:authority``) is refused with 400.
+"""
+
+from http import HTTPStatus
+
+from proxy import errors
+from proxy.protocol.http1 import NEED_MORE, ParseError, parse_request_head, rewrite_head
+from proxy.protocol.l5d import CLIENT_ID, ORIG_PROTO
+
+# Connection-specific fields (RFC 9113 8.2.2), and Host (it becomes :authority).
+H1_ONLY = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+                     b"upgrade", b"host", b"trailer", b"http2-settings"))
+# Fields that must not be copied from one HTTP/2 hop to the next.
+H2_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+
+_ORIG_11 = b"HTTP/1.1"
+_ORIG_10 = b"HTTP/1.0"
+_ABSOLUTE = b"; absolute-form"
+_MAX_RESTORED_HEAD = 1 << 20
+
+
+def _known_phrases():
+    return {int(s): s.phrase.encode() for s in HTTPStatus}
+
+
+_PHRASES = _known_phrases()  # enum lookups cost more than the rest of the response head
+
+
+def phrase(status):
+    return _PHRASES.get(status, b"Status")
+
+
+def origin_form(target):
+    """``http://host:port/p?q`` -> ``/p?q`` (RFC 9112 3.2.2: origin servers get origin-form)."""
+    start = target.find(b"://")
+    if start < 0:
+        return target
+    slash = target.find(b"/", start + 3)
+    query = target.find(b"?", start + 3)
+    if slash < 0 or (0 <= query < slash):
+        return b"/" + target[query:] if query >= 0 else b"/"
+    return target[slash:]
+
+
+def uri_authority(target):
+    """The authority of an absolute-form URI (``http://a:1/x`` -> ``a:1``)."""
+    rest = target[target.find(b"://") + 3:]
+    for sep in (b"/", b"?"):
+        cut = rest.find(sep)
+        if cut >= 0:
+            rest = rest[:cut]
+    return rest
+
+
+# ---------------------------------------------------------------- requests
+
+
+def h1_request(ex):
+    """The request head for an HTTP/1 upstream, and whether its body must be chunked there."""
+    if ex.headers is None:
+        return _h1_from_h1(ex), ex.head.chunked
+    return _h1_from_h2(ex)
+
+
+def _h1_from_h1(ex):
+    head = ex.head
+    target = head.target
+    absolute = len(target) > 0 and target[0] != 47 and target[0] != 42 and head.method != b"CONNECT"
+    # Inbound, only this proxy speaks for the client's identity: a client's
+    # own l5d-client-id goes, the verified one (if any) is added.
+    meta = ex.meta
+    inbound = ex.ctx.inbound
+    strip_id = inbound and head.has_client_id
+    client_id = meta.client_id.encode("ascii") if inbound and meta.client_id else None
+    edit = ex.rp.headers if ex.rp is not None else None  # the route's RequestHeaderModifier
+    if not head.hop_by_hop and not absolute and not strip_id and client_id is None and edit is None:
+        return head.raw
+    first_line = None
+    keep_upgrade = head.upgrade is not None
+    drop = head.connection_tokens
+    if keep_upgrade:
+        drop = tuple([t for t in drop if t != b"upgrade"])
+    extra = []
+    if absolute:
+        first_line = b"%s %s HTTP/1.%d" % (head.method, origin_form(target), head.version - 10)
+        # RFC 9112 3.2.2: the URI's authority replaces whatever Host said, so
+        # the upstream sees the destination the request was routed by.
+        drop = drop + (b"host",)
+        extra.append((b"Host", uri_authority(target)))
+    if strip_id:
+        drop = drop + (CLIENT_ID,)
+    if client_id is not None:
+        extra.append((CLIENT_ID, client_id))
+    if edit is not None:
+        drop = drop + edit.drop
+        extra.extend(edit.extra)
+    return rewrite_head(head.raw, first_line, drop, keep_upgrade, extra)
+
+
+def _h1_from_h2(ex):
+    """An HTTP/2 request (restored from the meshed hop, or from an HTTP/2 client) as an HTTP/1 head, validated."""
+    method = path = authority = None
+    orig = None
+    host = None
+    lines = []
+    has_length = False
+    for name, value in ex.headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+        elif name == ORIG_PROTO:
+            if orig is not None:
+                raise errors.ClientError("two l5d-orig-proto fields")
+            orig = value
+        elif name == b"host":
+            if host is not None:
+                raise errors.ClientError("two host fields")
+            host = value
+        elif name not in H1_ONLY:
+            if name == b"content-length":
+                has_length = True
+            lines.append(name + b": " + value)
+    if method is None or path is None:
+        raise errors.ClientError("request without :method or :path")
+    if authority is None:
+        authority = host
+    elif host is not None and host != authority:
+        # RFC 9113 8.3.1: a Host that names another authority is malformed;
+        # as HTTP/1 it would route the request somewhere else.
+        raise errors.ClientError("host differs from :authority")
+    if authority is None:
+        raise errors.ClientError("request without :authority or host")
+    version = _ORIG_11
+    absolute = False
+    if orig is not None:
+        if orig in (_ORIG_11, _ORIG_10):
+            version = orig
+        elif orig in (_ORIG_11 + _ABSOLUTE, _ORIG_10 + _ABSOLUTE):
+            version = orig[:8]
+            absolute = True
+        else:
+            raise errors.ClientError("invalid l5d-orig-proto")
+    if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
+        raise errors.ClientError("invalid :path")
+    target = b"http://" + authority + path if absolute else path
+    head = [b"%s %s %s" % (method, target, version), b"host: " + authority]
+    head.extend(lines)
+    chunked = False
+    if ex.req_length < 0 and not has_length:
+        # A body of unknown length follows.
+        if version == _ORIG_10:
+            raise errors.ClientError("HTTP/1.0 request with a body and no content-length")
+        head.append(b"transfer-encoding: chunked")
+        chunked = True
+    elif ex.req_length > 0 and not has_length:
+        head.append(b"content-length: %d" % ex.req_length)
+    raw = b"\r\n".join(head) + b"\r\n\r\n"
+    # The same rules as HTTP/1 ingress: what the app gets must parse strictly, as one request.
+    try:
+        parsed = parse_request_head(raw, _MAX_RESTORED_HEAD)
+    except ParseError as err:
+        raise errors.ClientError(f"request not valid as HTTP/1: {err.reason}") from None
+    if parsed is NEED_MORE or parsed.consumed != len(raw) or parsed.upgrade is not None:
+        raise errors.ClientError("request not valid as HTTP/1")
+    if parsed.content_length >= 0 and ex.req_length >= 0 and parsed.content_length != ex.req_length:
+        raise errors.ClientError("content-length does not match the body")
+    return raw, chunked
+
+
+def h2_request(ex, orig_proto):
+    """The request as HTTP/2 fields (``orig_proto``: an HTTP/1 request crossing the meshed hop says so)."""
+    if ex.headers is not None:
+        # Only a proxy carrying HTTP/1 across the hop says l5d-orig-proto; a client's own goes.
+        fields = []
+        for name, value in ex.headers:
+            if name not in H2_HOP and name != ORIG_PROTO:
+                fields.append((name, value))
+    else:
+        fields = _h2_from_h1(ex.head, orig_proto)
+    if ex.rp is not None and ex.rp.headers is not None:
+        fields = ex.rp.headers.apply(fields)  # the route's RequestHeaderModifier
+    return fields
+
+
+def _h2_from_h1(head, orig_proto):
+    target = head.target
+    authority = head.host or b""
+    orig = _ORIG_11 if head.version >= 11 else _ORIG_10
+    path = target
+    if target[:1] not in (b"/", b"*"):
+        # Absolute form: the URI names the authority; remember the form so the
+        # far side can restore it.
+        authority = uri_authority(target)
+        path = origin_form(target)
+        orig += _ABSOLUTE
+    fields = [(b":method", head.method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
+    tokens = head.connection_tokens
+    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY  # most heads name no extra hop-by-hop field
+    for name, value in head.header_list():
+        low = name.lower()
+        if low not in drop and low != ORIG_PROTO:
+            fields.append((low, value))
+    if orig_proto:
+        fields.append((ORIG_PROTO, orig))
+    return fields
+
+
+# ---------------------------------------------------------------- responses
+
+
+def h1_response_from_fields(fields, chunked, close, edit):
+    """HTTP/2 response fields as an HTTP/1.1 head (``chunked``/``close`` framing added here)."""
+    if edit is not None:
+        fields = edit.apply(fields)  # the route's ResponseHeaderModifier
+    status = 0
+    lines = []
+    for name, value in fields:
+        if name == b":status":
+            status = int(value)
+        elif name[:1] != b":" and name not in H1_ONLY:
+            lines.append(name + b": " + value)
+    out = [b"HTTP/1.1 %d %s" % (status, phrase(status))]
+    out.extend(lines)
+    if chunked:
+        out.append(b"transfer-encoding: chunked")
+    if close:
+        out.append(b"connection: close")
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+def fields_from_h1_response(rh, edit):
+    """An HTTP/1 response head as HTTP/2 fields (hop-by-hop and framing fields dropped)."""
+    fields = [(b":status", b"%d" % rh.status)]
+    tokens = rh.connection_tokens
+    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY
+    for name, value in rh.header_list():
+        low = name.lower()
+        if low not in drop:
+            fields.append((low, value))
+    if edit is not None:
+        fields = edit.apply(fields)
+    return fields
+
+
+def h2_response_fields(fields, edit):
+    """Upstream HTTP/2 response fields as they go to an HTTP/2 client."""
+    out = []
+    for name, value in fields:
+        if name not in H2_HOP:
+            out.append((name, value))
+    if edit is not None:
+        out = edit.apply(out)
+    return out
+
+
+def trailer_lines(fields):
+    """Trailers as the lines of a chunked body's trailer section (pseudo-fields never)."""
+    out = []
+    for name, value in fields:
+        if name[:1] != b":":
+            out.append(name + b": " + value + b"\r\n")
+    return b"".join(out)
+
+
+def content_length(fields):
+    """The ``content-length`` of HTTP/2 fields, or -1 (h2conn checked its syntax)."""
+    for name, value in fields:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1

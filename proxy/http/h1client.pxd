@@ -1,0 +1,61 @@
+# Typed declarations for h1client.py.
+from proxy.exchange.core cimport Exchange
+from proxy.exchange.ends cimport UpEnd
+from proxy.protocol.http1 cimport ResponseHead
+
+cdef int BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE
+cdef int C_CONNECTING, C_IDLE, C_WAIT_HEAD, C_BODY, C_DONE
+
+cdef class H1Client(UpEnd)
+
+cdef class H1Pool:
+    cdef public object loop
+    cdef public object connector
+    cdef public object tcp
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t write_high
+    cdef public dict idle
+    cdef public Py_ssize_t max_idle
+    cdef public double idle_timeout
+    cdef public Py_ssize_t idle_count
+    cdef public bint draining
+    cpdef void open(self, Exchange ex, object target, bint pooled) except *
+    cpdef void release(self, H1Client conn) except *
+    cpdef void forget(self, H1Client conn) except *
+    cpdef void sweep(self, double now) except *
+    cpdef void close_all(self) except *
+
+cdef class H1Client(UpEnd):
+    cdef public H1Pool pool
+    cdef public object target
+    cdef public bint pooled
+    cdef public object transport
+    cdef public Exchange ex
+    cdef public Exchange pending
+    cdef bytes buf
+    cdef ResponseHead head
+    cdef int kind
+    cdef long long remaining
+    cdef object scanner
+    cdef public int state
+    cdef bint head_request
+    cdef bint req_keeps
+    cdef bint chunked_req
+    cdef bint got_bytes
+    cdef public bint reused
+    cdef bint reusable
+    cdef public double idle_since
+    cdef bint reading_paused
+    cdef bint writing_paused
+    cdef bint credit_paused
+    cdef Py_ssize_t unreleased
+    cdef public bint dirty
+    cpdef void set_reading(self, bint on) except *
+    cpdef void attach(self, Exchange ex) except *
+    cdef void on_head(self) except *
+    cdef void on_body(self, Py_ssize_t start) except *
+    cdef Exchange detach(self, bint clean)
+    cdef void _bad(self, str reason) except *
+    cdef void write(self, bytes data) except *
+    cpdef void write_out(self) except *
+    cpdef void abort(self) except *

@@ -1,0 +1,50 @@
+# Typed declarations for h1server.py.
+from proxy.exchange.context cimport ExchangeContext
+from proxy.exchange.core cimport Exchange
+from proxy.exchange.ends cimport DownEnd
+from proxy.protocol.http1 cimport RequestHead
+
+cdef int REQ_NONE, REQ_LENGTH, REQ_CHUNKED
+cdef int OUT_NONE, OUT_RAW, OUT_CHUNKED
+cdef int PAUSE_BODY, PAUSE_PIPELINE
+
+cdef class H1Server(DownEnd):
+    cdef public ExchangeContext ctx
+    cdef public object meta
+    cdef public object transport
+    cdef bytes buf
+    cdef public Exchange ex
+    cdef RequestHead head
+    cdef public bint in_flight
+    cdef int req_kind
+    cdef long long req_remaining
+    cdef object req_scanner
+    cdef public bint req_done
+    cdef Py_ssize_t req_unreleased
+    cdef int out
+    cdef bytes pending_head
+    cdef public bint close_after
+    cdef bint client_eof
+    cdef int paused
+    cdef bint reading_paused
+    cdef public bint writing_paused
+    cdef bint advancing
+    cdef public double idle_since
+    cdef public bint closed
+    cdef public bint closing
+    cdef bint handed_off
+    cdef object header_timer
+    cdef double head_started
+    cdef public bint dirty
+    cdef void advance(self) except *
+    cdef void begin(self, RequestHead head) except *
+    cdef void forward_body(self) except *
+    cdef void _reject(self, object err) except *
+    cdef void _arm_header_timer(self) except *
+    cdef void _stop_header_timer(self) except *
+    cpdef void write_out(self) except *
+    cpdef void write(self, bytes data) except *
+    cdef void pause(self, int reason) except *
+    cdef void resume(self, int reason) except *
+    cpdef void begin_drain(self) except *
+    cpdef void close(self) except *

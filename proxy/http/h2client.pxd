@@ -1,0 +1,34 @@
+# Typed declarations for h2client.py.
+from proxy.exchange.core cimport Exchange
+from proxy.exchange.ends cimport UpEnd
+from proxy.protocol.h2conn cimport H2Connection
+
+cdef class H2Client(UpEnd)
+
+cdef class H2Pool:
+    cdef public object loop
+    cdef public object connector
+    cdef public object tcp
+    cdef public object settings
+    cdef public Py_ssize_t max_per_target
+    cdef public dict conns
+    cpdef void open(self, Exchange ex, object target) except *
+    cpdef void open_elsewhere(self, H2Client full, Exchange ex) except *
+    cdef H2Client _new(self, object target)
+    cpdef void forget(self, H2Client client) except *
+
+cdef class H2Client(UpEnd):
+    cdef public H2Pool pool
+    cdef public object target
+    cdef public H2Connection conn
+    cdef public object transport
+    cdef public dict exchanges
+    cdef public list waiting
+    cdef public bint connected
+    cdef public bint dead
+    cdef public bint dirty
+    cpdef bint can_open(self) except -1
+    cpdef void open(self, Exchange ex) except *
+    cpdef void dispatch(self, object event) except *
+    cpdef void flush(self) except *
+    cpdef void write_out(self) except *

@@ -1,0 +1,275 @@
+"""HTTP/2 to upstreams: multiplexed client connections per target, each stream one exchange's attempt.
+
+``H2Client`` carries attempts as streams of one connection (client role);
+``H2Pool`` keeps them per target and opens another when the peer's stream
+limit is reached. The request body is sent within the peer's windows (the
+rest waits in the exchange with its credit); response DATA is acknowledged
+only when the client took it. A stream the peer refused (REFUSED_STREAM,
+or above a GOAWAY's last id) is reported retry-safe; a connection lost
+with streams open is not. Meshed peers are addressed at their inbound
+port with a transport header naming the app port first.
+"""
+
+import cython
+import time
+
+from proxy import errors
+from proxy.exchange.ends import UpEnd
+from proxy.http.batch import batch_begin, batch_defer, batch_end, batch_end_at_tick
+from proxy.http.convert import content_length
+from proxy.http.h2server import READ_BUFFER
+from proxy.protocol import h2conn, transport_header
+
+NO_ERROR = 0x0
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+
+
+def _status(fields):
+    for name, value in fields:
+        if name == b":status":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+class H2Pool:
+    """Upstream HTTP/2 connections per target; new streams go to the newest open one."""
+
+    def __init__(self, loop, connector, tcp_stats, settings, max_connections_per_target=4):
+        self.loop = loop
+        self.connector = connector
+        self.tcp = tcp_stats
+        self.settings = settings
+        self.max_per_target = max_connections_per_target
+        self.conns = {}  # target -> list[H2Client]
+
+    def open(self, ex, target):
+        clients = self.conns.get(target)
+        if clients:
+            client: H2Client = clients[len(clients) - 1]
+            if client.can_open():
+                client.open(ex)
+                return
+        self._new(target).open(ex)
+
+    def open_elsewhere(self, full, ex):
+        clients = self.conns.get(full.target, [])
+        for client in reversed(clients):
+            if client is not full and client.can_open() and client.conn.open_streams < full.conn.open_streams:
+                client.open(ex)
+                return
+        if len(clients) >= self.max_per_target:
+            ex.upstream_failed(errors.LoadShed("load shed: upstream concurrency limit reached"))
+            return
+        self._new(full.target).open(ex)
+
+    def _new(self, target):
+        client = H2Client(self, target)
+        self.conns.setdefault(target, []).append(client)
+        self.connector(target, client)
+        return client
+
+    def forget(self, client):
+        clients = self.conns.get(client.target)
+        if clients and client in clients:
+            clients.remove(client)
+            if not clients:
+                del self.conns[client.target]
+
+    def sweep(self, now):
+        pass  # connections close when their peer does, or at drain
+
+    def close_all(self):
+        for clients in list(self.conns.values()):
+            for client in list(clients):
+                client.conn.close(NO_ERROR)
+                client.flush()
+
+
+class H2Client(UpEnd):
+    """One multiplexed HTTP/2 connection to an upstream target (client role)."""
+
+    def __init__(self, pool, target):
+        self.pool = pool
+        self.target = target
+        self.conn = h2conn.H2Connection(True, pool.settings)
+        self.transport = None
+        self.exchanges = {}  # upstream stream id -> Exchange
+        self.waiting = []  # exchanges to open once connected
+        self.connected = False
+        self.dead = False
+        self.dirty = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connected = True
+        self.pool.tcp.opened += 1
+        target = self.target
+        if target.needs_header:
+            # A peer proxy's inbound port: say which app port this HTTP/2 session is for.
+            transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_HTTP))
+        self.conn.initiate()
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            if not ex.done:
+                self.open(ex)
+        self.flush()
+
+    def connect_failed(self, exc):
+        self.dead = True
+        self.pool.forget(self)
+        waiting, self.waiting = self.waiting, []
+        err = errors.connect_error(exc)
+        for ex in waiting:
+            ex.upstream_failed(err)
+
+    def can_open(self):
+        return not self.dead and not self.conn.closing
+
+    def open(self, ex):
+        """Start the exchange's request on a new stream."""
+        if not self.connected:
+            self.waiting.append(ex)
+            ex.connecting(self)
+            return
+        end = ex.req_ended and not ex.up_queue and ex.req_trailers is None
+        try:
+            sid = self.conn.send_request(ex.up_fields, end)
+        except (h2conn.StreamLimitReached, h2conn.ConnectionClosing):
+            self.pool.open_elsewhere(self, ex)
+            return
+        self.exchanges[sid] = ex
+        ex.attached(self, sid, end)
+        self.flush()
+
+    # -- the exchanges' up end ---------------------------------------------
+    def send(self, ex, data):
+        try:
+            n = self.conn.send_data(ex.up_id, data, False)
+        except h2conn.H2UsageError:
+            return 0  # reset meanwhile: the reset's event says what happened
+        self.flush()
+        return n
+
+    def end_request(self, ex, trailers):
+        sid = ex.up_id
+        try:
+            if trailers is not None:
+                self.conn.send_headers(sid, [(n, v) for n, v in trailers if n[:1] != b":"], True)
+            else:
+                self.conn.end_stream(sid)
+        except h2conn.H2UsageError:
+            pass  # the stream was reset meanwhile
+        self.flush()
+
+    def release(self, ex, credit):
+        if credit > 0 and not self.dead:
+            self.conn.acknowledge_received(ex.up_id, credit)
+            self.flush()
+
+    def cancel(self, ex):
+        if ex in self.waiting:
+            self.waiting.remove(ex)
+            return
+        sid = ex.up_id
+        if self.exchanges.get(sid) is ex:
+            del self.exchanges[sid]
+        if not self.dead:
+            # A stream still open is reset; for one already closed this only
+            # gives back what it delivered and nobody acknowledged.
+            self.conn.reset_stream(sid, CANCEL)
+            self.flush()
+        if not self.exchanges and self.conn.closing and self.transport is not None:
+            self.transport.close()
+
+    # -- reading -------------------------------------------------------------
+    def get_buffer(self, sizehint):
+        return READ_BUFFER
+
+    def buffer_updated(self, nbytes):
+        self.data_received(READ_BUFFER[:nbytes].tobytes())
+
+    def data_received(self, data):
+        self.pool.tcp.read_bytes += len(data)
+        batch_begin()
+        try:
+            for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
+                self.dispatch(event)
+            self.flush()
+        finally:
+            batch_end()
+        if self.conn.dead and self.transport is not None:
+            self.transport.close()
+
+    def dispatch(self, event):
+        kind = type(event)
+        ex = self.exchanges.get(getattr(event, "stream_id", 0))
+        if kind is h2conn.ResponseReceived:
+            if ex is not None:
+                fields = event.headers
+                end = event.end_stream
+                ex.response_head(_status(fields), None, fields, 0 if end else content_length(fields), end)
+        elif kind is h2conn.InformationalResponseReceived:
+            if ex is not None:
+                ex.response_informational(_status(event.headers), None, event.headers)
+        elif kind is h2conn.DataReceived:
+            if ex is None:
+                self.conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+            else:
+                ex.response_data(event.data, event.flow_controlled_length, event.end_stream)
+        elif kind is h2conn.TrailersReceived:
+            if ex is not None:
+                ex.response_trailers(event.headers)
+        elif kind is h2conn.StreamReset:
+            if ex is not None:
+                del self.exchanges[event.stream_id]
+                code = event.error_code
+                err = errors.UpstreamReset(f"upstream reset the stream (error code {code})")
+                if code:
+                    err.reset_code = code  # a cut response passes the upstream's reason on
+                ex.upstream_reset(err, code == REFUSED_STREAM)
+        elif kind is h2conn.WindowUpdated:
+            if event.stream_id == 0:
+                for other in list(self.exchanges.values()):
+                    other.pump_up()
+            elif ex is not None:
+                ex.pump_up()
+        elif kind is h2conn.ConnectionTerminated:
+            self.pool.forget(self)
+
+    # -- writing -------------------------------------------------------------
+    def flush(self):
+        if not batch_defer(self):
+            self.write_out()
+
+    def write_out(self):
+        if self.transport is None or self.dead:
+            return
+        out = self.conn.data_to_send()
+        if out:
+            self.pool.tcp.write_bytes += len(out)
+            self.transport.write(out)
+        if not self.exchanges and self.conn.closing and not self.waiting:
+            self.transport.close()
+
+    # -- lifecycle -------------------------------------------------------------
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.dead = True
+        self.pool.forget(self)
+        self.pool.tcp.closed += 1
+        exchanges, self.exchanges = self.exchanges, {}
+        for ex in exchanges.values():
+            # Whether the upstream processed these is unknown: not retry-safe.
+            ex.upstream_reset(errors.UpstreamReset(), False)
+
+    def pause_writing(self):
+        pass  # bounded by the peer's flow-control windows
+
+    def resume_writing(self):
+        pass

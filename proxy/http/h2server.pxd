@@ -1,0 +1,36 @@
+# Typed declarations for h2server.py.
+from proxy.exchange.context cimport ExchangeContext
+from proxy.exchange.ends cimport DownEnd
+from proxy.protocol.h2conn cimport H2Connection
+
+cdef class RequestMeta:
+    cdef public bytes method
+    cdef public bytes target
+    cdef public bytes host
+    cdef public bytes dst_override
+    cdef public int version
+    cdef public bint keep_alive
+    cdef public bytes upgrade
+
+cdef class H2Server(DownEnd):
+    cdef public ExchangeContext ctx
+    cdef public object meta
+    cdef public H2Connection conn
+    cdef public object transport
+    cdef public dict exchanges
+    cdef public bint closed
+    cdef public double idle_since
+    cdef public bint in_flight
+    cdef public bint draining
+    cdef public bint writing_paused
+    cdef public bint dirty
+    cdef bint inbound
+    cdef bytes client_id
+    cpdef void dispatch(self, object event) except *
+    cdef void _request(self, Py_ssize_t sid, list headers, bint end_stream) except *
+    cdef void _headers(self, Py_ssize_t sid, list fields, bint end) except *
+    cpdef void flush(self) except *
+    cpdef void write_out(self) except *
+    cpdef void begin_drain(self) except *
+    cpdef void close_if_drained(self) except *
+    cpdef void close(self) except *

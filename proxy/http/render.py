@@ -1,0 +1,55 @@
+"""The one renderer per protocol: a ``ProxyError`` as the response the proxy writes itself.
+
+Every synthesized response carries the error's status, a one-line
+plain-text body and, when it is a failure, an ``l5d-proxy-error`` header
+naming the reason (Linkerd's header). Redirects and other non-failures
+carry their own fields instead.
+"""
+
+from http import HTTPStatus
+
+from proxy.protocol.l5d import PROXY_ERROR
+
+
+def _phrase(status):
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _reason(err):
+    # A reason is ours, but it may quote what a peer sent: no line breaks in a header.
+    return err.reason.replace("\r", " ").replace("\n", " ")
+
+
+def h1_error(err, close):
+    """An HTTP/1.1 response for ``err`` (``close``: the client connection ends after it)."""
+    reason = _reason(err)
+    body = f"{reason}\n".encode("utf-8", "replace")
+    lines = [
+        f"HTTP/1.1 {err.status} {_phrase(err.status)}",
+        "content-type: text/plain; charset=utf-8",
+        f"content-length: {len(body)}",
+    ]
+    if err.failure:
+        lines.append(f"{PROXY_ERROR.decode()}: {reason}")
+    lines.extend(f"{name}: {value}" for name, value in err.fields)
+    if close:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+
+
+def h2_error(err):
+    """HTTP/2 response fields and body for ``err``."""
+    reason = _reason(err)
+    body = f"{reason}\n".encode("utf-8", "replace")
+    fields = [
+        (b":status", str(err.status).encode()),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if err.failure:
+        fields.append((PROXY_ERROR, reason.encode("latin-1", "replace")))
+    fields.extend((name.encode("latin-1"), value.encode("latin-1", "replace")) for name, value in err.fields)
+    return fields, body

@@ -1,0 +1,19 @@
+# Typed declarations for upstreams.py.
+from proxy.exchange.core cimport Exchange
+from proxy.exchange.ends cimport Dispatcher
+from proxy.http.h1client cimport H1Pool
+
+cdef class Upstreams(Dispatcher):
+    cdef public object loop
+    cdef public bint inbound
+    cdef public object connector
+    cdef public object tcp
+    cdef public object limits
+    cdef public H1Pool h1
+    cdef object _h2
+    cpdef object h2(self)
+    cdef void _h1(self, Exchange ex, object target, bint pooled) except *
+    cpdef void sweep(self, double now) except *
+    cpdef void drain(self) except *
+    cpdef void close_all(self) except *
+    cpdef Py_ssize_t idle_count(self) except -1
