@@ -8,7 +8,7 @@ cimport cython
 cdef int _NEED_MORE, _MATCH, _NO_MATCH
 cdef int _HTTP1, _H2, _TLS, _OPAQUE
 cdef Py_ssize_t _DEFAULT_MAX
-cdef bytes _H2_PREFACE, _HTTP_VERSION
+cdef bytes _H2_PREFACE, _HTTP_VERSION, _HTTP_WORD, _LINE_TEXT
 cdef int _CONTENT_HANDSHAKE, _HANDSHAKE_CLIENT_HELLO
 cdef int _EXT_SERVER_NAME, _EXT_ALPN, _NAME_TYPE_HOST
 cdef Py_ssize_t _MAX_RECORD, _MIN_HELLO_BODY, _MAX_HOST_NAME
@@ -38,6 +38,19 @@ cpdef int is_http1(bytes data, Py_ssize_t max_line=*) except -1
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t)
 cpdef int is_h2_preface(bytes data) except -1
+
+@cython.locals(m=Py_ssize_t, k=Py_ssize_t, c=cython.uchar)
+cdef int _method_then_space(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes method) noexcept
+
+@cython.locals(c=cython.uchar, status=int)
+cdef int _standard_method(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
+
+@cython.locals(n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t, words=Py_ssize_t, in_word=bint,
+               k=Py_ssize_t, c=cython.uchar, lc=cython.uchar)
+cpdef int looks_like_http1(bytes data, Py_ssize_t max_size=*) except -1
+
+@cython.locals(status=int, n=Py_ssize_t, i=Py_ssize_t, c=cython.uchar)
+cpdef bint could_be_http1(bytes data, Py_ssize_t max_size=*) except -1
 
 @cython.locals(pos=Py_ssize_t)
 cdef int _record_header(bytes data, Py_ssize_t pos, Py_ssize_t n) noexcept

@@ -4,6 +4,10 @@ Every scanner answers NEED_MORE, MATCH or NO_MATCH from the bytes alone and is
 monotone: once a prefix is decided, every longer input gets the same answer.
 That lets a caller re-run detection on each read without keeping parser state,
 and lets tests check every prefix of a capture. Types live in detect.pxd.
+
+HTTP/1 is detected by what it looks like, not by whether it is valid: a broken
+request must reach the strict HTTP/1 parser (which answers 400), never be
+relayed as opaque bytes to an app that might read it differently.
 """
 
 # Public results. The C-typed twins below (declared in detect.pxd) are what the
@@ -30,6 +34,20 @@ _DEFAULT_MAX = 16384
 
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HTTP_VERSION = b"HTTP/1."
+_HTTP_WORD = b"http/"
+
+
+def _table(members):
+    table = bytearray(256)
+    for c in members:
+        table[c] = 1
+    return bytes(table)
+
+
+# What the first line of an HTTP/1 request may hold, broken ones included:
+# printable ASCII, HTAB, CR and NUL (a NUL in a method is a broken request,
+# not another protocol). Any other byte before the first LF rules HTTP/1 out.
+_LINE_TEXT = _table([0, 9, 13] + list(range(0x20, 0x7F)))
 
 # TLS numbers (RFC 8446 section 5.1 and 4, RFC 6066 section 3, RFC 7301 section 3.1).
 _CONTENT_HANDSHAKE = 22
@@ -60,10 +78,12 @@ def _is_host_char(c):
 
 
 def is_http1(data, max_line=DEFAULT_MAX):
-    """MATCH when data opens with a complete HTTP/1.0 or HTTP/1.1 request line.
+    """MATCH when data opens with a complete, valid HTTP/1.0 or HTTP/1.1 request line.
 
     Up to four empty lines (CRLF) may precede it (RFC 9112 section 2.2). The
     request line's CRLF must end within the first max_line bytes of data.
+    Detection uses the broader looks_like_http1: a request need not be valid
+    to be HTTP.
     """
     n = len(data)
     # Bytes at or past `limit` are never needed; running into it means the line
@@ -132,6 +152,119 @@ def is_http1(data, max_line=DEFAULT_MAX):
         i += 1
         k += 1
     return _MATCH
+
+
+def _method_then_space(data, i, limit, method):
+    # MATCH when data[i:] is method then SP or HTAB; NEED_MORE while it may still be.
+    m = len(method)
+    k = 0
+    while k < m:
+        if i + k >= limit:
+            return _NEED_MORE
+        if data[i + k] != method[k]:
+            return _NO_MATCH
+        k += 1
+    if i + m >= limit:
+        return _NEED_MORE
+    c = data[i + m]
+    return _MATCH if c == 32 or c == 9 else _NO_MATCH
+
+
+def _standard_method(data, i, limit):
+    # The methods of RFC 9110 and RFC 5789, case-sensitive: "get k" is
+    # memcached, "GET k" is (broken) HTTP.
+    c = data[i]
+    if c == 71:  # G
+        return _method_then_space(data, i, limit, b"GET")
+    if c == 80:  # P
+        status = _method_then_space(data, i, limit, b"POST")
+        if status == _NO_MATCH:
+            status = _method_then_space(data, i, limit, b"PUT")
+        if status == _NO_MATCH:
+            status = _method_then_space(data, i, limit, b"PATCH")
+        return status
+    if c == 72:  # H
+        return _method_then_space(data, i, limit, b"HEAD")
+    if c == 68:  # D
+        return _method_then_space(data, i, limit, b"DELETE")
+    if c == 67:  # C
+        return _method_then_space(data, i, limit, b"CONNECT")
+    if c == 79:  # O
+        return _method_then_space(data, i, limit, b"OPTIONS")
+    if c == 84:  # T
+        return _method_then_space(data, i, limit, b"TRACE")
+    return _NO_MATCH
+
+
+def looks_like_http1(data, max_size=DEFAULT_MAX):
+    """MATCH when data looks like the start of an HTTP/1 request, valid or not.
+
+    After optional blank space (CR, LF, SP, HTAB), either a standard method
+    followed by SP or HTAB, or a first line (up to LF) of printable ASCII,
+    HTAB, CR and NUL in which a word after the first starts with "HTTP/" in
+    any case; CR counts as a word break so a bare CR does not hide the
+    version. NO_MATCH as soon as a byte outside that alphabet arrives, or
+    the first line ends without such a word. A first line running past
+    max_size bytes is a request line if it has at least two words.
+    """
+    n = len(data)
+    limit = max_size if max_size < n else n
+    i = 0
+    while i < limit:
+        c = data[i]
+        if c != 13 and c != 10 and c != 32 and c != 9:
+            break
+        i += 1
+    if i >= limit:
+        return _NEED_MORE if i < max_size else _NO_MATCH
+    if _standard_method(data, i, limit) == _MATCH:
+        return _MATCH
+    words = 0
+    in_word = False
+    k = -1  # bytes of "http/" matched by the current word; -1: it is not that word
+    while i < limit:
+        c = data[i]
+        if c == 10 or not _LINE_TEXT[c]:
+            return _NO_MATCH
+        if c == 32 or c == 9 or c == 13:
+            in_word = False
+        else:
+            if not in_word:
+                in_word = True
+                words += 1
+                k = 0 if words > 1 else -1
+            if k >= 0:
+                lc = c + 32 if 65 <= c <= 90 else c
+                if lc == _HTTP_WORD[k]:
+                    k += 1
+                    if k == 5:
+                        return _MATCH
+                else:
+                    k = -1
+        i += 1
+    if i < max_size:
+        return _NEED_MORE
+    return _MATCH if words > 1 else _NO_MATCH
+
+
+def could_be_http1(data, max_size=DEFAULT_MAX):
+    """True when data could still be the start of an HTTP/1 request, valid or broken.
+
+    For the moment detection gives up waiting: bytes that look like HTTP (or
+    may yet) are parsed as HTTP rather than relayed raw. Nothing but blank
+    space is not enough: it says nothing about the protocol.
+    """
+    status = looks_like_http1(data, max_size)
+    if status != _NEED_MORE:
+        return status == _MATCH
+    n = len(data)
+    i = 0
+    while i < n:
+        c = data[i]
+        if c != 13 and c != 10 and c != 32 and c != 9:
+            return True
+        i += 1
+    return False
 
 
 def is_h2_preface(data):
@@ -461,15 +594,17 @@ def _detect(data, limit):
         if status == _MATCH:
             return _TLS
         return _NEED_MORE if status == _NEED_MORE else _OPAQUE
-    h2 = _NO_MATCH
     if first == 80:  # 'P': the h2 preface, or an HTTP/1 method such as POST
         h2 = is_h2_preface(data)
         if h2 == _MATCH:
             return _H2
-    h1 = is_http1(data, limit)
+        if h2 == _NEED_MORE:
+            # "PRI * HTTP/2.0" looks like HTTP/1 long before the preface is whole.
+            return _NEED_MORE
+    h1 = looks_like_http1(data, limit)
     if h1 == _MATCH:
         return _HTTP1
-    if h1 == _NEED_MORE or h2 == _NEED_MORE:
+    if h1 == _NEED_MORE:
         return _NEED_MORE
     return _OPAQUE
 

@@ -5,6 +5,7 @@
 # ParseError stays a plain Python class (no declaration here): it carries
 # .status (400, 431, 501, 505 for requests; 502 for responses) and .reason
 # (short, stable, lower-case: "invalid header name").
+# RequestHead.upgrade is None when Upgrade offers h2c (never honoured).
 
 cimport cython
 
@@ -24,6 +25,8 @@ cdef class RequestHead:
     cdef readonly bint has_client_id      # carries l5d-client-id (inbound strips it: only the proxy may set it)
     cdef readonly tuple connection_tokens # lower-cased tokens of Connection
     cdef readonly Py_ssize_t consumed     # bytes of data used, skipped leading CRLFs included
+    # Added fields go last so the layout older compiled relays know stays put.
+    cdef readonly bytes authority         # host[:port] named by an absolute- or authority-form target, else None
 
 cdef class ResponseHead:
     cdef readonly bytes raw
@@ -50,7 +53,9 @@ cdef class ChunkedScanner:
     cdef Py_ssize_t max_trailer
     cdef long long size_acc
     cdef int size_digits
-    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, take=Py_ssize_t, c=cython.uchar)
+    cdef readonly list trailers           # (name, value) pairs once done, with keep_trailers; else None
+    cdef list trailer_parts               # trailer bytes kept per scan call until done
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, take=Py_ssize_t, c=cython.uchar, trailer_from=Py_ssize_t)
     cpdef Py_ssize_t scan(self, bytes data, Py_ssize_t start, list out=*) except -1
 
 @cython.locals(n=Py_ssize_t, limit=Py_ssize_t, start=Py_ssize_t, method_end=Py_ssize_t,
@@ -59,7 +64,7 @@ cdef class ChunkedScanner:
                next_line=Py_ssize_t, kind=int, version=int, content_length=cython.longlong,
                te_flags=int, has_te=bint, conn_flags=int, tokens=list, hop_by_hop=bint,
                expect_continue=bint, upgrade=bytes, host=bytes, host_count=int,
-               dst_override=bytes, head=RequestHead)
+               dst_override=bytes, head=RequestHead, c=cython.uchar, authority=bytes, h2c=bint)
 cpdef object parse_request_head(bytes data, Py_ssize_t max_size)
 
 @cython.locals(n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t,
@@ -76,25 +81,29 @@ cpdef bytes rewrite_head(bytes raw, bytes first_line, tuple drop, bint keep_upgr
 
 # ---- private to http1.py: C-level constants, tables and helpers
 
-cdef unsigned char _HTAB, _LF, _CR, _SP, _DQUOTE, _COMMA, _DOT, _ZERO, _NINE
-cdef unsigned char _COLON, _SEMI, _EQUALS, _BACKSLASH
+cdef unsigned char _HTAB, _LF, _CR, _SP, _DQUOTE, _PERCENT, _STAR, _COMMA, _DOT, _SLASH, _ZERO, _NINE
+cdef unsigned char _COLON, _SEMI, _EQUALS, _AT, _LBRACKET, _BACKSLASH, _RBRACKET
 cdef Py_ssize_t _MAX_EMPTY_LINES
 cdef long long _MAX_CONTENT_LENGTH, _MAX_CHUNK_SIZE_BEFORE_SHIFT
 cdef int _K_OTHER, _K_CONTENT_LENGTH, _K_TRANSFER_ENCODING, _K_CONNECTION, _K_HOST
 cdef int _K_KEEP_ALIVE, _K_PROXY_CONNECTION, _K_TE, _K_UPGRADE, _K_EXPECT, _K_DST_OVERRIDE, _K_CLIENT_ID
+cdef int _K_HTTP2_SETTINGS
+cdef int _AUTH_OK, _AUTH_BAD, _AUTH_USERINFO
 cdef int _CONN_CLOSE, _CONN_KEEP_ALIVE, _CONN_UPGRADE
 cdef int _TE_UNKNOWN, _TE_CHUNKED_LAST, _TE_COUNT_SHIFT
 cdef int _S_SIZE, _S_SIZE_WS, _S_EXT_PRE_NAME, _S_EXT_NAME, _S_EXT_NAME_WS, _S_EXT_PRE_VALUE
 cdef int _S_EXT_TOKEN, _S_EXT_VALUE_WS, _S_EXT_QUOTED, _S_EXT_QUOTED_ESC, _S_EXT_AFTER_QUOTED
 cdef int _S_SIZE_LF, _S_DATA, _S_DATA_CR, _S_DATA_LF, _S_T_START, _S_T_NAME, _S_T_VALUE
 cdef int _S_T_LF, _S_END_LF, _S_DONE, _S_FAILED
-cdef bytes _HTTP_SLASH, _TCHAR, _VCHAR, _FIELD_VALUE, _QDTEXT, _HOST_CHAR, _LOWER, _HEX_VALUE
+cdef bytes _HTTP_SLASH, _TCHAR, _VCHAR, _FIELD_VALUE, _QDTEXT, _TARGET_CHAR, _REG_NAME, _LOWER, _HEX_VALUE
 
 cdef Py_ssize_t _span(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes table) noexcept
 cdef Py_ssize_t _skip_ows(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
 cdef Py_ssize_t _rstrip_ows(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
 @cython.locals(k=Py_ssize_t)
 cdef bint _ieq(bytes data, Py_ssize_t start, bytes lower, Py_ssize_t length) noexcept
+@cython.locals(k=Py_ssize_t)
+cdef bint _eq(bytes data, Py_ssize_t start, bytes literal, Py_ssize_t length) noexcept
 @cython.locals(c=cython.uchar)
 cdef int _fail(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, str reason) except -1
 cdef Py_ssize_t _line_end(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, str reason) except -2
@@ -109,6 +118,9 @@ cdef int _status_code(bytes data, Py_ssize_t limit) except -2
 cdef Py_ssize_t _field_name(bytes data, Py_ssize_t i, Py_ssize_t limit, int status) except -2
 cdef int _field_kind(bytes data, Py_ssize_t start, Py_ssize_t length) noexcept
 cdef bint _is_hop_by_hop(int kind) noexcept
+cdef bint _is_protected(int kind) noexcept
+cdef bint _has_htab(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
+cdef bint _is_line_space(unsigned char c) noexcept
 @cython.locals(value=cython.longlong, acc=cython.longlong, d=cython.longlong, digits=int, i=Py_ssize_t)
 cdef long long _content_length(bytes data, Py_ssize_t start, Py_ssize_t end, long long prev, int status) except -2
 cdef bint _known_coding(bytes data, Py_ssize_t start, Py_ssize_t length) noexcept
@@ -119,16 +131,25 @@ cdef int _transfer_codings(bytes data, Py_ssize_t start, Py_ssize_t end, int sta
 cdef int _merge_codings(int seen, int field) noexcept
 @cython.locals(flags=int, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, length=Py_ssize_t, c=cython.uchar)
 cdef int _connection_tokens(bytes data, Py_ssize_t start, Py_ssize_t end, list tokens, int status) except -1
+@cython.locals(h2c=bint, seen=bint, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, name_end=Py_ssize_t, c=cython.uchar)
+cdef int _upgrade_offers_h2c(bytes data, Py_ssize_t start, Py_ssize_t end, int status) except -1
+@cython.locals(i=Py_ssize_t, colons=int, c=cython.uchar, port=long)
+cdef int _authority(bytes data, Py_ssize_t start, Py_ssize_t end, bint need_port) noexcept
 cdef int _check_host(bytes data, Py_ssize_t start, Py_ssize_t end) except -1
+@cython.locals(c=cython.uchar, result=int, i=Py_ssize_t, j=Py_ssize_t)
+cdef bytes _request_target(bytes data, Py_ssize_t method_start, Py_ssize_t method_end,
+                           Py_ssize_t start, Py_ssize_t end)
 cdef bint _keep_alive(int version, int conn_flags) noexcept
 cdef bytes _join_upgrade(bytes previous, bytes value)
 @cython.locals(length=Py_ssize_t)
 cdef bytes _known_method(bytes data, Py_ssize_t start, Py_ssize_t end)
-cdef int _check_request_framing(int version, int te_flags, long long content_length) except -1
+cdef int _check_framing(int version, int te_flags, long long content_length, int status) except -1
 @cython.locals(kind=int, name=bytes)
 cdef bint _dropped(bytes raw, Py_ssize_t start, Py_ssize_t length, tuple drop, bint keep_upgrade) except -1
 cdef int _check_extra_field(bytes name, bytes value) except -1
 cdef Py_ssize_t _next_line(bytes raw, Py_ssize_t i, Py_ssize_t n) except -1
+@cython.locals(raw=bytes, line=bytes, name=bytes, value=bytes, kind=int)
+cdef int _collect_trailers(ChunkedScanner sc) except -1
 cdef object _scanner_error(ChunkedScanner sc, str reason)
 cdef object _line_byte_error(ChunkedScanner sc, unsigned char c, str reason)
 @cython.locals(state=int, v=cython.uchar)

@@ -16,14 +16,20 @@ _LF = 10
 _CR = 13
 _SP = 32
 _DQUOTE = 34
+_PERCENT = 37
+_STAR = 42
 _COMMA = 44
 _DOT = 46
+_SLASH = 47
 _ZERO = 48
 _NINE = 57
 _COLON = 58
 _SEMI = 59
 _EQUALS = 61
+_AT = 64
+_LBRACKET = 91
 _BACKSLASH = 92
+_RBRACKET = 93
 
 _MAX_EMPTY_LINES = 4
 _HTTP_SLASH = b"HTTP/"
@@ -43,6 +49,12 @@ _K_UPGRADE = 8
 _K_EXPECT = 9
 _K_DST_OVERRIDE = 10
 _K_CLIENT_ID = 11
+_K_HTTP2_SETTINGS = 12
+
+# Results of _authority.
+_AUTH_OK = 0
+_AUTH_BAD = 1
+_AUTH_USERINFO = 2
 
 # Bits returned by _connection_tokens.
 _CONN_CLOSE = 1
@@ -92,7 +104,11 @@ _TCHAR = _table(b"!#$%&'*+-.^_`|~0123456789" b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefg
 _VCHAR = _table(range(0x21, 0x7F))
 _FIELD_VALUE = _table([_HTAB] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100)))
 _QDTEXT = _table([_HTAB, _SP, 0x21] + list(range(0x23, 0x5C)) + list(range(0x5D, 0x7F)) + list(range(0x80, 0x100)))
-_HOST_CHAR = _table(c for c in range(0x21, 0x7F) if c not in b'"<>\\^`{|}')
+# A request-target is visible ASCII without "#": RFC 9112 3.2 has no
+# fragment, and "/admin#x" would match no route here yet reach /admin behind.
+_TARGET_CHAR = _table(c for c in range(0x21, 0x7F) if c != 0x23)
+# reg-name characters allowed in Host and URI authorities (RFC 3986 unreserved).
+_REG_NAME = _table(b"-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _LOWER = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
 _HEX_VALUE = bytes(
     c - 48 if 48 <= c <= 57 else c - 55 if 65 <= c <= 70 else c - 87 if 97 <= c <= 102 else 255 for c in range(256)
@@ -182,6 +198,14 @@ def _rstrip_ows(data, start, end):
 def _ieq(data, start, lower, length):
     for k in range(length):
         if _LOWER[data[start + k]] != lower[k]:
+            return False
+    return True
+
+
+def _eq(data, start, literal, length):
+    # Methods are case-sensitive (RFC 9110 9.1): "connect" is not CONNECT.
+    for k in range(length):
+        if data[start + k] != literal[k]:
             return False
     return True
 
@@ -329,7 +353,9 @@ def _field_kind(data, start, length):
     if length == 13:
         return _K_CLIENT_ID if _ieq(data, start, b"l5d-client-id", 13) else _K_OTHER
     if length == 14:
-        return _K_CONTENT_LENGTH if _ieq(data, start, b"content-length", 14) else _K_OTHER
+        if _ieq(data, start, b"content-length", 14):
+            return _K_CONTENT_LENGTH
+        return _K_HTTP2_SETTINGS if _ieq(data, start, b"http2-settings", 14) else _K_OTHER
     if length == 16:
         if _ieq(data, start, b"proxy-connection", 16):
             return _K_PROXY_CONNECTION
@@ -340,13 +366,33 @@ def _field_kind(data, start, length):
 
 
 def _is_hop_by_hop(kind):
+    # HTTP2-Settings only ever belongs to an h2c upgrade, which is never
+    # forwarded (RFC 9113 3.2.1), so it is dropped whatever Connection says.
     return (
         kind == _K_CONNECTION
         or kind == _K_KEEP_ALIVE
         or kind == _K_PROXY_CONNECTION
         or kind == _K_TE
         or kind == _K_UPGRADE
+        or kind == _K_HTTP2_SETTINGS
     )
+
+
+def _is_protected(kind):
+    # Fields the message is framed or routed by: a hop must never be told to
+    # remove them (Connection) nor receive them as trailers.
+    return kind == _K_CONTENT_LENGTH or kind == _K_TRANSFER_ENCODING or kind == _K_HOST or kind == _K_DST_OVERRIDE
+
+
+def _has_htab(data, start, end):
+    # A tab is legal whitespace around a value, but in Content-Length and
+    # Transfer-Encoding it is the classic obfuscation that one parser strips
+    # and the next does not; the head is forwarded as is, so it is refused.
+    while start < end:
+        if data[start] == _HTAB:
+            return True
+        start += 1
+    return False
 
 
 def _content_length(data, start, end, prev, status):
@@ -459,17 +505,151 @@ def _connection_tokens(data, start, end, tokens, status):
             flags |= _CONN_UPGRADE
             tokens.append(b"upgrade")
         else:
+            # "Connection: content-length" would make the next hop strip
+            # the field this message is framed by: refused, not obeyed.
+            if _is_protected(_field_kind(data, i, length)):
+                raise ParseError(status, "connection names framing or routing field")
             tokens.append(data[i:j].lower())
         i = k
     return flags
 
 
+def _upgrade_offers_h2c(data, start, end, status):
+    # Upgrade = 1#protocol, protocol = token [ "/" token ] (RFC 9110 7.8).
+    # True when one protocol is h2c: a proxy that let it through would let
+    # the client talk HTTP/2 past every per-request check (h2c smuggling).
+    h2c = False
+    seen = False
+    i = start
+    while i < end:
+        c = data[i]
+        if c == _COMMA or c == _SP or c == _HTAB:
+            i += 1
+            continue
+        j = _span(data, i, end, _TCHAR)
+        if j == i:
+            raise ParseError(status, "invalid upgrade header")
+        name_end = j
+        if j < end and data[j] == _SLASH:
+            j = _span(data, j + 1, end, _TCHAR)
+            if j == name_end + 1:
+                raise ParseError(status, "invalid upgrade header")
+        k = _skip_ows(data, j, end)
+        if k < end and data[k] != _COMMA:
+            raise ParseError(status, "invalid upgrade header")
+        seen = True
+        if name_end - i == 3 and _ieq(data, i, b"h2c", 3):
+            h2c = True
+        i = k
+    if not seen:
+        raise ParseError(status, "invalid upgrade header")
+    return h2c
+
+
+def _authority(data, start, end, need_port):
+    # uri-host [ ":" port ] (RFC 3986 3.2.2-3.2.3), held tighter than the RFC
+    # where it admits what no client sends and a router could misread: a
+    # reg-name has only unreserved characters and %HH (no sub-delims, so no
+    # "a,b" read as a list), an IP-literal only IPv6 text, and a port is 1
+    # to 5 digits up to 65535. userinfo is reported apart: "a@b" is where
+    # two readers disagree on the host.
+    i = start
+    while i < end:
+        if data[i] == _AT:
+            return _AUTH_USERINFO
+        i += 1
+    if start >= end:
+        return _AUTH_BAD
+    i = start
+    if data[i] == _LBRACKET:
+        i += 1
+        colons = 0
+        while i < end and (_HEX_VALUE[data[i]] != 255 or data[i] == _COLON or data[i] == _DOT):
+            if data[i] == _COLON:
+                colons += 1
+            i += 1
+        if colons < 2 or i >= end or data[i] != _RBRACKET:
+            return _AUTH_BAD
+        i += 1
+    else:
+        while i < end:
+            c = data[i]
+            if _REG_NAME[c]:
+                i += 1
+            elif c == _PERCENT and i + 2 < end and _HEX_VALUE[data[i + 1]] != 255 and _HEX_VALUE[data[i + 2]] != 255:
+                i += 3
+            else:
+                break
+        if i == start:
+            return _AUTH_BAD
+    if i == end:
+        return _AUTH_BAD if need_port else _AUTH_OK
+    if data[i] != _COLON or end - i < 2 or end - i > 6:
+        return _AUTH_BAD
+    i += 1
+    port = 0
+    while i < end:
+        c = data[i]
+        if c < _ZERO or c > _NINE:
+            return _AUTH_BAD
+        port = port * 10 + (c - _ZERO)
+        i += 1
+    return _AUTH_OK if port <= 65535 else _AUTH_BAD
+
+
 def _check_host(data, start, end):
     # Host picks the upstream; anything that is not plausible authority text
-    # could be read differently by the next hop.
-    if _span(data, start, end, _HOST_CHAR) != end:
+    # could be read differently by the next hop. Empty is allowed (RFC 9110
+    # 7.2: a target without authority still sends Host).
+    if start < end and _authority(data, start, end, False) != _AUTH_OK:
         raise ParseError(400, "invalid host")
     return 0
+
+
+def _request_target(data, method_start, method_end, start, end):
+    # RFC 9112 3.2: the target's form must fit the method. Returns the
+    # authority an absolute-form or authority-form target names, else None;
+    # origin-form, the common case, costs two comparisons.
+    c = data[start]
+    if method_end - method_start == 7 and _eq(data, method_start, b"CONNECT", 7):
+        # authority-form, and only for CONNECT: host ":" port.
+        result = _authority(data, start, end, True)
+        if result == _AUTH_USERINFO:
+            raise ParseError(400, "userinfo in request target")
+        if result != _AUTH_OK:
+            raise ParseError(400, "invalid connect target")
+        return data[start:end]
+    if c == _SLASH:
+        return None
+    if c == _STAR:
+        if end - start != 1:
+            raise ParseError(400, "invalid request target")
+        if not (method_end - method_start == 7 and _eq(data, method_start, b"OPTIONS", 7)):
+            raise ParseError(400, "asterisk-form outside options")
+        return None
+    # absolute-form: only http and https URIs name something this proxy can
+    # reach, and they must carry a host (RFC 9110 4.2.1).
+    i = start
+    if end - i > 7 and _ieq(data, i, b"http", 4):
+        i += 4
+        if data[i] == 115 or data[i] == 83:  # "s"
+            i += 1
+    if i == start or end - i < 3 or data[i] != _COLON or data[i + 1] != _SLASH or data[i + 2] != _SLASH:
+        raise ParseError(400, "invalid request target")
+    i += 3
+    j = i
+    while j < end and data[j] != _SLASH and data[j] != 63:  # "/" or "?" ends the authority
+        j += 1
+    result = _authority(data, i, j, False)
+    if result == _AUTH_USERINFO:
+        raise ParseError(400, "userinfo in request target")
+    if result != _AUTH_OK:
+        raise ParseError(400, "invalid request target")
+    return data[i:j]
+
+
+def _is_line_space(c):
+    return c == _SP or c == _HTAB or c == _CR or c == _LF
 
 
 def _keep_alive(version, conn_flags):
@@ -506,27 +686,36 @@ def parse_request_head(data, max_size):
     if start < 0:
         return _incomplete(n, max_size, 431)
 
-    # request-line = method SP request-target SP HTTP-version CRLF
+    # request-line = method SP request-target SP HTTP-version CRLF. A byte
+    # that breaks a part is blamed on that part; whitespace and line ends in
+    # the wrong place are blamed on the line.
     method_end = _span(data, start, limit, _TCHAR)
     if method_end >= limit:
         return _incomplete(n, max_size, 431)
-    if method_end == start or data[method_end] != _SP:
-        _fail(data, method_end, limit, 400, "invalid request line")
+    c = data[method_end]
+    if method_end == start or c != _SP:
+        _fail(data, method_end, limit, 400, "invalid request line" if _is_line_space(c) else "invalid method")
         return _incomplete(n, max_size, 431)
     target_start = method_end + 1
-    target_end = _span(data, target_start, limit, _VCHAR)
+    target_end = _span(data, target_start, limit, _TARGET_CHAR)
     if target_end >= limit:
         return _incomplete(n, max_size, 431)
-    if target_end == target_start or data[target_end] != _SP:
-        _fail(data, target_end, limit, 400, "invalid request line")
+    c = data[target_end]
+    if target_end == target_start or c != _SP:
+        _fail(data, target_end, limit, 400, "invalid request line" if _is_line_space(c) else "invalid request target")
         return _incomplete(n, max_size, 431)
     i = target_end + 1
-    version = _http_version(data, i, limit, 400, 505, "invalid request line")
+    # A version that does not even start with an H means the line has a
+    # space too many ("GET /a b HTTP/1.1"), not a bad version.
+    version = _http_version(
+        data, i, limit, 400, 505, "invalid http version" if i < limit and data[i] | 32 == 104 else "invalid request line"
+    )
     if version < 0:
         return _incomplete(n, max_size, 431)
     i = _line_end(data, i + 8, limit, 400, "invalid request line")
     if i < 0:
         return _incomplete(n, max_size, 431)
+    authority = _request_target(data, start, method_end, target_start, target_end)
 
     content_length = -1
     te_flags = 0
@@ -540,6 +729,7 @@ def parse_request_head(data, max_size):
     host_count = 0
     dst_override = None
     has_client_id = False
+    h2c = False
 
     while True:
         if i >= limit:
@@ -555,8 +745,12 @@ def parse_request_head(data, max_size):
         value_start = _skip_ows(data, colon + 1, limit)
         cr = _span(data, value_start, limit, _FIELD_VALUE)
         next_line = _line_end(data, cr, limit, 400, "invalid header value")
-        if next_line < 0:
+        # The field is judged only once the next line has begun: a fold
+        # there is the thing wrong, whatever this line says.
+        if next_line < 0 or next_line >= limit:
             return _incomplete(n, max_size, 431)
+        if data[next_line] == _SP or data[next_line] == _HTAB:
+            raise ParseError(400, "obsolete line folding")
         value_end = _rstrip_ows(data, value_start, cr)
         kind = _field_kind(data, i, colon - i)
         i = next_line
@@ -569,8 +763,12 @@ def parse_request_head(data, max_size):
             _check_host(data, value_start, value_end)
             host = data[value_start:value_end]
         elif kind == _K_CONTENT_LENGTH:
+            if _has_htab(data, colon + 1, cr):
+                raise ParseError(400, "invalid content-length")
             content_length = _content_length(data, value_start, value_end, content_length, 400)
         elif kind == _K_TRANSFER_ENCODING:
+            if _has_htab(data, colon + 1, cr):
+                raise ParseError(400, "invalid transfer-encoding")
             has_te = True
             te_flags = _merge_codings(te_flags, _transfer_codings(data, value_start, value_end, 400))
         elif kind == _K_EXPECT:
@@ -589,12 +787,14 @@ def parse_request_head(data, max_size):
                     tokens = []
                 conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 400)
             elif kind == _K_UPGRADE:
+                if _upgrade_offers_h2c(data, value_start, value_end, 400):
+                    h2c = True
                 upgrade = _join_upgrade(upgrade, data[value_start:value_end])
 
     if version == 11 and host_count == 0:
         raise ParseError(400, "missing host")
     if has_te:
-        _check_request_framing(version, te_flags, content_length)
+        _check_framing(version, te_flags, content_length, 400)
 
     head = RequestHead.__new__(RequestHead)
     head.raw = data if (start == 0 and end == n) else data[start:end]
@@ -607,9 +807,12 @@ def parse_request_head(data, max_size):
     head.hop_by_hop = hop_by_hop
     # RFC 9110 10.1.1: 100-continue in an HTTP/1.0 request is ignored.
     head.expect_continue = expect_continue and version == 11
-    # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
-    head.upgrade = upgrade if (conn_flags & _CONN_UPGRADE and version == 11) else None
+    # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored. An offer of
+    # h2c is never honoured: the head reports no upgrade, so the relay drops
+    # Upgrade, Connection and HTTP2-Settings when it rewrites the head.
+    head.upgrade = upgrade if (conn_flags & _CONN_UPGRADE and version == 11 and not h2c) else None
     head.host = host
+    head.authority = authority
     head.dst_override = dst_override
     head.has_client_id = has_client_id
     head.connection_tokens = () if tokens is None else tuple(tokens)
@@ -617,19 +820,24 @@ def parse_request_head(data, max_size):
     return head
 
 
-def _check_request_framing(version, te_flags, content_length):
-    # RFC 9112 6.1/6.3: the request body must be delimited by chunked, and a
-    # Content-Length beside it is the classic CL.TE / TE.CL smuggling setup.
+def _check_framing(version, te_flags, content_length, status):
+    # RFC 9112 6.1-6.3, the same in both directions (status 400 for a
+    # request, 502 for a response): Transfer-Encoding is HTTP/1.1 only, a
+    # Content-Length beside it is the classic CL.TE / TE.CL setup, and
+    # chunked at most once. A request body must end in chunked; a response
+    # may be close-delimited after a known coding, but an unknown coding
+    # ("xchunked", "identity") is refused: the next hop might read it as
+    # chunked while this one reads to the close.
     if version == 10:
-        raise ParseError(400, "transfer-encoding in http/1.0")
+        raise ParseError(status, "transfer-encoding in http/1.0")
     if content_length != -1:
-        raise ParseError(400, "chunked with content-length")
+        raise ParseError(status, "transfer-encoding with content-length")
     if (te_flags >> _TE_COUNT_SHIFT) > 1:
-        raise ParseError(400, "chunked applied twice")
-    if not te_flags & _TE_CHUNKED_LAST:
+        raise ParseError(status, "chunked applied twice")
+    if status == 400 and not te_flags & _TE_CHUNKED_LAST:
         raise ParseError(400, "chunked not final")
     if te_flags & _TE_UNKNOWN:
-        raise ParseError(501, "unsupported transfer-coding")
+        raise ParseError(501 if status == 400 else status, "unsupported transfer-coding")
     return 0
 
 
@@ -681,14 +889,22 @@ def parse_response_head(data, max_size):
         value_start = _skip_ows(data, colon + 1, limit)
         cr = _span(data, value_start, limit, _FIELD_VALUE)
         next_line = _line_end(data, cr, limit, 502, "invalid header value")
-        if next_line < 0:
+        # The field is judged only once the next line has begun: a fold
+        # there is the thing wrong, whatever this line says.
+        if next_line < 0 or next_line >= limit:
             return _incomplete(n, max_size, 502)
+        if data[next_line] == _SP or data[next_line] == _HTAB:
+            raise ParseError(502, "obsolete line folding")
         value_end = _rstrip_ows(data, value_start, cr)
         kind = _field_kind(data, i, colon - i)
         i = next_line
         if kind == _K_CONTENT_LENGTH:
+            if _has_htab(data, colon + 1, cr):
+                raise ParseError(502, "invalid content-length")
             content_length = _content_length(data, value_start, value_end, content_length, 502)
         elif kind == _K_TRANSFER_ENCODING:
+            if _has_htab(data, colon + 1, cr):
+                raise ParseError(502, "invalid transfer-encoding")
             has_te = True
             te_flags = _merge_codings(te_flags, _transfer_codings(data, value_start, value_end, 502))
         elif _is_hop_by_hop(kind):
@@ -698,10 +914,11 @@ def parse_response_head(data, max_size):
                     tokens = []
                 conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 502)
             elif kind == _K_UPGRADE:
+                _upgrade_offers_h2c(data, value_start, value_end, 502)
                 upgrade = _join_upgrade(upgrade, data[value_start:value_end])
 
-    if has_te and (te_flags >> _TE_COUNT_SHIFT) > 1:
-        raise ParseError(502, "chunked applied twice")
+    if has_te:
+        _check_framing(version, te_flags, content_length, 502)
 
     head = ResponseHead.__new__(ResponseHead)
     head.raw = data if end == n else data[:end]
@@ -710,13 +927,11 @@ def parse_response_head(data, max_size):
     head.reason_phrase = b"OK" if (
         reason_end - reason_start == 2 and data[reason_start] == 79 and data[reason_start + 1] == 75
     ) else data[reason_start:reason_end]
-    # RFC 9112 6.3: Transfer-Encoding overrides Content-Length in a response.
-    head.content_length = -1 if has_te else content_length
+    # Content-Length beside Transfer-Encoding was refused above.
+    head.content_length = content_length
     head.chunked = has_te and (te_flags & _TE_CHUNKED_LAST) != 0
     head.has_transfer_encoding = has_te
-    # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty
-    # framing; the connection must not be reused after it.
-    head.keep_alive = _keep_alive(version, conn_flags) and not (has_te and version == 10)
+    head.keep_alive = _keep_alive(version, conn_flags)
     head.hop_by_hop = hop_by_hop
     head.upgrade = upgrade if conn_flags & _CONN_UPGRADE else None
     head.connection_tokens = () if tokens is None else tuple(tokens)
@@ -752,8 +967,9 @@ def rewrite_head(raw, first_line, drop, keep_upgrade, extra):
 
     Kept fields stay byte for byte and in order; runs of kept lines are
     copied as single slices. ``drop`` holds lower-case names (typically the
-    head's connection_tokens); with ``keep_upgrade`` the Connection and
-    Upgrade fields survive, even when ``drop`` names them.
+    head's connection_tokens); with ``keep_upgrade`` (pass it only when the
+    head's ``upgrade`` is set) the Connection and Upgrade fields survive,
+    even when ``drop`` names them. HTTP2-Settings never survives.
     """
     if raw is None:
         raise TypeError("raw must be bytes, not None")
@@ -812,10 +1028,19 @@ class ChunkedScanner:
     after the trailer section's final CRLF so pipelined bytes stay unread;
     ``done`` turns True there. With ``out`` a list, chunk payload slices are
     appended to it, framing excluded.
+
+    With ``keep_trailers``, a relay that de-frames the body can re-frame the
+    trailer section: ``trailers`` becomes the list of (name as sent, value
+    without surrounding whitespace) once ``done``, and a trailer naming a
+    framing, routing or hop-by-hop field (which must never be merged into a
+    head, RFC 9110 6.5.1) is a ParseError. Without it ``trailers`` is None
+    and the trailer bytes are only validated.
     """
 
-    def __init__(self, error_status=400, max_line=4096, max_trailer=65536):
+    def __init__(self, error_status=400, max_line=4096, max_trailer=65536, keep_trailers=False):
         self.error_status = error_status
+        self.trailers = [] if keep_trailers else None
+        self.trailer_parts = [] if keep_trailers else None
         self.done = False
         self.state = _S_SIZE
         self.remaining = 0
@@ -839,6 +1064,7 @@ class ChunkedScanner:
         if self.state == _S_FAILED:
             raise ParseError(self.error_status, "chunked body already failed")
         i = start
+        trailer_from = -1
         while i < n and self.state != _S_DONE:
             if self.state == _S_DATA:
                 take = n - i
@@ -861,11 +1087,35 @@ class ChunkedScanner:
             elif self.state <= _S_DATA_LF:
                 _data_end_byte(self, c)
             else:
+                if trailer_from < 0:
+                    trailer_from = i - 1
                 self.trailer_bytes += 1
                 if self.trailer_bytes > self.max_trailer:
                     raise _scanner_error(self, "trailer section too large")
                 _trailer_byte(self, c)
+        if trailer_from >= 0 and self.trailer_parts is not None:
+            # Kept per call, not per byte: the section is joined once at the end.
+            self.trailer_parts.append(data[trailer_from:i])
+            if self.done:
+                _collect_trailers(self)
         return i
+
+
+def _collect_trailers(sc):
+    # The bytes were validated field by field on the way in, so splitting
+    # on CRLF and the first colon is exact here.
+    raw = b"".join(sc.trailer_parts)
+    sc.trailer_parts = None
+    for line in raw.split(b"\r\n"):
+        if not line:
+            continue
+        name, _, value = line.partition(b":")
+        kind = _field_kind(name, 0, len(name))
+        if _is_protected(kind) or _is_hop_by_hop(kind):
+            sc.done = False
+            raise _scanner_error(sc, "forbidden trailer field")
+        sc.trailers.append((name, value.strip(b" \t")))
+    return 0
 
 
 def _scanner_error(sc, reason):

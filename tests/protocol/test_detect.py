@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import proxy.protocol.detect as detect
+import proxy.protocol.http1 as http1
 
 assert detect.__file__.endswith(".so"), f"compiled detect not in use: {detect.__file__}"
 
@@ -227,32 +228,82 @@ def test_client_hello_is_readonly_and_has_repr():
 
 # ---------------------------------------------------------------- HTTP/1
 
-
+# (request start, bytes detect() needs to say HTTP1)
 HTTP1_MATCHES = [
-    b"GET / HTTP/1.1\r\n",
-    b"GET /index.html?q=1&r=%20 HTTP/1.1\r\nHost: web\r\n\r\n",
-    b"POST /api HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
-    b"OPTIONS * HTTP/1.1\r\n",
-    b"CONNECT web.default.svc:443 HTTP/1.1\r\n",
-    b"GET http://web.default.svc/x HTTP/1.1\r\n",
-    b"M-SEARCH * HTTP/1.1\r\n",  # '-' is a tchar
-    b"PRI /x HTTP/1.1\r\n",  # looks like the h2 preface for three bytes
-    b"\r\nGET / HTTP/1.1\r\n",
-    b"\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n",  # four leading CRLFs are tolerated
+    (b"GET / HTTP/1.1\r\n", 4),  # a standard method and a space decide at once
+    (b"GET /index.html?q=1&r=%20 HTTP/1.1\r\nHost: web\r\n\r\n", 4),
+    (b"POST /api HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 5),
+    (b"OPTIONS * HTTP/1.1\r\n", 8),
+    (b"CONNECT web.default.svc:443 HTTP/1.1\r\n", 8),
+    (b"GET http://web.default.svc/x HTTP/1.1\r\n", 4),
+    (b"M-SEARCH * HTTP/1.1\r\n", 16),  # other methods: once a later word starts with HTTP/
+    (b"PROPFIND /dav HTTP/1.1\r\n", 19),
+    (b"PRI /x HTTP/1.1\r\n", 12),  # looks like the h2 preface for three bytes
+    (b"get / HTTP/1.1\r\n", 11),  # a valid (if odd) method
+    (b"\r\nGET / HTTP/1.1\r\n", 6),
+    (b"\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n", 12),  # four leading CRLFs are tolerated
 ]
 
 
 @IMPLS
-@pytest.mark.parametrize("data", HTTP1_MATCHES)
-def test_http1_request_lines_match_at_their_lf(mod, data):
+@pytest.mark.parametrize(("data", "needed"), HTTP1_MATCHES)
+def test_http1_request_lines(mod, data, needed):
     line_end = data.index(b"HTTP/1.") + len(b"HTTP/1.x\r\n")
     assert mod.is_http1(data) == MATCH
     assert decide(mod.is_http1, data) == (line_end, MATCH)
-    assert decide(mod.detect, data) == (line_end, HTTP1)
+    assert decide(mod.detect, data) == (needed, HTTP1)
+    assert decide(mod.looks_like_http1, data) == (needed, MATCH)
     assert_detector(mod, data, HTTP1)
 
 
-# (data, bytes needed before NO_MATCH)
+# Broken requests are HTTP all the same: the strict parser, not the app behind
+# the proxy, must be the one to read (and refuse) them.
+# (name, whole head, bytes detect() needs to say HTTP1)
+BROKEN_HTTP1 = [
+    ("method with @", b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 11),
+    ("nul in method", b"G\x00T / HTTP/1.1\r\nHost: a\r\n\r\n", 11),
+    ("nul after method", b"GET\x00/ HTTP/1.1\r\nHost: a\r\n\r\n", 11),
+    ("nul first", b"\x00GET / HTTP/1.1\r\nHost: a\r\n\r\n", 12),
+    ("tab after method", b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 4),
+    ("tabs, lower case", b"get\t/\thttp/1.1\r\nHost: a\r\n\r\n", 11),
+    ("lower-case version", b"GET / http/1.1\r\nHost: a\r\n\r\n", 4),
+    ("all lower case", b"get / http/1.1\r\nHost: a\r\n\r\n", 11),
+    ("leading space", b" GET / HTTP/1.1\r\nHost: a\r\n\r\n", 5),
+    ("leading tab", b"\tget / HTTP/1.1\r\nHost: a\r\n\r\n", 12),
+    ("bare lf", b"GET / HTTP/1.1\nHost: a\n\n", 4),
+    ("bare lf, lower case", b"post / HTTP/1.1\nHost: a\n\n", 12),
+    ("bare cr, lower case", b"post /\rHTTP/1.1\r\nHost: a\r\n\r\n", 12),
+    ("leading lf", b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 5),
+    ("five leading crlf", b"\r\n" * 5 + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 14),
+    ("http/0.9", b"GET /\r\n\r\n", 4),
+    ("trailing space", b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 4),
+    ("two spaces", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 4),
+    ("space in target", b"FOO /a b HTTP/1.1\r\nHost: a\r\n\r\n", 14),
+    ("unknown version", b"BREW /pot HTTP/9.9\r\nHost: a\r\n\r\n", 15),
+    ("non-ascii target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 4),
+    ("broken h2 preface", PREFACE[:18] + b"XX\r\n\r\n", 19),
+    ("cl.te", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 5),
+    ("connection: content-length", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n\r\n", 4),
+    ("userinfo", b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 4),
+]
+
+
+@IMPLS
+@pytest.mark.parametrize(("name", "data", "needed"), BROKEN_HTTP1, ids=[c[0] for c in BROKEN_HTTP1])
+def test_broken_http1_is_http1(mod, name, data, needed):
+    assert decide(mod.detect, data) == (needed, HTTP1)
+    assert_detector(mod, data, HTTP1)
+    # Every prefix with something in it could still be HTTP/1 (the detect
+    # timeout must not turn it into opaque bytes).
+    for k in range(len(data) + 1):
+        assert mod.could_be_http1(data[:k]) == (data[:k].strip(b"\r\n\t ") != b""), k
+    # And the parser it is handed to refuses it.
+    with pytest.raises(http1.ParseError) as info:
+        http1.parse_request_head(data, 65536)
+    assert info.value.status in (400, 501, 505)
+
+
+# (data, bytes needed before NO_MATCH) for the strict is_http1
 HTTP1_NO_MATCHES = [
     (b" GET / HTTP/1.1\r\n", 1),  # SP cannot start a method
     (b"(GET / HTTP/1.1\r\n", 1),  # '(' is not a tchar
@@ -276,9 +327,12 @@ HTTP1_NO_MATCHES = [
 
 @IMPLS
 @pytest.mark.parametrize(("data", "needed"), HTTP1_NO_MATCHES)
-def test_http1_is_refused_as_soon_as_a_byte_rules_it_out(mod, data, needed):
+def test_strict_http1_is_refused_as_soon_as_a_byte_rules_it_out(mod, data, needed):
     assert mod.is_http1(data) == NO_MATCH
     assert decide(mod.is_http1, data) == (needed, NO_MATCH)
+    # Detection still calls every one of them HTTP (or h2, for the preface),
+    # or waits: "\r\rGET" has no space after its method yet.
+    assert mod.detect(data) == (H2 if data == PREFACE else NEED_MORE if data == b"\r\rGET" else HTTP1)
 
 
 @IMPLS
@@ -294,11 +348,55 @@ def test_http1_max_line_counts_to_the_lf(mod):
 
 
 @IMPLS
-def test_http1_default_max_line(mod):
+def test_default_max_line(mod):
     long_target = b"GET /" + b"x" * 20000
     assert mod.is_http1(long_target[:16383]) == NEED_MORE
     assert mod.is_http1(long_target) == NO_MATCH
-    assert mod.detect(long_target) == OPAQUE
+    assert decide(mod.detect, long_target[:100]) == (4, HTTP1)
+    assert mod.detect(long_target) == HTTP1
+    # Past the bytes detection looks at, a line that has begun like a request
+    # line (two words) is one; a single word is not. (Prefixes sampled: every
+    # one of 20,000 would take minutes uncompiled.)
+    for data, decision in ((b"PROPFIND /" + b"x" * 20000, HTTP1), (b"x" * 20000, OPAQUE)):
+        for k in list(range(0, 16384, 1009)) + [16383]:
+            assert mod.detect(data[:k]) == NEED_MORE, k
+        for k in (16384, 16385, 18000, 20000):
+            assert mod.detect(data[:k]) == decision, k
+    blob = b"x" * 20000
+    assert mod.could_be_http1(blob[:16383]) and not mod.could_be_http1(blob)
+
+
+@IMPLS
+def test_looks_like_http1_bounds(mod):
+    assert mod.looks_like_http1(b"abc def", 7) == MATCH
+    assert mod.looks_like_http1(b"abc def", 8) == NEED_MORE
+    assert mod.looks_like_http1(b"abcdefg", 7) == NO_MATCH
+    assert mod.looks_like_http1(b"GE", 2) == NO_MATCH  # the method never finished within the bound
+    assert mod.looks_like_http1(b"\r\n\r\n", 4) == NO_MATCH
+    assert mod.looks_like_http1(b"\r\n", 4) == NEED_MORE
+    assert mod.looks_like_http1(b"", 0) == NO_MATCH
+    assert mod.looks_like_http1(b"GET ", -1) == NO_MATCH
+    assert mod.looks_like_http1(b"") == NEED_MORE
+
+
+@IMPLS
+def test_could_be_http1_after_the_timeout(mod, captures):
+    # Nothing, or only blank lines: nothing says HTTP, so the connection is
+    # left to the server-speaks-first path.
+    for data in (b"", b"\r\n", b" \t\r\n\r\n"):
+        assert not mod.could_be_http1(data)
+    # A request trickled in slowly is HTTP at every byte.
+    request = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for k in range(1, len(request) + 1):
+        assert mod.could_be_http1(request[:k]), k
+    # The h2 preface may yet turn out to be a broken HTTP/1 request.
+    assert all(mod.could_be_http1(PREFACE[:k]) for k in range(1, 25))
+    # TLS, at every byte.
+    hello = captures["sni+alpn"]
+    assert not any(mod.could_be_http1(hello[:k]) for k in range(1, len(hello) + 1))
+    # Undecided text may still become a (broken) request line.
+    assert mod.could_be_http1(b"SSH-2.0-OpenSSH_9.6")
+    assert not mod.could_be_http1(b"SSH-2.0-OpenSSH_9.6\r\n")
 
 
 # ---------------------------------------------------------------- HTTP/2 preface
@@ -317,34 +415,45 @@ def test_h2_preface(mod):
 
 
 @IMPLS
-def test_prefaces_that_diverge_late_are_opaque(mod):
-    # HTTP/1 and h2 both stay possible through "PRI * HTTP/"; the next byte ends HTTP/1.
-    assert decide(mod.detect, PREFACE[:18] + b"XX\r\n\r\n") == (19, OPAQUE)
+def test_prefaces_that_diverge_late_are_broken_http1(mod):
+    # "PRI * HTTP/2.0" looks like HTTP/1 from its eleventh byte, but detection
+    # waits for the preface to decide; when it fails, the HTTP/1 parser answers.
+    assert decide(mod.detect, PREFACE[:18] + b"XX\r\n\r\n") == (19, HTTP1)
+    assert decide(mod.detect, b"PRI * HTTP/1.1\r\n") == (12, HTTP1)
 
 
 # ---------------------------------------------------------------- other protocols
 
-
-# (name, first bytes a client sends, bytes needed to decide OPAQUE)
+# (name, first bytes a client sends, bytes needed to decide OPAQUE): at the
+# first byte no HTTP/1 line can hold, or at the end of a first line with no
+# "HTTP/" word in it.
 OPAQUE_CASES = [
-    ("postgres SSLRequest", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", 1),
-    ("postgres startup", b"\x00\x00\x00\x29\x00\x03\x00\x00user\x00app\x00", 1),
-    ("redis", b"*1\r\n$4\r\nPING\r\n", 3),
-    ("ssh", b"SSH-2.0-OpenSSH_9.6\r\n", 20),
-    ("mysql client reply", b"\x55\x00\x00\x01\x8d\xa6\x0f\x00", 2),
-    ("kafka", b"\x00\x00\x00\x4f\x00\x12\x00\x03", 1),
-    ("mongodb", b"\x3a\x01\x00\x00\x01\x00\x00\x00", 1),
-    ("amqp", b"AMQP\x00\x00\x09\x01", 5),
-    ("memcached", b"get user:42\r\n", 12),
-    ("smtp client", b"EHLO client.example.com\r\n", 24),
+    ("postgres SSLRequest", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", 4),
+    ("postgres startup", b"\x00\x00\x00\x29\x00\x03\x00\x00user\x00app\x00", 6),
+    ("postgres cancel", b"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x01\x00\x12\x34\x56\x78", 4),
+    ("redis", b"*1\r\n$4\r\nPING\r\n", 4),
+    ("redis inline", b"PING\r\n", 6),
+    ("redis inline set", b"SET k v\r\n", 9),
+    ("ssh", b"SSH-2.0-OpenSSH_9.6\r\n", 21),
+    ("mysql client reply", b"\x55\x00\x00\x01\x8d\xa6\x0f\x00", 4),
+    ("mysql ssl request", b"\x20\x00\x00\x01\x05\xae\x0f\x00\x00\x00\x00\x01\x21", 4),
+    ("mysql query", b"\x09\x00\x00\x00\x03select 1", 5),
+    ("kafka", b"\x00\x00\x00\x4f\x00\x12\x00\x03", 6),
+    ("mongodb", b"\x3a\x01\x00\x00\x01\x00\x00\x00", 2),
+    ("amqp", b"AMQP\x00\x00\x09\x01", 8),
+    ("memcached", b"get user:42\r\n", 13),
+    ("memcached set", b"set k 0 0 1\r\nx\r\n", 13),
+    ("smtp client", b"EHLO client.example.com\r\n", 25),
     ("stomp", b"CONNECT\naccept-version:1.2\n\n\x00", 8),
-    ("http response", b"HTTP/1.1 200 OK\r\n", 5),
+    ("http response", b"HTTP/1.1 200 OK\r\n", 17),
     ("tls alert", b"\x15\x03\x03\x00\x02\x02\x28", 1),
     ("sslv2 hello", b"\x80\x2e\x01\x00\x02\x00\x15", 1),
+    ("binary blob", bytes.fromhex("8f03a17c00e4199b"), 1),
+    ("utf-8 text", "héllo wörld HTTP/1.1\r\n".encode(), 2),
     # What server-speaks-first servers send, should it ever reach the detector.
-    ("mysql greeting", b"J\x00\x00\x00\x0a8.0.36\x00", 2),
-    ("smtp greeting", b"220 mail.example.com ESMTP Postfix\r\n", 22),
-    ("ftp greeting", b"220 (vsFTPd 3.0.5)\r\n", 13),
+    ("mysql greeting", b"J\x00\x00\x00\x0a8.0.36\x00", 5),
+    ("smtp greeting", b"220 mail.example.com ESMTP Postfix\r\n", 36),
+    ("ftp greeting", b"220 (vsFTPd 3.0.5)\r\n", 20),
 ]
 
 
@@ -353,7 +462,10 @@ OPAQUE_CASES = [
 def test_other_protocols_are_opaque_as_early_as_possible(mod, name, data, needed):
     assert mod.detect(data) == OPAQUE
     assert decide(mod.detect, data) == (needed, OPAQUE)
+    assert decide(mod.looks_like_http1, data) == (needed, NO_MATCH)
     assert_detector(mod, data, OPAQUE)
+    # Once decided, the detect timeout does not make it HTTP either.
+    assert not any(mod.could_be_http1(data[:k]) for k in range(needed, len(data) + 1))
 
 
 @IMPLS
@@ -602,23 +714,23 @@ def test_client_hello_size_limits(mod):
 @IMPLS
 def test_detector_bounds_its_buffer(mod):
     det = mod.Detector(max_size=10)
-    assert det.feed(b"GET /aaaa") == NEED_MORE
+    assert det.feed(b"aaaaaaaaa") == NEED_MORE
     assert det.feed(b"a") == OPAQUE
-    assert det.buffered == b"GET /aaaaa"
+    assert det.buffered == b"aaaaaaaaaa"
     # A decision within the first max_size bytes stands even when a read overshoots.
     det = mod.Detector(max_size=32)
-    assert det.feed(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n" + b"x" * 100) == HTTP1
+    assert det.feed(b"PROPFIND / HTTP/1.1\r\nHost: web\r\n\r\n" + b"x" * 100) == HTTP1
     det = mod.Detector(max_size=16)
-    assert det.feed(b"GET /aaaaaaaaaaa HTTP/1.1\r\n") == OPAQUE
+    assert det.feed(b"PROPFIND_MULTI_STATUS / HTTP/1.1\r\n") == OPAQUE
     assert mod.Detector().max_size == 16384
 
 
 @IMPLS
 def test_detector_decision_sticks(mod):
     det = mod.Detector()
-    assert det.feed(b"\x00") == OPAQUE
+    assert det.feed(b"\x01") == OPAQUE
     assert det.feed(b"GET / HTTP/1.1\r\n") == OPAQUE
-    assert det.buffered == b"\x00GET / HTTP/1.1\r\n"
+    assert det.buffered == b"\x01GET / HTTP/1.1\r\n"
     assert det.client_hello is None
     assert "Detector(" in repr(det)
 
@@ -643,11 +755,17 @@ def _all_results(mod, data: bytes, max_size: int):
         mod.is_h2_preface(data),
         _norm(hello),
         mod.detect(data),
+        mod.looks_like_http1(data),
+        mod.looks_like_http1(data, max_size),
+        mod.could_be_http1(data),
+        mod.could_be_http1(data, max_size),
     )
     assert results[0] in (NEED_MORE, MATCH, NO_MATCH)
     assert results[1] in (NEED_MORE, MATCH, NO_MATCH)
     assert results[2] in (NEED_MORE, MATCH, NO_MATCH)
     assert results[4] in KINDS
+    assert results[5] in (NEED_MORE, MATCH, NO_MATCH) and results[6] in (NEED_MORE, MATCH, NO_MATCH)
+    assert results[7] in (True, False) and results[8] in (True, False)
     det = mod.Detector(max_size)
     assert det.feed(data) in KINDS
     return results
@@ -689,12 +807,29 @@ def test_fuzz_fragmentation(sizes):
     assert detect.peek_client_hello(data[:-1]) == NEED_MORE
 
 
-_PREFIX_SEEDS = [b"", b"GET / ", b"PRI * HTTP/", b"\r\n", _SEED[:60], _SEEDS[1][:30]]
+_PREFIX_SEEDS = [
+    b"", b"GET / ", b"PRI * HTTP/", b"\r\n", _SEED[:60], _SEEDS[1][:30], b"get ", b"G@T / ", b"x HTT", b" \r\nPOS",
+]
+# Bytes that steer the HTTP/1 look-alike scan.
+_TEXTY = st.lists(
+    st.sampled_from([b" ", b"\t", b"\r", b"\n", b"\x00", b"HTTP/", b"http/1.1", b"GET", b"P", b"/", b"x", b"\xff"]),
+    max_size=12,
+).map(b"".join)
 
 
 @FUZZ
-@given(seed=st.sampled_from(_PREFIX_SEEDS), data=st.binary(max_size=48))
+@given(seed=st.sampled_from(_PREFIX_SEEDS), data=st.one_of(st.binary(max_size=48), _TEXTY))
 def test_fuzz_prefixes_are_monotone(seed, data):
     data = seed + data
-    for fn in (detect.detect, detect.is_http1, detect.is_h2_preface, detect.peek_client_hello):
+    for fn in (
+        detect.detect, detect.is_http1, detect.is_h2_preface, detect.peek_client_hello, detect.looks_like_http1,
+        pure.looks_like_http1,
+    ):
         decide(fn, data)
+    # Once ruled out, HTTP/1 stays ruled out: the timeout path and detection agree.
+    ruled_out = [
+        k for k in range(len(data) + 1) if data[:k].strip(b"\r\n\t ") and not detect.could_be_http1(data[:k])
+    ]
+    if ruled_out:
+        assert all(not detect.could_be_http1(data[:k]) for k in range(ruled_out[0], len(data) + 1))
+        assert detect.detect(data) != HTTP1
