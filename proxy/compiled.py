@@ -19,6 +19,7 @@ from pathlib import Path
 
 # Dependency order: a module is listed after the ones it cimports or imports.
 MODULES: tuple[str, ...] = (
+    "proxy.protocol.request",
     "proxy.protocol.detect",
     "proxy.protocol.http1",
     "proxy.protocol.hpack",
@@ -26,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "proxy.protocol.h2state",
     "proxy.protocol.h2conn",
     "proxy.telemetry.counters",
+    "proxy.core.target",
     "proxy.outbound.balancer",
     "proxy.exchange.ends",
     "proxy.exchange.clock",

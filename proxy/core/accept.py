@@ -176,6 +176,9 @@ class Accepted(asyncio.Protocol):
         kind = self.detector.feed(data)
         if kind != detect.NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
+        elif self.timer is None:
+            # Bytes after the deadline passed on a silent connection: they get a deadline of their own.
+            self.timer = self.stage.ctx.loop.call_later(self.stage.detect_timeout, self._timed_out)
 
     def _read_header(self, data: bytes) -> bytes | None:
         """Consume a peer proxy's transport header; the bytes after it, or None to wait/stop."""
@@ -221,8 +224,10 @@ class Accepted(asyncio.Protocol):
             # Closed without a byte (health checkers, port scans): nothing to relay.
             self._cancel()
             return False
-        # The client finished sending before we could tell: relay what it sent.
-        self._hand_off(detect.OPAQUE, self.detector.buffered, True)
+        # The client finished sending before we could tell: what could still be
+        # an HTTP request is parsed (and refused) as one, the rest relayed.
+        buffered = self.detector.buffered
+        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, True)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -242,8 +247,17 @@ class Accepted(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self.timer = None
-        if not self.done:
-            self._hand_off(detect.OPAQUE, self.detector.buffered, False)
+        if self.done:
+            return
+        buffered = self.detector.buffered
+        if not buffered:
+            # Nothing to judge yet: the first bytes decide, whenever they come.
+            # Committing to an opaque relay now would let a client wait out the
+            # deadline and then send HTTP that nobody parses.
+            return
+        # Undecided bytes at the deadline: what could still be an HTTP request
+        # is parsed as one (the header timeout bounds it from its first byte).
+        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, False)
 
     def _cancel(self) -> None:
         if self.timer is not None:
@@ -264,18 +278,12 @@ class Accepted(asyncio.Protocol):
             # The port the client wanted: the app port behind this proxy.
             target = stage.connection_target(meta)
             port = target.port if target is not None else meta.local[1]
-            http = kind == detect.HTTP1 or kind == detect.H2
-            if http or (detected and looks_like_http(buffered)):
+            if kind == detect.HTTP1 or kind == detect.H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
                 meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
                 self._close_early()
                 return
-        if detected and kind == detect.OPAQUE and looks_like_http(buffered):
-            # A broken HTTP request (bare LF, a space in the target...) is not
-            # another protocol: the strict parser answers it with 400 rather
-            # than relaying an ambiguous request as raw bytes.
-            kind = detect.HTTP1
         if kind == detect.HTTP1:
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
@@ -370,14 +378,6 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
 
 
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
-
-_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"TRACE ", b"CONNECT ")
-
-
-def looks_like_http(data: bytes) -> bool:
-    """Starts like an HTTP/1 request (a standard method and a space), valid or not."""
-    return data.lstrip(b"\r\n").startswith(_HTTP_METHODS)
-
 
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
 

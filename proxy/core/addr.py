@@ -4,43 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.core.target import Target
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a request or connection is sent. Hashable by address: it keys connection pools.
-
-    ``via_connect`` marks a target named by a ``CONNECT host:port`` request that
-    the proxy itself must tunnel (as opposed to a CONNECT forwarded elsewhere).
-    ``service`` and ``endpoint`` are set when a balancer picked this target: the
-    relay settles every pick through ``service.settle`` (they take no part in
-    equality, so balanced and passthrough traffic to one address share a pool).
-    """
-
-    host: str
-    port: int
-    via_connect: bool = False
-    # Non-zero: host:port is a peer proxy's inbound listener and this is the
-    # app port behind it (sent in the transport header; part of the pool key).
-    mesh_port: int = 0
-    # The peer proxy's identity, when discovery named one: the connection is
-    # mutual TLS and the server must prove this name (part of the pool key).
-    identity: str | None = None
-    # Discovery's protocol hint for the endpoint: "http1", "h2", "opaque" or None (detect).
-    protocol: str | None = field(default=None, compare=False)
-    service: object = field(default=None, compare=False, hash=False, repr=False)
-    endpoint: object = field(default=None, compare=False, hash=False, repr=False)
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def needs_header(self) -> bool:
-        """A peer proxy's inbound port is addressed directly: a transport header must name the app port.
-
-        When the app port itself is addressed, the peer's iptables redirect
-        tells its proxy the port (SO_ORIGINAL_DST) and no header is sent.
-        """
-        return self.mesh_port != 0 and self.mesh_port != self.port
+__all__ = ["ConnMeta", "Target", "parse_authority"]
 
 
 @dataclass(frozen=True, slots=True)

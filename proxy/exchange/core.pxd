@@ -2,6 +2,8 @@
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd, UpEnd
 from proxy.exchange.clock cimport RouteClock
+from proxy.protocol.request cimport RequestLine
+from proxy.core.target cimport Target
 
 cdef int MAX_REPICKS
 cdef int MAX_RESENDS
@@ -17,7 +19,7 @@ cdef class Exchange:
     cdef object last_target
     cdef long long last_gen
     # the request
-    cdef public object head              # router's view: method, target, host, dst_override, version, upgrade
+    cdef public RequestLine head         # router's view: method, target, host, dst_override, version, upgrade
     cdef public list headers             # HTTP/2 request fields; None for an HTTP/1 client
     cdef public long long req_length     # declared body length, -1 when unknown
     cdef public bint req_ended           # the client's request is complete
@@ -31,12 +33,13 @@ cdef class Exchange:
     # the attempt
     cdef public UpEnd up
     cdef public long long up_id          # the upstream HTTP/2 stream id
-    cdef public object target
+    cdef public Target target
     cdef public object rp                # outbound: the route policy (set by the router), or None
     cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
     cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app
     cdef public object up_h1             # the request head as HTTP/1 bytes, once made for an HTTP/1 upstream
     cdef public bint up_chunked          # ... and its body is sent chunked
+    cdef public bint up_keeps            # ... and it is HTTP/1.1 (1.0: the upstream closes after it)
     cdef public object up_fields         # the request head as HTTP/2 fields, once made for an HTTP/2 upstream
     cdef bint settled
     cdef public double t0
@@ -61,13 +64,13 @@ cdef class Exchange:
     cdef bint held_end
 
     cdef void _clear(self)
-    cpdef void start(self, object head, list headers, long long length, bint ended)
+    cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
     cpdef void reject(self, object err)
     cpdef void request_data(self, bytes data, Py_ssize_t credit, bint end)
     cpdef void request_trailers(self, object fields)
     cpdef void client_gone(self)
     cpdef void release_response(self, Py_ssize_t credit)
-    cpdef void routed(self, object target)
+    cpdef void routed(self, Target target)
     cpdef void connecting(self, UpEnd up)
     cpdef void attached(self, UpEnd up, long long up_id, bint request_sent)
     cpdef void pump_up(self)
@@ -77,6 +80,7 @@ cdef class Exchange:
     cpdef void _attempt_timed_out(self)
     cdef void _cancel_timer(self)
     cpdef void response_informational(self, int status, object h1head, object fields)
+    cpdef void flush_down(self)
     cpdef void response_head(self, int status, object h1head, object fields, long long length, bint end)
     cdef void _forward_head(self, int status, object h1head, object fields, long long length, bint end)
     cpdef void upgraded(self, int status, object h1head, object transport, bytes rest)

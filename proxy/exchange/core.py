@@ -153,6 +153,7 @@ class Exchange:
         self.restore_h1 = False
         self.up_h1 = None
         self.up_chunked = False
+        self.up_keeps = True
         self.up_fields = None
         self.upgrade = False
         if self.up_queue:
@@ -418,6 +419,11 @@ class Exchange:
             self.timer = None
 
     # ------------------------------------------------------------ the upstream's answer
+
+    def flush_down(self):
+        """The up end finished processing a read: whatever the down end held back for it goes out now."""
+        if not self.done:
+            self.down.flush_response(self)
 
     def response_informational(self, status, h1head, fields):
         if not self.done:

@@ -5,6 +5,7 @@ cdef class DownEnd:
     cpdef void send_head(self, object ex, int status, object h1head, object fields, long long length, bint end) except *
     cpdef Py_ssize_t send(self, object ex, bytes data) except -1
     cpdef void end_response(self, object ex, object trailers) except *
+    cpdef void flush_response(self, object ex) except *
     cpdef void send_error(self, object ex, object err) except *
     cpdef void cut(self, object ex, object err) except *
     cpdef void tunnel(self, object ex, int status, object h1head, object transport, bytes rest) except *

@@ -33,6 +33,10 @@ class DownEnd:
         """The response body is complete (``trailers``: fields or None)."""
         raise NotImplementedError
 
+    def flush_response(self, ex):
+        """The upstream's read was processed: anything held back to be sent with later bytes goes now."""
+        raise NotImplementedError
+
     def send_error(self, ex, err):
         """A response synthesized for ``err`` (the one renderer of this protocol)."""
         raise NotImplementedError

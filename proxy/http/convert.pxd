@@ -1,5 +1,6 @@
 # Typed declarations for convert.py.
 from proxy.exchange.core cimport Exchange
+from proxy.protocol.http1 cimport RequestHead, parse_request_head, rewrite_head
 
 cdef dict _PHRASES
 cpdef bytes phrase(int status)
@@ -13,5 +14,6 @@ cdef list _h2_from_h1(object head, bint orig_proto)
 cpdef bytes h1_response_from_fields(list fields, bint chunked, bint close, object edit)
 cpdef list fields_from_h1_response(object rh, object edit)
 cpdef list h2_response_fields(list fields, object edit)
+cpdef list h2_trailers(object fields)
 cpdef bytes trailer_lines(object fields)
 cpdef long long content_length(list fields) except? -2

@@ -13,7 +13,7 @@ in the path, a bare CR in a value, a body without a length for HTTP/1.0, a
 from http import HTTPStatus
 
 from proxy import errors
-from proxy.protocol.http1 import NEED_MORE, ParseError, parse_request_head, rewrite_head
+from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head, rewrite_head
 from proxy.protocol.l5d import CLIENT_ID, ORIG_PROTO
 
 # Connection-specific fields (RFC 9113 8.2.2), and Host (it becomes :authority).
@@ -65,14 +65,16 @@ def uri_authority(target):
 
 
 def h1_request(ex):
-    """The request head for an HTTP/1 upstream, and whether its body must be chunked there."""
+    """The request head for an HTTP/1 upstream, whether its body must be chunked there, and whether
+    it is HTTP/1.1 (an HTTP/1.0 request goes upstream as 1.0, and the upstream closes after it)."""
     if ex.headers is None:
-        return _h1_from_h1(ex), ex.head.chunked
+        head: RequestHead = ex.head
+        return _h1_from_h1(ex), head.chunked, head.version >= 11
     return _h1_from_h2(ex)
 
 
 def _h1_from_h1(ex):
-    head = ex.head
+    head: RequestHead = ex.head
     target = head.target
     absolute = len(target) > 0 and target[0] != 47 and target[0] != 42 and head.method != b"CONNECT"
     # Inbound, only this proxy speaks for the client's identity: a client's
@@ -95,7 +97,7 @@ def _h1_from_h1(ex):
         # RFC 9112 3.2.2: the URI's authority replaces whatever Host said, so
         # the upstream sees the destination the request was routed by.
         drop = drop + (b"host",)
-        extra.append((b"Host", uri_authority(target)))
+        extra.append((b"Host", head.authority))
     if strip_id:
         drop = drop + (CLIENT_ID,)
     if client_id is not None:
@@ -177,7 +179,7 @@ def _h1_from_h2(ex):
         raise errors.ClientError("request not valid as HTTP/1")
     if parsed.content_length >= 0 and ex.req_length >= 0 and parsed.content_length != ex.req_length:
         raise errors.ClientError("content-length does not match the body")
-    return raw, chunked
+    return raw, chunked, version == _ORIG_11
 
 
 def h2_request(ex, orig_proto):
@@ -263,6 +265,17 @@ def h2_response_fields(fields, edit):
             out.append((name, value))
     if edit is not None:
         out = edit.apply(out)
+    return out
+
+
+def h2_trailers(fields):
+    """Trailers as HTTP/2 fields: names lower-cased (HTTP/1 trailers keep the case they were sent in),
+    pseudo-fields and connection-specific fields never."""
+    out = []
+    for name, value in fields:
+        low = name.lower()
+        if low[:1] != b":" and low not in H1_ONLY:
+            out.append((low, value))
     return out
 
 

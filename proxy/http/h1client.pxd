@@ -1,7 +1,11 @@
 # Typed declarations for h1client.py.
+from proxy.http.batch cimport batch_begin, batch_end_at_tick
+from proxy.protocol.http1 cimport parse_response_head
 from proxy.exchange.core cimport Exchange
+from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
-from proxy.protocol.http1 cimport ResponseHead
+from proxy.protocol.http1 cimport ChunkedScanner, ResponseHead
+from proxy.core.target cimport Target
 
 cdef int BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE
 cdef int C_CONNECTING, C_IDLE, C_WAIT_HEAD, C_BODY, C_DONE
@@ -11,7 +15,7 @@ cdef class H1Client(UpEnd)
 cdef class H1Pool:
     cdef public object loop
     cdef public object connector
-    cdef public object tcp
+    cdef public TcpStats tcp
     cdef public Py_ssize_t max_header_bytes
     cdef public Py_ssize_t write_high
     cdef public dict idle
@@ -27,7 +31,7 @@ cdef class H1Pool:
 
 cdef class H1Client(UpEnd):
     cdef public H1Pool pool
-    cdef public object target
+    cdef public Target target
     cdef public bint pooled
     cdef public object transport
     cdef public Exchange ex
@@ -36,7 +40,7 @@ cdef class H1Client(UpEnd):
     cdef ResponseHead head
     cdef int kind
     cdef long long remaining
-    cdef object scanner
+    cdef ChunkedScanner scanner
     cdef public int state
     cdef bint head_request
     cdef bint req_keeps

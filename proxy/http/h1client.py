@@ -17,7 +17,7 @@ import cython
 from proxy import errors
 from proxy.exchange.core import IDEMPOTENT
 from proxy.exchange.ends import UpEnd
-from proxy.http.batch import batch_begin, batch_defer, batch_end, batch_end_at_tick
+from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.protocol import transport_header
 from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
 
@@ -184,6 +184,9 @@ class H1Client(UpEnd):
                 self.on_head()
             elif self.state == C_BODY:
                 self.on_body(0)
+            ex = self.ex
+            if ex is not None:
+                ex.flush_down()
         finally:
             batch_end_at_tick(self.pool.loop)
 
@@ -249,8 +252,7 @@ class H1Client(UpEnd):
         self.chunked_req = ex.up_chunked
         # An HTTP/1.0 request goes upstream as 1.0 without keep-alive (that
         # field is hop-by-hop): the upstream closes after answering it.
-        line_end: cython.Py_ssize_t = head.find(b"\r\n")
-        self.req_keeps = line_end > 0 and head[line_end - 1] == 49
+        self.req_keeps = ex.up_keeps
         self.write(head)
         self.set_reading(True)
         ex.attached(self, 0, False)
@@ -340,7 +342,7 @@ class H1Client(UpEnd):
                 self.reusable = False
         elif head.chunked:
             self.kind = BODY_CHUNKED
-            self.scanner = ChunkedScanner(502, 4096, pool.max_header_bytes)
+            self.scanner = ChunkedScanner(502, 4096, pool.max_header_bytes, True)
         elif head.has_transfer_encoding:
             self.kind = BODY_CLOSE
         elif head.content_length >= 0:
@@ -386,7 +388,7 @@ class H1Client(UpEnd):
                 return
             done = self.scanner.done
             if done:
-                trailers = getattr(self.scanner, "trailers", None)
+                trailers = self.scanner.trailers
             data = b"".join(pieces)
             self.buf = buf[end:] if end < total else b""
             credit = end

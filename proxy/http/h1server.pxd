@@ -1,8 +1,11 @@
 # Typed declarations for h1server.py.
+from proxy.http.batch cimport batch_begin, batch_end_at_tick
+from proxy.http.convert cimport h1_response_from_fields, trailer_lines
+from proxy.protocol.http1 cimport parse_request_head, rewrite_head
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.core cimport Exchange
 from proxy.exchange.ends cimport DownEnd
-from proxy.protocol.http1 cimport RequestHead
+from proxy.protocol.http1 cimport ChunkedScanner, RequestHead
 
 cdef int REQ_NONE, REQ_LENGTH, REQ_CHUNKED
 cdef int OUT_NONE, OUT_RAW, OUT_CHUNKED
@@ -18,7 +21,7 @@ cdef class H1Server(DownEnd):
     cdef public bint in_flight
     cdef int req_kind
     cdef long long req_remaining
-    cdef object req_scanner
+    cdef ChunkedScanner req_scanner
     cdef public bint req_done
     cdef Py_ssize_t req_unreleased
     cdef int out
@@ -42,7 +45,6 @@ cdef class H1Server(DownEnd):
     cdef void _reject(self, object err) except *
     cdef void _arm_header_timer(self) except *
     cdef void _stop_header_timer(self) except *
-    cpdef void write_out(self) except *
     cpdef void write(self, bytes data) except *
     cdef void pause(self, int reason) except *
     cdef void resume(self, int reason) except *

@@ -19,7 +19,7 @@ from time import perf_counter
 from proxy import errors
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
-from proxy.http.batch import batch_begin, batch_defer, batch_end, batch_end_at_tick
+from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.http.convert import h1_response_from_fields, trailer_lines
 from proxy.http.render import h1_error
 from proxy.http.tunnel import splice
@@ -186,7 +186,7 @@ class H1Server(DownEnd):
         length: cython.longlong = -1
         if head.chunked:
             self.req_kind = REQ_CHUNKED
-            self.req_scanner = ChunkedScanner(400, 4096, ctx.max_header_bytes)
+            self.req_scanner = ChunkedScanner(400, 4096, ctx.max_header_bytes, True)
             self.req_done = False
         elif head.content_length > 0:
             self.req_kind = REQ_LENGTH
@@ -231,7 +231,7 @@ class H1Server(DownEnd):
             data = b"".join(pieces)
             if self.req_scanner.done:
                 self.req_done = True
-                trailers = getattr(self.req_scanner, "trailers", None)
+                trailers = self.req_scanner.trailers
         self.buf = buf[n:] if n < len(buf) else b""
         self.req_unreleased += n
         if self.req_unreleased > self.ctx.write_high:
@@ -339,10 +339,8 @@ class H1Server(DownEnd):
             return
         # The body usually arrives in the same read: one write for both (a
         # write is the costliest part of a small response); at the end of the
-        # read the head goes out alone if no body came with it.
+        # upstream's read (flush_response) the head goes out alone if no body came with it.
         self.pending_head = head
-        if not batch_defer(self):
-            self.write_out()
 
     def send(self, ex, data):
         if self.writing_paused or self.closing:
@@ -407,7 +405,7 @@ class H1Server(DownEnd):
     def exchange_done(self, ex):
         """The exchange ended: the next pipelined request, or the end of the connection."""
         if self.pending_head is not None:
-            self.write_out()
+            self.flush_response(ex)
         self.in_flight = False
         self.head = None
         self.req_unreleased = 0
@@ -426,8 +424,8 @@ class H1Server(DownEnd):
             self.advance()
 
     # -- helpers -------------------------------------------------------------
-    def write_out(self):
-        """End of a batch: a response head held for its body goes out alone."""
+    def flush_response(self, ex):
+        """End of the upstream's read: a response head held for its body goes out alone."""
         head = self.pending_head
         if head is not None and not self.closed:
             self.pending_head = None

@@ -1,5 +1,8 @@
 # Typed declarations for h2client.py.
+from proxy.http.batch cimport batch_begin, batch_defer, batch_end
+from proxy.http.convert cimport content_length, h2_trailers
 from proxy.exchange.core cimport Exchange
+from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
 from proxy.protocol.h2conn cimport H2Connection
 
@@ -8,7 +11,7 @@ cdef class H2Client(UpEnd)
 cdef class H2Pool:
     cdef public object loop
     cdef public object connector
-    cdef public object tcp
+    cdef public TcpStats tcp
     cdef public object settings
     cdef public Py_ssize_t max_per_target
     cdef public dict conns
@@ -24,6 +27,7 @@ cdef class H2Client(UpEnd):
     cdef public object transport
     cdef public dict exchanges
     cdef public list waiting
+    cdef list heads
     cdef public bint connected
     cdef public bint dead
     cdef public bint dirty

@@ -15,8 +15,8 @@ import time
 
 from proxy import errors
 from proxy.exchange.ends import UpEnd
-from proxy.http.batch import batch_begin, batch_defer, batch_end, batch_end_at_tick
-from proxy.http.convert import content_length
+from proxy.http.batch import batch_begin, batch_defer, batch_end
+from proxy.http.convert import content_length, h2_trailers
 from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
 
@@ -99,6 +99,7 @@ class H2Client(UpEnd):
         self.transport = None
         self.exchanges = {}  # upstream stream id -> Exchange
         self.waiting = []  # exchanges to open once connected
+        self.heads = []  # exchanges that got a response head in the read being processed
         self.connected = False
         self.dead = False
         self.dirty = False
@@ -157,12 +158,14 @@ class H2Client(UpEnd):
     def end_request(self, ex, trailers):
         sid = ex.up_id
         try:
-            if trailers is not None:
-                self.conn.send_headers(sid, [(n, v) for n, v in trailers if n[:1] != b":"], True)
+            fields = h2_trailers(trailers) if trailers else None
+            if fields:
+                self.conn.send_headers(sid, fields, True)
             else:
                 self.conn.end_stream(sid)
         except h2conn.H2UsageError:
-            pass  # the stream was reset meanwhile
+            # Reset meanwhile, or trailers HTTP/2 cannot carry: the stream must still end.
+            self.conn.reset_stream(sid, CANCEL)
         self.flush()
 
     def release(self, ex, credit):
@@ -198,6 +201,12 @@ class H2Client(UpEnd):
         try:
             for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
                 self.dispatch(event)
+            heads = self.heads
+            if heads:
+                # Response heads whose body did not come in this read go out alone now.
+                self.heads = []
+                for ex in heads:
+                    ex.flush_down()
             self.flush()
         finally:
             batch_end()
@@ -212,6 +221,8 @@ class H2Client(UpEnd):
                 fields = event.headers
                 end = event.end_stream
                 ex.response_head(_status(fields), None, fields, 0 if end else content_length(fields), end)
+                if not end:
+                    self.heads.append(ex)
         elif kind is h2conn.InformationalResponseReceived:
             if ex is not None:
                 ex.response_informational(_status(event.headers), None, event.headers)

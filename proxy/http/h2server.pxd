@@ -1,16 +1,10 @@
 # Typed declarations for h2server.py.
+from proxy.http.batch cimport batch_begin, batch_defer, batch_end
+from proxy.http.convert cimport content_length, fields_from_h1_response, h2_response_fields, h2_trailers
+from proxy.protocol.request cimport h2_request_line
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd
 from proxy.protocol.h2conn cimport H2Connection
-
-cdef class RequestMeta:
-    cdef public bytes method
-    cdef public bytes target
-    cdef public bytes host
-    cdef public bytes dst_override
-    cdef public int version
-    cdef public bint keep_alive
-    cdef public bytes upgrade
 
 cdef class H2Server(DownEnd):
     cdef public ExchangeContext ctx

@@ -15,11 +15,12 @@ import time
 from proxy import errors
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
-from proxy.http.batch import batch_begin, batch_defer, batch_end, batch_end_at_tick
-from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields
+from proxy.http.batch import batch_begin, batch_defer, batch_end
+from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.http.render import h2_error
 from proxy.protocol import h2conn
 from proxy.protocol.l5d import CLIENT_ID
+from proxy.protocol.request import h2_request_line
 
 # RFC 9113 error codes used here.
 NO_ERROR = 0x0
@@ -32,32 +33,6 @@ CANCEL = 0x8
 # this buffer instead, and buffer_updated copies out exactly what arrived
 # before anything else runs, so one buffer serves every connection of the loop.
 READ_BUFFER = memoryview(bytearray(256 * 1024))
-
-
-class RequestMeta:
-    """The parts of an HTTP/2 request the routers read (the same names as the HTTP/1 head)."""
-
-    def __init__(self, headers):
-        self.method = b"GET"
-        self.target = b"/"
-        self.host = None
-        self.dst_override = None
-        self.version = 20
-        self.keep_alive = True
-        self.upgrade = None
-        for name, value in headers:
-            if name == b":method":
-                self.method = value
-            elif name == b":path":
-                self.target = value
-            elif name == b":authority":
-                self.host = value
-            elif name == b"host" and self.host is None:
-                self.host = value
-            elif name == b"l5d-dst-override":
-                self.dst_override = value
-        if self.method == b"CONNECT":
-            self.target = self.host or b""
 
 
 def _client_id_headers(headers, client_id):
@@ -176,7 +151,7 @@ class H2Server(DownEnd):
             ex.reject(errors.ClientError("host differs from :authority"))
             return
         length = 0 if end_stream else content_length(headers)
-        ex.start(RequestMeta(headers), headers, length, end_stream)
+        ex.start(h2_request_line(headers), headers, length, end_stream)
 
     # -- the exchanges' down end -------------------------------------------
     def send_informational(self, ex, status, h1head, fields):
@@ -203,12 +178,17 @@ class H2Server(DownEnd):
     def end_response(self, ex, trailers):
         sid = ex.down_id
         try:
-            if trailers is not None:
-                self.conn.send_headers(sid, h2_response_fields(trailers, None), True)
+            fields = h2_trailers(trailers) if trailers else None
+            if fields:
+                self.conn.send_headers(sid, fields, True)
             else:
                 self.conn.end_stream(sid)
         except h2conn.H2UsageError:
-            pass  # the stream was reset meanwhile
+            # Reset meanwhile, or trailers HTTP/2 cannot carry: the stream must still end.
+            self.conn.reset_stream(sid, NO_ERROR)
+        self.flush()
+
+    def flush_response(self, ex):
         self.flush()
 
     def send_error(self, ex, err):

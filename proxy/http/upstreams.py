@@ -55,6 +55,9 @@ class Upstreams(Dispatcher):
 
     def open(self, ex, target):
         """Start ``ex``'s next attempt on ``target``; raises ProxyError when the request cannot go there."""
+        self._open(ex, target)
+
+    def _open(self, ex, target):
         head = ex.head
         if ex.headers is None:
             if head.method == b"CONNECT":
@@ -81,7 +84,7 @@ class Upstreams(Dispatcher):
 
     def _h1(self, ex, target, pooled):
         if ex.up_h1 is None:
-            ex.up_h1, ex.up_chunked = h1_request(ex)
+            ex.up_h1, ex.up_chunked, ex.up_keeps = h1_request(ex)
         self.h1.open(ex, target, pooled)
 
     def sweep(self, now):

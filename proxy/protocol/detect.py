@@ -217,6 +217,10 @@ def looks_like_http1(data, max_size=DEFAULT_MAX):
         i += 1
     if i >= limit:
         return _NEED_MORE if i < max_size else _NO_MATCH
+    if data[i] == 0:
+        # A NUL may hide inside a broken method, but a first byte of NUL is a
+        # binary protocol's (length prefixes, PostgreSQL, MySQL): decided now.
+        return _NO_MATCH
     if _standard_method(data, i, limit) == _MATCH:
         return _MATCH
     words = 0
@@ -257,12 +261,15 @@ def could_be_http1(data, max_size=DEFAULT_MAX):
     status = looks_like_http1(data, max_size)
     if status != _NEED_MORE:
         return status == _MATCH
+    # Undecided: the first word is where a method goes, and methods start
+    # with a letter. A first line of anything else that has not ended is
+    # not taken for HTTP.
     n = len(data)
     i = 0
     while i < n:
         c = data[i]
         if c != 13 and c != 10 and c != 32 and c != 9:
-            return True
+            return 65 <= c <= 90 or 97 <= c <= 122
         i += 1
     return False
 

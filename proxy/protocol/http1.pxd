@@ -1,6 +1,6 @@
 # Typed declarations for http1.py (Cython pure-Python mode).
-# This file is the contract the relay compiles against: fields may be added,
-# none removed or retyped without changing relay.py/relay.pxd too.
+# This file is the contract the relays compile against: fields may be added,
+# none removed or retyped without changing proxy/http and proxy/exchange too.
 
 # ParseError stays a plain Python class (no declaration here): it carries
 # .status (400, 431, 501, 505 for requests; 502 for responses) and .reason
@@ -8,20 +8,16 @@
 # RequestHead.upgrade is None when Upgrade offers h2c (never honoured).
 
 cimport cython
+from proxy.protocol.request cimport RequestLine
 
-cdef class RequestHead:
+# method, target, version, upgrade, host and dst_override come from RequestLine.
+cdef class RequestHead(RequestLine):
     cdef readonly bytes raw               # exact head bytes, request line .. final CRLFCRLF
-    cdef readonly bytes method
-    cdef readonly bytes target            # raw request-target
-    cdef readonly int version             # 10 or 11
     cdef readonly long long content_length  # -1 when absent
     cdef readonly bint chunked            # Transfer-Encoding ends in chunked
     cdef readonly bint keep_alive         # per version + Connection tokens
     cdef readonly bint hop_by_hop         # some header must be removed when forwarding
     cdef readonly bint expect_continue    # Expect: 100-continue
-    cdef readonly bytes upgrade           # Upgrade value when Connection names upgrade, else None
-    cdef readonly bytes host              # Host value or None
-    cdef readonly bytes dst_override      # l5d-dst-override value or None
     cdef readonly bint has_client_id      # carries l5d-client-id (inbound strips it: only the proxy may set it)
     cdef readonly tuple connection_tokens # lower-cased tokens of Connection
     cdef readonly Py_ssize_t consumed     # bytes of data used, skipped leading CRLFs included

@@ -7,6 +7,7 @@ status to answer with. The same source runs uncompiled and compiled by
 Cython with ``http1.pxd`` beside it, which supplies every type.
 """
 
+from proxy.protocol.request import RequestLine
 from proxy.protocol.sentinel import NEED_MORE
 
 # Byte values are named once; the .pxd types them as C globals so the loops
@@ -144,7 +145,7 @@ def _version_text(version):
     return f"HTTP/{version // 10}.{version % 10}"
 
 
-class RequestHead:
+class RequestHead(RequestLine):
     """A parsed request head: framing and routing facts, plus the raw bytes to forward."""
 
     def header_list(self):

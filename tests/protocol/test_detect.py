@@ -263,7 +263,6 @@ BROKEN_HTTP1 = [
     ("method with @", b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 11),
     ("nul in method", b"G\x00T / HTTP/1.1\r\nHost: a\r\n\r\n", 11),
     ("nul after method", b"GET\x00/ HTTP/1.1\r\nHost: a\r\n\r\n", 11),
-    ("nul first", b"\x00GET / HTTP/1.1\r\nHost: a\r\n\r\n", 12),
     ("tab after method", b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n", 4),
     ("tabs, lower case", b"get\t/\thttp/1.1\r\nHost: a\r\n\r\n", 11),
     ("lower-case version", b"GET / http/1.1\r\nHost: a\r\n\r\n", 4),
@@ -428,17 +427,19 @@ def test_prefaces_that_diverge_late_are_broken_http1(mod):
 # first byte no HTTP/1 line can hold, or at the end of a first line with no
 # "HTTP/" word in it.
 OPAQUE_CASES = [
-    ("postgres SSLRequest", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", 4),
-    ("postgres startup", b"\x00\x00\x00\x29\x00\x03\x00\x00user\x00app\x00", 6),
-    ("postgres cancel", b"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x01\x00\x12\x34\x56\x78", 4),
+    ("postgres SSLRequest", b"\x00\x00\x00\x08\x04\xd2\x16\x2f", 1),
+    ("postgres startup", b"\x00\x00\x00\x29\x00\x03\x00\x00user\x00app\x00", 1),
+    ("postgres cancel", b"\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x01\x00\x12\x34\x56\x78", 1),
     ("redis", b"*1\r\n$4\r\nPING\r\n", 4),
     ("redis inline", b"PING\r\n", 6),
     ("redis inline set", b"SET k v\r\n", 9),
     ("ssh", b"SSH-2.0-OpenSSH_9.6\r\n", 21),
     ("mysql client reply", b"\x55\x00\x00\x01\x8d\xa6\x0f\x00", 4),
-    ("mysql ssl request", b"\x20\x00\x00\x01\x05\xae\x0f\x00\x00\x00\x00\x01\x21", 4),
-    ("mysql query", b"\x09\x00\x00\x00\x03select 1", 5),
-    ("kafka", b"\x00\x00\x00\x4f\x00\x12\x00\x03", 6),
+    ("mysql ssl request", b"\x20\x00\x00\x01\x05\xae\x0f\x00\x00\x00\x00\x01\x21", 2),
+    ("mysql query", b"\x09\x00\x00\x00\x03select 1", 2),
+    ("kafka", b"\x00\x00\x00\x4f\x00\x12\x00\x03", 1),
+    # A first byte of NUL is binary, even when an HTTP request line follows it.
+    ("nul then a request line", b"\x00GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1),
     ("mongodb", b"\x3a\x01\x00\x00\x01\x00\x00\x00", 2),
     ("amqp", b"AMQP\x00\x00\x09\x01", 8),
     ("memcached", b"get user:42\r\n", 13),

@@ -8,6 +8,7 @@ compared with the compiled build on fuzzed input.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,23 @@ import proxy.protocol.http1 as http1
 assert http1.__file__.endswith(".so"), f"compiled http1 not in use: {http1.__file__}"
 
 
-def _load_pure():
-    source = Path(http1.__file__).with_name("http1.py")
-    spec = importlib.util.spec_from_file_location("meshproxy_http1_pure", source)
+def _exec_source(name, source):
+    spec = importlib.util.spec_from_file_location(name, source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_pure():
+    """http1.py uncompiled, over an uncompiled request.py (its heads extend RequestLine)."""
+    here = Path(http1.__file__)
+    compiled_request = sys.modules["proxy.protocol.request"]
+    sys.modules["proxy.protocol.request"] = _exec_source("proxy.protocol.request", here.with_name("request.py"))
+    try:
+        return _exec_source("meshproxy_http1_pure", here.with_name("http1.py"))
+    finally:
+        sys.modules["proxy.protocol.request"] = compiled_request
 
 
 pure = _load_pure()
