@@ -1,7 +1,9 @@
 """Wires listeners, admin and the two directions together; owns the lifecycle.
 
 start: bind admin, outbound and inbound (any failure stops the start), then
-ready. SIGTERM, SIGINT or POST /shutdown: not ready, listeners stop
+ready; each listener is recorded in ``own`` as it binds, so that no upstream
+connection reaches it (a later listener, such as tap, is added the same way).
+SIGTERM, SIGINT or POST /shutdown (when enabled): not ready, listeners stop
 accepting, idle connections close, in-flight requests finish with
 ``Connection: close`` until the drain deadline, then whatever is left is cut
 and the process exits 0.
@@ -16,7 +18,7 @@ import structlog
 
 import proxy
 import proxy.compiled as fastpath
-from proxy.admin.server import AdminHooks, AdminProtocol
+from proxy.admin.server import AdminHooks, AdminProtocol, AdminSettings
 from proxy.config import Config
 from proxy.core.accept import AcceptStage
 from proxy.exchange.context import ExchangeContext
@@ -28,10 +30,12 @@ from proxy.telemetry import tls as tls_metrics
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
+from proxy.transport.own import OwnAddresses
 
 log = structlog.get_logger("proxy.app")
 
 SWEEP_INTERVAL = 1.0
+INTERFACES_INTERVAL = 30.0  # seconds between re-reads of the local interface addresses
 
 
 class App:
@@ -55,9 +59,14 @@ class App:
         self.identity = None  # LocalIdentity when MESHPROXY_IDENTITY_NAME is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
+        # Every listener this proxy binds, recorded as it binds: no upstream
+        # connection may reach one (proxy/transport/own.py).
+        self.own = OwnAddresses()
+        self._interfaces_read = self.loop.time()
 
     def _connector(self, direction: str) -> Connector:
-        return Connector(self.loop, self.config.limits.connect_timeout, self.identity, self.tls_stats[direction])
+        return Connector(self.loop, self.config.limits.connect_timeout, self.identity, self.tls_stats[direction],
+                         self.own)
 
     def is_ready(self) -> bool:
         """Listening, and (with an identity) holding a certificate peers will accept."""
@@ -68,7 +77,9 @@ class App:
         self._load_policy()
         hooks = AdminHooks(is_ready=self.is_ready, metrics=self.render_metrics,
                            shutdown=self.shutdown, config=cfg.describe)
-        self.servers["admin"] = await listen(self.loop, cfg.admin_listen, lambda: AdminProtocol(hooks))
+        admin_settings = AdminSettings.from_config(cfg)
+        self.servers["admin"] = await listen(self.loop, cfg.admin_listen, lambda: AdminProtocol(hooks, admin_settings))
+        self.own.add_server("admin", self.servers["admin"])
         if cfg.identity.name is not None:
             from proxy.identity.local import LocalIdentity
 
@@ -83,19 +94,17 @@ class App:
             self.discovery_metrics = DiscoveryMetrics()
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
             await self.resolver.start()
-        own: set[tuple[str, int]] = set()
-        out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), own, self.resolver,
+        out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), self.own, self.resolver,
                                                self.outbound_policy)
         self.outbound_router = out_router
-        in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.identity,
+        in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.own, self.identity,
                                  self.tls_stats["inbound"], self.authorizer)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
+        self.own.add_server("outbound", self.servers["outbound"])
         self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
-        # Requests addressed to the outbound listener itself would loop forever.
-        addr = bound_address(self.servers["outbound"])
-        own.update({(addr.host, addr.port), ("localhost", addr.port), ("127.0.0.1", addr.port)})
+        self.own.add_server("inbound", self.servers["inbound"])
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.ready = True
         log.info(
@@ -138,6 +147,11 @@ class App:
         if self.identity is not None:
             self.identity.check_files()
         self.authorizer.sweep()
+        if self.loop.time() - self._interfaces_read >= INTERFACES_INTERVAL:
+            # Addresses come and go (a pod IP assigned late): a literal pod IP is then
+            # refused before connecting again; the connected-socket check never waits for this.
+            self._interfaces_read = self.loop.time()
+            self.own.refresh_interfaces()
         if self.policy_watch is not None:
             self.policy_watch.poll()
         self.trimmer.observe(self._open() + sum(ctx.upstreams.idle_count() for ctx in self.contexts.values()))

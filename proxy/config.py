@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,7 @@ RETRY_BUFFER_BYTES = "MESHPROXY_RETRY_BUFFER_BYTES"
 RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
 ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
 PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
+SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
 DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
@@ -204,6 +206,7 @@ class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort
     admin_listen: HostPort
+    shutdown_endpoint_enabled: bool
     inbound_forward_host: str
     inbound_default_target: HostPort | None
     opaque_ports: PortSet
@@ -218,7 +221,7 @@ class Config:
     policy: PolicySettings
 
     def describe(self) -> dict[str, str]:
-        """Settings as strings, for ``/config`` on the admin port and logs."""
+        """Settings as strings, for ``/config`` on the admin port and logs; credentials redacted."""
         out: dict[str, str] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -226,14 +229,38 @@ class Config:
                 prefix = {"identity": "identity_", "policy": "policy_"}.get(field.name, "")
                 for sub in dataclasses.fields(value):
                     item = getattr(value, sub.name)
-                    out[prefix + sub.name] = "" if item is None else str(item)
+                    out[prefix + sub.name] = "" if item is None else redact(str(item))
             elif isinstance(value, PortSet):
                 out[field.name] = ",".join(
                     str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges
                 )
             else:
-                out[field.name] = "" if value is None else str(value)
+                out[field.name] = "" if value is None else redact(str(value))
         return out
+
+
+# scheme://userinfo@ ... ?query#fragment inside a setting's text.
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:(?P<userinfo>[^/?#\s]*)@)?(?P<rest>[^?#\s]*)"
+                  r"(?P<query>\?[^#\s]*)?(?P<fragment>#\S*)?")
+
+
+def redact(text: str) -> str:
+    """``text`` with whatever can carry a credential in a URL masked: the userinfo
+    (``https://user:pass@host`` -> ``https://***@host``), the query and the
+    fragment (``?access_token=...``). Paths, hosts and file names stay readable."""
+
+    def mask(match: re.Match) -> str:
+        out = match.group("scheme")
+        if match.group("userinfo") is not None:
+            out += "***@"
+        out += match.group("rest")
+        if match.group("query"):
+            out += "?***"
+        if match.group("fragment"):
+            out += "#***"
+        return out
+
+    return _URL.sub(mask, text) if "://" in text else text
 
 
 # ---- parsers -----------------------------------------------------------------
@@ -348,6 +375,13 @@ def parse_host_port_list(text: str) -> tuple[HostPort, ...]:
     return items
 
 
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value == "true"
+
+
 def parse_fraction(text: str) -> float:
     value = float(text)
     if not 0.1 <= value <= 0.95:
@@ -381,6 +415,10 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     OUTBOUND_LISTEN: ("127.0.0.1:4140", parse_host_port, "outbound listener (apps' traffic out)"),
     INBOUND_LISTEN: ("0.0.0.0:4143", parse_host_port, "inbound listener (traffic to the app)"),
     ADMIN_LISTEN: ("0.0.0.0:4191", parse_host_port, "admin listener: /live /ready /metrics"),
+    # Off by default, as Linkerd's LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED: a
+    # proxy stopped by an HTTP request is a denial of service waiting to happen.
+    SHUTDOWN_ENDPOINT_ENABLED: ("false", parse_bool,
+                                "admin POST /shutdown (loopback clients only); false: 404 like any unknown path"),
     INBOUND_FORWARD_HOST: ("127.0.0.1", str, "host the inbound side forwards to"),
     INBOUND_DEFAULT_TARGET: (None, parse_host_port, "inbound target for connections addressed to the listener itself"),
     DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit; then opaque"),
@@ -437,7 +475,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     POLICY: (None, str, "policy file (YAML: routes, retries, splits, authorization); reloaded on change"),
     DEFAULT_POLICY: ("all-unauthenticated", parse_choice(DEFAULT_POLICIES),
                      "inbound authorization for ports without a Server in the policy"),
-    CLUSTER_NETWORKS: (DEFAULT_CLUSTER_NETWORKS, parse_networks, "client networks that cluster-* policies admit"),
+    CLUSTER_NETWORKS: (DEFAULT_CLUSTER_NETWORKS, parse_networks,
+                       "client networks that cluster-* policies admit; without an identity, the only clients "
+                       "whose transport header is obeyed"),
     INBOUND_PROBE_PATHS: ("", parse_paths, "request paths always allowed inbound (kubelet probes), comma-separated"),
     RETRY_BUFFER_BYTES: ("64KiB", parse_size, "request body kept for retries; larger (or chunked) requests are never retried"),
     RETRY_LIMIT: ("3", parse_positive_int, "retries per request on isRetryable routes without their own limit"),
@@ -513,6 +553,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         outbound_listen=v[OUTBOUND_LISTEN],
         inbound_listen=v[INBOUND_LISTEN],
         admin_listen=v[ADMIN_LISTEN],
+        shutdown_endpoint_enabled=v[SHUTDOWN_ENDPOINT_ENABLED],
         inbound_forward_host=v[INBOUND_FORWARD_HOST],
         inbound_default_target=v[INBOUND_DEFAULT_TARGET],
         opaque_ports=v[OPAQUE_PORTS],

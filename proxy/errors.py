@@ -67,6 +67,17 @@ class LoopDetected(RoutingError):
     level = "warning"
 
 
+class OwnAddress(LoopDetected):
+    """The destination is one of this proxy's own listeners (admin, outbound, inbound, tap), under any
+    spelling or name: relaying there would loop, or hand the admin endpoints to the client.
+
+    403, not a 5xx: the request is refused as addressed, and must not be retried.
+    """
+
+    status = 403
+    reason = "destination is this proxy's own listener"
+
+
 # ---- caused by the upstream (the app or remote server we forward to) ---------
 
 
@@ -181,10 +192,14 @@ class Draining(ProxyError):
     closes = True
 
 
-def connect_error(exc: BaseException) -> UpstreamError:
-    """Map an exception raised while connecting upstream to its typed error."""
-    if isinstance(exc, (UpstreamError, IdentityError)):
-        return exc  # type: ignore[return-value]
+def connect_error(exc: BaseException) -> ProxyError:
+    """Map an exception raised while connecting upstream to its typed error.
+
+    Typed errors pass as they are: the connector refuses some destinations
+    itself (``OwnAddress``, ``IdentityError``).
+    """
+    if isinstance(exc, ProxyError):
+        return exc
     if isinstance(exc, ssl.SSLError):
         return PeerTlsFailed(f"mesh TLS handshake failed: {tls_reason(exc)}")
     if isinstance(exc, TimeoutError):

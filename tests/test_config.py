@@ -165,3 +165,31 @@ def test_identity_settings_in_either_mode():
     assert off.name is None
     policy = config.load({"MESHPROXY_INBOUND_PROBE_PATHS": "/ready, /live"}).policy
     assert policy.probe_paths == ("/ready", "/live") and policy.default_policy == "all-unauthenticated"
+
+
+def test_the_shutdown_endpoint_is_off_unless_enabled():
+    assert config.load({}).shutdown_endpoint_enabled is False
+    assert config.load({config.SHUTDOWN_ENDPOINT_ENABLED: "true"}).shutdown_endpoint_enabled is True
+    assert config.load({config.SHUTDOWN_ENDPOINT_ENABLED: "False"}).shutdown_endpoint_enabled is False
+    with pytest.raises(ConfigError, match=config.SHUTDOWN_ENDPOINT_ENABLED):
+        config.load({config.SHUTDOWN_ENDPOINT_ENABLED: "yes"})
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("https://user:pass@k8s.example:6443", "https://***@k8s.example:6443"),
+    ("https://user:p@ss@k8s.example:6443/api", "https://***@k8s.example:6443/api"),
+    ("https://k8s.example:6443/api?token=abc#frag", "https://k8s.example:6443/api?***#***"),
+    ("https://issuer.example:8080", "https://issuer.example:8080"),
+    ("file:///etc/meshproxy/endpoints.yaml", "file:///etc/meshproxy/endpoints.yaml"),
+    ("/var/run/secrets/kubernetes.io/serviceaccount/token", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
+])
+def test_credentials_in_url_settings_are_redacted(text, expected):
+    assert config.redact(text) == expected
+
+
+def test_describe_never_shows_userinfo():
+    cfg = config.load({config.K8S_API: "https://admin:s3cret@10.0.0.1:6443", config.DESTINATION: "k8s"})
+    described = cfg.describe()
+    assert described["k8s_api"] == "https://***@10.0.0.1:6443"
+    assert "s3cret" not in repr(described)
+    assert described["k8s_token_file"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"

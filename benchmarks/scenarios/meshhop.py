@@ -22,6 +22,11 @@ from benchmarks.lib.report import ScenarioResult, Table
 from benchmarks.lib.servers import LOOPBACK, render, start_meshproxy, start_templated
 from benchmarks.scenarios.http1 import BODY, probe
 
+try:
+    from proxy.config import CLUSTER_NETWORKS as CLUSTER_NETWORKS_ENV
+except Exception:  # the proxy is being rebuilt; the documented name
+    CLUSTER_NETWORKS_ENV = "MESHPROXY_CLUSTER_NETWORKS"
+
 NAME = "meshhop"
 DESCRIPTION = "the meshed hop: wrk -> proxy A -> mutual TLS 1.3 -> proxy B -> nginx, 64-byte responses"
 SERVICE = "api.mesh:80"        # what wrk asks A for (Host); A's discovery names B as its endpoint's proxy
@@ -77,9 +82,11 @@ def run(ctx: Context) -> ScenarioResult:
 
     def mesh(tls: bool) -> Contender:
         tag = "meshproxy" if tls else "meshproxy-plain"
+        # Plaintext: B has no identity, so it obeys A's transport header only from
+        # MESHPROXY_CLUSTER_NETWORKS, and A is on loopback here.
+        env_b = meshtls.identity_env(certs, meshtls.SERVER_ID) if tls else {CLUSTER_NETWORKS_ENV: "127.0.0.0/8"}
         b = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name=f"meshhop-{tag}-b",
-                            log_level=log_level,
-                            extra_env=meshtls.identity_env(certs, meshtls.SERVER_ID) if tls else None)
+                            log_level=log_level, extra_env=env_b)
         endpoints = render("endpoints-meshhop.yaml.tmpl", ctx.run_dir / f"endpoints-meshhop-{tag}.yaml",
                            **endpoints_values(backend.port, b.info["ports"]["inbound"], tls))
         env_a = {meshtls.DESTINATION_ENV: f"file://{endpoints}"}

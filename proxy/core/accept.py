@@ -36,6 +36,7 @@ from proxy.transport.orig_dst import original_dst
 if TYPE_CHECKING:
     from proxy.identity.local import LocalIdentity
     from proxy.inbound.authz import InboundAuthorizer
+    from proxy.inbound.server import HeaderTrust
     from proxy.protocol.h2conn import H2Settings
     from proxy.telemetry.tls import TlsStats
 
@@ -60,6 +61,8 @@ class AcceptStage:
     refuse_without_target: bool
     # Inbound: peer proxies start with a transport header naming the app port.
     accept_transport_header: bool = False
+    # Inbound: who may send that header, and which ports it may name. None: no header is obeyed.
+    header_trust: HeaderTrust | None = None
     # Inbound with an identity: mesh TLS (SNI = our name) is terminated here;
     # other TLS passes through to the app untouched.
     identity: LocalIdentity | None = None
@@ -181,8 +184,20 @@ class Accepted(asyncio.Protocol):
             self.timer = self.stage.ctx.loop.call_later(self.stage.detect_timeout, self._timed_out)
 
     def _read_header(self, data: bytes) -> bytes | None:
-        """Consume a peer proxy's transport header; the bytes after it, or None to wait/stop."""
+        """Consume a peer proxy's transport header; the bytes after it, or None to wait/stop.
+
+        A connection that starts with the header's magic from a client not
+        trusted to send one is closed: never relayed, never detected as
+        something else (the header would otherwise choose a local port).
+        """
         self.raw += data
+        if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
+            trust = self.stage.header_trust
+            refusal = "no rule admits transport headers here" if trust is None else \
+                trust.refusal(self.meta, self.header_required)
+            if refusal is not None:
+                self._refuse_header(refusal)
+                return None
         try:
             got = transport_header.decode(self.raw)
         except transport_header.HeaderError as err:
@@ -201,6 +216,10 @@ class Accepted(asyncio.Protocol):
         self.header_pending = False
         rest, self.raw = self.raw, b""
         if isinstance(got, transport_header.TransportHeader):
+            refusal = self.stage.header_trust.port_refusal(got.port)
+            if refusal is not None:
+                self._refuse_header(refusal)
+                return None
             # From here on the connection is for the app port the peer named.
             self.meta = dataclasses.replace(self.meta, orig_dst=(self.meta.local[0], got.port))
             rest = rest[got.size:]
@@ -216,6 +235,12 @@ class Accepted(asyncio.Protocol):
         elif not self._admit(rest):
             return None
         return rest if rest else None
+
+    def _refuse_header(self, reason: str) -> None:
+        meta = self.meta
+        log.warning("connection closed: transport header refused", direction=self.stage.direction,
+                    client=_fmt(meta.client), tls=meta.tls, client_id=meta.client_id, reason=reason)
+        self._close_early()
 
     def eof_received(self) -> bool:
         if self.done:
@@ -377,6 +402,7 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
     return sni == identity.name or sni.endswith(".serviceaccount.identity." + identity.settings.trust_domain)
 
 
+_MAGIC_LEN = len(transport_header.MAGIC)
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}

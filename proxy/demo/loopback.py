@@ -76,6 +76,10 @@ class LoopbackMesh(Mesh):
         }
         if pod.spec.serves:
             settings[config.INBOUND_DEFAULT_TARGET] = f"{HOST}:{pod.app_port}"
+        if not self.with_identity:
+            # --no-identity: a proxy without an identity obeys a peer's transport
+            # header only from the cluster networks, and here the peers are on loopback.
+            settings[config.CLUSTER_NETWORKS] = "127.0.0.0/8"
         return settings
 
     def proxy_argv(self, pod: Pod, config_file: Path) -> list[str]:

@@ -5,9 +5,15 @@ their original destination port. A connection addressed to the listener
 itself (no iptables) goes to ``MESHPROXY_INBOUND_DEFAULT_TARGET`` when set and
 is refused (with a log line) otherwise. Every request of a connection goes to
 the same place: the app behind this proxy.
+
+A peer proxy names the app port in a transport header; who may send one is
+decided by ``HeaderTrust`` (Linkerd's rule), and it may never name one of
+this proxy's own listener ports.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from proxy.config import Config, HostPort
 from proxy.core.accept import AcceptStage
@@ -16,6 +22,7 @@ from proxy.errors import NoDestination
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.telemetry.counters import HttpStats, TcpStats
+from proxy.transport.own import OwnAddresses, parse_ip
 
 DIRECTION = "inbound"
 
@@ -48,7 +55,54 @@ class InboundRouter:
         return target
 
 
-def build(config: Config, loop, connector, identity=None, tls_stats=None, authorizer=None) -> AcceptStage:
+class HeaderTrust:
+    """Who may steer a connection with a transport header, and to which ports.
+
+    The header decides which local port a connection reaches, so it is obeyed
+    only from a peer proxy that proved itself: inside mesh TLS this proxy
+    terminated, with a verified client identity. When this proxy has no
+    identity at all (identity disabled on purpose), there is no proof to ask
+    for, and the header is obeyed only from clients inside
+    ``MESHPROXY_CLUSTER_NETWORKS``. It may name only the app's ports: never a
+    port of this proxy's own listeners (that would loop, open the outbound
+    listener as a relay, or reach the admin).
+    """
+
+    __slots__ = ("has_identity", "networks", "own")
+
+    def __init__(self, has_identity: bool, networks: tuple[str, ...], own: OwnAddresses) -> None:
+        self.has_identity = has_identity
+        self.networks = tuple(ipaddress.ip_network(net, strict=False) for net in networks)
+        self.own = own
+
+    def refusal(self, meta: ConnMeta, alpn_transport: bool) -> str | None:
+        """Why a header on this connection is not to be obeyed; None when it is.
+
+        ``alpn_transport``: the mesh TLS session negotiated the transport ALPN.
+        """
+        if meta.tls:
+            if meta.client_id is None:
+                return "mesh TLS without a verified client identity"
+            if not alpn_transport:
+                return "mesh TLS session that did not negotiate the transport protocol"
+            return None
+        if self.has_identity:
+            return "plaintext (this proxy has an identity: headers are accepted only inside mesh TLS)"
+        client = parse_ip(meta.client[0])
+        if client is None or not any(client in net for net in self.networks if net.version == client.version):
+            return "plaintext from a client outside MESHPROXY_CLUSTER_NETWORKS"
+        return None
+
+    def port_refusal(self, port: int) -> str | None:
+        """Why a header may not name ``port``; None for an app port."""
+        if port in self.own.ports:
+            names = sorted({item.name for item in self.own.listeners if item.port == port})
+            return f"names this proxy's own {'/'.join(names)} port {port}"
+        return None
+
+
+def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls_stats=None,
+          authorizer=None) -> AcceptStage:
     """The inbound accept stage, its exchange context and router, whole."""
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
     limits = config.limits
@@ -68,6 +122,8 @@ def build(config: Config, loop, connector, identity=None, tls_stats=None, author
         refuse_without_target=True,
         # Peer proxies name the app port first (read before detection).
         accept_transport_header=True,
+        header_trust=HeaderTrust(config.identity.name is not None,
+                                 config.policy.cluster_networks, own),
         identity=identity,
         tls_stats=tls_stats,
         handshake_timeout=config.identity.handshake_timeout,

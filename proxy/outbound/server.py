@@ -19,11 +19,12 @@ import structlog
 from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
-from proxy.errors import LoopDetected, NoDestination, RouteRedirect, RoutingError
+from proxy.errors import NoDestination, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.telemetry.counters import HttpStats, TcpStats
 from proxy.outbound.policy import redirect_location
+from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
     from proxy.outbound.balance import BalancedService
@@ -45,9 +46,12 @@ class OutboundRouter:
     does not know is forwarded to the destination unchanged (passthrough).
     """
 
-    def __init__(self, own_addresses: set[tuple[str, int]], loop=None, resolver=None,
+    def __init__(self, own: OwnAddresses, loop=None, resolver=None,
                  settings: BalancerSettings | None = None, policy: OutboundPolicy | None = None) -> None:
-        self.own = own_addresses
+        # This proxy's listeners: a destination naming one (as an IP literal,
+        # in any spelling) is refused here, before any balancer pick; the connector
+        # catches names once resolved, and the pod's IPs once connected.
+        self.own = own
         self.loop = loop
         self.resolver = resolver
         self.settings = settings
@@ -73,7 +77,10 @@ class OutboundRouter:
 
     def logical(self, head, meta: ConnMeta) -> Target:
         if meta.orig_dst is not None:
-            return self.connection_target(meta)  # type: ignore[return-value]
+            target = self.connection_target(meta)
+            assert target is not None
+            self._refuse_own(target)
+            return target
         via_connect = False
         if head.dst_override is not None:
             target = self._authority(head.dst_override, 80)
@@ -86,11 +93,17 @@ class OutboundRouter:
             target = self._authority(head.host, 80)
         else:
             raise NoDestination()
-        if (target.host, target.port) in self.own:
-            raise LoopDetected()
+        self._refuse_own(target)
         if via_connect:
             target = Target(target.host, target.port, via_connect=True)
         return target
+
+    def _refuse_own(self, target: Target) -> None:
+        own = self.own
+        if target.port in own.ports:  # one set lookup for nearly every request
+            hit = own.listener(target.host, target.port)
+            if hit is not None:
+                raise OwnAddress(f"destination {target} is this proxy's own {hit.name} listener")
 
     # -- the endpoint ------------------------------------------------------------
     def route(self, head, meta: ConnMeta, conn=None):
@@ -232,10 +245,10 @@ class OutboundRouter:
         cache[key] = value
 
 
-def build(config: Config, loop, connector, own_addresses: set[tuple[str, int]], resolver=None,
+def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
           policy: OutboundPolicy | None = None) -> tuple[AcceptStage, OutboundRouter]:
     """The outbound accept stage, its exchange context and router, whole."""
-    router = OutboundRouter(own_addresses, loop, resolver, config.balancer, policy)
+    router = OutboundRouter(own, loop, resolver, config.balancer, policy)
     limits = config.limits
     tcp_dst = TcpStats(DIRECTION, "dst")
     upstreams = Upstreams(loop, False, connector, tcp_dst, limits)

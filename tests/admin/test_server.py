@@ -2,7 +2,7 @@
 
 import pytest
 
-from proxy.admin.server import AdminHooks, AdminProtocol, is_loopback
+from proxy.admin.server import AdminHooks, AdminProtocol, AdminSettings, is_loopback
 from proxy.telemetry import logging as plog
 
 
@@ -13,11 +13,11 @@ def test_loopback(host, expected):
     assert is_loopback(host) is expected
 
 
-def _protocol(client: str, ready: bool = True):
+def _protocol(client: str, ready: bool = True, shutdown_enabled: bool = False):
     calls = []
     hooks = AdminHooks(is_ready=lambda: ready, metrics=lambda: b"m 1\n", shutdown=lambda: calls.append("down"),
                        config=lambda: {"a": "b"})
-    proto = AdminProtocol(hooks)
+    proto = AdminProtocol(hooks, AdminSettings(shutdown_enabled=shutdown_enabled))
     proto.client = client
     return proto, calls
 
@@ -29,6 +29,15 @@ def test_routes_and_statuses():
     assert proto.handle(b"GET", b"/metrics", b"", False).endswith(b"m 1\n")
     assert proto.handle(b"GET", b"/nope", b"", False).startswith(b"HTTP/1.1 404")
     assert b'"a": "b"' in proto.handle(b"GET", b"/config", b"", False)
+
+
+def test_shutdown_is_an_unknown_path_unless_enabled():
+    for client in ("127.0.0.1", "10.0.0.9"):
+        proto, calls = _protocol(client)
+        assert proto.handle(b"POST", b"/shutdown", b"", False).startswith(b"HTTP/1.1 404")
+        assert proto.handle(b"GET", b"/shutdown", b"", False).startswith(b"HTTP/1.1 404")
+        assert calls == []
+    proto, calls = _protocol("10.0.0.9", shutdown_enabled=True)
     assert proto.handle(b"GET", b"/shutdown", b"", False).startswith(b"HTTP/1.1 405")
     assert proto.handle(b"POST", b"/shutdown", b"", False).startswith(b"HTTP/1.1 403")
 

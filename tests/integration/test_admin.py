@@ -152,8 +152,23 @@ def test_log_level_change_takes_effect(make_proxy):
     assert refused_logged()
 
 
+def test_shutdown_is_off_by_default(make_proxy):
+    """Linkerd's default: no shutdown endpoint unless enabled; it is a path like any unknown one."""
+    mp = make_proxy({"MESHPROXY_LOG_LEVEL": "debug"})
+    mark = mp.mark()
+    status, _, body = mp.admin_request("POST", "/shutdown")
+    assert status == 404 and body == b"not found\n", (status, body)
+    assert mp.wait_line("shutdown endpoint disabled", since=mark, timeout=5)
+    time.sleep(0.3)
+    assert mp.running(), mp.tail()
+    assert mp.admin_request("GET", "/ready")[0] == 200
+
+
+SHUTDOWN_ON = {"MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED": "true"}
+
+
 def test_shutdown_from_loopback(make_proxy, fresh_upstream):
-    mp = make_proxy()
+    mp = make_proxy(SHUTDOWN_ON)
     with RawClient(mp.outbound) as client:
         assert client.exchange("GET", "/echo", host(fresh_upstream)).status == 200
     status, _, body = mp.admin_request("POST", "/shutdown")
@@ -164,7 +179,7 @@ def test_shutdown_from_loopback(make_proxy, fresh_upstream):
 
 def test_shutdown_from_other_loopback_address(make_proxy):
     """127.0.0.2 is a loopback address too (all of 127/8 is)."""
-    mp = make_proxy()
+    mp = make_proxy(SHUTDOWN_ON)
     with RawClient(mp.admin, source=("127.0.0.2", 0)) as client:
         resp = client.exchange("POST", "/shutdown", [("Host", "admin"), ("Content-Length", "0")])
     assert 200 <= resp.status < 300, (resp.status, resp.data)
@@ -190,3 +205,109 @@ def test_json_log_format(make_proxy, fresh_upstream):
         except ValueError:
             pytest.fail(f"log line is not JSON: {line!r}")
         assert isinstance(value, dict), line
+
+
+def test_config_never_serves_credentials(make_proxy):
+    mp = make_proxy({"MESHPROXY_K8S_API": "https://admin:hunter2@k8s.example.invalid:6443/?token=t0ken"})
+    status, _, body = mp.admin_request("GET", "/config")
+    assert status == 200
+    config = json.loads(body)
+    assert config["k8s_api"] == "https://***@k8s.example.invalid:6443/?***"
+    assert b"hunter2" not in body and b"t0ken" not in body and b"admin:" not in body
+    # File paths are not secrets: they stay readable.
+    assert config["k8s_token_file"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/<pid>/status")
+
+
+def test_pipelined_requests_never_read_keep_memory_bounded(make_proxy):
+    """20,000 pipelined /metrics requests whose responses are never read: the admin stops answering
+    (and reading) at the write high-water mark instead of buffering every response."""
+    import socket
+
+    mp = make_proxy()
+    for _ in range(20):  # the first renderings allocate what every later one reuses
+        assert mp.admin_request("GET", "/metrics")[0] == 200
+    time.sleep(0.5)
+    idle = _rss_kib(mp.pid)
+    payload = b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n" * 20_000
+    sock = socket.create_connection(mp.admin, timeout=5)
+    try:
+        sock.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 10
+        while sent < len(payload) and time.monotonic() < deadline:
+            try:
+                sent += sock.send(payload[sent:sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.05)  # the proxy stopped reading: as it should
+        # The admin still serves everyone else; once it answers, its loop has done
+        # all it was going to do with the pipelined requests.
+        asked = time.monotonic()
+        status, _, body = mp.admin_request("GET", "/live", timeout=60)
+        answered_in = time.monotonic() - asked
+        assert status == 200 and body == b"live\n"
+        time.sleep(0.5)
+        grown = _rss_kib(mp.pid) - idle
+        assert grown < 16 * 1024, f"RSS grew by {grown} KiB with {sent} bytes of pipelined requests unread"
+        assert answered_in < 5, f"/live took {answered_in:.1f}s beside the pipelining client"
+    finally:
+        sock.close()
+    assert mp.admin_request("GET", "/ready")[0] == 200
+
+
+def test_a_slow_request_head_gets_408_and_is_closed(make_proxy):
+    """Slowloris: the head trickles in a byte at a time; the header timeout counts from its first byte."""
+    import socket
+
+    mp = make_proxy({"MESHPROXY_HEADER_TIMEOUT": "1s"})
+    head = b"GET /live HTTP/1.1\r\nHost: admin\r\nX-Slow: " + b"a" * 40
+    sock = socket.create_connection(mp.admin, timeout=5)
+    try:
+        start = time.monotonic()
+        answered = b""
+        for byte in head:  # bounded: about 20 s if the proxy never answered
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.3)
+            try:
+                answered = sock.recv(4096)
+                break  # the answer (or a close)
+            except TimeoutError:
+                continue
+        elapsed = time.monotonic() - start
+        assert answered.startswith(b"HTTP/1.1 408 "), answered[:200]
+        assert b"connection: close" in answered.lower()
+        assert 0.9 <= elapsed < 3.0, f"408 after {elapsed:.2f}s with a 1s header timeout"
+        sock.settimeout(3)
+        try:
+            rest = sock.recv(4096)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b"", "the connection stays open after the 408"
+    finally:
+        sock.close()
+    assert mp.wait_line("admin request head not received in time", timeout=2)
+    assert mp.admin_request("GET", "/live")[0] == 200
+
+
+def test_a_whole_head_in_time_is_served_and_idle_connections_close(make_proxy):
+    from helpers.clients import RawClient
+
+    mp = make_proxy({"MESHPROXY_HEADER_TIMEOUT": "1s", "MESHPROXY_CLIENT_IDLE_TIMEOUT": "1s"})
+    with RawClient(mp.admin) as client:
+        client.send(b"GET /live HTTP/1.1\r\n")
+        time.sleep(0.5)
+        client.send(b"Host: admin\r\n\r\n")
+        resp = client.final()
+        assert resp.status == 200 and resp.data == b"live\n"
+        start = time.monotonic()
+        assert client.closed_within(4), "an idle admin connection outlived MESHPROXY_CLIENT_IDLE_TIMEOUT"
+        assert time.monotonic() - start >= 0.5

@@ -143,7 +143,7 @@ def _opaque_connect(b, port: int) -> socket.socket:
     return s
 
 
-def test_tcp_is_judged_at_accept_and_cut_when_a_change_revokes_it(issuer, tmp_path):
+def test_tcp_is_judged_at_accept_and_cut_when_a_change_revokes_it(tmp_path):
     from helpers.meshproxy import MeshProxy
 
     echo = socket.create_server(("127.0.0.1", 0))
@@ -160,7 +160,9 @@ def test_tcp_is_judged_at_accept_and_cut_when_a_change_revokes_it(issuer, tmp_pa
     )
     closed_doc = open_doc.split("---")[0]  # the Server alone: nobody is authorized
     policy.write_text(closed_doc)
-    env = {**issuer.env(API), "MESHPROXY_POLICY": str(policy)}
+    # The plaintext transport header below is a peer proxy's only when this proxy
+    # has no identity and the client is in the cluster networks (loopback here).
+    env = {"MESHPROXY_POLICY": str(policy), "MESHPROXY_CLUSTER_NETWORKS": "127.0.0.0/8"}
     with MeshProxy(env=env, name="proxy-T") as b:
         b.start()
         s = _opaque_connect(b, port)

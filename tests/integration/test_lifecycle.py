@@ -105,7 +105,7 @@ def test_sigterm_with_streaming_download_in_flight(make_proxy, fresh_upstream):
 
 def test_admin_shutdown_is_graceful(make_proxy, fresh_upstream):
     """POST /shutdown drains like SIGTERM: the request in flight completes."""
-    mp = make_proxy({"MESHPROXY_DRAIN_TIMEOUT": "15s"})
+    mp = make_proxy({"MESHPROXY_DRAIN_TIMEOUT": "15s", "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED": "true"})
     with RawClient(mp.outbound) as slow:
         slow.request("GET", "/slow?delay=1.5", host(fresh_upstream))
         assert fresh_upstream.wait_requests(1)

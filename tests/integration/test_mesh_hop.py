@@ -31,7 +31,10 @@ def mesh(tmp_path_factory):
 
     tmp: Path = tmp_path_factory.mktemp("mesh")
     app = HttpUpstream(name="mesh-app")
-    b = MeshProxy(env={"MESHPROXY_LOG_LEVEL": "info"}, name="proxy-B", log_path=tmp / "b.log")
+    # B has no identity: it obeys A's transport header only from the cluster
+    # networks, and this plaintext hop is on loopback.
+    b = MeshProxy(env={"MESHPROXY_LOG_LEVEL": "info", "MESHPROXY_CLUSTER_NETWORKS": "127.0.0.0/8"}, name="proxy-B",
+                  log_path=tmp / "b.log")
     b.start()
     endpoints = tmp / "endpoints.yaml"
     endpoints.write_text(

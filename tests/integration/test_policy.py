@@ -28,6 +28,9 @@ pytestmark = pytest.mark.timeout(120)
 
 # Failure accrual would eject an always-failing endpoint; these tests are about retries.
 NO_ACCRUAL = {"MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000"}
+# A peer proxy without an identity obeys transport headers only from the cluster
+# networks: the meshed hops here are plaintext on loopback.
+PLAIN_PEER = {"MESHPROXY_CLUSTER_NETWORKS": "127.0.0.0/8"}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -558,7 +561,7 @@ def test_a_grpc_status_in_trailers_is_retried_when_no_message_came_before_it(mes
 def test_meshed_http1_requests_are_retried_across_the_http2_hop(mesh, tmp_path):
     backend, proxy, endpoints, _ = mesh
     broken = backend("broken", fail_rate=1.0)
-    peer = MeshProxy(name="peer-proxy").start()  # B: its inbound forwards to the app port it is told
+    peer = MeshProxy(env=PLAIN_PEER, name="peer-proxy").start()  # B: its inbound forwards to the app port it is told
     try:
         _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
                           f"      - {{address: 127.0.0.1:{broken.port}, proxy: {peer.inbound_hostport}}}\n")
@@ -579,7 +582,7 @@ def test_meshed_http1_requests_are_retried_across_the_http2_hop(mesh, tmp_path):
 def test_backend_timeout_bounds_each_attempt_across_the_meshed_hop(mesh):
     backend, proxy, endpoints, _ = mesh
     slow = backend("slow-meshed", slow=3.0)
-    peer = MeshProxy(name="peer-proxy-t").start()
+    peer = MeshProxy(env=PLAIN_PEER, name="peer-proxy-t").start()
     try:
         _write(endpoints, "services:\n  web.test:80:\n    endpoints:\n"
                           f"      - {{address: 127.0.0.1:{slow.port}, proxy: {peer.inbound_hostport}}}\n")
@@ -688,7 +691,7 @@ def test_a_request_header_modifier_edits_http1_http2_and_meshed_requests(mesh):
     backend, proxy, endpoints, _ = mesh
     app = backend("edit")
     origin = H2Origin(name="h2-edit")
-    peer = MeshProxy(name="peer-proxy-h").start()
+    peer = MeshProxy(env=PLAIN_PEER, name="peer-proxy-h").start()
     try:
         _write(endpoints, "services:\n"
                f"  web.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{app.port}}}]\n"

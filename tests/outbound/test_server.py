@@ -7,6 +7,7 @@ import time
 from proxy.core.addr import ConnMeta, Target
 from proxy.outbound.policy import OutboundPolicy
 from proxy.outbound.server import OutboundRouter
+from proxy.transport.own import OwnAddresses
 from proxy.policy.parse import parse
 
 POLICY = """
@@ -32,7 +33,7 @@ class Conn:
 
 def _router():
     policy = OutboundPolicy(parse(POLICY), retry_limit=3, replay_limit=65536, route_label_limit=10)
-    return OutboundRouter(set(), policy=policy)
+    return OutboundRouter(OwnAddresses(frozenset()), policy=policy)
 
 
 def _meta(orig_dst=None):
