@@ -26,6 +26,7 @@ ADMIN_LISTEN = "MESHPROXY_ADMIN_LISTEN"
 INBOUND_FORWARD_HOST = "MESHPROXY_INBOUND_FORWARD_HOST"
 INBOUND_DEFAULT_TARGET = "MESHPROXY_INBOUND_DEFAULT_TARGET"
 DETECT_TIMEOUT = "MESHPROXY_DETECT_TIMEOUT"
+SERVER_FIRST_PROBE = "MESHPROXY_SERVER_FIRST_PROBE"
 OPAQUE_PORTS = "MESHPROXY_OPAQUE_PORTS"
 MAX_HEADER_BYTES = "MESHPROXY_MAX_HEADER_BYTES"
 HEADER_TIMEOUT = "MESHPROXY_HEADER_TIMEOUT"
@@ -132,6 +133,7 @@ class Limits:
     pool_idle_timeout: float
     client_idle_timeout: float
     detect_timeout: float
+    server_first_probe: float  # a silent client's target is connected after this (0: never)
     h2_max_concurrent_streams: int
     h2_initial_window: int
     h2_connections_per_target: int
@@ -421,7 +423,11 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
                                 "admin POST /shutdown (loopback clients only); false: 404 like any unknown path"),
     INBOUND_FORWARD_HOST: ("127.0.0.1", str, "host the inbound side forwards to"),
     INBOUND_DEFAULT_TARGET: (None, parse_host_port, "inbound target for connections addressed to the listener itself"),
-    DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit; then opaque"),
+    DETECT_TIMEOUT: ("10s", parse_duration, "protocol detection time limit for bytes that decide nothing yet"),
+    # Clients of client-first protocols write with the connect; one silent
+    # this long may be waiting for its server (SMTP, MySQL): its target is
+    # connected, and if the server speaks first the connection is opaque.
+    SERVER_FIRST_PROBE: ("50ms", parse_duration, "a silent client's target is connected after this; 0 = never"),
     OPAQUE_PORTS: (DEFAULT_OPAQUE_PORTS, parse_port_set, "ports that skip detection"),
     MAX_HEADER_BYTES: ("65536", parse_size, "largest request/response head; larger -> 431/502"),
     # HAProxy's `timeout http-request`: a client trickling its head (slowloris)
@@ -543,6 +549,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         pool_idle_timeout=v[POOL_IDLE_TIMEOUT],
         client_idle_timeout=v[CLIENT_IDLE_TIMEOUT],
         detect_timeout=v[DETECT_TIMEOUT],
+        server_first_probe=v[SERVER_FIRST_PROBE],
         h2_max_concurrent_streams=v[H2_MAX_CONCURRENT_STREAMS],
         h2_initial_window=v[H2_INITIAL_WINDOW],
         h2_connections_per_target=v[H2_CONNECTIONS_PER_TARGET],

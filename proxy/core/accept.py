@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING
 
 from proxy.config import Limits, PortSet
 from proxy.core.addr import ConnMeta, Target
-from proxy.errors import ProxyError, connect_error, tls_reason
+from proxy.errors import tls_reason
 from proxy.exchange.context import ExchangeContext
-from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
+from proxy.core.opaque import open_tunnel
+from proxy.core.probe import Probe
 from proxy.http.h1server import H1Server
-from proxy.http.tunnel import TunnelEnd
 from proxy.protocol import detect, transport_header
 from proxy.transport import tls
-from proxy.transport.connect import Connector, open_connection
+from proxy.transport.connect import Connector
 from proxy.transport.orig_dst import original_dst
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
     __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
-                 "first_byte_at")
+                 "first_byte_at", "probe", "probe_timer")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -107,6 +107,8 @@ class Accepted(asyncio.Protocol):
         self.header_required = False
         self.raw = b""
         self.first_byte_at = 0.0  # when the first byte after any transport header came (the header timeout counts from it)
+        self.probe: Probe | None = None  # the silent client's target, connected early (proxy/core/probe.py)
+        self.probe_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
@@ -133,8 +135,57 @@ class Accepted(asyncio.Protocol):
                 # plain client will never send; a peer proxy writes its header
                 # with the connect, so silence this long means "no header".
                 stage.ctx.loop.call_later(HEADER_WAIT, self._no_header)
+            else:
+                self._arm_probe()
             return
-        self._admit()
+        if self._admit():
+            self._arm_probe()
+
+    def _arm_probe(self) -> None:
+        delay = self.stage.limits.server_first_probe
+        if delay > 0:
+            self.probe_timer = self.stage.ctx.loop.call_later(delay, self._probe_fire)
+
+    def _probe_fire(self) -> None:
+        """The client has been silent for the probe delay: connect to its target in case the server speaks first."""
+        self.probe_timer = None
+        if self.done or self.detector.buffered or self.raw:
+            return
+        stage, meta = self.stage, self.meta
+        if self.header_pending:
+            # A peer proxy writes its header with the connect: this silence means a plain client.
+            self.header_pending = False
+            if not self._admit():
+                return
+        target = stage.connection_target(meta)
+        if target is None:
+            return  # the outbound listener addressed directly: nothing to connect to before a request names it
+        if stage.authorizer is not None and not stage.authorizer.tcp_allowed(meta, target.port):
+            return  # this client may not open the app's port; no connection on its behalf either
+        target = stage.tunnel_target(meta)
+        if target is None:
+            return
+        probe = Probe(target)
+        probe.on_speak = self._server_spoke
+        self.probe = probe
+        probe.start(stage.connector)
+
+    def _server_spoke(self, probe: Probe) -> None:
+        """The server talked (or hung up) before the client: an opaque connection, relayed now."""
+        if self.done or probe is not self.probe:
+            probe.discard()
+            return
+        if not probe.buffered:
+            self._drop_probe()  # hung up without a word: nothing learned, the client's bytes decide
+            return
+        if self.detector.buffered:
+            return  # the client spoke too: its bytes decide, the server's wait in the probe
+        self._hand_off(detect.OPAQUE, b"", False, detected=False)
+
+    def _drop_probe(self) -> None:
+        probe, self.probe = self.probe, None
+        if probe is not None:
+            probe.discard()
 
     def _no_header(self) -> None:
         if self.header_pending and not self.raw and not self.done:
@@ -248,6 +299,7 @@ class Accepted(asyncio.Protocol):
         if self.header_pending or not self.detector.buffered:
             # Closed without a byte (health checkers, port scans): nothing to relay.
             self._cancel()
+            self._drop_probe()
             return False
         # The client finished sending before we could tell: what could still be
         # an HTTP request is parsed (and refused) as one, the rest relayed.
@@ -257,6 +309,7 @@ class Accepted(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        self._drop_probe()
         if not self.done:
             self.done = True
             self.stage.ctx.tcp_src.closed += 1
@@ -265,6 +318,7 @@ class Accepted(asyncio.Protocol):
     def _close_early(self) -> None:
         """Close a connection nothing has been relayed for yet."""
         self._cancel()
+        self._drop_probe()
         self.done = True
         self.stage.open_connections -= 1
         self.stage.ctx.tcp_src.closed += 1
@@ -288,12 +342,20 @@ class Accepted(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
+            self.probe_timer = None
 
     def _hand_off(self, kind: int, buffered: bytes, eof: bool, detected: bool = True) -> None:
         self._cancel()
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
+        probe, self.probe = self.probe, None
+        if probe is not None and (kind != detect.OPAQUE or probe.closed):
+            # HTTP, HTTP/2 and TLS open upstreams of their own.
+            probe.discard()
+            probe = None
         if kind == detect.TLS and stage.identity is not None and not meta.tls:
             hello = self.detector.client_hello
             if hello is not None and _is_mesh_name(hello.sni, stage.identity):
@@ -307,6 +369,8 @@ class Accepted(asyncio.Protocol):
                 # HTTP is judged per request (routes); the relay asks meta.authz.
                 meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
+                if probe is not None:
+                    probe.discard()
                 self._close_early()
                 return
         if kind == detect.HTTP1:
@@ -326,7 +390,8 @@ class Accepted(asyncio.Protocol):
             server.connection_made(transport)
             server.data_received(buffered)
             return
-        target = stage.tunnel_target(meta)
+        # The probe's pick is the connection's: no second pick for the same client.
+        target = probe.target if probe is not None else stage.tunnel_target(meta)
         if target is None:
             log.warning("opaque connection closed: no destination to forward it to",
                         direction=stage.direction, client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
@@ -334,7 +399,7 @@ class Accepted(asyncio.Protocol):
             stage.ctx.tcp_src.closed += 1
             transport.abort()
             return
-        open_tunnel(stage, transport, meta, target, buffered, eof, kind)
+        open_tunnel(stage, transport, meta, target, buffered, eof, kind, probe)
 
     def _terminate(self, buffered: bytes) -> None:
         """Mesh TLS for our identity: the handshake runs here, the decrypted
@@ -408,56 +473,6 @@ HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
 
 
-def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta, target: Target,
-                buffered: bytes, eof: bool, kind: int) -> None:
-    """Connect to ``target`` and relay raw bytes both ways, starting with ``buffered``."""
-    ctx = stage.ctx
-    ctx.tcp_src.read_bytes += len(buffered)  # read while detecting
-    src = TunnelEnd(ctx.tcp_src, buffered)
-    src.eof = eof
-    src.adopt(transport)
-    transport.pause_reading()  # nothing more is read until the other side exists
-    dst = TunnelEnd(ctx.tcp_dst, b"")
-
-    started = time.perf_counter()
-    connect_time = [0.0]
-
-    def closed(_end: TunnelEnd) -> None:
-        stage.open_connections -= 1
-        if target.service is not None and connect_time[0]:
-            # Balanced per connection: the pick is held for the connection's life.
-            target.service.settle(target, connect_time[0], SETTLE_OK)
-
-    src.on_close = closed
-
-    async def connect() -> None:
-        try:
-            await open_connection(stage.connector, target, lambda: dst)
-        except (OSError, TimeoutError, ProxyError) as exc:
-            err = connect_error(exc)
-            if target.service is not None:
-                target.service.settle(target, time.perf_counter() - started, SETTLE_FAILED)
-            log.warning("opaque connection failed", direction=stage.direction, client=_fmt(meta.client),
-                        upstream=str(target), error=err.reason, protocol=_KIND_NAMES.get(kind, "opaque"))
-            src.close()
-            return
-        connect_time[0] = max(time.perf_counter() - started, 1e-6)
-        if src.closed:
-            dst.close()
-            return
-        if target.needs_header and dst.transport is not None:
-            # A peer proxy: tell it which app port these raw bytes are for.
-            dst.transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_OPAQUE))
-        src.link(dst)
-        if not transport.is_closing():
-            transport.resume_reading()
-
-    task = ctx.loop.create_task(connect())
-    _TASKS.add(task)
-    task.add_done_callback(_TASKS.discard)
-
-
-_TASKS: set[asyncio.Task] = set()
 
 
 def _fmt(addr: tuple) -> str:

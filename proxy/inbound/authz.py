@@ -74,6 +74,10 @@ class InboundAuthorizer:
         self._tcp_open[transport] = (client, port)
         return True
 
+    def tcp_allowed(self, meta: ConnMeta, port: int) -> bool:
+        """Whether ``tcp`` would admit this connection, without counting or logging (for the server-first probe)."""
+        return self.policy.port(port).check_connection(client_of(meta)).allowed
+
     def http(self, meta: ConnMeta, port: int) -> ConnAuthz:
         return ConnAuthz(self, client_of(meta), port)
 

@@ -1,0 +1,117 @@
+"""Opaque TCP from the accept stage: connect to the target (or adopt the server-first probe's connection) and relay bytes.
+
+Bytes the client sent while detection ran go first; with a probe, what the
+server already said goes first the other way. A balancer's pick is held for
+the connection's life and settled when it ends (a failed connect counts as
+a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from proxy.core.addr import ConnMeta, Target
+from proxy.errors import ProxyError, connect_error
+from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
+from proxy.http.tunnel import TunnelEnd
+from proxy.protocol import transport_header
+from proxy.transport.connect import open_connection
+
+if TYPE_CHECKING:
+    from proxy.core.accept import AcceptStage
+    from proxy.core.probe import Probe
+
+log = structlog.get_logger("proxy.accept")
+
+_KIND_NAMES = {1: "http/1", 2: "h2", 3: "tls", 4: "opaque"}  # proxy.protocol.detect's kinds
+
+
+def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta, target: Target,
+                buffered: bytes, eof: bool, kind: int, probe: Probe | None = None) -> None:
+    """Relay raw bytes between the client and ``target``, starting with ``buffered``.
+
+    With a live ``probe`` (the server-first probe's connection to the same
+    target) no new connection is opened: the relay adopts it.
+    """
+    ctx = stage.ctx
+    ctx.tcp_src.read_bytes += len(buffered)  # read while detecting
+    src = TunnelEnd(ctx.tcp_src, buffered)
+    src.eof = eof
+    src.adopt(transport)
+    transport.pause_reading()  # nothing more is read until the other side exists
+    dst = TunnelEnd(ctx.tcp_dst, b"")
+
+    started = time.perf_counter()
+    connect_time = [0.0]
+
+    def closed(_end: TunnelEnd) -> None:
+        stage.open_connections -= 1
+        if target.service is not None and connect_time[0]:
+            # Balanced per connection: the pick is held for the connection's life.
+            target.service.settle(target, connect_time[0], SETTLE_OK)
+
+    src.on_close = closed
+
+    def link() -> None:
+        src.link(dst)
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    def adopt(ready: Probe) -> None:
+        if ready.closed:
+            start_connect()  # the probe's connection failed or ended: a fresh one
+            return
+        ready.take()
+        connect_time[0] = ready.settle_connected()
+        if src.closed:
+            ready.transport.close()
+            return
+        dst.pending = ready.buffered  # what the server said first goes to the client first
+        dst.eof = ready.eof
+        dst.adopt(ready.transport, counted=True)
+        ready.transport.resume_reading()
+        link()
+
+    async def connect() -> None:
+        try:
+            await open_connection(stage.connector, target, lambda: dst)
+        except (OSError, TimeoutError, ProxyError) as exc:
+            err = connect_error(exc)
+            if target.service is not None:
+                target.service.settle(target, time.perf_counter() - started, SETTLE_FAILED)
+            log.warning("opaque connection failed", direction=stage.direction, client=_fmt(meta.client),
+                        upstream=str(target), error=err.reason, protocol=_KIND_NAMES.get(kind, "opaque"))
+            src.close()
+            return
+        connect_time[0] = max(time.perf_counter() - started, 1e-6)
+        if src.closed:
+            dst.close()
+            return
+        if target.needs_header and dst.transport is not None:
+            # A peer proxy: tell it which app port these raw bytes are for.
+            dst.transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_OPAQUE))
+        link()
+
+    def start_connect() -> None:
+        task = ctx.loop.create_task(connect())
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    if probe is not None and not probe.closed:
+        if probe.ready:
+            adopt(probe)
+        else:
+            probe.on_ready = adopt
+        return
+    start_connect()
+
+
+_TASKS: set[asyncio.Task] = set()
+
+
+def _fmt(addr: tuple) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else ""
