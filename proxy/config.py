@@ -41,6 +41,7 @@ MAX_CONNECTIONS = "MESHPROXY_MAX_CONNECTIONS"
 DRAIN_TIMEOUT = "MESHPROXY_DRAIN_TIMEOUT"
 H2_MAX_CONCURRENT_STREAMS = "MESHPROXY_H2_MAX_CONCURRENT_STREAMS"
 H2_INITIAL_WINDOW = "MESHPROXY_H2_INITIAL_WINDOW"
+H2_CONNECTION_BUFFER = "MESHPROXY_H2_CONNECTION_BUFFER"
 H2_CONNECTIONS_PER_TARGET = "MESHPROXY_H2_CONNECTIONS_PER_TARGET"
 DESTINATION = "MESHPROXY_DESTINATION"
 DNS_NAMESERVERS = "MESHPROXY_DNS_NAMESERVERS"
@@ -136,6 +137,7 @@ class Limits:
     server_first_probe: float  # a silent client's target is connected after this (0: never)
     h2_max_concurrent_streams: int
     h2_initial_window: int
+    h2_connection_buffer: int
     h2_connections_per_target: int
 
 
@@ -448,7 +450,11 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     MAX_CONNECTIONS: ("20000", parse_positive_int, "open client connections per listener"),
     DRAIN_TIMEOUT: ("30s", parse_duration, "SIGTERM: time for in-flight requests to finish"),
     H2_MAX_CONCURRENT_STREAMS: ("100", parse_positive_int, "HTTP/2 streams a peer may open at once; more are refused"),
-    H2_INITIAL_WINDOW: ("1MiB", parse_window, "HTTP/2 flow-control window per stream and connection (bytes buffered)"),
+    H2_INITIAL_WINDOW: ("1MiB", parse_window, "HTTP/2 flow-control window per stream (bytes buffered per stream)"),
+    # Per-stream windows are the backpressure; the connection window comes back
+    # as DATA arrives until this much is buffered across streams, so a stalled
+    # stream never starves the connection it shares.
+    H2_CONNECTION_BUFFER: ("4MiB", parse_size, "HTTP/2 data buffered per connection, all streams, before the connection window waits"),
     H2_CONNECTIONS_PER_TARGET: ("4", parse_positive_int, "upstream HTTP/2 connections per target when streams run out"),
     DESTINATION: (None, parse_destination, "discovery source: file:///path.yaml, dns or k8s; unset = none"),
     DNS_NAMESERVERS: (None, parse_host_port_list, "DNS servers (host:port list) instead of /etc/resolv.conf"),
@@ -552,6 +558,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         server_first_probe=v[SERVER_FIRST_PROBE],
         h2_max_concurrent_streams=v[H2_MAX_CONCURRENT_STREAMS],
         h2_initial_window=v[H2_INITIAL_WINDOW],
+        h2_connection_buffer=v[H2_CONNECTION_BUFFER],
         h2_connections_per_target=v[H2_CONNECTIONS_PER_TARGET],
     )
     if limits.connect_timeout <= 0:

@@ -59,6 +59,8 @@ class AcceptStage:
     tunnel_target: Callable[[ConnMeta], Target | None]
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
+    # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
+    connection_protocol: Callable[[ConnMeta], str | None] | None = None
     # Inbound: peer proxies start with a transport header naming the app port.
     accept_transport_header: bool = False
     # Inbound: who may send that header, and which ports it may name. None: no header is obeyed.
@@ -212,8 +214,10 @@ class Accepted(asyncio.Protocol):
         # The destination's port says what protocol to expect (5432 is
         # PostgreSQL whichever address it is on).
         port = target.port if target is not None else meta.local[1]
-        if port in stage.opaque_ports:
-            # Configured opaque: relayed as is, even if it looks like HTTP.
+        if port in stage.opaque_ports or (stage.connection_protocol is not None
+                                          and stage.connection_protocol(meta) == "opaque"):
+            # Configured opaque (here, or by discovery for the destination's
+            # endpoints): relayed as is, even if it looks like HTTP.
             self._hand_off(detect.OPAQUE, pending, False, detected=False)
             return False
         return True

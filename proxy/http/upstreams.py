@@ -31,7 +31,8 @@ def h2_settings(limits):
 
     return H2Settings(max_header_list_size=limits.max_header_bytes,
                       max_concurrent_streams=limits.h2_max_concurrent_streams,
-                      initial_window_size=limits.h2_initial_window)
+                      initial_window_size=limits.h2_initial_window,
+                      connection_buffer=limits.h2_connection_buffer)
 
 
 class Upstreams(Dispatcher):

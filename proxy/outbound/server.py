@@ -19,7 +19,7 @@ import structlog
 from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
-from proxy.errors import NoDestination, OwnAddress, RouteRedirect, RoutingError
+from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.telemetry.counters import HttpStats, TcpStats
@@ -75,6 +75,20 @@ class OutboundRouter:
             self._remember(self._orig, meta.orig_dst, target)
         return target
 
+    def connection_protocol(self, meta: ConnMeta) -> str | None:
+        """Discovery's protocol hint for a redirected connection's destination: "opaque" when every
+        endpoint of its service is opaque (detection is skipped), else None."""
+        target = self.connection_target(meta)
+        if target is None or self.resolver is None:
+            return None
+        service = self._service(target)
+        if service is None:
+            return None
+        endpoints = service.watch.snapshot.endpoints
+        if endpoints and all(ep.protocol == "opaque" for ep in endpoints):
+            return "opaque"
+        return None
+
     def logical(self, head, meta: ConnMeta) -> Target:
         if meta.orig_dst is not None:
             target = self.connection_target(meta)
@@ -112,8 +126,19 @@ class OutboundRouter:
             runtime = self.policy.lookup(target)
             if runtime is not None:
                 return self._policy_route(runtime, head, conn, target)
-        if self.resolver is None or target.via_connect:
+        if self.resolver is None:
             return target
+        if target.via_connect:
+            # A CONNECT names a destination like any other: a service discovery
+            # knows is balanced (per tunnel) over its endpoints, meshed ones
+            # through their proxy.
+            service = self._service(self._concrete_target((target.host, target.port)))
+            if service is None:
+                return target
+            picked = service.pick_connection()
+            if picked is None:
+                raise NoEndpoints(f"no ready endpoints for {service.name}")
+            return picked
         service = self._service(target)
         if service is None:
             return target
@@ -267,5 +292,6 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
         connection_target=router.connection_target,
         tunnel_target=router.tunnel_target,
         refuse_without_target=False,
+        connection_protocol=router.connection_protocol,
     )
     return stage, router

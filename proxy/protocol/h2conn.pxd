@@ -43,6 +43,7 @@ cdef class H2Settings:
     cdef readonly long long window_ms
     cdef readonly long long max_header_block_size
     cdef readonly long long max_pending_outbound
+    cdef readonly long long connection_buffer
 
 
 cdef class Event:
@@ -162,6 +163,8 @@ cdef class H2Connection:
     cdef long long _recv_window
     cdef long long _recv_owed
     cdef dict _unacked_closed         # ended streams' ids -> octets delivered, not yet acknowledged
+    cdef long long _buffered          # delivered DATA not acknowledged, all streams
+    cdef long long _held              # connection window kept back: max(0, _buffered - connection_buffer)
     cdef long long _conn_target
     cdef long long _stream_target
     cdef long long _stream_recv_initial
@@ -238,6 +241,10 @@ cdef int _raise_send_error(_Stream stream, int value) except -1
 cdef int _stream_owed(H2Connection conn, _Stream stream, long long n) except -1
 cdef int _connection_owed(H2Connection conn) except -1
 cdef int _release(H2Connection conn, long long n) except -1
+@cython.locals(excess=cython.longlong, held=cython.longlong, early=cython.longlong)
+cdef int _buffer(H2Connection conn, long long n) except -1
+@cython.locals(excess=cython.longlong, held=cython.longlong, back=cython.longlong)
+cdef int _unbuffer(H2Connection conn, long long n) except -1
 
 @cython.locals(debug=bytes, ev=ConnectionTerminated)
 cdef int _conn_error(H2Connection conn, list events, unsigned int code, str reason) except -1

@@ -138,6 +138,11 @@ class H2Settings:
     frames are counted per connection, but each DATA frame we send earns
     two free ones (its stream's and the connection's), so only updates that
     answer no data of ours count against ``max_window_updates_per_window``.
+    ``connection_buffer`` is how much delivered, unacknowledged DATA (summed
+    over streams) may sit with the caller before the connection window stops
+    being given back on arrival: below it, one stream that the caller cannot
+    drain (a client that stopped reading) holds only its own stream window and
+    the connection keeps flowing for the others (see ``_buffer``).
     ``max_pending_outbound`` bounds the octets of frames the peer makes us
     queue (PING and SETTINGS ACKs, RST_STREAM) between two ``data_to_send``
     calls.
@@ -158,6 +163,7 @@ class H2Settings:
         window_ms=1000,
         max_header_block_size=131072,
         max_pending_outbound=1 << 20,
+        connection_buffer=4 << 20,
     ):
         if not 0 <= max_concurrent_streams <= 0xFFFFFFFF:
             raise ValueError("max_concurrent_streams out of range")
@@ -169,7 +175,7 @@ class H2Settings:
             raise ValueError("header sizes out of range")
         for value in (max_resets_per_window, max_pings_per_window, max_settings_per_window,
                       max_empty_data_per_window, max_window_updates_per_window, max_header_block_size,
-                      max_pending_outbound):
+                      max_pending_outbound, connection_buffer):
             if value < 0:
                 raise ValueError("limits must not be negative")
         if window_ms < 1:
@@ -187,6 +193,7 @@ class H2Settings:
         self.window_ms = window_ms
         self.max_header_block_size = max_header_block_size
         self.max_pending_outbound = max_pending_outbound
+        self.connection_buffer = connection_buffer
 
     def __repr__(self):
         fields = ", ".join(f"{name}={getattr(self, name)}" for name in _SETTINGS_FIELDS)
@@ -197,7 +204,7 @@ _SETTINGS_FIELDS = (
     "max_concurrent_streams", "initial_window_size", "max_frame_size", "max_header_list_size",
     "header_table_size", "max_resets_per_window", "max_pings_per_window", "max_settings_per_window",
     "max_empty_data_per_window", "max_window_updates_per_window", "window_ms", "max_header_block_size",
-    "max_pending_outbound",
+    "max_pending_outbound", "connection_buffer",
 )
 
 # ---------------------------------------------------------------- events
@@ -434,7 +441,7 @@ def _release_stream(conn, stream):
     # for the stream are ignored (the caller need not send them).
     n = stream.unacked
     stream.unacked = 0
-    _release(conn, n)
+    _unbuffer(conn, n)
     return 0
 
 
@@ -584,6 +591,8 @@ class H2Connection:
         self._recv_window = _DEFAULT_WINDOW
         self._recv_owed = 0
         self._unacked_closed = {}
+        self._buffered = 0  # delivered DATA not acknowledged yet, all streams together
+        self._held = 0  # connection window kept back because _buffered is over connection_buffer
         self._conn_target = settings.initial_window_size if settings.initial_window_size > _DEFAULT_WINDOW \
             else _DEFAULT_WINDOW
         self._stream_target = settings.initial_window_size
@@ -871,8 +880,7 @@ class H2Connection:
                 del self._unacked_closed[stream_id]
             else:
                 self._unacked_closed[stream_id] = left - n
-        self._recv_owed += n
-        _connection_owed(self)
+        _unbuffer(self, n)
 
     def reset_stream(self, stream_id, error_code):
         """Reset a live stream (RST_STREAM).
@@ -889,7 +897,7 @@ class H2Connection:
         if stream is None:
             found = self._unacked_closed.pop(stream_id, None)
             if found is not None:
-                _release(self, found)
+                _unbuffer(self, found)
             return
         _queue(self, rst_stream(stream_id, error_code))
         _set_state(self, cython.cast(_Stream, stream), _CLOSED_RESET)
@@ -1013,6 +1021,37 @@ def _connection_owed(conn):
         _queue(conn, window_update(0, conn._recv_owed))
         conn._recv_window += conn._recv_owed
         conn._recv_owed = 0
+    return 0
+
+
+def _buffer(conn, n):
+    # DATA handed to the caller. Connection flow control is only a bound on
+    # memory here: per-stream windows are the backpressure. So the connection
+    # window comes back on arrival while everything delivered and not yet
+    # acknowledged stays under connection_buffer (one stalled stream cannot
+    # starve the others), and only the excess waits for acknowledgements.
+    # Invariant: _held == max(0, _buffered - connection_buffer).
+    conn._buffered += n
+    excess = conn._buffered - conn.settings.connection_buffer
+    held = excess if excess > 0 else 0
+    early = n - (held - conn._held)
+    conn._held = held
+    _release(conn, early)
+    return 0
+
+
+def _unbuffer(conn, n):
+    # Delivered DATA acknowledged (or dropped with its stream): what was held
+    # back beyond connection_buffer goes to the peer now.
+    if n <= 0:
+        return 0
+    conn._buffered -= n
+    excess = conn._buffered - conn.settings.connection_buffer
+    held = excess if excess > 0 else 0
+    if held < conn._held:
+        back = conn._held - held
+        conn._held = held
+        _release(conn, back)
     return 0
 
 
@@ -1165,6 +1204,7 @@ def _on_data(conn, events, frame):
         _release(conn, n)  # padding only: nothing to deliver
         return 0
     stream.unacked += n
+    _buffer(conn, n)
     events.append(_ev_data(sid, data, n, end))
     if nxt != stream.state:
         _set_state(conn, stream, nxt)

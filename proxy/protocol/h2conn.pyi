@@ -38,6 +38,8 @@ class H2Settings:
     def max_header_block_size(self) -> int: ...
     @property
     def max_pending_outbound(self) -> int: ...
+    @property
+    def connection_buffer(self) -> int: ...
     def __init__(
         self,
         max_concurrent_streams: int = 100,
@@ -53,6 +55,7 @@ class H2Settings:
         window_ms: int = 1000,
         max_header_block_size: int = 131072,
         max_pending_outbound: int = 1 << 20,
+        connection_buffer: int = 4 << 20,
     ) -> None: ...
 
 class Event: ...

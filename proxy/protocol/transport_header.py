@@ -19,7 +19,10 @@ Wire format (all integers big-endian)::
     4       1     version            1
     5       2     port               the app port on the receiving side
     7       1     protocol           1 = HTTP (an HTTP/2 session follows),
-                                     2 = opaque (raw bytes follow)
+                                     2 = opaque (raw bytes follow),
+                                     3 = HTTP/1 (an HTTP/1 connection follows: an
+                                         Upgrade such as WebSocket, which cannot
+                                         travel as a stream of the HTTP/2 session)
     8       1     name length N      0..255
     9       N     name               the logical destination (ASCII), for logs
 """
@@ -33,6 +36,7 @@ VERSION = 1
 FIXED = 9
 PROTO_HTTP = 1
 PROTO_OPAQUE = 2
+PROTO_HTTP1 = 3
 
 
 class NeedMore:
@@ -68,7 +72,7 @@ class TransportHeader:
 def encode(port: int, protocol: int, name: str = "") -> bytes:
     if not 0 < port <= 65535:
         raise ValueError("port must be 1-65535")
-    if protocol not in (PROTO_HTTP, PROTO_OPAQUE):
+    if protocol not in (PROTO_HTTP, PROTO_OPAQUE, PROTO_HTTP1):
         raise ValueError("unknown protocol")
     raw_name = name.encode("ascii", "replace")[:255]
     return MAGIC + bytes((VERSION,)) + port.to_bytes(2, "big") + bytes((protocol, len(raw_name))) + raw_name
@@ -87,7 +91,7 @@ def decode(data: bytes) -> TransportHeader | NeedMore | NotHeader:
     protocol = data[7]
     if port == 0:
         raise HeaderError("transport header names port 0")
-    if protocol not in (PROTO_HTTP, PROTO_OPAQUE):
+    if protocol not in (PROTO_HTTP, PROTO_OPAQUE, PROTO_HTTP1):
         raise HeaderError(f"unknown transport protocol {protocol}")
     size = FIXED + data[8]
     if len(data) < size:

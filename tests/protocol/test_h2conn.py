@@ -937,7 +937,7 @@ def test_headers_on_even_or_lower_id_is_a_connection_error():
 
 
 def test_data_beyond_connection_window_is_a_connection_error():
-    raw = Raw(settings=C.H2Settings(initial_window_size=65535, max_frame_size=1 << 17))
+    raw = Raw(settings=C.H2Settings(initial_window_size=65535, max_frame_size=1 << 17, connection_buffer=0))
     raw.open(1, post(), end_stream=False)
     assert kinds(raw.feed(F.data_frame(1, b"a" * 65535))) == [C.DataReceived]
     assert_conn_error(raw, F.FLOW_CONTROL_ERROR, raw.feed(F.data_frame(1, b"b")))
@@ -1158,7 +1158,7 @@ def test_data_to_send_drain_resets_the_control_budget():
 
 
 def test_acknowledgements_are_batched_and_clamped():
-    raw = Raw(settings=C.H2Settings(initial_window_size=65536))
+    raw = Raw(settings=C.H2Settings(initial_window_size=65536, connection_buffer=0))
     raw.open(1, post(), end_stream=False)
     raw.feed(F.data_frame(1, b"a" * 16384) + F.data_frame(1, b"b" * 16384))
     raw.conn.acknowledge_received(1, 16384)
@@ -1183,7 +1183,7 @@ def test_data_never_delivered_is_returned_to_the_connection_window():
 
 
 def test_reset_gives_back_unacknowledged_data():
-    raw = Raw(settings=C.H2Settings(initial_window_size=65535))
+    raw = Raw(settings=C.H2Settings(initial_window_size=65535, connection_buffer=0))
     raw.open(1, post(), end_stream=False)
     raw.feed(F.data_frame(1, b"a" * 16384) * 2)
     assert raw.frames() == []  # delivered, not acknowledged
@@ -1200,7 +1200,7 @@ def test_reset_gives_back_unacknowledged_data():
 
 
 def test_ended_stream_is_acknowledged_after_it_closed_or_released_by_reset_stream():
-    raw = Raw(settings=C.H2Settings(initial_window_size=65535))
+    raw = Raw(settings=C.H2Settings(initial_window_size=65535, connection_buffer=0))
     raw.open(1, post(), end_stream=False)
     raw.feed(F.data_frame(1, b"a" * 16384) + F.data_frame(1, b"a" * 16384, True))
     raw.conn.send_headers(1, RESP, True)
@@ -1215,6 +1215,39 @@ def test_ended_stream_is_acknowledged_after_it_closed_or_released_by_reset_strea
     raw.conn.send_headers(3, RESP, True)
     raw.conn.reset_stream(3, F.CANCEL)  # ended: no RST, but the buffered data is given back
     assert [(f.type, f.stream_id, f.increment) for f in raw.frames()][-1] == (F.WINDOW_UPDATE, 0, 32768)
+
+
+@pytest.mark.parametrize("buffer, after_data, after_ack", [
+    (1 << 20, [(0, 32768)], []),  # under the buffer: back on arrival, nothing left for the ack
+    (16384, [], [(0, 32768)]),  # 16 KiB back on arrival, 16 KiB held until acknowledged
+    (0, [], []),  # no buffer: every byte waits for its acknowledgement (16 KiB owed: batched)
+])
+def test_connection_window_comes_back_on_arrival_under_the_connection_buffer(buffer, after_data, after_ack):
+    # The invariant: held == max(0, buffered - connection_buffer). WINDOW_UPDATEs
+    # are batched: one goes out once half the connection window (32 KiB) is owed.
+    raw = Raw(settings=C.H2Settings(initial_window_size=65535, connection_buffer=buffer))
+    raw.open(1, post(), end_stream=False)
+    raw.feed(F.data_frame(1, b"a" * 16384) * 2)
+    updates = lambda: [(f.stream_id, f.increment) for f in raw.frames()  # noqa: E731
+                       if f.type == F.WINDOW_UPDATE and f.stream_id == 0]
+    assert updates() == after_data
+    raw.conn.acknowledge_received(1, 16384)
+    assert updates() == after_ack
+
+
+def test_a_stalled_stream_never_holds_the_connection_window():
+    # Stream 1's reader stopped (nothing acknowledged): it still holds only its
+    # own stream window, and stream 3 can use the whole connection window.
+    raw = Raw(settings=C.H2Settings(initial_window_size=65535, connection_buffer=1 << 20))
+    raw.open(1, post(), end_stream=False)
+    raw.feed(F.data_frame(1, b"a" * 16384) * 3 + F.data_frame(1, b"a" * 16383))
+    raw.frames()
+    raw.open(3, post(), end_stream=False)
+    for _ in range(8):  # eight stream windows' worth through the same connection
+        events = raw.feed(F.data_frame(3, b"b" * 16384) * 3 + F.data_frame(3, b"b" * 16383))
+        assert kinds(events) == [C.DataReceived] * 4
+        raw.conn.acknowledge_received(3, 65535)
+        raw.frames()
 
 
 def test_connection_window_is_shared_by_streams():
