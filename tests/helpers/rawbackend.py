@@ -27,6 +27,7 @@ from .servers import MAX_WAIT, ServerConn, TcpServer
 from .wire import deadline_in
 
 Step = bytes | float  # bytes to send, or seconds to wait
+LINGER = 0.3  # seconds a connection is still read after the backend decided to close it
 
 
 @dataclass
@@ -156,8 +157,10 @@ class RawBackend(TcpServer):
                 elif isinstance(event, h11.EndOfMessage):
                     assert request is not None
                     rec.requests += 1
-                    keep = self._answer(conn, request, rec.requests) and _persistent(request)
-                    if not keep:
+                    if not self._answer(conn, request, rec.requests):
+                        return  # the script cuts the connection
+                    if not _persistent(request):
+                        self._linger(conn, rec)
                         return
                     # The answer bypassed h11, so start a fresh parser on what is left.
                     rest, closed = parser.trailing_data
@@ -170,6 +173,20 @@ class RawBackend(TcpServer):
                     rec.settled = not rest
             if not got:
                 return
+
+    def _linger(self, conn: ServerConn, rec: ConnRecord) -> None:
+        """Before closing, keep recording (never answering) what the peer still
+        sends: bytes after a request that ended the connection are evidence."""
+        rec.settled = False
+        end = deadline_in(LINGER)
+        while not self.stopping.is_set():
+            try:
+                if not conn.stream.fill(end):
+                    rec.eof = True
+                    return
+            except (TimeoutError, OSError):
+                return
+            self.last_byte_at = time.monotonic()
 
     def _answer(self, conn: ServerConn, request: h11.Request, number: int) -> bool:
         target = request.target.decode("latin-1")

@@ -121,6 +121,7 @@ class _Reader:
         self.eof = eof
         self.pos = 0
         self.reading = Reading()
+        self.partial = (0, b"")  # where the unfinished last line starts, and its bytes
 
     def problem(self, at: int, text: str) -> None:
         self.reading.problems.append(f"@{at}: {text}")
@@ -138,6 +139,7 @@ class _Reader:
                 self.problem(start + idx, f"bare {kind} in {_show(text)}")
                 raise _Stop
         if eol < 0:
+            self.partial = (start, check)
             raise _Need
         self.pos = eol + 2
         return start, text
@@ -223,9 +225,9 @@ def _check_fields(r: _Reader, msg: Message, forwarded: bool) -> None:
         te = msg.tokens("te")
         if any(t.split(b";")[0].strip() != b"trailers" for t in te):
             r.problem(msg.offset, f"TE other than 'trailers' forwarded: {msg.get_all('te')!r}")
-    upgrade = msg.tokens("upgrade")
-    if any(t.split(b"/")[0] in (b"h2c", b"h2") for t in upgrade):
-        r.problem(msg.offset, f"Upgrade to HTTP/2 forwarded: {msg.get_all('upgrade')!r}")
+        upgrade = msg.tokens("upgrade")
+        if any(t.split(b"/")[0] in (b"h2c", b"h2") for t in upgrade):
+            r.problem(msg.offset, f"Upgrade to HTTP/2 forwarded: {msg.get_all('upgrade')!r}")
 
 
 def _framing(r: _Reader, msg: Message, version: bytes, request: bool) -> tuple[str, int]:
@@ -354,10 +356,24 @@ def read_requests(data: bytes, forwarded: bool = True) -> Reading:
                 break
         except _Need:
             r.reading.incomplete = True
+            _check_partial(r, start_line=msg is None)
             break
         except _Stop:
             break
     return r.reading
+
+
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_START_LINE = re.compile(rb"[^\x20-\x7e]")
+
+
+def _check_partial(r: _Reader, start_line: bool) -> None:
+    """An unfinished line is still judged by the bytes it has: garbage
+    cannot become a valid line by what follows."""
+    at, text = r.partial
+    bad = (_NOT_START_LINE if start_line else _CTL).search(text)
+    if bad:
+        r.problem(at + bad.start(), f"cannot start a valid line: {_show(text)}")
 
 
 # ---------------------------------------------------------------------------

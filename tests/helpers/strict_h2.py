@@ -149,6 +149,8 @@ def request_problems(stream: H2Stream) -> list[str]:
     method = pseudo.get(b":method")
     if method is None or not _TOKEN.match(method):
         out.append(f"{where}: :method {method!r}")
+    if b":protocol" in pseudo and method != b"CONNECT":
+        out.append(f"{where}: :protocol on a {method!r} request (RFC 8441 allows it on CONNECT only)")
     if method == b"CONNECT":
         if b":authority" not in pseudo or b":path" in pseudo or b":scheme" in pseudo:
             out.append(f"{where}: malformed CONNECT pseudo-headers {sorted(pseudo)!r}")

@@ -25,7 +25,6 @@ class Expect:
     statuses: frozenset[int]  # error statuses the proxy may answer with; empty: it must not refuse
     forward: str  # "never", "prefix", "may" or "must"
     answered: int = 0  # valid requests ahead of the hostile one that the backend must answer
-    methods: tuple[str, ...] = ()  # request methods in order, when a HEAD changes response framing
     host: bytes | None = None  # the Host a forwarded request must carry (an absolute-form URI's authority)
 
     @property

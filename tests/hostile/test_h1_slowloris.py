@@ -16,9 +16,9 @@ import pytest
 
 from . import findings as F
 from .conftest import LISTENERS
+from .expect import refused
 from .findings import Finding, assert_clean
 from .harness_h1 import backend_findings, client_findings, read_client
-from .expect import refused
 
 pytestmark = pytest.mark.timeout(30)
 
