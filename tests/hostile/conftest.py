@@ -14,8 +14,6 @@ import pytest
 from helpers.meshproxy import MeshProxy
 from helpers.rawbackend import RawBackend
 
-LISTENERS = ("outbound", "inbound")
-
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[RawBackend]:
@@ -36,8 +34,3 @@ def proxy(request: pytest.FixtureRequest, backend: RawBackend,
         yield mp
     finally:
         mp.close()
-
-
-def cases(vectors, listeners=LISTENERS) -> list:
-    """(listener, vector) pairs with readable ids: ``outbound-smuggle-cl-te.plain``."""
-    return [pytest.param(listener, v, id=f"{listener}-{v.id}") for v in vectors for listener in listeners]

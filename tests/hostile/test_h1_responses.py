@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import cases
 from .findings import assert_clean
 from .harness_h1 import run_response
+from .listeners import cases
 from .vectors_h1_responses import RESPONSES
 
 pytestmark = pytest.mark.timeout(20)

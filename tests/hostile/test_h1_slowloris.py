@@ -15,10 +15,10 @@ import time
 import pytest
 
 from . import findings as F
-from .conftest import LISTENERS
 from .expect import refused
 from .findings import Finding, assert_clean
 from .harness_h1 import backend_findings, client_findings, read_client
+from .listeners import LISTENERS
 
 pytestmark = pytest.mark.timeout(30)
 

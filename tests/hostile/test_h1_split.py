@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import LISTENERS
 from .findings import assert_clean
 from .harness_h1 import run_request
+from .listeners import LISTENERS
 from .vectors_h1 import BY_ID, SPLIT_IDS
 
 pytestmark = pytest.mark.timeout(20)

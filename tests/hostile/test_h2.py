@@ -17,9 +17,9 @@ from helpers.h2server import H2Origin
 from helpers.meshproxy import MeshProxy
 from helpers.tcptap import RecordingTap
 
-from .conftest import cases
 from .findings import assert_clean
 from .harness_h2 import run_h2, run_meshed
+from .listeners import cases
 from .vectors_h2 import MESHED, VECTORS
 
 pytestmark = pytest.mark.timeout(20)

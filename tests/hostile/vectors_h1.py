@@ -111,17 +111,17 @@ add("smuggle-cl-te.underscore-name",
 # With no length at all the chunk bytes are the next "request": one answered, then refused.
 add("smuggle-te-only.underscore-name",
     head(b"Transfer_Encoding: chunked") + _chunk(b"hello") + b"0\r\n\r\n", pipelined(1))
-add("smuggle-te-http10", head(b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.0")
+add("smuggle.te-on-http10", head(b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.0")
     + _chunk(b"hello") + b"0\r\n\r\n", either(*TE_STATUSES))
-add("smuggle-te-http10-with-cl", head(b"Transfer-Encoding: chunked", b"Content-Length: %d" % len(_CLTE_BODY),
+add("smuggle.te-on-http10-with-cl", head(b"Transfer-Encoding: chunked", b"Content-Length: %d" % len(_CLTE_BODY),
                                       start=b"POST / HTTP/1.0") + _CLTE_BODY, refused(*TE_STATUSES))
-add("smuggle-te-http10-smuggled-chunk", head(b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.0")
+add("smuggle.te-on-http10-smuggled-chunk", head(b"Transfer-Encoding: chunked", start=b"POST / HTTP/1.0")
     + b"0\r\n\r\n" + SMUGGLE, either(*TE_STATUSES))
-add("smuggle-cl-cl-te", head(b"Content-Length: 5", b"Transfer-Encoding: chunked", b"Content-Length: 5")
+add("smuggle.cl-cl-te", head(b"Content-Length: 5", b"Transfer-Encoding: chunked", b"Content-Length: 5")
     + b"0\r\n\r\n", refused(*TE_STATUSES))
-add("smuggle-te-gzip-chunked-cl", head(b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3")
+add("smuggle.te-gzip-chunked-cl", head(b"Transfer-Encoding: gzip, chunked", b"Content-Length: 3")
     + b"0\r\n\r\n", refused(*TE_STATUSES))
-add("smuggle-get-cl-te", head(b"Content-Length: %d" % len(_CLTE_BODY), b"Transfer-Encoding: chunked",
+add("smuggle.get-cl-te", head(b"Content-Length: %d" % len(_CLTE_BODY), b"Transfer-Encoding: chunked",
                               start=b"GET / HTTP/1.1") + _CLTE_BODY, refused(*TE_STATUSES))
 
 # ---------------------------------------------------------------------------
