@@ -40,8 +40,11 @@ Adding a vector: append one line to the list of its class.
   proxy's stream restored to HTTP/1) in ``vectors_h2.py``, with the header
   fields exactly as they go on the wire.
 
-Ids are stable and readable (``outbound-smuggle-cl-te.xchunked``); a new
-class of input gets a new prefix. The package runs in about two minutes on
+Ids are stable and readable: listener, then the vector's class and name
+(``outbound-smuggle-cl-te.xchunked``, ``inbound-resp-framing.cl-te``,
+``outbound-h2-pseudo.missing-path``, ``inbound-peer-orig.http-9``, and
+``outbound-bytes-...``, ``-lines-``, ``-late-`` for the other ways of
+sending); a new class of input gets a new prefix. The package runs in about two minutes on
 two cores: one proxy and backend per module, short per-vector deadlines, and
 ``pytest.mark.timeout`` on every test so a hang fails alone.
 """

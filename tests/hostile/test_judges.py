@@ -46,7 +46,7 @@ def test_forwarded_request_is_legal_but_not_verbatim(vector):
 
 
 # What is wrong with these is their size, not their syntax.
-_SIZE_ONLY = ("field.huge", "field.many")
+_SIZE_ONLY = ("resp-field.huge", "resp-field.many")
 
 
 @pytest.mark.parametrize("vector", [pytest.param(v, id=v.id) for v in RESPONSES

@@ -52,35 +52,35 @@ def add(vid: str, fields: Fields, expect: str = "refused", data: tuple[bytes, ..
 # ---------------------------------------------------------------------------
 # pseudo-header fields
 
-add("pseudo.missing-method", without(req(), b":method"))
-add("pseudo.missing-scheme", without(req(), b":scheme"))
-add("pseudo.missing-path", without(req(), b":path"))
-add("pseudo.empty-path", req(path=b""))
-add("pseudo.path-without-slash", req(path=b"h2"))
-add("pseudo.path-absolute-uri", req(path=b"http://evil.example/x"))
-add("pseudo.path-asterisk-on-get", req(path=b"*"))
-add("pseudo.duplicate-method", req(extra=((b":method", b"POST"),)))
-add("pseudo.duplicate-path", req(extra=((b":path", b"/other"),)))
-add("pseudo.duplicate-authority", req(extra=((b":authority", b"evil.example"),)))
-add("pseudo.duplicate-scheme", req(extra=((b":scheme", b"https"),)))
-add("pseudo.unknown", req(extra=((b":foo", b"bar"),)))
-add("pseudo.status-in-request", req(extra=((b":status", b"200"),)))
-add("pseudo.after-regular", ((b":method", b"GET"), (b":scheme", b"http"), (b"x-a", b"1"),
+add("h2-pseudo.missing-method", without(req(), b":method"))
+add("h2-pseudo.missing-scheme", without(req(), b":scheme"))
+add("h2-pseudo.missing-path", without(req(), b":path"))
+add("h2-pseudo.empty-path", req(path=b""))
+add("h2-pseudo.path-without-slash", req(path=b"h2"))
+add("h2-pseudo.path-absolute-uri", req(path=b"http://evil.example/x"))
+add("h2-pseudo.path-asterisk-on-get", req(path=b"*"))
+add("h2-pseudo.duplicate-method", req(extra=((b":method", b"POST"),)))
+add("h2-pseudo.duplicate-path", req(extra=((b":path", b"/other"),)))
+add("h2-pseudo.duplicate-authority", req(extra=((b":authority", b"evil.example"),)))
+add("h2-pseudo.duplicate-scheme", req(extra=((b":scheme", b"https"),)))
+add("h2-pseudo.unknown", req(extra=((b":foo", b"bar"),)))
+add("h2-pseudo.status-in-request", req(extra=((b":status", b"200"),)))
+add("h2-pseudo.after-regular", ((b":method", b"GET"), (b":scheme", b"http"), (b"x-a", b"1"),
                              (b":authority", H), (b":path", b"/h2")))
-add("pseudo.protocol-without-extended-connect", req(extra=((b":protocol", b"websocket"),)))
-add("pseudo.connect-with-path", req(method=b"CONNECT"))
-add("pseudo.empty-method", req(method=b""))
-add("pseudo.method-with-space", req(method=b"GE T"))
-add("pseudo.method-at-sign", req(method=b"G@T"))
-add("pseudo.method-with-nul", req(method=b"G\x00T"))
-add("pseudo.authority-with-space", req(authority=b"127.0.0.1 .evil"))
-add("pseudo.authority-userinfo", req(authority=b"user@" + H))
-add("pseudo.authority-crlf", req(authority=H + b"\r\nx-injected: 1"))
-add("pseudo.scheme-with-space", req(scheme=b"ht tp"))
+add("h2-pseudo.protocol-without-extended-connect", req(extra=((b":protocol", b"websocket"),)))
+add("h2-pseudo.connect-with-path", req(method=b"CONNECT"))
+add("h2-pseudo.empty-method", req(method=b""))
+add("h2-pseudo.method-with-space", req(method=b"GE T"))
+add("h2-pseudo.method-at-sign", req(method=b"G@T"))
+add("h2-pseudo.method-with-nul", req(method=b"G\x00T"))
+add("h2-pseudo.authority-with-space", req(authority=b"127.0.0.1 .evil"))
+add("h2-pseudo.authority-userinfo", req(authority=b"user@" + H))
+add("h2-pseudo.authority-crlf", req(authority=H + b"\r\nx-injected: 1"))
+add("h2-pseudo.scheme-with-space", req(scheme=b"ht tp"))
 for _name, _path in {"space": b"/a b", "tab": b"/a\tb", "cr": b"/a\rb", "lf": b"/a\nb", "nul": b"/a\x00b",
                      "crlf-injection": b"/a HTTP/1.1\r\nx-injected: 1\r\n\r\n", "del": b"/a\x7fb",
                      "high-byte": b"/caf\xc3\xa9", "fragment": b"/a#b"}.items():
-    add(f"path.{_name}", req(path=_path))
+    add(f"h2-path.{_name}", req(path=_path))
 
 # ---------------------------------------------------------------------------
 # field names and connection-specific fields
@@ -88,53 +88,53 @@ for _name, _path in {"space": b"/a b", "tab": b"/a\tb", "cr": b"/a\rb", "lf": b"
 for _name, _field in {"uppercase": b"X-Upper", "space": b"x a", "colon-inside": b"x:y", "empty": b"",
                       "nul": b"x\x00a", "cr": b"x\ra", "lf": b"x\na", "high-byte": b"x-\xe9",
                       "leading-space": b" x"}.items():
-    add(f"name.{_name}", req(extra=((_field, b"1"),)))
+    add(f"h2-name.{_name}", req(extra=((_field, b"1"),)))
 for _name, _value in {"connection": b"keep-alive", "keep-alive": b"timeout=5", "proxy-connection": b"keep-alive",
                       "transfer-encoding": b"chunked", "upgrade": b"h2c"}.items():
-    add(f"connection-specific.{_name}", req(extra=((_name.encode(), _value),)))
-add("connection-specific.te-gzip", req(extra=((b"te", b"gzip"),)))
-add("connection-specific.te-trailers-and-gzip", req(extra=((b"te", b"trailers, gzip"),)))
-add("connection-specific.te-trailers", req(extra=((b"te", b"trailers"),)), "forwarded")
+    add(f"h2-connection-specific.{_name}", req(extra=((_name.encode(), _value),)))
+add("h2-connection-specific.te-gzip", req(extra=((b"te", b"gzip"),)))
+add("h2-connection-specific.te-trailers-and-gzip", req(extra=((b"te", b"trailers, gzip"),)))
+add("h2-connection-specific.te-trailers", req(extra=((b"te", b"trailers"),)), "forwarded")
 
 # ---------------------------------------------------------------------------
 # content-length against DATA
 
 _POST = req(method=b"POST")
-add("content-length.more-than-data", _POST + ((b"content-length", b"10"),), "refused-body", data=(b"abc",))
-add("content-length.less-than-data", _POST + ((b"content-length", b"1"),), "refused-body", data=(b"abc",))
-add("content-length.across-frames", _POST + ((b"content-length", b"3"),), "refused-body", data=(b"ab", b"cd"))
-add("content-length.no-data", _POST + ((b"content-length", b"5"),))
-add("content-length.not-a-number", _POST + ((b"content-length", b"abc"),), data=(b"abc",))
-add("content-length.negative", _POST + ((b"content-length", b"-3"),), data=(b"abc",))
-add("content-length.list", _POST + ((b"content-length", b"3, 3"),), "either", data=(b"abc",))
-add("content-length.two-fields", _POST + ((b"content-length", b"3"), (b"content-length", b"4")), data=(b"abc",))
-add("content-length.plus", _POST + ((b"content-length", b"+3"),), data=(b"abc",))
+add("h2-content-length.more-than-data", _POST + ((b"content-length", b"10"),), "refused-body", data=(b"abc",))
+add("h2-content-length.less-than-data", _POST + ((b"content-length", b"1"),), "refused-body", data=(b"abc",))
+add("h2-content-length.across-frames", _POST + ((b"content-length", b"3"),), "refused-body", data=(b"ab", b"cd"))
+add("h2-content-length.no-data", _POST + ((b"content-length", b"5"),))
+add("h2-content-length.not-a-number", _POST + ((b"content-length", b"abc"),), data=(b"abc",))
+add("h2-content-length.negative", _POST + ((b"content-length", b"-3"),), data=(b"abc",))
+add("h2-content-length.list", _POST + ((b"content-length", b"3, 3"),), "either", data=(b"abc",))
+add("h2-content-length.two-fields", _POST + ((b"content-length", b"3"), (b"content-length", b"4")), data=(b"abc",))
+add("h2-content-length.plus", _POST + ((b"content-length", b"+3"),), data=(b"abc",))
 
 # ---------------------------------------------------------------------------
 # field values
 
 for _name, _value in {"cr": b"a\rb", "lf": b"a\nb", "nul": b"a\x00b", "crlf-injection": b"a\r\nx-injected: 1",
                       "leading-space": b" a", "trailing-space": b"a ", "trailing-tab": b"a\t"}.items():
-    add(f"value.{_name}", req(extra=((b"x-a", _value),)))
-add("value.obs-text", req(extra=((b"x-a", b"caf\xc3\xa9"),)), "either")
-add("value.del", req(extra=((b"x-a", b"a\x7fb"),)), "either")
+    add(f"h2-value.{_name}", req(extra=((b"x-a", _value),)))
+add("h2-value.obs-text", req(extra=((b"x-a", b"caf\xc3\xa9"),)), "either")
+add("h2-value.del", req(extra=((b"x-a", b"a\x7fb"),)), "either")
 
 # ---------------------------------------------------------------------------
 # host against :authority
 
-add("host.differs-from-authority", req(extra=((b"host", b"evil.example"),)))
-add("host.two-fields", req(extra=((b"host", H), (b"host", b"evil.example"))))
-add("host.crlf", req(extra=((b"host", H + b"\r\nx-injected: 1"),)))
-add("host.without-authority", without(req(), b":authority") + ((b"host", H),), "either")
+add("h2-host.differs-from-authority", req(extra=((b"host", b"evil.example"),)))
+add("h2-host.two-fields", req(extra=((b"host", H), (b"host", b"evil.example"))))
+add("h2-host.crlf", req(extra=((b"host", H + b"\r\nx-injected: 1"),)))
+add("h2-host.without-authority", without(req(), b":authority") + ((b"host", H),), "either")
 
 # ---------------------------------------------------------------------------
 # trailers
 
 _BODY = (b"abc",)
-add("trailers.pseudo", _POST, "refused-body", data=_BODY, trailers=((b":path", b"/x"),))
-add("trailers.uppercase", _POST, "refused-body", data=_BODY, trailers=((b"X-T", b"1"),))
-add("trailers.connection", _POST, "refused-body", data=_BODY, trailers=((b"connection", b"close"),))
-add("trailers.cr-in-value", _POST, "refused-body", data=_BODY, trailers=((b"x-t", b"a\rb"),))
+add("h2-trailers.pseudo", _POST, "refused-body", data=_BODY, trailers=((b":path", b"/x"),))
+add("h2-trailers.uppercase", _POST, "refused-body", data=_BODY, trailers=((b"X-T", b"1"),))
+add("h2-trailers.connection", _POST, "refused-body", data=_BODY, trailers=((b"connection", b"close"),))
+add("h2-trailers.cr-in-value", _POST, "refused-body", data=_BODY, trailers=((b"x-t", b"a\rb"),))
 
 
 # ---------------------------------------------------------------------------
