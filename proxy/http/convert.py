@@ -268,22 +268,28 @@ def h2_response_fields(fields, edit):
     return out
 
 
+# Fields a trailer section may not carry (RFC 9110 6.5.1): framing, routing,
+# and what a proxy adds or removes per hop; an upstream or peer sending one
+# does not get it to the next hop.
+_NOT_IN_TRAILERS = H1_ONLY | frozenset((b"content-length", b"l5d-dst-override", CLIENT_ID, ORIG_PROTO))
+
+
 def h2_trailers(fields):
     """Trailers as HTTP/2 fields: names lower-cased (HTTP/1 trailers keep the case they were sent in),
     pseudo-fields and connection-specific fields never."""
     out = []
     for name, value in fields:
         low = name.lower()
-        if low[:1] != b":" and low not in H1_ONLY:
+        if low[:1] != b":" and low not in _NOT_IN_TRAILERS:
             out.append((low, value))
     return out
 
 
 def trailer_lines(fields):
-    """Trailers as the lines of a chunked body's trailer section (pseudo-fields never)."""
+    """Trailers as the lines of a chunked body's trailer section (pseudo-fields and forbidden fields never)."""
     out = []
     for name, value in fields:
-        if name[:1] != b":":
+        if name[:1] != b":" and name.lower() not in _NOT_IN_TRAILERS:
             out.append(name + b": " + value + b"\r\n")
     return b"".join(out)
 

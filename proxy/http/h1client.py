@@ -354,6 +354,16 @@ class H1Client(UpEnd):
         if not head.keep_alive or self.kind == BODY_CLOSE or not self.req_keeps:
             self.reusable = False
         self.buf = self.buf[consumed:]
+        if self.kind == BODY_CHUNKED and self.buf:
+            # Chunks that came with the head are checked before the head goes
+            # on: a framing error there is still answered with a 502 instead
+            # of a cut response. (The real scan repeats it, cheaply: chunk data
+            # is skipped, not read.)
+            try:
+                ChunkedScanner(502, 4096, pool.max_header_bytes, False).scan(self.buf, 0, None)
+            except ParseError as err:
+                self._bad(f"invalid response body from upstream: {err.reason}")
+                return
         if self.kind == BODY_NONE:
             self.detach(True)
             ex.response_head(status, head, None, length, True)

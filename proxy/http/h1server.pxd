@@ -1,15 +1,16 @@
 # Typed declarations for h1server.py.
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
-from proxy.http.convert cimport h1_response_from_fields, trailer_lines
+from proxy.http.convert cimport h1_response_from_fields, phrase, trailer_lines
 from proxy.protocol.http1 cimport parse_request_head, rewrite_head
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.core cimport Exchange
 from proxy.exchange.ends cimport DownEnd
-from proxy.protocol.http1 cimport ChunkedScanner, RequestHead
+from proxy.protocol.http1 cimport ChunkedScanner, RequestHead, ResponseHead
 
 cdef int REQ_NONE, REQ_LENGTH, REQ_CHUNKED
 cdef int OUT_NONE, OUT_RAW, OUT_CHUNKED
 cdef int PAUSE_BODY, PAUSE_PIPELINE
+cdef bytes _status_line(ResponseHead rh)
 
 cdef class H1Server(DownEnd):
     cdef public ExchangeContext ctx

@@ -20,10 +20,10 @@ from proxy import errors
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
-from proxy.http.convert import h1_response_from_fields, trailer_lines
+from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
 from proxy.http.render import h1_error
 from proxy.http.tunnel import splice
-from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_request_head, rewrite_head
+from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, ResponseHead, parse_request_head, rewrite_head
 
 # How the request body ends.
 REQ_NONE = cython.declare(cython.int, 0)
@@ -44,6 +44,17 @@ _CLOSE = [(b"Connection", b"close")]
 _KEEP_ALIVE = [(b"Connection", b"keep-alive")]
 _NO_EXTRA = []
 _DROP_TE = (b"transfer-encoding",)
+_DROP_LENGTH = (b"content-length",)
+_DROP_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+def _status_line(rh):
+    """The head with a status line RFC 9112 allows: a status line without
+    its space before the (empty) reason gets one, and a reason."""
+    raw = rh.raw
+    if raw[12] == 32:
+        return raw
+    return b"HTTP/1.%d %d %s" % (rh.version - 10, rh.status, phrase(rh.status)) + raw[12:]
 
 
 class H1Server(DownEnd):
@@ -281,7 +292,12 @@ class H1Server(DownEnd):
         if self.head.version < 11:
             return  # HTTP/1.0 clients do not expect interim responses
         if h1head is not None:
-            self.write(h1head.raw)
+            rh: ResponseHead = h1head
+            # An interim response has no body: framing fields in one (and the
+            # hop-by-hop ones) are the upstream's mistake, not passed on.
+            self.write(rewrite_head(_status_line(rh), None, _DROP_FRAMING, False, _NO_EXTRA)
+                       if rh.hop_by_hop or rh.content_length >= 0 or rh.has_transfer_encoding or rh.raw[12] != 32
+                       else rh.raw)
         else:
             self.write(h1_response_from_fields(fields, False, False, None))
 
@@ -290,10 +306,11 @@ class H1Server(DownEnd):
         keep: cython.bint = not self.close_after and not self.ctx.draining
         edit = ex.resp_edit
         if h1head is not None:
+            rh: ResponseHead = h1head
             dechunk: cython.bint = False
             if end:
                 self.out = OUT_NONE
-            elif h1head.chunked:
+            elif rh.chunked:
                 if version >= 11:
                     self.out = OUT_CHUNKED
                 else:
@@ -305,10 +322,15 @@ class H1Server(DownEnd):
                 self.out = OUT_RAW
                 if length < 0:
                     keep = False  # read until close upstream, so here too
-            if keep and not h1head.hop_by_hop and version >= 11 and edit is None:
-                head = h1head.raw  # forwarded exactly as received
+            # RFC 9110 8.6: a 204 has no Content-Length; one an upstream sent anyway is dropped.
+            no_length: cython.bint = status == 204 and rh.content_length >= 0
+            reason_ok: cython.bint = rh.raw[12] == 32  # "HTTP/1.1 200" without a reason: made whole below
+            if keep and not rh.hop_by_hop and version >= 11 and edit is None and not no_length and reason_ok:
+                head = rh.raw  # forwarded exactly as received
             else:
-                drop = h1head.connection_tokens + _DROP_TE if dechunk else h1head.connection_tokens
+                drop = rh.connection_tokens + _DROP_TE if dechunk else rh.connection_tokens
+                if no_length:
+                    drop = drop + _DROP_LENGTH
                 if not keep:
                     extra = _CLOSE
                 elif version < 11:
@@ -318,7 +340,7 @@ class H1Server(DownEnd):
                 if edit is not None:
                     drop = drop + edit.drop
                     extra = list(extra) + list(edit.extra)
-                head = rewrite_head(h1head.raw, None, drop, False, extra)
+                head = rewrite_head(rh.raw if reason_ok else _status_line(rh), None, drop, False, extra)
         else:
             chunked: cython.bint = False
             if end:

@@ -2,6 +2,7 @@
 from proxy.http.batch cimport batch_begin, batch_defer, batch_end
 from proxy.http.convert cimport content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.protocol.request cimport h2_request_line
+from proxy.protocol.http1 cimport valid_request_target
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd
 from proxy.protocol.h2conn cimport H2Connection

@@ -19,6 +19,7 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.http.render import h2_error
 from proxy.protocol import h2conn
+from proxy.protocol.http1 import valid_request_target
 from proxy.protocol.l5d import CLIENT_ID
 from proxy.protocol.request import h2_request_line
 
@@ -41,6 +42,13 @@ def _client_id_headers(headers, client_id):
     if client_id is not None:
         out.append((CLIENT_ID, client_id))
     return out
+
+
+def _path(headers):
+    for name, value in headers:
+        if name == b":path":
+            return value
+    return None
 
 
 def _authority_conflict(headers):
@@ -149,6 +157,11 @@ class H2Server(DownEnd):
         self.exchanges[sid] = ex
         if _authority_conflict(headers):
             ex.reject(errors.ClientError("host differs from :authority"))
+            return
+        path = _path(headers)
+        if path is not None and path != b"*" and not valid_request_target(path):
+            # Held to what HTTP/1 ingress accepts: the next hop may be HTTP/1.
+            ex.reject(errors.ClientError("invalid :path"))
             return
         length = 0 if end_stream else content_length(headers)
         ex.start(h2_request_line(headers), headers, length, end_stream)

@@ -46,7 +46,7 @@ cdef int _method_then_space(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes me
 cdef int _standard_method(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
 
 @cython.locals(n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t, words=Py_ssize_t, in_word=bint,
-               k=Py_ssize_t, c=cython.uchar, lc=cython.uchar)
+               k=Py_ssize_t, c=cython.uchar, lc=cython.uchar, first=cython.uchar)
 cpdef int looks_like_http1(bytes data, Py_ssize_t max_size=*) except -1
 
 @cython.locals(status=int, n=Py_ssize_t, i=Py_ssize_t, c=cython.uchar)

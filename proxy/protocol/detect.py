@@ -46,8 +46,10 @@ def _table(members):
 
 # What the first line of an HTTP/1 request may hold, broken ones included:
 # printable ASCII, HTAB, CR and NUL (a NUL in a method is a broken request,
-# not another protocol). Any other byte before the first LF rules HTTP/1 out.
-_LINE_TEXT = _table([0, 9, 13] + list(range(0x20, 0x7F)))
+# not another protocol). Any other control byte before the first LF rules HTTP/1 out.
+# DEL and bytes above 0x7F are text too (a broken method "GE\x7fT", UTF-8):
+# binary protocols give themselves away by control bytes long before a line ends.
+_LINE_TEXT = _table([0, 9, 13] + list(range(0x20, 0x100)))
 
 # TLS numbers (RFC 8446 section 5.1 and 4, RFC 6066 section 3, RFC 7301 section 3.1).
 _CONTENT_HANDSHAKE = 22
@@ -217,9 +219,11 @@ def looks_like_http1(data, max_size=DEFAULT_MAX):
         i += 1
     if i >= limit:
         return _NEED_MORE if i < max_size else _NO_MATCH
-    if data[i] == 0:
-        # A NUL may hide inside a broken method, but a first byte of NUL is a
-        # binary protocol's (length prefixes, PostgreSQL, MySQL): decided now.
+    first = data[i]
+    if first < 0x21 or first > 0x7E:
+        # A NUL or a byte above ASCII may hide inside a broken method, but a
+        # request starts with a printable ASCII byte: any other first byte is a
+        # binary protocol's (length prefixes, PostgreSQL, SSLv2): decided now.
         return _NO_MATCH
     if _standard_method(data, i, limit) == _MATCH:
         return _MATCH
@@ -248,7 +252,9 @@ def looks_like_http1(data, max_size=DEFAULT_MAX):
         i += 1
     if i < max_size:
         return _NEED_MORE
-    return _MATCH if words > 1 else _NO_MATCH
+    # A first line longer than anything detection reads: a request line if it
+    # has two words, or one that starts like a method (a huge method token).
+    return _MATCH if words > 1 or 65 <= first <= 90 or 97 <= first <= 122 else _NO_MATCH
 
 
 def could_be_http1(data, max_size=DEFAULT_MAX):

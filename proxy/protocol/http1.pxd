@@ -108,7 +108,7 @@ cdef object _incomplete(Py_ssize_t n, Py_ssize_t max_size, int status)
 cdef Py_ssize_t _skip_empty_lines(bytes data, Py_ssize_t limit) except -2
 @cython.locals(end=Py_ssize_t, k=Py_ssize_t, pos=Py_ssize_t, c=cython.uchar, ok=bint)
 cdef int _http_version(bytes data, Py_ssize_t i, Py_ssize_t limit, int status, int unsupported_status, str reason) except -2
-@cython.locals(end=Py_ssize_t, k=Py_ssize_t, c=cython.uchar, ok=bint)
+@cython.locals(end=Py_ssize_t, k=Py_ssize_t, c=cython.uchar, ok=bint, code=int)
 cdef int _status_code(bytes data, Py_ssize_t limit) except -2
 @cython.locals(c=cython.uchar, j=Py_ssize_t, k=Py_ssize_t)
 cdef Py_ssize_t _field_name(bytes data, Py_ssize_t i, Py_ssize_t limit, int status) except -2
@@ -117,10 +117,10 @@ cdef bint _is_hop_by_hop(int kind) noexcept
 cdef bint _is_protected(int kind) noexcept
 cdef bint _has_htab(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
 cdef bint _is_line_space(unsigned char c) noexcept
-@cython.locals(value=cython.longlong, acc=cython.longlong, d=cython.longlong, digits=int, i=Py_ssize_t)
+@cython.locals(acc=cython.longlong, d=cython.longlong, digits=int, i=Py_ssize_t)
 cdef long long _content_length(bytes data, Py_ssize_t start, Py_ssize_t end, long long prev, int status) except -2
 cdef bint _known_coding(bytes data, Py_ssize_t start, Py_ssize_t length) noexcept
-@cython.locals(chunked=int, last_chunked=int, unknown=int, seen=bint, i=Py_ssize_t,
+@cython.locals(chunked=int, last_chunked=int, unknown=int, seen=bint, item=bint, i=Py_ssize_t,
                j=Py_ssize_t, k=Py_ssize_t, c=cython.uchar)
 cdef int _transfer_codings(bytes data, Py_ssize_t start, Py_ssize_t end, int status) except -1
 @cython.locals(count=int)
@@ -132,6 +132,10 @@ cdef int _upgrade_offers_h2c(bytes data, Py_ssize_t start, Py_ssize_t end, int s
 @cython.locals(i=Py_ssize_t, colons=int, c=cython.uchar, port=long)
 cdef int _authority(bytes data, Py_ssize_t start, Py_ssize_t end, bint need_port) noexcept
 cdef int _check_host(bytes data, Py_ssize_t start, Py_ssize_t end) except -1
+@cython.locals(i=Py_ssize_t)
+cdef int _check_percent(bytes data, Py_ssize_t start, Py_ssize_t end) except -1
+@cython.locals(n=Py_ssize_t)
+cpdef bint valid_request_target(bytes target) except -1
 @cython.locals(c=cython.uchar, result=int, i=Py_ssize_t, j=Py_ssize_t)
 cdef bytes _request_target(bytes data, Py_ssize_t method_start, Py_ssize_t method_end,
                            Py_ssize_t start, Py_ssize_t end)

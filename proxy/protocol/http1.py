@@ -107,7 +107,11 @@ _FIELD_VALUE = _table([_HTAB] + list(range(0x20, 0x7F)) + list(range(0x80, 0x100
 _QDTEXT = _table([_HTAB, _SP, 0x21] + list(range(0x23, 0x5C)) + list(range(0x5D, 0x7F)) + list(range(0x80, 0x100)))
 # A request-target is visible ASCII without "#": RFC 9112 3.2 has no
 # fragment, and "/admin#x" would match no route here yet reach /admin behind.
-_TARGET_CHAR = _table(c for c in range(0x21, 0x7F) if c != 0x23)
+# RFC 3986 characters of a request-target: unreserved, sub-delims, ":", "@",
+# "/", "?", "%" (its two hex digits are checked apart) and the brackets of an
+# IPv6 authority. Everything else (`"<>\\^{|}` and the backtick, "#") is
+# refused, as HAProxy does by default: servers disagree on what such bytes mean.
+_TARGET_CHAR = _table(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%[]")
 # reg-name characters allowed in Host and URI authorities (RFC 3986 unreserved).
 _REG_NAME = _table(b"-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _LOWER = bytes(c + 32 if 65 <= c <= 90 else c for c in range(256))
@@ -307,7 +311,10 @@ def _status_code(data, limit):
             return -1
     if end < 12:
         return -1
-    return (data[9] - _ZERO) * 100 + (data[10] - _ZERO) * 10 + (data[11] - _ZERO)
+    code = (data[9] - _ZERO) * 100 + (data[10] - _ZERO) * 10 + (data[11] - _ZERO)
+    if code > 599:
+        raise ParseError(502, "invalid status code")  # RFC 9110 15: 100..599
+    return code
 
 
 # ---------------------------------------------------------------- field helpers
@@ -397,31 +404,24 @@ def _has_htab(data, start, end):
 
 
 def _content_length(data, start, end, prev, status):
-    # 1*DIGIT, or a list of them; every value seen (prev, -1 if none) must agree,
-    # otherwise two hops could frame the body differently.
-    value = prev
+    # Exactly one Content-Length of 1*DIGIT. RFC 9110 lets a recipient accept
+    # repeats of one value ("5, 5" or the field twice), but the next hop may
+    # not: such a message is refused rather than forwarded ambiguous.
+    if prev != -1:
+        raise ParseError(status, "repeated content-length")
+    acc = 0
+    digits = 0
     i = start
-    while True:
-        acc = 0
-        digits = 0
-        while i < end and _ZERO <= data[i] <= _NINE:
-            d = data[i] - _ZERO
-            if acc > (_MAX_CONTENT_LENGTH - d) // 10:
-                raise ParseError(status, "invalid content-length")
-            acc = acc * 10 + d
-            digits += 1
-            i += 1
-        if digits == 0:
+    while i < end and _ZERO <= data[i] <= _NINE:
+        d = data[i] - _ZERO
+        if acc > (_MAX_CONTENT_LENGTH - d) // 10:
             raise ParseError(status, "invalid content-length")
-        if value != -1 and acc != value:
-            raise ParseError(status, "conflicting content-length")
-        value = acc
-        i = _skip_ows(data, i, end)
-        if i >= end:
-            return value
-        if data[i] != _COMMA:
-            raise ParseError(status, "invalid content-length")
-        i = _skip_ows(data, i + 1, end)
+        acc = acc * 10 + d
+        digits += 1
+        i += 1
+    if digits == 0 or i != end:
+        raise ParseError(status, "invalid content-length")
+    return acc
 
 
 def _known_coding(data, start, length):
@@ -446,12 +446,20 @@ def _transfer_codings(data, start, end, status):
     last_chunked = 0
     unknown = 0
     seen = False
+    item = False  # a coding since the last comma: an empty list element is refused
     i = start
     while i < end:
         c = data[i]
-        if c == _COMMA or c == _SP or c == _HTAB:
+        if c == _SP or c == _HTAB:
             i += 1
             continue
+        if c == _COMMA:
+            if not item:
+                raise ParseError(status, "empty transfer-encoding element")
+            item = False
+            i += 1
+            continue
+        item = True
         j = _span(data, i, end, _TCHAR)
         if j == i:
             raise ParseError(status, "invalid transfer-encoding")
@@ -467,7 +475,7 @@ def _transfer_codings(data, start, end, status):
             if not _known_coding(data, i, j - i):
                 unknown = _TE_UNKNOWN
         i = k
-    if not seen:
+    if not seen or not item:
         raise ParseError(status, "invalid transfer-encoding")
     return (chunked << _TE_COUNT_SHIFT) | last_chunked | unknown
 
@@ -539,8 +547,8 @@ def _upgrade_offers_h2c(data, start, end, status):
         if k < end and data[k] != _COMMA:
             raise ParseError(status, "invalid upgrade header")
         seen = True
-        if name_end - i == 3 and _ieq(data, i, b"h2c", 3):
-            h2c = True
+        if (name_end - i == 3 and _ieq(data, i, b"h2c", 3)) or (name_end - i == 2 and _ieq(data, i, b"h2", 2)):
+            h2c = True  # "h2" is HTTP/2 over TLS: never an upgrade of a cleartext connection either
         i = k
     if not seen:
         raise ParseError(status, "invalid upgrade header")
@@ -605,6 +613,32 @@ def _check_host(data, start, end):
     if start < end and _authority(data, start, end, False) != _AUTH_OK:
         raise ParseError(400, "invalid host")
     return 0
+
+
+def _check_percent(data, start, end):
+    # Every "%" starts a pct-encoded octet: two hex digits (RFC 3986 2.1).
+    i = start
+    while i < end:
+        if data[i] == _PERCENT:
+            if i + 2 >= end or _HEX_VALUE[data[i + 1]] == 255 or _HEX_VALUE[data[i + 2]] == 255:
+                raise ParseError(400, "invalid percent-encoding in request target")
+            i += 3
+        else:
+            i += 1
+    return 0
+
+
+def valid_request_target(target):
+    """Whether ``target`` is made of RFC 3986 request-target characters with valid percent-encodings
+    (an HTTP/2 ``:path`` is held to what HTTP/1 ingress accepts)."""
+    n = len(target)
+    if n == 0 or _span(target, 0, n, _TARGET_CHAR) != n:
+        return False
+    try:
+        _check_percent(target, 0, n)
+    except ParseError:
+        return False
+    return True
 
 
 def _request_target(data, method_start, method_end, start, end):
@@ -705,6 +739,7 @@ def parse_request_head(data, max_size):
     if target_end == target_start or c != _SP:
         _fail(data, target_end, limit, 400, "invalid request line" if _is_line_space(c) else "invalid request target")
         return _incomplete(n, max_size, 431)
+    _check_percent(data, target_start, target_end)
     i = target_end + 1
     # A version that does not even start with an H means the line has a
     # space too many ("GET /a b HTTP/1.1"), not a bad version.
@@ -835,10 +870,14 @@ def _check_framing(version, te_flags, content_length, status):
         raise ParseError(status, "transfer-encoding with content-length")
     if (te_flags >> _TE_COUNT_SHIFT) > 1:
         raise ParseError(status, "chunked applied twice")
-    if status == 400 and not te_flags & _TE_CHUNKED_LAST:
-        raise ParseError(400, "chunked not final")
+    if status != 400 and te_flags & _TE_UNKNOWN:
+        raise ParseError(status, "unsupported transfer-coding")
+    if not te_flags & _TE_CHUNKED_LAST:
+        # A response may end at the close after a coding (RFC 9112 6.3), but
+        # clients disagree on such bodies, and HTTP/2 cannot carry them: refused.
+        raise ParseError(status, "chunked not final")
     if te_flags & _TE_UNKNOWN:
-        raise ParseError(501 if status == 400 else status, "unsupported transfer-coding")
+        raise ParseError(501, "unsupported transfer-coding")
     return 0
 
 

@@ -284,6 +284,9 @@ BROKEN_HTTP1 = [
     ("cl.te", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 5),
     ("connection: content-length", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n\r\n", 4),
     ("userinfo", b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n", 4),
+    ("del in method", b"GE\x7fT / HTTP/1.1\r\nHost: a\r\n\r\n", 12),
+    ("utf-8 method", "GÉT / HTTP/1.1\r\nHost: a\r\n\r\n".encode(), 12),
+    ("utf-8 text", "héllo wörld HTTP/1.1\r\n".encode(), 19),
 ]
 
 
@@ -354,23 +357,28 @@ def test_default_max_line(mod):
     assert decide(mod.detect, long_target[:100]) == (4, HTTP1)
     assert mod.detect(long_target) == HTTP1
     # Past the bytes detection looks at, a line that has begun like a request
-    # line (two words) is one; a single word is not. (Prefixes sampled: every
+    # line (two words) is one, and so is a single word that starts like a
+    # method (a huge method token gets 400, not a raw relay); other single
+    # words are not. (Prefixes sampled: every
     # one of 20,000 would take minutes uncompiled.)
-    for data, decision in ((b"PROPFIND /" + b"x" * 20000, HTTP1), (b"x" * 20000, OPAQUE)):
+    for data, decision in ((b"PROPFIND /" + b"x" * 20000, HTTP1), (b"x" * 20000, HTTP1), (b"1" * 20000, OPAQUE)):
         for k in list(range(0, 16384, 1009)) + [16383]:
             assert mod.detect(data[:k]) == NEED_MORE, k
         for k in (16384, 16385, 18000, 20000):
             assert mod.detect(data[:k]) == decision, k
-    blob = b"x" * 20000
-    assert mod.could_be_http1(blob[:16383]) and not mod.could_be_http1(blob)
+    blob = b"1" * 20000
+    assert not mod.could_be_http1(blob[:16383]) and not mod.could_be_http1(blob)
+    word = b"x" * 20000  # a huge method token
+    assert mod.could_be_http1(word[:16383]) and mod.could_be_http1(word)
 
 
 @IMPLS
 def test_looks_like_http1_bounds(mod):
     assert mod.looks_like_http1(b"abc def", 7) == MATCH
     assert mod.looks_like_http1(b"abc def", 8) == NEED_MORE
-    assert mod.looks_like_http1(b"abcdefg", 7) == NO_MATCH
-    assert mod.looks_like_http1(b"GE", 2) == NO_MATCH  # the method never finished within the bound
+    assert mod.looks_like_http1(b"abcdefg", 7) == MATCH  # a method-like word as long as the bound
+    assert mod.looks_like_http1(b"GE", 2) == MATCH
+    assert mod.looks_like_http1(b"1234567", 7) == NO_MATCH  # a first word that cannot be a method
     assert mod.looks_like_http1(b"\r\n\r\n", 4) == NO_MATCH
     assert mod.looks_like_http1(b"\r\n", 4) == NEED_MORE
     assert mod.looks_like_http1(b"", 0) == NO_MATCH
@@ -450,7 +458,6 @@ OPAQUE_CASES = [
     ("tls alert", b"\x15\x03\x03\x00\x02\x02\x28", 1),
     ("sslv2 hello", b"\x80\x2e\x01\x00\x02\x00\x15", 1),
     ("binary blob", bytes.fromhex("8f03a17c00e4199b"), 1),
-    ("utf-8 text", "héllo wörld HTTP/1.1\r\n".encode(), 2),
     # What server-speaks-first servers send, should it ever reach the detector.
     ("mysql greeting", b"J\x00\x00\x00\x0a8.0.36\x00", 5),
     ("smtp greeting", b"220 mail.example.com ESMTP Postfix\r\n", 36),
@@ -715,14 +722,14 @@ def test_client_hello_size_limits(mod):
 @IMPLS
 def test_detector_bounds_its_buffer(mod):
     det = mod.Detector(max_size=10)
-    assert det.feed(b"aaaaaaaaa") == NEED_MORE
-    assert det.feed(b"a") == OPAQUE
-    assert det.buffered == b"aaaaaaaaaa"
+    assert det.feed(b"999999999") == NEED_MORE
+    assert det.feed(b"9") == OPAQUE
+    assert det.buffered == b"9999999999"
     # A decision within the first max_size bytes stands even when a read overshoots.
     det = mod.Detector(max_size=32)
     assert det.feed(b"PROPFIND / HTTP/1.1\r\nHost: web\r\n\r\n" + b"x" * 100) == HTTP1
     det = mod.Detector(max_size=16)
-    assert det.feed(b"PROPFIND_MULTI_STATUS / HTTP/1.1\r\n") == OPAQUE
+    assert det.feed(b"PROPFIND_MULTI_STATUS / HTTP/1.1\r\n") == HTTP1  # a huge method: the parser refuses it
     assert mod.Detector().max_size == 16384
 
 
