@@ -16,17 +16,16 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
-from typing import TYPE_CHECKING
-
 from proxy.config import Limits, PortSet
 from proxy.core.addr import ConnMeta, Target
-from proxy.errors import tls_reason
-from proxy.exchange.context import ExchangeContext
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
+from proxy.errors import tls_reason
+from proxy.exchange.context import ExchangeContext
 from proxy.http.h1server import H1Server
 from proxy.protocol import detect, transport_header
 from proxy.transport import tls

@@ -21,8 +21,8 @@ import structlog
 
 from proxy.config import DiscoverySettings
 from proxy.discovery.backoff import Backoff
-from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.dnsquery import NoAddresses, Unavailable, resolve_addresses, resolve_srv, valid_name
+from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import normalize_ip, snapshot
 from proxy.discovery.resolver import Resolver, Watch, normalize_host
 
@@ -94,7 +94,7 @@ class DnsResolver(Resolver):
         if not name.ready.is_set():
             try:
                 await asyncio.wait_for(name.ready.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return name.watch if name.resolved else None
 

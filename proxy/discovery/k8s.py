@@ -25,7 +25,14 @@ from proxy.config import DiscoverySettings
 from proxy.discovery.backoff import Backoff
 from proxy.discovery.k8s_api import ApiError, Informer, KubeApi
 from proxy.discovery.k8s_model import (
-    PodInfo, ServiceInfo, SliceInfo, endpoint, pod_info, service_info, slice_info, target_port,
+    PodInfo,
+    ServiceInfo,
+    SliceInfo,
+    endpoint,
+    pod_info,
+    service_info,
+    slice_info,
+    target_port,
 )
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import snapshot
@@ -122,7 +129,7 @@ class K8sResolver(Resolver):
         if watch is not None and pending is not None:
             try:
                 await asyncio.wait_for(pending.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return watch
 

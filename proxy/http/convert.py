@@ -13,6 +13,7 @@ in the path, a bare CR in a value, a body without a length for HTTP/1.0, a
 from http import HTTPStatus
 
 from proxy import errors
+from proxy.protocol import l5d
 from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head, rewrite_head
 from proxy.protocol.l5d import CLIENT_ID, ORIG_PROTO
 
@@ -271,7 +272,7 @@ def h2_response_fields(fields, edit):
 # Fields a trailer section may not carry (RFC 9110 6.5.1): framing, routing,
 # and what a proxy adds or removes per hop; an upstream or peer sending one
 # does not get it to the next hop.
-_NOT_IN_TRAILERS = H1_ONLY | frozenset((b"content-length", b"l5d-dst-override", CLIENT_ID, ORIG_PROTO))
+_NOT_IN_TRAILERS = H1_ONLY | frozenset((b"content-length", *l5d.ALL))
 
 
 def h2_trailers(fields):

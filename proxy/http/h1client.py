@@ -66,7 +66,7 @@ class H1Pool:
         ex.connecting(conn)
         self.connector(target, conn)
 
-    def release(self, conn: H1Client):
+    def release(self, conn):
         if self.draining or not conn.pooled or conn.transport is None or conn.transport.is_closing():
             conn.abort()
             return
@@ -83,7 +83,7 @@ class H1Pool:
         conns.append(conn)
         self.idle_count += 1
 
-    def forget(self, conn: H1Client):
+    def forget(self, conn):
         """Drop a connection that closed while idle."""
         conns = self.idle.get(conn.target)
         if conns is not None and conn in conns:

@@ -10,8 +10,9 @@ with streams open is not. Meshed peers are addressed at their inbound
 port with a transport header naming the app port first.
 """
 
-import cython
 import time
+
+import cython
 
 from proxy import errors
 from proxy.exchange.ends import UpEnd
@@ -19,10 +20,7 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, h2_trailers
 from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
-
-NO_ERROR = 0x0
-REFUSED_STREAM = 0x7
-CANCEL = 0x8
+from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
 
 
 def _status(fields):

@@ -9,8 +9,9 @@ windows and the rest waits in the exchange with its credit, so at most a
 stream window is buffered per stream.
 """
 
-import cython
 import time
+
+import cython
 
 from proxy import errors
 from proxy.exchange.core import Exchange
@@ -19,14 +20,10 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.http.render import h2_error
 from proxy.protocol import h2conn
+from proxy.protocol.h2frame import CANCEL, INTERNAL_ERROR, NO_ERROR
 from proxy.protocol.http1 import valid_request_target
 from proxy.protocol.l5d import CLIENT_ID
 from proxy.protocol.request import h2_request_line
-
-# RFC 9113 error codes used here.
-NO_ERROR = 0x0
-INTERNAL_ERROR = 0x2
-CANCEL = 0x8
 
 # Both HTTP/2 connection classes are buffered protocols: over TLS, uvloop
 # otherwise decrypts every read into a fresh 256 KiB bytes object (an mmap, an

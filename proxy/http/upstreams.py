@@ -8,7 +8,8 @@
   with a transport header saying HTTP/1 follows.
 - Otherwise HTTP/1 to a meshed peer, or to an endpoint hinted ``h2``,
   travels as a stream of a multiplexed HTTP/2 connection (with
-  ``l5d-orig-proto`` to a peer, which restores HTTP/1 for its app).
+  ``l5d-orig-proto`` to a peer, which restores HTTP/1 for its app, unless
+  the endpoint's app speaks HTTP/2 itself).
 - HTTP/2 that a peer carried for an HTTP/1 app (``l5d-orig-proto``) is
   restored and goes over a pooled HTTP/1 connection, as does HTTP/1 to
   anything else; other HTTP/2 stays HTTP/2.
@@ -68,7 +69,9 @@ class Upstreams(Dispatcher):
                 return
             if not ex.upgrade and (target.mesh_port != 0 or target.protocol == "h2"):
                 if ex.up_fields is None:
-                    ex.up_fields = h2_request(ex, target.mesh_port != 0)
+                    # l5d-orig-proto asks the peer to restore HTTP/1 for its app;
+                    # an app discovery says speaks HTTP/2 gets the request as is.
+                    ex.up_fields = h2_request(ex, target.mesh_port != 0 and target.protocol != "h2")
                 self.h2().open(ex, target)
                 return
             self._h1(ex, target, not ex.upgrade)

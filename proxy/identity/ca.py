@@ -27,7 +27,7 @@ CLOCK_SKEW = dt.timedelta(seconds=60)
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:

@@ -30,7 +30,7 @@ IDLE_TIMEOUT = 30.0  # a kept-alive connection with no request is closed after t
 
 
 def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class IssuerService:

@@ -15,11 +15,11 @@ from collections import deque
 
 import structlog
 
-from proxy.outbound.balancer import Balancer
-from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK
 from proxy.config import BalancerSettings
 from proxy.core.addr import Target
 from proxy.errors import NoEndpoints
+from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK
+from proxy.outbound.balancer import Balancer
 
 log = structlog.get_logger("proxy.outbound.balance")
 

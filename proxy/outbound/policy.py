@@ -21,13 +21,13 @@ import functools
 import random
 import time
 
-from proxy.telemetry.counters import RouteStats
 from proxy.core.addr import Target, parse_authority
 from proxy.policy.budget import RetryBudget
 from proxy.policy.classify import classify, should_retry
 from proxy.policy.model import DEFAULT_ROUTE, Backend, FailureAccrual, HeaderModifier, PolicySet, Route, ServicePolicy
 from proxy.policy.routes import RouteTable
 from proxy.policy.split import WeightedBackends
+from proxy.telemetry.counters import RouteStats
 
 CACHE_LIMIT = 4096  # logical destinations remembered per policy version
 OTHER = "other"  # the label of routes over the cardinality limit

@@ -22,8 +22,8 @@ from proxy.core.addr import ConnMeta, Target, parse_authority
 from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
-from proxy.telemetry.counters import HttpStats, TcpStats
 from proxy.outbound.policy import redirect_location
+from proxy.telemetry.counters import HttpStats, TcpStats
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:

@@ -8,8 +8,17 @@ from typing import Any
 from proxy.policy._fields import Doc
 from proxy.policy._linkerd import Piece, service_authority
 from proxy.policy.model import (
-    Backend, HeaderMatch, HeaderModifier, PathMatch, QueryParamMatch, Redirect, RequestMatch, RetryPolicy, Route,
+    Backend,
+    HeaderMatch,
+    HeaderModifier,
+    PathMatch,
+    QueryParamMatch,
+    Redirect,
+    RequestMatch,
+    RetryPolicy,
+    Route,
 )
+from proxy.protocol import l5d
 
 ROUTE_VERSIONS = {
     "policy.linkerd.io/v1alpha1", "policy.linkerd.io/v1beta1", "policy.linkerd.io/v1beta2",
@@ -137,7 +146,7 @@ _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # or send it somewhere the route did not choose.
 _NOT_EDITABLE = frozenset({
     "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
-    "upgrade", "host", "l5d-dst-override", "l5d-orig-proto", "l5d-client-id",
+    "upgrade", "host", *(name.decode() for name in l5d.ALL),
 })
 
 

@@ -7,7 +7,12 @@ from typing import Any
 
 from proxy.policy._fields import Doc
 from proxy.policy.model import (
-    Backend, Condition, FailureAccrual, ResponseClass, RetryBudgetSpec, Route,
+    Backend,
+    Condition,
+    FailureAccrual,
+    ResponseClass,
+    RetryBudgetSpec,
+    Route,
 )
 
 PROFILE_VERSIONS = {"linkerd.io/v1alpha1", "linkerd.io/v1alpha2"}

@@ -37,7 +37,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from proxy.policy.authz_model import (
-    ACCESS_POLICIES, ALL_NETWORKS, Authorization, AuthzSet, InboundRoute, Network, Requirement, Server,
+    ACCESS_POLICIES,
+    ALL_NETWORKS,
+    Authorization,
+    AuthzSet,
+    InboundRoute,
+    Network,
+    Requirement,
+    Server,
 )
 from proxy.policy.model import ServicePolicy
 from proxy.policy.routes import RouteTable

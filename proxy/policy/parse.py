@@ -89,8 +89,16 @@ from proxy.policy._fields import Doc, ParseError
 from proxy.policy._linkerd import Piece
 from proxy.policy.authz_model import AuthzSet
 from proxy.policy.model import (
-    Backend, FailureAccrual, HeaderMatch, PathMatch, PolicySet, RequestMatch, ResponseClass, RetryPolicy,
-    Route, ServicePolicy,
+    Backend,
+    FailureAccrual,
+    HeaderMatch,
+    PathMatch,
+    PolicySet,
+    RequestMatch,
+    ResponseClass,
+    RetryPolicy,
+    Route,
+    ServicePolicy,
 )
 
 __all__ = ["ParseError", "parse", "parse_file"]

@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 from typing import Final, final
 
-@final
 from proxy.protocol.sentinel import NeedMore as _NeedMore
 
 NEED_MORE: Final[_NeedMore]

@@ -8,3 +8,6 @@ DST_OVERRIDE = b"l5d-dst-override"
 CLIENT_ID = b"l5d-client-id"
 # Between proxies: the HTTP/1 version (and form) a request had before it crossed the hop as HTTP/2.
 ORIG_PROTO = b"l5d-orig-proto"
+
+# Every l5d-* field the proxy gives meaning to (a route's header filter may edit none of them).
+ALL = (PROXY_ERROR, DST_OVERRIDE, CLIENT_ID, ORIG_PROTO)

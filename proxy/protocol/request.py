@@ -6,6 +6,8 @@ exchange core reads method, target, host and the rest as C fields without
 knowing which protocol the request came in on.
 """
 
+from proxy.protocol.l5d import DST_OVERRIDE
+
 
 class RequestLine:
     """method, target (the path; the authority for CONNECT), host (Host or :authority), dst_override, version, upgrade."""
@@ -31,7 +33,7 @@ def h2_request_line(headers):
             host = value
         elif name == b"host":
             fallback_host = value
-        elif name == b"l5d-dst-override":
+        elif name == DST_OVERRIDE:
             dst_override = value
     if host is None:
         host = fallback_host
