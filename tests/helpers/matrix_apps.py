@@ -612,11 +612,11 @@ class DyingFront:
                                 self.armed = None
                                 kill = True
                     if kill:
+                        self.killed.set()
                         # Part of this read goes out first: a response cut in its middle.
                         dst.sendall(data[: len(data) // 2])
                         _abort(dst)
                         _abort(src)
-                        self.killed.set()
                         return
                 dst.sendall(data)
         except OSError:

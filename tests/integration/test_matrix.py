@@ -921,14 +921,14 @@ HTTP_CLIENTS = ("h1-keepalive", "h1-chunked", "h1.0", "h2c", "grpc-bidi", "webso
 class OnPath:
     def __init__(self, world: World, client: str, hop: str) -> None:
         self.proxies = [(world.proxies[name], direction) for name, direction in PATHS[hop]]
-        if client in HTTP_CLIENTS:
-            self.metric, self.labels = "request_total", {}
-        else:
-            self.metric, self.labels = "tcp_open_total", {"peer": "src"}
+        self.client = client
         self.before = [self._count(mp, d) for mp, d in self.proxies]
 
     def _count(self, mp: NsMeshProxy, direction: str) -> float:
-        return mp.metrics().get(self.metric, direction=direction, **self.labels)
+        # A CONNECT is a request to the outbound side and an opaque connection to the peer's inbound.
+        if self.client in HTTP_CLIENTS and not (self.client == "connect" and direction == "inbound"):
+            return mp.metrics().get("request_total", direction=direction)
+        return mp.metrics().get("tcp_open_total", direction=direction, peer="src")
 
     def check(self) -> None:
         for (mp, direction), before in zip(self.proxies, self.before):
