@@ -963,3 +963,56 @@ def test_tcp_half_close(world, client, hop):
     driver.half_close()
     driver.small()
     path.check()
+
+
+# ---------------------------------------------------------------------------
+# server-speaks-first without configuration (MESHPROXY_SERVER_FIRST_PROBE, 50 ms by default)
+
+
+def _first_byte_after(addr: tuple[str, int]) -> float:
+    """Seconds from the start of connect() to the server's first byte."""
+    start = time.monotonic()
+    with socket.create_connection(addr, timeout=10) as sock:
+        sock.settimeout(5)
+        assert sock.recv(1) == BANNER[:1]
+        return time.monotonic() - start
+
+
+@pytest.mark.parametrize("hop", HOPS)
+def test_server_first_banner_within_100ms_of_a_direct_connection(world, hop):
+    """A banner server on a port nobody listed: through the proxy its first byte comes at most 100 ms after
+    it comes on a direct connection (medians of interleaved tries, so one slow try on a busy machine does
+    not decide)."""
+    port = world.fronts["banner"].port
+    direct, proxied = [], []
+    path = OnPath(world, "tcp-server-first", hop)
+    for _ in range(7):
+        direct.append(_first_byte_after(("127.0.0.1", port)))
+        proxied.append(_first_byte_after((HOP_IPS[hop], port)))
+    direct.sort()
+    proxied.sort()
+    extra = proxied[3] - direct[3]
+    assert extra < 0.100, f"median first byte {proxied[3] * 1000:.0f} ms through {hop}, {direct[3] * 1000:.0f} ms " \
+                          f"direct (all: {[round(t * 1000) for t in proxied]} ms)"
+    path.check()
+
+
+@pytest.mark.parametrize("hop", HOPS)
+def test_silent_http_client_is_still_proxied_as_http(world, hop):
+    """A client that says nothing for longer than the probe delay, then sends a request: the proxy
+    connected early in case the server spoke first, but the request is proxied as HTTP, and the app
+    sees exactly one request."""
+    app = world.apps["h1"]
+    route = world.route("h1", hop)
+    path = OnPath(world, "h1-keepalive", hop)
+    before = len(app.counts.requests)
+    with socket.create_connection(route.dial, timeout=10) as sock:
+        time.sleep(0.4)  # eight probe delays
+        sock.sendall(f"GET /up-down?n=100 HTTP/1.1\r\nHost: {route.authority}\r\n\r\n".encode())
+        reader = Reader(sock)
+        status, fields = _h1_head(reader)
+        digest, length, complete = _h1_body(reader, fields)
+    assert status == 200 and complete and digest == blob_sha(100), (status, fields)
+    time.sleep(0.3)
+    assert app.counts.requests[before:] == ["GET /up-down?n=100 HTTP/1.1"]
+    path.check()  # counted as an HTTP request by every proxy on the way
