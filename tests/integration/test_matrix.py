@@ -666,9 +666,9 @@ class WsClient:
             if message == "END":
                 return digest.hexdigest(), total
             digest.update(message)
+            if slow and (total + len(message)) // SLOW_EVERY != total // SLOW_EVERY:
+                time.sleep(SLOW_PAUSE)
             total += len(message)
-            if slow:
-                time.sleep(SLOW_PAUSE * max(1, len(message) // SLOW_EVERY))
 
     def small(self) -> None:
         with self._open("/echo") as ws:
@@ -704,11 +704,11 @@ class WsClient:
 
     def client_reset(self) -> None:
         before = self.app.counts.cut
-        ws = self._open(f"/down?n={RESET_SIZE}&size={256 << 10}", max_queue=2)
-        taken = 0
-        while taken < KILL_AFTER:
-            taken += len(ws.recv(timeout=IO_TIMEOUT))
-        _abort(ws.socket)
+        with self._open(f"/down?n={RESET_SIZE}&size={256 << 10}", max_queue=2) as ws:
+            taken = 0
+            while taken < KILL_AFTER:
+                taken += len(ws.recv(timeout=IO_TIMEOUT))
+            _abort(ws.socket)
         _wait_cut(self.app, before, "WebSocket client reset")
 
     def app_dies(self) -> None:
