@@ -33,7 +33,6 @@ and no proxy has written a traceback or exited.
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import struct
 import subprocess
@@ -171,7 +170,7 @@ class World:
             p1 = NsMeshProxy(self.ns, name="P1", log_path=self.tmp / "p1.log")
             b2 = NsMeshProxy(self.ns, env={"MESHPROXY_CLUSTER_NETWORKS": "127.0.0.0/8"}, name="B2",
                              log_path=self.tmp / "b2.log")
-            b3 = NsMeshProxy(self.ns, env={**self.issuer.env(API), "MESHPROXY_LOG_LEVEL": os.environ.get("MATRIX_LOG", "info")}, name="B3", log_path=self.tmp / "b3.log")
+            b3 = NsMeshProxy(self.ns, env=self.issuer.env(API), name="B3", log_path=self.tmp / "b3.log")
             self._endpoints("plain", b2, None)
             self._endpoints("mtls", b3, API)
             a2 = NsMeshProxy(self.ns, env={"MESHPROXY_DESTINATION": f"file://{self.tmp / 'plain.yaml'}"},
