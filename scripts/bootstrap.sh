@@ -92,6 +92,8 @@ TEST_PACKAGES=(
     "libssl-dev"
     "procps ps pgrep"
     "docker-compose docker-compose"
+    # test_matrix.py: psql through the proxies to a throwaway server (dpkg check: psql alone is not enough)
+    "postgresql"
 )
 
 ensure_debian_packages() {
