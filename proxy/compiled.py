@@ -41,6 +41,7 @@ MODULES: tuple[str, ...] = (
     "proxy.http.h2server",
     "proxy.http.h2client",
     "proxy.http.upstreams",
+    "proxy.transport.meshtls",
     "proxy.transport.sockopt",
 )
 

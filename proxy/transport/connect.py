@@ -26,6 +26,7 @@ import ssl
 
 from proxy.errors import IdentityError, OwnAddress, ProxyError, tls_reason
 from proxy.transport.own import OwnAddresses, parse_ip
+from proxy.transport.tls import client_handshake
 
 # Discovery may send a meshed request to this very proxy's inbound listener
 # (a pod calling its own service, as Linkerd allows); no target may reach the others.
@@ -97,9 +98,8 @@ async def open_connection(connector: Connector, target, factory):
         if ctx is None:
             return await connector.loop.create_connection(factory, sock=sock)
         try:
-            result = await connector.loop.create_connection(
-                factory, sock=sock, ssl=ctx, server_hostname=target.identity,
-                ssl_handshake_timeout=connector.timeout)
+            # Mesh TLS is ours (proxy/transport/meshtls.py): it can half-close.
+            result = await client_handshake(connector.loop, sock, factory, ctx, target.identity, connector.timeout)
         except ssl.SSLError as err:
             if connector.tls_stats is not None:
                 connector.tls_stats.failed(tls_reason(err))

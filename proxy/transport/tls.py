@@ -84,40 +84,48 @@ def peer_identity(ssl_object: ssl.SSLObject | None) -> str | None:
     return None
 
 
-def _ssl_protocol_class(loop: asyncio.AbstractEventLoop):
-    try:
-        import uvloop
-        from uvloop.loop import SSLProtocol
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        uvloop = None
-    if uvloop is not None and isinstance(loop, uvloop.Loop):
-        return SSLProtocol
-    from asyncio.sslproto import SSLProtocol as AioSSLProtocol
-
-    return AioSSLProtocol
-
-
 def serve_handshake(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, already_read: bytes,
                     app: asyncio.Protocol, ctx: ssl.SSLContext, timeout: float,
                     done: Callable[[BaseException | None], None]) -> None:
     """Run the server side of TLS on ``transport``, whose first bytes (the
     ClientHello the detector read) are ``already_read``.
 
-    ``loop.start_tls`` cannot be used: it would start from the socket and the
-    ClientHello has already been taken out of it. The same TLS protocol it
-    installs is installed here and handed those bytes first. ``app`` gets
-    ``connection_made`` with the TLS transport once the handshake succeeds;
-    ``done`` is called with None or the handshake's error.
+    ``loop.start_tls`` cannot be used: it would start from the socket, and
+    the ClientHello has already been taken out of it; nor could the loop's
+    TLS half-close. A ``TlsLayer`` (proxy/transport/meshtls.py) is installed
+    and handed those bytes first. ``app`` gets ``connection_made`` with the
+    TLS transport once the handshake succeeds; ``done`` is called with None
+    or the handshake's error.
     """
+    from proxy.transport.meshtls import TlsLayer
+
+    layer = TlsLayer(loop, ctx, True, None, app, timeout, done)
+    transport.set_protocol(layer)
+    layer.connection_made(transport)
+    if already_read:
+        layer.data_received(already_read)
+
+
+async def client_handshake(loop: asyncio.AbstractEventLoop, sock, factory, ctx: ssl.SSLContext,
+                           server_hostname: str, timeout: float):
+    """Connect mesh TLS over the connected ``sock``: (TLS transport, protocol) once the handshake is done."""
+    from proxy.transport.meshtls import TlsLayer
+
+    app = factory()
     waiter = loop.create_future()
-    tls = _ssl_protocol_class(loop)(loop, app, ctx, waiter, True, None, True, timeout, timeout)
-    transport.set_protocol(tls)
-    tls.connection_made(transport)
-    waiter.add_done_callback(lambda fut: done(None if fut.cancelled() else fut.exception()))
-    data = memoryview(already_read)
-    while data:
-        buf = tls.get_buffer(len(data))
-        n = min(len(buf), len(data))
-        buf[:n] = data[:n]
-        tls.buffer_updated(n)
-        data = data[n:]
+
+    def done(err: BaseException | None) -> None:
+        if not waiter.done():
+            if err is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(err)
+
+    layer = TlsLayer(loop, ctx, False, server_hostname, app, timeout, done)
+    transport, _ = await loop.create_connection(lambda: layer, sock=sock)
+    try:
+        await waiter
+    except BaseException:
+        transport.abort()
+        raise
+    return layer.transport, app
