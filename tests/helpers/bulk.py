@@ -120,6 +120,8 @@ class BulkApp(TcpServer):
                                   hashing it; with a pause, sleeps S seconds after
                                   every B bytes, K times (a slow reader); answers
                                   200 with X-Body-Length and X-Body-Sha256
+    /upload-early                 answers 200 "early" at once, then reads and discards
+                                  the body (what nginx's ``return`` does); keeps alive
     anything else                 200 "ok"
 
     ``downloads`` and ``uploads`` record each transfer as it progresses.
@@ -148,6 +150,9 @@ class BulkApp(TcpServer):
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
             if url.path == "/download":
                 self._download(conn, int(query["n"]), query.get("chunked") == "1", target)
+            elif url.path == "/upload-early":
+                conn.send(response_bytes(200, [("Content-Type", "text/plain")], b"early"))
+                _drain_body(conn, head)
             elif url.path == "/upload":
                 pauses = None
                 if "pause" in query:
@@ -236,7 +241,7 @@ class BulkApp(TcpServer):
 
 
 def _drain_body(conn: ServerConn, head: wire.Head) -> None:
-    wire.read_request_body(conn.stream, head, deadline_in(30))
+    wire.read_request_body(conn.stream, head, deadline_in(TRANSFER_WAIT))
 
 
 # ---------------------------------------------------------------------------
@@ -381,10 +386,11 @@ class H1Conn:
                  deadline: float | None = None) -> Result:
         return self.get(f"/download?n={total}" + ("&chunked=1" if chunked else ""), pauses, deadline)
 
-    def upload(self, total: int, query: str = "", chunked: bool = False, deadline: float | None = None) -> Result:
+    def upload(self, total: int, query: str = "", chunked: bool = False, deadline: float | None = None,
+               path: str = "/upload") -> Result:
         started = time.monotonic()
         framing = ("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(total))
-        self.send_request("POST", "/upload" + (f"?{query}" if query else ""),
+        self.send_request("POST", path + (f"?{query}" if query else ""),
                           [("Content-Type", "application/octet-stream"), framing])
         for block in pattern(total):
             self.sock.sendall(b"%x\r\n%b\r\n" % (len(block), block) if chunked else block)

@@ -242,6 +242,8 @@ class BulkH2App(TcpServer):
                                  bytes that stream gets no credit back for S seconds,
                                  K times (the connection's credit always comes back);
                                  answers 200 with x-body-length and x-body-sha256
+    /upload-early                a whole answer, 200 "early", as soon as the head came, then
+                                 RST_STREAM NO_ERROR (RFC 9113 8.1: send no more of the body)
     anything else                200 "ok"
     """
 
@@ -283,8 +285,13 @@ class BulkH2App(TcpServer):
                 except h2.exceptions.ProtocolError as err:
                     self.errors.append(f"conn {conn.id}: h2 protocol error from the proxy: {err!r}")
                     return
-                for event in events:
-                    conn_owed += self._event(conn, h2c, streams, event)
+                try:
+                    for event in events:
+                        conn_owed += self._event(conn, h2c, streams, event)
+                except h2.exceptions.ProtocolError as err:  # e.g. answering after the proxy's GOAWAY
+                    self.errors.append(f"conn {conn.id}: {err!r}")
+                    conn.sock.sendall(h2c.data_to_send())
+                    return
                 if conn_owed >= 65536:
                     h2c.increment_flow_control_window(conn_owed)
                     conn_owed = 0
@@ -318,6 +325,11 @@ class BulkH2App(TcpServer):
                 streams[sid] = st
                 h2c.send_headers(sid, [(b":status", b"200"), (b"content-length", str(total).encode())],
                                  end_stream=total == 0)
+            elif url.path == "/upload-early":
+                h2c.send_headers(sid, [(b":status", b"200"), (b"content-length", b"5")])
+                h2c.send_data(sid, b"early", end_stream=True)
+                if not event.stream_ended:
+                    h2c.reset_stream(sid, 0)
             else:
                 length = fields.get(b"content-length")
                 st = _AppStream(Transfer(conn.id, url.geturl(), int(length) if length is not None else None))
@@ -356,6 +368,9 @@ class BulkH2App(TcpServer):
                 # The body goes out as the windows allow, like a download's.
                 st.blocks, st.reply = iter([body]), True
                 self.notify()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.errors.append(f"conn {conn.id}: GOAWAY from the proxy: code {event.error_code},"
+                               f" last stream {event.last_stream_id}, {event.additional_data!r}")
         elif isinstance(event, h2.events.StreamReset) and sid in streams:
             st = streams.pop(sid)
             st.transfer.error = f"reset by the peer ({event.error_code})"

@@ -25,6 +25,7 @@ about 100 MiB/s).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -253,6 +254,40 @@ def test_h2_client_uploading_to_an_app_that_reads_with_pauses(make_pair, tls, ap
                       f" ({app_protocol} app): {', '.join(f'{t:.1f}' for t in times)} s; {watch.describe()}")
         watch.assert_within(RSS_LIMIT_KIB, "uploads to a slow app")
         _report(pair, assert_serves_normally(pair, hop, h2=client))
+
+
+@pytest.mark.timeout(120)
+def test_http1_upload_answered_before_the_app_read_it(make_pair):
+    """The app answers a 16 MiB upload at once and reads (discards) the body afterwards, as nginx's
+    ``return`` does. Directly, the client reads the answer and the connection stays usable; through the
+    mesh the client must get the answer too, never a reset while it is still sending."""
+    pair = make_pair("http1")
+    size = 16 * MIB
+    with pair.h1(timeout=30) as conn:
+        result = conn.upload(size, deadline=time.monotonic() + 60, path="/upload-early")
+        assert (result.status, result.body) == (200, b"early"), result
+        if "close" not in result.headers.get("connection", "").lower():
+            again = conn.get("/ok", deadline=time.monotonic() + PROMPT_S)
+            assert (again.status, again.body) == (200, b"ok"), again
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mtls"])
+def test_h2_answer_followed_by_a_no_error_reset_reaches_the_client(make_pair, tls):
+    """RFC 9113 8.1: an app may answer in full before the request body ended, then RST_STREAM(NO_ERROR)
+    to stop the upload; the client must get that whole answer (it "MUST NOT discard" it), whether the
+    reset overtakes body bytes still on their way to the app or not. Fifty times."""
+    pair = make_pair("h2", tls)
+    with pair.h2(timeout=30) as client:
+        for attempt in range(50):
+            size = 32 * KIB if attempt % 2 else 4 * MIB
+            sid = client.open("POST", "/upload-early", SERVICE, end=False, headers=[("content-length", str(size))])
+            client.send(sid, bytes(min(size, 4 * MIB)))
+            resp = client.response(sid, 10)
+            sink = client.sinks[sid]
+            assert (resp.status, resp.ended, sink.received, sink.sha256) == \
+                (200, True, 5, hashlib.sha256(b"early").hexdigest()), f"attempt {attempt + 1}: {resp.summary()}"
+        assert _h2_get_ok(client) < PROMPT_S
 
 
 # ---------------------------------------------------------------------------
