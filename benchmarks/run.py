@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -91,8 +92,6 @@ def _describe_baseline(where: Path | None) -> str:
     if where is None:
         return "none"
     try:
-        import subprocess
-
         rev = subprocess.run(["git", "-C", str(where), "log", "-1", "--format=%h %s"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
