@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -29,7 +30,7 @@ from benchmarks.lib.context import Context, say  # noqa: E402
 from benchmarks.lib.procs import ProcessGroup  # noqa: E402
 from benchmarks.lib.servers import Placement  # noqa: E402
 from benchmarks.scenarios import SCENARIOS  # noqa: E402
-from benchmarks.scenarios.http1 import VARIANTS  # noqa: E402
+from benchmarks.scenarios.http1 import BASELINE, VARIANTS  # noqa: E402
 
 REQUIRED_TOOLS = {
     "http1": ("nginx", "haproxy", "wrk", "taskset"),
@@ -42,7 +43,11 @@ REQUIRED_TOOLS = {
     "balancing": ("cc",),
     "meshhop": ("nginx", "haproxy", "wrk", "taskset"),
     "handshake": ("nginx", "haproxy", "cc", "taskset"),
+    "fairness": ("nginx", "haproxy", "taskset"),
+    "soak": ("nginx", "taskset"),
 }
+# The scenarios that add a meshproxy-baseline contender with --baseline.
+BASELINE_SCENARIOS = ("http1", "latency", "h2", "grpc", "meshhop", "tcp", "fairness")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out",
                         help="directory for the reports and logs (default benchmarks/out/)")
     parser.add_argument("--variants", type=lambda s: [v.strip() for v in s.split(",") if v.strip()],
-                        help=f"http1: comma-separated subset of {','.join(VARIANTS)}")
+                        help=f"http1: comma-separated subset of {','.join(VARIANTS)} (and {BASELINE} with --baseline)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="a checkout of another revision with its compiled modules built in place: adds a"
+                             f" {BASELINE} contender (python -m proxy run, cwd DIR) to the"
+                             f" {', '.join(BASELINE_SCENARIOS)} scenarios and the ratio meshproxy / {BASELINE}")
     parser.add_argument("--rounds", type=int, help="override the number of rounds (recorded)")
     parser.add_argument("--duration", type=float, help="override the measured seconds per run (recorded)")
     parser.add_argument("--meshproxy-log-level", default="warning",
@@ -65,11 +74,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proxy-cpu", help="CPU list for the proxy under test (default: last usable CPU)")
     parser.add_argument("--load-cpus", help="CPU list for wrk + nginx (default: the other usable CPUs)")
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "proxy" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no proxy package there (a meshproxy checkout is needed)")
+        if args.baseline == REPO.resolve():
+            parser.error("--baseline names this checkout itself")
     if args.variants:
-        unknown = [v for v in args.variants if v not in VARIANTS]
+        unknown = [v for v in args.variants if v not in VARIANTS + ((BASELINE,) if args.baseline else ())]
         if unknown:
             parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     return args
+
+
+def _describe_baseline(where: Path | None) -> str:
+    """'none', or the directory with its git revision (what the meshproxy-baseline rows ran)."""
+    if where is None:
+        return "none"
+    try:
+        rev = subprocess.run(["git", "-C", str(where), "log", "-1", "--format=%h %s"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{where} ({rev or 'revision unknown'})"
 
 
 def _terminate_on_signal() -> None:
@@ -100,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "scenarios": names,
             "cpu_placement": placement.describe(),
+            "baseline": _describe_baseline(args.baseline),
             "command": " ".join([Path(sys.executable).name, "benchmarks/run.py", *(argv or sys.argv[1:])]),
             "logs_and_configs": str(run_dir),
         },

@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.lib import procs
@@ -91,6 +92,43 @@ def start(ctx: Context, scenario: str, name: str, path: str, starter: Callable[[
     return contender
 
 
+BASELINE = "meshproxy-baseline"
+# The bar the issue sets against the revision before the data-path work: no more than 5% worse.
+BASELINE_TOLERANCE = 0.05
+
+
+def baseline_dir(ctx: Context) -> Path | None:
+    """``--baseline DIR``: a checkout of another revision, built in place, run beside this one."""
+    value = getattr(ctx.options, "baseline", None)
+    return Path(value) if value else None
+
+
+def with_baseline(ctx: Context, scenario: str, path: str, starter: Callable[[Path], Contender]) -> list[Contender]:
+    """``[meshproxy-baseline]`` started by ``starter(DIR)`` when ``--baseline DIR`` was given, else []."""
+    where = baseline_dir(ctx)
+    if where is None:
+        return []
+    return [start(ctx, scenario, BASELINE, f"{path} ({where.name})", lambda: starter(where))]
+
+
+def baseline_note(contenders: list[Contender], key: str, higher_is_better: bool = True,
+                  label: str = "") -> str | None:
+    """One line: meshproxy / meshproxy-baseline on ``key`` and whether it is within 5%; None without one."""
+    by_name = {c.name: c for c in contenders}
+    base, mine = by_name.get(BASELINE), by_name.get("meshproxy")
+    if base is None or mine is None:
+        return None
+    ratio = _ratio(mine, base, key)
+    what = label or key
+    if ratio in ("n/a", "-"):
+        return f"meshproxy / {BASELINE} ({what}): n/a ({mine.failure() or base.failure() or 'no value'})"
+    value = float(ratio.rstrip("x"))
+    ok = value >= 1 - BASELINE_TOLERANCE if higher_is_better else value <= 1 + BASELINE_TOLERANCE
+    bar = f">= {1 - BASELINE_TOLERANCE:.2f}" if higher_is_better else f"<= {1 + BASELINE_TOLERANCE:.2f}"
+    return (f"meshproxy / {BASELINE} ({what}): {value:.3f}x, the issue's bar {bar} (no more than 5% worse):"
+            f" {'met' if ok else 'NOT met'}")
+
+
 def http1_proxies(ctx: Context, scenario: str, backend: Server) -> dict[str, Callable[[], Contender]]:
     """Starters of the HTTP/1 contenders in front of the nginx ``backend``: direct, HAProxy and nginx
     (one thread or worker, keep-alive upstream) and meshproxy's outbound listener (routed by Host)."""
@@ -114,7 +152,12 @@ def http1_proxies(ctx: Context, scenario: str, backend: Server) -> dict[str, Cal
                             log_level=log_level)
         return Contender("meshproxy", servers=[s], target=s.address, extra={"fastpath": s.info.get("fastpath")})
 
-    return {"direct": direct, "haproxy": haproxy, "nginx": nginx, "meshproxy": meshproxy}
+    def baseline(where: Path) -> Contender:
+        s = start_meshproxy(ctx.group, ctx.placement, where, backend, pure=False, name=f"{scenario}-{BASELINE}",
+                            log_level=log_level)
+        return Contender(BASELINE, servers=[s], target=s.address, extra={"fastpath": s.info.get("fastpath")})
+
+    return {"direct": direct, "haproxy": haproxy, "nginx": nginx, "meshproxy": meshproxy, BASELINE: baseline}
 
 
 def died(server: Server) -> str:
@@ -191,8 +234,11 @@ def table(
 
     ``headline`` and ``columns`` are (header, metrics key, format spec).
     Ratios compare the headline key; ``data`` carries them for the JSON.
+    With a ``meshproxy-baseline`` contender (``--baseline``) a ``/ baseline``
+    column gives meshproxy's headline divided by the baseline's.
     """
     by_name = {c.name: c for c in contenders}
+    base = by_name.get(BASELINE)
     head, key, spec = headline
     rows, data, long_notes = [], {}, []
     for c in contenders:
@@ -201,6 +247,8 @@ def table(
             "vs_haproxy": _ratio(c, by_name.get("haproxy"), key),
             "vs_direct": _ratio(c, by_name.get("direct"), key),
         }
+        if base is not None:
+            ratios["vs_baseline"] = _ratio(c, base, key) if c.name == "meshproxy" else "-"
         cpu = [r.proxy_process_cpu_percent for r in c.rounds if r.ok and r.proxy_process_cpu_percent is not None]
         values = [r.metrics[key] for r in c.rounds if r.ok and key in r.metrics]
         data[c.name] = {
@@ -208,28 +256,34 @@ def table(
             "median": {k: _round(c.median(k), 4) for _, k, _ in (headline, *columns)},
             "ratios": ratios,
         }
+        extra = [ratios["vs_baseline"]] if base is not None else []
         if failure:
             short = failure if len(failure) <= 90 else failure[:87] + "..."
             if short != failure:
                 long_notes.append(f"{c.name} FAILED: {failure}")
-            rows.append([c.name, c.path, "FAILED", "-", *["-" for _ in columns], "-", "-", "-", short])
+            rows.append([c.name, c.path, "FAILED", "-", *["-" for _ in columns], "-", "-", *["-" for _ in extra],
+                         "-", short])
             continue
         spread = f"{min(values):{spec}}-{max(values):{spec}}" if values else "-"
         rows.append([
             c.name, c.path, _fmt(c.median(key), spec), spread,
             *[_fmt(c.median(k), s) for _, k, s in columns],
-            ratios["vs_haproxy"], ratios["vs_direct"],
+            ratios["vs_haproxy"], ratios["vs_direct"], *extra,
             _fmt(statistics.median(cpu), ".0f") + "%" if cpu else "-", "ok",
         ])
+    base_headers = ["/ baseline"] if base is not None else []
     headers = ["variant", "path", head, "min-max", *[h for h, _, _ in columns],
-               "/ haproxy", "/ direct", "proxy", "status"]
+               "/ haproxy", "/ direct", *base_headers, "proxy", "status"]
+    base_notes = ([f"/ baseline: meshproxy's median {head} divided by {BASELINE}'s (the same scenario run by"
+                   " the --baseline checkout, in the same run, on the same machine)."] if base is not None else [])
     return Table(
         title=title,
         headers=headers,
         rows=rows,
-        numeric={head, "min-max", *[h for h, _, _ in columns], "/ haproxy", "/ direct", "proxy"},
+        numeric={head, "min-max", *[h for h, _, _ in columns], "/ haproxy", "/ direct", *base_headers, "proxy"},
         notes=[
             f"/ haproxy, / direct: median {head} divided by HAProxy's and by direct's; n/a when either FAILED.",
+            *base_notes,
             "proxy: CPU time of the proxy process(es) under test during the measured run (100% = one core).",
             *notes,
             *long_notes,

@@ -162,10 +162,12 @@ PURE_ENV = "MESHPROXY_PURE"
 
 
 def meshproxy_argv(repo: Path) -> list[str]:
-    """The installed console script when there is one, else ``python -m proxy``."""
-    script = Path(sys.executable).parent / "meshproxy"
-    if script.exists():
-        return [str(script), "run"]
+    """``python -m proxy run``, started with cwd = ``repo`` so that checkout's package is the one imported.
+
+    Not the installed console script: it imports whichever checkout the
+    virtualenv was installed from (an editable install points at one tree),
+    so a worktree or a baseline checkout would silently run another revision.
+    """
     return [sys.executable, "-m", "proxy", "run"]
 
 
@@ -186,9 +188,16 @@ def meshproxy_env(
 
 def fastpath_status(repo: Path, env: dict[str, str]) -> dict[str, Any]:
     """Ask a fresh interpreter (same env) which fast-path modules are compiled."""
+    # proxy.compiled today; proxy._fastpath in revisions before the data-path layout (a --baseline).
+    # Chosen by file: an editable install would find a missing proxy.compiled in another checkout.
     code = (
-        "import json, proxy.compiled as f\n"
-        "print(json.dumps({'compiled': f.compiled_status(), 'all': f.COMPILED}))\n"
+        "import json, os\n"
+        "if os.path.exists(os.path.join('proxy', 'compiled.py')):\n"
+        "    import proxy.compiled as f\n"
+        "else:\n"
+        "    import proxy._fastpath as f\n"
+        "print(json.dumps({'compiled': f.compiled_status(), 'all': f.COMPILED,"
+        " 'proxy': __import__('proxy').__file__}))\n"
     )
     try:
         done = subprocess.run(

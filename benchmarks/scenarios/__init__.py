@@ -11,9 +11,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from benchmarks.scenarios import (
-    balancing, connrate, grpc, h2, handshake, http1, latency, memory, meshhop, micro, tcp,
+    balancing, connrate, fairness, grpc, h2, handshake, http1, latency, memory, meshhop, micro, soak, tcp,
 )
 
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (
-    http1, latency, h2, grpc, tcp, connrate, memory, micro, balancing, meshhop, handshake,
+    http1, latency, h2, grpc, tcp, connrate, memory, micro, balancing, meshhop, handshake, fairness, soak,
 )}

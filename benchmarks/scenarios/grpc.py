@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from benchmarks.lib import compare
 from benchmarks.lib.compare import Contender, Sample
@@ -50,8 +51,8 @@ def run(ctx: Context) -> ScenarioResult:
     server = start_server(ctx)
     log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
 
-    def mesh(name: str, upstream: Server) -> Server:
-        return start_meshproxy(ctx.group, ctx.placement, ctx.repo, upstream, pure=False, name=name,
+    def mesh(name: str, upstream: Server, repo: Path | None = None) -> Server:
+        return start_meshproxy(ctx.group, ctx.placement, repo or ctx.repo, upstream, pure=False, name=name,
                                log_level=log_level)
 
     def direct() -> Contender:
@@ -67,8 +68,8 @@ def run(ctx: Context) -> ScenarioResult:
                             "grpc-nginx", upstream_port=server.port)
         return Contender("nginx", servers=[s], target=s.address)
 
-    def one() -> Contender:
-        s = mesh("grpc-meshproxy", server)
+    def one(repo: Path | None = None, name: str = "grpc-meshproxy") -> Contender:
+        s = mesh(name, server, repo)
         return Contender("meshproxy", servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}")
 
     def two() -> Contender:
@@ -83,6 +84,7 @@ def run(ctx: Context) -> ScenarioResult:
         compare.start(ctx, NAME, "nginx", "nginx grpc_pass", nginx),
         compare.start(ctx, NAME, "meshproxy", "inbound -> server", one),
         compare.start(ctx, NAME, "meshproxy x2", "A outbound -> B inbound -> server", two),
+        *compare.with_baseline(ctx, NAME, "inbound -> server", lambda where: one(where, f"grpc-{compare.BASELINE}")),
     ]
 
     def measure(c: Contender, index: int) -> Sample:
@@ -122,9 +124,13 @@ def run(ctx: Context) -> ScenarioResult:
             " or a process that died.",
         ],
     )
+    notes = [line for line in (compare.baseline_note(contenders, "cps", label="calls/s"),
+                               compare.baseline_note(contenders, "p99_ms", higher_is_better=False,
+                                                     label="p99")) if line]
     return ScenarioResult(
         name=NAME,
         description=DESCRIPTION,
+        notes=notes,
         params={
             "client": f"grpc.aio, {CONCURRENCY} calls in flight over {CHANNELS} channels, {duration:g} s"
                       f" after {warmup:g} s warm-up",

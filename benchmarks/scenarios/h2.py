@@ -10,6 +10,8 @@ target: it relays each stream over a pooled h2c upstream connection).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks.lib import compare, h2load, procs
 from benchmarks.lib.compare import Contender, Sample
 from benchmarks.lib.context import Context
@@ -49,8 +51,8 @@ def run(ctx: Context) -> ScenarioResult:
                             "h2-nginx", upstream_port=h1_port)
         return Contender("nginx", servers=[s], target=s.address)
 
-    def meshproxy() -> Contender:
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="h2-meshproxy",
+    def meshproxy(repo: Path | None = None, name: str = "h2-meshproxy") -> Contender:
+        s = start_meshproxy(ctx.group, ctx.placement, repo or ctx.repo, backend, pure=False, name=name,
                             log_level=log_level)
         return Contender("meshproxy", servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}")
 
@@ -59,6 +61,8 @@ def run(ctx: Context) -> ScenarioResult:
         compare.start(ctx, NAME, "haproxy", "h2 -> HAProxy -> h2", haproxy),
         compare.start(ctx, NAME, "nginx", "h2 -> nginx -> HTTP/1.1", nginx),
         compare.start(ctx, NAME, "meshproxy", "h2 -> inbound -> pooled h2", meshproxy),
+        *compare.with_baseline(ctx, NAME, "h2 -> inbound -> pooled h2",
+                               lambda where: meshproxy(where, f"h2-{compare.BASELINE}")),
     ]
     pin = ctx.placement.pin_load()
 
@@ -88,9 +92,13 @@ def run(ctx: Context) -> ScenarioResult:
             " or a process that died.",
         ],
     )
+    notes = [line for line in (compare.baseline_note(contenders, "rps", label="req/s"),
+                               compare.baseline_note(contenders, "mean_ms", higher_is_better=False,
+                                                     label="mean latency")) if line]
     return ScenarioResult(
         name=NAME,
         description=DESCRIPTION,
+        notes=notes,
         params={
             "h2load": f"-t 1 -c {CLIENTS} -m {STREAMS} -D {duration:g} --warm-up-time {warmup:g}",
             "rounds": rounds, "order": "rotated each round",

@@ -16,6 +16,7 @@ import http.client
 import statistics
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.lib import procs, wrk
@@ -32,6 +33,8 @@ BODY = "meshproxy benchmark: a fixed small response body, 64 bytes long."
 assert len(BODY.encode()) == 64, len(BODY.encode())
 
 VARIANTS = ("direct", "haproxy", "nginx", "meshproxy", "meshproxy-pure")
+BASELINE = "meshproxy-baseline"  # only with --baseline DIR: meshproxy from that checkout
+BASELINE_TOLERANCE = 0.05        # the issue: no more than 5% worse than the revision before
 RSS_TARGET_MIB = 30.0
 AFTER_LOAD_DELAY_S = 5.0
 # The issue's acceptance line for meshproxy / haproxy throughput.
@@ -116,7 +119,9 @@ def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
 
 def run(ctx: Context) -> ScenarioResult:
     params, rounds, warmup = _params(ctx)
-    wanted = [v for v in (getattr(ctx.options, "variants", None) or VARIANTS) if v in VARIANTS]
+    baseline = getattr(ctx.options, "baseline", None)
+    known = VARIANTS + ((BASELINE,) if baseline else ())
+    wanted = [v for v in (getattr(ctx.options, "variants", None) or known) if v in known]
     background = procs.background_busy(1.0)
     ctx.progress(f"[{NAME}] CPU busy before start (other load): {_fmt_busy(background)}")
     ctx.progress(f"[{NAME}] starting servers ({ctx.placement.describe()})")
@@ -152,9 +157,10 @@ def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
                                              "nginx-proxy-http1.conf.tmpl", "http1-nginx", upstream_port=nginx.port)
         else:
             pure = name == "meshproxy-pure"
+            repo = Path(ctx.options.baseline) if name == BASELINE else ctx.repo
             log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
             variant.server = start_meshproxy(
-                ctx.group, ctx.placement, ctx.repo, nginx, pure=pure, name=name, log_level=log_level
+                ctx.group, ctx.placement, repo, nginx, pure=pure, name=name, log_level=log_level
             )
             variant.fastpath = variant.server.info.get("fastpath", {})
         variant.url = variant.server.url
@@ -340,6 +346,8 @@ def _ratio(summaries: dict[str, dict], num: str, den: str) -> tuple[float | None
 
 def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
     specs = [
+        ("meshproxy / meshproxy-baseline", "meshproxy", BASELINE,
+         f"against the --baseline checkout; the issue's bar: >= {1 - BASELINE_TOLERANCE:.2f} (no more than 5% slower)"),
         ("meshproxy / haproxy", "meshproxy", "haproxy", "the issue's bar: >= 1.0 done, < 0.7 not done"),
         ("meshproxy / direct", "meshproxy", "direct", "throughput kept with the proxy in the path"),
         ("meshproxy / nginx", "meshproxy", "nginx", "against nginx as a proxy (one worker)"),
@@ -347,11 +355,23 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
         ("haproxy / direct", "haproxy", "direct", "reference: the same for HAProxy"),
         ("nginx / direct", "nginx", "direct", "reference: the same for nginx as a proxy"),
     ]
-    rows, data = [], {}
+    rows, data, extra_rows = [], {}, []
+    if BASELINE not in summaries:
+        specs = specs[1:]
     for label, num, den, meaning in specs:
         value, why = _ratio(summaries, num, den)
         data[label] = None if value is None else round(value, 3)
         verdict = ""
+        if den == BASELINE and value is not None:
+            verdict = f"{'met' if value >= 1 - BASELINE_TOLERANCE else 'NOT met'}: no more than 5% slower"
+        if den == BASELINE:
+            for key, what in (("p50_ms_median", "p50"), ("p99_ms_median", "p99")):
+                lat, lat_why = _latency_ratio(summaries, key)
+                data[f"{what} latency: meshproxy / meshproxy-baseline"] = None if lat is None else round(lat, 3)
+                extra_rows.append([f"{what} latency: meshproxy / meshproxy-baseline", lat_why or f"{lat:.2f}x",
+                                   "" if lat is None else
+                                   f"{'met' if lat <= 1 + BASELINE_TOLERANCE else 'NOT met'}: lower is better,"
+                                   f" the bar <= {1 + BASELINE_TOLERANCE:.2f}"])
         if label == "meshproxy / haproxy" and value is not None:
             if value >= RATIO_DONE:
                 verdict = "meets the bar (>= 1.0)"
@@ -360,8 +380,18 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
             else:
                 verdict = "between 0.7 and 1.0"
         rows.append([label, why or f"{value:.2f}x", verdict or meaning])
+    rows[1:1] = extra_rows
     table = Table("Throughput ratios (median req/s)", ["ratio", "value", "meaning"], rows, numeric={"value"})
     return table, data
+
+
+def _latency_ratio(summaries: dict[str, dict], key: str) -> tuple[float | None, str]:
+    a, b = summaries.get("meshproxy"), summaries.get(BASELINE)
+    if a is None or b is None:
+        return None, "n/a (variant not selected)"
+    if not a["ok"] or not b["ok"] or not a[key] or not b[key]:
+        return None, "n/a (FAILED)"
+    return a[key] / b[key], ""
 
 
 def _memory_table(variants: list[Variant]) -> tuple[Table, dict[str, Any]]:

@@ -88,6 +88,7 @@ def run(ctx: Context) -> ScenarioResult:
         compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", starters["haproxy"]),
         compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", starters["nginx"]),
         compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", starters["meshproxy"]),
+        *compare.with_baseline(ctx, NAME, "outbound, routed by Host", starters[compare.BASELINE]),
     ]
     headers = {"Host": host}
     pin = ctx.placement.pin_load()
@@ -137,6 +138,10 @@ def run(ctx: Context) -> ScenarioResult:
         tables.append(table)
         summaries[f"{rate:g}"] = summary
         notes.append(_generator_check(contenders[0], rate))
+        for key, label in (("p99_ms", "p99"), ("p50_ms", "p50")):
+            line = compare.baseline_note(contenders, key, higher_is_better=False, label=f"{label} at {rate:,.0f} req/s")
+            if line:
+                notes.append(line)
 
     fastpath = next((c.extra.get("fastpath") for c in started if c.name == "meshproxy"), None) or {}
     if fastpath.get("all") is False:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from benchmarks.lib import bound, compare, meshtls, wrk
@@ -80,19 +81,20 @@ def run(ctx: Context) -> ScenarioResult:
                             client_key=client.key, ca_file=certs.ca, server_id=meshtls.SERVER_ID)
         return Contender("nginx", servers=[a, b], target=a.address)
 
-    def mesh(tls: bool) -> Contender:
-        tag = "meshproxy" if tls else "meshproxy-plain"
+    def mesh(tls: bool, repo: Path | None = None) -> Contender:
+        tag = ("meshproxy" if tls else "meshproxy-plain") if repo is None else compare.BASELINE
+        repo = repo or ctx.repo
         # Plaintext: B has no identity, so it obeys A's transport header only from
         # MESHPROXY_CLUSTER_NETWORKS, and A is on loopback here.
         env_b = meshtls.identity_env(certs, meshtls.SERVER_ID) if tls else {CLUSTER_NETWORKS_ENV: "127.0.0.0/8"}
-        b = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name=f"meshhop-{tag}-b",
+        b = start_meshproxy(ctx.group, ctx.placement, repo, backend, pure=False, name=f"meshhop-{tag}-b",
                             log_level=log_level, extra_env=env_b)
         endpoints = render("endpoints-meshhop.yaml.tmpl", ctx.run_dir / f"endpoints-meshhop-{tag}.yaml",
                            **endpoints_values(backend.port, b.info["ports"]["inbound"], tls))
         env_a = {meshtls.DESTINATION_ENV: f"file://{endpoints}"}
         if tls:
             env_a.update(meshtls.identity_env(certs, meshtls.CLIENT_ID))
-        a = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name=f"meshhop-{tag}-a",
+        a = start_meshproxy(ctx.group, ctx.placement, repo, backend, pure=False, name=f"meshhop-{tag}-a",
                             log_level=log_level, extra_env=env_a)
         return Contender(tag, servers=[a, b], target=a.address,
                          extra={"tls": tls, "b_metrics": f"http://{LOOPBACK}:{b.admin_port}/metrics",
@@ -104,6 +106,7 @@ def run(ctx: Context) -> ScenarioResult:
         compare.start(ctx, NAME, "nginx", "nginx A -> mTLS -> nginx B", nginx),
         compare.start(ctx, NAME, "meshproxy", "A outbound -> mTLS -> B inbound", lambda: mesh(True)),
         compare.start(ctx, NAME, "meshproxy-plain", "A outbound -> plaintext -> B inbound", lambda: mesh(False)),
+        *compare.with_baseline(ctx, NAME, "A outbound -> mTLS -> B inbound", lambda where: mesh(True, where)),
     ]
     headers = {"Host": SERVICE}
     pin = ctx.placement.pin_load()
@@ -204,9 +207,13 @@ def _ratio_table(contenders: list[Contender]) -> tuple[dict[str, float | None], 
         ("meshproxy / haproxy", "meshproxy", "haproxy", "the issue's bar"),
         ("meshproxy / nginx", "meshproxy", "nginx", "against nginx pairs (one worker each)"),
         ("meshproxy / meshproxy-plain", "meshproxy", "meshproxy-plain", "what mutual TLS costs meshproxy"),
+        ("meshproxy / meshproxy-baseline", "meshproxy", compare.BASELINE,
+         "against the --baseline checkout's mTLS pair; the issue's bar: >= 0.95 (no more than 5% slower)"),
         ("haproxy / direct", "haproxy", "direct", "reference: HAProxy's pair against nginx alone"),
     ]
     rows, data = [], {}
+    if compare.BASELINE not in by_name:
+        specs = [spec for spec in specs if spec[2] != compare.BASELINE]
     for label, num, den, meaning in specs:
         value, why = _ratio(by_name.get(num), by_name.get(den))
         data[label] = None if value is None else round(value, 3)

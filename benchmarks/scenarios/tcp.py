@@ -60,8 +60,8 @@ def run(ctx: Context) -> ScenarioResult:
                             "tcp-nginx", upstream_port=receiver.port, module=STREAM_MODULE)
         return Contender("nginx", servers=[s], target=s.address)
 
-    def meshproxy() -> Contender:
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, receiver, pure=False, name="tcp-meshproxy",
+    def meshproxy(repo: Path | None = None, name: str = "tcp-meshproxy") -> Contender:
+        s = start_meshproxy(ctx.group, ctx.placement, repo or ctx.repo, receiver, pure=False, name=name,
                             log_level=log_level,
                             extra_env={ENV["opaque_ports"]: str(receiver.port)})
         return Contender("meshproxy", servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}")
@@ -77,6 +77,8 @@ def run(ctx: Context) -> ScenarioResult:
         notes.append(f"nginx skipped: Debian's nginx builds the stream module as a dynamic module"
                      f" ({STREAM_MODULE} from the libnginx-mod-stream package), which is not installed here.")
     contenders.append(compare.start(ctx, NAME, "meshproxy", "inbound, opaque port -> receiver", meshproxy))
+    contenders += compare.with_baseline(ctx, NAME, "inbound, opaque port -> receiver",
+                                        lambda where: meshproxy(where, f"tcp-{compare.BASELINE}"))
 
     def measure(c: Contender, index: int) -> Sample:
         argv = ctx.placement.pin_load() + [sys.executable, "-m", "benchmarks.lib.tcpbulk", "send", c.target,
@@ -110,9 +112,11 @@ def run(ctx: Context) -> ScenarioResult:
             *notes,
         ],
     )
+    base = compare.baseline_note(contenders, "gbps", label="Gbit/s")
     return ScenarioResult(
         name=NAME,
         description=DESCRIPTION,
+        notes=[base] if base else [],
         params={
             "transfer": f"1 connection, 1 MiB writes for {duration:g} s, then half-close",
             "rounds": rounds, "order": "rotated each round",
