@@ -454,7 +454,7 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # Per-stream windows are the backpressure; the connection window comes back
     # as DATA arrives until this much is buffered across streams, so a stalled
     # stream never starves the connection it shares.
-    H2_CONNECTION_BUFFER: ("4MiB", parse_size, "HTTP/2 data buffered per connection, all streams, before the connection window waits"),
+    H2_CONNECTION_BUFFER: ("8MiB", parse_size, "HTTP/2 data buffered per connection, all streams, before the connection window waits"),
     H2_CONNECTIONS_PER_TARGET: ("4", parse_positive_int, "upstream HTTP/2 connections per target when streams run out"),
     DESTINATION: (None, parse_destination, "discovery source: file:///path.yaml, dns or k8s; unset = none"),
     DNS_NAMESERVERS: (None, parse_host_port_list, "DNS servers (host:port list) instead of /etc/resolv.conf"),

@@ -59,8 +59,10 @@ cdef class Exchange:
     cdef bint counted
     cdef bint grpc_pending
     cdef double route_ms
+    cdef int route_status               # the HTTP status of a gRPC response classified at its trailers
     cdef int held_status
     cdef object held_fields
+    cdef long long held_length
     cdef bint held_end
 
     cdef void _clear(self)

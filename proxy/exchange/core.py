@@ -147,7 +147,9 @@ class Exchange:
         self.clock = None
         self.grpc_pending = False
         self.route_ms = 0.0
+        self.route_status = 0
         self.held_status = 0
+        self.held_length = -1
         self.held_fields = None
         self.held_end = False
         self.restore_h1 = False
@@ -343,12 +345,15 @@ class Exchange:
 
     def upstream_failed(self, err):
         """The attempt's connection could not be opened (nothing reached the upstream)."""
+        self._release_down_queue()
         self.up = None
         if self.done:
             return
         self._cancel_timer()
         target = self.target
-        self.settle(SETTLE_FAILED)
+        # Only the upstream's own failures count against it (failure accrual):
+        # this proxy refusing (no identity yet, its own address, its limits) does not.
+        self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         if (target is not None and target.service is not None and isinstance(err, _CONNECT_ERRORS)
                 and self.repicks < MAX_REPICKS and not self.resp_started):
             # The request never reached that endpoint: let the balancer pick again.
@@ -359,6 +364,7 @@ class Exchange:
 
     def upstream_reset(self, err, retry_safe):
         """The attempt ended before its response did; ``retry_safe``: the upstream provably did not process it."""
+        self._release_down_queue()  # through the up end that sent it, before it is forgotten
         self.up = None
         if self.done:
             return
@@ -381,6 +387,7 @@ class Exchange:
         ctx = self.ctx
         failed = self.target
         self.target = None  # until the new pick (a route timeout meanwhile must unqueue it)
+        self.t_sent = 0.0  # the next pick's round trip starts when it attaches
         self.held_fields = None  # the last attempt's held head, if any, was that attempt's
         self.grpc_pending = False
         self.up_ended = False
@@ -478,7 +485,14 @@ class Exchange:
         if data:
             if not self.down_queue:
                 # The common case: the client takes it all at once.
+                up: UpEnd = self.up
                 n: cython.Py_ssize_t = self.down.send(self, data)
+                if self.done:
+                    # The send ended the exchange (the client left): this chunk was
+                    # never queued, so its credit goes back here.
+                    if up is not None and credit:
+                        up.release(self, credit)
+                    return
                 if n == len(data):
                     self.release_response(credit)
                     if self.down_end_pending:
@@ -507,7 +521,7 @@ class Exchange:
             self._release_head()
         if self.grpc_pending:
             self.grpc_pending = False
-            self._route_end(0, grpc_status_of(fields), self.route_ms)
+            self._route_end(self.route_status, grpc_status_of(fields), self.route_ms)
         self.down_trailers = fields
         self.down_end_pending = True
         self.pump_down()
@@ -539,7 +553,7 @@ class Exchange:
             self.down_trailers = None
             if self.grpc_pending:  # ended without trailers: the HTTP status decides
                 self.grpc_pending = False
-                self._route_end(200, -1, self.route_ms)
+                self._route_end(self.route_status, -1, self.route_ms)
             down.end_response(self, trailers)
             self.finish()
 
@@ -570,6 +584,7 @@ class Exchange:
             # The gRPC status comes in the trailers: classify then.
             self.grpc_pending = True
             self.route_ms = elapsed
+            self.route_status = status
             rp = self.rp
             if rp.grpc_retry and self.replay is not None and self.req_ended and self.attempts < rp.limit:
                 # Peek, as Linkerd does: most failed calls send no message, so
@@ -577,6 +592,7 @@ class Exchange:
                 # The head goes out with the first DATA, or after the trailers.
                 self.held_status = status
                 self.held_fields = fields
+                self.held_length = length
                 self.held_end = end
                 return True
         else:
@@ -586,7 +602,7 @@ class Exchange:
     def _release_head(self):
         fields = self.held_fields
         self.held_fields = None
-        self._forward_head(self.held_status, None, fields, -1, self.held_end)
+        self._forward_head(self.held_status, None, fields, self.held_length, self.held_end)
 
     def retry_wanted(self, status, grpc):
         """Whether the failed attempt (``status`` with ``grpc`` or -1; status 0: timed out) is sent
@@ -615,19 +631,14 @@ class Exchange:
                 self.ctx.router.unqueue(self)  # waiting for an endpoint: leave the queue
             self.fail(err)
             return
-        if self.grpc_pending:  # its trailers will never come: a failure
-            self.grpc_pending = False
-            self._route_end(504, -1, self.route_ms)
         self.settle(SETTLE_CANCELLED)
-        self._cut(err)
+        self._cut(err)  # a gRPC call still waiting for its trailers counts as the timeout's failure
 
     def _route_end(self, status, grpc, elapsed):
         """The request's outcome is known: count it once on its route."""
         rp = self.rp
         self.rp = None
         self.replay = None
-        if status == 0:  # classified at the trailers: the head's status was counted then
-            status = 200
         rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
 
     # ------------------------------------------------------------ endings
@@ -663,6 +674,9 @@ class Exchange:
         self.finish()
 
     def _cut(self, err):
+        if self.grpc_pending:  # its trailers will never come: a failure on its route
+            self.grpc_pending = False
+            self._route_end(err.status, -1, self.route_ms)
         self._drop_up()
         self._release_down_queue()
         if not self.down_gone:
@@ -684,10 +698,11 @@ class Exchange:
         queue = self.up_queue
         if queue:
             self.up_queue = []
-            if not self.down_gone:
-                for _data, credit in queue:
-                    if credit:
-                        self.down.release(self, credit)
+            # Even to a client that left: its end keeps the books (an HTTP/2
+            # connection's window outlives the stream).
+            for _data, credit in queue:
+                if credit:
+                    self.down.release(self, credit)
 
     def _release_down_queue(self):
         queue = self.down_queue

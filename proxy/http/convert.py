@@ -184,13 +184,16 @@ def _h1_from_h2(ex):
 
 
 def h2_request(ex, orig_proto):
-    """The request as HTTP/2 fields (``orig_proto``: an HTTP/1 request crossing the meshed hop says so)."""
+    """The request as HTTP/2 fields; ``orig_proto``: ask the peer proxy to restore HTTP/1 for its app
+    (an HTTP/1 request crossing the meshed hop, or any request for an app discovery says speaks HTTP/1)."""
     if ex.headers is not None:
         # Only a proxy carrying HTTP/1 across the hop says l5d-orig-proto; a client's own goes.
         fields = []
         for name, value in ex.headers:
             if name not in H2_HOP and name != ORIG_PROTO:
                 fields.append((name, value))
+        if orig_proto:
+            fields.append((ORIG_PROTO, _ORIG_11))
     else:
         fields = _h2_from_h1(ex.head, orig_proto)
     if ex.rp is not None and ex.rp.headers is not None:

@@ -39,10 +39,13 @@ cdef class H1Server(DownEnd):
     cdef bint handed_off
     cdef object header_timer
     cdef double head_started
+    cdef bint discarding
+    cdef object discard_timer
     cdef public bint dirty
     cdef void advance(self) except *
     cdef void begin(self, RequestHead head) except *
     cdef void forward_body(self) except *
+    cdef bint _discard(self) except -1
     cdef void _reject(self, object err) except *
     cdef void _arm_header_timer(self) except *
     cdef void _stop_header_timer(self) except *

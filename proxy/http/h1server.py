@@ -88,6 +88,8 @@ class H1Server(DownEnd):
         self.handed_off = False
         self.header_timer = None
         self.head_started = first_byte_at
+        self.discarding = False  # reading and dropping the rest of an answered request's body
+        self.discard_timer = None
         self.dirty = False
 
     # -- asyncio protocol --------------------------------------------------
@@ -154,6 +156,10 @@ class H1Server(DownEnd):
         self.advancing = True
         try:
             while not self.closing and not self.handed_off:
+                if self.discarding:
+                    if not self._discard():
+                        return
+                    continue
                 if not self.in_flight:
                     if not self.buf:
                         if self.client_eof:
@@ -254,6 +260,41 @@ class H1Server(DownEnd):
             ex.request_trailers(trailers)
         else:
             ex.request_data(data, n, self.req_done)
+
+    def _discard(self):
+        """Drop buffered bytes of an answered request's body; True when the body ended and the connection goes on."""
+        buf = self.buf
+        if not buf:
+            return False
+        n: cython.Py_ssize_t
+        if self.req_kind == REQ_LENGTH:
+            n = len(buf) if len(buf) < self.req_remaining else self.req_remaining
+            self.req_remaining -= n
+            done: cython.bint = self.req_remaining == 0
+        else:
+            try:
+                n = self.req_scanner.scan(buf, 0, None)
+            except ParseError:
+                self.close()  # its framing broke: nothing after it can be trusted
+                return False
+            done = self.req_scanner.done
+        self.buf = buf[n:] if n < len(buf) else b""
+        if not done:
+            return False
+        self.discarding = False
+        self.req_done = True
+        if self.discard_timer is not None:
+            self.discard_timer.cancel()
+            self.discard_timer = None
+        if self.close_after:
+            self.close()
+            return False
+        return True
+
+    def _discard_timed_out(self):
+        self.discard_timer = None
+        if self.discarding and not self.closed:
+            self.close()
 
     def _reject(self, err):
         """A request the parser refused: answered here with the exchange's accounting, then the connection ends."""
@@ -435,11 +476,15 @@ class H1Server(DownEnd):
         if self.handed_off or self.closed:
             return
         self.idle_since = self.ctx.loop.time()
-        if not self.req_done:
-            # Answered before the request body ended; the rest of that body
-            # cannot be told apart from a next request.
-            self.close_after = True
-        if self.close_after or (self.client_eof and not self.buf):
+        if not self.req_done and not self.client_eof:
+            # Answered before the request body ended (an app refusing an upload
+            # early): the rest of the body is read and dropped, within the header
+            # timeout, so the next request can be found and the client, still
+            # sending, is not reset before it reads the answer.
+            self.discarding = True
+            delay = self.ctx.header_timeout
+            self.discard_timer = self.ctx.loop.call_later(delay if delay > 0 else 10.0, self._discard_timed_out)
+        elif not self.req_done or self.close_after or (self.client_eof and not self.buf):
             self.close()
             return
         self.resume(PAUSE_PIPELINE | PAUSE_BODY)
@@ -481,5 +526,8 @@ class H1Server(DownEnd):
         self.closing = True
         self.buf = b""
         self._stop_header_timer()
+        if self.discard_timer is not None:
+            self.discard_timer.cancel()
+            self.discard_timer = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -48,9 +48,21 @@ class H2Pool:
         clients = self.conns.get(target)
         if clients:
             client: H2Client = clients[len(clients) - 1]
-            if client.can_open():
+            if client.can_open() and not client.conn.saturated:
                 client.open(ex)
                 return
+            # Stalled clients fill that connection's buffer: its window is
+            # held back, and a new stream there would wait for them. Another
+            # connection (within the per-target limit) keeps the rest flowing.
+            for other in reversed(clients):
+                if other.can_open() and not other.conn.saturated:
+                    other.open(ex)
+                    return
+            if len(clients) >= self.max_per_target:
+                for other in reversed(clients):
+                    if other.can_open():
+                        other.open(ex)
+                        return
         self._new(target).open(ex)
 
     def open_elsewhere(self, full, ex):

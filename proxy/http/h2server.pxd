@@ -19,6 +19,7 @@ cdef class H2Server(DownEnd):
     cdef public bint draining
     cdef public bint writing_paused
     cdef public bint dirty
+    cdef set reset_now
     cdef bint inbound
     cdef bytes client_id
     cpdef void dispatch(self, object event) except *

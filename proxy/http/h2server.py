@@ -76,6 +76,7 @@ class H2Server(DownEnd):
         self.draining = False
         self.writing_paused = False
         self.dirty = False
+        self.reset_now = None  # streams the client reset in the read being dispatched
         self.inbound = meta.direction == "inbound"
         self.client_id = meta.client_id.encode("ascii") if meta.client_id else None
 
@@ -97,8 +98,15 @@ class H2Server(DownEnd):
         batch_begin()
         try:
             events = self.conn.receive_data(data, int(time.monotonic() * 1000))
+            self.reset_now = None
+            for event in events:
+                if type(event) is h2conn.StreamReset:
+                    if self.reset_now is None:
+                        self.reset_now = set()
+                    self.reset_now.add(event.stream_id)
             for event in events:
                 self.dispatch(event)
+            self.reset_now = None
             self.in_flight = bool(self.exchanges)
             if not self.in_flight:
                 self.idle_since = self.ctx.loop.time()
@@ -113,6 +121,12 @@ class H2Server(DownEnd):
     def dispatch(self, event):
         kind = type(event)
         if kind is h2conn.RequestReceived:
+            reset_now = self.reset_now
+            if reset_now is not None and event.stream_id in reset_now:
+                # Opened and reset in one read (rapid reset, CVE-2023-44487): never
+                # started, so nothing reaches an upstream, least of all the shared
+                # connection to a peer proxy that would count the resets against it.
+                return
             self._request(event.stream_id, event.headers, event.end_stream)
         elif kind is h2conn.DataReceived:
             ex = self.exchanges.get(event.stream_id)

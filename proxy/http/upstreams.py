@@ -83,7 +83,8 @@ class Upstreams(Dispatcher):
             self._h1(ex, target, True)
             return
         if ex.up_fields is None:
-            ex.up_fields = h2_request(ex, False)
+            # An app discovery says speaks HTTP/1, behind a peer proxy: the peer restores HTTP/1 for it.
+            ex.up_fields = h2_request(ex, target.mesh_port != 0 and target.protocol == "http1")
         self.h2().open(ex, target)
 
     def _h1(self, ex, target, pooled):

@@ -163,7 +163,7 @@ class H2Settings:
         window_ms=1000,
         max_header_block_size=131072,
         max_pending_outbound=1 << 20,
-        connection_buffer=4 << 20,
+        connection_buffer=8 << 20,
     ):
         if not 0 <= max_concurrent_streams <= 0xFFFFFFFF:
             raise ValueError("max_concurrent_streams out of range")
@@ -650,6 +650,11 @@ class H2Connection:
     def outbound_pending(self):
         """Octets queued for ``data_to_send``."""
         return self._out_len
+
+    @property
+    def saturated(self):
+        """Delivered data nobody acknowledged fills the connection buffer: the connection window is held back."""
+        return self._held > 0
 
     @property
     def send_window(self):
@@ -1386,7 +1391,11 @@ def _on_window_update(conn, events, frame):
 
 def _on_rst_stream(conn, events, frame):
     sid = frame.stream_id
-    _count_reset(conn, events)
+    if not conn.client_side:
+        # Rapid reset is a client's attack (CVE-2023-44487). A server resets
+        # only streams we opened, and answering early then resetting with
+        # NO_ERROR is its right (RFC 9113 8.1): not counted on our side.
+        _count_reset(conn, events)
     if conn._dead:
         return 0
     obj = conn._streams.get(sid)
