@@ -20,8 +20,6 @@ def _run(args: argparse.Namespace) -> int:
         print(f"meshproxy: invalid configuration: {err}", file=sys.stderr)
         return EX_CONFIG
 
-    import asyncio
-
     import uvloop
 
     from proxy.telemetry import logging as plog
@@ -87,8 +85,10 @@ def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
     inject = sub.add_parser("inject", help="add the meshproxy init container and sidecar to Kubernetes manifests")
     inject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
     inject.add_argument("--proxy-image", default="meshproxy:0.1.0", help="proxy image (default %(default)s)")
-    inject.add_argument("--init-image", default="meshproxy-init:0.1.0", help="iptables init image (default %(default)s)")
-    inject.add_argument("--force", action="store_true", help="inject workloads that no level annotates meshproxy.io/inject: enabled")
+    inject.add_argument("--init-image", default="meshproxy-init:0.1.0",
+                        help="iptables init image (default %(default)s)")
+    inject.add_argument("--force", action="store_true",
+                        help="inject workloads that no level annotates meshproxy.io/inject: enabled")
     inject.add_argument(
         "--namespace-annotations-file",
         metavar="FILE",

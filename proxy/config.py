@@ -293,12 +293,11 @@ def parse_host_port(text: str) -> HostPort:
 def parse_duration(text: str) -> float:
     """``10s``, ``250ms``, ``2m``, ``1h`` or a bare number of seconds; >= 0."""
     text = text.strip().lower()
-    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+    number, scale = text, 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
         if text.endswith(suffix):
-            number = text[: -len(suffix)]
+            number, scale = text[: -len(suffix)], factor
             break
-    else:
-        number, scale = text, 1.0
     value = float(number) * scale
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be a finite, non-negative duration")
@@ -454,7 +453,8 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # Per-stream windows are the backpressure; the connection window comes back
     # as DATA arrives until this much is buffered across streams, so a stalled
     # stream never starves the connection it shares.
-    H2_CONNECTION_BUFFER: ("8MiB", parse_size, "HTTP/2 data buffered per connection, all streams, before the connection window waits"),
+    H2_CONNECTION_BUFFER: ("8MiB", parse_size,
+                           "HTTP/2 data buffered per connection, all streams, before the connection window waits"),
     H2_CONNECTIONS_PER_TARGET: ("4", parse_positive_int, "upstream HTTP/2 connections per target when streams run out"),
     DESTINATION: (None, parse_destination, "discovery source: file:///path.yaml, dns or k8s; unset = none"),
     DNS_NAMESERVERS: (None, parse_host_port_list, "DNS servers (host:port list) instead of /etc/resolv.conf"),
@@ -483,7 +483,8 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     IDENTITY_RENEW_FRACTION: ("0.7", parse_fraction, "renew the certificate at this fraction of its lifetime"),
     IDENTITY_MIN_BACKOFF: ("1s", parse_duration, "first retry delay after a failed certificate request"),
     IDENTITY_MAX_BACKOFF: ("60s", parse_duration, "longest retry delay after failed certificate requests"),
-    TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration, "inbound mesh TLS handshake time limit (outbound, MESHPROXY_CONNECT_TIMEOUT covers it)"),
+    TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration,
+                            "inbound mesh TLS handshake time limit (outbound, MESHPROXY_CONNECT_TIMEOUT covers it)"),
     POLICY: (None, str, "policy file (YAML: routes, retries, splits, authorization); reloaded on change"),
     DEFAULT_POLICY: ("all-unauthenticated", parse_choice(DEFAULT_POLICIES),
                      "inbound authorization for ports without a Server in the policy"),
@@ -491,9 +492,11 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
                        "client networks that cluster-* policies admit; without an identity, the only clients "
                        "whose transport header is obeyed"),
     INBOUND_PROBE_PATHS: ("", parse_paths, "request paths always allowed inbound (kubelet probes), comma-separated"),
-    RETRY_BUFFER_BYTES: ("64KiB", parse_size, "request body kept for retries; larger (or chunked) requests are never retried"),
+    RETRY_BUFFER_BYTES: ("64KiB", parse_size,
+                         "request body kept for retries; larger (or chunked) requests are never retried"),
     RETRY_LIMIT: ("3", parse_positive_int, "retries per request on isRetryable routes without their own limit"),
-    ROUTE_LABEL_LIMIT: ("500", parse_positive_int, "distinct (service, route) metric labels; more count as route=\"other\""),
+    ROUTE_LABEL_LIMIT: ("500", parse_positive_int,
+                        "distinct (service, route) metric labels; more count as route=\"other\""),
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric; more count as \"other\""),
 }
@@ -637,7 +640,8 @@ def _identity(v: dict[str, Any], sources: Mapping[str, str]) -> IdentitySettings
         raise ConfigError(IDENTITY_SERVICE, settings.service, f"set either it or {IDENTITY_CERT_FILE}, not both")
     if not files[0]:
         if settings.service is None:
-            raise ConfigError(IDENTITY_SERVICE, None, f"required when {IDENTITY_NAME} is set (or give certificate files)")
+            raise ConfigError(IDENTITY_SERVICE, None,
+                              f"required when {IDENTITY_NAME} is set (or give certificate files)")
         if settings.token_file is None:
             raise ConfigError(IDENTITY_TOKEN_FILE, None, f"required with {IDENTITY_SERVICE}")
     return settings

@@ -100,7 +100,7 @@ def listening() -> set[tuple[str, int]] | None:
     /proc/net/tcp{,6}; None when /proc does not say."""
     found: set[tuple[str, int]] = set()
     seen_any = False
-    for name, family in (("tcp", 4), ("tcp6", 6)):
+    for name in ("tcp", "tcp6"):
         try:
             lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
         except OSError:

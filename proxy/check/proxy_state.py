@@ -45,7 +45,8 @@ def admin_ready(admin: HostPort, timeout: float) -> Result:
         return fail(check, title, f"no answer from http://{admin}/ready: {err}",
                     "is the proxy running? give its admin address with --admin ADDR")
     if status != 200:
-        return fail(check, title, f"http://{admin}/ready answered {status} {body[:80].decode('utf-8', 'replace').strip()}",
+        return fail(check, title,
+                    f"http://{admin}/ready answered {status} {body[:80].decode('utf-8', 'replace').strip()}",
                     "the proxy is starting (waiting for its certificate?) or draining; see its log")
     return ok(check, title, f"http://{admin}/ready answered 200")
 

@@ -78,7 +78,8 @@ def _file(path: str) -> Result:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        return fail(check, title, f"cannot read {path}: {err.strerror}", "the endpoints file must exist and be readable")
+        return fail(check, title, f"cannot read {path}: {err.strerror}",
+                    "the endpoints file must exist and be readable")
     try:
         services = parse_document(text)
     except SpecError as err:
@@ -100,7 +101,8 @@ def _dns(cfg: Config, timeout: float) -> Result:
         try:
             servers = [(ns, 53) for ns in dns.resolver.Resolver(configure=True).nameservers]
         except dns.exception.DNSException as err:
-            return fail(check, title, f"no DNS servers: {err}", "check /etc/resolv.conf or set MESHPROXY_DNS_NAMESERVERS")
+            return fail(check, title, f"no DNS servers: {err}",
+                        "check /etc/resolv.conf or set MESHPROXY_DNS_NAMESERVERS")
     name = f"{cfg.discovery.cluster_domain}."
     query = dns.message.make_query(name, "SOA")
     errors = []

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -107,7 +106,8 @@ class Accepted(asyncio.Protocol):
         self.header_pending = False
         self.header_required = False
         self.raw = b""
-        self.first_byte_at = 0.0  # when the first byte after any transport header came (the header timeout counts from it)
+        # When the first byte after any transport header came (the header timeout counts from it).
+        self.first_byte_at = 0.0
         self.probe: Probe | None = None  # the silent client's target, connected early (proxy/core/probe.py)
         self.probe_timer: asyncio.TimerHandle | None = None
 

@@ -1,4 +1,4 @@
-"""Opaque TCP from the accept stage: connect to the target (or adopt the server-first probe's connection) and relay bytes.
+"""Opaque TCP from the accept stage: connect to the target (or adopt the probe's connection) and relay bytes.
 
 Bytes the client sent while detection ran go first; with a probe, what the
 server already said goes first the other way. A balancer's pick is held for

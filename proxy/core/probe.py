@@ -1,4 +1,4 @@
-"""Server-speaks-first without configuration: a silent client's target is connected early, in case its server talks first.
+"""Server-speaks-first without configuration: connect a silent client's target early, in case its server talks first.
 
 Protocol detection waits for the client's first bytes, which a
 server-speaks-first protocol (SMTP, MySQL, a banner) never sends: without

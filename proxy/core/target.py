@@ -1,4 +1,4 @@
-"""Where a request or connection is sent: an immutable, hashable address with what the relays must know about it (compiled).
+"""Where a request or connection is sent: an immutable, hashable address and what the relays must know (compiled).
 
 Hashable by address, with the hash computed once: it keys connection pools
 on every request. ``via_connect`` marks a target named by a ``CONNECT

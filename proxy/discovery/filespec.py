@@ -98,7 +98,8 @@ def _mapping(value: object, path: str, allowed: set[str], required: tuple[str, .
         raise SpecError(path, "expected a mapping")
     for key in value:
         if key not in allowed:
-            raise SpecError(f"{path}.{key}" if path else str(key), f"unknown key (expected one of {', '.join(sorted(allowed))})")
+            raise SpecError(f"{path}.{key}" if path else str(key),
+                            f"unknown key (expected one of {', '.join(sorted(allowed))})")
     for key in required:
         if key not in value:
             raise SpecError(f"{path}.{key}" if path else key, "required")

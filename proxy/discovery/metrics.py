@@ -35,7 +35,8 @@ class DiscoveryMetrics:
     def render(self, out: list[str]) -> None:
         src = label_set((("source", self.source),))
         for name, kind, help_text, value in (
-            ("discovery_reload_errors_total", "counter", "Endpoint file edits rejected as invalid.", self.reload_errors),
+            ("discovery_reload_errors_total", "counter", "Endpoint file edits rejected as invalid.",
+             self.reload_errors),
             ("discovery_source_errors_total", "counter", "Errors reading the discovery source.", self.source_errors),
             ("discovery_updates_total", "counter", "Endpoint-set updates published.", self.updates),
             ("discovery_source_up", "gauge", "1 when the discovery source is reachable.", self.up),

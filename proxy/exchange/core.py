@@ -1,4 +1,4 @@
-"""One request's life for every protocol: route, authorize, shed, pick, attempt, retry, time out, classify, settle, count, answer errors.
+"""One request's life for every protocol: route, authorize, shed, pick, attempt, retry, settle, count, answer errors.
 
 A client-side relay (the *down* end, ``proxy.exchange.ends.DownEnd``)
 creates an ``Exchange`` per request, or reuses one per HTTP/1 connection,

@@ -23,7 +23,10 @@ def batch_begin():
 
 
 def batch_defer(conn):
-    """While a read is being processed, mark ``conn`` (``.dirty``, ``.write_out()``) for one write at its end; True if deferred."""
+    """While a read is being processed, mark ``conn`` (``.dirty``, ``.write_out()``) for one write at its end.
+
+    True if deferred.
+    """
     if _depth[0] == 0:
         return False
     if not conn.dirty:

@@ -51,7 +51,10 @@ class H1Pool:
         self.draining = False
 
     def open(self, ex, target, pooled):
-        """Give ``ex`` a connection to ``target``: an idle one, or a new one (``pooled`` False: always new, never kept)."""
+        """Give ``ex`` a connection to ``target``: an idle one, or a new one.
+
+        ``pooled`` False: always new, never kept.
+        """
         if pooled:
             conns = self.idle.get(target)
             while conns:

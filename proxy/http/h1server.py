@@ -13,8 +13,6 @@ re-chunked, or de-chunked for HTTP/1.0; writes stop being accepted while the
 client's socket buffer is full, which holds the upstream back.
 """
 
-from time import perf_counter
-
 import cython
 
 from proxy import errors

@@ -20,7 +20,7 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.http.render import h2_error
 from proxy.protocol import h2conn
-from proxy.protocol.h2frame import CANCEL, INTERNAL_ERROR, NO_ERROR
+from proxy.protocol.h2frame import INTERNAL_ERROR, NO_ERROR
 from proxy.protocol.http1 import valid_request_target
 from proxy.protocol.l5d import CLIENT_ID
 from proxy.protocol.request import h2_request_line

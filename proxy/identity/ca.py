@@ -35,7 +35,8 @@ def new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -93,7 +94,8 @@ def create_root(trust_domain: str, lifetime: dt.timedelta, now: dt.datetime | No
     now = now or utcnow()
     key = new_key()
     name = _name(f"root.{trust_domain}")
-    cert = _ca_builder(f"root.{trust_domain}", key, name, key, 1, now - CLOCK_SKEW, now + lifetime).sign(key, hashes.SHA256())
+    builder = _ca_builder(f"root.{trust_domain}", key, name, key, 1, now - CLOCK_SKEW, now + lifetime)
+    cert = builder.sign(key, hashes.SHA256())
     return Authority(cert, key)
 
 

@@ -99,5 +99,6 @@ def _check_answer(doc: object, key: ec.EllipticCurvePrivateKey, identity: names.
     try:
         verifier.verify(leaf, chain)
     except VerificationError as err:
-        raise CertifyError("bad_response", f"the certificate does not verify against the trust anchors: {err}") from None
+        raise CertifyError("bad_response",
+                           f"the certificate does not verify against the trust anchors: {err}") from None
     return leaf_pem, chain_pems, leaf.not_valid_after_utc

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--issuer-lifetime", default="8760h", help="issuer lifetime (default %(default)s)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     serve = sub.add_parser("serve", help="run the issuer service (POST /v1/certify over TLS 1.3)")
-    serve.add_argument("--issuer", required=True, metavar="DIR", help="directory with issuer.crt, issuer.key (and ca.crt)")
+    serve.add_argument("--issuer", required=True, metavar="DIR",
+                       help="directory with issuer.crt, issuer.key (and ca.crt)")
     serve.add_argument("--listen", default="0.0.0.0:8080", metavar="ADDR", help="default %(default)s")
     serve.add_argument("--trust-domain", help="default: from the issuer's CN (identity.<trust-domain>)")
     who = serve.add_mutually_exclusive_group(required=True)

@@ -141,7 +141,8 @@ class TokenReview:
                                                    json.dumps(review).encode(), headers, self.ssl_context,
                                                    self.timeout)
         except (OSError, ssl.SSLError, TimeoutError, httpio.HttpError) as err:
-            raise Refusal("token_review_error", f"the Kubernetes API cannot be reached: {err or type(err).__name__}") from None
+            raise Refusal("token_review_error",
+                          f"the Kubernetes API cannot be reached: {err or type(err).__name__}") from None
         try:
             doc = json.loads(body)
         except ValueError:

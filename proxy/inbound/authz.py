@@ -93,7 +93,8 @@ class InboundAuthorizer:
             out.append(f"# TYPE {name} counter")
             for labels, cell in sorted(table.items()):
                 out.append(f"{name}{label_set(labels)} {cell[0]}")
-        out.append("# HELP inbound_tcp_authz_terminate_total Open connections closed when a policy change revoked them.")
+        out.append("# HELP inbound_tcp_authz_terminate_total "
+                   "Open connections closed when a policy change revoked them.")
         out.append("# TYPE inbound_tcp_authz_terminate_total counter")
         out.append(f"inbound_tcp_authz_terminate_total {self.tcp_revoked}")
 

@@ -38,7 +38,8 @@ def _argument_type(check: Callable[[str], object]) -> Callable[[str], str]:
 def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
     """The identity flags of ``meshproxy inject`` (annotations on a pod override them)."""
     parser.add_argument("--disable-identity", action="store_true",
-                        help=f"inject without identity (the pods' hops stay plaintext); per pod: {names.DISABLE_IDENTITY}")
+                        help="inject without identity (the pods' hops stay plaintext); "
+                        f"per pod: {names.DISABLE_IDENTITY}")
     parser.add_argument("--trust-domain", type=_argument_type(check_trust_domain), default=names.DEFAULT_TRUST_DOMAIN,
                         help=f"identity trust domain (default %(default)s); per pod: {names.TRUST_DOMAIN}")
     parser.add_argument("--identity-service", type=_argument_type(parse_service_url),
@@ -95,7 +96,8 @@ def _finish(result: Result, verb: str, stdout: TextIO, stderr: TextIO) -> int:
     return 0
 
 
-def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None,
+                stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     try:
         text = _read(args.file, stdin)
@@ -125,7 +127,8 @@ def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: T
     return _finish(result, "inject", stdout, stderr)
 
 
-def uninject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def uninject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None,
+                  stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     try:
         text = _read(args.file, stdin)

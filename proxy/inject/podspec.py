@@ -169,7 +169,8 @@ def remove(template: dict[str, Any], spec: dict[str, Any]) -> None:
     for key in (names.INJECTED, names.PROXY_VERSION, names.CREATED):
         annotations.pop(key, None)
     if isinstance(spec.get("initContainers"), list):
-        spec["initContainers"] = [c for c in spec["initContainers"] if not (isinstance(c, dict) and c.get("name") in OURS)]
+        spec["initContainers"] = [c for c in spec["initContainers"]
+                                  if not (isinstance(c, dict) and c.get("name") in OURS)]
     if isinstance(spec.get("volumes"), list):
         spec["volumes"] = [v for v in spec["volumes"] if not (isinstance(v, dict) and v.get("name") in names.VOLUMES)]
     for parent, key in ((spec, "initContainers"), (spec, "volumes"), (metadata, "annotations"), (template, "metadata")):

@@ -81,7 +81,8 @@ class Annotations:
         if found is None:
             if force:
                 return Decision(True, "--force")
-            return Decision(False, f"no {names.INJECT}: {names.ENABLED} on the pod template, workload or namespace (use --force)")
+            return Decision(False, f"no {names.INJECT}: {names.ENABLED} on the pod template, workload or namespace "
+                                   "(use --force)")
         value, level = found
         if value == names.ENABLED:
             return Decision(True, f"{names.INJECT}: {value} on the {level}")
@@ -153,7 +154,8 @@ class Annotations:
         try:
             parse_port_set(value)
         except ValueError as err:
-            raise AnnotationError(f"{key}: {value!r} on the {level}: {err or 'expected ports and ranges like 22,8000-8100'}") from None
+            reason = err or "expected ports and ranges like 22,8000-8100"
+            raise AnnotationError(f"{key}: {value!r} on the {level}: {reason}") from None
         return ",".join(part for part in value.replace(" ", "").split(",") if part)
 
     def _subnets(self, key: str) -> str | None:

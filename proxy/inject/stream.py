@@ -179,7 +179,8 @@ def _inject_site(site: workloads.PodSite, options: Options, namespaces: Mapping[
     if not decision.inject:
         return f"skipped: {decision.why}" + (" (left as it was, already injected)" if was_injected else "")
     if site.spec.get("hostNetwork") is True:
-        return "skipped: hostNetwork: true (the pod shares the node's network namespace; iptables rules there would capture the node's traffic)"
+        return ("skipped: hostNetwork: true (the pod shares the node's network namespace; "
+                "iptables rules there would capture the node's traffic)")
     probe_paths = probes.find(site.spec, skip=podspec.OURS)
     settings = found.settings(options.proxy_image, options.init_image, options.identity, probe_paths.value)
     if was_injected:

@@ -1,4 +1,4 @@
-"""Outbound reliability policy at run time: the logical service's route, its concrete backend, and what the relays read per request.
+"""Outbound reliability policy at run time: the service's route and concrete backend, read by the relays per request.
 
 The router asks ``OutboundPolicy.lookup`` for the logical destination (one
 cached dict lookup; None when the service has no policy). A ``ServiceRuntime``

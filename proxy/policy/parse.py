@@ -134,7 +134,10 @@ def _compact_match(doc: Doc, value: Any, path: str) -> RequestMatch:
     for key, kind in (("headers", "exact"), ("headerRegex", "regex")):
         for name, want in doc.mapping(body.get(key, {}), f"{path}.{key}").items():
             field = f"{path}.{key}.{name}"
-            text = doc.regex(want, field) if kind == "regex" else doc.string(str(want) if isinstance(want, int) else want, field)
+            if kind == "regex":
+                text = doc.regex(want, field)
+            else:
+                text = doc.string(str(want) if isinstance(want, int) else want, field)
             headers.append(HeaderMatch(str(name).lower(), kind, text))
     method = doc.string(body["method"], f"{path}.method").upper() if "method" in body else None
     return RequestMatch(method=method, path=path_match, headers=tuple(headers))
@@ -147,7 +150,8 @@ def _compact_class(doc: Doc, value: Any, path: str) -> ResponseClass:
         ((lo, hi),) = doc.status_ranges(body["status"], f"{path}.status")[:1] or ((None, None),)
     codes = None
     if "grpc" in body:
-        codes = frozenset(doc.grpc_code(c, f"{path}.grpc[{i}]") for i, c in enumerate(doc.seq(body["grpc"], f"{path}.grpc")))
+        codes = frozenset(doc.grpc_code(c, f"{path}.grpc[{i}]")
+                          for i, c in enumerate(doc.seq(body["grpc"], f"{path}.grpc")))
     return ResponseClass(doc.boolean(body.get("isFailure", True), f"{path}.isFailure"), lo, hi, codes)
 
 

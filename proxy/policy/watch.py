@@ -132,7 +132,8 @@ class PolicyWatch:
         log.error("policy reload rejected: keeping the last good policy", path=self.path, error=why)
 
     def render(self, out: list[str]) -> None:
-        out.append("# HELP policy_reload_total Policy file reloads, by result (invalid: the last good policy was kept).")
+        out.append("# HELP policy_reload_total "
+                   "Policy file reloads, by result (invalid: the last good policy was kept).")
         out.append("# TYPE policy_reload_total counter")
         out.append(f'policy_reload_total{{result="ok"}} {self.reload_ok}')
         out.append(f'policy_reload_total{{result="invalid"}} {self.reload_invalid}')

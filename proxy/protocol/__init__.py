@@ -1,4 +1,4 @@
-"""Sans-IO protocol codecs: HTTP/1 heads and bodies, HTTP/2 frames, HPACK and stream states, detection, the transport header.
+"""Sans-IO protocol codecs: HTTP/1, HTTP/2 frames, HPACK, stream states, detection, the transport header.
 
 Bytes in, events out; no socket, no loop, no clock. Nothing here imports from
 the layers above (exchange, http, inbound, outbound).

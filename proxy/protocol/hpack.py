@@ -910,7 +910,8 @@ def validate_headers(headers, is_request, is_trailer, extended_connect=False):
                     raise ProtocolError("invalid :path")
                 path = value
             elif bit == _P_STATUS:
-                if vlen != 3 or not (0x31 <= value[0] <= 0x39 and 0x30 <= value[1] <= 0x39 and 0x30 <= value[2] <= 0x39):
+                if vlen != 3 or not (0x31 <= value[0] <= 0x39 and 0x30 <= value[1] <= 0x39
+                                     and 0x30 <= value[2] <= 0x39):
                     raise ProtocolError("invalid :status")
                 status = value
             elif bit == _P_PROTOCOL:

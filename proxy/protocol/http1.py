@@ -744,7 +744,8 @@ def parse_request_head(data, max_size):
     # A version that does not even start with an H means the line has a
     # space too many ("GET /a b HTTP/1.1"), not a bad version.
     version = _http_version(
-        data, i, limit, 400, 505, "invalid http version" if i < limit and data[i] | 32 == 104 else "invalid request line"
+        data, i, limit, 400, 505,
+        "invalid http version" if i < limit and data[i] | 32 == 104 else "invalid request line",
     )
     if version < 0:
         return _incomplete(n, max_size, 431)

@@ -10,7 +10,8 @@ from proxy.protocol.l5d import DST_OVERRIDE
 
 
 class RequestLine:
-    """method, target (the path; the authority for CONNECT), host (Host or :authority), dst_override, version, upgrade."""
+    """method, target (the path; the authority for CONNECT), host (Host or :authority), dst_override, version,
+    upgrade."""
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.method!r} {self.target!r} host={self.host!r} version={self.version}>"

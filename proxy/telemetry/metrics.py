@@ -48,7 +48,8 @@ def render_http(out: list[str], stats: Iterable[HttpStats]) -> None:
             for code in range(1000):
                 n = counts[code]
                 if n:
-                    out.append(f"response_total{_labels(direction=s.direction, status_code=code, classification=klass)} {n}")
+                    labels = _labels(direction=s.direction, status_code=code, classification=klass)
+                    out.append(f"response_total{labels} {n}")
     _header(out, "response_latency_ms", "histogram",
             "Elapsed time between a request's head arriving and its response head being sent.")
     for s in stats:
@@ -90,7 +91,8 @@ def render_process(out: list[str]) -> None:
         fds = 0
     for name, kind, help_text, value in (
         ("process_start_time_seconds", "gauge", "Time the process started (Unix epoch seconds).", f"{_START:.3f}"),
-        ("process_cpu_seconds_total", "counter", "CPU time used (user + system).", f"{usage.ru_utime + usage.ru_stime:.3f}"),
+        ("process_cpu_seconds_total", "counter", "CPU time used (user + system).",
+         f"{usage.ru_utime + usage.ru_stime:.3f}"),
         ("process_resident_memory_bytes", "gauge", "Resident memory size.", str(rss)),
         ("process_open_fds", "gauge", "Open file descriptors.", str(fds)),
     ):
@@ -162,7 +164,8 @@ def render_routes(out: list[str], policy) -> None:
         ("route_request_total", "counter", "Requests per route (a retried request counts once)."),
         ("route_retry_total", "counter", "Retries sent per route."),
         ("route_response_total", "counter", "Responses per route, by the route's classification."),
-        ("route_response_latency_ms", "histogram", "Time from the request head to the response head, retries included."),
+        ("route_response_latency_ms", "histogram",
+         "Time from the request head to the response head, retries included."),
     ):
         _header(out, name, kind, help_text)
         out.extend(line for line in lines if line.startswith(name + "{") or line.startswith(name + "_"))

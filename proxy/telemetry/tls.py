@@ -39,7 +39,8 @@ def render(out: list[str], stats: list[TlsStats]) -> None:
     for s in stats:
         label = "client_id" if s.direction == "inbound" else "server_id"
         for peer, n in sorted(s.peers.items()):
-            out.append(f"tls_connections_total{label_set((('direction', s.direction), ('tls', 'true'), (label, peer)))} {n}")
+            labels = label_set((("direction", s.direction), ("tls", "true"), (label, peer)))
+            out.append(f"tls_connections_total{labels} {n}")
     out.append("# HELP tls_handshake_errors_total Mesh TLS handshakes that failed, by reason.")
     out.append("# TYPE tls_handshake_errors_total counter")
     for s in stats:

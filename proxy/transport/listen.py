@@ -11,7 +11,8 @@ from proxy.config import HostPort
 BACKLOG = 4096
 
 
-async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort, factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort,
+                 factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
     """Bind ``addr`` (port 0 picks a free one) and serve ``factory`` protocols."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

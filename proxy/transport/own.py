@@ -105,7 +105,8 @@ class OwnAddresses:
     def refresh_interfaces(self) -> None:
         self.interfaces = local_interface_addresses()
 
-    def listener(self, ip: str | IPAddress | None, port: int, local_ip: str | IPAddress | None = None) -> Listener | None:
+    def listener(self, ip: str | IPAddress | None, port: int,
+                 local_ip: str | IPAddress | None = None) -> Listener | None:
         """The listener of ours that a connection to ``ip:port`` reaches, or None.
 
         ``local_ip`` is the connection's own source address, when connected:
