@@ -10,7 +10,7 @@ The choice is a pure function of those facts; gathering them is ``system``'s job
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from .errors import EXIT_UNAVAILABLE, InitError
 
@@ -33,12 +33,12 @@ def binaries(backend: str, family: str) -> Binaries:
 class Facts(NamedTuple):
     """What auto-detection looks at."""
 
-    installed: Tuple[str, ...]  # backends whose commands are all on PATH
-    rule_counts: Dict[str, Optional[int]]  # backend -> rules it shows here (None: could not read)
-    system_default: Optional[str]  # the backend `iptables` is, if it could be told
+    installed: tuple[str, ...]  # backends whose commands are all on PATH
+    rule_counts: dict[str, int | None]  # backend -> rules it shows here (None: could not read)
+    system_default: str | None  # the backend `iptables` is, if it could be told
 
 
-def system_default_from_version(version_output: str) -> Optional[str]:
+def system_default_from_version(version_output: str) -> str | None:
     """``iptables v1.8.9 (nf_tables)`` -> "nft"; ``... (legacy)`` -> "legacy"."""
     if "nf_tables" in version_output:
         return "nft"
@@ -53,7 +53,7 @@ def _install_hint(backend: str) -> str:
             f"Alpine: apk add iptables{'-legacy' if backend == 'legacy' else ''}) or choose --backend {other}")
 
 
-def choose(requested: str, facts: Facts) -> Tuple[str, str]:
+def choose(requested: str, facts: Facts) -> tuple[str, str]:
     """The backend to use and a one-line reason, or InitError when none can be used."""
     if requested in BACKENDS:
         if requested not in facts.installed:
@@ -61,8 +61,8 @@ def choose(requested: str, facts: Facts) -> Tuple[str, str]:
                             EXIT_UNAVAILABLE)
         return requested, "requested with --backend"
     if not facts.installed:
-        raise InitError("no iptables found (looked for iptables-nft and iptables-legacy with their -save and -restore): "
-                        "install the iptables package (Debian: apt-get install iptables)", EXIT_UNAVAILABLE)
+        raise InitError("no iptables found (looked for iptables-nft and iptables-legacy with their -save and "
+                        "-restore): install the iptables package (Debian: apt-get install iptables)", EXIT_UNAVAILABLE)
     if len(facts.installed) == 1:
         only = facts.installed[0]
         return only, f"auto, only iptables-{only} is installed"

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Mapping, Optional, Sequence, TextIO, Tuple
+from collections.abc import Mapping, Sequence
+from typing import TextIO
 
-from . import backend, config as settings, restore, system
+from . import backend, restore, system
+from . import config as settings
 from .errors import InitError
 from .rules import Plan, build_plan, build_plans
 
@@ -49,7 +51,7 @@ def execute(config: settings.Config, plans: Sequence[Plan], runner: system.Runne
         system.require_capabilities(["NET_RAW"], "iptables-legacy needs for its raw socket")
 
     # Everything is read and checked for every family before anything changes.
-    work: List[Tuple[Plan, system.Iptables, restore.NatState]] = []
+    work: list[tuple[Plan, system.Iptables, restore.NatState]] = []
     for plan in plans:
         table = system.Iptables(chosen, plan.family, runner)
         state = table.save()
@@ -103,7 +105,7 @@ def _ipv6_leftovers(config: settings.Config, chosen: str, runner: system.Runner,
     return [(plan, table, state)]
 
 
-def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None,
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          runner: system.Runner = system.run, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     try:
         config = settings.load(sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-from typing import Callable, Mapping, NamedTuple, Sequence, Tuple, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from . import __version__
 from .errors import ConfigError
@@ -41,7 +42,7 @@ RESERVED_CHAIN_NAMES = frozenset(
     "REDIRECT DNAT SNAT MASQUERADE REJECT LOG MARK CONNMARK TPROXY".split()
 )
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class PortRange(NamedTuple):
@@ -69,9 +70,9 @@ class Config(NamedTuple):
     inbound_port: int = 4143
     outbound_port: int = 4140
     admin_port: int = 4191
-    skip_inbound_ports: Tuple[PortRange, ...] = ()
-    skip_outbound_ports: Tuple[PortRange, ...] = ()
-    skip_subnets: Tuple[Network, ...] = ()
+    skip_inbound_ports: tuple[PortRange, ...] = ()
+    skip_outbound_ports: tuple[PortRange, ...] = ()
+    skip_subnets: tuple[Network, ...] = ()
     ipv6: bool = False
     backend: str = "auto"
     inbound_chain: str = "MESHPROXY_INBOUND"
@@ -106,13 +107,14 @@ def parse_uid(text: str) -> int:
     except ValueError:
         raise ValueError("expected a numeric uid (the proxy container's runAsUser)") from None
     if uid == 0:
-        raise ValueError("uid 0 would exempt every root process in the pod from the redirect; run the proxy as its own uid")
+        raise ValueError("uid 0 would exempt every root process in the pod from the redirect; "
+                         "run the proxy as its own uid")
     if not 0 < uid < 2**32 - 1:
         raise ValueError("expected a uid from 1 to 4294967294")
     return uid
 
 
-def parse_port_ranges(text: str) -> Tuple[PortRange, ...]:
+def parse_port_ranges(text: str) -> tuple[PortRange, ...]:
     """``22,8000-8100`` -> two ranges; duplicates dropped, order kept. ``a:b`` is accepted too."""
     ranges = []
     for item in text.split(","):
@@ -133,7 +135,7 @@ def parse_port_ranges(text: str) -> Tuple[PortRange, ...]:
     return tuple(ranges)
 
 
-def parse_subnets(text: str) -> Tuple[Network, ...]:
+def parse_subnets(text: str) -> tuple[Network, ...]:
     """Comma-separated CIDRs (IPv4 or IPv6); host bits are cleared as iptables would."""
     nets = []
     for item in text.split(","):
@@ -184,7 +186,7 @@ class Setting(NamedTuple):
         return "--" + self.field.replace("_", "-")
 
 
-SETTINGS: Tuple[Setting, ...] = (
+SETTINGS: tuple[Setting, ...] = (
     Setting("dry_run", DRY_RUN, "false", parse_bool,
             "print the rules (iptables-restore text) and change nothing; needs no privileges"),
     Setting("cleanup", CLEANUP, "false", parse_bool,
@@ -266,20 +268,21 @@ def check(config: Config) -> Config:
             raise ConfigError(f"{seen[port]} and {flag} are both {port}: the proxy's listeners need distinct ports")
         seen[port] = flag
     if config.inbound_chain == config.outbound_chain:
-        raise ConfigError(f"--inbound-chain and --outbound-chain are both {config.inbound_chain}: give them distinct names")
+        raise ConfigError(f"--inbound-chain and --outbound-chain are both {config.inbound_chain}: "
+                          "give them distinct names")
     return config
 
 
-def families(config: Config) -> Tuple[str, ...]:
+def families(config: Config) -> tuple[str, ...]:
     return ("ipv4", "ipv6") if config.ipv6 else ("ipv4",)
 
 
-def subnets_for(config: Config, family: str) -> Tuple[Network, ...]:
+def subnets_for(config: Config, family: str) -> tuple[Network, ...]:
     version = 6 if family == "ipv6" else 4
     return tuple(net for net in config.skip_subnets if net.version == version)
 
 
-def ignored_subnets(config: Config) -> Tuple[Network, ...]:
+def ignored_subnets(config: Config) -> tuple[Network, ...]:
     """IPv6 CIDRs given without --ipv6: no table to put them in (the CLI warns)."""
     return () if config.ipv6 else tuple(net for net in config.skip_subnets if net.version == 6)
 

@@ -13,7 +13,8 @@ nothing else in the table is touched. All of it is text in, text out.
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from .rules import TABLE, Plan
 
@@ -21,14 +22,17 @@ from .rules import TABLE, Plan
 class NatState(NamedTuple):
     """The nat table as iptables-save printed it: chain names and ``-A`` lines, in order."""
 
-    chains: Tuple[str, ...]
-    lines: Tuple[str, ...]
+    chains: tuple[str, ...]
+    lines: tuple[str, ...]
+
+
+_UNTOUCHED = NatState((), ())  # a table without our chains (and the dry run's view)
 
 
 def parse_save(text: str) -> NatState:
     """Read the ``*nat`` section of iptables-save output (other tables and comments ignored)."""
-    chains: List[str] = []
-    lines: List[str] = []
+    chains: list[str] = []
+    lines: list[str] = []
     in_nat = False
     for raw in text.splitlines():
         line = raw.strip()
@@ -48,13 +52,13 @@ def parse_save(text: str) -> NatState:
 _JUMP = re.compile(r"^-A (\S+) (?:.* )?-[jg] (\S+)$")
 
 
-def target_of(line: str) -> Tuple[str, str]:
+def target_of(line: str) -> tuple[str, str]:
     """``-A OUTPUT ... -j X`` -> ("OUTPUT", "X"); ("", "") when the rule ends with target options."""
     match = _JUMP.match(line)
     return (match.group(1), match.group(2)) if match else ("", "")
 
 
-def jumps_to(state: NatState, chains: Sequence[str]) -> List[str]:
+def jumps_to(state: NatState, chains: Sequence[str]) -> list[str]:
     """Rules outside our chains whose target is one of them."""
     found = []
     for line in state.lines:
@@ -68,15 +72,15 @@ def _delete(line: str) -> str:
     return "-D" + line[2:]  # "-A CHAIN spec" -> "-D CHAIN spec"
 
 
-def apply_text(plan: Plan, state: NatState = NatState((), ())) -> str:
+def apply_text(plan: Plan, state: NatState = _UNTOUCHED) -> str:
     """The iptables-restore --noflush input that makes the table hold exactly ``plan``.
 
     With the default (empty) state this is the dry run's text, and it is also
     what a first run on a table without our chains applies.
     """
     wanted = [jump.line() for jump in plan.jumps]
-    kept: List[str] = []
-    deletes: List[str] = []
+    kept: list[str] = []
+    deletes: list[str] = []
     for line in jumps_to(state, plan.chains):
         if line in wanted and line not in kept:
             kept.append(line)
@@ -91,7 +95,7 @@ def apply_text(plan: Plan, state: NatState = NatState((), ())) -> str:
     return "\n".join(out) + "\n"
 
 
-def cleanup_text(plan: Plan, state: NatState) -> Optional[str]:
+def cleanup_text(plan: Plan, state: NatState) -> str | None:
     """The iptables-restore --noflush input that removes our chains and every jump to them; None if none exist."""
     present = [chain for chain in plan.chains if chain in state.chains]
     refs = jumps_to(state, plan.chains)
@@ -110,7 +114,7 @@ def applied_state(plan: Plan) -> NatState:
     return NatState(("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", *plan.chains), tuple(plan.lines()))
 
 
-def differences(plan: Plan, state: NatState) -> List[str]:
+def differences(plan: Plan, state: NatState) -> list[str]:
     """How the table differs from the plan, for our chains and jumps only; empty when it matches."""
     problems = []
     for chain in plan.chains:

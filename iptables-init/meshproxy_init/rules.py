@@ -21,7 +21,8 @@ Why each rule exists (README.md has the longer story):
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from .config import Config, PortRange, families, subnets_for
 
@@ -41,14 +42,14 @@ class Rule(NamedTuple):
     destination: str = ""
     out_interface: str = ""
     protocol: str = ""
-    uid_owner: Optional[int] = None
+    uid_owner: int | None = None
     dports: str = ""  # multiport list: 22,8000:8100
     comment: str = ""
-    to_ports: Optional[int] = None
+    to_ports: int | None = None
 
-    def spec(self) -> List[str]:
+    def spec(self) -> list[str]:
         """The arguments after ``-A chain`` (or ``-D chain``), in iptables-save's order."""
-        args: List[str] = []
+        args: list[str] = []
         if self.source:
             args += ["-s", self.source]
         if self.destination:
@@ -76,18 +77,18 @@ class Plan(NamedTuple):
     """Everything meshproxy-init owns in one family's nat table."""
 
     family: str  # "ipv4" or "ipv6"
-    chains: Tuple[str, ...]  # the chains it creates, in creation order
-    rules: Tuple[Rule, ...]  # the rules inside those chains
-    jumps: Tuple[Rule, ...]  # the rules in built-in chains that jump to them
+    chains: tuple[str, ...]  # the chains it creates, in creation order
+    rules: tuple[Rule, ...]  # the rules inside those chains
+    jumps: tuple[Rule, ...]  # the rules in built-in chains that jump to them
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         """Every rule this plan owns, as iptables-save prints it."""
         return [rule.line() for rule in (*self.rules, *self.jumps)]
 
 
 def multiport_groups(ranges: Iterable[PortRange]) -> Iterator[str]:
     """Split ports into ``--dports`` lists that fit multiport's 15 slots."""
-    group: List[str] = []
+    group: list[str] = []
     used = 0
     for rng in ranges:
         if used + rng.weight > MULTIPORT_LIMIT:
@@ -99,12 +100,12 @@ def multiport_groups(ranges: Iterable[PortRange]) -> Iterator[str]:
         yield ",".join(group)
 
 
-def proxy_ports(config: Config) -> Tuple[PortRange, ...]:
+def proxy_ports(config: Config) -> tuple[PortRange, ...]:
     ports = (config.inbound_port, config.outbound_port, config.admin_port)
     return tuple(PortRange(p, p) for p in ports)
 
 
-def inbound_rules(config: Config, family: str) -> List[Rule]:
+def inbound_rules(config: Config, family: str) -> list[Rule]:
     chain = config.inbound_chain
     rules = [Rule(chain, "RETURN", protocol="tcp", dports=dports, comment="skip-proxy-ports")
              for dports in multiport_groups(proxy_ports(config))]
@@ -117,7 +118,7 @@ def inbound_rules(config: Config, family: str) -> List[Rule]:
     return rules
 
 
-def outbound_rules(config: Config, family: str) -> List[Rule]:
+def outbound_rules(config: Config, family: str) -> list[Rule]:
     chain = config.outbound_chain
     rules = [
         Rule(chain, "RETURN", uid_owner=config.proxy_uid, comment="skip-proxy-uid"),
@@ -147,6 +148,6 @@ def build_plan(config: Config, family: str) -> Plan:
     )
 
 
-def build_plans(config: Config) -> Tuple[Plan, ...]:
+def build_plans(config: Config) -> tuple[Plan, ...]:
     """One Plan per family to program: IPv4 always, IPv6 with --ipv6."""
     return tuple(build_plan(config, family) for family in families(config))

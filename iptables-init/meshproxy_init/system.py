@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from .backend import BACKENDS, Binaries, Facts, binaries, system_default_from_version
 from .config import Config
@@ -37,10 +38,10 @@ class Result(NamedTuple):
     err: str
 
 
-Runner = Callable[[Sequence[str], Optional[str]], Result]
+Runner = Callable[[Sequence[str], str | None], Result]
 
 
-def run(argv: Sequence[str], stdin: Optional[str] = None) -> Result:
+def run(argv: Sequence[str], stdin: str | None = None) -> Result:
     """Run a command to completion; a missing binary or a hang becomes a Result, not an exception."""
     try:
         proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
@@ -51,7 +52,7 @@ def run(argv: Sequence[str], stdin: Optional[str] = None) -> Result:
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def which(name: str, environ: Optional[Dict[str, str]] = None) -> Optional[str]:
+def which(name: str, environ: dict[str, str] | None = None) -> str | None:
     """``shutil.which`` (absent from python3-minimal), with the sbin directories always searched."""
     path = (environ if environ is not None else os.environ).get("PATH", "")
     for directory in [*path.split(os.pathsep), *SBIN_DIRS]:
@@ -65,13 +66,13 @@ def which(name: str, environ: Optional[Dict[str, str]] = None) -> Optional[str]:
 # ---- privileges ------------------------------------------------------------------
 
 
-def effective_capabilities(status_text: str) -> Optional[int]:
+def effective_capabilities(status_text: str) -> int | None:
     """The CapEff mask from /proc/self/status text, or None if it is not there."""
     match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)\s*$", status_text, re.MULTILINE)
     return int(match.group(1), 16) if match else None
 
 
-def missing_capabilities(needed: Iterable[str], status_text: Optional[str] = None) -> List[str]:
+def missing_capabilities(needed: Iterable[str], status_text: str | None = None) -> list[str]:
     if status_text is None:
         try:
             with open("/proc/self/status", encoding="ascii", errors="replace") as f:
@@ -84,7 +85,7 @@ def missing_capabilities(needed: Iterable[str], status_text: Optional[str] = Non
     return [cap for cap in needed if not mask >> CAPABILITIES[cap] & 1]
 
 
-def require_capabilities(needed: Sequence[str], why: str, status_text: Optional[str] = None) -> None:
+def require_capabilities(needed: Sequence[str], why: str, status_text: str | None = None) -> None:
     missing = missing_capabilities(needed, status_text)
     if missing:
         caps = " and ".join(f"CAP_{cap}" for cap in missing)
@@ -101,10 +102,12 @@ def classify(message: str) -> str:
         return "lockfile"
     if "permission denied" in text or "operation not permitted" in text or "you must be root" in text:
         return "permission"
-    if re.search(r"table [`'\"]?\w+['\"]? does not exist|can't initialize (ip6?tables|iptables) table|table does not exist", text):
+    if re.search(r"table [`'\"]?\w+['\"]? does not exist|can't initialize (ip6?tables|iptables) table|"
+                 r"table does not exist", text):
         return "table"
     if re.search(r"couldn't load (match|target)|missing kernel module|no chain/target/match by that name|"
-                 r"extension \S+ revision \d+ not supported|unknown option \"--(uid-owner|dports|to-ports|comment)\"", text):
+                 r"extension \S+ revision \d+ not supported|"
+                 r"unknown option \"--(uid-owner|dports|to-ports|comment)\"", text):
         return "extension"
     if "xtables lock" in text:
         return "lock"
@@ -208,9 +211,9 @@ def gather_facts(families: Sequence[str], runner: Runner = run) -> Facts:
     """What backend.choose needs: installed backends, their rule counts here, what `iptables` is."""
     installed = tuple(b for b in BACKENDS
                       if all(which(name) for family in families for name in binaries(b, family)))
-    counts: Dict[str, Optional[int]] = {}
+    counts: dict[str, int | None] = {}
     for backend in installed:
-        total: Optional[int] = 0
+        total: int | None = 0
         for family in families:
             # All tables, no -t: listing does not instantiate a table that is not there.
             result = runner([which(binaries(backend, family).save) or binaries(backend, family).save], None)
