@@ -120,7 +120,7 @@ def best(fn, repeats: int) -> float:
 
 
 def timing(pure, iters: int, repeats: int) -> None:
-    print("ns per step (best of %d, %d steps; includes the Python loop)" % (repeats, iters))
+    print(f"ns per step (best of {repeats}, {iters} steps; includes the Python loop)")
     print(
         f"  {'endpoints':>9}  {'weights':>7}  {'pick+complete':>13}  {'(pure)':>7}  {'speed-up':>8}"
         f"  {'pick only':>9}  {'(pure)':>7}"
@@ -133,7 +133,7 @@ def timing(pure, iters: int, repeats: int) -> None:
                 for mod, k in ((compiled, iters), (pure, max(iters // 10, 1000))):
                     b = make_balancer(mod, n, weighted)
                     clock = itertools.count(10**12, 10**9)
-                    row.append(best(lambda: body(b, k, next(clock)), repeats))
+                    row.append(best(lambda body=body, b=b, k=k, clock=clock: body(b, k, next(clock)), repeats))
             label = "1..4" if weighted else "equal"
             print(
                 f"  {n:>9}  {label:>7}  {row[0]:>13.0f}  {row[1]:>7.0f}  {row[1] / row[0]:>7.1f}x"

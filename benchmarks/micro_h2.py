@@ -100,15 +100,15 @@ def hpack_rows(pure_hpack, number: int, repeat: int):
                     dec = mod.Decoder()
                     dec.decode(cold_block)
                     assert dec.decode(warm_block) == headers
-                    func = lambda dec=dec: dec.decode(warm_block)  # noqa: E731
+                    func = lambda dec=dec, warm_block=warm_block: dec.decode(warm_block)  # noqa: E731
                 elif op == "decode cold":
-                    func = lambda mod=mod: mod.Decoder().decode(cold_block)  # noqa: E731
+                    func = lambda mod=mod, cold_block=cold_block: mod.Decoder().decode(cold_block)  # noqa: E731
                 elif op == "encode warm":
                     enc = mod.Encoder()
                     enc.encode(headers)
-                    func = lambda enc=enc: enc.encode(headers)  # noqa: E731
+                    func = lambda enc=enc, headers=headers: enc.encode(headers)  # noqa: E731
                 else:
-                    func = lambda mod=mod: mod.Encoder().encode(headers)  # noqa: E731
+                    func = lambda mod=mod, headers=headers: mod.Encoder().encode(headers)  # noqa: E731
                 cells.append(per_op_ns(func, number, repeat))
             # The reference package, on its own blocks (same fields, its own choices).
             if op == "decode warm":
@@ -119,15 +119,15 @@ def hpack_rows(pure_hpack, number: int, repeat: int):
                 ref_warm = renc.encode(headers)
                 rdec2 = ref_hpack.Decoder()
                 rdec2.decode(ref_cold_block, raw=True)
-                func = lambda: rdec2.decode(ref_warm, raw=True)  # noqa: E731
+                func = lambda rdec2=rdec2, ref_warm=ref_warm: rdec2.decode(ref_warm, raw=True)  # noqa: E731
             elif op == "decode cold":
-                func = lambda: ref_hpack.Decoder().decode(ref_cold_block, raw=True)  # noqa: E731
+                func = lambda block=ref_cold_block: ref_hpack.Decoder().decode(block, raw=True)  # noqa: E731
             elif op == "encode warm":
                 renc2 = ref_hpack.Encoder()
                 renc2.encode(headers)
-                func = lambda: renc2.encode(headers)  # noqa: E731
+                func = lambda renc2=renc2, headers=headers: renc2.encode(headers)  # noqa: E731
             else:
-                func = lambda: ref_hpack.Encoder().encode(headers)  # noqa: E731
+                func = lambda headers=headers: ref_hpack.Encoder().encode(headers)  # noqa: E731
             cells.append(per_op_ns(func, max(number // 10, 1), repeat))
             rows.append((label, op, *cells))
     return rows
@@ -205,8 +205,9 @@ def frame_rows(pure_frame, repeat: int, quick: bool):
         count = read_with(h2frame, chunks)
         assert read_with(pure_frame, chunks) == count
         cells = []
-        for func in (lambda: read_with(h2frame, chunks), lambda: read_with(pure_frame, chunks),
-                     lambda: read_with_h2(chunks)):
+        for func in (lambda chunks=chunks: read_with(h2frame, chunks),
+                     lambda chunks=chunks: read_with(pure_frame, chunks),
+                     lambda chunks=chunks: read_with_h2(chunks)):
             seconds = min(timeit.repeat(func, number=1, repeat=repeat))
             cells.append((seconds / count * 1e9, len(wire) / seconds / 1e6))
         rows.append((label, count, len(wire), cells))
@@ -230,7 +231,8 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"settings: number={number} repeat={repeat} (reference: number/10)\n")
     print("HPACK, ns per operation (min over repeats)")
-    print(f"{'header list':<26}{'operation':<14}{'compiled':>10}{'uncompiled':>12}{'ref hpack':>12}{'ref/compiled':>14}")
+    print(f"{'header list':<26}{'operation':<14}{'compiled':>10}{'uncompiled':>12}"
+          f"{'ref hpack':>12}{'ref/compiled':>14}")
     for label, op, compiled, uncompiled, ref in hpack_rows(pure_hpack, number, repeat):
         print(f"{label:<26}{op:<14}{compiled:>10.0f}{uncompiled:>12.0f}{ref:>12.0f}{ref / compiled:>13.1f}x")
 

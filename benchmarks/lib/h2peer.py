@@ -327,8 +327,9 @@ def rapid_resets(addr: tuple[str, int], authority: str, count: int, path: str = 
                     sock.sendall(out)
                 result.written += n
                 with acked:
-                    acked.wait_for(lambda seq=seq, last_ack=last_ack, closed=closed: last_ack[0] >= seq or closed.is_set(),
-                                   timeout=1.0)
+                    acked.wait_for(
+                        lambda seq=seq, last_ack=last_ack, closed=closed: last_ack[0] >= seq or closed.is_set(),
+                        timeout=1.0)
                     answered = last_ack[0] >= seq
                 if answered:
                     result.resets += n

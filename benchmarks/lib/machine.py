@@ -14,7 +14,7 @@ import shutil
 import ssl
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -99,7 +99,7 @@ def collect(repo: Path) -> dict[str, str]:
     """Everything the report's 'Machine' section prints, as strings."""
     load1, load5, _ = os.getloadavg()
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "host": platform.node(),
         "cpu_model": _cpu_model(),
         "cpus_online": str(os.cpu_count()),

@@ -61,7 +61,7 @@ def send(target: str, duration: float) -> dict:
                 if not part:
                     break
                 answer += part
-        except socket.timeout:
+        except TimeoutError:
             pass
         elapsed = time.perf_counter() - t0
     if len(answer) < 8:

@@ -11,7 +11,19 @@ from __future__ import annotations
 from types import ModuleType
 
 from benchmarks.scenarios import (
-    balancing, connrate, fairness, grpc, h2, handshake, http1, latency, memory, meshhop, micro, soak, tcp,
+    balancing,
+    connrate,
+    fairness,
+    grpc,
+    h2,
+    handshake,
+    http1,
+    latency,
+    memory,
+    meshhop,
+    micro,
+    soak,
+    tcp,
 )
 
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.lib import compare, h2load, procs
+from benchmarks.lib import compare, h2load
 from benchmarks.lib.compare import Contender, Sample
 from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult
-from benchmarks.lib.servers import LOOPBACK, Server, start_meshproxy, start_templated
+from benchmarks.lib.servers import LOOPBACK, start_meshproxy, start_templated
 from benchmarks.scenarios.http1 import BODY
 
 NAME = "h2"

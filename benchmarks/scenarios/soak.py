@@ -31,7 +31,8 @@ from benchmarks.lib.soakload import MARKER
 from benchmarks.scenarios.http1 import BODY
 
 NAME = "soak"
-DESCRIPTION = "10 minutes of mixed traffic (keep-alive, h2c, slow readers, vanishing clients, uploads) through a meshed pair"
+DESCRIPTION = ("10 minutes of mixed traffic (keep-alive, h2c, slow readers, vanishing clients, uploads) "
+               "through a meshed pair")
 H1_SERVICE, H2_SERVICE = "h1.soak:80", "h2.soak:80"
 LARGE_MIB = 32
 RSS_BACK_MIB = 16.0        # "back near idle": within the 16 MiB of the idle figure
