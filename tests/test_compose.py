@@ -63,8 +63,10 @@ def test_pods_share_the_app_namespace(rendered: dict) -> None:
 def test_env_names_are_real_settings(rendered: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "iptables-init"))
     init_config = importlib.import_module("meshproxy_init.config")
-    proxy_names = {v for k, v in vars(config).items() if k.isupper() and isinstance(v, str) and v.startswith(config.PREFIX)}
-    init_names = {v for k, v in vars(init_config).items() if k.isupper() and isinstance(v, str) and v.startswith("MESHPROXY_INIT_")}
+    proxy_names = {v for k, v in vars(config).items()
+                   if k.isupper() and isinstance(v, str) and v.startswith(config.PREFIX)}
+    init_names = {v for k, v in vars(init_config).items()
+                  if k.isupper() and isinstance(v, str) and v.startswith("MESHPROXY_INIT_")}
     services = rendered["services"]
     for app in APPS:
         proxy_env = services[f"{app}-proxy"]["environment"]
@@ -115,7 +117,8 @@ def test_issuer_runs_a_command_the_issuer_accepts(rendered: dict) -> None:
     assert issuer_mounts[args.tokens][0].endswith("examples/compose/identity/tokens.txt")
     # The issuer's directory is the volume identity-init fills, and it starts after that.
     init_mounts = mounts(services[ISSUER_INIT])
-    assert issuer_mounts[args.issuer][0] == init_mounts[args.issuer][0] and init_mounts[args.issuer][0] in rendered["volumes"]
+    assert issuer_mounts[args.issuer][0] == init_mounts[args.issuer][0]
+    assert init_mounts[args.issuer][0] in rendered["volumes"]
     assert services[ISSUER]["depends_on"][ISSUER_INIT]["condition"] == "service_completed_successfully"
     # Its own health check: the image's one asks a proxy admin port.
     assert str(args.listen.rpartition(":")[2]) in " ".join(services[ISSUER]["healthcheck"]["test"])
@@ -128,7 +131,8 @@ def test_identity_init_script(rendered: dict, tmp_path: Path) -> None:
     assert init["entrypoint"][0] == "/bin/sh" and init["user"] == "0"
     [script] = init["command"]
     assert "meshproxy identity init --trust-domain cluster.local --out /ca" in script
-    local = re.sub(r"/ca(?=[/\s]|$)", lambda _: str(tmp_path / "ca"), script.replace("/trust-anchors", str(tmp_path / "anchors")))
+    local = re.sub(r"/ca(?=[/\s]|$)", lambda _: str(tmp_path / "ca"),
+                   script.replace("/trust-anchors", str(tmp_path / "anchors")))
     local = local.replace("meshproxy identity", f"{shlex.quote(sys.executable)} -m proxy identity")
     local = local.replace("chown -R 2102:2102", "true")  # not root here
     (tmp_path / "anchors").mkdir()

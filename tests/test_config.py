@@ -159,7 +159,8 @@ def test_identity_settings_in_either_mode():
     assert (issuer.name, issuer.service, issuer.cert_file, issuer.renew_fraction) == (
         _ID, "https://issuer:8080", None, 0.7)
     files = config.load({"MESHPROXY_IDENTITY_NAME": _ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": "/ca.crt",
-                         "MESHPROXY_IDENTITY_CERT_FILE": "/tls.crt", "MESHPROXY_IDENTITY_KEY_FILE": "/tls.key"}).identity
+                         "MESHPROXY_IDENTITY_CERT_FILE": "/tls.crt",
+                         "MESHPROXY_IDENTITY_KEY_FILE": "/tls.key"}).identity
     assert (files.service, files.cert_file, files.key_file) == (None, "/tls.crt", "/tls.key")
     off = config.load({}).identity
     assert off.name is None

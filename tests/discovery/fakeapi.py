@@ -46,7 +46,8 @@ class FakeApiServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._generation = 0  # bumped to end every open watch stream
-        for path, key in (("/api/v1/services", "services"), ("/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")):
+        for path, key in (("/api/v1/services", "services"),
+                          ("/apis/discovery.k8s.io/v1/endpointslices", "endpointslices")):
             for item in RECORDED[key]["items"]:
                 meta = item["metadata"]
                 self.objects[path][(meta["namespace"], meta["name"])] = copy.deepcopy(item)
@@ -141,7 +142,8 @@ class FakeApiServer:
             if rv < self.compacted:
                 return web.json_response(status(410, "Expired", "The provided continue parameter is too old "
                                                 "to display a consistent list result."), status=410)
-        page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in items[offset:offset + limit]]
+        page = [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")}
+                for item in items[offset:offset + limit]]
         meta: dict = {"resourceVersion": str(rv)}
         if offset + limit < len(items):
             meta["continue"] = f"{rv}:{offset + limit}"
@@ -155,7 +157,8 @@ class FakeApiServer:
         since = int(query.get("resourceVersion") or self.rv)
         if since < self.compacted:
             message = f"too old resource version: {since} ({self.rv})"
-            await response.write(json.dumps({"type": "ERROR", "object": status(410, "Expired", message)}).encode() + b"\n")
+            event = {"type": "ERROR", "object": status(410, "Expired", message)}
+            await response.write(json.dumps(event).encode() + b"\n")
             return response
         generation = self._generation
         deadline = asyncio.get_running_loop().time() + int(query.get("timeoutSeconds") or 1800)
@@ -171,7 +174,7 @@ class FakeApiServer:
                             break
                         try:
                             await asyncio.wait_for(self.changed.wait(), remaining)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             break
                         continue
                 for rv, event, obj in pending:

@@ -117,7 +117,8 @@ def test_watch_adds_and_removes_endpoints(k8s_env):
         await api.put(SLICES, slice_)
         await eventually(lambda: ("10.244.3.4", 8080) in addresses(watch))
         added = [e for u in updates for e in u.added]
-        assert [(e.address, e.identity, e.proxy) for e in added] == [(("10.244.3.4", 8080), IDENTITY, ("10.244.3.4", 4143))]
+        assert [(e.address, e.identity, e.proxy) for e in added] == [
+            (("10.244.3.4", 8080), IDENTITY, ("10.244.3.4", 4143))]
         slice_["endpoints"] = [e for e in slice_["endpoints"] if e["addresses"] != ["10.244.2.7"]]
         await api.put(SLICES, slice_)
         await eventually(lambda: ("10.244.2.7", 8080) not in addresses(watch))

@@ -33,7 +33,8 @@ def test_accrual_change_alone_is_an_update():
 
 def test_snapshot_sorts_numerically_and_endpoints_hash():
     snap = snapshot("s:80", [ep("10.0.0.10"), ep("10.0.0.9"), ep("fd00::1"), ep("10.0.0.9", 79)])
-    assert [e.address for e in snap.endpoints] == [("10.0.0.9", 79), ("10.0.0.9", 80), ("10.0.0.10", 80), ("fd00::1", 80)]
+    assert [e.address for e in snap.endpoints] == [
+        ("10.0.0.9", 79), ("10.0.0.9", 80), ("10.0.0.10", 80), ("fd00::1", 80)]
     assert len({*snap.endpoints, ep("10.0.0.9", 79, labels=(("a", "b"),))}) == 5
     assert ep("1.1.1.1", labels=(("zone", "a"),)).label("zone") == "a"
 

@@ -109,7 +109,7 @@ class RawClient:
         try:
             while sent < len(data) and time.monotonic() - start < limit:
                 sent += self.sock.send(data[sent : sent + (1 << 16)])
-        except socket.timeout:
+        except TimeoutError:
             pass
         return sent
 
@@ -175,7 +175,7 @@ def tcp_exchange(
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(1 << 18)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError(f"no EOF within {timeout}s after {len(received)} bytes") from None
         if not chunk:
             break

@@ -123,7 +123,7 @@ class _Reader:
         self.sock.settimeout(MAX_WAIT)
         try:
             data = self.sock.recv(size)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             data = b""
         if not data:
             return False
@@ -385,8 +385,7 @@ class GrpcApp:
     def _bidi(self, requests, context):
         self.counts.add("requests", "Bidi")
         done = self._watch(context)
-        for message in requests:
-            yield message
+        yield from requests
         done.set()
         self.counts.add("completed")
 
@@ -569,7 +568,7 @@ class DyingFront:
         while not self.stopping.is_set():
             try:
                 client, _ = self.listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -320,7 +320,8 @@ def run_once(
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=5)
-        raise ProxyFailed(f"meshproxy did not exit within {timeout}s; stderr:\n{err.decode(errors='replace')}")
+        raise ProxyFailed(
+            f"meshproxy did not exit within {timeout}s; stderr:\n{err.decode(errors='replace')}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

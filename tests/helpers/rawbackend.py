@@ -7,8 +7,9 @@ only to know when to answer: judging the bytes is the test's business
 registered under ``key`` (exact bytes, pauses, then keep or close), anything
 else with a small 200 whose body names the connection and request
 (``ok c<conn> r<n>``) and, like any origin, a close after a request that
-asked for one (``Connection: close``, or HTTP/1.0 without keep-alive), so a test can tell a genuine answer from bytes that
-were left over on a reused connection.
+asked for one (``Connection: close``, or HTTP/1.0 without keep-alive), so a
+test can tell a genuine answer from bytes that were left over on a reused
+connection.
 
 ``mark()`` and ``since(mark)`` cut the recording into windows, one per test
 step; ``close_unsettled()`` closes every connection left inside a message or

@@ -158,7 +158,7 @@ class TcpServer:
         while not self.stopping.is_set():
             try:
                 sock, _ = self.listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -244,7 +244,7 @@ class StuckListener:
             try:
                 sock.connect(self.address)
                 self.fillers.append(sock)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 sock.close()
                 break
         if not self.fillers:

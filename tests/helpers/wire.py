@@ -49,7 +49,7 @@ class Stream:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(size)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError("deadline passed while waiting for bytes") from None
         except ConnectionResetError:
             data = b""

@@ -89,7 +89,7 @@ def read_client(sock: socket.socket, finals_wanted: int, methods: list[str], tim
         sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             continue
         except OSError:
             chunk = b""

@@ -403,7 +403,8 @@ add("big.head-one-over", _G + b"\r\nHost: @H@\r\nX-Pad: " + b"p" * 65536 + b"\r\
 
 _POST5 = (b"Content-Length: 5",)
 add("expect.100-on-get", head(b"Expect: 100-continue", start=b"GET / HTTP/1.1"), either(400, 417))
-add("expect.100-on-http10", head(b"Expect: 100-continue", *_POST5, start=b"POST / HTTP/1.0") + b"hello", either(400, 417))
+add("expect.100-on-http10", head(b"Expect: 100-continue", *_POST5, start=b"POST / HTTP/1.0") + b"hello",
+    either(400, 417))
 add("expect.100-body-at-once", head(b"Expect: 100-continue", *_POST5) + b"hello", either(400, 417))
 add("expect.100-uppercase", head(b"Expect: 100-CONTINUE", *_POST5) + b"hello", either(400, 417))
 add("expect.unknown", head(b"Expect: teapot", *_POST5) + b"hello", either(400, 417))

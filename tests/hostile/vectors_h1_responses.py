@@ -48,7 +48,8 @@ def resp(*lines: bytes, body: bytes = b"", start: bytes = b"HTTP/1.1 200 OK") ->
 add("resp-framing.cl-te", resp(b"Content-Length: 5", b"Transfer-Encoding: chunked", body=b"0\r\n\r\n"), "bad-head")
 add("resp-framing.te-cl", resp(b"Transfer-Encoding: chunked", b"Content-Length: 5", body=b"0\r\n\r\n"), "bad-head")
 add("resp-framing.te-gzip-cl", resp(b"Transfer-Encoding: gzip", b"Content-Length: 5", body=b"hello"), "bad-head")
-add("resp-framing.te-xchunked-cl", resp(b"Transfer-Encoding: xchunked", b"Content-Length: 5", body=b"hello"), "bad-head")
+add("resp-framing.te-xchunked-cl", resp(b"Transfer-Encoding: xchunked", b"Content-Length: 5", body=b"hello"),
+    "bad-head")
 add("resp-framing.te-space-before-colon-cl", resp(b"Transfer-Encoding : chunked", b"Content-Length: 5",
                                              body=b"0\r\n\r\n"), "bad-head")
 add("resp-framing.te-chunked-identity", resp(b"Transfer-Encoding: chunked, identity", body=b"5\r\nhello\r\n0\r\n\r\n"),
@@ -104,10 +105,12 @@ add("resp-crlf.lf-in-headers", OK + b"X-A: 1\nContent-Length: 2\r\n\r\nok", "bad
 add("resp-crlf.lf-head-end", OK + b"Content-Length: 2\r\n\nok", "bad-head")
 add("resp-crlf.cr-in-value", OK + b"X-A: a\rb\r\nContent-Length: 2\r\n\r\nok", "bad-head")
 add("resp-crlf.cr-cr-lf", OK + b"X-A: a\r\r\nContent-Length: 2\r\n\r\nok", "bad-head")
-add("resp-crlf.lf-hides-te", OK + b"X-A: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", "bad-head")
+add("resp-crlf.lf-hides-te", OK + b"X-A: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "bad-head")
 add("resp-fold.value", OK + b"X-A: first\r\n second\r\nContent-Length: 2\r\n\r\nok", "valid-or-502")
 add("resp-fold.tab", OK + b"X-A: first\r\n\tsecond\r\nContent-Length: 2\r\n\r\nok", "valid-or-502")
-add("resp-fold.hides-te", OK + b"X-A: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", "valid-or-502")
+add("resp-fold.hides-te", OK + b"X-A: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+    "valid-or-502")
 add("resp-fold.content-length", OK + b"Content-Length:\r\n 2\r\n\r\nok", "valid-or-502")
 add("resp-field.no-colon", OK + b"NoColonHere\r\nContent-Length: 2\r\n\r\nok", "bad-head")
 add("resp-field.space-before-colon-cl", OK + b"Content-Length : 2\r\n\r\nok", "valid-or-502")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import signal
 import subprocess
@@ -9,14 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import argparse
-
 import pytest
 import uvloop
 from cryptography import x509
+
 from helpers.clients import clean_env
 from helpers.ports import free_port
-
 from proxy import cli
 from proxy.identity import ca, client, command, server
 from proxy.identity.tokens import TokenFile

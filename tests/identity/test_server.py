@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from proxy.identity import ca, client, httpio, server
 from proxy.identity.tokens import TokenFile
 
-from .support import DB, DAY, TD, WEB, authorities, identity_csr, metric, running, tamper
+from .support import DAY, DB, TD, WEB, authorities, identity_csr, metric, running, tamper
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def test_certify_flow_with_the_client_function(tokens):
     async def main():
         async with running(issuer, TokenFile(tokens, TD), root) as (url, service, anchors):
             key = ca.new_key()
-            leaf_pem, chain, not_after = await client.request_certificate(url, "web-token", key, WEB.name, TD, anchors, 5)
+            leaf_pem, chain, not_after = await client.request_certificate(url, "web-token", key, WEB.name, TD,
+                                                                          anchors, 5)
             leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
             assert chain == [ca.cert_pem(issuer.cert).decode()]
             assert leaf.issuer == issuer.cert.subject
@@ -82,7 +83,8 @@ def test_refusals_have_stable_codes_and_are_counted(tokens):
                 await client.request_certificate(url, "web-token", key, DB.name, TD, anchors, 5)
             assert (info.value.code, info.value.status) == ("name_mismatch", 403)
             cases = [
-                ({"token": "web-token", "csr": identity_csr(ec.generate_private_key(ec.SECP384R1()))}, 400, "wrong_key_type"),
+                ({"token": "web-token", "csr": identity_csr(ec.generate_private_key(ec.SECP384R1()))}, 400,
+                 "wrong_key_type"),
                 ({"token": "web-token", "csr": tamper(identity_csr(key))}, 400, "bad_signature"),
                 ({"token": "web-token", "csr": "junk"}, 400, "invalid_csr"),
                 ({"token": "web-token"}, 400, "bad_request"),
@@ -202,7 +204,8 @@ def test_unknown_path_malformed_http_and_old_tls(tokens):
 
         async with running(issuer, TokenFile(tokens, TD), root) as (url, service, anchors):
             port = int(url.rsplit(":", 1)[1])
-            status, _, raw = await httpio.request(url + "/nope", "GET", b"", None, client.client_ssl_context(anchors), 5)
+            status, _, raw = await httpio.request(url + "/nope", "GET", b"", None,
+                                                  client.client_ssl_context(anchors), 5)
             assert status == 404 and json.loads(raw)["error"] == "not_found"
             answer = await raw_exchange(port, anchors, b"NONSENSE\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 400 ") and b'"error": "bad_request"' in answer
@@ -219,4 +222,4 @@ def test_unknown_path_malformed_http_and_old_tls(tokens):
 
     text = run(main())
     assert metric(text, 'identity_refused_total{reason="too_large"}') == 1
-    assert server.rfc3339(dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)) == "2030-01-02T03:04:05Z"
+    assert server.rfc3339(dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)) == "2030-01-02T03:04:05Z"

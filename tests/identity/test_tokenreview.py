@@ -119,7 +119,8 @@ def test_issuer_service_with_tokenreview_end_to_end(api_files):
                 leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
                 assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
                     x509.DNSName) == [WEB.name]
-                for token, code in (("expired-or-forged", "unauthenticated"), ("user-token-alice", "not_a_service_account")):
+                for token, code in (("expired-or-forged", "unauthenticated"),
+                                    ("user-token-alice", "not_a_service_account")):
                     with pytest.raises(client.CertifyError) as info:
                         await client.request_certificate(url, token, ca.new_key(), WEB.name, TD, anchors, 5)
                     assert info.value.code == code

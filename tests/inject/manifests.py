@@ -11,7 +11,8 @@ ENABLED = {"meshproxy.io/inject": "enabled"}
 
 
 def pod_spec(**extra: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": "python:3.11-slim", "ports": [{"containerPort": 8080}]}]}
+    spec: dict[str, Any] = {
+        "containers": [{"name": "app", "image": "python:3.11-slim", "ports": [{"containerPort": 8080}]}]}
     spec.update(extra)
     return spec
 
@@ -75,7 +76,8 @@ def load(text: str) -> list[Any]:
     return list(yaml.safe_load_all(text))
 
 
-def kubelet_env(container: dict[str, Any], service_account: str = "default", namespace: str = "default") -> dict[str, str]:
+def kubelet_env(container: dict[str, Any], service_account: str = "default",
+                namespace: str = "default") -> dict[str, str]:
     """A container's environment as the kubelet would set it, for the fields injection uses.
 
     ``valueFrom.fieldRef`` is answered for ``spec.serviceAccountName`` and

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "proxy", *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run([sys.executable, "-m", "proxy", *args], input=stdin, capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
 
 
 def test_inject_file_then_uninject_stdin(tmp_path: Path) -> None:
@@ -50,7 +51,8 @@ def test_namespace_annotations_file_both_forms(tmp_path: Path, capsys) -> None: 
     plain = tmp_path / "plain.yaml"
     plain.write_text("meshproxy.io/inject: enabled\n")
     namespace = tmp_path / "ns.yaml"
-    namespace.write_text(dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": ENABLED}}))
+    namespace.write_text(dump({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "shop", "annotations": ENABLED}}))
     for ns_file in (plain, namespace):
         assert cli.main(["inject", "--namespace-annotations-file", str(ns_file), str(path)]) == 0
         [doc] = load(capsys.readouterr().out)
@@ -108,7 +110,8 @@ def test_identity_flags(tmp_path: Path) -> None:
     assert env[cfg.IDENTITY_NAME] == "web.shop.serviceaccount.identity.mesh.example"
     assert env[cfg.IDENTITY_SERVICE] == "https://ca.example:443"
     out, err = io.StringIO(), io.StringIO()
-    assert command.inject_main(identity_parser().parse_args(["--disable-identity", str(path)]), stdout=out, stderr=err) == 0
+    args = identity_parser().parse_args(["--disable-identity", str(path)])
+    assert command.inject_main(args, stdout=out, stderr=err) == 0
     assert cfg.IDENTITY_NAME not in kubelet_env(sidecar_of(out.getvalue()))
     assert "identity off" in err.getvalue()
 
@@ -117,7 +120,8 @@ def test_parsers_without_the_identity_flags_get_the_defaults(tmp_path: Path) -> 
     # proxy/cli.py's parser, whether or not it has the identity flags yet.
     path = tmp_path / "in.yaml"
     path.write_text(dump(workload("Pod", ENABLED)))
-    args = argparse.Namespace(file=str(path), proxy_image="p", init_image="i", force=False, namespace_annotations_file=None)
+    args = argparse.Namespace(file=str(path), proxy_image="p", init_image="i", force=False,
+                              namespace_annotations_file=None)
     out = io.StringIO()
     assert command.inject_main(args, stdout=out, stderr=io.StringIO()) == 0
     env = kubelet_env(sidecar_of(out.getvalue()))

@@ -49,7 +49,8 @@ def test_identity_name_comes_from_the_pods_service_account_and_namespace() -> No
     assert raw.index(names.POD_SERVICE_ACCOUNT_ENV) < raw.index(cfg.IDENTITY_NAME)
     assert raw.index(names.POD_NAMESPACE_ENV) < raw.index(cfg.IDENTITY_NAME)
     fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"] if "valueFrom" in e}
-    assert fields == {names.POD_SERVICE_ACCOUNT_ENV: "spec.serviceAccountName", names.POD_NAMESPACE_ENV: "metadata.namespace"}
+    assert fields == {names.POD_SERVICE_ACCOUNT_ENV: "spec.serviceAccountName",
+                      names.POD_NAMESPACE_ENV: "metadata.namespace"}
     for sa, ns in (("web", "shop"), ("default", "default"), ("billing.v2", "pay")):
         env = kubelet_env(sidecar, service_account=sa, namespace=ns)
         name = env[cfg.IDENTITY_NAME]
@@ -69,11 +70,13 @@ def test_token_is_a_projected_service_account_token_for_the_issuer() -> None:
     spec, sidecar = inject_one(workload("Deployment", ENABLED))
     token = volumes(spec)[names.TOKEN_VOLUME]
     [source] = token["projected"]["sources"]
-    assert source == {"serviceAccountToken": {"audience": "meshproxy-identity", "expirationSeconds": 86400, "path": "token"}}
+    assert source == {
+        "serviceAccountToken": {"audience": "meshproxy-identity", "expirationSeconds": 86400, "path": "token"}}
     mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
     assert mounts[names.TOKEN_VOLUME]["readOnly"] is True
     env = kubelet_env(sidecar)
-    assert env[cfg.IDENTITY_TOKEN_FILE] == mounts[names.TOKEN_VOLUME]["mountPath"] + "/" + source["serviceAccountToken"]["path"]
+    token_path = mounts[names.TOKEN_VOLUME]["mountPath"] + "/" + source["serviceAccountToken"]["path"]
+    assert env[cfg.IDENTITY_TOKEN_FILE] == token_path
 
 
 def test_trust_anchors_are_the_namespaces_configmap() -> None:

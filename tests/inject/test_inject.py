@@ -36,7 +36,8 @@ def test_every_kind_gets_init_container_and_native_sidecar(kind: str) -> None:
     assert sidecar["image"] == "meshproxy:0.1.0" and sidecar["args"] == ["run"]
     assert sidecar["securityContext"]["runAsUser"] == 2102
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {(p["name"], p["containerPort"]) for p in sidecar["ports"]} == {("meshproxy-in", 4143), ("meshproxy-admin", 4191)}
+    assert {(p["name"], p["containerPort"]) for p in sidecar["ports"]} == {("meshproxy-in", 4143),
+                                                                          ("meshproxy-admin", 4191)}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/ready", "port": 4191}
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/live", "port": 4191}
     assert sidecar["resources"]["requests"]
@@ -55,7 +56,8 @@ def test_every_kind_gets_init_container_and_native_sidecar(kind: str) -> None:
     }
     assert [m["mountPath"] for m in sidecar["volumeMounts"]] == [
         "/var/run/meshproxy/identity", "/var/run/meshproxy/trust-anchors"]
-    assert [v["name"] for v in spec["volumes"]] == [names.XTABLES_VOLUME, names.TOKEN_VOLUME, names.TRUST_ANCHORS_VOLUME]
+    assert [v["name"] for v in spec["volumes"]] == [names.XTABLES_VOLUME, names.TOKEN_VOLUME,
+                                                    names.TRUST_ANCHORS_VOLUME]
     # The proxy's settings must be ones its own config loader accepts.
     loaded = cfg.load(env=env_of(sidecar))
     assert loaded.identity.name == "web.shop.serviceaccount.identity.cluster.local"
@@ -90,7 +92,8 @@ def test_round_trip_keeps_absent_and_empty_fields_apart() -> None:
 def test_existing_init_containers_run_after_the_proxy() -> None:
     doc = workload("Deployment", ENABLED, initContainers=[{"name": "migrate", "image": "m"}])
     [out] = load(inject_text(dump(doc)).text)
-    assert [c["name"] for c in pod_of(out)[1]["initContainers"]] == [names.INIT_CONTAINER, names.PROXY_CONTAINER, "migrate"]
+    assert [c["name"] for c in pod_of(out)[1]["initContainers"]] == [names.INIT_CONTAINER, names.PROXY_CONTAINER,
+                                                                     "migrate"]
     assert load(uninject_text(dump(out)).text) == [doc]
 
 
@@ -137,7 +140,8 @@ def test_annotation_precedence(namespace, owner, pod, force, expected) -> None: 
     def ann(value: str | None) -> dict[str, str] | None:
         return None if value is None else {names.INJECT: value}
 
-    ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": ann(namespace) or {}}}
+    ns_doc = {"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": "shop", "annotations": ann(namespace) or {}}}
     doc = workload("Deployment", ann(pod), ann(owner), namespace="shop")
     # From a Namespace document in the stream ...
     assert _injected(inject_text(dump(ns_doc, doc), Options(force=force)).text) is expected
@@ -161,7 +165,8 @@ def test_namespace_document_applies_only_to_its_namespace() -> None:
 def test_config_annotations_follow_the_same_precedence() -> None:
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": {
         **ENABLED, names.SKIP_OUTBOUND_PORTS: "443", names.PROXY_IMAGE: "reg/ns-proxy:1", names.OPAQUE_PORTS: "5432"}}}
-    doc = workload("Deployment", {names.SKIP_OUTBOUND_PORTS: "5432, 6379-6380"}, {names.PROXY_IMAGE: "reg/wl-proxy:1"}, namespace="shop")
+    doc = workload("Deployment", {names.SKIP_OUTBOUND_PORTS: "5432, 6379-6380"}, {names.PROXY_IMAGE: "reg/wl-proxy:1"},
+                   namespace="shop")
     [_, out] = load(inject_text(dump(ns, doc), Options(proxy_image="cli:1")).text)
     _, init, sidecar = injected_pod(out)
     assert env_of(init)[names.INIT_SKIP_OUTBOUND_PORTS] == "5432,6379-6380"
@@ -190,7 +195,8 @@ def test_skip_lists_flow_into_the_init_container_env() -> None:
 def test_no_skip_annotations_no_skip_env() -> None:
     [doc] = load(inject_text(dump(workload("Deployment", ENABLED))).text)
     _, init, sidecar = injected_pod(doc)
-    assert not {names.INIT_SKIP_INBOUND_PORTS, names.INIT_SKIP_OUTBOUND_PORTS, names.INIT_SKIP_SUBNETS} & env_of(init).keys()
+    skips = {names.INIT_SKIP_INBOUND_PORTS, names.INIT_SKIP_OUTBOUND_PORTS, names.INIT_SKIP_SUBNETS}
+    assert not skips & env_of(init).keys()
     assert cfg.OPAQUE_PORTS not in env_of(sidecar)
 
 
@@ -237,7 +243,8 @@ def test_list_kind() -> None:
 
 
 def test_other_documents_pass_through_byte_identical() -> None:
-    service = "# the service\nkind: Service\napiVersion: v1\nmetadata: {name: web}   # odd spacing kept\nspec:\n  ports: [{port: 80}]\n"
+    service = ("# the service\nkind: Service\napiVersion: v1\nmetadata: {name: web}   # odd spacing kept\n"
+               "spec:\n  ports: [{port: 80}]\n")
     config = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: |\n    line\n      indented\n"
     empty = "---\n# just a comment\n"
     deployment = dump(workload("Deployment", ENABLED))
@@ -276,13 +283,14 @@ def test_nothing_to_inject_returns_text_unchanged() -> None:
         ("kind: CronJob\nspec: {schedule: x}\n", 1, "CronJob", "jobTemplate"),
         ("kind: Pod\nmetadata: {name: p}\n", 1, "Pod", "spec"),
         ("kind: List\nitems: 3\n", 1, "List", "items"),
-        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: yes-please}}\nspec: {containers: []}\n", 1, "Pod", "meshproxy.io/inject"),
-        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled, config.meshproxy.io/skip-inbound-ports: '22,x'}}\n"
-         "spec: {containers: []}\n", 1, "Pod", "skip-inbound-ports"),
-        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled, config.meshproxy.io/skip-subnets: '10.0.0.0/33'}}\n"
-         "spec: {containers: []}\n", 1, "Pod", "skip-subnets"),
-        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled}}\nspec: {containers: [{name: meshproxy, image: x}]}\n",
-         1, "Pod", "already has a container named meshproxy"),
+        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: yes-please}}\nspec: {containers: []}\n",
+         1, "Pod", "meshproxy.io/inject"),
+        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled, "
+         "config.meshproxy.io/skip-inbound-ports: '22,x'}}\nspec: {containers: []}\n", 1, "Pod", "skip-inbound-ports"),
+        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled, "
+         "config.meshproxy.io/skip-subnets: '10.0.0.0/33'}}\nspec: {containers: []}\n", 1, "Pod", "skip-subnets"),
+        ("kind: Pod\nmetadata: {annotations: {meshproxy.io/inject: enabled}}\n"
+         "spec: {containers: [{name: meshproxy, image: x}]}\n", 1, "Pod", "already has a container named meshproxy"),
     ],
 )
 def test_errors_name_the_document_and_kind(text: str, index: int, kind: str | None, words: str) -> None:

@@ -88,7 +88,8 @@ def test_probe_paths_reach_the_proxy_and_its_policy_admits_them() -> None:
     settings = cfg.load(env=env).policy
     assert settings.probe_paths == ("/livez", "/readyz") and settings.default_policy == "deny"
     # The proxy's inbound policy built from those settings: probes pass, the rest is denied.
-    port = InboundPolicy.build(None, settings.default_policy, settings.cluster_networks, settings.probe_paths).port(8080)
+    policy = InboundPolicy.build(None, settings.default_policy, settings.cluster_networks, settings.probe_paths)
+    port = policy.port(8080)
     kubelet = Client("10.0.0.1", None, False)
     assert port.per_request
     assert port.check_request(kubelet, "GET", "/readyz?full=1", lambda name: None).allowed

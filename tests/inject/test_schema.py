@@ -25,7 +25,8 @@ def validate(doc: dict) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_injected_workload_is_valid(kind: str) -> None:
-    annotations = {**ENABLED, names.SKIP_INBOUND_PORTS: "22", names.SKIP_SUBNETS: "10.96.0.0/12", names.OPAQUE_PORTS: "5432"}
+    annotations = {**ENABLED, names.SKIP_INBOUND_PORTS: "22", names.SKIP_SUBNETS: "10.96.0.0/12",
+                   names.OPAQUE_PORTS: "5432"}
     original = workload(kind, annotations, namespace="shop")
     validate(original)
     [doc] = load(inject_text(dump(original)).text)

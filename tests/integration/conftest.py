@@ -63,7 +63,8 @@ def make_proxy(tmp_path: Any) -> Iterator[Callable[..., MeshProxy]]:
     """Start proxies with test-specific settings; all killed at teardown."""
     started: list[MeshProxy] = []
 
-    def make(env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True, **kwargs: Any) -> MeshProxy:
+    def make(env: dict[str, str] | None = None, start: bool = True, wait_ready: bool = True,
+             **kwargs: Any) -> MeshProxy:
         index = len(started)
         mp = MeshProxy(env=env, name=f"proxy#{index}", log_path=tmp_path / f"proxy{index}.log", **kwargs)
         started.append(mp)

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from helpers.checks import delta, wait_metric
-from helpers.clients import RawClient, host_header as host
+from helpers.clients import RawClient
+from helpers.clients import host_header as host
 from helpers.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,8 +59,10 @@ def test_request_and_response_counters(proxy, upstream):
         assert client.exchange("GET", "/status/404", host(upstream)).status == 404
     after = proxy.metrics()
     assert delta(before, after, "request_total", direction="outbound") == 7
-    assert delta(before, after, "response_total", direction="outbound", status_code="200", classification="success") == 5
-    assert delta(before, after, "response_total", direction="outbound", status_code="500", classification="failure") == 1
+    assert delta(before, after, "response_total", direction="outbound", status_code="200",
+                 classification="success") == 5
+    assert delta(before, after, "response_total", direction="outbound", status_code="500",
+                 classification="failure") == 1
     assert delta(before, after, "response_total", direction="outbound", status_code="404") == 1
     assert delta(before, after, "response_total", direction="outbound") == 7
     assert delta(before, after, "request_total", direction="inbound") == 0
@@ -99,7 +102,8 @@ def test_tcp_connection_metrics(proxy, fresh_upstream):
     open_src = before.get("tcp_open_connections", direction="outbound", peer="src")
     client = RawClient(proxy.outbound)
     try:
-        request = b"POST /echo HTTP/1.1\r\nHost: " + fresh_upstream.hostport.encode() + b"\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+        request = (b"POST /echo HTTP/1.1\r\nHost: " + fresh_upstream.hostport.encode()
+                   + b"\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000)
         client.send(request)
         resp = client.final()
         assert resp.status == 200

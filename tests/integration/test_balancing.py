@@ -1,4 +1,4 @@
-"""Outbound discovery and balancing through the real proxy: file discovery, PeakEWMA + P2C, failure accrual, queueing, shedding.
+"""Outbound discovery and balancing through the real proxy: PeakEWMA + P2C, failure accrual, queueing, shedding.
 
 Backends are real HTTP servers on loopback (one thread per request, so a slow
 one stays slow under concurrency); the proxy finds them through an endpoints

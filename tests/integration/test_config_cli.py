@@ -67,7 +67,8 @@ def test_invalid_setting_exits_64_naming_it(name, value):
 
 
 def _write_config(path, settings: dict[str, object]) -> None:
-    path.write_text("".join(f"{key}: {json.dumps(value) if isinstance(value, str) else value}\n" for key, value in settings.items()))
+    path.write_text("".join(f"{key}: {json.dumps(value) if isinstance(value, str) else value}\n"
+                            for key, value in settings.items()))
 
 
 def _file_listen() -> dict[str, str]:

@@ -275,7 +275,8 @@ def test_many_concurrent_streams_on_one_connection(origin_route, origin):
 def test_nghttp_many_streams_one_connection(nginx_route):
     """nghttp sends 60 requests at once on its one connection (curl 7.88's
     --parallel cannot multiplex over prior knowledge, even straight to nginx)."""
-    cmd = ["nghttp", "-nv", "-m", "60", "-t", "10", "-H", f":authority: {nginx_route.authority}", nginx_route.url("/ok")]
+    cmd = ["nghttp", "-nv", "-m", "60", "-t", "10", "-H", f":authority: {nginx_route.authority}",
+           nginx_route.url("/ok")]
     result = subprocess.run(cmd, capture_output=True, timeout=30, env=clean_env(), check=False)
     out = result.stdout.decode(errors="replace")
     assert result.returncode == 0, out[-3000:] + result.stderr.decode(errors="replace")

@@ -34,25 +34,37 @@ MALFORMED = {
 }
 
 AMBIGUOUS = {
-    "cl-and-te-chunked": "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 45\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
-    "te-chunked-and-cl": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\n" + SMUGGLED + "\r\n0\r\n\r\n",
-    "te-space-before-colon": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
-    "conflicting-content-lengths": "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "cl-and-te-chunked": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Content-Length: 45\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    "te-chunked-and-cl": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\n" + SMUGGLED + "\r\n0\r\n\r\n",
+    "te-space-before-colon": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "conflicting-content-lengths": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
     "content-length-list": "POST /echo HTTP/1.1\r\nHost: {h}\r\nContent-Length: 5, 6\r\n\r\nhello!",
-    "te-not-ending-in-chunked": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    "chunk-size-not-hex": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-    "chunk-size-negative": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
-    "chunk-size-0x-prefix": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
-    "chunk-size-overflow": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff5\r\nhello\r\n0\r\n\r\n",
+    "te-not-ending-in-chunked": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "chunk-size-not-hex": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "chunk-size-negative": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+    "chunk-size-0x-prefix": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
+    "chunk-size-overflow": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff5\r\nhello\r\n0\r\n\r\n",
     "chunk-size-empty": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n",
-    "chunk-longer-than-size": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+    "chunk-longer-than-size": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
     "chunk-size-bare-lf": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
     "obs-fold-space": "GET /echo HTTP/1.1\r\nHost: {h}\r\nX-Folded: first\r\n second\r\n\r\n",
     "obs-fold-tab": "GET /echo HTTP/1.1\r\nHost: {h}\r\nX-Folded: first\r\n\tsecond\r\n\r\n",
-    "obs-fold-transfer-encoding": "POST /echo HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding:\r\n chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "obs-fold-transfer-encoding": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "Transfer-Encoding:\r\n chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
     "bare-cr-in-value": "GET /echo HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\rb\r\n\r\n",
     "bare-lf-line-end": "GET /echo HTTP/1.1\r\nHost: {h}\nX-Foo: b\r\n\r\n",
-    "bare-lf-hides-te": "POST /echo HTTP/1.1\r\nHost: {h}\r\nX-Foo: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "bare-lf-hides-te": "POST /echo HTTP/1.1\r\nHost: {h}\r\n"
+        "X-Foo: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
     "bare-lf-after-request-line": "GET /echo HTTP/1.1\nHost: {h}\r\n\r\n",
     "bare-cr-line-end": "GET /echo HTTP/1.1\r\nHost: {h}\rX-Foo: b\r\n\r\n",
 }

@@ -13,7 +13,8 @@ import hashlib
 import pytest
 
 from helpers.checks import assert_not_proxy_error
-from helpers.clients import RawClient, curl, host_header as host, session
+from helpers.clients import RawClient, curl, session
+from helpers.clients import host_header as host
 from helpers.servers import det_bytes, sha256
 from helpers.upstream import HttpUpstream
 
@@ -163,7 +164,8 @@ def test_ipv6_loopback_upstream(proxy):
         with RawClient(proxy.outbound) as client:
             resp = client.exchange("POST", "/echo", [("Host", server.hostport)], b"over v6")
             assert resp.status == 200 and resp.data == b"over v6"
-            resp = client.exchange("POST", "/echo", [("Host", "v6.example"), ("l5d-dst-override", server.hostport)], b"again")
+            resp = client.exchange("POST", "/echo", [("Host", "v6.example"), ("l5d-dst-override", server.hostport)],
+                                   b"again")
             assert resp.status == 200 and resp.data == b"again"
         assert server.request_number(1).head.get("Host") == server.hostport.encode()
     finally:

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from helpers import wire
-from helpers.clients import RawClient, curl, host_header as host, session
+from helpers.clients import RawClient, curl, session
+from helpers.clients import host_header as host
 from helpers.servers import det_bytes, sha256
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,7 +124,8 @@ def test_request_body_is_streamed(proxy, fresh_upstream):
     """The upstream sees the first half before the client sends the second."""
     data = det_bytes(200_000, 3)
     with RawClient(proxy.outbound) as client:
-        client.send(wire.request_bytes("POST", "/stream-in", host(fresh_upstream) + [("Content-Length", str(len(data)))]))
+        client.send(wire.request_bytes("POST", "/stream-in",
+                                       host(fresh_upstream) + [("Content-Length", str(len(data)))]))
         client.send(data[:100_000])
         assert fresh_upstream.partial_seen.wait(5), "upstream did not see the first half while the client held the rest"
         client.send(data[100_000:])
@@ -132,7 +134,8 @@ def test_request_body_is_streamed(proxy, fresh_upstream):
 
 
 FLOOD = 64 << 20
-BUFFER_BOUND = 24 << 20  # direct: ~3 MiB in kernel buffers; two hops plus the proxy's own bounded buffers stay far below
+# Direct: ~3 MiB in kernel buffers; two hops plus the proxy's own bounded buffers stay far below.
+BUFFER_BOUND = 24 << 20
 
 
 def test_download_backpressure(proxy, fresh_upstream):

@@ -12,7 +12,8 @@ import pytest
 
 from helpers import wire
 from helpers.checks import delta
-from helpers.clients import RawClient, clean_env, curl, host_header as host, session
+from helpers.clients import RawClient, clean_env, curl, session
+from helpers.clients import host_header as host
 from helpers.servers import det_bytes
 
 pytestmark = pytest.mark.timeout(60)

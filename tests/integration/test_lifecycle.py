@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from helpers.clients import RawClient, connect_refused, host_header as host, wait_refused
+from helpers.clients import RawClient, connect_refused, wait_refused
+from helpers.clients import host_header as host
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -48,7 +48,17 @@ import pytest
 from helpers.clients import tcp_exchange
 from helpers.issuer import Issuer, identity_name
 from helpers.matrix_apps import (
-    BLOB_SIZE, SLOW_EVERY, SLOW_PAUSE, SLOW_PIECE, DyingFront, GrpcApp, H1App, H2App, StreamApp, WsApp, piece,
+    BLOB_SIZE,
+    SLOW_EVERY,
+    SLOW_PAUSE,
+    SLOW_PIECE,
+    DyingFront,
+    GrpcApp,
+    H1App,
+    H2App,
+    StreamApp,
+    WsApp,
+    piece,
 )
 from helpers.netns import NetNs, NsMeshProxy
 from helpers.postgres import Postgres, psql_command
@@ -534,7 +544,8 @@ class H2cClient:
         resp = self.client.exchange("POST", "/up-down?n=1000", self.route.authority, body=bytes(piece(1000, 7)),
                                     timeout=IO_TIMEOUT)
         assert resp.status == 200 and resp.ended, resp.summary()
-        assert resp.header("x-up-sha256") == blob_sha(1000, 7) and hashlib.sha256(resp.data).hexdigest() == blob_sha(1000)
+        assert resp.header("x-up-sha256") == blob_sha(1000, 7)
+        assert hashlib.sha256(resp.data).hexdigest() == blob_sha(1000)
 
     def large(self) -> None:
         resp = self.client.exchange("POST", f"/up-down?n={LARGE}", self.route.authority, body=bytes(piece(LARGE)),

@@ -323,7 +323,7 @@ def _first_bytes_after(addr: tuple[str, int], timeout: float) -> tuple[bytes, fl
         sock.settimeout(timeout)
         try:
             data = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             data = b""
         return data, time.monotonic() - start
     finally:

@@ -10,7 +10,6 @@ between A and B so the tests can read what crosses the wire.
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import ssl
 import subprocess
@@ -176,7 +175,8 @@ def test_openssl_s_client_sees_the_chain_and_sans(mesh, issuer):
         input=b"", capture_output=True, timeout=20).stdout
     pems = [p for p in full.split(b"-----BEGIN CERTIFICATE-----")[1:]]
     assert len(pems) == 2, "leaf and issuer must both be sent"
-    leaf = b"-----BEGIN CERTIFICATE-----" + pems[0].split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+    leaf = (b"-----BEGIN CERTIFICATE-----" + pems[0].split(b"-----END CERTIFICATE-----")[0]
+            + b"-----END CERTIFICATE-----\n")
     sans = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"], input=leaf,
                           capture_output=True, timeout=10).stdout.decode()
     assert f"DNS:{API}" in sans

@@ -601,7 +601,8 @@ def test_a_reload_reaches_keep_alive_connections_to_passthrough_destinations(mes
     for _ in range(2):  # the connection now remembers where this Host goes
         conn.request("GET", "/", headers={"Host": host})
         assert conn.getresponse().read() == b"direct"
-    _write(policy, f"services:\n  {host}:\n    routes:\n      - {{name: slow, match: {{pathPrefix: /slow}}, timeout: 200ms}}\n")
+    _write(policy, f"services:\n  {host}:\n    routes:\n"
+                   "      - {name: slow, match: {pathPrefix: /slow}, timeout: 200ms}\n")
     deadline = time.monotonic() + 5
     while p.metrics().get("policy_reload_total", result="ok") < 1:
         assert time.monotonic() < deadline, "the edit was not applied"
@@ -683,7 +684,8 @@ def _sent_headers(conn: http.client.HTTPConnection, host: str, path: str) -> Non
 
 def _edited(heads) -> bool:
     got = [(k.lower(), v) for k, v in heads]
-    return (("x-route", "edited") in got and ("x-route", "client") not in got and not any(k == "x-debug" for k, _ in got)
+    return (("x-route", "edited") in got and ("x-route", "client") not in got
+            and not any(k == "x-debug" for k, _ in got)
             and [v for k, v in got if k == "x-tag"] == ["client", "from-route"] and ("x-keep", "1") in got)
 
 

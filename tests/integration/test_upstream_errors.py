@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from helpers import wire
 from helpers.checks import assert_one_log_line, assert_proxy_error, assert_serving
 from helpers.clients import RawClient
 from helpers.ports import free_port
-from helpers import wire
 from helpers.servers import SilentServer, StuckListener, TcpServer
 
 pytestmark = pytest.mark.timeout(60)

@@ -56,7 +56,8 @@ def test_binary_names_per_backend_and_family():
 def test_gather_facts_counts_rules_in_every_table_of_each_family(monkeypatch):
     monkeypatch.setattr(system, "which", lambda name: f"/sbin/{name}")
     outputs = {
-        "iptables-nft-save": system.Result(0, "*filter\n-A INPUT -j ACCEPT\nCOMMIT\n*nat\n-A OUTPUT -j X\nCOMMIT\n", ""),
+        "iptables-nft-save": system.Result(0, "*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"
+                                              "*nat\n-A OUTPUT -j X\nCOMMIT\n", ""),
         "ip6tables-nft-save": system.Result(0, "*nat\n-A OUTPUT -j X\nCOMMIT\n", ""),
         "iptables-legacy-save": system.Result(0, "", ""),
         "ip6tables-legacy-save": system.Result(1, "", "ip6tables-legacy-save: Permission denied"),

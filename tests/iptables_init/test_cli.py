@@ -78,7 +78,8 @@ class Scripted:
         return self.answers.get(name.replace("-", "_"), Result(0, "", ""))
 
 
-EMPTY_NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"
+EMPTY_NAT = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+             "COMMIT\n")
 
 
 def test_a_refused_restore_exits_1_and_says_nothing_changed(privileged):
@@ -104,7 +105,8 @@ def test_an_ipv6_failure_after_ipv4_is_applied_says_how_to_undo(privileged):
 def test_missing_owner_module_is_found_before_anything_changes(privileged):
     runner = Scripted(iptables=Result(0, "iptables v1.8.9 (legacy)", ""),
                       iptables_legacy_save=Result(0, EMPTY_NAT, ""),
-                      iptables_legacy=Result(2, "", "iptables v1.8.9 (legacy): Couldn't load match `owner':No such file or directory\n"))
+                      iptables_legacy=Result(2, "", "iptables v1.8.9 (legacy): "
+                                                    "Couldn't load match `owner':No such file or directory\n"))
     code, _, err = run_main([], runner)
     assert code == EXIT_UNAVAILABLE and "xt_owner" in err
     assert runner.restored == []

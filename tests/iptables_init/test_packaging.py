@@ -1,4 +1,4 @@
-"""iptables-init/ as an init-container payload: stdlib-only imports that python3-minimal has, a runnable script, the image.
+"""iptables-init/ as an init-container payload: imports python3-minimal has, a runnable script, the image.
 
 Debian's python3-minimal (what the image installs) ships a subset of the
 standard library: no dataclasses, shutil, shlex or gettext. The module list

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from meshproxy_init.config import Config
-from meshproxy_init.restore import (NatState, applied_state, apply_text, cleanup_text, differences, jumps_to,
-                                    parse_save, target_of)
+from meshproxy_init.restore import (
+    NatState,
+    applied_state,
+    apply_text,
+    cleanup_text,
+    differences,
+    jumps_to,
+    parse_save,
+    target_of,
+)
 from meshproxy_init.rules import build_plan
 
 PLAN = build_plan(Config(), "ipv4")
@@ -52,13 +60,14 @@ def test_reapply_keeps_jumps_in_place_and_removes_strays():
                                                   OUT_JUMP, "-A OUTPUT -j MESHPROXY_OUTBOUND"))
     lines = apply_text(PLAN, state).splitlines()
     assert IN_JUMP not in lines and OUT_JUMP not in lines  # kept where they are
-    assert [l for l in lines if l.startswith("-D")] == ["-D" + OUT_JUMP[2:], "-D OUTPUT -j MESHPROXY_OUTBOUND"]
-    assert [l for l in lines if l.startswith("-A")] == [r.line() for r in PLAN.rules]
+    assert [line for line in lines if line.startswith("-D")] == ["-D" + OUT_JUMP[2:], "-D OUTPUT -j MESHPROXY_OUTBOUND"]
+    assert [line for line in lines if line.startswith("-A")] == [r.line() for r in PLAN.rules]
 
 
 def test_cleanup_removes_jumps_then_flushes_then_deletes():
     state = parse_save(SAVE.replace("-A OUTPUT -p udp -j RETURN", f"-A OUTPUT -p udp -j RETURN\n{OUT_JUMP}")
-                       .replace(":OTHER - [0:0]", ":OTHER - [0:0]\n:MESHPROXY_OUTBOUND - [0:0]\n:MESHPROXY_INBOUND - [0:0]"))
+                       .replace(":OTHER - [0:0]",
+                                ":OTHER - [0:0]\n:MESHPROXY_OUTBOUND - [0:0]\n:MESHPROXY_INBOUND - [0:0]"))
     assert cleanup_text(PLAN, state).splitlines() == [
         "*nat", "-D" + OUT_JUMP[2:], "-F MESHPROXY_INBOUND", "-F MESHPROXY_OUTBOUND",
         "-X MESHPROXY_INBOUND", "-X MESHPROXY_OUTBOUND", "COMMIT"]
@@ -73,7 +82,8 @@ def test_jumps_to_ignores_rules_inside_our_own_chains():
 def test_differences_name_what_is_off():
     assert differences(PLAN, applied_state(PLAN)) == []
     state = applied_state(PLAN)
-    short = NatState(state.chains[:-1], tuple(l for l in state.lines if "skip-loopback" not in l) + (OUT_JUMP,))
+    short = NatState(state.chains[:-1],
+                     tuple(line for line in state.lines if "skip-loopback" not in line) + (OUT_JUMP,))
     problems = differences(PLAN, short)
     assert any("chain MESHPROXY_OUTBOUND is missing" in p for p in problems)
     assert any("present 2 times" in p for p in problems)

@@ -6,7 +6,8 @@ from meshproxy_init.config import Config, PortRange, load
 from meshproxy_init.rules import MULTIPORT_LIMIT, Rule, build_plan, build_plans, multiport_groups
 
 DEFAULT_IPV4 = [
-    '-A MESHPROXY_INBOUND -p tcp -m multiport --dports 4143,4140,4191 -m comment --comment "meshproxy-init/skip-proxy-ports" -j RETURN',
+    '-A MESHPROXY_INBOUND -p tcp -m multiport --dports 4143,4140,4191 '
+    '-m comment --comment "meshproxy-init/skip-proxy-ports" -j RETURN',
     '-A MESHPROXY_INBOUND -p tcp -m comment --comment "meshproxy-init/redirect-inbound" -j REDIRECT --to-ports 4143',
     '-A MESHPROXY_OUTBOUND -m owner --uid-owner 2102 -m comment --comment "meshproxy-init/skip-proxy-uid" -j RETURN',
     '-A MESHPROXY_OUTBOUND -o lo -m comment --comment "meshproxy-init/skip-loopback-interface" -j RETURN',
@@ -31,7 +32,7 @@ def test_the_default_ipv4_plan():
 
 def test_ipv6_has_the_same_rules_with_v6_loopback():
     v4, v6 = build_plans(Config(ipv6=True))
-    assert [l.replace("127.0.0.0/8", "::1/128") for l in v4.lines()] == v6.lines()
+    assert [line.replace("127.0.0.0/8", "::1/128") for line in v4.lines()] == v6.lines()
 
 
 def test_the_proxy_uid_returns_first_and_the_redirects_come_last():
@@ -57,9 +58,9 @@ def test_skip_lists_land_in_their_own_chain():
             '--comment "meshproxy-init/skip-outbound-ports" -j RETURN') in outbound
     assert ('-A MESHPROXY_OUTBOUND -d 10.96.0.0/12 -m comment --comment "meshproxy-init/skip-outbound-subnet" '
             '-j RETURN') in outbound
-    assert not any("5432" in l for l in inbound) and not any("8000" in l for l in outbound)
-    assert not any("fd00" in l for l in v4.lines()) and not any("10.96" in l for l in v6.lines())
-    assert any("-s fd00::/8" in l for l in v6.lines()) and any("-d fd00::/8" in l for l in v6.lines())
+    assert not any("5432" in line for line in inbound) and not any("8000" in line for line in outbound)
+    assert not any("fd00" in line for line in v4.lines()) and not any("10.96" in line for line in v6.lines())
+    assert any("-s fd00::/8" in line for line in v6.lines()) and any("-d fd00::/8" in line for line in v6.lines())
 
 
 def test_multiport_lists_are_split_at_fifteen_slots():
@@ -71,7 +72,7 @@ def test_multiport_lists_are_split_at_fifteen_slots():
     assert groups[0].startswith("100:101,102:103")
     assert list(multiport_groups([])) == []
     plan = build_plan(Config(skip_outbound_ports=tuple(singles)), "ipv4")
-    assert len([l for l in plan.lines() if "skip-outbound-ports" in l]) == 2
+    assert len([line for line in plan.lines() if "skip-outbound-ports" in line]) == 2
     assert MULTIPORT_LIMIT == 15
 
 
@@ -86,8 +87,8 @@ def test_custom_chain_names_are_used_everywhere():
     plan = build_plan(load(["--inbound-chain", "IN_X", "--outbound-chain", "OUT_X"], {}), "ipv4")
     assert plan.chains == ("IN_X", "OUT_X")
     assert [j.line().split()[-1] for j in plan.jumps] == ["IN_X", "OUT_X"]
-    assert all(l.split()[1] in ("IN_X", "OUT_X", "PREROUTING", "OUTPUT") for l in plan.lines())
-    assert not any("MESHPROXY_" in l.replace("meshproxy-init/", "") for l in plan.lines())
+    assert all(line.split()[1] in ("IN_X", "OUT_X", "PREROUTING", "OUTPUT") for line in plan.lines())
+    assert not any("MESHPROXY_" in line.replace("meshproxy-init/", "") for line in plan.lines())
 
 
 def test_a_rule_renders_delete_form_from_the_same_spec():

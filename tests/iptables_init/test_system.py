@@ -11,12 +11,16 @@ from meshproxy_init.system import Iptables, Result, classify, which
 
 # What iptables 1.8.9 really printed, captured in a network namespace.
 MESSAGES = {
-    "iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)": "permission",
+    "iptables-nft-save v1.8.9 (nf_tables): Could not fetch rule set generation id: "
+    "Permission denied (you must be root)": "permission",
     "iptables-save v1.8.9 (legacy): Cannot initialize: Permission denied (you must be root)": "permission",
     "Fatal: can't open lock file /run/xtables.lock: Permission denied": "permission",
-    "iptables v1.8.9 (legacy): can't initialize iptables table `nat': Permission denied (you must be root)": "permission",
-    "iptables v1.8.9 (legacy): can't initialize iptables table `natx': Table does not exist (do you need to insmod?)": "table",
-    "iptables v1.8.9 (nf_tables): table 'natx' does not exist\nPerhaps iptables or your kernel needs to be upgraded.": "table",
+    "iptables v1.8.9 (legacy): can't initialize iptables table `nat': "
+    "Permission denied (you must be root)": "permission",
+    "iptables v1.8.9 (legacy): can't initialize iptables table `natx': "
+    "Table does not exist (do you need to insmod?)": "table",
+    "iptables v1.8.9 (nf_tables): table 'natx' does not exist\n"
+    "Perhaps iptables or your kernel needs to be upgraded.": "table",
     "iptables v1.8.9 (nf_tables): Couldn't load match `nosuch':No such file or directory": "extension",
     "iptables v1.8.9 (legacy): Couldn't load target `NOSUCHT':No such file or directory": "extension",
     "iptables: No chain/target/match by that name.": "extension",
@@ -106,7 +110,8 @@ def test_a_read_only_run_directory_is_named_as_the_fix():
 
 
 def test_legacy_missing_nat_table_names_its_module():
-    err = "iptables-save v1.8.9 (legacy): can't initialize iptables table `nat': Table does not exist (do you need to insmod?)"
+    err = ("iptables-save v1.8.9 (legacy): can't initialize iptables table `nat': "
+           "Table does not exist (do you need to insmod?)")
     with pytest.raises(InitError) as caught:
         Iptables("legacy", "ipv4", FakeRunner(Result(1, "", err))).save()
     assert "modprobe iptable_nat" in str(caught.value) and "--backend nft" in str(caught.value)

@@ -7,8 +7,8 @@ import time
 from proxy.core.addr import ConnMeta, Target
 from proxy.outbound.policy import OutboundPolicy
 from proxy.outbound.server import OutboundRouter
-from proxy.transport.own import OwnAddresses
 from proxy.policy.parse import parse
+from proxy.transport.own import OwnAddresses
 
 POLICY = """
 services:

@@ -128,7 +128,7 @@ def test_a_server_nobody_authorizes_denies_everything_whatever_the_default():
     (["WEB.shop.serviceaccount.identity.cluster.local"], {SHOP}),                    # DNS names ignore case
 ])
 def test_identities(identities, admitted):
-    port = build(SERVER + "---" + authz("{meshTLS: {identities: %s}}" % identities)).port(8080)
+    port = build(SERVER + "---" + authz(f"{{meshTLS: {{identities: {identities}}}}}")).port(8080)
     for identity in (SHOP, OTHER, BARE):
         assert port.check_connection(Client("10.1.2.3", identity, True)).allowed == (identity in admitted)
     assert not port.check_connection(Client("10.1.2.3", None, True)).allowed         # TLS without identity

@@ -8,7 +8,8 @@ from proxy.policy.classify import classify, should_retry
 from proxy.policy.model import DEFAULT_ROUTE, ResponseClass, RetryPolicy, Route
 
 
-@pytest.mark.parametrize("status,failure", [(200, False), (404, False), (499, False), (500, True), (503, True), (599, True)])
+@pytest.mark.parametrize("status,failure",
+                         [(200, False), (404, False), (499, False), (500, True), (503, True), (599, True)])
 def test_default_5xx_is_failure(status, failure):
     assert classify(DEFAULT_ROUTE, status) is failure
 

@@ -229,7 +229,8 @@ def fails(text: str) -> ParseError:
 BAD = [
     # (document text, index, kind, name, field)
     ("kind: Deployment\napiVersion: apps/v1\nmetadata: {name: d}\n", 0, "Deployment", "d", "kind"),
-    ("apiVersion: linkerd.io/v9\nkind: ServiceProfile\nmetadata: {name: x}\nspec: {}\n", 0, "ServiceProfile", "x", "apiVersion"),
+    ("apiVersion: linkerd.io/v9\nkind: ServiceProfile\nmetadata: {name: x}\nspec: {}\n", 0, "ServiceProfile", "x",
+     "apiVersion"),
     ("foo: 1\n", 0, "", "", "kind"),
     ("- a\n", 0, "", "", ""),
     (PROFILE.replace("pathRegex: /books/[^/]*", "pathRegex: '/books/['"), 0, "ServiceProfile",
@@ -242,14 +243,17 @@ BAD = [
      "books.shop.svc.cluster.local", "spec.routes[0].responseClasses[0].condition.status.min"),
     (PROFILE.replace("retryRatio: 0.3", "retryRatio: -1"), 0, "ServiceProfile",
      "books.shop.svc.cluster.local", "spec.retryBudget.retryRatio"),
-    (PROFILE.replace("ttl: 15s", "ttl: 0s"), 0, "ServiceProfile", "books.shop.svc.cluster.local", "spec.retryBudget.ttl"),
+    (PROFILE.replace("ttl: 15s", "ttl: 0s"), 0, "ServiceProfile", "books.shop.svc.cluster.local",
+     "spec.retryBudget.ttl"),
     (PROFILE.replace("    condition:\n      all:", "    conditoin:\n      all:"), 0, "ServiceProfile",
      "books.shop.svc.cluster.local", "spec.routes[1].conditoin"),
     (PROFILE.replace("- not: {method: GET}", "- not: {}"), 0, "ServiceProfile",
      "books.shop.svc.cluster.local", "spec.routes[1].condition.all[2].not"),
     (SPLIT_V1ALPHA1.replace("900m", "lots"), 0, "TrafficSplit", "books-split", "spec.backends[0].weight"),
-    (SPLIT_V1ALPHA2.replace("weight: 90", "weight: 90m"), 0, "TrafficSplit", "authors-split", "spec.backends[0].weight"),
-    (SPLIT_V1ALPHA2 + "  matches: [{kind: HTTPRouteGroup, name: g}]\n", 0, "TrafficSplit", "authors-split", "spec.matches"),
+    (SPLIT_V1ALPHA2.replace("weight: 90", "weight: 90m"), 0, "TrafficSplit", "authors-split",
+     "spec.backends[0].weight"),
+    (SPLIT_V1ALPHA2 + "  matches: [{kind: HTTPRouteGroup, name: g}]\n", 0, "TrafficSplit", "authors-split",
+     "spec.matches"),
     (HTTPROUTE_LINKERD.replace("type: Exact", "type: Glob"), 0, "HTTPRoute", "authors-route",
      "spec.rules[0].matches[0].path.type"),
     (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: URLRewrite"), 0, "HTTPRoute",
@@ -268,7 +272,8 @@ BAD = [
                                "    - {type: RequestHeaderModifier, requestHeaderModifier: {remove: [x-a]}}\n"),
      0, "HTTPRoute", "authors-route", "spec.rules[1].filters[1]"),
     (HTTPROUTE_LINKERD.replace("        remove: [x-debug]\n", "        remove: [x-debug]\n"
-                               "    - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [Connection]}}\n"),
+                               "    - {type: ResponseHeaderModifier, "
+                               "responseHeaderModifier: {remove: [Connection]}}\n"),
      0, "HTTPRoute", "authors-route", "spec.rules[1].filters[1].responseHeaderModifier.remove[0]"),
     (HTTPROUTE_LINKERD.replace("retry.linkerd.io/http: 5xx,429", "retry.linkerd.io/http: 6xx"), 0, "HTTPRoute",
      "authors-route", "metadata.annotations[retry.linkerd.io/http]"),
@@ -289,8 +294,10 @@ BAD = [
      "services.pay.shop.svc.cluster.local:8080.routes[0].match"),
     (COMPACT.replace("grpc: [UNAVAILABLE]", "grpc: [SOMETIMES]"), 0, "", "",
      "services.pay.shop.svc.cluster.local:8080.routes[0].responseClasses[1].grpc[0]"),
-    (COMPACT.replace("retryBudget:", "retryBudgit:"), 0, "", "", "services.pay.shop.svc.cluster.local:8080.retryBudgit"),
-    (COMPACT.replace("weight: 3", "weight: heavy"), 0, "", "", "services.pay.shop.svc.cluster.local:8080.backends[0].weight"),
+    (COMPACT.replace("retryBudget:", "retryBudgit:"), 0, "", "",
+     "services.pay.shop.svc.cluster.local:8080.retryBudgit"),
+    (COMPACT.replace("weight: 3", "weight: heavy"), 0, "", "",
+     "services.pay.shop.svc.cluster.local:8080.backends[0].weight"),
 ]
 
 
@@ -318,7 +325,8 @@ def test_yaml_syntax_error():
 
 
 def test_idle_timeouts_from_the_compact_format_and_linkerd_annotations():
-    p = parse("services:\n  web.shop:80:\n    routes:\n      - {name: r, match: {pathPrefix: /}, idleTimeout: 1500ms}\n")
+    p = parse("services:\n  web.shop:80:\n    routes:\n"
+              "      - {name: r, match: {pathPrefix: /}, idleTimeout: 1500ms}\n")
     assert match(p.get("web.shop:80"), b"GET", b"/x").idle_timeout == 1.5
     annotated = HTTPROUTE_LINKERD.replace("timeout.linkerd.io/response", "timeout.linkerd.io/idle")
     top = match(parse(annotated).get("authors.shop.svc.cluster.local:7001"), b"GET", b"/authors/top")
@@ -344,7 +352,8 @@ spec:
     ("statusCode: 301", "statusCode: 305", "requestRedirect.statusCode"),
     ("replacePrefixMatch: /new", "replacePrefixMatch: 'new path'", "requestRedirect.path.replacePrefixMatch"),
     ("{type: PathPrefix, value: /old}", "{type: Exact, value: /old}", "spec.rules[0].filters"),
-    ("statusCode: 301}\n", "statusCode: 301}\n      backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].backendRefs"),
+    ("statusCode: 301}\n", "statusCode: 301}\n      backendRefs: [{name: web, port: 80}]\n",
+     "spec.rules[0].backendRefs"),
 ])
 def test_invalid_redirects_name_the_field(old, new, field):
     assert REDIRECT_ROUTE.count(old) == 1

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from proxy.policy.model import (
-    Condition, HeaderMatch, PathMatch, QueryParamMatch, RequestMatch, Route, ServicePolicy,
+    Condition,
+    HeaderMatch,
+    PathMatch,
+    QueryParamMatch,
+    RequestMatch,
+    Route,
+    ServicePolicy,
 )
 from proxy.policy.routes import RouteTable, match
 

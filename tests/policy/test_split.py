@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.policy.model import Backend, PathMatch, RequestMatch, HeaderMatch, Route, ServicePolicy
+from proxy.policy.model import Backend, HeaderMatch, PathMatch, RequestMatch, Route, ServicePolicy
 from proxy.policy.split import Splitter, WeightedBackends
 
 N = 10_000

@@ -163,10 +163,12 @@ ROUND_TRIPS = {
         + m.raw_frame(F.CONTINUATION, F.FLAG_END_HEADERS, 9, b"e"),
         [expect(F.HEADERS, 0x0C, 9, 7, data=b"abcde")],
     ),
-    "priority": (lambda m: m.priority(3, 1, 256, True), [expect(F.PRIORITY, 0, 3, 5, depends_on=1, weight=256, exclusive=True)]),
+    "priority": (lambda m: m.priority(3, 1, 256, True),
+                 [expect(F.PRIORITY, 0, 3, 5, depends_on=1, weight=256, exclusive=True)]),
     "priority-default": (lambda m: m.priority(3, 0), [expect(F.PRIORITY, 0, 3, 5, weight=16)]),
     "rst_stream": (lambda m: m.rst_stream(3, F.CANCEL), [expect(F.RST_STREAM, 0, 3, 4, error_code=F.CANCEL)]),
-    "rst_stream-max-code": (lambda m: m.rst_stream(3, 0xFFFFFFFF), [expect(F.RST_STREAM, 0, 3, 4, error_code=0xFFFFFFFF)]),
+    "rst_stream-max-code": (lambda m: m.rst_stream(3, 0xFFFFFFFF),
+                            [expect(F.RST_STREAM, 0, 3, 4, error_code=0xFFFFFFFF)]),
     "settings": (
         lambda m: m.settings_frame(
             [(1, 8192), (2, 0), (3, 100), (4, 2**31 - 1), (5, 16384), (6, 1 << 20), (8, 1), (9, 1), (5, 2**24 - 1)]

@@ -1,5 +1,8 @@
-"""Tests of proxy/transport/own.py (address comparison) and of the connector's refusal to reach the proxy itself
-(proxy/transport/connect.py) against real loopback sockets; the whole proxy is in tests/integration/test_own_addresses.py."""
+"""Tests of proxy/transport/own.py (address comparison) and of the connector's refusal to reach the proxy itself.
+
+The connector (proxy/transport/connect.py) is tried against real loopback sockets; the whole proxy is in
+tests/integration/test_own_addresses.py.
+"""
 
 from __future__ import annotations
 
