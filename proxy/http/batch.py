@@ -14,7 +14,7 @@ end of the loop iteration (one ``call_soon`` per iteration, not per request).
 """
 
 _depth = [0]
-_dirty = []
+_dirty: list = []  # connections marked for a write when the outermost batch ends
 _tick = [False]
 
 

@@ -393,7 +393,7 @@ class H1Client(UpEnd):
             self.buf = buf[n:] if n < total else b""
             credit = n
         elif kind == BODY_CHUNKED:
-            pieces = []
+            pieces: list[bytes] = []
             try:
                 end: cython.Py_ssize_t = self.scanner.scan(buf, 0, pieces)
             except ParseError as err:

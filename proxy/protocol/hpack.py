@@ -85,8 +85,8 @@ _ENTRY_OVERHEAD = 32  # RFC 7541 4.1, also RFC 9113's per-field overhead in the 
 # negated. Each encoder starts its own look-up dicts from copies of these and
 # adds its dynamic entries as sequence numbers (>= 0), so one dict look-up
 # answers for both tables.
-_STATIC_FULL = {}
-_STATIC_NAME = {}
+_STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAME: dict[bytes, int] = {}
 for _i, _entry in enumerate(STATIC_TABLE):
     _STATIC_FULL.setdefault(_entry, -(_i + 1))
     _STATIC_NAME.setdefault(_entry[0], -(_i + 1))

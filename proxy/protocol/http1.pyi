@@ -96,3 +96,5 @@ def rewrite_head(
     keep_upgrade: bool,
     extra: list[tuple[bytes, bytes]],
 ) -> bytes: ...
+def valid_request_target(target: bytes) -> bool:
+    """Whether ``target`` is made of RFC 3986 request-target characters with valid percent-encodings."""

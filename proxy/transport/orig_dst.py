@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 
+getsockopt_bytes: Callable[[int, int, int, int], bytes | None] | None
 try:
     from proxy.transport.sockopt import getsockopt_bytes
 except ImportError:  # extensions not built: the socket object's own getsockopt

@@ -1,0 +1,4 @@
+"""Public API of proxy.transport.sockopt (compiled from sockopt.pyx)."""
+
+def getsockopt_bytes(fd: int, level: int, optname: int, size: int) -> bytes | None:
+    """The option's raw value (at most ``size`` <= 128 bytes), or None when the kernel refuses."""
