@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -32,6 +33,14 @@ from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
 from proxy.transport.own import OwnAddresses
 
+if TYPE_CHECKING:
+    from proxy.discovery.metrics import DiscoveryMetrics
+    from proxy.discovery.resolver import Resolver
+    from proxy.identity.local import LocalIdentity
+    from proxy.outbound.policy import OutboundPolicy
+    from proxy.outbound.server import OutboundRouter
+    from proxy.policy.watch import PolicyWatch
+
 log = structlog.get_logger("proxy.app")
 
 SWEEP_INTERVAL = 1.0
@@ -44,19 +53,19 @@ class App:
         self.loop = asyncio.get_running_loop()
         self.ready = False
         self.stopping = asyncio.Event()
-        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.servers: dict[str, asyncio.Server] = {}
         self.stages: dict[str, AcceptStage] = {}
         self.contexts: dict[str, ExchangeContext] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.trimmer = Trimmer()
-        self.resolver = None
-        self.discovery_metrics = None
-        self.outbound_router = None
+        self.resolver: Resolver | None = None
+        self.discovery_metrics: DiscoveryMetrics | None = None
+        self.outbound_router: OutboundRouter | None = None
         # The policy file (None when MESHPROXY_POLICY is unset): ``policy_watch.current``
         # is the PolicySet in force, ``policy_watch.subscribe(cb)`` hears of new ones.
-        self.policy_watch = None
-        self.outbound_policy = None
-        self.identity = None  # LocalIdentity when MESHPROXY_IDENTITY_NAME is set
+        self.policy_watch: PolicyWatch | None = None
+        self.outbound_policy: OutboundPolicy | None = None
+        self.identity: LocalIdentity | None = None  # when MESHPROXY_IDENTITY_NAME is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
         # Every listener this proxy binds, recorded as it binds: no upstream
@@ -93,6 +102,7 @@ class App:
 
             self.discovery_metrics = DiscoveryMetrics()
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
+            assert self.resolver is not None  # a destination is set
             await self.resolver.start()
         out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), self.own, self.resolver,
                                                self.outbound_policy)

@@ -19,11 +19,12 @@ import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 
 from proxy.config import Config
-from proxy.protocol.http1 import NEED_MORE, ParseError, parse_request_head
+from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head
 from proxy.telemetry import logging as plog
 
 log = structlog.get_logger("proxy.admin")
@@ -100,7 +101,7 @@ class AdminProtocol(asyncio.Protocol):
 
     # -- asyncio protocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport, by shape
         peer = transport.get_extra_info("peername") or ("", 0)
         self.client = peer[0]
         settings = self.settings
@@ -157,6 +158,7 @@ class AdminProtocol(asyncio.Protocol):
             if head is NEED_MORE:
                 self._arm_head_timer()
                 break
+            assert isinstance(head, RequestHead)  # the only other answer
             self._cancel_head_timer()
             length = max(head.content_length, 0)
             if head.chunked or length > MAX_BODY:

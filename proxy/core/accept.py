@@ -15,7 +15,7 @@ import dataclasses
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
@@ -113,7 +113,8 @@ class Accepted(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
-        self.transport = transport  # type: ignore[assignment]
+        # A stream transport (uvloop's TCP one is an asyncio.Transport by shape, not by base class).
+        self.transport = transport = cast(asyncio.Transport, transport)
         stage.ctx.tcp_src.opened += 1
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
@@ -153,6 +154,7 @@ class Accepted(asyncio.Protocol):
         if self.done or self.detector.buffered or self.raw:
             return
         stage, meta = self.stage, self.meta
+        assert meta is not None
         if self.header_pending:
             # A peer proxy writes its header with the connect: this silence means a plain client.
             self.header_pending = False
@@ -225,9 +227,10 @@ class Accepted(asyncio.Protocol):
         if self.done:
             return
         if self.header_pending:
-            data = self._read_header(data)
-            if data is None:
+            rest = self._read_header(data)
+            if rest is None:
                 return
+            data = rest
         if self.first_byte_at == 0.0 and data:
             self.first_byte_at = self.stage.ctx.loop.time()
         kind = self.detector.feed(data)
@@ -244,6 +247,7 @@ class Accepted(asyncio.Protocol):
         trusted to send one is closed: never relayed, never detected as
         something else (the header would otherwise choose a local port).
         """
+        assert self.meta is not None
         self.raw += data
         if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
             trust = self.stage.header_trust
@@ -270,7 +274,9 @@ class Accepted(asyncio.Protocol):
         self.header_pending = False
         rest, self.raw = self.raw, b""
         if isinstance(got, transport_header.TransportHeader):
-            refusal = self.stage.header_trust.port_refusal(got.port)
+            trust = self.stage.header_trust
+            assert trust is not None  # a header is decoded only after its magic was admitted above
+            refusal = trust.port_refusal(got.port)
             if refusal is not None:
                 self._refuse_header(refusal)
                 return None
@@ -292,6 +298,7 @@ class Accepted(asyncio.Protocol):
 
     def _refuse_header(self, reason: str) -> None:
         meta = self.meta
+        assert meta is not None
         log.warning("connection closed: transport header refused", direction=self.stage.direction,
                     client=_fmt(meta.client), tls=meta.tls, client_id=meta.client_id, reason=reason)
         self._close_early()
@@ -325,6 +332,7 @@ class Accepted(asyncio.Protocol):
         self.done = True
         self.stage.open_connections -= 1
         self.stage.ctx.tcp_src.closed += 1
+        assert self.transport is not None
         self.transport.abort()
 
     def _timed_out(self) -> None:
@@ -380,7 +388,7 @@ class Accepted(asyncio.Protocol):
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
             conn = H1Server(stage.ctx, meta, self.first_byte_at)
-            transport.set_protocol(conn)
+            transport.set_protocol(cast(asyncio.Protocol, conn))  # compiled: a protocol by shape
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
@@ -389,7 +397,7 @@ class Accepted(asyncio.Protocol):
 
             stage.open_connections -= 1
             server = H2Server(stage.ctx, meta, stage.h2_settings())
-            transport.set_protocol(server)
+            transport.set_protocol(cast(asyncio.Protocol, server))  # compiled: a protocol by shape
             server.connection_made(transport)
             server.data_received(buffered)
             return
@@ -407,7 +415,8 @@ class Accepted(asyncio.Protocol):
     def _terminate(self, buffered: bytes) -> None:
         """Mesh TLS for our identity: the handshake runs here, the decrypted
         connection starts over (transport header, detection) in a TlsAccepted."""
-        stage, meta = self.stage, self.meta
+        stage, meta, transport = self.stage, self.meta, self.transport
+        assert stage.identity is not None and meta is not None and transport is not None
         mesh = stage.identity.tls
         if mesh is None:
             log.warning("connection closed: mesh TLS arrived before this proxy has a certificate",
@@ -420,6 +429,7 @@ class Accepted(asyncio.Protocol):
             if err is None:
                 return
             reason = tls_reason(err) if isinstance(err, ssl.SSLError) else (str(err) or type(err).__name__)
+            assert stage.tls_stats is not None  # set wherever an identity is
             stage.tls_stats.failed(reason)
             log.info("mesh TLS handshake failed", direction=stage.direction, client=_fmt(meta.client), error=reason)
             if not inner.started:
@@ -428,7 +438,7 @@ class Accepted(asyncio.Protocol):
                 stage.ctx.tcp_src.closed += 1
 
         # From here the connection's count is carried by ``inner``.
-        tls.serve_handshake(stage.ctx.loop, self.transport, buffered, inner, mesh.server,
+        tls.serve_handshake(stage.ctx.loop, transport, buffered, inner, mesh.server,
                             stage.handshake_timeout, done)
 
 
@@ -446,9 +456,10 @@ class TlsAccepted(Accepted):
         # Called once the handshake succeeded; the connection was counted at accept.
         self.started = True
         stage = self.stage
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # asyncio's TLS transport
         ssl_object = transport.get_extra_info("ssl_object")
         client_id = tls.peer_identity(ssl_object)
+        assert stage.tls_stats is not None  # set wherever an identity is
         stage.tls_stats.connected(client_id)
         self.meta = dataclasses.replace(self.outer_meta, tls=True, client_id=client_id)
         self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)

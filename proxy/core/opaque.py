@@ -65,6 +65,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
         if ready.closed:
             start_connect()  # the probe's connection failed or ended: a fresh one
             return
+        assert ready.transport is not None  # ready and not closed: connected
         ready.take()
         connect_time[0] = ready.settle_connected()
         if src.closed:

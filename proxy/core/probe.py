@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import cast
 
 import structlog
 
@@ -50,8 +52,10 @@ class Probe(asyncio.Protocol):
         self.eof = False
         self.closed = False
         self.used = False
-        self.on_speak = None  # called once when the server sends its first bytes (or closes) unasked
-        self.on_ready = None  # called once when the connection is up (or failed), for a relay waiting on it
+        # Called once when the server sends its first bytes (or closes) unasked.
+        self.on_speak: Callable[[Probe], None] | None = None
+        # Called once when the connection is up (or failed), for a relay waiting on it.
+        self.on_ready: Callable[[Probe], None] | None = None
         self.started = time.perf_counter()
         self.connected_at = 0.0
 
@@ -69,7 +73,7 @@ class Probe(asyncio.Protocol):
 
     # -- asyncio protocol (until a tunnel adopts the transport) -----------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport, by shape
         self.connected_at = time.perf_counter()
         if self.closed:
             transport.close()

@@ -12,7 +12,7 @@ BACKLOG = 4096
 
 
 async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort,
-                 factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+                 factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
     """Bind ``addr`` (port 0 picks a free one) and serve ``factory`` protocols."""
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -28,6 +28,6 @@ async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort,
     return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
 
 
-def bound_address(server: asyncio.AbstractServer) -> HostPort:
+def bound_address(server: asyncio.Server) -> HostPort:
     host, port = server.sockets[0].getsockname()[:2]
     return HostPort(host, port)

@@ -20,6 +20,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 TRANSPORT_ALPN = "transport.l5d.io/v1"
 H2_ALPN = "h2"
@@ -78,7 +79,8 @@ def peer_identity(ssl_object: ssl.SSLObject | None) -> str | None:
     if ssl_object is None:
         return None
     cert = ssl_object.getpeercert()  # {} when the peer sent none; only verified certificates appear
-    for kind, value in (cert or {}).get("subjectAltName", ()):
+    sans = cast("tuple[tuple[str, str], ...]", (cert or {}).get("subjectAltName", ()))
+    for kind, value in sans:
         if kind == "DNS":
             return value
     return None
