@@ -55,7 +55,7 @@ class DnsResolver(Resolver):
         self.idle_timeout = idle_timeout
         self.max_names = max_names
         self._names: dict[tuple[str, int], _Name] = {}
-        self._resolver = None
+        self._resolver: dns.asyncresolver.Resolver | None = None  # from start() to stop()
         self._full_logged = False
 
     async def start(self) -> None:
@@ -127,6 +127,7 @@ class DnsResolver(Resolver):
         failing = False
         while True:
             try:
+                assert self._resolver is not None  # names are tracked only while started
                 if name.host.startswith("_"):
                     endpoints, ttl = await resolve_srv(self._resolver, name.host)
                 else:

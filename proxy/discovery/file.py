@@ -34,7 +34,7 @@ class FileResolver(Resolver):
         self.path = path
         self.poll_interval = poll_interval
         self._cluster_domain = cluster_domain
-        self._index = NameIndex(cluster_domain)
+        self._index: NameIndex[str] = NameIndex(cluster_domain)
         self._watches: dict[str, Watch] = {}  # listed now, or removed but still subscribed
         self._current: frozenset[str] = frozenset()
         self._signature: Signature | None = None
@@ -123,7 +123,7 @@ class FileResolver(Resolver):
         return False
 
     def _apply(self, specs: dict[str, ServiceSpec]) -> None:
-        index = NameIndex(self._cluster_domain)
+        index: NameIndex[str] = NameIndex(self._cluster_domain)
         for name, spec in specs.items():
             if name not in self._watches:
                 self._watches[name] = Watch(name, self.metrics)

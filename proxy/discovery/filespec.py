@@ -149,7 +149,7 @@ def _ip_port(value: object, path: str) -> Address:
 def _accrual(value: object, path: str) -> AccrualSettings:
     if value is None:
         return AccrualSettings()
-    _mapping(value, path, _ACCRUAL_KEYS)
+    value = _mapping(value, path, _ACCRUAL_KEYS)
     failures = value.get("consecutiveFailures")
     if failures is not None and (isinstance(failures, bool) or not isinstance(failures, int) or failures <= 0):
         raise SpecError(f"{path}.consecutiveFailures", f"expected a positive integer, got {failures!r}")
@@ -172,7 +172,7 @@ def _duration(value: object, path: str) -> float | None:
 
 
 def _endpoint(value: object, path: str) -> Endpoint:
-    _mapping(value, path, _ENDPOINT_KEYS, required=("address",))
+    value = _mapping(value, path, _ENDPOINT_KEYS, required=("address",))
     address = _ip_port(value["address"], f"{path}.address")
     proxy = value.get("proxy")
     proxy = None if proxy is None else _ip_port(proxy, f"{path}.proxy")

@@ -58,7 +58,7 @@ class K8sResolver(Resolver):
         self._services: dict[tuple[str, str], ServiceInfo] = {}
         self._slices: dict[tuple[str, str], SliceInfo] = {}
         self._by_service: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self._index = NameIndex(settings.cluster_domain)
+        self._index: NameIndex[tuple[str, str, int]] = NameIndex(settings.cluster_domain)
         self._watches: dict[tuple[str, str], dict[int, Watch]] = {}
         self._pending: dict[WatchKey, asyncio.Event] = {}  # watches holding endpoints back for Pods
         self._pods: dict[PodKey, PodInfo] = {}
@@ -137,7 +137,7 @@ class K8sResolver(Resolver):
 
     def _on_service(self, event: str, key: tuple[str, str], obj: dict | None) -> None:
         try:
-            info = None if event == "DELETED" else service_info(obj)
+            info = None if event == "DELETED" or obj is None else service_info(obj)
         except (KeyError, TypeError, ValueError) as err:
             log.warning("malformed Service ignored", service=f"{key[0]}/{key[1]}", error=repr(err))
             info = None
@@ -153,7 +153,7 @@ class K8sResolver(Resolver):
         if old is not None:
             self._by_service.get(old.service, set()).discard(key)
             self._mark(old.service)
-        if event == "DELETED":
+        if event == "DELETED" or obj is None:
             return
         try:
             info = slice_info(obj)
@@ -191,7 +191,7 @@ class K8sResolver(Resolver):
 
     def _rebuild_index(self) -> None:
         self._index_dirty = False
-        index = NameIndex(self.settings.cluster_domain)
+        index: NameIndex[tuple[str, str, int]] = NameIndex(self.settings.cluster_domain)
         for (ns, name), svc in self._services.items():
             for p in svc.ports:
                 index.add(f"{name}.{ns}.svc.{self.settings.cluster_domain}", p.port, (ns, name, p.port))
@@ -210,6 +210,7 @@ class K8sResolver(Resolver):
                 self._watches.get((ns, name), {}).pop(port, None)
                 watch.detach()
             return
+        assert svc is not None  # service_port came from it
         endpoints, waiting = [], False
         for slice_key in self._by_service.get((ns, name), ()):
             slice_ = self._slices[slice_key]
@@ -301,7 +302,7 @@ class K8sResolver(Resolver):
         """Forget Pods no watched service refers to any more (bounded memory under churn)."""
         while True:
             await asyncio.sleep(interval)
-            wanted = set()
+            wanted: set[PodKey] = set()
             for service in self._watches:
                 for slice_key in self._by_service.get(service, ()):
                     wanted.update(ep.pod for ep in self._slices[slice_key].endpoints if ep.pod is not None)

@@ -17,11 +17,15 @@ import json
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from proxy.config import DiscoverySettings
 from proxy.discovery.backoff import Backoff
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 log = structlog.get_logger("proxy.discovery.k8s")
 
@@ -42,7 +46,7 @@ class KubeApi:
     def __init__(self, settings: DiscoverySettings, request_timeout: float = 30.0) -> None:
         self.settings = settings
         self.request_timeout = request_timeout
-        self._client = None
+        self._client: ApiClient | None = None
 
     async def open(self) -> None:
         from kubernetes_asyncio import client
@@ -68,6 +72,7 @@ class KubeApi:
             await client.close()
 
     async def _request(self, path: str, query: dict[str, str], timeout):
+        assert self._client is not None, "open() first"
         return await self._client.call_api(
             path, "GET", query_params=list(query.items()), header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"], _preload_content=False, _request_timeout=timeout)

@@ -9,6 +9,7 @@ about identity and meshing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -147,6 +148,7 @@ def target_port(service_port: ServicePort, slice_: SliceInfo) -> tuple[int, str 
 def endpoint(service: ServiceInfo, service_port: ServicePort, ep: SliceEndpoint, port: int,
              app_protocol: str | None, pod: PodInfo | None, trust_domain: str) -> Endpoint:
     meshed = pod is not None and pod.meshed
+    protocol: str | None
     if port in service.opaque_ports or service_port.port in service.opaque_ports or (
             pod is not None and port in pod.opaque_ports):
         protocol = "opaque"
@@ -162,9 +164,9 @@ def endpoint(service: ServiceInfo, service_port: ServicePort, ep: SliceEndpoint,
     if pod is not None and pod.service_account:
         labels["serviceaccount"] = pod.service_account
     identity = (f"{pod.service_account}.{ep.pod[0]}.serviceaccount.identity.{trust_domain}"
-                if meshed and pod.has_identity and ep.pod is not None else None)
-    return Endpoint((ep.ip, port), (ep.ip, pod.proxy_port) if meshed else None, identity, 1, protocol,
-                    tuple(sorted(labels.items())))
+                if meshed and pod is not None and pod.has_identity and ep.pod is not None else None)
+    proxy_address = (ep.ip, pod.proxy_port) if meshed and pod is not None else None
+    return Endpoint((ep.ip, port), proxy_address, identity, 1, protocol, tuple(sorted(labels.items())))
 
 
 def _opaque_ports(annotations: dict, where: str) -> PortSet:
@@ -179,7 +181,7 @@ def _opaque_ports(annotations: dict, where: str) -> PortSet:
 
 
 def _accrual(annotations: dict, where: str) -> AccrualSettings:
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # AccrualSettings fields by name
     for field, key, parse in (("consecutive_failures", "max-failures", int),
                               ("min_backoff", "min-penalty", parse_duration),
                               ("max_backoff", "max-penalty", parse_duration)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -96,7 +97,10 @@ def short_forms(host: str, cluster_domain: str) -> tuple[str, ...]:
     return ()
 
 
-class NameIndex:
+K = TypeVar("K")
+
+
+class NameIndex(Generic[K]):
     """Authorities (and their cluster short forms) -> a source's key for the service.
 
     Exact names win over short forms, so a file that lists ``web.ns:80``
@@ -107,16 +111,16 @@ class NameIndex:
 
     def __init__(self, cluster_domain: str) -> None:
         self.cluster_domain = cluster_domain
-        self._exact: dict[tuple[str, int], object] = {}
-        self._short: dict[tuple[str, int], object] = {}
+        self._exact: dict[tuple[str, int], K] = {}
+        self._short: dict[tuple[str, int], K] = {}
 
-    def add(self, host: str, port: int, key: object) -> None:
+    def add(self, host: str, port: int, key: K) -> None:
         host = normalize_host(host)
         self._exact[(host, port)] = key
         for alias in short_forms(host, self.cluster_domain):
             self._short[(alias, port)] = key
 
-    def get(self, host: str, port: int) -> object | None:
+    def get(self, host: str, port: int) -> K | None:
         host = normalize_host(host)
         key = self._exact.get((host, port))
         return key if key is not None else self._short.get((host, port))
