@@ -9,6 +9,7 @@ import http.client
 import socket
 import ssl
 import time
+from typing import cast
 
 from proxy.check.results import Result, fail, ok, skip
 from proxy.config import Config, HostPort
@@ -109,5 +110,5 @@ def inbound_tls(cfg: Config, timeout: float) -> Result:
     except (OSError, ssl.SSLError) as err:
         return fail(check, title, f"no TLS handshake with {target}: {err}",
                     "the inbound listener does not terminate mesh TLS for its identity; see the proxy's log")
-    not_after = ssl.cert_time_to_seconds(cert["notAfter"]) if "notAfter" in cert else 0.0
+    not_after = ssl.cert_time_to_seconds(cast(str, cert["notAfter"])) if "notAfter" in cert else 0.0
     return _expiry_result(check, title, f"{target} presents {name},", not_after, time.time())

@@ -99,7 +99,8 @@ def _dns(cfg: Config, timeout: float) -> Result:
         servers = [(s.host, s.port) for s in cfg.discovery.dns_nameservers]
     else:
         try:
-            servers = [(ns, 53) for ns in dns.resolver.Resolver(configure=True).nameservers]
+            # From resolv.conf: addresses, never dnspython's Nameserver objects.
+            servers = [(ns, 53) for ns in dns.resolver.Resolver(configure=True).nameservers if isinstance(ns, str)]
         except dns.exception.DNSException as err:
             return fail(check, title, f"no DNS servers: {err}",
                         "check /etc/resolv.conf or set MESHPROXY_DNS_NAMESERVERS")

@@ -26,8 +26,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proxy.demo.spec import SERVICES, TRUST_DOMAIN, DemoError
+
+if TYPE_CHECKING:
+    from proxy.demo.mesh import Mesh
 
 MODES = ("auto", "netns", "loopback")
 
@@ -105,7 +109,7 @@ def main(argv: list[str]) -> int:
         services = tuple(s if s.calls or not s.serves else dataclasses.replace(s, failure_rate=opts.failure_rate)
                          for s in services)
     previous = signal.signal(signal.SIGTERM, _terminate)
-    mesh = None
+    mesh: Mesh | None = None
     try:
         try:
             mode = _choose_mode(opts.mode, log_dir)

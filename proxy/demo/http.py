@@ -72,7 +72,8 @@ async def read_body(reader: asyncio.StreamReader, headers: dict[str, str], until
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], until_eof: bool) -> tuple[bytes, bool]:
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         while True:
             line = await reader.readuntil(b"\r\n")
             length = int(line.split(b";")[0].strip(), 16)
@@ -110,6 +111,7 @@ class Http1Client:
                 reused = conn is not None and not conn[1].is_closing()
                 if not reused:
                     conn = await self.connect()
+                assert conn is not None
                 try:
                     response, reusable = await self._exchange(*conn, target, authority)
                 except (ConnectionError, asyncio.IncompleteReadError):

@@ -214,7 +214,9 @@ def load_issuer(directory: Path) -> tuple[Authority, list[x509.Certificate]]:
         raise BadIssuer(f"{directory}: not a PEM certificate and unencrypted key: {err}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BadIssuer(f"{directory / ISSUER_KEY}: the issuer key must be ECDSA P-256")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    cert_key = cert.public_key()
+    if (not isinstance(cert_key, ec.EllipticCurvePublicKey)
+            or cert_key.public_numbers() != key.public_key().public_numbers()):
         raise BadIssuer(f"{directory}: {ISSUER_KEY} does not belong to {ISSUER_CERT}")
     anchors: list[x509.Certificate] = []
     ca_path = directory / CA_CERT

@@ -93,7 +93,9 @@ def _check_answer(doc: object, key: ec.EllipticCurvePrivateKey, identity: names.
         chain = [x509.load_pem_x509_certificate(p.encode()) for p in chain_pems]
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CertifyError("bad_response", f"malformed certificate answer: {err}") from None
-    if leaf.public_key().public_numbers() != key.public_key().public_numbers():
+    leaf_key = leaf.public_key()
+    if (not isinstance(leaf_key, ec.EllipticCurvePublicKey)
+            or leaf_key.public_numbers() != key.public_key().public_numbers()):
         raise CertifyError("bad_response", "the certificate is not for our key")
     verifier = PolicyBuilder().store(Store(anchors)).build_server_verifier(x509.DNSName(identity.name))
     try:

@@ -133,6 +133,7 @@ def serve_main(args: argparse.Namespace) -> int:
         _err(f"the issuer certificate {Path(args.issuer) / ca.ISSUER_CERT} is {state}: valid from "
              f"{rfc3339(issuer.not_before)} to {rfc3339(issuer.not_after)}, now {rfc3339(now)}")
         return EX_UNAVAILABLE
+    checker: tokens.TokenChecker
     try:
         if args.tokens:
             checker = tokens.TokenFile(args.tokens, trust_domain)

@@ -12,6 +12,7 @@ work, and kubelet probes of the app can be allowed by path
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
 import structlog
@@ -19,7 +20,7 @@ import structlog
 from proxy.config import PolicySettings
 from proxy.core.addr import ConnMeta
 from proxy.errors import Unauthorized
-from proxy.policy.authz import Client, Decision, InboundPolicy
+from proxy.policy.authz import Client, Decision, InboundPolicy, PortPolicy
 from proxy.telemetry.metrics import label_set
 
 log = structlog.get_logger("proxy.inbound.authz")
@@ -37,7 +38,7 @@ class InboundAuthorizer:
         self.tcp_deny: dict[tuple, list[int]] = {}
         self.tcp_revoked = 0
         # Open opaque connections, judged again when the policy changes.
-        self._tcp_open: dict[object, tuple[Client, int]] = {}
+        self._tcp_open: dict[asyncio.Transport, tuple[Client, int]] = {}
 
     # -- policy changes -------------------------------------------------------------
     def update(self, authz_set) -> None:
@@ -109,7 +110,7 @@ class ConnAuthz:
         self.client = client
         self.port = port
         self.generation = -1
-        self.port_policy = None
+        self.port_policy: PortPolicy | None = None
         # When the port needs no per-request check: the connection's counter cell.
         self.allow_all: list[int] | None = None
         self._refresh()
@@ -146,6 +147,7 @@ class ConnAuthz:
                 self.allow_all[0] += 1
                 return None
         policy = self.port_policy
+        assert policy is not None  # _refresh sets it in __init__
         if policy.per_request:
             # The whole target: routes may match query parameters too.
             decision: Decision = policy.check_request(self.client, method.decode("latin-1"),
@@ -197,7 +199,7 @@ def client_of(meta: ConnMeta) -> Client:
     if ip.startswith("::ffff:"):
         # An IPv4 client on a dual-stack socket: judge it by its IPv4 address.
         try:
-            ip = str(ipaddress.ip_address(ip).ipv4_mapped or ip)
+            ip = str(ipaddress.IPv6Address(ip).ipv4_mapped or ip)
         except ValueError:
             pass
     return Client(ip=ip, identity=meta.client_id, tls=meta.tls)

@@ -120,7 +120,7 @@ def _list(parent: dict[str, Any], key: str, where: str, created: list[str]) -> l
 
 
 def _names(items: list[Any]) -> set[str]:
-    return {item.get("name") for item in items if isinstance(item, dict)}
+    return {name for item in items if isinstance(item, dict) and isinstance(name := item.get("name"), str)}
 
 
 def check(template: dict[str, Any], spec: dict[str, Any], where: str) -> None:

@@ -96,7 +96,7 @@ def _kind(doc: Any) -> str | None:
 
 
 def _parse(pieces: list[_Piece]) -> list[Any]:
-    docs = []
+    docs: list[Any] = []
     index = 0
     for piece in pieces:
         if not piece.is_document:

@@ -60,13 +60,17 @@ def sites(doc: dict[str, Any]) -> Iterator[PodSite]:
         return
     if kind not in POD_KINDS:
         return
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = doc.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     name = str(metadata.get("name") or metadata.get("generateName") or "?")
     namespace = metadata.get("namespace")
     if kind == "Pod":
         yield PodSite(kind, name, namespace, {}, doc, _get(doc, ("spec",), kind))
         return
-    owner = metadata.get("annotations") if isinstance(metadata.get("annotations"), dict) else {}
+    owner = metadata.get("annotations")
+    if not isinstance(owner, dict):
+        owner = {}
     path = ("spec", "jobTemplate", "spec", "template") if kind == "CronJob" else ("spec", "template")
     template = _get(doc, path, kind)
     yield PodSite(kind, name, namespace, owner, template, _get(template, ("spec",), kind))

@@ -18,7 +18,7 @@ import structlog
 from proxy.config import BalancerSettings
 from proxy.core.addr import Target
 from proxy.errors import NoEndpoints
-from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK
+from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK, Exchange
 from proxy.outbound.balancer import Balancer
 
 log = structlog.get_logger("proxy.outbound.balance")
@@ -48,7 +48,7 @@ class BalancedService:
         )
         self.policy_accrual = None  # the policy file's failureAccrual for this service, if any
         self._set_accrual(watch.snapshot.accrual)
-        self.waiters: deque[tuple[float, object]] = deque()
+        self.waiters: deque[tuple[float, Exchange]] = deque()
         self.timer = None
         self.last_used = loop.time()
         self.watch = watch
@@ -95,6 +95,7 @@ class BalancedService:
             self.targets.pop(key, None)
         for key in (*added, *changed):
             member = self.balancer.get(key)
+            assert member is not None  # just added or changed
             host, port = member.target
             ep = wanted[key]
             # A meshed endpoint is reached through its proxy, told the app port.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+from collections.abc import Callable
 
 from proxy.core.addr import Target, parse_authority
 from proxy.policy.budget import RetryBudget
@@ -96,7 +97,8 @@ class RoutePolicy:
         modifier = route.response_header_modifier
         self.response_headers = HeaderEdit(modifier) if modifier is not None else None
         self.redirect = route.redirect
-        self.resplit = None  # set by ServiceRuntime when a retry may land on another backend
+        # Set by ServiceRuntime when a retry may land on another backend.
+        self.resplit: Callable[[], tuple[str, int]] | None = None
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
         # Whether some gRPC status is retried here (the HTTP/2 relay then peeks at trailers).

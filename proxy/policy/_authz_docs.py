@@ -360,7 +360,7 @@ class Collector:
         unauthenticated = doc.boolean(body.get("unauthenticated", False), f"{at}.unauthenticated")
         if bool(ids) == unauthenticated:
             raise doc.fail(at, "give identities or unauthenticated: true (one of them)")
-        requires = (Requirement("identity", identities=ids),) if ids else ()
+        requires: tuple[Requirement, ...] = (Requirement("identity", identities=ids),) if ids else ()
         if "networks" in body:
             requires += (Requirement("network", networks=networks(doc, body["networks"], f"{at}.networks", True)),)
         name = doc.string(body["name"], f"{at}.name") if "name" in body else default_name

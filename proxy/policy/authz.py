@@ -65,7 +65,8 @@ _NOT_HTTP = ("opaque", "tls")
 
 # Compiled requirement kinds; a compiled authorization is a tuple of (kind, argument).
 _IDENTITY, _TLS, _NETWORK = 0, 1, 2
-_ANY_IDENTITY = (_IDENTITY, (True, frozenset(), ()))
+# (kind, (any identity, exact names, *.suffixes)), as _requirement compiles an identity requirement.
+_ANY_IDENTITY: tuple[int, tuple[bool, frozenset[str], tuple[str, ...]]] = (_IDENTITY, (True, frozenset(), ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,8 @@ class RetryBudget:
                     self._total_deposits -= self._deposits[i]
                     self._total_withdrawals -= self._withdrawals[i]
                     self._deposits[i] = self._withdrawals[i] = 0
-            self._epoch = epoch
-        return self._epoch % self._n
+            self._epoch = last = epoch
+        return last % self._n
 
     def deposit(self, now: float) -> None:
         """Count one original request (not a retry)."""

@@ -38,6 +38,7 @@ _EXACT, _PREFIX, _REGEX, _ANY = 0, 1, 2, 3
 
 def _compile_match(m: RequestMatch) -> tuple:
     method = m.method.encode("ascii") if m.method else None
+    path_value: bytes | re.Pattern[bytes] | None
     if m.path is None:
         path_kind, path_value = _ANY, None
     elif m.path.kind == "exact":
@@ -119,7 +120,7 @@ class RouteTable:
         self._ordered: tuple = ()
         self._gateway: tuple = ()
         if policy.ordered_routes:
-            ordered = []
+            ordered: list[tuple[Route, tuple | None, tuple]] = []  # (route, condition, matches)
             for route in policy.ordered_routes:
                 if route.condition is not None:
                     ordered.append((route, _compile_condition(route.condition), ()))

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import sys
+from typing import TypedDict
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-_state = {"level": LEVELS["info"], "name": "info"}
 
 
-def _filter(_logger, method_name: str, event_dict: dict) -> dict:
+class _State(TypedDict):
+    level: int
+    name: str
+
+
+_state: _State = {"level": LEVELS["info"], "name": "info"}
+
+
+def _filter(_logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     # A processor rather than a filtering wrapper class, so that a level change
     # reaches loggers that were already created and cached.
     if LEVELS.get(method_name, 20) < _state["level"]:
