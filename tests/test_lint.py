@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# A first run, with no cache yet, takes mypy about half a minute.
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[1]
 STUBS = sorted((ROOT / "proxy").rglob("*.pyi"))
 
