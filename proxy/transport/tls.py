@@ -102,7 +102,7 @@ def serve_handshake(loop: asyncio.AbstractEventLoop, transport: asyncio.Transpor
     from proxy.transport.meshtls import TlsLayer
 
     layer = TlsLayer(loop, ctx, True, None, app, timeout, done)
-    transport.set_protocol(layer)
+    transport.set_protocol(cast(asyncio.Protocol, layer))  # compiled: a protocol by shape
     layer.connection_made(transport)
     if already_read:
         layer.data_received(already_read)
@@ -124,7 +124,7 @@ async def client_handshake(loop: asyncio.AbstractEventLoop, sock, factory, ctx: 
                 waiter.set_exception(err)
 
     layer = TlsLayer(loop, ctx, False, server_hostname, app, timeout, done)
-    transport, _ = await loop.create_connection(lambda: layer, sock=sock)
+    transport, _ = await loop.create_connection(lambda: cast(asyncio.Protocol, layer), sock=sock)
     try:
         await waiter
     except BaseException:
