@@ -1,4 +1,7 @@
-"""Exchange core: attempts. Connect-failure repicks, retry-safe resends, the attempt timeout, tunnels, and how each pick is settled."""
+"""Exchange core: attempts, and how each pick is settled.
+
+Connect-failure repicks, retry-safe resends, the attempt timeout, tunnels.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Exchange core: the client goes away, at every stage. Nothing is answered, every pick is settled CANCELLED, timers stop."""
+"""Exchange core: the client goes away, at every stage.
+
+Nothing is answered, every pick is settled CANCELLED, timers stop.
+"""
 
 from __future__ import annotations
 

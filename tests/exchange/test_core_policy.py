@@ -1,4 +1,7 @@
-"""Exchange core under a route policy: retries (status, timeout, gRPC peek), budgets, the replay buffer, route timeouts, route metrics."""
+"""Exchange core under a route policy: retries, budgets, the replay buffer, route timeouts, route metrics.
+
+Retries are tried on status, on timeout and on a gRPC status peeked from the response.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exchange core, property-based: random sequences of what clients, upstreams, balancers and time may do, and the books after.
+"""Exchange core, property-based: random sequences of client, upstream, balancer and clock events, and the books.
 
 Each example draws a request (protocol, body, balanced or not, queued or
 not, a route policy or none) and up to 40 events, each applied only when a
@@ -58,8 +58,8 @@ EVENTS = st.one_of(
     st.tuples(st.just("connect_fail"), st.sampled_from(sorted(CONNECT_ERRORS))),
     st.tuples(st.just("up_window"), WINDOWS),
     st.tuples(st.just("info")),
-    st.tuples(st.just("head"), st.sampled_from([200, 204, 500, 503]), st.sampled_from(["plain", "grpc", "grpc-14", "grpc-0"]),
-              st.booleans()),
+    st.tuples(st.just("head"), st.sampled_from([200, 204, 500, 503]),
+              st.sampled_from(["plain", "grpc", "grpc-14", "grpc-0"]), st.booleans()),
     st.tuples(st.just("rdata"), st.integers(0, 5), st.integers(0, 3), st.booleans()),
     st.tuples(st.just("rtrailers"), st.sampled_from([None, 0, 14])),
     st.tuples(st.just("reset"), st.booleans()),

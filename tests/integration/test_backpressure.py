@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers.bulk import GIB, KIB, MIB, BulkApp, H1Conn, Pauses, pattern_sha256
 from helpers.h2flow import BulkH2App, FlowH2Client
 from helpers.meshpair import CLIENT_ID, SERVER_ID, SERVICE, MeshPair, start_pair
@@ -306,7 +307,8 @@ def test_credit_comes_back_when_a_stream_ends_while_the_h2_client_holds_a_zero_w
         for attempt in range(ROUNDS):
             count = len(pair.app.downloads)
             sid = client.open("GET", f"/download?n={size}", SERVICE, flowing=False)
-            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(), 10,
+            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(),
+                  10,
                   f"round {attempt + 1}: the app sending the whole body while the client's window is zero")
             time.sleep(0.3)  # the end of the stream reaches A
             client.pump(time.monotonic() + 0.2)  # h2 itself raises on DATA beyond the window
@@ -333,7 +335,8 @@ def test_credit_comes_back_when_a_stream_ends_while_the_http1_client_pauses(make
             size = (1 + attempt % 6) * MIB
             count = len(pair.app.downloads)
             conn.send_request("GET", f"/download?n={size}")
-            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(), 10,
+            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(),
+                  10,
                   f"round {attempt + 1}: the app sending the whole body while the client does not read")
             time.sleep(0.3)
             result = conn.read_response(deadline=time.monotonic() + 10)
@@ -360,7 +363,8 @@ def test_credit_comes_back_when_the_client_leaves_after_its_stream_ended(make_pa
             else:
                 client = pair.h2(initial_window=0, timeout=30)
                 client.open("GET", f"/download?n={size}", SERVICE, flowing=False)
-            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(), 10,
+            _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].finished.is_set(),
+                  10,
                   f"round {attempt + 1}: the app sending the whole body while the client does not read")
             time.sleep(0.3)
             if client_kind == "http1":
@@ -392,7 +396,8 @@ def test_credit_comes_back_when_a_download_is_reset_with_data_buffered(make_pair
                 else:
                     sid = h2client.open("GET", f"/download?n={size}", SERVICE, flowing=False)
                 # More than a stream window has left the app: both proxies hold data for this stream.
-                _wait(lambda count=count: len(pair.app.downloads) > count and pair.app.downloads[count].done >= 3 * MIB // 2,
+                _wait(lambda count=count: len(pair.app.downloads) > count
+                      and pair.app.downloads[count].done >= 3 * MIB // 2,
                       10, f"round {attempt + 1}: the app sending 1.5 MiB")
                 time.sleep(0.3)
                 if h2client is None:
@@ -454,7 +459,8 @@ def test_credit_comes_back_when_an_upload_is_reset_with_data_buffered(make_pair,
                     sent.append(h2client.upload_until_stuck(sid, size))
                     h2client.reset(sid)
         after = upload_fast(h2client)
-        _report(pair, f"credit, {client_kind} upload reset mid-transfer x8: sent {', '.join(f'{s / MIB:.1f}' for s in sent)}"
+        sent_mib = ", ".join(f"{s / MIB:.1f}" for s in sent)
+        _report(pair, f"credit, {client_kind} upload reset mid-transfer x8: sent {sent_mib}"
                       f" MiB before the proxies stopped taking bytes; 64 MiB upload {before:.2f} s before,"
                       f" {after:.2f} s after; {watch.describe()}")
         assert all(s < size for s in sent), "the proxies took the whole upload while the app read nothing"
