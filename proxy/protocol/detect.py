@@ -267,15 +267,15 @@ def could_be_http1(data, max_size=DEFAULT_MAX):
     status = looks_like_http1(data, max_size)
     if status != _NEED_MORE:
         return status == _MATCH
-    # Undecided: the first word is where a method goes, and methods start
-    # with a letter. A first line of anything else that has not ended is
-    # not taken for HTTP.
+    # Undecided: a first line that began with a printable byte may still end
+    # in "HTTP/1.1" (looks_like_http1 ruled out every other first byte), so
+    # it could be a request; nothing but blank space says nothing yet.
     n = len(data)
     i = 0
     while i < n:
         c = data[i]
         if c != 13 and c != 10 and c != 32 and c != 9:
-            return 65 <= c <= 90 or 97 <= c <= 122
+            return True
         i += 1
     return False
 

@@ -367,7 +367,7 @@ def test_default_max_line(mod):
         for k in (16384, 16385, 18000, 20000):
             assert mod.detect(data[:k]) == decision, k
     blob = b"1" * 20000
-    assert not mod.could_be_http1(blob[:16383]) and not mod.could_be_http1(blob)
+    assert mod.could_be_http1(blob[:16383]) and not mod.could_be_http1(blob)  # undecided, then decided not
     word = b"x" * 20000  # a huge method token
     assert mod.could_be_http1(word[:16383]) and mod.could_be_http1(word)
 
