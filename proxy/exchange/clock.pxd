@@ -1,5 +1,8 @@
 # Typed declarations for clock.py.
 
+cdef object _source
+cpdef double now() except? -1.0
+
 cdef class RouteClock:
     cdef object loop
     cdef object expired

@@ -1,12 +1,16 @@
 # Typed declarations for core.py.
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd, UpEnd
-from proxy.exchange.clock cimport RouteClock
+from proxy.exchange.clock cimport RouteClock, now
 from proxy.protocol.request cimport RequestLine
 from proxy.core.target cimport Target
 
 cdef int MAX_REPICKS
 cdef int MAX_RESENDS
+
+cdef double attempt_time_limit(double response_timeout, object rp)
+cdef int grpc_status_of(object fields) except? -2
+cdef bint _is_grpc(object fields) except -1
 
 cdef class Exchange:
     cdef public ExchangeContext ctx

@@ -22,13 +22,11 @@ The exchange never looks inside a message: heads arrive as the relays'
 own objects (an HTTP/1 head or HTTP/2 fields), and the relays convert.
 """
 
-from time import perf_counter
-
 import cython
 
 from proxy import errors
 from proxy.exchange import log
-from proxy.exchange.clock import RouteClock
+from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
@@ -178,7 +176,7 @@ class Exchange:
         self.req_length = length
         self.req_ended = ended
         self.upgrade = head.upgrade is not None or head.method == b"CONNECT"
-        self.t0 = perf_counter()
+        self.t0 = now()
         ctx.stats.requests += 1
         self.counted = True
         ctx.in_flight += 1
@@ -223,7 +221,7 @@ class Exchange:
         """A request refused before it could be parsed or started: counted, logged and answered like any other."""
         if self.done or self.head is not None:
             self._clear()
-        self.t0 = perf_counter()
+        self.t0 = now()
         self.ctx.stats.requests += 1
         self.req_ended = True
         self.fail(err)
@@ -305,7 +303,7 @@ class Exchange:
             return
         self.up = up
         self.up_id = up_id
-        self.t_sent = perf_counter()
+        self.t_sent = now()
         self.up_ended = request_sent
         timeout: cython.double = attempt_time_limit(self.ctx.response_timeout, self.rp)
         if timeout > 0 and self.timer is None:
@@ -449,7 +447,7 @@ class Exchange:
 
     def _forward_head(self, status, h1head, fields, length, end):
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
-        self.ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, status >= 500)
+        self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, status >= 500)
         self.resp_started = True
         self.down.send_head(self, status, h1head, fields, length, end)
         if end and not self.done:
@@ -463,9 +461,9 @@ class Exchange:
             return
         self._cancel_timer()
         self.settle(SETTLE_OK)
-        self.ctx.stats.record_response(status, (perf_counter() - self.t0) * 1000.0, False)
+        self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
-            self._route_end(status, -1, (perf_counter() - self.t0) * 1000.0)
+            self._route_end(status, -1, (now() - self.t0) * 1000.0)
         self.resp_started = True
         self.up = None  # the transport now belongs to the tunnel
         self.down.tunnel(self, status, h1head, transport, rest)
@@ -579,7 +577,7 @@ class Exchange:
             self._drop_up()
             self.retry()
             return True
-        elapsed = (perf_counter() - self.t0) * 1000.0
+        elapsed = (now() - self.t0) * 1000.0
         if grpc < 0 and not end and _is_grpc(fields):
             # The gRPC status comes in the trailers: classify then.
             self.grpc_pending = True
@@ -649,7 +647,7 @@ class Exchange:
             return
         self.settled = True
         target = self.target
-        rtt = perf_counter() - self.t_sent if self.t_sent > 0.0 else 0.0
+        rtt = now() - self.t_sent if self.t_sent > 0.0 else 0.0
         target.service.settle(target, rtt, outcome)
 
     def fail(self, err):
@@ -659,14 +657,14 @@ class Exchange:
         self.held_fields = None  # never forwarded: the error response replaces it
         self.grpc_pending = False
         if self.rp is not None:
-            self._route_end(err.status, -1, (perf_counter() - self.t0) * 1000.0)
+            self._route_end(err.status, -1, (now() - self.t0) * 1000.0)
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self._drop_up()
         if self.resp_started:
             self._cut(err)
             return
         ctx = self.ctx
-        ctx.stats.record_response(err.status, (perf_counter() - self.t0) * 1000.0, err.failure)
+        ctx.stats.record_response(err.status, (now() - self.t0) * 1000.0, err.failure)
         log.error_line(ctx.direction, err, self.head, self.meta)
         self.resp_started = True
         self._release_down_queue()

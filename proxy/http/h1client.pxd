@@ -1,4 +1,6 @@
 # Typed declarations for h1client.py.
+cimport cython
+from proxy.exchange.clock cimport now
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
 from proxy.protocol.http1 cimport parse_response_head
 from proxy.exchange.core cimport Exchange
@@ -56,6 +58,7 @@ cdef class H1Client(UpEnd):
     cdef public bint dirty
     cpdef void set_reading(self, bint on) except *
     cpdef void attach(self, Exchange ex) except *
+    @cython.locals(parsed=object, head=ResponseHead)
     cdef void on_head(self) except *
     cdef void on_body(self, Py_ssize_t start) except *
     cdef Exchange detach(self, bint clean)

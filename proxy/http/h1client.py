@@ -15,6 +15,7 @@ be followed by a body make it unusable, never reused.
 import cython
 
 from proxy import errors
+from proxy.exchange.clock import now
 from proxy.exchange.core import IDEMPOTENT
 from proxy.exchange.ends import UpEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
@@ -82,7 +83,7 @@ class H1Pool:
             return
         conn.state = C_IDLE
         conn.set_reading(True)  # an idle connection must notice the upstream closing it
-        conn.idle_since = self.loop.time()
+        conn.idle_since = now()
         conns.append(conn)
         self.idle_count += 1
 
@@ -304,12 +305,13 @@ class H1Client(UpEnd):
         status: cython.int
         while True:
             try:
-                head = parse_response_head(self.buf, pool.max_header_bytes)
+                parsed = parse_response_head(self.buf, pool.max_header_bytes)
             except ParseError as err:
                 self._bad(f"invalid response from upstream: {err.reason}")
                 return
-            if head is NEED_MORE:
+            if parsed is NEED_MORE:
                 return
+            head = parsed  # typed from here: its fields are read as C fields
             status = head.status
             consumed: cython.Py_ssize_t = head.consumed
             if 100 <= status < 200 and status != 101:

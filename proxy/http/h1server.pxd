@@ -1,4 +1,5 @@
 # Typed declarations for h1server.py.
+from proxy.exchange.clock cimport now
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
 from proxy.http.convert cimport h1_response_from_fields, phrase, trailer_lines
 from proxy.protocol.http1 cimport parse_request_head, rewrite_head

@@ -16,6 +16,7 @@ client's socket buffer is full, which holds the upstream back.
 import cython
 
 from proxy import errors
+from proxy.exchange.clock import now
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
@@ -473,7 +474,7 @@ class H1Server(DownEnd):
         self.req_unreleased = 0
         if self.handed_off or self.closed:
             return
-        self.idle_since = self.ctx.loop.time()
+        self.idle_since = now()
         if not self.req_done and not self.client_eof:
             # Answered before the request body ended (an app refusing an upload
             # early): the rest of the body is read and dropped, within the header

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from proxy import errors
 from proxy.core.addr import ConnMeta
 from proxy.core.target import Target
-from proxy.exchange import core
+from proxy.exchange import clock
 from proxy.exchange import log as exchange_log
 from proxy.exchange.context import ExchangeContext
 from proxy.exchange.core import (
@@ -584,15 +584,14 @@ class Rig:
 
 @contextmanager
 def patched(rig):
-    """The core's clock (perf_counter) and log lines go through the rig while the block runs."""
-    saved_clock = core.perf_counter
+    """The core's clock (``clock.now``) and log lines go through the rig while the block runs."""
     saved_log = exchange_log.log
-    core.perf_counter = rig.loop.time
+    clock.set_source(rig.loop.time)
     exchange_log.log = rig.log
     try:
         yield rig
     finally:
-        core.perf_counter = saved_clock
+        clock.set_source(None)
         exchange_log.log = saved_log
 
 
