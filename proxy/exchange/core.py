@@ -97,6 +97,19 @@ def _is_grpc(fields):
     return False
 
 
+class _TunnelPick:
+    """A balancer pick held by an upgraded connection or CONNECT tunnel; settled when the tunnel closes."""
+
+    def __init__(self, target, rtt):
+        self.target = target
+        self.rtt = rtt
+
+    def __call__(self, _end):
+        target, self.target = self.target, None
+        if target is not None:
+            target.service.settle(target, self.rtt, SETTLE_OK)
+
+
 class Exchange:
     """One request, from the client's head to the last byte of the answer."""
 
@@ -460,13 +473,24 @@ class Exchange:
             transport.abort()
             return
         self._cancel_timer()
-        self.settle(SETTLE_OK)
+        hold = None
+        if not self.settled:
+            # Balanced like an opaque connection: the pick's load is held for
+            # the tunnel's life, so tunnels opened together spread over the
+            # endpoints; the balancer learns the time to the answer now.
+            self.settled = True
+            hold = _TunnelPick(self.target, now() - self.t_sent if self.t_sent > 0.0 else 0.0)
         self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
         self.resp_started = True
         self.up = None  # the transport now belongs to the tunnel
-        self.down.tunnel(self, status, h1head, transport, rest)
+        client_end = self.down.tunnel(self, status, h1head, transport, rest)
+        if hold is not None:
+            if client_end is None:
+                hold(None)  # no tunnel came of it
+            else:
+                client_end.on_close = hold
         self.finish()
 
     def response_data(self, data, credit, end):

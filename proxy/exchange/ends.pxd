@@ -8,7 +8,7 @@ cdef class DownEnd:
     cpdef void flush_response(self, object ex) except *
     cpdef void send_error(self, object ex, object err) except *
     cpdef void cut(self, object ex, object err) except *
-    cpdef void tunnel(self, object ex, int status, object h1head, object transport, bytes rest) except *
+    cpdef object tunnel(self, object ex, int status, object h1head, object transport, bytes rest)
     cpdef void release(self, object ex, Py_ssize_t credit) except *
     cpdef void exchange_done(self, object ex) except *
 

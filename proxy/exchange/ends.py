@@ -46,7 +46,11 @@ class DownEnd:
         raise NotImplementedError
 
     def tunnel(self, ex, status, h1head, transport, rest):
-        """101 Switching Protocols or a CONNECT tunnel: hand the client connection and ``transport`` to a byte relay."""
+        """101 Switching Protocols or a CONNECT tunnel: hand the client connection and ``transport`` to a byte relay.
+
+        Returns the client's end of the relay (its ``on_close`` is called once
+        when the tunnel ends), or None when no tunnel was made.
+        """
         raise NotImplementedError
 
     def release(self, ex, credit):

@@ -458,7 +458,7 @@ class H1Server(DownEnd):
         self.write(head)
         pending = self.buf
         self.buf = b""
-        splice(self.transport, transport, ctx.tcp_src, ctx.tcp_dst, pending, rest)
+        return splice(self.transport, transport, ctx.tcp_src, ctx.tcp_dst, pending, rest)[0]
 
     def release(self, ex, credit):
         self.req_unreleased -= credit

@@ -238,6 +238,7 @@ class H2Server(DownEnd):
         transport.abort()
         self.conn.reset_stream(ex.down_id, INTERNAL_ERROR)
         self.flush()
+        return None
 
     def release(self, ex, credit):
         if credit > 0:

@@ -118,6 +118,7 @@ class FakeDown(DownEnd):
         self.done_count = 0
         self.after_done = []  # calls other than release made after exchange_done
         self.on_send = None  # hook(ex, data), run before the bytes are taken
+        self.tunnel_end = None  # what tunnel() returns: the relay's client end, or None (no tunnel made)
 
     def _log(self, *call):
         if self.done_count >= self.starts > 0 and call[0] != "release":
@@ -155,6 +156,7 @@ class FakeDown(DownEnd):
 
     def tunnel(self, ex, status, h1head, transport, rest):
         self._log("tunnel", status, transport, rest)
+        return self.tunnel_end
 
     def release(self, ex, credit):
         self._log("release", credit)

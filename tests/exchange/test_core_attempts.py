@@ -337,6 +337,28 @@ def test_upgrade_hands_the_connection_to_a_tunnel(make_rig):
     assert rig.check_books() == []
 
 
+class _TunnelEnd:
+    on_close = None
+
+
+def test_a_tunnel_holds_its_balancer_pick_until_it_closes(make_rig):
+    svc = FakeService()
+    rig = make_rig(service=svc)
+    ex, down = rig.start_h1(headers=[(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")])
+    rig.disp.last.attach()
+    end = down.tunnel_end = _TunnelEnd()
+    rig.loop.advance(0.25)
+    ex.upgraded(200, None, _Transport(), b"")
+    assert down.kinds() == ["tunnel", "done"]
+    assert svc.outcomes() == []  # still open: its load stays on the endpoint
+    assert len(svc.unsettled()[0]) == 1  # one pick out
+    end.on_close(end)
+    end.on_close(end)  # a second close changes nothing
+    assert svc.outcomes() == ["ok"]
+    assert svc.settles[0][1] == pytest.approx(0.25)
+    assert rig.check_books() == []
+
+
 def test_upgrade_after_the_exchange_ended_aborts_the_transport(make_rig):
     rig = make_rig()
     ex, down = rig.start_h1(headers=[(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")])
