@@ -39,14 +39,16 @@ _VERSIONS = {10: "HTTP/1.0", 11: "HTTP/1.1", 20: "HTTP/2.0"}
 # Linkerd's order of preference for the trace id.
 _TRACE_HEADERS = (b"x-b3-traceid", b"x-request-id", b"x-amzn-trace-id")
 _WANTED = frozenset((b"user-agent", b":scheme") + _TRACE_HEADERS)
+# The same fields in an HTTP/1 head's raw bytes, found by a search of the lower-cased head: no
+# header list is built (the strict parser allows no space before the colon).
+_RAW_KEYS = tuple((name, b"\r\n" + name + b":") for name in (b"user-agent",) + _TRACE_HEADERS)
+_ADDR_CACHE = 4096  # client addresses kept formatted (one per recent client connection)
 # What the apache format escapes inside its quoted request (as Apache httpd does): quote, backslash, controls.
 _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\xff]')
 _WRITE_CHUNK = 64 * 1024
 
 
 def _escape(text: str) -> str:
-    if _UNSAFE.search(text) is None:
-        return text
     return _UNSAFE.sub(lambda m: "\\" + m.group() if m.group() in '"\\' else f"\\x{ord(m.group()):02x}", text)
 
 
@@ -68,6 +70,7 @@ class AccessLog:
         self._scheduled = False
         self._second = -1
         self._second_text = ""
+        self._addrs: dict[tuple[str, int], str] = {}
         self._queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
         self._thread.start()
@@ -110,8 +113,17 @@ class AccessLog:
         processing_ns = int((ex.t_sent - ex.t0) * 1e9) if ex.t_sent > 0.0 else total_ns
         timestamp = self._timestamp(time.time_ns() - total_ns)
         meta = ex.meta
-        client = meta.client if meta is not None else None
-        addr = (f"[{client[0]}]:{client[1]}" if ":" in client[0] else f"{client[0]}:{client[1]}") if client else "-"
+        client: tuple[str, int] | None = meta.client if meta is not None else None
+        if client is None:
+            addr = "-"
+        else:
+            cached = self._addrs.get(client)
+            if cached is None:
+                cached = f"[{client[0]}]:{client[1]}" if ":" in client[0] else f"{client[0]}:{client[1]}"
+                if len(self._addrs) >= _ADDR_CACHE:
+                    self._addrs.clear()
+                self._addrs[client] = cached
+            addr = cached
         client_id = (meta.client_id if meta is not None else None) or "-"
         head = ex.head
         status = ex.status
@@ -128,30 +140,21 @@ class AccessLog:
             if head.version == 20 and head.method != b"CONNECT" and head.host is not None:
                 uri = f"{fields.get(b':scheme', b'http').decode('latin-1')}://{host}{uri}"
         if not self.json:
-            request = f"{_escape(method)} {_escape(uri)} {version}" if head is not None else "-"
+            request = f"{method} {uri} {version}" if head is not None else "-"
+            if _UNSAFE.search(request) is not None:
+                request = f"{_escape(method)} {_escape(uri)} {version}"
             return f'{addr} {client_id} - [{timestamp}] "{request}" ' + (str(status) if status else "-")
-        trace_id = next((fields[name] for name in _TRACE_HEADERS if name in fields), b"").decode("latin-1")
-        out = [
-            '{"client.addr":', encode_basestring(addr),
-            ',"client.id":', encode_basestring(client_id),
-            ',"timestamp":"', timestamp,
-            '","method":', encode_basestring(method),
-            ',"uri":', encode_basestring(uri),
-            ',"version":"', version,
-            '","trace_id":', encode_basestring(trace_id),
-            ',"request_bytes":"', str(ex.req_length) if ex.req_length >= 0 else "", '"',
-        ]
-        if status:
-            out += (',"status":', str(status))
-        if ex.resp_length >= 0:
-            out += (',"response_bytes":"', str(ex.resp_length), '"')
-        out += (
-            ',"total_ns":', str(total_ns),
-            ',"processing_ns":', str(processing_ns),
-            ',"user_agent":', encode_basestring(fields.get(b"user-agent", b"").decode("latin-1")),
-            ',"host":', encode_basestring(host), "}",
-        )
-        return "".join(out)
+        trace_id = (fields.get(b"x-b3-traceid") or fields.get(b"x-request-id") or fields.get(b"x-amzn-trace-id")
+                    or b"").decode("latin-1")
+        user_agent = fields.get(b"user-agent", b"").decode("latin-1")
+        request_bytes = ex.req_length if ex.req_length >= 0 else ""
+        status_field = f',"status":{status}' if status else ""
+        response_field = f',"response_bytes":"{ex.resp_length}"' if ex.resp_length >= 0 else ""
+        quote = encode_basestring
+        return (f'{{"client.addr":{quote(addr)},"client.id":{quote(client_id)},"timestamp":"{timestamp}",'
+                f'"method":{quote(method)},"uri":{quote(uri)},"version":"{version}","trace_id":{quote(trace_id)},'
+                f'"request_bytes":"{request_bytes}"{status_field}{response_field},"total_ns":{total_ns},'
+                f'"processing_ns":{processing_ns},"user_agent":{quote(user_agent)},"host":{quote(host)}}}')
 
     # -- off the event loop ------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -189,8 +192,16 @@ class AccessLog:
 def _fields(ex: Any) -> dict[bytes, bytes]:
     """The request fields the log reads (first occurrence of each), lower-cased names."""
     found: dict[bytes, bytes] = {}
-    pairs = ex.headers if ex.headers is not None else ex.head.header_list()
-    for name, value in pairs:
+    if ex.headers is None:  # HTTP/1
+        raw = ex.head.raw
+        lower = raw.lower()
+        for name, key in _RAW_KEYS:
+            at = lower.find(key)
+            if at >= 0:
+                at += len(key)
+                found[name] = raw[at:lower.find(b"\r\n", at)].strip(b" \t")
+        return found
+    for name, value in ex.headers:
         lower = name.lower()
         if lower in _WANTED and lower not in found:
             found[lower] = value
