@@ -28,6 +28,7 @@ from proxy.inbound.authz import InboundAuthorizer
 from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
 from proxy.telemetry import tls as tls_metrics
+from proxy.telemetry.accesslog import AccessLog
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
@@ -66,6 +67,9 @@ class App:
         self.policy_watch: PolicyWatch | None = None
         self.outbound_policy: OutboundPolicy | None = None
         self.identity: LocalIdentity | None = None  # when MESHPROXY_IDENTITY_NAME is set
+        # MESHPROXY_ACCESS_LOG: one line per HTTP request on both listeners (None: off).
+        self.access_log = (AccessLog(config.access_log, config.access_log_buffer, self.loop)
+                           if config.access_log else None)
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
         # Every listener this proxy binds, recorded as it binds: no upstream
@@ -104,11 +108,12 @@ class App:
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
             assert self.resolver is not None  # a destination is set
             await self.resolver.start()
+        record = self.access_log.record if self.access_log is not None else None
         out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), self.own, self.resolver,
-                                               self.outbound_policy)
+                                               self.outbound_policy, record)
         self.outbound_router = out_router
         in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.own, self.identity,
-                                 self.tls_stats["inbound"], self.authorizer)
+                                 self.tls_stats["inbound"], self.authorizer, record)
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
@@ -179,6 +184,8 @@ class App:
             self.identity.render(extra)
             tls_metrics.render(extra, list(self.tls_stats.values()))
         self.authorizer.render(extra)
+        if self.access_log is not None:
+            self.access_log.render(extra)
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
@@ -222,6 +229,8 @@ class App:
         if self.identity is not None:
             await self.identity.stop()
         self.servers["admin"].close()
+        if self.access_log is not None:
+            self.access_log.close()  # what the last requests logged is written before the exit
         log.info("meshproxy stopped")
 
     async def run(self) -> None:

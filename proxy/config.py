@@ -9,13 +9,14 @@ setting; the command turns that into exit status 64 before anything binds.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from proxy.telemetry import loglevel
 
 PREFIX = "MESHPROXY_"
 
@@ -80,12 +81,14 @@ RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
 ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
 PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
+ACCESS_LOG = "MESHPROXY_ACCESS_LOG"
+ACCESS_LOG_BUFFER = "MESHPROXY_ACCESS_LOG_BUFFER"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
 DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
                     "cluster-authenticated", "deny")
 DEFAULT_CLUSTER_NETWORKS = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ACCESS_LOG_FORMATS = ("apache", "json")
 
 
 class ConfigError(ValueError):
@@ -217,30 +220,29 @@ class Config:
     max_connections: int
     drain_timeout: float
     log_format: str
-    log_level: str
+    log_level: str  # normalized directives (proxy/telemetry/loglevel.py)
+    access_log: str | None  # "apache", "json", or None (off)
+    access_log_buffer: int  # lines waiting for the writer; more are dropped and counted
     limits: Limits
     discovery: DiscoverySettings
     balancer: BalancerSettings
     identity: IdentitySettings
     policy: PolicySettings
 
+    # Every setting as text in the syntax its parser reads, in SETTINGS order
+    # (filled by ``load``): what /config shows.
+    settings: tuple[tuple[str, str], ...] = ()
+
     def describe(self) -> dict[str, str]:
-        """Settings as strings, for ``/config`` on the admin port and logs; credentials redacted."""
-        out: dict[str, str] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, (Limits, DiscoverySettings, BalancerSettings, IdentitySettings, PolicySettings)):
-                prefix = {"identity": "identity_", "policy": "policy_"}.get(field.name, "")
-                for sub in dataclasses.fields(value):
-                    item = getattr(value, sub.name)
-                    out[prefix + sub.name] = "" if item is None else redact(str(item))
-            elif isinstance(value, PortSet):
-                out[field.name] = ",".join(
-                    str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges
-                )
-            else:
-                out[field.name] = "" if value is None else redact(str(value))
-        return out
+        """Settings for ``/config`` on the admin port: keyed by the names ``run --config`` reads
+        (``outbound_listen``), valued in the syntax it reads, credentials redacted. Saved to a file
+        and given to ``run --config``, it makes a proxy whose ``describe()`` is the same."""
+        return {file_key(name): redact(text) for name, text in self.settings}
+
+
+def file_key(name: str) -> str:
+    """The ``--config`` file's key for an environment name: ``MESHPROXY_OUTBOUND_LISTEN`` -> ``outbound_listen``."""
+    return name[len(PREFIX):].lower()
 
 
 # scheme://userinfo@ ... ?query#fragment inside a setting's text.
@@ -473,7 +475,14 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     EWMA_DEFAULT_RTT: ("30ms", parse_duration, "PeakEWMA latency estimate of a new endpoint"),
     EWMA_DECAY: ("10s", parse_duration, "PeakEWMA decay time"),
     LOG_FORMAT: ("plain", parse_choice(("plain", "json")), "log format"),
-    LOG_LEVEL: ("info", parse_choice(LOG_LEVELS), "log level (changeable at /proxy-log-level)"),
+    # Linkerd's directives (LINKERD2_PROXY_LOG): a default level and target=level pairs.
+    LOG_LEVEL: ("info", loglevel.normalize,
+                "log level directives: a level (trace, debug, info, warn, error, off) and target=level pairs, "
+                "e.g. warn,proxy.outbound=debug (changeable at /proxy-log-level)"),
+    # Off by default, as Linkerd's LINKERD2_PROXY_ACCESS_LOG: a line per request costs throughput.
+    ACCESS_LOG: (None, parse_choice(ACCESS_LOG_FORMATS), "HTTP access log on stderr: apache or json; unset = off"),
+    ACCESS_LOG_BUFFER: ("10000", parse_positive_int,
+                        "access log lines waiting to be written; more are dropped and counted"),
     IDENTITY_NAME: (None, str, "this proxy's identity (sa.ns.serviceaccount.identity.<trust domain>); unset = no mTLS"),
     IDENTITY_SERVICE: (None, parse_service_url, "issuer URL (https://host:port) that signs the proxy's CSR"),
     IDENTITY_TOKEN_FILE: (None, str, "file holding the token sent to the issuer (re-read at each renewal)"),
@@ -500,6 +509,30 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric; more count as \"other\""),
 }
+
+
+def _duration_text(seconds: float) -> str:
+    """A duration as ``parse_duration`` reads it: ``50ms``, ``10s``, or bare seconds when finer."""
+    ms = seconds * 1000.0
+    if abs(ms - round(ms)) < 1e-6:
+        whole = round(ms)
+        return "0" if whole == 0 else f"{whole // 1000}s" if whole % 1000 == 0 else f"{whole}ms"
+    return repr(seconds)
+
+
+def render(name: str, value: Any) -> str:
+    """A parsed setting back as text its parser reads and parses to the same value (for /config)."""
+    if value is None:
+        return ""
+    if SETTINGS[name][1] is parse_duration:
+        return _duration_text(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, PortSet):
+        return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in value.ranges)
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
 
 
 def _value(name: str, sources: Mapping[str, str]) -> Any:
@@ -578,6 +611,8 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         drain_timeout=v[DRAIN_TIMEOUT],
         log_format=v[LOG_FORMAT],
         log_level=v[LOG_LEVEL],
+        access_log=v[ACCESS_LOG],
+        access_log_buffer=v[ACCESS_LOG_BUFFER],
         limits=limits,
         discovery=DiscoverySettings(
             destination=v[DESTINATION],
@@ -610,6 +645,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             route_label_limit=v[ROUTE_LABEL_LIMIT],
             peer_label_limit=v[PEER_LABEL_LIMIT],
         ),
+        settings=tuple((name, render(name, v[name])) for name in SETTINGS),
     )
 
 

@@ -194,3 +194,72 @@ def test_describe_never_shows_userinfo():
     assert described["k8s_api"] == "https://***@10.0.0.1:6443"
     assert "s3cret" not in repr(described)
     assert described["k8s_token_file"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+# ---- /config round-trips through run --config -------------------------------------
+
+_NON_DEFAULT = {
+    config.OUTBOUND_LISTEN: "127.0.0.1:5140",
+    config.INBOUND_DEFAULT_TARGET: "[::1]:8080",
+    config.DETECT_TIMEOUT: "2500ms",
+    config.SERVER_FIRST_PROBE: "0",
+    config.DNS_MAX_TTL: "2m",
+    config.RESPONSE_TIMEOUT: "1.25",
+    config.OPAQUE_PORTS: "25, 9000-9100",
+    config.MAX_HEADER_BYTES: "32KiB",
+    config.H2_INITIAL_WINDOW: "2MiB",
+    config.SHUTDOWN_ENDPOINT_ENABLED: "TRUE",
+    config.DESTINATION: "dns",
+    config.DNS_NAMESERVERS: "127.0.0.1:53,[::1]:5353",
+    config.CLUSTER_NETWORKS: "10.0.0.0/8,fd00::/8",
+    config.INBOUND_PROBE_PATHS: "/ready,/live",
+    config.LOG_LEVEL: "WARN,proxy.outbound=Debug",
+    config.ACCESS_LOG: "JSON",
+    config.IDENTITY_RENEW_FRACTION: "0.5",
+}
+
+
+def _round_trip(described: dict[str, str], path) -> dict[str, str]:
+    import yaml
+
+    path.write_text(yaml.safe_dump(described))
+    return config.load({}, file_path=str(path)).describe()
+
+
+def test_describe_uses_the_file_names_and_syntax(tmp_path):
+    described = config.load(_NON_DEFAULT).describe()
+    assert set(described) == {config.file_key(name) for name in config.SETTINGS}
+    assert described["detect_timeout"] == "2500ms"
+    assert described["server_first_probe"] == "0"
+    assert described["dns_max_ttl"] == "120s"
+    assert described["response_timeout"] == "1250ms"
+    assert described["opaque_ports"] == "25,9000-9100"
+    assert described["max_header_bytes"] == "32768"
+    assert described["shutdown_endpoint_enabled"] == "true"
+    assert described["dns_nameservers"] == "127.0.0.1:53,[::1]:5353"
+    assert described["inbound_default_target"] == "[::1]:8080"
+    assert described["log_level"] == "warn,proxy.outbound=debug"
+    assert described["access_log"] == "json"
+    assert described["k8s_api"] == ""  # unset
+    assert _round_trip(described, tmp_path / "again.yaml") == described
+
+
+def test_defaults_round_trip(tmp_path):
+    described = config.load({}).describe()
+    assert _round_trip(described, tmp_path / "defaults.yaml") == described
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.05, 0.3, 1.0, 1.5, 10.0, 86400.0, 0.0001, 2.345678])
+def test_durations_render_to_what_parses_back(seconds):
+    text = config.render(config.DETECT_TIMEOUT, seconds)
+    assert config.parse_duration(text) == pytest.approx(seconds)
+    assert config.render(config.DETECT_TIMEOUT, config.parse_duration(text)) == text
+
+
+def test_a_redacted_value_round_trips_as_shown_and_the_environment_restores_it(tmp_path):
+    secret = "https://admin:s3cret@k8s.example:6443/?token=t0ken"
+    described = config.load({config.K8S_API: secret}).describe()
+    assert described["k8s_api"] == "https://***@k8s.example:6443/?***"
+    assert _round_trip(described, tmp_path / "redacted.yaml") == described
+    cfg = config.load({config.K8S_API: secret}, file_path=str(tmp_path / "redacted.yaml"))
+    assert cfg.discovery.k8s_api == secret  # supplied again: the environment wins over the file

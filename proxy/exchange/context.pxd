@@ -22,3 +22,4 @@ cdef class ExchangeContext:
     cdef public long long policy_gen
     cdef public bint draining
     cdef public set connections
+    cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)

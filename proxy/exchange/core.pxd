@@ -47,7 +47,7 @@ cdef class Exchange:
     cdef public object up_fields         # the request head as HTTP/2 fields, once made for an HTTP/2 upstream
     cdef bint settled
     cdef public double t0
-    cdef double t_sent
+    cdef public double t_sent
     cdef int repicks
     cdef int resends
     cdef public int attempts
@@ -68,6 +68,9 @@ cdef class Exchange:
     cdef object held_fields
     cdef long long held_length
     cdef bint held_end
+    # what the access log reads (ctx.access_log): the final status the client got (0: none), its declared length
+    cdef public int status
+    cdef public long long resp_length
 
     cdef void _clear(self)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)

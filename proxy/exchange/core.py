@@ -163,6 +163,8 @@ class Exchange:
         self.held_length = -1
         self.held_fields = None
         self.held_end = False
+        self.status = 0
+        self.resp_length = -1
         self.restore_h1 = False
         self.up_h1 = None
         self.up_chunked = False
@@ -462,6 +464,8 @@ class Exchange:
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
         self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, status >= 500)
         self.resp_started = True
+        self.status = status
+        self.resp_length = length
         self.down.send_head(self, status, h1head, fields, length, end)
         if end and not self.done:
             self.down_end_pending = True
@@ -484,6 +488,7 @@ class Exchange:
         if self.rp is not None:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
         self.resp_started = True
+        self.status = status
         self.up = None  # the transport now belongs to the tunnel
         client_end = self.down.tunnel(self, status, h1head, transport, rest)
         if hold is not None:
@@ -691,6 +696,7 @@ class Exchange:
         ctx.stats.record_response(err.status, (now() - self.t0) * 1000.0, err.failure)
         log.error_line(ctx.direction, err, self.head, self.meta)
         self.resp_started = True
+        self.status = err.status
         self._release_down_queue()
         self.down.send_error(self, err)
         self.finish()
@@ -757,4 +763,7 @@ class Exchange:
         if up is not None:
             self.up = None
             up.cancel(self)
+        hook = self.ctx.access_log
+        if hook is not None:  # the access log; before exchange_done, which may start the next request
+            hook(self)
         self.down.exchange_done(self)

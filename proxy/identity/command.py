@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server-name", action="append", default=[], metavar="NAME",
                        help="extra DNS name of the default serving certificate (repeatable)")
     serve.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    serve.add_argument("--log-level", default="info",
+                       help="a level (trace, debug, info, warn, error, off) and target=level pairs, "
+                            "e.g. warn,proxy.identity=debug (default %(default)s)")
     return parser
 
 
@@ -116,9 +118,14 @@ def serve_main(args: argparse.Namespace) -> int:
     from proxy.identity import ca, names, tokens
     from proxy.identity.server import rfc3339
     from proxy.telemetry import logging as plog
+    from proxy.telemetry import loglevel
 
     try:
         listen = parse_host_port(args.listen)
+        try:
+            loglevel.parse(args.log_level)
+        except ValueError as err:
+            raise ValueError(f"--log-level: {err}") from None
         leaf_life = _lifetime(args.leaf_lifetime, "--leaf-lifetime")
         issuer, _anchors = ca.load_issuer(Path(args.issuer))
         trust_domain = names.check_trust_domain(args.trust_domain or _trust_domain_of(issuer))

@@ -22,6 +22,8 @@ IDENTITY_SERVICE = "config.meshproxy.io/identity-service"
 # Linkerd's spelling, so that namespaces already annotated for Linkerd keep
 # their default; the values are the proxy's MESHPROXY_DEFAULT_POLICY choices.
 DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
+# Linkerd's too: "apache" or "json" turns the proxy's HTTP access log on (MESHPROXY_ACCESS_LOG).
+ACCESS_LOG = "config.linkerd.io/access-log"
 
 ENABLED = "enabled"
 DISABLED = "disabled"

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from proxy.config import DEFAULT_POLICIES, parse_port_set, parse_service_url
+from proxy.config import ACCESS_LOG_FORMATS, DEFAULT_POLICIES, parse_port_set, parse_service_url
 from proxy.identity.names import check_trust_domain
 from proxy.inject import names
 
@@ -61,6 +61,7 @@ class PodSettings:
     identity: PodIdentity | None = None  # None: no identity, the proxy's hops stay plaintext
     default_policy: str | None = None
     probe_paths: str | None = None
+    access_log: str | None = None  # apache or json; None: the proxy's default (off)
 
 
 class Annotations:
@@ -102,6 +103,7 @@ class Annotations:
             identity=self._identity(identity),
             default_policy=self._choice(names.DEFAULT_INBOUND_POLICY, DEFAULT_POLICIES),
             probe_paths=probe_paths,
+            access_log=self._choice(names.ACCESS_LOG, ACCESS_LOG_FORMATS),
         )
 
     def _identity(self, defaults: IdentityDefaults) -> PodIdentity | None:
