@@ -377,6 +377,9 @@ class Exchange:
 
     def upstream_reset(self, err, retry_safe):
         """The attempt ended before its response did; ``retry_safe``: the upstream provably did not process it."""
+        if self.down_end_pending and not self.done:
+            self._request_refused()
+            return
         self._release_down_queue()  # through the up end that sent it, before it is forgotten
         self.up = None
         if self.done:
@@ -394,6 +397,29 @@ class Exchange:
             return
         self.settle(SETTLE_FAILED)
         self._cut(err)
+
+    def _request_refused(self):
+        """The whole response came, then the upstream reset: it wants no more of the request.
+
+        A server that answers before the request ended may say so with
+        RST_STREAM(NO_ERROR) (RFC 9113 8.1), and an upstream may go away after
+        a complete answer: the response still reaches the client whole. The
+        credit of what waits for the client goes back through the up end now,
+        before it is forgotten; the bytes stay queued (bounded by the stream
+        window they arrived under). The request body the upstream will not
+        take is dropped; the client's end stops the rest when the exchange ends.
+        """
+        queue = self.down_queue
+        i: cython.Py_ssize_t
+        for i in range(len(queue)):
+            data, credit = queue[i]
+            if credit:
+                queue[i] = (data, 0)
+                self.release_response(credit)
+        self._release_up_queue()
+        self.up_ended = True
+        self.up = None
+        self._cancel_timer()
 
     def _again(self, resplit):
         """Send the request once more: a new pick (``resplit``: through the route's traffic split first)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proxy import errors
 
 from .fakes import FakeDown, FakePolicy, FakeService
@@ -227,6 +229,31 @@ def test_response_credit_queued_when_the_upstream_resets_comes_back(make_rig):
     up.reset(errors.UpstreamReset("upstream reset the stream (error code 2)"), safe=False)
     assert _answer(down) == ["head", "cut", "done"]
     assert up.released == up.issued == 6
+
+
+@pytest.mark.parametrize("code", [0, 8])
+def test_a_reset_after_the_whole_response_still_delivers_it(make_rig, code):
+    """RFC 9113 8.1: a server that answered before the upload ended resets with NO_ERROR (or an
+    upstream goes away after a complete answer): the client still gets the response whole,
+    the upstream gets its credit back at once, the unsent upload is dropped with its credit."""
+    rig = make_rig(auto="h2")
+    ex, down = rig.start_h2(method=b"POST", length=-1)
+    down.window = 0
+    up = rig.disp.last
+    up.window = 0  # the upstream takes none of the upload
+    down.feed(ex, b"upload")
+    up.head(200)
+    up.data(b"abcdef", end=True)
+    assert up.released == 0
+    up.reset(errors.UpstreamReset(f"upstream reset the stream (error code {code})"), safe=False)
+    assert up.released == up.issued == 6  # the upstream's window is not held by the slow client
+    assert _answer(down) == ["head"]
+    down.feed(ex, b"more")  # the client still sends while it reads
+    down.open(ex, None)
+    assert bytes(down.body) == b"abcdef"
+    assert _answer(down) == ["head", "end", "done"]
+    assert down.released == down.issued
+    assert rig.check_books() == []
 
 
 def test_client_leaving_inside_a_send_ends_the_exchange_cleanly(make_rig):
