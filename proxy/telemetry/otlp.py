@@ -1,0 +1,136 @@
+"""OTLP trace export messages, sans-IO: finished spans -> ``ExportTraceServiceRequest`` protobuf bytes.
+
+Hand-written protobuf encoding of the few messages a proxy sends
+(opentelemetry/proto/collector/trace/v1 and trace/v1), so the proxy needs no
+protobuf runtime; the tests decode the output with the official
+``opentelemetry-proto`` package. Also the gRPC message framing and the
+reading of a gRPC status from response trailers.
+"""
+
+import struct
+
+# Span.SpanKind
+KIND_SERVER = 2
+KIND_CLIENT = 3
+# Status.StatusCode
+STATUS_UNSET = 0
+STATUS_ERROR = 2
+# Span.flags: the low byte is the W3C trace flags; these say the parent is remote.
+FLAG_HAS_IS_REMOTE = 0x100
+FLAG_IS_REMOTE = 0x200
+
+GRPC_PATH = b"/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+HTTP_PATH = "/v1/traces"
+SCOPE_NAME = b"meshproxy"
+
+
+class SpanRecord:
+    """One finished span, as the tracer hands it to the exporter (attributes: ``[(str, str | int)]``)."""
+
+    __slots__ = ("trace_id", "span_id", "parent_id", "trace_state", "flags", "name", "kind", "start_ns",
+                 "end_ns", "attributes", "status_code", "status_message")
+
+    def __init__(self, trace_id, span_id, parent_id, trace_state, flags, name, kind, start_ns, end_ns,
+                 attributes, status_code=STATUS_UNSET, status_message=""):
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.trace_state = trace_state
+        self.flags = flags
+        self.name = name
+        self.kind = kind
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.attributes = attributes
+        self.status_code = status_code
+        self.status_message = status_message
+
+
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(number, payload):
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _str_field(number, text):
+    return _len_field(number, text.encode("utf-8") if isinstance(text, str) else text)
+
+
+def _key_value(key, value):
+    if isinstance(value, bool):
+        any_value = _varint(2 << 3) + _varint(1 if value else 0)
+    elif isinstance(value, int):
+        any_value = _varint(3 << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int64, two's complement
+    else:
+        any_value = _str_field(1, value)
+    return _str_field(1, key) + _len_field(2, any_value)
+
+
+def encode_span(span):
+    out = [
+        _len_field(1, span.trace_id),
+        _len_field(2, span.span_id),
+    ]
+    if span.trace_state:
+        out.append(_str_field(3, span.trace_state))
+    if span.parent_id:
+        out.append(_len_field(4, span.parent_id))
+    out.append(_str_field(5, span.name))
+    out.append(_varint(6 << 3) + _varint(span.kind))
+    out.append(_varint(7 << 3 | 1) + struct.pack("<Q", span.start_ns))
+    out.append(_varint(8 << 3 | 1) + struct.pack("<Q", span.end_ns))
+    for key, value in span.attributes:
+        out.append(_len_field(9, _key_value(key, value)))
+    status = b""
+    if span.status_message:
+        status += _str_field(2, span.status_message)
+    if span.status_code:
+        status += _varint(3 << 3) + _varint(span.status_code)
+    if status:
+        out.append(_len_field(15, status))
+    out.append(_varint(16 << 3 | 5) + struct.pack("<I", span.flags))
+    return b"".join(out)
+
+
+def encode_resource(attributes):
+    """A Resource message from ``[(key, value)]``: encoded once per exporter, reused by every request."""
+    return b"".join(_len_field(1, _key_value(k, v)) for k, v in attributes)
+
+
+def export_request(resource, spans, scope_version):
+    """``ExportTraceServiceRequest`` bytes: one ResourceSpans (``resource`` from ``encode_resource``) with one
+    ScopeSpans holding ``spans``."""
+    scope = _str_field(1, SCOPE_NAME) + _str_field(2, scope_version)
+    body = [_len_field(1, scope)]
+    for span in spans:
+        body.append(_len_field(2, encode_span(span)))
+    scope_spans = b"".join(body)
+    resource_spans = _len_field(1, resource) + _len_field(2, scope_spans)
+    return _len_field(1, resource_spans)
+
+
+def grpc_frame(message):
+    """A gRPC length-prefixed message (uncompressed)."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def grpc_status(fields):
+    """``(grpc-status, grpc-message)`` of trailers (or a trailers-only head); (-1, "") when absent."""
+    status = -1
+    message = ""
+    for name, value in fields:
+        if name == b"grpc-status":
+            try:
+                status = int(value)
+            except ValueError:
+                status = -1
+        elif name == b"grpc-message":
+            message = value.decode("utf-8", "replace")
+    return status, message
