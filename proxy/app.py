@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from proxy.outbound.policy import OutboundPolicy
     from proxy.outbound.server import OutboundRouter
     from proxy.policy.watch import PolicyWatch
+    from proxy.telemetry.trace_export import SpanExporter
 
 log = structlog.get_logger("proxy.app")
 
@@ -66,6 +67,7 @@ class App:
         self.policy_watch: PolicyWatch | None = None
         self.outbound_policy: OutboundPolicy | None = None
         self.identity: LocalIdentity | None = None  # when MESHPROXY_IDENTITY_NAME is set
+        self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
         # Every listener this proxy binds, recorded as it binds: no upstream
@@ -104,11 +106,12 @@ class App:
             self.resolver = build_resolver(cfg.discovery, self.discovery_metrics)
             assert self.resolver is not None  # a destination is set
             await self.resolver.start()
+        tracers = self._tracers()
         out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), self.own, self.resolver,
-                                               self.outbound_policy)
+                                               self.outbound_policy, tracers["outbound"])
         self.outbound_router = out_router
         in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.own, self.identity,
-                                 self.tls_stats["inbound"], self.authorizer)
+                                 self.tls_stats["inbound"], self.authorizer, tracers["inbound"])
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
@@ -124,6 +127,18 @@ class App:
             compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
+
+    def _tracers(self) -> dict:
+        """A span maker per direction sharing one exporter, or None each when no collector is set."""
+        settings = self.config.tracing
+        if settings.collector is None:
+            return {"outbound": None, "inbound": None}
+        from proxy.telemetry.trace_export import SpanExporter
+        from proxy.telemetry.tracing import Tracer
+
+        self.span_exporter = SpanExporter(self.loop, settings)
+        mtls = self.config.identity.name is not None
+        return {d: Tracer(d, self.span_exporter, mtls) for d in ("outbound", "inbound")}
 
     def _load_policy(self) -> None:
         """Read MESHPROXY_POLICY before anything binds: an invalid file is a configuration error."""
@@ -179,6 +194,8 @@ class App:
             self.identity.render(extra)
             tls_metrics.render(extra, list(self.tls_stats.values()))
         self.authorizer.render(extra)
+        if self.span_exporter is not None:
+            self.span_exporter.render(extra)
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
@@ -221,6 +238,8 @@ class App:
             await self.resolver.stop()
         if self.identity is not None:
             await self.identity.stop()
+        if self.span_exporter is not None:
+            await self.span_exporter.close(min(self.config.tracing.export_timeout, 5.0))
         self.servers["admin"].close()
         log.info("meshproxy stopped")
 

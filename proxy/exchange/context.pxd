@@ -22,3 +22,4 @@ cdef class ExchangeContext:
     cdef public long long policy_gen
     cdef public bint draining
     cdef public set connections
+    cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off

@@ -8,7 +8,8 @@ and does not know which relay answers.
 
 
 class ExchangeContext:
-    def __init__(self, loop, direction, router, upstreams, stats, tcp_src, tcp_dst, limits, max_in_flight=0):
+    def __init__(self, loop, direction, router, upstreams, stats, tcp_src, tcp_dst, limits, max_in_flight=0,
+                 tracer=None):
         self.loop = loop
         self.direction = direction
         self.inbound = direction == "inbound"
@@ -29,6 +30,8 @@ class ExchangeContext:
         self.draining = False
         # Client connections (HTTP/1 and HTTP/2): the idle sweep and the drain walk them.
         self.connections = set()
+        # Spans for requests that carry a sampled trace context (None: tracing off).
+        self.tracer = tracer
 
     def sweep(self):
         """Close idle client connections past their timeout and idle upstream ones (about once a second)."""

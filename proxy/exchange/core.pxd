@@ -68,6 +68,9 @@ cdef class Exchange:
     cdef object held_fields
     cdef long long held_length
     cdef bint held_end
+    # tracing (proxy/telemetry/tracing.py): the request's span, None unless traced and sampled
+    cdef public object span
+    cdef public int status               # the final status the client got (0: none yet)
 
     cdef void _clear(self)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)

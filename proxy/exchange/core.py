@@ -169,6 +169,8 @@ class Exchange:
         self.up_keeps = True
         self.up_fields = None
         self.upgrade = False
+        self.span = None
+        self.status = 0
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -190,6 +192,8 @@ class Exchange:
         self.req_ended = ended
         self.upgrade = head.upgrade is not None or head.method == b"CONNECT"
         self.t0 = now()
+        if ctx.tracer is not None and head.trace_context:
+            self.span = ctx.tracer.begin(self)  # None unless the context is valid and sampled
         ctx.stats.requests += 1
         self.counted = True
         ctx.in_flight += 1
@@ -460,6 +464,7 @@ class Exchange:
 
     def _forward_head(self, status, h1head, fields, length, end):
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
+        self.status = status
         self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, status >= 500)
         self.resp_started = True
         self.down.send_head(self, status, h1head, fields, length, end)
@@ -480,6 +485,7 @@ class Exchange:
             # endpoints; the balancer learns the time to the answer now.
             self.settled = True
             hold = _TunnelPick(self.target, now() - self.t_sent if self.t_sent > 0.0 else 0.0)
+        self.status = status
         self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
@@ -688,6 +694,7 @@ class Exchange:
             self._cut(err)
             return
         ctx = self.ctx
+        self.status = err.status
         ctx.stats.record_response(err.status, (now() - self.t0) * 1000.0, err.failure)
         log.error_line(ctx.direction, err, self.head, self.meta)
         self.resp_started = True
@@ -749,6 +756,9 @@ class Exchange:
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1
+        if self.span is not None:
+            span, self.span = self.span, None
+            span.end(self)
         # Credit first (it goes back through the up end), then the up end:
         # it closes or resets whatever of the attempt is unfinished.
         self._release_down_queue()

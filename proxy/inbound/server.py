@@ -102,14 +102,14 @@ class HeaderTrust:
 
 
 def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls_stats=None,
-          authorizer=None) -> AcceptStage:
+          authorizer=None, tracer=None) -> AcceptStage:
     """The inbound accept stage, its exchange context and router, whole."""
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
     limits = config.limits
     tcp_dst = TcpStats(DIRECTION, "dst")
     upstreams = Upstreams(loop, True, connector, tcp_dst, limits)
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits)
+                          tcp_dst, limits, tracer=tracer)
     return AcceptStage(
         direction=DIRECTION,
         ctx=ctx,

@@ -271,14 +271,14 @@ class OutboundRouter:
 
 
 def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
-          policy: OutboundPolicy | None = None) -> tuple[AcceptStage, OutboundRouter]:
+          policy: OutboundPolicy | None = None, tracer=None) -> tuple[AcceptStage, OutboundRouter]:
     """The outbound accept stage, its exchange context and router, whole."""
     router = OutboundRouter(own, loop, resolver, config.balancer, policy)
     limits = config.limits
     tcp_dst = TcpStats(DIRECTION, "dst")
     upstreams = Upstreams(loop, False, connector, tcp_dst, limits)
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits, config.balancer.max_in_flight)
+                          tcp_dst, limits, config.balancer.max_in_flight, tracer=tracer)
     if policy is not None:
         # A new policy invalidates the per-connection route caches.
         policy.listeners.append(lambda: setattr(ctx, "policy_gen", ctx.policy_gen + 1))
