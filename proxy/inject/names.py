@@ -22,6 +22,10 @@ IDENTITY_SERVICE = "config.meshproxy.io/identity-service"
 # Linkerd's spelling, so that namespaces already annotated for Linkerd keep
 # their default; the values are the proxy's MESHPROXY_DEFAULT_POLICY choices.
 DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
+# Where the proxy sends its spans (MESHPROXY_TRACE_COLLECTOR); Linkerd's alpha
+# annotation is read too, the meshproxy one wins when both are set.
+TRACE_COLLECTOR = "config.meshproxy.io/trace-collector"
+LINKERD_TRACE_COLLECTOR = "config.alpha.linkerd.io/trace-collector"
 
 ENABLED = "enabled"
 DISABLED = "disabled"

@@ -65,6 +65,8 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         env.append({"name": cfg.DEFAULT_POLICY, "value": s.default_policy})
     if s.probe_paths:
         env.append({"name": cfg.INBOUND_PROBE_PATHS, "value": s.probe_paths})
+    if s.trace_collector:
+        env.append({"name": cfg.TRACE_COLLECTOR, "value": s.trace_collector})
     if s.identity is not None:
         env += identity.env(s.identity)
     container: dict[str, Any] = {

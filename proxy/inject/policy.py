@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from proxy.config import DEFAULT_POLICIES, parse_port_set, parse_service_url
+from proxy.config import DEFAULT_POLICIES, parse_collector, parse_port_set, parse_service_url
 from proxy.identity.names import check_trust_domain
 from proxy.inject import names
 
@@ -61,6 +61,7 @@ class PodSettings:
     identity: PodIdentity | None = None  # None: no identity, the proxy's hops stay plaintext
     default_policy: str | None = None
     probe_paths: str | None = None
+    trace_collector: str | None = None
 
 
 class Annotations:
@@ -102,6 +103,8 @@ class Annotations:
             identity=self._identity(identity),
             default_policy=self._choice(names.DEFAULT_INBOUND_POLICY, DEFAULT_POLICIES),
             probe_paths=probe_paths,
+            trace_collector=(self._checked(names.TRACE_COLLECTOR, parse_collector)
+                             or self._checked(names.LINKERD_TRACE_COLLECTOR, parse_collector)),
         )
 
     def _identity(self, defaults: IdentityDefaults) -> PodIdentity | None:
