@@ -46,7 +46,17 @@ class SpanRecord:
         self.status_message = status_message
 
 
+# Varints below 128 are one byte: most tags and lengths here.
+_SMALL = [bytes((n,)) for n in range(128)]
+# An encoded attribute (the Span.attributes field, tag and length included) per (key, value): most repeat from
+# span to span (method, direction, addresses, status), so a batch encodes each once. Bounded: cleared when full.
+_ATTR_CACHE: dict = {}
+_ATTR_CACHE_LIMIT = 4096
+
+
 def _varint(n):
+    if n < 128:
+        return _SMALL[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -56,7 +66,7 @@ def _varint(n):
 
 
 def _len_field(number, payload):
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return _SMALL[number << 3 | 2] + _varint(len(payload)) + payload
 
 
 def _str_field(number, text):
@@ -65,37 +75,51 @@ def _str_field(number, text):
 
 def _key_value(key, value):
     if isinstance(value, bool):
-        any_value = _varint(2 << 3) + _varint(1 if value else 0)
+        any_value = b"\x10" + (b"\x01" if value else b"\x00")
     elif isinstance(value, int):
-        any_value = _varint(3 << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int64, two's complement
+        any_value = b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int64, two's complement
     else:
         any_value = _str_field(1, value)
     return _str_field(1, key) + _len_field(2, any_value)
 
 
+def _attribute(key, value):
+    """Span field 9 (a KeyValue) for one attribute, from the cache when seen before."""
+    item = (key, value, type(value))  # True and 1 are equal keys otherwise
+    encoded = _ATTR_CACHE.get(item)
+    if encoded is None:
+        if len(_ATTR_CACHE) >= _ATTR_CACHE_LIMIT:
+            _ATTR_CACHE.clear()
+        encoded = _ATTR_CACHE[item] = _len_field(9, _key_value(key, value))
+    return encoded
+
+
+_PACK_Q = struct.Struct("<Q").pack
+_PACK_I = struct.Struct("<I").pack
+
+
 def encode_span(span):
-    out = [
-        _len_field(1, span.trace_id),
-        _len_field(2, span.span_id),
-    ]
+    out = [b"\x0a\x10", span.trace_id, b"\x12\x08", span.span_id]  # 16- and 8-byte ids: fixed headers
+    if len(span.trace_id) != 16 or len(span.span_id) != 8:
+        out = [_len_field(1, span.trace_id), _len_field(2, span.span_id)]
     if span.trace_state:
         out.append(_str_field(3, span.trace_state))
     if span.parent_id:
         out.append(_len_field(4, span.parent_id))
     out.append(_str_field(5, span.name))
-    out.append(_varint(6 << 3) + _varint(span.kind))
-    out.append(_varint(7 << 3 | 1) + struct.pack("<Q", span.start_ns))
-    out.append(_varint(8 << 3 | 1) + struct.pack("<Q", span.end_ns))
+    out.append(b"\x30" + _varint(span.kind))
+    out.append(b"\x39" + _PACK_Q(span.start_ns))
+    out.append(b"\x41" + _PACK_Q(span.end_ns))
     for key, value in span.attributes:
-        out.append(_len_field(9, _key_value(key, value)))
+        out.append(_attribute(key, value))
     status = b""
     if span.status_message:
         status += _str_field(2, span.status_message)
     if span.status_code:
-        status += _varint(3 << 3) + _varint(span.status_code)
+        status += b"\x18" + _varint(span.status_code)
     if status:
         out.append(_len_field(15, status))
-    out.append(_varint(16 << 3 | 5) + struct.pack("<I", span.flags))
+    out.append(b"\x85\x01" + _PACK_I(span.flags))  # field 16, fixed32: a two-byte tag
     return b"".join(out)
 
 
