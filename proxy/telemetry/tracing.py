@@ -57,6 +57,61 @@ def split_authority(authority):
     return host, (int(port_text) if port_text.isascii() and port_text.isdigit() else None)
 
 
+# Requests' own attributes (method, URL, server, protocol) per distinct request line, per tracer: a busy
+# service sees the same few again and again. Bounded: cleared when full.
+REQUEST_CACHE_LIMIT = 1024
+
+
+def request_attributes(inbound, direction, head):
+    """(span name, the request's attributes as a tuple) from its head, per OpenTelemetry's HTTP conventions."""
+    method = head.method
+    known = method in KNOWN_METHODS
+    name = method.decode("latin-1") if known else "HTTP"
+    attrs = [("http.request.method", name if known else "_OTHER")]
+    if not known:
+        attrs.append(("http.request.method_original", method.decode("latin-1")))
+    target = head.target
+    scheme = "http"
+    if method == b"CONNECT":
+        path, query = b"", b""
+        authority = target
+    else:
+        authority = head.host
+        if target[:1] not in (b"/", b"*"):  # absolute form: the URI names scheme and authority
+            scheme_bytes, _, rest = target.partition(b"://")
+            scheme = scheme_bytes.decode("latin-1").lower()
+            slash = rest.find(b"/")
+            authority = rest if slash < 0 else rest[:slash]
+            target = b"/" if slash < 0 else rest[slash:]
+        path, _, query = target.partition(b"?")
+    path_text = path.decode("latin-1")
+    query_text = query.decode("latin-1")
+    host, port = split_authority(authority) if authority else ("", None)
+    default_port = 443 if scheme == "https" else 80
+    if port is None and host:
+        port = default_port
+    if inbound:
+        attrs.append(("url.scheme", scheme))
+        if path_text:
+            attrs.append(("url.path", path_text))
+        if query_text:
+            attrs.append(("url.query", query_text))
+    elif host:
+        full = f"{scheme}://{host if ':' not in host else '[' + host + ']'}"
+        if port is not None and port != default_port:
+            full += f":{port}"
+        full += path_text + ("?" + query_text if query_text else "")
+        attrs.append(("url.full", full))
+    if host:
+        attrs.append(("server.address", host))
+    if port is not None:
+        attrs.append(("server.port", port))
+    attrs.append(("network.protocol.name", "http"))
+    attrs.append(("network.protocol.version", _VERSIONS.get(head.version, str(head.version))))
+    attrs.append(("direction", direction))
+    return name, tuple(attrs)
+
+
 class Tracer:
     """One direction's span maker: inbound spans are SERVER spans, outbound ones CLIENT spans."""
 
@@ -67,6 +122,7 @@ class Tracer:
         self.exporter = exporter
         self.mtls = mtls  # outbound: whether meshed hops are mutual TLS (server_id is then proven)
         self.malformed = 0  # requests whose context fields held no valid context (forwarded untouched)
+        self.requests = {}  # (method, host, target, version) -> request_attributes()
 
     def begin(self, ex):
         """A request with a trace context field started: its Span when the context is valid and sampled."""
@@ -81,12 +137,21 @@ class Tracer:
             return None
         return Span(self, ctx, ex)
 
+    def describe(self, head):
+        """The span name and request attributes of ``head``, made once per distinct request line."""
+        key = (head.method, head.host, head.target, head.version)
+        found = self.requests.get(key)
+        if found is None:
+            if len(self.requests) >= REQUEST_CACHE_LIMIT:
+                self.requests.clear()
+            found = self.requests[key] = request_attributes(self.inbound, self.direction, head)
+        return found
+
 
 class Span:
     """A span in progress: its ids and start, the request's attributes; finished by ``end``."""
 
-    __slots__ = ("tracer", "ctx", "span_id", "start_ns", "attributes", "name", "forwarded", "target", "route",
-                 "scheme", "path", "query", "host", "port")
+    __slots__ = ("tracer", "ctx", "span_id", "start_ns", "attributes", "name", "forwarded", "target", "route")
 
     def __init__(self, tracer, ctx, ex):
         self.tracer = tracer
@@ -96,59 +161,17 @@ class Span:
         self.forwarded = None
         self.target = None
         self.route = None
-        head = ex.head
-        method = head.method
-        known = method in KNOWN_METHODS
-        self.name = method.decode("latin-1") if known else "HTTP"
-        attrs = [("http.request.method", method.decode("latin-1") if known else "_OTHER")]
-        if not known:
-            attrs.append(("http.request.method_original", method.decode("latin-1")))
-        target = head.target
-        self.scheme = "http"
-        if method == b"CONNECT":
-            path, query = b"", b""
-            authority = target
-        else:
-            authority = head.host
-            if target[:1] not in (b"/", b"*"):  # absolute form: the URI names scheme and authority
-                scheme, _, rest = target.partition(b"://")
-                self.scheme = scheme.decode("latin-1").lower()
-                slash = rest.find(b"/")
-                authority = rest if slash < 0 else rest[:slash]
-                target = b"/" if slash < 0 else rest[slash:]
-            path, _, query = target.partition(b"?")
-        self.path = path.decode("latin-1")
-        self.query = query.decode("latin-1")
-        self.host, self.port = split_authority(authority) if authority else ("", None)
-        if self.port is None and self.host:
-            self.port = 443 if self.scheme == "https" else 80
-        if tracer.inbound:
-            attrs.append(("url.scheme", self.scheme))
-            if self.path:
-                attrs.append(("url.path", self.path))
-            if self.query:
-                attrs.append(("url.query", self.query))
-            client = ex.meta.client if ex.meta is not None else None
+        self.name, request = tracer.describe(ex.head)
+        attrs = list(request)
+        meta = ex.meta
+        if tracer.inbound and meta is not None:
+            client = meta.client
             if client:
                 attrs.append(("client.address", client[0]))
                 attrs.append(("network.peer.address", client[0]))
                 attrs.append(("network.peer.port", client[1]))
-            client_id = ex.meta.client_id if ex.meta is not None else None
-            if client_id:
-                attrs.append(("client_id", client_id))
-        elif self.host:
-            full = f"{self.scheme}://{self.host if ':' not in self.host else '[' + self.host + ']'}"
-            if self.port is not None and self.port != (443 if self.scheme == "https" else 80):
-                full += f":{self.port}"
-            full += self.path + ("?" + self.query if self.query else "")
-            attrs.append(("url.full", full))
-        if self.host:
-            attrs.append(("server.address", self.host))
-        if self.port is not None:
-            attrs.append(("server.port", self.port))
-        attrs.append(("network.protocol.name", "http"))
-        attrs.append(("network.protocol.version", _VERSIONS.get(head.version, str(head.version))))
-        attrs.append(("direction", tracer.direction))
+            if meta.client_id:
+                attrs.append(("client_id", meta.client_id))
         self.attributes = attrs
 
     def attempt(self, ex, target):
