@@ -41,6 +41,37 @@ def _any(value: Any) -> Any:
     return getattr(value, kind) if kind else None
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1, no access log; ``reply`` sends a whole answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _HttpServer:
+    """A threaded HTTP server on a free loopback port, serving ``handler`` until ``stop``."""
+
+    def serve(self, handler: type[_Handler]) -> int:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class _Store:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
@@ -72,7 +103,7 @@ class _Store:
             return [s for s in self.spans if s.span.trace_id == trace_id]
 
 
-class HttpCollector(_Store):
+class HttpCollector(_Store, _HttpServer):
     """OTLP/HTTP receiver (``POST /v1/traces``, binary protobuf); ``status`` is what it answers."""
 
     def __init__(self, status: int = 200) -> None:
@@ -80,9 +111,7 @@ class HttpCollector(_Store):
         self.status = status
         store = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(_Handler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
@@ -91,28 +120,13 @@ class HttpCollector(_Store):
                     request.ParseFromString(body)
                     store.add(request, "http")
                 answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(store.status if ok else 404)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.reply(store.status if ok else 404, "application/x-protobuf", answer)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self.thread.start()
+        self.port = self.serve(Handler)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class GrpcCollector(_Store):
@@ -150,7 +164,7 @@ def sdk_tracer(name: str) -> tuple[Any, InMemorySpanExporter]:
     return provider.get_tracer(name), exporter
 
 
-class TracedApp:
+class TracedApp(_HttpServer):
     """An HTTP/1.1 server traced with the SDK: each request's span continues the context ``propagator``
     extracts; the answer is JSON of the trace fields it received (what the proxy forwarded)."""
 
@@ -161,32 +175,14 @@ class TracedApp:
         self.propagator = propagator
         app = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(_Handler):
             def do_GET(self) -> None:  # noqa: N802
                 carrier = {k.lower(): v for k, v in self.headers.items()}
                 ctx = app.propagator.extract(carrier)
                 with app.tracer.start_as_current_span(f"GET {self.path}", context=ctx, kind=SpanKind.SERVER):
-                    body = json.dumps({k: carrier.get(k) for k in app.FIELDS}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
+                    self.reply(200, "application/json", json.dumps({k: carrier.get(k) for k in app.FIELDS}).encode())
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.hostport = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.hostport = f"127.0.0.1:{self.serve(Handler)}"
 
 
 def get(addr: tuple[str, int], path: str, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, bytes]:
