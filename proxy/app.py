@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from proxy.outbound.policy import OutboundPolicy
     from proxy.outbound.server import OutboundRouter
     from proxy.policy.watch import PolicyWatch
+    from proxy.telemetry.trace_export import SpanExporter
 
 log = structlog.get_logger("proxy.app")
 
@@ -70,6 +71,7 @@ class App:
         # MESHPROXY_ACCESS_LOG: one line per HTTP request on both listeners (None: off).
         self.access_log = (AccessLog(config.access_log, config.access_log_buffer, self.loop)
                            if config.access_log else None)
+        self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
         # Every listener this proxy binds, recorded as it binds: no upstream
@@ -109,11 +111,12 @@ class App:
             assert self.resolver is not None  # a destination is set
             await self.resolver.start()
         record = self.access_log.record if self.access_log is not None else None
+        tracers = self._tracers()
         out_stage, out_router = outbound.build(cfg, self.loop, self._connector("outbound"), self.own, self.resolver,
-                                               self.outbound_policy, record)
+                                               self.outbound_policy, record, tracers["outbound"])
         self.outbound_router = out_router
         in_stage = inbound.build(cfg, self.loop, self._connector("inbound"), self.own, self.identity,
-                                 self.tls_stats["inbound"], self.authorizer, record)
+                                 self.tls_stats["inbound"], self.authorizer, record, tracers["inbound"])
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
@@ -129,6 +132,18 @@ class App:
             compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
+
+    def _tracers(self) -> dict:
+        """A span maker per direction sharing one exporter, or None each when no collector is set."""
+        settings = self.config.tracing
+        if settings.collector is None:
+            return {"outbound": None, "inbound": None}
+        from proxy.telemetry.trace_export import SpanExporter
+        from proxy.telemetry.tracing import Tracer
+
+        self.span_exporter = SpanExporter(self.loop, settings)
+        mtls = self.config.identity.name is not None
+        return {d: Tracer(d, self.span_exporter, mtls) for d in ("outbound", "inbound")}
 
     def _load_policy(self) -> None:
         """Read MESHPROXY_POLICY before anything binds: an invalid file is a configuration error."""
@@ -186,6 +201,8 @@ class App:
         self.authorizer.render(extra)
         if self.access_log is not None:
             self.access_log.render(extra)
+        if self.span_exporter is not None:
+            self.span_exporter.render(extra)
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
@@ -228,6 +245,8 @@ class App:
             await self.resolver.stop()
         if self.identity is not None:
             await self.identity.stop()
+        if self.span_exporter is not None:
+            await self.span_exporter.close(min(self.config.tracing.export_timeout, 5.0))
         self.servers["admin"].close()
         if self.access_log is not None:
             self.access_log.close()  # what the last requests logged is written before the exit

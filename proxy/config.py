@@ -83,6 +83,17 @@ PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
 ACCESS_LOG = "MESHPROXY_ACCESS_LOG"
 ACCESS_LOG_BUFFER = "MESHPROXY_ACCESS_LOG_BUFFER"
+TRACE_COLLECTOR = "MESHPROXY_TRACE_COLLECTOR"
+TRACE_SERVICE_NAME = "MESHPROXY_TRACE_SERVICE_NAME"
+TRACE_EXTRA_ATTRIBUTES = "MESHPROXY_TRACE_EXTRA_ATTRIBUTES"
+TRACE_BATCH_SIZE = "MESHPROXY_TRACE_BATCH_SIZE"
+TRACE_BATCH_INTERVAL = "MESHPROXY_TRACE_BATCH_INTERVAL"
+TRACE_MAX_BUFFERED_SPANS = "MESHPROXY_TRACE_MAX_BUFFERED_SPANS"
+TRACE_EXPORT_TIMEOUT = "MESHPROXY_TRACE_EXPORT_TIMEOUT"
+# OpenTelemetry's own names (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/),
+# honoured as Linkerd honours them: they describe the resource the proxy's spans come from.
+OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
 DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
@@ -209,6 +220,32 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Collector:
+    """Where spans go: ``protocol`` is ``grpc`` (OTLP/gRPC, h2c) or ``http/protobuf`` (POST ``path``)."""
+
+    protocol: str
+    host: str
+    port: int
+    path: str = ""
+
+    def __str__(self) -> str:
+        address = str(HostPort(self.host, self.port))
+        return f"http://{address}{self.path}" if self.protocol == "http/protobuf" else f"grpc://{address}"
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """Span export (read by proxy/telemetry/trace_export.py); ``collector`` None: tracing is off."""
+
+    collector: Collector | None
+    resource: tuple[tuple[str, str], ...]  # service.name and the other resource attributes, in order
+    batch_size: int
+    batch_interval: float
+    max_buffered_spans: int
+    export_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort
@@ -228,6 +265,7 @@ class Config:
     balancer: BalancerSettings
     identity: IdentitySettings
     policy: PolicySettings
+    tracing: TracingSettings
 
     # Every setting as text in the syntax its parser reads, in SETTINGS order
     # (filled by ``load``): what /config shows.
@@ -414,6 +452,46 @@ def parse_paths(text: str) -> tuple[str, ...]:
     return paths
 
 
+def parse_collector(text: str) -> Collector:
+    """``host:port`` or ``grpc://host:port`` (OTLP/gRPC), ``http://host:port[/path]`` (OTLP/HTTP protobuf,
+    path ``/v1/traces`` by default)."""
+    text = text.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "grpc", text
+    scheme = scheme.lower()
+    if scheme == "https":
+        raise ValueError("TLS to the collector is not supported: use http:// or grpc:// (plaintext)")
+    if scheme not in ("grpc", "http"):
+        raise ValueError("expected host:port, grpc://host:port or http://host:port[/path]")
+    address, slash, path = rest.partition("/")
+    hp = parse_host_port(address)
+    if hp.port == 0:
+        raise ValueError("the collector needs a port")
+    if scheme == "grpc":
+        if slash and path:
+            raise ValueError("a gRPC collector address has no path")
+        return Collector("grpc", hp.host, hp.port)
+    return Collector("http/protobuf", hp.host, hp.port, "/" + path if path else "/v1/traces")
+
+
+def parse_attributes(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs separated by commas or newlines (values may be "quoted", as the downward API
+    writes them; ``%XX`` escapes are decoded, as OTEL_RESOURCE_ATTRIBUTES allows)."""
+    from urllib.parse import unquote
+
+    out = []
+    for item in text.replace(",", "\n").splitlines():
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        out.append((unquote(key.strip()), unquote(value.strip().strip('"'))))
+    return tuple(out)
+
+
 # ---- the table: name -> (default, parser) ------------------------------------
 
 SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
@@ -508,6 +586,19 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
                         "distinct (service, route) metric labels; more count as route=\"other\""),
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric; more count as \"other\""),
+    TRACE_COLLECTOR: (None, parse_collector,
+                      "OTLP collector for spans: host:port or grpc://host:port (gRPC), http://host:port[/path] "
+                      "(HTTP/protobuf, /v1/traces); unset = no tracing"),
+    TRACE_SERVICE_NAME: ("meshproxy", str, "service.name of the proxy's spans (OTEL_SERVICE_NAME wins)"),
+    TRACE_EXTRA_ATTRIBUTES: ("", parse_attributes,
+                             "resource attributes of the proxy's spans: key=value, comma or newline separated "
+                             "(OTEL_RESOURCE_ATTRIBUTES wins)"),
+    TRACE_BATCH_SIZE: ("512", parse_positive_int, "spans per export request"),
+    TRACE_BATCH_INTERVAL: ("1s", parse_duration, "longest wait before a partial batch is exported"),
+    # Spans wait here while the collector is slow or away; a full buffer drops
+    # new spans (trace_spans_dropped_total) instead of holding requests.
+    TRACE_MAX_BUFFERED_SPANS: ("2048", parse_positive_int, "spans waiting for export; more are dropped and counted"),
+    TRACE_EXPORT_TIMEOUT: ("10s", parse_duration, "time limit of one export; its spans are dropped after it"),
 }
 
 
@@ -646,6 +737,30 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             peer_label_limit=v[PEER_LABEL_LIMIT],
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
+        tracing=_tracing(v, env),
+    )
+
+
+def _tracing(v: dict[str, Any], env: Mapping[str, str]) -> TracingSettings:
+    """Span export settings; the resource's attributes in Linkerd's order of precedence (later wins):
+    the service name, the extra attributes, OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME."""
+    resource: dict[str, str] = {"service.name": v[TRACE_SERVICE_NAME]}
+    resource.update(v[TRACE_EXTRA_ATTRIBUTES] or ())
+    otel = env.get(OTEL_RESOURCE_ATTRIBUTES, "")
+    if otel.strip():
+        try:
+            resource.update(parse_attributes(otel))
+        except ValueError as err:
+            raise ConfigError(OTEL_RESOURCE_ATTRIBUTES, otel, str(err)) from None
+    if env.get(OTEL_SERVICE_NAME, "").strip():
+        resource["service.name"] = env[OTEL_SERVICE_NAME].strip()
+    return TracingSettings(
+        collector=v[TRACE_COLLECTOR],
+        resource=tuple(resource.items()),
+        batch_size=v[TRACE_BATCH_SIZE],
+        batch_interval=v[TRACE_BATCH_INTERVAL],
+        max_buffered_spans=v[TRACE_MAX_BUFFERED_SPANS],
+        export_timeout=v[TRACE_EXPORT_TIMEOUT],
     )
 
 

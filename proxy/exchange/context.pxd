@@ -23,3 +23,4 @@ cdef class ExchangeContext:
     cdef public bint draining
     cdef public set connections
     cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)
+    cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off

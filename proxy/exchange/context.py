@@ -9,7 +9,7 @@ and does not know which relay answers.
 
 class ExchangeContext:
     def __init__(self, loop, direction, router, upstreams, stats, tcp_src, tcp_dst, limits, max_in_flight=0,
-                 access_log=None):
+                 access_log=None, tracer=None):
         self.loop = loop
         self.direction = direction
         self.inbound = direction == "inbound"
@@ -32,6 +32,8 @@ class ExchangeContext:
         self.connections = set()
         # Called with each finished exchange (proxy/telemetry/accesslog.py); None when the access log is off.
         self.access_log = access_log
+        # Spans for requests that carry a sampled trace context (None: tracing off).
+        self.tracer = tracer
 
     def sweep(self):
         """Close idle client connections past their timeout and idle upstream ones (about once a second)."""

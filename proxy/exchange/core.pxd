@@ -68,9 +68,11 @@ cdef class Exchange:
     cdef object held_fields
     cdef long long held_length
     cdef bint held_end
-    # what the access log reads (ctx.access_log): the final status the client got (0: none), its declared length
+    # what the access log and tracing read: the final status the client got (0: none), its declared length
     cdef public int status
     cdef public long long resp_length
+    # tracing (proxy/telemetry/tracing.py): the request's span, None unless traced and sampled
+    cdef public object span
 
     cdef void _clear(self)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)

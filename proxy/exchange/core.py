@@ -171,6 +171,7 @@ class Exchange:
         self.up_keeps = True
         self.up_fields = None
         self.upgrade = False
+        self.span = None
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -192,6 +193,8 @@ class Exchange:
         self.req_ended = ended
         self.upgrade = head.upgrade is not None or head.method == b"CONNECT"
         self.t0 = now()
+        if ctx.tracer is not None and head.trace_context:
+            self.span = ctx.tracer.begin(self)  # None unless the context is valid and sampled
         ctx.stats.requests += 1
         self.counted = True
         ctx.in_flight += 1
@@ -781,6 +784,9 @@ class Exchange:
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1
+        if self.span is not None:
+            span, self.span = self.span, None
+            span.end(self)
         # Credit first (it goes back through the up end), then the up end:
         # it closes or resets whatever of the attempt is unfinished.
         self._release_down_queue()

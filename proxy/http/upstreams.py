@@ -61,6 +61,9 @@ class Upstreams(Dispatcher):
 
     def _open(self, ex, target):
         head = ex.head
+        span = ex.span
+        if span is not None:
+            span.attempt(ex, target)
         if ex.headers is None:
             if head.method == b"CONNECT":
                 tunnel = ConnectTunnel(ex, target, self.tcp)
@@ -72,6 +75,8 @@ class Upstreams(Dispatcher):
                     # l5d-orig-proto asks the peer to restore HTTP/1 for its app;
                     # an app discovery says speaks HTTP/2 gets the request as is.
                     ex.up_fields = h2_request(ex, target.mesh_port != 0 and target.protocol != "h2")
+                    if span is not None:
+                        ex.up_fields = span.forward_h2(ex.up_fields)
                 self.h2().open(ex, target)
                 return
             self._h1(ex, target, not ex.upgrade)
@@ -85,11 +90,15 @@ class Upstreams(Dispatcher):
         if ex.up_fields is None:
             # An app discovery says speaks HTTP/1, behind a peer proxy: the peer restores HTTP/1 for it.
             ex.up_fields = h2_request(ex, target.mesh_port != 0 and target.protocol == "http1")
+            if span is not None:
+                ex.up_fields = span.forward_h2(ex.up_fields)
         self.h2().open(ex, target)
 
     def _h1(self, ex, target, pooled):
         if ex.up_h1 is None:
             ex.up_h1, ex.up_chunked, ex.up_keeps = h1_request(ex)
+            if ex.span is not None:  # the next hop's parent is the proxy's span
+                ex.up_h1 = ex.span.forward_h1(ex.up_h1)
         self.h1.open(ex, target, pooled)
 
     def sweep(self, now):

@@ -102,14 +102,14 @@ class HeaderTrust:
 
 
 def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls_stats=None,
-          authorizer=None, access_log=None) -> AcceptStage:
+          authorizer=None, access_log=None, tracer=None) -> AcceptStage:
     """The inbound accept stage, its exchange context and router, whole (``access_log``: the hook, or None)."""
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
     limits = config.limits
     tcp_dst = TcpStats(DIRECTION, "dst")
     upstreams = Upstreams(loop, True, connector, tcp_dst, limits)
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits, access_log=access_log)
+                          tcp_dst, limits, access_log=access_log, tracer=tracer)
     return AcceptStage(
         direction=DIRECTION,
         ctx=ctx,

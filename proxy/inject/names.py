@@ -24,6 +24,10 @@ IDENTITY_SERVICE = "config.meshproxy.io/identity-service"
 DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
 # Linkerd's too: "apache" or "json" turns the proxy's HTTP access log on (MESHPROXY_ACCESS_LOG).
 ACCESS_LOG = "config.linkerd.io/access-log"
+# Where the proxy sends its spans (MESHPROXY_TRACE_COLLECTOR); Linkerd's alpha
+# annotation is read too, the meshproxy one wins when both are set.
+TRACE_COLLECTOR = "config.meshproxy.io/trace-collector"
+LINKERD_TRACE_COLLECTOR = "config.alpha.linkerd.io/trace-collector"
 
 ENABLED = "enabled"
 DISABLED = "disabled"

@@ -67,6 +67,8 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         env.append({"name": cfg.INBOUND_PROBE_PATHS, "value": s.probe_paths})
     if s.access_log:
         env.append({"name": cfg.ACCESS_LOG, "value": s.access_log})
+    if s.trace_collector:
+        env.append({"name": cfg.TRACE_COLLECTOR, "value": s.trace_collector})
     if s.identity is not None:
         env += identity.env(s.identity)
     container: dict[str, Any] = {

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from proxy.config import ACCESS_LOG_FORMATS, DEFAULT_POLICIES, parse_port_set, parse_service_url
+from proxy.config import ACCESS_LOG_FORMATS, DEFAULT_POLICIES, parse_collector, parse_port_set, parse_service_url
 from proxy.identity.names import check_trust_domain
 from proxy.inject import names
 
@@ -62,6 +62,7 @@ class PodSettings:
     default_policy: str | None = None
     probe_paths: str | None = None
     access_log: str | None = None  # apache or json; None: the proxy's default (off)
+    trace_collector: str | None = None
 
 
 class Annotations:
@@ -104,6 +105,8 @@ class Annotations:
             default_policy=self._choice(names.DEFAULT_INBOUND_POLICY, DEFAULT_POLICIES),
             probe_paths=probe_paths,
             access_log=self._choice(names.ACCESS_LOG, ACCESS_LOG_FORMATS),
+            trace_collector=(self._checked(names.TRACE_COLLECTOR, parse_collector)
+                             or self._checked(names.LINKERD_TRACE_COLLECTOR, parse_collector)),
         )
 
     def _identity(self, defaults: IdentityDefaults) -> PodIdentity | None:

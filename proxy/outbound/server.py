@@ -271,14 +271,14 @@ class OutboundRouter:
 
 
 def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
-          policy: OutboundPolicy | None = None, access_log=None) -> tuple[AcceptStage, OutboundRouter]:
+          policy: OutboundPolicy | None = None, access_log=None, tracer=None) -> tuple[AcceptStage, OutboundRouter]:
     """The outbound accept stage, its exchange context and router, whole (``access_log``: the hook, or None)."""
     router = OutboundRouter(own, loop, resolver, config.balancer, policy)
     limits = config.limits
     tcp_dst = TcpStats(DIRECTION, "dst")
     upstreams = Upstreams(loop, False, connector, tcp_dst, limits)
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits, config.balancer.max_in_flight, access_log)
+                          tcp_dst, limits, config.balancer.max_in_flight, access_log, tracer)
     if policy is not None:
         # A new policy invalidates the per-connection route caches.
         policy.listeners.append(lambda: setattr(ctx, "policy_gen", ctx.policy_gen + 1))

@@ -60,7 +60,8 @@ cdef class ChunkedScanner:
                next_line=Py_ssize_t, kind=int, version=int, content_length=cython.longlong,
                te_flags=int, has_te=bint, conn_flags=int, tokens=list, hop_by_hop=bint,
                expect_continue=bint, upgrade=bytes, host=bytes, host_count=int,
-               dst_override=bytes, head=RequestHead, c=cython.uchar, authority=bytes, h2c=bint)
+               dst_override=bytes, head=RequestHead, c=cython.uchar, authority=bytes, h2c=bint,
+               has_trace=bint)
 cpdef object parse_request_head(bytes data, Py_ssize_t max_size)
 
 @cython.locals(n=Py_ssize_t, limit=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t,
@@ -83,7 +84,7 @@ cdef Py_ssize_t _MAX_EMPTY_LINES
 cdef long long _MAX_CONTENT_LENGTH, _MAX_CHUNK_SIZE_BEFORE_SHIFT
 cdef int _K_OTHER, _K_CONTENT_LENGTH, _K_TRANSFER_ENCODING, _K_CONNECTION, _K_HOST
 cdef int _K_KEEP_ALIVE, _K_PROXY_CONNECTION, _K_TE, _K_UPGRADE, _K_EXPECT, _K_DST_OVERRIDE, _K_CLIENT_ID
-cdef int _K_HTTP2_SETTINGS
+cdef int _K_HTTP2_SETTINGS, _K_TRACE
 cdef int _AUTH_OK, _AUTH_BAD, _AUTH_USERINFO
 cdef int _CONN_CLOSE, _CONN_KEEP_ALIVE, _CONN_UPGRADE
 cdef int _TE_UNKNOWN, _TE_CHUNKED_LAST, _TE_COUNT_SHIFT

@@ -51,6 +51,7 @@ _K_EXPECT = 9
 _K_DST_OVERRIDE = 10
 _K_CLIENT_ID = 11
 _K_HTTP2_SETTINGS = 12
+_K_TRACE = 13  # a field that may carry a trace context (traceparent, grpc-trace-bin, x-b3-spanid, b3)
 
 # Results of _authority.
 _AUTH_OK = 0
@@ -347,7 +348,9 @@ def _field_kind(data, start, length):
     # Dispatch on length first so the common fields (Accept, User-Agent...)
     # are turned away after one or two byte comparisons.
     if length == 2:
-        return _K_TE if _ieq(data, start, b"te", 2) else _K_OTHER
+        if _ieq(data, start, b"te", 2):
+            return _K_TE
+        return _K_TRACE if _ieq(data, start, b"b3", 2) else _K_OTHER
     if length == 4:
         return _K_HOST if _ieq(data, start, b"host", 4) else _K_OTHER
     if length == 6:
@@ -358,12 +361,18 @@ def _field_kind(data, start, length):
         if _ieq(data, start, b"connection", 10):
             return _K_CONNECTION
         return _K_KEEP_ALIVE if _ieq(data, start, b"keep-alive", 10) else _K_OTHER
+    if length == 11:
+        if _ieq(data, start, b"traceparent", 11):
+            return _K_TRACE
+        return _K_TRACE if _ieq(data, start, b"x-b3-spanid", 11) else _K_OTHER
     if length == 13:
         return _K_CLIENT_ID if _ieq(data, start, b"l5d-client-id", 13) else _K_OTHER
     if length == 14:
         if _ieq(data, start, b"content-length", 14):
             return _K_CONTENT_LENGTH
-        return _K_HTTP2_SETTINGS if _ieq(data, start, b"http2-settings", 14) else _K_OTHER
+        if _ieq(data, start, b"http2-settings", 14):
+            return _K_HTTP2_SETTINGS
+        return _K_TRACE if _ieq(data, start, b"grpc-trace-bin", 14) else _K_OTHER
     if length == 16:
         if _ieq(data, start, b"proxy-connection", 16):
             return _K_PROXY_CONNECTION
@@ -766,6 +775,7 @@ def parse_request_head(data, max_size):
     host_count = 0
     dst_override = None
     has_client_id = False
+    has_trace = False
     h2c = False
 
     while True:
@@ -817,6 +827,8 @@ def parse_request_head(data, max_size):
             dst_override = data[value_start:value_end]
         elif kind == _K_CLIENT_ID:
             has_client_id = True
+        elif kind == _K_TRACE:
+            has_trace = True
         else:
             hop_by_hop = True
             if kind == _K_CONNECTION:
@@ -852,6 +864,7 @@ def parse_request_head(data, max_size):
     head.authority = authority
     head.dst_override = dst_override
     head.has_client_id = has_client_id
+    head.trace_context = has_trace
     head.connection_tokens = () if tokens is None else tuple(tokens)
     head.consumed = end
     return head

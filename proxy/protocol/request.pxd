@@ -7,5 +7,6 @@ cdef class RequestLine:
     cdef readonly bytes dst_override      # l5d-dst-override, or None
     cdef readonly int version             # 10, 11 (HTTP/1) or 20 (HTTP/2)
     cdef readonly bytes upgrade           # an HTTP/1 Upgrade the request asks for, or None
+    cdef readonly bint trace_context      # has a traceparent, grpc-trace-bin, x-b3-spanid or b3 field
 
 cpdef RequestLine h2_request_line(list headers)

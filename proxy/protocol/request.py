@@ -8,10 +8,14 @@ knowing which protocol the request came in on.
 
 from proxy.protocol.l5d import DST_OVERRIDE
 
+# The fields that may carry a trace context (proxy/telemetry/tracecontext.py
+# reads them); their lengths let every other field by after one comparison.
+TRACE_CONTEXT_FIELDS = frozenset((b"traceparent", b"grpc-trace-bin", b"x-b3-spanid", b"b3"))
+
 
 class RequestLine:
     """method, target (the path; the authority for CONNECT), host (Host or :authority), dst_override, version,
-    upgrade."""
+    upgrade, trace_context (a field that may carry a trace context is present: only then is tracing asked)."""
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.method!r} {self.target!r} host={self.host!r} version={self.version}>"
@@ -25,6 +29,7 @@ def h2_request_line(headers):
     host = None
     fallback_host = None
     dst_override = None
+    traced = False
     for name, value in headers:
         if name == b":method":
             method = value
@@ -36,6 +41,8 @@ def h2_request_line(headers):
             fallback_host = value
         elif name == DST_OVERRIDE:
             dst_override = value
+        elif (len(name) == 11 or len(name) == 14 or len(name) == 2) and name in TRACE_CONTEXT_FIELDS:
+            traced = True
     if host is None:
         host = fallback_host
     if method == b"CONNECT":
@@ -46,4 +53,5 @@ def h2_request_line(headers):
     line.dst_override = dst_override
     line.version = 20
     line.upgrade = None
+    line.trace_context = traced
     return line

@@ -1,0 +1,95 @@
+"""The span exporter: batches by size and by interval, a bounded buffer, drops counted, a flush on close."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from proxy.config import Collector, TracingSettings
+from proxy.telemetry import otlp
+from proxy.telemetry.trace_export import ExportError, SpanExporter
+
+
+class Transport:
+    def __init__(self, fail=False, hang=False):
+        self.fail, self.hang = fail, hang
+        self.batches = []
+
+    async def export(self, payload):
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.fail:
+            raise ExportError("down")
+        msg = ExportTraceServiceRequest()
+        msg.ParseFromString(payload)
+        self.batches.append([s.name for s in msg.resource_spans[0].scope_spans[0].spans])
+
+
+def _settings(**overrides):
+    values = dict(collector=Collector("grpc", "127.0.0.1", 4317), resource=(("service.name", "t"),), batch_size=3,
+                  batch_interval=0.05, max_buffered_spans=5, export_timeout=0.2)
+    values.update(overrides)
+    return TracingSettings(**values)
+
+
+def _span(n):
+    return otlp.SpanRecord(bytes(range(16)), bytes(range(8)), b"", b"", 1, f"s{n}", otlp.KIND_SERVER, 1, 2, [])
+
+
+def _run(coro):
+    return asyncio.new_event_loop().run_until_complete(coro)
+
+
+def test_full_batch_goes_at_once_partial_after_the_interval():
+    async def main():
+        transport = Transport()
+        exp = SpanExporter(asyncio.get_running_loop(), _settings(batch_interval=0.3), transport)
+        for n in range(4):
+            exp.offer(_span(n))
+        await asyncio.sleep(0.05)
+        assert transport.batches == [["s0", "s1", "s2"]]  # the size, not the interval, sent these
+        await asyncio.sleep(0.5)
+        assert transport.batches == [["s0", "s1", "s2"], ["s3"]]
+        assert exp.exported == 4 and exp.dropped == {"buffer_full": 0, "export_failed": 0}
+
+    _run(main())
+
+
+def test_full_buffer_drops_and_counts():
+    async def main():
+        transport = Transport(hang=True)
+        exp = SpanExporter(asyncio.get_running_loop(), _settings(batch_size=100, batch_interval=10), transport)
+        for n in range(8):
+            exp.offer(_span(n))
+        assert len(exp.buffer) == 5 and exp.dropped["buffer_full"] == 3
+        out = []
+        exp.render(out)
+        text = "\n".join(out)
+        assert 'trace_spans_dropped_total{reason="buffer_full"} 3' in text
+        assert "# TYPE trace_spans_dropped_total counter" in text and "trace_spans_buffered 5" in text
+
+    _run(main())
+
+
+def test_failed_and_timed_out_exports_drop_their_spans():
+    async def main():
+        for transport in (Transport(fail=True), Transport(hang=True)):
+            exp = SpanExporter(asyncio.get_running_loop(), _settings(), transport)
+            for n in range(3):
+                exp.offer(_span(n))
+            await asyncio.sleep(0.4)
+            assert exp.dropped["export_failed"] == 3 and exp.exported == 0
+
+    _run(main())
+
+
+def test_close_flushes():
+    async def main():
+        transport = Transport()
+        exp = SpanExporter(asyncio.get_running_loop(), _settings(batch_interval=60), transport)
+        exp.offer(_span(1))
+        await exp.close(1.0)
+        assert transport.batches == [["s1"]]
+
+    _run(main())
