@@ -61,6 +61,9 @@ class PodSettings:
     identity: PodIdentity | None = None  # None: no identity, the proxy's hops stay plaintext
     default_policy: str | None = None
     probe_paths: str | None = None
+    # The workload that owns the pod (kind in lower case, name), for the metrics' owner label.
+    workload_kind: str | None = None
+    workload_name: str | None = None
 
 
 class Annotations:
