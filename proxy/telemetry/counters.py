@@ -85,6 +85,25 @@ def _bucket(bounds, latency_ms):
     return i
 
 
+def _tally(keys, counts, key, start):
+    """Count ``key`` in an open-addressed table (a free slot's key is 0), probing from ``start``;
+    False when the table is full of other keys."""
+    size: cython.Py_ssize_t = len(keys)
+    i: cython.Py_ssize_t = start
+    n: cython.Py_ssize_t = 0
+    while n < size:
+        if keys[i] == key:
+            counts[i] += 1
+            return True
+        if keys[i] == 0:
+            keys[i] = key
+            counts[i] = 1
+            return True
+        i = (i + 1) % size
+        n += 1
+    return False
+
+
 class HttpStats:
     """Request and response counts and response latency of one HTTP label set.
 
@@ -116,25 +135,13 @@ class HttpStats:
     def count(self, status, grpc, error, failure):
         """One response ended with this outcome (``grpc`` -1: no gRPC status; ``error``: ERROR_LABELS index)."""
         key: cython.longlong
-        i: cython.int
-        n: cython.int
         if status < 0 or status > 999:
             status = 0
         if grpc < -1 or grpc > 16:
             grpc = 2  # UNKNOWN: not a status gRPC defines
         key = 1 + status + ((grpc + 1) << 10) + (error << 15) + ((1 if failure else 0) << 20)
-        i = key % RESPONSE_SLOTS
-        n = 0
-        while n < RESPONSE_SLOTS:
-            if self.keys[i] == key:
-                self.counts[i] += 1
-                return
-            if self.keys[i] == 0:
-                self.keys[i] = key
-                self.counts[i] = 1
-                return
-            i = (i + 1) % RESPONSE_SLOTS
-            n += 1
+        if _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
+            return
         if failure:
             self.other_failures += 1
         else:
@@ -177,22 +184,12 @@ class TcpStats:
 
     def close(self, opened_at, err):
         """A connection opened at ``opened_at`` (``now()`` seconds; 0: unknown) closed; ``err``: its errno or 0."""
-        i: cython.int
         duration_ms: cython.double = (now() - opened_at) * 1000.0 if opened_at > 0.0 else 0.0
         self.closed += 1
         self.duration_buckets[_bucket(self.bounds, duration_ms)] += 1
         self.duration_sum_ms += duration_ms
-        if err == 0:
-            return
-        for i in range(ERRNO_SLOTS):
-            if self.errnos[i] == err:
-                self.errno_counts[i] += 1
-                return
-            if self.errnos[i] == 0:
-                self.errnos[i] = err
-                self.errno_counts[i] = 1
-                return
-        self.errno_other += 1
+        if err != 0 and not _tally(self.errnos, self.errno_counts, err, 0):
+            self.errno_other += 1
 
     def clean_closes(self):
         """Closes without an errno (for rendering)."""
