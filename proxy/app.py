@@ -29,6 +29,7 @@ from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
 from proxy.telemetry import tls as tls_metrics
 from proxy.telemetry.accesslog import AccessLog
+from proxy.telemetry.labels import text as labels_text
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
@@ -52,6 +53,8 @@ INTERFACES_INTERVAL = 30.0  # seconds between re-reads of the local interface ad
 class App:
     def __init__(self, config: Config) -> None:
         self.config = config
+        # MESHPROXY_METRICS_WORKLOAD_LABELS: the workload's labels on every sample, made once.
+        self._workload_labels = labels_text(config.metrics.labels())
         self.loop = asyncio.get_running_loop()
         self.ready = False
         self.stopping = asyncio.Event()
@@ -188,8 +191,8 @@ class App:
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def render_metrics(self) -> bytes:
-        http = [ctx.stats for ctx in self.contexts.values()]
-        tcp = [s for ctx in self.contexts.values() for s in (ctx.tcp_src, ctx.tcp_dst)]
+        http = [s for ctx in self.contexts.values() for s in ctx.labels.http_sets()]
+        tcp = [s for ctx in self.contexts.values() for s in ctx.labels.tcp_sets()]
         extra: list[str] = []
         if self.discovery_metrics is not None:
             self.discovery_metrics.render(extra)
@@ -206,7 +209,7 @@ class App:
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
-        return metrics.render(http, tcp, extra)
+        return metrics.render(http, tcp, extra, self._workload_labels)
 
     def shutdown(self) -> None:
         if not self.stopping.is_set():

@@ -94,12 +94,20 @@ TRACE_EXPORT_TIMEOUT = "MESHPROXY_TRACE_EXPORT_TIMEOUT"
 # honoured as Linkerd honours them: they describe the resource the proxy's spans come from.
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
+METRICS_WORKLOAD_LABELS = "MESHPROXY_METRICS_WORKLOAD_LABELS"
+WORKLOAD_NAMESPACE = "MESHPROXY_WORKLOAD_NAMESPACE"
+WORKLOAD_POD = "MESHPROXY_WORKLOAD_POD"
+WORKLOAD_KIND = "MESHPROXY_WORKLOAD_KIND"
+WORKLOAD_NAME = "MESHPROXY_WORKLOAD_NAME"
 
 DEFAULT_OPAQUE_PORTS = "25,587,3306,4444,5432,6379,9300,11211"
 DEFAULT_POLICIES = ("all-unauthenticated", "all-authenticated", "cluster-unauthenticated",
                     "cluster-authenticated", "deny")
 DEFAULT_CLUSTER_NETWORKS = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"
 ACCESS_LOG_FORMATS = ("apache", "json")
+# Owner kinds a workload label may name (Linkerd's viz labels: deployment="web", ...).
+WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset", "replicaset", "replicationcontroller", "job",
+                  "cronjob", "pod")
 
 
 class ConfigError(ValueError):
@@ -246,6 +254,26 @@ class TracingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Who this proxy's workload is (the downward API in Kubernetes), and whether /metrics says so itself."""
+
+    workload_labels: bool = False
+    workload_namespace: str = ""
+    workload_pod: str = ""
+    workload_kind: str = ""
+    workload_name: str = ""
+
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """``namespace``, ``pod`` and the owner (``deployment="web"``...) as known; empty when not asked for."""
+        if not self.workload_labels:
+            return ()
+        pairs = [("namespace", self.workload_namespace), ("pod", self.workload_pod)]
+        if self.workload_kind and self.workload_name:
+            pairs.append((self.workload_kind, self.workload_name))
+        return tuple((k, v) for k, v in pairs if v)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort
@@ -266,6 +294,7 @@ class Config:
     identity: IdentitySettings
     policy: PolicySettings
     tracing: TracingSettings
+    metrics: MetricsSettings = MetricsSettings()
 
     # Every setting as text in the syntax its parser reads, in SETTINGS order
     # (filled by ``load``): what /config shows.
@@ -585,7 +614,8 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     ROUTE_LABEL_LIMIT: ("500", parse_positive_int,
                         "distinct (service, route) metric labels; more count as route=\"other\""),
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
-                       "distinct label sets per TLS-peer and authorization metric; more count as \"other\""),
+                       "distinct label sets per TLS-peer and authorization metric, and per direction for the "
+                       "HTTP and TCP families; more count as \"other\""),
     TRACE_COLLECTOR: (None, parse_collector,
                       "OTLP collector for spans: host:port or grpc://host:port (gRPC), http://host:port[/path] "
                       "(HTTP/protobuf, /v1/traces); unset = no tracing"),
@@ -599,6 +629,13 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # new spans (trace_spans_dropped_total) instead of holding requests.
     TRACE_MAX_BUFFERED_SPANS: ("2048", parse_positive_int, "spans waiting for export; more are dropped and counted"),
     TRACE_EXPORT_TIMEOUT: ("10s", parse_duration, "time limit of one export; its spans are dropped after it"),
+    METRICS_WORKLOAD_LABELS: ("false", parse_bool,
+                              "add this proxy's namespace, pod and owner labels to every metric (for a Prometheus "
+                              "that does not add them while scraping)"),
+    WORKLOAD_NAMESPACE: ("", str, "this proxy's namespace (the downward API's metadata.namespace)"),
+    WORKLOAD_POD: ("", str, "this proxy's pod name (the downward API's metadata.name)"),
+    WORKLOAD_KIND: ("", parse_choice(("",) + WORKLOAD_KINDS), "the kind of the workload that owns the pod"),
+    WORKLOAD_NAME: ("", str, "the name of the workload that owns the pod"),
 }
 
 
@@ -738,6 +775,13 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
         tracing=_tracing(v, env),
+        metrics=MetricsSettings(
+            workload_labels=v[METRICS_WORKLOAD_LABELS],
+            workload_namespace=v[WORKLOAD_NAMESPACE],
+            workload_pod=v[WORKLOAD_POD],
+            workload_kind=v[WORKLOAD_KIND],
+            workload_name=v[WORKLOAD_NAME],
+        ),
     )
 
 

@@ -94,6 +94,8 @@ TEST_PACKAGES=(
     "docker-compose docker-compose"
     # test_matrix.py: psql through the proxies to a throwaway server (dpkg check: psql alone is not enough)
     "postgresql"
+    # test_metrics_exposition.py: promtool checks /metrics and the shipped scrape configuration
+    "prometheus promtool"
 )
 
 ensure_debian_packages() {
@@ -117,7 +119,8 @@ ensure_debian_packages() {
         return 0
     fi
     note "installing Debian packages: ${missing[*]}"
-    run_logged "apt-get update" as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    # Another apt or dpkg (unattended upgrades, a parallel bootstrap) may hold the locks: wait for them.
+    run_logged "apt-get update" as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update
     # nginx-light is bookworm's small nginx; later releases only have nginx.
     local i
     for i in "${!missing[@]}"; do
@@ -126,7 +129,7 @@ ensure_debian_packages() {
         fi
     done
     run_logged "apt-get install" as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
 }
 
 # python_ok PY: PY runs and is Python >= 3.11.

@@ -24,9 +24,11 @@ from proxy.core.addr import ConnMeta, Target
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import tls_reason
+from proxy.exchange.clock import now
 from proxy.exchange.context import ExchangeContext
 from proxy.http.h1server import H1Server
 from proxy.protocol import detect, transport_header
+from proxy.telemetry.counters import TcpStats, errno_of
 from proxy.transport import tls
 from proxy.transport.connect import Connector
 from proxy.transport.orig_dst import original_dst
@@ -94,7 +96,7 @@ class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
     __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
-                 "first_byte_at", "probe", "probe_timer")
+                 "first_byte_at", "probe", "probe_timer", "opened_at")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -110,12 +112,15 @@ class Accepted(asyncio.Protocol):
         self.first_byte_at = 0.0
         self.probe: Probe | None = None  # the silent client's target, connected early (proxy/core/probe.py)
         self.probe_timer: asyncio.TimerHandle | None = None
+        # The connection is counted open (tcp_open_total) once its labels are known,
+        # at hand-off; its lifetime counts from the accept.
+        self.opened_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
         # A stream transport (uvloop's TCP one is an asyncio.Transport by shape, not by base class).
         self.transport = transport = cast(asyncio.Transport, transport)
-        stage.ctx.tcp_src.opened += 1
+        self.opened_at = now()
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
@@ -209,7 +214,7 @@ class Accepted(asyncio.Protocol):
             self._cancel()
             self.done = True
             stage.open_connections -= 1
-            stage.ctx.tcp_src.closed += 1
+            self._count_closed(0)
             transport.abort()
             return False
         # The destination's port says what protocol to expect (5432 is
@@ -322,7 +327,7 @@ class Accepted(asyncio.Protocol):
         self._drop_probe()
         if not self.done:
             self.done = True
-            self.stage.ctx.tcp_src.closed += 1
+            self._count_closed(errno_of(exc))
             self.stage.open_connections -= 1
 
     def _close_early(self) -> None:
@@ -331,9 +336,22 @@ class Accepted(asyncio.Protocol):
         self._drop_probe()
         self.done = True
         self.stage.open_connections -= 1
-        self.stage.ctx.tcp_src.closed += 1
+        self._count_closed(0)
         assert self.transport is not None
         self.transport.abort()
+
+    def _src_stats(self) -> TcpStats:
+        """This connection's TCP label set, from what is known of it now."""
+        ctx = self.stage.ctx
+        if ctx.labels is None or self.meta is None:
+            return ctx.tcp_src
+        return ctx.labels.tcp_src(self.meta)
+
+    def _count_closed(self, err: int) -> None:
+        """A connection that ends before any relay took it: counted open and closed at once."""
+        tcp = self._src_stats()
+        tcp.opened += 1
+        tcp.close(self.opened_at, err)
 
     def _timed_out(self) -> None:
         self.timer = None
@@ -388,6 +406,9 @@ class Accepted(asyncio.Protocol):
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
             conn = H1Server(stage.ctx, meta, self.first_byte_at)
+            conn.tcp = self._src_stats()
+            conn.tcp.opened += 1
+            conn.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, conn))  # compiled: a protocol by shape
             conn.connection_made(transport)
             conn.data_received(buffered)
@@ -397,6 +418,9 @@ class Accepted(asyncio.Protocol):
 
             stage.open_connections -= 1
             server = H2Server(stage.ctx, meta, stage.h2_settings())
+            server.tcp = self._src_stats()
+            server.tcp.opened += 1
+            server.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, server))  # compiled: a protocol by shape
             server.connection_made(transport)
             server.data_received(buffered)
@@ -407,10 +431,12 @@ class Accepted(asyncio.Protocol):
             log.warning("opaque connection closed: no destination to forward it to",
                         direction=stage.direction, client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
             stage.open_connections -= 1
-            stage.ctx.tcp_src.closed += 1
+            self._count_closed(0)
             transport.abort()
             return
-        open_tunnel(stage, transport, meta, target, buffered, eof, kind, probe)
+        tcp = self._src_stats()
+        tcp.opened += 1
+        open_tunnel(stage, transport, meta, target, buffered, eof, kind, probe, tcp, self.opened_at)
 
     def _terminate(self, buffered: bytes) -> None:
         """Mesh TLS for our identity: the handshake runs here, the decrypted
@@ -424,6 +450,7 @@ class Accepted(asyncio.Protocol):
             self._close_early()
             return
         inner = TlsAccepted(stage, meta)
+        inner.opened_at = self.opened_at
 
         def done(err: BaseException | None) -> None:
             if err is None:
@@ -435,7 +462,7 @@ class Accepted(asyncio.Protocol):
             if not inner.started:
                 # The connection ends before the inner protocol ever held it.
                 stage.open_connections -= 1
-                stage.ctx.tcp_src.closed += 1
+                self._count_closed(0)
 
         # From here the connection's count is carried by ``inner``.
         tls.serve_handshake(stage.ctx.loop, transport, buffered, inner, mesh.server,

@@ -23,6 +23,10 @@ class ConnMeta:
     client_id: str | None = None
     # Inbound: the connection's authorization (proxy/inbound/authz.py), read per request.
     authz: object = field(default=None, compare=False, hash=False, repr=False)
+    # Inbound: the metric label set of this connection's requests per Host, found
+    # once (proxy/telemetry/labels.py). Not copied by ``replace``: a changed
+    # meta (TLS, authorization) has other labels.
+    stats_cache: dict = field(default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
 
 def parse_authority(value: bytes, default_port: int) -> Target | None:

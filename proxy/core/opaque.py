@@ -19,6 +19,7 @@ from proxy.errors import ProxyError, connect_error
 from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
 from proxy.http.tunnel import TunnelEnd
 from proxy.protocol import transport_header
+from proxy.telemetry.counters import TcpStats
 from proxy.transport.connect import open_connection
 
 if TYPE_CHECKING:
@@ -31,19 +32,23 @@ _KIND_NAMES = {1: "http/1", 2: "h2", 3: "tls", 4: "opaque"}  # proxy.protocol.de
 
 
 def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta, target: Target,
-                buffered: bytes, eof: bool, kind: int, probe: Probe | None = None) -> None:
+                buffered: bytes, eof: bool, kind: int, probe: Probe | None = None, tcp: TcpStats | None = None,
+                opened_at: float = 0.0) -> None:
     """Relay raw bytes between the client and ``target``, starting with ``buffered``.
 
     With a live ``probe`` (the server-first probe's connection to the same
     target) no new connection is opened: the relay adopts it.
     """
     ctx = stage.ctx
-    ctx.tcp_src.read_bytes += len(buffered)  # read while detecting
-    src = TunnelEnd(ctx.tcp_src, buffered)
+    if tcp is None:  # counted open here, not by the accept stage
+        tcp = ctx.tcp_src
+        tcp.opened += 1
+    tcp.read_bytes += len(buffered)  # read while detecting
+    src = TunnelEnd(tcp, buffered)
     src.eof = eof
-    src.adopt(transport)
+    src.adopt(transport, True, opened_at)
     transport.pause_reading()  # nothing more is read until the other side exists
-    dst = TunnelEnd(ctx.tcp_dst, b"")
+    dst = TunnelEnd(ctx.tcp_dst if ctx.labels is None else ctx.labels.tcp_dst(target), b"")
 
     started = time.perf_counter()
     connect_time = [0.0]
@@ -73,7 +78,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
             return
         dst.pending = ready.buffered  # what the server said first goes to the client first
         dst.eof = ready.eof
-        dst.adopt(ready.transport, counted=True)
+        dst.adopt(ready.transport, False)  # the probe's connection was never counted
         ready.transport.resume_reading()
         link()
 

@@ -9,4 +9,5 @@ cdef class Target:
     cdef readonly object protocol      # str or None
     cdef readonly object service       # the BalancedService that picked it, or None
     cdef readonly object endpoint      # that balancer's member, or None
+    cdef public object stats           # outbound: this target's HttpStats, once resolved (proxy/telemetry/labels.py)
     cdef Py_hash_t _hash

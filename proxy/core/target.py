@@ -11,6 +11,8 @@ discovery's hint for the endpoint ("http1", "h2", "opaque" or None).
 ``service`` and ``endpoint`` are set when a balancer picked this target:
 every pick is settled through ``service.settle`` (they take no part in
 equality, so balanced and passthrough traffic to one address share a pool).
+``stats`` caches the target's metric label set (``proxy.telemetry.labels``),
+so a request to a known endpoint finds its counters without a lookup.
 """
 
 
@@ -25,6 +27,7 @@ class Target:
         self.protocol = protocol
         self.service = service
         self.endpoint = endpoint
+        self.stats = None
         self._hash = hash((host, port, via_connect, mesh_port, identity))
 
     @property

@@ -11,6 +11,7 @@ cdef class ExchangeContext:
     cdef public HttpStats stats
     cdef public TcpStats tcp_src
     cdef public TcpStats tcp_dst
+    cdef public object labels          # proxy.telemetry.labels.LabelSets, or None
     cdef public double response_timeout
     cdef public Py_ssize_t max_header_bytes
     cdef public double header_timeout

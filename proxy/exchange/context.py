@@ -3,13 +3,16 @@
 Built whole by ``proxy/inbound/server.py`` or ``proxy/outbound/server.py``
 and never patched afterwards. ``upstreams`` is the http layer's dispatcher
 (``proxy/http/upstreams.py``): the core asks it for an up end per attempt
-and does not know which relay answers.
+and does not know which relay answers. ``labels``
+(``proxy/telemetry/labels.py``) finds the counters of a target or a
+connection; ``stats``, ``tcp_src`` and ``tcp_dst`` are the direction's own
+label sets, for what is answered before a better one is known.
 """
 
 
 class ExchangeContext:
     def __init__(self, loop, direction, router, upstreams, stats, tcp_src, tcp_dst, limits, max_in_flight=0,
-                 access_log=None, tracer=None):
+                 labels=None, access_log=None, tracer=None):
         self.loop = loop
         self.direction = direction
         self.inbound = direction == "inbound"
@@ -18,6 +21,7 @@ class ExchangeContext:
         self.stats = stats
         self.tcp_src = tcp_src
         self.tcp_dst = tcp_dst
+        self.labels = labels  # None: every request counts on ``stats`` (test rigs)
         self.response_timeout = limits.response_timeout
         self.max_header_bytes = limits.max_header_bytes
         self.header_timeout = limits.header_timeout

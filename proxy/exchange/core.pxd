@@ -4,6 +4,7 @@ from proxy.exchange.ends cimport DownEnd, UpEnd
 from proxy.exchange.clock cimport RouteClock, now
 from proxy.protocol.request cimport RequestLine
 from proxy.core.target cimport Target
+from proxy.telemetry.counters cimport HttpStats
 
 cdef int MAX_REPICKS
 cdef int MAX_RESENDS
@@ -11,6 +12,8 @@ cdef int MAX_RESENDS
 cdef double attempt_time_limit(double response_timeout, object rp)
 cdef int grpc_status_of(object fields) except? -2
 cdef bint _is_grpc(object fields) except -1
+cdef int _grpc_head(object fields) except? -3
+cdef int _HOSTS_CACHED
 
 cdef class Exchange:
     cdef public ExchangeContext ctx
@@ -18,6 +21,8 @@ cdef class Exchange:
     cdef public object meta
     cdef public long long down_id        # the client's HTTP/2 stream id (0: HTTP/1)
     cdef public object authz
+    cdef public HttpStats hstats         # the request's metric label set, once known
+    cdef int grpc_count                  # a gRPC response's HTTP status, counted when its trailers come (0: none)
     # per-connection route cache (HTTP/1 reuses one exchange per connection)
     cdef object last_host
     cdef object last_target
@@ -75,6 +80,9 @@ cdef class Exchange:
     cdef public object span
 
     cdef void _clear(self)
+    cdef HttpStats _stats(self)
+    cdef HttpStats _inbound_stats(self, object host)
+    cdef void _count_grpc(self, int grpc)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
     cpdef void reject(self, object err)
     cpdef void request_data(self, bytes data, Py_ssize_t credit, bint end)

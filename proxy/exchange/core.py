@@ -28,6 +28,7 @@ from proxy import errors
 from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
+from proxy.telemetry.counters import HttpStats, error_code
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
 # Python ints: the outbound side imports them.
@@ -82,10 +83,30 @@ def grpc_status_of(fields):
     for name, value in fields:
         if name == b"grpc-status":
             try:
-                return int(value)
+                code = int(value)
             except ValueError:
                 return -1
+            return code if 0 <= code <= 0x7FFFFFFF else -1  # a C int, whatever a hostile peer sends
     return -1
+
+
+# An inbound connection keeps this many Hosts' label sets; more are looked up per request.
+_HOSTS_CACHED = cython.declare(cython.int, 16)
+
+
+def _grpc_head(fields):
+    """A response head's gRPC status: -2 not gRPC, -1 gRPC with the status still to come, else the status."""
+    grpc = False
+    for name, value in fields:
+        if name == b"grpc-status":
+            try:
+                code = int(value)
+            except ValueError:
+                return 2  # UNKNOWN
+            return code if 0 <= code <= 16 else 2  # any other number is not a status gRPC defines
+        if name == b"content-type" and value.startswith(b"application/grpc"):
+            grpc = True
+    return -1 if grpc else -2
 
 
 def _is_grpc(fields):
@@ -129,6 +150,8 @@ class Exchange:
 
     def _clear(self):
         self.head = None
+        self.hstats = None
+        self.grpc_count = 0
         self.headers = None
         self.req_length = -1
         self.up = None
@@ -195,7 +218,14 @@ class Exchange:
         self.t0 = now()
         if ctx.tracer is not None and head.trace_context:
             self.span = ctx.tracer.begin(self)  # None unless the context is valid and sampled
-        ctx.stats.requests += 1
+        # Inbound requests are labelled by their connection and Host; outbound
+        # ones by their target, when routed.
+        if ctx.labels is None:
+            self.hstats = ctx.stats
+            ctx.stats.requests += 1
+        elif ctx.inbound:
+            self.hstats = self._inbound_stats(head.host)
+            self.hstats.requests += 1
         self.counted = True
         ctx.in_flight += 1
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
@@ -240,7 +270,7 @@ class Exchange:
         if self.done or self.head is not None:
             self._clear()
         self.t0 = now()
-        self.ctx.stats.requests += 1
+        self._stats()
         self.req_ended = True
         self.fail(err)
 
@@ -300,6 +330,12 @@ class Exchange:
                 target.service.settle(target, 0.0, SETTLE_CANCELLED)
             return
         self.target = target
+        if self.hstats is None:
+            stats = target.stats  # the endpoint's label set, found once
+            if stats is None:
+                stats = self.ctx.labels.outbound_http(target)
+            self.hstats = stats
+            self.hstats.requests += 1
         self.settled = target.service is None
         try:
             self.ctx.upstreams.open(self, target)
@@ -491,7 +527,13 @@ class Exchange:
 
     def _forward_head(self, status, h1head, fields, length, end):
         self.settle(SETTLE_FAILED if status >= 500 else SETTLE_OK)
-        self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, status >= 500)
+        stats: HttpStats = self._stats()
+        stats.observe((now() - self.t0) * 1000.0)
+        grpc: cython.int = -2 if fields is None else _grpc_head(fields)
+        if grpc == -1 and not end:
+            self.grpc_count = status  # the gRPC status comes in the trailers: counted then
+        else:
+            stats.count(status, grpc if grpc >= 0 else -1, 0, status >= 500 or grpc > 0)
         self.resp_started = True
         self.status = status
         self.resp_length = length
@@ -513,7 +555,7 @@ class Exchange:
             # endpoints; the balancer learns the time to the answer now.
             self.settled = True
             hold = _TunnelPick(self.target, now() - self.t_sent if self.t_sent > 0.0 else 0.0)
-        self.ctx.stats.record_response(status, (now() - self.t0) * 1000.0, False)
+        self._stats().record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
         self.resp_started = True
@@ -578,6 +620,8 @@ class Exchange:
         if self.grpc_pending:
             self.grpc_pending = False
             self._route_end(self.route_status, grpc_status_of(fields), self.route_ms)
+        if self.grpc_count:
+            self._count_grpc(grpc_status_of(fields))
         self.down_trailers = fields
         self.down_end_pending = True
         self.pump_down()
@@ -610,6 +654,8 @@ class Exchange:
             if self.grpc_pending:  # ended without trailers: the HTTP status decides
                 self.grpc_pending = False
                 self._route_end(self.route_status, -1, self.route_ms)
+            if self.grpc_count:
+                self._count_grpc(-1)
             down.end_response(self, trailers)
             self.finish()
 
@@ -697,6 +743,33 @@ class Exchange:
         self.replay = None
         rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
 
+    # ------------------------------------------------------------ metrics
+
+    def _stats(self):
+        """The request's label set; the direction's own when none was found (counting the request there)."""
+        stats = self.hstats
+        if stats is None:
+            stats = self.hstats = self.ctx.stats
+            stats.requests += 1
+        return stats
+
+    def _inbound_stats(self, host):
+        """The label set of this inbound connection's requests to ``host``, cached on the connection."""
+        meta = self.meta
+        cache = meta.stats_cache
+        stats = cache.get(host)
+        if stats is None:
+            stats = self.ctx.labels.inbound_http(meta, host)
+            if len(cache) < _HOSTS_CACHED:
+                cache[host] = stats
+        return stats
+
+    def _count_grpc(self, grpc):
+        """A gRPC response ended: count it with its status (-1: none came, a failure)."""
+        status = self.grpc_count
+        self.grpc_count = 0
+        self._stats().count(status, grpc, 0, status >= 500 or grpc != 0)
+
     # ------------------------------------------------------------ endings
 
     def settle(self, outcome):
@@ -722,7 +795,9 @@ class Exchange:
             self._cut(err)
             return
         ctx = self.ctx
-        ctx.stats.record_response(err.status, (now() - self.t0) * 1000.0, err.failure)
+        stats: HttpStats = self._stats()
+        stats.observe((now() - self.t0) * 1000.0)
+        stats.count(err.status, -1, error_code(err), err.failure)
         log.error_line(ctx.direction, err, self.head, self.meta)
         self.resp_started = True
         self.status = err.status
@@ -781,6 +856,8 @@ class Exchange:
             self.rp = None
         self.replay = None
         self.held_fields = None
+        if self.grpc_count:  # cut, or the client left, before the trailers: a failure
+            self._count_grpc(-1)
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1

@@ -17,7 +17,8 @@ cdef class H1Client(UpEnd)
 cdef class H1Pool:
     cdef public object loop
     cdef public object connector
-    cdef public TcpStats tcp
+    cdef public TcpStats tcp               # the direction's own label set
+    cdef public object labels              # LabelSets: a connection's own, by target (None: tcp)
     cdef public Py_ssize_t max_header_bytes
     cdef public Py_ssize_t write_high
     cdef public dict idle
@@ -35,6 +36,8 @@ cdef class H1Client(UpEnd):
     cdef public H1Pool pool
     cdef public Target target
     cdef public bint pooled
+    cdef public TcpStats tcp
+    cdef public double opened_at
     cdef public object transport
     cdef public Exchange ex
     cdef public Exchange pending

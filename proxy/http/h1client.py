@@ -21,6 +21,7 @@ from proxy.exchange.ends import UpEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.protocol import transport_header
 from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
+from proxy.telemetry.counters import errno_of
 
 # How a response body ends.
 BODY_NONE = cython.declare(cython.int, 0)
@@ -43,6 +44,7 @@ class H1Pool:
         self.loop = loop
         self.connector = connector
         self.tcp = tcp_stats
+        self.labels = None  # proxy.telemetry.labels.LabelSets: each connection's label set by target
         self.max_header_bytes = max_header_bytes
         self.write_high = write_high
         self.idle = {}
@@ -124,6 +126,8 @@ class H1Client(UpEnd):
         self.pool = pool
         self.target = target
         self.pooled = pooled
+        self.tcp = pool.tcp
+        self.opened_at = 0.0
         self.transport = None
         self.ex = None
         self.pending = None
@@ -150,7 +154,10 @@ class H1Client(UpEnd):
     def connection_made(self, transport):
         self.transport = transport
         pool = self.pool
-        pool.tcp.opened += 1
+        if pool.labels is not None:
+            self.tcp = pool.labels.tcp_dst(self.target)
+        self.tcp.opened += 1
+        self.opened_at = now()
         transport.set_write_buffer_limits(pool.write_high, pool.write_high // 4)
         target = self.target
         if target.needs_header:
@@ -171,7 +178,7 @@ class H1Client(UpEnd):
             ex.upstream_failed(errors.connect_error(exc))
 
     def data_received(self, data):
-        self.pool.tcp.read_bytes += len(data)
+        self.tcp.read_bytes += len(data)
         if self.ex is None:
             # Bytes from an upstream we asked nothing of: it is not speaking
             # HTTP/1 as agreed, so the connection cannot be trusted again.
@@ -205,7 +212,7 @@ class H1Client(UpEnd):
         self.state = C_DONE
         pool = self.pool
         if self.transport is not None:
-            pool.tcp.closed += 1
+            self.tcp.close(self.opened_at, errno_of(exc))
         if state == C_IDLE:
             pool.forget(self)
             return
@@ -450,7 +457,7 @@ class H1Client(UpEnd):
 
     # -- writing -------------------------------------------------------------
     def write(self, data):
-        self.pool.tcp.write_bytes += len(data)
+        self.tcp.write_bytes += len(data)
         self.transport.write(data)
 
     def write_out(self):

@@ -6,6 +6,7 @@ from proxy.protocol.http1 cimport parse_request_head, rewrite_head
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.core cimport Exchange
 from proxy.exchange.ends cimport DownEnd
+from proxy.telemetry.counters cimport TcpStats
 from proxy.protocol.http1 cimport ChunkedScanner, RequestHead, ResponseHead
 
 cdef int REQ_NONE, REQ_LENGTH, REQ_CHUNKED
@@ -16,6 +17,8 @@ cdef bytes _status_line(ResponseHead rh)
 cdef class H1Server(DownEnd):
     cdef public ExchangeContext ctx
     cdef public object meta
+    cdef public TcpStats tcp             # this connection's label set
+    cdef public double opened_at         # now() when accepted
     cdef public object transport
     cdef bytes buf
     cdef public Exchange ex

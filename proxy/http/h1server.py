@@ -24,6 +24,7 @@ from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
 from proxy.http.render import h1_error
 from proxy.http.tunnel import splice
 from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, ResponseHead, parse_request_head, rewrite_head
+from proxy.telemetry.counters import errno_of
 
 # How the request body ends.
 REQ_NONE = cython.declare(cython.int, 0)
@@ -63,6 +64,9 @@ class H1Server(DownEnd):
     def __init__(self, ctx, meta, first_byte_at=0.0):
         self.ctx = ctx
         self.meta = meta
+        # The connection's TCP label set and open time: set by the accept stage, which counted it open.
+        self.tcp = ctx.tcp_src
+        self.opened_at = 0.0
         self.transport = None
         self.buf = b""
         self.ex = None
@@ -100,7 +104,7 @@ class H1Server(DownEnd):
         self.idle_since = ctx.loop.time()
 
     def data_received(self, data):
-        self.ctx.tcp_src.read_bytes += len(data)
+        self.tcp.read_bytes += len(data)
         if self.closing or self.handed_off:
             return
         if self.buf:
@@ -133,7 +137,7 @@ class H1Server(DownEnd):
         ctx = self.ctx
         ctx.connections.discard(self)
         if not self.handed_off:
-            ctx.tcp_src.closed += 1
+            self.tcp.close(self.opened_at, errno_of(exc))
         self._stop_header_timer()
         ex = self.ex
         if self.in_flight and ex is not None:
@@ -458,7 +462,10 @@ class H1Server(DownEnd):
         self.write(head)
         pending = self.buf
         self.buf = b""
-        return splice(self.transport, transport, ctx.tcp_src, ctx.tcp_dst, pending, rest)[0]
+        # The upstream's label set is its target's (the one its connection counted open on).
+        labels = ctx.labels
+        up_tcp = ctx.tcp_dst if labels is None or ex.target is None else labels.tcp_dst(ex.target)
+        return splice(self.transport, transport, self.tcp, up_tcp, pending, rest, self.opened_at)[0]
 
     def release(self, ex, credit):
         self.req_unreleased -= credit
@@ -499,7 +506,7 @@ class H1Server(DownEnd):
             self.write(head)
 
     def write(self, data):
-        self.ctx.tcp_src.write_bytes += len(data)
+        self.tcp.write_bytes += len(data)
         self.transport.write(data)
 
     def pause(self, reason):

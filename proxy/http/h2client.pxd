@@ -4,6 +4,7 @@ from proxy.http.convert cimport content_length, h2_trailers
 from proxy.exchange.core cimport Exchange
 from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
+from proxy.exchange.clock cimport now
 from proxy.protocol.h2conn cimport H2Connection
 
 cdef class H2Client(UpEnd)
@@ -11,7 +12,8 @@ cdef class H2Client(UpEnd)
 cdef class H2Pool:
     cdef public object loop
     cdef public object connector
-    cdef public TcpStats tcp
+    cdef public TcpStats tcp               # the direction's own label set
+    cdef public object labels              # LabelSets: a connection's own, by target (None: tcp)
     cdef public object settings
     cdef public Py_ssize_t max_per_target
     cdef public dict conns
@@ -23,6 +25,8 @@ cdef class H2Pool:
 cdef class H2Client(UpEnd):
     cdef public H2Pool pool
     cdef public object target
+    cdef public TcpStats tcp
+    cdef public double opened_at
     cdef public H2Connection conn
     cdef public object transport
     cdef public dict exchanges

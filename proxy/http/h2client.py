@@ -15,12 +15,14 @@ import time
 import cython
 
 from proxy import errors
+from proxy.exchange.clock import now
 from proxy.exchange.ends import UpEnd
 from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, h2_trailers
 from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
 from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
+from proxy.telemetry.counters import errno_of
 
 
 def _status(fields):
@@ -40,6 +42,7 @@ class H2Pool:
         self.loop = loop
         self.connector = connector
         self.tcp = tcp_stats
+        self.labels = None  # proxy.telemetry.labels.LabelSets: each connection's label set by target
         self.settings = settings
         self.max_per_target = max_connections_per_target
         self.conns = {}  # target -> list[H2Client]
@@ -105,6 +108,8 @@ class H2Client(UpEnd):
     def __init__(self, pool, target):
         self.pool = pool
         self.target = target
+        self.tcp = pool.tcp
+        self.opened_at = 0.0
         self.conn = h2conn.H2Connection(True, pool.settings)
         self.transport = None
         self.exchanges = {}  # upstream stream id -> Exchange
@@ -117,7 +122,10 @@ class H2Client(UpEnd):
     def connection_made(self, transport):
         self.transport = transport
         self.connected = True
-        self.pool.tcp.opened += 1
+        if self.pool.labels is not None:
+            self.tcp = self.pool.labels.tcp_dst(self.target)
+        self.tcp.opened += 1
+        self.opened_at = now()
         target = self.target
         if target.needs_header:
             # A peer proxy's inbound port: say which app port this HTTP/2 session is for.
@@ -206,7 +214,7 @@ class H2Client(UpEnd):
         self.data_received(READ_BUFFER[:nbytes].tobytes())
 
     def data_received(self, data):
-        self.pool.tcp.read_bytes += len(data)
+        self.tcp.read_bytes += len(data)
         batch_begin()
         try:
             for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
@@ -271,7 +279,7 @@ class H2Client(UpEnd):
             return
         out = self.conn.data_to_send()
         if out:
-            self.pool.tcp.write_bytes += len(out)
+            self.tcp.write_bytes += len(out)
             self.transport.write(out)
         if not self.exchanges and self.conn.closing and not self.waiting:
             self.transport.close()
@@ -283,7 +291,8 @@ class H2Client(UpEnd):
     def connection_lost(self, exc):
         self.dead = True
         self.pool.forget(self)
-        self.pool.tcp.closed += 1
+        if self.connected:
+            self.tcp.close(self.opened_at, errno_of(exc))
         exchanges, self.exchanges = self.exchanges, {}
         for ex in exchanges.values():
             # Whether the upstream processed these is unknown: not retry-safe.

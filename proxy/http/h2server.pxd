@@ -5,10 +5,13 @@ from proxy.protocol.request cimport h2_request_line
 from proxy.protocol.http1 cimport valid_request_target
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd
+from proxy.telemetry.counters cimport TcpStats
 from proxy.protocol.h2conn cimport H2Connection
 
 cdef class H2Server(DownEnd):
     cdef public ExchangeContext ctx
+    cdef public TcpStats tcp             # this connection's label set
+    cdef public double opened_at         # now() when accepted
     cdef public object meta
     cdef public H2Connection conn
     cdef public object transport

@@ -24,6 +24,7 @@ from proxy.protocol.h2frame import INTERNAL_ERROR, NO_ERROR
 from proxy.protocol.http1 import valid_request_target
 from proxy.protocol.l5d import CLIENT_ID
 from proxy.protocol.request import h2_request_line
+from proxy.telemetry.counters import errno_of
 
 # Both HTTP/2 connection classes are buffered protocols: over TLS, uvloop
 # otherwise decrypts every read into a fresh 256 KiB bytes object (an mmap, an
@@ -67,6 +68,9 @@ class H2Server(DownEnd):
     def __init__(self, ctx, meta, settings):
         self.ctx = ctx
         self.meta = meta
+        # The connection's TCP label set and open time: set by the accept stage, which counted it open.
+        self.tcp = ctx.tcp_src
+        self.opened_at = 0.0
         self.conn = h2conn.H2Connection(False, settings)
         self.transport = None
         self.exchanges = {}
@@ -94,7 +98,7 @@ class H2Server(DownEnd):
         self.data_received(READ_BUFFER[:nbytes].tobytes())
 
     def data_received(self, data):
-        self.ctx.tcp_src.read_bytes += len(data)
+        self.tcp.read_bytes += len(data)
         batch_begin()
         try:
             events = self.conn.receive_data(data, int(time.monotonic() * 1000))
@@ -275,7 +279,7 @@ class H2Server(DownEnd):
             return  # frames stay queued in the connection (bounded by flow control and its limits)
         out = self.conn.data_to_send()
         if out:
-            self.ctx.tcp_src.write_bytes += len(out)
+            self.tcp.write_bytes += len(out)
             self.transport.write(out)
 
     # -- lifecycle -------------------------------------------------------------
@@ -287,7 +291,7 @@ class H2Server(DownEnd):
             return
         self.closed = True
         self.ctx.connections.discard(self)
-        self.ctx.tcp_src.closed += 1
+        self.tcp.close(self.opened_at, errno_of(exc))
         for ex in list(self.exchanges.values()):
             ex.client_gone()
 

@@ -10,8 +10,10 @@ directions ended or either side is lost.
 import cython
 
 from proxy import errors
+from proxy.exchange.clock import now
 from proxy.exchange.ends import UpEnd
 from proxy.protocol import transport_header
+from proxy.telemetry.counters import errno_of
 
 
 class TunnelEnd:
@@ -19,6 +21,7 @@ class TunnelEnd:
         self.transport = None
         self.peer = None
         self.stats = stats
+        self.opened_at = 0.0  # now() when its socket was counted open (tcp_connection_duration_ms)
         self.on_close = None
         self.eof = False
         self.closed = False
@@ -37,16 +40,19 @@ class TunnelEnd:
             if end.eof:
                 end.peer._send_eof()
 
-    def adopt(self, transport, counted=True):
-        """Take over an already connected transport (after a protocol switch)."""
+    def adopt(self, transport, counted=True, opened_at=0.0):
+        """Take over an already connected transport (after a protocol switch); ``counted``: its
+        opening was counted (at ``opened_at``, 0: unknown, counted from now) by its previous owner."""
         self.transport = transport
         transport.set_protocol(self)
+        self.opened_at = opened_at if opened_at > 0.0 else now()
         if not counted:
             self.stats.opened += 1
 
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        self.opened_at = now()
         self.stats.opened += 1
 
     def data_received(self, data):
@@ -69,7 +75,7 @@ class TunnelEnd:
         if self.closed:
             return
         self.closed = True
-        self.stats.closed += 1
+        self.stats.close(self.opened_at, errno_of(exc))
         if self.on_close is not None:
             callback, self.on_close = self.on_close, None
             callback(self)
@@ -106,8 +112,11 @@ class TunnelEnd:
             self.transport.close()
 
 
-def splice(a_transport, b_transport, a_stats, b_stats, a_to_b=b"", b_to_a=b""):
+def splice(a_transport, b_transport, a_stats, b_stats, a_to_b=b"", b_to_a=b"", a_opened_at=0.0):
     """Turn two connected transports into a tunnel; returns the two ends.
+
+    ``a_opened_at``: when ``a`` was accepted (its lifetime is counted from
+    then; ``b``'s from now).
 
     ``a_to_b`` are bytes already read from ``a`` that belong to ``b`` (for
     example a client's first WebSocket frame that arrived with its upgrade
@@ -115,7 +124,7 @@ def splice(a_transport, b_transport, a_stats, b_stats, a_to_b=b"", b_to_a=b""):
     """
     a = TunnelEnd(a_stats, a_to_b)
     b = TunnelEnd(b_stats, b_to_a)
-    a.adopt(a_transport)
+    a.adopt(a_transport, True, a_opened_at)
     b.adopt(b_transport)
     a.link(b)
     a_transport.resume_reading()
@@ -142,7 +151,8 @@ class ConnectTunnel(UpEnd):
         ex = self.ex
         self.ex = None
         if ex is None:
-            transport.close()  # the exchange gave up while we connected
+            self.stats.close(0.0, 0)  # the exchange gave up while we connected: no tunnel will count it
+            transport.close()
             return
         self.transport = transport
         transport.pause_reading()  # nothing is read until the tunnel is spliced

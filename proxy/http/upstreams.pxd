@@ -11,6 +11,7 @@ cdef class Upstreams(Dispatcher):
     cdef public bint inbound
     cdef public object connector
     cdef public TcpStats tcp
+    cdef public object labels
     cdef public object limits
     cdef public H1Pool h1
     cdef object _h2

@@ -37,14 +37,16 @@ def h2_settings(limits):
 
 
 class Upstreams(Dispatcher):
-    def __init__(self, loop, inbound, connector, tcp_dst, limits):
+    def __init__(self, loop, inbound, connector, tcp_dst, limits, labels=None):
         self.loop = loop
         self.inbound = inbound
         self.connector = connector
         self.tcp = tcp_dst
+        self.labels = labels  # each upstream connection's TCP label set, by target (None: all on tcp_dst)
         self.limits = limits
         self.h1 = H1Pool(loop, connector, tcp_dst, limits.max_header_bytes, limits.write_buffer_high,
                          limits.pool_max_idle_per_target, limits.pool_idle_timeout)
+        self.h1.labels = labels
         self._h2 = None
 
     def h2(self):
@@ -53,6 +55,7 @@ class Upstreams(Dispatcher):
 
             self._h2 = H2Pool(self.loop, self.connector, self.tcp, h2_settings(self.limits),
                               self.limits.h2_connections_per_target)
+            self._h2.labels = self.labels
         return self._h2
 
     def open(self, ex, target):
@@ -66,7 +69,7 @@ class Upstreams(Dispatcher):
             span.attempt(ex, target)
         if ex.headers is None:
             if head.method == b"CONNECT":
-                tunnel = ConnectTunnel(ex, target, self.tcp)
+                tunnel = ConnectTunnel(ex, target, self.tcp if self.labels is None else self.labels.tcp_dst(target))
                 ex.connecting(tunnel)
                 self.connector(target, tunnel)
                 return

@@ -21,7 +21,7 @@ from proxy.core.addr import ConnMeta, Target
 from proxy.errors import NoDestination
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
-from proxy.telemetry.counters import HttpStats, TcpStats
+from proxy.telemetry.labels import LabelSets
 from proxy.transport.own import OwnAddresses, parse_ip
 
 DIRECTION = "inbound"
@@ -106,10 +106,12 @@ def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls
     """The inbound accept stage, its exchange context and router, whole (``access_log``: the hook, or None)."""
     router = InboundRouter(config.inbound_forward_host, config.inbound_default_target)
     limits = config.limits
-    tcp_dst = TcpStats(DIRECTION, "dst")
-    upstreams = Upstreams(loop, True, connector, tcp_dst, limits)
-    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits, access_log=access_log, tracer=tracer)
+    labels = LabelSets(DIRECTION, config.policy.peer_label_limit, config.identity.name is not None,
+                       router.connection_target)
+    upstreams = Upstreams(loop, True, connector, labels.tcp_dst_default, limits, labels)
+    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, labels.http_default, labels.tcp_src_default,
+                          labels.tcp_dst_default, limits, 0, labels,
+                          access_log=access_log, tracer=tracer)
     return AcceptStage(
         direction=DIRECTION,
         ctx=ctx,

@@ -58,7 +58,13 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         {"name": cfg.OUTBOUND_LISTEN, "value": f"127.0.0.1:{names.OUTBOUND_PORT}"},
         {"name": cfg.ADMIN_LISTEN, "value": f"0.0.0.0:{names.ADMIN_PORT}"},
         {"name": cfg.DESTINATION, "value": "k8s"},
+        # Who this proxy is, for MESHPROXY_METRICS_WORKLOAD_LABELS (off unless set).
+        {"name": cfg.WORKLOAD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": cfg.WORKLOAD_POD, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
+    if s.workload_kind in cfg.WORKLOAD_KINDS and s.workload_name:
+        env.append({"name": cfg.WORKLOAD_KIND, "value": s.workload_kind})
+        env.append({"name": cfg.WORKLOAD_NAME, "value": s.workload_name})
     if s.opaque_ports:
         env.append({"name": cfg.OPAQUE_PORTS, "value": s.opaque_ports})
     if s.default_policy:

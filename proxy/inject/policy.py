@@ -63,6 +63,9 @@ class PodSettings:
     probe_paths: str | None = None
     access_log: str | None = None  # apache or json; None: the proxy's default (off)
     trace_collector: str | None = None
+    # The workload that owns the pod (kind in lower case, name), for the metrics' owner label.
+    workload_kind: str | None = None
+    workload_name: str | None = None
 
 
 class Annotations:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -183,6 +183,7 @@ def _inject_site(site: workloads.PodSite, options: Options, namespaces: Mapping[
                 "iptables rules there would capture the node's traffic)")
     probe_paths = probes.find(site.spec, skip=podspec.OURS)
     settings = found.settings(options.proxy_image, options.init_image, options.identity, probe_paths.value)
+    settings = replace(settings, workload_kind=site.kind.lower(), workload_name=site.name)
     if was_injected:
         # Re-inject from scratch, so a changed setting is picked up and an
         # unchanged one gives byte-identical output.

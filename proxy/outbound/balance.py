@@ -53,6 +53,7 @@ class BalancedService:
         self.last_used = loop.time()
         self.watch = watch
         self.targets: dict[object, Target] = {}
+        self.labels: dict[object, tuple[tuple[str, str], ...]] = {}  # endpoint address -> discovery's labels
         self.unsubscribe = watch.subscribe(self._on_update)
         self._apply(watch.snapshot.endpoints)
 
@@ -93,6 +94,7 @@ class BalancedService:
              for ep in endpoints])
         for key in removed:
             self.targets.pop(key, None)
+            self.labels.pop(key, None)
         for key in (*added, *changed):
             member = self.balancer.get(key)
             assert member is not None  # just added or changed
@@ -102,11 +104,17 @@ class BalancedService:
             mesh_port = ep.address[1] if ep.proxy is not None else 0
             # ... and with mutual TLS when discovery names the peer's identity.
             identity = ep.identity if ep.proxy is not None else None
+            self.labels[key] = ep.labels
             self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
                                        service=self, endpoint=member)
         if added or removed or changed:
             log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
                      endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))
+
+    def endpoint_labels(self, target: Target) -> tuple[tuple[str, str], ...]:
+        """Discovery's labels of the endpoint ``target`` reaches (for the metrics' ``dst_*`` labels)."""
+        member = target.endpoint
+        return self.labels.get(member.key, ()) if member is not None else ()
 
     # -- picking --------------------------------------------------------------
     def route(self, conn, avoid=None) -> object:

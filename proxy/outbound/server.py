@@ -23,7 +23,7 @@ from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, 
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.outbound.policy import redirect_location
-from proxy.telemetry.counters import HttpStats, TcpStats
+from proxy.telemetry.labels import LabelSets
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
@@ -275,10 +275,11 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
     """The outbound accept stage, its exchange context and router, whole (``access_log``: the hook, or None)."""
     router = OutboundRouter(own, loop, resolver, config.balancer, policy)
     limits = config.limits
-    tcp_dst = TcpStats(DIRECTION, "dst")
-    upstreams = Upstreams(loop, False, connector, tcp_dst, limits)
-    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, HttpStats(DIRECTION), TcpStats(DIRECTION, "src"),
-                          tcp_dst, limits, config.balancer.max_in_flight, access_log, tracer)
+    labels = LabelSets(DIRECTION, config.policy.peer_label_limit, config.identity.name is not None)
+    upstreams = Upstreams(loop, False, connector, labels.tcp_dst_default, limits, labels)
+    ctx = ExchangeContext(loop, DIRECTION, router, upstreams, labels.http_default, labels.tcp_src_default,
+                          labels.tcp_dst_default, limits, config.balancer.max_in_flight,
+                          labels, access_log=access_log, tracer=tracer)
     if policy is not None:
         # A new policy invalidates the per-connection route caches.
         policy.listeners.append(lambda: setattr(ctx, "policy_gen", ctx.policy_gen + 1))

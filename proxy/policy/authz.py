@@ -233,6 +233,11 @@ class PortPolicy:
     __slots__ = ("protocol", "per_request", "_addrs", "_srv", "_target", "_conn_rules", "_http_rules",
                  "_groups", "_header_names", "_probes", "_probe")
 
+    @property
+    def srv_labels(self) -> Labels:
+        """``srv_kind``, ``srv_name`` of the Server (or default policy) this port answers to."""
+        return self._srv
+
     def __init__(self, protocol: str | None, srv: Labels, target: str, conn_rules: tuple, http_rules: tuple,
                  routes: tuple[InboundRoute, ...], route_rules: dict[str, tuple], probes: frozenset[str],
                  addrs: _Addresses) -> None:

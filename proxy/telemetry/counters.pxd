@@ -1,23 +1,41 @@
 # Typed declarations for proxy/telemetry/counters.py (pure-Python mode).
+from proxy.exchange.clock cimport now
+
+cdef int _NBUCKETS, RESPONSE_SLOTS, ERRNO_SLOTS
+cdef int _bucket(double[::1] bounds, double latency_ms)
+cdef bint _tally(long long[::1] keys, long long[::1] counts, long long key, Py_ssize_t start)
 
 cdef class HttpStats:
     cdef readonly str direction
+    cdef public str labels                 # the label set as Prometheus text, made once
     cdef public long long requests
-    cdef readonly long long[::1] status_counts   # index: status code 0..999
-    cdef readonly long long[::1] failure_counts  # responses synthesized or 5xx, per status
+    cdef readonly long long[::1] keys      # packed outcome + 1 (0: free slot)
+    cdef readonly long long[::1] counts
+    cdef public long long other_successes  # outcomes past RESPONSE_SLOTS
+    cdef public long long other_failures
     cdef readonly long long[::1] latency_buckets # one per LATENCY_BUCKETS_MS bound, plus +Inf
     cdef readonly double[::1] bounds             # LATENCY_BUCKETS_MS as doubles
     cdef public double latency_sum_ms
     cdef public long long latency_count
+    cpdef void observe(self, double latency_ms)
+    cpdef void count(self, int status, int grpc, int error, bint failure)
     cpdef void record_response(self, int status, double latency_ms, bint failure)
 
 cdef class TcpStats:
     cdef readonly str direction
     cdef readonly str peer
+    cdef public str labels
     cdef public long long opened
     cdef public long long closed
     cdef public long long read_bytes
     cdef public long long write_bytes
+    cdef readonly long long[::1] errnos
+    cdef readonly long long[::1] errno_counts
+    cdef public long long errno_other
+    cdef readonly long long[::1] duration_buckets
+    cdef readonly double[::1] bounds
+    cdef public double duration_sum_ms
+    cpdef void close(self, double opened_at, int err)
 
 cdef class RouteStats:
     cdef readonly str dst

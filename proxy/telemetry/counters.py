@@ -1,67 +1,213 @@
-"""Request and connection counters updated per request on the fast path.
+"""Request and connection counters updated per request on the fast path, one object per label set.
 
 prometheus_client's labelled counters cost a lock and a label lookup per
-increment; these are plain C integers (compiled) bumped inline by the relay and
-rendered to Prometheus text only when /metrics is scraped
-(``proxy.telemetry.metrics``). ``benchmarks/`` measures the difference.
+increment; these are plain C integers (compiled) bumped inline by the relays
+and rendered to Prometheus text only when /metrics is scraped
+(``proxy.telemetry.metrics``). A label set (direction, authority, target,
+TLS, peer identity, destination labels...) is resolved once per endpoint,
+connection or route (``proxy.telemetry.labels``) and its text made then; per
+request only the numbers move. ``benchmarks/`` measures the difference.
 """
 
 import array
+import errno
 
 import cython
 
-# Linkerd's latency buckets, in milliseconds.
+from proxy import errors
+from proxy.exchange.clock import now
+
+# Linkerd's latency buckets, in milliseconds (response_latency_ms and tcp_connection_duration_ms).
 LATENCY_BUCKETS_MS = (
     1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500,
     1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000,
 )
-_NBUCKETS: cython.int = len(LATENCY_BUCKETS_MS)
+_NBUCKETS = cython.declare(cython.int, len(LATENCY_BUCKETS_MS))
+
+# Distinct (status, gRPC status, error, classification) outcomes kept per HTTP
+# label set; further ones are counted as status_code="other". A proxy sees a
+# handful per endpoint, so a small open-addressed table beats 1,000 slots per status.
+RESPONSE_SLOTS = cython.declare(cython.int, 32)
+_ENOTCONN = errno.ENOTCONN
+# Distinct errnos kept per TCP label set for tcp_close_total; more count as errno="other".
+ERRNO_SLOTS = cython.declare(cython.int, 8)
+
+# The ``error`` label of a response the proxy made itself for a failure that
+# never reached an app: Linkerd's names. Index 0: no error label (the app answered).
+ERROR_NONE = 0
+ERROR_LABELS = (
+    ("", ""),
+    ("failfast", ""),
+    ("loadshed", ""),
+    ("response timeout", ""),
+    ("i/o", "ECONNREFUSED"),
+    ("i/o", "ETIMEDOUT"),
+    ("i/o", ""),
+    ("unauthorized", ""),
+    ("unexpected", ""),
+)
+
+
+def error_code(err):
+    """The ``ERROR_LABELS`` index for a proxy error (per failed request, never per success)."""
+    if isinstance(err, errors.NoEndpoints):
+        return 1
+    if isinstance(err, errors.LoadShed):
+        return 2
+    if isinstance(err, (errors.ResponseTimeout, errors.RouteTimeout)):
+        return 3
+    if isinstance(err, errors.ConnectRefused):
+        return 4
+    if isinstance(err, errors.ConnectTimeout):
+        return 5
+    if isinstance(err, (errors.ConnectFailed, errors.UpstreamReset)):
+        return 6
+    if isinstance(err, (errors.Unauthorized, errors.OwnAddress)):
+        return 7
+    if isinstance(err, (errors.ClientError, errors.RouteRedirect, errors.RoutingError)):
+        return 0  # the client's request, or the policy's answer: not a proxy failure
+    return 8
 
 
 def _zeros(n):
     return memoryview(array.array("q", bytes(8 * n))).cast("B").cast("q")
 
 
-class HttpStats:
-    """HTTP request/response counts and latency for one direction."""
+def _bounds():
+    return memoryview(array.array("d", LATENCY_BUCKETS_MS))
 
-    def __init__(self, direction):
+
+def _bucket(bounds, latency_ms):
+    i: cython.int = 0
+    # Linear scan: the common latencies hit the first few buckets.
+    while i < _NBUCKETS and latency_ms > bounds[i]:
+        i += 1
+    return i
+
+
+def _tally(keys, counts, key, start):
+    """Count ``key`` in an open-addressed table (a free slot's key is 0), probing from ``start``;
+    False when the table is full of other keys."""
+    size: cython.Py_ssize_t = len(keys)
+    i: cython.Py_ssize_t = start
+    n: cython.Py_ssize_t = 0
+    while n < size:
+        if keys[i] == key:
+            counts[i] += 1
+            return True
+        if keys[i] == 0:
+            keys[i] = key
+            counts[i] = 1
+            return True
+        i = (i + 1) % size
+        n += 1
+    return False
+
+
+class HttpStats:
+    """Request and response counts and response latency of one HTTP label set.
+
+    ``labels`` is the label set as Prometheus text (``direction="inbound",...``),
+    made once when the set was first seen. Responses are kept by outcome:
+    status code, gRPC status (-1: none), error index and classification,
+    packed into one key of a small open-addressed table.
+    """
+
+    def __init__(self, direction, labels=None):
         self.direction = direction
+        self.labels = labels if labels is not None else f'direction="{direction}"'
         self.requests = 0
-        self.status_counts = _zeros(1000)
-        self.failure_counts = _zeros(1000)
+        self.keys = _zeros(RESPONSE_SLOTS)
+        self.counts = _zeros(RESPONSE_SLOTS)
+        self.other_successes = 0
+        self.other_failures = 0
         self.latency_buckets = _zeros(_NBUCKETS + 1)
-        self.bounds = memoryview(array.array("d", LATENCY_BUCKETS_MS))
+        self.bounds = _bounds()
         self.latency_sum_ms = 0.0
         self.latency_count = 0
 
-    def record_response(self, status, latency_ms, failure):
-        i: cython.int
-        if status < 0 or status > 999:
-            status = 0
-        if failure:
-            self.failure_counts[status] += 1
-        else:
-            self.status_counts[status] += 1
-        # Linear scan: the common latencies hit the first few buckets.
-        i = 0
-        while i < _NBUCKETS and latency_ms > self.bounds[i]:
-            i += 1
-        self.latency_buckets[i] += 1
+    def observe(self, latency_ms):
+        """One response head, ``latency_ms`` after its request head."""
+        self.latency_buckets[_bucket(self.bounds, latency_ms)] += 1
         self.latency_sum_ms += latency_ms
         self.latency_count += 1
 
+    def count(self, status, grpc, error, failure):
+        """One response ended with this outcome (``grpc`` -1: no gRPC status; ``error``: ERROR_LABELS index)."""
+        key: cython.longlong
+        if status < 0 or status > 999:
+            status = 0
+        if grpc < -1 or grpc > 16:
+            grpc = 2  # UNKNOWN: not a status gRPC defines
+        key = 1 + status + ((grpc + 1) << 10) + (error << 15) + ((1 if failure else 0) << 20)
+        if _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
+            return
+        if failure:
+            self.other_failures += 1
+        else:
+            self.other_successes += 1
+
+    def record_response(self, status, latency_ms, failure):
+        """A response whose head is its outcome (no gRPC status, no proxy error): latency and count at once."""
+        self.observe(latency_ms)
+        self.count(status, -1, 0, failure)  # 0: ERROR_NONE
+
+    def outcomes(self):
+        """(status, grpc, error index, failure, count) per outcome seen; for rendering."""
+        out = []
+        for i in range(RESPONSE_SLOTS):
+            key = self.keys[i]
+            if key:
+                key -= 1
+                out.append((key & 1023, ((key >> 10) & 31) - 1, (key >> 15) & 31, bool(key >> 20), self.counts[i]))
+        out.sort()
+        return out
+
 
 class TcpStats:
-    """Connection counts and bytes for one direction and peer (src or dst)."""
+    """Connection counts, bytes, lifetimes and close errors of one TCP label set (direction, peer, ...)."""
 
-    def __init__(self, direction, peer):
+    def __init__(self, direction, peer, labels=None):
         self.direction = direction
         self.peer = peer
+        self.labels = labels if labels is not None else f'direction="{direction}",peer="{peer}"'
         self.opened = 0
         self.closed = 0
         self.read_bytes = 0
         self.write_bytes = 0
+        self.errnos = _zeros(ERRNO_SLOTS)
+        self.errno_counts = _zeros(ERRNO_SLOTS)
+        self.errno_other = 0
+        self.duration_buckets = _zeros(_NBUCKETS + 1)
+        self.bounds = _bounds()
+        self.duration_sum_ms = 0.0
+
+    def close(self, opened_at, err):
+        """A connection opened at ``opened_at`` (``now()`` seconds; 0: unknown) closed; ``err``: its errno or 0."""
+        duration_ms: cython.double = (now() - opened_at) * 1000.0 if opened_at > 0.0 else 0.0
+        self.closed += 1
+        self.duration_buckets[_bucket(self.bounds, duration_ms)] += 1
+        self.duration_sum_ms += duration_ms
+        if err != 0 and not _tally(self.errnos, self.errno_counts, err, 0):
+            self.errno_other += 1
+
+    def clean_closes(self):
+        """Closes without an errno (for rendering)."""
+        n = self.closed - self.errno_other
+        for i in range(ERRNO_SLOTS):
+            n -= self.errno_counts[i]
+        return n
+
+
+def errno_of(exc):
+    """The errno a ``connection_lost`` exception carries, or 0 (a clean close, or none known).
+
+    ENOTCONN is a clean close: the peer had already closed when this side
+    shut its own half down (a client that closes right after its last read).
+    """
+    if isinstance(exc, OSError) and exc.errno and exc.errno != _ENOTCONN:
+        return exc.errno
+    return 0
 
 
 class RouteStats:
@@ -80,19 +226,15 @@ class RouteStats:
         self.successes = 0
         self.failures = 0
         self.latency_buckets = _zeros(_NBUCKETS + 1)
-        self.bounds = memoryview(array.array("d", LATENCY_BUCKETS_MS))
+        self.bounds = _bounds()
         self.latency_sum_ms = 0.0
         self.latency_count = 0
 
     def record(self, latency_ms, failure):
-        i: cython.int
         if failure:
             self.failures += 1
         else:
             self.successes += 1
-        i = 0
-        while i < _NBUCKETS and latency_ms > self.bounds[i]:
-            i += 1
-        self.latency_buckets[i] += 1
+        self.latency_buckets[_bucket(self.bounds, latency_ms)] += 1
         self.latency_sum_ms += latency_ms
         self.latency_count += 1

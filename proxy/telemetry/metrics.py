@@ -6,12 +6,14 @@ bumped inline per request); this module only runs when /metrics is scraped.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import time
 from collections.abc import Iterable
 
-from proxy.telemetry.counters import LATENCY_BUCKETS_MS, HttpStats, TcpStats
+from proxy.telemetry.counters import ERROR_LABELS, LATENCY_BUCKETS_MS, HttpStats, TcpStats
+from proxy.telemetry.labels import OTHER, SERVICE_NAME, text
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _START = time.time()
@@ -38,44 +40,70 @@ def _header(out: list[str], name: str, kind: str, help_text: str) -> None:
 
 
 def render_http(out: list[str], stats: Iterable[HttpStats]) -> None:
+    """request_total, response_total and response_latency_ms, each family whole, one series per label set."""
     stats = list(stats)
     _header(out, "request_total", "counter", "Total count of HTTP requests.")
     for s in stats:
-        out.append(f"request_total{_labels(direction=s.direction)} {s.requests}")
+        out.append(f"request_total{{{s.labels}}} {s.requests}")
     _header(out, "response_total", "counter", "Total count of HTTP responses.")
     for s in stats:
-        for klass, counts in (("success", s.status_counts), ("failure", s.failure_counts)):
-            for code in range(1000):
-                n = counts[code]
-                if n:
-                    labels = _labels(direction=s.direction, status_code=code, classification=klass)
-                    out.append(f"response_total{labels} {n}")
+        for status, grpc, error, failure, n in s.outcomes():
+            pairs: list[tuple[str, object]] = [("status_code", status),
+                                               ("classification", "failure" if failure else "success")]
+            if grpc >= 0:
+                pairs.append(("grpc_status", grpc))
+            if error:
+                name, errno = ERROR_LABELS[error]
+                pairs.append(("error", name))
+                if errno:
+                    pairs.append(("errno", errno))
+            out.append(f"response_total{{{s.labels},{text(pairs)}}} {n}")
+        for klass, n in (("success", s.other_successes), ("failure", s.other_failures)):
+            if n:
+                out.append(f'response_total{{{s.labels},status_code="{OTHER}",classification="{klass}"}} {n}')
     _header(out, "response_latency_ms", "histogram",
             "Elapsed time between a request's head arriving and its response head being sent.")
     for s in stats:
-        cumulative = 0
-        for i, bound in enumerate(LATENCY_BUCKETS_MS):
-            cumulative += s.latency_buckets[i]
-            out.append(f"response_latency_ms_bucket{_labels(direction=s.direction, le=bound)} {cumulative}")
-        cumulative += s.latency_buckets[len(LATENCY_BUCKETS_MS)]
-        out.append(f"response_latency_ms_bucket{_labels(direction=s.direction, le='+Inf')} {cumulative}")
-        out.append(f"response_latency_ms_sum{_labels(direction=s.direction)} {s.latency_sum_ms:.3f}")
-        out.append(f"response_latency_ms_count{_labels(direction=s.direction)} {s.latency_count}")
+        _histogram(out, "response_latency_ms", s.labels, s.latency_buckets, s.latency_sum_ms, s.latency_count)
+
+
+def _histogram(out: list[str], name: str, labels: str, buckets, total: float, count: int) -> None:
+    cumulative = 0
+    for i, bound in enumerate(LATENCY_BUCKETS_MS):
+        cumulative += buckets[i]
+        out.append(f'{name}_bucket{{{labels},le="{bound}"}} {cumulative}')
+    cumulative += buckets[len(LATENCY_BUCKETS_MS)]
+    out.append(f'{name}_bucket{{{labels},le="+Inf"}} {cumulative}')
+    out.append(f"{name}_sum{{{labels}}} {total:.3f}")
+    out.append(f"{name}_count{{{labels}}} {count}")
 
 
 def render_tcp(out: list[str], stats: Iterable[TcpStats]) -> None:
+    """The TCP families, each whole, one series per label set (close errors by errno)."""
     stats = list(stats)
     series = (
         ("tcp_open_total", "counter", "Total count of opened connections.", lambda s: s.opened),
         ("tcp_open_connections", "gauge", "Number of currently-open connections.", lambda s: s.opened - s.closed),
-        ("tcp_close_total", "counter", "Total count of closed connections.", lambda s: s.closed),
         ("tcp_read_bytes_total", "counter", "Total count of bytes read from peers.", lambda s: s.read_bytes),
         ("tcp_write_bytes_total", "counter", "Total count of bytes written to peers.", lambda s: s.write_bytes),
     )
     for name, kind, help_text, value in series:
         _header(out, name, kind, help_text)
         for s in stats:
-            out.append(f"{name}{_labels(direction=s.direction, peer=s.peer)} {value(s)}")
+            out.append(f"{name}{{{s.labels}}} {value(s)}")
+    _header(out, "tcp_close_total", "counter", "Total count of closed connections.")
+    for s in stats:
+        out.append(f'tcp_close_total{{{s.labels},classification="success"}} {s.clean_closes()}')
+        for i in range(len(s.errnos)):
+            if s.errnos[i]:
+                name = errno.errorcode.get(s.errnos[i], str(s.errnos[i]))
+                out.append(f'tcp_close_total{{{s.labels},classification="failure",errno="{name}"}} '
+                           f"{s.errno_counts[i]}")
+        if s.errno_other:
+            out.append(f'tcp_close_total{{{s.labels},classification="failure",errno="{OTHER}"}} {s.errno_other}')
+    _header(out, "tcp_connection_duration_ms", "histogram", "Connection lifetimes, from accept or connect to close.")
+    for s in stats:
+        _histogram(out, "tcp_connection_duration_ms", s.labels, s.duration_buckets, s.duration_sum_ms, s.closed)
 
 
 def render_process(out: list[str]) -> None:
@@ -100,13 +128,16 @@ def render_process(out: list[str]) -> None:
         out.append(f"{name} {value}")
 
 
-BALANCER_SERVICES_SHOWN = 100  # bounds the label cardinality of balancer_endpoints
+BALANCER_SERVICES_SHOWN = 100  # bounds the label cardinality of the balancer families
 
 
 def render_balancers(out: list[str], services: dict) -> None:
-    """Endpoints per discovered service and state (ready / ejected / probing / pending requests)."""
-    _header(out, "balancer_endpoints", "gauge", "Endpoints of each discovered service, by state.")
-    _header(out, "balancer_pending_requests", "gauge", "Requests in flight to each discovered service.")
+    """Endpoints per discovered service and state, pending and queued requests: each family whole."""
+    endpoints: list[str] = []
+    pending_lines: list[str] = []
+    queued: list[str] = []
+    linkerd_endpoints: list[str] = []
+    linkerd_queue: list[str] = []
     shown = 0
     for service in services.values():
         if service is None:
@@ -120,18 +151,68 @@ def render_balancers(out: list[str], services: dict) -> None:
             counts[("ready", "ejected", "probing", "ready")[member.state]] += 1
             pending += member.pending
         for state, n in counts.items():
-            out.append(f"balancer_endpoints{_labels(service=service.name, state=state)} {n}")
-        out.append(f"balancer_pending_requests{_labels(service=service.name)} {pending}")
-        out.append(f"balancer_queued_requests{_labels(service=service.name)} {len(service.waiters)}")
+            endpoints.append(f"balancer_endpoints{_labels(service=service.name, state=state)} {n}")
+        pending_lines.append(f"balancer_pending_requests{_labels(service=service.name)} {pending}")
+        queued.append(f"balancer_queued_requests{_labels(service=service.name)} {len(service.waiters)}")
+        refs = balancer_labels(service.name)
+        not_ready = counts["ejected"] + counts["probing"]
+        linkerd_endpoints.append(f'outbound_http_balancer_endpoints{{endpoint_state="ready",{refs}}} {counts["ready"]}')
+        linkerd_endpoints.append(f'outbound_http_balancer_endpoints{{endpoint_state="pending",{refs}}} {not_ready}')
+        linkerd_queue.append(f"outbound_http_balancer_queue_length{{{refs}}} {len(service.waiters)}")
+    _header(out, "balancer_endpoints", "gauge", "Endpoints of each discovered service, by state.")
+    out.extend(endpoints)
+    _header(out, "balancer_pending_requests", "gauge", "Requests in flight to each discovered service.")
+    out.extend(pending_lines)
+    _header(out, "balancer_queued_requests", "gauge", "Requests waiting for a ready endpoint of each service.")
+    out.extend(queued)
+    # Recent Linkerd's names for the same gauges: the balancer's parent (the service) and
+    # backend (the same service: each backend of a split has a balancer of its own).
+    _header(out, "outbound_http_balancer_endpoints", "gauge", "Endpoints of each balancer, ready or pending.")
+    out.extend(linkerd_endpoints)
+    _header(out, "outbound_http_balancer_queue_length", "gauge", "Requests waiting in each balancer's queue.")
+    out.extend(linkerd_queue)
 
 
-def render(http: Iterable[HttpStats], tcp: Iterable[TcpStats], extra: Iterable[str] = ()) -> bytes:
+def balancer_labels(service: str) -> str:
+    """Linkerd's parent_* and backend_* labels of a balancer, from its service name
+    (``<name>.<namespace>.svc.<domain>:<port>``, or any other ``host:port``)."""
+    host, _, port = service.rpartition(":")
+    match = SERVICE_NAME.match(host)
+    name, namespace = (match.group(1), match.group(2)) if match else (host, "")
+    ref = (("group", "core"), ("kind", "Service"), ("namespace", namespace), ("name", name), ("port", port),
+           ("section_name", ""))
+    return text([(f"{role}_{k}", v) for role in ("parent", "backend") for k, v in ref])
+
+
+def render(http: Iterable[HttpStats], tcp: Iterable[TcpStats], extra: Iterable[str] = (),
+           workload: str = "") -> bytes:
+    """The whole exposition; ``workload`` (label text, e.g. ``namespace="shop",pod="web-1"``) is added
+    to every sample when the proxy is asked to label its own metrics (MESHPROXY_METRICS_WORKLOAD_LABELS)."""
     out: list[str] = []
     render_http(out, http)
     render_tcp(out, tcp)
     render_process(out)
     out.extend(extra)
+    if workload:
+        out = with_labels(out, workload)
     return ("\n".join(out) + "\n").encode()
+
+
+def with_labels(lines: list[str], labels: str) -> list[str]:
+    """Every sample line of ``lines`` with ``labels`` (label text) put first in its label set."""
+    out = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            out.append(line)
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        if 0 <= brace < space:
+            inner_empty = line[brace + 1] == "}"
+            out.append(f"{line[:brace + 1]}{labels}{'' if inner_empty else ','}{line[brace + 1:]}")
+        else:
+            out.append(f"{line[:space]}{{{labels}}}{line[space:]}")
+    return out
 
 
 def _route_series(out: list[str], stats) -> None:

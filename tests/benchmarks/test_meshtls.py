@@ -59,6 +59,7 @@ tls_connections_total{{direction="inbound",tls="true",client_id=""}} 2
 tls_connections_total{{direction="inbound",tls="true",client_id="{meshtls.CLIENT_ID}"}} 51
 tls_connections_total{{direction="outbound",tls="true",server_id="{meshtls.SERVER_ID}"}} 7
 request_total{{direction="inbound"}} 1200
+request_total{{direction="inbound",authority="web:80",tls="true",client_id="{meshtls.CLIENT_ID}"}} 34
 request_total{{direction="outbound"}} 3
 """
 
@@ -67,7 +68,7 @@ def test_reading_the_counters():
     assert meshtls.inbound_tls_connections(METRICS, meshtls.CLIENT_ID) == 51
     assert meshtls.inbound_tls_connections(METRICS, "") == 2
     assert meshtls.inbound_tls_connections(METRICS, meshtls.SERVER_ID) == 0
-    assert meshtls.inbound_requests(METRICS) == 1200
+    assert meshtls.inbound_requests(METRICS) == 1234
     assert meshtls.inbound_tls_connections("", meshtls.CLIENT_ID) == 0
     assert meshtls.series_value('request_total{direction="inbound"} nan?\n', 'request_total{direction="inbound"}') == 0
 

@@ -599,5 +599,8 @@ def patched(rig):
 
 def responses(stats, failures=False):
     """{status: count} of the responses a HttpStats recorded (failures or not)."""
-    counts = stats.failure_counts if failures else stats.status_counts
-    return {status: counts[status] for status in range(1000) if counts[status]}
+    out: dict[int, int] = {}
+    for status, _grpc, _error, failure, n in stats.outcomes():
+        if failure == failures:
+            out[status] = out.get(status, 0) + n
+    return out

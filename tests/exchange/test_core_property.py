@@ -269,7 +269,7 @@ class Run:
             problems.append(f"response ended wrongly: {kinds}")
         if "cut" in kinds and "head" not in kinds:
             problems.append(f"cut without a response: {kinds}")
-        recorded = sum(rig.stats.status_counts) + sum(rig.stats.failure_counts)
+        recorded = sum(outcome[-1] for outcome in rig.stats.outcomes())
         if rig.stats.requests != 1 or recorded != answers:
             problems.append(f"counted {rig.stats.requests} requests and {recorded} responses for {answers} answers")
         policy = self.policy

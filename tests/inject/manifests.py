@@ -80,11 +80,12 @@ def kubelet_env(container: dict[str, Any], service_account: str = "default",
                 namespace: str = "default") -> dict[str, str]:
     """A container's environment as the kubelet would set it, for the fields injection uses.
 
-    ``valueFrom.fieldRef`` is answered for ``spec.serviceAccountName`` and
-    ``metadata.namespace``; ``$(NAME)`` in a value expands to a variable listed
+    ``valueFrom.fieldRef`` is answered for ``spec.serviceAccountName``,
+    ``metadata.namespace`` and ``metadata.name`` (``pod-0``); ``$(NAME)`` in a value expands to a variable listed
     earlier (a later or unknown one stays as written), ``$$`` is a literal ``$``.
     """
-    fields = {"spec.serviceAccountName": service_account, "metadata.namespace": namespace}
+    fields = {"spec.serviceAccountName": service_account, "metadata.namespace": namespace,
+              "metadata.name": "pod-0"}
     env: dict[str, str] = {}
     for item in container.get("env", []):
         if "valueFrom" in item:

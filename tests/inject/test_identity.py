@@ -50,7 +50,8 @@ def test_identity_name_comes_from_the_pods_service_account_and_namespace() -> No
     assert raw.index(names.POD_NAMESPACE_ENV) < raw.index(cfg.IDENTITY_NAME)
     fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"] if "valueFrom" in e}
     assert fields == {names.POD_SERVICE_ACCOUNT_ENV: "spec.serviceAccountName",
-                      names.POD_NAMESPACE_ENV: "metadata.namespace"}
+                      names.POD_NAMESPACE_ENV: "metadata.namespace",
+                      cfg.WORKLOAD_NAMESPACE: "metadata.namespace", cfg.WORKLOAD_POD: "metadata.name"}
     for sa, ns in (("web", "shop"), ("default", "default"), ("billing.v2", "pay")):
         env = kubelet_env(sidecar, service_account=sa, namespace=ns)
         name = env[cfg.IDENTITY_NAME]

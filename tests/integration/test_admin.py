@@ -93,7 +93,8 @@ def test_latency_histogram(proxy, upstream):
         values = [v for _, v in buckets]
         assert values == sorted(values), f"buckets not cumulative for {key}: {buckets}"
         assert buckets[-1][0] == math.inf, f"no +Inf bucket for {key}"
-        count = after.get("response_latency_ms_count", **dict(key))
+        # The _count of exactly this label set (get() would sum every set that includes these labels).
+        [count] = [v for labels, v in after.series("response_latency_ms_count", **dict(key)) if labels == dict(key)]
         assert buckets[-1][1] == count, f"+Inf bucket {buckets[-1][1]} != _count {count} for {key}"
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.metrics import parse as parse_metrics
+
 PROXY_GID = 2102
 HTTP_PORT = 18080  # the "remote service" the app calls (redirected to outbound)
 TCP_PORT = 6379  # in the default opaque-port list: relayed without detection
@@ -161,33 +163,31 @@ def _metrics(ns: str) -> str:
     return _ns(ns, "curl", "-sS", "http://127.0.0.1:4191/metrics").stdout
 
 
-def _value(metrics: str, series: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
+def _value(metrics: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s series whose labels include ``labels``."""
+    return parse_metrics(metrics).get(name, **labels)
 
 
 def test_outbound_ipv4_original_destination_wins_over_host(mesh_ns):
     ns, _ = mesh_ns
-    before = _value(_metrics(ns), 'request_total{direction="outbound"}')
+    before = _value(_metrics(ns), "request_total", direction="outbound")
     got = _curl(ns, "-H", "Host: elsewhere.invalid:9", f"http://127.0.0.1:{HTTP_PORT}/v4")
     # The app reached its real destination although Host named another one:
     # the original destination comes first.
     assert got["line"] == "GET /v4 HTTP/1.1"
     assert got["host"] == "elsewhere.invalid:9"
     assert got["server"][1] == HTTP_PORT
-    after = _value(_metrics(ns), 'request_total{direction="outbound"}')
+    after = _value(_metrics(ns), "request_total", direction="outbound")
     assert after == before + 1, "the request did not pass through the outbound proxy"
 
 
 def test_outbound_ipv6_original_destination(mesh_ns):
     ns, _ = mesh_ns
-    before = _value(_metrics(ns), 'request_total{direction="outbound"}')
+    before = _value(_metrics(ns), "request_total", direction="outbound")
     got = _curl(ns, f"http://[::1]:{HTTP_PORT}/v6")
     assert got["line"] == "GET /v6 HTTP/1.1"
     assert got["server"][0] == "::1"
-    assert _value(_metrics(ns), 'request_total{direction="outbound"}') == before + 1
+    assert _value(_metrics(ns), "request_total", direction="outbound") == before + 1
 
 
 def test_outbound_opaque_port_relays_raw_bytes(mesh_ns):

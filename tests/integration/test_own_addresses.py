@@ -25,6 +25,7 @@ import pytest
 from helpers.checks import assert_one_log_line, assert_proxy_error, delta
 from helpers.clients import RawClient, clean_env
 from helpers.h2client import H2Client
+from helpers.metrics import parse as parse_metrics
 from helpers.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -266,12 +267,10 @@ def _ns(ns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
                           timeout=30)
 
 
-def _metric(ns: str, series: str) -> float:
+def _metric(ns: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s series whose labels include ``labels``."""
     text = _ns(ns, "curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{ADMIN_PORT}/metrics").stdout
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
+    return parse_metrics(text).get(name, **labels)
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +315,7 @@ def pod_ns(tmp_path_factory):
 
 def test_a_redirected_connection_to_the_pods_own_ip_and_admin_port_is_refused(pod_ns):
     ns, proxy, log = pod_ns
-    before_src = _metric(ns, 'tcp_open_total{direction="outbound",peer="src"}')
+    before_src = _metric(ns, "tcp_open_total", direction="outbound", peer="src")
     out = _ns(ns, "curl", "-sS", "-i", "--max-time", "10", "-X", "POST",
               f"http://{POD_IP}:{ADMIN_PORT}/shutdown").stdout
     assert out.startswith("HTTP/1.1 403"), out[:500]
@@ -327,8 +326,8 @@ def test_a_redirected_connection_to_the_pods_own_ip_and_admin_port_is_refused(po
     assert text.count("own admin listener") == 1, text[-2000:]
     assert "shutdown requested" not in text
     # One client connection through outbound, none looped back in.
-    assert _metric(ns, 'tcp_open_total{direction="outbound",peer="src"}') == before_src + 1
-    assert _metric(ns, 'tcp_open_total{direction="outbound",peer="dst"}') == 0
+    assert _metric(ns, "tcp_open_total", direction="outbound", peer="src") == before_src + 1
+    assert _metric(ns, "tcp_open_total", direction="outbound", peer="dst") == 0
 
 
 def test_an_opaque_redirected_connection_to_the_pods_own_admin_port_is_closed(pod_ns):
@@ -340,4 +339,4 @@ def test_an_opaque_redirected_connection_to_the_pods_own_admin_port_is_closed(po
     new = log.read_text()[mark:]
     assert new.count("opaque connection failed") == 1 and "own admin listener" in new, new
     assert proxy.poll() is None
-    assert _metric(ns, 'tcp_open_total{direction="outbound",peer="dst"}') == 0
+    assert _metric(ns, "tcp_open_total", direction="outbound", peer="dst") == 0
