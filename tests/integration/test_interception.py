@@ -208,10 +208,10 @@ def test_outbound_opaque_port_relays_raw_bytes(mesh_ns):
         print(got == payload, len(got))
         """
     )
-    before = _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}')
+    before = _value(_metrics(ns), "tcp_open_total", direction="outbound", peer="dst")
     out = _ns(ns, sys.executable, "-c", script).stdout.split()
     assert out == ["True", str(256 * 4096)]
-    assert _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}') == before + 1
+    assert _value(_metrics(ns), "tcp_open_total", direction="outbound", peer="dst") == before + 1
 
 
 def test_inbound_forwards_to_original_port_on_forward_host(mesh_ns):
@@ -223,7 +223,7 @@ def test_inbound_forwards_to_original_port_on_forward_host(mesh_ns):
     out = _ns(ns, "curl", "-sS", "-i", "--max-time", "10", f"http://127.0.0.1:{INBOUND_REDIRECT_PORT}/in").stdout
     assert out.startswith("HTTP/1.1 502")
     assert "l5d-proxy-error: connection refused" in out
-    before = _value(_metrics(ns), 'request_total{direction="inbound"}')
+    before = _value(_metrics(ns), "request_total", direction="inbound")
     assert before >= 1
 
 
@@ -234,7 +234,7 @@ def test_proxy_does_not_loop_its_own_connections(mesh_ns):
         assert got["line"] == f"GET /n{i} HTTP/1.1"
     metrics = _metrics(ns)
     # Each upstream connection went to the server, none came back into the proxy.
-    assert _value(metrics, 'tcp_open_total{direction="inbound",peer="src"}') <= 2
+    assert _value(metrics, "tcp_open_total", direction="inbound", peer="src") <= 2
     assert "loop" not in log.read_text().lower()
 
 
@@ -255,10 +255,10 @@ def test_opaque_connections_to_a_discovered_address_are_balanced_per_connection(
         print(" ".join(seen))
         """
     )
-    before = _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}')
+    before = _value(_metrics(ns), "tcp_open_total", direction="outbound", peer="dst")
     tags = _ns(ns, sys.executable, "-c", script).stdout.split()
     assert len(tags) == 12
     # The app dialled one address; discovery mapped it to two endpoints and
     # each connection went to one of them.
     assert set(tags) == {f"endpoint={p}" for p in DB_ENDPOINTS}, tags
-    assert _value(_metrics(ns), 'tcp_open_total{direction="outbound",peer="dst"}') == before + 12
+    assert _value(_metrics(ns), "tcp_open_total", direction="outbound", peer="dst") == before + 12
