@@ -28,7 +28,6 @@ from proxy.inbound.authz import InboundAuthorizer
 from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
 from proxy.telemetry import tls as tls_metrics
-from proxy.telemetry.accesslog import AccessLog
 from proxy.telemetry.labels import text as labels_text
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from proxy.outbound.policy import OutboundPolicy
     from proxy.outbound.server import OutboundRouter
     from proxy.policy.watch import PolicyWatch
+    from proxy.telemetry.accesslog import AccessLog
     from proxy.telemetry.trace_export import SpanExporter
 
 log = structlog.get_logger("proxy.app")
@@ -72,8 +72,11 @@ class App:
         self.outbound_policy: OutboundPolicy | None = None
         self.identity: LocalIdentity | None = None  # when MESHPROXY_IDENTITY_NAME is set
         # MESHPROXY_ACCESS_LOG: one line per HTTP request on both listeners (None: off).
-        self.access_log = (AccessLog(config.access_log, config.access_log_buffer, self.loop)
-                           if config.access_log else None)
+        self.access_log: AccessLog | None = None
+        if config.access_log:
+            # Imported only when on: an idle proxy does not pay for its writer's modules.
+            from proxy.telemetry.accesslog import AccessLog
+            self.access_log = AccessLog(config.access_log, config.access_log_buffer, self.loop)
         self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
