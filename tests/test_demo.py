@@ -25,7 +25,7 @@ from proxy import demo
 from proxy.demo import apps, http, netns, spec
 from proxy.demo.mesh import Net
 from proxy.demo.metrics import DirectionStats, histogram_quantile, parse_prometheus, summarize
-from proxy.demo.summary import format_table
+from proxy.demo.summary import format_edges, format_table
 
 REPO = Path(__file__).resolve().parents[1]
 INF = math.inf
@@ -181,6 +181,36 @@ def test_window_tls_falls_back_to_the_totals_without_new_connections():
     later = {"web": {"inbound": DirectionStats(30, 30, 0, {INF: 30}, tls=4, tls_of=4)}}
     [_, row] = format_table(later, earlier, 2.0).splitlines()
     assert row.split()[3] == "10.0" and row.split()[-1] == "100%"
+
+
+def test_edges_per_caller_identity():
+    text = (
+        'request_total{direction="inbound",tls="true",client_id="web.demo.serviceaccount.identity.x"} 30\n'
+        'request_total{direction="inbound",tls="true",client_id="load.demo.serviceaccount.identity.x"} 5\n'
+        'request_total{direction="inbound",tls="no_identity",no_tls_reason="no_tls_from_remote"} 2\n'
+        'request_total{direction="outbound",tls="true",server_id="backend.demo.serviceaccount.identity.x"} 7\n'
+    )
+    earlier = {"api": summarize(parse_prometheus(text.replace(" 30", " 10")))}
+    later = {"api": summarize(parse_prometheus(text)), "down": None}
+    assert later["api"]["inbound"].callers == {
+        ("web.demo.serviceaccount.identity.x", ""): 30, ("load.demo.serviceaccount.identity.x", ""): 5,
+        ("", "no_tls_from_remote"): 2}
+    assert later["api"]["outbound"].callers == {}  # the callers of a service are its inbound side's
+    window = later["api"]["inbound"].minus(earlier["api"]["inbound"])
+    assert window.callers[("web.demo.serviceaccount.identity.x", "")] == 20
+    lines = format_edges(later).splitlines()
+    assert lines[0].split() == ["SRC", "DST", "REQUESTS", "SECURED"]
+    assert [line.split() for line in lines[1:]] == [
+        ["-", "api", "2", "no", "(no_tls_from_remote)"],
+        ["load.demo.serviceaccount.identity.x", "api", "5", "\u221a"],
+        ["web.demo.serviceaccount.identity.x", "api", "30", "\u221a"],
+    ]
+
+
+def _edge_rows(output: str) -> list[list[str]]:
+    """The final edges table: [SRC, DST, REQUESTS, SECURED...] per row."""
+    edges = output.split("\nedges:", 1)[1].split("\n\n", 1)[0]
+    return [line.split() for line in edges.splitlines()[2:]]
 
 
 @pytest.mark.parametrize("argv", [["--rps", "0"], ["--rps", "100000"], ["--duration", "-1"], ["--failure-rate", "2"]])
@@ -370,6 +400,12 @@ def test_demo_runs_for_its_duration_and_cleans_up(tmp_path):
     assert load, out
     sent, answered, errors = map(int, load.groups())
     assert sent >= 150 and answered >= sent - 2 and errors <= 2, out
+    # Every service was called over mutual TLS by an identity its caller's proxy proved.
+    edges = {row[1]: row for row in _edge_rows(out)}
+    assert set(edges) == set(SERVICES), out
+    for service, (src, _, requests, *secured) in edges.items():
+        assert ".serviceaccount.identity." in src and src.split(".")[0] != service, (service, out)
+        assert int(requests) >= 100 and secured == ["\u221a"], (service, out)
 
 
 def test_without_identity_the_hops_are_plaintext(tmp_path):
@@ -379,6 +415,9 @@ def test_without_identity_the_hops_are_plaintext(tmp_path):
     assert "identity off" in run.stdout
     rows = _summary_rows(run.stdout)
     assert {service: rows[service][-1] for service in SERVICES} == {s: "0%" for s in SERVICES}
+    edges = _edge_rows(run.stdout)
+    assert {row[1] for row in edges} == set(SERVICES), run.stdout
+    assert all(row[0] == "-" and row[3] == "no" for row in edges), run.stdout
     assert "issuer.log" not in {p.name for p in tmp_path.iterdir()}
     _assert_gone(_proxy_pids(run.stdout))
 

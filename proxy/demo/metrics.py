@@ -25,6 +25,8 @@ class DirectionStats:
     tls: float = 0.0  # requests (or connections, below) that were mTLS
     tls_of: float = 0.0  # ... out of this many
     tls_unit: str = "connections"  # "requests" when request_total carries a tls label
+    # Inbound requests per caller: (client identity, or "" without one; no_tls_reason, or "") -> count.
+    callers: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def minus(self, earlier: DirectionStats | None) -> DirectionStats:
         """The counts since ``earlier`` (a window between two scrapes)."""
@@ -34,6 +36,7 @@ class DirectionStats:
             self.requests - earlier.requests, self.success - earlier.success, self.failure - earlier.failure,
             {le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
             self.tls - earlier.tls, self.tls_of - earlier.tls_of, self.tls_unit,
+            {key: n - earlier.callers.get(key, 0.0) for key, n in self.callers.items()},
         )
 
     def success_rate(self) -> float | None:
@@ -48,7 +51,7 @@ class DirectionStats:
 
 
 def summarize(samples: Iterable[Sample]) -> dict[str, DirectionStats]:
-    """Per direction, summed over every other label.
+    """Per direction, summed over every other label (and, inbound, per caller identity).
 
     The TLS share counts requests when ``request_total`` has a ``tls`` label,
     else accepted connections (``tcp_open_total``, ``peer="src"`` when the
@@ -68,6 +71,9 @@ def summarize(samples: Iterable[Sample]) -> dict[str, DirectionStats]:
         stats = out.setdefault(direction, DirectionStats())
         if name == "request_total":
             stats.requests += value
+            if direction == "inbound":
+                caller = (labels.get("client_id", ""), labels.get("no_tls_reason", ""))
+                stats.callers[caller] = stats.callers.get(caller, 0.0) + value
             if "tls" in labels:
                 counts = by_request.setdefault(direction, [0.0, 0.0])
                 counts[0] += value if labels["tls"] == "true" else 0.0

@@ -13,7 +13,7 @@ import sys
 from proxy.demo.apps import LoadGenerator
 from proxy.demo.mesh import Mesh
 from proxy.demo.spec import ENTRY, Interrupted
-from proxy.demo.summary import format_table
+from proxy.demo.summary import format_edges, format_table
 
 
 async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
@@ -65,7 +65,8 @@ async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
         mesh.check_alive()
         final = await mesh.scrape()
         print(f"\nsummary: {elapsed:.1f}s of load, totals per service\n{format_table(final, None, elapsed)}\n"
-              f"load generator: {load.counts.describe()}", flush=True)
+              f"\nedges: who called each service (inbound requests by the caller's identity)\n"
+              f"{format_edges(final)}\n\nload generator: {load.counts.describe()}", flush=True)
         return 0
     except Interrupted:
         print("meshproxy demo: interrupted while starting", file=sys.stderr)

@@ -1,5 +1,6 @@
 """The golden-metrics table the demo prints: one row per service, read from
-the inbound side of that service's proxy (what its callers experienced)."""
+the inbound side of that service's proxy (what its callers experienced); and
+the edges: who called each service, with which identity, over mutual TLS or not."""
 
 from __future__ import annotations
 
@@ -41,4 +42,19 @@ def format_table(snapshot: Snapshot, earlier: Snapshot | None, seconds: float) -
             f" {stats.requests / seconds if seconds > 0 else 0.0:>7.1f} {_ms(stats.quantile(0.5)):>8}"
             f" {_ms(stats.quantile(0.95)):>8} {_ms(stats.quantile(0.99)):>8} {_share(tls):>5}"
         )
+    return "\n".join(rows)
+
+
+def format_edges(snapshot: Snapshot) -> str:
+    """One row per (caller identity, service) pair seen by the service's inbound
+    proxy, as ``linkerd viz edges`` shows them: SRC is the identity the caller's
+    proxy proved (``-`` without one), SECURED is a check mark for mutual TLS,
+    else the proxy's ``no_tls_reason``."""
+    pairs = [(caller, service, n) for service, directions in snapshot.items() if directions
+             for caller, n in directions.get("inbound", DirectionStats()).callers.items() if n > 0]
+    width = max([len("SRC")] + [len(identity) for (identity, _), _, _ in pairs])
+    rows = [f"{'SRC':<{width}} {'DST':<8} {'REQUESTS':>8} SECURED"]
+    for (identity, reason), service, n in sorted(pairs, key=lambda p: (p[1], p[0])):
+        secured = "\u221a" if identity else f"no ({reason or 'no_identity'})"
+        rows.append(f"{identity or '-':<{width}} {service:<8} {n:>8.0f} {secured}")
     return "\n".join(rows)
