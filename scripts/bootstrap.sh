@@ -94,7 +94,7 @@ TEST_PACKAGES=(
     "docker-compose docker-compose"
     # test_matrix.py: psql through the proxies to a throwaway server (dpkg check: psql alone is not enough)
     "postgresql"
-    # test_metrics_exposition.py: promtool checks /metrics and the shipped scrape configuration
+    # test_metrics_labels.py, test_deploy_prometheus.py: promtool checks /metrics and the shipped scrape configuration
     "prometheus promtool"
 )
 
