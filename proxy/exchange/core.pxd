@@ -96,6 +96,7 @@ cdef class Exchange:
     cpdef void upstream_failed(self, object err)
     cpdef void upstream_reset(self, object err, bint retry_safe)
     cdef void _request_refused(self)
+    cdef double _pick_rtt(self)
     cdef void _again(self, bint resplit)
     cpdef void _attempt_timed_out(self)
     cdef void _cancel_timer(self)

@@ -554,7 +554,7 @@ class Exchange:
             # the tunnel's life, so tunnels opened together spread over the
             # endpoints; the balancer learns the time to the answer now.
             self.settled = True
-            hold = _TunnelPick(self.target, now() - self.t_sent if self.t_sent > 0.0 else 0.0)
+            hold = _TunnelPick(self.target, self._pick_rtt())
         self._stats().record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
@@ -778,8 +778,11 @@ class Exchange:
             return
         self.settled = True
         target = self.target
-        rtt = now() - self.t_sent if self.t_sent > 0.0 else 0.0
-        target.service.settle(target, rtt, outcome)
+        target.service.settle(target, self._pick_rtt(), outcome)
+
+    def _pick_rtt(self):
+        """What the balancer learns of its pick: from the request sent to now (0 if it never went)."""
+        return now() - self.t_sent if self.t_sent > 0.0 else 0.0
 
     def fail(self, err):
         """Answer with a synthesized error response, or cut the response if it already started."""
