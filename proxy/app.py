@@ -42,7 +42,9 @@ if TYPE_CHECKING:
     from proxy.outbound.server import OutboundRouter
     from proxy.policy.watch import PolicyWatch
     from proxy.telemetry.accesslog import AccessLog
+    from proxy.telemetry.tapserver import TapServer
     from proxy.telemetry.trace_export import SpanExporter
+    from proxy.transport.tls import MeshTls
 
 log = structlog.get_logger("proxy.app")
 
@@ -78,6 +80,7 @@ class App:
             from proxy.telemetry.accesslog import AccessLog
             self.access_log = AccessLog(config.access_log, config.access_log_buffer, self.loop)
         self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
+        self.tap_server: TapServer | None = None  # at the first tap connection
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
         self.authorizer = InboundAuthorizer(config.policy)
         # Every listener this proxy binds, recorded as it binds: no upstream
@@ -129,6 +132,9 @@ class App:
         self.own.add_server("outbound", self.servers["outbound"])
         self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
         self.own.add_server("inbound", self.servers["inbound"])
+        if not cfg.tap.disabled:
+            self.servers["tap"] = await listen(self.loop, cfg.tap.listen, self._tap_protocol)
+            self.own.add_server("tap", self.servers["tap"])
         self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.ready = True
         log.info(
@@ -138,6 +144,22 @@ class App:
             compiled=all(fastpath.loaded_status().values()) and not fastpath.PURE_REQUESTED,
             **{name: str(bound_address(server)) for name, server in self.servers.items()},
         )
+
+    def _tap_protocol(self) -> asyncio.Protocol:
+        """A tap connection; the tap's modules and hub are made at the first one (an idle proxy does
+        not carry them)."""
+        if self.tap_server is None:
+            from proxy.telemetry.tap import TapHub
+            from proxy.telemetry.tapserver import TapServer
+
+            hub = TapHub()
+            for ctx in self.contexts.values():
+                hub.attach(ctx)
+            self.tap_server = TapServer(self.loop, self.config, hub, self._mesh_tls)
+        return self.tap_server.protocol()
+
+    def _mesh_tls(self) -> MeshTls | None:
+        return self.identity.tls if self.identity is not None else None
 
     def _tracers(self) -> dict:
         """A span maker per direction sharing one exporter, or None each when no collector is set."""
@@ -212,6 +234,10 @@ class App:
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
+        if self.tap_server is not None:
+            self.tap_server.render(extra)
+        elif not self.config.tap.disabled:
+            metrics.render_tap(extra, 0, 0, 0, 0, 0)
         return metrics.render(http, tcp, extra, self._workload_labels)
 
     def shutdown(self) -> None:
@@ -254,6 +280,8 @@ class App:
         if self.span_exporter is not None:
             await self.span_exporter.close(min(self.config.tracing.export_timeout, 5.0))
         self.servers["admin"].close()
+        if "tap" in self.servers:
+            self.servers["tap"].close()
         if self.access_log is not None:
             self.access_log.close()  # what the last requests logged is written before the exit
         log.info("meshproxy stopped")

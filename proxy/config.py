@@ -83,6 +83,11 @@ PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
 ACCESS_LOG = "MESHPROXY_ACCESS_LOG"
 ACCESS_LOG_BUFFER = "MESHPROXY_ACCESS_LOG_BUFFER"
+TAP_DISABLED = "MESHPROXY_TAP_DISABLED"
+TAP_LISTEN = "MESHPROXY_TAP_LISTEN"
+TAP_IDENTITY = "MESHPROXY_TAP_IDENTITY"
+TAP_MAX_SESSIONS = "MESHPROXY_TAP_MAX_SESSIONS"
+TAP_BUFFER_BYTES = "MESHPROXY_TAP_BUFFER_BYTES"
 TRACE_COLLECTOR = "MESHPROXY_TRACE_COLLECTOR"
 TRACE_SERVICE_NAME = "MESHPROXY_TRACE_SERVICE_NAME"
 TRACE_EXTRA_ATTRIBUTES = "MESHPROXY_TRACE_EXTRA_ATTRIBUTES"
@@ -254,6 +259,17 @@ class TracingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TapSettings:
+    """The tap server (proxy/telemetry/tapserver.py): where it listens, whom it serves, what it may hold."""
+
+    disabled: bool = False
+    listen: HostPort = HostPort("0.0.0.0", 4190)
+    identity: str | None = None  # the mesh identity allowed to tap (besides loopback clients); None: loopback only
+    max_sessions: int = 16
+    buffer_bytes: int = 262144
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Who this proxy's workload is (the downward API in Kubernetes), and whether /metrics says so itself."""
 
@@ -295,6 +311,7 @@ class Config:
     policy: PolicySettings
     tracing: TracingSettings
     metrics: MetricsSettings = MetricsSettings()
+    tap: TapSettings = TapSettings()
 
     # Every setting as text in the syntax its parser reads, in SETTINGS order
     # (filled by ``load``): what /config shows.
@@ -616,6 +633,14 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric, and per direction for the "
                        "HTTP and TCP families; more count as \"other\""),
+    # Linkerd's tap server: LINKERD2_PROXY_TAP_DISABLED, _TAP_LISTEN_ADDR, _TAP_SVC_NAME.
+    TAP_DISABLED: ("false", parse_bool, "no tap server (Linkerd's tap API on MESHPROXY_TAP_LISTEN)"),
+    TAP_LISTEN: ("0.0.0.0:4190", parse_host_port, "tap server listener (io.linkerd.proxy.tap.Tap, gRPC)"),
+    TAP_IDENTITY: (None, str, "mesh identity allowed to tap over mTLS (loopback clients always may); "
+                              "unset = loopback only"),
+    TAP_MAX_SESSIONS: ("16", parse_positive_int, "taps open at once; more are refused with RESOURCE_EXHAUSTED"),
+    TAP_BUFFER_BYTES: ("256KiB", parse_size, "tap events waiting for one slow tap client; more are dropped and "
+                                             "counted"),
     TRACE_COLLECTOR: (None, parse_collector,
                       "OTLP collector for spans: host:port or grpc://host:port (gRPC), http://host:port[/path] "
                       "(HTTP/protobuf, /v1/traces); unset = no tracing"),
@@ -775,6 +800,13 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
         tracing=_tracing(v, env),
+        tap=TapSettings(
+            disabled=v[TAP_DISABLED],
+            listen=v[TAP_LISTEN],
+            identity=v[TAP_IDENTITY],
+            max_sessions=v[TAP_MAX_SESSIONS],
+            buffer_bytes=v[TAP_BUFFER_BYTES],
+        ),
         metrics=MetricsSettings(
             workload_labels=v[METRICS_WORKLOAD_LABELS],
             workload_namespace=v[WORKLOAD_NAMESPACE],

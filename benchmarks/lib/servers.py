@@ -148,6 +148,7 @@ try:
         "default_target": _cfg.INBOUND_DEFAULT_TARGET,
         "log_level": _cfg.LOG_LEVEL,
         "opaque_ports": _cfg.OPAQUE_PORTS,
+        "tap": _cfg.TAP_LISTEN,
     }
 except Exception:  # the proxy is being built; fall back to the documented names
     ENV = {
@@ -157,6 +158,7 @@ except Exception:  # the proxy is being built; fall back to the documented names
         "default_target": "MESHPROXY_INBOUND_DEFAULT_TARGET",
         "log_level": "MESHPROXY_LOG_LEVEL",
         "opaque_ports": "MESHPROXY_OPAQUE_PORTS",
+        "tap": "MESHPROXY_TAP_LISTEN",
     }
 PURE_ENV = "MESHPROXY_PURE"
 
@@ -181,9 +183,19 @@ def meshproxy_env(
     env[ENV["admin"]] = f"{LOOPBACK}:{ports['admin']}"
     env[ENV["default_target"]] = upstream.address
     env[ENV["log_level"]] = log_level
+    if "tap" in ports:  # revisions with a tap server: each proxy its own port (two run side by side)
+        env[ENV["tap"]] = f"{LOOPBACK}:{ports['tap']}"
     if pure:
         env[PURE_ENV] = "1"
     return env
+
+
+def has_setting(repo: Path, name: str) -> bool:
+    """Whether the revision in ``repo`` knows the setting ``name`` (older ones exit 64 on unknown settings)."""
+    try:
+        return name in (repo / "proxy" / "config.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def fastpath_status(repo: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -228,8 +240,10 @@ def start_meshproxy(
     side use ``ports["inbound"]``); ``extra_env`` adds MESHPROXY_* settings
     such as the opaque ports.
     """
-    outbound, inbound, admin = free_ports(3)
+    outbound, inbound, admin, tap = free_ports(4)
     ports = {"outbound": outbound, "inbound": inbound, "admin": admin}
+    if has_setting(repo, ENV["tap"]):
+        ports["tap"] = tap
     env = meshproxy_env(pure, ports, upstream, log_level)
     env.update(extra_env or {})
     status = fastpath_status(repo, env)

@@ -26,10 +26,12 @@ from benchmarks.lib.context import Context
 from benchmarks.lib.report import ScenarioResult, Table
 from benchmarks.lib.sampling import LoadWindow
 from benchmarks.lib.servers import (
+    ENV,
     LOOPBACK,
     NotReady,
     Server,
     fastpath_status,
+    has_setting,
     meshproxy_argv,
     meshproxy_env,
     render,
@@ -187,8 +189,10 @@ def _start_haproxy(ctx: Context, backends: list[Backend]) -> Server:
 def _start_meshproxy(ctx: Context, backends: list[Backend]) -> Server:
     endpoints = render("endpoints-balancing.yaml.tmpl", ctx.run_dir / "endpoints-balancing.yaml",
                        service=SERVICE, **_ports(backends))
-    outbound, inbound, admin = procs.free_ports(3)
+    outbound, inbound, admin, tap = procs.free_ports(4)
     ports = {"outbound": outbound, "inbound": inbound, "admin": admin}
+    if has_setting(ctx.repo, ENV["tap"]):
+        ports["tap"] = tap
     log_level = getattr(ctx.options, "meshproxy_log_level", None) or "warning"
     # The inbound side is unused here; its default target just has to be valid.
     env = meshproxy_env(False, ports, backends[0].server, log_level)

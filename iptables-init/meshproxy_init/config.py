@@ -24,6 +24,7 @@ PROXY_UID = "MESHPROXY_INIT_PROXY_UID"
 INBOUND_PORT = "MESHPROXY_INIT_INBOUND_PORT"
 OUTBOUND_PORT = "MESHPROXY_INIT_OUTBOUND_PORT"
 ADMIN_PORT = "MESHPROXY_INIT_ADMIN_PORT"
+TAP_PORT = "MESHPROXY_INIT_TAP_PORT"
 SKIP_INBOUND_PORTS = "MESHPROXY_INIT_SKIP_INBOUND_PORTS"
 SKIP_OUTBOUND_PORTS = "MESHPROXY_INIT_SKIP_OUTBOUND_PORTS"
 SKIP_SUBNETS = "MESHPROXY_INIT_SKIP_SUBNETS"
@@ -70,6 +71,7 @@ class Config(NamedTuple):
     inbound_port: int = 4143
     outbound_port: int = 4140
     admin_port: int = 4191
+    tap_port: int = 4190
     skip_inbound_ports: tuple[PortRange, ...] = ()
     skip_outbound_ports: tuple[PortRange, ...] = ()
     skip_subnets: tuple[Network, ...] = ()
@@ -197,6 +199,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbound_port", OUTBOUND_PORT, "4140", parse_port, "proxy's outbound listener port", "PORT"),
     Setting("admin_port", ADMIN_PORT, "4191", parse_port,
             "proxy's admin port; never redirected inbound, so probes reach it", "PORT"),
+    Setting("tap_port", TAP_PORT, "4190", parse_port,
+            "proxy's tap server port; never redirected inbound, so tap clients reach it", "PORT"),
     Setting("skip_inbound_ports", SKIP_INBOUND_PORTS, "", parse_port_ranges,
             "inbound destination ports not redirected, e.g. 22,8000-8100", "PORTS"),
     Setting("skip_outbound_ports", SKIP_OUTBOUND_PORTS, "", parse_port_ranges,
@@ -261,7 +265,7 @@ def load(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
 def check(config: Config) -> Config:
     """Cross-field checks: settings that are fine alone but loop or clash together."""
     ports = {"--inbound-port": config.inbound_port, "--outbound-port": config.outbound_port,
-             "--admin-port": config.admin_port}
+             "--admin-port": config.admin_port, "--tap-port": config.tap_port}
     seen: dict = {}
     for flag, port in ports.items():
         if port in seen:

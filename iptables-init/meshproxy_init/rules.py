@@ -101,7 +101,7 @@ def multiport_groups(ranges: Iterable[PortRange]) -> Iterator[str]:
 
 
 def proxy_ports(config: Config) -> tuple[PortRange, ...]:
-    ports = (config.inbound_port, config.outbound_port, config.admin_port)
+    ports = (config.inbound_port, config.outbound_port, config.admin_port, config.tap_port)
     return tuple(PortRange(p, p) for p in ports)
 
 

@@ -47,6 +47,7 @@ class LoopbackPod(Pod):
         super().__init__(spec, net)
         self.inbound, self.outbound = pick_port(), pick_port()
         self.admin = (HOST, pick_port())
+        self.tap = (HOST, pick_port())
         self.app_listen = (HOST, 0)
 
 
@@ -73,6 +74,7 @@ class LoopbackMesh(Mesh):
             config.INBOUND_LISTEN: f"{HOST}:{pod.inbound}",
             config.OUTBOUND_LISTEN: f"{HOST}:{pod.outbound}",
             config.ADMIN_LISTEN: f"{HOST}:{pod.admin[1]}",
+            config.TAP_LISTEN: f"{HOST}:{pod.tap[1]}",
         }
         if pod.spec.serves:
             settings[config.INBOUND_DEFAULT_TARGET] = f"{HOST}:{pod.app_port}"
@@ -100,4 +102,4 @@ class LoopbackMesh(Mesh):
         app = f"app {HOST}:{pod.app_port}" if pod.spec.serves else "load generator"
         calls = f"  calls {', '.join(pod.spec.calls)}" if pod.spec.calls else ""
         return (f"  {pod.name:<8} {app}  proxy pid {pod.proxy.pid if pod.proxy else '-'}: inbound {HOST}:{pod.inbound}"
-                f"  outbound {HOST}:{pod.outbound}  admin {HOST}:{pod.admin[1]}{calls}")
+                f"  outbound {HOST}:{pod.outbound}  admin {HOST}:{pod.admin[1]}  tap {HOST}:{pod.tap[1]}{calls}")

@@ -52,6 +52,7 @@ class Pod:
         self.app_listen: Address = ("127.0.0.1", 0)  # where the app binds (port 0: any)
         self.app_port = 0  # the port it got
         self.admin: Address = ("127.0.0.1", 4191)  # the proxy's admin port, reached through ``net``
+        self.tap: Address = ("127.0.0.1", 4190)  # its tap server
         self.app: SampleApp | None = None
         self.proxy: Child | None = None
 

@@ -50,7 +50,7 @@ SUBNET_PREFIX = "10.77.0."
 NODE_IP = SUBNET_PREFIX + "1"
 FIRST_POD_HOST = 10
 ISSUER_PORT = 8443
-INBOUND_PORT, OUTBOUND_PORT, ADMIN_PORT = 4143, 4140, 4191
+INBOUND_PORT, OUTBOUND_PORT, ADMIN_PORT, TAP_PORT = 4143, 4140, 4191, 4190
 NS_PREFIX = "mpdemo-"
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 TOOL_ENV = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:{SBIN}"}
@@ -210,7 +210,7 @@ class NetnsMesh(Mesh):
         return subprocess.run(
             ["ip", "netns", "exec", namespace, sys.executable, str(self.init), f"--proxy-uid={PROXY_UID}",
              f"--inbound-port={INBOUND_PORT}", f"--outbound-port={OUTBOUND_PORT}", f"--admin-port={ADMIN_PORT}",
-             *extra],
+             f"--tap-port={TAP_PORT}", *extra],
             capture_output=True, text=True, env=TOOL_ENV, timeout=60,
         )
 
@@ -283,6 +283,7 @@ class NetnsMesh(Mesh):
             config.OUTBOUND_LISTEN: f"127.0.0.1:{OUTBOUND_PORT}",
             config.INBOUND_LISTEN: f"0.0.0.0:{INBOUND_PORT}",
             config.ADMIN_LISTEN: f"0.0.0.0:{ADMIN_PORT}",
+            config.TAP_LISTEN: f"0.0.0.0:{TAP_PORT}",
             config.INBOUND_FORWARD_HOST: "127.0.0.1",
         }
 

@@ -25,3 +25,4 @@ cdef class ExchangeContext:
     cdef public set connections
     cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)
     cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off
+    cdef public object tap             # proxy/telemetry/tap.py TapHub while a tap is open, else None

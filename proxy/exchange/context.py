@@ -38,6 +38,8 @@ class ExchangeContext:
         self.access_log = access_log
         # Spans for requests that carry a sampled trace context (None: tracing off).
         self.tracer = tracer
+        # The tap hub (proxy/telemetry/tap.py) while a tap is open, else None: a request asks it nothing.
+        self.tap = None
 
     def sweep(self):
         """Close idle client connections past their timeout and idle upstream ones (about once a second)."""

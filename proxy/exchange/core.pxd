@@ -78,6 +78,10 @@ cdef class Exchange:
     cdef public long long resp_length
     # tracing (proxy/telemetry/tracing.py): the request's span, None unless traced and sampled
     cdef public object span
+    # tap (proxy/telemetry/tap.py): the request's TapRecord while some tap observes it, else None
+    cdef public object tap
+    cdef bint tap_asked                  # the hub was asked about this request (once)
+    cdef void _tap_observe(self)
 
     cdef void _clear(self)
     cdef HttpStats _stats(self)

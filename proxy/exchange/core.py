@@ -49,6 +49,7 @@ MAX_RESENDS = cython.declare(cython.int, 1)
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 _CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
+_CANCEL = 8  # RST_STREAM CANCEL: how a tap reports a request whose client went away
 
 
 class _Queued:
@@ -195,6 +196,8 @@ class Exchange:
         self.up_fields = None
         self.upgrade = False
         self.span = None
+        self.tap = None
+        self.tap_asked = False
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -337,6 +340,8 @@ class Exchange:
             self.hstats = stats
             self.hstats.requests += 1
         self.settled = target.service is None
+        if not self.tap_asked:
+            self._tap_observe()
         try:
             self.ctx.upstreams.open(self, target)
         except errors.ProxyError as err:
@@ -537,6 +542,8 @@ class Exchange:
         self.resp_started = True
         self.status = status
         self.resp_length = length
+        if self.tap is not None:
+            self.tap.response_init(status, h1head, fields)
         self.down.send_head(self, status, h1head, fields, length, end)
         if end and not self.done:
             self.down_end_pending = True
@@ -560,6 +567,10 @@ class Exchange:
             self._route_end(status, -1, (now() - self.t0) * 1000.0)
         self.resp_started = True
         self.status = status
+        if self.tap is not None:  # what the tunnel carries is not HTTP: the tapped exchange ends here
+            tap, self.tap = self.tap, None
+            tap.response_init(status, h1head, None)
+            tap.end(None)
         self.up = None  # the transport now belongs to the tunnel
         client_end = self.down.tunnel(self, status, h1head, transport, rest)
         if hold is not None:
@@ -581,6 +592,8 @@ class Exchange:
         if end:
             self.down_end_pending = True
         if data:
+            if self.tap is not None:
+                self.tap.add_bytes(len(data))
             if not self.down_queue:
                 # The common case: the client takes it all at once.
                 up: UpEnd = self.up
@@ -656,6 +669,9 @@ class Exchange:
                 self._route_end(self.route_status, -1, self.route_ms)
             if self.grpc_count:
                 self._count_grpc(-1)
+            if self.tap is not None:
+                tap, self.tap = self.tap, None
+                tap.end(trailers)
             down.end_response(self, trailers)
             self.finish()
 
@@ -770,6 +786,13 @@ class Exchange:
         self.grpc_count = 0
         self._stats().count(status, grpc, 0, status >= 500 or grpc != 0)
 
+    def _tap_observe(self):
+        """Once per request, when it has its destination (or is refused before one): which taps want it."""
+        self.tap_asked = True
+        hub = self.ctx.tap
+        if hub is not None:
+            self.tap = hub.observe(self)
+
     # ------------------------------------------------------------ endings
 
     def settle(self, outcome):
@@ -805,6 +828,12 @@ class Exchange:
         self.resp_started = True
         self.status = err.status
         self._release_down_queue()
+        if not self.tap_asked and self.head is not None:
+            self._tap_observe()  # refused before it had a destination: taps see it all the same
+        if self.tap is not None:
+            tap, self.tap = self.tap, None
+            tap.response_init(err.status, None, None)
+            tap.end(None)
         self.down.send_error(self, err)
         self.finish()
 
@@ -812,6 +841,9 @@ class Exchange:
         if self.grpc_pending:  # its trailers will never come: a failure on its route
             self.grpc_pending = False
             self._route_end(err.status, -1, self.route_ms)
+        if self.tap is not None:
+            tap, self.tap = self.tap, None
+            tap.reset(err.reset_code)
         self._drop_up()
         self._release_down_queue()
         if not self.down_gone:
@@ -867,6 +899,9 @@ class Exchange:
         if self.span is not None:
             span, self.span = self.span, None
             span.end(self)
+        if self.tap is not None:  # ended any other way: the client went away
+            tap, self.tap = self.tap, None
+            tap.reset(_CANCEL)
         # Credit first (it goes back through the up end), then the up end:
         # it closes or resets whatever of the attempt is unfinished.
         self._release_down_queue()

@@ -27,6 +27,7 @@ def init_container(s: PodSettings) -> dict[str, Any]:
         {"name": names.INIT_INBOUND_PORT, "value": str(names.INBOUND_PORT)},
         {"name": names.INIT_OUTBOUND_PORT, "value": str(names.OUTBOUND_PORT)},
         {"name": names.INIT_ADMIN_PORT, "value": str(names.ADMIN_PORT)},
+        {"name": names.INIT_TAP_PORT, "value": str(names.TAP_PORT)},
     ]
     for env_name, value in (
         (names.INIT_SKIP_INBOUND_PORTS, s.skip_inbound_ports),
@@ -57,6 +58,7 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         {"name": cfg.INBOUND_LISTEN, "value": f"0.0.0.0:{names.INBOUND_PORT}"},
         {"name": cfg.OUTBOUND_LISTEN, "value": f"127.0.0.1:{names.OUTBOUND_PORT}"},
         {"name": cfg.ADMIN_LISTEN, "value": f"0.0.0.0:{names.ADMIN_PORT}"},
+        {"name": cfg.TAP_LISTEN, "value": f"0.0.0.0:{names.TAP_PORT}"},
         {"name": cfg.DESTINATION, "value": "k8s"},
         # Who this proxy is, for MESHPROXY_METRICS_WORKLOAD_LABELS (off unless set).
         {"name": cfg.WORKLOAD_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},

@@ -26,6 +26,7 @@ OTHER = "other"
 NO_TLS_DISABLED = "disabled"  # this proxy has no identity
 NO_TLS_FROM_REMOTE = "no_tls_from_remote"  # inbound: the client sent plaintext
 NO_TLS_NO_DISCOVERY = "not_provided_by_service_discovery"  # outbound: discovery named no identity
+NO_TLS_LOOPBACK = "loopback"  # the hop between the app and its own proxy
 
 SERVICE_NAME = re.compile(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.")
 _BAD_LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
@@ -178,7 +179,7 @@ class LabelSets:
         else:
             # The app's own connection to this proxy: loopback, never mesh TLS.
             pairs.append(("target_addr", _fmt(meta.orig_dst) if meta.orig_dst is not None else _fmt(meta.local)))
-            pairs.extend((("tls", "no_identity"), ("no_tls_reason", "loopback")))
+            pairs.extend((("tls", "no_identity"), ("no_tls_reason", NO_TLS_LOOPBACK)))
         return self._tcp.get(key, "src", tuple(pairs))
 
     def tcp_dst(self, target: Target) -> TcpStats:
@@ -191,7 +192,7 @@ class LabelSets:
         pairs: list[tuple[str, str]] = [("direction", self.direction), ("peer", "dst"),
                                         ("target_addr", _target_addr(target))]
         if self.direction == "inbound":
-            pairs.extend((("tls", "no_identity"), ("no_tls_reason", "loopback")))  # to the app beside us
+            pairs.extend((("tls", "no_identity"), ("no_tls_reason", NO_TLS_LOOPBACK)))  # to the app beside us
         else:
             pairs.extend(self._server_tls(target))
             if service is not None:

@@ -131,6 +131,22 @@ def render_process(out: list[str]) -> None:
 BALANCER_SERVICES_SHOWN = 100  # bounds the label cardinality of the balancer families
 
 
+def render_tap(out: list[str], live: int, opened: int, refused: int, events: int, dropped: int) -> None:
+    """The tap server's families (proxy/telemetry/tapserver.py); zeros until its first connection."""
+    _header(out, "tap_sessions_open", "gauge", "Taps open now (Observe calls streaming events).")
+    out.append(f"tap_sessions_open {live}")
+    _header(out, "tap_sessions_total", "counter", "Taps opened since the proxy started.")
+    out.append(f"tap_sessions_total {opened}")
+    _header(out, "tap_refused_total", "counter",
+            "Tap calls answered with an error (unauthenticated, invalid, too many taps).")
+    out.append(f"tap_refused_total {refused}")
+    _header(out, "tap_events_total", "counter", "Tap events queued for tap clients.")
+    out.append(f"tap_events_total {events}")
+    _header(out, "tap_events_dropped_total", "counter",
+            "Tap events dropped: their tap client's buffer (MESHPROXY_TAP_BUFFER_BYTES) was full.")
+    out.append(f"tap_events_dropped_total {dropped}")
+
+
 def render_balancers(out: list[str], services: dict) -> None:
     """Endpoints per discovered service and state, pending and queued requests: each family whole."""
     endpoints: list[str] = []

@@ -3,11 +3,14 @@
 Hand-written protobuf encoding of the few messages a proxy sends
 (opentelemetry/proto/collector/trace/v1 and trace/v1), so the proxy needs no
 protobuf runtime; the tests decode the output with the official
-``opentelemetry-proto`` package. Also the gRPC message framing and the
-reading of a gRPC status from response trailers.
+``opentelemetry-proto`` package. The wire format itself is pbwire's.
 """
 
 import struct
+
+from proxy.telemetry.pbwire import len_field as _len_field
+from proxy.telemetry.pbwire import str_field as _str_field
+from proxy.telemetry.pbwire import varint as _varint
 
 # Span.SpanKind
 KIND_SERVER = 2
@@ -46,31 +49,10 @@ class SpanRecord:
         self.status_message = status_message
 
 
-# Varints below 128 are one byte: most tags and lengths here.
-_SMALL = [bytes((n,)) for n in range(128)]
 # An encoded attribute (the Span.attributes field, tag and length included) per (key, value): most repeat from
 # span to span (method, direction, addresses, status), so a batch encodes each once. Bounded: cleared when full.
 _ATTR_CACHE: dict = {}
 _ATTR_CACHE_LIMIT = 4096
-
-
-def _varint(n):
-    if n < 128:
-        return _SMALL[n]
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len_field(number, payload):
-    return _SMALL[number << 3 | 2] + _varint(len(payload)) + payload
-
-
-def _str_field(number, text):
-    return _len_field(number, text.encode("utf-8") if isinstance(text, str) else text)
 
 
 def _key_value(key, value):
@@ -138,23 +120,3 @@ def export_request(resource, spans, scope_version):
     scope_spans = b"".join(body)
     resource_spans = _len_field(1, resource) + _len_field(2, scope_spans)
     return _len_field(1, resource_spans)
-
-
-def grpc_frame(message):
-    """A gRPC length-prefixed message (uncompressed)."""
-    return b"\x00" + struct.pack(">I", len(message)) + message
-
-
-def grpc_status(fields):
-    """``(grpc-status, grpc-message)`` of trailers (or a trailers-only head); (-1, "") when absent."""
-    status = -1
-    message = ""
-    for name, value in fields:
-        if name == b"grpc-status":
-            try:
-                status = int(value)
-            except ValueError:
-                status = -1
-        elif name == b"grpc-message":
-            message = value.decode("utf-8", "replace")
-    return status, message

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 import proxy
-from proxy.telemetry import otlp
+from proxy.telemetry import otlp, pbwire
 
 if TYPE_CHECKING:
     from proxy.config import TracingSettings
@@ -105,7 +105,7 @@ class GrpcTransport:
         conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", otlp.GRPC_PATH),
                                 (b":authority", self.authority.encode()), (b"content-type", b"application/grpc"),
                                 (b"te", b"trailers"), (b"user-agent", f"meshproxy/{proxy.__version__}".encode())])
-        body = otlp.grpc_frame(payload)
+        body = pbwire.grpc_frame(payload)
         status = None
         fields: list = []
         ended = False
@@ -142,7 +142,7 @@ class GrpcTransport:
                     raise ExportError("collector sent GOAWAY")
         if status != 200:
             raise ExportError(f"collector answered HTTP {status}")
-        code, message = otlp.grpc_status(fields)
+        code, message = pbwire.grpc_status(fields)
         if code != 0:
             raise _GrpcStatusError(f"collector answered grpc-status {code} {message}".rstrip())
 

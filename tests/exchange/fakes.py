@@ -333,6 +333,10 @@ class FakeService:
     def settle(self, target, rtt, outcome):
         self.settles.append((target, rtt, outcome))
 
+    def endpoint_labels(self, target):
+        """Discovery's labels of an endpoint, as the tap reports them."""
+        return (("pod", f"pod-{target.host}"),)
+
     def outcomes(self):
         return [OUTCOME[o] for _, _, o in self.settles]
 
@@ -417,6 +421,7 @@ class FakePolicy:
     def __init__(self, limit=0, retry_status=(503,), retry_grpc=(14,), budget=100, replay_limit=1024,
                  timeout=0.0, idle_timeout=0.0, attempt_timeout=0.0, grpc_retry=None, response_headers=None):
         self.stats = RouteStats("svc.ns.svc.cluster.local:8080", "route")
+        self.route = SimpleNamespace(name="route")  # the route's name: spans and taps report it
         self.limit = limit
         self.retry_status = retry_status
         self.retry_grpc = retry_grpc

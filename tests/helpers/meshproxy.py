@@ -60,6 +60,7 @@ class MeshProxy:
         outbound: str | None = None,
         inbound: str | None = None,
         admin: str | None = None,
+        tap: str | None = None,
         command: list[str] | None = None,
     ) -> None:
         self.name = name
@@ -71,6 +72,8 @@ class MeshProxy:
             "MESHPROXY_OUTBOUND_LISTEN": outbound,
             "MESHPROXY_INBOUND_LISTEN": inbound,
             "MESHPROXY_ADMIN_LISTEN": admin,
+            # Every proxy its own tap port: the default (0.0.0.0:4190) is one per host.
+            "MESHPROXY_TAP_LISTEN": tap,
         }
         for key, value in listen.items():
             if key in env:
@@ -83,6 +86,7 @@ class MeshProxy:
         self.outbound = split_hostport(listen["MESHPROXY_OUTBOUND_LISTEN"])
         self.inbound = split_hostport(listen["MESHPROXY_INBOUND_LISTEN"])
         self.admin = split_hostport(listen["MESHPROXY_ADMIN_LISTEN"])
+        self.tap = split_hostport(listen["MESHPROXY_TAP_LISTEN"])
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_lines: list[str] = []
@@ -99,6 +103,10 @@ class MeshProxy:
     @property
     def inbound_hostport(self) -> str:
         return f"{self.inbound[0]}:{self.inbound[1]}"
+
+    @property
+    def tap_hostport(self) -> str:
+        return f"{self.tap[0]}:{self.tap[1]}"
 
     @property
     def admin_url(self) -> str:

@@ -280,11 +280,12 @@ DISCOVERY = ["discovery_reload_errors_total", "discovery_source_errors_total", "
              "discovery_source_up", "discovery_services", "discovery_endpoints"]
 BALANCER = ["balancer_endpoints", "balancer_pending_requests", "balancer_queued_requests",
             "outbound_http_balancer_endpoints", "outbound_http_balancer_queue_length"]
+TAP = ["tap_sessions_open", "tap_sessions_total", "tap_refused_total", "tap_events_total", "tap_events_dropped_total"]
 # What each proxy of the mesh exposes: A balances discovered services, B and Q only serve.
 EXPECTED = {
-    "a": HTTP + TCP + PROCESS + DISCOVERY + BALANCER + IDENTITY + AUTHZ,
-    "b": HTTP + TCP + PROCESS + IDENTITY + AUTHZ,
-    "q": HTTP + TCP + PROCESS + AUTHZ,
+    "a": HTTP + TCP + PROCESS + DISCOVERY + BALANCER + IDENTITY + AUTHZ + TAP,
+    "b": HTTP + TCP + PROCESS + IDENTITY + AUTHZ + TAP,
+    "q": HTTP + TCP + PROCESS + AUTHZ + TAP,
 }
 # promtool's lint objects to Linkerd's own names ("_ms"): names this proxy keeps
 # on purpose, so dashboards and viz queries written for Linkerd work unchanged.

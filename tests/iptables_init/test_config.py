@@ -25,12 +25,13 @@ def test_defaults_match_the_proxy_and_linkerd():
 def test_environment_sets_every_value_and_flags_win():
     env = {
         config.PROXY_UID: "1337", config.INBOUND_PORT: "15006", config.OUTBOUND_PORT: "15001",
-        config.ADMIN_PORT: "15021", config.SKIP_INBOUND_PORTS: "22", config.SKIP_OUTBOUND_PORTS: "443",
+        config.ADMIN_PORT: "15021", config.TAP_PORT: "15020", config.SKIP_INBOUND_PORTS: "22",
+        config.SKIP_OUTBOUND_PORTS: "443",
         config.SKIP_SUBNETS: "10.0.0.0/8", config.IPV6: "yes", config.BACKEND: "legacy",
         config.INBOUND_CHAIN: "IN_X", config.OUTBOUND_CHAIN: "OUT_X", config.DRY_RUN: "1", config.CLEANUP: "on",
     }
     cfg = load([], env)
-    assert cfg == Config(True, True, 1337, 15006, 15001, 15021, (PortRange(22, 22),), (PortRange(443, 443),),
+    assert cfg == Config(True, True, 1337, 15006, 15001, 15021, 15020, (PortRange(22, 22),), (PortRange(443, 443),),
                          (ipaddress.ip_network("10.0.0.0/8"),), True, "legacy", "IN_X", "OUT_X")
     cfg = load(["--proxy-uid", "7", "--no-ipv6", "--no-dry-run", "--backend", "nft"], env)
     assert (cfg.proxy_uid, cfg.ipv6, cfg.dry_run, cfg.backend) == (7, False, False, "nft")
@@ -72,6 +73,7 @@ def test_subnets_of_both_families_with_host_bits_cleared():
     (["--outbound-chain", "has space"], {}, ["letters, digits"]),
     (["--inbound-port", "4140"], {}, ["--inbound-port and --outbound-port are both 4140"]),
     (["--admin-port", "4143"], {}, ["--inbound-port and --admin-port"]),
+    (["--tap-port", "4191"], {}, ["--admin-port and --tap-port"]),
     (["--inbound-chain", "X", "--outbound-chain", "X"], {}, ["distinct names"]),
     (["--no-such-flag"], {}, ["unrecognized", "--help"]),
 ])

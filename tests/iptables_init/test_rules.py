@@ -6,7 +6,7 @@ from meshproxy_init.config import Config, PortRange, load
 from meshproxy_init.rules import MULTIPORT_LIMIT, Rule, build_plan, build_plans, multiport_groups
 
 DEFAULT_IPV4 = [
-    '-A MESHPROXY_INBOUND -p tcp -m multiport --dports 4143,4140,4191 '
+    '-A MESHPROXY_INBOUND -p tcp -m multiport --dports 4143,4140,4191,4190 '
     '-m comment --comment "meshproxy-init/skip-proxy-ports" -j RETURN',
     '-A MESHPROXY_INBOUND -p tcp -m comment --comment "meshproxy-init/redirect-inbound" -j REDIRECT --to-ports 4143',
     '-A MESHPROXY_OUTBOUND -m owner --uid-owner 2102 -m comment --comment "meshproxy-init/skip-proxy-uid" -j RETURN',

@@ -1,8 +1,6 @@
-"""OTLP encoding, decoded with the official opentelemetry-proto messages; gRPC framing and status."""
+"""OTLP encoding, decoded with the official opentelemetry-proto messages."""
 
 from __future__ import annotations
-
-import struct
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -59,11 +57,3 @@ def test_export_request_decodes_with_opentelemetry_proto():
 def test_empty_batch_is_a_valid_request():
     msg = _decode(otlp.export_request(otlp.encode_resource([]), [], "x"))
     assert len(msg.resource_spans) == 1 and len(msg.resource_spans[0].scope_spans[0].spans) == 0
-
-
-def test_grpc_frame_and_status():
-    framed = otlp.grpc_frame(b"abc")
-    assert framed[0] == 0 and struct.unpack(">I", framed[1:5])[0] == 3 and framed[5:] == b"abc"
-    assert otlp.grpc_status([(b"grpc-status", b"0")]) == (0, "")
-    assert otlp.grpc_status([(b"grpc-status", b"14"), (b"grpc-message", b"unavailable")]) == (14, "unavailable")
-    assert otlp.grpc_status([(b":status", b"200")]) == (-1, "")

@@ -1,0 +1,646 @@
+"""Tap: live request events for Linkerd's tap API, matched and encoded per request (compiled).
+
+The hub holds the open tap streams (``TapSession``). An exchange asks it
+once, when its request has a destination (``observe``), which streams want
+the request; each that does gets a ``TapRecord`` that encodes the request's
+``request_init``, ``response_init`` and ``response_end`` events
+(io.linkerd.proxy.tap.TapEvent), frames them as gRPC messages and hands them
+to its session's buffer, which the tap server drains onto its HTTP/2 stream
+(proxy/telemetry/tapserver.py). With no tap open the contexts' ``tap`` is
+None and a request pays nothing; a full buffer drops the event and counts
+it: the data path never waits for a tap client.
+
+The message encoding follows linkerd2-proxy-api's tap.proto, net.proto and
+http_types.proto field by field; the tests decode it with classes generated
+from those definitions by grpcio-tools.
+"""
+
+import ipaddress
+import random
+
+import cython
+
+from proxy.exchange.clock import now
+from proxy.telemetry.labels import NO_TLS_DISABLED, NO_TLS_FROM_REMOTE, NO_TLS_LOOPBACK, NO_TLS_NO_DISCOVERY
+from proxy.telemetry.pbwire import fixed32_field, fixed64_field, grpc_frame, len_field, str_field, uint_field
+
+# TapEvent.ProxyDirection
+INBOUND = 1
+OUTBOUND = 2
+
+# http_types.HttpMethod.Registered and Scheme.Registered
+_METHODS = {b"GET": 0, b"POST": 1, b"PUT": 2, b"DELETE": 3, b"PATCH": 4, b"OPTIONS": 5, b"CONNECT": 6,
+            b"HEAD": 7, b"TRACE": 8}
+_SCHEMES = {"http": 0, "https": 1}
+METHOD_NAMES = {v: k.decode("ascii") for k, v in _METHODS.items()}
+SCHEME_NAMES = {v: k for k, v in _SCHEMES.items()}
+
+# RST_STREAM codes reported in Eos.reset_error_code
+CANCEL = 8
+
+# The per-connection and per-destination parts of an event are encoded once and kept, up to this many each.
+_CACHE_LIMIT = 4096
+# Addresses parsed for netmask matches, kept up to this many.
+_ADDRESSES: dict = {}
+
+
+# ------------------------------------------------------------------ what a match sees
+
+
+class TapView:
+    """The facts of one request a match reads (Linkerd's ``Inspect``): addresses, labels, method, scheme,
+    authority and path (without its query)."""
+
+    def __init__(self, src_host, src_port, dst_host, dst_port, dst_labels, route_labels, scheme, method,
+                 authority, path):
+        self.src_host = src_host
+        self.src_port = src_port
+        self.dst_host = dst_host  # None: no destination was chosen (a request refused before routing)
+        self.dst_port = dst_port
+        self.dst_labels = dst_labels  # dict, or None
+        self.route_labels = route_labels  # dict, or None
+        self.scheme = scheme  # "http", "https", another URI scheme, or None when the request named none
+        self.method = method
+        self.authority = authority  # None when the request named none
+        self.path = path
+
+
+def _address(host):
+    """``host`` as an ip_address (None when it is a name), cached."""
+    found = _ADDRESSES.get(host)
+    if found is None:
+        try:
+            found = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            found = False
+        if len(_ADDRESSES) >= _CACHE_LIMIT:
+            _ADDRESSES.clear()
+        _ADDRESSES[host] = found
+    return found if found is not False else None
+
+
+# ------------------------------------------------------------------ matches (ObserveRequest.Match)
+
+
+class Match:
+    """A node of a tap's match expression."""
+
+    def matches(self, view):
+        return False
+
+
+class MatchAll(Match):
+    """Every one of ``items`` (none: every request)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def matches(self, view):
+        m: Match
+        for m in self.items:
+            if not m.matches(view):
+                return False
+        return True
+
+
+class MatchAny(Match):
+    """One of ``items`` at least (none: no request)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def matches(self, view):
+        m: Match
+        for m in self.items:
+            if m.matches(view):
+                return True
+        return False
+
+
+class MatchNot(Match):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def matches(self, view):
+        return not self.inner.matches(view)
+
+
+class MatchTcp(Match):
+    """The source's or the destination's address in ``network`` or its port in [``lo``, ``hi``]."""
+
+    def __init__(self, destination, network, lo, hi):
+        self.destination = destination
+        self.network = network  # an ip_network, or None for a port range
+        self.lo = lo
+        self.hi = hi
+
+    def matches(self, view):
+        if self.destination:
+            host = view.dst_host
+            port = view.dst_port
+        else:
+            host = view.src_host
+            port = view.src_port
+        if host is None:
+            return False
+        if self.network is None:
+            return self.lo <= port <= self.hi
+        addr = _address(host)
+        return addr is not None and addr.version == self.network.version and addr in self.network
+
+
+class MatchLabel(Match):
+    """A destination (or route) label equal to ``value``."""
+
+    def __init__(self, route, key, value):
+        self.route = route
+        self.key = key
+        self.value = value
+
+    def matches(self, view):
+        labels = view.route_labels if self.route else view.dst_labels
+        return labels is not None and labels.get(self.key) == self.value
+
+
+class MatchScheme(Match):
+    def __init__(self, scheme):
+        self.scheme = scheme
+
+    def matches(self, view):
+        # As Linkerd: a request that names no scheme is taken as http.
+        return (view.scheme or "http") == self.scheme
+
+
+class MatchMethod(Match):
+    def __init__(self, method):
+        self.method = method
+
+    def matches(self, view):
+        return view.method == self.method
+
+
+class MatchString(Match):
+    """The authority (``field`` 0) or the path (1): equal to ``exact``, or starting with ``prefix``."""
+
+    def __init__(self, field, exact, prefix):
+        self.field = field
+        self.exact = exact  # None: a prefix match
+        self.prefix = prefix
+
+    def matches(self, view):
+        value = view.authority if self.field == 0 else view.path
+        if value is None:
+            return False
+        if self.exact is not None:
+            return value == self.exact
+        return value.startswith(self.prefix)
+
+
+# ------------------------------------------------------------------ sessions and the hub
+
+
+class TapSession:
+    """One ``Observe`` stream: its match, how many requests it may still tap, and its bounded event buffer.
+
+    ``wake`` is called (once until ``take``) when events wait or the session
+    may have finished: the server then drains it.
+    """
+
+    def __init__(self, hub, match, limit, extract_headers, base_id, buffer_bytes, wake):
+        self.hub = hub
+        self.match = match
+        self.limit = limit
+        self.extract_headers = extract_headers
+        self.base_id = base_id
+        self.buffer_bytes = buffer_bytes
+        self.wake = wake
+        self.count = 0  # requests tapped so far
+        self.open = 0  # tapped requests whose response_end has not been emitted
+        self.closed = False
+        self.frames = []
+        self.buffered = 0
+        self.wake_pending = False
+        self.events = 0
+        self.dropped = 0
+
+    def emit(self, frame):
+        """A framed event for the client, unless the buffer is full (then it is dropped and counted)."""
+        if self.closed:
+            return
+        n: cython.Py_ssize_t = len(frame)
+        if self.buffered + n > self.buffer_bytes:
+            self.dropped += 1
+            self.hub.dropped += 1
+            return
+        self.frames.append(frame)
+        self.buffered += n
+        self.events += 1
+        self.hub.events += 1
+        self._poke()
+
+    def _poke(self):
+        if not self.wake_pending:
+            self.wake_pending = True
+            self.wake()
+
+    def take(self):
+        """Every waiting event as one block of gRPC messages (b"" when none); the buffer is emptied."""
+        self.wake_pending = False
+        frames = self.frames
+        if not frames:
+            return b""
+        self.frames = []
+        self.buffered = 0
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    @property
+    def complete(self):
+        """Its limit is reached and every tapped request has ended: nothing more will come."""
+        return self.count >= self.limit and self.open == 0
+
+    def request_ended(self):
+        self.open -= 1
+        if self.open == 0 and self.count >= self.limit:
+            self._poke()
+
+    def close(self):
+        """The stream is over (finished, cancelled or its connection gone): no more matching, events dropped."""
+        if not self.closed:
+            self.closed = True
+            self.frames = []
+            self.buffered = 0
+            self.hub.retire(self)
+
+
+class TapHub:
+    """The open taps of one proxy, shared by both directions' contexts (whose ``tap`` it sets while any is open)."""
+
+    def __init__(self):
+        self.contexts = []
+        self.sessions = []  # open and still under their limit: the ones requests are matched against
+        self.live = 0  # open sessions, limit reached or not
+        self.next_base = random.getrandbits(32)
+        self.events = 0
+        self.dropped = 0
+        self.opened = 0
+        self._sources = {}
+        self._destinations = {}
+
+    def attach(self, ctx):
+        """``ctx`` (an ExchangeContext) asks this hub about its requests while a tap is open."""
+        self.contexts.append(ctx)
+        ctx.tap = self if self.sessions else None
+
+    def open(self, match, limit, extract_headers, buffer_bytes, wake):
+        base = self.next_base
+        self.next_base = (base + 1) & 0xFFFFFFFF
+        session = TapSession(self, match, limit, extract_headers, base, buffer_bytes, wake)
+        self.sessions.append(session)
+        self.live += 1
+        self.opened += 1
+        self._publish()
+        return session
+
+    def retire(self, session):
+        """``session`` closed: never matched again."""
+        self.live -= 1
+        self._unlist(session)
+
+    def _unlist(self, session):
+        if session in self.sessions:
+            self.sessions.remove(session)
+            self._publish()
+
+    def _publish(self):
+        value = self if self.sessions else None
+        for ctx in self.contexts:
+            ctx.tap = value
+
+    # -- per request ---------------------------------------------------------------------
+    def observe(self, ex):
+        """The exchange's request has its destination (or was refused before one): a ``TapRecord`` for the
+        taps that want it (chained through ``next``), their request_init events emitted; None when none does."""
+        view = self._view(ex)
+        first = None
+        last = None
+        session: TapSession
+        for session in list(self.sessions):
+            if not session.match.matches(view):
+                continue
+            stream = session.count
+            session.count += 1
+            session.open += 1
+            if session.count >= session.limit:
+                self._unlist(session)  # at its limit: later requests are not matched against it
+            record = TapRecord(session, stream, self._base(ex), ex.t0)
+            record.request_init(ex, view)
+            if first is None:
+                first = record
+            else:
+                last.next = record
+            last = record
+        return first
+
+    def _view(self, ex):
+        head = ex.head
+        meta = ex.meta
+        target = ex.target
+        src = meta.client if meta is not None else None
+        dst_host = None
+        dst_port = 0
+        dst_labels = None
+        if target is not None:
+            dst_host = target.host
+            dst_port = target.port
+            dst_labels = _endpoint_labels(target)
+        route_labels = None
+        if ex.rp is not None:
+            route_labels = {"route": ex.rp.route.name}
+        scheme = None
+        authority = head.host.decode("latin-1") if head.host is not None else None
+        target_bytes = head.target
+        headers = ex.headers
+        if headers is not None:
+            for name, value in headers:
+                if name == b":scheme":
+                    scheme = value.decode("latin-1")
+                    break
+        elif target_bytes[:1] != b"/" and b"://" in target_bytes:
+            scheme = target_bytes.split(b"://", 1)[0].decode("latin-1").lower()
+        if head.method == b"CONNECT":
+            path = ""
+        else:
+            path = _path(target_bytes)
+        return TapView(src[0] if src else None, src[1] if src else 0, dst_host, dst_port, dst_labels,
+                       route_labels, scheme, head.method.decode("latin-1"), authority, path)
+
+    def _base(self, ex):
+        """The fields every event of this request carries: source, destination, route, direction."""
+        ctx = ex.ctx
+        inbound = ctx.inbound
+        # Without an identity of its own, no hop of this proxy is mutual TLS: Linkerd says "disabled".
+        identity = ctx.labels is None or ctx.labels.has_identity
+        meta = ex.meta
+        src = b""
+        if meta is not None:
+            key = (meta.client, meta.tls, meta.client_id, inbound)
+            src = self._sources.get(key)
+            if src is None:
+                src = _source_fields(meta, inbound, identity)
+                if len(self._sources) >= _CACHE_LIMIT:
+                    self._sources.clear()
+                self._sources[key] = src
+        dst = b""
+        target = ex.target
+        if target is not None:
+            key = (target, inbound)
+            dst = self._destinations.get(key)
+            if dst is None:
+                dst = _destination_fields(target, inbound, identity)
+                if len(self._destinations) >= _CACHE_LIMIT:
+                    self._destinations.clear()
+                self._destinations[key] = dst
+        route = b""
+        if ex.rp is not None:
+            route = len_field(7, _labels({"route": ex.rp.route.name}))
+        return src + dst + route + uint_field(6, INBOUND if inbound else OUTBOUND)
+
+
+def _path(target):
+    """The path of a request target, without its query (what Linkerd reports and matches)."""
+    if target[:1] != b"/":
+        # absolute-form: the path after the authority
+        scheme_end = target.find(b"://")
+        if scheme_end >= 0:
+            slash = target.find(b"/", scheme_end + 3)
+            target = target[slash:] if slash >= 0 else b"/"
+    query = target.find(b"?")
+    if query >= 0:
+        target = target[:query]
+    return target.decode("latin-1")
+
+
+def _endpoint_labels(target):
+    """Discovery's labels of an outbound endpoint (raw keys, as Linkerd's tap reports them), or None."""
+    service = target.service
+    if service is None:
+        return None
+    labels = dict(service.endpoint_labels(target))
+    return labels
+
+
+# ------------------------------------------------------------------ one tapped request
+
+
+class TapRecord:
+    """The events of one tapped request for one session; ``next`` chains the record of another session."""
+
+    def __init__(self, session, stream, base, t0):
+        self.session = session
+        self.id = len_field(1, uint_field(1, session.base_id) + uint_field(2, stream))
+        self.base = base
+        self.t0 = t0
+        self.t_response = 0.0
+        self.nbytes = 0
+        self.grpc_status = -1  # from a trailers-only response head
+        self.next = None
+        self.ended = False
+
+    def request_init(self, ex, view):
+        body = [self.id, len_field(2, _method(ex.head.method))]
+        if view.scheme is not None:
+            body.append(len_field(3, _scheme(view.scheme)))
+        if view.authority is not None:
+            body.append(str_field(4, view.authority))
+        body.append(str_field(5, view.path))
+        if self.session.extract_headers:
+            body.append(len_field(6, _request_headers(ex)))
+        self._emit(1, b"".join(body))
+
+    def response_init(self, status, h1head, fields):
+        """The response head went to the client (or the proxy answered itself: no head given)."""
+        rec: TapRecord = self
+        t: cython.double = now()
+        while rec is not None:
+            rec._response_init(t, status, h1head, fields)
+            rec = rec.next
+
+    def _response_init(self, t, status, h1head, fields):
+        self.t_response = t
+        if fields is not None:
+            for name, value in fields:
+                if name == b"grpc-status":
+                    self.grpc_status = _uint(value)
+        body = [self.id, len_field(2, _duration(t - self.t0)), uint_field(3, status)]
+        if self.session.extract_headers:
+            if fields is not None:
+                body.append(len_field(4, _headers(fields)))
+            elif h1head is not None:
+                body.append(len_field(4, _headers([(n.lower(), v) for n, v in h1head.header_list()])))
+        self._emit(2, b"".join(body))
+
+    def end(self, trailers):
+        """The response ended whole (``trailers``: its trailers, or None)."""
+        rec: TapRecord = self
+        t: cython.double = now()
+        while rec is not None:
+            grpc = rec.grpc_status
+            if trailers is not None:
+                grpc = -1
+                for name, value in trailers:
+                    if name == b"grpc-status":
+                        grpc = _uint(value)
+            rec._end(t, uint_field(1, grpc) if grpc >= 0 else b"", trailers)
+            rec = rec.next
+
+    def reset(self, code):
+        """The response was cut (or never came): the stream's reset code (CANCEL when the client left)."""
+        rec: TapRecord = self
+        t: cython.double = now()
+        while rec is not None:
+            rec._end(t, uint_field(2, code), None)
+            rec = rec.next
+
+    def _end(self, t, eos, trailers):
+        """``eos``: the Eos message's field (grpc_status_code or reset_error_code), or b"" for neither."""
+        if self.ended:
+            return
+        self.ended = True
+        body = [self.id, len_field(2, _duration(t - self.t0))]
+        if self.t_response > 0.0:
+            body.append(len_field(3, _duration(t - self.t_response)))
+        if self.nbytes:
+            body.append(uint_field(4, self.nbytes))
+        body.append(len_field(5, eos))
+        if trailers is not None and self.session.extract_headers:
+            body.append(len_field(6, _headers(trailers)))
+        self._emit(3, b"".join(body))
+        self.session.request_ended()
+
+    def add_bytes(self, n):
+        rec: TapRecord = self
+        while rec is not None:
+            rec.nbytes += n
+            rec = rec.next
+
+    def _emit(self, kind, body):
+        http = len_field(kind, body)
+        self.session.emit(grpc_frame(self.base + len_field(3, http)))
+
+
+# ------------------------------------------------------------------ encoders
+
+
+def _duration(seconds):
+    """google.protobuf.Duration."""
+    if seconds < 0.0:
+        seconds = 0.0
+    whole = int(seconds)
+    nanos = int((seconds - whole) * 1e9)
+    out = b""
+    if whole:
+        out = uint_field(1, whole)
+    if nanos:
+        out += uint_field(2, nanos)
+    return out
+
+
+def _method(method):
+    registered = _METHODS.get(method)
+    if registered is not None:
+        return uint_field(1, registered)
+    return str_field(2, method.decode("latin-1"))
+
+
+def _scheme(scheme):
+    registered = _SCHEMES.get(scheme)
+    if registered is not None:
+        return uint_field(1, registered)
+    return str_field(2, scheme)
+
+
+def _uint(value):
+    try:
+        n = int(value)
+    except ValueError:
+        return -1
+    return n if 0 <= n <= 0xFFFFFFFF else -1
+
+
+def _headers(fields):
+    """http_types.Headers from (name, value) pairs (bytes or str names)."""
+    out = []
+    for name, value in fields:
+        header = str_field(1, name) + len_field(2, value if isinstance(value, bytes) else value.encode("latin-1"))
+        out.append(len_field(1, header))
+    return b"".join(out)
+
+
+_PSEUDO_ORDER = (b":method", b":scheme", b":authority", b":path")
+
+
+def _request_headers(ex):
+    headers = ex.headers
+    if headers is None:
+        return _headers([(n.lower(), v) for n, v in ex.head.header_list()])
+    # HTTP/2: the pseudo-header fields first, in Linkerd's order, then the others as received.
+    pseudo = {name: value for name, value in headers if name[:1] == b":"}
+    fields = [(name, pseudo[name]) for name in _PSEUDO_ORDER if name in pseudo]
+    fields.extend((name, value) for name, value in headers if name[:1] != b":")
+    return _headers(fields)
+
+
+def _labels(labels):
+    """A map<string, string> field's entries (for EndpointMeta / RouteMeta field 1), sorted by key."""
+    out = []
+    for key in sorted(labels):
+        out.append(len_field(1, str_field(1, key) + str_field(2, labels[key])))
+    return b"".join(out)
+
+
+def tcp_address(host, port):
+    """net.TcpAddress; a name (not an address) gives only the port."""
+    addr = _address(host)
+    ip = b""
+    if addr is not None:
+        if addr.version == 4:
+            ip = len_field(1, fixed32_field(1, int(addr)))
+        else:
+            n = int(addr)
+            ip = len_field(1, len_field(2, fixed64_field(1, n >> 64) + fixed64_field(2, n & 0xFFFFFFFFFFFFFFFF)))
+    return ip + (uint_field(2, port) if port else b"")
+
+
+def _source_fields(meta, inbound, identity):
+    """TapEvent.source and source_meta: the client's address; its TLS as Linkerd labels it."""
+    labels = {}
+    if not inbound:
+        labels["tls"] = NO_TLS_LOOPBACK  # the app beside the proxy
+    elif meta.tls:
+        labels["tls"] = "true"
+        labels["client_id"] = meta.client_id or ""
+    else:
+        labels["tls"] = NO_TLS_FROM_REMOTE if identity else NO_TLS_DISABLED
+    out = b""
+    if meta.client:
+        out = len_field(1, tcp_address(meta.client[0], meta.client[1]))
+    return out + len_field(5, _labels(labels))
+
+
+def _destination_fields(target, inbound, identity):
+    """TapEvent.destination and destination_meta: the endpoint, discovery's labels, the hop's TLS."""
+    labels = {}
+    if inbound:
+        labels["tls"] = NO_TLS_LOOPBACK  # the app beside the proxy
+    else:
+        service = target.service
+        if service is not None:
+            labels.update(service.endpoint_labels(target))
+        if not identity:
+            labels["tls"] = NO_TLS_DISABLED
+        elif target.identity is not None:
+            labels["tls"] = "true"
+            labels["server_id"] = target.identity
+        else:
+            labels["tls"] = NO_TLS_NO_DISCOVERY
+    return len_field(2, tcp_address(target.host, target.port)) + len_field(4, _labels(labels))

@@ -1,0 +1,211 @@
+"""Exchange core: the tap hooks. No tap open: the hub is never asked. A tap open: each request reported
+once (request_init at its first destination, response_init, response_end) whatever its fate: retried,
+cut, abandoned by its client, answered by the proxy, upgraded, or ended with gRPC trailers."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import tapclient
+from proxy import errors
+from proxy.telemetry.tap import MatchAll, MatchString, TapHub
+
+from .fakes import GRPC, FakePolicy, FakeService
+
+CANCEL, INTERNAL_ERROR = 8, 2
+
+
+class Tap:
+    """A hub with one session on the rig's context; the events decoded with the generated classes."""
+
+    def __init__(self, rig, match=None, limit=100):
+        self.hub = TapHub()
+        self.hub.attach(rig.ctx)
+        self.wakes = 0
+        self.session = self.hub.open(match or MatchAll([]), limit, True, 1 << 20, self._wake)
+
+    def _wake(self):
+        self.wakes += 1
+
+    def events(self):
+        tap_pb2 = tapclient.modules()[0]
+        data = self.session.take()
+        out = []
+        while data:
+            assert data[0] == 0
+            size = int.from_bytes(data[1:5], "big")
+            out.append(tap_pb2.TapEvent.FromString(data[5:5 + size]))
+            data = data[5 + size:]
+        return out
+
+
+def kinds(events):
+    return [tapclient.kind(e) for e in events]
+
+
+def _complete(up, status=200, body=b"ok", fields=None):
+    up.attach()
+    up.head(status, fields=fields, length=len(body))
+    up.data(body, end=True)
+
+
+def test_no_tap_open_means_no_hub_and_no_record(make_rig):
+    rig = make_rig()
+    hub = TapHub()
+    hub.attach(rig.ctx)
+    assert rig.ctx.tap is None
+    ex, _ = rig.start_h1()
+    assert ex.tap is None
+    _complete(rig.disp.last)
+    assert hub.events == 0
+
+
+def test_a_request_is_reported_start_to_end_with_its_body_bytes(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    assert rig.ctx.tap is tap.hub
+    ex, down = rig.start_h1(path=b"/books?id=1", host=b"books.ns")
+    up = rig.disp.last
+    up.attach()
+    up.head(200, length=10)
+    rig.loop.advance(0.25)
+    up.data(b"12345")
+    up.data(b"67890", end=True)
+    events = tap.events()
+    assert kinds(events) == ["request_init", "response_init", "response_end"]
+    init, rsp, end = (getattr(e.http, k) for e, k in zip(events, kinds(events), strict=True))
+    assert (init.authority, init.path, init.method.registered) == ("books.ns", "/books", 0)
+    assert [h.name for h in init.headers.headers] == ["host"]
+    assert rsp.http_status == 200
+    assert end.response_bytes == 10 and end.since_response_init.ToMilliseconds() == 250
+    assert not end.eos.HasField("grpc_status_code") and not end.eos.HasField("reset_error_code")
+    assert events[0].destination_meta.labels["pod"] == "pod-10.0.0.1"
+    assert events[0].destination.port == 8080 and events[0].source.port == 40000
+    assert ex.tap is None and tap.session.open == 0
+    assert rig.check_books() == []
+
+
+def test_a_retried_request_is_one_request_in_the_tap(make_rig):
+    rig = make_rig(service=FakeService(), policy=FakePolicy(limit=2))
+    tap = Tap(rig)
+    rig.start_h1()
+    first = rig.disp.last
+    first.attach(request_sent=True)
+    first.head(503, length=0, end=True)  # retried: never forwarded
+    second = rig.disp.last
+    assert second is not first
+    _complete(second, body=b"fine")
+    events = tap.events()
+    assert kinds(events) == ["request_init", "response_init", "response_end"]
+    assert events[1].http.response_init.http_status == 200 and events[2].http.response_end.response_bytes == 4
+    assert dict(events[0].route_meta.labels) == {"route": "route"}
+
+
+def test_client_gone_is_a_cancel_reset(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    ex, _ = rig.start_h2()
+    up = rig.disp.last
+    up.attach()
+    up.head(200, length=-1)
+    up.data(b"abc")
+    ex.client_gone()
+    events = tap.events()
+    assert kinds(events) == ["request_init", "response_init", "response_end"]
+    end = events[2].http.response_end
+    assert end.eos.reset_error_code == CANCEL and end.response_bytes == 3
+
+
+def test_a_cut_response_reports_the_reset_code(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    rig.start_h2()
+    up = rig.disp.last
+    up.attach()
+    up.head(200, length=-1)
+    up.reset(errors.UpstreamReset("gone"))
+    events = tap.events()
+    assert kinds(events) == ["request_init", "response_init", "response_end"]
+    assert events[2].http.response_end.eos.reset_error_code == errors.UpstreamReset().reset_code
+
+
+def test_a_request_the_proxy_answers_itself_is_reported_without_a_destination(make_rig):
+    rig = make_rig(max_in_flight=1)
+    tap = Tap(rig)
+    rig.start_h1()  # in flight
+    ex, down = rig.start_h1(path=b"/shed")  # over the limit: 503 before any routing
+    by = tapclient.by_stream(tap.events())
+    (stream,) = [s for s, evs in by.items() if evs[0].http.request_init.path == "/shed"]
+    assert kinds(by[stream]) == ["request_init", "response_init", "response_end"]
+    assert not by[stream][0].HasField("destination") and by[stream][1].http.response_init.http_status == 503
+
+
+def test_grpc_status_from_trailers_and_from_a_trailers_only_head(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    rig.start_h2(extra=(GRPC,))
+    up = rig.disp.last
+    up.attach()
+    up.head(200, fields=[(b":status", b"200"), GRPC], length=-1)
+    up.data(b"\x00\x00\x00\x00\x00")
+    up.finish([(b"grpc-status", b"7")])
+    rig.start_h2(sid=3, extra=(GRPC,))
+    up = rig.disp.last
+    up.attach()
+    up.head(200, fields=[(b":status", b"200"), GRPC, (b"grpc-status", b"14")], length=0, end=True)
+    ends = [e.http.response_end for e in tap.events() if tapclient.kind(e) == "response_end"]
+    assert [e.eos.grpc_status_code for e in ends] == [7, 14]
+    assert [h.name for h in ends[0].trailers.headers] == ["grpc-status"]
+
+
+def test_limit_stops_matching_and_completes_the_session(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig, limit=1)
+    rig.start_h1()
+    assert rig.ctx.tap is None  # at its limit: nothing else is matched against it
+    ex2, _ = rig.start_h1()
+    assert ex2.tap is None
+    assert not tap.session.complete
+    assert kinds(tap.events()) == ["request_init"]  # taken: the next event wakes the server again
+    wakes = tap.wakes
+    _complete(rig.ups()[0])
+    assert tap.session.complete and tap.wakes > wakes  # the server is woken to end the stream
+
+
+def test_only_matching_requests_are_recorded_and_two_taps_both_see_one(make_rig):
+    rig = make_rig(service=FakeService())
+    books = Tap(rig, MatchString(1, None, "/books"))
+    other = books.hub.open(MatchAll([]), 10, False, 1 << 20, lambda: None)
+    rig.start_h1(path=b"/books/1")
+    _complete(rig.disp.last)
+    rig.start_h1(path=b"/authors")
+    _complete(rig.disp.last)
+    assert len(books.events()) == 3 and other.events == 6
+
+
+@pytest.mark.parametrize("status", [101])
+def test_an_upgrade_ends_the_tapped_exchange(make_rig, status):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    ex, down = rig.start_h1(headers=[(b"Connection", b"upgrade"), (b"Upgrade", b"websocket")])
+    up = rig.disp.last
+    up.attach(request_sent=True)
+
+    class Transport:
+        def abort(self):
+            pass
+
+    ex.upgraded(status, None, Transport(), b"")
+    assert kinds(tap.events()) == ["request_init", "response_init", "response_end"]
+
+
+def test_a_full_buffer_drops_and_counts(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    tap.session.buffer_bytes = 300
+    for _ in range(5):
+        rig.start_h1()
+        _complete(rig.disp.last)
+    assert tap.session.dropped > 0 and tap.hub.dropped == tap.session.dropped
+    assert tap.session.buffered <= 300
+    assert tap.session.events + tap.session.dropped == 15
