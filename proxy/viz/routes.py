@@ -58,16 +58,29 @@ def matchers(resource: Resource | None, namespace: str | None, to: str | None) -
 
 
 async def routes(source: Source, m: tuple[Matcher, ...], window: float) -> list[RouteRow]:
+    """Rows from the route metrics; a proxy without a policy has none, and then every request it
+    sent went by the default route: one ``[DEFAULT]`` row per service, from ``response_total``."""
     by = ("dst", "rt_route")
     queries = [Query("increase", "route_response_total", m, by + ("classification",)),
                Query("increase", "route_retry_total", m, by)]
     queries += [Query("quantile", "route_response_latency_ms", m, by, q) for q in QUANTILES]
     responses, retries, *quantiles = await asyncio.gather(*(source.evaluate(q, window) for q in queries))
+    if not responses:
+        plain = tuple((label if label != "dst" else "authority", op, value) for label, op, value in m)
+        queries = [Query("increase", "response_total", plain, ("authority", "classification"))]
+        queries += [Query("quantile", "response_latency_ms", plain, ("authority",), q) for q in QUANTILES]
+        responses, *quantiles = await asyncio.gather(*(source.evaluate(q, window) for q in queries))
+        retries = []
+        for vector in [responses, *quantiles]:
+            for labels, _ in vector:
+                labels["dst"] = labels.pop("authority", "")
     seconds = source.seconds(window)
     rows: dict[tuple[str, str], RouteRow] = {}
     counts: dict[tuple[str, str], list[float]] = {}
     for labels, value in responses:
         key = (labels.get("dst", ""), labels.get("rt_route", ""))
+        if not key[0]:
+            continue  # answered before any service was known (no route either)
         rows.setdefault(key, RouteRow(_route_name(key[1]), key[0]))
         counts.setdefault(key, [0.0, 0.0, 0.0])[0 if labels.get("classification") == "success" else 1] += value
     for labels, value in retries:

@@ -42,7 +42,7 @@ class Target:
     def name(self) -> str:
         """How a report names this proxy: its pod when known, else its admin address."""
         pod = dict(self.labels).get("pod")
-        return f"{pod} ({self.hostport})" if pod else self.hostport
+        return f"{pod} ({self.hostport})" if pod and pod != self.hostport else self.hostport
 
 
 def parse_proxy(text: str) -> Target:

@@ -136,3 +136,15 @@ def test_edges_join_both_sides():
     assert text[1].split() == ["web", "api", "default", "default", "web.default", "api.default", "\u221a"]
     assert text[2].split()[-1] == "not_provided_by_service_discovery"
     assert text[3].split()[-1] == "no_tls_from_remote"
+
+
+def test_routes_without_route_metrics_are_the_default_route():
+    # A proxy without a policy file has no route_* series: its requests went by the default route.
+    base = {"direction": "outbound", "authority": "api.default.svc.cluster.local:80"}
+    source = Canned({"response_total": [({**base, "classification": "success"}, 40),
+                                        ({"direction": "outbound", "classification": "failure"}, 3)],
+                     "response_latency_ms_q0.5": [(base, 2.0)]}, seconds=10.0)
+    [row] = asyncio.run(routes.routes(source, routes.matchers(None, None, "api.default.svc.cluster.local:80"), 60.0))
+    assert (row.route, row.service, row.success, row.rps, row.actual_rps) == ("[DEFAULT]", "api", 1.0, 4.0, 4.0)
+    assert row.latency[0] == 2.0
+    assert ("authority", "=", "api.default.svc.cluster.local:80") in source.asked[-1].matchers
