@@ -87,8 +87,8 @@ async def edges(source: Source, resource: Resource, namespace: str | None, windo
     plaintext_into: set[tuple[str, str]] = {(k[2], k[3]) for k, e in found.items() if e.no_tls_reason}
     for labels, n in inbound:
         dst_name = labels.get(label, "")
-        if not dst_name:
-            continue
+        if not dst_name or "tls" not in labels:
+            continue  # no tls label: requests answered before their connection was known (no caller)
         dst_ns = labels.get("namespace", "")
         client_id = labels.get("client_id", "") if labels.get("tls") == "true" else ""
         [edge] = inbound_edges(dst_name, [((client_id, labels.get("no_tls_reason", "")), n)], dst_ns)

@@ -26,6 +26,8 @@ async def get(url: str, timeout: float) -> bytes:
         return await asyncio.wait_for(_get(parts.hostname, port, target), timeout)
     except TimeoutError:
         raise FetchError(f"no answer within {timeout:g}s") from None
+    except ConnectionRefusedError:
+        raise FetchError("connection refused") from None
     except OSError as err:
         raise FetchError(err.strerror or str(err) or type(err).__name__) from None
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as err:

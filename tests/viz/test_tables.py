@@ -19,7 +19,7 @@ class Canned:
 
     async def evaluate(self, query: Query, window: float) -> Vector:
         self.asked.append(query)
-        name = query.metric + ("_q%s" % query.q if query.func == "quantile" else "")
+        name = query.metric + (f"_q{query.q}" if query.func == "quantile" else "")
         sums: dict[tuple[str, ...], float] = {}
         for labels, value in self.series.get(name, []):
             if matches(labels, query.matchers):
@@ -122,6 +122,7 @@ def test_edges_join_both_sides():
         ({"direction": "inbound", "namespace": "default", "deployment": "api", "tls": "true", "client_id": ID_WEB}, 30),
         ({"direction": "inbound", "namespace": "default", "deployment": "web", "tls": "no_identity",
           "no_tls_reason": "no_tls_from_remote"}, 4),
+        ({"direction": "inbound", "namespace": "default", "deployment": "db"}, 0),  # the catch-all: no caller
         ({"direction": "outbound", "namespace": "default", "deployment": "api", "dst_namespace": "default",
           "dst_deployment": "db", "tls": "no_identity", "no_tls_reason": "not_provided_by_service_discovery"}, 2),
     ]})
