@@ -146,8 +146,8 @@ async def stat(source: Source, req: StatRequest) -> list[StatRow]:
             rows[key].latency = (values[0], values[1], values[2])
     if p.tcp_peer is not None:
         _tcp(results, row, seconds)
-    if req.to is None and req.from_ is None and req.resource.kind not in ("service", "authority"):
-        await _meshed(source, req, p, by, rows)
+    if req.resource.kind not in ("service", "authority"):
+        await _meshed(source, req, by, rows)
     return sorted(rows.values(), key=lambda r: (r.namespace, r.name))
 
 
@@ -163,15 +163,20 @@ def _tcp(results: dict[str, Vector], row, seconds: float) -> None:
                 setattr(r, attr, value / seconds)
 
 
-async def _meshed(source: Source, req: StatRequest, p: Plan, by: tuple[str, ...],
+async def _meshed(source: Source, req: StatRequest, by: tuple[str, ...],
                   rows: dict[tuple[str, str], StatRow]) -> None:
     """MESHED: the resource's proxies that answer, of those known; a known workload without traffic
-    gets a row of its own (as Linkerd lists every workload of the kind)."""
-    for key, counts in (await source.proxies(by, req.window)).items():
+    gets a row of its own (as Linkerd lists every workload of the kind), except with --to/--from,
+    whose rows are the traffic between two resources."""
+    own = tuple(label.removeprefix("dst_") for label in by)  # --from rows are named by dst_* labels
+    between = req.to is not None or req.from_ is not None
+    for key, counts in (await source.proxies(own, req.window)).items():
         ns, name = (key[0], key[0]) if len(key) == 1 else key
         if not name or (req.resource.name and name != req.resource.name):
             continue
         if req.namespace and req.resource.kind != "namespace" and ns != req.namespace:
+            continue
+        if between and (ns, name) not in rows:
             continue
         if (ns, name) not in rows:
             rows[(ns, name)] = StatRow(ns, req.resource.kind, name)

@@ -24,6 +24,7 @@ from helpers.issuer import Issuer, identity_name
 from helpers.meshproxy import REPO, MeshProxy
 from helpers.ports import free_port
 from helpers.upstream import HttpUpstream
+from proxy.viz import promql
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -95,7 +96,10 @@ def mesh(tmp_path_factory):
         )
         policy = tmp / "policy.yaml"  # one named route; the 500s go by the default route
         policy.write_text(f"services:\n  {SERVICE}:\n    routes:\n      - name: ok\n"
-                          "        match: {pathPrefix: /ok}\n")
+                          "        match: {pathPrefix: /ok}\n"
+                          "      - name: retried\n"  # only test_retries_show_in_actual calls it
+                          "        match: {pathPrefix: /status/503}\n"
+                          "        isRetryable: true\n")
         a = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
                            **issuer.env(WEB_ID), **_workload("web")},
                       name="proxy-web", log_path=tmp / "a.log").start()
@@ -158,6 +162,7 @@ def test_stat_to_from_and_services(mesh):
     to = viz("stat", "deploy/web", "--to", "deploy/api", "-o", "wide", "--interval", "3s", *_sources(mesh))
     assert to.returncode == 0, to.stderr
     web = _rows(to.stdout)["web"]
+    assert web[1] == "1/1", to.stdout
     assert abs(float(web[3].removesuffix("rps")) - RATE) <= RATE * 0.25, to.stdout
     assert web[-2].endswith("B/s") and float(web[-1].removesuffix("B/s")) > 0, to.stdout
     frm = viz("stat", "deploy", "--from", "deploy/web", "--interval", "3s", *_sources(mesh))
@@ -176,7 +181,8 @@ def test_routes_per_route(mesh):
     assert lines[0].split() == ["ROUTE", "SERVICE", "EFFECTIVE_SUCCESS", "EFFECTIVE_RPS", "ACTUAL_SUCCESS",
                                 "ACTUAL_RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"]
     rows = _rows(run.stdout)
-    assert list(rows) == ["ok", "[DEFAULT]"], run.stdout
+    assert list(rows) == ["ok", "retried", "[DEFAULT]"], run.stdout
+    assert rows["retried"][1:] == ["api"] + ["-"] * 7, run.stdout  # a route without traffic, as Linkerd shows it
     ok, default = rows["ok"], rows["[DEFAULT]"]
     expected_ok = RATE * (FAIL_EVERY - 1) / FAIL_EVERY
     assert ok[1] == "api" and ok[2] == "100.00%" and abs(float(ok[3][:-3]) - expected_ok) <= RATE * 0.25, run.stdout
@@ -269,10 +275,12 @@ def test_prometheus_and_embedded_agree(mesh, prometheus):
     assert (p["meshed"], e["meshed"]) == ("1/1", "1/1")
     assert abs(p["success"] - e["success"]) <= 0.04, (p, e)
     assert abs(p["rps"] - e["rps"]) <= RATE * 0.2, (p, e)
-    for key in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99"):
-        # Same buckets, different sampling: within one bucket's width of each other.
-        assert p[key] is not None and e[key] is not None, (p, e)
-        assert abs(p[key] - e[key]) <= max(5.0, 0.5 * max(p[key], e[key])), (key, p, e)
+    # Latency: Linkerd's query takes irate (the last two scrapes, one second here) where the embedded
+    # window is five seconds, so only the median is steady enough to compare on a shared machine; the
+    # arithmetic itself is compared exactly in test_promql_arithmetic_is_prometheuss.
+    assert abs(p["latency_ms_p50"] - e["latency_ms_p50"]) <= max(5.0, max(p["latency_ms_p50"], e["latency_ms_p50"]))
+    for row in (p, e):
+        assert row["latency_ms_p50"] <= row["latency_ms_p95"] <= row["latency_ms_p99"], row
     assert p["tcp_open_connections"] == e["tcp_open_connections"], (p, e)
     table = viz("stat", "deploy", "-t", "15s", "--prometheus", prometheus)
     assert table.returncode == 0 and _rows(table.stdout)["api"][1] == "1/1", table.stdout + table.stderr
@@ -281,3 +289,74 @@ def test_prometheus_and_embedded_agree(mesh, prometheus):
         [line.split() for line in edges.stdout.splitlines()], edges.stdout + edges.stderr
     routes = viz("routes", "deploy/web", "-t", "15s", "--prometheus", prometheus)
     assert "[DEFAULT]" in routes.stdout, routes.stdout + routes.stderr
+
+
+def _at(url: str, promql: str, at: float) -> list:
+    query = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as r:
+        return json.loads(r.read())["data"]["result"]
+
+
+def test_promql_arithmetic_is_prometheuss(mesh, prometheus):
+    """The same raw samples through proxy/viz/promql.py and through Prometheus itself, at one instant:
+    ``increase`` (with its extrapolation) and ``histogram_quantile`` must agree to rounding."""
+    at = time.time() - 1.0
+    selector = '{direction="inbound",deployment="api"}'
+
+    def points(metric: str) -> dict[tuple, list[tuple[float, float]]]:
+        raw = _at(prometheus, f"{metric}{selector}[10s]", at)
+        return {tuple(sorted(s["metric"].items())): [(float(t), float(v)) for t, v in s["values"]] for s in raw}
+
+    ours: dict[str, float] = {}
+    for labels, pts in points("response_total").items():
+        grown = promql.increase(pts, at - 10, at)
+        if grown is not None:
+            klass = dict(labels)["classification"]
+            ours[klass] = ours.get(klass, 0.0) + grown
+    theirs = {s["metric"]["classification"]: float(s["value"][1])
+              for s in _at(prometheus, f"sum(increase(response_total{selector}[10s])) by (classification)", at)}
+    assert theirs and ours.keys() == theirs.keys()
+    for klass, value in theirs.items():
+        assert ours[klass] == pytest.approx(value, rel=1e-9), (ours, theirs)
+    buckets: dict[float, float] = {}
+    for labels, pts in points("response_latency_ms_bucket").items():
+        grown = promql.increase(pts, at - 10, at)
+        if grown is not None:
+            le = float(dict(labels)["le"])
+            buckets[le] = buckets.get(le, 0.0) + grown
+    for q in (0.5, 0.95, 0.99):
+        [sample] = _at(prometheus, f"histogram_quantile({q}, sum(increase(response_latency_ms_bucket{selector}[10s]))"
+                                   " by (le))", at)
+        assert promql.histogram_quantile(q, buckets.items()) == pytest.approx(float(sample["value"][1]), rel=1e-9)
+
+
+def test_retries_show_in_actual(mesh):
+    """Last in the module (it adds failures): a retryable route whose every attempt fails, so each
+    request is tried more than once; ACTUAL_RPS counts the attempts, EFFECTIVE_RPS the requests."""
+    a = mesh[0]
+    stop = threading.Event()
+    sent = [0]
+
+    def failing() -> None:
+        conn = http.client.HTTPConnection(*a.outbound, timeout=10)
+        deadline = time.monotonic() + 8
+        while not stop.is_set() and time.monotonic() < deadline:
+            conn.request("GET", "/status/503", headers={"Host": SERVICE})
+            conn.getresponse().read()
+            sent[0] += 1
+            stop.wait(0.2)
+        conn.close()
+
+    thread = threading.Thread(target=failing, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        run = viz("routes", "deploy/web", "-o", "wide", "--interval", "4s", *_sources(mesh))
+    finally:
+        stop.set()
+        thread.join(15)
+    assert run.returncode == 0 and sent[0] > 0, run.stderr
+    row = _rows(run.stdout)["retried"]
+    effective, actual = float(row[3][:-3]), float(row[5][:-3])
+    assert row[2] == row[4] == "0.00%", run.stdout
+    assert actual >= 1.5 * effective > 0, run.stdout
