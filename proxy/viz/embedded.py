@@ -127,11 +127,12 @@ class Embedded:
             window.scrapes.append(scrape)
 
     async def _scrape_one(self, target: Target) -> Scrape:
+        started = time.time()  # a scrape's time is when it was asked for, as Prometheus stamps it
         try:
             body = await get(target.url, self.timeout)
         except FetchError as err:
-            return Scrape(time.time(), None, str(err))
-        return Scrape(time.time(), series(body.decode("utf-8", "replace"), target.labels))
+            return Scrape(started, None, str(err))
+        return Scrape(started, series(body.decode("utf-8", "replace"), target.labels))
 
     async def sample(self, interval: float) -> None:
         """Two scrapes ``interval`` seconds apart (a one-shot command's window)."""
@@ -146,9 +147,6 @@ class Embedded:
 
     def unreachable(self) -> list[tuple[Target, str]]:
         return [(w.target, w.error) for w in self.windows if w.error is not None]
-
-    def reachable(self) -> list[ProxyWindow]:
-        return [w for w in self.windows if w.error is None]
 
     async def evaluate(self, query: Query, window: float) -> Vector:
         return self.evaluate_now(query, window)
