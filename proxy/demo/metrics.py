@@ -4,11 +4,11 @@ per-direction counters, and histogram percentiles. Pure functions, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proxy.telemetry.scrape import Sample, parse_prometheus
+from proxy.viz.promql import histogram_quantile  # one implementation, shared with meshproxy viz
 
 __all__ = ["DirectionStats", "Sample", "histogram_quantile", "parse_prometheus", "summarize"]
 
@@ -103,28 +103,3 @@ def summarize(samples: Iterable[Sample]) -> dict[str, DirectionStats]:
             if direction in tls_connections:
                 stats.tls = min(tls_connections[direction], stats.tls_of)
     return out
-
-
-def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
-    """Estimate the ``q``-quantile (0..1) from cumulative histogram buckets
-    given as (upper bound, count), the way PromQL's histogram_quantile does:
-    find the bucket holding rank q*total and interpolate linearly inside it
-    (the first bucket starts at 0). A rank in the +Inf bucket gives the highest
-    finite bound. None when the histogram is empty."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile {q} is not between 0 and 1")
-    points = sorted(buckets)
-    bounds, counts, running = [], [], 0.0
-    for bound, count in points:
-        running = max(running, count)  # counts scraped mid-update may dip; never go back
-        bounds.append(bound)
-        counts.append(running)
-    if not counts or counts[-1] <= 0:
-        return None
-    rank = q * counts[-1]
-    i = next(i for i, count in enumerate(counts) if count >= rank and count > 0)
-    if math.isinf(bounds[i]):
-        return bounds[i - 1] if i > 0 else None
-    lower = bounds[i - 1] if i > 0 else min(0.0, bounds[i])
-    below = counts[i - 1] if i > 0 else 0.0
-    return lower + (bounds[i] - lower) * (rank - below) / (counts[i] - below)

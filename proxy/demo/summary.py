@@ -5,6 +5,7 @@ the edges: who called each service, with which identity, over mutual TLS or not.
 from __future__ import annotations
 
 from proxy.demo.metrics import DirectionStats
+from proxy.viz.edges import CHECK, inbound_edges
 
 Snapshot = dict[str, dict[str, DirectionStats] | None]  # service -> direction -> stats; None: no metrics
 
@@ -47,14 +48,16 @@ def format_table(snapshot: Snapshot, earlier: Snapshot | None, seconds: float) -
 
 def format_edges(snapshot: Snapshot) -> str:
     """One row per (caller identity, service) pair seen by the service's inbound
-    proxy, as ``linkerd viz edges`` shows them: SRC is the identity the caller's
-    proxy proved (``-`` without one), SECURED is a check mark for mutual TLS,
-    else the proxy's ``no_tls_reason``."""
-    pairs = [(caller, service, n) for service, directions in snapshot.items() if directions
-             for caller, n in directions.get("inbound", DirectionStats()).callers.items() if n > 0]
-    width = max([len("SRC")] + [len(identity) for (identity, _), _, _ in pairs])
+    proxy, as ``linkerd viz edges`` shows them (the edges themselves are
+    ``meshproxy viz``'s, from the same counters): SRC is the identity the
+    caller's proxy proved (``-`` without one), SECURED is a check mark for
+    mutual TLS, else the proxy's ``no_tls_reason``."""
+    found = [edge for service, directions in snapshot.items() if directions
+             for edge in inbound_edges(service, directions.get("inbound", DirectionStats()).callers.items())
+             if edge.requests > 0]
+    width = max([len("SRC")] + [len(edge.client_id) for edge in found])
     rows = [f"{'SRC':<{width}} {'DST':<8} {'REQUESTS':>8} SECURED"]
-    for (identity, reason), service, n in sorted(pairs, key=lambda p: (p[1], p[0])):
-        secured = "\u221a" if identity else f"no ({reason or 'no_identity'})"
-        rows.append(f"{identity or '-':<{width}} {service:<8} {n:>8.0f} {secured}")
+    for edge in sorted(found, key=lambda e: (e.dst, e.client_id, e.no_tls_reason)):
+        secured = CHECK if edge.secured else f"no ({edge.no_tls_reason})"
+        rows.append(f"{edge.client_id or '-':<{width}} {edge.dst:<8} {edge.requests:>8.0f} {secured}")
     return "\n".join(rows)
