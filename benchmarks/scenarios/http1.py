@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import http.client
 import statistics
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ assert len(BODY.encode()) == 64, len(BODY.encode())
 
 VARIANTS = ("direct", "haproxy", "nginx", "meshproxy", "meshproxy-pure")
 BASELINE = "meshproxy-baseline"  # only with --baseline DIR: meshproxy from that checkout
+TAPPED = "meshproxy-tapped"      # only with --variants naming it: meshproxy with a match-all tap open
+TAP_COST_BAR = 0.90              # the telemetry issue: a tap matching everything costs at most 10%
 BASELINE_TOLERANCE = 0.05        # the issue: no more than 5% worse than the revision before
 RSS_TARGET_MIB = 30.0
 AFTER_LOAD_DELAY_S = 5.0
@@ -120,8 +124,8 @@ def _params(ctx: Context) -> tuple[wrk.WrkParams, int, float]:
 def run(ctx: Context) -> ScenarioResult:
     params, rounds, warmup = _params(ctx)
     baseline = getattr(ctx.options, "baseline", None)
-    known = VARIANTS + ((BASELINE,) if baseline else ())
-    wanted = [v for v in (getattr(ctx.options, "variants", None) or known) if v in known]
+    known = VARIANTS + ((BASELINE,) if baseline else ()) + (TAPPED,)
+    wanted = [v for v in (getattr(ctx.options, "variants", None) or known[:-1]) if v in known]
     background = procs.background_busy(1.0)
     ctx.progress(f"[{NAME}] CPU busy before start (other load): {_fmt_busy(background)}")
     ctx.progress(f"[{NAME}] starting servers ({ctx.placement.describe()})")
@@ -163,12 +167,37 @@ def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
                 ctx.group, ctx.placement, repo, nginx, pure=pure, name=name, log_level=log_level
             )
             variant.fastpath = variant.server.info.get("fastpath", {})
+            if name == TAPPED:
+                _open_tap(ctx, variant.server)
         variant.url = variant.server.url
         variant.rss_idle_kib = procs.rss_kib(variant.server.proc.pid)
     except (NotReady, OSError, KeyError, ValueError) as err:
         variant.broken = f"did not start: {err}"
         ctx.progress(f"[{NAME}] {name}: FAILED to start: {err}")
     return variant
+
+
+def _open_tap(ctx: Context, server: Server) -> None:
+    """A match-everything tap on the proxy for the whole run, read by benchmarks/lib/tapsink.py on the load CPUs."""
+    tap_port = server.info["ports"].get("tap")
+    if tap_port is None:
+        raise NotReady("this revision has no tap server")
+    ctx.group.start("tap-sink", ctx.placement.pin_load()
+                    + [sys.executable, "-m", "benchmarks.lib.tapsink", f"127.0.0.1:{tap_port}"], cwd=ctx.repo)
+    admin = server.info["ports"]["admin"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=2)
+        try:
+            conn.request("GET", "/metrics")
+            if b"\ntap_sessions_open 1" in conn.getresponse().read():
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    raise NotReady("the tap sink's tap did not open within 10 s")
 
 
 def _died(server: Server) -> str:
@@ -352,6 +381,8 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
         ("meshproxy / direct", "meshproxy", "direct", "throughput kept with the proxy in the path"),
         ("meshproxy / nginx", "meshproxy", "nginx", "against nginx as a proxy (one worker)"),
         ("compiled / pure", "meshproxy", "meshproxy-pure", "what the Cython build buys"),
+        ("meshproxy-tapped / meshproxy", TAPPED, "meshproxy",
+         f"a tap matching every request open; the bar: >= {TAP_COST_BAR:.2f} (at most 10% lost)"),
         ("haproxy / direct", "haproxy", "direct", "reference: the same for HAProxy"),
         ("nginx / direct", "nginx", "direct", "reference: the same for nginx as a proxy"),
     ]
@@ -364,6 +395,8 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
         verdict = ""
         if den == BASELINE and value is not None:
             verdict = f"{'met' if value >= 1 - BASELINE_TOLERANCE else 'NOT met'}: no more than 5% slower"
+        if num == TAPPED and value is not None:
+            verdict = f"{'met' if value >= TAP_COST_BAR else 'NOT met'}: at most 10% lost to a match-all tap"
         if den == BASELINE:
             for key, what in (("p50_ms_median", "p50"), ("p99_ms_median", "p99")):
                 lat, lat_why = _latency_ratio(summaries, key)

@@ -81,6 +81,7 @@ cdef class Exchange:
     # tap (proxy/telemetry/tap.py): the request's TapRecord while some tap observes it, else None
     cdef public object tap
     cdef bint tap_asked                  # the hub was asked about this request (once)
+    cdef public object tap_base          # the tap's encoded (target, fields, generation) of this connection
     cdef void _tap_observe(self)
 
     cdef void _clear(self)

@@ -147,6 +147,7 @@ class Exchange:
         self.last_gen = 0
         self.up_queue = []
         self.down_queue = []
+        self.tap_base = None  # per connection, like the route cache: a tap's encoding of its addresses
         self._clear()
 
     def _clear(self):

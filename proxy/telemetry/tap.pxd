@@ -1,10 +1,28 @@
 # Declarations for tap.py: compiled because, while a tap is open, every
 # request is matched here and each tapped one encodes three events.
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
 from proxy.exchange.clock cimport now
+from proxy.protocol.request cimport RequestLine
 
 cdef dict _ADDRESSES
 cdef int _CACHE_LIMIT
+cdef dict _METHOD_FIELDS
+
+cdef object _new_event(Py_ssize_t size)
+cdef int _vsize(unsigned long long n)
+cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n)
+cdef Py_ssize_t _w_bytes(unsigned char* buf, Py_ssize_t pos, bytes data)
+cdef Py_ssize_t _string_size(bytes data)
+cdef Py_ssize_t _w_string(unsigned char* buf, Py_ssize_t pos, unsigned char tag, bytes data)
+cdef (long long, long long) _duration_parts(double seconds)
+cdef int _duration_size(double seconds)
+cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds)
+cdef bytes _utf8(bytes data)
+cdef object _scheme_of(object ex)
+cdef bytes _path(bytes target)
 
 cdef class TapView:
     cdef public object src_host
@@ -63,48 +81,58 @@ cdef class MatchString(Match):
 cdef class TapSession:
     cdef public TapHub hub
     cdef public Match match
+    cdef public bint match_all
+    cdef public bytes id_prefix
     cdef public long long limit
     cdef public bint extract_headers
     cdef public unsigned int base_id
     cdef public Py_ssize_t buffer_bytes
-    cdef public object wake
     cdef public long long count
     cdef public long long open
     cdef public bint closed
     cdef public list frames
     cdef public Py_ssize_t buffered
-    cdef public bint wake_pending
     cdef public long long events
     cdef public long long dropped
-    cpdef void emit(self, bytes frame)
-    cdef void _poke(self)
+    cpdef void emit(self, object frame)
     cpdef void request_ended(self)
 
 cdef class TapHub:
     cdef public list contexts
     cdef public list sessions
+    cdef public tuple active
     cdef public long long live
     cdef public unsigned int next_base
     cdef public long long events
     cdef public long long dropped
     cdef public long long opened
-    cdef dict _sources
-    cdef dict _destinations
+    cdef dict _bases
+    cdef dict _routes
+    cdef public long long generation
     cdef void _unlist(self, TapSession session)
     cdef void _publish(self)
     cdef TapView _view(self, object ex)
     cdef bytes _base(self, object ex)
+    cdef bytes _connection_base(self, object ex, object target)
+    cpdef TapRecord observe(self, object ex)
 
 cdef class TapRecord:
     cdef public TapSession session
-    cdef public bytes id
     cdef public bytes base
+    cdef public long long stream
     cdef public double t0
     cdef public double t_response
     cdef public long long nbytes
     cdef public long long grpc_status
     cdef public TapRecord next
     cdef public bint ended
+    cpdef void request_init(self, object ex)
+    cpdef void response_init(self, int status, object h1head, object fields)
     cdef void _response_init(self, double t, int status, object h1head, object fields)
-    cdef void _end(self, double t, bytes eos, object trailers)
-    cdef void _emit(self, int kind, bytes body)
+    cpdef void end(self, object trailers)
+    cpdef void reset(self, int code)
+    cdef void _end(self, double t, int eos_field, unsigned long long eos_value, object trailers)
+    cpdef void add_bytes(self, long long n)
+    cdef Py_ssize_t _id_size(self)
+    cdef Py_ssize_t _size(self, Py_ssize_t rest)
+    cdef Py_ssize_t _head(self, unsigned char* buf, unsigned char kind, Py_ssize_t rest)

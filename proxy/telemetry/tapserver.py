@@ -16,7 +16,8 @@ the first request within ``MESHPROXY_HEADER_TIMEOUT`` of connecting and no
 connection idle (no tap open) past ``MESHPROXY_CLIENT_IDLE_TIMEOUT``; a tap
 client that reads slowly leaves its events in the session's buffer
 (``MESHPROXY_TAP_BUFFER_BYTES``), where what does not fit is dropped and
-counted, never waited for; HTTP/2 abuse limits are h2conn's.
+counted, never waited for; HTTP/2 abuse limits are h2conn's. Events leave
+every ``FLUSH_INTERVAL`` in one batch per tap: requests never wake the server.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAUTHENTICATED = 16
 
+FLUSH_INTERVAL = 0.01  # seconds between two batches of events to a tap client
 _NO_ERROR = 0
 _TLS_HANDSHAKE = 0x16
 _H2_SETTINGS = H2Settings(max_concurrent_streams=8, initial_window_size=65535, max_header_list_size=16384,
@@ -169,6 +171,7 @@ class TapConnection(asyncio.Protocol):
         self.paused = False
         self.served = False  # some call was answered: the first-request deadline is met
         self.timer: asyncio.TimerHandle | None = None
+        self.ticker: asyncio.TimerHandle | None = None  # drains the taps every FLUSH_INTERVAL while one is open
         self.last_active = 0.0
 
     # -- the connection ---------------------------------------------------------------
@@ -218,9 +221,10 @@ class TapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._close_all("the connection was lost")
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for handle in (self.timer, self.ticker):
+            if handle is not None:
+                handle.cancel()
+        self.timer = self.ticker = None
         self.transport = None
 
     def pause_writing(self) -> None:
@@ -319,12 +323,9 @@ class TapConnection(asyncio.Protocol):
             return
         call.answered = True
         self.conn.send_headers(call.sid, [(b":status", b"200"), (b"content-type", b"application/grpc")], False)
-        loop = server.loop
-
-        def wake() -> None:
-            loop.call_soon(self._drain, call)
-
-        call.session = hub.open(spec.match, spec.limit, spec.extract_headers, server.settings.buffer_bytes, wake)
+        call.session = hub.open(spec.match, spec.limit, spec.extract_headers, server.settings.buffer_bytes)
+        if self.ticker is None:
+            self.ticker = server.loop.call_later(FLUSH_INTERVAL, self._tick)
         log.info("tap opened", client=_fmt(self.client), client_id=self.peer_id, limit=spec.limit,
                  headers=spec.extract_headers)
 
@@ -350,7 +351,9 @@ class TapConnection(asyncio.Protocol):
         self.calls.pop(call.sid, None)
 
     def _drain(self, call: _Call) -> None:
-        """Send what the session holds as far as the stream's window and the socket allow; end it when complete."""
+        """Send what the session holds as far as the stream's window and the socket allow; end it when complete.
+        What the window or the socket does not take stays in ``pending`` (at most one batch), and meanwhile new
+        events wait in the session's bounded buffer."""
         session = call.session
         if session is None or self.calls.get(call.sid) is not call or self.transport is None:
             return
@@ -382,6 +385,13 @@ class TapConnection(asyncio.Protocol):
         for call in list(self.calls.values()):
             if call.session is not None:
                 self._drain(call)
+
+    def _tick(self) -> None:
+        """Events leave in batches on this clock, not per request: the data path never schedules anything."""
+        self.ticker = None
+        self._drain_all()
+        if self.transport is not None and any(call.session is not None for call in self.calls.values()):
+            self.ticker = self.server.loop.call_later(FLUSH_INTERVAL, self._tick)
 
     def _forget(self, sid: int, why: str) -> None:
         call = self.calls.pop(sid, None)
