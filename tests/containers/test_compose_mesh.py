@@ -70,10 +70,12 @@ class Mesh:
         return self.compose("exec", "-T", service, "python", "-c", code).stdout
 
     def fetch(self, service: str, url: str) -> str:
-        return self.python(service, f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())")
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+        return self.python(service, code)
 
     def states(self) -> dict[str, dict]:
-        ids = self.engine.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}").stdout.split()
+        label = f"label=com.docker.compose.project={self.project}"
+        ids = self.engine.docker("ps", "-aq", "--filter", label).stdout.split()
         if not ids:
             return {}
         inspected = json.loads(self.engine.docker("inspect", *ids).stdout)
@@ -146,7 +148,8 @@ def metric(text: str, family: str, **labels: str) -> float:
 def test_every_container_healthy(mesh: Mesh, figures: dict[str, str]) -> None:
     states = mesh.states()
     assert set(states) == SERVICES
-    figures["docker-compose up -d"] = f"{mesh.up_seconds:.1f} s; every container healthy after {mesh.healthy_seconds:.1f} s"
+    figures["docker-compose up -d"] = (f"{mesh.up_seconds:.1f} s; every container healthy after "
+                                       f"{mesh.healthy_seconds:.1f} s")
 
 
 def test_web_calls_api_over_mutual_tls(mesh: Mesh) -> None:
@@ -218,7 +221,9 @@ def test_start_to_ready_and_idle_rss(mesh: Mesh, figures: dict[str, str]) -> Non
         seconds = (ready - started).total_seconds()
         assert 0 < seconds < 30
         status = mesh.compose("exec", "-T", service, "cat", "/proc/1/status").stdout
-        rss_kib = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
+        rss = re.search(r"VmRSS:\s+(\d+) kB", status)
+        assert rss, status
+        rss_kib = int(rss.group(1))
         assert rss_kib < 200 * 1024
         cmdline = mesh.compose("exec", "-T", service, "cat", "/proc/1/cmdline").stdout
         assert "meshproxy" in cmdline
