@@ -22,6 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# A shell line for the init image: the nat table as iptables-save prints it,
+# from the backend meshproxy-init used (nft where it holds our chains, else legacy).
+SAVE_NAT = ('nat="$(iptables-nft-save -t nat 2>/dev/null)"; case "$nat" in *MESHPROXY*) echo "$nat" ;; '
+            '*) iptables-legacy-save -t nat 2>/dev/null ;; esac; true')
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.engine import Engine
+from tests.containers.engine import SAVE_NAT, Engine
 
 pytestmark = pytest.mark.timeout(1500)  # the first run on a machine builds the base images
 
@@ -33,8 +33,8 @@ def holder(engine: Engine, images: dict[str, str]) -> Iterator[str]:
 
 
 def nat_rules(engine: Engine, image: str, holder: str) -> list[str]:
-    saved = engine.docker("run", "--rm", f"--network=container:{holder}", *CAPS,
-                          "--entrypoint", "iptables-nft-save", image, "-t", "nat").stdout
+    saved = engine.docker("run", "--rm", f"--network=container:{holder}", *CAPS, "--entrypoint", "sh", image,
+                          "-c", SAVE_NAT).stdout
     return [line for line in saved.splitlines() if line.startswith(("-A", ":")) and "MESHPROXY" in line]
 
 
