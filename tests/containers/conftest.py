@@ -30,7 +30,9 @@ BUILD_TIMEOUT = 1200
 FIGURES: dict[str, str] = {}
 
 
-@pytest.fixture(scope="session")
+# Package scope: the engine (ours, if we started one) stops once the last
+# container test is done, not at the end of the whole run.
+@pytest.fixture(scope="package")
 def engine() -> Iterator[engine_module.Engine]:
     try:
         running = engine_module.start()
@@ -44,7 +46,7 @@ def engine() -> Iterator[engine_module.Engine]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def images(engine: engine_module.Engine) -> dict[str, str]:
     """Both images, built offline (the builds' RUN steps have no network)."""
     args = ["--offline"]
