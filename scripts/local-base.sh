@@ -64,11 +64,20 @@ pack() {
     tar --numeric-owner --xattrs -C "$1" -cf "$2.tmp" . && mv "$2.tmp" "$2"
 }
 
+# remove_work DIR: unmount whatever a failed debootstrap left mounted in the
+# chroot (its /proc, /sys), deepest first, then delete the directory.
+remove_work() {
+    local mount
+    awk -v dir="$1/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
+        umount -l "$mount" || true
+    done
+    rm -rf "$1"
+}
+
 build_cache() {
     local work root
     work="$(mktemp -d "${TMPDIR:-/tmp}/meshproxy-local-base.XXXXXX")"
-    # The chroot has nothing mounted in it, so removing it is safe.
-    trap 'rm -rf "$work"' EXIT
+    trap 'remove_work "$work"' EXIT
     root="$work/root"
     note "debootstrap $SUITE (minbase) into $root"
     local args=(--variant=minbase "$SUITE" "$root")
@@ -118,7 +127,7 @@ build_cache() {
     mv "$work/debian.tar" "$CACHE/debian-$SUITE-slim.tar"
     mv "$work/python.tar" "$CACHE/python-3.11-slim-$SUITE.tar"
     echo "$recipe" >"$CACHE/recipe"
-    rm -rf "$work"
+    remove_work "$work"
     trap - EXIT
 }
 
