@@ -1,10 +1,23 @@
-# syntax=docker/dockerfile:1
-# meshproxy sidecar image, in two stages: the builder compiles the Cython fast
-# path into a wheel (and fetches wheels of every dependency); the runtime
-# image installs those wheels only, so it carries no compiler and no sources.
+# meshproxy sidecar image. The runtime image installs wheels only, so it
+# carries no compiler and no sources; where the wheels come from is the one
+# choice (build argument WHEELS):
 #
-#   docker build -t meshproxy .
-#   docker run --rm meshproxy --help
+#   builder    (default) the builder stage compiles the Cython fast path into a
+#              wheel and fetches wheels of every dependency (needs the Debian
+#              mirror and PyPI from inside the build):
+#                DOCKER_BUILDKIT=1 docker build -t meshproxy:0.1.0 .
+#   wheelhouse offline: ./wheelhouse/, made on the host by scripts/wheelhouse.sh
+#              (our wheel and every dependency's), installed with --no-index; the
+#              builder stage is skipped and nothing is downloaded:
+#                DOCKER_BUILDKIT=1 docker build --build-arg WHEELS=wheelhouse -t meshproxy:0.1.0 .
+#
+# Needs BuildKit (RUN --mount), with the Dockerfile frontend built into the
+# engine: no syntax line, so no frontend image is pulled. Where no registry
+# has python:3.11-slim-bookworm, scripts/local-base.sh makes it from Debian.
+#
+#   docker run --rm meshproxy:0.1.0 --help
+
+ARG WHEELS=builder
 
 # ---- builder ------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
@@ -25,6 +38,14 @@ COPY . .
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip wheel --wheel-dir /wheels /wheels/meshproxy-*.whl
 
+# ---- wheelhouse: the offline source of the same wheels -----------------------
+FROM scratch AS wheelhouse
+COPY wheelhouse/ /wheels/
+
+# The stage the runtime takes its wheels from: builder or wheelhouse. Only the
+# stages it needs are built.
+FROM ${WHEELS} AS wheels
+
 # ---- runtime ------------------------------------------------------------------
 FROM python:3.11-slim-bookworm
 
@@ -34,7 +55,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # The wheels are mounted for this one step, so no layer keeps them.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels meshproxy
 
 # 2102 is the proxy's uid: iptables-init skips this uid's outbound traffic so

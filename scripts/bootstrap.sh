@@ -92,6 +92,10 @@ TEST_PACKAGES=(
     "libssl-dev"
     "procps ps pgrep"
     "docker-compose docker-compose"
+    # tests/containers: a Docker engine of the tests' own (dockerd, with containerd and runc; its
+    # client builds with BuildKit without buildx) and debootstrap for the local base images
+    "docker.io dockerd"
+    "debootstrap debootstrap"
     # test_matrix.py: psql through the proxies to a throwaway server (dpkg check: psql alone is not enough)
     "postgresql"
     # test_metrics_labels.py, test_deploy_prometheus.py: promtool checks /metrics and the shipped scrape configuration

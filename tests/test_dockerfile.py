@@ -1,10 +1,11 @@
-"""The two Dockerfiles, checked by parsing them (no Docker engine is available to the tests).
+"""The two Dockerfiles, checked by parsing them (tests/containers builds and runs them).
 
 Checked: the proxy image is multi-stage (a builder that compiles the Cython
 wheel, a slim runtime that installs wheels only and keeps no build tools),
 runs as the numeric uid iptables-init exempts, exposes the three ports, has a
 HEALTHCHECK on /ready and the ``meshproxy`` entrypoint; the init image's
-entrypoint is the ``meshproxy-init`` script it copies in.
+entrypoint is the ``meshproxy-init`` script it copies in. Both build offline
+too: the wheels or .deb files come from a stage picked by a build argument.
 """
 
 from __future__ import annotations
@@ -145,8 +146,8 @@ def test_ports_match_the_proxy_defaults() -> None:
 
 def test_iptables_init_image() -> None:
     stages = parse(ROOT / "iptables-init" / "Dockerfile")
-    assert len(stages) == 1
-    [stage] = stages
+    stage = stages[-1]  # the image; the stages before it only hold the offline build's .deb files
+    assert stage.base == "debian:bookworm-slim"
     entrypoint = exec_form(stage.last("ENTRYPOINT"))
     assert len(entrypoint) == 1 and entrypoint[0].endswith("/meshproxy-init")
     copied = [shlex.split(args) for args in stage.all("COPY")]
@@ -155,3 +156,49 @@ def test_iptables_init_image() -> None:
     runs = " ".join(stage.all("RUN"))
     assert "iptables" in runs and "python3-minimal" in runs
     assert not set(re.split(r"[\s;&|=]+", runs)) & set(BUILD_TOOLS)
+
+
+# ---- the offline build (the containers tests build both images this way) -------
+
+
+def test_no_syntax_line_so_no_frontend_image_is_pulled() -> None:
+    for path in (ROOT / "Dockerfile", ROOT / "iptables-init" / "Dockerfile"):
+        first = path.read_text().lstrip().splitlines()[0]
+        assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), f"{path}: {first}"
+
+
+def _selected(path: Path, arg: str) -> tuple[str, list[Stage]]:
+    """The default of a global ARG that names the stage a later FROM takes, and the stages."""
+    defaults = re.findall(rf"^ARG {arg}=(\S+)$", path.read_text(), re.MULTILINE)
+    assert len(defaults) == 1, f"{path}: ARG {arg}"
+    return defaults[0], parse(path)
+
+
+def test_proxy_wheels_come_from_the_builder_or_the_wheelhouse(proxy_stages: list[Stage]) -> None:
+    default, stages = _selected(ROOT / "Dockerfile", "WHEELS")
+    assert default == "builder"  # online, as before
+    names = {s.name for s in stages}
+    assert {"builder", "wheelhouse", "wheels"} <= names
+    [wheels] = [s for s in stages if s.name == "wheels"]
+    assert wheels.base == "${WHEELS}"
+    [wheelhouse] = [s for s in stages if s.name == "wheelhouse"]
+    assert wheelhouse.base == "scratch"
+    assert [shlex.split(a) for a in wheelhouse.all("COPY")] == [["wheelhouse/", "/wheels/"]]
+    assert "!wheelhouse" in (ROOT / ".dockerignore").read_text().split()
+    runtime = proxy_stages[-1]
+    install = [r for r in runtime.all("RUN") if "pip install" in r]
+    assert install and "from=wheels," in install[0] and "--no-index" in install[0]
+    # The builder makes what the wheelhouse holds: our wheel and every dependency's.
+    assert (ROOT / "scripts" / "wheelhouse.sh").exists()
+
+
+def test_init_packages_come_from_apt_or_local_debs() -> None:
+    default, stages = _selected(ROOT / "iptables-init" / "Dockerfile", "DEBS")
+    assert default == "apt"
+    by_name = {s.name: s for s in stages}
+    assert by_name["debs-apt"].instructions == []
+    assert [shlex.split(a) for a in by_name["debs-local"].all("COPY")] == [["debs/", "/"]]
+    assert by_name["debs"].base == "debs-${DEBS}"
+    run = " ".join(stages[-1].all("RUN"))
+    assert "from=debs," in run and "/debs/*.deb" in run and "apt-get update" in run
+    assert "!debs" in (ROOT / "iptables-init" / ".dockerignore").read_text().split()
