@@ -53,6 +53,7 @@ cdef class Exchange:
     cdef bint settled
     cdef public double t0
     cdef public double t_sent
+    cdef bint retried                    # retry() asked for another attempt: routed counts it as a request
     cdef int repicks
     cdef int resends
     cdef public int attempts
@@ -88,6 +89,7 @@ cdef class Exchange:
     cdef HttpStats _stats(self)
     cdef HttpStats _inbound_stats(self, object host)
     cdef void _count_grpc(self, int grpc)
+    cdef void _count_attempt(self, int status, int grpc)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
     cpdef void reject(self, object err)
     cpdef void request_data(self, bytes data, Py_ssize_t credit, bint end)

@@ -199,6 +199,7 @@ class Exchange:
         self.span = None
         self.tap = None
         self.tap_asked = False
+        self.retried = False
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -334,12 +335,17 @@ class Exchange:
                 target.service.settle(target, 0.0, SETTLE_CANCELLED)
             return
         self.target = target
-        if self.hstats is None:
+        ctx = self.ctx
+        if self.hstats is None or self.retried:
+            # A retry is its endpoint's request (and the retried answer was its response), as
+            # Linkerd's endpoint-level metrics count them; a repick after a connection failure
+            # is the same request still looking for an endpoint.
+            self.retried = False
             stats = target.stats  # the endpoint's label set, found once
             if stats is None:
-                stats = self.ctx.labels.outbound_http(target)
+                stats = ctx.stats if ctx.labels is None else ctx.labels.outbound_http(target)
             self.hstats = stats
-            self.hstats.requests += 1
+            stats.requests += 1
         self.settled = target.service is None
         if not self.tap_asked:
             self._tap_observe()
@@ -500,6 +506,7 @@ class Exchange:
         self.settle(SETTLE_FAILED)
         self._drop_up()
         if self.rp is not None and self.retry_wanted(0, -1):
+            self._count_attempt(0, -1)
             self.retry()
             return
         self.fail(attempt_timeout_error(self.rp))
@@ -626,7 +633,9 @@ class Exchange:
             return
         if self.held_fields is not None:
             # Head then trailers, no message: the gRPC status can still be retried.
-            if self.retry_wanted(self.held_status, grpc_status_of(fields)):
+            grpc = grpc_status_of(fields)
+            if self.retry_wanted(self.held_status, grpc):
+                self._count_attempt(self.held_status, grpc)
                 self._drop_up()
                 self.retry()
                 return
@@ -695,6 +704,7 @@ class Exchange:
         """A response head under a route policy: retry it or hold it (True), or count it and let it through."""
         grpc = grpc_status_of(fields) if fields is not None else -1
         if self.retry_wanted(status, grpc):
+            self._count_attempt(status, grpc)
             self._drop_up()
             self.retry()
             return True
@@ -735,6 +745,7 @@ class Exchange:
 
     def retry(self):
         """Send the request again through the route's split; the failed attempt's answer never reaches the client."""
+        self.retried = True
         self.settle(SETTLE_FAILED)
         self.attempts += 1
         self.rp.stats.retries += 1
@@ -780,6 +791,17 @@ class Exchange:
             if len(cache) < _HOSTS_CACHED:
                 cache[host] = stats
         return stats
+
+    def _count_attempt(self, status, grpc):
+        """An attempt that is retried: the client never sees its answer, but its endpoint gave it (a failure);
+        ``status`` 0: it timed out, counted as the timeout's 504."""
+        stats: HttpStats = self._stats()
+        stats.observe((now() - self.t0) * 1000.0)
+        if status == 0:
+            err = attempt_timeout_error(self.rp)
+            stats.count(err.status, -1, error_code(err), True)
+        else:
+            stats.count(status, grpc, 0, True)
 
     def _count_grpc(self, grpc):
         """A gRPC response ended: count it with its status (-1: none came, a failure)."""

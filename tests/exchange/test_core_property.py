@@ -270,8 +270,11 @@ class Run:
         if "cut" in kinds and "head" not in kinds:
             problems.append(f"cut without a response: {kinds}")
         recorded = sum(outcome[-1] for outcome in rig.stats.outcomes())
-        if rig.stats.requests != 1 or recorded != answers:
-            problems.append(f"counted {rig.stats.requests} requests and {recorded} responses for {answers} answers")
+        # Each retry is one more request and response of its endpoint (the retried answer).
+        retries = self.policy.stats.retries if self.policy is not None else 0
+        if rig.stats.requests != 1 + retries or recorded != answers + retries:
+            problems.append(f"counted {rig.stats.requests} requests and {recorded} responses for {answers} answers"
+                            f" and {retries} retries")
         policy = self.policy
         if policy is not None and rig.router.routes:
             outcomes = policy.stats.successes + policy.stats.failures
