@@ -79,7 +79,7 @@ class App:
             self.access_log = AccessLog(config.access_log, config.access_log_buffer, self.loop)
         self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
-        self.authorizer = InboundAuthorizer(config.policy)
+        self.authorizer = InboundAuthorizer(config.policy, config.identity.name is not None)
         # Every listener this proxy binds, recorded as it binds: no upstream
         # connection may reach one (proxy/transport/own.py).
         self.own = OwnAddresses()

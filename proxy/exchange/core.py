@@ -218,8 +218,13 @@ class Exchange:
         self.t0 = now()
         if ctx.tracer is not None and head.trace_context:
             self.span = ctx.tracer.begin(self)  # None unless the context is valid and sampled
-        # Inbound requests are labelled by their connection and Host; outbound
-        # ones by their target, when routed.
+        # Judged before it is counted: inbound labels carry the decision's route and authorization.
+        authz = self.authz
+        denied = None
+        if authz is not None:
+            denied = authz.check_h1(head) if headers is None else authz.check_h2(head, headers)
+        # Inbound requests are labelled by their connection, Host and authorization;
+        # outbound ones by their target, when routed.
         if ctx.labels is None:
             self.hstats = ctx.stats
             ctx.stats.requests += 1
@@ -231,12 +236,9 @@ class Exchange:
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
             self.fail(errors.LoadShed())
             return
-        authz = self.authz
-        if authz is not None:
-            denied = authz.check_h1(head) if headers is None else authz.check_h2(head, headers)
-            if denied is not None:
-                self.fail(denied)
-                return
+        if denied is not None:
+            self.fail(denied)
+            return
         host = head.host
         origin_form: cython.bint = len(head.target) > 0 and head.target[0] == 47
         if (headers is None and host is not None and host == self.last_host and self.last_gen == ctx.policy_gen
@@ -754,14 +756,17 @@ class Exchange:
         return stats
 
     def _inbound_stats(self, host):
-        """The label set of this inbound connection's requests to ``host``, cached on the connection."""
+        """The label set of this inbound connection's requests to ``host`` under the authorization's
+        decision, cached on the connection by Host (a request judged otherwise finds it anew)."""
         meta = self.meta
+        decision = self.authz.decision if self.authz is not None else None
         cache = meta.stats_cache
-        stats = cache.get(host)
-        if stats is None:
-            stats = self.ctx.labels.inbound_http(meta, host)
-            if len(cache) < _HOSTS_CACHED:
-                cache[host] = stats
+        found = cache.get(host)
+        if found is not None and found[0] is decision:
+            return found[1]
+        stats = self.ctx.labels.inbound_http(meta, host, decision)
+        if found is not None or len(cache) < _HOSTS_CACHED:
+            cache[host] = (decision, stats)
         return stats
 
     def _count_grpc(self, grpc):
