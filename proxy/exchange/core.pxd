@@ -114,7 +114,7 @@ cdef class Exchange:
     cpdef bint retry_wanted(self, int status, int grpc)
     cpdef void retry(self)
     cpdef void _route_deadline(self, object err)
-    cdef void _route_end(self, int status, int grpc, double elapsed)
+    cdef void _route_end(self, int status, int grpc, double elapsed, int error)
     cpdef void settle(self, int outcome)
     cpdef void fail(self, object err)
     cdef void _cut(self, object err)

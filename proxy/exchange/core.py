@@ -559,7 +559,7 @@ class Exchange:
             hold = _TunnelPick(self.target, self._pick_rtt())
         self._stats().record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
-            self._route_end(status, -1, (now() - self.t0) * 1000.0)
+            self._route_end(status, -1, (now() - self.t0) * 1000.0, 0)
         self.resp_started = True
         self.status = status
         self.up = None  # the transport now belongs to the tunnel
@@ -621,7 +621,7 @@ class Exchange:
             self._release_head()
         if self.grpc_pending:
             self.grpc_pending = False
-            self._route_end(self.route_status, grpc_status_of(fields), self.route_ms)
+            self._route_end(self.route_status, grpc_status_of(fields), self.route_ms, 0)
         if self.grpc_count:
             self._count_grpc(grpc_status_of(fields))
         self.down_trailers = fields
@@ -655,7 +655,7 @@ class Exchange:
             self.down_trailers = None
             if self.grpc_pending:  # ended without trailers: the HTTP status decides
                 self.grpc_pending = False
-                self._route_end(self.route_status, -1, self.route_ms)
+                self._route_end(self.route_status, -1, self.route_ms, 0)
             if self.grpc_count:
                 self._count_grpc(-1)
             down.end_response(self, trailers)
@@ -700,7 +700,7 @@ class Exchange:
                 self.held_end = end
                 return True
         else:
-            self._route_end(status, grpc, elapsed)
+            self._route_end(status, grpc, elapsed, 0)
         return False
 
     def _release_head(self):
@@ -738,12 +738,13 @@ class Exchange:
         self.settle(SETTLE_CANCELLED)
         self._cut(err)  # a gRPC call still waiting for its trailers counts as the timeout's failure
 
-    def _route_end(self, status, grpc, elapsed):
-        """The request's outcome is known: count it once on its route."""
+    def _route_end(self, status, grpc, elapsed, error):
+        """The request's outcome is known (``error``: an ERROR_LABELS index, 0: the app answered): count it
+        once on its route."""
         rp = self.rp
         self.rp = None
         self.replay = None
-        rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
+        rp.finish(elapsed, status, grpc, error, self.attempts)
 
     # ------------------------------------------------------------ metrics
 
@@ -796,7 +797,7 @@ class Exchange:
         self.held_fields = None  # never forwarded: the error response replaces it
         self.grpc_pending = False
         if self.rp is not None:
-            self._route_end(err.status, -1, (now() - self.t0) * 1000.0)
+            self._route_end(err.status, -1, (now() - self.t0) * 1000.0, error_code(err))
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self._drop_up()
         if self.resp_started:
@@ -816,7 +817,7 @@ class Exchange:
     def _cut(self, err):
         if self.grpc_pending:  # its trailers will never come: a failure on its route
             self.grpc_pending = False
-            self._route_end(err.status, -1, self.route_ms)
+            self._route_end(err.status, -1, self.route_ms, error_code(err))
         self._drop_up()
         self._release_down_queue()
         if not self.down_gone:

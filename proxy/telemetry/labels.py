@@ -56,6 +56,22 @@ def dst_labels(endpoint_labels: Pairs, service: str | None) -> Pairs:
     return tuple(sorted(out.items()))
 
 
+def service_ref(service: str) -> Pairs:
+    """Linkerd's reference to a Service (``group``, ``kind``, ``namespace``, ``name``, ``port``,
+    ``section_name``) from a service name, ``<name>.<namespace>.svc.<domain>:<port>`` or any other
+    ``host:port`` (named by its host, with no namespace)."""
+    host, _, port = service.rpartition(":")
+    match = SERVICE_NAME.match(host)
+    name, namespace = (match.group(1), match.group(2)) if match else (host, "")
+    return (("group", "core"), ("kind", "Service"), ("namespace", namespace), ("name", name), ("port", port),
+            ("section_name", ""))
+
+
+def parent_labels(service: str) -> str:
+    """The ``parent_*`` label text of recent Linkerd's outbound families for a service."""
+    return text((f"parent_{k}", v) for k, v in service_ref(service))
+
+
 class _Bounded:
     """A dict of label sets that stops growing at ``limit``: further keys get the catch-all."""
 

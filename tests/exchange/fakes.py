@@ -434,6 +434,9 @@ class FakePolicy:
             return True
         return grpc_status is not None and grpc_status != 0
 
+    def finish(self, elapsed_ms, status, grpc, error, attempts):
+        self.stats.finish(elapsed_ms, self.failed(status, None if grpc < 0 else grpc), status, error)
+
     def retry_on(self, status, grpc_status):
         if grpc_status is None or not self.grpc_retry:
             return status in self.retry_status
