@@ -147,7 +147,9 @@ class App:
         from proxy.telemetry.trace_export import SpanExporter
         from proxy.telemetry.tracing import Tracer
 
-        self.span_exporter = SpanExporter(self.loop, settings)
+        identity = self.identity
+        self.span_exporter = SpanExporter(self.loop, settings,
+                                          mesh_tls=(lambda: identity.tls) if identity is not None else None)
         mtls = self.config.identity.name is not None
         return {d: Tracer(d, self.span_exporter, mtls) for d in ("outbound", "inbound")}
 
