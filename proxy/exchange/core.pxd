@@ -1,4 +1,5 @@
 # Typed declarations for core.py.
+cimport cython
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd, UpEnd
 from proxy.exchange.clock cimport RouteClock, now
@@ -81,6 +82,7 @@ cdef class Exchange:
 
     cdef void _clear(self)
     cdef HttpStats _stats(self)
+    @cython.locals(cache=dict, found=tuple)
     cdef HttpStats _inbound_stats(self, object host)
     cdef void _count_grpc(self, int grpc)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
