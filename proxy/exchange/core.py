@@ -744,7 +744,10 @@ class Exchange:
         rp = self.rp
         self.rp = None
         self.replay = None
-        rp.finish(elapsed, status, grpc, error, self.attempts)
+        failed = rp.failed(status, None if grpc < 0 else grpc)
+        rp.stats.finish(elapsed, failed, status, error)
+        if self.attempts:
+            rp.retried(failed, status, grpc, error, self.attempts)  # the retry counters: rare, in Python
 
     # ------------------------------------------------------------ metrics
 

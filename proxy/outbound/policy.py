@@ -123,18 +123,14 @@ class RoutePolicy:
         self.stats.retry_overflow += 1
         return False
 
-    def finish(self, elapsed_ms: float, status: int, grpc: int, error: int, attempts: int) -> None:
-        """A request's outcome (``grpc`` -1: none; ``error``: the proxy's ERROR_LABELS index, 0: the app
-        answered; ``attempts``: the retries sent), counted once on the route."""
-        grpc_status = None if grpc < 0 else grpc
-        failed = self.failed(status, grpc_status)
+    def retried(self, failed: bool, status: int, grpc: int, error: int, attempts: int) -> None:
+        """A request sent ``attempts`` > 0 retries ended (``grpc`` -1: no gRPC status; ``error``: the proxy's
+        ERROR_LABELS index, 0: the app answered): Linkerd's retry success and limit counters."""
         stats = self.stats
-        stats.finish(elapsed_ms, failed, status, error)
-        if attempts:
-            if not failed:
-                stats.retry_successes += 1
-            elif attempts >= self.limit and error == 0 and self.retry_on(status, grpc_status):
-                stats.retry_limit_exceeded += 1  # worth another attempt, but the route allows no more
+        if not failed:
+            stats.retry_successes += 1
+        elif attempts >= self.limit and error == 0 and self.retry_on(status, None if grpc < 0 else grpc):
+            stats.retry_limit_exceeded += 1  # worth another attempt, but the route allows no more
 
 
 def redirect_location(route: Route, request_target: bytes, host: bytes | None, logical: Target) -> str:

@@ -434,8 +434,8 @@ class FakePolicy:
             return True
         return grpc_status is not None and grpc_status != 0
 
-    def finish(self, elapsed_ms, status, grpc, error, attempts):
-        self.stats.finish(elapsed_ms, self.failed(status, None if grpc < 0 else grpc), status, error)
+    def retried(self, failed, status, grpc, error, attempts):
+        self.retried_outcomes = getattr(self, "retried_outcomes", []) + [(failed, status, attempts)]
 
     def retry_on(self, status, grpc_status):
         if grpc_status is None or not self.grpc_retry:
