@@ -82,7 +82,7 @@ class App:
         self.span_exporter: SpanExporter | None = None  # when MESHPROXY_TRACE_COLLECTOR is set
         self.tap_server: TapServer | None = None  # at the first tap connection
         self.tls_stats = {d: tls_metrics.TlsStats(d, config.policy.peer_label_limit) for d in ("outbound", "inbound")}
-        self.authorizer = InboundAuthorizer(config.policy)
+        self.authorizer = InboundAuthorizer(config.policy, config.identity.name is not None)
         # Every listener this proxy binds, recorded as it binds: no upstream
         # connection may reach one (proxy/transport/own.py).
         self.own = OwnAddresses()
@@ -169,7 +169,9 @@ class App:
         from proxy.telemetry.trace_export import SpanExporter
         from proxy.telemetry.tracing import Tracer
 
-        self.span_exporter = SpanExporter(self.loop, settings)
+        identity = self.identity
+        self.span_exporter = SpanExporter(self.loop, settings,
+                                          mesh_tls=(lambda: identity.tls) if identity is not None else None)
         mtls = self.config.identity.name is not None
         return {d: Tracer(d, self.span_exporter, mtls) for d in ("outbound", "inbound")}
 

@@ -95,6 +95,7 @@ TRACE_BATCH_SIZE = "MESHPROXY_TRACE_BATCH_SIZE"
 TRACE_BATCH_INTERVAL = "MESHPROXY_TRACE_BATCH_INTERVAL"
 TRACE_MAX_BUFFERED_SPANS = "MESHPROXY_TRACE_MAX_BUFFERED_SPANS"
 TRACE_EXPORT_TIMEOUT = "MESHPROXY_TRACE_EXPORT_TIMEOUT"
+TRACE_COLLECTOR_IDENTITY = "MESHPROXY_TRACE_COLLECTOR_IDENTITY"
 # OpenTelemetry's own names (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/),
 # honoured as Linkerd honours them: they describe the resource the proxy's spans come from.
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
@@ -256,6 +257,9 @@ class TracingSettings:
     batch_interval: float
     max_buffered_spans: int
     export_timeout: float
+    # The collector's mesh identity: spans go over mutual TLS with this proxy's own certificate,
+    # the collector proving this name (Linkerd's LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME). None: h2c.
+    collector_identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +544,18 @@ def parse_attributes(text: str) -> tuple[tuple[str, str], ...]:
 
 # ---- the table: name -> (default, parser) ------------------------------------
 
+def parse_identity_name(text: str) -> str:
+    """A mesh identity (a DNS name, ``sa.ns.serviceaccount.identity.<trust domain>``), lower-cased."""
+    name = text.strip().lower().rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError("not a DNS name (e.g. otel-collector.tracing.serviceaccount.identity.cluster.local)")
+    return name
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     OUTBOUND_LISTEN: ("127.0.0.1:4140", parse_host_port, "outbound listener (apps' traffic out)"),
     INBOUND_LISTEN: ("0.0.0.0:4143", parse_host_port, "inbound listener (traffic to the app)"),
@@ -654,6 +670,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # new spans (trace_spans_dropped_total) instead of holding requests.
     TRACE_MAX_BUFFERED_SPANS: ("2048", parse_positive_int, "spans waiting for export; more are dropped and counted"),
     TRACE_EXPORT_TIMEOUT: ("10s", parse_duration, "time limit of one export; its spans are dropped after it"),
+    TRACE_COLLECTOR_IDENTITY: (None, parse_identity_name,
+                               "the collector's mesh identity: spans go over mutual TLS with this proxy's "
+                               "certificate (needs MESHPROXY_IDENTITY_NAME and a grpc collector); unset = plaintext"),
     METRICS_WORKLOAD_LABELS: ("false", parse_bool,
                               "add this proxy's namespace, pod and owner labels to every metric (for a Prometheus "
                               "that does not add them while scraping)"),
@@ -799,7 +818,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             peer_label_limit=v[PEER_LABEL_LIMIT],
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
-        tracing=_tracing(v, env),
+        tracing=_tracing(v, env, sources),
         tap=TapSettings(
             disabled=v[TAP_DISABLED],
             listen=v[TAP_LISTEN],
@@ -817,9 +836,20 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
     )
 
 
-def _tracing(v: dict[str, Any], env: Mapping[str, str]) -> TracingSettings:
+def _tracing(v: dict[str, Any], env: Mapping[str, str], sources: Mapping[str, str]) -> TracingSettings:
     """Span export settings; the resource's attributes in Linkerd's order of precedence (later wins):
     the service name, the extra attributes, OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME."""
+    identity = v[TRACE_COLLECTOR_IDENTITY]
+    if identity is not None:
+        # Mutual TLS needs a certificate of this proxy's own; refusing to start beats plaintext spans.
+        if v[IDENTITY_NAME] is None:
+            raise ConfigError(TRACE_COLLECTOR_IDENTITY, sources.get(TRACE_COLLECTOR_IDENTITY),
+                              f"spans go to the collector over mutual TLS, which needs this proxy's own identity "
+                              f"({IDENTITY_NAME})")
+        collector = v[TRACE_COLLECTOR]
+        if collector is not None and collector.protocol != "grpc":
+            raise ConfigError(TRACE_COLLECTOR_IDENTITY, sources.get(TRACE_COLLECTOR_IDENTITY),
+                              f"mutual TLS to the collector is for OTLP/gRPC; {TRACE_COLLECTOR} is {collector}")
     resource: dict[str, str] = {"service.name": v[TRACE_SERVICE_NAME]}
     resource.update(v[TRACE_EXTRA_ATTRIBUTES] or ())
     otel = env.get(OTEL_RESOURCE_ATTRIBUTES, "")
@@ -837,6 +867,7 @@ def _tracing(v: dict[str, Any], env: Mapping[str, str]) -> TracingSettings:
         batch_interval=v[TRACE_BATCH_INTERVAL],
         max_buffered_spans=v[TRACE_MAX_BUFFERED_SPANS],
         export_timeout=v[TRACE_EXPORT_TIMEOUT],
+        collector_identity=identity,
     )
 
 

@@ -56,3 +56,35 @@ def test_bad_attributes():
 def test_describe_shows_the_collector():
     described = config.load({config.TRACE_COLLECTOR: "http://otel:4318"}).describe()
     assert described["trace_collector"] == "http://otel:4318/v1/traces"
+
+
+def test_collector_identity_needs_an_identity_of_our_own_and_a_grpc_collector():
+    collector = {config.TRACE_COLLECTOR: "grpc://otel:4317",
+                 config.TRACE_COLLECTOR_IDENTITY: "Otel.Tracing.serviceaccount.identity.cluster.local"}
+    with pytest.raises(config.ConfigError) as err:
+        config.load(collector)
+    assert err.value.name == config.TRACE_COLLECTOR_IDENTITY and config.IDENTITY_NAME in str(err.value)
+    own = {config.IDENTITY_NAME: "web.shop.serviceaccount.identity.cluster.local",
+           config.IDENTITY_TRUST_ANCHORS: "/ca.crt", config.IDENTITY_CERT_FILE: "/tls.crt",
+           config.IDENTITY_KEY_FILE: "/tls.key"}
+    loaded = config.load({**collector, **own})
+    assert loaded.tracing.collector_identity == "otel.tracing.serviceaccount.identity.cluster.local"
+    assert loaded.describe()["trace_collector_identity"] == "otel.tracing.serviceaccount.identity.cluster.local"
+    with pytest.raises(config.ConfigError) as err:
+        config.load({**collector, **own, config.TRACE_COLLECTOR: "http://otel:4318"})
+    assert err.value.name == config.TRACE_COLLECTOR_IDENTITY
+    with pytest.raises(config.ConfigError) as err:
+        config.load({**own, config.TRACE_COLLECTOR_IDENTITY: "not a name"})
+    assert err.value.name == config.TRACE_COLLECTOR_IDENTITY
+    assert config.load({}).tracing.collector_identity is None
+
+
+def test_collector_identity_round_trips_through_a_config_file(tmp_path):
+    own = {config.IDENTITY_NAME: "web.shop.serviceaccount.identity.cluster.local",
+           config.IDENTITY_TRUST_ANCHORS: "/ca.crt", config.IDENTITY_CERT_FILE: "/tls.crt",
+           config.IDENTITY_KEY_FILE: "/tls.key", config.TRACE_COLLECTOR: "grpc://otel:4317",
+           config.TRACE_COLLECTOR_IDENTITY: "otel.tracing.serviceaccount.identity.cluster.local"}
+    described = config.load(own).describe()
+    path = tmp_path / "proxy.yaml"
+    path.write_text("".join(f"{key}: '{value}'\n" for key, value in described.items()))
+    assert config.load({}, str(path)).describe() == described

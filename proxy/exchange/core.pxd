@@ -1,4 +1,5 @@
 # Typed declarations for core.py.
+cimport cython
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd, UpEnd
 from proxy.exchange.clock cimport RouteClock, now
@@ -87,6 +88,7 @@ cdef class Exchange:
 
     cdef void _clear(self)
     cdef HttpStats _stats(self)
+    @cython.locals(cache=dict, found=tuple)
     cdef HttpStats _inbound_stats(self, object host)
     cdef void _count_grpc(self, int grpc)
     cdef void _count_attempt(self, int status, int grpc)
@@ -121,7 +123,7 @@ cdef class Exchange:
     cpdef bint retry_wanted(self, int status, int grpc)
     cpdef void retry(self)
     cpdef void _route_deadline(self, object err)
-    cdef void _route_end(self, int status, int grpc, double elapsed)
+    cdef void _route_end(self, int status, int grpc, double elapsed, int error)
     cpdef void settle(self, int outcome)
     cpdef void fail(self, object err)
     cdef void _cut(self, object err)

@@ -223,8 +223,13 @@ class Exchange:
         self.t0 = now()
         if ctx.tracer is not None and head.trace_context:
             self.span = ctx.tracer.begin(self)  # None unless the context is valid and sampled
-        # Inbound requests are labelled by their connection and Host; outbound
-        # ones by their target, when routed.
+        # Judged before it is counted: inbound labels carry the decision's route and authorization.
+        authz = self.authz
+        denied = None
+        if authz is not None:
+            denied = authz.check_h1(head) if headers is None else authz.check_h2(head, headers)
+        # Inbound requests are labelled by their connection, Host and authorization;
+        # outbound ones by their target, when routed.
         if ctx.labels is None:
             self.hstats = ctx.stats
             ctx.stats.requests += 1
@@ -236,12 +241,9 @@ class Exchange:
         if ctx.max_in_flight and ctx.in_flight > ctx.max_in_flight:
             self.fail(errors.LoadShed())
             return
-        authz = self.authz
-        if authz is not None:
-            denied = authz.check_h1(head) if headers is None else authz.check_h2(head, headers)
-            if denied is not None:
-                self.fail(denied)
-                return
+        if denied is not None:
+            self.fail(denied)
+            return
         host = head.host
         origin_form: cython.bint = len(head.target) > 0 and head.target[0] == 47
         if (headers is None and host is not None and host == self.last_host and self.last_gen == ctx.policy_gen
@@ -572,7 +574,7 @@ class Exchange:
             hold = _TunnelPick(self.target, self._pick_rtt())
         self._stats().record_response(status, (now() - self.t0) * 1000.0, False)
         if self.rp is not None:
-            self._route_end(status, -1, (now() - self.t0) * 1000.0)
+            self._route_end(status, -1, (now() - self.t0) * 1000.0, 0)
         self.resp_started = True
         self.status = status
         if self.tap is not None:  # what the tunnel carries is not HTTP: the tapped exchange ends here
@@ -642,7 +644,7 @@ class Exchange:
             self._release_head()
         if self.grpc_pending:
             self.grpc_pending = False
-            self._route_end(self.route_status, grpc_status_of(fields), self.route_ms)
+            self._route_end(self.route_status, grpc_status_of(fields), self.route_ms, 0)
         if self.grpc_count:
             self._count_grpc(grpc_status_of(fields))
         self.down_trailers = fields
@@ -676,7 +678,7 @@ class Exchange:
             self.down_trailers = None
             if self.grpc_pending:  # ended without trailers: the HTTP status decides
                 self.grpc_pending = False
-                self._route_end(self.route_status, -1, self.route_ms)
+                self._route_end(self.route_status, -1, self.route_ms, 0)
             if self.grpc_count:
                 self._count_grpc(-1)
             if self.tap is not None:
@@ -725,7 +727,7 @@ class Exchange:
                 self.held_end = end
                 return True
         else:
-            self._route_end(status, grpc, elapsed)
+            self._route_end(status, grpc, elapsed, 0)
         return False
 
     def _release_head(self):
@@ -764,12 +766,16 @@ class Exchange:
         self.settle(SETTLE_CANCELLED)
         self._cut(err)  # a gRPC call still waiting for its trailers counts as the timeout's failure
 
-    def _route_end(self, status, grpc, elapsed):
-        """The request's outcome is known: count it once on its route."""
+    def _route_end(self, status, grpc, elapsed, error):
+        """The request's outcome is known (``error``: an ERROR_LABELS index, 0: the app answered): count it
+        once on its route."""
         rp = self.rp
         self.rp = None
         self.replay = None
-        rp.stats.record(elapsed, rp.failed(status, None if grpc < 0 else grpc))
+        failed = rp.failed(status, None if grpc < 0 else grpc)
+        rp.stats.finish(elapsed, failed, status, error)
+        if self.attempts:
+            rp.retried(failed, status, grpc, error, self.attempts)  # the retry counters: rare, in Python
 
     # ------------------------------------------------------------ metrics
 
@@ -782,14 +788,17 @@ class Exchange:
         return stats
 
     def _inbound_stats(self, host):
-        """The label set of this inbound connection's requests to ``host``, cached on the connection."""
+        """The label set of this inbound connection's requests to ``host`` under the authorization's
+        decision, cached on the connection by Host (a request judged otherwise finds it anew)."""
         meta = self.meta
+        decision = self.authz.decision if self.authz is not None else None
         cache = meta.stats_cache
-        stats = cache.get(host)
-        if stats is None:
-            stats = self.ctx.labels.inbound_http(meta, host)
-            if len(cache) < _HOSTS_CACHED:
-                cache[host] = stats
+        found = cache.get(host)
+        if found is not None and found[0] is decision:
+            return found[1]
+        stats = self.ctx.labels.inbound_http(meta, host, decision)
+        if found is not None or len(cache) < _HOSTS_CACHED:
+            cache[host] = (decision, stats)
         return stats
 
     def _count_attempt(self, status, grpc):
@@ -837,7 +846,7 @@ class Exchange:
         self.held_fields = None  # never forwarded: the error response replaces it
         self.grpc_pending = False
         if self.rp is not None:
-            self._route_end(err.status, -1, (now() - self.t0) * 1000.0)
+            self._route_end(err.status, -1, (now() - self.t0) * 1000.0, error_code(err))
         self.settle(SETTLE_FAILED if isinstance(err, errors.UpstreamError) else SETTLE_CANCELLED)
         self._drop_up()
         if self.resp_started:
@@ -863,7 +872,7 @@ class Exchange:
     def _cut(self, err):
         if self.grpc_pending:  # its trailers will never come: a failure on its route
             self.grpc_pending = False
-            self._route_end(err.status, -1, self.route_ms)
+            self._route_end(err.status, -1, self.route_ms, error_code(err))
         if self.tap is not None:
             tap, self.tap = self.tap, None
             tap.reset(err.reset_code)

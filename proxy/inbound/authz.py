@@ -21,19 +21,25 @@ from proxy.config import PolicySettings
 from proxy.core.addr import ConnMeta
 from proxy.errors import Unauthorized
 from proxy.policy.authz import Client, Decision, InboundPolicy, PortPolicy
+from proxy.telemetry.labels import inbound_tls_pairs, target_pairs, with_srv_port
 from proxy.telemetry.metrics import label_set
 
 log = structlog.get_logger("proxy.inbound.authz")
 
 class InboundAuthorizer:
-    def __init__(self, settings: PolicySettings) -> None:
+    """``has_identity``: this proxy has a mesh identity (the ``no_tls_reason`` of plaintext clients)."""
+
+    def __init__(self, settings: PolicySettings, has_identity: bool = False) -> None:
         self.settings = settings
+        self.has_identity = has_identity
         self.generation = 0
         self.policy = InboundPolicy.build(None, settings.default_policy, settings.cluster_networks,
                                           settings.probe_paths)
-        # label set -> count; HTTP by request, TCP by connection.
+        # label set -> count; HTTP by request, TCP by connection. Linkerd's labels: the
+        # connection's target and TLS (``conn_labels``) with the decision's (``key``).
         self.http_allow: dict[tuple, list[int]] = {}
         self.http_deny: dict[tuple, list[int]] = {}
+        self.http_route_not_found: dict[tuple, list[int]] = {}
         self.tcp_allow: dict[tuple, list[int]] = {}
         self.tcp_deny: dict[tuple, list[int]] = {}
         self.tcp_revoked = 0
@@ -67,7 +73,8 @@ class InboundAuthorizer:
     def tcp(self, meta: ConnMeta, port: int, transport) -> bool:
         client = client_of(meta)
         decision = self.policy.port(port).check_connection(client)
-        _count(self.tcp_allow if decision.allowed else self.tcp_deny, decision.labels, self.settings.peer_label_limit)
+        _count(self.tcp_allow if decision.allowed else self.tcp_deny, key(self.conn_labels(meta, port), decision, port),
+               self.settings.peer_label_limit)
         if not decision.allowed:
             log.info("connection refused: unauthorized", port=port, client=client.ip,
                      client_id=client.identity, tls=client.tls, reason=decision.reason)
@@ -80,13 +87,21 @@ class InboundAuthorizer:
         return self.policy.port(port).check_connection(client_of(meta)).allowed
 
     def http(self, meta: ConnMeta, port: int) -> ConnAuthz:
-        return ConnAuthz(self, client_of(meta), port)
+        return ConnAuthz(self, client_of(meta), port, self.conn_labels(meta, port))
+
+    def conn_labels(self, meta: ConnMeta, port: int) -> tuple:
+        """``target_addr``/``target_ip``/``target_port`` (the address the client asked for, with the app
+        port) and the client's TLS labels: the part of the authorization labels a connection fixes."""
+        addr = meta.orig_dst if meta.orig_dst is not None else meta.local
+        return target_pairs(addr[0], port) + inbound_tls_pairs(meta, self.has_identity)
 
     # -- metrics ------------------------------------------------------------------------
     def render(self, out: list[str]) -> None:
         for name, table, help_text in (
             ("inbound_http_authz_allow_total", self.http_allow, "Inbound HTTP requests authorized."),
             ("inbound_http_authz_deny_total", self.http_deny, "Inbound HTTP requests denied by policy (403)."),
+            ("inbound_http_route_not_found_total", self.http_route_not_found,
+             "Inbound HTTP requests matching no route of their server (403)."),
             ("inbound_tcp_authz_allow_total", self.tcp_allow, "Inbound connections authorized."),
             ("inbound_tcp_authz_deny_total", self.tcp_deny, "Inbound connections refused by policy."),
         ):
@@ -101,18 +116,29 @@ class InboundAuthorizer:
 
 
 class ConnAuthz:
-    """One HTTP connection's authorization: judged per request against the current policy."""
+    """One HTTP connection's authorization: judged per request against the current policy.
 
-    __slots__ = ("owner", "client", "port", "generation", "port_policy", "allow_all")
+    ``decision`` is the Decision that judged the connection's latest request
+    (the exchange labels the request's metrics with it, once per distinct
+    decision: allowed decisions are made once per policy, so it is the same
+    object request after request on a port without routes).
+    """
 
-    def __init__(self, owner: InboundAuthorizer, client: Client, port: int) -> None:
+    __slots__ = ("owner", "client", "port", "conn_labels", "generation", "port_policy", "allow_all", "decision",
+                 "_cells")
+
+    def __init__(self, owner: InboundAuthorizer, client: Client, port: int, conn_labels: tuple = ()) -> None:
         self.owner = owner
         self.client = client
         self.port = port
+        self.conn_labels = conn_labels
         self.generation = -1
         self.port_policy: PortPolicy | None = None
         # When the port needs no per-request check: the connection's counter cell.
         self.allow_all: list[int] | None = None
+        self.decision: Decision | None = None
+        # Decision -> its counter cell, for this connection (bounded by the policy's decisions).
+        self._cells: dict[Decision, list[int]] = {}
         self._refresh()
 
     def _refresh(self) -> None:
@@ -120,10 +146,23 @@ class ConnAuthz:
         self.generation = owner.generation
         self.port_policy = owner.policy.port(self.port)
         self.allow_all = None
+        self._cells = {}
         if not self.port_policy.per_request:
-            decision = self.port_policy.check_connection(self.client)
+            decision = self.port_policy.check_http(self.client)
             if decision.allowed:
-                self.allow_all = _cell(owner.http_allow, decision.labels, owner.settings.peer_label_limit)
+                self.decision = decision
+                self.allow_all = self._cell(decision)
+
+    def _cell(self, decision: Decision) -> list[int]:
+        cell = self._cells.get(decision)
+        if cell is None:
+            owner = self.owner
+            table = (owner.http_allow if decision.allowed else
+                     owner.http_route_not_found if decision.route_not_found else owner.http_deny)
+            cell = _cell(table, key(self.conn_labels, decision, self.port), owner.settings.peer_label_limit)
+            if len(self._cells) < _CELLS_PER_CONNECTION:
+                self._cells[decision] = cell
+        return cell
 
     def check_h1(self, head) -> Unauthorized | None:
         """None when the request may go on; the error to answer it with otherwise."""
@@ -153,10 +192,9 @@ class ConnAuthz:
             decision: Decision = policy.check_request(self.client, method.decode("latin-1"),
                                                       target.decode("latin-1"), headers)
         else:
-            decision = policy.check_connection(self.client)
-        owner = self.owner
-        _count(owner.http_allow if decision.allowed else owner.http_deny, decision.labels,
-               owner.settings.peer_label_limit)
+            decision = policy.check_http(self.client)
+        self.decision = decision
+        self._cell(decision)[0] += 1
         if decision.allowed:
             return None
         return Unauthorized(decision.reason or "unauthorized request")
@@ -203,6 +241,15 @@ def client_of(meta: ConnMeta) -> Client:
         except ValueError:
             pass
     return Client(ip=ip, identity=meta.client_id, tls=meta.tls)
+
+
+_CELLS_PER_CONNECTION = 64
+
+
+def key(conn_labels: tuple, decision: Decision, port: int) -> tuple:
+    """An authorization counter's labels, in Linkerd's order: the target, the decision's server,
+    route and authorization (with ``srv_port``), then the client's TLS."""
+    return conn_labels[:3] + with_srv_port(decision.labels, port) + conn_labels[3:]
 
 
 def _cell(table: dict[tuple, list[int]], labels: tuple, limit: int) -> list[int]:

@@ -29,6 +29,7 @@ from proxy.policy.model import DEFAULT_ROUTE, Backend, FailureAccrual, HeaderMod
 from proxy.policy.routes import RouteTable
 from proxy.policy.split import WeightedBackends
 from proxy.telemetry.counters import RouteStats
+from proxy.telemetry.labels import parent_labels, text
 
 CACHE_LIMIT = 4096  # logical destinations remembered per policy version
 OTHER = "other"  # the label of routes over the cardinality limit
@@ -117,7 +118,19 @@ class RoutePolicy:
 
     def withdraw(self) -> bool:
         """Take budget for one retry (False: the budget is spent, answer with what we have)."""
-        return self.budget.try_withdraw(time.monotonic())
+        if self.budget.try_withdraw(time.monotonic()):
+            return True
+        self.stats.retry_overflow += 1
+        return False
+
+    def retried(self, failed: bool, status: int, grpc: int, error: int, attempts: int) -> None:
+        """A request sent ``attempts`` > 0 retries ended (``grpc`` -1: no gRPC status; ``error``: the proxy's
+        ERROR_LABELS index, 0: the app answered): Linkerd's retry success and limit counters."""
+        stats = self.stats
+        if not failed:
+            stats.retry_successes += 1
+        elif attempts >= self.limit and error == 0 and self.retry_on(status, None if grpc < 0 else grpc):
+            stats.retry_limit_exceeded += 1  # worth another attempt, but the route allows no more
 
 
 def redirect_location(route: Route, request_target: bytes, host: bytes | None, logical: Target) -> str:
@@ -173,13 +186,16 @@ class Registry:
         self.overflow = RouteStats(OTHER, OTHER)
         self.budgets: dict[str, tuple[object, RetryBudget]] = {}
 
-    def route_stats(self, dst: str, route: str) -> RouteStats:
+    def route_stats(self, dst: str, route: str, labels: str = "") -> RouteStats:
+        """``labels``: the route's ``outbound_http_route_*`` label text (``route_labels``), "" for none."""
         key = (dst, route)
         stats = self.stats.get(key)
         if stats is None:
             if len(self.stats) >= self.limit:
                 return self.overflow
-            stats = self.stats[key] = RouteStats(dst, route)
+            stats = self.stats[key] = RouteStats(dst, route, labels)
+        elif stats.labels != labels:
+            stats.labels = labels  # a reload moved the rule to another route document
         return stats
 
     def budget(self, dst: str, spec) -> RetryBudget:
@@ -189,6 +205,26 @@ class Registry:
         budget = RetryBudget(spec.retry_ratio, spec.min_retries_per_second, spec.ttl)
         self.budgets[dst] = (spec, budget)
         return budget
+
+
+def route_labels(parent: str, route: Route) -> str:
+    """Recent Linkerd's ``outbound_http_route_*`` labels of a route under ``parent`` (``parent_labels``):
+    ``route_group``, ``route_kind``, ``route_namespace``, ``route_name`` and ``hostname`` (empty, as
+    Linkerd exports it by default). An HTTPRoute is named by its document (every rule of it shares
+    the labels); meshproxy's compact routes by their own name; the default route is Linkerd's
+    ``default``/``http``. "" for a ServiceProfile's routes: they keep only the ``route_*`` families."""
+    source = route.source
+    if source.startswith("ServiceProfile/"):
+        return ""
+    if source.startswith("HTTPRoute/"):
+        namespace, _, name = source[len("HTTPRoute/"):].partition("/")
+        ref = (route.group, "HTTPRoute", namespace, name)
+    elif route is DEFAULT_ROUTE:
+        ref = ("", "default", "", "http")
+    else:
+        ref = ("", "compact", "", route.name)
+    return parent + "," + text((*zip(("route_group", "route_kind", "route_namespace", "route_name"), ref),
+                                ("hostname", "")))
 
 
 def _backend_address(backend: Backend, default_port: int) -> tuple[str, int]:
@@ -217,12 +253,16 @@ class ServiceRuntime:
         self.table = RouteTable(policy)
         budget = registry.budget(self.dst, policy.retry_budget)
         self.routes: dict[int, RoutePolicy] = {}
+        parent = parent_labels(self.dst)
         for route in (*policy.ordered_routes, *policy.gateway_routes):
-            rp = RoutePolicy(route, registry.route_stats(self.dst, route.name or "unnamed"), budget,
-                             default_limit, replay_limit)
+            stats = registry.route_stats(self.dst, route.name or "unnamed", route_labels(parent, route))
+            rp = RoutePolicy(route, stats, budget, default_limit, replay_limit)
             self.routes[id(route)] = rp
-        self.default = RoutePolicy(DEFAULT_ROUTE, registry.route_stats(self.dst, DEFAULT_ROUTE.name), budget,
-                                   default_limit, replay_limit)
+        # A ServiceProfile's service is routed by its profile (Linkerd's route_* families), not by a default route.
+        profiled = any(r.source.startswith("ServiceProfile/") for r in policy.ordered_routes)
+        self.default = RoutePolicy(DEFAULT_ROUTE, registry.route_stats(
+            self.dst, DEFAULT_ROUTE.name, "" if profiled else route_labels(parent, DEFAULT_ROUTE)),
+            budget, default_limit, replay_limit)
         self.needs_headers = any(m.headers for r in (*policy.ordered_routes, *policy.gateway_routes)
                                  for m in r.matches)
         self.has_routes = bool(self.routes)

@@ -66,7 +66,8 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
     out = []
     for key, rec in servers.items():
         attached = tuple(
-            InboundRoute(route.name, route.namespace, route.rules, route.hostnames, tuple(route_authz[rkey]))
+            InboundRoute(route.name, route.namespace, route.rules, route.hostnames, tuple(route_authz[rkey]),
+                         route.group)
             for rkey, route in routes.items() if any((ns, name) == key for _, ns, name in route.parents))
         if attached and rec.protocol in ("opaque", "tls"):
             warnings.append(f"Server/{key[0]}/{key[1]}: proxyProtocol is not HTTP, its HTTPRoutes are unused")

@@ -251,6 +251,7 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
             redirect=redirect,
             source=f"HTTPRoute/{ident}",
             order=(stamp, ident, i),
+            group=str(doc.body.get("apiVersion", "")).rsplit("/", 1)[0],
         ))
     pieces, skipped = [], []
     for i, ref in enumerate(doc.seq(spec.get("parentRefs"), "spec.parentRefs")):

@@ -23,11 +23,13 @@ Semantics, as Linkerd's:
   route-less servers; meshproxy keeps kubelet probes working everywhere.
 
 Decision labels (Linkerd's metric labels): allowed decisions carry
-``srv_kind, srv_name, authz_kind, authz_name`` and, for HTTP,
-``route_kind, route_name``; denied ones carry the same minus the authz pair
-(Linkerd's deny counters have no authz labels). A request matching no route
-has empty route labels. The default policy labels itself ``default``/<policy>
+``srv_group, srv_kind, srv_name, authz_group, authz_kind, authz_name`` and,
+for HTTP, ``route_group, route_kind, route_name``; denied ones carry the same
+minus the authz labels (Linkerd's deny counters have none). A request
+matching no route has empty route labels and ``route_not_found`` set. The
+default policy labels itself group ``""``, kind ``default``, name <policy>
 for both srv and authz; a probe is authz and route ``default``/``probe``.
+The connection's port (``srv_port``), address and TLS are the caller's to add.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from proxy.policy.authz_model import (
     ACCESS_POLICIES,
     ALL_NETWORKS,
+    POLICY_GROUP,
     Authorization,
     AuthzSet,
     InboundRoute,
@@ -56,10 +59,10 @@ REASON_UNAUTHORIZED = "unauthorized"
 REASON_NO_ROUTE = "no route"
 
 Labels = tuple[tuple[str, str], ...]
-_DEFAULT_ROUTE: Labels = (("route_kind", "default"), ("route_name", "default"))
-_NO_ROUTE: Labels = (("route_kind", ""), ("route_name", ""))
-_PROBE: Labels = (("authz_kind", "default"), ("authz_name", "probe"),
-                  ("route_kind", "default"), ("route_name", "probe"))
+_DEFAULT_ROUTE: Labels = (("route_group", ""), ("route_kind", "default"), ("route_name", "default"))
+_NO_ROUTE: Labels = (("route_group", ""), ("route_kind", ""), ("route_name", ""))
+_PROBE: Labels = (("authz_group", ""), ("authz_kind", "default"), ("authz_name", "probe"),
+                  ("route_group", ""), ("route_kind", "default"), ("route_name", "probe"))
 _PROBE_METHODS = frozenset(("GET", "HEAD"))
 _NOT_HTTP = ("opaque", "tls")
 
@@ -81,6 +84,11 @@ class Decision:
     allowed: bool
     labels: Labels          # see the module docstring for which labels, in this order
     reason: str             # "" when allowed; starts with REASON_UNAUTHORIZED or REASON_NO_ROUTE
+
+    @property
+    def route_not_found(self) -> bool:
+        """Denied because no route of the server matched (Linkerd counts these apart from denials)."""
+        return self.reason.startswith(REASON_NO_ROUTE)
 
 
 # ---- compiling -------------------------------------------------------------------
@@ -235,7 +243,7 @@ class PortPolicy:
 
     @property
     def srv_labels(self) -> Labels:
-        """``srv_kind``, ``srv_name`` of the Server (or default policy) this port answers to."""
+        """``srv_group``, ``srv_kind``, ``srv_name`` of the Server (or default policy) this port answers to."""
         return self._srv
 
     def __init__(self, protocol: str | None, srv: Labels, target: str, conn_rules: tuple, http_rules: tuple,
@@ -265,13 +273,22 @@ class PortPolicy:
 
     def check_connection(self, client: Client) -> Decision:
         """At accept: the server-wide authorizations and the access policy (no route is known)."""
+        return self._judge(self._conn_rules, client, self._srv)
+
+    def check_http(self, client: Client) -> Decision:
+        """Every request of an HTTP connection on a port that is not ``per_request``: the same
+        judgement as ``check_connection``, labelled with the default route (as Linkerd labels
+        requests on a server without routes)."""
+        return self._judge(self._http_rules, client, self._srv + _DEFAULT_ROUTE)
+
+    def _judge(self, rules: tuple, client: Client, denied: Labels) -> Decision:
         identity = client.identity.lower() if client.identity is not None else None
         addr = self._addrs.get(client.ip)
-        for requires, decision in self._conn_rules:
+        for requires, decision in rules:
             if _admits(requires, identity, client.tls, addr):
                 return decision
-        return Decision(False, self._srv, f"{REASON_UNAUTHORIZED}: {self._target} does not admit "
-                                          f"{_who(client, identity)}")
+        return Decision(False, denied, f"{REASON_UNAUTHORIZED}: {self._target} does not admit "
+                                       f"{_who(client, identity)}")
 
     def check_request(self, client: Client, method: str, path: str,
                       header: Callable[[str], str | None]) -> Decision:
@@ -293,7 +310,7 @@ class PortPolicy:
         for requires, decision in rules:
             if _admits(requires, identity, client.tls, addr):
                 return decision
-        return Decision(False, self._srv + route, f"{REASON_UNAUTHORIZED}: {self._target} route {route[1][1]} "
+        return Decision(False, self._srv + route, f"{REASON_UNAUTHORIZED}: {self._target} route {route[-1][1]} "
                                                   f"does not admit {_who(client, identity)}")
 
     def _route(self, method: str, path: str, header: Callable[[str], str | None]) -> tuple | None:
@@ -316,25 +333,25 @@ def _rules(authzs: Iterable[Authorization], srv: Labels, route: Labels, access: 
            access_name: str) -> tuple:
     """(compiled requirements, the allowed Decision) in the order they are tried; the access policy last."""
     out = [(tuple(c for c in map(_requirement, a.requires) if c),
-            Decision(True, srv + (("authz_kind", a.kind), ("authz_name", a.name)) + route, ""))
+            Decision(True, srv + (("authz_group", a.group), ("authz_kind", a.kind), ("authz_name", a.name)) + route,
+                     ""))
            for a in authzs]
     if access is not None:
-        out.append((access, Decision(True, srv + (("authz_kind", "default"), ("authz_name", access_name)) + route,
-                                     "")))
+        out.append((access, Decision(True, srv + (("authz_group", ""), ("authz_kind", "default"),
+                                                  ("authz_name", access_name)) + route, "")))
     return tuple(out)
 
 
 def _server_port(server: Server, cluster: tuple, probes: frozenset[str], addrs: _Addresses) -> PortPolicy:
-    srv = (("srv_kind", server.kind), ("srv_name", server.name))
+    srv = (("srv_group", POLICY_GROUP), ("srv_kind", server.kind), ("srv_name", server.name))
     access = _access(server.access_policy, cluster)
     policy = server.access_policy
-    route_rules = {
+    route_rules = {}
+    for route in server.routes:
+        labels = (("route_group", route.group), ("route_kind", route.kind), ("route_name", route.name))
         # Route-scoped authorizations first: the most specific grant names the decision.
-        route.source: ((("route_kind", route.kind), ("route_name", route.name)),
-                       _rules(route.authorizations + server.authorizations, srv,
-                              (("route_kind", route.kind), ("route_name", route.name)), access, policy))
-        for route in server.routes
-    }
+        route_rules[route.source] = (labels, _rules(route.authorizations + server.authorizations, srv, labels,
+                                                    access, policy))
     return PortPolicy(server.protocol, srv, f"Server {server.namespace}/{server.name}",
                       _rules(server.authorizations, srv, (), access, policy),
                       _rules(server.authorizations, srv, _DEFAULT_ROUTE, access, policy),
@@ -360,7 +377,7 @@ class InboundPolicy:
                 raise ValueError(f"probe paths must start with '/': {path!r}")
         probes = frozenset(p.partition("?")[0] for p in probe_paths)
         addrs = _Addresses()
-        srv = (("srv_kind", "default"), ("srv_name", default_policy))
+        srv = (("srv_group", ""), ("srv_kind", "default"), ("srv_name", default_policy))
         access = _access(default_policy, cluster)
         default = PortPolicy(None, srv, f"default policy {default_policy}",
                              _rules((), srv, (), access, default_policy),

@@ -21,6 +21,9 @@ ACCESS_POLICIES = (
     "all-unauthenticated", "all-authenticated", "cluster-unauthenticated", "cluster-authenticated", "deny", "audit",
 )
 
+# The API group of Linkerd's policy documents (the ``*_group`` metric labels of what they define).
+POLICY_GROUP = "policy.linkerd.io"
+
 # Server spec.proxyProtocol -> the name the data plane uses (None: detect).
 PROTOCOLS = {"unknown": None, "HTTP/1": "http1", "HTTP/2": "h2", "gRPC": "grpc", "opaque": "opaque", "TLS": "tls"}
 
@@ -59,12 +62,17 @@ class Authorization:
 
     ``kind`` and ``name`` become the ``authz_kind``/``authz_name`` metric labels:
     ``serverauthorization``, ``authorizationpolicy`` or ``compact`` and the
-    document's name.
+    document's name; ``group`` the ``authz_group`` (Linkerd's documents are
+    ``policy.linkerd.io``; the compact format has none).
     """
 
     kind: str
     name: str
     requires: tuple[Requirement, ...] = ()
+
+    @property
+    def group(self) -> str:
+        return "" if self.kind == "compact" else POLICY_GROUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,10 @@ class InboundRoute:
     rules: tuple[Route, ...]
     hostnames: tuple[str, ...] = ()
     authorizations: tuple[Authorization, ...] = ()
-    kind: str = "httproute"
+    # The ``route_group``/``route_kind`` labels: the document's API group and Kubernetes kind, as
+    # Linkerd's policy controller names an inbound route's resource.
+    group: str = "policy.linkerd.io"
+    kind: str = "HTTPRoute"
 
     @property
     def source(self) -> str:

@@ -160,6 +160,7 @@ class Route:
     redirect: Redirect | None = None
     source: str = ""
     order: tuple = ()
+    group: str = ""  # an HTTPRoute's API group (its ``route_group`` metric label)
 
 
 DEFAULT_ROUTE = Route(name="default")

@@ -40,6 +40,7 @@ cdef class TcpStats:
 cdef class RouteStats:
     cdef readonly str dst
     cdef readonly str route
+    cdef public str labels                 # Linkerd's outbound_http_route_* label text ("": none)
     cdef public long long requests
     cdef public long long retries
     cdef public long long successes
@@ -48,4 +49,11 @@ cdef class RouteStats:
     cdef readonly double[::1] bounds
     cdef public double latency_sum_ms
     cdef public long long latency_count
+    cdef readonly long long[::1] keys      # packed outcome (status, error) + 1 (0: free slot)
+    cdef readonly long long[::1] counts
+    cdef public long long other_outcomes   # outcomes past RESPONSE_SLOTS
+    cdef public long long retry_successes  # retried requests that ended in success
+    cdef public long long retry_overflow   # retries the budget refused
+    cdef public long long retry_limit_exceeded  # retryable answers past the route's retry limit
     cpdef void record(self, double latency_ms, bint failure)
+    cpdef void finish(self, double latency_ms, bint failure, int status, int error)

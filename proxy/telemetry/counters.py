@@ -215,12 +215,17 @@ class RouteStats:
 
     ``requests`` counts requests as the client sent them (a retried request is
     one request); ``retries`` counts the extra attempts. Responses are counted
-    once per request, with the route's classification.
+    once per request, with the route's classification, and by outcome (HTTP
+    status, or the ``ROUTE_ERRORS`` index of a proxy error) for recent
+    Linkerd's ``outbound_http_route_*`` families, whose label text
+    (``parent_*``, ``route_*``, ``hostname``) is ``labels`` ("" when the route
+    has no such families: ServiceProfile routes keep only the ``route_*`` ones).
     """
 
-    def __init__(self, dst, route):
+    def __init__(self, dst, route, labels=""):
         self.dst = dst
         self.route = route
+        self.labels = labels
         self.requests = 0
         self.retries = 0
         self.successes = 0
@@ -229,6 +234,12 @@ class RouteStats:
         self.bounds = _bounds()
         self.latency_sum_ms = 0.0
         self.latency_count = 0
+        self.keys = _zeros(RESPONSE_SLOTS)
+        self.counts = _zeros(RESPONSE_SLOTS)
+        self.other_outcomes = 0
+        self.retry_successes = 0
+        self.retry_overflow = 0
+        self.retry_limit_exceeded = 0
 
     def record(self, latency_ms, failure):
         if failure:
@@ -238,3 +249,29 @@ class RouteStats:
         self.latency_buckets[_bucket(self.bounds, latency_ms)] += 1
         self.latency_sum_ms += latency_ms
         self.latency_count += 1
+
+    def finish(self, latency_ms, failure, status, error):
+        """A request's outcome: ``status`` (the client's answer) or ``error`` (a ``ROUTE_ERRORS`` index, 0: none)."""
+        key: cython.longlong
+        self.record(latency_ms, failure)
+        if status < 0 or status > 999:
+            status = 0
+        key = 1 + status + (error << 10)
+        if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
+            self.other_outcomes += 1
+
+    def outcomes(self):
+        """(status, error index, count) per outcome seen; for rendering."""
+        out = []
+        for i in range(RESPONSE_SLOTS):
+            key = self.keys[i]
+            if key:
+                key -= 1
+                out.append((key & 1023, key >> 10, self.counts[i]))
+        out.sort()
+        return out
+
+
+# The ``error`` label of recent Linkerd's route families (its names), by ``ERROR_LABELS`` index:
+# a response the proxy made itself has no ``http_status`` but one of these.
+ROUTE_ERRORS = ("", "FAIL_FAST", "LOAD_SHED", "RESPONSE_HEADERS_TIMEOUT", "IO", "IO", "IO", "UNKNOWN", "UNKNOWN")

@@ -4,10 +4,11 @@ The relays and the exchange core never build labels per request: the core
 keeps the ``HttpStats`` it resolved on the outbound ``Target`` (one per
 endpoint) or on the inbound connection (per Host), and the relays keep their
 connection's ``TcpStats``. This module makes those objects on a cache miss:
-it decides the labels (``direction``, ``authority``, ``target_addr``,
-``tls``/``no_tls_reason``, ``server_id``/``client_id``, the destination's
-``dst_*`` labels from discovery, the inbound ``srv_*`` labels) and renders
-their text once. Past ``limit`` label sets per direction and family
+it decides the labels (``direction``, ``authority``, ``target_addr`` with
+``target_ip``/``target_port``, ``tls``/``no_tls_reason``,
+``server_id``/``client_id``, the destination's ``dst_*`` labels from
+discovery, the inbound ``srv_*`` labels and, per authorization decision, the
+``route_*``/``authz_*`` ones) and renders their text once. Past ``limit`` label sets per direction and family
 (``MESHPROXY_PEER_LABEL_LIMIT``) new ones share one catch-all set whose
 varying labels read ``other``.
 """
@@ -54,6 +55,22 @@ def dst_labels(endpoint_labels: Pairs, service: str | None) -> Pairs:
     for key, value in endpoint_labels:
         out["dst_" + _BAD_LABEL_CHARS.sub("_", key)] = value
     return tuple(sorted(out.items()))
+
+
+def service_ref(service: str) -> Pairs:
+    """Linkerd's reference to a Service (``group``, ``kind``, ``namespace``, ``name``, ``port``,
+    ``section_name``) from a service name, ``<name>.<namespace>.svc.<domain>:<port>`` or any other
+    ``host:port`` (named by its host, with no namespace)."""
+    host, _, port = service.rpartition(":")
+    match = SERVICE_NAME.match(host)
+    name, namespace = (match.group(1), match.group(2)) if match else (host, "")
+    return (("group", "core"), ("kind", "Service"), ("namespace", namespace), ("name", name), ("port", port),
+            ("section_name", ""))
+
+
+def parent_labels(service: str) -> str:
+    """The ``parent_*`` label text of recent Linkerd's outbound families for a service."""
+    return text((f"parent_{k}", v) for k, v in service_ref(service))
 
 
 class _Bounded:
@@ -115,7 +132,7 @@ class LabelSets:
         service = target.service
         authority = service.name if service is not None else str(target)
         pairs: list[tuple[str, str]] = [("direction", self.direction), ("authority", authority),
-                                        ("target_addr", _target_addr(target))]
+                                        *_target_pairs(target)]
         pairs.extend(self._server_tls(target))
         if service is not None:
             pairs.extend(dst_labels(service.endpoint_labels(target), service.name))
@@ -128,31 +145,37 @@ class LabelSets:
             return (("tls", "no_identity"), ("no_tls_reason", NO_TLS_NO_DISCOVERY))
         return (("tls", "true"), ("server_id", target.identity))
 
-    def inbound_http(self, meta: ConnMeta, host: bytes | None) -> HttpStats:
-        """The label set of requests on an inbound connection with this Host (the caller caches it per connection)."""
-        srv = _srv_labels(meta)
-        key = (meta.tls, meta.client_id, meta.orig_dst, meta.local, srv, host)
-        return self._http.get(key, self._inbound_pairs(meta, host, srv))
+    def inbound_http(self, meta: ConnMeta, host: bytes | None, decision=None) -> HttpStats:
+        """The label set of requests on an inbound connection with this Host, judged by this
+        authorization ``decision`` (proxy/policy/authz.py; None: no authorization): the caller
+        caches it per connection and decision."""
+        policy = _policy_labels(meta, decision)
+        key = (meta.tls, meta.client_id, meta.orig_dst, meta.local, policy, host)
+        stats = self._http.sets.get(key)
+        if stats is not None:
+            return stats
+        return self._http.get(key, self._inbound_pairs(meta, host, policy))
 
-    def _inbound_pairs(self, meta: ConnMeta, host: bytes | None, srv: Pairs) -> Pairs:
-        target_addr = self._inbound_target(meta)
+    def _inbound_pairs(self, meta: ConnMeta, host: bytes | None, policy: Pairs) -> Pairs:
+        target = self._inbound_target(meta)
+        target_addr = target[0][1]
         authority = host.decode("latin-1") if host else target_addr
-        pairs = [("direction", self.direction), ("authority", authority), ("target_addr", target_addr)]
+        pairs = [("direction", self.direction), ("authority", authority), *target]
         pairs.extend(self._client_tls(meta))
-        pairs.extend(srv)
+        pairs.extend(policy)
         return tuple(pairs)
 
-    def _inbound_target(self, meta: ConnMeta) -> str:
+    def _inbound_target(self, meta: ConnMeta) -> Pairs:
+        """``target_addr``, ``target_ip``, ``target_port``: the original destination (or the app target)."""
         if meta.orig_dst is not None:
-            return _fmt(meta.orig_dst)
+            return target_pairs(meta.orig_dst[0], meta.orig_dst[1])
         target = self.connection_target(meta) if self.connection_target is not None else None
-        return str(target) if target is not None else _fmt(meta.local)
+        if target is not None:
+            return target_pairs(target.host, target.port)
+        return target_pairs(meta.local[0], meta.local[1])
 
     def _client_tls(self, meta: ConnMeta) -> Pairs:
-        if meta.tls:
-            return (("tls", "true"), ("client_id", meta.client_id)) if meta.client_id else (("tls", "true"),)
-        return (("tls", "no_identity"),
-                ("no_tls_reason", NO_TLS_FROM_REMOTE if self.has_identity else NO_TLS_DISABLED))
+        return inbound_tls_pairs(meta, self.has_identity)
 
     def http_sets(self) -> list[HttpStats]:
         out = [self.http_default, *self._http.sets.values()]
@@ -173,12 +196,13 @@ class LabelSets:
             return stats
         pairs: list[tuple[str, str]] = [("direction", self.direction), ("peer", "src")]
         if self.direction == "inbound":
-            pairs.append(("target_addr", self._inbound_target(meta)))
+            pairs.extend(self._inbound_target(meta))
             pairs.extend(self._client_tls(meta))
             pairs.extend(srv)
         else:
             # The app's own connection to this proxy: loopback, never mesh TLS.
-            pairs.append(("target_addr", _fmt(meta.orig_dst) if meta.orig_dst is not None else _fmt(meta.local)))
+            addr = meta.orig_dst if meta.orig_dst is not None else meta.local
+            pairs.extend(target_pairs(addr[0], addr[1]))
             pairs.extend((("tls", "no_identity"), ("no_tls_reason", NO_TLS_LOOPBACK)))
         return self._tcp.get(key, "src", tuple(pairs))
 
@@ -189,8 +213,7 @@ class LabelSets:
         stats = self._tcp.sets.get(key)
         if stats is not None:
             return stats
-        pairs: list[tuple[str, str]] = [("direction", self.direction), ("peer", "dst"),
-                                        ("target_addr", _target_addr(target))]
+        pairs: list[tuple[str, str]] = [("direction", self.direction), ("peer", "dst"), *_target_pairs(target)]
         if self.direction == "inbound":
             pairs.extend((("tls", "no_identity"), ("no_tls_reason", NO_TLS_LOOPBACK)))  # to the app beside us
         else:
@@ -206,19 +229,49 @@ class LabelSets:
         return out
 
 
+def inbound_tls_pairs(meta: ConnMeta, has_identity: bool) -> Pairs:
+    """An accepted connection's ``tls`` and ``client_id`` (or ``no_tls_reason``)."""
+    if meta.tls:
+        return (("tls", "true"), ("client_id", meta.client_id)) if meta.client_id else (("tls", "true"),)
+    return (("tls", "no_identity"), ("no_tls_reason", NO_TLS_FROM_REMOTE if has_identity else NO_TLS_DISABLED))
+
+
 def _srv_labels(meta: ConnMeta) -> Pairs:
-    """Inbound: the ``srv_kind``, ``srv_name`` of the Server the connection's port answers to (HTTP
+    """Inbound: the ``srv_*`` labels of the Server the connection's port answers to (HTTP
     connections carry their authorization; others get none)."""
-    port_policy = getattr(meta.authz, "port_policy", None)
-    return port_policy.srv_labels if port_policy is not None else ()
+    authz = meta.authz
+    port_policy = getattr(authz, "port_policy", None)
+    return with_srv_port(port_policy.srv_labels, authz.port) if port_policy is not None else ()  # type: ignore[attr-defined]
 
 
-def _target_addr(target: Target) -> str:
+def _policy_labels(meta: ConnMeta, decision) -> Pairs:
+    """Inbound HTTP: the decision's ``srv_*``, ``route_*`` and ``authz_*`` labels (Linkerd's
+    inbound request labels), or the port's ``srv_*`` alone without a decision."""
+    if decision is None:
+        return _srv_labels(meta)
+    return with_srv_port(decision.labels, meta.authz.port)  # type: ignore[attr-defined]
+
+
+def with_srv_port(labels: Pairs, port: int) -> Pairs:
+    """Authorization labels with Linkerd's ``srv_port`` (the port the client asked for) after the
+    server's own ``srv_*`` labels; the policy cannot know it (ports without a Server share one)."""
+    at = 0
+    while at < len(labels) and labels[at][0].startswith("srv_"):
+        at += 1
+    return labels[:at] + (("srv_port", str(port)),) + labels[at:]
+
+
+def target_pairs(host: str, port: int) -> Pairs:
+    """Linkerd's ``target_addr``, ``target_ip``, ``target_port`` of an address."""
+    return (("target_addr", _fmt((host, port))), ("target_ip", host), ("target_port", str(port)))
+
+
+def _target_pairs(target: Target) -> Pairs:
     """The endpoint's own address (for a meshed endpoint, the app's, not its proxy's)."""
     endpoint = target.endpoint
     if endpoint is not None:
-        return _fmt(endpoint.key)
-    return str(target)
+        return target_pairs(endpoint.key[0], endpoint.key[1])
+    return target_pairs(target.host, target.port)
 
 
 def _fmt(addr: tuple) -> str:

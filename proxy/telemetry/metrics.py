@@ -12,8 +12,8 @@ import resource
 import time
 from collections.abc import Iterable
 
-from proxy.telemetry.counters import ERROR_LABELS, LATENCY_BUCKETS_MS, HttpStats, TcpStats
-from proxy.telemetry.labels import OTHER, SERVICE_NAME, text
+from proxy.telemetry.counters import ERROR_LABELS, LATENCY_BUCKETS_MS, ROUTE_ERRORS, HttpStats, TcpStats
+from proxy.telemetry.labels import OTHER, service_ref, text
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _START = time.time()
@@ -192,11 +192,7 @@ def render_balancers(out: list[str], services: dict) -> None:
 def balancer_labels(service: str) -> str:
     """Linkerd's parent_* and backend_* labels of a balancer, from its service name
     (``<name>.<namespace>.svc.<domain>:<port>``, or any other ``host:port``)."""
-    host, _, port = service.rpartition(":")
-    match = SERVICE_NAME.match(host)
-    name, namespace = (match.group(1), match.group(2)) if match else (host, "")
-    ref = (("group", "core"), ("kind", "Service"), ("namespace", namespace), ("name", name), ("port", port),
-           ("section_name", ""))
+    ref = service_ref(service)
     return text([(f"{role}_{k}", v) for role in ("parent", "backend") for k, v in ref])
 
 
@@ -266,6 +262,7 @@ def render_routes(out: list[str], policy) -> None:
     ):
         _header(out, name, kind, help_text)
         out.extend(line for line in lines if line.startswith(name + "{") or line.startswith(name + "_"))
+    render_linkerd_routes(out, everything)
     now = time.monotonic()
     states = list(policy.budgets(now))
     for name, help_text, field in (
@@ -276,3 +273,63 @@ def render_routes(out: list[str], policy) -> None:
         _header(out, name, "gauge", help_text)
         for dst, state in states:
             out.append(f"{name}{_labels(direction='outbound', dst=dst)} {getattr(state, field)}")
+
+
+# Recent Linkerd's request-duration buckets for routes, in seconds; each is one of
+# LATENCY_BUCKETS_MS, so the histogram is read off the route's millisecond buckets.
+ROUTE_DURATION_BUCKETS = (("0.05", 50), ("0.5", 500), ("1.0", 1000), ("10.0", 10000))
+_ROUTE_FAMILIES = (
+    ("outbound_http_route_request_duration_seconds", "histogram",
+     "The time between request initialization and response completion (here: to the response head)."),
+    ("outbound_http_route_request_statuses_total", "counter", "Completed request-response streams."),
+    ("outbound_http_route_retry_requests_total", "counter", "Retry requests emitted."),
+    ("outbound_http_route_retry_successes_total", "counter", "Successful responses to retry requests."),
+    ("outbound_http_route_retry_overflow_total", "counter", "Retryable requests not sent due to circuit breakers."),
+    ("outbound_http_route_retry_limit_exceeded_total", "counter", "Retryable requests not sent due to retry limits."),
+)
+
+
+def render_linkerd_routes(out: list[str], stats) -> None:
+    """Recent Linkerd's ``outbound_http_route_*`` families: one series per route document (the rules of
+    one HTTPRoute, counted apart for the ``route_*`` families, are summed here), each family whole."""
+    merged: dict[str, dict] = {}
+    for s in stats:
+        if not s.labels:
+            continue
+        m = merged.get(s.labels)
+        if m is None:
+            m = merged[s.labels] = {"buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1), "sum": 0.0, "count": 0,
+                                    "outcomes": {}, "retries": 0, "successes": 0, "overflow": 0, "limit": 0}
+        for i in range(len(LATENCY_BUCKETS_MS) + 1):
+            m["buckets"][i] += s.latency_buckets[i]
+        m["sum"] += s.latency_sum_ms
+        m["count"] += s.latency_count
+        for status, error, n in s.outcomes():
+            key = ("", ROUTE_ERRORS[error]) if error else (str(status), "")
+            m["outcomes"][key] = m["outcomes"].get(key, 0) + n
+        if s.other_outcomes:
+            key = (OTHER, "")
+            m["outcomes"][key] = m["outcomes"].get(key, 0) + s.other_outcomes
+        m["retries"] += s.retries
+        m["successes"] += s.retry_successes
+        m["overflow"] += s.retry_overflow
+        m["limit"] += s.retry_limit_exceeded
+    bounds = [(le, LATENCY_BUCKETS_MS.index(ms)) for le, ms in ROUTE_DURATION_BUCKETS]
+    for name, kind, help_text in _ROUTE_FAMILIES:
+        _header(out, name, kind, help_text)
+        for labels, m in merged.items():
+            if kind == "histogram":
+                for le, i in bounds:
+                    out.append(f'{name}_bucket{{{labels},le="{le}"}} {sum(m["buckets"][:i + 1])}')
+                out.append(f'{name}_bucket{{{labels},le="+Inf"}} {m["count"]}')
+                out.append(f"{name}_sum{{{labels}}} {m['sum'] / 1000.0:.6f}")
+                out.append(f"{name}_count{{{labels}}} {m['count']}")
+            elif name.endswith("_statuses_total"):
+                for (status, error), n in sorted(m["outcomes"].items()):
+                    out.append(f'{name}{{{labels},http_status="{status}",error="{error}"}} {n}')
+            else:
+                field = {"outbound_http_route_retry_requests_total": "retries",
+                         "outbound_http_route_retry_successes_total": "successes",
+                         "outbound_http_route_retry_overflow_total": "overflow",
+                         "outbound_http_route_retry_limit_exceeded_total": "limit"}[name]
+                out.append(f"{name}{{{labels}}} {m[field]}")

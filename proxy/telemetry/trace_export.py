@@ -7,12 +7,20 @@ counts it). A batch leaves when ``MESHPROXY_TRACE_BATCH_SIZE`` spans wait or
 an export that fails or outlives ``MESHPROXY_TRACE_EXPORT_TIMEOUT`` drops
 its spans (counted) and the next batch tries again. Metrics:
 ``trace_spans_exported_total``, ``trace_spans_dropped_total{reason}``.
+
+With ``MESHPROXY_TRACE_COLLECTOR_IDENTITY`` the gRPC connection is mesh TLS:
+this proxy's current certificate (the identity's client context, so a
+rotated certificate is used from the next connection on, and a kept
+connection made with the old one is replaced) and the collector verified to
+hold that identity (SNI and DNS SAN), as Linkerd sends spans to a meshed
+collector. Until this proxy has a certificate, exports fail and are counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -22,6 +30,7 @@ from proxy.telemetry import otlp, pbwire
 
 if TYPE_CHECKING:
     from proxy.config import TracingSettings
+    from proxy.transport.tls import MeshTls
 
 log = structlog.get_logger("proxy.tracing")
 
@@ -59,20 +68,41 @@ class HttpTransport:
 
 
 class GrpcTransport:
-    """OTLP/gRPC: ``TraceService/Export`` over one kept HTTP/2 (h2c) connection, re-opened when it fails."""
+    """OTLP/gRPC: ``TraceService/Export`` over one kept HTTP/2 connection, re-opened when it fails.
 
-    def __init__(self, host: str, port: int) -> None:
+    h2c, or mesh TLS when ``identity`` (the collector's) is given: ``mesh_tls()``
+    answers this proxy's current ``MeshTls`` (None while it has no certificate).
+    """
+
+    def __init__(self, host: str, port: int, identity: str | None = None,
+                 mesh_tls: Callable[[], MeshTls | None] | None = None) -> None:
         self.host, self.port = host, port
         self.authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.identity = identity
+        self.mesh_tls = mesh_tls
+        self.scheme = b"https" if identity is not None else b"http"
         self._conn: Any = None  # an h2 H2Connection while connected
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._tls: MeshTls | None = None  # the certificate the kept connection was made with
+
+    def _current_tls(self) -> MeshTls:
+        current = self.mesh_tls() if self.mesh_tls is not None else None
+        if current is None:
+            raise ExportError("no identity certificate yet: spans go to the collector over mutual TLS only")
+        return current
 
     async def _open(self) -> None:
         import h2.config
         import h2.connection
 
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        if self.identity is not None:
+            mesh = self._current_tls()
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=mesh.client_h2, server_hostname=self.identity)
+            self._tls = mesh
+        else:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         conn.initiate_connection()
         self._writer.write(conn.data_to_send())
@@ -82,8 +112,11 @@ class GrpcTransport:
         if self._writer is not None:
             self._writer.close()
         self._conn = self._reader = self._writer = None
+        self._tls = None
 
     async def export(self, payload: bytes) -> None:
+        if self._conn is not None and self.identity is not None and self._tls is not self._current_tls():
+            self.close()  # the certificate rotated: the next connection presents the new one
         reused = self._conn is not None
         try:
             await self._export(payload)
@@ -102,7 +135,7 @@ class GrpcTransport:
         conn, reader, writer = self._conn, self._reader, self._writer
         assert conn is not None and reader is not None and writer is not None
         sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", otlp.GRPC_PATH),
+        conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", self.scheme), (b":path", otlp.GRPC_PATH),
                                 (b":authority", self.authority.encode()), (b"content-type", b"application/grpc"),
                                 (b"te", b"trailers"), (b"user-agent", f"meshproxy/{proxy.__version__}".encode())])
         body = pbwire.grpc_frame(payload)
@@ -154,10 +187,11 @@ class _GrpcStatusError(ExportError):
 class SpanExporter:
     """The bounded span buffer and the batch loop that empties it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, settings: TracingSettings, transport=None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: TracingSettings, transport=None,
+                 mesh_tls: Callable[[], MeshTls | None] | None = None) -> None:
         self.loop = loop
         self.settings = settings
-        self.transport = transport if transport is not None else _transport(settings)
+        self.transport = transport if transport is not None else _transport(settings, mesh_tls)
         self.resource = otlp.encode_resource(settings.resource)
         self.buffer: collections.deque = collections.deque()
         self.exported = 0
@@ -245,9 +279,9 @@ class SpanExporter:
         out.append(f"trace_spans_buffered {len(self.buffer)}")
 
 
-def _transport(settings: TracingSettings):
+def _transport(settings: TracingSettings, mesh_tls: Callable[[], MeshTls | None] | None):
     collector = settings.collector
     assert collector is not None
     if collector.protocol == "http/protobuf":
-        return HttpTransport(collector.host, collector.port, collector.path)
-    return GrpcTransport(collector.host, collector.port)
+        return HttpTransport(collector.host, collector.port, collector.path)  # config refuses an identity here
+    return GrpcTransport(collector.host, collector.port, settings.collector_identity, mesh_tls)

@@ -439,6 +439,9 @@ class FakePolicy:
             return True
         return grpc_status is not None and grpc_status != 0
 
+    def retried(self, failed, status, grpc, error, attempts):
+        self.retried_outcomes = getattr(self, "retried_outcomes", []) + [(failed, status, attempts)]
+
     def retry_on(self, status, grpc_status):
         if grpc_status is None or not self.grpc_retry:
             return status in self.retry_status

@@ -130,9 +130,9 @@ class HttpCollector(_Store, _HttpServer):
 
 
 class GrpcCollector(_Store):
-    """OTLP/gRPC receiver (``TraceService/Export``) on grpcio."""
+    """OTLP/gRPC receiver (``TraceService/Export``) on grpcio; over TLS with ``tls`` = (key PEM, chain PEM)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
         super().__init__()
         import grpc
 
@@ -145,7 +145,10 @@ class GrpcCollector(_Store):
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([tls]))
         self.server.start()
 
     @property

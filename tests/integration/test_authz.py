@@ -187,3 +187,70 @@ def test_tcp_is_judged_at_accept_and_cut_when_a_change_revokes_it(tmp_path):
         s.close()
         conn.close()
     echo.close()
+
+
+def _route_docs(port: int) -> str:
+    """A Server (protocol detected) with one HTTPRoute that only web may use."""
+    return (
+        "apiVersion: policy.linkerd.io/v1beta1\n"
+        "kind: Server\n"
+        "metadata: {name: api-http, namespace: default}\n"
+        f"spec: {{podSelector: {{matchLabels: {{app: api}}}}, port: {port}}}\n"
+        "---\n"
+        "apiVersion: policy.linkerd.io/v1beta3\n"
+        "kind: HTTPRoute\n"
+        "metadata: {name: books, namespace: default}\n"
+        "spec:\n"
+        "  parentRefs: [{name: api-http, kind: Server, group: policy.linkerd.io}]\n"
+        "  rules:\n  - matches: [{path: {type: PathPrefix, value: /books}}]\n"
+        "---\n"
+        "apiVersion: policy.linkerd.io/v1alpha1\n"
+        "kind: MeshTLSAuthentication\n"
+        "metadata: {name: web-only, namespace: default}\n"
+        f"spec: {{identities: [{WEB}]}}\n"
+        "---\n"
+        "apiVersion: policy.linkerd.io/v1alpha1\n"
+        "kind: AuthorizationPolicy\n"
+        "metadata: {name: books-web, namespace: default}\n"
+        "spec:\n"
+        "  targetRef: {group: policy.linkerd.io, kind: HTTPRoute, name: books}\n"
+        "  requiredAuthenticationRefs: [{group: policy.linkerd.io, kind: MeshTLSAuthentication, name: web-only}]\n"
+    )
+
+
+def test_route_and_authz_labels_on_linkerds_inbound_families(issuer, app, tmp_path):
+    """Linkerd's inbound labels: the authz families and request_total/response_total carry the server
+    (with srv_port), the route and the authorization; every 403 is counted, the gRPC one too."""
+    from helpers.h2client import H2Client
+
+    port = int(app.hostport.rsplit(":", 1)[1])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_route_docs(port))
+    a, b = _pair(issuer, app, tmp_path, {"MESHPROXY_POLICY": str(policy)})
+    try:
+        assert _get(a.outbound, "/books/1").status == 200             # web, on the route
+        assert _get(b.inbound, "/books/2").status == 403              # plaintext, on the route
+        assert _get(a.outbound, "/authors").status == 403             # web, but no route matches
+        with H2Client(b.inbound) as client:                           # a plaintext gRPC call on the route
+            sid = client.request("POST", "/books/Get", authority="api.mesh:80",
+                                 headers=[("content-type", "application/grpc"), ("te", "trailers")], body=b"")
+            rsp = client.response(sid, timeout=20)
+            assert rsp.status is not None
+        m = b.metrics()
+        srv = {"srv_group": "policy.linkerd.io", "srv_kind": "server", "srv_name": "api-http", "srv_port": str(port)}
+        route = {"route_group": "policy.linkerd.io", "route_kind": "HTTPRoute", "route_name": "books"}
+        authz = {"authz_group": "policy.linkerd.io", "authz_kind": "authorizationpolicy", "authz_name": "books-web"}
+        meshed = {"tls": "true", "client_id": WEB, "target_port": str(port)}
+        assert m.get("inbound_http_authz_allow_total", **srv, **route, **authz, **meshed) == 1
+        assert m.get("inbound_http_authz_deny_total", **srv, **route, tls="no_identity") == 2
+        assert m.get("inbound_http_route_not_found_total", **srv, **meshed) == 1
+        assert m.get("inbound_http_authz_deny_total", **srv, **meshed) == 0  # no route is not a denial
+        # The request families: the same labels, so Linkerd's viz queries group by them.
+        inbound = {"direction": "inbound", **srv, **route}
+        assert m.get("request_total", **inbound, **authz, **meshed) == 1
+        assert m.get("response_total", **inbound, **authz, **meshed, status_code="200") == 1
+        assert m.get("response_total", **inbound, tls="no_identity", error="unauthorized") == 2
+        assert m.get("response_latency_ms_count", **inbound, **authz) == 1
+    finally:
+        a.close()
+        b.close()

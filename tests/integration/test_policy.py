@@ -209,6 +209,9 @@ def test_a_backend_failing_20_percent_is_hidden_by_retries_within_budget(mesh):
     assert _route(m, "reads", "route_response_total", classification="success") == ok
     assert _route(m, "reads", "route_response_latency_ms_count") == n
     assert m.get("route_retry_budget_retries", dst="web.test:80") <= retries
+    reads = {"parent_name": "web.test", "route_kind": "compact", "route_name": "reads"}
+    assert m.get("outbound_http_route_retry_requests_total", **reads) == retries
+    assert 0 < m.get("outbound_http_route_retry_successes_total", **reads) <= retries
 
 
 def test_a_backend_failing_every_request_gets_no_retry_storm(mesh):
@@ -227,6 +230,9 @@ def test_a_backend_failing_every_request_gets_no_retry_storm(mesh):
     assert broken.hits["GET"] == n + retries
     assert _route(m, "reads", "route_response_total", classification="failure") == n
     assert m.get("route_retry_budget_available", dst="web.test:80") <= 1
+    reads = {"parent_name": "web.test", "route_kind": "compact", "route_name": "reads"}
+    assert m.get("outbound_http_route_retry_overflow_total", **reads) > 0  # the budget said no
+    assert m.get("outbound_http_route_request_statuses_total", **reads, http_status="500") == n
 
 
 def test_post_on_a_route_without_is_retryable_is_never_retried(mesh):
@@ -315,6 +321,11 @@ def test_a_route_timeout_answers_504_at_the_configured_time(mesh):
     assert conn.getresponse().status == 200
     m = p.metrics()
     assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
+    # Linkerd's route families name the proxy's own answer by its error, without a status.
+    route = {"parent_name": "web.test", "parent_port": "80", "route_kind": "compact", "route_name": "slow"}
+    assert m.get("outbound_http_route_request_statuses_total", **route, http_status="",
+                 error="RESPONSE_HEADERS_TIMEOUT") == 1
+    assert m.get("outbound_http_route_request_duration_seconds_bucket", **route, le="0.05") == 0
 
 
 STALL_ROUTE = """
@@ -644,7 +655,20 @@ def test_an_httproute_with_linkerd_retry_annotations_routes_and_retries(mesh):
     conn.request("GET", "/", headers={"Host": "web.test:80", "x-canary": "1"})
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b"v2")  # the header rule's backend
-    assert p.metrics().get("route_retry_total", dst="web.test.svc.cluster.local:80") == 8
+    m = p.metrics()
+    assert m.get("route_retry_total", dst="web.test.svc.cluster.local:80") == 8
+    # Recent Linkerd's route families: both rules are the one HTTPRoute's series.
+    route = {"parent_group": "core", "parent_kind": "Service", "parent_namespace": "test", "parent_name": "web",
+             "parent_port": "80", "parent_section_name": "", "route_group": "gateway.networking.k8s.io",
+             "route_kind": "HTTPRoute", "route_namespace": "test", "route_name": "web-route", "hostname": ""}
+    assert m.get("outbound_http_route_request_statuses_total", **route, http_status="503", error="") == 4
+    assert m.get("outbound_http_route_request_statuses_total", **route, http_status="200", error="") == 1
+    assert m.get("outbound_http_route_request_duration_seconds_count", **route) == 5
+    assert m.get("outbound_http_route_request_duration_seconds_bucket", **route, le="+Inf") == 5
+    assert m.get("outbound_http_route_retry_requests_total", **route) == 8
+    assert m.get("outbound_http_route_retry_limit_exceeded_total", **route) == 4  # 503 again after the 2nd retry
+    assert m.get("outbound_http_route_retry_successes_total", **route) == 0
+    assert m.get("outbound_http_route_retry_overflow_total", **route) == 0
 
 
 HEADER_ROUTE = """

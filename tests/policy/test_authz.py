@@ -57,13 +57,14 @@ def test_default_policies(policy):
     assert port.protocol is None and not port.per_request
     allowed = port.check_connection(IN_MESHED)
     if allowed.allowed:
-        assert allowed.labels == (("srv_kind", "default"), ("srv_name", policy),
-                                  ("authz_kind", "default"), ("authz_name", policy)) and allowed.reason == ""
+        assert allowed.labels == (("srv_group", ""), ("srv_kind", "default"), ("srv_name", policy),
+                                  ("authz_group", ""), ("authz_kind", "default"), ("authz_name", policy))
+        assert allowed.reason == ""
         http = port.check_request(IN_MESHED, "GET", "/", no_headers)
         assert labels(http)["route_kind"] == "default" and labels(http)["route_name"] == "default"
     denied = port.check_connection(OUT_PLAIN)
     if not denied.allowed:
-        assert denied.labels == (("srv_kind", "default"), ("srv_name", policy))
+        assert denied.labels == (("srv_group", ""), ("srv_kind", "default"), ("srv_name", policy))
         assert denied.reason == (f"unauthorized: default policy {policy} does not admit "
                                  "unauthenticated client 203.0.113.9")
 
@@ -114,7 +115,8 @@ def test_a_server_nobody_authorizes_denies_everything_whatever_the_default():
     assert port.protocol == "http1" and not port.per_request
     for client in (IN_PLAIN, IN_MESHED, OUT_MESHED):
         decision = port.check_connection(client)
-        assert not decision.allowed and decision.labels == (("srv_kind", "server"), ("srv_name", "web-http"))
+        assert not decision.allowed and decision.labels == (
+            ("srv_group", "policy.linkerd.io"), ("srv_kind", "server"), ("srv_name", "web-http"))
     assert port.check_connection(IN_MESHED).reason == (
         f"unauthorized: Server shop/web-http does not admit identity {SHOP} from 10.1.2.3")
     assert build(SERVER, default="all-unauthenticated").port(8081).check_connection(IN_PLAIN).allowed
@@ -193,8 +195,9 @@ spec:
 def test_required_authentications_must_all_hold():
     port = build(SERVER + "---" + POLICY_DOCS).port(8080)
     assert port.check_connection(IN_MESHED).allowed
-    assert labels(port.check_connection(IN_MESHED)) == {"srv_kind": "server", "srv_name": "web-http",
-                                                        "authz_kind": "authorizationpolicy", "authz_name": "web-policy"}
+    assert labels(port.check_connection(IN_MESHED)) == {
+        "srv_group": "policy.linkerd.io", "srv_kind": "server", "srv_name": "web-http",
+        "authz_group": "policy.linkerd.io", "authz_kind": "authorizationpolicy", "authz_name": "web-policy"}
     assert not port.check_connection(Client("203.0.113.9", SHOP, True)).allowed   # identity, wrong network
     assert not port.check_connection(Client("10.9.0.1", SHOP, True)).allowed      # excepted network
     assert not port.check_connection(IN_PLAIN).allowed                             # network, no identity
@@ -280,8 +283,9 @@ def test_route_scoped_authorizations_follow_route_precedence():
     assert port.per_request
     public = port.check_request(OUT_PLAIN, "GET", "/books/12", no_headers)
     assert public.allowed and labels(public) == {
-        "srv_kind": "server", "srv_name": "web-http", "authz_kind": "authorizationpolicy",
-        "authz_name": "books-public", "route_kind": "httproute", "route_name": "books"}
+        "srv_group": "policy.linkerd.io", "srv_kind": "server", "srv_name": "web-http",
+        "authz_group": "policy.linkerd.io", "authz_kind": "authorizationpolicy", "authz_name": "books-public",
+        "route_group": "policy.linkerd.io", "route_kind": "HTTPRoute", "route_name": "books"}
     # The longer prefix and the exact+method match belong to books-admin.
     for method, path in (("GET", "/books/admin/users"), ("DELETE", "/books")):
         denied = port.check_request(OUT_PLAIN, method, path, no_headers)
@@ -297,7 +301,9 @@ def test_no_route_is_denied_with_its_own_reason():
     port = build(SERVER + "---" + ROUTES).port(8080)
     denied = port.check_request(ADMIN, "GET", "/authors", no_headers)
     assert not denied.allowed and denied.reason.startswith(REASON_NO_ROUTE + ": ")
-    assert denied.labels == (("srv_kind", "server"), ("srv_name", "web-http"), ("route_kind", ""), ("route_name", ""))
+    assert denied.labels == (("srv_group", "policy.linkerd.io"), ("srv_kind", "server"), ("srv_name", "web-http"),
+                             ("route_group", ""), ("route_kind", ""), ("route_name", ""))
+    assert denied.route_not_found
     assert "GET /authors" in denied.reason
     assert "s3cret" not in port.check_request(ADMIN, "GET", "/authors?token=s3cret", no_headers).reason
 
@@ -317,7 +323,10 @@ def test_server_without_routes_has_a_default_route():
     port = build(SERVER + "---" + authz("{unauthenticated: true}")).port(8080)
     assert not port.per_request
     decided = port.check_request(OUT_PLAIN, "POST", "/anything?x=1", no_headers)
-    assert decided.allowed and decided.labels[-2:] == (("route_kind", "default"), ("route_name", "default"))
+    assert decided.allowed and decided.labels[-3:] == (("route_group", ""), ("route_kind", "default"),
+                                                       ("route_name", "default"))
+    # Every request of such a port: the connection's judgement, under the default route.
+    assert port.check_http(OUT_PLAIN) is decided
 
 
 def test_header_matches_and_hostnames():

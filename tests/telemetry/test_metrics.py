@@ -125,3 +125,59 @@ def test_route_stats_keep_their_buckets():
     stats.record(700.0, True)
     assert (stats.successes, stats.failures, stats.latency_count) == (1, 1, 2)
     assert stats.latency_buckets[2] == 1  # 2.5 ms: the 3 ms bucket (1, 2, 3, ...)
+
+
+class _Policy:
+    """What render_routes reads of an OutboundPolicy: the registry and the budgets."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def budgets(self, now):
+        return iter(())
+
+
+def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
+    from proxy.outbound.policy import Registry, route_labels
+    from proxy.policy.model import DEFAULT_ROUTE, Route
+    from proxy.telemetry.counters import ROUTE_ERRORS
+    from proxy.telemetry.labels import parent_labels
+    from proxy.telemetry.metrics import render_routes
+
+    parent = parent_labels("web.shop.svc.cluster.local:80")
+    rules = [Route(name=f"shop/web-route#{i}", source="HTTPRoute/shop/web-route", group="gateway.networking.k8s.io")
+             for i in range(2)]
+    registry = Registry(10)
+    a, b = (registry.route_stats("web.shop.svc.cluster.local:80", r.name, route_labels(parent, r)) for r in rules)
+    default = registry.route_stats("web.shop.svc.cluster.local:80", "default", route_labels(parent, DEFAULT_ROUTE))
+    profile = registry.route_stats("web.shop.svc.cluster.local:80", "get",
+                                   route_labels(parent, Route(name="get", source="ServiceProfile/web")))
+    assert a.labels == b.labels and profile.labels == ""
+    a.finish(20.0, False, 200, 0)
+    b.finish(700.0, True, 503, 0)
+    b.finish(3000.0, True, 504, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
+    a.retries, a.retry_successes, b.retry_limit_exceeded = 2, 1, 1
+    default.finish(1.0, False, 200, 0)
+    out: list[str] = []
+    render_routes(out, _Policy(registry))
+    text = "\n".join(out) + "\n"
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # 4 route_* families, 6 outbound_http_route_* and 3 budget gauges, each whole.
+    assert len(families) == 13, sorted(families)
+    series = _series(text)
+    web = (f'{parent},route_group="gateway.networking.k8s.io",route_kind="HTTPRoute",route_namespace="shop",'
+           f'route_name="web-route",hostname=""')
+    assert 'parent_name="web",parent_port="80"' in web
+    assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="200",error=""}}'] == 1
+    assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="503",error=""}}'] == 1
+    assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="",'
+                  f'error="RESPONSE_HEADERS_TIMEOUT"}}'] == 1
+    assert [series[f'outbound_http_route_request_duration_seconds_bucket{{{web},le="{le}"}}']
+            for le in ("0.05", "0.5", "1.0", "10.0", "+Inf")] == [1, 1, 2, 3, 3]
+    assert series[f"outbound_http_route_request_duration_seconds_sum{{{web}}}"] == 3.72
+    assert series[f"outbound_http_route_retry_requests_total{{{web}}}"] == 2
+    assert series[f"outbound_http_route_retry_successes_total{{{web}}}"] == 1
+    assert series[f"outbound_http_route_retry_limit_exceeded_total{{{web}}}"] == 1
+    http = f'{parent},route_group="",route_kind="default",route_namespace="",route_name="http",hostname=""'
+    assert series[f'outbound_http_route_request_statuses_total{{{http},http_status="200",error=""}}'] == 1
+    assert 'route_name="get"' not in "".join(line for line in out if line.startswith("outbound_http_route"))

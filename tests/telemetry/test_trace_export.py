@@ -93,3 +93,34 @@ def test_close_flushes():
         assert transport.batches == [["s1"]]
 
     _run(main())
+
+
+def test_mutual_tls_transport_waits_for_a_certificate_and_follows_rotation():
+    """With a collector identity, no certificate means a failed (counted) export, and a kept connection
+    made with a certificate that has since rotated is replaced before the next export."""
+    from proxy.telemetry.trace_export import GrpcTransport
+
+    current: list = [None]
+    transport = GrpcTransport("127.0.0.1", 4317, "otel.tracing.serviceaccount.identity.cluster.local",
+                              lambda: current[0])
+    assert transport.scheme == b"https"
+    try:
+        asyncio.run(transport.export(b"x"))
+    except ExportError as err:
+        assert "no identity certificate" in str(err)
+    else:
+        raise AssertionError("exported without a certificate")
+    old, new = object(), object()
+    sent: list = []
+
+    async def fake_export(payload):
+        sent.append((transport._conn, payload))
+
+    transport._export = fake_export  # type: ignore[method-assign]
+    transport._conn, transport._tls = "kept", old
+    current[0] = old
+    asyncio.run(transport.export(b"a"))
+    current[0] = new
+    asyncio.run(transport.export(b"b"))
+    assert sent == [("kept", b"a"), (None, b"b")]  # the rotated certificate closed the kept connection
+    assert GrpcTransport("127.0.0.1", 4317).scheme == b"http"
