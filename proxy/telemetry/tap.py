@@ -652,7 +652,7 @@ def _new_event(size):
     """The buffer an event is written into: compiled, a bytes object filled before anyone sees it (no copy
     when the events are joined); uncompiled, a bytearray."""
     if cython.compiled:
-        return PyBytes_FromStringAndSize(cython.NULL, size)
+        return PyBytes_FromStringAndSize(cython.NULL, size)  # noqa: F821 (cimported in tap.pxd)
     return bytearray(size)
 
 
@@ -679,7 +679,7 @@ def _w_bytes(buf, pos, data):
     if n == 0:
         return pos
     if cython.compiled:
-        memcpy(buf + pos, cython.cast(cython.p_char, data), n)
+        memcpy(buf + pos, cython.cast(cython.p_char, data), n)  # noqa: F821 (cimported in tap.pxd)
     else:
         buf[pos:pos + n] = data
     return pos + n
