@@ -1,4 +1,4 @@
-"""``meshproxy viz stat|routes|edges``: the arguments, the source of numbers, the output.
+"""``meshproxy viz stat|routes|edges|tap``: the arguments, the source of numbers, the output.
 
 Where numbers come from: ``--prometheus URL`` asks that server (Linkerd viz's
 queries over the ``-t`` window); otherwise the proxies are scraped directly
@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from proxy.viz import edges, resources, routes, stat
+from proxy.viz import edges, resources, routes, stat, tap
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("edges", help="who calls whom, with mutual TLS identities", epilog=SOURCES_HELP)
     e.add_argument("resource", nargs="?", default="deploy", help="the kind of resource (deploy, po, ns...)")
     _sources(e)
+    tap.add_parser(sub)
     return parser
 
 
@@ -106,6 +107,8 @@ def targets(args: argparse.Namespace) -> list[Target]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "tap":
+        return tap.main(args)
     namespace = None if args.all_namespaces else (args.namespace or "default")
     try:
         return asyncio.run(_main(args, namespace))

@@ -1,0 +1,209 @@
+"""``meshproxy viz tap``: watch live requests through every matching proxy's tap server at once.
+
+Each proxy's tap port (``--tap HOST:PORT``, or every meshed endpoint of the endpoints file, port 4190 or
+the endpoint's ``meshproxy.io/tap-port`` label) gets one ``Observe`` call at a time, over plaintext
+HTTP/2 (a tap server serves plaintext to loopback clients only: run it beside the proxies, as the demo
+does). As Linkerd's tap API does, ``--max-rps`` bounds the requests reported: each second every proxy
+may report its share, and its stream is opened again for the next second once that share is spent.
+Events are printed as Linkerd prints them (``req``, ``rsp``, ``end`` lines; ``-o wide`` adds the
+labels; ``-o json`` one object per event), streams merged as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import h2.config
+import h2.connection
+import h2.events
+
+from proxy.telemetry.pbwire import DecodeError, grpc_frame, grpc_status
+from proxy.viz.tapevent import TapEvent, decode_event, observe_request
+
+TAP_PORT = 4190
+TAP_PORT_LABEL = "meshproxy.io/tap-port"
+OBSERVE_PATH = "/io.linkerd.proxy.tap.Tap/Observe"
+EX_OK, EX_USAGE, EX_UNAVAILABLE = 0, 64, 69
+
+
+class TapError(Exception):
+    """A proxy's tap could not be used; the message says why."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("tap", help="live requests through the proxies (Linkerd's req/rsp/end lines)")
+    t.add_argument("--tap", action="append", default=[], metavar="HOST:PORT",
+                   help="a proxy's tap address (repeatable; default: every meshed endpoint of --endpoints or "
+                        "MESHPROXY_DESTINATION's file on port 4190, else 127.0.0.1:4190)")
+    t.add_argument("--endpoints", metavar="FILE", help="tap every meshed endpoint of this discovery endpoints file")
+    t.add_argument("--to", metavar="KIND/NAME", help="only requests to this destination (deploy/NAME, po/NAME, "
+                                                     "svc/NAME, ns/NAME: matched on the destination's labels)")
+    t.add_argument("--method", help="only requests with this HTTP method")
+    t.add_argument("--path", help="only requests whose path starts with this")
+    t.add_argument("--authority", help="only requests to this authority (exact)")
+    t.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second, over all "
+                                                                "proxies (default 100)")
+    t.add_argument("-o", "--output", choices=("line", "wide", "json"), default="line")
+    t.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
+
+
+_TO_LABELS = {"deploy": "deployment", "deployment": "deployment", "po": "pod", "pod": "pod", "svc": "service",
+              "service": "service", "ns": "namespace", "namespace": "namespace", "sts": "statefulset",
+              "ds": "daemonset"}
+
+
+def to_labels(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    kind, sep, name = text.partition("/")
+    if not sep or not name or kind not in _TO_LABELS:
+        raise TapError(f"--to {text!r}: expected KIND/NAME with KIND one of deploy, po, svc, ns, sts, ds")
+    return {_TO_LABELS[kind]: name}
+
+
+def targets(args: argparse.Namespace) -> list[tuple[str, int]]:
+    import os
+
+    from proxy.viz.targets import TargetError, from_endpoints_file
+
+    found = []
+    for text in args.tap:
+        host, sep, port = text.strip().rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise TapError(f"--tap {text!r}: expected HOST:PORT of a proxy's tap server")
+        found.append((host.strip("[]"), int(port)))
+    path = args.endpoints
+    if path is None and not found:
+        destination = os.environ.get("MESHPROXY_DESTINATION", "")
+        path = destination[len("file://"):] if destination.startswith("file://") else None
+    if path is not None:
+        try:
+            for target in from_endpoints_file(path, port_label=TAP_PORT_LABEL, default_port=TAP_PORT):
+                found.append((target.host, target.port))
+        except TargetError as err:
+            raise TapError(str(err)) from None
+    return found or [("127.0.0.1", TAP_PORT)]
+
+
+class ObserveCall(asyncio.Protocol):
+    """One Observe call on its own HTTP/2 connection: events handed to ``on_event`` as they arrive."""
+
+    def __init__(self, request: bytes, on_event: Callable[[TapEvent], None]) -> None:
+        self.request = request
+        self.on_event = on_event
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self.status = -1
+        self.message = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        conn = self.conn
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", OBSERVE_PATH.encode()),
+                                (b":authority", b"tap"), (b"content-type", b"application/grpc"),
+                                (b"te", b"trailers"), (b"user-agent", b"meshproxy-viz-tap")])
+        conn.send_data(sid, grpc_frame(self.request), end_stream=True)
+        transport.write(conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except Exception as err:  # the h2 library's protocol errors: the call is over
+            self._finish(-1, f"HTTP/2 error: {err}")
+            return
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self._messages(event.data)
+            elif isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                code, message = grpc_status(event.headers)
+                if code >= 0:
+                    self.status, self.message = code, message
+            elif isinstance(event, h2.events.StreamEnded):
+                self._finish(self.status, self.message)
+            elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+                self._finish(-1, "the tap server ended the stream")
+        if self.transport is not None:
+            self.transport.write(self.conn.data_to_send())
+
+    def _messages(self, data: bytes) -> None:
+        buf = self.buffer + data
+        while len(buf) >= 5:
+            size = int.from_bytes(buf[1:5], "big")
+            if len(buf) < 5 + size:
+                break
+            try:
+                self.on_event(decode_event(buf[5:5 + size]))
+            except DecodeError as err:
+                self._finish(-1, f"undecodable tap event: {err}")
+                return
+            buf = buf[5 + size:]
+        self.buffer = buf
+
+    def _finish(self, code: int, message: str) -> None:
+        if not self.done.done():
+            self.done.set_result((code, message))
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(self.status if self.status >= 0 else -1, self.message or "connection closed")
+
+
+async def tap_proxy(host: str, port: int, share: int, request: Callable[[int], bytes],
+                    on_event: Callable[[TapEvent], None], timeout: float) -> str:
+    """Tap one proxy forever, ``share`` requests per second at most; returns why it stopped."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = time.monotonic()
+        try:
+            transport, call = await asyncio.wait_for(
+                loop.create_connection(lambda: ObserveCall(request(share), on_event), host, port), timeout)
+        except (OSError, TimeoutError) as err:
+            return f"cannot connect: {err or type(err).__name__}"
+        code, message = await call.done
+        transport.close()
+        if code != 0:
+            return f"tap ended: {message or 'status ' + str(code)} (grpc-status {code})"
+        left = 1.0 - (time.monotonic() - started)
+        if left > 0:
+            await asyncio.sleep(left)  # this second's share is spent
+
+
+async def run(args: argparse.Namespace, out=sys.stdout) -> int:
+    found = targets(args)
+    labels = to_labels(args.to)
+    share = max(1, math.ceil(args.max_rps / len(found)))
+
+    def request(limit: int) -> bytes:
+        return observe_request(limit, args.method, args.path, args.authority, labels)
+
+    def show(event: TapEvent) -> None:
+        text = event.json() if args.output == "json" else event.line(args.output == "wide")
+        print(text, file=out, flush=True)
+
+    results = await asyncio.gather(*(tap_proxy(host, port, share, request, show, args.timeout)
+                                     for host, port in found))
+    for (host, port), why in zip(found, results, strict=True):
+        print(f"tap {host}:{port}: {why}", file=sys.stderr)
+    return EX_UNAVAILABLE
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(run(args))
+    except TapError as err:
+        print(f"meshproxy viz tap: {err}", file=sys.stderr)
+        return EX_USAGE
+    except KeyboardInterrupt:
+        return EX_OK
