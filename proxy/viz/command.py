@@ -1,4 +1,4 @@
-"""``meshproxy viz stat|routes|edges|tap``: the arguments, the source of numbers, the output.
+"""``meshproxy viz stat|routes|edges|tap|top``: the arguments, the source of numbers, the output.
 
 Where numbers come from: ``--prometheus URL`` asks that server (Linkerd viz's
 queries over the ``-t`` window); otherwise the proxies are scraped directly
@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from proxy.viz import edges, resources, routes, stat, tap
+from proxy.viz import edges, resources, routes, stat, tap, top
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("resource", nargs="?", default="deploy", help="the kind of resource (deploy, po, ns...)")
     _sources(e)
     tap.add_parser(sub)
+    top.add_parser(sub)
     return parser
 
 
@@ -109,6 +110,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "tap":
         return tap.main(args)
+    if args.command == "top":
+        return top.main(args)
     namespace = None if args.all_namespaces else (args.namespace or "default")
     try:
         return asyncio.run(_main(args, namespace))

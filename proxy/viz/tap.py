@@ -37,6 +37,12 @@ class TapError(Exception):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tap", help="live requests through the proxies (Linkerd's req/rsp/end lines)")
+    add_arguments(t)
+    t.add_argument("-o", "--output", choices=("line", "wide", "json"), default="line")
+
+
+def add_arguments(t: argparse.ArgumentParser) -> None:
+    """Which proxies to tap and which requests: shared by ``viz tap`` and ``viz top``."""
     t.add_argument("--tap", action="append", default=[], metavar="HOST:PORT",
                    help="a proxy's tap address (repeatable; default: every meshed endpoint of --endpoints or "
                         "MESHPROXY_DESTINATION's file on port 4190, else 127.0.0.1:4190)")
@@ -48,7 +54,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--authority", help="only requests to this authority (exact)")
     t.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second, over all "
                                                                 "proxies (default 100)")
-    t.add_argument("-o", "--output", choices=("line", "wide", "json"), default="line")
     t.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
 
 

@@ -127,3 +127,29 @@ def test_an_unreachable_proxy_is_reported_and_exits_69():
     tap = Tap("--tap", f"127.0.0.1:{free_port()}", "--timeout", "2")
     code, err = tap.stop() if tap.proc.wait(20) is not None else (None, "")
     assert code == 69 and "cannot connect" in err
+
+
+def test_top_counts_requests_by_path_with_latency_and_success(make_proxy, fresh_upstream):
+    mp = make_proxy()
+    done = {}
+
+    def top() -> None:
+        done["out"] = subprocess.run([sys.executable, "-m", "proxy", "viz", "top", "--tap", mp.tap_hostport,
+                                      "--duration", "4"], cwd=REPO, env=clean_env(), capture_output=True,
+                                     text=True, timeout=30)
+
+    runner = threading.Thread(target=top)
+    runner.start()
+    _wait_open(mp)
+    for _ in range(3):
+        _get(mp, fresh_upstream, "/bytes/5")
+    _get(mp, fresh_upstream, "/status/503")
+    runner.join(30)
+    out = done["out"]
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].split() == ["Source", "Destination", "Method", "Path", "Count", "Best", "Worst", "Last",
+                                "Success", "Rate"]
+    rows = {line.split()[3]: line.split() for line in lines[1:]}
+    assert rows["/bytes/5"][:5] == ["127.0.0.1", "127.0.0.1", "GET", "/bytes/5", "3"]
+    assert rows["/bytes/5"][-1] == "100.00%" and rows["/status/503"][-1] == "0.00%"

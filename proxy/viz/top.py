@@ -1,0 +1,153 @@
+"""``meshproxy viz top``: the most requested paths right now, from the proxies' tap streams.
+
+As ``linkerd viz top``: every request the taps report (``viz tap``'s targets, filters and
+``--max-rps``) is counted by source, destination, method and path, with the best, worst and last
+latency (request to response head) and the success rate (a 5xx, a gRPC status other than OK or a
+reset is a failure). On a terminal the table is redrawn every ``--refresh`` seconds; otherwise, or
+with ``--duration``, it is printed at the end (and every ``--refresh`` when not a terminal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from dataclasses import dataclass
+
+from proxy.viz import tap
+from proxy.viz.tapevent import TapEvent, observe_request
+
+COLUMNS = ("Source", "Destination", "Method", "Path", "Count", "Best", "Worst", "Last", "Success Rate")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("top", help="the most requested paths right now, from the proxies' taps")
+    tap.add_arguments(t)
+    t.add_argument("--refresh", type=float, default=1.0, help="seconds between two tables (default 1)")
+    t.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds and print the "
+                                                                "table (default: run until interrupted)")
+    t.add_argument("--max-rows", type=int, default=20, help="rows shown, most requested first (default 20)")
+
+
+@dataclass
+class Row:
+    source: str
+    destination: str
+    method: str
+    path: str
+    count: int = 0
+    successes: int = 0
+    best_us: int = 0
+    worst_us: int = 0
+    last_us: int = 0
+
+
+class Table:
+    """Requests aggregated as their events come: the request_init says who and what, the response_init the
+    latency and status, the response_end whether it succeeded."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str, str], Row] = {}
+        self.pending: dict[str, tuple[tuple[str, str, str, str], int]] = {}  # id -> (key, status)
+
+    def add(self, event: TapEvent) -> None:
+        if event.kind == "request_init":
+            key = (_host(event.source), _host(event.destination), event.method, event.path)
+            self.pending[event.id] = (key, 0)
+            if len(self.pending) > 100_000:  # ends that never came (a dropped event): forget the oldest
+                self.pending.pop(next(iter(self.pending)))
+            return
+        found = self.pending.get(event.id)
+        if found is None:
+            return
+        key, status = found
+        if event.kind == "response_init":
+            self.pending[event.id] = (key, event.status)
+            row = self.rows.get(key)
+            if row is None:
+                row = self.rows[key] = Row(*key)
+            latency = event.since_request_us
+            row.best_us = latency if row.count == 0 else min(row.best_us, latency)
+            row.worst_us = max(row.worst_us, latency)
+            row.last_us = latency
+            row.count += 1
+            return
+        del self.pending[event.id]
+        row = self.rows.get(key)
+        if row is None:  # ended before a response head (the proxy or the client cut it)
+            row = self.rows[key] = Row(*key)
+            row.count += 1
+            return
+        failed = status >= 500 or (event.grpc_status is not None and event.grpc_status != 0) \
+            or event.reset_code is not None
+        if not failed:
+            row.successes += 1
+
+    def render(self, max_rows: int) -> str:
+        rows = sorted(self.rows.values(), key=lambda r: (-r.count, r.path))[:max_rows]
+        cells = [list(COLUMNS)] + [[r.source, r.destination, r.method, r.path, str(r.count), _ms(r.best_us),
+                                    _ms(r.worst_us), _ms(r.last_us),
+                                    f"{100.0 * r.successes / r.count:.2f}%" if r.count else "-"] for r in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+        return "\n".join(lines) if rows else "No requests yet."
+
+
+def _host(address: str) -> str:
+    """An address without its port: the source's port is ephemeral, grouping by it would split every client."""
+    return address.rpartition(":")[0] or address
+
+
+def _ms(us: int) -> str:
+    return f"{us / 1000:.0f}ms" if us >= 1000 else f"{us}µs"
+
+
+async def run(args: argparse.Namespace) -> int:
+    found = tap.targets(args)
+    labels = tap.to_labels(args.to)
+    share = max(1, math.ceil(args.max_rps / len(found)))
+    table = Table()
+    terminal = sys.stdout.isatty() and not args.duration
+
+    def request(limit: int) -> bytes:
+        return observe_request(limit, args.method, args.path, args.authority, labels)
+
+    async def show() -> None:
+        while True:
+            await asyncio.sleep(args.refresh)
+            text = table.render(args.max_rows)
+            print(("\x1b[H\x1b[2J" + text) if terminal else text + "\n", flush=True)
+
+    streams = asyncio.gather(*(tap.tap_proxy(host, port, share, request, table.add, args.timeout)
+                               for host, port in found))
+    painter = asyncio.ensure_future(show()) if not args.duration else None
+    try:
+        if args.duration:
+            done, _ = await asyncio.wait([streams], timeout=args.duration)
+            if not done:
+                print(table.render(args.max_rows), flush=True)
+                return tap.EX_OK
+        results = await streams
+    finally:
+        if painter is not None:
+            painter.cancel()
+        if not streams.done():
+            streams.cancel()
+            try:
+                await streams
+            except asyncio.CancelledError:
+                pass
+    for (host, port), why in zip(found, results, strict=True):
+        print(f"tap {host}:{port}: {why}", file=sys.stderr)
+    return tap.EX_UNAVAILABLE
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(run(args))
+    except tap.TapError as err:
+        print(f"meshproxy viz top: {err}", file=sys.stderr)
+        return tap.EX_USAGE
+    except KeyboardInterrupt:
+        return tap.EX_OK
