@@ -1,10 +1,12 @@
 """``meshproxy viz tap``: watch live requests through every matching proxy's tap server at once.
 
 Each proxy's tap port (``--tap HOST:PORT``, or every meshed endpoint of the endpoints file, port 4190 or
-the endpoint's ``meshproxy.io/tap-port`` label) gets one ``Observe`` call at a time, over plaintext
-HTTP/2 (a tap server serves plaintext to loopback clients only: run it beside the proxies, as the demo
-does). As Linkerd's tap API does, ``--max-rps`` bounds the requests reported: each second every proxy
-may report its share, and its stream is opened again for the next second once that share is spent.
+the endpoint's ``meshproxy.io/tap-port`` label) gets one ``Observe`` call at a time over HTTP/2: plaintext
+(a tap server serves plaintext to loopback clients only), or mutual TLS with ``--identity-dir`` (the tap
+identity's ``tls.crt``/``tls.key`` and the trust anchors ``ca.crt``; the proxy's own identity, from the
+endpoints file or ``--tap HOST:PORT=IDENTITY``, checked as the server's name). As Linkerd's tap API
+does, ``--max-rps`` bounds the requests reported: each second every proxy may report its share, and
+its stream is opened again for the next second once that share is spent.
 Events are printed as Linkerd prints them (``req``, ``rsp``, ``end`` lines; ``-o wide`` adds the
 labels; ``-o json`` one object per event), streams merged as they come.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import ssl
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -55,6 +59,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second, over all "
                                                                 "proxies (default 100)")
     t.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
+    t.add_argument("--identity-dir", metavar="DIR", help="tap over mutual TLS as the identity whose tls.crt and "
+                                                          "tls.key are in DIR, trusting DIR/ca.crt (the proxies' "
+                                                          "MESHPROXY_TAP_IDENTITY)")
 
 
 _TO_LABELS = {"deploy": "deployment", "deployment": "deployment", "po": "pod", "pod": "pod", "svc": "service",
@@ -71,28 +78,65 @@ def to_labels(text: str | None) -> dict[str, str]:
     return {_TO_LABELS[kind]: name}
 
 
-def targets(args: argparse.Namespace) -> list[tuple[str, int]]:
+Tapped = tuple[str, int, str | None]  # a proxy's tap host, port, and its mesh identity (for mutual TLS)
+
+
+def targets(args: argparse.Namespace) -> list[Tapped]:
     import os
 
-    from proxy.viz.targets import TargetError, from_endpoints_file
-
-    found = []
+    found: list[Tapped] = []
     for text in args.tap:
-        host, sep, port = text.strip().rpartition(":")
+        address, _, identity = text.strip().partition("=")
+        host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise TapError(f"--tap {text!r}: expected HOST:PORT of a proxy's tap server")
-        found.append((host.strip("[]"), int(port)))
+            raise TapError(f"--tap {text!r}: expected HOST:PORT (or HOST:PORT=IDENTITY) of a proxy's tap server")
+        found.append((host.strip("[]"), int(port), identity or None))
     path = args.endpoints
     if path is None and not found:
         destination = os.environ.get("MESHPROXY_DESTINATION", "")
         path = destination[len("file://"):] if destination.startswith("file://") else None
     if path is not None:
-        try:
-            for target in from_endpoints_file(path, port_label=TAP_PORT_LABEL, default_port=TAP_PORT):
-                found.append((target.host, target.port))
-        except TargetError as err:
-            raise TapError(str(err)) from None
-    return found or [("127.0.0.1", TAP_PORT)]
+        found += _from_endpoints(path)
+    return found or [("127.0.0.1", TAP_PORT, None)]
+
+
+def _from_endpoints(path: str) -> list[Tapped]:
+    """Every meshed endpoint's proxy: its host, tap port (4190, or the meshproxy.io/tap-port label), identity."""
+    from proxy.discovery.filespec import SpecError, parse_document
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            services = parse_document(handle.read())
+    except OSError as err:
+        raise TapError(f"cannot read the endpoints file {path}: {err.strerror or err}") from None
+    except SpecError as err:
+        raise TapError(f"invalid endpoints file {path}: {err}") from None
+    found: dict[tuple[str, int], Tapped] = {}
+    for spec in services.values():
+        for endpoint in spec.snapshot.endpoints:
+            if endpoint.proxy is None:
+                continue
+            port = endpoint.label(TAP_PORT_LABEL, str(TAP_PORT)) or ""
+            if not port.isdigit() or not 0 < int(port) <= 65535:
+                raise TapError(f"invalid endpoints file {path}: label {TAP_PORT_LABEL} must be a port, got {port!r}")
+            key = (endpoint.proxy[0], int(port))
+            found.setdefault(key, (key[0], key[1], endpoint.identity))
+    return list(found.values())
+
+
+def tls_context(directory: str | None) -> ssl.SSLContext | None:
+    """The client side of mesh TLS for ``viz tap``: the tap identity's certificate, the trust anchors."""
+    if directory is None:
+        return None
+    base = Path(directory)
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(base / "ca.crt"))
+        ctx.load_cert_chain(str(base / "tls.crt"), str(base / "tls.key"))
+    except (OSError, ssl.SSLError) as err:
+        raise TapError(f"--identity-dir {directory}: {err}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
 
 
 class ObserveCall(asyncio.Protocol):
@@ -165,15 +209,19 @@ class ObserveCall(asyncio.Protocol):
         self._finish(self.status if self.status >= 0 else -1, self.message or "connection closed")
 
 
-async def tap_proxy(host: str, port: int, share: int, request: Callable[[int], bytes],
-                    on_event: Callable[[TapEvent], None], timeout: float) -> str:
+async def tap_proxy(target: Tapped, share: int, request: Callable[[int], bytes],
+                    on_event: Callable[[TapEvent], None], timeout: float, tls: ssl.SSLContext | None = None) -> str:
     """Tap one proxy forever, ``share`` requests per second at most; returns why it stopped."""
     loop = asyncio.get_running_loop()
+    host, port, identity = target
+    if tls is not None and identity is None:
+        return "its mesh identity is unknown (name it: --tap HOST:PORT=IDENTITY)"
     while True:
         started = time.monotonic()
         try:
             transport, call = await asyncio.wait_for(
-                loop.create_connection(lambda: ObserveCall(request(share), on_event), host, port), timeout)
+                loop.create_connection(lambda: ObserveCall(request(share), on_event), host, port, ssl=tls,
+                                       server_hostname=identity if tls is not None else None), timeout)
         except (OSError, TimeoutError) as err:
             return f"cannot connect: {err or type(err).__name__}"
         code, message = await call.done
@@ -188,6 +236,7 @@ async def tap_proxy(host: str, port: int, share: int, request: Callable[[int], b
 async def run(args: argparse.Namespace, out=sys.stdout) -> int:
     found = targets(args)
     labels = to_labels(args.to)
+    tls = tls_context(args.identity_dir)
     share = max(1, math.ceil(args.max_rps / len(found)))
 
     def request(limit: int) -> bytes:
@@ -197,9 +246,8 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
         text = event.json() if args.output == "json" else event.line(args.output == "wide")
         print(text, file=out, flush=True)
 
-    results = await asyncio.gather(*(tap_proxy(host, port, share, request, show, args.timeout)
-                                     for host, port in found))
-    for (host, port), why in zip(found, results, strict=True):
+    results = await asyncio.gather(*(tap_proxy(target, share, request, show, args.timeout, tls) for target in found))
+    for (host, port, _), why in zip(found, results, strict=True):
         print(f"tap {host}:{port}: {why}", file=sys.stderr)
     return EX_UNAVAILABLE
 

@@ -56,7 +56,7 @@ def parse_proxy(text: str) -> Target:
     return Target(host, int(port))
 
 
-def from_endpoints_file(path: str, port_label: str = ADMIN_PORT_LABEL, default_port: int = ADMIN_PORT) -> list[Target]:
+def from_endpoints_file(path: str) -> list[Target]:
     """Every meshed endpoint of the file (one with a ``proxy`` address): its proxy's host and the admin
     port (4191, or the endpoint's ``meshproxy.io/admin-port`` label), labelled with the workload labels
     the endpoint carries (``namespace``, ``pod``, ``deployment``...). One proxy listed under several
@@ -78,10 +78,10 @@ def from_endpoints_file(path: str, port_label: str = ADMIN_PORT_LABEL, default_p
             if endpoint.proxy is None:
                 continue
             labels = dict(endpoint.labels)
-            port_text = labels.get(port_label, str(default_port))
+            port_text = labels.get(ADMIN_PORT_LABEL, str(ADMIN_PORT))
             if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
                 raise TargetError(f"invalid endpoints file {path}: {spec.name} endpoint {_fmt(endpoint.address)}: "
-                                  f"label {port_label} must be a port, got {port_text!r}")
+                                  f"label {ADMIN_PORT_LABEL} must be a port, got {port_text!r}")
             key = (endpoint.proxy[0], int(port_text))
             workload = {_WORKLOAD_LABELS[k]: v for k, v in labels.items() if k in _WORKLOAD_LABELS}
             if key not in found:

@@ -106,6 +106,7 @@ def _ms(us: int) -> str:
 async def run(args: argparse.Namespace) -> int:
     found = tap.targets(args)
     labels = tap.to_labels(args.to)
+    tls = tap.tls_context(args.identity_dir)
     share = max(1, math.ceil(args.max_rps / len(found)))
     table = Table()
     terminal = sys.stdout.isatty() and not args.duration
@@ -119,8 +120,8 @@ async def run(args: argparse.Namespace) -> int:
             text = table.render(args.max_rows)
             print(("\x1b[H\x1b[2J" + text) if terminal else text + "\n", flush=True)
 
-    streams = asyncio.gather(*(tap.tap_proxy(host, port, share, request, table.add, args.timeout)
-                               for host, port in found))
+    streams = asyncio.gather(*(tap.tap_proxy(target, share, request, table.add, args.timeout, tls)
+                               for target in found))
     painter = asyncio.ensure_future(show()) if not args.duration else None
     try:
         if args.duration:
@@ -138,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
                 await streams
             except asyncio.CancelledError:
                 pass
-    for (host, port), why in zip(found, results, strict=True):
+    for (host, port, _), why in zip(found, results, strict=True):
         print(f"tap {host}:{port}: {why}", file=sys.stderr)
     return tap.EX_UNAVAILABLE
 

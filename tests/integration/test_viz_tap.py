@@ -153,3 +153,40 @@ def test_top_counts_requests_by_path_with_latency_and_success(make_proxy, fresh_
     rows = {line.split()[3]: line.split() for line in lines[1:]}
     assert rows["/bytes/5"][:5] == ["127.0.0.1", "127.0.0.1", "GET", "/bytes/5", "3"]
     assert rows["/bytes/5"][-1] == "100.00%" and rows["/status/503"][-1] == "0.00%"
+
+
+PROXY_ID = "web.default.serviceaccount.identity.cluster.local"
+TAP_ID = "tap.linkerd-viz.serviceaccount.identity.cluster.local"
+OTHER_ID = "intruder.default.serviceaccount.identity.cluster.local"
+
+
+def _identity_dir(tmp_path, certs, name):
+    directory = tmp_path / name.split(".")[0]
+    directory.mkdir()
+    (directory / "tls.crt").write_bytes(certs[name].chain.read_bytes())
+    (directory / "tls.key").write_bytes(certs[name].key.read_bytes())
+    (directory / "ca.crt").write_bytes(certs.ca.read_bytes())
+    return directory
+
+
+def test_tap_over_mutual_tls_as_the_tap_identity(make_proxy, fresh_upstream, tmp_path):
+    from benchmarks.lib import meshtls
+
+    certs = meshtls.make(tmp_path / "certs", (PROXY_ID, TAP_ID, OTHER_ID))
+    mp = make_proxy({"MESHPROXY_IDENTITY_NAME": PROXY_ID, "MESHPROXY_IDENTITY_TRUST_ANCHORS": str(certs.ca),
+                     "MESHPROXY_IDENTITY_CERT_FILE": str(certs[PROXY_ID].chain),
+                     "MESHPROXY_IDENTITY_KEY_FILE": str(certs[PROXY_ID].key), "MESHPROXY_TAP_IDENTITY": TAP_ID})
+    allowed = Tap("--tap", f"{mp.tap_hostport}={PROXY_ID}", "--identity-dir", str(_identity_dir(tmp_path, certs,
+                                                                                              TAP_ID)))
+    refused = Tap("--tap", f"{mp.tap_hostport}={PROXY_ID}", "--identity-dir", str(_identity_dir(tmp_path, certs,
+                                                                                              OTHER_ID)))
+    try:
+        _wait_open(mp)
+        _get(mp, fresh_upstream, "/bytes/7")
+        lines = allowed.wait_for(3)
+        assert len(lines) == 3 and "response-length=7B" in lines[2]
+        assert refused.proc.wait(20) == 69
+    finally:
+        allowed.stop()
+        code, err = refused.stop()
+    assert "UNAUTHENTICATED" in err or "Unauthorized peer" in err, err
