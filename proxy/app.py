@@ -152,7 +152,7 @@ class App:
             from proxy.telemetry.tap import TapHub
             from proxy.telemetry.tapserver import TapServer
 
-            hub = TapHub()
+            hub = TapHub(self.config.metrics.workload())
             for ctx in self.contexts.values():
                 hub.attach(ctx)
             self.tap_server = TapServer(self.loop, self.config, hub, self._mesh_tls)

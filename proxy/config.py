@@ -285,8 +285,10 @@ class MetricsSettings:
 
     def labels(self) -> tuple[tuple[str, str], ...]:
         """``namespace``, ``pod`` and the owner (``deployment="web"``...) as known; empty when not asked for."""
-        if not self.workload_labels:
-            return ()
+        return self.workload() if self.workload_labels else ()
+
+    def workload(self) -> tuple[tuple[str, str], ...]:
+        """``namespace``, ``pod`` and the owner as known (what a tap reports of this proxy's own workload)."""
         pairs = [("namespace", self.workload_namespace), ("pod", self.workload_pod)]
         if self.workload_kind and self.workload_name:
             pairs.append((self.workload_kind, self.workload_name))

@@ -64,6 +64,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="run without the issuer: the hops between proxies are plaintext")
     parser.add_argument("--log-dir", type=Path,
                         help="where logs and the demo's files go (default: a new temporary directory)")
+    parser.add_argument("--keep", action="store_true",
+                        help="after --duration, keep the mesh and its load running (until Ctrl-C) to try meshproxy viz")
     parser.add_argument("--ready-timeout", type=_positive(float), default=30.0, help="seconds to wait for the proxies")
     opts = parser.parse_args(argv)
     if opts.rps > 5000:

@@ -10,6 +10,7 @@ trust anchors are world-readable.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import shutil
@@ -64,6 +65,30 @@ def prepare(state_dir: Path, services: list[str], trust_domain: str, proxy_uid: 
     return IdentityFiles(trust_domain, issuer_dir, anchors, tokens, token_files)
 
 
+def tap_identity(trust_domain: str) -> str:
+    """Who may tap the demo's proxies over mutual TLS (Linkerd's viz tap service account)."""
+    return f"tap.linkerd-viz.serviceaccount.identity.{trust_domain}"
+
+
+def viz_identity(files: IdentityFiles, state_dir: Path) -> Path:
+    """A certificate for the tap identity, signed by the demo's issuer, for ``meshproxy viz tap|top
+    --identity-dir``: ``tls.crt`` (with the issuer's), ``tls.key`` (the user's only), ``ca.crt``."""
+    from cryptography import x509
+
+    from proxy.identity import ca
+
+    authority, _ = ca.load_issuer(files.issuer_dir)
+    name = tap_identity(files.trust_domain)
+    key = ca.new_key()
+    leaf = ca.sign_leaf(authority, key.public_key(), name, [x509.DNSName(name)], dt.timedelta(days=7))
+    directory = state_dir / "viz"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / "tls.crt").write_bytes(ca.cert_pem(leaf) + ca.cert_pem(authority.cert))
+    ca.write_atomically(directory / "tls.key", ca.key_pem(key), 0o600)
+    shutil.copyfile(files.trust_anchors, directory / "ca.crt")
+    return directory
+
+
 def issuer(files: IdentityFiles, listen: str, prefix: list[str], log_dir: Path) -> Child:
     """The issuer as a child process (``prefix`` runs it in a namespace)."""
     argv = prefix + meshproxy_command("identity", "serve", "--issuer", str(files.issuer_dir), "--listen", listen,
@@ -78,4 +103,5 @@ def proxy_settings(files: IdentityFiles, service: str, service_url: str) -> dict
         config.IDENTITY_SERVICE: service_url,
         config.IDENTITY_TOKEN_FILE: str(files.token_files[service]),
         config.IDENTITY_TRUST_ANCHORS: str(files.trust_anchors),
+        config.TAP_IDENTITY: tap_identity(files.trust_domain),
     }

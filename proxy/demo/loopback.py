@@ -19,6 +19,8 @@ from proxy.demo.http import Http1Client, tcp
 from proxy.demo.mesh import Address, Mesh, Net, Pod
 from proxy.demo.processes import command_name, meshproxy_command
 from proxy.demo.spec import DemoError, service_authority
+from proxy.viz.tap import TAP_PORT_LABEL
+from proxy.viz.targets import ADMIN_PORT_LABEL
 
 HOST = "127.0.0.1"
 
@@ -66,7 +68,12 @@ class LoopbackMesh(Mesh):
     def service_entry(self, pod: Pod) -> dict:
         assert isinstance(pod, LoopbackPod)
         endpoint = {"address": f"{HOST}:{pod.app_port}", "proxy": f"{HOST}:{pod.inbound}"}
-        return {"endpoints": [{**endpoint, **self.endpoint_identity(pod)}]}
+        return {"endpoints": [{**endpoint, **self.endpoint_identity(pod), "labels": self.endpoint_labels(pod)}]}
+
+    def endpoint_labels(self, pod: Pod) -> dict[str, str]:
+        # Every pod's proxy shares 127.0.0.1: its admin and tap ports, for meshproxy viz.
+        assert isinstance(pod, LoopbackPod)
+        return {**super().endpoint_labels(pod), ADMIN_PORT_LABEL: str(pod.admin[1]), TAP_PORT_LABEL: str(pod.tap[1])}
 
     def proxy_settings(self, pod: Pod) -> dict[str, str]:
         assert isinstance(pod, LoopbackPod)

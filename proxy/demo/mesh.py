@@ -24,7 +24,7 @@ from proxy.demo.apps import Callee, SampleApp
 from proxy.demo.http import CLIENT_ERRORS, Connect, get_once, tcp
 from proxy.demo.metrics import DirectionStats, parse_prometheus, summarize
 from proxy.demo.processes import Child, package_env, stop_all
-from proxy.demo.spec import DemoError, Interrupted, ServiceSpec, identity_name, service_authority
+from proxy.demo.spec import NAMESPACE, DemoError, Interrupted, ServiceSpec, identity_name, service_authority
 
 Address = tuple[str, int]
 
@@ -89,6 +89,7 @@ class Mesh:
         self.issuer: Child | None = None
         self.identity: identity.IdentityFiles | None = None
         self.endpoints_path = log_dir / "endpoints.yaml"
+        self.viz_dir: Path | None = None  # the tap identity's certificate for meshproxy viz tap|top
 
     # ---- what a mode provides ------------------------------------------------
 
@@ -136,7 +137,10 @@ class Mesh:
 
     def base_settings(self, pod: Pod) -> dict[str, str]:
         """Settings every proxy gets, whatever the mode."""
-        settings = {config.DESTINATION: f"file://{self.endpoints_path}", config.DRAIN_TIMEOUT: "2s"}
+        settings = {config.DESTINATION: f"file://{self.endpoints_path}", config.DRAIN_TIMEOUT: "2s",
+                    # Who the pod is, as the downward API says in Kubernetes (tap reports it).
+                    config.WORKLOAD_NAMESPACE: NAMESPACE, config.WORKLOAD_POD: pod.name,
+                    config.WORKLOAD_KIND: "deployment", config.WORKLOAD_NAME: pod.name}
         if self.identity is not None:
             (host, port), _, _, _ = self.issuer_place()
             settings.update(identity.proxy_settings(self.identity, pod.name, f"https://{host}:{port}"))
@@ -164,6 +168,11 @@ class Mesh:
                   "# An endpoint with a proxy address is meshed: callers' proxies connect there.\n")
         return header + yaml.safe_dump({"services": services}, sort_keys=False)
 
+    def endpoint_labels(self, pod: Pod) -> dict[str, str]:
+        """What discovery says of a pod's endpoint, as Kubernetes would: its namespace, pod and deployment
+        (callers' metrics carry them as ``dst_*``; ``meshproxy viz`` names workloads by them)."""
+        return {"namespace": NAMESPACE, "pod": pod.name, "deployment": pod.name}
+
     def endpoint_identity(self, pod: Pod) -> dict[str, str]:
         return {"identity": identity_name(pod.name, self.trust_domain)} if self.with_identity else {}
 
@@ -188,6 +197,7 @@ class Mesh:
     async def _start_issuer(self, stop: asyncio.Event) -> None:
         (host, port), prefix, net, token_uid = self.issuer_place()
         self.identity = identity.prepare(self.log_dir, list(self.pods), self.trust_domain, token_uid)
+        self.viz_dir = identity.viz_identity(self.identity, self.log_dir)
         self.issuer = identity.issuer(self.identity, f"{host}:{port}", prefix, self.log_dir)
         self.issuer.start()
         deadline = asyncio.get_running_loop().time() + 20.0

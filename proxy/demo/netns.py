@@ -276,7 +276,8 @@ class NetnsMesh(Mesh):
     def service_entry(self, pod: Pod) -> dict:
         assert isinstance(pod, NetnsPod)
         endpoint = {"address": f"{pod.ip}:{SERVICE_PORT}", "proxy": f"{pod.ip}:{INBOUND_PORT}"}
-        return {"addresses": [f"{pod.ip}:{SERVICE_PORT}"], "endpoints": [{**endpoint, **self.endpoint_identity(pod)}]}
+        return {"addresses": [f"{pod.ip}:{SERVICE_PORT}"],
+                "endpoints": [{**endpoint, **self.endpoint_identity(pod), "labels": self.endpoint_labels(pod)}]}
 
     def proxy_settings(self, pod: Pod) -> dict[str, str]:
         return {

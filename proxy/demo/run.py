@@ -12,8 +12,19 @@ import sys
 
 from proxy.demo.apps import LoadGenerator
 from proxy.demo.mesh import Mesh
-from proxy.demo.spec import ENTRY, Interrupted
+from proxy.demo.spec import ENTRY, NAMESPACE, Interrupted
 from proxy.demo.summary import format_edges, format_table
+
+
+def viz_commands(mesh: Mesh) -> str:
+    """What to try against the running mesh, from another terminal."""
+    files = f"--endpoints {mesh.endpoints_path}"
+    tls = f" --identity-dir {mesh.viz_dir}" if mesh.viz_dir is not None and mesh.mode != "loopback" else ""
+    return ("see the mesh from another terminal:\n"
+            f"  meshproxy viz stat deploy -n {NAMESPACE} {files}\n"
+            f"  meshproxy viz edges deploy -n {NAMESPACE} {files} -o wide\n"
+            f"  meshproxy viz top {files}{tls}\n"
+            f"  meshproxy viz tap --to deploy/{ENTRY} {files}{tls}")
 
 
 async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
@@ -36,6 +47,7 @@ async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
         print("\n".join(mesh.describe_pod(pod) for pod in mesh.pods.values()), flush=True)
         await mesh.wait_ready(opts.ready_timeout, stop)
         print(f"check a proxy: {mesh.check_command(mesh.pods[ENTRY])}", flush=True)
+        print(viz_commands(mesh), flush=True)
         source = next(pod for pod in mesh.pods.values() if not pod.spec.serves)
         until = f"for {opts.duration:g}s" if opts.duration else "Ctrl-C to stop"
         callee = mesh.callee(source, ENTRY)
@@ -61,12 +73,25 @@ async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
                   flush=True)
             earlier, last = snapshot, now
         elapsed = loop.time() - started
-        await load.stop()
+        keep = opts.keep and not stop.is_set()
+        if not keep:
+            await load.stop()
         mesh.check_alive()
         final = await mesh.scrape()
         print(f"\nsummary: {elapsed:.1f}s of load, totals per service\n{format_table(final, None, elapsed)}\n"
               f"\nedges: who called each service (inbound requests by the caller's identity)\n"
               f"{format_edges(final)}\n\nload generator: {load.counts.describe()}", flush=True)
+        if keep:
+            # --keep: the mesh (and its load) stays for the user to look at with meshproxy viz.
+            print(f"\nthe mesh keeps running (--keep) under load; Ctrl-C to stop it.\n{viz_commands(mesh)}",
+                  flush=True)
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(1.0):
+                        await stop.wait()
+                except TimeoutError:
+                    mesh.check_alive()
+            await load.stop()
         return 0
     except Interrupted:
         print("meshproxy demo: interrupted while starting", file=sys.stderr)

@@ -98,6 +98,7 @@ cdef class TapSession:
     cpdef void request_ended(self)
 
 cdef class TapHub:
+    cdef public dict own
     cdef public list contexts
     cdef public list sessions
     cdef public tuple active

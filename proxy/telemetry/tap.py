@@ -266,9 +266,12 @@ class TapSession:
 
 
 class TapHub:
-    """The open taps of one proxy, shared by both directions' contexts (whose ``tap`` it sets while any is open)."""
+    """The open taps of one proxy, shared by both directions' contexts (whose ``tap`` it sets while any is open).
+    ``own``: this proxy's workload labels (namespace, pod, owner), reported for the app beside it: the source
+    of its outbound requests, the destination of its inbound ones."""
 
-    def __init__(self):
+    def __init__(self, own=()):
+        self.own = dict(own)
         self.contexts = []
         self.sessions = []  # open and still under their limit: the ones requests are matched against
         self.active = ()  # the same, as the tuple a request walks
@@ -357,7 +360,8 @@ class TapHub:
         if target is not None:
             dst_host = target.host
             dst_port = target.port
-            dst_labels = _endpoint_labels(target)
+            # Inbound, the destination is this proxy's own workload.
+            dst_labels = self.own if ex.ctx.inbound else _endpoint_labels(target)
         route_labels = None
         if ex.rp is not None:
             route_labels = {"route": ex.rp.route.name}
@@ -404,9 +408,9 @@ class TapHub:
             identity = ctx.labels is None or ctx.labels.has_identity
             base = b""
             if meta is not None:
-                base = _source_fields(meta, inbound, identity)
+                base = _source_fields(meta, inbound, identity, self.own)
             if target is not None:
-                base += _destination_fields(target, inbound, identity)
+                base += _destination_fields(target, inbound, identity, self.own)
             base += uint_field(6, INBOUND if inbound else OUTBOUND)
             if len(self._bases) >= _CACHE_LIMIT:
                 self._bases.clear()
@@ -795,10 +799,11 @@ def tcp_address(host, port):
     return ip + (uint_field(2, port) if port else b"")
 
 
-def _source_fields(meta, inbound, identity):
+def _source_fields(meta, inbound, identity, own):
     """TapEvent.source and source_meta: the client's address; its TLS as Linkerd labels it."""
     labels = {}
     if not inbound:
+        labels.update(own)
         labels["tls"] = NO_TLS_LOOPBACK  # the app beside the proxy
     elif meta.tls:
         labels["tls"] = "true"
@@ -811,10 +816,11 @@ def _source_fields(meta, inbound, identity):
     return out + len_field(5, _labels(labels))
 
 
-def _destination_fields(target, inbound, identity):
+def _destination_fields(target, inbound, identity, own):
     """TapEvent.destination and destination_meta: the endpoint, discovery's labels, the hop's TLS."""
     labels = {}
     if inbound:
+        labels.update(own)
         labels["tls"] = NO_TLS_LOOPBACK  # the app beside the proxy
     else:
         service = target.service

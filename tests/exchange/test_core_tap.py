@@ -204,3 +204,21 @@ def test_a_full_buffer_drops_and_counts(make_rig):
     assert tap.session.dropped > 0 and tap.hub.dropped == tap.session.dropped
     assert tap.session.buffered <= 300
     assert tap.session.events + tap.session.dropped == 15
+
+
+def test_inbound_requests_carry_the_proxys_own_workload_as_destination(make_rig):
+    from proxy.telemetry.tap import MatchLabel
+
+    rig = make_rig(direction="inbound")
+    hub = TapHub((("namespace", "demo"), ("pod", "web-1"), ("deployment", "web")))
+    hub.attach(rig.ctx)
+    mine = hub.open(MatchLabel(False, "deployment", "web"), 10, False, 1 << 20)
+    other = hub.open(MatchLabel(False, "deployment", "api"), 10, False, 1 << 20)
+    rig.start_h1()
+    _complete(rig.disp.last)
+    assert mine.events == 3 and other.events == 0
+    tap_pb2 = tapclient.modules()[0]
+    data = mine.take()
+    event = tap_pb2.TapEvent.FromString(data[5:5 + int.from_bytes(data[1:5], "big")])
+    assert dict(event.destination_meta.labels) == {"namespace": "demo", "pod": "web-1", "deployment": "web",
+                                                   "tls": "loopback"}

@@ -50,7 +50,7 @@ def test_the_proxys_events_become_linkerds_lines():
     session = hub.open(tap.MatchAll([]), 10, False, 1 << 16)
     base = (tap._source_fields(type("M", (), {"client": ("10.1.0.5", 41000), "tls": True,
                                               "client_id": "web.ns.serviceaccount.identity.cluster.local"})(),
-                               True, True)
+                               True, True, {})
             + tap.uint_field(6, tap.INBOUND))
     record = tap.TapRecord(session, 3, base, 1.0)
     times = iter([1.25, 1.75])
