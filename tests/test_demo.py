@@ -455,3 +455,39 @@ def test_proxies_die_with_a_killed_demo(tmp_path):
     run.proc.kill()
     run.proc.wait(10)
     _assert_gone(pids, within=15.0)
+
+
+def test_keep_leaves_the_mesh_running_and_the_printed_viz_commands_work(tmp_path):
+    """--keep: the summary after --duration, then the mesh stays under load; the viz commands the demo
+    printed (stat, top, tap) show it, then Ctrl-C takes everything down."""
+    import shlex
+    import signal
+
+    demo = Demo(["--duration", "3", "--keep", "--log-dir", str(tmp_path)], _env())
+    commands = {}
+    demo.wait_for(r"see the mesh from another terminal", 60)
+    for _ in range(4):
+        line = demo.wait_for(r" viz (stat|edges|top|tap) ", 10)
+        argv = shlex.split(line)
+        commands[argv[argv.index("viz") + 1]] = argv
+    demo.wait_for(r"the mesh keeps running \(--keep\)", 60)
+    stat = subprocess.run(commands["stat"], capture_output=True, text=True, timeout=60, env=_env())
+    rows = {line.split()[0]: line.split() for line in stat.stdout.splitlines()[1:] if line.strip()}
+    assert set(rows) == set(SERVICES) and all(row[1] == "1/1" for row in rows.values()), stat.stdout + stat.stderr
+    top = subprocess.run(commands["top"] + ["--duration", "3"], capture_output=True, text=True, timeout=60,
+                         env=_env())
+    assert top.stdout.startswith("Source") and len(top.stdout.splitlines()) >= 2, top.stdout + top.stderr
+    tap = subprocess.Popen(commands["tap"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert tap.stdout is not None
+        first = tap.stdout.readline()
+        assert first.startswith("req ") and ":authority=web." in first, first
+    finally:
+        tap.send_signal(signal.SIGINT)
+        tap.communicate(timeout=10)
+    pids = _proxy_pids("".join(demo.seen))
+    assert all(_running(pid) for pid in pids)  # still there under --keep
+    demo.proc.send_signal(signal.SIGINT)
+    code, out, err = demo.finish(30)
+    assert code == 0, out + err
+    _assert_gone(pids)

@@ -115,6 +115,10 @@ class Mesh:
     def proxy_argv(self, pod: Pod, config_file: Path) -> list[str]:
         raise NotImplementedError
 
+    def viz_prefix(self) -> str:
+        """What runs a ``meshproxy viz`` command where the proxies can be reached (nothing: here)."""
+        return ""
+
     def check_command(self, pod: Pod) -> str:
         """How a user runs ``meshproxy check`` against ``pod``'s proxy."""
         raise NotImplementedError

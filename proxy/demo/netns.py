@@ -292,6 +292,10 @@ class NetnsMesh(Mesh):
         assert isinstance(pod, NetnsPod)
         return proxy_prefix(pod.namespace) + meshproxy_command("run", "--config", str(config_file))
 
+    def viz_prefix(self) -> str:
+        # The pods are reachable on the bridge of the node namespace, not from the host's.
+        return f"ip netns exec {self.node} "
+
     def check_command(self, pod: Pod) -> str:
         assert isinstance(pod, NetnsPod)
         return (f"ip netns exec {pod.namespace} {command_name()} check "

@@ -12,6 +12,7 @@ import sys
 
 from proxy.demo.apps import LoadGenerator
 from proxy.demo.mesh import Mesh
+from proxy.demo.processes import command_name
 from proxy.demo.spec import ENTRY, NAMESPACE, Interrupted
 from proxy.demo.summary import format_edges, format_table
 
@@ -19,12 +20,14 @@ from proxy.demo.summary import format_edges, format_table
 def viz_commands(mesh: Mesh) -> str:
     """What to try against the running mesh, from another terminal."""
     files = f"--endpoints {mesh.endpoints_path}"
+    # Off loopback, a proxy's tap admits only the tap identity over mutual TLS.
     tls = f" --identity-dir {mesh.viz_dir}" if mesh.viz_dir is not None and mesh.mode != "loopback" else ""
+    viz = f"{mesh.viz_prefix()}{command_name()} viz"
     return ("see the mesh from another terminal:\n"
-            f"  meshproxy viz stat deploy -n {NAMESPACE} {files}\n"
-            f"  meshproxy viz edges deploy -n {NAMESPACE} {files} -o wide\n"
-            f"  meshproxy viz top {files}{tls}\n"
-            f"  meshproxy viz tap --to deploy/{ENTRY} {files}{tls}")
+            f"  {viz} stat deploy -n {NAMESPACE} {files}\n"
+            f"  {viz} edges deploy -n {NAMESPACE} {files} -o wide\n"
+            f"  {viz} top {files}{tls}\n"
+            f"  {viz} tap --to deploy/{ENTRY} {files}{tls}")
 
 
 async def run(mesh: Mesh, opts: argparse.Namespace) -> int:
