@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "proxy.outbound.balancer",
     "proxy.exchange.ends",
     "proxy.exchange.clock",
+    "proxy.exchange.taphook",
     "proxy.exchange.context",
     "proxy.telemetry.tap",
     "proxy.exchange.core",

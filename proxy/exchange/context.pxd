@@ -1,5 +1,6 @@
 # Typed declarations for context.py.
 from proxy.exchange.ends cimport Dispatcher
+from proxy.exchange.taphook cimport TapHook
 from proxy.telemetry.counters cimport HttpStats, TcpStats
 
 cdef class ExchangeContext:
@@ -25,4 +26,4 @@ cdef class ExchangeContext:
     cdef public set connections
     cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)
     cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off
-    cdef public object tap             # proxy/telemetry/tap.py TapHub while a tap is open, else None
+    cdef public TapHook tap            # proxy/telemetry/tap.py TapHub while a tap is open, else None

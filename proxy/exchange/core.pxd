@@ -3,6 +3,7 @@ cimport cython
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd, UpEnd
 from proxy.exchange.clock cimport RouteClock, now
+from proxy.exchange.taphook cimport TapEvents, TapHook
 from proxy.protocol.request cimport RequestLine
 from proxy.core.target cimport Target
 from proxy.telemetry.counters cimport HttpStats
@@ -81,7 +82,7 @@ cdef class Exchange:
     # tracing (proxy/telemetry/tracing.py): the request's span, None unless traced and sampled
     cdef public object span
     # tap (proxy/telemetry/tap.py): the request's TapRecord while some tap observes it, else None
-    cdef public object tap
+    cdef public TapEvents tap
     cdef bint tap_asked                  # the hub was asked about this request (once)
     cdef public object tap_base          # the tap's encoded (target, fields, generation) of this connection
     cdef void _tap_observe(self)

@@ -28,6 +28,7 @@ from proxy import errors
 from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
+from proxy.exchange.taphook import TapEvents, TapHook
 from proxy.telemetry.counters import HttpStats, error_code
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
@@ -578,7 +579,8 @@ class Exchange:
         self.resp_started = True
         self.status = status
         if self.tap is not None:  # what the tunnel carries is not HTTP: the tapped exchange ends here
-            tap, self.tap = self.tap, None
+            tap: TapEvents = self.tap
+            self.tap = None
             tap.response_init(status, h1head, None)
             tap.end(None)
         self.up = None  # the transport now belongs to the tunnel
@@ -682,7 +684,8 @@ class Exchange:
             if self.grpc_count:
                 self._count_grpc(-1)
             if self.tap is not None:
-                tap, self.tap = self.tap, None
+                tap: TapEvents = self.tap
+                self.tap = None
                 tap.end(trailers)
             down.end_response(self, trailers)
             self.finish()
@@ -821,7 +824,7 @@ class Exchange:
     def _tap_observe(self):
         """Once per request, when it has its destination (or is refused before one): which taps want it."""
         self.tap_asked = True
-        hub = self.ctx.tap
+        hub: TapHook = self.ctx.tap
         if hub is not None:
             self.tap = hub.observe(self)
 
@@ -863,7 +866,8 @@ class Exchange:
         if not self.tap_asked and self.head is not None:
             self._tap_observe()  # refused before it had a destination: taps see it all the same
         if self.tap is not None:
-            tap, self.tap = self.tap, None
+            tap: TapEvents = self.tap
+            self.tap = None
             tap.response_init(err.status, None, None)
             tap.end(None)
         self.down.send_error(self, err)
@@ -874,7 +878,8 @@ class Exchange:
             self.grpc_pending = False
             self._route_end(err.status, -1, self.route_ms, error_code(err))
         if self.tap is not None:
-            tap, self.tap = self.tap, None
+            tap: TapEvents = self.tap
+            self.tap = None
             tap.reset(err.reset_code)
         self._drop_up()
         self._release_down_queue()
@@ -932,7 +937,8 @@ class Exchange:
             span, self.span = self.span, None
             span.end(self)
         if self.tap is not None:  # ended any other way: the client went away
-            tap, self.tap = self.tap, None
+            tap: TapEvents = self.tap
+            self.tap = None
             tap.reset(_CANCEL)
         # Credit first (it goes back through the up end), then the up end:
         # it closes or resets whatever of the attempt is unfinished.

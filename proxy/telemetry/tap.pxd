@@ -5,6 +5,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
 from proxy.exchange.clock cimport now
+from proxy.exchange.taphook cimport TapEvents, TapHook
 from proxy.protocol.request cimport RequestLine
 
 cdef dict _ADDRESSES
@@ -97,7 +98,7 @@ cdef class TapSession:
     cpdef void emit(self, object frame)
     cpdef void request_ended(self)
 
-cdef class TapHub:
+cdef class TapHub(TapHook):
     cdef public dict own
     cdef public list contexts
     cdef public list sessions
@@ -115,9 +116,9 @@ cdef class TapHub:
     cdef TapView _view(self, object ex)
     cdef bytes _base(self, object ex)
     cdef bytes _connection_base(self, object ex, object target)
-    cpdef TapRecord observe(self, object ex)
+    cpdef TapEvents observe(self, object ex)
 
-cdef class TapRecord:
+cdef class TapRecord(TapEvents):
     cdef public TapSession session
     cdef public bytes base
     cdef public long long stream

@@ -21,6 +21,7 @@ import random
 import cython
 
 from proxy.exchange.clock import now
+from proxy.exchange.taphook import TapEvents, TapHook
 from proxy.protocol.request import RequestLine
 from proxy.telemetry.labels import NO_TLS_DISABLED, NO_TLS_FROM_REMOTE, NO_TLS_LOOPBACK, NO_TLS_NO_DISCOVERY
 from proxy.telemetry.pbwire import fixed32_field, fixed64_field, len_field, str_field, uint_field
@@ -265,7 +266,7 @@ class TapSession:
             self.hub.retire(self)
 
 
-class TapHub:
+class TapHub(TapHook):
     """The open taps of one proxy, shared by both directions' contexts (whose ``tap`` it sets while any is open).
     ``own``: this proxy's workload labels (namespace, pod, owner), reported for the app beside it: the source
     of its outbound requests, the destination of its inbound ones."""
@@ -469,7 +470,7 @@ def _endpoint_labels(target):
 # ------------------------------------------------------------------ one tapped request
 
 
-class TapRecord:
+class TapRecord(TapEvents):
     """The events of one tapped request for one session; ``next`` chains the record of another session.
 
     Each event is written straight into one buffer of its exact size (no
