@@ -1,10 +1,11 @@
 # Declarations for tap.py: compiled because, while a tap is open, every
 # request is matched here and each tapped one encodes three events.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_Resize
 from libc.string cimport memcpy
 
 from proxy.exchange.clock cimport now
+from proxy.exchange.core cimport Exchange
 from proxy.exchange.taphook cimport TapEvents, TapHook
 from proxy.protocol.request cimport RequestLine
 
@@ -12,7 +13,6 @@ cdef dict _ADDRESSES
 cdef int _CACHE_LIMIT
 cdef dict _METHOD_FIELDS
 
-cdef object _new_event(Py_ssize_t size)
 cdef int _vsize(unsigned long long n)
 cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n)
 cdef Py_ssize_t _w_bytes(unsigned char* buf, Py_ssize_t pos, bytes data)
@@ -22,7 +22,8 @@ cdef (long long, long long) _duration_parts(double seconds)
 cdef int _duration_size(double seconds)
 cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds)
 cdef bytes _utf8(bytes data)
-cdef object _scheme_of(object ex)
+cdef object _scheme_of(Exchange ex)
+cdef TapRecord _new_record(TapSession session, long long stream, bytes base, double t0)
 cdef bytes _path(bytes target)
 
 cdef class TapView:
@@ -91,10 +92,10 @@ cdef class TapSession:
     cdef public long long count
     cdef public long long open
     cdef public bint closed
-    cdef public list frames
-    cdef public Py_ssize_t buffered
+    cdef public bytearray buf
     cdef public long long events
     cdef public long long dropped
+    cpdef Py_ssize_t reserve(self, Py_ssize_t n) except -2
     cpdef void emit(self, object frame)
     cpdef void request_ended(self)
 
@@ -113,9 +114,9 @@ cdef class TapHub(TapHook):
     cdef public long long generation
     cdef void _unlist(self, TapSession session)
     cdef void _publish(self)
-    cdef TapView _view(self, object ex)
-    cdef bytes _base(self, object ex)
-    cdef bytes _connection_base(self, object ex, object target)
+    cdef TapView _view(self, Exchange ex)
+    cdef bytes _base(self, Exchange ex)
+    cdef bytes _connection_base(self, Exchange ex, object target)
     cpdef TapEvents observe(self, object ex)
 
 cdef class TapRecord(TapEvents):
@@ -128,7 +129,7 @@ cdef class TapRecord(TapEvents):
     cdef public long long grpc_status
     cdef public TapRecord next
     cdef public bint ended
-    cpdef void request_init(self, object ex)
+    cpdef void request_init(self, Exchange ex)
     cpdef void response_init(self, int status, object h1head, object fields)
     cdef void _response_init(self, double t, int status, object h1head, object fields)
     cpdef void end(self, object trailers)
@@ -137,4 +138,4 @@ cdef class TapRecord(TapEvents):
     cpdef void add_bytes(self, long long n)
     cdef Py_ssize_t _id_size(self)
     cdef Py_ssize_t _size(self, Py_ssize_t rest)
-    cdef Py_ssize_t _head(self, unsigned char* buf, unsigned char kind, Py_ssize_t rest)
+    cdef Py_ssize_t _head(self, unsigned char* buf, Py_ssize_t start, unsigned char kind, Py_ssize_t rest)

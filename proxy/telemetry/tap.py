@@ -21,6 +21,7 @@ import random
 import cython
 
 from proxy.exchange.clock import now
+from proxy.exchange.core import Exchange
 from proxy.exchange.taphook import TapEvents, TapHook
 from proxy.protocol.request import RequestLine
 from proxy.telemetry.labels import NO_TLS_DISABLED, NO_TLS_FROM_REMOTE, NO_TLS_LOOPBACK, NO_TLS_NO_DISCOVERY
@@ -221,33 +222,46 @@ class TapSession:
         self.count = 0  # requests tapped so far
         self.open = 0  # tapped requests whose response_end has not been emitted
         self.closed = False
-        self.frames = []
-        self.buffered = 0
+        self.buf = bytearray()  # the framed events waiting for the client, written in place
         self.events = 0
         self.dropped = 0
 
-    def emit(self, frame):
-        """A framed event for the client, unless the buffer is full (then it is dropped and counted)."""
+    def reserve(self, n):
+        """Room for one framed event of ``n`` bytes at the end of the buffer: its offset, or -1 when the
+        buffer is full (the event is dropped and counted) or the stream closed."""
         if self.closed:
-            return
-        n: cython.Py_ssize_t = len(frame)
-        if self.buffered + n > self.buffer_bytes:
+            return -1
+        buf = self.buf
+        start: cython.Py_ssize_t = len(buf)
+        if start + n > self.buffer_bytes:
             self.dropped += 1
             self.hub.dropped += 1
-            return
-        self.frames.append(frame)
-        self.buffered += n
+            return -1
+        if cython.compiled:
+            PyByteArray_Resize(buf, start + n)  # noqa: F821 (cimported in tap.pxd)
+        else:
+            buf.extend(bytes(n))
         self.events += 1
         self.hub.events += 1
+        return start
+
+    def emit(self, frame):
+        """A framed event already made (tests, and any event not written in place)."""
+        start: cython.Py_ssize_t = self.reserve(len(frame))
+        if start >= 0:
+            self.buf[start:start + len(frame)] = frame
+
+    @property
+    def buffered(self):
+        return len(self.buf)
 
     def take(self):
-        """Every waiting event as one block of gRPC messages (b"" when none); the buffer is emptied."""
-        frames = self.frames
-        if not frames:
+        """Every waiting event as one block of gRPC messages (empty when none); the buffer starts anew."""
+        buf = self.buf
+        if not buf:
             return b""
-        self.frames = []
-        self.buffered = 0
-        return b"".join(frames)
+        self.buf = bytearray()
+        return buf
 
     @property
     def complete(self):
@@ -261,8 +275,7 @@ class TapSession:
         """The stream is over (finished, cancelled or its connection gone): no more matching, events dropped."""
         if not self.closed:
             self.closed = True
-            self.frames = []
-            self.buffered = 0
+            self.buf = bytearray()
             self.hub.retire(self)
 
 
@@ -320,6 +333,7 @@ class TapHub(TapHook):
     def observe(self, ex):
         """The exchange's request has its destination (or was refused before one): a ``TapRecord`` for the
         taps that want it (chained through ``next``), their request_init events emitted; None when none does."""
+        e: Exchange = ex
         view = None
         first = None
         last: TapRecord = None
@@ -329,7 +343,7 @@ class TapHub(TapHook):
         for session in self.active:
             if not session.match_all:
                 if view is None:
-                    view = self._view(ex)
+                    view = self._view(e)
                 if not session.match.matches(view):
                     continue
             if session.count >= session.limit:
@@ -340,9 +354,9 @@ class TapHub(TapHook):
             if session.count >= session.limit:
                 self._unlist(session)  # at its limit: later requests are not matched against it
             if base is None:
-                base = self._base(ex)
-            record = TapRecord(session, stream, base, ex.t0)
-            record.request_init(ex)
+                base = self._base(e)
+            record = _new_record(session, stream, base, e.t0)
+            record.request_init(e)
             if first is None:
                 first = record
             else:
@@ -503,16 +517,18 @@ class TapRecord(TapEvents):
         if host is not None:
             host = _utf8(host)
             rest += _string_size(host)
-        out = _new_event(self._size(rest))
-        buf: cython.p_uchar = out
-        pos: cython.Py_ssize_t = self._head(buf, 0x0A, rest)
+        session: TapSession = self.session
+        start: cython.Py_ssize_t = session.reserve(self._size(rest))
+        if start < 0:
+            return
+        buf: cython.p_uchar = session.buf
+        pos: cython.Py_ssize_t = self._head(buf, start, 0x0A, rest)
         pos = _w_bytes(buf, pos, method)
         pos = _w_bytes(buf, pos, scheme_field)
         if host is not None:
             pos = _w_string(buf, pos, 0x22, host)
         pos = _w_string(buf, pos, 0x2A, path)
         _w_bytes(buf, pos, headers)
-        self.session.emit(out)
 
     def response_init(self, status, h1head, fields):
         """The response head went to the client (or the proxy answered itself: no head given)."""
@@ -536,14 +552,16 @@ class TapRecord(TapEvents):
                 headers = len_field(4, _headers([(n.lower(), v) for n, v in h1head.header_list()]))
         since: cython.double = t - self.t0
         rest: cython.Py_ssize_t = _duration_size(since) + 1 + _vsize(status) + len(headers)
-        out = _new_event(self._size(rest))
-        buf: cython.p_uchar = out
-        pos: cython.Py_ssize_t = self._head(buf, 0x12, rest)
+        session: TapSession = self.session
+        start: cython.Py_ssize_t = session.reserve(self._size(rest))
+        if start < 0:
+            return
+        buf: cython.p_uchar = session.buf
+        pos: cython.Py_ssize_t = self._head(buf, start, 0x12, rest)
         pos = _w_duration(buf, pos, 0x12, since)
         buf[pos] = 0x18  # http_status
         pos = _w_varint(buf, pos + 1, status)
         _w_bytes(buf, pos, headers)
-        self.session.emit(out)
 
     def end(self, trailers):
         """The response ended whole (``trailers``: its trailers, or None)."""
@@ -587,9 +605,13 @@ class TapRecord(TapEvents):
             rest += _duration_size(since_response)
         if self.nbytes:
             rest += 1 + _vsize(self.nbytes)
-        out = _new_event(self._size(rest))
-        buf: cython.p_uchar = out
-        pos: cython.Py_ssize_t = self._head(buf, 0x1A, rest)
+        session: TapSession = self.session
+        session.request_ended()
+        start: cython.Py_ssize_t = session.reserve(self._size(rest))
+        if start < 0:
+            return
+        buf: cython.p_uchar = session.buf
+        pos: cython.Py_ssize_t = self._head(buf, start, 0x1A, rest)
         pos = _w_duration(buf, pos, 0x12, since)
         if self.t_response > 0.0:
             pos = _w_duration(buf, pos, 0x1A, since_response)
@@ -603,8 +625,6 @@ class TapRecord(TapEvents):
             buf[pos] = 0x08 if eos_field == 1 else 0x10
             pos = _w_varint(buf, pos + 1, eos_value)
         _w_bytes(buf, pos, trailer_field)
-        self.session.emit(out)
-        self.session.request_ended()
 
     def add_bytes(self, n):
         rec: TapRecord = self
@@ -624,19 +644,19 @@ class TapRecord(TapEvents):
         http: cython.Py_ssize_t = 1 + _vsize(body) + body
         return 5 + len(self.base) + 1 + _vsize(http) + http
 
-    def _head(self, buf, kind, rest):
-        """Write everything up to the event's own fields; returns where they start."""
+    def _head(self, buf, start, kind, rest):
+        """Write everything up to the event's own fields from ``start``; returns where they start."""
         prefix = self.session.id_prefix
         inner: cython.Py_ssize_t = len(prefix) + 1 + _vsize(self.stream)
         body: cython.Py_ssize_t = 1 + _vsize(inner) + inner + rest
         http: cython.Py_ssize_t = 1 + _vsize(body) + body
         event: cython.Py_ssize_t = len(self.base) + 1 + _vsize(http) + http
-        buf[0] = 0  # not compressed
-        buf[1] = (event >> 24) & 0xFF
-        buf[2] = (event >> 16) & 0xFF
-        buf[3] = (event >> 8) & 0xFF
-        buf[4] = event & 0xFF
-        pos: cython.Py_ssize_t = _w_bytes(buf, 5, self.base)
+        buf[start] = 0  # not compressed
+        buf[start + 1] = (event >> 24) & 0xFF
+        buf[start + 2] = (event >> 16) & 0xFF
+        buf[start + 3] = (event >> 8) & 0xFF
+        buf[start + 4] = event & 0xFF
+        pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, self.base)
         buf[pos] = 0x1A  # TapEvent.http
         pos = _w_varint(buf, pos + 1, http)
         buf[pos] = kind
@@ -648,17 +668,24 @@ class TapRecord(TapEvents):
         return _w_varint(buf, pos + 1, self.stream)
 
 
+def _new_record(session, stream, base, t0):
+    """A TapRecord made without the call protocol (a request pays this while a tap matches it)."""
+    rec: TapRecord = TapRecord.__new__(TapRecord)
+    rec.session = session
+    rec.base = base
+    rec.stream = stream
+    rec.t0 = t0
+    rec.t_response = 0.0
+    rec.nbytes = 0
+    rec.grpc_status = -1
+    rec.next = None
+    rec.ended = False
+    return rec
+
+
 # ------------------------------------------------------------------ encoders
 
 _METHOD_FIELDS = {name: len_field(2, uint_field(1, value)) for name, value in _METHODS.items()}
-
-
-def _new_event(size):
-    """The buffer an event is written into: compiled, a bytes object filled before anyone sees it (no copy
-    when the events are joined); uncompiled, a bytearray."""
-    if cython.compiled:
-        return PyBytes_FromStringAndSize(cython.NULL, size)  # noqa: F821 (cimported in tap.pxd)
-    return bytearray(size)
 
 
 def _vsize(n):
