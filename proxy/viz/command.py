@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from proxy.viz import edges, resources, routes, stat, tap, top
+from proxy.viz import dashboard, edges, resources, routes, stat, tap, top
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sources(e)
     tap.add_parser(sub)
     top.add_parser(sub)
+    dashboard.add_parser(sub, _sources)
     return parser
 
 
@@ -112,6 +113,8 @@ def main(argv: list[str]) -> int:
         return tap.main(args)
     if args.command == "top":
         return top.main(args)
+    if args.command == "dashboard":
+        return dashboard.main(args, targets)
     namespace = None if args.all_namespaces else (args.namespace or "default")
     try:
         return asyncio.run(_main(args, namespace))
