@@ -47,7 +47,7 @@ def duration(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def _sources(parser: argparse.ArgumentParser) -> None:
+def _sources(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
     group = parser.add_argument_group("where the numbers come from")
     group.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT",
                        help="a proxy's admin address to scrape (repeatable)")
@@ -62,6 +62,8 @@ def _sources(parser: argparse.ArgumentParser) -> None:
                        help="give up on a proxy (or a Prometheus query) after this long (default 2s)")
     parser.add_argument("-t", "--time-window", type=duration, default=60.0, metavar="DURATION",
                         help="the window rates and percentiles are taken over (default 1m)")
+    if not outputs:
+        return  # the dashboard: every namespace, in a web page
     parser.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table")
     parser.add_argument("-n", "--namespace", default=None, help="the namespace of the resources (default: default)")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="resources in every namespace")

@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, sources) -> None:
     d.add_argument("--address", default=DEFAULT_ADDRESS, metavar="HOST:PORT",
                    help=f"where to serve the dashboard (default {DEFAULT_ADDRESS})")
     d.add_argument("--show", choices=("url",), help="url: only print the dashboard's URL")
-    sources(d)
+    sources(d, outputs=False)
     d.add_argument("--tap", action="append", default=[], metavar="HOST:PORT",
                    help="a proxy's tap address for the live tap view (repeatable; default: every meshed endpoint "
                         "of --endpoints on port 4190, else 127.0.0.1:4190)")

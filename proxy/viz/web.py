@@ -50,10 +50,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """``event: snapshot`` with the overview's JSON at every refresh, the current one first."""
     board = request.app[BOARD]
     async with sse_response(request) as resp:
-        while resp.is_connected():
-            changed = board.changed
-            await resp.send(json.dumps(board.snapshot.json()), event="snapshot")
-            await changed.wait()
+        with contextlib.suppress(ConnectionResetError):  # the page went away
+            while resp.is_connected():
+                changed = board.changed
+                await resp.send(json.dumps(board.snapshot.json()), event="snapshot")
+                await changed.wait()
     return resp
 
 
@@ -86,6 +87,8 @@ async def tap_stream(request: web.Request) -> web.StreamResponse:
                 except TimeoutError:
                     continue
                 await resp.send(data, event=kind)
+        except ConnectionResetError:
+            pass  # the page went away: stop tapping
         finally:
             for task in tasks:
                 task.cancel()
