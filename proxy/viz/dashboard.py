@@ -197,7 +197,8 @@ def main(args: argparse.Namespace, targets) -> int:
         else:
             embedded = Embedded(targets(args), timeout=args.timeout)
             source = embedded
-        taps = tap.targets(args)
+        # --tap names the tap targets; only without it do the endpoints file's proxies give them.
+        taps = tap.targets(argparse.Namespace(tap=args.tap, endpoints=None) if args.tap else args)
     except (TargetError, tap.TapError) as err:
         print(f"meshproxy viz dashboard: {err}", file=sys.stderr)
         return 64

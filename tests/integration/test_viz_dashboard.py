@@ -82,19 +82,21 @@ def browser():
 
 
 def _cells(driver, selector: str) -> list[list[str]]:
-    from selenium.webdriver.common.by import By
-
-    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, selector)]
+    """The rows' cell texts, read in one script (the page re-renders its tables at every update)."""
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])].map("
+                                 "(tr) => [...tr.cells].map((td) => td.innerText.trim()))", selector)
 
 
 def _wait(driver, what: str, predicate, timeout: float = 30.0):
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: predicate(d) or None)
     except Exception:
-        raise AssertionError(f"waited {timeout}s for {what}") from None
+        states = [driver.find_element(By.ID, i).text for i in ("status", "tap-state", "unreachable")]
+        raise AssertionError(f"waited {timeout}s for {what}; the page says {states}, "
+                             f"its console {driver.get_log('browser')}") from None
 
 
 def _shot(driver, path: Path) -> None:

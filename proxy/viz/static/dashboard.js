@@ -58,8 +58,11 @@ function chart(id, title, labels, data, column) {
     return;
   }
   if (existing) existing.plot.destroy();
+  // Percentages on a fixed 0-100 axis; y labels short and given room (uPlot's default width clips "19.97").
+  const y = title.includes("%") ? {range: [0, 100]} : {range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.2)]};
   const opts = {
-    title, width: 520, height: 240, scales: {x: {time: true}},
+    title, width: 520, height: 240, scales: {x: {time: true}, y},
+    axes: [{}, {size: 60, values: (u, ticks) => ticks.map((v) => (v == null ? "" : String(+v.toFixed(2))))}],
     series: [{}, ...labels.map((k, i) => ({label: k, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true}))],
   };
   charts[id] = {signature, plot: new uPlot(opts, [times, ...ys], el)};
@@ -71,6 +74,8 @@ async function renderWorkload(ns, name) {
   const resp = await fetch(`/api/workloads/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`);
   if (!resp.ok) { fill("workload-stat", [`<tr><td colspan="7">no traffic or proxy seen for ${esc(name)}</td></tr>`]); return; }
   const d = await resp.json();
+  // A slower answer for a page left meanwhile must not overwrite the page now shown.
+  if (location.hash.split("?")[0] !== `#/workload/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`) return;
   fill("workload-stat", [`<tr>${workloadCells(d.workload)}</tr>`]);
   fill("callers", d.callers.map((e) => `<tr>${cell(e.src, "text")}${cell(rps(e.rps))}${cell(e.client_id || "-", "text")}${secured(e)}</tr>`));
   fill("callees", d.callees.map((e) => `<tr>${cell(e.dst, "text")}${cell(rps(e.rps))}${cell(e.server_id || "-", "text")}${secured(e)}</tr>`));
@@ -108,7 +113,8 @@ function startTap(params) {
     body.insertAdjacentHTML("afterbegin", tapRow(JSON.parse(m.data)));
     while (body.rows.length > TAP_ROWS) body.deleteRow(-1);
   });
-  tapSource.addEventListener("stopped", (m) => { const s = JSON.parse(m.data); state.textContent = `tap ${s.proxy}: ${s.error}`; });
+  // A proxy whose tap ended is named after the ones tapped, with why.
+  tapSource.addEventListener("stopped", (m) => { const s = JSON.parse(m.data); state.textContent += `; tap ${s.proxy}: ${s.error}`; });
   tapSource.onerror = () => { state.textContent = "tap stream lost; retrying…"; };
 }
 
