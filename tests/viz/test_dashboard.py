@@ -158,3 +158,16 @@ def test_address_and_url():
     assert parse_address("127.0.0.1:50750") == ("127.0.0.1", 50750)
     assert parse_address(":8084") == ("127.0.0.1", 8084)
     assert url("0.0.0.0:50750") == "http://0.0.0.0:50750/"
+
+
+def test_only_the_dashboard_imports_the_web_server():
+    """The other viz commands and ``meshproxy run`` (its idle RSS matters) never load aiohttp."""
+    import subprocess
+    import sys
+
+    code = ("import sys, proxy.cli, proxy.app; run = [m for m in sys.modules if m.startswith('proxy.viz')]; "
+            "import proxy.viz.command; "
+            "print(run, sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'aiohttp_sse') "
+            "or m == 'proxy.viz.web'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[] []", out.stdout
