@@ -23,7 +23,9 @@ from proxy.viz.source import Source
 
 DEFAULT_ADDRESS = "127.0.0.1:50750"  # Linkerd's dashboard port
 MAX_HISTORY = 300  # chart points kept per workload, whatever the window and interval
-WORKLOADS = Resource("deployment")
+# The table lists deployments; when no proxy names one (proxies known by address, as in the demo),
+# pods: every proxy is one.
+KINDS = ("deployment", "pod")
 
 
 def add_parser(sub: argparse._SubParsersAction, sources) -> None:
@@ -77,6 +79,7 @@ class Dashboard:
         self.tap_targets = tap_targets or []
         self.max_rps, self.timeout = max_rps, timeout
         self.snapshot = Snapshot()
+        self.kind = KINDS[0]  # of the workloads shown
         self.history: dict[str, deque[tuple[float, float | None, float | None, float | None, float | None,
                                             float | None]]] = {}
         self.changed = asyncio.Event()  # set and replaced at every refresh: the streams wait on it
@@ -88,7 +91,7 @@ class Dashboard:
         try:
             snap.workloads, snap.edges = await self._workloads(), [
                 e.json() | {"rps": _rate(e.requests, self.source.seconds(self.window))}
-                for e in await edges.edges(self.source, WORKLOADS, None, self.window)]
+                for e in await edges.edges(self.source, Resource(self.kind), None, self.window)]
         except Exception as err:  # Prometheus down, a bad answer: shown on the page, kept refreshing
             snap.error = str(err) or type(err).__name__
         if self.embedded is not None:
@@ -100,12 +103,17 @@ class Dashboard:
         return snap
 
     async def _workloads(self) -> list[dict[str, object]]:
-        rows = await stat.stat(self.source, stat.StatRequest(WORKLOADS, None, window=self.window))
+        for kind in KINDS:
+            rows = await stat.stat(self.source, stat.StatRequest(Resource(kind), None, window=self.window))
+            if rows:
+                break
+        self.kind = kind
+        label = Resource(kind).label
         by_tls = await self.source.evaluate(Query("increase", "response_total", (("direction", "=", "inbound"),),
-                                                  ("namespace", "deployment", "tls")), self.window)
+                                                  ("namespace", label, "tls")), self.window)
         secured: dict[tuple[str, str], list[float]] = {}
         for labels, value in by_tls:
-            counts = secured.setdefault((labels.get("namespace", ""), labels.get("deployment", "")), [0.0, 0.0])
+            counts = secured.setdefault((labels.get("namespace", ""), labels.get(label, "")), [0.0, 0.0])
             counts[0] += value if labels.get("tls") == "true" else 0.0
             counts[1] += value
         out = []
@@ -139,7 +147,7 @@ class Dashboard:
             return None
         callers = [e for e in snap.edges if e["dst"] == name and e["dst_namespace"] == namespace]
         callees = [e for e in snap.edges if e["src"] == name and e["src_namespace"] == namespace]
-        m = routes.matchers(Resource("deployment", name), namespace, None)
+        m = routes.matchers(Resource(self.kind, name), namespace, None)
         route_rows = await routes.routes(self.source, m, self.window)
         return {"workload": row, "callers": callers, "callees": callees,
                 "routes": [r.json() for r in route_rows], "charts": self.charts(f"{namespace}/{name}")}

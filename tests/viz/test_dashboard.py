@@ -171,3 +171,21 @@ def test_only_the_dashboard_imports_the_web_server():
             "or m == 'proxy.viz.web'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[] []", out.stdout
+
+
+def test_proxies_known_by_address_are_pods():
+    """Without deployment labels (proxies named by address, as in the demo) the workloads are pods."""
+    mesh = Embedded([Target("127.0.0.1", 4192)])
+    for at, n in ((100.0, 10), (110.0, 20)):
+        mesh.windows[0].scrapes.append(Scrape(at, series(_api(n), mesh.windows[0].target.labels)))
+    board = Dashboard(mesh, None, window=60.0, interval=1.0)
+
+    async def check() -> None:
+        snap = await board.refresh()
+        [row] = snap.workloads
+        assert (row["kind"], row["namespace"], row["name"], row["rps"], row["tls_share"]) == (
+            "pod", "default", "127.0.0.1:4192", 10.0, 1.0)
+        page = await board.workload("default", "127.0.0.1:4192")
+        assert page is not None and [e["src"] for e in page["callers"]] == ["web"]
+
+    asyncio.run(check())

@@ -70,12 +70,14 @@ function chart(id, title, labels, data, column) {
 
 async function renderWorkload(ns, name) {
   document.getElementById("workload-title").textContent = `${ns}/${name}`;
-  document.getElementById("workload-tap").href = `#/tap?to=${encodeURIComponent("deploy/" + name)}`;
   const resp = await fetch(`/api/workloads/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`);
   if (!resp.ok) { fill("workload-stat", [`<tr><td colspan="7">no traffic or proxy seen for ${esc(name)}</td></tr>`]); return; }
   const d = await resp.json();
   // A slower answer for a page left meanwhile must not overwrite the page now shown.
   if (location.hash.split("?")[0] !== `#/workload/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`) return;
+  const kind = {deployment: "deploy", pod: "po"}[d.workload.kind] || "deploy";
+  document.getElementById("workload-title").textContent = `${ns}/${kind}/${name}`;
+  document.getElementById("workload-tap").href = `#/tap?to=${encodeURIComponent(kind + "/" + name)}`;
   fill("workload-stat", [`<tr>${workloadCells(d.workload)}</tr>`]);
   fill("callers", d.callers.map((e) => `<tr>${cell(e.src, "text")}${cell(rps(e.rps))}${cell(e.client_id || "-", "text")}${secured(e)}</tr>`));
   fill("callees", d.callees.map((e) => `<tr>${cell(e.dst, "text")}${cell(rps(e.rps))}${cell(e.server_id || "-", "text")}${secured(e)}</tr>`));
