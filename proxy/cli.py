@@ -50,7 +50,7 @@ DELEGATED = {
     "demo": ("proxy.demo", "run a small local mesh and print its golden metrics"),
     "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
-    "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top (golden metrics, edges, live requests)"),
+    "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard (golden metrics, live)"),
     "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
 }
 

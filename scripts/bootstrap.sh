@@ -100,6 +100,9 @@ TEST_PACKAGES=(
     "postgresql"
     # test_metrics_labels.py, test_deploy_prometheus.py: promtool checks /metrics and the shipped scrape configuration
     "prometheus promtool"
+    # test_viz_dashboard.py: the dashboard in a real browser, headless, driven by selenium
+    "chromium chromium"
+    "chromium-driver chromedriver"
 )
 
 ensure_debian_packages() {

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from proxy.viz import edges, resources, routes, stat, tap, top
+from proxy.viz import dashboard, edges, resources, routes, stat, tap, top
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
@@ -47,7 +47,7 @@ def duration(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
-def _sources(parser: argparse.ArgumentParser) -> None:
+def _sources(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
     group = parser.add_argument_group("where the numbers come from")
     group.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT",
                        help="a proxy's admin address to scrape (repeatable)")
@@ -62,6 +62,8 @@ def _sources(parser: argparse.ArgumentParser) -> None:
                        help="give up on a proxy (or a Prometheus query) after this long (default 2s)")
     parser.add_argument("-t", "--time-window", type=duration, default=60.0, metavar="DURATION",
                         help="the window rates and percentiles are taken over (default 1m)")
+    if not outputs:
+        return  # the dashboard: every namespace, in a web page
     parser.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table")
     parser.add_argument("-n", "--namespace", default=None, help="the namespace of the resources (default: default)")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="resources in every namespace")
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sources(e)
     tap.add_parser(sub)
     top.add_parser(sub)
+    dashboard.add_parser(sub, _sources)
     return parser
 
 
@@ -112,6 +115,8 @@ def main(argv: list[str]) -> int:
         return tap.main(args)
     if args.command == "top":
         return top.main(args)
+    if args.command == "dashboard":
+        return dashboard.main(args, targets)
     namespace = None if args.all_namespaces else (args.namespace or "default")
     try:
         return asyncio.run(_main(args, namespace))
