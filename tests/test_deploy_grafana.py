@@ -95,6 +95,7 @@ def test_queries_use_the_proxys_metric_names():
              "outbound_http_route_retry_limit_exceeded_total", "outbound_http_balancer_endpoints",
              "outbound_http_balancer_queue_length", "process_cpu_seconds_total", "process_resident_memory_bytes",
              "process_open_fds", "process_start_time_seconds", "identity_cert_expiration_timestamp_seconds",
+             "identity_cert_refresh_total",
              "tls_connections_total", "tls_handshake_errors_total", "inbound_http_authz_allow_total",
              "inbound_http_authz_deny_total", "inbound_http_route_not_found_total", "inbound_tcp_authz_deny_total"}
     seen: set[str] = set()

@@ -151,11 +151,11 @@ def top_line() -> Board:
            f'sum(rate(request_total{{{sel},tls="true"}}[{RATE}])) / sum(rate(request_total{{{sel}}}[{RATE}]))',
            "percentunit", thresholds=SR_STEPS)
     b.row("By deployment")
-    b.graph("Success rate", "Per deployment.",
+    b.graph("Success rate by deployment", "Inbound.",
             [(success(sel, "namespace, deployment"), "{{namespace}}/{{deployment}}")], "percentunit")
-    b.graph("Requests per second", "Per deployment.",
+    b.graph("Requests per second by deployment", "Inbound.",
             [(rps(sel, "namespace, deployment"), "{{namespace}}/{{deployment}}")], "reqps")
-    b.graph("Latency p99", "Per deployment.",
+    b.graph("Latency p99 by deployment", "Inbound.",
             [(_quantiles("response_latency_ms_bucket", sel, "namespace, deployment", "")[2][0],
               "{{namespace}}/{{deployment}}")], "ms")
     b.row("Mesh-wide")
@@ -350,6 +350,8 @@ def identity() -> Board:
               "{{direction}} {{client_id}}"),
              (rps(f'{WL},direction="outbound"', "direction, server_id", "tls_connections_total"),
               "{{direction}} {{server_id}}")], "cps")
+    b.graph("Certificate refreshes", "Per second, by result (failed: the issuer refused or did not answer).",
+            [(rps(WL, "pod, result", "identity_cert_refresh_total"), "{{pod}} {{result}}")], "short")
     b.graph("TLS handshake errors", "Per second, by direction and reason.",
             [(rps(WL, "direction, reason", "tls_handshake_errors_total"), "{{direction}} {{reason}}")], "cps")
     b.graph("Connections without TLS", "Per second, by Linkerd's reason (loopback: the app and its own proxy).",

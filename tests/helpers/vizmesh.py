@@ -79,13 +79,17 @@ class VizMesh:
 
 
 @contextlib.contextmanager
-def viz_mesh(tmp: Path, api_env: dict[str, str] | None = None) -> Iterator[VizMesh]:
-    """The two proxies, the app and the issuer, with the load running once it gets through."""
+def viz_mesh(tmp: Path, api_default_policy: str | None = None) -> Iterator[VizMesh]:
+    """The two proxies, the app and the issuer, with the load running once it gets through.
+    ``api_default_policy``: api's proxy authorizes by that default policy, and requests sent straight
+    to its inbound port (no original destination) go to the app."""
     issuer = Issuer(tmp / "issuer", [WEB_ID, API_ID]).start()
     app = HttpUpstream(name="viz-app")
     b = a = None
     try:
-        b = MeshProxy(env={**issuer.env(API_ID), **workload("api"), **(api_env or {})}, name="proxy-api",
+        policy_env = {} if api_default_policy is None else {
+            "MESHPROXY_DEFAULT_POLICY": api_default_policy, "MESHPROXY_INBOUND_DEFAULT_TARGET": app.hostport}
+        b = MeshProxy(env={**issuer.env(API_ID), **workload("api"), **policy_env}, name="proxy-api",
                       log_path=tmp / "b.log").start()
         endpoints = tmp / "endpoints.yaml"
         endpoints.write_text(
