@@ -8,116 +8,27 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from helpers.clients import clean_env
-from helpers.issuer import Issuer, identity_name
-from helpers.meshproxy import REPO, MeshProxy
+from helpers.meshproxy import REPO
 from helpers.ports import free_port
-from helpers.upstream import HttpUpstream
+from helpers.vizmesh import API_ID, FAIL_EVERY, RATE, SERVICE, WEB_ID, query, viz_mesh
+from helpers.vizmesh import prometheus as start_prometheus
 from proxy.viz import promql
 
 pytestmark = pytest.mark.timeout(240)
 
-SERVICE = "api.default.svc.cluster.local:80"
-WEB_ID, API_ID = identity_name("web"), identity_name("api")
-RATE = 20.0  # requests per second of the load
-FAIL_EVERY = 10  # every tenth request asks the app for a 500
-
-
-def _workload(name: str) -> dict[str, str]:
-    return {"MESHPROXY_METRICS_WORKLOAD_LABELS": "true", "MESHPROXY_WORKLOAD_NAMESPACE": "default",
-            "MESHPROXY_WORKLOAD_POD": f"{name}-0", "MESHPROXY_WORKLOAD_KIND": "deployment",
-            "MESHPROXY_WORKLOAD_NAME": name}
-
-
-class Load:
-    """Requests through A's outbound listener at RATE per second, on one keep-alive connection."""
-
-    def __init__(self, address: tuple[str, int], limit: float = 200.0) -> None:
-        self.address, self.limit = address, limit
-        self.sent = self.failed = 0
-        self.errors: list[str] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection(*self.address, timeout=10)
-        started = time.monotonic()
-        i = 0
-        while not self.stopped.is_set() and time.monotonic() - started < self.limit:
-            path = "/status/500" if i % FAIL_EVERY == FAIL_EVERY - 1 else "/ok"
-            try:
-                conn.request("GET", path, headers={"Host": SERVICE})
-                resp = conn.getresponse()
-                resp.read()
-                self.sent += 1
-                self.failed += resp.status >= 500
-            except (OSError, http.client.HTTPException) as err:
-                self.errors.append(repr(err))
-                conn.close()
-                conn = http.client.HTTPConnection(*self.address, timeout=10)
-            i += 1
-            self.stopped.wait(max(0.0, started + i / RATE - time.monotonic()))
-        conn.close()
-
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    tmp: Path = tmp_path_factory.mktemp("viz")
-    issuer = Issuer(tmp / "issuer", [WEB_ID, API_ID]).start()
-    app = HttpUpstream(name="viz-app")
-    b = a = None
-    try:
-        b = MeshProxy(env={**issuer.env(API_ID), **_workload("api")}, name="proxy-api", log_path=tmp / "b.log").start()
-        endpoints = tmp / "endpoints.yaml"
-        endpoints.write_text(
-            "services:\n"
-            f"  {SERVICE}:\n"
-            "    endpoints:\n"
-            f"      - address: {app.hostport}\n"
-            f"        proxy: {b.inbound_hostport}\n"
-            f"        identity: {API_ID}\n"
-            "        protocol: http1\n"
-            "        labels:\n"
-            "          namespace: default\n"
-            "          deployment: api\n"
-            "          pod: api-0\n"
-            f"          meshproxy.io/admin-port: '{b.admin[1]}'\n"
-        )
-        policy = tmp / "policy.yaml"  # one named route; the 500s go by the default route
-        policy.write_text(f"services:\n  {SERVICE}:\n    routes:\n      - name: ok\n"
-                          "        match: {pathPrefix: /ok}\n"
-                          "      - name: retried\n"  # only test_retries_show_in_actual calls it
-                          "        match: {pathPrefix: /status/503}\n"
-                          "        isRetryable: true\n")
-        a = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
-                           **issuer.env(WEB_ID), **_workload("web")},
-                      name="proxy-web", log_path=tmp / "a.log").start()
-        load = Load(a.outbound)
-        load.thread.start()
-        deadline = time.monotonic() + 15
-        while load.sent < RATE and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert load.sent >= RATE, f"the load did not get through: {load.errors[-3:]}"
-        yield a, b, endpoints, load
-        load.stopped.set()
-        load.thread.join(15)
-    finally:
-        for proxy in (a, b):
-            if proxy is not None:
-                proxy.close()
-        app.stop()
-        issuer.stop()
+    with viz_mesh(tmp_path_factory.mktemp("viz")) as m:
+        yield m.web, m.api, m.endpoints, m.load
 
 
 def viz(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -219,48 +130,13 @@ def test_a_proxy_that_does_not_answer_is_reported(mesh):
 # ---- the same numbers from a real Prometheus ------------------------------------------------
 
 
-def _query(url: str, promql: str) -> list:
-    with urllib.request.urlopen(f"{url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}", timeout=5) as r:
-        return json.loads(r.read())["data"]["result"]
-
-
 @pytest.fixture(scope="module")
 def prometheus(mesh, tmp_path_factory):
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("Debian's prometheus package is not installed (no prometheus binary on PATH)")
     a, b, _, _ = mesh
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: meshproxy\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{a.admin[1]}', '127.0.0.1:{b.admin[1]}']\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(tmp / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()[-2000:]
-            try:
-                if len([s for s in _query(url, "up") if s["value"][1] == "1"]) == 2:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "Prometheus did not scrape both proxies within 60s"
-            time.sleep(0.5)
+    with start_prometheus(tmp_path_factory.mktemp("prometheus"), [a.admin, b.admin]) as url:
+        if url is None:
+            pytest.skip("Debian's prometheus package is not installed (no prometheus binary on PATH)")
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_prometheus_and_embedded_agree(mesh, prometheus):
@@ -292,9 +168,7 @@ def test_prometheus_and_embedded_agree(mesh, prometheus):
 
 
 def _at(url: str, promql: str, at: float) -> list:
-    query = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"})
-    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5) as r:
-        return json.loads(r.read())["data"]["result"]
+    return query(url, promql, at)
 
 
 def test_promql_arithmetic_is_prometheuss(mesh, prometheus):
