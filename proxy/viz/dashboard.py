@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ def add_parser(sub: argparse._SubParsersAction, sources) -> None:
                         "of --endpoints on port 4190, else 127.0.0.1:4190)")
     d.add_argument("--max-rps", type=float, default=100.0,
                    help="most requests the tap view reports per second, over all proxies (default 100)")
+    d.add_argument("--identity-dir", metavar="DIR", help="tap over mutual TLS as the identity whose tls.crt and "
+                                                          "tls.key are in DIR, trusting DIR/ca.crt (as viz tap)")
 
 
 def url(address: str) -> str:
@@ -72,11 +75,12 @@ class Dashboard:
     """The dashboard's state: refreshed from ``source``; ``embedded`` is scraped first when given."""
 
     def __init__(self, source: Source, embedded: Embedded | None, window: float, interval: float,
-                 tap_targets: list[tuple[str, int]] | None = None, max_rps: float = 100.0,
-                 timeout: float = 5.0) -> None:
+                 tap_targets: list[tap.Tapped] | None = None, max_rps: float = 100.0,
+                 timeout: float = 5.0, tap_tls: ssl.SSLContext | None = None) -> None:
         self.source, self.embedded = source, embedded
         self.window, self.interval = window, interval
         self.tap_targets = tap_targets or []
+        self.tap_tls = tap_tls  # mutual TLS as the tap identity, or None: plaintext (loopback proxies)
         self.max_rps, self.timeout = max_rps, timeout
         self.snapshot = Snapshot()
         self.kind = KINDS[0]  # of the workloads shown
@@ -207,11 +211,12 @@ def main(args: argparse.Namespace, targets) -> int:
             source = embedded
         # --tap names the tap targets; only without it do the endpoints file's proxies give them.
         taps = tap.targets(argparse.Namespace(tap=args.tap, endpoints=None) if args.tap else args)
+        tap_tls = tap.tls_context(args.identity_dir)
     except (TargetError, tap.TapError) as err:
         print(f"meshproxy viz dashboard: {err}", file=sys.stderr)
         return 64
     board = Dashboard(source, embedded, args.time_window, min(args.interval, args.time_window), taps, args.max_rps,
-                      args.timeout)
+                      args.timeout, tap_tls)
     from proxy.viz import web
 
     try:

@@ -73,14 +73,15 @@ async def tap_stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.QueueFull):
             queue.put_nowait(("tap", event.json()))
 
-    async def one(host: str, port: int) -> None:
-        why = await tap.tap_proxy(host, port, board.tap_share(), observe, on_event, board.timeout)
-        await queue.put(("stopped", json.dumps({"proxy": f"{host}:{port}", "error": why})))
+    async def one(target: tap.Tapped) -> None:
+        why = await tap.tap_proxy(target, board.tap_share(), observe, on_event, board.timeout, board.tap_tls)
+        await queue.put(("stopped", json.dumps({"proxy": f"{target[0]}:{target[1]}", "error": why})))
 
     async with sse_response(request) as resp:
-        tasks = [asyncio.create_task(one(host, port)) for host, port in board.tap_targets]
+        tasks = [asyncio.create_task(one(target)) for target in board.tap_targets]
         try:
-            await resp.send(json.dumps({"proxies": [f"{h}:{p}" for h, p in board.tap_targets]}), event="started")
+            await resp.send(json.dumps({"proxies": [f"{h}:{p}" for h, p, _ in board.tap_targets]}),
+                            event="started")
             while resp.is_connected():
                 try:  # bounded, so a browser gone while no request passes is noticed
                     kind, data = await asyncio.wait_for(queue.get(), 1.0)
