@@ -344,7 +344,7 @@ class Exchange:
             # Linkerd's endpoint-level metrics count them; a repick after a connection failure
             # is the same request still looking for an endpoint.
             self.retried = False
-            stats = target.stats  # the endpoint's label set, found once
+            stats: HttpStats = target.stats  # the endpoint's label set, found once
             if stats is None:
                 stats = ctx.stats if ctx.labels is None else ctx.labels.outbound_http(target)
             self.hstats = stats
