@@ -4,6 +4,7 @@ from proxy.exchange.clock cimport now
 cdef int _NBUCKETS, RESPONSE_SLOTS, ERRNO_SLOTS
 cdef int _bucket(double[::1] bounds, double latency_ms)
 cdef bint _tally(long long[::1] keys, long long[::1] counts, long long key, Py_ssize_t start)
+cdef list _filled(long long[::1] keys, long long[::1] counts)
 
 cdef class HttpStats:
     cdef readonly str direction

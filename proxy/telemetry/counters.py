@@ -85,6 +85,16 @@ def _bucket(bounds, latency_ms):
     return i
 
 
+def _filled(keys, counts):
+    """(packed outcome, count) of every slot of an outcome table in use (what ``_tally`` stored)."""
+    out = []
+    i: cython.Py_ssize_t
+    for i in range(RESPONSE_SLOTS):
+        if keys[i]:
+            out.append((keys[i] - 1, counts[i]))
+    return out
+
+
 def _tally(keys, counts, key, start):
     """Count ``key`` in an open-addressed table (a free slot's key is 0), probing from ``start``;
     False when the table is full of other keys."""
@@ -154,12 +164,8 @@ class HttpStats:
 
     def outcomes(self):
         """(status, grpc, error index, failure, count) per outcome seen; for rendering."""
-        out = []
-        for i in range(RESPONSE_SLOTS):
-            key = self.keys[i]
-            if key:
-                key -= 1
-                out.append((key & 1023, ((key >> 10) & 31) - 1, (key >> 15) & 31, bool(key >> 20), self.counts[i]))
+        out = [(key & 1023, ((key >> 10) & 31) - 1, (key >> 15) & 31, bool(key >> 20), n)
+               for key, n in _filled(self.keys, self.counts)]
         out.sort()
         return out
 
@@ -262,12 +268,7 @@ class RouteStats:
 
     def outcomes(self):
         """(status, error index, count) per outcome seen; for rendering."""
-        out = []
-        for i in range(RESPONSE_SLOTS):
-            key = self.keys[i]
-            if key:
-                key -= 1
-                out.append((key & 1023, key >> 10, self.counts[i]))
+        out = [(key & 1023, key >> 10, n) for key, n in _filled(self.keys, self.counts)]
         out.sort()
         return out
 

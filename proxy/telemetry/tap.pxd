@@ -23,7 +23,7 @@ cdef int _duration_size(double seconds)
 cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds)
 cdef bytes _utf8(bytes data)
 cdef object _scheme_of(Exchange ex)
-cdef TapRecord _new_record(TapSession session, long long stream, bytes base, double t0)
+cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0)
 cdef bytes _path(bytes target)
 
 cdef class TapView:
@@ -96,7 +96,6 @@ cdef class TapSession:
     cdef public long long events
     cdef public long long dropped
     cpdef Py_ssize_t reserve(self, Py_ssize_t n) except -2
-    cpdef void emit(self, object frame)
     cpdef void request_ended(self)
 
 cdef class TapHub(TapHook):

@@ -245,16 +245,6 @@ class TapSession:
         self.hub.events += 1
         return start
 
-    def emit(self, frame):
-        """A framed event already made (tests, and any event not written in place)."""
-        start: cython.Py_ssize_t = self.reserve(len(frame))
-        if start >= 0:
-            self.buf[start:start + len(frame)] = frame
-
-    @property
-    def buffered(self):
-        return len(self.buf)
-
     def take(self):
         """Every waiting event as one block of gRPC messages (empty when none); the buffer starts anew."""
         buf = self.buf
@@ -355,7 +345,7 @@ class TapHub(TapHook):
                 self._unlist(session)  # at its limit: later requests are not matched against it
             if base is None:
                 base = self._base(e)
-            record = _new_record(session, stream, base, e.t0)
+            record = new_record(session, stream, base, e.t0)
             record.request_init(e)
             if first is None:
                 first = record
@@ -489,19 +479,9 @@ class TapRecord(TapEvents):
 
     Each event is written straight into one buffer of its exact size (no
     intermediate objects per field): this runs three times per request while
-    a tap matches everything, and the tap may cost the proxy little.
+    a tap matches everything, and the tap may cost the proxy little. Made by
+    ``new_record``.
     """
-
-    def __init__(self, session, stream, base, t0):
-        self.session = session
-        self.base = base
-        self.stream = stream
-        self.t0 = t0
-        self.t_response = 0.0
-        self.nbytes = 0
-        self.grpc_status = -1  # from a trailers-only response head
-        self.next = None
-        self.ended = False
 
     def request_init(self, ex):
         head: RequestLine = ex.head
@@ -668,8 +648,9 @@ class TapRecord(TapEvents):
         return _w_varint(buf, pos + 1, self.stream)
 
 
-def _new_record(session, stream, base, t0):
-    """A TapRecord made without the call protocol (a request pays this while a tap matches it)."""
+def new_record(session, stream, base, t0):
+    """The record of request ``stream`` of ``session``, started at ``t0``, its events' common fields ``base``;
+    made without the call protocol (a request pays this while a tap matches it)."""
     rec: TapRecord = TapRecord.__new__(TapRecord)
     rec.session = session
     rec.base = base
@@ -677,7 +658,7 @@ def _new_record(session, stream, base, t0):
     rec.t0 = t0
     rec.t_response = 0.0
     rec.nbytes = 0
-    rec.grpc_status = -1
+    rec.grpc_status = -1  # from a trailers-only response head
     rec.next = None
     rec.ended = False
     return rec

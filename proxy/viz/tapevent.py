@@ -168,12 +168,7 @@ def _tcp_address(data: bytes) -> str:
                 if n == 1 and isinstance(ip, int):
                     host = str(ipaddress.IPv4Address(ip))
                 elif n == 2:
-                    first = last = 0
-                    for k, _x, half in fields(_message(ip)):
-                        if k == 1 and isinstance(half, int):
-                            first = half
-                        elif k == 2 and isinstance(half, int):
-                            last = half
+                    first, last = _pair(_message(ip))
                     host = f"[{ipaddress.IPv6Address((first << 64) | last)}]"
         elif number == 2 and isinstance(value, int):
             port = value
@@ -195,13 +190,17 @@ def _labels(data: bytes) -> dict[str, str]:
     return out
 
 
-def _duration_us(data: bytes) -> int:
-    seconds = nanos = 0
+def _pair(data: bytes) -> tuple[int, int]:
+    """The integer fields 1 and 2 of a small message (0 when absent): IPv6 halves, a Duration, a StreamId."""
+    out = [0, 0]
     for number, _wire, value in fields(data):
-        if number == 1 and isinstance(value, int):
-            seconds = value
-        elif number == 2 and isinstance(value, int):
-            nanos = value
+        if number in (1, 2) and isinstance(value, int):
+            out[number - 1] = value
+    return out[0], out[1]
+
+
+def _duration_us(data: bytes) -> int:
+    seconds, nanos = _pair(data)
     return seconds * 1_000_000 + nanos // 1000
 
 
@@ -212,12 +211,7 @@ def _http(event: TapEvent, data: bytes) -> None:
         event.kind = ("request_init", "response_init", "response_end")[number - 1]
         for n, w, item in fields(_message(value)):
             if n == 1 and w == LEN:
-                base = stream = 0
-                for k, _x, part in fields(_message(item)):
-                    if k == 1 and isinstance(part, int):
-                        base = part
-                    elif k == 2 and isinstance(part, int):
-                        stream = part
+                base, stream = _pair(_message(item))
                 event.id = f"{base}:{stream}"
             elif number == 1:
                 _request_field(event, n, item)

@@ -52,7 +52,7 @@ def test_the_proxys_events_become_linkerds_lines():
                                               "client_id": "web.ns.serviceaccount.identity.cluster.local"})(),
                                True, True, {})
             + tap.uint_field(6, tap.INBOUND))
-    record = tap.TapRecord(session, 3, base, 1.0)
+    record = tap.new_record(session, 3, base, 1.0)
     times = iter([1.25, 1.75])
     clock.set_source(lambda: next(times))
     try:
@@ -73,7 +73,7 @@ def test_the_proxys_events_become_linkerds_lines():
 def test_reset_and_undecodable_events():
     hub = tap.TapHub()
     session = hub.open(tap.MatchAll([]), 10, False, 1 << 16)
-    tap.TapRecord(session, 0, tap.uint_field(6, tap.OUTBOUND), 0.0).reset(8)
+    tap.new_record(session, 0, tap.uint_field(6, tap.OUTBOUND), 0.0).reset(8)
     (end,) = _events(session.take())
     assert "reset-error=CANCEL" in end.line() and end.direction == "out"
     with pytest.raises(DecodeError):
