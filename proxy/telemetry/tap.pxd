@@ -1,7 +1,9 @@
 # Declarations for tap.py: compiled because, while a tap is open, every
 # request is matched here and each tapped one encodes three events.
 
-from cpython.bytearray cimport PyByteArray_Resize
+cimport cython
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
 from proxy.exchange.clock cimport now
@@ -11,7 +13,8 @@ from proxy.protocol.request cimport RequestLine
 
 cdef dict _ADDRESSES
 cdef int _CACHE_LIMIT
-cdef dict _METHOD_FIELDS
+cdef tuple _METHOD_NAMES
+cdef tuple _METHOD_FIELDS
 
 cdef int _vsize(unsigned long long n)
 cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n)
@@ -23,7 +26,8 @@ cdef int _duration_size(double seconds)
 cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds)
 cdef bytes _utf8(bytes data)
 cdef object _scheme_of(Exchange ex)
-cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0)
+cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0, bytes route=*)
+cdef bytes _method_field(bytes method)
 cdef bytes _path(bytes target)
 
 cdef class TapView:
@@ -93,9 +97,12 @@ cdef class TapSession:
     cdef public long long open
     cdef public bint closed
     cdef public bytearray buf
+    cdef public Py_ssize_t used
     cdef public long long events
     cdef public long long dropped
     cpdef Py_ssize_t reserve(self, Py_ssize_t n) except -2
+    cdef void _grow(self, Py_ssize_t need)
+    cpdef bytes take(self)
     cpdef void request_ended(self)
 
 cdef class TapHub(TapHook):
@@ -115,12 +122,19 @@ cdef class TapHub(TapHook):
     cdef void _publish(self)
     cdef TapView _view(self, Exchange ex)
     cdef bytes _base(self, Exchange ex)
+    cdef bytes _route(self, Exchange ex)
     cdef bytes _connection_base(self, Exchange ex, object target)
     cpdef TapEvents observe(self, object ex)
 
+# A record refers to its session, bytes and the next record, never back: no cycle for the collector to
+# find, and none to track per tapped request.
+@cython.no_gc
 cdef class TapRecord(TapEvents):
     cdef public TapSession session
     cdef public bytes base
+    cdef public bytes route
+    cdef public Py_ssize_t lead
+    cdef public Py_ssize_t id_size
     cdef public long long stream
     cdef public double t0
     cdef public double t_response
@@ -135,6 +149,5 @@ cdef class TapRecord(TapEvents):
     cpdef void reset(self, int code)
     cdef void _end(self, double t, int eos_field, unsigned long long eos_value, object trailers)
     cpdef void add_bytes(self, long long n)
-    cdef Py_ssize_t _id_size(self)
     cdef Py_ssize_t _size(self, Py_ssize_t rest)
     cdef Py_ssize_t _head(self, unsigned char* buf, Py_ssize_t start, unsigned char kind, Py_ssize_t rest)

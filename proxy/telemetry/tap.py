@@ -222,36 +222,51 @@ class TapSession:
         self.count = 0  # requests tapped so far
         self.open = 0  # tapped requests whose response_end has not been emitted
         self.closed = False
-        self.buf = bytearray()  # the framed events waiting for the client, written in place
+        # The framed events waiting for the client, written in place at [0, used). The buffer only grows
+        # (doubling, up to buffer_bytes) and ``take`` copies out, so a steady tap reallocates nothing.
+        self.buf = bytearray()
+        self.used = 0
         self.events = 0
         self.dropped = 0
 
     def reserve(self, n):
-        """Room for one framed event of ``n`` bytes at the end of the buffer: its offset, or -1 when the
-        buffer is full (the event is dropped and counted) or the stream closed."""
+        """Room for one framed event of ``n`` bytes after those waiting: its offset, or -1 when the buffer is
+        full (the event is dropped and counted) or the stream closed."""
         if self.closed:
             return -1
-        buf = self.buf
-        start: cython.Py_ssize_t = len(buf)
-        if start + n > self.buffer_bytes:
+        start: cython.Py_ssize_t = self.used
+        end: cython.Py_ssize_t = start + n
+        if end > self.buffer_bytes:
             self.dropped += 1
             self.hub.dropped += 1
             return -1
-        if cython.compiled:
-            PyByteArray_Resize(buf, start + n)  # noqa: F821 (cimported in tap.pxd)
-        else:
-            buf.extend(bytes(n))
+        if end > len(self.buf):
+            self._grow(end)
+        self.used = end
         self.events += 1
         self.hub.events += 1
         return start
 
+    def _grow(self, need):
+        size: cython.Py_ssize_t = max(4096, 2 * len(self.buf))
+        while size < need:
+            size *= 2
+        if size > self.buffer_bytes:
+            size = self.buffer_bytes
+        if cython.compiled:
+            PyByteArray_Resize(self.buf, size)  # noqa: F821 (cimported in tap.pxd)
+        else:
+            self.buf.extend(bytes(size - len(self.buf)))
+
     def take(self):
         """Every waiting event as one block of gRPC messages (empty when none); the buffer starts anew."""
-        buf = self.buf
-        if not buf:
+        used: cython.Py_ssize_t = self.used
+        if used == 0:
             return b""
-        self.buf = bytearray()
-        return buf
+        self.used = 0
+        if not cython.compiled:
+            return bytes(self.buf[:used])
+        return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), used)  # noqa: F821
 
     @property
     def complete(self):
@@ -266,6 +281,7 @@ class TapSession:
         if not self.closed:
             self.closed = True
             self.buf = bytearray()
+            self.used = 0
             self.hub.retire(self)
 
 
@@ -330,6 +346,7 @@ class TapHub(TapHook):
         session: TapSession
         record: TapRecord
         base = None
+        route = b""
         for session in self.active:
             if not session.match_all:
                 if view is None:
@@ -345,7 +362,8 @@ class TapHub(TapHook):
                 self._unlist(session)  # at its limit: later requests are not matched against it
             if base is None:
                 base = self._base(e)
-            record = new_record(session, stream, base, e.t0)
+                route = self._route(e)
+            record = new_record(session, stream, base, e.t0, route)
             record.request_init(e)
             if first is None:
                 first = record
@@ -377,19 +395,22 @@ class TapHub(TapHook):
                        route_labels, scheme, head.method.decode("latin-1"), authority, path)
 
     def _base(self, ex):
-        """The fields every event of this request carries: source, destination, route, direction;
-        all but the route encoded once per connection and destination (kept on the exchange, which an
-        HTTP/1 connection reuses, and in a bounded table)."""
+        """The fields every event of this request carries but its route: source, destination, direction;
+        encoded once per connection and destination (kept on the exchange, which an HTTP/1 connection
+        reuses, and in a bounded table)."""
         target = ex.target
         cached = ex.tap_base
         if cached is not None and cached[0] is target and cached[2] == self.generation:
-            base = cached[1]
-        else:
-            base = self._connection_base(ex, target)
-            ex.tap_base = (target, base, self.generation)
+            return cached[1]
+        base = self._connection_base(ex, target)
+        ex.tap_base = (target, base, self.generation)
+        return base
+
+    def _route(self, ex):
+        """The request's route field (RouteMeta), b"" when it has none; one per route name, kept."""
         rp = ex.rp
         if rp is None:
-            return base
+            return b""
         name = rp.route.name
         route = self._routes.get(name)
         if route is None:
@@ -397,7 +418,7 @@ class TapHub(TapHook):
             if len(self._routes) >= _CACHE_LIMIT:
                 self._routes.clear()
             self._routes[name] = route
-        return base + route
+        return route
 
     def _connection_base(self, ex, target):
         ctx = ex.ctx
@@ -485,9 +506,7 @@ class TapRecord(TapEvents):
 
     def request_init(self, ex):
         head: RequestLine = ex.head
-        method = _METHOD_FIELDS.get(head.method)
-        if method is None:
-            method = len_field(2, str_field(2, _utf8(head.method)))
+        method = _method_field(head.method)
         scheme = _scheme_of(ex)
         scheme_field = b"" if scheme is None else len_field(3, _scheme(scheme))
         host = head.host
@@ -612,48 +631,46 @@ class TapRecord(TapEvents):
             rec.nbytes += n
             rec = rec.next
 
-    # The layout every event shares: gRPC prefix, the request's common fields (``base``), then
+    # The layout every event shares: gRPC prefix, the request's common fields (``base``, ``route``), then
     # http (3) { <kind> { id (1) { base (1), stream (2) }, <rest> } }.
-    def _id_size(self):
-        inner: cython.Py_ssize_t = len(self.session.id_prefix) + 1 + _vsize(self.stream)
-        return 1 + _vsize(inner) + inner
-
     def _size(self, rest):
         """The whole framed event's length, for ``rest`` bytes of fields after the id."""
-        body: cython.Py_ssize_t = self._id_size() + rest
+        body: cython.Py_ssize_t = self.id_size + rest
         http: cython.Py_ssize_t = 1 + _vsize(body) + body
-        return 5 + len(self.base) + 1 + _vsize(http) + http
+        return 5 + self.lead + 1 + _vsize(http) + http
 
     def _head(self, buf, start, kind, rest):
         """Write everything up to the event's own fields from ``start``; returns where they start."""
-        prefix = self.session.id_prefix
-        inner: cython.Py_ssize_t = len(prefix) + 1 + _vsize(self.stream)
-        body: cython.Py_ssize_t = 1 + _vsize(inner) + inner + rest
+        body: cython.Py_ssize_t = self.id_size + rest
         http: cython.Py_ssize_t = 1 + _vsize(body) + body
-        event: cython.Py_ssize_t = len(self.base) + 1 + _vsize(http) + http
+        event: cython.Py_ssize_t = self.lead + 1 + _vsize(http) + http
         buf[start] = 0  # not compressed
         buf[start + 1] = (event >> 24) & 0xFF
         buf[start + 2] = (event >> 16) & 0xFF
         buf[start + 3] = (event >> 8) & 0xFF
         buf[start + 4] = event & 0xFF
         pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, self.base)
+        pos = _w_bytes(buf, pos, self.route)
         buf[pos] = 0x1A  # TapEvent.http
         pos = _w_varint(buf, pos + 1, http)
         buf[pos] = kind
         pos = _w_varint(buf, pos + 1, body)
         buf[pos] = 0x0A  # id
-        pos = _w_varint(buf, pos + 1, inner)
-        pos = _w_bytes(buf, pos, prefix)
+        pos = _w_varint(buf, pos + 1, self.id_size - 2)  # (the id's inner length is under 128 bytes)
+        pos = _w_bytes(buf, pos, self.session.id_prefix)
         buf[pos] = 0x10  # StreamId.stream
         return _w_varint(buf, pos + 1, self.stream)
 
 
-def new_record(session, stream, base, t0):
-    """The record of request ``stream`` of ``session``, started at ``t0``, its events' common fields ``base``;
-    made without the call protocol (a request pays this while a tap matches it)."""
+def new_record(session, stream, base, t0, route=b""):
+    """The record of request ``stream`` of ``session``, started at ``t0``, its events' common fields ``base``
+    and ``route``; made without the call protocol (a request pays this while a tap matches it)."""
     rec: TapRecord = TapRecord.__new__(TapRecord)
     rec.session = session
     rec.base = base
+    rec.route = route
+    rec.lead = len(base) + len(route)
+    rec.id_size = 2 + len(session.id_prefix) + 1 + _vsize(stream)
     rec.stream = stream
     rec.t0 = t0
     rec.t_response = 0.0
@@ -666,7 +683,21 @@ def new_record(session, stream, base, t0):
 
 # ------------------------------------------------------------------ encoders
 
-_METHOD_FIELDS = {name: len_field(2, uint_field(1, value)) for name, value in _METHODS.items()}
+_METHOD_NAMES = tuple(_METHODS)
+_METHOD_FIELDS = tuple(len_field(2, uint_field(1, value)) for value in _METHODS.values())
+
+
+def _method_field(method):
+    """HttpMethod: a registered method's field (kept), else the method as a string. By comparison, not a dict:
+    the request's method is a new bytes object whose hash a lookup would compute."""
+    i: cython.Py_ssize_t
+    n: cython.Py_ssize_t = len(method)
+    name: bytes
+    for i in range(len(_METHOD_NAMES)):
+        name = _METHOD_NAMES[i]
+        if len(name) == n and name == method:
+            return _METHOD_FIELDS[i]
+    return len_field(2, str_field(2, _utf8(method)))
 
 
 def _vsize(n):
@@ -746,7 +777,12 @@ def _w_duration(buf, pos, tag, seconds):
 
 def _utf8(data):
     """Request bytes as a protobuf string must be: UTF-8 (bytes beyond ASCII taken as Latin-1)."""
-    return data if data.isascii() else data.decode("latin-1").encode("utf-8")
+    p: cython.p_uchar = data
+    i: cython.Py_ssize_t
+    for i in range(len(data)):
+        if p[i] >= 0x80:
+            return data.decode("latin-1").encode("utf-8")
+    return data
 
 
 def _scheme(scheme):

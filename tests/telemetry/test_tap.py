@@ -54,11 +54,25 @@ def test_session_buffer_is_bounded_and_take_empties_it():
     _emit(session, b"12345")
     _emit(session, b"x")  # over 10 bytes: dropped
     assert (session.events, session.dropped, hub.dropped) == (2, 1, 1)
-    assert session.take() == b"1234512345" and len(session.buf) == 0
+    assert session.take() == b"1234512345" and session.used == 0
     _emit(session, b"y")
+    assert session.take() == b"y"  # written from the start again
     session.close()
     _emit(session, b"z")  # closed: ignored, not counted
     assert session.take() == b"" and session.events == 3
+
+
+def test_session_buffer_grows_to_its_bound_and_is_reused():
+    hub = tap.TapHub()
+    session = hub.open(tap.MatchAll([]), 10, False, 10_000)
+    frames = [bytes([i]) * 999 for i in range(10)]
+    for frame in frames:
+        _emit(session, frame)  # the tenth (10 x 999 > 10,000 - 999) fits, an eleventh would not
+    _emit(session, b"x" * 11)
+    assert session.dropped == 1 and len(session.buf) == 10_000  # grown by doubling, capped at the bound
+    assert session.take() == b"".join(frames)
+    _emit(session, b"abc")
+    assert session.take() == b"abc" and len(session.buf) == 10_000  # kept: a steady tap reallocates nothing
 
 
 def test_durations_and_ids():
