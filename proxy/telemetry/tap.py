@@ -399,9 +399,12 @@ class TapHub(TapHook):
         encoded once per connection and destination (kept on the exchange, which an HTTP/1 connection
         reuses, and in a bounded table)."""
         target = ex.target
-        cached = ex.tap_base
-        if cached is not None and cached[0] is target and cached[2] == self.generation:
-            return cached[1]
+        cached: tuple = ex.tap_base
+        if cached is not None and cached[2] == self.generation:
+            # Equal, not only the same: routing by Host makes a new (equal) target per request.
+            kept = cached[0]
+            if kept is target or kept == target:
+                return cached[1]
         base = self._connection_base(ex, target)
         ex.tap_base = (target, base, self.generation)
         return base
