@@ -24,8 +24,9 @@ from benchmarks.scenarios import (
     micro,
     soak,
     tcp,
+    vizmem,
 )
 
 SCENARIOS: dict[str, ModuleType] = {m.NAME: m for m in (
-    http1, latency, h2, grpc, tcp, connrate, memory, micro, balancing, meshhop, handshake, fairness, soak,
+    http1, latency, h2, grpc, tcp, connrate, memory, micro, balancing, meshhop, handshake, fairness, soak, vizmem,
 )}

@@ -36,6 +36,17 @@ def _libc_trim():
     return _cache[0]
 
 
+def trim_after_start() -> None:
+    """Once a command has imported what it runs with: collect the import's garbage and give the freed heap
+    back (a long-running command otherwise keeps about 2 MiB of it resident for nothing)."""
+    import gc
+
+    gc.collect()
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class Trimmer:
     def __init__(self) -> None:
         self.peak = 0

@@ -21,10 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import h2.config
-import h2.connection
-import h2.events
+from typing import cast
 
 from proxy.telemetry.pbwire import DecodeError, grpc_frame, grpc_status
 from proxy.viz.tapevent import TapEvent, decode_event, observe_request
@@ -140,12 +137,20 @@ def tls_context(directory: str | None) -> ssl.SSLContext | None:
 
 
 class ObserveCall(asyncio.Protocol):
-    """One Observe call on its own HTTP/2 connection: events handed to ``on_event`` as they arrive."""
+    """One Observe call on its own HTTP/2 connection (the proxy's own compiled HTTP/2 code, client side):
+    events handed to ``on_event`` as they arrive."""
+
+    # A large stream window: the tap server never holds events back for want of credit.
+    WINDOW = 16 << 20
 
     def __init__(self, request: bytes, on_event: Callable[[TapEvent], None]) -> None:
+        # Imported on the first call: the dashboard loads this module whether or not its tap view is opened.
+        from proxy.protocol import h2conn
+
+        self.h2 = h2conn
         self.request = request
         self.on_event = on_event
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.conn = h2conn.H2Connection(True, h2conn.H2Settings(initial_window_size=self.WINDOW))
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
@@ -153,37 +158,34 @@ class ObserveCall(asyncio.Protocol):
         self.message = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         conn = self.conn
-        conn.initiate_connection()
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", b"http"), (b":path", OBSERVE_PATH.encode()),
-                                (b":authority", b"tap"), (b"content-type", b"application/grpc"),
-                                (b"te", b"trailers"), (b"user-agent", b"meshproxy-viz-tap")])
-        conn.send_data(sid, grpc_frame(self.request), end_stream=True)
-        transport.write(conn.data_to_send())
+        conn.initiate()
+        sid = conn.send_request([(b":method", b"POST"), (b":scheme", b"http"), (b":path", OBSERVE_PATH.encode()),
+                                 (b":authority", b"tap"), (b"content-type", b"application/grpc"),
+                                 (b"te", b"trailers"), (b"user-agent", b"meshproxy-viz-tap")], False)
+        conn.send_data(sid, grpc_frame(self.request), True)
+        self.transport.write(conn.data_to_send())
 
     def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except Exception as err:  # the h2 library's protocol errors: the call is over
-            self._finish(-1, f"HTTP/2 error: {err}")
-            return
-        for event in events:
-            if isinstance(event, h2.events.DataReceived):
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        conn, h2conn = self.conn, self.h2
+        for event in conn.receive_data(data, int(time.monotonic() * 1000)):
+            if isinstance(event, h2conn.DataReceived):
+                conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
                 self._messages(event.data)
-            elif isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+            elif isinstance(event, h2conn.ResponseReceived | h2conn.TrailersReceived):
                 code, message = grpc_status(event.headers)
                 if code >= 0:
                     self.status, self.message = code, message
-            elif isinstance(event, h2.events.StreamEnded):
-                self._finish(self.status, self.message)
-            elif isinstance(event, h2.events.StreamReset | h2.events.ConnectionTerminated):
+            elif isinstance(event, h2conn.StreamReset | h2conn.ConnectionTerminated):
                 self._finish(-1, "the tap server ended the stream")
+            # The stream's end: trailers, or the end_stream flag of a trailers-only head or of the last data.
+            if isinstance(event, h2conn.TrailersReceived) or getattr(event, "end_stream", False):
+                self._finish(self.status, self.message)
         if self.transport is not None:
-            self.transport.write(self.conn.data_to_send())
+            out = conn.data_to_send()
+            if out:
+                self.transport.write(out)
 
     def _messages(self, data: bytes) -> None:
         buf = self.buffer + data

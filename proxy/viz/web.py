@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from pathlib import Path
 
-from aiohttp import web
-from aiohttp_sse import sse_response
+# frozenlist's C++ extension (which aiohttp loads) maps libstdc++, 0.9 MiB resident, for the few lists the
+# dashboard's server builds: its pure-Python twin does, so this process stays within its memory bar.
+os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
+
+from aiohttp import web  # noqa: E402
+from aiohttp_sse import sse_response  # noqa: E402
 
 from proxy.viz import tap
 from proxy.viz.dashboard import Dashboard, url

@@ -20,7 +20,7 @@ import pytest
 from helpers.clients import clean_env
 from helpers.meshproxy import REPO
 from helpers.ports import free_port
-from tests.integration.test_viz import SERVICE, mesh  # noqa: F401  (the fixture: two proxies under load)
+from tests.integration.test_viz import SERVICE, mesh, prometheus  # noqa: F401  (fixtures: two proxies, Prometheus)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -109,6 +109,29 @@ def _percent(cell: str) -> float:
     return float(cell[:-1])
 
 
+def _rps(cell: str) -> float:
+    return float(cell[:-3]) if cell.endswith("rps") else 0.0
+
+
+def _check_workloads(browser) -> None:
+    """The workloads table: api answers web's load (90% success, ~20 rps, all over mutual TLS); the edge."""
+
+    def api_row(driver):
+        rows = {r[1]: r for r in _cells(driver, "#workloads tbody tr") if len(r) == 9}
+        # Until a window's worth of samples exist (Prometheus's first scrapes), the rate reads low.
+        return rows if "api" in rows and "web" in rows and _rps(rows["api"][4]) >= 12.0 else None
+
+    rows = _wait(browser, "api's numbers in the workloads table", api_row, 45)
+    ns, name, meshed, success, rps, p50, p95, p99, tls = rows["api"]
+    assert (ns, meshed, tls) == ("default", "1/1", "100.00%"), rows["api"]
+    assert 80.0 <= _percent(success) <= 97.0, rows["api"]
+    assert _rps(rps) <= 26.0, rows["api"]
+    assert all(v.endswith("ms") for v in (p50, p95, p99)), rows["api"]
+    assert rows["web"][2] == "1/1" and rows["web"][4] == "-", rows["web"]  # meshed, nobody calls it
+    edges = _wait(browser, "the edges", lambda d: _cells(d, "#edges tbody tr"))
+    assert any(e[0] == "web" and e[1] == "api" and e[-1] == "\u221a" for e in edges), edges
+
+
 def test_dashboard_in_chromium(mesh, browser, tmp_path_factory):  # noqa: F811  (the imported fixture)
     from selenium.webdriver.common.by import By
 
@@ -122,20 +145,7 @@ def test_dashboard_in_chromium(mesh, browser, tmp_path_factory):  # noqa: F811  
         assert url == f"http://127.0.0.1:{port}/"
         browser.get(url)
 
-        # The workloads table: api answers web's load (90% success, ~20 rps, all over mutual TLS).
-        def api_row(driver):
-            rows = {r[1]: r for r in _cells(driver, "#workloads tbody tr") if len(r) == 9}
-            return rows if "api" in rows and "web" in rows and rows["api"][4] != "-" else None
-
-        rows = _wait(browser, "api's numbers in the workloads table", api_row)
-        ns, name, meshed, success, rps, p50, p95, p99, tls = rows["api"]
-        assert (ns, meshed, tls) == ("default", "1/1", "100.00%"), rows["api"]
-        assert 80.0 <= _percent(success) <= 97.0, rows["api"]
-        assert rps.endswith("rps") and 12.0 <= float(rps[:-3]) <= 26.0, rows["api"]
-        assert all(v.endswith("ms") for v in (p50, p95, p99)), rows["api"]
-        assert rows["web"][2] == "1/1" and rows["web"][4] == "-", rows["web"]  # meshed, nobody calls it
-        edges = _cells(browser, "#edges tbody tr")
-        assert any(e[0] == "web" and e[1] == "api" and e[-1] == "\u221a" for e in edges), edges
+        _check_workloads(browser)
         # Live without reloading: the header's update time moves on.
         first = browser.find_element(By.ID, "status").text
         _wait(browser, "a live update", lambda d: d.find_element(By.ID, "status").text != first, 10)
@@ -176,6 +186,30 @@ def test_dashboard_in_chromium(mesh, browser, tmp_path_factory):  # noqa: F811  
         assert {r[1] for r in rows} == {"req", "rsp", "end"}, rows
         assert all(r[5] == "true" for r in rows if r[2] == "out"), rows  # mutual TLS to api
         _shot(browser, shots / "tap.png")
+    finally:
+        err = board.stop()
+    assert "Traceback" not in err, err
+
+
+def test_dashboard_over_prometheus_in_chromium(mesh, prometheus, browser, tmp_path_factory):  # noqa: F811
+    """The same page with a real Prometheus (Debian's, scraping both proxies) as its source: the same
+    workloads and numbers, a workload's callers, and the routes, computed by Linkerd's PromQL."""
+    a, b, _, _ = mesh
+    shots = tmp_path_factory.mktemp("dashboard-prometheus-screenshots")
+    port = free_port()
+    board = Dashboard("--prometheus", prometheus, "--address", f"127.0.0.1:{port}", "--interval", "1s",
+                      "--time-window", "15s")
+    try:
+        browser.get(board.url())
+        _check_workloads(browser)
+        _shot(browser, shots / "overview.png")
+        browser.get(board.url() + "#/workload/default/api")
+        callers = _wait(browser, "api's callers", lambda d: _cells(d, "#callers tbody tr"))
+        assert callers[0][0] == "web" and callers[0][-1] == "\u221a" and "web.default" in callers[0][2], callers
+        browser.get(board.url() + "#/workload/default/web")
+        routes = _wait(browser, "web's routes", lambda d: _cells(d, "#routes tbody tr"))
+        assert any(r[1] == "api" for r in routes), routes
+        _shot(browser, shots / "workload-web.png")
     finally:
         err = board.stop()
     assert "Traceback" not in err, err
