@@ -674,7 +674,7 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     TRACE_EXPORT_TIMEOUT: ("10s", parse_duration, "time limit of one export; its spans are dropped after it"),
     TRACE_COLLECTOR_IDENTITY: (None, parse_identity_name,
                                "the collector's mesh identity: spans go over mutual TLS with this proxy's "
-                               "certificate (needs MESHPROXY_IDENTITY_NAME and a grpc collector); unset = plaintext"),
+                               "certificate, gRPC or HTTP (needs MESHPROXY_IDENTITY_NAME); unset = plaintext"),
     METRICS_WORKLOAD_LABELS: ("false", parse_bool,
                               "add this proxy's namespace, pod and owner labels to every metric (for a Prometheus "
                               "that does not add them while scraping)"),
@@ -848,10 +848,6 @@ def _tracing(v: dict[str, Any], env: Mapping[str, str], sources: Mapping[str, st
             raise ConfigError(TRACE_COLLECTOR_IDENTITY, sources.get(TRACE_COLLECTOR_IDENTITY),
                               f"spans go to the collector over mutual TLS, which needs this proxy's own identity "
                               f"({IDENTITY_NAME})")
-        collector = v[TRACE_COLLECTOR]
-        if collector is not None and collector.protocol != "grpc":
-            raise ConfigError(TRACE_COLLECTOR_IDENTITY, sources.get(TRACE_COLLECTOR_IDENTITY),
-                              f"mutual TLS to the collector is for OTLP/gRPC; {TRACE_COLLECTOR} is {collector}")
     resource: dict[str, str] = {"service.name": v[TRACE_SERVICE_NAME]}
     resource.update(v[TRACE_EXTRA_ATTRIBUTES] or ())
     otel = env.get(OTEL_RESOURCE_ATTRIBUTES, "")

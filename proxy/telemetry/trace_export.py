@@ -8,7 +8,7 @@ an export that fails or outlives ``MESHPROXY_TRACE_EXPORT_TIMEOUT`` drops
 its spans (counted) and the next batch tries again. Metrics:
 ``trace_spans_exported_total``, ``trace_spans_dropped_total{reason}``.
 
-With ``MESHPROXY_TRACE_COLLECTOR_IDENTITY`` the gRPC connection is mesh TLS:
+With ``MESHPROXY_TRACE_COLLECTOR_IDENTITY`` the connection (gRPC or HTTP) is mesh TLS:
 this proxy's current certificate (the identity's client context, so a
 rotated certificate is used from the next connection on, and a kept
 connection made with the old one is replaced) and the collector verified to
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +44,30 @@ class ExportError(Exception):
 
 
 class HttpTransport:
-    """OTLP/HTTP with binary protobuf: ``POST /v1/traces``, one connection per export (exports are infrequent)."""
+    """OTLP/HTTP with binary protobuf: ``POST /v1/traces``, one connection per export (exports are infrequent).
 
-    def __init__(self, host: str, port: int, path: str) -> None:
+    Plaintext, or mesh TLS when ``identity`` (the collector's) is given, as for gRPC: this proxy's current
+    certificate, ALPN ``http/1.1``, the collector verified to hold that identity."""
+
+    def __init__(self, host: str, port: int, path: str, identity: str | None = None,
+                 mesh_tls: Callable[[], MeshTls | None] | None = None) -> None:
         self.host, self.port, self.path = host, port, path
+        self.identity = identity
+        self.mesh_tls = mesh_tls
+        self._tls: tuple[MeshTls, ssl.SSLContext] | None = None  # the current certificate and its context
+
+    def _context(self) -> ssl.SSLContext:
+        current = _current_tls(self.mesh_tls)
+        if self._tls is None or self._tls[0] is not current:  # first use, or the certificate rotated
+            self._tls = (current, current.client(["http/1.1"]))
+        return self._tls[1]
 
     async def export(self, payload: bytes) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.identity is not None:
+            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._context(),
+                                                           server_hostname=self.identity)
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
             head = (f"POST {self.path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-protobuf\r\n"
@@ -65,6 +83,13 @@ class HttpTransport:
                 raise ExportError(f"collector answered HTTP {status}")
         finally:
             writer.close()
+
+
+def _current_tls(mesh_tls: Callable[[], MeshTls | None] | None) -> MeshTls:
+    current = mesh_tls() if mesh_tls is not None else None
+    if current is None:
+        raise ExportError("no identity certificate yet: spans go to the collector over mutual TLS only")
+    return current
 
 
 class GrpcTransport:
@@ -86,18 +111,12 @@ class GrpcTransport:
         self._writer: asyncio.StreamWriter | None = None
         self._tls: MeshTls | None = None  # the certificate the kept connection was made with
 
-    def _current_tls(self) -> MeshTls:
-        current = self.mesh_tls() if self.mesh_tls is not None else None
-        if current is None:
-            raise ExportError("no identity certificate yet: spans go to the collector over mutual TLS only")
-        return current
-
     async def _open(self) -> None:
         import h2.config
         import h2.connection
 
         if self.identity is not None:
-            mesh = self._current_tls()
+            mesh = _current_tls(self.mesh_tls)
             self._reader, self._writer = await asyncio.open_connection(
                 self.host, self.port, ssl=mesh.client_h2, server_hostname=self.identity)
             self._tls = mesh
@@ -115,7 +134,7 @@ class GrpcTransport:
         self._tls = None
 
     async def export(self, payload: bytes) -> None:
-        if self._conn is not None and self.identity is not None and self._tls is not self._current_tls():
+        if self._conn is not None and self.identity is not None and self._tls is not _current_tls(self.mesh_tls):
             self.close()  # the certificate rotated: the next connection presents the new one
         reused = self._conn is not None
         try:
@@ -283,5 +302,5 @@ def _transport(settings: TracingSettings, mesh_tls: Callable[[], MeshTls | None]
     collector = settings.collector
     assert collector is not None
     if collector.protocol == "http/protobuf":
-        return HttpTransport(collector.host, collector.port, collector.path)  # config refuses an identity here
+        return HttpTransport(collector.host, collector.port, collector.path, settings.collector_identity, mesh_tls)
     return GrpcTransport(collector.host, collector.port, settings.collector_identity, mesh_tls)

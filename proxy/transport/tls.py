@@ -19,7 +19,7 @@ import asyncio
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 TRANSPORT_ALPN = "transport.l5d.io/v1"
@@ -34,6 +34,15 @@ class MeshTls:
     server: ssl.SSLContext
     client_h2: ssl.SSLContext  # HTTP/2 to a port the peer intercepts (no transport header)
     client_transport: ssl.SSLContext  # a transport header first: the peer's inbound port is addressed
+    # (chain, key, anchors) PEM, for the rare client that needs other ALPN (``client``)
+    pems: tuple[bytes, bytes, bytes] = field(default=(b"", b"", b""), repr=False)
+
+    def client(self, alpn: list[str]) -> ssl.SSLContext:
+        """A new client context of this certificate offering ``alpn``; built on demand (each costs memory), so
+        the caller keeps it for as long as this certificate is current."""
+        ctx = _context(ssl.PROTOCOL_TLS_CLIENT, *self.pems)
+        ctx.set_alpn_protocols(alpn)
+        return ctx
 
 
 def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> MeshTls:
@@ -50,7 +59,7 @@ def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> Me
     client_h2.set_alpn_protocols([H2_ALPN])
     client_transport = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
     client_transport.set_alpn_protocols([TRANSPORT_ALPN])
-    return MeshTls(name, server, client_h2, client_transport)
+    return MeshTls(name, server, client_h2, client_transport, (chain_pem, key_pem, anchors_pem))
 
 
 def _context(protocol: int, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> ssl.SSLContext:

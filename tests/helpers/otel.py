@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
+import tempfile
 import threading
 import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -104,17 +107,23 @@ class _Store:
 
 
 class HttpCollector(_Store, _HttpServer):
-    """OTLP/HTTP receiver (``POST /v1/traces``, binary protobuf); ``status`` is what it answers."""
+    """OTLP/HTTP receiver (``POST /v1/traces``, binary protobuf); ``status`` is what it answers. With ``tls`` =
+    (key PEM, chain PEM, trust anchors PEM): HTTPS that requires a client certificate from those anchors,
+    each client's certificate DNS SAN kept in ``client_ids``."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, tls: tuple[bytes, bytes, bytes] | None = None) -> None:
         super().__init__()
         self.status = status
+        self.client_ids: list[str] = []
         store = self
 
         class Handler(_Handler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 ok = self.path == "/v1/traces" and self.headers.get("Content-Type") == "application/x-protobuf"
+                peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+                if peer:
+                    store.client_ids.extend(v for k, v in peer.get("subjectAltName", ()) if k == "DNS")
                 if ok and store.status == 200:
                     request = trace_service_pb2.ExportTraceServiceRequest()
                     request.ParseFromString(body)
@@ -123,10 +132,26 @@ class HttpCollector(_Store, _HttpServer):
                 self.reply(store.status if ok else 404, "application/x-protobuf", answer)
 
         self.port = self.serve(Handler)
+        if tls is not None:
+            self.server.socket = _server_tls(*tls).wrap_socket(self.server.socket, server_side=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def _server_tls(key: bytes, chain: bytes, anchors: bytes) -> ssl.SSLContext:
+    """TLS 1.3 serving ``chain``, requiring a client certificate from ``anchors`` (files: ssl reads keys only so)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=anchors.decode("ascii"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tls.pem"
+        path.write_bytes(key + b"\n" + chain)
+        ctx.load_cert_chain(str(path))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 class GrpcCollector(_Store):

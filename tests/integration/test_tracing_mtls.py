@@ -1,9 +1,11 @@
 """Spans to a meshed collector over mutual TLS (MESHPROXY_TRACE_COLLECTOR_IDENTITY), end to end.
 
-The collector is an OTLP/gRPC receiver behind TLS with a certificate issued
-for its mesh identity by the test's trust anchors. A proxy with an identity
-of its own sends its spans there, verifying that identity; a receiver holding
-another identity gets nothing, and the proxy counts the spans it dropped.
+The collector is an OTLP/gRPC receiver (grpcio) or an OTLP/HTTP one behind
+TLS with a certificate issued for its mesh identity by the test's trust
+anchors (the HTTP one requires and records the client's certificate). A proxy
+with an identity of its own sends its spans there, verifying that identity; a
+receiver holding another identity gets nothing, and the proxy counts the spans
+it dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from cryptography import x509
 
 from helpers.issuer import Issuer, identity_name
 from helpers.meshproxy import EXIT_CONFIG, MeshProxy, run_once
-from helpers.otel import GrpcCollector, get
+from helpers.otel import GrpcCollector, HttpCollector, get
 from helpers.upstream import HttpUpstream
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,6 +54,16 @@ def app():
     up.stop()
 
 
+def _collector(protocol: str, issuer: Issuer, name: str):
+    """(receiver, MESHPROXY_TRACE_COLLECTOR) of a collector proving identity ``name``."""
+    key, chain = _credentials(issuer, name)
+    if protocol == "grpc":
+        grpc = GrpcCollector(tls=(key, chain))
+        return grpc, f"grpc://127.0.0.1:{grpc.port}"
+    http = HttpCollector(tls=(key, chain, issuer.anchors.read_bytes()))
+    return http, f"http://127.0.0.1:{http.port}"
+
+
 def _traced_request(proxy: MeshProxy, app: HttpUpstream, trace_id: str) -> None:
     """One sampled request through the proxy's outbound side (routed by Host): one CLIENT span."""
     status, _ = get(proxy.outbound, "/traced", {"Host": app.hostport,
@@ -59,9 +71,10 @@ def _traced_request(proxy: MeshProxy, app: HttpUpstream, trace_id: str) -> None:
     assert status == 200
 
 
-def test_spans_reach_a_collector_proving_its_identity_over_mutual_tls(issuer, app, tmp_path):
-    collector = GrpcCollector(tls=_credentials(issuer, COLLECTOR))
-    env = {**issuer.env(WEB), **FAST_EXPORT, "MESHPROXY_TRACE_COLLECTOR": f"grpc://127.0.0.1:{collector.port}",
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_spans_reach_a_collector_proving_its_identity_over_mutual_tls(issuer, app, tmp_path, protocol):
+    collector, url = _collector(protocol, issuer, COLLECTOR)
+    env = {**issuer.env(WEB), **FAST_EXPORT, "MESHPROXY_TRACE_COLLECTOR": url,
            "MESHPROXY_TRACE_COLLECTOR_IDENTITY": COLLECTOR}
     try:
         with MeshProxy(env=env, name="proxy-mtls", log_path=tmp_path / "proxy.log").start() as proxy:
@@ -70,7 +83,9 @@ def test_spans_reach_a_collector_proving_its_identity_over_mutual_tls(issuer, ap
             trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
             _traced_request(proxy, app, trace_id)
             spans = collector.wait_for(bytes.fromhex(trace_id), 1, timeout=15)
-            assert [s.via for s in spans] == ["grpc"]
+            assert [s.via for s in spans] == [protocol]
+            if protocol == "http":  # the collector saw this proxy's own certificate
+                assert set(collector.client_ids) == {WEB}, collector.client_ids
             assert spans[0].span.kind == 3  # SPAN_KIND_CLIENT
             deadline = time.monotonic() + 10  # the collector stores the batch before the proxy reads its answer
             while proxy.metrics().get("trace_spans_exported_total") < 1:
@@ -81,9 +96,10 @@ def test_spans_reach_a_collector_proving_its_identity_over_mutual_tls(issuer, ap
         collector.stop()
 
 
-def test_a_collector_with_another_identity_gets_nothing_and_the_drop_is_counted(issuer, app, tmp_path):
-    rogue = GrpcCollector(tls=_credentials(issuer, ROGUE))
-    env = {**issuer.env(WEB), **FAST_EXPORT, "MESHPROXY_TRACE_COLLECTOR": f"grpc://127.0.0.1:{rogue.port}",
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_collector_with_another_identity_gets_nothing_and_the_drop_is_counted(issuer, app, tmp_path, protocol):
+    rogue, url = _collector(protocol, issuer, ROGUE)
+    env = {**issuer.env(WEB), **FAST_EXPORT, "MESHPROXY_TRACE_COLLECTOR": url,
            "MESHPROXY_TRACE_COLLECTOR_IDENTITY": COLLECTOR}
     try:
         with MeshProxy(env=env, name="proxy-rogue", log_path=tmp_path / "proxy.log").start() as proxy:
