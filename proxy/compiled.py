@@ -12,6 +12,7 @@ how benchmarks measure what compilation buys.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -60,22 +61,27 @@ def source_of(name: str) -> Path:
     return _ROOT.joinpath(*name.split(".")).with_suffix(".py")
 
 
-def _load_pure(name: str) -> None:
-    source = source_of(name)
-    if name in sys.modules or not source.exists():
-        return  # a .pyx-only module (sockopt) has no pure twin
-    importlib.import_module(name.rpartition(".")[0])
-    spec = importlib.util.spec_from_file_location(name, source)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+class _PureFinder:
+    """Finds the listed modules' ``.py`` ahead of their extensions, whoever imports them first (a pure
+    module importing another must not get the compiled one: extensions win over sources by default)."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in MODULES:
+            return None
+        source = source_of(name)
+        if not source.exists():
+            return None  # a .pyx-only module (sockopt) has no pure twin
+        return importlib.util.spec_from_file_location(name, source)
 
 
 def load_pure() -> None:
     """Load every compiled module from its ``.py`` (called by ``proxy/__init__`` under MESHPROXY_PURE)."""
+    if _PureFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _PureFinder)
     for name in MODULES:
-        _load_pure(name)
+        if source_of(name).exists():
+            importlib.import_module(name)
 
 
 def module_is_compiled(name: str) -> bool:

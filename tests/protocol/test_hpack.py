@@ -629,7 +629,9 @@ def test_hpack_bomb_refused_without_building_the_list(hp):
         tracemalloc.stop()
     assert info.value.size == 100_001 * (6 + 4000 + 32)
     assert peak < 200_000  # a built list alone would take 800 KB of pointers
-    assert elapsed < 2.0
+    # Not a speed target: only that nothing quadratic runs (uncompiled under tracemalloc on a busy shared
+    # machine this takes a second or two; a per-reference copy of the list would take minutes).
+    assert elapsed < 15.0
     # The block was processed to its end: the table is in step, the connection can go on.
     assert dec.dynamic_table() == [(b"x-bomb", value)]
     assert dec.decode(b"\xbe") == [(b"x-bomb", value)]
