@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", default=f"{TLS_DIR}/tls.key", metavar="FILE", help="default %(default)s")
     serve.add_argument("--admin-listen", default="0.0.0.0:9995", metavar="ADDR",
                        help="plain HTTP: /metrics, /ready, /live (default %(default)s)")
+    serve.add_argument("--cert-check-interval", type=float, default=CERT_CHECK_SECONDS, metavar="SECONDS",
+                       help="how often the certificate files are checked for a change (default %(default)s)")
     serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES, metavar="N",
                        help="largest AdmissionReview accepted; larger ones get 413 (default %(default)s)")
     serve.add_argument("--k8s-api", metavar="URL", help="API server for namespace lookups (default: in-cluster)")
@@ -231,22 +233,14 @@ def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Any
     return web.Response(status=status, text=text, headers=headers)
 
 
-def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
-
-
-async def _reload_certificate(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+async def _reload_certificate(ctx: ssl.SSLContext, cert_file: str, key_file: str, interval: float) -> None:
     """Load the files again when they change; new handshakes use the new certificate."""
     def stamp() -> tuple[float, float]:
         return os.stat(cert_file).st_mtime, os.stat(key_file).st_mtime
 
     seen = stamp()
     while True:
-        await asyncio.sleep(CERT_CHECK_SECONDS)
+        await asyncio.sleep(interval)
         try:
             now = stamp()
             if now != seen:
@@ -292,11 +286,16 @@ def serve_main(args: argparse.Namespace) -> int:
         loglevel.parse(args.log_level)
         if args.max_request_bytes < 1024:
             raise ValueError("--max-request-bytes must be at least 1024")
+        if not args.cert_check_interval > 0:
+            raise ValueError("--cert-check-interval must be above 0")
     except ValueError as err:
         _err(str(err))
         return EX_USAGE
+    from proxy.identity.server import server_ssl_context
+
     try:
-        ctx = tls_context(args.tls_cert, args.tls_key)
+        # TLS 1.3 like the issuer's listener; kube-apiserver's client speaks it.
+        ctx = server_ssl_context(args.tls_cert, args.tls_key)
     except (OSError, ssl.SSLError) as err:
         _err(f"serving certificate {args.tls_cert} / {args.tls_key}: {err}")
         return EX_USAGE
@@ -331,7 +330,8 @@ def serve_main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        reloader = asyncio.ensure_future(_reload_certificate(ctx, args.tls_cert, args.tls_key))
+        reloader = asyncio.ensure_future(_reload_certificate(ctx, args.tls_cert, args.tls_key,
+                                                          args.cert_check_interval))
         await stop.wait()
         injector.serving = False
         reloader.cancel()

@@ -64,16 +64,22 @@ class FakeApiThread:
         self.loop.close()
 
 
+def serving_certificate(tmp: Path, anchors: str = "ca.crt") -> None:
+    """tls.crt and tls.key for the injector's Service name and 127.0.0.1, from a new CA written to ``anchors``."""
+    root = ca.create_root("cluster.local", dt.timedelta(days=1))
+    issuer = ca.create_issuer(root, "cluster.local", dt.timedelta(days=1))
+    key = ca.new_key()
+    sans = [x509.DNSName("meshproxy-injector.meshproxy.svc"), *ca.host_sans("127.0.0.1")]
+    leaf = ca.sign_leaf(issuer, key.public_key(), "meshproxy-injector.meshproxy.svc", sans, dt.timedelta(hours=1))
+    ca.write_atomically(tmp / "tls.key", ca.key_pem(key), 0o600)
+    ca.write_atomically(tmp / "tls.crt", ca.cert_pem(leaf) + ca.cert_pem(issuer.cert), 0o644)
+    (tmp / anchors).write_bytes(ca.cert_pem(root.cert))
+
+
 class Injector:
     def __init__(self, tmp: Path, api_url: str, *extra: str) -> None:
-        root = ca.create_root("cluster.local", dt.timedelta(days=1))
-        issuer = ca.create_issuer(root, "cluster.local", dt.timedelta(days=1))
-        key = ca.new_key()
-        sans = [x509.DNSName("meshproxy-injector.meshproxy.svc"), *ca.host_sans("127.0.0.1")]
-        leaf = ca.sign_leaf(issuer, key.public_key(), "meshproxy-injector.meshproxy.svc", sans, dt.timedelta(hours=1))
-        (tmp / "tls.crt").write_bytes(ca.cert_pem(leaf) + ca.cert_pem(issuer.cert))
-        (tmp / "tls.key").write_bytes(ca.key_pem(key))
-        (tmp / "ca.crt").write_bytes(ca.cert_pem(root.cert))
+        serving_certificate(tmp)
+        self.tmp = tmp
         (tmp / "token").write_text("injector-token\n")
         self.port, self.admin_port = free_ports(2)
         self.ctx = ssl.create_default_context(cafile=str(tmp / "ca.crt"))
@@ -83,7 +89,8 @@ class Injector:
                 [sys.executable, "-m", "proxy", "injector", "serve", "--listen", f"127.0.0.1:{self.port}",
                  "--admin-listen", f"127.0.0.1:{self.admin_port}", "--tls-cert", str(tmp / "tls.crt"),
                  "--tls-key", str(tmp / "tls.key"), "--k8s-api", api_url, "--k8s-token-file", str(tmp / "token"),
-                 "--k8s-ca-file", "/nonexistent/ca.crt", "--log-format", "json", *extra],
+                 "--k8s-ca-file", "/nonexistent/ca.crt", "--log-format", "json", "--cert-check-interval", "0.2",
+                 *extra],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while self.admin("/ready")[0] != 200:
@@ -354,6 +361,27 @@ def test_https_only_with_the_serving_certificate(injector: Injector) -> None:
         conn = http.client.HTTPSConnection("127.0.0.1", injector.port, context=ssl.create_default_context(),
                                            timeout=5)
         conn.request("GET", "/inject")
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(injector: Injector) -> None:
+    serving_certificate(injector.tmp, "renewed-ca.crt")
+    renewed = ssl.create_default_context(cafile=str(injector.tmp / "renewed-ca.crt"))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn = http.client.HTTPSConnection("127.0.0.1", injector.port, context=renewed, timeout=5)
+            conn.request("GET", "/inject")
+            assert conn.getresponse().status == 405
+            conn.close()
+            break
+        except ssl.SSLCertVerificationError:
+            assert time.monotonic() < deadline, "the renewed certificate was not loaded"
+            time.sleep(0.1)
+    # The old CA no longer verifies it; later tests use the new one.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        injector.post(b"{}")
+    injector.ctx = renewed
+    assert any(e["event"] == "serving certificate reloaded" for e in injector.lines())
 
 
 def test_admin_endpoints(injector: Injector) -> None:
