@@ -276,10 +276,24 @@ def _notes(settings: policy.PodSettings, probe_paths: probes.ProbePaths) -> list
 
 
 def _uninject_site(site: workloads.PodSite) -> str:
-    if not podspec.is_injected(site.template):
+    if podspec.is_injected(site.template):
+        podspec.remove(site.template, site.spec)
+        return "uninjected"
+    # Marked for the injector (by `inject`, or by hand): without the mark its
+    # new pods are created without the proxy, unless the namespace asks for it.
+    metadata = site.template.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
         return "not injected, unchanged"
-    podspec.remove(site.template, site.spec)
-    return "uninjected"
+    marks = [key for key in names.ALIASES[names.INJECT]
+             if str(annotations.get(key, "")).strip() in (names.ENABLED, names.INGRESS)]
+    if not marks:
+        return "not injected, unchanged"
+    for key in marks:
+        del annotations[key]
+    if not annotations and isinstance(metadata, dict):
+        del metadata["annotations"]
+    return f"uninjected (removed {', '.join(marks)}; its namespace's annotation, if any, still applies)"
 
 
 def inject_text(text: str, options: Options | None = None) -> Result:

@@ -248,3 +248,17 @@ def test_registry_flag_prefixes_the_default_images() -> None:
                  stdin=dump(workload("Pod")))
     [doc] = load(result.stdout)
     assert (proxy_of(doc)["image"], init_of(doc)["image"]) == ("p:1", f"r.example/meshproxy-init:{__version__}")
+
+
+def test_uninject_takes_the_injector_mark_off() -> None:
+    original = workload("Deployment", {"config.linkerd.io/proxy-cpu-limit": "1"})
+    annotated = run("inject", "-", stdin=dump(original)).stdout
+    back = run("uninject", "-", stdin=annotated)
+    assert back.returncode == 0
+    assert load(back.stdout) == [original]
+    assert back.stderr.startswith('deployment "web-deployment" uninjected (removed meshproxy.io/inject;')
+    linkerd = workload("Pod", {"linkerd.io/inject": "enabled"})
+    [out] = load(run("uninject", "-", stdin=dump(linkerd)).stdout)
+    assert "annotations" not in out["metadata"]
+    disabled = dump(workload("Pod", {"linkerd.io/inject": "disabled"}))
+    assert run("uninject", "-", stdin=disabled).stdout == disabled
