@@ -39,8 +39,8 @@ class ReviewError(ValueError):
 class Review:
     uid: str
     namespace: str  # "" when the request is not namespaced (then it is never a pod)
-    pod: dict[str, Any] | None  # None: not a pod CREATE, nothing to do
-    skip_why: str = ""  # why pod is None
+    pod: dict[str, Any] | None  # None: nothing to inject, ``unusable`` says why
+    unusable: Mutation | None = None
 
 
 @dataclass(slots=True)
@@ -78,13 +78,15 @@ def parse(body: bytes) -> Review:
     is_pod = isinstance(kind, dict) and kind.get("group", "") == "" and kind.get("kind") == "Pod"
     if not is_pod or request.get("subResource") or request.get("operation") != "CREATE":
         what = f"{kind.get('kind') if isinstance(kind, dict) else kind} {request.get('operation')}"
-        return Review(uid, namespace, None, f"not a pod CREATE ({what})")
+        return Review(uid, namespace, None, Mutation(Outcome("skipped", "not_pod_create",
+                                                             f"skipped: not a pod CREATE ({what})")))
     pod = request.get("object")
     if not isinstance(pod, dict):
-        return Review(uid, namespace, None, "request.object is not a pod")
+        return Review(uid, namespace, None, failure("malformed_pod", "request.object is not a pod"))
     if not _DNS_LABEL.fullmatch(namespace):
         # The name goes into the API path of the namespace lookup.
-        return Review(uid, namespace, None, f"request.namespace {namespace!r} is not a namespace name")
+        return Review(uid, namespace, None,
+                      failure("bad_namespace", f"request.namespace {namespace!r} is not a namespace name"))
     return Review(uid, namespace, pod)
 
 

@@ -214,7 +214,8 @@ class Injector:
 
     async def _mutate(self, review: admission.Review) -> admission.Mutation:
         if review.pod is None:
-            return admission.Mutation(admission.Outcome("skipped", "not_pod_create", f"skipped: {review.skip_why}"))
+            assert review.unusable is not None
+            return review.unusable
         try:
             annotations = await self.namespaces.get(review.namespace)
         except Exception as err:  # any failure of the lookup: the pod is created uninjected, never blocked

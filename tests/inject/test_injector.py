@@ -305,12 +305,28 @@ def test_failures_never_block_the_pod(injector: Injector) -> None:
 
 def test_other_operations_and_kinds_pass(injector: Injector) -> None:
     pod = kind_review("Pod", "meshed")["request"]["object"]
-    for doc in (review(pod, "meshed", operation="UPDATE"), review(pod, "meshed", kind="Service"),
-                {**review(pod, "meshed"), "request": {**review(pod, "meshed")["request"], "object": "a pod"}}):
+    for doc in (review(pod, "meshed", operation="UPDATE"), review(pod, "meshed", kind="Service")):
         before = injector.count("skipped", "not_pod_create")
         response = injector.send(doc)
-        assert "patch" not in response
+        assert "patch" not in response and "warnings" not in response
         assert injector.count("skipped", "not_pod_create") == before + 1
+
+
+@pytest.mark.parametrize(("change", "reason", "words"), [
+    ({"object": "a pod"}, "malformed_pod", "request.object is not a pod"),
+    ({"object": None}, "malformed_pod", "request.object is not a pod"),
+    ({"namespace": "../../apis"}, "bad_namespace", "'../../apis' is not a namespace name"),
+    ({"namespace": ""}, "bad_namespace", "'' is not a namespace name"),
+])
+def test_unusable_pod_creates_pass_with_a_warning(injector: Injector, change: dict, reason: str,
+                                                  words: str) -> None:
+    doc = kind_review("Pod", "meshed")
+    doc["request"].update(change)
+    before = injector.count("error", reason)
+    response = injector.send(doc)
+    assert "patch" not in response
+    assert words in response["warnings"][0]
+    assert injector.count("error", reason) == before + 1
 
 
 @pytest.mark.parametrize(("body", "words"), [
