@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how often the certificate files are checked for a change (default %(default)s)")
     serve.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES, metavar="N",
                        help="largest AdmissionReview accepted; larger ones get 413 (default %(default)s)")
+    serve.add_argument("--namespace-timeout", type=float, default=NAMESPACE_TIMEOUT, metavar="SECONDS",
+                       help="time limit of a namespace lookup; past it the pod is let through uninjected "
+                       "(default %(default)s)")
     serve.add_argument("--k8s-api", metavar="URL", help="API server for namespace lookups (default: in-cluster)")
     serve.add_argument("--k8s-token-file", default="/var/run/secrets/kubernetes.io/serviceaccount/token")
     serve.add_argument("--k8s-ca-file", default="/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
@@ -100,8 +103,9 @@ class Metrics:
 class NamespaceCache:
     """Namespace annotations from the API, kept NAMESPACE_CACHE_SECONDS, at most NAMESPACE_CACHE_SIZE names."""
 
-    def __init__(self, fetch: NamespaceLookup) -> None:
+    def __init__(self, fetch: NamespaceLookup, timeout: float = NAMESPACE_TIMEOUT) -> None:
         self._fetch = fetch
+        self._timeout = timeout
         self._entries: OrderedDict[str, tuple[float, Mapping[str, str]]] = OrderedDict()
 
     async def get(self, name: str) -> Mapping[str, str]:
@@ -109,7 +113,7 @@ class NamespaceCache:
         hit = self._entries.get(name)
         if hit is not None and now - hit[0] < NAMESPACE_CACHE_SECONDS:
             return hit[1]
-        async with asyncio.timeout(NAMESPACE_TIMEOUT):
+        async with asyncio.timeout(self._timeout):
             annotations = await self._fetch(name)
         self._entries[name] = (now, annotations)
         self._entries.move_to_end(name)
@@ -134,10 +138,10 @@ def api_lookup(api: Any) -> NamespaceLookup:
 class Injector:
     """The two listeners' handlers; ``namespaces`` answers a namespace's annotations."""
 
-    def __init__(self, options: Options, namespaces: NamespaceLookup, max_request_bytes: int = MAX_REQUEST_BYTES
-                 ) -> None:
+    def __init__(self, options: Options, namespaces: NamespaceLookup, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 namespace_timeout: float = NAMESPACE_TIMEOUT) -> None:
         self.options = options
-        self.namespaces = NamespaceCache(namespaces)
+        self.namespaces = NamespaceCache(namespaces, namespace_timeout)
         self.max_request_bytes = max_request_bytes
         self.metrics = Metrics()
         self.serving = False
@@ -289,6 +293,8 @@ def serve_main(args: argparse.Namespace) -> int:
             raise ValueError("--max-request-bytes must be at least 1024")
         if not args.cert_check_interval > 0:
             raise ValueError("--cert-check-interval must be above 0")
+        if not 0 < args.namespace_timeout <= REQUEST_TIMEOUT:
+            raise ValueError(f"--namespace-timeout must be above 0 and at most {REQUEST_TIMEOUT:g}")
     except ValueError as err:
         _err(str(err))
         return EX_USAGE
@@ -318,7 +324,7 @@ def serve_main(args: argparse.Namespace) -> int:
         except Exception as err:  # no in-cluster configuration, unreadable token: a setup error
             _err(f"Kubernetes API: {type(err).__name__}: {err}")
             return EX_USAGE
-        injector = Injector(options, api_lookup(api), args.max_request_bytes)
+        injector = Injector(options, api_lookup(api), args.max_request_bytes, args.namespace_timeout)
         try:
             runners = await start(injector, (listen.host, listen.port), (admin.host, admin.port), ctx)
         except OSError as err:

@@ -43,7 +43,7 @@ class FakeApiServer:
         self.pod_status = 200  # set to 500 to make Pod reads fail
         self.namespaces: dict[str, dict] = {}  # name -> Namespace (add_namespace)
         self.namespace_status: dict[str, int] = {}  # name -> an error status its reads answer
-        self.namespace_delay = 0.0  # seconds before a Namespace read is answered
+        self.namespace_delay: dict[str, float] = {}  # name -> seconds before its reads are answered
         self.requests: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, Authorization)
         self.changed = asyncio.Condition()
         self.port = 0
@@ -218,8 +218,8 @@ class FakeApiServer:
     async def _namespace(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
-        if self.namespace_delay:
-            await asyncio.sleep(self.namespace_delay)
+        if name in self.namespace_delay:
+            await asyncio.sleep(self.namespace_delay[name])
         code = self.namespace_status.get(name)
         if code is not None:
             return web.json_response(status(code, "InternalError", "etcdserver: request timed out"), status=code)

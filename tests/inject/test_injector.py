@@ -90,6 +90,7 @@ class Injector:
                  "--admin-listen", f"127.0.0.1:{self.admin_port}", "--tls-cert", str(tmp / "tls.crt"),
                  "--tls-key", str(tmp / "tls.key"), "--k8s-api", api_url, "--k8s-token-file", str(tmp / "token"),
                  "--k8s-ca-file", "/nonexistent/ca.crt", "--log-format", "json", "--cert-check-interval", "0.2",
+                 "--namespace-timeout", "1",
                  *extra],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -159,6 +160,8 @@ def api() -> Iterator[FakeApiThread]:
     server.add_namespace("broken-ns", {"linkerd.io/inject": "sometimes"})
     server.add_namespace("flaky", MESHED)
     server.namespace_status["flaky"] = 500
+    server.add_namespace("slow", MESHED)
+    server.namespace_delay["slow"] = 3.0
     yield thread
     thread.stop()
 
@@ -287,6 +290,7 @@ def test_failures_never_block_the_pod(injector: Injector) -> None:
         (kind_review("Deployment", "broken-ns"), "bad_annotation", 'deployment "web-deployment": linkerd.io/inject'),
         (kind_review("Deployment", "flaky"), "namespace_lookup", "flaky"),
         (kind_review("Deployment", "gone"), "namespace_lookup", "gone"),
+        (kind_review("Deployment", "slow"), "namespace_lookup", "namespace slow could not be read: TimeoutError"),
     ]
     malformed = kind_review("Pod", "meshed")
     del malformed["request"]["object"]["spec"]["containers"]
