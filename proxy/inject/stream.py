@@ -165,8 +165,10 @@ def _transform(text: str, options: Options, uninject: bool) -> Result:
                     line = _uninject_site(site)
                 else:
                     line = inject_site(site, options, _namespace_annotations(site, options, namespaces)).line
-            except (policy.AnnotationError, podspec.ShapeError) as err:
+            except policy.AnnotationError as err:
                 raise InjectError(index, kind, f"{describe(site)}: {err}") from None
+            except podspec.ShapeError as err:  # names the workload itself
+                raise InjectError(index, kind, str(err)) from None
             if site.template != before:
                 changed += 1
             report.append(f"{describe(site)} {line}")
@@ -204,7 +206,7 @@ def inject_site(site: workloads.PodSite, options: Options, ns_annotations: Mappi
     settings = replace(settings, workload_kind=site.kind.lower(), workload_name=site.name)
     ignored = found.ignored()
     if not options.manual:
-        return _annotate(site, found, was_injected, ignored)
+        return _annotate(site, was_injected, ignored)
     if was_injected:
         # Re-inject from scratch, so a changed setting is picked up and an
         # unchanged one gives byte-identical output.
@@ -223,8 +225,7 @@ def inject_site(site: workloads.PodSite, options: Options, ns_annotations: Mappi
     return Outcome("injected", "injected", f"{verb} ({'; '.join(notes)})")
 
 
-def _annotate(site: workloads.PodSite, found: policy.Annotations, was_injected: bool,
-              ignored: list[str]) -> Outcome:
+def _annotate(site: workloads.PodSite, was_injected: bool, ignored: list[str]) -> Outcome:
     """Mark the pod template for the webhook, carrying the workload's own annotations down to it.
 
     The webhook sees the pod and its namespace, never the workload, so an

@@ -262,3 +262,16 @@ def test_uninject_takes_the_injector_mark_off() -> None:
     assert "annotations" not in out["metadata"]
     disabled = dump(workload("Pod", {"linkerd.io/inject": "disabled"}))
     assert run("uninject", "-", stdin=disabled).stdout == disabled
+
+
+def test_bad_pod_shapes_exit_65_naming_the_workload() -> None:
+    text = "kind: Pod\nmetadata: {name: p, annotations: [a]}\nspec: {containers: [{name: app, image: x}]}\n"
+    for flags in ([], ["--manual"]):
+        result = run("inject", *flags, "-", stdin=text)
+        assert result.returncode == 65
+        assert 'document 1 (kind Pod): pod "p": metadata.annotations is not a mapping' in result.stderr \
+            or 'pod "p".metadata.annotations is not a mapping' in result.stderr, result.stderr
+    taken = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: meshproxy, image: x}]}\n"
+    result = run("inject", "--manual", "-", stdin=taken)
+    assert result.returncode == 65
+    assert 'document 1 (kind Pod): pod "p" already has a container named meshproxy' in result.stderr
