@@ -107,9 +107,11 @@ def owner(pod: Mapping[str, Any]) -> tuple[str, str]:
 
 def proxy_present(spec: Mapping[str, Any]) -> str | None:
     for key in ("initContainers", "containers"):
-        for container in spec.get(key) or []:
-            if isinstance(container, dict) and container.get("name") in PROXY_CONTAINERS:
-                return str(container["name"])
+        listed = spec.get(key)
+        for container in listed if isinstance(listed, list) else []:
+            name = container.get("name") if isinstance(container, dict) else None
+            if isinstance(name, str) and name in PROXY_CONTAINERS:
+                return name
     return None
 
 

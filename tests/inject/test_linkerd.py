@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import __version__
 from proxy import config as cfg
 from proxy.inject import InjectError, Options, inject_text, names
-from tests.inject.manifests import KINDS, dump, kubelet_env, load, pod_of, workload
+from tests.inject.manifests import JSON, KINDS, dump, kubelet_env, load, pod_of, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -275,3 +277,19 @@ def test_bad_pod_shapes_exit_65_naming_the_workload() -> None:
     result = run("inject", "--manual", "-", stdin=taken)
     assert result.returncode == 65
     assert 'document 1 (kind Pod): pod "p" already has a container named meshproxy' in result.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["containers", "initContainers", "volumes", "hostNetwork"]), JSON, max_size=4),
+       st.dictionaries(st.sampled_from([names.INJECT, "linkerd.io/inject", "config.linkerd.io/proxy-cpu-limit",
+                                        "config.linkerd.io/opaque-ports"]), st.text(max_size=6), max_size=3),
+       st.booleans())
+def test_any_template_is_injected_or_refused_cleanly(spec: dict, annotations: dict, manual_mode: bool) -> None:
+    """Hostile manifests get an InjectError (exit 65), never a crash."""
+    for candidate in (spec, {**spec, "containers": [{"name": v} for v in spec.values()]}):
+        doc = workload("Deployment", annotations)
+        doc["spec"]["template"]["spec"] = candidate
+        try:
+            inject_text(dump(doc), Options(manual=manual_mode))
+        except InjectError:
+            pass
