@@ -454,11 +454,27 @@ spec:
         ports:
         - {name: http, containerPort: 8080}
 """
+    policy = """\
+---
+apiVersion: policy.linkerd.io/v1beta2
+kind: Server
+metadata:
+  name: web-http
+  namespace: emojivoto
+spec:
+  podSelector:
+    matchLabels: {app: web-svc}
+  port: http
+  proxyProtocol: HTTP/1
+"""
+    manifests += policy
     result = subprocess.run([sys.executable, "-m", "proxy", "inject", "-"], input=manifests, capture_output=True,
                             text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
     assert 'deployment "web" injected' in result.stderr
-    namespace, deployment = load(result.stdout)
+    # The Namespace and the policy pass through byte for byte.
+    assert result.stdout.startswith(manifests.split("---")[0]) and result.stdout.endswith(policy)
+    namespace, deployment, _ = load(result.stdout)
     kubernetes_validate.validate(deployment, "1.29.0", strict=True)
     server_ns = namespace["metadata"]["name"]
     assert namespace["metadata"]["annotations"] == {"linkerd.io/inject": "enabled"}
