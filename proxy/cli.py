@@ -51,6 +51,7 @@ DELEGATED = {
     "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
     "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard (golden metrics, live)"),
+    "injector": ("proxy.inject.injector", "the automatic-injection webhook: injector serve"),
     "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
 }
 
@@ -83,13 +84,12 @@ def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     sub.add_parser("version", help="print the version and whether the compiled fast path is in use")
-    inject = sub.add_parser("inject", help="add the meshproxy init container and sidecar to Kubernetes manifests")
+    inject = sub.add_parser("inject", help="mesh Kubernetes manifests: annotate them for the injector, "
+                                           "or with --manual add the init container and sidecar")
     inject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")
-    inject.add_argument("--proxy-image", default="meshproxy:0.1.0", help="proxy image (default %(default)s)")
-    inject.add_argument("--init-image", default="meshproxy-init:0.1.0",
-                        help="iptables init image (default %(default)s)")
-    inject.add_argument("--force", action="store_true",
-                        help="inject workloads that no level annotates meshproxy.io/inject: enabled")
+    inject.add_argument("--manual", action="store_true",
+                        help="add the containers here instead of annotating the pods for the injector webhook")
+    inject.add_argument("--force", action="store_true", help=argparse.SUPPRESS)  # no longer needed; says so
     inject.add_argument(
         "--namespace-annotations-file",
         metavar="FILE",
@@ -99,6 +99,7 @@ def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
         # Imported only for inject: the module pulls in YAML, which `run` never needs.
         from proxy.inject import command as inject_command
 
+        inject_command.add_image_arguments(inject)
         inject_command.add_identity_arguments(inject)
     uninject = sub.add_parser("uninject", help="remove what meshproxy inject added")
     uninject.add_argument("file", metavar="FILE|-", help="multi-document YAML; - reads stdin")

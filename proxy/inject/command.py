@@ -1,5 +1,8 @@
 """``meshproxy inject`` / ``meshproxy uninject``: files in, stream out, a report on stderr.
 
+``inject`` annotates each workload's pod template for the injector webhook
+(``meshproxy injector serve``); ``inject --manual`` adds the containers itself.
+
 Exit statuses (sysexits.h): 0 done (also when nothing needed injecting), 65 a
 document injection cannot handle (invalid YAML, unsupported shape, a bad
 annotation), 66 an input file that cannot be read.
@@ -35,6 +38,27 @@ def _argument_type(check: Callable[[str], object]) -> Callable[[str], str]:
     return parse
 
 
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which images the injected containers run (annotations on a pod override them)."""
+    parser.add_argument("--registry", metavar="REGISTRY", default="",
+                        help="where the images were pushed (e.g. registry.example.com/mesh): the defaults become "
+                        f"REGISTRY/{names.DEFAULT_PROXY_IMAGE} and REGISTRY/{names.DEFAULT_INIT_IMAGE}")
+    parser.add_argument("--proxy-image", metavar="IMAGE",
+                        help=f"proxy image (default [REGISTRY/]{names.DEFAULT_PROXY_IMAGE}, as scripts/images.sh "
+                        f"builds it); per pod: {names.PROXY_IMAGE}")
+    parser.add_argument("--init-image", metavar="IMAGE",
+                        help=f"iptables init image (default [REGISTRY/]{names.DEFAULT_INIT_IMAGE}); per pod: "
+                        f"{names.INIT_IMAGE}")
+
+
+def images(args: argparse.Namespace) -> tuple[str, str]:
+    """(proxy image, init image) from the flags of add_image_arguments."""
+    registry = (getattr(args, "registry", None) or "").rstrip("/")
+    prefix = f"{registry}/" if registry else ""
+    return (getattr(args, "proxy_image", None) or prefix + names.DEFAULT_PROXY_IMAGE,
+            getattr(args, "init_image", None) or prefix + names.DEFAULT_INIT_IMAGE)
+
+
 def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
     """The identity flags of ``meshproxy inject`` (annotations on a pod override them)."""
     parser.add_argument("--disable-identity", action="store_true",
@@ -47,7 +71,7 @@ def add_identity_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the issuer (default %(default)s); per pod: {names.IDENTITY_SERVICE}")
 
 
-def _identity_defaults(args: argparse.Namespace) -> IdentityDefaults:
+def identity_defaults(args: argparse.Namespace) -> IdentityDefaults:
     # getattr: a parser without add_identity_arguments gives the defaults.
     return IdentityDefaults(
         trust_domain=getattr(args, "trust_domain", None) or names.DEFAULT_TRUST_DOMAIN,
@@ -90,7 +114,7 @@ def namespace_file(text: str) -> tuple[dict[str, str], dict[str, Mapping[str, st
 def _finish(result: Result, verb: str, stdout: TextIO, stderr: TextIO) -> int:
     stdout.write(result.text)
     for line in result.report:
-        print(f"meshproxy {verb}: {line}", file=stderr)
+        print(line, file=stderr)
     if result.changed == 0:
         print(f"meshproxy {verb}: nothing to {verb}; the stream was written back unchanged", file=stderr)
     return 0
@@ -111,13 +135,17 @@ def inject_main(args: argparse.Namespace, stdin: TextIO | None = None, stdout: T
     except (yaml.YAMLError, ValueError) as err:
         print(f"meshproxy inject: --namespace-annotations-file: {err}", file=stderr)
         return EX_DATAERR
+    if getattr(args, "force", False):
+        print("meshproxy inject: --force is no longer needed: every workload not annotated disabled is injected",
+              file=stderr)
+    proxy_image, init_image = images(args)
     options = Options(
-        proxy_image=args.proxy_image,
-        init_image=args.init_image,
-        force=args.force,
+        proxy_image=proxy_image,
+        init_image=init_image,
+        manual=bool(getattr(args, "manual", False)),
         namespace_annotations=plain,
         namespaces=named,
-        identity=_identity_defaults(args),
+        identity=identity_defaults(args),
     )
     try:
         result = inject_text(text, options)

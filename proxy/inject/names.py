@@ -8,7 +8,12 @@ spellings agree. The proxy's names come from ``proxy.config``.
 
 from __future__ import annotations
 
+from proxy import __version__
+
 # ---- annotations (read) -------------------------------------------------------
+# meshproxy's own names; LINKERD below maps Linkerd's spelling of each to it,
+# so manifests and namespaces annotated for Linkerd work unchanged. At one
+# level meshproxy's name wins over Linkerd's; a more specific level wins over both.
 INJECT = "meshproxy.io/inject"
 SKIP_INBOUND_PORTS = "config.meshproxy.io/skip-inbound-ports"
 SKIP_OUTBOUND_PORTS = "config.meshproxy.io/skip-outbound-ports"
@@ -16,21 +21,74 @@ SKIP_SUBNETS = "config.meshproxy.io/skip-subnets"
 OPAQUE_PORTS = "config.meshproxy.io/opaque-ports"
 PROXY_IMAGE = "config.meshproxy.io/proxy-image"
 INIT_IMAGE = "config.meshproxy.io/init-image"
+IMAGE_PULL_POLICY = "config.meshproxy.io/image-pull-policy"
 DISABLE_IDENTITY = "config.meshproxy.io/disable-identity"
 TRUST_DOMAIN = "config.meshproxy.io/trust-domain"
 IDENTITY_SERVICE = "config.meshproxy.io/identity-service"
-# Linkerd's spelling, so that namespaces already annotated for Linkerd keep
-# their default; the values are the proxy's MESHPROXY_DEFAULT_POLICY choices.
-DEFAULT_INBOUND_POLICY = "config.linkerd.io/default-inbound-policy"
-# Linkerd's too: "apache" or "json" turns the proxy's HTTP access log on (MESHPROXY_ACCESS_LOG).
-ACCESS_LOG = "config.linkerd.io/access-log"
-# Where the proxy sends its spans (MESHPROXY_TRACE_COLLECTOR); Linkerd's alpha
-# annotation is read too, the meshproxy one wins when both are set.
+DEFAULT_INBOUND_POLICY = "config.meshproxy.io/default-inbound-policy"  # MESHPROXY_DEFAULT_POLICY
+ACCESS_LOG = "config.meshproxy.io/access-log"  # "apache" or "json": MESHPROXY_ACCESS_LOG
+PROXY_LOG_LEVEL = "config.meshproxy.io/proxy-log-level"  # MESHPROXY_LOG_LEVEL
+PROXY_LOG_FORMAT = "config.meshproxy.io/proxy-log-format"  # MESHPROXY_LOG_FORMAT
+PROXY_CPU_REQUEST = "config.meshproxy.io/proxy-cpu-request"
+PROXY_CPU_LIMIT = "config.meshproxy.io/proxy-cpu-limit"
+PROXY_MEMORY_REQUEST = "config.meshproxy.io/proxy-memory-request"
+PROXY_MEMORY_LIMIT = "config.meshproxy.io/proxy-memory-limit"
+PROXY_EPHEMERAL_STORAGE_REQUEST = "config.meshproxy.io/proxy-ephemeral-storage-request"
+PROXY_EPHEMERAL_STORAGE_LIMIT = "config.meshproxy.io/proxy-ephemeral-storage-limit"
+# "enabled" (default): the app containers start once the proxy is ready.
+PROXY_AWAIT = "config.meshproxy.io/proxy-await"
+OUTBOUND_CONNECT_TIMEOUT = "config.meshproxy.io/proxy-outbound-connect-timeout"  # MESHPROXY_CONNECT_TIMEOUT
+SHUTDOWN_GRACE_PERIOD = "config.meshproxy.io/shutdown-grace-period"  # MESHPROXY_DRAIN_TIMEOUT
+DISABLE_TAP = "config.meshproxy.io/disable-tap"  # MESHPROXY_TAP_DISABLED
+# Where the proxy sends its spans (MESHPROXY_TRACE_COLLECTOR).
 TRACE_COLLECTOR = "config.meshproxy.io/trace-collector"
-LINKERD_TRACE_COLLECTOR = "config.alpha.linkerd.io/trace-collector"
+
+# The proxy's resources: annotation -> (requests|limits, resource).
+RESOURCES = {
+    PROXY_CPU_REQUEST: ("requests", "cpu"),
+    PROXY_CPU_LIMIT: ("limits", "cpu"),
+    PROXY_MEMORY_REQUEST: ("requests", "memory"),
+    PROXY_MEMORY_LIMIT: ("limits", "memory"),
+    PROXY_EPHEMERAL_STORAGE_REQUEST: ("requests", "ephemeral-storage"),
+    PROXY_EPHEMERAL_STORAGE_LIMIT: ("limits", "ephemeral-storage"),
+}
+
+# Linkerd's annotation -> meshproxy's.
+LINKERD = {
+    "linkerd.io/inject": INJECT,
+    "config.linkerd.io/skip-inbound-ports": SKIP_INBOUND_PORTS,
+    "config.linkerd.io/skip-outbound-ports": SKIP_OUTBOUND_PORTS,
+    "config.linkerd.io/skip-subnets": SKIP_SUBNETS,
+    "config.linkerd.io/opaque-ports": OPAQUE_PORTS,
+    "config.linkerd.io/image-pull-policy": IMAGE_PULL_POLICY,
+    "config.linkerd.io/disable-identity": DISABLE_IDENTITY,
+    "config.linkerd.io/default-inbound-policy": DEFAULT_INBOUND_POLICY,
+    "config.linkerd.io/access-log": ACCESS_LOG,
+    "config.linkerd.io/proxy-log-level": PROXY_LOG_LEVEL,
+    "config.linkerd.io/proxy-log-format": PROXY_LOG_FORMAT,
+    "config.linkerd.io/proxy-cpu-request": PROXY_CPU_REQUEST,
+    "config.linkerd.io/proxy-cpu-limit": PROXY_CPU_LIMIT,
+    "config.linkerd.io/proxy-memory-request": PROXY_MEMORY_REQUEST,
+    "config.linkerd.io/proxy-memory-limit": PROXY_MEMORY_LIMIT,
+    "config.linkerd.io/proxy-ephemeral-storage-request": PROXY_EPHEMERAL_STORAGE_REQUEST,
+    "config.linkerd.io/proxy-ephemeral-storage-limit": PROXY_EPHEMERAL_STORAGE_LIMIT,
+    "config.linkerd.io/proxy-await": PROXY_AWAIT,
+    "config.linkerd.io/proxy-outbound-connect-timeout": OUTBOUND_CONNECT_TIMEOUT,
+    "config.linkerd.io/shutdown-grace-period": SHUTDOWN_GRACE_PERIOD,
+    "config.linkerd.io/disable-tap": DISABLE_TAP,
+    "config.alpha.linkerd.io/trace-collector": TRACE_COLLECTOR,
+}
+# Linkerd's config annotations that name Linkerd's own images, ports or
+# features meshproxy does not have: read, reported as ignored, never an error.
+LINKERD_PREFIXES = ("config.linkerd.io/", "config.alpha.linkerd.io/", "config.beta.linkerd.io/")
+# The names each meshproxy annotation is also read under (its own first).
+ALIASES: dict[str, tuple[str, ...]] = {}
+for _linkerd, _ours in LINKERD.items():
+    ALIASES[_ours] = (*ALIASES.get(_ours, (_ours,)), _linkerd)
 
 ENABLED = "enabled"
 DISABLED = "disabled"
+INGRESS = "ingress"  # Linkerd's ingress mode; meshproxy injects as for enabled
 
 # ---- annotations (written on the pod template; uninject removes them) -------
 INJECTED = "meshproxy.io/injected"
@@ -47,8 +105,12 @@ XTABLES_VOLUME = "meshproxy-init-xtables-lock"
 TOKEN_VOLUME = "meshproxy-identity-token"
 TRUST_ANCHORS_VOLUME = "meshproxy-trust-anchors"
 VOLUMES = (XTABLES_VOLUME, TOKEN_VOLUME, TRUST_ANCHORS_VOLUME)
-DEFAULT_PROXY_IMAGE = "meshproxy:0.1.0"
-DEFAULT_INIT_IMAGE = "meshproxy-init:0.1.0"
+# What scripts/images.sh builds: meshproxy:VERSION (Dockerfile) and
+# meshproxy-init:VERSION (iptables-init/Dockerfile), VERSION from pyproject.toml.
+PROXY_IMAGE_NAME = "meshproxy"
+INIT_IMAGE_NAME = "meshproxy-init"
+DEFAULT_PROXY_IMAGE = f"{PROXY_IMAGE_NAME}:{__version__}"
+DEFAULT_INIT_IMAGE = f"{INIT_IMAGE_NAME}:{__version__}"
 
 PROXY_UID = 2102
 INBOUND_PORT = 4143

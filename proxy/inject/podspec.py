@@ -50,7 +50,7 @@ def init_container(s: PodSettings) -> dict[str, Any]:
         },
         # iptables-legacy takes its lock file in /run; the root is read-only.
         "volumeMounts": [{"name": names.XTABLES_VOLUME, "mountPath": "/run"}],
-    }
+    } | ({"imagePullPolicy": s.pull_policy} if s.pull_policy else {})
 
 
 def proxy_container(s: PodSettings) -> dict[str, Any]:
@@ -77,8 +77,12 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         env.append({"name": cfg.ACCESS_LOG, "value": s.access_log})
     if s.trace_collector:
         env.append({"name": cfg.TRACE_COLLECTOR, "value": s.trace_collector})
+    env += [{"name": name, "value": value} for name, value in s.extra_env]
     if s.identity is not None:
         env += identity.env(s.identity)
+    resources: dict[str, dict[str, str]] = {"requests": {"cpu": "10m", "memory": "32Mi"}}
+    for section, resource, quantity in s.resources:
+        resources.setdefault(section, {})[resource] = quantity
     container: dict[str, Any] = {
         "name": names.PROXY_CONTAINER,
         "image": s.proxy_image,
@@ -93,7 +97,7 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": names.ADMIN_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": names.ADMIN_PORT}, "periodSeconds": 10},
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+        "resources": resources,
         "securityContext": {
             "runAsUser": names.PROXY_UID,
             "runAsNonRoot": True,
@@ -102,6 +106,14 @@ def proxy_container(s: PodSettings) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if s.await_proxy:
+        # Linkerd's proxy-await: the kubelet starts the next containers (the
+        # app) only once a native sidecar's startup probe has passed, so the
+        # app's first connections find the proxy (and its certificate) ready.
+        container["startupProbe"] = {"httpGet": {"path": "/ready", "port": names.ADMIN_PORT},
+                                     "periodSeconds": 1, "failureThreshold": 120}
+    if s.pull_policy:
+        container["imagePullPolicy"] = s.pull_policy
     if s.identity is not None:
         container["volumeMounts"] = identity.volume_mounts()
     return container

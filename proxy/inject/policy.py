@@ -2,27 +2,42 @@
 
 The most specific level that sets an annotation wins: the pod template, then
 the workload's own metadata, then its namespace (like ``linkerd.io/inject``).
-So a pod-level ``disabled`` beats a namespace-level ``enabled``. ``--force``
-only stands in for an ``enabled`` that no level gives; an explicit
-``disabled`` still wins over it. The identity settings work the same way over
-the command's flags: an annotation at any level beats the flag.
+So a pod-level ``disabled`` beats a namespace-level ``enabled``. Each
+annotation is read under meshproxy's name and Linkerd's (``names.ALIASES``);
+at one level meshproxy's wins. Whether a pod no level annotates is injected
+is the caller's choice: ``meshproxy inject`` does (as ``linkerd inject``),
+the webhook does not. The identity settings work the same way over the
+command's flags: an annotation at any level beats the flag.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from proxy import config as cfg
 from proxy.config import ACCESS_LOG_FORMATS, DEFAULT_POLICIES, parse_collector, parse_port_set, parse_service_url
 from proxy.identity.names import check_trust_domain
 from proxy.inject import names
+from proxy.telemetry import loglevel
 
 LEVELS = ("pod template", "workload", "namespace")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# A Kubernetes resource.Quantity: 100m, 0.5, 64Mi, 1G, 1e3.
+_QUANTITY = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?")
 
 
 class AnnotationError(ValueError):
     """An annotation has a value injection cannot use."""
+
+
+class Found(NamedTuple):
+    value: str
+    level: str  # one of LEVELS
+    name: str  # the annotation as spelt where it was found (meshproxy's or Linkerd's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +78,12 @@ class PodSettings:
     probe_paths: str | None = None
     access_log: str | None = None  # apache or json; None: the proxy's default (off)
     trace_collector: str | None = None
+    # More MESHPROXY_* settings for the proxy (log level and format, timeouts, tap).
+    extra_env: tuple[tuple[str, str], ...] = ()
+    # requests/limits of the proxy container, over the defaults.
+    resources: tuple[tuple[str, str, str], ...] = ()  # (requests|limits, resource, quantity)
+    await_proxy: bool = True  # the app starts once the proxy is ready (a startup probe)
+    pull_policy: str | None = None
     # The workload that owns the pod (kind in lower case, name), for the metrics' owner label.
     workload_kind: str | None = None
     workload_name: str | None = None
@@ -74,26 +95,36 @@ class Annotations:
     def __init__(self, pod: Mapping[str, str], workload: Mapping[str, str], namespace: Mapping[str, str]) -> None:
         self._levels = tuple(zip(LEVELS, (pod, workload, namespace)))
 
-    def get(self, key: str) -> tuple[str, str] | None:
-        """``(value, level)`` of the most specific level that sets ``key``."""
+    def get(self, key: str) -> Found | None:
+        """The most specific level that sets ``key`` (under any of its names)."""
         for level, values in self._levels:
-            if key in values and values[key] is not None:
-                return str(values[key]).strip(), level
+            for name in names.ALIASES.get(key, (key,)):
+                if name in values and values[name] is not None:
+                    return Found(str(values[name]).strip(), level, name)
         return None
 
-    def decide(self, force: bool) -> Decision:
+    def ignored(self) -> list[str]:
+        """Linkerd's config annotations meshproxy has no setting for (its images, ports, debug sidecar)."""
+        return sorted({key for _, values in self._levels for key in values
+                       if key.startswith(names.LINKERD_PREFIXES) and key not in names.LINKERD})
+
+    def decide(self, unannotated: bool) -> Decision:
+        """Inject or not; ``unannotated`` is the answer for a pod no level annotates."""
         found = self.get(names.INJECT)
         if found is None:
-            if force:
-                return Decision(True, "--force")
-            return Decision(False, f"no {names.INJECT}: {names.ENABLED} on the pod template, workload or namespace "
-                                   "(use --force)")
-        value, level = found
+            if unannotated:
+                return Decision(True, "not annotated")
+            return Decision(False, f"no {names.INJECT} or linkerd.io/inject annotation on the pod or its namespace")
+        value, level, name = found
         if value == names.ENABLED:
-            return Decision(True, f"{names.INJECT}: {value} on the {level}")
+            return Decision(True, f"{name}: {value} on the {level}")
+        if value == names.INGRESS:
+            return Decision(True, f"{name}: {value} on the {level}; meshproxy has no ingress mode, so as for "
+                                  f"{names.ENABLED} (l5d-dst-override is obeyed only for traffic not redirected)")
         if value == names.DISABLED:
-            return Decision(False, f"{names.INJECT}: {value} on the {level}")
-        raise AnnotationError(f"{names.INJECT}: {value!r} on the {level}: expected {names.ENABLED} or {names.DISABLED}")
+            return Decision(False, f"{name}: {value} on the {level}")
+        raise AnnotationError(f"{name}: {value!r} on the {level}: expected {names.ENABLED}, {names.DISABLED} "
+                              f"or {names.INGRESS}")
 
     def settings(self, proxy_image: str, init_image: str, identity: IdentityDefaults = IdentityDefaults(),
                  probe_paths: str | None = None) -> PodSettings:
@@ -108,9 +139,28 @@ class Annotations:
             default_policy=self._choice(names.DEFAULT_INBOUND_POLICY, DEFAULT_POLICIES),
             probe_paths=probe_paths,
             access_log=self._choice(names.ACCESS_LOG, ACCESS_LOG_FORMATS),
-            trace_collector=(self._checked(names.TRACE_COLLECTOR, parse_collector)
-                             or self._checked(names.LINKERD_TRACE_COLLECTOR, parse_collector)),
+            trace_collector=self._checked(names.TRACE_COLLECTOR, parse_collector),
+            extra_env=self._extra_env(),
+            resources=tuple((section, resource, value) for key, (section, resource) in names.RESOURCES.items()
+                            if (value := self._checked(key, _quantity)) is not None),
+            await_proxy=self._choice(names.PROXY_AWAIT, (names.ENABLED, names.DISABLED)) != names.DISABLED,
+            pull_policy=self._choice(names.IMAGE_PULL_POLICY, PULL_POLICIES),
         )
+
+    def _extra_env(self) -> tuple[tuple[str, str], ...]:
+        env = []
+        for key, setting, check in (
+            (names.PROXY_LOG_LEVEL, cfg.LOG_LEVEL, loglevel.parse),
+            (names.PROXY_LOG_FORMAT, cfg.LOG_FORMAT, _one_of(("plain", "json"))),
+            (names.OUTBOUND_CONNECT_TIMEOUT, cfg.CONNECT_TIMEOUT, cfg.parse_duration),
+            (names.SHUTDOWN_GRACE_PERIOD, cfg.DRAIN_TIMEOUT, cfg.parse_duration),
+        ):
+            value = self._checked(key, check)
+            if value is not None:
+                env.append((setting, value))
+        if self._flag(names.DISABLE_TAP, False):
+            env.append((cfg.TAP_DISABLED, "true"))
+        return tuple(env)
 
     def _identity(self, defaults: IdentityDefaults) -> PodIdentity | None:
         if self._flag(names.DISABLE_IDENTITY, defaults.disabled):
@@ -124,7 +174,7 @@ class Annotations:
         found = self.get(key)
         if found is None or not found[0]:
             return default
-        value, level = found
+        value, level, key = found
         if value.lower() not in ("true", "false"):
             raise AnnotationError(f"{key}: {value!r} on the {level}: expected \"true\" or \"false\"")
         return value.lower() == "true"
@@ -133,7 +183,7 @@ class Annotations:
         found = self.get(key)
         if found is None or not found[0]:
             return None
-        value, level = found
+        value, level, key = found
         if value not in choices:
             raise AnnotationError(f"{key}: {value!r} on the {level}: expected one of {', '.join(choices)}")
         return value
@@ -142,7 +192,7 @@ class Annotations:
         found = self.get(key)
         if found is None or not found[0]:
             return None
-        value, level = found
+        value, level, key = found
         try:
             check(value)
         except ValueError as err:
@@ -158,7 +208,7 @@ class Annotations:
         found = self.get(key)
         if found is None or not found[0]:
             return None
-        value, level = found
+        value, level, key = found
         try:
             parse_port_set(value)
         except ValueError as err:
@@ -170,7 +220,7 @@ class Annotations:
         found = self.get(key)
         if found is None or not found[0]:
             return None
-        value, level = found
+        value, level, key = found
         parts = [part for part in value.replace(" ", "").split(",") if part]
         for part in parts:
             try:
@@ -178,3 +228,16 @@ class Annotations:
             except ValueError as err:
                 raise AnnotationError(f"{key}: {value!r} on the {level}: {err}") from None
         return ",".join(parts)
+
+
+def _quantity(text: str) -> None:
+    if not _QUANTITY.fullmatch(text):
+        raise ValueError("expected a Kubernetes quantity like 100m, 0.5, 64Mi or 1G")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], None]:
+    def check(text: str) -> None:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+
+    return check

@@ -43,8 +43,10 @@ def request_path(http_get: dict[str, Any]) -> str:
 def _containers(spec: dict[str, Any], skip: Iterable[str]) -> Iterable[dict[str, Any]]:
     skipped = set(skip)
     for key in ("initContainers", "containers"):
-        for container in spec.get(key) or ():
-            if isinstance(container, dict) and container.get("name") not in skipped:
+        listed = spec.get(key)  # not a list: podspec.check refuses the pod
+        for container in listed if isinstance(listed, list) else ():
+            if isinstance(container, dict) and not (isinstance(name := container.get("name"), str)
+                                                    and name in skipped):
                 yield container
 
 

@@ -35,7 +35,12 @@ class InjectError(ValueError):
 class Options:
     proxy_image: str = names.DEFAULT_PROXY_IMAGE
     init_image: str = names.DEFAULT_INIT_IMAGE
-    force: bool = False
+    # True: add the containers (``inject --manual``, the webhook); False: only
+    # annotate the pod template for the webhook (``inject``, as linkerd inject).
+    manual: bool = True
+    # Inject pods no level annotates (the command does, as linkerd inject; the
+    # webhook does not: it acts on annotated namespaces and pods only).
+    unannotated: bool = True
     # Annotations of the namespace the manifests go to, when no Namespace
     # document in the stream names it.
     namespace_annotations: Mapping[str, str] = field(default_factory=dict)
@@ -50,6 +55,15 @@ class Result:
     text: str
     report: list[str]  # one line per workload (or document), for stderr
     changed: int  # pods injected / uninjected
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one pod: ``action`` injected, annotated, unchanged or skipped; ``reason`` a short code."""
+
+    action: str
+    reason: str
+    line: str  # for the report
 
 
 @dataclass(slots=True)
@@ -86,9 +100,9 @@ def _dump(doc: Any, marker: str) -> str:
     return head + body
 
 
-def _describe(kind: str, site: workloads.PodSite) -> str:
-    where = f"{site.namespace}/{site.name}" if site.namespace else site.name
-    return f"{kind} {where}" if site.kind == kind else f"{kind} item {site.kind} {where}"
+def describe(site: workloads.PodSite) -> str:
+    """As linkerd inject names a workload: ``deployment "web"``."""
+    return f'{site.kind.lower()} "{site.name}"'
 
 
 def _kind(doc: Any) -> str | None:
@@ -144,54 +158,104 @@ def _transform(text: str, options: Options, uninject: bool) -> Result:
             sites = list(workloads.sites(new))
         except workloads.UnsupportedShape as err:
             raise InjectError(index, kind, f"unsupported document shape: {err}") from None
-        if not sites:
-            report.append(f"document {index}: {kind or 'document without kind'}: passed through")
-            out.append(piece.raw)
-            continue
         for site in sites:
-            label = f"document {index}: {_describe(kind or '?', site)}"
             before = copy.deepcopy(site.template)
             try:
                 if uninject:
                     line = _uninject_site(site)
                 else:
-                    line = _inject_site(site, options, namespaces)
-            except (policy.AnnotationError, podspec.ShapeError) as err:
+                    line = inject_site(site, options, _namespace_annotations(site, options, namespaces)).line
+            except policy.AnnotationError as err:
+                raise InjectError(index, kind, f"{describe(site)}: {err}") from None
+            except podspec.ShapeError as err:  # names the workload itself
                 raise InjectError(index, kind, str(err)) from None
-            if site.template == before:
-                line = line.replace("re-injected", "already injected, unchanged", 1)
-            else:
+            if site.template != before:
                 changed += 1
-            report.append(f"{label}: {line}")
+            report.append(f"{describe(site)} {line}")
         out.append(piece.raw if new == doc else _dump(new, piece.marker))
-    return Result("".join(out), report, changed)
+    result = "".join(out)
+    if result and not result.endswith("\n"):
+        result += "\n"
+    return Result(result, report, changed)
 
 
-def _inject_site(site: workloads.PodSite, options: Options, namespaces: Mapping[str, Mapping[str, str]]) -> str:
-    pod_annotations = (site.template.get("metadata") or {}).get("annotations") or {}
+def _namespace_annotations(site: workloads.PodSite, options: Options,
+                           namespaces: Mapping[str, Mapping[str, str]]) -> Mapping[str, str]:
     if site.namespace is not None and site.namespace in namespaces:
-        ns_annotations = namespaces[site.namespace]
-    else:
-        ns_annotations = options.namespace_annotations
+        return namespaces[site.namespace]
+    return options.namespace_annotations
+
+
+def inject_site(site: workloads.PodSite, options: Options, ns_annotations: Mapping[str, str]) -> Outcome:
+    """Inject (or annotate) one pod in place; raises AnnotationError or ShapeError."""
+    pod_annotations = (site.template.get("metadata") or {}).get("annotations") or {}
     found = policy.Annotations(pod_annotations, site.owner_annotations, ns_annotations or {})
-    decision = found.decide(options.force)
+    decision = found.decide(options.unannotated)
     was_injected = podspec.is_injected(site.template)
     if not decision.inject:
-        return f"skipped: {decision.why}" + (" (left as it was, already injected)" if was_injected else "")
+        reason = "not_annotated" if found.get(names.INJECT) is None else "disabled"
+        return Outcome("skipped", reason, f"skipped: {decision.why}"
+                       + (" (left as it was, already injected)" if was_injected else ""))
     if site.spec.get("hostNetwork") is True:
-        return ("skipped: hostNetwork: true (the pod shares the node's network namespace; "
-                "iptables rules there would capture the node's traffic)")
+        return Outcome("skipped", "host_network",
+                       "skipped: hostNetwork: true (the pod shares the node's network namespace; "
+                       "iptables rules there would capture the node's traffic)")
     probe_paths = probes.find(site.spec, skip=podspec.OURS)
+    # Every annotation is checked in both modes, so a bad value fails here and not in the webhook.
     settings = found.settings(options.proxy_image, options.init_image, options.identity, probe_paths.value)
     settings = replace(settings, workload_kind=site.kind.lower(), workload_name=site.name)
+    ignored = found.ignored()
+    if not options.manual:
+        return _annotate(site, was_injected, ignored)
     if was_injected:
         # Re-inject from scratch, so a changed setting is picked up and an
         # unchanged one gives byte-identical output.
+        before = copy.deepcopy(site.template)
         podspec.remove(site.template, site.spec)
-    podspec.add(site.template, site.spec, settings, f"{site.kind} {site.name}")
+        podspec.add(site.template, site.spec, settings, describe(site))
+        if site.template == before:
+            return Outcome("unchanged", "already_injected", "already injected, unchanged")
+    else:
+        podspec.add(site.template, site.spec, settings, describe(site))
     verb = "re-injected" if was_injected else "injected"
-    return f"{verb} ({decision.why}; proxy {settings.proxy_image}, init {settings.init_image}" + "".join(
-        f"; {note}" for note in _notes(settings, probe_paths)) + ")"
+    notes = [decision.why, f"proxy {settings.proxy_image}", f"init {settings.init_image}",
+             *_notes(settings, probe_paths)]
+    if ignored:
+        notes.append("ignored (no meshproxy setting): " + ", ".join(ignored))
+    return Outcome("injected", "injected", f"{verb} ({'; '.join(notes)})")
+
+
+def _annotate(site: workloads.PodSite, was_injected: bool, ignored: list[str]) -> Outcome:
+    """Mark the pod template for the webhook, carrying the workload's own annotations down to it.
+
+    The webhook sees the pod and its namespace, never the workload, so an
+    annotation only the workload carries is copied to the template.
+    """
+    if was_injected:
+        return Outcome("unchanged", "already_injected",
+                       f"already injected ({names.INJECTED}), unchanged; --manual re-injects it")
+    metadata = site.template.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        raise podspec.ShapeError(f"{describe(site)}: metadata is not a mapping")
+    if metadata.get("annotations") is None:
+        metadata["annotations"] = {}
+    annotations = metadata["annotations"]
+    if not isinstance(annotations, dict):
+        raise podspec.ShapeError(f"{describe(site)}: metadata.annotations is not a mapping")
+    pod_level = policy.Annotations(annotations, {}, {})
+    for key, value in site.owner_annotations.items():
+        ours = names.LINKERD.get(key, key)
+        if ours in names.ALIASES or key.startswith("config.meshproxy.io/"):
+            if pod_level.get(ours) is None:
+                annotations[key] = value
+    inject = pod_level.get(names.INJECT)
+    if inject is None:
+        annotations[names.INJECT] = names.ENABLED
+    spelt = f"{names.INJECT}: {names.ENABLED}" if inject is None else f"{inject.name}: {inject.value}"
+    notes = [f"{spelt} on the pod template, for the meshproxy injector"]
+    if ignored:
+        notes.append("ignored (no meshproxy setting): " + ", ".join(ignored))
+    return Outcome("annotated", "annotated", f"injected ({'; '.join(notes)})")
 
 
 def _notes(settings: policy.PodSettings, probe_paths: probes.ProbePaths) -> list[str]:
@@ -213,10 +277,24 @@ def _notes(settings: policy.PodSettings, probe_paths: probes.ProbePaths) -> list
 
 
 def _uninject_site(site: workloads.PodSite) -> str:
-    if not podspec.is_injected(site.template):
+    if podspec.is_injected(site.template):
+        podspec.remove(site.template, site.spec)
+        return "uninjected"
+    # Marked for the injector (by `inject`, or by hand): without the mark its
+    # new pods are created without the proxy, unless the namespace asks for it.
+    metadata = site.template.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
         return "not injected, unchanged"
-    podspec.remove(site.template, site.spec)
-    return "uninjected"
+    marks = [key for key in names.ALIASES[names.INJECT]
+             if str(annotations.get(key, "")).strip() in (names.ENABLED, names.INGRESS)]
+    if not marks:
+        return "not injected, unchanged"
+    for key in marks:
+        del annotations[key]
+    if not annotations and isinstance(metadata, dict):
+        del metadata["annotations"]
+    return f"uninjected (removed {', '.join(marks)}; its namespace's annotation, if any, still applies)"
 
 
 def inject_text(text: str, options: Options | None = None) -> Result:

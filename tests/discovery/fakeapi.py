@@ -6,7 +6,7 @@ resourceVersion and ``continue`` tokens, chunked watch streams of
 newline-delimited events that end after ``timeoutSeconds`` (or when a test
 ends them), ``BOOKMARK`` events, ``410 Gone`` for a resourceVersion older than
 the last compaction (an ``ERROR`` event on a watch, an HTTP 410 ``Status`` on
-a list continuation), and Pod reads with 404 ``Status`` bodies. Tests change
+a list continuation), and Pod and Namespace reads with 404 ``Status`` bodies. Tests change
 objects at runtime and can take the whole server down and bring it back on
 the same port.
 """
@@ -41,6 +41,9 @@ class FakeApiServer:
         self.compacted = 0  # watches from a resourceVersion below this get 410
         self.pods: dict[tuple[str, str], dict] = {}
         self.pod_status = 200  # set to 500 to make Pod reads fail
+        self.namespaces: dict[str, dict] = {}  # name -> Namespace (add_namespace)
+        self.namespace_status: dict[str, int] = {}  # name -> an error status its reads answer
+        self.namespace_delay: dict[str, float] = {}  # name -> seconds before its reads are answered
         self.requests: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, Authorization)
         self.changed = asyncio.Condition()
         self.port = 0
@@ -65,6 +68,7 @@ class FakeApiServer:
         app.router.add_get("/api/v1/services", self._collection)
         app.router.add_get("/apis/discovery.k8s.io/v1/endpointslices", self._collection)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self._pod)
+        app.router.add_get("/api/v1/namespaces/{name}", self._namespace)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -91,6 +95,22 @@ class FakeApiServer:
         self.objects[path][key] = obj
         await self._emit(path, event, obj)
         return self.rv
+
+    def add_namespace(self, name: str, annotations: dict[str, str] | None = None) -> dict:
+        """A Namespace as the API server returns it (its fields as of 1.29)."""
+        self.rv += 1
+        metadata: dict = {"name": name, "uid": f"00000000-0000-4000-8000-{self.rv:012d}",
+                          "resourceVersion": str(self.rv), "creationTimestamp": "2026-01-05T09:12:44Z",
+                          "labels": {"kubernetes.io/metadata.name": name}}
+        if annotations is not None:
+            metadata["annotations"] = dict(annotations)
+        metadata["managedFields"] = [{"manager": "kubectl-client-side-apply", "operation": "Update",
+                                      "apiVersion": "v1", "time": "2026-01-05T09:12:44Z", "fieldsType": "FieldsV1",
+                                      "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}}}]
+        namespace = {"kind": "Namespace", "apiVersion": "v1", "metadata": metadata,
+                     "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+        self.namespaces[name] = namespace
+        return namespace
 
     async def delete(self, path: str, namespace: str, name: str) -> None:
         obj = self.objects[path].pop((namespace, name))
@@ -194,3 +214,16 @@ class FakeApiServer:
         if pod is None:
             return web.json_response(status(404, "NotFound", f'pods "{name}" not found'), status=404)
         return web.json_response(pod)
+
+    async def _namespace(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
+        if name in self.namespace_delay:
+            await asyncio.sleep(self.namespace_delay[name])
+        code = self.namespace_status.get(name)
+        if code is not None:
+            return web.json_response(status(code, "InternalError", "etcdserver: request timed out"), status=code)
+        namespace = self.namespaces.get(name)
+        if namespace is None:
+            return web.json_response(status(404, "NotFound", f'namespaces "{name}" not found'), status=404)
+        return web.json_response(namespace)

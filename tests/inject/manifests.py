@@ -6,8 +6,13 @@ import copy
 from typing import Any
 
 import yaml
+from hypothesis import strategies as st
 
 ENABLED = {"meshproxy.io/inject": "enabled"}
+# Any JSON value, small: for feeding injection hostile shapes.
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=20)
 
 
 def pod_spec(**extra: Any) -> dict[str, Any]:

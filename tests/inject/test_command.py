@@ -27,10 +27,10 @@ def test_inject_file_then_uninject_stdin(tmp_path: Path) -> None:
     source = dump({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}, workload("Deployment", ENABLED))
     path = tmp_path / "in.yaml"
     path.write_text(source)
-    injected = run("inject", str(path))
+    injected = run("inject", "--manual", str(path))
     assert injected.returncode == 0, injected.stderr
-    assert "document 2: Deployment web-deployment: injected" in injected.stderr
-    assert "document 1: Service: passed through" in injected.stderr
+    assert injected.stderr.startswith('deployment "web-deployment" injected (meshproxy.io/inject: enabled on the '
+                                      'pod template; proxy meshproxy:0.1.0; init meshproxy-init:0.1.0')
     back = run("uninject", "-", stdin=injected.stdout)
     assert back.returncode == 0
     assert back.stdout == source
@@ -40,7 +40,7 @@ def test_inject_file_then_uninject_stdin(tmp_path: Path) -> None:
 def test_images_from_flags(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     path = tmp_path / "in.yaml"
     path.write_text(dump(workload("Pod", ENABLED)))
-    assert cli.main(["inject", "--proxy-image", "r/p:9", "--init-image", "r/i:9", str(path)]) == 0
+    assert cli.main(["inject", "--manual", "--proxy-image", "r/p:9", "--init-image", "r/i:9", str(path)]) == 0
     [doc] = load(capsys.readouterr().out)
     assert [c["image"] for c in pod_of(doc)[1]["initContainers"]] == ["r/i:9", "r/p:9"]
 
@@ -54,7 +54,7 @@ def test_namespace_annotations_file_both_forms(tmp_path: Path, capsys) -> None: 
     namespace.write_text(dump({"apiVersion": "v1", "kind": "Namespace",
                                "metadata": {"name": "shop", "annotations": ENABLED}}))
     for ns_file in (plain, namespace):
-        assert cli.main(["inject", "--namespace-annotations-file", str(ns_file), str(path)]) == 0
+        assert cli.main(["inject", "--manual", "--namespace-annotations-file", str(ns_file), str(path)]) == 0
         [doc] = load(capsys.readouterr().out)
         assert "initContainers" in pod_of(doc)[1]
 
@@ -87,7 +87,7 @@ def identity_parser() -> argparse.ArgumentParser:
     parser.add_argument("file")
     parser.add_argument("--proxy-image", default="meshproxy:0.1.0")
     parser.add_argument("--init-image", default="meshproxy-init:0.1.0")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--manual", action="store_true")
     parser.add_argument("--namespace-annotations-file")
     command.add_identity_arguments(parser)
     return parser
@@ -104,13 +104,13 @@ def test_identity_flags(tmp_path: Path) -> None:
     path.write_text(dump(workload("Deployment", ENABLED)))
     out, err = io.StringIO(), io.StringIO()
     args = identity_parser().parse_args(
-        ["--trust-domain", "mesh.example", "--identity-service", "https://ca.example:443", str(path)])
+        ["--manual", "--trust-domain", "mesh.example", "--identity-service", "https://ca.example:443", str(path)])
     assert command.inject_main(args, stdout=out, stderr=err) == 0
     env = kubelet_env(sidecar_of(out.getvalue()), "web", "shop")
     assert env[cfg.IDENTITY_NAME] == "web.shop.serviceaccount.identity.mesh.example"
     assert env[cfg.IDENTITY_SERVICE] == "https://ca.example:443"
     out, err = io.StringIO(), io.StringIO()
-    args = identity_parser().parse_args(["--disable-identity", str(path)])
+    args = identity_parser().parse_args(["--manual", "--disable-identity", str(path)])
     assert command.inject_main(args, stdout=out, stderr=err) == 0
     assert cfg.IDENTITY_NAME not in kubelet_env(sidecar_of(out.getvalue()))
     assert "identity off" in err.getvalue()
@@ -120,7 +120,7 @@ def test_parsers_without_the_identity_flags_get_the_defaults(tmp_path: Path) -> 
     # proxy/cli.py's parser, whether or not it has the identity flags yet.
     path = tmp_path / "in.yaml"
     path.write_text(dump(workload("Pod", ENABLED)))
-    args = argparse.Namespace(file=str(path), proxy_image="p", init_image="i", force=False,
+    args = argparse.Namespace(file=str(path), proxy_image="p", init_image="i", manual=True,
                               namespace_annotations_file=None)
     out = io.StringIO()
     assert command.inject_main(args, stdout=out, stderr=io.StringIO()) == 0

@@ -69,7 +69,7 @@ def test_every_kind_gets_init_container_and_native_sidecar(kind: str) -> None:
     assert tmpl["metadata"]["annotations"][names.INJECTED] == "true"
     assert tmpl["metadata"]["annotations"][names.PROXY_VERSION] == "0.1.0"
     assert result.changed == 1
-    assert "injected" in result.report[0] and kind in result.report[0]
+    assert result.report[0].startswith(f'{kind.lower()} "web-{kind.lower()}" injected (')
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -90,7 +90,7 @@ def test_round_trip_keeps_absent_and_empty_fields_apart() -> None:
     empty = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {}},
              "spec": {"initContainers": [], "volumes": [], "containers": [{"name": "a", "image": "x"}]}}
     for original in (bare, empty):
-        once = inject_text(dump(original), Options(force=True)).text
+        once = inject_text(dump(original), Options()).text
         assert load(uninject_text(once).text) == [original]
 
 
@@ -119,16 +119,19 @@ def _injected(text: str) -> bool:
     return names.INJECTED in ((pod_of(load(text)[-1])[0].get("metadata") or {}).get("annotations") or {})
 
 
-def test_not_enabled_anywhere_is_left_alone_unless_forced() -> None:
+def test_not_annotated_anywhere_is_injected_unless_the_caller_says_otherwise() -> None:
+    """`meshproxy inject` meshes what no level annotates (as linkerd inject); the webhook does not."""
     text = dump(workload("Deployment"))
     result = inject_text(text)
+    assert _injected(result.text) and result.changed == 1
+    assert "not annotated" in result.report[0]
+    result = inject_text(text, Options(unannotated=False))
     assert result.text == text and result.changed == 0
-    assert "--force" in result.report[0]
-    assert _injected(inject_text(text, Options(force=True)).text)
+    assert "skipped: no meshproxy.io/inject or linkerd.io/inject annotation" in result.report[0]
 
 
 @pytest.mark.parametrize(
-    ("namespace", "owner", "pod", "force", "expected"),
+    ("namespace", "owner", "pod", "unannotated", "expected"),
     [
         ("enabled", None, None, False, True),
         ("enabled", "disabled", None, False, False),
@@ -137,11 +140,13 @@ def test_not_enabled_anywhere_is_left_alone_unless_forced() -> None:
         ("disabled", None, "enabled", False, True),
         ("enabled", "enabled", "disabled", False, False),  # a pod-level "disabled" wins
         (None, "disabled", "enabled", False, True),  # the pod template is the most specific
-        (None, None, "disabled", True, False),  # --force does not override an explicit "disabled"
+        (None, None, "disabled", True, False),  # injecting the unannotated does not override "disabled"
         ("disabled", None, None, True, False),
+        (None, None, None, True, True),
+        (None, None, None, False, False),
     ],
 )
-def test_annotation_precedence(namespace, owner, pod, force, expected) -> None:  # noqa: ANN001
+def test_annotation_precedence(namespace, owner, pod, unannotated, expected) -> None:  # noqa: ANN001
     def ann(value: str | None) -> dict[str, str] | None:
         return None if value is None else {names.INJECT: value}
 
@@ -149,9 +154,9 @@ def test_annotation_precedence(namespace, owner, pod, force, expected) -> None: 
               "metadata": {"name": "shop", "annotations": ann(namespace) or {}}}
     doc = workload("Deployment", ann(pod), ann(owner), namespace="shop")
     # From a Namespace document in the stream ...
-    assert _injected(inject_text(dump(ns_doc, doc), Options(force=force)).text) is expected
+    assert _injected(inject_text(dump(ns_doc, doc), Options(unannotated=unannotated)).text) is expected
     # ... and from --namespace-annotations-file (plain mapping form).
-    opts = Options(force=force, namespace_annotations=ann(namespace) or {})
+    opts = Options(unannotated=unannotated, namespace_annotations=ann(namespace) or {})
     assert _injected(inject_text(dump(workload("Deployment", ann(pod), ann(owner))), opts).text) is expected
 
 
@@ -159,11 +164,11 @@ def test_namespace_document_applies_only_to_its_namespace() -> None:
     ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": ENABLED}}
     other = workload("Deployment", namespace="other")
     mine = workload("StatefulSet", namespace="shop")
-    docs = load(inject_text(dump(other, ns_doc, mine)).text)
+    docs = load(inject_text(dump(other, ns_doc, mine), Options(unannotated=False)).text)
     assert "initContainers" not in pod_of(docs[0])[1]
     assert "initContainers" in pod_of(docs[2])[1]
     # A Namespace document after the workload still counts.
-    docs = load(inject_text(dump(mine, ns_doc)).text)
+    docs = load(inject_text(dump(mine, ns_doc), Options(unannotated=False)).text)
     assert "initContainers" in pod_of(docs[0])[1]
 
 
@@ -236,7 +241,7 @@ def test_host_network_is_skipped_with_a_note() -> None:
 
 def test_list_kind() -> None:
     items = [workload("Deployment", ENABLED), {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}},
-             workload("Job", ENABLED), workload("Pod")]
+             workload("Job", ENABLED), workload("Pod", {names.INJECT: "disabled"})]
     original = {"apiVersion": "v1", "kind": "List", "items": items}
     result = inject_text(dump(original))
     [out] = load(result.text)
@@ -268,7 +273,7 @@ def test_stream_without_marker_and_with_leading_comment() -> None:
     text = "# header comment only\n---\n" + dump(workload("Pod", ENABLED))[4:]
     result = inject_text(text)
     assert result.text.startswith("# header comment only\n---\n")
-    assert "document 1:" in result.report[0]
+    assert result.report[0].startswith('pod "web-pod" injected')
 
 
 def test_nothing_to_inject_returns_text_unchanged() -> None:

@@ -89,7 +89,7 @@ def test_strict_schema_really_checks_the_identity_fields() -> None:
 
 def test_injected_list_is_valid() -> None:
     text = dump({"apiVersion": "v1", "kind": "List", "items": [workload("Deployment"), workload("Pod")]})
-    [doc] = load(inject_text(text, Options(force=True)).text)
+    [doc] = load(inject_text(text, Options()).text)
     # The schemas have no kind List (kubectl's client-side wrapper); its items are checked.
     for item in doc["items"]:
         validate(item)

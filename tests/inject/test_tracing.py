@@ -16,13 +16,13 @@ def _env(annotations: dict) -> dict[str, str]:
 
 
 def test_linkerd_annotation_sets_the_collector():
-    env = _env({names.LINKERD_TRACE_COLLECTOR: "otel-collector.tracing:4317"})
+    env = _env({"config.alpha.linkerd.io/trace-collector": "otel-collector.tracing:4317"})
     assert env[cfg.TRACE_COLLECTOR] == "otel-collector.tracing:4317"
     assert cfg.load(env=env).tracing.collector == cfg.Collector("grpc", "otel-collector.tracing", 4317)
 
 
 def test_meshproxy_annotation_wins():
-    env = _env({names.LINKERD_TRACE_COLLECTOR: "a:4317", names.TRACE_COLLECTOR: "http://b:4318"})
+    env = _env({"config.alpha.linkerd.io/trace-collector": "a:4317", names.TRACE_COLLECTOR: "http://b:4318"})
     assert cfg.load(env=env).tracing.collector == cfg.Collector("http/protobuf", "b", 4318, "/v1/traces")
 
 
