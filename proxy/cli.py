@@ -51,6 +51,8 @@ DELEGATED = {
     "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
     "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard (golden metrics, live)"),
+    "install": ("proxy.install", "print the control plane's manifests: install [--crds] [--ha] | kubectl apply -f -"),
+    "uninstall": ("proxy.install.uninstall", "print what install created: uninstall | kubectl delete -f -"),
     "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
 }
 
