@@ -96,3 +96,11 @@ def main(argv: list[str]) -> int:
     what = "CRDs" if args.crds else "control plane"
     sys.stdout.write(render(docs, f"meshproxy {proxy.__version__} {what}: pipe into kubectl apply -f -"))
     return 0
+
+
+def everything(meshed_namespaces: tuple[str, ...] = ()) -> list[dict]:
+    """Every object ``install --crds`` and ``install --ha`` can print (a throwaway identity: for names only)."""
+    from proxy.install import controlplane, crds, pki
+
+    options = controlplane.Options(ha=True, meshed_namespaces=meshed_namespaces)
+    return crds.definitions() + controlplane.documents(options, pki.generate("cluster.local"))

@@ -35,15 +35,17 @@ def removal(docs: list[dict]) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     """Both sets of objects ``install`` makes (the identity is a throwaway: only names are printed)."""
-    from proxy.install import controlplane, crds, pki
+    from proxy.install import crds, everything
 
     parser = _parser("meshproxy uninstall", "Print what meshproxy install created, for kubectl delete -f -.")
     parser.add_argument("--keep-crds", action="store_true",
                         help="keep the CRDs (and with them every ServiceProfile, Server, ... in the cluster)")
     args = parser.parse_args(argv)
-    options = controlplane.Options(ha=True, meshed_namespaces=tuple(args.meshed_namespace))
-    docs = [] if args.crds else controlplane.documents(options, pki.generate("cluster.local"))
-    if args.crds or not args.keep_crds:
-        docs = crds.definitions() + docs
+    if args.crds:
+        docs = crds.definitions()
+    else:
+        docs = everything(tuple(args.meshed_namespace))
+        if args.keep_crds:
+            docs = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
     sys.stdout.write(render(removal(docs), f"meshproxy {proxy.__version__}: pipe into kubectl delete -f -"))
     return 0
