@@ -29,7 +29,7 @@ from helpers.meshproxy import MeshProxy
 from helpers.ports import free_port
 from proxy.identity import ca
 from proxy.inject import inject_text, names
-from proxy.install import crds
+from proxy.install import controlplane, crds
 from tests.discovery.fakeapi import FakeApiServer
 from tests.inject.manifests import ENABLED, dump, workload
 
@@ -235,8 +235,15 @@ def proxies(tmp_path: Path) -> Iterator[tuple[MeshProxy, MeshProxy]]:
         short.close()
 
 
+def anchors(cluster: Cluster, **by_namespace: str) -> None:
+    """The trust anchors ConfigMaps, as meshproxy install prints them."""
+    for ns, pem in by_namespace.items():
+        cluster.api.configmaps[(ns, names.TRUST_ANCHORS_CONFIGMAP)] = controlplane.trust_anchors(ns, pem)
+
+
 def test_proxy_passes_for_ready_current_proxies_with_valid_certificates(cluster: Cluster, proxies) -> None:
     long, _ = proxies
+    anchors(cluster, meshproxy="anchor A", shop="anchor A")
     cluster.api.pods[("shop", "web-1")] = meshed_pod("web-1", long.admin[1], version=proxy.__version__)
     cluster.api.pods[("shop", "web-2")] = meshed_pod("web-2", long.admin[1])  # version from the image tag
     plain = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db", "namespace": "shop"},
@@ -249,6 +256,7 @@ def test_proxy_passes_for_ready_current_proxies_with_valid_certificates(cluster:
     assert found["data plane proxies are ready"]["message"] == "2 meshed pods"
     assert found["data plane proxies certificates are valid for at least a day"]["message"] == "2 checked"
     assert found["data plane and cli versions match"]["result"] == "success"
+    assert found["data plane trust anchors match the control plane's"]["message"] == "shop"
     proxied = [path for path, _, _ in cluster.api.requests if path.endswith("/proxy/metrics")]
     assert proxied == [f"/api/v1/namespaces/shop/pods/web-{i}:{long.admin[1]}/proxy/metrics" for i in (1, 2)]
     code, text = check("--proxy", api=cluster.api.url)
@@ -257,6 +265,7 @@ def test_proxy_passes_for_ready_current_proxies_with_valid_certificates(cluster:
 
 def test_proxy_fails_for_unready_unreachable_and_expiring_proxies(cluster: Cluster, proxies) -> None:
     long, short = proxies
+    anchors(cluster, meshproxy="anchor A", shop="anchor B from an earlier install")
     pods = cluster.api.pods
     pods[("shop", "ok")] = meshed_pod("ok", long.admin[1])
     pods[("shop", "expiring")] = meshed_pod("expiring", short.admin[1])
@@ -275,6 +284,7 @@ def test_proxy_fails_for_unready_unreachable_and_expiring_proxies(cluster: Clust
     assert "shop/ok" not in certs["error"] and "shop/starting" not in certs["error"]
     skew = found["data plane and cli versions match"]
     assert skew["result"] == "warning" and "shop/old runs 0.0.9" in skew["error"]
+    assert found["data plane trust anchors match the control plane's"]["error"] == "different in shop"
     code, text = check("--proxy", api=cluster.api.url)
     assert code == 1
     assert "× data plane proxies certificates are valid for at least a day\n" in text
@@ -299,3 +309,19 @@ def test_a_proxy_without_identity_has_no_certificate_to_check(cluster: Cluster, 
         code, document = check_json("--proxy", api=cluster.api.url)
     assert code == 0
     assert results(document)["data plane proxies certificates are valid for at least a day"]["result"] == "skipped"
+
+
+def test_trust_anchors_missing_in_a_namespace_or_in_the_control_plane(cluster: Cluster) -> None:
+    cluster.api.pods[("shop", "web")] = meshed_pod("web", free_port(), version=proxy.__version__)
+    books = meshed_pod("api", free_port(), version=proxy.__version__)
+    books["metadata"]["namespace"] = "books"
+    cluster.api.pods[("books", "api")] = books
+    title = "data plane trust anchors match the control plane's"
+    _, document = check_json("--proxy", api=cluster.api.url)
+    result = results(document)[title]
+    assert result["result"] == "warning" and "no meshproxy/meshproxy-trust-anchors" in result["error"]
+    anchors(cluster, meshproxy="anchor A", shop="anchor A")
+    _, document = check_json("--proxy", api=cluster.api.url)
+    result = results(document)[title]
+    assert result["result"] == "error" and result["error"] == "missing in books (its pods cannot start)"
+    assert "kubectl -n meshproxy get configmap meshproxy-trust-anchors" in result["hint"]

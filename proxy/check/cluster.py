@@ -212,7 +212,44 @@ class Checker:
             yield ok("proxies-ready", title, f"{len(pods)} meshed pod{'s' if len(pods) != 1 else ''}")
         ready = [p for p in pods if _proxy_ready(p)]
         yield self._certificates(ready)
+        yield self._trust_anchors(pods)
         yield _versions(pods)
+
+    def _trust_anchors(self, pods: list[dict]) -> Result:
+        """The anchors each meshed namespace mounts are the control plane's (a re-install makes new ones)."""
+        from proxy.inject import names
+        from proxy.install import controlplane
+
+        assert self.client is not None
+        title = "data plane trust anchors match the control plane's"
+        namespaces = sorted({str((p.get("metadata") or {}).get("namespace")) for p in pods if _has_identity(p)})
+        if not namespaces:
+            return skip("trust-anchors", title, "no proxies with identity")
+
+        client = self.client
+
+        def anchors(ns: str) -> str | None:
+            answer = client.get(f"/api/v1/namespaces/{ns}/configmaps/{names.TRUST_ANCHORS_CONFIGMAP}")
+            if answer.status != 200:
+                return None
+            return str((answer.body.get("data") or {}).get(names.TRUST_ANCHORS_KEY) or "")
+
+        want = anchors(controlplane.NAMESPACE)
+        fix = (f"copy them: kubectl -n {controlplane.NAMESPACE} get configmap {names.TRUST_ANCHORS_CONFIGMAP} "
+               "-o yaml, change its namespace to NS, kubectl apply; then restart NS's meshed pods")
+        if want is None:
+            return warn("trust-anchors", title,
+                        f"no {controlplane.NAMESPACE}/{names.TRUST_ANCHORS_CONFIGMAP}: cannot compare",
+                        "is the control plane installed? meshproxy check --pre, then meshproxy install")
+        found = {ns: anchors(ns) for ns in namespaces}
+        missing = [ns for ns, pem in found.items() if pem is None]
+        different = [ns for ns, pem in found.items() if pem is not None and pem != want]
+        if missing or different:
+            text = "; ".join(part for part in (
+                f"missing in {', '.join(missing)} (its pods cannot start)" if missing else "",
+                f"different in {', '.join(different)}" if different else "") if part)
+            return fail("trust-anchors", title, text, fix)
+        return ok("trust-anchors", title, ", ".join(namespaces))
 
     def _certificates(self, pods: list[dict]) -> Result:
         from proxy.check.proxy_state import CERT_EXPIRY_METRIC, left
@@ -224,7 +261,7 @@ class Checker:
         now = time.time()
         for pod in pods:
             container = _proxy_container(pod)
-            if not any(e.get("name") == "MESHPROXY_IDENTITY_NAME" for e in container.get("env") or []):
+            if not _has_identity(pod):
                 plaintext += 1  # injected without identity: no certificate to check
                 continue
             meta = pod.get("metadata") or {}
@@ -266,6 +303,12 @@ def _proxy_container(pod: dict) -> dict:
     spec = pod.get("spec") or {}
     return next(c for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])
                 if c.get("name") == names.PROXY_CONTAINER)
+
+
+def _has_identity(pod: dict) -> bool:
+    from proxy import config
+
+    return any(e.get("name") == config.IDENTITY_NAME for e in _proxy_container(pod).get("env") or [])
 
 
 def _admin_port(container: dict) -> int:

@@ -11,7 +11,7 @@ objects at runtime and can take the whole server down and bring it back on
 the same port.
 
 For ``meshproxy check --pre``/``--proxy`` it also serves ``/version``,
-Namespace reads, SelfSubjectAccessReviews (answered from ``denied``), the
+Namespace and ConfigMap reads, SelfSubjectAccessReviews (answered from ``denied``), the
 CustomResourceDefinition list, Pod lists, and the pods/proxy subresource,
 which forwards to the pod's ``status.podIP`` as the real API server does (a
 test points it at a real proxy's admin port). ``token``, when set, is the
@@ -54,6 +54,7 @@ class FakeApiServer:
         self.namespaces: dict[str, dict] = {}
         self.denied: set[tuple[str, str, str | None]] = set()  # (group, resource, namespace or None)
         self.crds: dict[str, dict] = {}
+        self.configmaps: dict[tuple[str, str], dict] = {}
         self.token: str | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -79,6 +80,7 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self._pod)
         app.router.add_get("/version", self._version)
         app.router.add_get("/api/v1/namespaces/{name}", self._namespace)
+        app.router.add_get("/api/v1/namespaces/{ns}/configmaps/{name}", self._configmap)
         app.router.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review)
         app.router.add_get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", self._crd_list)
         app.router.add_get("/api/v1/pods", self._pod_list)
@@ -231,6 +233,14 @@ class FakeApiServer:
         if found is None:
             return self._denied(request) or web.json_response(
                 status(404, "NotFound", f'namespaces "{name}" not found'), status=404)
+        return self._denied(request) or web.json_response(found)
+
+    async def _configmap(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        found = self.configmaps.get((ns, name))
+        if found is None:
+            return self._denied(request) or web.json_response(
+                status(404, "NotFound", f'configmaps "{name}" not found'), status=404)
         return self._denied(request) or web.json_response(found)
 
     async def _access_review(self, request: web.Request) -> web.Response:
