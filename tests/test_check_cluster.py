@@ -325,3 +325,25 @@ def test_trust_anchors_missing_in_a_namespace_or_in_the_control_plane(cluster: C
     result = results(document)[title]
     assert result["result"] == "error" and result["error"] == "missing in books (its pods cannot start)"
     assert "kubectl -n meshproxy get configmap meshproxy-trust-anchors" in result["hint"]
+
+
+def test_answers_without_the_documented_shape_are_one_failing_line(cluster: Cluster) -> None:
+    cluster.api.version = ["v1.29.0"]  # JSON, not an object
+    code, document = check_json("--pre", api=cluster.api.url)
+    assert code == 1 and "JSON that is not an object" in results(document)["can query the Kubernetes API"]["error"]
+    cluster.api.version = {"major": "one", "minor": ""}
+    code, document = check_json("--pre", api=cluster.api.url)
+    assert code == 1
+    assert "cannot read the version" in results(document)["is running the minimum Kubernetes API version"]["error"]
+    cluster.api.version = {"major": "1", "minor": "30"}
+    cluster.api.crds["servers.policy.linkerd.io"] = {"metadata": {"name": "servers.policy.linkerd.io"},
+                                                     "spec": ["not", "a", "mapping"]}
+    code, document = check_json("--pre", api=cluster.api.url)
+    assert code == 1 and "without the documented shape" in results(document)[
+        "the Kubernetes API answers as documented"]["error"]
+    cluster.api.pods[("shop", "odd")] = {"metadata": {"name": "odd", "namespace": "shop"}, "spec": "a string"}
+    code, document = check_json("--proxy", api=cluster.api.url)
+    assert code == 1 and "AttributeError" in results(document)["the Kubernetes API answers as documented"]["error"]
+    cluster.api.pods[("shop", "odd")] = "not a pod"  # type: ignore[assignment]
+    code, document = check_json("--proxy", api=cluster.api.url)
+    assert code == 1 and "not an object" in results(document)["the Kubernetes API answers as documented"]["error"]

@@ -185,6 +185,8 @@ class Checker:
             raise kube.ApiUnavailable(f"GET {path} answered {answer.status}: {answer.message}")
         meshed = []
         for pod in answer.body["items"]:
+            if not isinstance(pod, dict):
+                raise TypeError(f"GET {path}: an item that is not an object")
             spec = pod.get("spec") or {}
             containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
             if any(c.get("name") == names.PROXY_CONTAINER for c in containers) and \
@@ -376,6 +378,12 @@ def run(args: argparse.Namespace) -> list[Section]:
             break
         except kube.ApiUnavailable as err:
             results.append(fail(name, "the Kubernetes API answers", str(err), "check the API server and network"))
+            break
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            # An object without the shape the API documents (a proxy in between, another server): one line.
+            results.append(fail(name, "the Kubernetes API answers as documented",
+                                f"an answer without the documented shape ({type(err).__name__}: {err})",
+                                "is --api a Kubernetes API server (or kubectl proxy)?"))
             break
         if any(r.status == FAIL for r in results) and name == "kubernetes-api":
             break

@@ -96,13 +96,14 @@ TRAFFIC_SPLIT = _obj({
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """One CRD: its names and served versions (the last is the storage version, as Linkerd's)."""
+    """One CRD: its names, served versions and the one stored (Linkerd's choice)."""
 
     group: str
     kind: str
     plural: str
     short_names: tuple[str, ...]
     versions: tuple[str, ...]
+    storage: str
     spec: dict
 
     @property
@@ -111,28 +112,30 @@ class Kind:
 
 
 KINDS = (
-    Kind(LINKERD_GROUP, "ServiceProfile", "serviceprofiles", ("sp",), ("v1alpha1", "v1alpha2"), SERVICE_PROFILE),
-    Kind(POLICY_GROUP, "Server", "servers", ("srv",), ("v1alpha1", "v1beta1", "v1beta2", "v1beta3"), SERVER),
+    Kind(LINKERD_GROUP, "ServiceProfile", "serviceprofiles", ("sp",), ("v1alpha1", "v1alpha2"), "v1alpha2",
+         SERVICE_PROFILE),
+    Kind(POLICY_GROUP, "Server", "servers", ("srv",), ("v1alpha1", "v1beta1", "v1beta2", "v1beta3"), "v1beta3",
+         SERVER),
     Kind(POLICY_GROUP, "ServerAuthorization", "serverauthorizations", ("saz", "serverauthz", "srvauthz"),
-         ("v1alpha1", "v1beta1"), SERVER_AUTHORIZATION),
-    Kind(POLICY_GROUP, "AuthorizationPolicy", "authorizationpolicies", ("authzpolicy",), ("v1alpha1",),
+         ("v1alpha1", "v1beta1"), "v1beta1", SERVER_AUTHORIZATION),
+    Kind(POLICY_GROUP, "AuthorizationPolicy", "authorizationpolicies", ("authzpolicy",), ("v1alpha1",), "v1alpha1",
          AUTHORIZATION_POLICY),
     Kind(POLICY_GROUP, "MeshTLSAuthentication", "meshtlsauthentications", ("meshtlsauthn",), ("v1alpha1",),
-         MESH_TLS_AUTHENTICATION),
+         "v1alpha1", MESH_TLS_AUTHENTICATION),
     Kind(POLICY_GROUP, "NetworkAuthentication", "networkauthentications", ("netauthn", "networkauthn"),
-         ("v1alpha1",), NETWORK_AUTHENTICATION),
-    Kind(POLICY_GROUP, "HTTPRoute", "httproutes", (), ("v1alpha1", "v1beta1", "v1beta2", "v1beta3"), HTTP_ROUTE),
-    # The SMI spec's versions; linkerd-smi stores v1alpha2.
-    Kind(SPLIT_GROUP, "TrafficSplit", "trafficsplits", ("ts",), ("v1alpha1", "v1alpha3", "v1alpha4", "v1alpha2"),
-         TRAFFIC_SPLIT),
+         ("v1alpha1",), "v1alpha1", NETWORK_AUTHENTICATION),
+    Kind(POLICY_GROUP, "HTTPRoute", "httproutes", (), ("v1alpha1", "v1beta1", "v1beta2", "v1beta3"), "v1beta3",
+         HTTP_ROUTE),
+    # The SMI spec's versions; the linkerd-smi extension stores v1alpha2.
+    Kind(SPLIT_GROUP, "TrafficSplit", "trafficsplits", ("ts",), ("v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"),
+         "v1alpha2", TRAFFIC_SPLIT),
 )
 
 
 def definition(kind: Kind) -> dict:
     """The CustomResourceDefinition object of one kind."""
     schema = {"openAPIV3Schema": {"type": "object", "required": ["spec"], "properties": {"spec": kind.spec}}}
-    versions = [{"name": v, "served": True, "storage": i == len(kind.versions) - 1, "schema": schema}
-                for i, v in enumerate(kind.versions)]
+    versions = [{"name": v, "served": True, "storage": v == kind.storage, "schema": schema} for v in kind.versions]
     names: dict[str, str | list[str]] = {"kind": kind.kind, "listKind": f"{kind.kind}List", "plural": kind.plural,
              "singular": kind.kind.lower()}
     if kind.short_names:
