@@ -105,8 +105,8 @@ class Checker:
         answer = self.client.get(f"/api/v1/namespaces/{controlplane.NAMESPACE}")
         if answer.status == 200:
             yield fail("namespace", title, f"the {controlplane.NAMESPACE} namespace already exists",
-                       "meshproxy uninstall | kubectl delete --ignore-not-found -f -  (or apply install over it to "
-                       "upgrade)")
+                       "meshproxy uninstall | kubectl delete --ignore-not-found -f -; or, to apply over it, keep the "
+                       "trust anchor: meshproxy install --identity-dir DIR | kubectl apply -f -")
         elif answer.status == 404:
             yield ok("namespace", title, "")
         else:
