@@ -48,10 +48,13 @@ def _run(args: argparse.Namespace) -> int:
 # module has main(argv) -> int and is imported only when used.
 DELEGATED = {
     "demo": ("proxy.demo", "run a small local mesh and print its golden metrics"),
-    "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]"),
+    "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]; "
+                             "the cluster: check --pre|--proxy [--api URL]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
     "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard (golden metrics, live)"),
     "injector": ("proxy.inject.injector", "the automatic-injection webhook: injector serve"),
+    "install": ("proxy.install", "print the control plane's manifests: install [--crds] [--ha] | kubectl apply -f -"),
+    "uninstall": ("proxy.install.uninstall", "print what install created: uninstall | kubectl delete -f -"),
     "profile": ("proxy.policy.openapi", "print a ServiceProfile for an API: profile --open-api SPEC SERVICE"),
 }
 

@@ -52,7 +52,7 @@ def admin_ready(admin: HostPort, timeout: float) -> Result:
     return ok(check, title, f"http://{admin}/ready answered 200")
 
 
-def _left(seconds: float) -> str:
+def left(seconds: float) -> str:
     if seconds >= 86400:
         return f"{seconds / 86400:.1f}d"
     if seconds >= 3600:
@@ -66,9 +66,9 @@ def _expiry_result(check: str, title: str, subject: str, not_after: float, now: 
         return fail(check, title, f"{subject} expired at {when}",
                     "the proxy could not renew it: check the issuer line and the proxy's log")
     if not_after - now < SOON:
-        return fail(check, title, f"{subject} expires in {_left(not_after - now)} ({when})",
+        return fail(check, title, f"{subject} expires in {left(not_after - now)} ({when})",
                     "renewal should have happened by now: check the issuer line and the proxy's log")
-    return ok(check, title, f"{subject} valid, expires in {_left(not_after - now)} ({when})")
+    return ok(check, title, f"{subject} valid, expires in {left(not_after - now)} ({when})")
 
 
 def certificate(cfg: Config, admin: HostPort, timeout: float) -> Result:

@@ -3,8 +3,6 @@ discovery source (endpoints file, DNS, Kubernetes API)."""
 
 from __future__ import annotations
 
-import http.client
-import os
 import socket
 import ssl
 import urllib.parse
@@ -120,35 +118,21 @@ def _dns(cfg: Config, timeout: float) -> Result:
 
 
 def _k8s(cfg: Config, timeout: float) -> Result:
+    from proxy.check import kube
+
     check, title = "discovery", "discovery Kubernetes API"
-    settings = cfg.discovery
-    api = settings.k8s_api
-    if not api:
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            return fail(check, title, "MESHPROXY_K8S_API unset and not in a cluster (no KUBERNETES_SERVICE_HOST)",
-                        "set MESHPROXY_K8S_API, or run inside the cluster")
-        api = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    url = urllib.parse.urlsplit(api)
-    headers = {"Accept": "application/json"}
     try:
-        headers["Authorization"] = "Bearer " + Path(settings.k8s_token_file).read_text().strip()
-    except OSError:
-        pass
-    if url.scheme == "https":
-        cafile = settings.k8s_ca_file if os.path.isfile(settings.k8s_ca_file) else None
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            url.hostname or "", url.port or 443, timeout=timeout, context=ssl.create_default_context(cafile=cafile))
-    else:
-        conn = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=timeout)
-    path = url.path.rstrip("/") + "/api/v1/services?limit=1"
+        client = kube.Client.from_settings(cfg.discovery, timeout)
+    except ValueError as err:
+        return fail(check, title, f"MESHPROXY_K8S_API {err}", "set MESHPROXY_K8S_API to the API server's URL")
+    if client is None:
+        return fail(check, title, "MESHPROXY_K8S_API unset and not in a cluster (no KUBERNETES_SERVICE_HOST)",
+                    "set MESHPROXY_K8S_API, or run inside the cluster")
+    api = client.url
     try:
-        conn.request("GET", path, headers=headers)
-        status = conn.getresponse().status
-    except (OSError, http.client.HTTPException) as err:
-        return fail(check, title, f"cannot reach {api}: {err}", "check MESHPROXY_K8S_API, the network and the CA file")
-    finally:
-        conn.close()
+        status, _ = client.raw("GET", "/api/v1/services?limit=1")
+    except kube.ApiUnavailable as err:
+        return fail(check, title, f"cannot reach {err}", "check MESHPROXY_K8S_API, the network and the CA file")
     if status in (401, 403):
         return fail(check, title, f"{api} answered {status} to a list of services",
                     "the proxy's ServiceAccount needs list/watch on services and endpointslices and get on pods")

@@ -9,6 +9,13 @@ the last compaction (an ``ERROR`` event on a watch, an HTTP 410 ``Status`` on
 a list continuation), and Pod and Namespace reads with 404 ``Status`` bodies. Tests change
 objects at runtime and can take the whole server down and bring it back on
 the same port.
+
+For ``meshproxy check --pre``/``--proxy`` it also serves ``/version``,
+Namespace and ConfigMap reads, SelfSubjectAccessReviews (answered from ``denied``), the
+CustomResourceDefinition list, Pod lists, and the pods/proxy subresource,
+which forwards to the pod's ``status.podIP`` as the real API server does (a
+test points it at a real proxy's admin port). ``token``, when set, is the
+only bearer token accepted on those endpoints (401 otherwise).
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class FakeApiServer:
         self.namespace_delay: dict[str, float] = {}  # name -> seconds before its reads are answered
         self.requests: list[tuple[str, dict[str, str], str | None]] = []  # (path, query, Authorization)
         self.changed = asyncio.Condition()
+        self.version = {"major": "1", "minor": "29", "gitVersion": "v1.29.4", "platform": "linux/amd64"}
+        self.denied: set[tuple[str, str, str | None]] = set()  # (group, resource, namespace or None)
+        self.crds: dict[str, dict] = {}
+        self.configmaps: dict[tuple[str, str], dict] = {}
+        self.token: str | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._generation = 0  # bumped to end every open watch stream
@@ -68,7 +80,14 @@ class FakeApiServer:
         app.router.add_get("/api/v1/services", self._collection)
         app.router.add_get("/apis/discovery.k8s.io/v1/endpointslices", self._collection)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self._pod)
+        app.router.add_get("/version", self._version)
         app.router.add_get("/api/v1/namespaces/{name}", self._namespace)
+        app.router.add_get("/api/v1/namespaces/{ns}/configmaps/{name}", self._configmap)
+        app.router.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self._access_review)
+        app.router.add_get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", self._crd_list)
+        app.router.add_get("/api/v1/pods", self._pod_list)
+        app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pod_list)
+        app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/proxy/{tail:.*}", self._pod_proxy)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -215,9 +234,21 @@ class FakeApiServer:
             return web.json_response(status(404, "NotFound", f'pods "{name}" not found'), status=404)
         return web.json_response(pod)
 
+    # ---- what meshproxy check --pre / --proxy read --------------------------------------
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
+        return None
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return self._denied(request) or web.json_response(self.version)
+
     async def _namespace(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
+        if denied := self._denied(request):
+            return denied
         if name in self.namespace_delay:
             await asyncio.sleep(self.namespace_delay[name])
         code = self.namespace_status.get(name)
@@ -227,3 +258,51 @@ class FakeApiServer:
         if namespace is None:
             return web.json_response(status(404, "NotFound", f'namespaces "{name}" not found'), status=404)
         return web.json_response(namespace)
+
+    async def _configmap(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        found = self.configmaps.get((ns, name))
+        if found is None:
+            return self._denied(request) or web.json_response(
+                status(404, "NotFound", f'configmaps "{name}" not found'), status=404)
+        return self._denied(request) or web.json_response(found)
+
+    async def _access_review(self, request: web.Request) -> web.Response:
+        if denied := self._denied(request):
+            return denied
+        review = await request.json()
+        attrs = review["spec"]["resourceAttributes"]
+        allowed = (attrs.get("group", ""), attrs["resource"], attrs.get("namespace")) not in self.denied
+        answer = {**review, "status": {"allowed": allowed}}
+        if not allowed:
+            answer["status"]["reason"] = "no RBAC policy matched"
+        return web.json_response(answer, status=201)
+
+    async def _crd_list(self, request: web.Request) -> web.Response:
+        return self._denied(request) or web.json_response({
+            "kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+            "metadata": {"resourceVersion": str(self.rv)}, "items": [self.crds[k] for k in sorted(self.crds)]})
+
+    async def _pod_list(self, request: web.Request) -> web.Response:
+        ns = request.match_info.get("ns")
+        items = [self.pods[k] for k in sorted(self.pods) if ns is None or k[0] == ns]
+        return self._denied(request) or web.json_response({
+            "kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.rv)}, "items": items})
+
+    async def _pod_proxy(self, request: web.Request) -> web.Response:
+        if denied := self._denied(request):
+            return denied
+        from aiohttp import ClientError, ClientSession, ClientTimeout
+
+        name, _, port = request.match_info["name"].partition(":")
+        pod = self.pods.get((request.match_info["ns"], name))
+        if pod is None:
+            return web.json_response(status(404, "NotFound", f'pods "{name}" not found'), status=404)
+        url = f"http://{pod['status']['podIP']}:{port}/{request.match_info['tail']}"
+        try:
+            async with ClientSession(timeout=ClientTimeout(total=5)) as session, session.get(url) as answer:
+                return web.Response(status=answer.status, body=await answer.read(),
+                                    content_type=answer.content_type)
+        except (ClientError, OSError, TimeoutError) as err:
+            return web.json_response(status(503, "ServiceUnavailable", f"error trying to reach service: {err}"),
+                                     status=503)
