@@ -462,3 +462,12 @@ def test_uninstall_lists_everything_install_creates(install_ha: list[dict], inst
     assert {key(d) for d in only} == {key(d) for d in install_crds}
     shop = documents("uninstall", "--meshed-namespace", "shop")
     assert ("ConfigMap", "meshproxy-trust-anchors", "shop") in {key(d) for d in shop}
+
+
+def test_the_injector_deployment_runs_a_command_the_injector_accepts(install: list[dict]) -> None:
+    from proxy.inject.injector import build_parser as injector_parser
+
+    deployment = one(install, "Deployment", "meshproxy-injector")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = injector_parser().parse_args(container["args"][1:])  # after "injector"
+    assert args.action == "serve" and args.tls_cert.endswith("/tls.crt") and args.proxy_image.startswith("meshproxy:")
