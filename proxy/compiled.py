@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "proxy.protocol.h2frame",
     "proxy.protocol.h2state",
     "proxy.protocol.h2conn",
+    "proxy.policy.ratelimit",
     "proxy.telemetry.counters",
     "proxy.telemetry.tracecontext",
     "proxy.telemetry.pbwire",

@@ -80,6 +80,7 @@ RETRY_BUFFER_BYTES = "MESHPROXY_RETRY_BUFFER_BYTES"
 RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
 ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
 PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
+INBOUND_RATELIMIT_IDENTITIES = "MESHPROXY_INBOUND_RATELIMIT_IDENTITIES"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
 ACCESS_LOG = "MESHPROXY_ACCESS_LOG"
 ACCESS_LOG_BUFFER = "MESHPROXY_ACCESS_LOG_BUFFER"
@@ -231,6 +232,7 @@ class PolicySettings:
     retry_limit: int = 3
     route_label_limit: int = 500
     peer_label_limit: int = 1000
+    ratelimit_identities: int = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,6 +653,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric, and per direction for the "
                        "HTTP and TCP families; more count as \"other\""),
+    INBOUND_RATELIMIT_IDENTITIES: ("10000", parse_positive_int,
+                                   "client identities with their own bucket per HTTPLocalRateLimitPolicy "
+                                   "identity limit; past it the least recently seen client's is dropped"),
     # Linkerd's tap server: LINKERD2_PROXY_TAP_DISABLED, _TAP_LISTEN_ADDR, _TAP_SVC_NAME.
     TAP_DISABLED: ("false", parse_bool, "no tap server (Linkerd's tap API on MESHPROXY_TAP_LISTEN)"),
     TAP_LISTEN: ("0.0.0.0:4190", parse_host_port, "tap server listener (io.linkerd.proxy.tap.Tap, gRPC)"),
@@ -818,6 +823,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             retry_limit=v[RETRY_LIMIT],
             route_label_limit=v[ROUTE_LABEL_LIMIT],
             peer_label_limit=v[PEER_LABEL_LIMIT],
+            ratelimit_identities=v[INBOUND_RATELIMIT_IDENTITIES],
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
         tracing=_tracing(v, env, sources),

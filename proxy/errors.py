@@ -20,6 +20,8 @@ class ProxyError(Exception):
     fields: tuple[tuple[str, str], ...] = ()  # extra response header fields
     # HTTP/2: the RST_STREAM code when the response had started and can only be cut.
     reset_code: int = 0x2  # INTERNAL_ERROR
+    # A gRPC request gets a trailers-only response with this grpc-status (None: the HTTP status alone).
+    grpc_status: int | None = None
 
     def __init__(self, reason: str | None = None, *, status: int | None = None) -> None:
         if reason is not None:
@@ -146,6 +148,21 @@ class Unauthorized(PolicyError):
     """Inbound authorization denied the client (identity, network or route)."""
 
     reason = "unauthorized request"
+
+
+class RateLimited(PolicyError):
+    """Inbound: the Server's HTTPLocalRateLimitPolicy refused the request before it reached the app."""
+
+    status = 429
+    reason = "too many requests"
+    grpc_status = 8  # RESOURCE_EXHAUSTED
+
+
+class EgressDenied(PolicyError):
+    """Outbound: an EgressNetwork (or its route) does not allow traffic to this destination."""
+
+    reason = "egress denied by policy"
+    grpc_status = 7  # PERMISSION_DENIED
 
 
 class RouteRedirect(PolicyError):

@@ -220,8 +220,12 @@ class H2Server(DownEnd):
         self.flush()
 
     def send_error(self, ex, err):
-        fields, body = h2_error(err)
+        fields, body = h2_error(err, ex.headers)
         sid = ex.down_id
+        if not body:  # a gRPC trailers-only answer
+            self._headers(sid, fields, True)
+            self.flush()
+            return
         self._headers(sid, fields, False)
         try:
             sent = self.conn.send_data(sid, body, True)

@@ -40,8 +40,12 @@ def h1_error(err, close):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
 
 
-def h2_error(err):
-    """HTTP/2 response fields and body for ``err``."""
+def h2_error(err, request_fields=None):
+    """HTTP/2 response fields and body for ``err``. A gRPC request (by ``request_fields``) is answered
+    trailers-only (status 200, ``grpc-status``, no body) when the error has a ``grpc_status``, as
+    gRPC clients read errors; an empty body means the fields end the stream."""
+    if err.grpc_status is not None and _is_grpc(request_fields):
+        return _grpc_error(err), b""
     reason = _reason(err)
     body = f"{reason}\n".encode("utf-8", "replace")
     fields = [
@@ -53,3 +57,29 @@ def h2_error(err):
         fields.append((PROXY_ERROR, reason.encode("latin-1", "replace")))
     fields.extend((name.encode("latin-1"), value.encode("latin-1", "replace")) for name, value in err.fields)
     return fields, body
+
+
+def _is_grpc(fields):
+    for name, value in fields or ():
+        if name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
+
+
+def _grpc_error(err):
+    reason = _reason(err)
+    fields = [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", str(err.grpc_status).encode()),
+        (b"grpc-message", _percent(reason)),
+    ]
+    if err.failure:
+        fields.append((PROXY_ERROR, reason.encode("latin-1", "replace")))
+    return fields
+
+
+def _percent(text):
+    """gRPC's grpc-message encoding: printable ASCII except ``%`` as is, every other byte %-escaped."""
+    return "".join(c if " " <= c <= "~" and c != "%" else "".join(f"%{b:02X}" for b in c.encode())
+                   for c in text).encode("ascii")

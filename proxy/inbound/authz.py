@@ -19,8 +19,11 @@ import structlog
 
 from proxy.config import PolicySettings
 from proxy.core.addr import ConnMeta
-from proxy.errors import Unauthorized
+from proxy.errors import PolicyError, RateLimited, Unauthorized
+from proxy.exchange.clock import now
+from proxy.policy import ratelimit
 from proxy.policy.authz import Client, Decision, InboundPolicy, PortPolicy
+from proxy.policy.authz_model import POLICY_GROUP
 from proxy.telemetry.labels import inbound_tls_pairs, target_pairs, with_srv_port
 from proxy.telemetry.metrics import label_set
 
@@ -43,6 +46,9 @@ class InboundAuthorizer:
         self.tcp_allow: dict[tuple, list[int]] = {}
         self.tcp_deny: dict[tuple, list[int]] = {}
         self.tcp_revoked = 0
+        # Inbound rate limits by app port (ratelimit.py), and the requests they refused.
+        self.limits: dict[int, ratelimit.LocalRateLimit] = {}
+        self.http_ratelimit: dict[tuple, list[int]] = {}
         # Open opaque connections, judged again when the policy changes.
         self._tcp_open: dict[asyncio.Transport, tuple[Client, int]] = {}
 
@@ -52,6 +58,7 @@ class InboundAuthorizer:
         request; opaque connections it no longer admits are closed now."""
         s = self.settings
         self.policy = InboundPolicy.build(authz_set, s.default_policy, s.cluster_networks, s.probe_paths)
+        self.limits = self._rate_limits(authz_set)
         self.generation += 1
         for transport, (client, port) in list(self._tcp_open.items()):
             if transport.is_closing():
@@ -64,6 +71,19 @@ class InboundAuthorizer:
                 log.info("connection closed: authorization revoked by a policy change", port=port,
                          client=client.ip, client_id=client.identity, reason=decision.reason)
                 transport.abort()
+
+    def _rate_limits(self, authz_set) -> dict[int, ratelimit.LocalRateLimit]:
+        """Each Server's limits compiled; a limit unchanged by a reload keeps its buckets (a reload
+        must not hand every client a fresh burst)."""
+        out = {}
+        for server in authz_set.servers if authz_set is not None else ():
+            spec = server.rate_limit
+            if spec is None:
+                continue
+            old = self.limits.get(server.port)
+            out[server.port] = old if old is not None and old.spec == spec else \
+                ratelimit.LocalRateLimit(spec, self.settings.ratelimit_identities)
+        return out
 
     def sweep(self) -> None:
         for transport in [t for t in self._tcp_open if t.is_closing()]:
@@ -102,6 +122,8 @@ class InboundAuthorizer:
             ("inbound_http_authz_deny_total", self.http_deny, "Inbound HTTP requests denied by policy (403)."),
             ("inbound_http_route_not_found_total", self.http_route_not_found,
              "Inbound HTTP requests matching no route of their server (403)."),
+            ("inbound_http_local_ratelimit_total", self.http_ratelimit,
+             "Inbound HTTP requests refused by the server's HTTPLocalRateLimitPolicy (429)."),
             ("inbound_tcp_authz_allow_total", self.tcp_allow, "Inbound connections authorized."),
             ("inbound_tcp_authz_deny_total", self.tcp_deny, "Inbound connections refused by policy."),
         ):
@@ -125,7 +147,7 @@ class ConnAuthz:
     """
 
     __slots__ = ("owner", "client", "port", "conn_labels", "generation", "port_policy", "allow_all", "decision",
-                 "_cells")
+                 "limiter", "_cells", "_limit_cells")
 
     def __init__(self, owner: InboundAuthorizer, client: Client, port: int, conn_labels: tuple = ()) -> None:
         self.owner = owner
@@ -137,6 +159,9 @@ class ConnAuthz:
         # When the port needs no per-request check: the connection's counter cell.
         self.allow_all: list[int] | None = None
         self.decision: Decision | None = None
+        # The port's rate limits (checked once a request is authorized), or None.
+        self.limiter: ratelimit.LocalRateLimit | None = None
+        self._limit_cells: dict[int, list[int]] = {}
         # Decision -> its counter cell, for this connection (bounded by the policy's decisions).
         self._cells: dict[Decision, list[int]] = {}
         self._refresh()
@@ -147,6 +172,8 @@ class ConnAuthz:
         self.port_policy = owner.policy.port(self.port)
         self.allow_all = None
         self._cells = {}
+        self.limiter = owner.limits.get(self.port)
+        self._limit_cells = {}
         if not self.port_policy.per_request:
             decision = self.port_policy.check_http(self.client)
             if decision.allowed:
@@ -164,27 +191,48 @@ class ConnAuthz:
                 self._cells[decision] = cell
         return cell
 
-    def check_h1(self, head) -> Unauthorized | None:
+    def check_h1(self, head) -> PolicyError | None:
         """None when the request may go on; the error to answer it with otherwise."""
         cell = self.allow_all
         if cell is not None and self.generation == self.owner.generation:
             cell[0] += 1
-            return None
+            return None if self.limiter is None else self._limited()
         return self._check(head.method, head.target, _H1Headers(head))
 
-    def check_h2(self, meta, headers: list) -> Unauthorized | None:
+    def check_h2(self, meta, headers: list) -> PolicyError | None:
         cell = self.allow_all
         if cell is not None and self.generation == self.owner.generation:
             cell[0] += 1
-            return None
+            return None if self.limiter is None else self._limited()
         return self._check(meta.method, meta.target, _H2Headers(headers))
 
-    def _check(self, method: bytes, target: bytes, headers) -> Unauthorized | None:
+    def _limited(self) -> RateLimited | None:
+        """Linkerd's order: a request is rate limited only once authorized (denials cost no tokens)."""
+        limiter = self.limiter
+        assert limiter is not None
+        identity = self.client.identity
+        scope = limiter.check(identity, now())
+        if scope == ratelimit.ADMITTED:
+            return None
+        cell = self._limit_cells.get(scope)
+        if cell is None:
+            spec, policy = limiter.spec, self.port_policy
+            assert policy is not None
+            labels = (self.conn_labels[:3] + with_srv_port(policy.srv_labels, self.port)
+                      + (("ratelimit_group", POLICY_GROUP), ("ratelimit_kind", "HTTPLocalRateLimitPolicy"),
+                         ("ratelimit_name", spec.name), ("ratelimit_scope", ratelimit.SCOPES[scope]))
+                      + self.conn_labels[3:])
+            cell = self._limit_cells[scope] = _cell(self.owner.http_ratelimit, labels,
+                                                    self.owner.settings.peer_label_limit)
+        cell[0] += 1
+        return RateLimited(f"{ratelimit.KINDS[scope]} rate limit exceeded: {limiter.rate_of(scope, identity):g}rps")
+
+    def _check(self, method: bytes, target: bytes, headers) -> PolicyError | None:
         if self.generation != self.owner.generation:
             self._refresh()
             if self.allow_all is not None:
                 self.allow_all[0] += 1
-                return None
+                return None if self.limiter is None else self._limited()
         policy = self.port_policy
         assert policy is not None  # _refresh sets it in __init__
         if policy.per_request:
@@ -196,7 +244,7 @@ class ConnAuthz:
         self.decision = decision
         self._cell(decision)[0] += 1
         if decision.allowed:
-            return None
+            return None if self.limiter is None else self._limited()
         return Unauthorized(decision.reason or "unauthorized request")
 
 

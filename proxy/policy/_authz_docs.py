@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.identity import names
+from proxy.policy import _ratelimit_docs
 from proxy.policy._fields import Doc
 from proxy.policy._gateway import _match as route_match
 from proxy.policy.authz_model import ACCESS_POLICIES, ALL_NETWORKS, PROTOCOLS, Authorization, Network, Requirement
@@ -27,6 +28,7 @@ VERSIONS = {
     "AuthorizationPolicy": {f"{POLICY_GROUP}/v1alpha1"},
     "MeshTLSAuthentication": {f"{POLICY_GROUP}/v1alpha1"},
     "NetworkAuthentication": {f"{POLICY_GROUP}/v1alpha1"},
+    _ratelimit_docs.KIND: _ratelimit_docs.VERSIONS,
 }
 COMPACT_KEYS = {"servers", "ports"}
 
@@ -97,6 +99,7 @@ class Collector:
     server_authzs: list[ServerAuthzRec] = field(default_factory=list)
     policies: list[PolicyRec] = field(default_factory=list)
     authentications: dict[tuple[str, str, str], Requirement] = field(default_factory=dict)
+    rate_limits: list[_ratelimit_docs.RateLimitRec] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
@@ -112,7 +115,11 @@ class Collector:
             "Server": self._server, "ServerAuthorization": self._server_authz,
             "AuthorizationPolicy": self._policy, "MeshTLSAuthentication": self._mesh_authn,
             "NetworkAuthentication": self._network_authn,
+            _ratelimit_docs.KIND: self._rate_limit,
         }[doc.kind](doc)
+
+    def _rate_limit(self, doc: Doc) -> None:
+        self.rate_limits.append(_ratelimit_docs.read(self, doc, namespace(doc)))
 
     def _once(self, doc: Doc, kind: str, name: str | None = None, at: str = "metadata.name") -> None:
         key = (kind, namespace(doc), doc.name if name is None else name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from proxy.policy._authz_docs import Collector, RouteRec, Selector, ServerRec
 from proxy.policy._fields import Doc
-from proxy.policy.authz_model import Authorization, AuthzSet, InboundRoute, Requirement, Server
+from proxy.policy.authz_model import Authorization, AuthzSet, InboundRoute, RateLimit, Requirement, Server
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -63,6 +63,7 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
             for key in chosen:
                 server_authz[key].append(authz)
 
+    limits = _rate_limits(found, servers)
     out = []
     for key, rec in servers.items():
         attached = tuple(
@@ -72,8 +73,24 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
         if attached and rec.protocol in ("opaque", "tls"):
             warnings.append(f"Server/{key[0]}/{key[1]}: proxyProtocol is not HTTP, its HTTPRoutes are unused")
         out.append(Server(rec.name, rec.namespace, _port_number(found, rec), rec.protocol, rec.access_policy,
-                          tuple(server_authz[key]), attached))
+                          tuple(server_authz[key]), attached, rate_limit=limits.get(key)))
     return AuthzSet(tuple(out)), warnings
+
+
+def _rate_limits(found: Collector, servers: dict[Key, ServerRec]) -> dict[Key, RateLimit]:
+    """Each HTTPLocalRateLimitPolicy on its Server: one per Server, as Linkerd accepts."""
+    out: dict[Key, RateLimit] = {}
+    owners: dict[Key, int] = {}
+    for rec in found.rate_limits:
+        key = (rec.limit.namespace, rec.server)
+        if key not in servers:
+            raise rec.doc.fail("spec.targetRef.name", f"no Server {key[0]}/{key[1]} in this policy file")
+        if key in owners:
+            raise rec.doc.fail("spec.targetRef.name", f"Server {key[0]}/{key[1]} already has an "
+                                                      f"HTTPLocalRateLimitPolicy (document {owners[key]})")
+        owners[key] = rec.doc.index
+        out[key] = rec.limit
+    return out
 
 
 def _port_number(found: Collector, rec: ServerRec) -> int:

@@ -101,6 +101,19 @@ class InboundRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """An HTTPLocalRateLimitPolicy on a Server: requests per second in ``total`` (all clients), per
+    client ``identity`` (unmeshed clients share one bucket), and ``overrides``: (rate, identities),
+    each entry one bucket shared by its identities. None: no such limit."""
+
+    name: str
+    namespace: str
+    total: int | None = None
+    identity: int | None = None
+    overrides: tuple[tuple[int, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Server:
     """One port of this pod under explicit policy.
 
@@ -119,6 +132,7 @@ class Server:
     authorizations: tuple[Authorization, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
     kind: str = "server"
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)

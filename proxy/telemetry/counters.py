@@ -62,7 +62,7 @@ def error_code(err):
         return 5
     if isinstance(err, (errors.ConnectFailed, errors.UpstreamReset)):
         return 6
-    if isinstance(err, (errors.Unauthorized, errors.OwnAddress)):
+    if isinstance(err, (errors.Unauthorized, errors.OwnAddress, errors.RateLimited, errors.EgressDenied)):
         return 7
     if isinstance(err, (errors.ClientError, errors.RouteRedirect, errors.RoutingError)):
         return 0  # the client's request, or the policy's answer: not a proxy failure
