@@ -61,7 +61,8 @@ def conn_check(text: str) -> float:
     settings = PolicySettings(None, "all-unauthenticated", ("10.0.0.0/8",), ())
     authorizer = InboundAuthorizer(settings, True)
     authorizer.update(parse(text).authz)
-    meta = ConnMeta(direction="inbound", client=("10.1.2.3", 40000), local=("10.1.2.4", 4143), orig_dst=("10.1.2.4", 8080),
+    meta = ConnMeta(direction="inbound", client=("10.1.2.3", 40000), local=("10.1.2.4", 4143),
+                    orig_dst=("10.1.2.4", 8080),
                     tls=True, client_id="web.default.serviceaccount.identity.cluster.local")
     conn = authorizer.http(meta, 8080)
     head = SimpleNamespace(method=b"GET", target=b"/")

@@ -61,6 +61,9 @@ class AcceptStage:
     refuse_without_target: bool
     # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
     connection_protocol: Callable[[ConnMeta], str | None] | None = None
+    # Where the server-first probe connects (default ``tunnel_target``): outbound, decided without
+    # logging or counting, since the client may still be judged otherwise once it speaks.
+    probe_target: Callable[[ConnMeta], Target | None] | None = None
     # Inbound: peer proxies start with a transport header naming the app port.
     accept_transport_header: bool = False
     # Inbound: who may send that header, and which ports it may name. None: no header is obeyed.
@@ -170,7 +173,7 @@ class Accepted(asyncio.Protocol):
             return  # the outbound listener addressed directly: nothing to connect to before a request names it
         if stage.authorizer is not None and not stage.authorizer.tcp_allowed(meta, target.port):
             return  # this client may not open the app's port; no connection on its behalf either
-        target = stage.tunnel_target(meta)
+        target = (stage.probe_target or stage.tunnel_target)(meta)
         if target is None:
             return
         probe = Probe(target)
@@ -425,6 +428,8 @@ class Accepted(asyncio.Protocol):
             server.connection_made(transport)
             server.data_received(buffered)
             return
+        if kind == detect.TLS and self.detector.client_hello is not None:
+            meta = self.meta = dataclasses.replace(meta, sni=self.detector.client_hello.sni)
         # The probe's pick is the connection's: no second pick for the same client.
         target = probe.target if probe is not None else stage.tunnel_target(meta)
         if target is None:

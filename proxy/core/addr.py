@@ -21,6 +21,8 @@ class ConnMeta:
     # (None: no client certificate, or plaintext).
     tls: bool = False
     client_id: str | None = None
+    # Outbound TLS the proxy relays without terminating: the ClientHello's SNI (egress TLSRoutes match it).
+    sni: str | None = None
     # Inbound: the connection's authorization (proxy/inbound/authz.py), read per request.
     authz: object = field(default=None, compare=False, hash=False, repr=False)
     # Inbound: the metric label set of this connection's requests per Host, found

@@ -28,6 +28,7 @@ from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
     from proxy.outbound.balance import BalancedService
+    from proxy.outbound.egress import EgressPolicy, EgressRuntime
     from proxy.outbound.policy import OutboundPolicy, ServiceRuntime
 
 DIRECTION = "outbound"
@@ -64,6 +65,8 @@ class OutboundRouter:
         self.services: dict[tuple[str, int], BalancedService | None] = {}
         if policy is not None:
             policy.listeners.append(self._policy_changed)
+        # EgressNetworks of the policy file (outbound/egress.py): None without a policy file.
+        self.egress: EgressPolicy | None = None
 
     # -- the logical destination ------------------------------------------------
     def connection_target(self, meta: ConnMeta) -> Target | None:
@@ -122,6 +125,11 @@ class OutboundRouter:
     # -- the endpoint ------------------------------------------------------------
     def route(self, head, meta: ConnMeta, conn=None):
         target = self.logical(head, meta)
+        egress = self.egress
+        if egress is not None and meta.orig_dst is not None and egress.active:
+            runtime = egress.http(target)
+            if runtime is not None:
+                return self._policy_route(runtime, head, conn, target)
         if self.policy is not None and not target.via_connect:
             runtime = self.policy.lookup(target)
             if runtime is not None:
@@ -144,7 +152,7 @@ class OutboundRouter:
             return target
         return service.route(conn)
 
-    def _policy_route(self, runtime: ServiceRuntime, head, conn, logical: Target):
+    def _policy_route(self, runtime: ServiceRuntime | EgressRuntime, head, conn, logical: Target):
         """The logical service has a policy: its route (told to the relay as ``conn.rp``), then the concrete backend."""
         rp = runtime.match(head, conn)
         rp.stats.requests += 1
@@ -187,13 +195,28 @@ class OutboundRouter:
         service = failed.service
         return failed if service is None else service.route(conn, failed.endpoint)
 
-    def tunnel_target(self, meta: ConnMeta) -> Target | None:
-        """Opaque TCP is split by weight and balanced per connection with the same balancer."""
+    def tunnel_target(self, meta: ConnMeta, quiet: bool = False) -> Target | None:
+        """Opaque TCP is split by weight and balanced per connection with the same balancer.
+        ``quiet``: the server-first probe asks; an egress decision is neither logged nor counted."""
         target = self.connection_target(meta)
+        egress = self.egress
+        if target is not None and egress is not None and egress.active:
+            where = egress.connection(meta, target, quiet)
+            if where is False:
+                return None  # denied: the connection is closed
+            if where is not None:
+                target = self._concrete_target(where)
+                return self._balanced_tunnel(target)
         if target is not None and self.policy is not None:
             runtime = self.policy.lookup(target)
             if runtime is not None:
                 target = self._concrete_target(runtime.backend_for_connection())
+        return self._balanced_tunnel(target)
+
+    def probe_target(self, meta: ConnMeta) -> Target | None:
+        return self.tunnel_target(meta, quiet=True)
+
+    def _balanced_tunnel(self, target: Target | None) -> Target | None:
         if target is None or self.resolver is None:
             return target
         service = self._service(target)
@@ -281,6 +304,12 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
                           labels.tcp_dst_default, limits, config.balancer.max_in_flight,
                           labels, access_log=access_log, tracer=tracer)
     if policy is not None:
+        from proxy.outbound.egress import EgressPolicy
+
+        egress = router.egress = EgressPolicy(config.policy.cluster_networks, policy.registry, policy.retry_limit,
+                                              policy.replay_limit)
+        egress.update(policy.policy_set.egress)
+        policy.listeners.append(lambda: egress.update(policy.policy_set.egress))
         # A new policy invalidates the per-connection route caches.
         policy.listeners.append(lambda: setattr(ctx, "policy_gen", ctx.policy_gen + 1))
     stage = AcceptStage(
@@ -294,5 +323,6 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
         tunnel_target=router.tunnel_target,
         refuse_without_target=False,
         connection_protocol=router.connection_protocol,
+        probe_target=router.probe_target,
     )
     return stage, router

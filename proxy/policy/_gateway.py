@@ -191,8 +191,8 @@ def _annotations(doc: Doc) -> tuple[RetryPolicy | None, dict[str, float]]:
     return retry, timeouts
 
 
-def http_route(doc: Doc, domain: str) -> list[Piece]:
-    """One piece per Service parent; routes without a Service parent are reported, not used."""
+def http_rules(doc: Doc, domain: str) -> list[Route]:
+    """The rules of an HTTPRoute (any parents), one Route each, with Linkerd's annotations applied."""
     doc.string(doc.name, "metadata.name")
     spec = doc.mapping(doc.body.get("spec"), "spec", {"parentRefs", "hostnames", "rules"})
     retry, timeouts = _annotations(doc)
@@ -253,6 +253,13 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
             order=(stamp, ident, i),
             group=str(doc.body.get("apiVersion", "")).rsplit("/", 1)[0],
         ))
+    return routes
+
+
+def http_route(doc: Doc, domain: str) -> list[Piece]:
+    """One piece per Service parent; routes without a Service parent are reported, not used."""
+    routes = http_rules(doc, domain)
+    spec, ident = doc.body["spec"], f"{doc.namespace or 'default'}/{doc.name}"
     pieces, skipped = [], []
     for i, ref in enumerate(doc.seq(spec.get("parentRefs"), "spec.parentRefs")):
         p = f"spec.parentRefs[{i}]"

@@ -8,8 +8,12 @@ and ``gateway_routes`` (HTTPRoute: Gateway API precedence, see routes.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.policy.authz_model import AuthzSet
+
+if TYPE_CHECKING:  # egress_model.py imports this module for Route: no import back at run time.
+    from proxy.policy.egress_model import EgressNetwork
 
 # Linkerd's retry budget defaults (ServiceProfile spec.retryBudget).
 DEFAULT_RETRY_RATIO = 0.2
@@ -205,6 +209,7 @@ class PolicySet:
     services: dict[str, ServicePolicy]
     warnings: tuple[str, ...] = ()
     authz: AuthzSet = field(default_factory=AuthzSet)
+    egress: tuple[EgressNetwork, ...] = ()  # egress_model.py
 
     def get(self, authority: str) -> ServicePolicy | None:
         """Exact ``host:port`` first, then the host alone (profiles are named without ports)."""

@@ -14,7 +14,11 @@ Inbound (authorization) documents: ``Server`` (policy.linkerd.io/v1beta1..3),
 ``ServerAuthorization`` (v1beta1), ``AuthorizationPolicy``,
 ``MeshTLSAuthentication`` and ``NetworkAuthentication`` (v1alpha1), and
 HTTPRoutes whose parentRefs name a Server (an HTTPRoute with Service parents
-is outbound; one with both is read as both). They are read by _authz_docs.py
+is outbound; one with both is read as both).
+
+Egress documents (_egress_docs.py): ``EgressNetwork`` (policy.linkerd.io/v1alpha1)
+and ``HTTPRoute``, ``GRPCRoute``, ``TLSRoute``, ``TCPRoute`` whose parentRefs
+name an EgressNetwork. They are read by _authz_docs.py
 and linked by _authz_link.py, which documents how references resolve: a name
 that does not resolve in the file is an error. ServiceAccounts become
 identities ``<sa>.<ns>.serviceaccount.identity.<trust_domain>``.
@@ -84,7 +88,7 @@ from typing import Any
 
 import yaml
 
-from proxy.policy import _authz_docs, _authz_link, _gateway, _linkerd
+from proxy.policy import _authz_docs, _authz_link, _egress_docs, _gateway, _linkerd
 from proxy.policy._fields import Doc, ParseError
 from proxy.policy._linkerd import Piece
 from proxy.policy.authz_model import AuthzSet
@@ -211,7 +215,7 @@ def _compact(doc: Doc) -> list[Piece]:
     return pieces
 
 
-def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector) -> list[Piece]:
+def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector, egress: _egress_docs.Collector) -> list[Piece]:
     body = doc.body
     if not isinstance(body, dict):
         raise doc.fail("", f"expected a mapping, got {type(body).__name__}")
@@ -226,7 +230,7 @@ def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector) -> list[Piece]:
         return _compact(Doc(doc.index, {"services": body["services"]})) if "services" in body else []
     version = str(body.get("apiVersion", ""))
     known = {"ServiceProfile": _linkerd.PROFILE_VERSIONS, "TrafficSplit": _linkerd.SPLIT_VERSIONS,
-             "HTTPRoute": _gateway.ROUTE_VERSIONS, **_authz_docs.VERSIONS}
+             "HTTPRoute": _gateway.ROUTE_VERSIONS, **_authz_docs.VERSIONS, **_egress_docs.VERSIONS}
     if doc.kind not in known:
         raise doc.fail("kind", f"unknown kind (expected {', '.join(known)} or the compact format)")
     if version not in known[doc.kind]:
@@ -238,6 +242,9 @@ def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector) -> list[Piece]:
         return [_linkerd.traffic_split(doc, domain)]
     if doc.kind in _authz_docs.VERSIONS:
         inbound.read(doc)
+        return []
+    if doc.kind in _egress_docs.VERSIONS or _egress_docs.egress_parent(doc):
+        egress.read(doc, domain)
         return []
     outbound = inbound.http_route(doc)
     return _gateway.http_route(outbound, domain) if outbound is not None else []
@@ -255,15 +262,16 @@ def parse(text: str, cluster_domain: str = "cluster.local", trust_domain: str = 
     merged: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     inbound = _authz_docs.Collector(trust_domain)
+    egress = _egress_docs.Collector()
     for index, body in enumerate(bodies):
         if body is None:
             continue
         doc = Doc(index, body)
-        for piece in _read(doc, cluster_domain, inbound):
+        for piece in _read(doc, cluster_domain, inbound, egress):
             _merge(merged.setdefault(piece.authority, {"sources": [], "ranks": {}}), piece, doc)
             warnings.extend(piece.warnings)
     authz, notes = _authz_link.link(inbound)
-    return _finish(merged, warnings + notes, authz)
+    return dataclasses.replace(_finish(merged, warnings + notes, authz), egress=egress.link())
 
 
 def _merge(acc: dict[str, Any], piece: Piece, doc: Doc) -> None:

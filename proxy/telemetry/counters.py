@@ -62,9 +62,9 @@ def error_code(err):
         return 5
     if isinstance(err, (errors.ConnectFailed, errors.UpstreamReset)):
         return 6
-    if isinstance(err, (errors.Unauthorized, errors.OwnAddress, errors.RateLimited, errors.EgressDenied)):
+    if isinstance(err, (errors.Unauthorized, errors.OwnAddress, errors.RateLimited)):
         return 7
-    if isinstance(err, (errors.ClientError, errors.RouteRedirect, errors.RoutingError)):
+    if isinstance(err, (errors.ClientError, errors.RouteRedirect, errors.RoutingError, errors.EgressDenied)):
         return 0  # the client's request, or the policy's answer: not a proxy failure
     return 8
 
