@@ -236,8 +236,9 @@ class App:
         if self.policy_watch is not None:
             self.policy_watch.render(extra)
             metrics.render_routes(extra, self.outbound_policy)
-            if self.outbound_router.egress is not None:
-                self.outbound_router.egress.render(extra)
+            egress = self.outbound_router.egress if self.outbound_router is not None else None
+            if egress is not None:
+                egress.render(extra)
         if self.tap_server is not None:
             self.tap_server.render(extra)
         elif not self.config.tap.disabled:

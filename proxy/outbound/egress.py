@@ -172,6 +172,7 @@ class EgressPolicy:
         self.retry_limit = retry_limit
         self.replay_limit = replay_limit
         self.networks: tuple[EgressNetwork, ...] = ()
+        # (prefix length, file order, network, (network, excluded) or () for "outside the cluster").
         self._compiled: list[tuple[int, int, EgressNetwork, tuple]] = []
         self._by_ip: dict[str, EgressNetwork | None] = {}
         self._http: dict[tuple[str, int], EgressRuntime | None] = {}
@@ -180,7 +181,7 @@ class EgressPolicy:
         self.denied_connections = 0
 
     def update(self, networks: tuple[EgressNetwork, ...]) -> None:
-        compiled = []
+        compiled: list[tuple[int, int, EgressNetwork, tuple]] = []
         for order, network in enumerate(networks):
             if network.networks is None:
                 compiled.append((-1, order, network, ()))

@@ -127,9 +127,9 @@ class OutboundRouter:
         target = self.logical(head, meta)
         egress = self.egress
         if egress is not None and meta.orig_dst is not None and egress.active:
-            runtime = egress.http(target)
-            if runtime is not None:
-                return self._policy_route(runtime, head, conn, target)
+            outside = egress.http(target)
+            if outside is not None:
+                return self._policy_route(outside, head, conn, target)
         if self.policy is not None and not target.via_connect:
             runtime = self.policy.lookup(target)
             if runtime is not None:
@@ -204,7 +204,7 @@ class OutboundRouter:
             where = egress.connection(meta, target, quiet)
             if where is False:
                 return None  # denied: the connection is closed
-            if where is not None:
+            if isinstance(where, tuple):
                 target = self._concrete_target(where)
                 return self._balanced_tunnel(target)
         if target is not None and self.policy is not None:
