@@ -11,7 +11,6 @@ including the Python loop; ``loop`` is the loop alone.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.micro_balancer import machine  # noqa: E402
+from benchmarks.scenarios.micro import load_pure  # noqa: E402
 from proxy.config import PolicySettings  # noqa: E402
 from proxy.core.addr import ConnMeta  # noqa: E402
 from proxy.inbound.authz import InboundAuthorizer  # noqa: E402
@@ -97,10 +97,9 @@ def loop() -> float:
 
 
 def pure():
-    spec = importlib.util.spec_from_file_location("ratelimit_pure", ROOT / "proxy/policy/ratelimit.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module, why = load_pure("policy.ratelimit")
+    if module is None:
+        raise SystemExit(why)
     return module
 
 
