@@ -65,6 +65,13 @@ spec:
   rules:
     - matches: [{{path: {{type: PathPrefix, value: /allowed}}}}]
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: grpc-api, namespace: app}}
+spec:
+  parentRefs: [{{name: internet, kind: EgressNetwork, group: policy.linkerd.io, port: {H2_PORT}}}]
+  rules: [{{matches: [{{method: {{service: pkg.Svc, method: Allowed}}}}]}}]
+---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TLSRoute
 metadata: {{name: secure, namespace: app}}
@@ -205,7 +212,12 @@ def test_http2_requests_are_judged_the_same(world):
         grpc = client.exchange("POST", "/pkg.Svc/Call", authority="api.example.com",
                                headers=[("content-type", "application/grpc"), ("te", "trailers")], body=b"")
         assert grpc.status == 200 and grpc.header("grpc-status") == "7"  # PERMISSION_DENIED, trailers-only
-    assert [r.path for r in world.h2.requests] == ["/allowed/x"]
+        assert denied.header("l5d-proxy-error") == grpc.header("l5d-proxy-error")
+        client.exchange("POST", "/pkg.Svc/Allowed", authority="api.example.com",
+                        headers=[("content-type", "application/grpc"), ("te", "trailers")], body=b"")
+    assert [r.path for r in world.h2.requests] == ["/allowed/x", "/pkg.Svc/Allowed"]
+    assert world.proxy.metrics().get("outbound_http_route_request_statuses_total", route_kind="GRPCRoute",
+                                     route_name="grpc-api", hostname="api.example.com") == 1
 
 
 def _h2(world) -> H2Client:
