@@ -28,3 +28,21 @@ def test_every_error_has_a_status_and_a_level():
         assert 400 <= err.status <= 599
         assert err.level in ("info", "warning", "error")
         assert err.reason
+
+
+def test_policy_refusals_answer_grpc_calls_trailers_only():
+    from proxy.http.render import h2_error
+
+    grpc_request = [(b":method", b"POST"), (b"content-type", b"application/grpc+proto")]
+    fields, body = h2_error(errors.RateLimited("total rate limit exceeded: 5rps"), grpc_request)
+    assert body == b""
+    assert fields == [(b":status", b"200"), (b"content-type", b"application/grpc"), (b"grpc-status", b"8"),
+                      (b"grpc-message", b"total rate limit exceeded: 5rps"),
+                      (b"l5d-proxy-error", b"total rate limit exceeded: 5rps")]
+    fields, _ = h2_error(errors.EgressDenied("tra\u00efc 100%"), grpc_request)
+    assert (b"grpc-status", b"7") in fields and (b"grpc-message", b"tra%C3%AFc 100%25") in fields
+    # Plain HTTP/2, or an error without a gRPC status: the HTTP status and a one-line body.
+    fields, body = h2_error(errors.RateLimited(), [(b"content-type", b"text/plain")])
+    assert fields[0] == (b":status", b"429") and body == b"too many requests\n"
+    fields, body = h2_error(errors.LoadShed(), grpc_request)
+    assert fields[0] == (b":status", b"503") and body
