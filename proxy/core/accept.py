@@ -23,7 +23,7 @@ from proxy.config import Limits, PortSet
 from proxy.core.addr import ConnMeta, Target
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
-from proxy.errors import tls_reason
+from proxy.errors import PolicyError, tls_reason
 from proxy.exchange.clock import now
 from proxy.exchange.context import ExchangeContext
 from proxy.http.h1server import H1Server
@@ -56,7 +56,7 @@ class AcceptStage:
     # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
     connection_target: Callable[[ConnMeta], Target | None]
     # Where an opaque connection is relayed to: may be a balancer's pick, settled when it ends.
-    tunnel_target: Callable[[ConnMeta], Target | None]
+    tunnel_target: Callable[[ConnMeta], Target | None]  # may raise PolicyError: refused, the connection closed
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
     # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
@@ -431,10 +431,18 @@ class Accepted(asyncio.Protocol):
         if kind == detect.TLS and self.detector.client_hello is not None:
             meta = self.meta = dataclasses.replace(meta, sni=self.detector.client_hello.sni)
         # The probe's pick is the connection's: no second pick for the same client.
-        target = probe.target if probe is not None else stage.tunnel_target(meta)
+        refused: PolicyError | None = None
+        try:
+            target = probe.target if probe is not None else stage.tunnel_target(meta)
+        except PolicyError as err:  # outbound: an EgressNetwork does not allow this destination
+            target, refused = None, err
         if target is None:
-            log.warning("opaque connection closed: no destination to forward it to",
-                        direction=stage.direction, client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
+            if refused is not None:
+                log.info("connection closed: refused by policy", direction=stage.direction, client=_fmt(meta.client),
+                         protocol=_KIND_NAMES.get(kind, "opaque"), error=refused.reason)
+            else:
+                log.warning("opaque connection closed: no destination to forward it to", direction=stage.direction,
+                            client=_fmt(meta.client), protocol=_KIND_NAMES.get(kind, "opaque"))
             stage.open_connections -= 1
             self._count_closed(0)
             transport.abort()

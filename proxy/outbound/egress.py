@@ -16,7 +16,8 @@ Linkerd:
   ``parent_kind="EgressNetwork"`` and the request's ``hostname``;
 * TLS (not terminated here): the TLSRoute whose hostnames hold the
   ClientHello's SNI, else a TCPRoute, else the default; TCP: a TCPRoute, else
-  the default. A denied connection is closed, with a log line; each routed
+  the default. A denied connection is closed (``EgressDenied``: the accept
+  stage logs it); each routed
   connection counts in ``outbound_tls_route_open_total`` /
   ``outbound_tcp_route_open_total``.
 """
@@ -27,8 +28,6 @@ import copy
 import ipaddress
 import random
 
-import structlog
-
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import EgressDenied
 from proxy.outbound.policy import Registry, RoutePolicy, ServiceRuntime, _backend_address
@@ -36,8 +35,6 @@ from proxy.policy.egress_model import HTTP_KINDS, ORIGINAL_DST, EgressNetwork, E
 from proxy.policy.model import Backend, Route, ServicePolicy
 from proxy.policy.split import WeightedBackends
 from proxy.telemetry.labels import text
-
-log = structlog.get_logger("proxy.outbound.egress")
 
 CACHE_LIMIT = 4096  # destinations (address, port) remembered per policy version; cleared when full
 HOSTS_PER_ROUTE = 256  # distinct Host labels per egress runtime; more share "other"
@@ -244,8 +241,9 @@ class EgressPolicy:
         return runtime
 
     def connection(self, meta: ConnMeta, target: Target, quiet: bool = False) -> tuple[str, int] | None | bool:
-        """Where an opaque or TLS connection to ``target`` (its original destination) goes: an address,
-        False when the network denies it (logged, counted unless ``quiet``), None when it is not egress."""
+        """Where an opaque or TLS connection to ``target`` (its original destination) goes: an address, or
+        None when it is not egress. Denied: ``EgressDenied`` (counted; the accept stage logs and closes), or
+        False when ``quiet``."""
         network = self.network(target.host)
         if network is None:
             return None
@@ -276,9 +274,9 @@ class EgressPolicy:
             if quiet:
                 return False
             self.denied_connections += 1
-            log.info("egress connection closed: traffic not allowed", network=f"{network.namespace}/{network.name}",
-                     destination=_authority(target.host, target.port), sni=meta.sni, client=meta.client[0])
-            return False
+            raise EgressDenied(f"{DENIED}: {_authority(target.host, target.port)}"
+                               + (f" (SNI {meta.sni})" if meta.sni else "")
+                               + f" by EgressNetwork {network.namespace}/{network.name}")
         if chosen is None or not chosen[1].backends:
             return (target.host, target.port)
         backends = chosen[1].backends

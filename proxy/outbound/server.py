@@ -197,13 +197,14 @@ class OutboundRouter:
 
     def tunnel_target(self, meta: ConnMeta, quiet: bool = False) -> Target | None:
         """Opaque TCP is split by weight and balanced per connection with the same balancer.
-        ``quiet``: the server-first probe asks; an egress decision is neither logged nor counted."""
+        Raises ``EgressDenied`` when an EgressNetwork refuses the connection; ``quiet`` (the
+        server-first probe asks): None instead, and nothing counted."""
         target = self.connection_target(meta)
         egress = self.egress
         if target is not None and egress is not None and egress.active:
             where = egress.connection(meta, target, quiet)
             if where is False:
-                return None  # denied: the connection is closed
+                return None  # denied, asked quietly by the probe (a real hand-off raises EgressDenied)
             if isinstance(where, tuple):
                 target = self._concrete_target(where)
                 return self._balanced_tunnel(target)

@@ -184,7 +184,7 @@ def test_http_route_admits_its_requests_and_the_deny_policy_refuses_the_rest(wor
         assert denied.status == 403, (path, host)
         assert denied.getheader("l5d-proxy-error") == "traffic not allowed"
     assert not any(b" /other " in r.head.raw for r in world.api.requests)
-    assert world.proxy.wait_line(lambda line: "traffic not allowed" in line, timeout=5)
+    assert world.proxy.wait_line(lambda line: "traffic not allowed" in line and "EgressDenied" in line, timeout=5)
     m = world.proxy.metrics()
     parent = {"parent_group": "policy.linkerd.io", "parent_kind": "EgressNetwork", "parent_namespace": "app",
               "parent_name": "internet", "parent_port": str(HTTP_PORT)}
@@ -235,6 +235,8 @@ def test_tls_routes_match_the_sni_and_other_names_are_closed(world):
     sock = world.connect(API_IP, TLS_PORT)
     sock.sendall(_client_hello("evil.example.com"))
     assert _closed(sock), "a denied TLS connection must be closed"
+    assert world.proxy.wait_line(lambda line: "refused by policy" in line and "SNI evil.example.com" in line
+                                 and "EgressNetwork app/internet" in line, timeout=5)
     assert world.tls.accept_count == accepted
     m = world.proxy.metrics()
     assert m.get("outbound_tls_route_open_total", parent_name="internet", route_kind="TLSRoute",
