@@ -190,8 +190,12 @@ class App:
         except PolicyFileError as err:
             raise ConfigError(POLICY, settings.path, str(err)) from None
         self.policy_watch = watch
+        from proxy.outbound.mirror import MirrorHub
+
+        mirrors = MirrorHub(settings.mirror_max_in_flight, settings.mirror_max_body_bytes, settings.route_label_limit)
         self.outbound_policy = OutboundPolicy(watch.current, settings.retry_limit, settings.retry_buffer_bytes,
-                                              settings.route_label_limit, self.config.discovery.cluster_domain)
+                                              settings.route_label_limit, self.config.discovery.cluster_domain,
+                                              mirrors)
         watch.subscribe(self.outbound_policy.update)
         watch.subscribe(lambda policy_set: self.authorizer.update(policy_set.authz))
         self.authorizer.update(watch.current.authz)
@@ -239,6 +243,8 @@ class App:
             egress = self.outbound_router.egress if self.outbound_router is not None else None
             if egress is not None:
                 egress.render(extra)
+            if self.outbound_policy is not None:
+                self.outbound_policy.render(extra)
         if self.tap_server is not None:
             self.tap_server.render(extra)
         elif not self.config.tap.disabled:

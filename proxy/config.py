@@ -79,6 +79,8 @@ INBOUND_PROBE_PATHS = "MESHPROXY_INBOUND_PROBE_PATHS"
 RETRY_BUFFER_BYTES = "MESHPROXY_RETRY_BUFFER_BYTES"
 RETRY_LIMIT = "MESHPROXY_RETRY_LIMIT"
 ROUTE_LABEL_LIMIT = "MESHPROXY_ROUTE_LABEL_LIMIT"
+MIRROR_MAX_BODY_BYTES = "MESHPROXY_MIRROR_MAX_BODY_BYTES"
+MIRROR_MAX_IN_FLIGHT = "MESHPROXY_MIRROR_MAX_IN_FLIGHT"
 PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 INBOUND_RATELIMIT_IDENTITIES = "MESHPROXY_INBOUND_RATELIMIT_IDENTITIES"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
@@ -233,6 +235,8 @@ class PolicySettings:
     route_label_limit: int = 500
     peer_label_limit: int = 1000
     ratelimit_identities: int = 10000
+    mirror_max_body_bytes: int = 65536
+    mirror_max_in_flight: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,6 +654,10 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     RETRY_LIMIT: ("3", parse_positive_int, "retries per request on isRetryable routes without their own limit"),
     ROUTE_LABEL_LIMIT: ("500", parse_positive_int,
                         "distinct (service, route) metric labels; more count as route=\"other\""),
+    MIRROR_MAX_BODY_BYTES: ("64KiB", parse_size,
+                            "largest request body mirrored (RequestMirror); larger requests are not mirrored"),
+    MIRROR_MAX_IN_FLIGHT: ("100", parse_positive_int,
+                           "mirrored request copies in flight at once; more are skipped and counted"),
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric, and per direction for the "
                        "HTTP and TCP families; more count as \"other\""),
@@ -824,6 +832,8 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             route_label_limit=v[ROUTE_LABEL_LIMIT],
             peer_label_limit=v[PEER_LABEL_LIMIT],
             ratelimit_identities=v[INBOUND_RATELIMIT_IDENTITIES],
+            mirror_max_body_bytes=v[MIRROR_MAX_BODY_BYTES],
+            mirror_max_in_flight=v[MIRROR_MAX_IN_FLIGHT],
         ),
         settings=tuple((name, render(name, v[name])) for name in SETTINGS),
         tracing=_tracing(v, env, sources),

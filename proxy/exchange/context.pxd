@@ -26,4 +26,5 @@ cdef class ExchangeContext:
     cdef public set connections
     cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)
     cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off
+    cdef public bint log_errors        # log each synthesized or cut response (off for mirrored copies)
     cdef public TapHook tap            # proxy/telemetry/tap.py TapHub while a tap is open, else None

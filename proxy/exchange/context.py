@@ -40,6 +40,8 @@ class ExchangeContext:
         self.tracer = tracer
         # The tap hub (proxy/telemetry/tap.py) while a tap is open, else None: a request asks it nothing.
         self.tap = None
+        # Each synthesized or cut response is logged; a context whose answers nobody reads (mirrored copies) says no.
+        self.log_errors = True
 
     def sweep(self):
         """Close idle client connections past their timeout and idle upstream ones (about once a second)."""

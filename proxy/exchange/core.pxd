@@ -47,6 +47,7 @@ cdef class Exchange:
     cdef public Target target
     cdef public object rp                # outbound: the route policy (set by the router), or None
     cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
+    cdef public object mirror            # the route's mirrored copies of this request (outbound/mirror.py), or None
     cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app
     cdef public object up_h1             # the request head as HTTP/1 bytes, once made for an HTTP/1 upstream
     cdef public bint up_chunked          # ... and its body is sent chunked

@@ -201,6 +201,7 @@ class Exchange:
         self.tap = None
         self.tap_asked = False
         self.retried = False
+        self.mirror = None
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -287,6 +288,8 @@ class Exchange:
         if self.done:
             self.down.release(self, credit)
             return
+        if self.mirror is not None:
+            self.mirror.data(data, end)
         if self.clock is not None:
             self.clock.touch()
         if data and self.replay is not None:
@@ -308,6 +311,8 @@ class Exchange:
         self.req_ended = True
         if self.done:
             return
+        if self.mirror is not None:
+            self.mirror.trailers(fields)
         self.req_trailers = fields
         self.pump_up()
 
@@ -704,6 +709,8 @@ class Exchange:
                 self.replay = []
         if rp.timeout > 0 or rp.idle_timeout > 0:
             self.clock = RouteClock(self.ctx.loop, rp.timeout, rp.idle_timeout, self._route_deadline)
+        if rp.mirror is not None:  # copies of the request, fire-and-forget (outbound/mirror.py)
+            self.mirror = rp.mirror.begin(self)
 
     def _policy_response(self, status, fields, length, end):
         """A response head under a route policy: retry it or hold it (True), or count it and let it through."""
@@ -859,7 +866,8 @@ class Exchange:
         stats: HttpStats = self._stats()
         stats.observe((now() - self.t0) * 1000.0)
         stats.count(err.status, -1, error_code(err), err.failure)
-        log.error_line(ctx.direction, err, self.head, self.meta)
+        if ctx.log_errors:
+            log.error_line(ctx.direction, err, self.head, self.meta)
         self.resp_started = True
         self.status = err.status
         self._release_down_queue()
@@ -883,7 +891,7 @@ class Exchange:
             tap.reset(err.reset_code)
         self._drop_up()
         self._release_down_queue()
-        if not self.down_gone:
+        if not self.down_gone and self.ctx.log_errors:
             log.cut_line(self.ctx.direction, err, self.head, self.meta)
             self.down.cut(self, err)
         self.finish()
@@ -928,6 +936,9 @@ class Exchange:
             self.rp = None
         self.replay = None
         self.held_fields = None
+        if self.mirror is not None:  # a request body the copies will not get whole: they stop
+            tee, self.mirror = self.mirror, None
+            tee.primary_done()
         if self.grpc_count:  # cut, or the client left, before the trailers: a failure
             self._count_grpc(-1)
         if self.counted:

@@ -84,8 +84,11 @@ def _h1_from_h1(ex):
     inbound = ex.ctx.inbound
     strip_id = inbound and head.has_client_id
     client_id = meta.client_id.encode("ascii") if inbound and meta.client_id else None
-    edit = ex.rp.headers if ex.rp is not None else None  # the route's RequestHeaderModifier
-    if not head.hop_by_hop and not absolute and not strip_id and client_id is None and edit is None:
+    rp = ex.rp
+    edit = rp.headers if rp is not None else None  # the route's RequestHeaderModifier
+    rewrite = rp.rewrite if rp is not None else None  # the route's URLRewrite
+    if (not head.hop_by_hop and not absolute and not strip_id and client_id is None and edit is None
+            and rewrite is None):
         return head.raw
     first_line = None
     keep_upgrade = head.upgrade is not None
@@ -93,12 +96,22 @@ def _h1_from_h1(ex):
     if keep_upgrade:
         drop = tuple([t for t in drop if t != b"upgrade"])
     extra = []
+    host = None
     if absolute:
-        first_line = b"%s %s HTTP/1.%d" % (head.method, origin_form(target), head.version - 10)
+        target = origin_form(target)
+        first_line = b"%s %s HTTP/1.%d" % (head.method, target, head.version - 10)
         # RFC 9112 3.2.2: the URI's authority replaces whatever Host said, so
         # the upstream sees the destination the request was routed by.
+        host = head.authority
+    if rewrite is not None and head.method != b"CONNECT":
+        new = rewrite.target(target)
+        if new is not target:
+            first_line = b"%s %s HTTP/1.%d" % (head.method, new, head.version - 10)
+        if rewrite.host is not None:
+            host = rewrite.host
+    if host is not None:
         drop = drop + (b"host",)
-        extra.append((b"Host", head.authority))
+        extra.append((b"Host", host))
     if strip_id:
         drop = drop + (CLIENT_ID,)
     if client_id is not None:
@@ -116,7 +129,14 @@ def _h1_from_h2(ex):
     host = None
     lines = []
     has_length = False
-    for name, value in ex.headers:
+    fields = ex.headers
+    rp = ex.rp  # outbound, an HTTP/2 client to an HTTP/1 upstream: the route's edits apply here
+    if rp is not None:
+        if rp.rewrite is not None:
+            fields = rp.rewrite.apply(fields)
+        if rp.headers is not None:
+            fields = rp.headers.apply(fields)
+    for name, value in fields:
         if name[:1] == b":":
             if name == b":method":
                 method = value
@@ -196,8 +216,12 @@ def h2_request(ex, orig_proto):
             fields.append((ORIG_PROTO, _ORIG_11))
     else:
         fields = _h2_from_h1(ex.head, orig_proto)
-    if ex.rp is not None and ex.rp.headers is not None:
-        fields = ex.rp.headers.apply(fields)  # the route's RequestHeaderModifier
+    rp = ex.rp
+    if rp is not None:
+        if rp.rewrite is not None:
+            fields = rp.rewrite.apply(fields)  # the route's URLRewrite
+        if rp.headers is not None:
+            fields = rp.headers.apply(fields)  # the route's RequestHeaderModifier
     return fields
 
 

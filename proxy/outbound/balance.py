@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -47,6 +48,8 @@ class BalancedService:
             seed=random.getrandbits(63),
         )
         self.policy_accrual = None  # the policy file's failureAccrual for this service, if any
+        # A failover group's success-rate window: told each outcome (ok: bool).
+        self.observer: Callable[[bool], None] | None = None
         self._set_accrual(watch.snapshot.accrual)
         self.waiters: deque[tuple[float, Exchange]] = deque()
         self.timer = None
@@ -151,6 +154,8 @@ class BalancedService:
             self.balancer.cancel(member)
         else:
             self.balancer.complete(member, time.monotonic_ns(), int(rtt * NS), outcome == SETTLE_OK)
+            if self.observer is not None:
+                self.observer(outcome == SETTLE_OK)
         if self.waiters:
             self._wake()
 

@@ -23,9 +23,21 @@ import time
 from collections.abc import Callable
 
 from proxy.core.addr import Target, parse_authority
+from proxy.outbound import failover as failover_group
+from proxy.outbound.failover import FailoverState
+from proxy.outbound.mirror import MirrorHub, MirrorRule
 from proxy.policy.budget import RetryBudget
 from proxy.policy.classify import classify, should_retry
-from proxy.policy.model import DEFAULT_ROUTE, Backend, FailureAccrual, HeaderModifier, PolicySet, Route, ServicePolicy
+from proxy.policy.model import (
+    DEFAULT_ROUTE,
+    Backend,
+    Failover,
+    FailureAccrual,
+    HeaderModifier,
+    PolicySet,
+    Route,
+    ServicePolicy,
+)
 from proxy.policy.routes import RouteTable
 from proxy.policy.split import WeightedBackends
 from proxy.telemetry.counters import RouteStats
@@ -69,12 +81,13 @@ class RoutePolicy:
     ``attempt_timeout`` one attempt; 0 disables either. ``limit`` is the most
     retries one request may make (0: the route is not retryable).
     ``idle_timeout`` bounds the time without a byte either way (0: none).
-    ``headers`` / ``response_headers`` are the route's header edits (``HeaderEdit``), or None.
+    ``headers`` / ``response_headers`` are the route's header edits (``HeaderEdit``), or None;
+    ``rewrite`` its URLRewrite (``UrlRewrite``), or None; ``mirror`` its mirrors (``MirrorRule``), or None.
     """
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
                  "failure_status", "retry_status", "replay_limit", "split", "headers", "response_headers",
-                 "redirect", "idle_timeout", "grpc_retry", "resplit")
+                 "redirect", "idle_timeout", "grpc_retry", "resplit", "rewrite", "mirror", "failover")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -98,6 +111,10 @@ class RoutePolicy:
         modifier = route.response_header_modifier
         self.response_headers = HeaderEdit(modifier) if modifier is not None else None
         self.redirect = route.redirect
+        self.rewrite = UrlRewrite(route) if route.rewrite is not None else None
+        # Set by ServiceRuntime: the route's RequestMirror filters, and its failover group.
+        self.mirror: MirrorRule | None = None
+        self.failover: FailoverState | None = None
         # Set by ServiceRuntime when a retry may land on another backend.
         self.resplit: Callable[[], tuple[str, int]] | None = None
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
@@ -160,15 +177,57 @@ def redirect_location(route: Route, request_target: bytes, host: bytes | None, l
         port = None
     full = _request_path(request_target).decode("latin-1")
     path, sep, query = full.partition("?")
-    if spec.path_kind == "full":
-        path = spec.path or "/"
-    elif spec.path_kind == "prefix":
-        prefix = max((m.path.value for m in route.matches if m.path is not None and m.path.kind == "prefix"
-                      and _under(path, m.path.value)), key=len, default="/")
-        rest = path[len(prefix.rstrip("/")):]
-        path = (spec.path or "/").rstrip("/") + rest if rest else (spec.path or "/")
+    if spec.path_kind is not None:
+        path = replace_path(route, spec.path_kind, spec.path, path)
     host_text = f"[{hostname}]" if ":" in hostname else hostname
     return f"{scheme}://{host_text}{'' if port is None else f':{port}'}{path}{sep}{query}"
+
+
+def replace_path(route: Route, kind: str, new: str | None, path: str) -> str:
+    """Gateway API HTTPPathModifier on a request path (no query): ``full`` replaces it, ``prefix``
+    replaces the route's longest PathPrefix that matched it, element-wise, so ``/foo`` -> ``/xyz``
+    turns ``/foo/bar`` into ``/xyz/bar``, ``/foo/`` into ``/xyz/`` and ``/foo`` into ``/xyz``; an empty
+    (or ``/``) replacement removes the prefix, leaving at least ``/``."""
+    if kind == "full":
+        return new or "/"
+    prefix = max((m.path.value for m in route.matches if m.path is not None and m.path.kind == "prefix"
+                  and _under(path, m.path.value)), key=len, default="/")
+    rest = path[len(prefix.rstrip("/")):]
+    return (new or "/").rstrip("/") + rest if rest else (new or "/")
+
+
+class UrlRewrite:
+    """A route's URLRewrite in the forms the relays apply: ``target`` edits an origin-form request
+    target (the query is kept), ``host`` (bytes, or None: kept) replaces Host, ``apply`` edits HTTP/2
+    fields. Only the client's (outbound) proxy holds route policies, so a request is rewritten once."""
+
+    __slots__ = ("route", "kind", "path", "host")
+
+    def __init__(self, route: Route) -> None:
+        spec = route.rewrite
+        assert spec is not None
+        self.route = route
+        self.kind = spec.path_kind
+        self.path = spec.path
+        self.host = spec.hostname.encode("ascii") if spec.hostname else None
+
+    def target(self, target: bytes) -> bytes:
+        if self.kind is None or target[:1] != b"/":  # ``*`` (OPTIONS) is no path
+            return target
+        path, sep, query = target.partition(b"?")
+        new = replace_path(self.route, self.kind, self.path, path.decode("latin-1")).encode("latin-1")
+        return new + sep + query
+
+    def apply(self, fields: list) -> list:
+        host = self.host
+        out = []
+        for name, value in fields:
+            if name == b":path":
+                value = self.target(value)
+            elif host is not None and (name == b":authority" or name == b"host"):
+                value = host
+            out.append((name, value))
+        return out
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -185,6 +244,8 @@ class Registry:
         self.stats: dict[tuple[str, str], RouteStats] = {}
         self.overflow = RouteStats(OTHER, OTHER)
         self.budgets: dict[str, tuple[object, RetryBudget]] = {}
+        self.mirrors: MirrorHub | None = None  # None: mirroring off (test rigs without a hub)
+        self.failovers: dict[tuple[str, str], FailoverState] = {}
 
     def route_stats(self, dst: str, route: str, labels: str = "") -> RouteStats:
         """``labels``: the route's ``outbound_http_route_*`` label text (``route_labels``), "" for none."""
@@ -197,6 +258,17 @@ class Registry:
         elif stats.labels != labels:
             stats.labels = labels  # a reload moved the rule to another route document
         return stats
+
+    def failover(self, dst: str, group: str, spec: Failover, addresses: list[tuple[str, int]]) -> FailoverState:
+        """The failover group ``group`` ("" the service's split, else a route's name) of ``dst``; the same
+        spec keeps its state (who serves, switch counts) across reloads."""
+        key = (dst, group)
+        state = self.failovers.get(key)
+        if state is None or state.spec != spec or state.order != addresses:
+            state = FailoverState(dst, spec, addresses)
+            if key in self.failovers or len(self.failovers) < self.limit:
+                self.failovers[key] = state
+        return state
 
     def budget(self, dst: str, spec) -> RetryBudget:
         held = self.budgets.get(dst)
@@ -243,6 +315,19 @@ def _request_path(target: bytes) -> bytes:
     return rest[slash:] if slash >= 0 else b"/"
 
 
+def _failover_addresses(spec: Failover, port: int) -> list[tuple[str, int]]:
+    return [_backend_address(Backend(a), port) for a in (spec.primary, *spec.secondaries)]
+
+
+def _mirror_rule(hub: MirrorHub, dst: str, route: Route, port: int) -> MirrorRule | None:
+    targets = []
+    for spec in route.mirrors:
+        counters = hub.counters_for(dst, spec.authority)
+        if counters is not None and spec.fraction > 0:
+            targets.append((_backend_address(Backend(spec.authority), port), spec.fraction, counters))
+    return MirrorRule(hub, targets) if targets else None
+
+
 class ServiceRuntime:
     """One logical service (as addressed on one port) under one policy version."""
 
@@ -257,6 +342,8 @@ class ServiceRuntime:
         for route in (*policy.ordered_routes, *policy.gateway_routes):
             stats = registry.route_stats(self.dst, route.name or "unnamed", route_labels(parent, route))
             rp = RoutePolicy(route, stats, budget, default_limit, replay_limit)
+            if route.mirrors and registry.mirrors is not None:
+                rp.mirror = _mirror_rule(registry.mirrors, self.dst, route, port)
             self.routes[id(route)] = rp
         # A ServiceProfile's service is routed by its profile (Linkerd's route_* families), not by a default route.
         profiled = any(r.source.startswith("ServiceProfile/") for r in policy.ordered_routes)
@@ -266,13 +353,24 @@ class ServiceRuntime:
         self.needs_headers = any(m.headers for r in (*policy.ordered_routes, *policy.gateway_routes)
                                  for m in r.matches)
         self.has_routes = bool(self.routes)
-        self.split = WeightedBackends(policy.backends or (Backend(policy.authority),))
+        failover = policy.failover
+        # A failover group's weights are the operator's business, not ours: the primary stands for it in the split.
+        self.split = WeightedBackends((Backend(failover.primary),) if failover is not None else
+                                      policy.backends or (Backend(policy.authority),))
         # Concrete backends: each addressed once (a backend without a port
         # takes the port the service was addressed on).
         self.addresses: dict[int, tuple[str, int]] = {}
         for backend in (*self.split.backends, *(b for r in self.routes.values() for b in r.route.backends)):
             self.addresses[id(backend)] = _backend_address(backend, port)
         self.random = random.random
+        self.failover: FailoverState | None = None if failover is None else registry.failover(
+            self.dst, "", failover, _failover_addresses(failover, port))
+        for rp in (*self.routes.values(), self.default):
+            spec = rp.route.failover
+            if spec is not None:
+                rp.failover = registry.failover(self.dst, rp.route.name, spec, _failover_addresses(spec, port))
+            elif rp.split is None:
+                rp.failover = self.failover
         # A retry goes through the split again (Linkerd retries above the
         # split), so a failing canary's requests mostly land on the stable
         # version when retried.
@@ -301,11 +399,12 @@ class OutboundPolicy:
     """The current policy as the outbound router uses it; ``update`` swaps in a new PolicySet."""
 
     def __init__(self, policy_set: PolicySet, retry_limit: int, replay_limit: int, route_label_limit: int,
-                 cluster_domain: str = "cluster.local") -> None:
+                 cluster_domain: str = "cluster.local", mirrors: MirrorHub | None = None) -> None:
         self.retry_limit = retry_limit
         self.replay_limit = replay_limit
         self.cluster_suffix = ".svc." + cluster_domain.strip(".").lower()
         self.registry = Registry(route_label_limit)
+        self.registry.mirrors = self.mirrors = mirrors
         self.policy_set = policy_set
         self.cache: dict[tuple[str, int], ServiceRuntime | None] = {}
         self.listeners: list = []  # called after each update (the router re-reads failure accrual)
@@ -346,6 +445,12 @@ class OutboundPolicy:
             if base.count(".") == 1:
                 found = self.policy_set.get(f"{base}{self.cluster_suffix}:{port}")
         return found
+
+    def render(self, out: list[str]) -> None:
+        """The mirroring and failover families."""
+        if self.mirrors is not None:
+            self.mirrors.render(out)
+        failover_group.render(out, self.registry.failovers.values())
 
     def budgets(self, now: float):
         """(dst, BudgetState) for metrics."""

@@ -29,6 +29,7 @@ from proxy.transport.own import OwnAddresses
 if TYPE_CHECKING:
     from proxy.outbound.balance import BalancedService
     from proxy.outbound.egress import EgressPolicy, EgressRuntime
+    from proxy.outbound.failover import FailoverState
     from proxy.outbound.policy import OutboundPolicy, ServiceRuntime
 
 DIRECTION = "outbound"
@@ -162,7 +163,26 @@ class OutboundRouter:
             conn.rp = rp
         if rp.redirect is not None:  # answered here: no backend is asked
             raise RouteRedirect(redirect_location(rp.route, head.target, head.host, logical), rp.redirect.status)
-        return self._endpoint(self._concrete_target(runtime.backend_for(rp)), conn)
+        group = rp.failover
+        address = group.pick(self._ready) if group is not None else runtime.backend_for(rp)
+        return self._endpoint(self._concrete_target(address), conn)
+
+    def _ready(self, address: tuple[str, int], group: FailoverState) -> bool:
+        """Whether a failover group's backend can take a request: discovery lists an endpoint the balancer
+        has not ejected, or one due for its probe (a name discovery does not know: yes)."""
+        if self.resolver is None:
+            return True
+        service = self._service(self._concrete_target(address))
+        if service is None:
+            return True
+        if address == group.order[0] and group.window is not None and service.observer != group.observe:
+            service.observer = group.observe
+        balancer = service.balancer
+        if balancer.ready_count > 0:
+            return True
+        now = time.monotonic_ns()
+        due = balancer.next_ready_ns(now)
+        return 0 <= due <= now
 
     def _concrete_target(self, address: tuple[str, int]) -> Target:
         target = self._concrete.get(address)
@@ -170,6 +190,10 @@ class OutboundRouter:
             target = Target(address[0], address[1])
             self._remember(self._concrete, address, target)
         return target
+
+    def concrete_endpoint(self, address: tuple[str, int], conn):
+        """The endpoint of a concrete service, no route policy asked (mirrored copies)."""
+        return self._endpoint(self._concrete_target(address), conn)
 
     def _endpoint(self, target: Target, conn):
         if self.resolver is None:
@@ -185,9 +209,12 @@ class OutboundRouter:
         concrete backend again first; the endpoint that failed is avoided
         when the same backend comes up.
         """
-        rp = conn.rp if resplit and conn is not None else None
-        if rp is not None and rp.resplit is not None:
-            concrete = self._concrete_target(rp.resplit())
+        rp = conn.rp if conn is not None else None
+        group = rp.failover if rp is not None else None
+        if group is not None or (resplit and rp is not None and rp.resplit is not None):
+            # A failover group is asked again even after a connect error: the primary may just have gone.
+            address = group.pick(self._ready) if group is not None else rp.resplit()  # type: ignore[union-attr]
+            concrete = self._concrete_target(address)
             service = self._service(concrete) if self.resolver is not None else None
             if service is None:
                 return concrete
@@ -211,7 +238,9 @@ class OutboundRouter:
         if target is not None and self.policy is not None:
             runtime = self.policy.lookup(target)
             if runtime is not None:
-                target = self._concrete_target(runtime.backend_for_connection())
+                group = runtime.failover
+                target = self._concrete_target(group.pick(self._ready) if group is not None
+                                               else runtime.backend_for_connection())
         return self._balanced_tunnel(target)
 
     def probe_target(self, meta: ConnMeta) -> Target | None:
@@ -304,6 +333,14 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, labels.http_default, labels.tcp_src_default,
                           labels.tcp_dst_default, limits, config.balancer.max_in_flight,
                           labels, access_log=access_log, tracer=tracer)
+    if policy is not None and policy.mirrors is not None:
+        # Mirrored copies: their own context (no in-flight shedding, access log, tracing or error lines),
+        # the same relays and balancers.
+        mirrors = policy.mirrors
+        mirrors.router = router
+        mirrors.ctx = ExchangeContext(loop, DIRECTION, mirrors, upstreams, labels.http_default,
+                                      labels.tcp_src_default, labels.tcp_dst_default, limits, 0, labels)
+        mirrors.ctx.log_errors = False
     if policy is not None:
         from proxy.outbound.egress import EgressPolicy
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from proxy.policy import _linkerd
 from proxy.policy._fields import Doc
 from proxy.policy._linkerd import Piece, service_authority
 from proxy.policy.model import (
     Backend,
     HeaderMatch,
     HeaderModifier,
+    Mirror,
     PathMatch,
     QueryParamMatch,
     Redirect,
     RequestMatch,
     RetryPolicy,
+    Rewrite,
     Route,
 )
 from proxy.protocol import l5d
@@ -74,10 +77,10 @@ def _match(doc: Doc, value: Any, path: str) -> RequestMatch:
 
 
 _FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier",
-            "RequestRedirect": "requestRedirect"}
+            "RequestRedirect": "requestRedirect", "URLRewrite": "urlRewrite", "RequestMirror": "requestMirror"}
 
 
-def _filter(doc: Doc, value: Any, path: str) -> tuple[str, HeaderModifier | Redirect]:
+def _filter(doc: Doc, value: Any, path: str, domain: str) -> tuple[str, Any]:
     """(filter type, what it does) of one rule filter."""
     body = doc.mapping(value, path)
     kind = body.get("type")
@@ -87,11 +90,42 @@ def _filter(doc: Doc, value: Any, path: str) -> tuple[str, HeaderModifier | Redi
     doc.mapping(body, path, {"type", field})
     if kind == "RequestRedirect":
         return kind, _redirect(doc, body.get(field), f"{path}.{field}")
+    if kind == "URLRewrite":
+        return kind, _rewrite(doc, body.get(field), f"{path}.{field}")
+    if kind == "RequestMirror":
+        return kind, _mirror(doc, body.get(field), f"{path}.{field}", domain)
     return kind, _header_modifier(doc, body.get(field), f"{path}.{field}")
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 _REDIRECT_PATH = re.compile(r"/[!$&'()*+,;=:@%/A-Za-z0-9._~-]*")
+_PATH_KINDS = {"ReplaceFullPath": ("full", "replaceFullPath"), "ReplacePrefixMatch": ("prefix", "replacePrefixMatch")}
+
+
+def hostname(doc: Doc, value: Any, path: str) -> str | None:
+    """An optional host name (no port, no wildcard), as Gateway API's PreciseHostname."""
+    if value is not None and not (isinstance(value, str) and len(value) <= 253 and _HOSTNAME.fullmatch(value)):
+        raise doc.fail(path, f"{value!r} is not a host name")
+    return value
+
+
+def path_modifier(doc: Doc, value: Any, path: str, kind_key: str = "type") -> tuple[str, str]:
+    """Gateway API HTTPPathModifier: (``full`` or ``prefix``, the new path). An empty ReplacePrefixMatch
+    is allowed (Gateway API: the matched prefix is removed)."""
+    p = doc.mapping(value, path, {kind_key, "replaceFullPath", "replacePrefixMatch"})
+    if p.get(kind_key) not in _PATH_KINDS:
+        raise doc.fail(f"{path}.{kind_key}", f"expected one of {', '.join(_PATH_KINDS)}, got {p.get(kind_key)!r}")
+    path_kind, key = _PATH_KINDS[p[kind_key]]
+    for other in ("replaceFullPath", "replacePrefixMatch"):
+        if other != key and other in p:
+            raise doc.fail(f"{path}.{other}", f"not allowed with type {p[kind_key]}")
+    new_path = p.get(key)
+    if path_kind == "prefix" and new_path == "":
+        return path_kind, ""
+    new_path = doc.string(new_path, f"{path}.{key}")
+    if not _REDIRECT_PATH.fullmatch(new_path) or len(new_path) > 1024:
+        raise doc.fail(f"{path}.{key}", f"{new_path!r} is not an absolute path")
+    return path_kind, new_path
 
 
 def _redirect(doc: Doc, value: Any, path: str) -> Redirect:
@@ -99,24 +133,59 @@ def _redirect(doc: Doc, value: Any, path: str) -> Redirect:
     scheme = body.get("scheme")
     if scheme is not None and scheme not in ("http", "https"):
         raise doc.fail(f"{path}.scheme", f"expected http or https, got {scheme!r}")
-    hostname = body.get("hostname")
-    if hostname is not None and not (isinstance(hostname, str) and _HOSTNAME.fullmatch(hostname)):
-        raise doc.fail(f"{path}.hostname", f"{hostname!r} is not a host name")
+    host = hostname(doc, body.get("hostname"), f"{path}.hostname")
     port = doc.integer(body["port"], f"{path}.port", 1, 65535) if "port" in body else None
     status = doc.integer(body.get("statusCode", 302), f"{path}.statusCode", 301, 308)
     if status not in (301, 302, 303, 307, 308):
         raise doc.fail(f"{path}.statusCode", f"expected 301, 302, 303, 307 or 308, got {status}")
     path_kind = new_path = None
     if "path" in body:
-        p = doc.mapping(body["path"], f"{path}.path", {"type", "replaceFullPath", "replacePrefixMatch"})
-        kinds = {"ReplaceFullPath": ("full", "replaceFullPath"), "ReplacePrefixMatch": ("prefix", "replacePrefixMatch")}
-        if p.get("type") not in kinds:
-            raise doc.fail(f"{path}.path.type", f"expected one of {', '.join(kinds)}, got {p.get('type')!r}")
-        path_kind, key = kinds[p["type"]]
-        new_path = doc.string(p.get(key), f"{path}.path.{key}")
-        if not _REDIRECT_PATH.fullmatch(new_path):
-            raise doc.fail(f"{path}.path.{key}", f"{new_path!r} is not an absolute path")
-    return Redirect(scheme, hostname, port, path_kind, new_path, status)
+        path_kind, new_path = path_modifier(doc, body["path"], f"{path}.path")
+    return Redirect(scheme, host, port, path_kind, new_path, status)
+
+
+def _rewrite(doc: Doc, value: Any, path: str) -> Rewrite:
+    body = doc.mapping(value, path, {"hostname", "path"})
+    if not body:
+        raise doc.fail(path, "give hostname, path or both")
+    host = hostname(doc, body.get("hostname"), f"{path}.hostname")
+    path_kind = new_path = None
+    if "path" in body:
+        path_kind, new_path = path_modifier(doc, body["path"], f"{path}.path")
+    return Rewrite(host, path_kind, new_path)
+
+
+def mirror_fraction(doc: Doc, body: dict, path: str) -> float:
+    """Gateway API's ``percent`` (0-100) or ``fraction`` ({numerator, denominator: 100}); neither: every request."""
+    if "percent" in body and "fraction" in body:
+        raise doc.fail(f"{path}.fraction", "give percent or fraction, not both")
+    if "percent" in body:
+        return doc.integer(body["percent"], f"{path}.percent", 0, 100) / 100.0
+    if "fraction" in body:
+        f = doc.mapping(body["fraction"], f"{path}.fraction", {"numerator", "denominator"})
+        numerator = doc.integer(f.get("numerator"), f"{path}.fraction.numerator")
+        denominator = doc.integer(f.get("denominator", 100), f"{path}.fraction.denominator", 1)
+        if numerator > denominator:
+            raise doc.fail(f"{path}.fraction.numerator", "must not exceed the denominator")
+        return numerator / denominator
+    return 1.0
+
+
+def _mirror(doc: Doc, value: Any, path: str, domain: str) -> Mirror:
+    body = doc.mapping(value, path, {"backendRef", "percent", "fraction"})
+    ref = doc.mapping(body.get("backendRef"), f"{path}.backendRef", {"group", "kind", "name", "namespace", "port"})
+    if ref.get("kind", "Service") != "Service" or ref.get("group", "") not in ("", "core"):
+        raise doc.fail(f"{path}.backendRef.kind", "only Service backends are supported")
+    port = doc.integer(ref["port"], f"{path}.backendRef.port", 1, 65535) if "port" in ref else None
+    authority = service_authority(doc.string(ref.get("name"), f"{path}.backendRef.name"),
+                                  ref.get("namespace") or doc.namespace, domain, port)
+    return Mirror(authority, mirror_fraction(doc, body, path))
+
+
+def prefix_only(doc: Doc, path_kind: str | None, matches: tuple[RequestMatch, ...], path: str) -> None:
+    """Gateway API: ReplacePrefixMatch is only compatible with PathPrefix matches (no match: PathPrefix /)."""
+    if path_kind == "prefix" and not all(m.path is not None and m.path.kind == "prefix" for m in matches):
+        raise doc.fail(path, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
 
 
 def _header_modifier(doc: Doc, value: Any, path: str) -> HeaderModifier:
@@ -198,6 +267,7 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
     retry, timeouts = _annotations(doc)
     stamp = str((doc.body.get("metadata") or {}).get("creationTimestamp") or "")
     ident = f"{doc.namespace or 'default'}/{doc.name}"
+    primary = _linkerd.failover_primary(doc, domain)
     routes = []
     for i, item in enumerate(doc.seq(spec.get("rules"), "spec.rules") or [{}]):
         path = f"spec.rules[{i}]"
@@ -205,18 +275,26 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
         matches = tuple(_match(doc, m, f"{path}.matches[{j}]")
                         for j, m in enumerate(doc.seq(rule.get("matches"), f"{path}.matches")))
         modifiers: dict[str, Any] = {}
+        mirrors = []
         for j, f in enumerate(doc.seq(rule.get("filters"), f"{path}.filters")):
-            kind, modifier = _filter(doc, f, f"{path}.filters[{j}]")
+            kind, modifier = _filter(doc, f, f"{path}.filters[{j}]", domain)
+            if kind == "RequestMirror":  # Gateway API allows several
+                mirrors.append(modifier)
+                continue
             if kind in modifiers:
                 raise doc.fail(f"{path}.filters[{j}]", f"{kind} may appear once per rule")
             modifiers[kind] = modifier
         redirect = modifiers.get("RequestRedirect")
+        rewrite = modifiers.get("URLRewrite")
         if redirect is not None:
             if rule.get("backendRefs"):
                 raise doc.fail(f"{path}.backendRefs", "a rule with a RequestRedirect sends no request: no backendRefs")
-            if redirect.path_kind == "prefix" and not all(m.path is not None and m.path.kind == "prefix"
-                                                          for m in matches):
-                raise doc.fail(f"{path}.filters", "ReplacePrefixMatch needs every match of the rule to be a PathPrefix")
+            if rewrite is not None or mirrors:
+                raise doc.fail(f"{path}.filters", "a RequestRedirect cannot be combined with URLRewrite or "
+                               "RequestMirror (no request is sent)")
+        for edit in (redirect, rewrite):
+            if edit is not None:
+                prefix_only(doc, edit.path_kind, matches, f"{path}.filters")
         backends = []
         for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):
             p = f"{path}.backendRefs[{j}]"
@@ -230,6 +308,7 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
                 service_authority(doc.string(body.get("name"), f"{p}.name"),
                                   body.get("namespace") or doc.namespace, domain, port),
                 float(doc.integer(body.get("weight", 1), f"{p}.weight", 0, 1_000_000))))
+        failover = _linkerd.failover_over(primary, backends)
         tmo = doc.mapping(rule.get("timeouts") or {}, f"{path}.timeouts", {"request", "backendRequest"})
         request = doc.duration(tmo["request"], f"{path}.timeouts.request") if "request" in tmo else None
         backend = (doc.duration(tmo["backendRequest"], f"{path}.timeouts.backendRequest")
@@ -249,10 +328,16 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
             request_header_modifier=modifiers.get("RequestHeaderModifier"),
             response_header_modifier=modifiers.get("ResponseHeaderModifier"),
             redirect=redirect,
+            rewrite=rewrite,
+            mirrors=tuple(mirrors),
+            failover=failover,
             source=f"HTTPRoute/{ident}",
             order=(stamp, ident, i),
             group=str(doc.body.get("apiVersion", "")).rsplit("/", 1)[0],
         ))
+    if primary is not None and not any(r.failover for r in routes):
+        raise doc.fail(f"metadata.annotations[{_linkerd.FAILOVER_PRIMARY}]",
+                       f"{primary} is not a backendRef of any rule")
     return routes
 
 

@@ -9,6 +9,7 @@ from proxy.policy._fields import Doc
 from proxy.policy.model import (
     Backend,
     Condition,
+    Failover,
     FailureAccrual,
     ResponseClass,
     RetryBudgetSpec,
@@ -31,6 +32,7 @@ class Piece:
     backends: tuple[Backend, ...] | None = None
     backends_rank: int = 0  # higher wins: compact 3, TrafficSplit 2, dstOverrides 1
     accrual: FailureAccrual | None = None
+    failover: Failover | None = None  # with ``backends``
     warnings: list[str] = field(default_factory=list)
 
 
@@ -38,6 +40,40 @@ def service_authority(name: str, namespace: str, domain: str, port: int | None =
     """``web`` in ``shop`` -> ``web.shop.svc.cluster.local`` (names with a dot are kept as given)."""
     host = name if "." in name else f"{name}.{namespace or 'default'}.svc.{domain}"
     return f"{host}:{port}" if port else host
+
+
+FAILOVER_PRIMARY = "failover.linkerd.io/primary-service"
+# linkerd-failover's default labelSelector: the documents it manages.
+FAILOVER_LABEL = ("app.kubernetes.io/managed-by", "linkerd-failover")
+
+
+def failover_primary(doc: Doc, domain: str) -> str | None:
+    """The primary service's authority (no port) of a document linkerd-failover manages, else None.
+
+    The operator acts only on documents carrying its label; the label without
+    the annotation naming the primary is an error (the operator could not act).
+    """
+    meta = doc.body.get("metadata") or {}
+    labels = doc.mapping(meta.get("labels") or {}, "metadata.labels")
+    notes = doc.mapping(meta.get("annotations") or {}, "metadata.annotations")
+    field = f"metadata.annotations[{FAILOVER_PRIMARY}]"
+    if labels.get(FAILOVER_LABEL[0]) != FAILOVER_LABEL[1]:
+        return None
+    if FAILOVER_PRIMARY not in notes:
+        raise doc.fail(field, f"required with the label {FAILOVER_LABEL[0]}: {FAILOVER_LABEL[1]}")
+    return service_authority(doc.string(notes[FAILOVER_PRIMARY], field), doc.namespace, domain)
+
+
+def failover_over(primary: str | None, backends: list[Backend] | tuple[Backend, ...]) -> Failover | None:
+    """Failover over ``backends`` when one of them is ``primary`` (ports aside); the others, in
+    their listed order, are the secondaries. Weights are ignored: linkerd-failover rewrites them."""
+    if primary is None:
+        return None
+    hosts = [b.authority.rsplit(":", 1)[0] if b.authority.count(":") == 1 else b.authority for b in backends]
+    if primary not in hosts:
+        return None
+    first = backends[hosts.index(primary)].authority
+    return Failover(first, tuple(b.authority for b in backends if b.authority != first))
 
 
 def _condition(doc: Doc, value: Any, path: str) -> Condition:
@@ -140,7 +176,11 @@ def traffic_split(doc: Doc, domain: str) -> Piece:
         backends.append(Backend(service_authority(name, doc.namespace, domain), weight))
     if not backends:
         raise doc.fail("spec.backends", "at least one backend is required")
-    if not any(b.weight > 0 for b in backends):
+    primary = failover_primary(doc, domain)
+    failover = failover_over(primary, backends)
+    if primary is not None and failover is None:
+        raise doc.fail(f"metadata.annotations[{FAILOVER_PRIMARY}]", f"{primary} is not one of spec.backends")
+    if failover is None and not any(b.weight > 0 for b in backends):
         raise doc.fail("spec.backends", "every weight is zero")
     return Piece(service_authority(service, doc.namespace, domain), f"TrafficSplit/{doc.name}",
-                 backends=tuple(backends), backends_rank=2)
+                 backends=tuple(backends), backends_rank=2, failover=failover)

@@ -132,6 +132,38 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class Rewrite:
+    """Gateway API URLRewrite, applied once by the client's proxy. ``hostname`` (None: kept) replaces
+    the Host / ``:authority``; ``path_kind``/``path`` as in ``Redirect`` (None: the path is kept)."""
+
+    hostname: str | None = None
+    path_kind: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    """Gateway API RequestMirror: ``fraction`` (0..1) of the matching requests are also sent to
+    ``authority``, fire-and-forget (outbound/mirror.py)."""
+
+    authority: str
+    fraction: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """linkerd-failover's model: ``primary`` takes the traffic while it has a ready endpoint (and, when
+    ``min_success_rate`` is set, while its success rate over ``window`` seconds of at least
+    ``min_requests`` responses stays at or above it); otherwise the first ready of ``secondaries``."""
+
+    primary: str
+    secondaries: tuple[str, ...]
+    min_success_rate: float | None = None
+    window: float = 10.0
+    min_requests: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     """A concrete service to send to, by authority (``name.ns.svc.cluster.local[:port]``)."""
 
@@ -162,6 +194,9 @@ class Route:
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
     redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    failover: Failover | None = None  # over ``backends`` (an HTTPRoute managed by linkerd-failover)
     source: str = ""
     order: tuple = ()
     group: str = ""  # an HTTPRoute's API group (its ``route_group`` metric label)
@@ -196,6 +231,7 @@ class ServicePolicy:
     retry_budget: RetryBudgetSpec = field(default_factory=RetryBudgetSpec)
     backends: tuple[Backend, ...] = ()
     failure_accrual: FailureAccrual | None = None
+    failover: Failover | None = None  # over ``backends`` (TrafficSplit managed by linkerd-failover, compact)
     sources: tuple[str, ...] = ()
 
 

@@ -60,6 +60,13 @@ The compact format::
             match: {pathPrefix: /api, headers: {x-canary: "1"}, headerRegex: {x-user: 'qa-.*'}}
             isRetryable: true                 # retry what the response classes call failure
             backends: [{authority: web-v2.shop.svc.cluster.local:80, weight: 1}]
+            rewrite: {hostname: api.internal, pathPrefix: /v2}   # URLRewrite (or path: replaces it all)
+            mirror: {authority: web-next.shop.svc.cluster.local:80, percent: 10}   # or a list; or fraction
+      db.shop.svc.cluster.local:5432:
+        failover:                             # instead of backends: the primary while ready, else in order
+          primary: db-east.shop.svc.cluster.local:5432
+          secondaries: [db-west.shop.svc.cluster.local:5432]
+          minSuccessRate: 0.9                 # optional, with window (10s) and minRequests (20)
 
 A ``match`` takes one of ``path`` (exact), ``pathPrefix`` or ``pathRegex``,
 plus ``method``, ``headers`` (exact) and ``headerRegex``. Durations are
@@ -94,22 +101,25 @@ from proxy.policy._linkerd import Piece
 from proxy.policy.authz_model import AuthzSet
 from proxy.policy.model import (
     Backend,
+    Failover,
     FailureAccrual,
     HeaderMatch,
+    Mirror,
     PathMatch,
     PolicySet,
     RequestMatch,
     ResponseClass,
     RetryPolicy,
+    Rewrite,
     Route,
     ServicePolicy,
 )
 
 __all__ = ["ParseError", "parse", "parse_file"]
 
-_SERVICE_KEYS = {"routes", "retryBudget", "backends", "failureAccrual"}
+_SERVICE_KEYS = {"routes", "retryBudget", "backends", "failureAccrual", "failover"}
 _ROUTE_KEYS = {"name", "match", "timeout", "backendTimeout", "idleTimeout", "isRetryable", "retry", "responseClasses",
-               "backends"}
+               "backends", "rewrite", "mirror"}
 _MATCH_KEYS = {"method", "path", "pathPrefix", "pathRegex", "headers", "headerRegex"}
 
 
@@ -174,9 +184,17 @@ def _compact_route(doc: Doc, value: Any, path: str, service: str) -> Route:
                                  for i, c in enumerate(doc.seq(r.get("grpc"), f"{path}.retry.grpc"))),
             timeout=doc.duration(r["timeout"], f"{path}.retry.timeout") if "timeout" in r else None,
         )
+    rewrite = _compact_rewrite(doc, body["rewrite"], f"{path}.rewrite", matches) if "rewrite" in body else None
+    raw_mirrors = body.get("mirror")
+    mirrors = tuple(_compact_mirror(doc, m, f"{path}.mirror[{i}]")
+                    for i, m in enumerate(doc.seq(raw_mirrors, f"{path}.mirror"))) \
+        if isinstance(raw_mirrors, list) else (_compact_mirror(doc, raw_mirrors, f"{path}.mirror"),) \
+        if raw_mirrors is not None else ()
     return Route(
         name=doc.string(body.get("name"), f"{path}.name"),
         matches=matches,
+        rewrite=rewrite,
+        mirrors=mirrors,
         timeout=doc.duration(body["timeout"], f"{path}.timeout") if "timeout" in body else None,
         backend_timeout=(doc.duration(body["backendTimeout"], f"{path}.backendTimeout")
                          if "backendTimeout" in body else None),
@@ -188,6 +206,49 @@ def _compact_route(doc: Doc, value: Any, path: str, service: str) -> Route:
         backends=_backends(doc, body.get("backends"), f"{path}.backends"),
         source=f"policy/{service}",
     )
+
+
+def _compact_rewrite(doc: Doc, value: Any, path: str, matches: tuple[RequestMatch, ...]) -> Rewrite:
+    """``{hostname, path | pathPrefix}``: ``path`` replaces the whole path, ``pathPrefix`` the matched prefix."""
+    body = doc.mapping(value, path, {"hostname", "path", "pathPrefix"})
+    if not body:
+        raise doc.fail(path, "give hostname, path or pathPrefix")
+    if "path" in body and "pathPrefix" in body:
+        raise doc.fail(f"{path}.pathPrefix", "give path or pathPrefix, not both")
+    path_kind = new_path = None
+    if "path" in body or "pathPrefix" in body:
+        kind = "ReplaceFullPath" if "path" in body else "ReplacePrefixMatch"
+        key = "path" if "path" in body else "pathPrefix"
+        path_kind, new_path = _gateway.path_modifier(
+            doc, {"type": kind, ("replaceFullPath" if key == "path" else "replacePrefixMatch"): body[key]}, path)
+        _gateway.prefix_only(doc, path_kind, matches, f"{path}.pathPrefix")
+    return Rewrite(_gateway.hostname(doc, body.get("hostname"), f"{path}.hostname"), path_kind, new_path)
+
+
+def _compact_mirror(doc: Doc, value: Any, path: str) -> Mirror:
+    body = doc.mapping(value, path, {"authority", "percent", "fraction"})
+    return Mirror(doc.string(body.get("authority"), f"{path}.authority"), _gateway.mirror_fraction(doc, body, path))
+
+
+def _compact_failover(doc: Doc, value: Any, path: str) -> Failover:
+    body = doc.mapping(value, path, {"primary", "secondaries", "minSuccessRate", "window", "minRequests"})
+    primary = doc.string(body.get("primary"), f"{path}.primary")
+    secondaries = tuple(doc.string(a, f"{path}.secondaries[{i}]")
+                        for i, a in enumerate(doc.seq(body.get("secondaries"), f"{path}.secondaries")))
+    if not secondaries:
+        raise doc.fail(f"{path}.secondaries", "at least one secondary is required")
+    if len({primary, *secondaries}) != 1 + len(secondaries):
+        raise doc.fail(f"{path}.secondaries", "a service is listed twice")
+    rate = None
+    if "minSuccessRate" in body:
+        rate = doc.number(body["minSuccessRate"], f"{path}.minSuccessRate")
+        if not 0 < rate <= 1:
+            raise doc.fail(f"{path}.minSuccessRate", "expected a fraction in (0, 1]")
+    window = doc.duration(body.get("window", 10), f"{path}.window")
+    if not 1 <= window <= 3600:
+        raise doc.fail(f"{path}.window", "expected 1s to 1h")
+    return Failover(primary, secondaries, rate, window, doc.integer(body.get("minRequests", 20),
+                                                                    f"{path}.minRequests", 1))
 
 
 def _compact(doc: Doc) -> list[Piece]:
@@ -203,6 +264,11 @@ def _compact(doc: Doc) -> list[Piece]:
             piece.budget = _linkerd.retry_budget(doc, body["retryBudget"], f"{path}.retryBudget")
         if "backends" in body:
             piece.backends = _backends(doc, body["backends"], f"{path}.backends")
+        if "failover" in body:
+            if "backends" in body:
+                raise doc.fail(f"{path}.failover", "give backends or failover, not both")
+            piece.failover = _compact_failover(doc, body["failover"], f"{path}.failover")
+            piece.backends = tuple(Backend(a) for a in (piece.failover.primary, *piece.failover.secondaries))
         if "failureAccrual" in body:
             fa = doc.mapping(body["failureAccrual"], f"{path}.failureAccrual",
                              {"consecutiveFailures", "minBackoff", "maxBackoff"})
@@ -289,6 +355,7 @@ def _merge(acc: dict[str, Any], piece: Piece, doc: Doc) -> None:
         acc["budget"], acc["budget_rank"] = piece.budget, piece.backends_rank
     if piece.backends is not None and acc.get("backends_rank", -1) < piece.backends_rank:
         acc["backends"], acc["backends_rank"] = piece.backends, piece.backends_rank
+        acc["failover"] = piece.failover
     if piece.accrual is not None:
         acc["accrual"] = piece.accrual
 
@@ -301,12 +368,15 @@ def _finish(merged: dict[str, dict[str, Any]], warnings: list[str], authz: Authz
             for key in ("budget", "backends", "accrual", "compact_routes", "profile_routes"):
                 if not acc.get(key) and base.get(key):
                     acc[key] = base[key]
+                    if key == "backends":
+                        acc["failover"] = base.get("failover")
         ordered = acc.get("compact_routes", ()) + acc.get("profile_routes", ())
         gateway = acc.get("gateway", ())
         if ordered and gateway:
             warnings.append(f"{authority}: HTTPRoutes ignored because ServiceProfile/compact routes exist")
         policy = ServicePolicy(authority=authority, ordered_routes=ordered, gateway_routes=gateway,
                                backends=acc.get("backends", ()), failure_accrual=acc.get("accrual"),
+                               failover=acc.get("failover"),
                                sources=tuple(acc["sources"]))
         if "budget" in acc:
             policy = dataclasses.replace(policy, retry_budget=acc["budget"])

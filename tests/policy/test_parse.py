@@ -256,7 +256,7 @@ BAD = [
      "spec.matches"),
     (HTTPROUTE_LINKERD.replace("type: Exact", "type: Glob"), 0, "HTTPRoute", "authors-route",
      "spec.rules[0].matches[0].path.type"),
-    (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: URLRewrite"), 0, "HTTPRoute",
+    (HTTPROUTE_LINKERD.replace("type: RequestHeaderModifier", "type: ExtensionRef"), 0, "HTTPRoute",
      "authors-route", "spec.rules[1].filters[0].type"),
     (HTTPROUTE_LINKERD.replace("set: [{name: x-routed,", "set: [{name: Content-Length,"), 0, "HTTPRoute",
      "authors-route", "spec.rules[1].filters[0].requestHeaderModifier.set[0].name"),

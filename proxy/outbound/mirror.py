@@ -1,0 +1,227 @@
+"""Request mirroring (Gateway API RequestMirror): copies of a route's requests sent fire-and-forget.
+
+A copy is an exchange of its own, on a context of its own (``MirrorHub.ctx``)
+that shares the outbound side's relays, balancers and meshed hop: it is
+routed straight to the mirror's concrete service (no route policy, so no
+retries, no retry budget, no route metrics), and its client end
+(``MirrorDown``) takes and discards the whole answer. The primary exchange
+only hands the copy what it reads from its client (``MirrorTee``): with credit
+0, so a slow mirror never slows the client, and never waits for it.
+
+Bounded twice: a request body over ``max_body`` bytes is not mirrored (a
+declared length is judged before the copy starts, a chunked body when it
+outgrows the limit: the copy is then abandoned), and at most
+``max_in_flight`` copies are in flight at once. Every copy not sent is
+counted with its reason; copies that fail (an error or a 5xx) are counted
+too, on the mirror's own counters: never on the primary request's.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import structlog
+
+from proxy.exchange.core import Exchange
+from proxy.exchange.ends import DownEnd
+from proxy.telemetry.labels import text
+
+log = structlog.get_logger("proxy.outbound.mirror")
+
+SKIP_REASONS = ("body_too_large", "in_flight_limit", "upgrade", "request_incomplete")
+FAILURE_LOG_INTERVAL = 10.0  # at most one failure line per mirror this often (a dead mirror fails every copy)
+
+
+class MirrorCounters:
+    """One (service, mirror) pair's counters; kept across policy reloads."""
+
+    __slots__ = ("labels", "requests", "failures", "skipped", "last_logged")
+
+    def __init__(self, dst: str, mirror: str) -> None:
+        self.labels = text((("dst", dst), ("mirror", mirror)))
+        self.requests = 0
+        self.failures = 0
+        self.skipped = dict.fromkeys(SKIP_REASONS, 0)
+        self.last_logged = -FAILURE_LOG_INTERVAL
+
+
+class MirrorHub:
+    """The outbound side's mirroring: the copies' context (set by outbound.build), limits and counters."""
+
+    def __init__(self, max_in_flight: int, max_body: int, label_limit: int = 500) -> None:
+        self.max_in_flight = max_in_flight
+        self.max_body = max_body
+        self.label_limit = label_limit
+        self.in_flight = 0
+        self.ctx: Any = None  # an ExchangeContext, set by outbound.build
+        self.router: Any = None  # the outbound router: concrete endpoints of mirror services
+        self.counters: dict[tuple[str, str], MirrorCounters] = {}
+
+    def counters_for(self, dst: str, mirror: str) -> MirrorCounters | None:
+        key = (dst, mirror)
+        found = self.counters.get(key)
+        if found is None and len(self.counters) < self.label_limit:
+            found = self.counters[key] = MirrorCounters(dst, mirror)
+        return found
+
+    # -- the copies' router (the context's ``router``) ----------------------------
+    def route(self, head, meta, ex):
+        return self.router.concrete_endpoint(ex.down.address, ex)
+
+    def reroute(self, head, meta, failed, conn, resplit=False):
+        return self.router.reroute(head, meta, failed, conn, False)
+
+    def unqueue(self, conn) -> None:
+        self.router.unqueue(conn)
+
+    def render(self, out: list[str]) -> None:
+        families = (
+            ("outbound_http_mirror_requests_total", "Request copies sent to a mirror backend."),
+            ("outbound_http_mirror_failures_total", "Request copies a mirror answered with an error or a 5xx "
+                                                    "(never counted on the primary request)."),
+            ("outbound_http_mirror_skipped_total", "Requests a route would have mirrored but did not, by reason."),
+        )
+        for name, help_text in families:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} counter")
+            for c in self.counters.values():
+                if name.endswith("skipped_total"):
+                    for reason, n in c.skipped.items():
+                        out.append(f'{name}{{{c.labels},reason="{reason}"}} {n}')
+                else:
+                    out.append(f"{name}{{{c.labels}}} {c.requests if 'requests' in name else c.failures}")
+        out.append("# HELP outbound_http_mirror_in_flight Request copies in flight now.")
+        out.append("# TYPE outbound_http_mirror_in_flight gauge")
+        out.append(f"outbound_http_mirror_in_flight {self.in_flight}")
+
+
+class MirrorRule:
+    """A route's RequestMirror filters, as the exchange uses them: ``begin`` decides per request."""
+
+    __slots__ = ("hub", "targets", "random")
+
+    def __init__(self, hub: MirrorHub, targets: list[tuple[tuple[str, int], float, MirrorCounters]]) -> None:
+        self.hub = hub
+        self.targets = targets  # (concrete address, fraction, counters)
+        self.random = random.random
+
+    def begin(self, ex) -> MirrorTee | None:
+        """Start the copies of ``ex`` this request gets (None: none)."""
+        hub = self.hub
+        if hub.ctx is None:
+            return None
+        copies = None
+        for address, fraction, counters in self.targets:
+            if fraction < 1.0 and self.random() >= fraction:
+                continue
+            if ex.upgrade:  # a tunnel cannot be copied
+                counters.skipped["upgrade"] += 1
+            elif ex.req_length > hub.max_body:
+                counters.skipped["body_too_large"] += 1
+            elif hub.in_flight >= hub.max_in_flight:
+                counters.skipped["in_flight_limit"] += 1
+            else:
+                down = MirrorDown(hub, counters, address)
+                copy = Exchange(hub.ctx, down, ex.meta)
+                hub.in_flight += 1
+                counters.requests += 1
+                copy.start(ex.head, ex.headers, ex.req_length, ex.req_ended)
+                if not copy.done:
+                    if copies is None:
+                        copies = MirrorTee(hub.max_body)
+                    copies.copies.append(copy)
+        return copies
+
+
+class MirrorTee:
+    """The primary exchange's request body, handed on to its copies (with no credit: never waited for)."""
+
+    __slots__ = ("copies", "size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.copies: list[Exchange] = []
+        self.size = 0
+        self.limit = limit
+
+    def data(self, data: bytes, end: bool) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            self._abandon("body_too_large")
+            return
+        for copy in self.copies:
+            copy.request_data(data, 0, end)
+        if end:
+            self.copies = [c for c in self.copies if not c.done]
+
+    def trailers(self, fields) -> None:
+        for copy in self.copies:
+            copy.request_trailers(fields)
+
+    def primary_done(self) -> None:
+        """The primary exchange ended: copies still missing request bytes will never get them."""
+        self._abandon("request_incomplete")
+
+    def _abandon(self, reason: str) -> None:
+        copies, self.copies = self.copies, []
+        for copy in copies:
+            if not copy.done and not copy.req_ended:
+                down = copy.down
+                down.skipped = reason
+                copy.client_gone()
+
+
+class MirrorDown(DownEnd):
+    """A copy's client end: takes the whole answer and forgets it, then counts the outcome."""
+
+    def __init__(self, hub: MirrorHub, counters: MirrorCounters, address: tuple[str, int]) -> None:
+        self.hub = hub
+        self.counters = counters
+        self.address = address
+        self.status = 0
+        self.error = None
+        self.skipped = None
+
+    def send_informational(self, ex, status, h1head, fields):
+        pass
+
+    def send_head(self, ex, status, h1head, fields, length, end):
+        self.status = status
+
+    def send(self, ex, data):
+        return len(data)
+
+    def end_response(self, ex, trailers):
+        pass
+
+    def flush_response(self, ex):
+        pass
+
+    def send_error(self, ex, err):
+        self.error = err
+
+    def cut(self, ex, err):
+        self.error = err
+
+    def tunnel(self, ex, status, h1head, transport, rest):
+        transport.abort()  # never asked for: upgrades are not mirrored
+        return None
+
+    def release(self, ex, credit):
+        pass
+
+    def exchange_done(self, ex):
+        hub, counters = self.hub, self.counters
+        hub.in_flight -= 1
+        if self.skipped is not None:
+            counters.requests -= 1  # abandoned before its request was whole: not sent after all
+            counters.skipped[self.skipped] += 1
+        elif self.error is not None or self.status >= 500:
+            counters.failures += 1
+            now = hub.ctx.loop.time()
+            if now - counters.last_logged >= FAILURE_LOG_INTERVAL:
+                counters.last_logged = now
+                log.warning("mirrored request failed", mirror=f"{self.address[0]}:{self.address[1]}",
+                            status=self.status or (self.error.status if self.error is not None else 0),
+                            error=str(self.error) if self.error is not None else None,
+                            failures=counters.failures)

@@ -1,0 +1,207 @@
+"""Failover through the real proxy: the primary's endpoints go away under load, the secondary takes over, and back.
+
+Backends are real HTTP/1.1 servers (killed with every connection closed);
+discovery is the endpoints file the proxy watches. Each load loop is bounded
+in requests and in time, and records every answer in order.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.echo import EchoBackend
+from tests.integration.test_policy import _write, mesh  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.timeout(120)
+
+SPLIT = """
+apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata:
+  name: web
+  namespace: test
+  annotations: {failover.linkerd.io/primary-service: web-east}
+  labels: {app.kubernetes.io/managed-by: linkerd-failover}
+spec:
+  service: web
+  backends:
+    - {service: web-east, weight: 1}
+    - {service: web-west, weight: 0}
+    - {service: web-dr, weight: 0}
+"""
+DST = "web.test.svc.cluster.local"
+EAST, WEST = "web-east.test.svc.cluster.local", "web-west.test.svc.cluster.local"
+
+
+def _discovery(path: Path, **ports: int | None) -> None:
+    lines = ["services:"]
+    for name, port in ports.items():
+        eps = f"[{{address: 127.0.0.1:{port}}}]" if port else "[]"
+        lines.append(f"  {name.replace('_', '-')}.test.svc.cluster.local:80:\n    endpoints: {eps}")
+    _write(path, "\n".join(lines) + "\n")
+
+
+class Load:
+    """``workers`` keep-alive clients sending GETs until stopped (at most ``limit`` each, ``deadline`` s)."""
+
+    def __init__(self, port: int, workers: int = 2, limit: int = 20000, deadline: float = 60.0) -> None:
+        self.port, self.limit, self.stop_at = port, limit, time.monotonic() + deadline
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, str]] = []  # (when, backend name or "error <status>")
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._run) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        for _ in range(self.limit):
+            if self.stopping.is_set() or time.monotonic() > self.stop_at:
+                break
+            try:
+                conn.request("GET", "/", headers={"Host": "web.test:80"})
+                resp = conn.getresponse()
+                body = resp.read()
+                who = body.split(b'"name": "')[1].split(b'"')[0].decode() if resp.status == 200 else \
+                    f"error {resp.status}"
+            except (OSError, http.client.HTTPException, IndexError) as err:
+                who = f"error {type(err).__name__}"
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            with self.lock:
+                self.answers.append((time.monotonic(), who))
+            time.sleep(0.002)
+        conn.close()
+
+    def since(self, t: float) -> list[str]:
+        with self.lock:
+            return [who for when, who in self.answers if when >= t]
+
+    def wait_for(self, name: str, timeout: float = 15.0) -> float:
+        """When ``name`` first answered after now (fails the test after ``timeout``)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            with self.lock:
+                for when, who in self.answers:
+                    if when >= start and who == name:
+                        return when
+            time.sleep(0.02)
+        raise AssertionError(f"{name} never answered; last: {self.since(start)[-10:]}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_the_secondary_takes_over_when_the_primary_loses_its_endpoints_and_hands_back(mesh):  # noqa: F811
+    _, proxy, endpoints, _ = mesh
+    east, west, dr = EchoBackend("east"), EchoBackend("west"), EchoBackend("dr")
+    backends = [east, west, dr]
+    try:
+        _discovery(endpoints, web_east=east.port, web_west=west.port, web_dr=dr.port)
+        p = proxy(SPLIT, MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE="7")  # the default
+        load = Load(p.outbound[1])
+        try:
+            load.wait_for("east")
+            # The primary's pods die and their endpoints go: killed first, as a crash would.
+            killed = time.monotonic()
+            east.stop()
+            _discovery(endpoints, web_east=None, web_west=west.port, web_dr=dr.port)
+            took_over = load.wait_for("west")
+            time.sleep(1.0)
+            during = load.since(killed)
+            failed = [w for w in during if w.startswith("error")]
+            # Bounded by the accrual threshold (7 failed attempts eject the dead endpoint, before discovery
+            # even says so; each request tries 3 times); a connection killed mid-request fails too.
+            assert len(failed) <= 7, during[:40]
+            after = load.since(took_over)
+            assert after and set(after) == {"west"}, after[:40]  # none lost once the secondary serves
+            assert "dr" not in during  # the secondaries in order: the first ready one
+            # The primary comes back (a new pod): traffic returns to it.
+            east = EchoBackend("east")
+            backends.append(east)
+            _discovery(endpoints, web_east=east.port, web_west=west.port, web_dr=dr.port)
+            back = load.wait_for("east")
+            time.sleep(0.5)
+            assert set(load.since(back + 0.1)) == {"east"}
+        finally:
+            load.stop()
+        m = p.metrics()
+        assert m.get("outbound_failover_switches_total", dst=DST, **{"from": EAST}, to=WEST, reason="not_ready") == 1
+        assert m.get("outbound_failover_switches_total", dst=DST, **{"from": WEST}, to=EAST, reason="recovered") == 1
+        assert m.get("outbound_failover_active", dst=DST, backend=EAST) == 1
+        assert any("failover: traffic moved" in line for line in p.lines())
+    finally:
+        for b in backends:
+            b.stop()
+
+
+def test_a_killed_primary_still_listed_fails_over_through_failure_accrual(mesh):  # noqa: F811
+    _, proxy, endpoints, _ = mesh
+    east, west = EchoBackend("east"), EchoBackend("west")
+    backends = [east, west]
+    try:
+        _discovery(endpoints, web_east=east.port, web_west=west.port, web_dr=None)
+        p = proxy(SPLIT, MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE="3", MESHPROXY_FAILURE_ACCRUAL_MIN_BACKOFF="500ms",
+                  MESHPROXY_FAILURE_ACCRUAL_MAX_BACKOFF="1s")
+        load = Load(p.outbound[1])
+        try:
+            load.wait_for("east")
+            killed = time.monotonic()
+            east.stop()  # connections refused; discovery still lists it
+            took_over = load.wait_for("west")
+            time.sleep(1.5)  # a few probes of the dead primary meanwhile
+            failed = [w for w in load.since(killed) if w.startswith("error")]
+            # Bounded by the accrual threshold: a connect error is asked again of the failover group.
+            assert len(failed) <= 3, load.since(killed)[:40]
+            assert set(load.since(took_over)) == {"west"}
+            east = EchoBackend("east", port=east.port)  # restarted on the same address: the probe finds it
+            backends.append(east)
+            back = load.wait_for("east")
+            time.sleep(0.5)
+            assert set(load.since(back + 0.1)) == {"east"}
+        finally:
+            load.stop()
+    finally:
+        for b in backends:
+            b.stop()
+
+
+COMPACT = """
+services:
+  web.test:80:
+    failover:
+      primary: web-east.test.svc.cluster.local:80
+      secondaries: [web-west.test.svc.cluster.local:80]
+      minSuccessRate: 0.8
+      minRequests: 10
+      window: 3s
+"""
+
+
+def test_a_primary_under_its_success_rate_loses_its_traffic_compact_format(mesh):  # noqa: F811
+    _, proxy, endpoints, _ = mesh
+    east, west = EchoBackend("east", status=503), EchoBackend("west")
+    try:
+        _discovery(endpoints, web_east=east.port, web_west=west.port)
+        p = proxy(COMPACT)
+        load = Load(p.outbound[1], workers=1)
+        try:
+            took_over = load.wait_for("west")
+            time.sleep(1.0)
+            assert set(load.since(took_over)) == {"west"}
+            # Until the window forgets the failures: at most minRequests 503s (one client).
+            assert 10 <= len(east.seen) <= 11, len(east.seen)
+        finally:
+            load.stop()
+        m = p.metrics()
+        assert m.get("outbound_failover_switches_total", dst="web.test:80", **{"from": f"{EAST}:80"},
+                     to=f"{WEST}:80", reason="success_rate") >= 1
+    finally:
+        east.stop()
+        west.stop()
