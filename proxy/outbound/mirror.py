@@ -13,7 +13,10 @@ declared length is judged before the copy starts, a chunked body when it
 outgrows the limit: the copy is then abandoned), and at most
 ``max_in_flight`` copies are in flight at once. Every copy not sent is
 counted with its reason; copies that fail (an error or a 5xx) are counted
-too, on the mirror's own counters: never on the primary request's.
+too, on the mirror's own counters: never on the primary request's. A copy
+gets one attempt (no repick, no retry), and a mirror the proxy cannot reach
+is left alone for a backoff (``mirror_unreachable``), so a dead mirror costs
+the primary neither connects nor latency.
 """
 
 from __future__ import annotations
@@ -23,20 +26,28 @@ from typing import Any
 
 import structlog
 
+from proxy.errors import UpstreamError
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.telemetry.labels import text
 
 log = structlog.get_logger("proxy.outbound.mirror")
 
-SKIP_REASONS = ("body_too_large", "in_flight_limit", "upgrade", "request_incomplete")
+SKIP_REASONS = ("body_too_large", "in_flight_limit", "upgrade", "request_incomplete", "mirror_unreachable")
 FAILURE_LOG_INTERVAL = 10.0  # at most one failure line per mirror this often (a dead mirror fails every copy)
+# A mirror the proxy cannot reach (connect errors, timeouts: not its 5xx answers) this many times in a row
+# gets no copies for a backoff (doubling up to the maximum), then one copy probes it: copies to a dead
+# mirror would otherwise cost the proxy's loop a failed connect each, and the primary requests their latency.
+UNREACHABLE_AFTER = 5
+UNREACHABLE_MIN_BACKOFF = 1.0
+UNREACHABLE_MAX_BACKOFF = 30.0
 
 
 class MirrorCounters:
     """One (service, mirror) pair's counters; kept across policy reloads."""
 
-    __slots__ = ("labels", "requests", "failures", "skipped", "last_logged")
+    __slots__ = ("labels", "requests", "failures", "skipped", "last_logged", "errors_in_row", "backoff",
+                 "closed_until")
 
     def __init__(self, dst: str, mirror: str) -> None:
         self.labels = text((("dst", dst), ("mirror", mirror)))
@@ -44,6 +55,20 @@ class MirrorCounters:
         self.failures = 0
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.last_logged = -FAILURE_LOG_INTERVAL
+        self.errors_in_row = 0
+        self.backoff = UNREACHABLE_MIN_BACKOFF
+        self.closed_until = 0.0  # loop time before which the mirror gets no copies
+
+    def outcome(self, unreachable: bool, now: float) -> None:
+        if not unreachable:
+            self.errors_in_row = 0
+            self.backoff = UNREACHABLE_MIN_BACKOFF
+            return
+        self.errors_in_row += 1
+        if self.errors_in_row >= UNREACHABLE_AFTER:
+            self.errors_in_row = UNREACHABLE_AFTER - 1  # after the backoff one copy probes it
+            self.closed_until = now + self.backoff
+            self.backoff = min(self.backoff * 2, UNREACHABLE_MAX_BACKOFF)
 
 
 class MirrorHub:
@@ -70,7 +95,8 @@ class MirrorHub:
         return self.router.concrete_endpoint(ex.down.address, ex)
 
     def reroute(self, head, meta, failed, conn, resplit=False):
-        return self.router.reroute(head, meta, failed, conn, False)
+        # Never asked again: a copy gets one attempt (a dead mirror must not cost three connects per request).
+        raise UpstreamError(f"mirror {failed} not reached (a copy is sent once)")
 
     def unqueue(self, conn) -> None:
         self.router.unqueue(conn)
@@ -115,7 +141,9 @@ class MirrorRule:
         for address, fraction, counters in self.targets:
             if fraction < 1.0 and self.random() >= fraction:
                 continue
-            if ex.upgrade:  # a tunnel cannot be copied
+            if counters.closed_until and hub.ctx.loop.time() < counters.closed_until:
+                counters.skipped["mirror_unreachable"] += 1
+            elif ex.upgrade:  # a tunnel cannot be copied
                 counters.skipped["upgrade"] += 1
             elif ex.req_length > hub.max_body:
                 counters.skipped["body_too_large"] += 1
@@ -219,9 +247,12 @@ class MirrorDown(DownEnd):
         elif self.error is not None or self.status >= 500:
             counters.failures += 1
             now = hub.ctx.loop.time()
+            counters.outcome(isinstance(self.error, UpstreamError) and self.status == 0, now)
             if now - counters.last_logged >= FAILURE_LOG_INTERVAL:
                 counters.last_logged = now
                 log.warning("mirrored request failed", mirror=f"{self.address[0]}:{self.address[1]}",
                             status=self.status or (self.error.status if self.error is not None else 0),
                             error=str(self.error) if self.error is not None else None,
                             failures=counters.failures)
+        elif counters.errors_in_row:
+            counters.outcome(False, 0.0)

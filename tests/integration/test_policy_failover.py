@@ -205,3 +205,31 @@ def test_a_primary_under_its_success_rate_loses_its_traffic_compact_format(mesh)
     finally:
         east.stop()
         west.stop()
+
+
+def test_a_reload_turns_a_plain_split_into_failover_without_dropping_requests(mesh):  # noqa: F811
+    _, proxy, endpoints, policy = mesh
+    east, west = EchoBackend("east"), EchoBackend("west")
+    try:
+        _discovery(endpoints, web_east=east.port, web_west=west.port, web_dr=None)
+        unmanaged = SPLIT.replace("  labels: {app.kubernetes.io/managed-by: linkerd-failover}\n", "")
+        p = proxy(unmanaged)  # the operator's label missing: a plain split, weights 1/0/0
+        load = Load(p.outbound[1])
+        try:
+            load.wait_for("east")
+            start = time.monotonic()
+            # Now managed, with web-west as the primary: it takes the traffic at once (it is ready).
+            _write(policy, SPLIT.replace("primary-service: web-east", "primary-service: web-west"))
+            moved = load.wait_for("west")
+            time.sleep(0.5)
+            assert not [w for w in load.since(start) if w.startswith("error")]
+            assert set(load.since(moved + 0.1)) == {"west"}
+            _write(policy, "services:\n  web.test:80:\n    routes: [{name: x, match: {path: /], bad: 1}]\n")
+            time.sleep(1.5)  # an invalid edit: refused, the last good policy kept
+            assert set(load.since(moved + 0.1)) == {"west"}
+        finally:
+            load.stop()
+        assert p.metrics().get("policy_reload_total", result="invalid") == 1
+    finally:
+        east.stop()
+        west.stop()

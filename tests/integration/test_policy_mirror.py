@@ -166,6 +166,9 @@ def test_a_dead_mirror_costs_the_primary_nothing_and_reloads_drop_nothing(mesh):
         m = p.metrics()
         assert m.get("policy_reload_total", result="ok") >= 1
         assert m.get("outbound_http_mirror_failures_total", **MIRROR_LABELS) > 0
+        # Unreachable: after 5 refused copies in a row the mirror is left alone for a backoff.
+        assert m.get("outbound_http_mirror_skipped_total", **MIRROR_LABELS, reason="mirror_unreachable") > 0
+        assert m.get("outbound_http_mirror_failures_total", **MIRROR_LABELS) < 100
         route = {"route_kind": "HTTPRoute", "route_name": "shadowed", "parent_name": "web"}
         assert m.get("outbound_http_route_request_statuses_total", **route, http_status="200", error="") == 600
         assert m.get("outbound_http_route_retry_requests_total", **route) == 0
