@@ -233,3 +233,59 @@ def test_a_reload_turns_a_plain_split_into_failover_without_dropping_requests(me
     finally:
         east.stop()
         west.stop()
+
+
+ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: test
+  annotations: {failover.linkerd.io/primary-service: web-east}
+  labels: {app.kubernetes.io/managed-by: linkerd-failover}
+spec:
+  parentRefs: [{kind: Service, name: web, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /pinned}}]
+      backendRefs: [{name: web-dr, port: 80}]
+    - backendRefs: [{name: web-east, port: 80, weight: 1}, {name: web-west, port: 80, weight: 0}]
+"""
+
+
+def test_an_httproute_rule_fails_over_for_http2_clients(mesh):  # noqa: F811
+    from helpers.h2client import H2Client
+
+    _, proxy, endpoints, _ = mesh
+    east, west, dr = EchoBackend("east"), EchoBackend("west"), EchoBackend("dr")
+    try:
+        def discovery(east_port: int | None) -> None:  # HTTP/1 apps: HTTP/2 requests are restored for them
+            _write(endpoints, "services:\n" + "".join(
+                f"  web-{name}.test.svc.cluster.local:80:\n    endpoints: "
+                + (f"[{{address: 127.0.0.1:{port}, protocol: http1}}]\n" if port else "[]\n")
+                for name, port in (("east", east_port), ("west", west.port), ("dr", dr.port))))
+
+        discovery(east.port)
+        p = proxy(ROUTE)
+        with H2Client(p.outbound) as client:
+            def who(path: str) -> str:
+                resp = client.exchange("GET", path, authority="web.test:80")
+                assert resp.status == 200, resp.summary()
+                return bytes(resp.data).split(b'"name": "')[1].split(b'"')[0].decode()
+
+            assert [who("/"), who("/pinned")] == ["east", "dr"]
+            discovery(None)
+            deadline = time.monotonic() + 10
+            while who("/") != "west" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [who("/") for _ in range(5)] == ["west"] * 5
+            assert who("/pinned/x") == "dr"  # the rule without the primary is not a failover group
+            discovery(east.port)
+            while who("/") != "east" and time.monotonic() < deadline + 10:
+                time.sleep(0.05)
+            assert who("/") == "east"
+        m = p.metrics()
+        group = {"dst": "web.test.svc.cluster.local:80", "from": f"{EAST}:80", "to": f"{WEST}:80"}
+        assert m.get("outbound_failover_switches_total", **group, reason="not_ready") == 1
+    finally:
+        for b in (east, west, dr):
+            b.stop()

@@ -174,3 +174,29 @@ def test_a_dead_mirror_costs_the_primary_nothing_and_reloads_drop_nothing(mesh):
         assert m.get("outbound_http_route_retry_requests_total", **route) == 0
     finally:
         web.stop()
+
+
+def test_copies_cross_the_meshed_hop_to_a_meshed_mirror(mesh):  # noqa: F811
+    from helpers.meshproxy import MeshProxy
+    from tests.integration.test_policy import PLAIN_PEER
+
+    _, proxy, endpoints, _ = mesh
+    web, shadow = EchoBackend("web"), EchoBackend("shadow")
+    peer = MeshProxy(env=PLAIN_PEER, name="peer-proxy-mirror").start()
+    try:
+        _write(endpoints, "services:\n"
+               f"  web.test.svc.cluster.local:80:\n    endpoints: [{{address: 127.0.0.1:{web.port}}}]\n"
+               f"  shadow.test.svc.cluster.local:80:\n"
+               f"    endpoints: [{{address: 127.0.0.1:{shadow.port}, proxy: {peer.inbound_hostport}}}]\n")
+        p = proxy(MIRROR_ROUTE.format(share="percent: 100"))
+        conn = http.client.HTTPConnection(*p.outbound, timeout=10)
+        for i in range(3):
+            conn.request("POST", f"/api/m/{i}", body=b"z" * 10, headers={"Host": "web.test"})
+            assert conn.getresponse().read()
+        assert _wait(lambda: len(shadow.seen) == 3), shadow.seen
+        assert sorted((s["path"], s["body"]) for s in shadow.seen) == [(f"/api/m/{i}", 10) for i in range(3)]
+        assert peer.metrics().get("request_total", direction="inbound") == 3  # each copy over the meshed hop
+    finally:
+        peer.close()
+        web.stop()
+        shadow.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 
@@ -121,4 +122,31 @@ def test_url_rewrite_applies_once_across_the_meshed_hop_and_over_http2(mesh):  #
     finally:
         peer.close()
         origin.stop()
+        app.stop()
+
+
+def test_a_rewrite_changed_by_a_reload_applies_without_dropping_requests(mesh):  # noqa: F811
+    import threading
+
+    from tests.integration.test_policy import _load
+
+    _, proxy, endpoints, policy = mesh
+    app = EchoBackend("app")
+    route = ("services:\n  web.test:80:\n    routes:\n"
+             "      - {{name: moved, match: {{pathPrefix: /}}, rewrite: {{path: /{where}}}}}\n")
+    try:
+        _write(endpoints, f"services:\n  web.test:80:\n    endpoints: [{{address: 127.0.0.1:{app.port}}}]\n")
+        p = proxy(route.format(where="one"))
+        results: list = []
+        worker = threading.Thread(target=lambda: results.append(_load(p.outbound[1], "web.test:80", 600, workers=3)))
+        worker.start()
+        time.sleep(0.5)
+        _write(policy, route.format(where="two"))
+        worker.join(90)
+        got = results[0]
+        assert sum(got.values()) == 600 and all(status == 200 for status, _ in got), got
+        paths = [json.loads(body)["path"] for (_, body), n in got.items() for _ in range(n)]
+        assert set(paths) == {"/one", "/two"}, set(paths)
+        assert _get(http.client.HTTPConnection(*p.outbound, timeout=10), "web.test:80", "/x")["path"] == "/two"
+    finally:
         app.stop()
