@@ -433,6 +433,7 @@ class FakePolicy:
         self.attempt_timeout = attempt_timeout
         self.grpc_retry = bool(limit) if grpc_retry is None else grpc_retry
         self.response_headers = response_headers
+        self.mirror = None  # no RequestMirror on this route
 
     def failed(self, status, grpc_status):
         if status >= 500:
