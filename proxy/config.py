@@ -51,6 +51,8 @@ DNS_MAX_TTL = "MESHPROXY_DNS_MAX_TTL"
 K8S_API = "MESHPROXY_K8S_API"
 K8S_TOKEN_FILE = "MESHPROXY_K8S_TOKEN_FILE"
 K8S_CA_FILE = "MESHPROXY_K8S_CA_FILE"
+K8S_MAX_EVENT_BYTES = "MESHPROXY_K8S_MAX_EVENT_BYTES"
+K8S_MAX_RESPONSE_BYTES = "MESHPROXY_K8S_MAX_RESPONSE_BYTES"
 CLUSTER_DOMAIN = "MESHPROXY_CLUSTER_DOMAIN"
 TRUST_DOMAIN = "MESHPROXY_TRUST_DOMAIN"
 OUTBOUND_QUEUE_TIMEOUT = "MESHPROXY_OUTBOUND_QUEUE_TIMEOUT"
@@ -183,6 +185,8 @@ class DiscoverySettings:
     k8s_api: str | None
     k8s_token_file: str
     k8s_ca_file: str
+    k8s_max_event_bytes: int
+    k8s_max_response_bytes: int
     cluster_domain: str
     trust_domain: str
 
@@ -613,6 +617,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     K8S_API: (None, str, "Kubernetes API URL; unset = in-cluster (KUBERNETES_SERVICE_HOST)"),
     K8S_TOKEN_FILE: ("/var/run/secrets/kubernetes.io/serviceaccount/token", str, "Kubernetes API token file"),
     K8S_CA_FILE: ("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", str, "Kubernetes API CA file"),
+    # An object is at most 1.5 MiB in etcd; its JSON in a watch event a little more.
+    K8S_MAX_EVENT_BYTES: ("4MiB", parse_size, "largest Kubernetes watch event; larger -> the watch relists"),
+    K8S_MAX_RESPONSE_BYTES: ("64MiB", parse_size, "largest Kubernetes API response (a list page of 500 objects)"),
     CLUSTER_DOMAIN: ("cluster.local", str, "cluster DNS domain (svc.<domain> names)"),
     TRUST_DOMAIN: ("cluster.local", str, "identity trust domain of meshed peers"),
     OUTBOUND_QUEUE_TIMEOUT: ("3s", parse_duration, "wait for a ready endpoint, then 503"),
@@ -809,6 +816,8 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             k8s_api=v[K8S_API],
             k8s_token_file=v[K8S_TOKEN_FILE],
             k8s_ca_file=v[K8S_CA_FILE],
+            k8s_max_event_bytes=v[K8S_MAX_EVENT_BYTES],
+            k8s_max_response_bytes=v[K8S_MAX_RESPONSE_BYTES],
             cluster_domain=v[CLUSTER_DOMAIN],
             trust_domain=v[TRUST_DOMAIN],
         ),

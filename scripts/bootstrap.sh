@@ -183,10 +183,10 @@ ensure_python_packages() {
     want="$(stamp_value)"
     if [ "$want_test" -eq 1 ]; then
         stamps=("$VENV/.bootstrap-stamp-test")
-        spec=".[test]"
+        spec=".[test,viz]"
     else
         stamps=("$VENV/.bootstrap-stamp-test" "$VENV/.bootstrap-stamp-base")
-        spec="."
+        spec=".[viz]"  # the viz dashboard's web server; the image installs without it
     fi
     if [ -x "$VENV/bin/meshproxy" ]; then
         for stamp in "${stamps[@]}"; do

@@ -11,8 +11,8 @@ endpoint meshed (``proxy`` = podIP:4143). Until its Pod is known an endpoint
 is held back: an unverified endpoint would be sent plaintext. ``resolve``
 waits (bounded) for those reads; ``lookup`` does not.
 
-kubernetes_asyncio is imported only here (and only when the destination is
-k8s): it adds tens of megabytes to the process.
+This module and its client (k8s_api, k8s_client, k8s_wire: the standard
+library only) are imported only when the destination is k8s.
 """
 
 from __future__ import annotations

@@ -200,6 +200,13 @@ def main(args: argparse.Namespace, targets) -> int:
     if args.show == "url":
         print(url(f"{host}:{port}"))
         return 0
+    try:  # the web server is the extra meshproxy[viz]: the proxy's image goes without it
+        import aiohttp  # noqa: F401
+        import aiohttp_sse  # noqa: F401
+    except ImportError as err:
+        print(f"meshproxy viz dashboard: the web server's packages are not installed ({err}); "
+              "install them with: pip install 'meshproxy[viz]'", file=sys.stderr)
+        return 69
     embedded: Embedded | None = None
     try:
         if args.prometheus:

@@ -15,7 +15,9 @@ Namespace and ConfigMap reads, SelfSubjectAccessReviews (answered from ``denied`
 CustomResourceDefinition list, Pod lists, and the pods/proxy subresource,
 which forwards to the pod's ``status.podIP`` as the real API server does (a
 test points it at a real proxy's admin port). ``token``, when set, is the
-only bearer token accepted on those endpoints (401 otherwise).
+only bearer token accepted (401 otherwise, on every endpoint, as the API
+server checks it); ``forbidden`` answers every request 403 (RBAC without the
+grants). Optionally it serves TLS (``tls``: a server context).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -41,7 +44,10 @@ def status(code: int, reason: str, message: str) -> dict:
 
 
 class FakeApiServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.forbidden = False  # True: every request gets 403
+        self.peers: list[tuple[str, int]] = []  # the client address of each request (connection reuse)
         self.rv = int(RECORDED["startResourceVersion"])
         self.objects: dict[str, dict[tuple[str, str], dict]] = {path: {} for path in RESOURCES}
         self.log: dict[str, list[tuple[int, str, dict]]] = {path: [] for path in RESOURCES}
@@ -71,12 +77,12 @@ class FakeApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # ---- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> FakeApiServer:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/api/v1/services", self._collection)
         app.router.add_get("/apis/discovery.k8s.io/v1/endpointslices", self._collection)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}", self._pod)
@@ -90,7 +96,7 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/proxy/{tail:.*}", self._pod_proxy)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True, ssl_context=self.tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         return self
@@ -165,6 +171,20 @@ class FakeApiServer:
             self.changed.notify_all()
 
     # ---- handlers ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.peers.append(tuple(peer[:2]) if peer else ("", 0))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
+            return web.json_response(status(401, "Unauthorized", "Unauthorized"), status=401)
+        if self.forbidden:
+            self.requests.append((request.path, dict(request.query), request.headers.get("Authorization")))
+            message = (f'services is forbidden: User "system:serviceaccount:default:web" cannot list resource '
+                       f'"{request.path.rsplit("/", 1)[-1]}" at the cluster scope')
+            return web.json_response(status(403, "Forbidden", message), status=403)
+        return await handler(request)
 
     async def _collection(self, request: web.Request) -> web.StreamResponse:
         path, query = request.path, dict(request.query)

@@ -243,3 +243,48 @@ def test_dual_stack_pods_keep_their_ipv4_address(k8s_env):
         assert addresses(watch) == [("10.244.1.5", 8080), ("10.244.2.7", 8080), ("fd00:10:244:9::9", 8080)]
 
     k8s_env(test)
+
+
+def test_an_event_over_the_limit_relists(k8s_env):
+    async def test(api, resolver):
+        watch = await resolver.resolve(WEB, 80)
+        for informer in resolver._informers:
+            informer.page_size = 500
+        resolver.api.max_event_bytes = 6000  # the recorded slices are about 2 KB
+        slice_ = web_slice(api)
+        slice_["metadata"]["annotations"] = {"note": "x" * 8000}
+        slice_["endpoints"].append(RECORDED["newEndpoint"])
+        await api.put(SLICES, slice_)
+        # Too large to watch, so skipped by the watch: the relist (a list response may be larger) brings it.
+        await eventually(lambda: ("10.244.3.4", 8080) in addresses(watch), timeout=6)
+        assert [i.relists for i in resolver._informers] == [1, 2]
+        assert resolver.metrics.source_errors >= 1
+
+
+def test_the_whole_source_over_tls_with_a_checked_token(run, tmp_path):
+    from .test_k8s_client import make_pki
+
+    ca_file, server_tls = make_pki(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("sa-token\n")
+
+    async def main():
+        api = await FakeApiServer(tls=server_tls).start()
+        api.token = "sa-token"
+        cfg = config.load({config.DESTINATION: "k8s", config.K8S_API: api.url, config.K8S_TOKEN_FILE: str(token),
+                           config.K8S_CA_FILE: str(ca_file)}).discovery
+        resolver = build_resolver(cfg, DiscoveryMetrics())
+        await resolver.start()
+        try:
+            assert resolver.synced
+            watch = await resolver.resolve(WEB, 80)
+            assert addresses(watch) == [("10.244.1.5", 8080), ("10.244.2.7", 8080)]
+            slice_ = web_slice(api)
+            slice_["endpoints"].append(RECORDED["newEndpoint"])
+            await api.put(SLICES, slice_)
+            await eventually(lambda: ("10.244.3.4", 8080) in addresses(watch))
+        finally:
+            await resolver.stop()
+            await api.stop()
+
+    run(main())

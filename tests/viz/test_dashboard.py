@@ -173,6 +173,21 @@ def test_only_the_dashboard_imports_the_web_server():
     assert out.stdout.strip() == "[] []", out.stdout
 
 
+def test_without_the_viz_extra_the_dashboard_says_what_to_install(tmp_path):
+    """The image installs meshproxy without [viz]: the dashboard explains, the other viz commands still work."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[2])
+    (tmp_path / "aiohttp_sse.py").write_text("raise ImportError(\"No module named 'aiohttp_sse'\")\n")
+    out = subprocess.run([sys.executable, "-m", "proxy", "viz", "dashboard", "--proxy", "127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60, env={"PYTHONPATH": f"{tmp_path}:{repo}"},
+                         cwd=repo)
+    assert out.returncode == 69, out
+    assert "pip install 'meshproxy[viz]'" in out.stderr and "aiohttp_sse" in out.stderr
+
+
 def test_proxies_known_by_address_are_pods():
     """Without deployment labels (proxies named by address, as in the demo) the workloads are pods."""
     mesh = Embedded([Target("127.0.0.1", 4192)])
