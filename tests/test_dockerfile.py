@@ -1,7 +1,8 @@
 """The two Dockerfiles, checked by parsing them (tests/containers builds and runs them).
 
 Checked: the proxy image is multi-stage (a builder that compiles the Cython
-wheel, a slim runtime that installs wheels only and keeps no build tools),
+wheel, a slim runtime that installs wheels only and keeps no build tools,
+trimmed of the installers and flattened into the image's one layer),
 runs as the numeric uid iptables-init exempts, exposes the three ports, has a
 HEALTHCHECK on /ready and the ``meshproxy`` entrypoint; the init image's
 entrypoint is the ``meshproxy-init`` script it copies in. Both build offline
@@ -85,12 +86,29 @@ def proxy_stages() -> list[Stage]:
     return parse(ROOT / "Dockerfile")
 
 
+def runtime_of(stages: list[Stage]) -> Stage:
+    [runtime] = [s for s in stages if s.name == "runtime"]
+    return runtime
+
+
 def test_multi_stage_builder_and_slim_runtime(proxy_stages: list[Stage]) -> None:
-    assert len(proxy_stages) >= 2
-    builder, runtime = proxy_stages[0], proxy_stages[-1]
+    assert len(proxy_stages) >= 3
+    builder, runtime = proxy_stages[0], runtime_of(proxy_stages)
     assert builder.name == "builder"
     assert "slim" in runtime.base
     assert runtime.base.split(":")[0].startswith("python")
+
+
+def test_the_image_is_the_trimmed_runtime_flattened(proxy_stages: list[Stage]) -> None:
+    image, runtime = proxy_stages[-1], runtime_of(proxy_stages)
+    assert image.base == "scratch" and [shlex.split(a) for a in image.all("COPY")] == [["--from=runtime", "/", "/"]]
+    assert not image.all("RUN")  # nothing added on top of the one layer
+    env = " ".join(image.all("ENV"))
+    assert "PATH=" in env and "/usr/local/bin" in env and "LANG=C.UTF-8" in env
+    trim = " ".join(r for r in runtime.all("RUN") if "rm -rf" in r)
+    for gone in ("/pip", "setuptools", "pkg_resources", "/wheel", "lib2to3", "distutils"):
+        assert gone in trim, gone
+    assert "python -c 'import proxy.cli" in trim  # and the proxy still imports after the trim
 
 
 def test_builder_builds_wheels_with_cython(proxy_stages: list[Stage]) -> None:
@@ -111,8 +129,8 @@ def test_builder_builds_wheels_with_cython(proxy_stages: list[Stage]) -> None:
 
 
 def test_runtime_keeps_no_build_tools(proxy_stages: list[Stage]) -> None:
-    runtime = proxy_stages[-1]
-    for instruction in runtime.instructions:
+    runtime = runtime_of(proxy_stages)
+    for instruction in runtime.instructions + proxy_stages[-1].instructions:
         text = instruction.args.lower()
         if instruction.keyword == "RUN":
             words = set(re.split(r"[\s;&|=]+", text))
@@ -185,7 +203,7 @@ def test_proxy_wheels_come_from_the_builder_or_the_wheelhouse(proxy_stages: list
     assert wheelhouse.base == "scratch"
     assert [shlex.split(a) for a in wheelhouse.all("COPY")] == [["wheelhouse/", "/wheels/"]]
     assert "!wheelhouse" in (ROOT / ".dockerignore").read_text().split()
-    runtime = proxy_stages[-1]
+    runtime = runtime_of(proxy_stages)
     install = [r for r in runtime.all("RUN") if "pip install" in r]
     assert install and "from=wheels," in install[0] and "--no-index" in install[0]
     # The builder makes what the wheelhouse holds: our wheel and every dependency's.
