@@ -377,7 +377,7 @@ class KubeApi:
             text = f"no answer within the time limit, {doing}"
         elif isinstance(err, ssl.SSLError | ssl.CertificateError):
             text = f"TLS: {err.reason if isinstance(err, ssl.SSLError) and err.reason else err}"
-        elif isinstance(err, WireError | OSError | EOFError):
+        elif isinstance(err, WireError | OSError | EOFError | _Closed):
             text = f"{doing}: {err or type(err).__name__}"
         else:
             return err

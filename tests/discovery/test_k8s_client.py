@@ -378,3 +378,19 @@ def test_a_kept_alive_connection_the_server_closed_is_replaced(run):
             await client.close()
 
     run(main())
+
+
+def test_a_server_that_closes_without_answering(run):
+    async def respond(writer):
+        return False  # reads the request, closes
+
+    async def main():
+        async with Scripted(respond) as server:
+            client = client_for(server.url)
+            await client.open()
+            for call in (client.get(SERVICES), drain(client)):
+                with pytest.raises(Unavailable, match="closed the connection before answering"):
+                    await call
+            await client.close()
+
+    run(main())
