@@ -185,10 +185,11 @@ class DiscoverySettings:
     k8s_api: str | None
     k8s_token_file: str
     k8s_ca_file: str
-    k8s_max_event_bytes: int
-    k8s_max_response_bytes: int
     cluster_domain: str
     trust_domain: str
+    # Defaulted for code that builds these settings itself (the injector webhook); the same as SETTINGS'.
+    k8s_max_event_bytes: int = 4 << 20
+    k8s_max_response_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)

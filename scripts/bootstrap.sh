@@ -183,10 +183,10 @@ ensure_python_packages() {
     want="$(stamp_value)"
     if [ "$want_test" -eq 1 ]; then
         stamps=("$VENV/.bootstrap-stamp-test")
-        spec=".[test,viz]"
+        spec=".[test,viz,injector]"
     else
         stamps=("$VENV/.bootstrap-stamp-test" "$VENV/.bootstrap-stamp-base")
-        spec=".[viz]"  # the viz dashboard's web server; the image installs without it
+        spec=".[viz,injector]"  # the dashboard's and the webhook's web server; the image goes without
     fi
     if [ -x "$VENV/bin/meshproxy" ]; then
         for stamp in "${stamps[@]}"; do

@@ -298,6 +298,11 @@ def serve_main(args: argparse.Namespace) -> int:
     except ValueError as err:
         _err(str(err))
         return EX_USAGE
+    try:  # the webhook's web server is the extra meshproxy[injector]: the proxy's image goes without it
+        import aiohttp  # noqa: F401
+    except ImportError as err:
+        _err(f"the web server's package is not installed ({err}); install it with: pip install 'meshproxy[injector]'")
+        return EX_UNAVAILABLE
     from proxy.identity.server import server_ssl_context
 
     try:

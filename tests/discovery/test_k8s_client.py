@@ -394,3 +394,12 @@ def test_a_server_that_closes_without_answering(run):
             await client.close()
 
     run(main())
+
+
+def test_the_limits_default_alike_for_code_that_builds_its_settings():
+    from proxy.config import DiscoverySettings
+
+    loaded = settings(None)
+    fields = DiscoverySettings.__dataclass_fields__
+    assert loaded.k8s_max_event_bytes == fields["k8s_max_event_bytes"].default == 4 << 20
+    assert loaded.k8s_max_response_bytes == fields["k8s_max_response_bytes"].default == 64 << 20

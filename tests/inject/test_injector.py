@@ -490,3 +490,16 @@ spec:
     assert kubelet_env(init[names.INIT_CONTAINER])[names.INIT_SKIP_OUTBOUND_PORTS] == "4222"
     assert init[names.PROXY_CONTAINER]["resources"]["requests"]["cpu"] == "100m"
 
+
+
+def test_without_the_injector_extra_serve_says_what_to_install(tmp_path: Path) -> None:
+    """The proxy's image installs meshproxy without [injector]: the webhook explains, exit 69."""
+    serving_certificate(tmp_path)
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "aiohttp.py").write_text("raise ImportError(\"No module named 'aiohttp'\")\n")
+    out = subprocess.run([sys.executable, "-m", "proxy", "injector", "serve", "--tls-cert", str(tmp_path / "tls.crt"),
+                          "--tls-key", str(tmp_path / "tls.key"), "--k8s-api", "http://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={"PYTHONPATH": f"{tmp_path / 'shadow'}:{ROOT}"})
+    assert out.returncode == 69, out
+    assert "pip install 'meshproxy[injector]'" in out.stderr
