@@ -22,6 +22,9 @@
 #   docker run --rm meshproxy:0.1.0 --help
 
 ARG WHEELS=builder
+# "" for the sidecar; "[injector]" for the control plane's image (meshproxy-controller:
+# the identity issuer and the injector webhook, which needs aiohttp).
+ARG EXTRAS=""
 
 # ---- builder ------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
@@ -40,7 +43,7 @@ COPY . .
 # Our wheel first (compiled here), then wheels of what it depends on, resolved
 # from that wheel's own metadata so the list lives in pyproject.toml only.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && pip wheel --wheel-dir /wheels /wheels/meshproxy-*.whl
+    && pip wheel --wheel-dir /wheels "$(ls /wheels/meshproxy-*.whl)[injector]"
 
 # ---- wheelhouse: the offline source of the same wheels -----------------------
 FROM scratch AS wheelhouse
@@ -52,6 +55,7 @@ FROM ${WHEELS} AS wheels
 
 # ---- runtime: installed, then trimmed -------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
+ARG EXTRAS
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -59,7 +63,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # The wheels are mounted for this one step, so no layer keeps them.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels meshproxy
+    pip install --no-index --find-links=/wheels "meshproxy${EXTRAS}"
 
 # What only installing or developing needs, removed here and left behind by
 # the flattening below (removing files in a later layer would not shrink the

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Build the two images, meshproxy:VERSION (Dockerfile) and
-# meshproxy-init:VERSION (iptables-init/Dockerfile), with BuildKit.
+# Build the three images with BuildKit: meshproxy:VERSION (Dockerfile; the
+# sidecar), meshproxy-init:VERSION (iptables-init/Dockerfile) and
+# meshproxy-controller:VERSION (Dockerfile with the injector's libraries: the
+# identity issuer and the webhook that `meshproxy install` deploys).
 #
 #   scripts/images.sh                          online: the builds fetch what they need
 #   scripts/images.sh --offline                nothing downloaded by the builds: the
@@ -79,3 +81,4 @@ build() {
 }
 build "meshproxy:$VERSION" . "${proxy_args[@]}"
 build "meshproxy-init:$VERSION" iptables-init "${init_args[@]}"
+build "meshproxy-controller:$VERSION" . "${proxy_args[@]}" --build-arg "EXTRAS=[injector]"

@@ -62,7 +62,9 @@ mkdir -p "$work/built"
 "$PY" -m pip wheel -q --no-build-isolation --no-deps --wheel-dir "$work/built" . >"$work/build.log" 2>&1 \
     || { cat "$work/build.log" >&2; die "pip wheel . failed"; }
 note "fetching the dependencies' wheels"
-"$PY" -m pip wheel -q --wheel-dir "$work/built" "$work"/built/meshproxy-*.whl >"$work/deps.log" 2>&1 \
+# With the injector extra's too: the control plane's image (meshproxy-controller) installs it.
+own="$(ls "$work"/built/meshproxy-*.whl)"
+"$PY" -m pip wheel -q --wheel-dir "$work/built" "$own[injector]" >"$work/deps.log" 2>&1 \
     || { cat "$work/deps.log" >&2; die "pip wheel of the dependencies failed"; }
 
 has_modules() {

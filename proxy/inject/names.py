@@ -105,12 +105,15 @@ XTABLES_VOLUME = "meshproxy-init-xtables-lock"
 TOKEN_VOLUME = "meshproxy-identity-token"
 TRUST_ANCHORS_VOLUME = "meshproxy-trust-anchors"
 VOLUMES = (XTABLES_VOLUME, TOKEN_VOLUME, TRUST_ANCHORS_VOLUME)
-# What scripts/images.sh builds: meshproxy:VERSION (Dockerfile) and
-# meshproxy-init:VERSION (iptables-init/Dockerfile), VERSION from pyproject.toml.
+# What scripts/images.sh builds: meshproxy:VERSION (Dockerfile), meshproxy-init:VERSION
+# (iptables-init/Dockerfile) and meshproxy-controller:VERSION (Dockerfile with the webhook's
+# libraries: the control plane's image), VERSION from pyproject.toml.
 PROXY_IMAGE_NAME = "meshproxy"
 INIT_IMAGE_NAME = "meshproxy-init"
+CONTROLLER_IMAGE_NAME = "meshproxy-controller"
 DEFAULT_PROXY_IMAGE = f"{PROXY_IMAGE_NAME}:{__version__}"
 DEFAULT_INIT_IMAGE = f"{INIT_IMAGE_NAME}:{__version__}"
+DEFAULT_CONTROLLER_IMAGE = f"{CONTROLLER_IMAGE_NAME}:{__version__}"
 
 PROXY_UID = 2102
 INBOUND_PORT = 4143

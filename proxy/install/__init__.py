@@ -58,8 +58,9 @@ def build_install_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ha", action="store_true",
                         help=f"high availability: {controlplane.HA_REPLICAS} replicas, pod anti-affinity, "
                              "PodDisruptionBudgets")
-    parser.add_argument("--image", default=controlplane.inject_names.DEFAULT_PROXY_IMAGE,
-                        help="image of the identity issuer and the injector (default %(default)s)")
+    parser.add_argument("--image", default=controlplane.inject_names.DEFAULT_CONTROLLER_IMAGE,
+                        help="image of the identity issuer and the injector: the proxy's, with the webhook's "
+                             "libraries (default %(default)s, built by scripts/images.sh)")
     parser.add_argument("--proxy-image", default=controlplane.inject_names.DEFAULT_PROXY_IMAGE,
                         help="proxy image the injector adds (default %(default)s)")
     parser.add_argument("--init-image", default=controlplane.inject_names.DEFAULT_INIT_IMAGE,

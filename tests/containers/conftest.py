@@ -24,6 +24,7 @@ from tests.containers import engine as engine_module
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
 PROXY_IMAGE, INIT_IMAGE = f"meshproxy:{VERSION}", f"meshproxy-init:{VERSION}"
+CONTROLLER_IMAGE = f"meshproxy-controller:{VERSION}"
 # A clean machine runs debootstrap (a few minutes); a cached one only imports.
 BUILD_TIMEOUT = 1200
 
@@ -48,7 +49,7 @@ def engine() -> Iterator[engine_module.Engine]:
 
 @pytest.fixture(scope="package")
 def images(engine: engine_module.Engine) -> dict[str, str]:
-    """Both images, built offline (the builds' RUN steps have no network)."""
+    """The three images, built offline (the builds' RUN steps have no network)."""
     args = ["--offline"]
     if engine.own or engine.docker("image", "inspect", "python:3.11-slim-bookworm", check=False).returncode:
         args.append("--local-base")
@@ -62,10 +63,10 @@ def images(engine: engine_module.Engine) -> dict[str, str]:
     for line in result.stderr.splitlines():
         if line.startswith(("images: built", "local-base: reusing", "local-base: debootstrap")):
             FIGURES[line.split(":", 1)[0] + ": " + line.split(":", 1)[1].strip()] = ""
-    for image in (PROXY_IMAGE, INIT_IMAGE):
+    for image in (PROXY_IMAGE, INIT_IMAGE, CONTROLLER_IMAGE):
         size = int(engine.docker("image", "inspect", "--format", "{{.Size}}", image).stdout)
         FIGURES[f"{image} size"] = f"{size / 1e6:.0f} MB"
-    return {"proxy": PROXY_IMAGE, "init": INIT_IMAGE}
+    return {"proxy": PROXY_IMAGE, "init": INIT_IMAGE, "controller": CONTROLLER_IMAGE}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

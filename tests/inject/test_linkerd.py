@@ -235,8 +235,8 @@ def test_default_images_are_the_ones_the_build_makes() -> None:
     version = re.search(r'^version = "(.*)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert version is not None and version.group(1) == __version__
     built = re.findall(r'^build "([^"]+)" (\S+)', (ROOT / "scripts/images.sh").read_text(), re.MULTILINE)
-    tags = {context: tag.replace("$VERSION", version.group(1)) for tag, context in built}
-    assert tags == {".": names.DEFAULT_PROXY_IMAGE, "iptables-init": names.DEFAULT_INIT_IMAGE}
+    tags = {tag.replace("$VERSION", version.group(1)) for tag, context in built}
+    assert tags == {names.DEFAULT_PROXY_IMAGE, names.DEFAULT_INIT_IMAGE, names.DEFAULT_CONTROLLER_IMAGE}
     [doc] = manual(workload("Pod"))
     assert (proxy_of(doc)["image"], init_of(doc)["image"]) == (names.DEFAULT_PROXY_IMAGE, names.DEFAULT_INIT_IMAGE)
 

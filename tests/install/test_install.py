@@ -320,7 +320,7 @@ def test_ha_spreads_replicas_and_bounds_disruption(install: list[dict], install_
         assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_images_are_flags_and_default_to_the_built_ones() -> None:
+def test_images_are_flags_and_default_to_the_built_ones(install: list[dict]) -> None:
     docs = documents("install", "--image", "reg.example/meshproxy:9", "--proxy-image", "reg.example/p:9",
                      "--init-image", "reg.example/i:9")
     pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
@@ -336,6 +336,11 @@ def test_images_are_flags_and_default_to_the_built_ones() -> None:
     # scripts/images.sh tags what it builds with the same names.
     images_sh = (REPO / "scripts" / "images.sh").read_text()
     assert 'build "meshproxy:$VERSION"' in images_sh and 'build "meshproxy-init:$VERSION"' in images_sh
+    # The control plane runs the controller image: the proxy's, with the injector extra (aiohttp).
+    assert names.DEFAULT_CONTROLLER_IMAGE == f"meshproxy-controller:{proxy.__version__}"
+    assert 'build "meshproxy-controller:$VERSION" . "${proxy_args[@]}" --build-arg "EXTRAS=[injector]"' in images_sh
+    pods = [d["spec"]["template"]["spec"] for d in install if d["kind"] == "Deployment"]
+    assert {c["image"] for pod in pods for c in pod["containers"]} == {names.DEFAULT_CONTROLLER_IMAGE}
 
 
 def test_meshed_namespaces_get_the_trust_anchors() -> None:
