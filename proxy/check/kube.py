@@ -43,12 +43,14 @@ class Answer:
 
 def api_url(settings: DiscoverySettings, override: str | None = None) -> str | None:
     """The API server's base URL, or None when neither configured nor in a cluster."""
+    from proxy.identity.tokens import in_cluster_api
+
     if override or settings.k8s_api:
         return (override or settings.k8s_api or "").rstrip("/")
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host:
+    try:
+        return in_cluster_api()
+    except ValueError:
         return None
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 class Client:
