@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import select
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +174,7 @@ class H2Origin(TcpServer):
             if state.goaway_last is not None and not state.out and all(
                     r.answered or r.reset_code is not None or r.local_reset is not None
                     for sid, r in state.reqs.items() if sid <= state.goaway_last):
+                _linger(conn.sock)
                 return  # graceful close: everything at or below the last id went out
 
     def _flush(self, state: _ConnState) -> None:
@@ -363,6 +365,21 @@ class H2Origin(TcpServer):
             last = max(state.reqs)
             state.goaway_last = last
             state.raw_out.append(h2c.frame(h2c.GOAWAY, 0, 0, last.to_bytes(4, "big") + bytes(4)))
+
+
+def _linger(sock: Any, timeout: float = 1.0) -> None:
+    """A graceful close as real servers make it: our side shut, then the peer's late bytes (streams it sent
+    before it read our GOAWAY) read and dropped until it closes. Closing with those bytes unread would
+    send a TCP reset, which can discard the GOAWAY before the peer reads it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], deadline - time.monotonic())
+            if readable and not sock.recv(1 << 16):
+                return
+    except OSError:
+        return
 
 
 def _split(target: str) -> tuple[str, dict[str, list[str]]]:

@@ -273,7 +273,8 @@ TCP = ["tcp_open_total", "tcp_open_connections", "tcp_read_bytes_total", "tcp_wr
 PROCESS = ["process_start_time_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
            "process_open_fds"]
 AUTHZ = ["inbound_http_authz_allow_total", "inbound_http_authz_deny_total", "inbound_http_route_not_found_total",
-         "inbound_tcp_authz_allow_total", "inbound_tcp_authz_deny_total", "inbound_tcp_authz_terminate_total"]
+         "inbound_tcp_authz_allow_total", "inbound_tcp_authz_deny_total", "inbound_tcp_authz_terminate_total",
+         "inbound_http_local_ratelimit_total"]
 IDENTITY = ["identity_cert_expiration_timestamp_seconds", "identity_cert_refresh_total",
             "tls_connections_total", "tls_handshake_errors_total"]
 DISCOVERY = ["discovery_reload_errors_total", "discovery_source_errors_total", "discovery_updates_total",
