@@ -95,15 +95,24 @@ class Endpoint:
         return f"{'https' if self.tls else 'http'}://{self.authority}{self.prefix}"
 
 
+def in_cluster(environ: dict[str, str] | os._Environ[str] = os.environ) -> Endpoint:
+    """The API server a pod reaches (``KUBERNETES_SERVICE_HOST``/``_PORT``); ValueError outside a cluster.
+    Every command that talks to the API finds it here (discovery, the identity issuer's TokenReview, check)."""
+    host, text = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise ValueError("not in a cluster (KUBERNETES_SERVICE_HOST is unset)")
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"KUBERNETES_SERVICE_PORT={text!r} is not a port")
+    return Endpoint(True, host.strip("[]"), int(text), "", None)
+
+
 def endpoint(settings: DiscoverySettings, environ: dict[str, str] | os._Environ[str] = os.environ) -> Endpoint:
     """The API server of ``MESHPROXY_K8S_API``, else the in-cluster one; ConfigError when neither is usable."""
     if not settings.k8s_api:
-        host, text = environ.get("KUBERNETES_SERVICE_HOST", ""), environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise ConfigError(K8S_API, None, "unset, and not in a cluster (KUBERNETES_SERVICE_HOST is unset)")
-        if not text.isdigit() or not 0 < int(text) < 65536:
-            raise ConfigError(K8S_API, None, f"KUBERNETES_SERVICE_PORT={text!r} is not a port")
-        return Endpoint(True, host.strip("[]"), int(text), "", None)
+        try:
+            return in_cluster(environ)
+        except ValueError as err:
+            raise ConfigError(K8S_API, None, f"unset, and {err}") from None
     shown = redact(settings.k8s_api)
     url = urllib.parse.urlsplit(settings.k8s_api)
     try:

@@ -101,10 +101,12 @@ TOKEN_REVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 
 
 def in_cluster_api() -> str:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host:
-        raise ValueError("not in a cluster (KUBERNETES_SERVICE_HOST is unset); give --k8s-api URL")
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    from proxy.discovery.k8s_client import in_cluster
+
+    try:
+        return in_cluster().url
+    except ValueError as err:
+        raise ValueError(f"{err}; give --k8s-api URL") from None
 
 
 class TokenReview:
