@@ -20,8 +20,11 @@ class ProxyError(Exception):
     fields: tuple[tuple[str, str], ...] = ()  # extra response header fields
     # HTTP/2: the RST_STREAM code when the response had started and can only be cut.
     reset_code: int = 0x2  # INTERNAL_ERROR
-    # A gRPC request gets a trailers-only response with this grpc-status (None: the HTTP status alone).
-    grpc_status: int | None = None
+    # A gRPC request is answered trailers-only with this grpc-status instead of the HTTP status (as
+    # Linkerd does: gRPC clients read errors from grpc-status, and map a bare 502 to UNAVAILABLE without
+    # the reason). Codes follow Linkerd's: unavailable for what a retry elsewhere may cure, deadline
+    # exceeded for timeouts, permission denied for policy. A cut response ends with it in trailers.
+    grpc_status: int = 14  # UNAVAILABLE
 
     def __init__(self, reason: str | None = None, *, status: int | None = None) -> None:
         if reason is not None:
@@ -41,6 +44,7 @@ class ClientError(ProxyError):
     reason = "malformed request"
     level = "info"
     closes = True
+    grpc_status = 13  # INTERNAL: gRPC's own mapping of HTTP 400
 
 
 class HeaderTimeout(ClientError):
@@ -57,6 +61,7 @@ class RoutingError(ProxyError):
     status = 400
     reason = "no destination"
     level = "info"
+    grpc_status = 5  # NOT_FOUND, as Linkerd answers a request no route matches
 
 
 class NoDestination(RoutingError):
@@ -67,6 +72,7 @@ class LoopDetected(RoutingError):
     status = 502
     reason = "request addressed to the proxy itself"
     level = "warning"
+    grpc_status = 10  # ABORTED, Linkerd's code for a loop
 
 
 class OwnAddress(LoopDetected):
@@ -78,6 +84,7 @@ class OwnAddress(LoopDetected):
 
     status = 403
     reason = "destination is this proxy's own listener"
+    grpc_status = 7  # PERMISSION_DENIED: refused as addressed, not to be retried
 
 
 # ---- caused by the upstream (the app or remote server we forward to) ---------
@@ -99,12 +106,14 @@ class ConnectFailed(UpstreamError):
 class ConnectTimeout(UpstreamError):
     status = 504
     reason = "connect timed out"
+    grpc_status = 4  # DEADLINE_EXCEEDED
 
 
 class ResponseTimeout(UpstreamError):
     status = 504
     reason = "response timed out"
     closes = True
+    grpc_status = 4  # DEADLINE_EXCEEDED
 
 
 class RouteTimeout(UpstreamError):
@@ -117,6 +126,7 @@ class RouteTimeout(UpstreamError):
     status = 504
     reason = "request timed out"
     reset_code = 0x8  # CANCEL: the proxy gave up on the stream, nothing broke
+    grpc_status = 4  # DEADLINE_EXCEEDED
 
 
 class UpstreamReset(UpstreamError):
@@ -142,6 +152,7 @@ class PolicyError(ProxyError):
     status = 403
     reason = "forbidden by policy"
     level = "info"
+    grpc_status = 7  # PERMISSION_DENIED
 
 
 class Unauthorized(PolicyError):
@@ -162,7 +173,6 @@ class EgressDenied(PolicyError):
     """Outbound: an EgressNetwork (or its route) does not allow traffic to this destination."""
 
     reason = "egress denied by policy"
-    grpc_status = 7  # PERMISSION_DENIED
 
 
 class RouteRedirect(PolicyError):
@@ -171,6 +181,7 @@ class RouteRedirect(PolicyError):
     status = 302
     level = "debug"
     failure = False
+    grpc_status = 5  # NOT_FOUND: a gRPC client cannot follow a redirect (Linkerd's code too)
 
     def __init__(self, location: str, status: int) -> None:
         super().__init__(f"redirected by route to {location}", status=status)

@@ -41,8 +41,34 @@ def test_policy_refusals_answer_grpc_calls_trailers_only():
                       (b"l5d-proxy-error", b"total rate limit exceeded: 5rps")]
     fields, _ = h2_error(errors.EgressDenied("tra\u00efc 100%"), grpc_request)
     assert (b"grpc-status", b"7") in fields and (b"grpc-message", b"tra%C3%AFc 100%25") in fields
-    # Plain HTTP/2, or an error without a gRPC status: the HTTP status and a one-line body.
+    # Plain HTTP/2: the HTTP status and a one-line body.
     fields, body = h2_error(errors.RateLimited(), [(b"content-type", b"text/plain")])
     assert fields[0] == (b":status", b"429") and body == b"too many requests\n"
-    fields, body = h2_error(errors.LoadShed(), grpc_request)
+    fields, body = h2_error(errors.LoadShed(), [(b":method", b"GET")])
     assert fields[0] == (b":status", b"503") and body
+
+
+# Linkerd's codes for the errors it synthesizes (linkerd2-proxy's SyntheticHttpResponse constructors).
+GRPC_CODES = {
+    errors.ConnectRefused: 14, errors.ConnectFailed: 14, errors.UpstreamReset: 14, errors.BadResponse: 14,
+    errors.PeerTlsFailed: 14, errors.LoadShed: 14, errors.NoEndpoints: 14, errors.Draining: 14,
+    errors.IdentityError: 14,
+    errors.ConnectTimeout: 4, errors.ResponseTimeout: 4, errors.RouteTimeout: 4,
+    errors.Unauthorized: 7, errors.EgressDenied: 7, errors.OwnAddress: 7,
+    errors.RateLimited: 8, errors.NoDestination: 5, errors.LoopDetected: 10, errors.ClientError: 13,
+}
+
+
+def test_every_error_answers_a_grpc_call_with_linkerds_code():
+    from proxy.http.render import h2_error
+
+    grpc_request = [(b"content-type", b"application/grpc")]
+    for cls, code in GRPC_CODES.items():
+        err = cls()
+        fields, body = h2_error(err, grpc_request)
+        assert body == b"" and fields[:2] == [(b":status", b"200"), (b"content-type", b"application/grpc")]
+        assert (b"grpc-status", str(code).encode()) in fields, cls
+        assert (b"l5d-proxy-error", err.reason.encode()) in fields
+    redirect = errors.RouteRedirect("http://elsewhere/", 301)
+    fields, _ = h2_error(redirect, grpc_request)
+    assert (b"grpc-status", b"5") in fields and not any(name == b"l5d-proxy-error" for name, _ in fields)

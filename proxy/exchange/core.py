@@ -891,9 +891,10 @@ class Exchange:
             tap.reset(err.reset_code)
         self._drop_up()
         self._release_down_queue()
-        if not self.down_gone and self.ctx.log_errors:
-            log.cut_line(self.ctx.direction, err, self.head, self.meta)
-            self.down.cut(self, err)
+        if not self.down_gone:
+            if self.ctx.log_errors:
+                log.cut_line(self.ctx.direction, err, self.head, self.meta)
+            self.down.cut(self, err)  # a mirrored copy's end records the failure
         self.finish()
 
     def _drop_up(self):

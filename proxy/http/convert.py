@@ -298,8 +298,9 @@ def h2_response_fields(fields, edit):
 
 # Fields a trailer section may not carry (RFC 9110 6.5.1): framing, routing,
 # and what a proxy adds or removes per hop; an upstream or peer sending one
-# does not get it to the next hop.
-_NOT_IN_TRAILERS = H1_ONLY | frozenset((b"content-length", *l5d.ALL))
+# does not get it to the next hop. ``l5d-proxy-error`` may: a peer proxy that cut a gRPC call
+# says why in its trailers, and the client should read that reason as Linkerd's clients do.
+_NOT_IN_TRAILERS = H1_ONLY | frozenset((b"content-length", *(n for n in l5d.ALL if n != l5d.PROXY_ERROR)))
 
 
 def h2_trailers(fields):

@@ -18,7 +18,7 @@ from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
-from proxy.http.render import h2_error
+from proxy.http.render import grpc_trailers, h2_error, is_grpc
 from proxy.protocol import h2conn
 from proxy.protocol.h2frame import INTERNAL_ERROR, NO_ERROR
 from proxy.protocol.http1 import valid_request_target
@@ -237,7 +237,17 @@ class H2Server(DownEnd):
         self.flush()
 
     def cut(self, ex, err):
-        self.conn.reset_stream(ex.down_id, err.reset_code)
+        sid = ex.down_id
+        if is_grpc(ex.headers):
+            # A gRPC call whose response had started ends with its status in trailers, as Linkerd does:
+            # the client learns why (UNAVAILABLE, DEADLINE_EXCEEDED...) instead of a bare reset.
+            try:
+                self.conn.send_headers(sid, grpc_trailers(err), True)
+                self.flush()
+                return
+            except h2conn.H2UsageError:
+                pass  # the stream is gone or half-closed by us already: only a reset can end it
+        self.conn.reset_stream(sid, err.reset_code)
         self.flush()
 
     def tunnel(self, ex, status, h1head, transport, rest):

@@ -42,10 +42,10 @@ def h1_error(err, close):
 
 def h2_error(err, request_fields=None):
     """HTTP/2 response fields and body for ``err``. A gRPC request (by ``request_fields``) is answered
-    trailers-only (status 200, ``grpc-status``, no body) when the error has a ``grpc_status``, as
-    gRPC clients read errors; an empty body means the fields end the stream."""
-    if err.grpc_status is not None and _is_grpc(request_fields):
-        return _grpc_error(err), b""
+    trailers-only (status 200, ``grpc-status``, no body), as gRPC clients read errors; an empty body
+    means the fields end the stream."""
+    if is_grpc(request_fields):
+        return [(b":status", b"200"), (b"content-type", b"application/grpc"), *grpc_trailers(err)], b""
     reason = _reason(err)
     body = f"{reason}\n".encode("utf-8", "replace")
     fields = [
@@ -59,18 +59,20 @@ def h2_error(err, request_fields=None):
     return fields, body
 
 
-def _is_grpc(fields):
+def is_grpc(fields):
+    """Whether request ``fields`` are a gRPC call's (by content-type: grpc-web clients read trailers-only
+    answers the same way)."""
     for name, value in fields or ():
         if name == b"content-type":
             return value.startswith(b"application/grpc")
     return False
 
 
-def _grpc_error(err):
+def grpc_trailers(err):
+    """The fields that end a gRPC call with ``err``: alone in a trailers-only answer, or as the trailers of
+    a response that had started (Linkerd ends a failed call's body this way rather than resetting it)."""
     reason = _reason(err)
     fields = [
-        (b":status", b"200"),
-        (b"content-type", b"application/grpc"),
         (b"grpc-status", str(err.grpc_status).encode()),
         (b"grpc-message", _percent(reason)),
     ]

@@ -16,7 +16,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /slow?delay=S   200 "slow done" after S seconds
 /never, /hold   never answered (a reset from the peer is recorded)
 /reset-before?code=N   RST_STREAM at once, before any response
-/reset-after?code=N    head and 1000 bytes, then RST_STREAM
+/reset-after?code=N    head and 1000 bytes, then RST_STREAM (&grpc=1: a gRPC head and one message)
 /stall          head (gRPC's content-type with ?grpc=1) and 1000 bytes, then nothing
 /refuse-once?key=K  RST_STREAM REFUSED_STREAM the first time, 200 "second try" after
 /refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
@@ -242,8 +242,12 @@ class H2Origin(TcpServer):
             self._pump(state)
             self._reset(state, req, h2c.NO_ERROR)
         elif path == "/reset-after":
-            state.h2.send_headers(req.stream_id, [(b":status", b"200")])
-            state.h2.send_data(req.stream_id, b"x" * 1000)
+            if query.get("grpc") == ["1"]:  # a gRPC head and one whole 100-byte message, then the reset
+                state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                state.h2.send_data(req.stream_id, b"\0\0\0\0\x64" + b"m" * 100)
+            else:
+                state.h2.send_headers(req.stream_id, [(b":status", b"200")])
+                state.h2.send_data(req.stream_id, b"x" * 1000)
             self._reset(state, req, code)
         elif path == "/stall":
             grpc = [(b"content-type", b"application/grpc")] if query.get("grpc") == ["1"] else []
