@@ -17,6 +17,12 @@ cdef class H2Pool:
     cdef public object settings
     cdef public Py_ssize_t max_per_target
     cdef public dict conns
+    cdef public dict learned               # (host, port) -> (HTTP/1 only, until) (bounded by LEARNED_MAX)
+    cdef public object fallback            # (exchange, target): the attempt goes over HTTP/1 instead
+    cdef public double probe_timeout       # seconds for a probed server's first bytes
+    cpdef bint speaks_http1(self, object target) except -1
+    cpdef bint knows(self, object target) except -1
+    cpdef void learn(self, object target, bint http1) except *
     cpdef void open(self, Exchange ex, object target) except *
     cpdef void open_elsewhere(self, H2Client full, Exchange ex) except *
     cdef H2Client _new(self, object target)
@@ -35,6 +41,10 @@ cdef class H2Client(UpEnd):
     cdef public bint connected
     cdef public bint dead
     cdef public bint dirty
+    cdef public bint probing               # requests held until the server's first bytes
+    cdef object probe_timer
+    cdef void _open_waiting(self) except *
+    cdef bint _probed(self, bytes data) except -1
     cpdef bint can_open(self) except -1
     cpdef void open(self, Exchange ex) except *
     cpdef void dispatch(self, object event) except *

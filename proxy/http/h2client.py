@@ -8,11 +8,19 @@ only when the client took it. A stream the peer refused (REFUSED_STREAM,
 or above a GOAWAY's last id) is reported retry-safe; a connection lost
 with streams open is not. Meshed peers are addressed at their inbound
 port with a transport header naming the app port first.
+
+An endpoint nothing says speaks HTTP/2 (not a peer proxy, no discovery hint)
+may be an HTTP/1-only app that an HTTP/2 client reached: the first
+connection to it sends the connection preface but holds requests back until
+the server's first bytes. An answer that is not HTTP/2 (an HTTP/1 server refusing the
+preface) means no request was sent: the pool remembers the address and
+hands the held requests to HTTP/1 (``fallback``), as every later one to it.
 """
 
 import time
 
 import cython
+import structlog
 
 from proxy import errors
 from proxy.exchange.clock import now
@@ -23,6 +31,14 @@ from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
 from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
 from proxy.telemetry.counters import errno_of
+
+# Addresses whose protocol was learned by a first connection; beyond this many the map starts over
+# (an address learned again costs one held first request). What is learned is probed again after
+# LEARNED_TTL seconds: an address can be given to another app (a pod's IP in Kubernetes).
+LEARNED_MAX = 4096
+LEARNED_TTL = 300.0
+
+log = structlog.get_logger("proxy.http")
 
 
 def _status(fields):
@@ -46,6 +62,24 @@ class H2Pool:
         self.settings = settings
         self.max_per_target = max_connections_per_target
         self.conns = {}  # target -> list[H2Client]
+        self.learned = {}  # (host, port) -> (speaks HTTP/1 only, until), for endpoints nothing says the protocol of
+        self.fallback = None  # (exchange, target) -> None: an attempt goes over HTTP/1 instead
+        self.probe_timeout = 3.0  # seconds for a probed server's first bytes (MESHPROXY_CONNECT_TIMEOUT)
+
+    def speaks_http1(self, target):
+        """Whether a first connection found this endpoint answering HTTP/1 to the HTTP/2 preface."""
+        found = self.learned.get((target.host, target.port))
+        return found is not None and found[0] and found[1] > now()
+
+    def knows(self, target):
+        found = self.learned.get((target.host, target.port))
+        return found is not None and found[1] > now()
+
+    def learn(self, target, http1):
+        learned = self.learned
+        if len(learned) >= LEARNED_MAX:
+            learned.clear()
+        learned[(target.host, target.port)] = (http1, now() + LEARNED_TTL)
 
     def open(self, ex, target):
         clients = self.conns.get(target)
@@ -118,6 +152,10 @@ class H2Client(UpEnd):
         self.connected = False
         self.dead = False
         self.dirty = False
+        # Requests wait for the server's first bytes: see the module's docstring.
+        self.probing = (target.mesh_port == 0 and target.protocol is None and pool.fallback is not None
+                        and not pool.knows(target))
+        self.probe_timer = None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -131,11 +169,59 @@ class H2Client(UpEnd):
             # A peer proxy's inbound port: say which app port this HTTP/2 session is for.
             transport.write(transport_header.encode(target.mesh_port, transport_header.PROTO_HTTP))
         self.conn.initiate()
+        if self.probing:
+            # A server that says nothing (neither SETTINGS nor an HTTP/1 refusal) must not hold requests forever.
+            self.probe_timer = self.pool.loop.call_later(self.pool.probe_timeout, self._probe_timed_out)
+        else:
+            self._open_waiting()
+        self.flush()
+
+    def _probe_timed_out(self):
+        self.probe_timer = None
+        if not self.probing:
+            return
+        self.probing = False
+        self.dead = True
+        self.pool.forget(self)
+        waiting, self.waiting = self.waiting, []
+        err = errors.ConnectTimeout("upstream sent nothing after the HTTP/2 preface")
+        for ex in waiting:
+            if not ex.done:
+                ex.upstream_failed(err)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _open_waiting(self):
         waiting, self.waiting = self.waiting, []
         for ex in waiting:
             if not ex.done:
                 self.open(ex)
-        self.flush()
+
+    def _probed(self, data):
+        """The server's first bytes: HTTP/2 (the held requests go) or an HTTP/1 refusal of the preface
+        (they go over HTTP/1; this connection ends). True when ``data`` is to be read as HTTP/2.
+
+        An HTTP/2 server's first frame is its SETTINGS (type 4 in the frame header's fourth byte); an
+        HTTP/1 server answers the preface's ``PRI * HTTP/2.0`` line with an error, which may not even
+        start with a status line (Python's http.server sends the bare page)."""
+        self.probing = False
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
+            self.probe_timer = None
+        if len(data) < 4 or data[3] == 4:
+            self.pool.learn(self.target, False)
+            self._open_waiting()
+            return True
+        self.pool.learn(self.target, True)
+        log.info("upstream does not speak HTTP/2: its requests go over HTTP/1", upstream=str(self.target))
+        self.dead = True
+        self.pool.forget(self)
+        self.transport.close()
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            if not ex.done:
+                self.pool.fallback(ex, self.target)
+        return False
 
     def connect_failed(self, exc):
         self.dead = True
@@ -150,7 +236,7 @@ class H2Client(UpEnd):
 
     def open(self, ex):
         """Start the exchange's request on a new stream."""
-        if not self.connected:
+        if not self.connected or self.probing:
             self.waiting.append(ex)
             ex.connecting(self)
             return
@@ -215,6 +301,8 @@ class H2Client(UpEnd):
 
     def data_received(self, data):
         self.tcp.read_bytes += len(data)
+        if self.probing and not self._probed(data):
+            return
         batch_begin()
         try:
             for event in self.conn.receive_data(data, int(time.monotonic() * 1000)):
@@ -290,6 +378,10 @@ class H2Client(UpEnd):
 
     def connection_lost(self, exc):
         self.dead = True
+        self.probing = False
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
+            self.probe_timer = None
         self.pool.forget(self)
         if self.connected:
             self.tcp.close(self.opened_at, errno_of(exc))
@@ -297,6 +389,12 @@ class H2Client(UpEnd):
         for ex in exchanges.values():
             # Whether the upstream processed these is unknown: not retry-safe.
             ex.upstream_reset(errors.UpstreamReset(), False)
+        waiting, self.waiting = self.waiting, []
+        for ex in waiting:
+            # Held while the server's first bytes were awaited: it closed without any, nothing was sent.
+            if not ex.done:
+                ex.upstream_reset(errors.UpstreamReset("upstream closed the connection before speaking HTTP/2"),
+                                  True)
 
     def pause_writing(self):
         pass  # bounded by the peer's flow-control windows

@@ -18,6 +18,7 @@ cdef class Upstreams(Dispatcher):
     cpdef object h2(self)
     cdef void _open(self, Exchange ex, Target target) except *
     cdef void _h1(self, Exchange ex, object target, bint pooled) except *
+    cpdef void _fallback(self, Exchange ex, object target) except *
     cpdef void sweep(self, double now) except *
     cpdef void drain(self) except *
     cpdef void close_all(self) except *

@@ -56,6 +56,8 @@ class Upstreams(Dispatcher):
             self._h2 = H2Pool(self.loop, self.connector, self.tcp, h2_settings(self.limits),
                               self.limits.h2_connections_per_target)
             self._h2.labels = self.labels
+            self._h2.fallback = self._fallback
+            self._h2.probe_timeout = self.limits.connect_timeout
         return self._h2
 
     def open(self, ex, target):
@@ -86,8 +88,11 @@ class Upstreams(Dispatcher):
             return
         if head.method == b"CONNECT":
             raise errors.ClientError("CONNECT over HTTP/2 is not supported", status=501)
-        if (self.inbound and _has(ex.headers, ORIG_PROTO)) or (target.protocol == "http1" and target.mesh_port == 0):
-            # Carried by a peer proxy for an HTTP/1 app, or an HTTP/1-only endpoint.
+        if (self.inbound and _has(ex.headers, ORIG_PROTO)) or (target.mesh_port == 0 and (
+                target.protocol == "http1" or (target.protocol is None and self._h2 is not None
+                                               and self._h2.speaks_http1(target)))):
+            # Carried by a peer proxy for an HTTP/1 app, or an HTTP/1-only endpoint (said by discovery, or
+            # learned when it answered the HTTP/2 preface in HTTP/1).
             self._h1(ex, target, True)
             return
         if ex.up_fields is None:
@@ -96,6 +101,13 @@ class Upstreams(Dispatcher):
             if span is not None:
                 ex.up_fields = span.forward_h2(ex.up_fields)
         self.h2().open(ex, target)
+
+    def _fallback(self, ex, target):
+        """An attempt held for an endpoint that turned out to speak only HTTP/1: it goes there over HTTP/1."""
+        try:
+            self._h1(ex, target, True)
+        except errors.ProxyError as err:
+            ex.upstream_failed(err)
 
     def _h1(self, ex, target, pooled):
         if ex.up_h1 is None:
