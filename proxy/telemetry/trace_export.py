@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,7 @@ class GrpcTransport:
 
     h2c, or mesh TLS when ``identity`` (the collector's) is given: ``mesh_tls()``
     answers this proxy's current ``MeshTls`` (None while it has no certificate).
+    The HTTP/2 is the proxy's own compiled client side (``proxy.protocol.h2conn``).
     """
 
     def __init__(self, host: str, port: int, identity: str | None = None,
@@ -106,14 +108,13 @@ class GrpcTransport:
         self.identity = identity
         self.mesh_tls = mesh_tls
         self.scheme = b"https" if identity is not None else b"http"
-        self._conn: Any = None  # an h2 H2Connection while connected
+        self._conn: Any = None  # an h2conn.H2Connection while connected
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tls: MeshTls | None = None  # the certificate the kept connection was made with
 
     async def _open(self) -> None:
-        import h2.config
-        import h2.connection
+        from proxy.protocol import h2conn
 
         if self.identity is not None:
             mesh = _current_tls(self.mesh_tls)
@@ -122,8 +123,8 @@ class GrpcTransport:
             self._tls = mesh
         else:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        conn.initiate_connection()
+        conn = h2conn.H2Connection(True, h2conn.H2Settings())
+        conn.initiate()
         self._writer.write(conn.data_to_send())
         self._conn = conn
 
@@ -147,28 +148,28 @@ class GrpcTransport:
             await self._export(payload)
 
     async def _export(self, payload: bytes) -> None:
-        import h2.events
+        from proxy.protocol import h2conn
 
         if self._conn is None:
             await self._open()
         conn, reader, writer = self._conn, self._reader, self._writer
         assert conn is not None and reader is not None and writer is not None
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(b":method", b"POST"), (b":scheme", self.scheme), (b":path", otlp.GRPC_PATH),
-                                (b":authority", self.authority.encode()), (b"content-type", b"application/grpc"),
-                                (b"te", b"trailers"), (b"user-agent", f"meshproxy/{proxy.__version__}".encode())])
+        try:
+            sid = conn.send_request(
+                [(b":method", b"POST"), (b":scheme", self.scheme), (b":path", otlp.GRPC_PATH),
+                 (b":authority", self.authority.encode()), (b"content-type", b"application/grpc"),
+                 (b"te", b"trailers"), (b"user-agent", f"meshproxy/{proxy.__version__}".encode())], False)
+        except h2conn.H2UsageError as err:  # the collector's GOAWAY or stream limit: a new connection
+            raise ExportError(f"collector connection closing: {err}") from None
         body = pbwire.grpc_frame(payload)
         status = None
         fields: list = []
         ended = False
         while True:
-            # Send what the flow-control windows allow, then read until the stream ends.
-            while body:
-                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if room <= 0:
-                    break
-                chunk, body = body[:room], body[room:]
-                conn.send_data(sid, chunk, end_stream=not body)
+            # Send what the flow-control windows allow (the stream ends with the last byte), then read
+            # until the stream ends; a window update lets the rest go on the next turn.
+            if body:
+                body = body[conn.send_data(sid, body, True):]
             writer.write(conn.data_to_send())
             await writer.drain()
             if ended:
@@ -176,27 +177,37 @@ class GrpcTransport:
             data = await reader.read(65536)
             if not data:
                 raise ExportError("collector closed the connection")
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == sid:
+            for event in conn.receive_data(data, int(time.monotonic() * 1000)):
+                kind = type(event)
+                mine = getattr(event, "stream_id", 0) == sid
+                if kind is h2conn.ResponseReceived and mine:
                     fields.extend(event.headers)
-                    for name, value in event.headers:
-                        if name == b":status":
-                            status = int(value)
-                elif isinstance(event, h2.events.TrailersReceived) and event.stream_id == sid:
+                    status = _status(event.headers)
+                elif kind is h2conn.TrailersReceived and mine:
                     fields.extend(event.headers)
-                elif isinstance(event, h2.events.DataReceived):
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == sid:
                     ended = True
-                elif isinstance(event, h2.events.StreamReset) and event.stream_id == sid:
+                elif kind is h2conn.DataReceived:
+                    conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+                elif kind is h2conn.StreamReset and mine:
                     raise ExportError(f"collector reset the stream ({event.error_code})")
-                elif isinstance(event, h2.events.ConnectionTerminated):
-                    raise ExportError("collector sent GOAWAY")
+                elif kind is h2conn.ConnectionTerminated and (event.error_code or event.last_stream_id < sid):
+                    raise ExportError("collector closed the connection (GOAWAY)")
+                if mine and getattr(event, "end_stream", False):
+                    ended = True
+            if conn.dead:
+                raise ExportError("HTTP/2 protocol error from the collector")
         if status != 200:
             raise ExportError(f"collector answered HTTP {status}")
         code, message = pbwire.grpc_status(fields)
         if code != 0:
             raise _GrpcStatusError(f"collector answered grpc-status {code} {message}".rstrip())
+
+
+def _status(fields: list) -> int | None:
+    for name, value in fields:
+        if name == b":status":
+            return int(value) if value.isdigit() else None
+    return None
 
 
 class _GrpcStatusError(ExportError):

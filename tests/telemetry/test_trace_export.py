@@ -124,3 +124,32 @@ def test_mutual_tls_transport_waits_for_a_certificate_and_follows_rotation():
     asyncio.run(transport.export(b"b"))
     assert sent == [("kept", b"a"), (None, b"b")]  # the rotated certificate closed the kept connection
     assert GrpcTransport("127.0.0.1", 4317).scheme == b"http"
+
+
+def test_grpc_transport_sends_large_batches_and_reuses_its_connection_with_a_real_collector():
+    # grpcio's receiver with its default 64 KiB windows: a 2,000-span batch (~125 KiB) needs the window
+    # updates; three batches go over the one kept connection.
+    from helpers.otel import GrpcCollector
+    from proxy.telemetry.trace_export import GrpcTransport
+
+    collector = GrpcCollector()
+    try:
+        transport = GrpcTransport("127.0.0.1", collector.port)
+        spans = [_span(n) for n in range(2000)]
+        payload = otlp.export_request(otlp.encode_resource([("service.name", "big")]), spans, "1")
+        assert len(payload) > 65535
+
+        async def go():
+            for _ in range(3):
+                await transport.export(payload)
+            conn = transport._conn
+            await transport.export(otlp.export_request(otlp.encode_resource([("service.name", "small")]),
+                                                       spans[:1], "1"))
+            assert transport._conn is conn  # kept
+            transport.close()
+
+        _run(go())
+        assert collector.requests == 4 and len(collector.spans) == 3 * 2000 + 1
+        assert [s.span.name for s in collector.spans[:3]] == ["s0", "s1", "s2"]
+    finally:
+        collector.stop()
