@@ -98,21 +98,36 @@ class BalancedService:
         for key in removed:
             self.targets.pop(key, None)
             self.labels.pop(key, None)
-        for key in (*added, *changed):
-            member = self.balancer.get(key)
-            assert member is not None  # just added or changed
-            host, port = member.target
-            ep = wanted[key]
-            # A meshed endpoint is reached through its proxy, told the app port.
-            mesh_port = ep.address[1] if ep.proxy is not None else 0
-            # ... and with mutual TLS when discovery names the peer's identity.
-            identity = ep.identity if ep.proxy is not None else None
-            self.labels[key] = ep.labels
-            self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
-                                       service=self, endpoint=member)
-        if added or removed or changed:
+        renewed = set(added) | set(changed)
+        for key in renewed:
+            self._target(key, wanted[key])
+        # The balancer does not see what else discovery may change at the same address: the identity the
+        # peer must prove (a pod's address given to another workload), the protocol, the labels. A member
+        # whose Target no longer says what discovery says gets a new one (and new connections: the pools
+        # are keyed by Target).
+        relabeled = 0
+        for key, ep in wanted.items():
+            old = self.targets.get(key)
+            if key in renewed or old is None:
+                continue
+            mesh_port, identity = _peer(ep)
+            if (old.identity != identity or old.mesh_port != mesh_port or old.protocol != ep.protocol
+                    or self.labels.get(key) != ep.labels):
+                self._target(key, ep)
+                relabeled += 1
+        if added or removed or changed or relabeled:
             log.info("endpoints updated", service=self.name, ready=self.balancer.ready_count,
-                     endpoints=len(wanted), added=len(added), removed=len(removed), changed=len(changed))
+                     endpoints=len(wanted), added=len(added), removed=len(removed),
+                     changed=len(changed) + relabeled)
+
+    def _target(self, key, ep) -> None:
+        member = self.balancer.get(key)
+        assert member is not None  # a member of the balancer's current set
+        host, port = member.target
+        mesh_port, identity = _peer(ep)
+        self.labels[key] = ep.labels
+        self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
+                                   service=self, endpoint=member)
 
     def endpoint_labels(self, target: Target) -> tuple[tuple[str, str], ...]:
         """Discovery's labels of the endpoint ``target`` reaches (for the metrics' ``dst_*`` labels)."""
@@ -210,3 +225,11 @@ class BalancedService:
     def idle(self, now: float, limit: float) -> bool:
         return not self.waiters and now - self.last_used > limit and all(
             m.pending == 0 for m in self.balancer.endpoints())
+
+
+def _peer(ep) -> tuple[int, str | None]:
+    """How an endpoint is reached: a meshed one through its proxy, told the app port, with mutual TLS
+    when discovery names the peer's identity."""
+    if ep.proxy is None:
+        return 0, None
+    return ep.address[1], ep.identity

@@ -42,3 +42,36 @@ def test_with_one_endpoint_the_repick_is_that_endpoint():
     finally:
         svc.close()
         loop.close()
+
+
+def test_an_identity_protocol_or_label_change_at_the_same_address_renews_the_target():
+    # A pod's address given to another workload: the peer must prove the new identity, and the old
+    # Target (which pools are keyed by) must not be reused.
+    loop = asyncio.new_event_loop()
+    watch = Watch("web.test:80")
+    svc = BalancedService(loop, "web.test:80", watch, load({}).balancer)
+    app, peer = ("10.0.0.1", 8080), ("10.0.0.1", 4143)
+    try:
+        watch.publish(snapshot("web.test:80", [Endpoint(app, peer, "a.ns.serviceaccount.identity.cluster.local")]))
+        first = svc.route(None)
+        svc.balancer.cancel(first.endpoint)
+        assert first.identity == "a.ns.serviceaccount.identity.cluster.local" and first.mesh_port == 8080
+        watch.publish(snapshot("web.test:80", [Endpoint(app, peer, "b.ns.serviceaccount.identity.cluster.local")]))
+        second = svc.route(None)
+        svc.balancer.cancel(second.endpoint)
+        assert second.identity == "b.ns.serviceaccount.identity.cluster.local" and second != first
+        watch.publish(snapshot("web.test:80", [Endpoint(app, peer, "b.ns.serviceaccount.identity.cluster.local",
+                                                        protocol="h2", labels=(("pod", "web-2"),))]))
+        third = svc.route(None)
+        svc.balancer.cancel(third.endpoint)
+        assert third.protocol == "h2" and svc.endpoint_labels(third) == (("pod", "web-2"),)
+        watch.publish(snapshot("web.test:80", [Endpoint(app)]))  # no longer meshed: plain, no identity
+        fourth = svc.route(None)
+        svc.balancer.cancel(fourth.endpoint)
+        assert fourth.identity is None and fourth.mesh_port == 0 and (fourth.host, fourth.port) == app
+        # Nothing changed: the same Target object stays.
+        watch.publish(snapshot("web.test:80", [Endpoint(app)]))
+        assert svc.route(None) is fourth
+    finally:
+        svc.close()
+        loop.close()
