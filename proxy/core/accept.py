@@ -59,9 +59,6 @@ class AcceptStage:
     tunnel_target: Callable[[ConnMeta], Target | None]  # may raise PolicyError: refused, the connection closed
     # Inbound refuses connections with no target at all, before reading a byte.
     refuse_without_target: bool
-    # Every accepted connection's local address, when the listener's configuration
-    # fixes it (proxy/transport/listen.py fixed_local); None: asked of each socket.
-    local: tuple[str, int] | None = None
     # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
     connection_protocol: Callable[[ConnMeta], str | None] | None = None
     # Where the server-first probe connects (default ``tunnel_target``): outbound, decided without
@@ -129,7 +126,7 @@ class Accepted(asyncio.Protocol):
         self.opened_at = now()
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
-        local = stage.local or transport.get_extra_info("sockname") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
         meta = ConnMeta(stage.direction, client[:2], local[:2],
                         original_dst(transport.get_extra_info("socket"), local[:2]))
         self.meta = meta

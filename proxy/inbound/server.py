@@ -22,7 +22,6 @@ from proxy.errors import NoDestination
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.telemetry.labels import LabelSets
-from proxy.transport.listen import fixed_local
 from proxy.transport.own import OwnAddresses, parse_ip
 
 DIRECTION = "inbound"
@@ -123,7 +122,6 @@ def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls
         connection_target=router.connection_target,
         tunnel_target=router.tunnel_target,
         refuse_without_target=True,
-        local=fixed_local(config.inbound_listen),
         # Peer proxies name the app port first (read before detection).
         accept_transport_header=True,
         header_trust=HeaderTrust(config.identity.name is not None,

@@ -24,7 +24,6 @@ from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
 from proxy.outbound.policy import redirect_location
 from proxy.telemetry.labels import LabelSets
-from proxy.transport.listen import fixed_local
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
@@ -361,7 +360,6 @@ def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,
         connection_target=router.connection_target,
         tunnel_target=router.tunnel_target,
         refuse_without_target=False,
-        local=fixed_local(config.outbound_listen),
         connection_protocol=router.connection_protocol,
         probe_target=router.probe_target,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 
@@ -27,21 +26,6 @@ async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort,
         sock.close()
         raise
     return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
-
-
-def fixed_local(addr: HostPort) -> tuple[str, int] | None:
-    """The local address of every connection a listener on ``addr`` accepts, when the
-    configuration already says it: one IP (not a wildcard, a name or a scoped address)
-    and a fixed port. Then no accepted socket needs a getsockname() call; otherwise None."""
-    if addr.port == 0 or "%" in addr.host:
-        return None
-    try:
-        ip = ipaddress.ip_address(addr.host.strip("[]"))
-    except ValueError:
-        return None  # a name: resolved at bind
-    if ip.is_unspecified:
-        return None  # 0.0.0.0 / ::: each connection's own destination address
-    return str(ip), addr.port
 
 
 def bound_address(server: asyncio.Server) -> HostPort:
