@@ -104,11 +104,15 @@ class ClientResumption:
         return None
 
     def keep(self, sslobj: ssl.SSLObject) -> bool:
-        """Cache the session once the peer's ticket arrived (True): it comes after the handshake."""
-        session = sslobj.session
-        if session is None or not session.has_ticket or (self.offered is not None and session == self.offered[0]):
-            return False
-        facts = _facts(sslobj.getpeercert(True) or b"")
+        """Cache the session once the peer's ticket arrived (True): it comes after the handshake.
+        Never raises (it runs inside the transport's data callback): a connection already shut is given up."""
+        try:
+            session = sslobj.session
+            if session is None or not session.has_ticket or (self.offered is not None and session == self.offered[0]):
+                return False
+            facts = _facts(sslobj.getpeercert(True) or b"")
+        except (ValueError, ssl.SSLError):
+            return True
         lifetime = min(session.timeout, session.ticket_lifetime_hint or session.timeout)
         self.cache.put(self.key, session, min(session.time + lifetime, facts[1]), time.time())
         return True

@@ -160,3 +160,17 @@ def test_resumption_off_issues_no_ticket(authority):
 def test_the_cache_setting_rejects_what_is_not_a_count(text):
     with pytest.raises(config.ConfigError, match=config.TLS_SESSION_CACHE):
         config.load({config.TLS_SESSION_CACHE: text})
+
+
+def test_keeping_a_ticket_never_raises_into_the_transport(authority):
+    class Shut:
+        """An SSL object whose session can no longer be read (the connection is gone)."""
+
+        @property
+        def session(self):
+            raise ssl.SSLError("connection is shut")
+
+    web = _mesh(authority, WEB)
+    resume = sessions.ClientResumption(web.sessions, ("10.0.0.1", 1), API, tls.H2_ALPN)
+    assert resume.keep(Shut()) is True  # given up: no more tries on this connection
+    assert len(web.sessions) == 0
