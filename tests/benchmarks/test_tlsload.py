@@ -1,9 +1,10 @@
 """benchmarks/lib/tlsload.py: building the handshake tool, reading its JSON, and short real runs.
 
 The real runs go against Python's ssl module on loopback (``tls_server`` in
-conftest.py): the tool must do full handshakes only (never resume), send the
-SNI it is given, and count a wrong status, a server that is not TLS and a
-closed port as errors, which fail the run.
+conftest.py): the tool must do full handshakes only (never resume) unless
+asked to, send the SNI it is given, and count a wrong status, a server that is
+not TLS and a closed port as errors, which fail the run. Resuming is checked
+against ``openssl s_server`` (which issues one ticket per handshake).
 """
 
 from __future__ import annotations
