@@ -74,6 +74,7 @@ IDENTITY_RENEW_FRACTION = "MESHPROXY_IDENTITY_RENEW_FRACTION"
 IDENTITY_MIN_BACKOFF = "MESHPROXY_IDENTITY_MIN_BACKOFF"
 IDENTITY_MAX_BACKOFF = "MESHPROXY_IDENTITY_MAX_BACKOFF"
 TLS_HANDSHAKE_TIMEOUT = "MESHPROXY_TLS_HANDSHAKE_TIMEOUT"
+TLS_SESSION_CACHE = "MESHPROXY_TLS_SESSION_CACHE"
 POLICY = "MESHPROXY_POLICY"
 DEFAULT_POLICY = "MESHPROXY_DEFAULT_POLICY"
 CLUSTER_NETWORKS = "MESHPROXY_CLUSTER_NETWORKS"
@@ -225,6 +226,7 @@ class IdentitySettings:
     min_backoff: float
     max_backoff: float
     handshake_timeout: float
+    session_cache: int  # peer sessions kept for resumption; 0 = no tickets issued or resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +446,13 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return value
+
+
 def parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -650,6 +659,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     IDENTITY_MAX_BACKOFF: ("60s", parse_duration, "longest retry delay after failed certificate requests"),
     TLS_HANDSHAKE_TIMEOUT: ("10s", parse_duration,
                             "inbound mesh TLS handshake time limit (outbound, MESHPROXY_CONNECT_TIMEOUT covers it)"),
+    TLS_SESSION_CACHE: ("256", parse_count,
+                        "mesh TLS sessions kept for resumption, one per (peer address, identity, ALPN); "
+                        "0 = no session tickets issued or resumed"),
     POLICY: (None, str, "policy file (YAML: routes, retries, splits, authorization); reloaded on change"),
     DEFAULT_POLICY: ("all-unauthenticated", parse_choice(DEFAULT_POLICIES),
                      "inbound authorization for ports without a Server in the policy"),
@@ -909,6 +921,7 @@ def _identity(v: dict[str, Any], sources: Mapping[str, str]) -> IdentitySettings
         min_backoff=v[IDENTITY_MIN_BACKOFF],
         max_backoff=v[IDENTITY_MAX_BACKOFF],
         handshake_timeout=v[TLS_HANDSHAKE_TIMEOUT],
+        session_cache=v[TLS_SESSION_CACHE],
     )
     if settings.name is None:
         return settings

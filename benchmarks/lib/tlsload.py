@@ -1,7 +1,8 @@
 """Full TLS handshakes per second: builds and runs ``benchmarks/tlsload/handshake.c``.
 
 The tool (C, OpenSSL, epoll) keeps a fixed number of connections busy, each
-doing TCP connect, a full TLS 1.3 handshake (never resumed), one ``GET /``
+doing TCP connect, a full TLS 1.3 handshake (or, with ``resume``, one that
+offers the first connection's ticket), one ``GET /``
 with ``Connection: close`` and a read until the server closes; see its
 header comment. It prints one JSON object, which ``parse`` turns into a
 typed ``HandshakeResult``. Python's ssl module would measure itself (a few
@@ -58,10 +59,12 @@ class HandshakeParams:
     sni: str | None = None           # the server name sent; meshproxy needs its own identity here
     host: str = "localhost"          # the request's Host header
     client_cert: Path | None = None  # a PEM with chain and key: present a client certificate
+    resume: bool = False             # offer the first ticket on every later connection
 
     def describe(self) -> dict[str, Any]:
         return {"connections": self.connections, "duration_s": self.duration_s, "sni": self.sni or "(none)",
-                "client_certificate": "yes" if self.client_cert else "no"}
+                "client_certificate": "yes" if self.client_cert else "no",
+                "resume": "one ticket, offered by every connection" if self.resume else "never"}
 
 
 @dataclass
@@ -71,6 +74,7 @@ class HandshakeResult:
     connections: int = 0
     seconds: float = 0.0
     handshakes: int = 0          # connections that completed handshake, request and a 2xx answer
+    resumed: int = 0             # of the handshakes, those the server resumed
     per_second: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
@@ -96,6 +100,7 @@ def parse(text: str, command: list[str] | None = None) -> HandshakeResult:
         result = HandshakeResult(
             ok=True, connections=int(raw["connections"]), seconds=float(raw["seconds"]),
             handshakes=int(raw["handshakes"]), per_second=float(raw["per_second"]),
+            resumed=int(raw.get("resumed", 0)),
             errors=errors, command=list(command or []), raw=raw,
         )
     except (KeyError, TypeError, AttributeError) as err:
@@ -117,6 +122,8 @@ def command(binary: Path, host: str, port: int, params: HandshakeParams, pin: li
         argv += ["-s", params.sni]
     if params.client_cert:
         argv += ["-cert", str(params.client_cert)]
+    if params.resume:
+        argv += ["-r", "1"]
     return argv
 
 

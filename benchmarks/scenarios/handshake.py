@@ -8,10 +8,16 @@ meshproxy's inbound listener (ECDSA P-256 leaf + issuer from one run CA), no
 session cache, no tickets, a client certificate asked for but optional. The
 tool sends B's identity as SNI (meshproxy would otherwise take the TLS for the
 app's own and pass it through) and no client certificate.
+
+Two more meshproxy rows price session resumption (proxy/transport/sessions.py):
+``meshproxy-no-tickets`` with resumption off (the issued ticket's cost is the
+difference to ``meshproxy``), and ``meshproxy-resumed``, where the tool offers
+the first connection's ticket on every connection, as a peer proxy does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.request
 
 from benchmarks.lib import bound, compare, meshtls, tlsload
@@ -57,18 +63,25 @@ def run(ctx: Context) -> ScenarioResult:
                             server_key=leaf.key, ca_file=certs.ca)
         return Contender("nginx", servers=[s], target=s.address)
 
-    def meshproxy() -> Contender:
-        # start_meshproxy makes the backend the inbound default target.
-        s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name="handshake-meshproxy",
-                            log_level=log_level, extra_env=meshtls.identity_env(certs, meshtls.SERVER_ID))
-        return Contender("meshproxy", servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}",
-                         extra={"metrics": f"http://{LOOPBACK}:{s.admin_port}/metrics",
-                                "fastpath": s.info.get("fastpath", {})})
+    def meshproxy(name: str = "meshproxy", env: dict | None = None, resume: bool = False):
+        def start() -> Contender:
+            # start_meshproxy makes the backend the inbound default target.
+            s = start_meshproxy(ctx.group, ctx.placement, ctx.repo, backend, pure=False, name=f"handshake-{name}",
+                                log_level=log_level,
+                                extra_env={**meshtls.identity_env(certs, meshtls.SERVER_ID), **(env or {})})
+            return Contender(name, servers=[s], target=f"{LOOPBACK}:{s.info['ports']['inbound']}",
+                             extra={"metrics": f"http://{LOOPBACK}:{s.admin_port}/metrics",
+                                    "fastpath": s.info.get("fastpath", {}), "resume": resume})
+        return start
 
     contenders = [
         compare.start(ctx, NAME, "haproxy", "HAProxy bind ssl -> nginx", haproxy),
         compare.start(ctx, NAME, "nginx", "nginx listen ssl -> nginx", nginx),
-        compare.start(ctx, NAME, "meshproxy", "inbound, mesh TLS -> nginx", meshproxy),
+        compare.start(ctx, NAME, "meshproxy", "inbound, mesh TLS -> nginx (issues a ticket)", meshproxy()),
+        compare.start(ctx, NAME, "meshproxy-no-tickets", "the same, MESHPROXY_TLS_SESSION_CACHE=0",
+                      meshproxy("meshproxy-no-tickets", {"MESHPROXY_TLS_SESSION_CACHE": "0"})),
+        compare.start(ctx, NAME, "meshproxy-resumed", "the same, every connection resumes a ticket",
+                      meshproxy("meshproxy-resumed", resume=True)),
     ]
     pin = ctx.placement.pin_load()
 
@@ -79,11 +92,15 @@ def run(ctx: Context) -> ScenarioResult:
             problem = _check_terminated(c.extra["metrics"])
         if problem:
             return Sample(index, False, problem)
+        run_params = dataclasses.replace(params, resume=bool(c.extra.get("resume")))
         if warmup:
-            tlsload.run(LOOPBACK, port, tlsload.HandshakeParams(params.connections, warmup, sni=params.sni), pin)
+            tlsload.run(LOOPBACK, port, dataclasses.replace(run_params, duration_s=warmup), pin)
         with bound.Window([s.proc.pid for s in c.servers], ctx.placement) as window:
-            res = tlsload.run(LOOPBACK, port, params, pin)
-        metrics = {"hps": res.per_second, "handshakes": float(res.handshakes), **window.metrics,
+            res = tlsload.run(LOOPBACK, port, run_params, pin)
+        if res.ok and run_params.resume and res.resumed < 0.9 * res.handshakes:
+            res.ok, res.failure = False, f"only {res.resumed} of {res.handshakes} handshakes resumed"
+        metrics = {"hps": res.per_second, "handshakes": float(res.handshakes), "resumed": float(res.resumed),
+                   **window.metrics,
                    **bound.cost(window.metrics, res.per_second)}
         return Sample(index, res.ok, res.failure, metrics=metrics, raw={"tool": res.to_json()})
 

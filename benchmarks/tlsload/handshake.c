@@ -1,7 +1,9 @@
 /* handshake: full TLS handshakes per second against one listener.
  *
  * Keeps -c connections busy for -d seconds. Each connection: TCP connect, a
- * full TLS 1.3 handshake (no session resumption, ever), one small HTTP/1.1
+ * full TLS 1.3 handshake (no session resumption; with -r, every connection
+ * offers the ticket of the first one that got one, as meshproxy's client
+ * does between proxies), one small HTTP/1.1
  * request with "Connection: close", read until the server closes, then the
  * next connection. The request makes the server finish its side of the
  * handshake (in TLS 1.3 the client is done first) and makes every server do
@@ -46,7 +48,9 @@ static const char *sni;
 static char request[512];
 static size_t request_len;
 static int ep;
-static long done_ok, err_connect, err_tls, err_io, err_status;
+static long done_ok, err_connect, err_tls, err_io, err_status, resumed;
+static int resume;
+static SSL_SESSION *saved; /* -r: the ticket every new connection offers */
 
 static double now(void) {
     struct timespec ts;
@@ -107,12 +111,14 @@ static void step(struct conn *c) {
             c->ssl = SSL_new(ctx);
             SSL_set_fd(c->ssl, c->fd);
             if (sni) SSL_set_tlsext_host_name(c->ssl, sni);
+            if (saved) SSL_set_session(c->ssl, saved);
             c->state = S_HANDSHAKE;
             break;
         }
         case S_HANDSHAKE:
             rc = SSL_connect(c->ssl);
             if (rc == 1) {
+                if (SSL_session_reused(c->ssl)) resumed++;
                 c->state = S_WRITE;
                 break;
             }
@@ -149,6 +155,12 @@ static void step(struct conn *c) {
             if (e == SSL_ERROR_WANT_WRITE) { arm(c, EPOLLOUT, EPOLL_CTL_MOD); return; }
             /* The server closed (close_notify or EOF): the exchange is over. */
             ERR_clear_error();
+            if (resume && !saved && c->got > 0) {
+                /* The ticket came before the answer. A copy: freeing a connection that
+                 * was not shut down marks its own session unresumable. */
+                SSL_SESSION *s = SSL_get_session(c->ssl);
+                if (s && SSL_SESSION_is_resumable(s)) saved = SSL_SESSION_dup(s);
+            }
             if (c->got == 0) finish(c, &err_io);
             else if (!c->status_ok) finish(c, &err_status);
             else finish(c, &done_ok);
@@ -159,7 +171,7 @@ static void step(struct conn *c) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: handshake -a IP -p PORT [-c CONC] [-d SECONDS] [-s SNI] [-H HOST] [-cert PEM]\n");
+    fprintf(stderr, "usage: handshake -a IP -p PORT [-c CONC] [-d SECONDS] [-s SNI] [-H HOST] [-cert PEM] [-r 1]\n");
     exit(64);
 }
 
@@ -176,6 +188,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-s")) sni = argv[++i];
         else if (!strcmp(argv[i], "-H")) host = argv[++i];
         else if (!strcmp(argv[i], "-cert")) cert = argv[++i];
+        else if (!strcmp(argv[i], "-r")) resume = atoi(argv[++i]);
         else usage();
     }
     if (port <= 0 || conc <= 0 || conc > 10000 || duration <= 0) usage();
@@ -189,9 +202,9 @@ int main(int argc, char **argv) {
     ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    /* No resumption: every handshake is a full one. */
+    /* No session cache; without -r no tickets either: every handshake is a full one. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    if (!resume) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
                  SSL_CTX_use_PrivateKey_file(ctx, cert, SSL_FILETYPE_PEM) != 1)) {
         fprintf(stderr, "cannot load %s\n", cert);
@@ -210,7 +223,7 @@ int main(int argc, char **argv) {
     }
     double elapsed = now() - t0;
     printf("{\"connections\": %d, \"seconds\": %.3f, \"handshakes\": %ld, \"per_second\": %.1f, "
-           "\"errors\": {\"connect\": %ld, \"tls\": %ld, \"io\": %ld, \"status\": %ld}}\n",
-           conc, elapsed, done_ok, done_ok / elapsed, err_connect, err_tls, err_io, err_status);
+           "\"resumed\": %ld, \"errors\": {\"connect\": %ld, \"tls\": %ld, \"io\": %ld, \"status\": %ld}}\n",
+           conc, elapsed, done_ok, done_ok / elapsed, resumed, err_connect, err_tls, err_io, err_status);
     return 0;
 }

@@ -500,7 +500,7 @@ class TlsAccepted(Accepted):
         ssl_object = transport.get_extra_info("ssl_object")
         client_id = tls.peer_identity(ssl_object)
         assert stage.tls_stats is not None  # set wherever an identity is
-        stage.tls_stats.connected(client_id)
+        stage.tls_stats.connected(client_id, ssl_object is not None and ssl_object.session_reused)
         self.meta = dataclasses.replace(self.outer_meta, tls=True, client_id=client_id)
         self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == tls.TRANSPORT_ALPN:

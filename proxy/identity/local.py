@@ -154,7 +154,9 @@ class LocalIdentity:
 
     # -- both ----------------------------------------------------------------------
     def _install(self, chain_pem: bytes, key_pem: bytes, leaf: x509.Certificate) -> None:
-        self.tls = tls.build(self.name, chain_pem, key_pem, self.anchors_pem)
+        # New contexts, new ticket keys, an empty session cache: nothing resumed
+        # from the previous certificate or trust anchors survives the switch.
+        self.tls = tls.build(self.name, chain_pem, key_pem, self.anchors_pem, self.settings.session_cache)
         first = self.not_after == 0.0
         self.not_after = leaf.not_valid_after_utc.timestamp()
         self.refreshed += 1

@@ -20,8 +20,11 @@ class TlsStats:
         # outbound: the server identity discovery expected and TLS verified.
         self.peers: dict[str, int] = {}
         self.failures: dict[str, int] = {}
+        self.resumed = 0  # of those connections, how many resumed an earlier session (no certificates exchanged)
 
-    def connected(self, peer: str | None) -> None:
+    def connected(self, peer: str | None, resumed: bool = False) -> None:
+        if resumed:
+            self.resumed += 1
         key = peer or ""
         if key not in self.peers and len(self.peers) >= self.limit:
             key = OTHER
@@ -41,6 +44,10 @@ def render(out: list[str], stats: list[TlsStats]) -> None:
         for peer, n in sorted(s.peers.items()):
             labels = label_set((("direction", s.direction), ("tls", "true"), (label, peer)))
             out.append(f"tls_connections_total{labels} {n}")
+    out.append("# HELP tls_session_resumed_total Mesh TLS connections that resumed an earlier session.")
+    out.append("# TYPE tls_session_resumed_total counter")
+    for s in stats:
+        out.append(f"tls_session_resumed_total{label_set((('direction', s.direction),))} {s.resumed}")
     out.append("# HELP tls_handshake_errors_total Mesh TLS handshakes that failed, by reason.")
     out.append("# TYPE tls_handshake_errors_total counter")
     for s in stats:

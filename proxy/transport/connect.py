@@ -5,8 +5,9 @@ connector resolves and connects, and reports a failure back to the protocol
 (``connect_failed``) instead of raising into the relay's callbacks.
 
 A target that names a peer identity gets mutual TLS when this proxy has an
-identity (the handshake is part of connecting, under the same time limit);
-everything else is a plain connection. TLS that an app originates itself
+identity (the handshake is part of connecting, under the same time limit,
+resuming the session of an earlier connection to the same peer address and
+identity when there is one); everything else is a plain connection. TLS that an app originates itself
 is never touched: it reaches the connector as opaque bytes.
 
 Every upstream connection of the proxy is made here, so this is where the
@@ -26,7 +27,8 @@ import ssl
 
 from proxy.errors import IdentityError, OwnAddress, ProxyError, tls_reason
 from proxy.transport.own import OwnAddresses, parse_ip
-from proxy.transport.tls import client_handshake
+from proxy.transport.sessions import ClientResumption
+from proxy.transport.tls import H2_ALPN, TRANSPORT_ALPN, MeshTls, client_handshake
 
 # Discovery may send a meshed request to this very proxy's inbound listener
 # (a pod calling its own service, as Linkerd allows); no target may reach the others.
@@ -58,15 +60,15 @@ class Connector:
             protocol.connect_failed(TimeoutError("cancelled"))
             raise
 
-    def tls_for(self, target) -> ssl.SSLContext | None:
-        """The client context for ``target``: None for plaintext; raises IdentityError when
+    def tls_for(self, target) -> MeshTls | None:
+        """The certificate's contexts for ``target``: None for plaintext; raises IdentityError when
         TLS is due but this proxy has no certificate yet."""
         if target.identity is None or self.identity is None:
             return None
         mesh = self.identity.tls
         if mesh is None:
             raise IdentityError("no identity certificate yet: cannot open mutual TLS to a meshed peer")
-        return mesh.client_transport if target.needs_header else mesh.client_h2
+        return mesh
 
     def refuse_own(self, target, peer, local=None) -> None:
         """Raise OwnAddress when connecting to ``peer`` ((ip, port)) reaches one of this proxy's listeners."""
@@ -81,7 +83,7 @@ class Connector:
 
 async def open_connection(connector: Connector, target, factory):
     """Connect to ``target`` (TLS when it is a meshed peer), within the connect timeout."""
-    ctx = connector.tls_for(target)
+    mesh = connector.tls_for(target)  # kept: a renewal while connecting must not mix contexts and sessions
     literal = parse_ip(target.host)
     if literal is not None:
         connector.refuse_own(target, (literal, target.port))
@@ -95,17 +97,20 @@ async def open_connection(connector: Connector, target, factory):
             sock.close()  # still ours: the loop never saw it
             raise
         # From here the loop owns the socket (and closes it on failure).
-        if ctx is None:
+        if mesh is None:
             return await connector.loop.create_connection(factory, sock=sock)
+        ctx, alpn = (mesh.client_transport, TRANSPORT_ALPN) if target.needs_header else (mesh.client_h2, H2_ALPN)
+        resume = None if mesh.sessions is None else ClientResumption(mesh.sessions, peer, target.identity, alpn)
         try:
             # Mesh TLS is ours (proxy/transport/meshtls.py): it can half-close.
-            result = await client_handshake(connector.loop, sock, factory, ctx, target.identity, connector.timeout)
+            result = await client_handshake(connector.loop, sock, factory, ctx, target.identity, connector.timeout,
+                                            resume)
         except ssl.SSLError as err:
             if connector.tls_stats is not None:
                 connector.tls_stats.failed(tls_reason(err))
             raise
     if connector.tls_stats is not None:
-        connector.tls_stats.connected(target.identity)
+        connector.tls_stats.connected(target.identity, result[0].get_extra_info("ssl_object").session_reused)
     return result
 
 

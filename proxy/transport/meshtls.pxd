@@ -3,6 +3,7 @@
 cdef Py_ssize_t _READ_SIZE
 cdef object _WANT_READ
 cdef object _ZERO_RETURN
+cdef int _TICKET_TRIES
 
 cdef class TlsTransport
 
@@ -23,9 +24,12 @@ cdef class TlsLayer:
     cdef public bint lost
     cdef bint buffered
     cdef public bint paused
+    cdef object resume
+    cdef int ticket_tries
     cdef void _handshake(self) except *
     cdef void _fail(self, object err) except *
     cdef void _cancel_timer(self) except *
+    cdef void _keep_ticket(self) except *
     cdef void _read(self) except *
     cdef void _peer_done(self) except *
     cdef void _flush(self) except *

@@ -19,17 +19,25 @@ import ssl
 _READ_SIZE = 256 * 1024
 _WANT_READ = ssl.SSLWantReadError
 _ZERO_RETURN = ssl.SSLZeroReturnError
+# Reads after the handshake that may carry the peer's session ticket; a peer
+# that issues none (resumption off there) is not asked about forever.
+_TICKET_TRIES = 4
 
 
 class TlsLayer:
     """The protocol on the TCP transport: handshake, decryption, and what the transport above asks for."""
 
-    def __init__(self, loop, context, server_side, server_hostname, app, handshake_timeout, on_handshake):
+    def __init__(self, loop, context, server_side, server_hostname, app, handshake_timeout, on_handshake,
+                 resume=None):
         self.loop = loop
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
+        # ``resume`` (proxy/transport/sessions.py): the session to offer, and what a resumed one must prove.
+        self.resume = resume
+        self.ticket_tries = 0
         self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
-                                       server_hostname=server_hostname)
+                                       server_hostname=server_hostname,
+                                       session=None if resume is None else resume.session)
         self.app = app
         self.raw = None
         self.transport = None  # the TlsTransport, once the handshake is done
@@ -56,6 +64,8 @@ class TlsLayer:
             self._handshake()
         else:
             self._read()
+            if self.ticket_tries > 0:
+                self._keep_ticket()
 
     def eof_received(self):
         if self.handshaking:
@@ -97,6 +107,14 @@ class TlsLayer:
             self._fail(err)
             return
         self._flush()
+        resume = self.resume
+        if resume is not None:
+            refused = resume.handshaken(self.sslobj)
+            if refused is not None:
+                self._fail(refused)
+                return
+            if resume.want:
+                self.ticket_tries = _TICKET_TRIES
         self.handshaking = False
         self._cancel_timer()
         self.transport = TlsTransport(self)
@@ -121,6 +139,11 @@ class TlsLayer:
             self.raw.abort()
         if callback is not None:
             callback(err)
+
+    def _keep_ticket(self):
+        self.ticket_tries -= 1
+        if self.lost or self.resume.keep(self.sslobj):
+            self.ticket_tries = 0
 
     def _cancel_timer(self):
         if self.timer is not None:

@@ -11,6 +11,10 @@ ALPN says what the session carries (Linkerd's scheme):
 ``transport.l5d.io/v1``: a transport header (proxy/core/transport_header.py)
 comes first, naming the app port and the protocol; ``h2``: HTTP/2 for the
 port the connection was addressed to (redirected here by iptables).
+
+Sessions are resumed between proxies (proxy/transport/sessions.py): the
+server issues one ticket per handshake, the client keeps them per peer,
+identity and ALPN, and each certificate's contexts come with a cache of their own.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
+
+from proxy.transport import sessions
 
 TRANSPORT_ALPN = "transport.l5d.io/v1"
 H2_ALPN = "h2"
@@ -36,6 +42,8 @@ class MeshTls:
     client_transport: ssl.SSLContext  # a transport header first: the peer's inbound port is addressed
     # (chain, key, anchors) PEM, for the rare client that needs other ALPN (``client``)
     pems: tuple[bytes, bytes, bytes] = field(default=(b"", b"", b""), repr=False)
+    # Sessions the client contexts resume; None: resumption is off. Never outlives this certificate.
+    sessions: sessions.SessionCache | None = field(default=None, repr=False)
 
     def client(self, alpn: list[str]) -> ssl.SSLContext:
         """A new client context of this certificate offering ``alpn``; built on demand (each costs memory), so
@@ -45,21 +53,24 @@ class MeshTls:
         return ctx
 
 
-def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> MeshTls:
-    """Contexts for ``name``'s certificate chain and key; raises ssl.SSLError or ValueError."""
+def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes, session_cache: int = 0) -> MeshTls:
+    """Contexts for ``name``'s certificate chain and key, resuming up to ``session_cache``
+    peers' sessions (0: none issued or resumed); raises ssl.SSLError or ValueError."""
     server = _context(ssl.PROTOCOL_TLS_SERVER, chain_pem, key_pem, anchors_pem)
     # Optional, not required: a TLS client without a certificate is still
     # admitted to the handshake and then judged by the authorization policy.
     server.verify_mode = ssl.CERT_OPTIONAL
     server.set_alpn_protocols([TRANSPORT_ALPN, H2_ALPN])
-    # Mesh clients open long-lived connections and never resume sessions:
-    # tickets would be work for nothing on every handshake.
-    server.num_tickets = 0
+    # One ticket per handshake: a mesh client reuses it for every new
+    # connection (sessions.py), so a second would be work for nothing. The
+    # ticket keys are this context's own: a new certificate voids old tickets.
+    server.num_tickets = 1 if session_cache > 0 else 0
     client_h2 = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
     client_h2.set_alpn_protocols([H2_ALPN])
     client_transport = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
     client_transport.set_alpn_protocols([TRANSPORT_ALPN])
-    return MeshTls(name, server, client_h2, client_transport, (chain_pem, key_pem, anchors_pem))
+    cache = sessions.SessionCache(session_cache) if session_cache > 0 else None
+    return MeshTls(name, server, client_h2, client_transport, (chain_pem, key_pem, anchors_pem), cache)
 
 
 def _context(protocol: int, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> ssl.SSLContext:
@@ -110,7 +121,7 @@ def serve_handshake(loop: asyncio.AbstractEventLoop, transport: asyncio.Transpor
     """
     from proxy.transport.meshtls import TlsLayer
 
-    layer = TlsLayer(loop, ctx, True, None, app, timeout, done)
+    layer = TlsLayer(loop, ctx, True, None, app, timeout, done, sessions.SERVER)
     transport.set_protocol(cast(asyncio.Protocol, layer))  # compiled: a protocol by shape
     layer.connection_made(transport)
     if already_read:
@@ -118,8 +129,9 @@ def serve_handshake(loop: asyncio.AbstractEventLoop, transport: asyncio.Transpor
 
 
 async def client_handshake(loop: asyncio.AbstractEventLoop, sock, factory, ctx: ssl.SSLContext,
-                           server_hostname: str, timeout: float):
-    """Connect mesh TLS over the connected ``sock``: (TLS transport, protocol) once the handshake is done."""
+                           server_hostname: str, timeout: float, resume: sessions.ClientResumption | None = None):
+    """Connect mesh TLS over the connected ``sock``: (TLS transport, protocol) once the handshake is done;
+    ``resume`` offers a cached session of ``ctx``'s (and keeps the next)."""
     from proxy.transport.meshtls import TlsLayer
 
     app = factory()
@@ -132,7 +144,7 @@ async def client_handshake(loop: asyncio.AbstractEventLoop, sock, factory, ctx: 
             else:
                 waiter.set_exception(err)
 
-    layer = TlsLayer(loop, ctx, False, server_hostname, app, timeout, done)
+    layer = TlsLayer(loop, ctx, False, server_hostname, app, timeout, done, resume)
     transport, _ = await loop.create_connection(lambda: cast(asyncio.Protocol, layer), sock=sock)
     try:
         await waiter

@@ -1,9 +1,10 @@
 """benchmarks/lib/tlsload.py: building the handshake tool, reading its JSON, and short real runs.
 
 The real runs go against Python's ssl module on loopback (``tls_server`` in
-conftest.py): the tool must do full handshakes only (never resume), send the
-SNI it is given, and count a wrong status, a server that is not TLS and a
-closed port as errors, which fail the run.
+conftest.py): the tool must do full handshakes only (never resume) unless
+asked to, send the SNI it is given, and count a wrong status, a server that is
+not TLS and a closed port as errors, which fail the run. Resuming is checked
+against ``openssl s_server`` (which issues one ticket per handshake).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def test_command_line():
     assert argv == ["taskset", "-c", "0", "/bin/hs", "-a", "127.0.0.1", "-p", "443", "-c", "7", "-d", "1.5",
                     "-H", "h", "-s", "api.x", "-cert", "/c.pem"]
     bare = tlsload.command(Path("/bin/hs"), "127.0.0.1", 443, tlsload.HandshakeParams(1, 2.0))
-    assert "-s" not in bare and "-cert" not in bare
+    assert "-s" not in bare and "-cert" not in bare and "-r" not in bare
+    assert tlsload.command(Path("/bin/hs"), "h", 1, tlsload.HandshakeParams(1, 2.0, resume=True))[-2:] == ["-r", "1"]
     assert params.describe()["client_certificate"] == "yes"
 
 
@@ -127,6 +129,38 @@ def test_full_handshakes_against_a_python_tls_server(tls_server):
     assert server.handshakes >= res.handshakes
     assert server.resumed == 0, "every handshake is a full one"
     assert set(server.server_names) == {meshtls.SERVER_ID}
+
+
+@needs_cc
+def test_resume_offers_the_first_ticket_on_every_later_connection(certs):
+    """Against OpenSSL's own server (one ticket per handshake, as meshproxy's inbound issues)."""
+    import socket
+    import subprocess
+    import time
+
+    leaf = certs[meshtls.SERVER_ID]
+    port = free_port()
+    server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(leaf.chain),
+                               "-key", str(leaf.key), "-www", "-tls1_3", "-num_tickets", "1", "-naccept", "100000"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "openssl s_server did not listen"
+                time.sleep(0.05)
+        res = tlsload.run("127.0.0.1", port, tlsload.HandshakeParams(4, 1.0, sni=meshtls.SERVER_ID, resume=True))
+        assert res.ok, res.failure
+        # Only the connections that started before the first ticket came back shake hands in full.
+        assert res.resumed >= res.handshakes - 8 > 0
+        full = tlsload.run("127.0.0.1", port, tlsload.HandshakeParams(4, 0.5, sni=meshtls.SERVER_ID))
+        assert full.ok and full.resumed == 0
+    finally:
+        server.kill()
+        server.wait(5)
 
 
 @needs_cc

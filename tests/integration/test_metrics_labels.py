@@ -276,7 +276,7 @@ AUTHZ = ["inbound_http_authz_allow_total", "inbound_http_authz_deny_total", "inb
          "inbound_tcp_authz_allow_total", "inbound_tcp_authz_deny_total", "inbound_tcp_authz_terminate_total",
          "inbound_http_local_ratelimit_total"]
 IDENTITY = ["identity_cert_expiration_timestamp_seconds", "identity_cert_refresh_total",
-            "tls_connections_total", "tls_handshake_errors_total"]
+            "tls_connections_total", "tls_session_resumed_total", "tls_handshake_errors_total"]
 DISCOVERY = ["discovery_reload_errors_total", "discovery_source_errors_total", "discovery_updates_total",
              "discovery_source_up", "discovery_services", "discovery_endpoints"]
 BALANCER = ["balancer_endpoints", "balancer_pending_requests", "balancer_queued_requests",
