@@ -606,7 +606,8 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     # and a low cap would close and reopen them under concurrency. Idle ones
     # are still bounded by POOL_IDLE_TIMEOUT.
     POOL_MAX_IDLE_PER_TARGET: ("10000", parse_positive_int, "idle upstream connections kept per target"),
-    POOL_IDLE_TIMEOUT: ("3s", parse_duration, "idle upstream connection lifetime"),
+    POOL_IDLE_TIMEOUT: ("3s", parse_duration,
+                        "idle upstream connection lifetime (HTTP/1, and HTTP/2 with no stream open)"),
     CLIENT_IDLE_TIMEOUT: ("120s", parse_duration, "idle keep-alive client connection lifetime"),
     WRITE_BUFFER_HIGH: ("262144", parse_size, "write buffer high-water mark per connection"),
     PIPELINE_BUFFER_BYTES: ("262144", parse_size, "bytes read ahead of an in-flight request"),

@@ -20,6 +20,7 @@ cdef class H2Pool:
     cdef public dict learned               # (host, port) -> (HTTP/1 only, until) (bounded by LEARNED_MAX)
     cdef public object fallback            # (exchange, target): the attempt goes over HTTP/1 instead
     cdef public double probe_timeout       # seconds for a probed server's first bytes
+    cdef public double idle_timeout        # a connection with no stream this long closes (0: never)
     cpdef bint speaks_http1(self, object target) except -1
     cpdef bint knows(self, object target) except -1
     cpdef void learn(self, object target, bint http1) except *
@@ -42,6 +43,7 @@ cdef class H2Client(UpEnd):
     cdef public bint dead
     cdef public bint dirty
     cdef public bint probing               # requests held until the server's first bytes
+    cdef public double idle_since          # when its last stream ended (or it connected)
     cdef object probe_timer
     cdef void _open_waiting(self) except *
     cdef bint _probed(self, bytes data) except -1
@@ -50,3 +52,4 @@ cdef class H2Client(UpEnd):
     cpdef void dispatch(self, object event) except *
     cpdef void flush(self) except *
     cpdef void write_out(self) except *
+    cpdef void close_idle(self) except *

@@ -65,6 +65,7 @@ class H2Pool:
         self.learned = {}  # (host, port) -> (speaks HTTP/1 only, until), for endpoints nothing says the protocol of
         self.fallback = None  # (exchange, target) -> None: an attempt goes over HTTP/1 instead
         self.probe_timeout = 3.0  # seconds for a probed server's first bytes (MESHPROXY_CONNECT_TIMEOUT)
+        self.idle_timeout = 0.0  # a connection with no stream this long closes (MESHPROXY_POOL_IDLE_TIMEOUT; 0: never)
 
     def speaks_http1(self, target):
         """Whether a first connection found this endpoint answering HTTP/1 to the HTTP/2 preface."""
@@ -127,7 +128,16 @@ class H2Pool:
                 del self.conns[client.target]
 
     def sweep(self, now):
-        pass  # connections close when their peer does, or at drain
+        """Close connections that carried no stream for ``idle_timeout`` (gracefully: GOAWAY, then close), so
+        a peer that left discovery, or a burst's extra connections, do not stay open for ever."""
+        limit = self.idle_timeout
+        if limit <= 0:
+            return
+        for clients in list(self.conns.values()):
+            for client in list(clients):
+                if client.connected and not client.exchanges and not client.waiting and not client.dead \
+                        and now - client.idle_since > limit:
+                    client.close_idle()
 
     def close_all(self):
         for clients in list(self.conns.values()):
@@ -152,6 +162,7 @@ class H2Client(UpEnd):
         self.connected = False
         self.dead = False
         self.dirty = False
+        self.idle_since = 0.0  # when its last stream ended (or it connected)
         # Requests wait for the server's first bytes: see the module's docstring.
         self.probing = (target.mesh_port == 0 and target.protocol is None and pool.fallback is not None
                         and not pool.knows(target))
@@ -164,6 +175,7 @@ class H2Client(UpEnd):
             self.tcp = self.pool.labels.tcp_dst(self.target)
         self.tcp.opened += 1
         self.opened_at = now()
+        self.idle_since = self.opened_at
         target = self.target
         if target.needs_header:
             # A peer proxy's inbound port: say which app port this HTTP/2 session is for.
@@ -284,6 +296,8 @@ class H2Client(UpEnd):
         sid = ex.up_id
         if self.exchanges.get(sid) is ex:
             del self.exchanges[sid]
+            if not self.exchanges:
+                self.idle_since = now()
         if not self.dead:
             # A stream still open is reset; for one already closed this only
             # gives back what it delivered and nobody acknowledged.
@@ -291,6 +305,12 @@ class H2Client(UpEnd):
             self.flush()
         if not self.exchanges and self.conn.closing and self.transport is not None:
             self.transport.close()
+
+    def close_idle(self):
+        self.pool.forget(self)
+        self.conn.close(NO_ERROR)
+        self.write_out()  # the GOAWAY; with no stream left, the transport closes after it
+        self.dead = True
 
     # -- reading -------------------------------------------------------------
     def get_buffer(self, sizehint):
@@ -343,6 +363,8 @@ class H2Client(UpEnd):
         elif kind is h2conn.StreamReset:
             if ex is not None:
                 del self.exchanges[event.stream_id]
+                if not self.exchanges:
+                    self.idle_since = now()
                 code = event.error_code
                 err = errors.UpstreamReset(f"upstream reset the stream (error code {code})")
                 if code:

@@ -58,6 +58,7 @@ class Upstreams(Dispatcher):
             self._h2.labels = self.labels
             self._h2.fallback = self._fallback
             self._h2.probe_timeout = self.limits.connect_timeout
+            self._h2.idle_timeout = self.limits.pool_idle_timeout
         return self._h2
 
     def open(self, ex, target):
@@ -118,6 +119,8 @@ class Upstreams(Dispatcher):
 
     def sweep(self, now):
         self.h1.sweep(now)
+        if self._h2 is not None:
+            self._h2.sweep(now)
 
     def drain(self):
         self.h1.draining = True
