@@ -153,17 +153,17 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     profile = registry.route_stats("web.shop.svc.cluster.local:80", "get",
                                    route_labels(parent, Route(name="get", source="ServiceProfile/web")))
     assert a.labels == b.labels and profile.labels == ""
-    a.finish(20.0, False, 200, 0)
-    b.finish(700.0, True, 503, 0)
-    b.finish(3000.0, True, 504, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
+    a.finish(20.0, False, 200, -1, 0)
+    b.finish(700.0, True, 503, -1, 0)
+    b.finish(3000.0, True, 504, -1, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
     a.retries, a.retry_successes, b.retry_limit_exceeded = 2, 1, 1
-    default.finish(1.0, False, 200, 0)
+    default.finish(1.0, False, 200, -1, 0)
     out: list[str] = []
     render_routes(out, _Policy(registry))
     text = "\n".join(out) + "\n"
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    # 4 route_* families, 6 outbound_http_route_* and 3 budget gauges, each whole.
-    assert len(families) == 13, sorted(families)
+    # 4 route_* families, 9 outbound_http_route_*, 9 outbound_grpc_route_* and 3 budget gauges, each whole.
+    assert len(families) == 25, sorted(families)
     series = _series(text)
     web = (f'{parent},route_group="gateway.networking.k8s.io",route_kind="HTTPRoute",route_namespace="shop",'
            f'route_name="web-route",hostname=""')
