@@ -431,7 +431,11 @@ class Exchange:
                 and self.repicks < MAX_REPICKS and not self.resp_started):
             # The request never reached that endpoint: let the balancer pick again.
             self.repicks += 1
+            backend: BackendStats = self.backend
             self._again(False)
+            if backend is not None and not self.done and self.backend is not backend:
+                # A failover group sent the attempt to another backend: this one's ended in the error.
+                backend.finish(0.0, 0, -1, error_code(err))
             return
         self.fail(err)
 

@@ -420,7 +420,8 @@ class ServiceRuntime:
         for rp in (*self.routes.values(), self.default):
             if len((rp.split or self.split).backends) > 1:
                 rp.resplit = functools.partial(self.backend_for, rp)
-            self._backend_stats(rp, registry, parent if count_backends else "")
+            # Only routes with Linkerd's route families (not a ServiceProfile's) get backend ones.
+            self._backend_stats(rp, registry, parent if count_backends and rp.stats.labels else "")
 
     def _backend_stats(self, rp: RoutePolicy, registry: Registry, parent: str) -> None:
         """Each backend of the route's split (and of its failover group) with its counters (none without a

@@ -219,7 +219,9 @@ class OutboundRouter:
             # A failover group is asked again even after a connect error: the primary may just have gone.
             if group is not None:
                 address = group.pick(self._ready)
-                rp.picked(address, conn)  # type: ignore[union-attr]
+                # A retry is a new attempt; after a connect error the attempt moves only if the group moved.
+                if resplit or rp.by_address.get(address) is not conn.backend:  # type: ignore[union-attr]
+                    rp.picked(address, conn)  # type: ignore[union-attr]
             else:
                 address = rp.resplit(conn)  # type: ignore[union-attr]
             concrete = self._concrete_target(address)
