@@ -29,7 +29,7 @@ from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
 from proxy.exchange.taphook import TapEvents, TapHook
-from proxy.telemetry.counters import HttpStats, error_code
+from proxy.telemetry.counters import BackendStats, HttpStats, error_code
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
 # Python ints: the outbound side imports them.
@@ -202,6 +202,7 @@ class Exchange:
         self.tap_asked = False
         self.retried = False
         self.mirror = None
+        self.backend = None
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -430,7 +431,11 @@ class Exchange:
                 and self.repicks < MAX_REPICKS and not self.resp_started):
             # The request never reached that endpoint: let the balancer pick again.
             self.repicks += 1
+            backend: BackendStats = self.backend
             self._again(False)
+            if backend is not None and not self.done and self.backend is not backend:
+                # A failover group sent the attempt to another backend: this one's ended in the error.
+                backend.finish(0.0, 0, -1, error_code(err))
             return
         self.fail(err)
 
@@ -762,7 +767,14 @@ class Exchange:
         self.attempts += 1
         self.rp.stats.retries += 1
         self._cancel_timer()
+        # The attempt ended on its backend (_count_attempt); a split picks the next one anew, else it
+        # goes to the same backend, which counts it again.
+        backend: BackendStats = self.backend
+        self.backend = None
         self._again(True)
+        if backend is not None and self.backend is None and not self.done:
+            self.backend = backend
+            backend.requests += 1
 
     def _route_deadline(self, err):
         """A route's time limit hit: an error response before the response head, a cut after."""
@@ -783,7 +795,11 @@ class Exchange:
         self.rp = None
         self.replay = None
         failed = rp.failed(status, None if grpc < 0 else grpc)
-        rp.stats.finish(elapsed, failed, status, error)
+        rp.stats.finish(elapsed, failed, status, grpc, error)
+        if self.backend is not None:
+            # The backend's share of ``elapsed``: from the attempt's dispatch (none: it never went).
+            sent: cython.double = (self.t_sent - self.t0) * 1000.0 if self.t_sent > 0.0 else elapsed
+            self._backend_end(elapsed - sent if elapsed > sent else 0.0, status, grpc, error)
         if self.attempts:
             rp.retried(failed, status, grpc, error, self.attempts)  # the retry counters: rare, in Python
 
@@ -815,12 +831,23 @@ class Exchange:
         """An attempt that is retried: the client never sees its answer, but its endpoint gave it (a failure);
         ``status`` 0: it timed out, counted as the timeout's 504."""
         stats: HttpStats = self._stats()
-        stats.observe((now() - self.t0) * 1000.0)
+        t: cython.double = now()
+        stats.observe((t - self.t0) * 1000.0)
         if status == 0:
             err = attempt_timeout_error(self.rp)
             stats.count(err.status, -1, error_code(err), True)
+            if self.backend is not None:
+                self.backend.finish((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, 0, -1, error_code(err))
         else:
             stats.count(status, grpc, 0, True)
+            if self.backend is not None:
+                self.backend.finish((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, status, grpc, 0)
+
+    def _backend_end(self, latency_ms, status, grpc, error):
+        """The attempt on the backend the split picked ended: count it there once."""
+        backend: BackendStats = self.backend
+        self.backend = None
+        backend.finish(latency_ms, status, grpc, error)
 
     def _count_grpc(self, grpc):
         """A gRPC response ended: count it with its status (-1: none came, a failure)."""
@@ -935,6 +962,7 @@ class Exchange:
             self.clock = None
         if self.rp is not None:  # the client went away before an outcome: nothing to count
             self.rp = None
+        self.backend = None
         self.replay = None
         self.held_fields = None
         if self.mirror is not None:  # a request body the copies will not get whole: they stop

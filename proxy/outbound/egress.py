@@ -106,12 +106,13 @@ class EgressRuntime:
         for hostnames, members in groups.items():
             rules = tuple(r for x in members for r in x.rules)
             runtime = ServiceRuntime(ServicePolicy(self.dst, gateway_routes=rules), port, registry, retry_limit,
-                                     replay_limit)
+                                     replay_limit, count_backends=False)
             by_rule = {id(rule): x for x in members for rule in x.rules}
             self.groups.append((hostnames, runtime, by_rule))
             for rp in runtime.routes.values():
                 self.owner[id(rp)] = runtime
-        self.base = ServiceRuntime(ServicePolicy(self.dst), port, registry, retry_limit, replay_limit)
+        self.base = ServiceRuntime(ServicePolicy(self.dst), port, registry, retry_limit, replay_limit,
+                                   count_backends=False)
         self.owner[id(self.base.default)] = self.base
         self._by_host: dict[tuple[int, str], RoutePolicy] = {}
         self.random = random.random
@@ -155,8 +156,8 @@ class EgressRuntime:
         self.owner[id(clone)] = owner
         return clone
 
-    def backend_for(self, rp: RoutePolicy) -> tuple[str, int]:
-        return self.owner[id(rp)].backend_for(rp)
+    def backend_for(self, rp: RoutePolicy, conn=None) -> tuple[str, int]:
+        return self.owner[id(rp)].backend_for(rp, conn)
 
 
 class EgressPolicy:

@@ -40,8 +40,8 @@ from proxy.policy.model import (
 )
 from proxy.policy.routes import RouteTable
 from proxy.policy.split import WeightedBackends
-from proxy.telemetry.counters import RouteStats
-from proxy.telemetry.labels import parent_labels, text
+from proxy.telemetry.counters import BackendStats, RouteStats
+from proxy.telemetry.labels import parent_labels, service_ref, text
 
 CACHE_LIMIT = 4096  # logical destinations remembered per policy version
 OTHER = "other"  # the label of routes over the cardinality limit
@@ -87,7 +87,8 @@ class RoutePolicy:
 
     __slots__ = ("route", "stats", "timeout", "attempt_timeout", "limit", "budget",
                  "failure_status", "retry_status", "replay_limit", "split", "headers", "response_headers",
-                 "redirect", "idle_timeout", "grpc_retry", "resplit", "rewrite", "mirror", "failover")
+                 "redirect", "idle_timeout", "grpc_retry", "resplit", "rewrite", "mirror", "failover",
+                 "concretes", "by_address")
 
     def __init__(self, route: Route, stats: RouteStats, budget: RetryBudget, default_limit: int,
                  replay_limit: int) -> None:
@@ -116,7 +117,11 @@ class RoutePolicy:
         self.mirror: MirrorRule | None = None
         self.failover: FailoverState | None = None
         # Set by ServiceRuntime when a retry may land on another backend.
-        self.resplit: Callable[[], tuple[str, int]] | None = None
+        self.resplit: Callable[..., tuple[str, int]] | None = None
+        # Set by ServiceRuntime: (address, BackendStats or None) per backend of the split the route uses, in
+        # its order, and the BackendStats of a failover group's addresses.
+        self.concretes: tuple[tuple[tuple[str, int], BackendStats | None], ...] = ()
+        self.by_address: dict[tuple[str, int], BackendStats] = {}
         self.failure_status = bytes(1 if classify(route, s) else 0 for s in range(1000))
         self.retry_status = bytes(1 if self.limit and should_retry(route, s) else 0 for s in range(1000))
         # Whether some gRPC status is retried here (the HTTP/2 relay then peeks at trailers).
@@ -148,6 +153,14 @@ class RoutePolicy:
             stats.retry_successes += 1
         elif attempts >= self.limit and error == 0 and self.retry_on(status, None if grpc < 0 else grpc):
             stats.retry_limit_exceeded += 1  # worth another attempt, but the route allows no more
+
+    def picked(self, address: tuple[str, int], conn) -> None:
+        """A failover group chose ``address``: its backend counts the attempt (``conn``: the exchange)."""
+        backend = self.by_address.get(address)
+        if backend is not None:
+            backend.requests += 1
+            if conn is not None:
+                conn.backend = backend
 
 
 def redirect_location(route: Route, request_target: bytes, host: bytes | None, logical: Target) -> str:
@@ -246,17 +259,32 @@ class Registry:
         self.budgets: dict[str, tuple[object, RetryBudget]] = {}
         self.mirrors: MirrorHub | None = None  # None: mirroring off (test rigs without a hub)
         self.failovers: dict[tuple[str, str], FailoverState] = {}
+        self.backends: dict[tuple[str, str, str], BackendStats] = {}
 
-    def route_stats(self, dst: str, route: str, labels: str = "") -> RouteStats:
-        """``labels``: the route's ``outbound_http_route_*`` label text (``route_labels``), "" for none."""
+    def route_stats(self, dst: str, route: str, labels: str = "", grpc: bool = False) -> RouteStats:
+        """``labels``: the route's ``outbound_http_route_*`` label text (``route_labels``), "" for none;
+        ``grpc``: a GRPCRoute's rule (the ``outbound_grpc_route_*`` families)."""
         key = (dst, route)
         stats = self.stats.get(key)
         if stats is None:
             if len(self.stats) >= self.limit:
                 return self.overflow
-            stats = self.stats[key] = RouteStats(dst, route, labels)
-        elif stats.labels != labels:
-            stats.labels = labels  # a reload moved the rule to another route document
+            stats = self.stats[key] = RouteStats(dst, route, labels, grpc)
+        elif stats.labels != labels or stats.grpc != grpc:
+            stats.labels, stats.grpc = labels, grpc  # a reload moved the rule to another route document
+        return stats
+
+    def backend_stats(self, dst: str, route: str, labels: str, grpc: bool) -> BackendStats | None:
+        """The counters of one backend of one route (``labels``: ``backend_labels``); None past the label
+        limit (the route's own families still count its requests)."""
+        key = (dst, route, labels)
+        stats = self.backends.get(key)
+        if stats is None:
+            if len(self.backends) >= self.limit:
+                return None
+            stats = self.backends[key] = BackendStats(labels, grpc)
+        elif stats.grpc != grpc:
+            stats.grpc = grpc
         return stats
 
     def failover(self, dst: str, group: str, spec: Failover, addresses: list[tuple[str, int]]) -> FailoverState:
@@ -282,21 +310,35 @@ class Registry:
 def route_labels(parent: str, route: Route) -> str:
     """Recent Linkerd's ``outbound_http_route_*`` labels of a route under ``parent`` (``parent_labels``):
     ``route_group``, ``route_kind``, ``route_namespace``, ``route_name`` and ``hostname`` (empty, as
-    Linkerd exports it by default). An HTTPRoute is named by its document (every rule of it shares
-    the labels); meshproxy's compact routes by their own name; the default route is Linkerd's
+    Linkerd exports it by default). An HTTPRoute or GRPCRoute is named by its document (every rule of it
+    shares the labels); meshproxy's compact routes by their own name; the default route is Linkerd's
     ``default``/``http``. "" for a ServiceProfile's routes: they keep only the ``route_*`` families."""
+    ref = _route_ref(route)
+    return "" if ref is None else parent + "," + ref + ',hostname=""'
+
+
+def backend_labels(parent: str, route: Route, address: tuple[str, int]) -> str:
+    """The ``outbound_*_route_backend_*`` labels: ``parent_*``, ``route_*`` and the ``backend_*`` reference
+    of the concrete service at ``address`` ("" for a ServiceProfile's routes)."""
+    ref = _route_ref(route)
+    if ref is None:
+        return ""
+    return parent + "," + ref + "," + text((f"backend_{k}", v) for k, v in service_ref(f"{address[0]}:{address[1]}"))
+
+
+def _route_ref(route: Route) -> str | None:
     source = route.source
     if source.startswith("ServiceProfile/"):
-        return ""
-    if source.startswith("HTTPRoute/"):
-        namespace, _, name = source[len("HTTPRoute/"):].partition("/")
-        ref = (route.group, "HTTPRoute", namespace, name)
+        return None
+    kind, _, rest = source.partition("/")
+    if kind in ("HTTPRoute", "GRPCRoute"):
+        namespace, _, name = rest.partition("/")
+        ref = (route.group, kind, namespace, name)
     elif route is DEFAULT_ROUTE:
         ref = ("", "default", "", "http")
     else:
         ref = ("", "compact", "", route.name)
-    return parent + "," + text((*zip(("route_group", "route_kind", "route_namespace", "route_name"), ref),
-                                ("hostname", "")))
+    return text(zip(("route_group", "route_kind", "route_namespace", "route_name"), ref))
 
 
 def _backend_address(backend: Backend, default_port: int) -> tuple[str, int]:
@@ -332,7 +374,7 @@ class ServiceRuntime:
     """One logical service (as addressed on one port) under one policy version."""
 
     def __init__(self, policy: ServicePolicy, port: int, registry: Registry, default_limit: int,
-                 replay_limit: int) -> None:
+                 replay_limit: int, count_backends: bool = True) -> None:
         self.policy = policy
         self.dst = policy.authority
         self.table = RouteTable(policy)
@@ -340,7 +382,8 @@ class ServiceRuntime:
         self.routes: dict[int, RoutePolicy] = {}
         parent = parent_labels(self.dst)
         for route in (*policy.ordered_routes, *policy.gateway_routes):
-            stats = registry.route_stats(self.dst, route.name or "unnamed", route_labels(parent, route))
+            stats = registry.route_stats(self.dst, route.name or "unnamed", route_labels(parent, route),
+                                         route.source.startswith("GRPCRoute/"))
             rp = RoutePolicy(route, stats, budget, default_limit, replay_limit)
             if route.mirrors and registry.mirrors is not None:
                 rp.mirror = _mirror_rule(registry.mirrors, self.dst, route, port)
@@ -377,6 +420,23 @@ class ServiceRuntime:
         for rp in (*self.routes.values(), self.default):
             if len((rp.split or self.split).backends) > 1:
                 rp.resplit = functools.partial(self.backend_for, rp)
+            # Only routes with Linkerd's route families (not a ServiceProfile's) get backend ones.
+            self._backend_stats(rp, registry, parent if count_backends and rp.stats.labels else "")
+
+    def _backend_stats(self, rp: RoutePolicy, registry: Registry, parent: str) -> None:
+        """Each backend of the route's split (and of its failover group) with its counters (none without a
+        ``parent``), found once here so that a pick hands the exchange a ready object."""
+        route = rp.route
+        grpc = route.source.startswith("GRPCRoute/")
+
+        def stats(address: tuple[str, int]) -> BackendStats | None:
+            labels = backend_labels(parent, route, address) if parent else ""
+            return registry.backend_stats(self.dst, route.name, labels, grpc) if labels else None
+
+        rp.concretes = tuple((self.addresses[id(b)], stats(self.addresses[id(b)]))
+                             for b in (rp.split or self.split).backends)
+        if rp.failover is not None:
+            rp.by_address = {a: found for a in rp.failover.order if (found := stats(a)) is not None}
 
     def match(self, head, conn) -> RoutePolicy:
         if not self.has_routes:
@@ -388,8 +448,14 @@ class ServiceRuntime:
         route = self.table.match(head.method, _request_path(head.target), headers)
         return self.default if route is None else self.routes[id(route)]
 
-    def backend_for(self, rp: RoutePolicy) -> tuple[str, int]:
-        return self.addresses[id((rp.split or self.split).pick(self.random()))]
+    def backend_for(self, rp: RoutePolicy, conn=None) -> tuple[str, int]:
+        """The concrete backend of one attempt, by the route's split; its counters go with ``conn``."""
+        address, backend = rp.concretes[(rp.split or self.split).index(self.random())]
+        if backend is not None:
+            backend.requests += 1
+            if conn is not None:
+                conn.backend = backend
+        return address
 
     def backend_for_connection(self) -> tuple[str, int]:
         return self.addresses[id(self.split.pick(self.random()))]

@@ -164,7 +164,11 @@ class OutboundRouter:
         if rp.redirect is not None:  # answered here: no backend is asked
             raise RouteRedirect(redirect_location(rp.route, head.target, head.host, logical), rp.redirect.status)
         group = rp.failover
-        address = group.pick(self._ready) if group is not None else runtime.backend_for(rp)
+        if group is not None:
+            address = group.pick(self._ready)
+            rp.picked(address, conn)
+        else:
+            address = runtime.backend_for(rp, conn)
         return self._endpoint(self._concrete_target(address), conn)
 
     def _ready(self, address: tuple[str, int], group: FailoverState) -> bool:
@@ -213,7 +217,13 @@ class OutboundRouter:
         group = rp.failover if rp is not None else None
         if group is not None or (resplit and rp is not None and rp.resplit is not None):
             # A failover group is asked again even after a connect error: the primary may just have gone.
-            address = group.pick(self._ready) if group is not None else rp.resplit()  # type: ignore[union-attr]
+            if group is not None:
+                address = group.pick(self._ready)
+                # A retry is a new attempt; after a connect error the attempt moves only if the group moved.
+                if resplit or rp.by_address.get(address) is not conn.backend:  # type: ignore[union-attr]
+                    rp.picked(address, conn)  # type: ignore[union-attr]
+            else:
+                address = rp.resplit(conn)  # type: ignore[union-attr]
             concrete = self._concrete_target(address)
             service = self._service(concrete) if self.resolver is not None else None
             if service is None:

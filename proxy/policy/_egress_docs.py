@@ -18,10 +18,11 @@ from typing import Any
 from proxy.policy import _gateway
 from proxy.policy._authz_docs import networks
 from proxy.policy._fields import Doc
+from proxy.policy._grpc_route import grpc_match
 from proxy.policy._linkerd import service_authority
 from proxy.policy.authz_model import POLICY_GROUP
 from proxy.policy.egress_model import ORIGINAL_DST, TRAFFIC_POLICIES, EgressNetwork, EgressRoute
-from proxy.policy.model import Backend, HeaderMatch, PathMatch, RequestMatch, Route
+from proxy.policy.model import Backend, Route
 
 GATEWAY = "gateway.networking.k8s.io"
 NETWORK_VERSIONS = {f"{POLICY_GROUP}/v1alpha1"}
@@ -32,7 +33,6 @@ VERSIONS = {
     "TCPRoute": {f"{GATEWAY}/v1alpha2"},
 }
 _HOSTNAME = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
-_GRPC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def egress_parent(doc: Doc) -> bool:
@@ -166,7 +166,7 @@ class Collector:
         for i, item in enumerate(doc.seq(spec.get("rules"), "spec.rules") or [{}]):
             at = f"spec.rules[{i}]"
             rule = doc.mapping(item, at, {"name", "matches", "backendRefs"})
-            matches = tuple(_grpc_match(doc, m, f"{at}.matches[{j}]")
+            matches = tuple(grpc_match(doc, m, f"{at}.matches[{j}]")
                             for j, m in enumerate(doc.seq(rule.get("matches"), f"{at}.matches")))
             out.append(Route(name=str(rule.get("name") or f"{ident}#{i}"), matches=matches,
                              backends=self._backends(doc, rule.get("backendRefs"), f"{at}.backendRefs", domain,
@@ -210,35 +210,3 @@ def _hostname(doc: Doc, value: Any, at: str) -> str:
     if not isinstance(value, str) or not _HOSTNAME.fullmatch(value.lower()):
         raise doc.fail(at, f"{value!r} is not a host name (or *.suffix)")
     return value.lower()
-
-
-def _grpc_match(doc: Doc, value: Any, at: str) -> RequestMatch:
-    """A GRPCRoute match as an HTTP one: the method is the path ``/<service>/<method>``."""
-    body = doc.mapping(value, at, {"method", "headers"})
-    path = None
-    if "method" in body:
-        m = doc.mapping(body["method"], f"{at}.method", {"type", "service", "method"})
-        kind = m.get("type", "Exact")
-        if kind not in ("Exact", "RegularExpression"):
-            raise doc.fail(f"{at}.method.type", f"expected Exact or RegularExpression, got {kind!r}")
-        service, method = m.get("service"), m.get("method")
-        if service is None and method is None:
-            raise doc.fail(f"{at}.method", "give service, method or both")
-        if kind == "Exact":
-            for key, text in (("service", service), ("method", method)):
-                if text is not None and not (isinstance(text, str) and _GRPC_NAME.fullmatch(text)):
-                    raise doc.fail(f"{at}.method.{key}", f"{text!r} is not a gRPC name")
-            if service is not None and method is not None:
-                path = PathMatch("exact", f"/{service}/{method}")
-            elif service is not None:
-                path = PathMatch("prefix", f"/{service}")
-            else:
-                path = PathMatch("regex", f"/[^/]+/{re.escape(str(method))}")
-        else:
-            service_re = doc.regex(service, f"{at}.method.service") if service is not None else "[^/]+"
-            method_re = doc.regex(method, f"{at}.method.method") if method is not None else "[^/]+"
-            path = PathMatch("regex", f"/(?:{service_re})/(?:{method_re})")
-    headers = _gateway._named_values(doc, body.get("headers"), f"{at}.headers",
-                                     {"Exact": "exact", "RegularExpression": "regex"})
-    return RequestMatch(method="POST", path=path,
-                        headers=tuple(HeaderMatch(name.lower(), kind, value) for kind, name, value in headers))

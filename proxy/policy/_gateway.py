@@ -260,6 +260,24 @@ def _annotations(doc: Doc) -> tuple[RetryPolicy | None, dict[str, float]]:
     return retry, timeouts
 
 
+def backend_refs(doc: Doc, refs: Any, path: str, domain: str) -> list[Backend]:
+    """A rule's ``backendRefs``: Services by name and port, with their weights."""
+    backends = []
+    for j, ref in enumerate(doc.seq(refs, path)):
+        p = f"{path}[{j}]"
+        body = doc.mapping(ref, p, {"group", "kind", "name", "namespace", "port", "weight", "filters"})
+        if body.get("kind", "Service") != "Service" or body.get("group", "") not in ("", "core"):
+            raise doc.fail(f"{p}.kind", "only Service backends are supported")
+        if body.get("filters"):
+            raise doc.fail(f"{p}.filters", "per-backend filters are not supported")
+        port = doc.integer(body["port"], f"{p}.port", 1, 65535) if "port" in body else None
+        backends.append(Backend(
+            service_authority(doc.string(body.get("name"), f"{p}.name"),
+                              body.get("namespace") or doc.namespace, domain, port),
+            float(doc.integer(body.get("weight", 1), f"{p}.weight", 0, 1_000_000))))
+    return backends
+
+
 def http_rules(doc: Doc, domain: str) -> list[Route]:
     """The rules of an HTTPRoute (any parents), one Route each, with Linkerd's annotations applied."""
     doc.string(doc.name, "metadata.name")
@@ -295,19 +313,7 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
         for edit in (redirect, rewrite):
             if edit is not None:
                 prefix_only(doc, edit.path_kind, matches, f"{path}.filters")
-        backends = []
-        for j, ref in enumerate(doc.seq(rule.get("backendRefs"), f"{path}.backendRefs")):
-            p = f"{path}.backendRefs[{j}]"
-            body = doc.mapping(ref, p, {"group", "kind", "name", "namespace", "port", "weight", "filters"})
-            if body.get("kind", "Service") != "Service" or body.get("group", "") not in ("", "core"):
-                raise doc.fail(f"{p}.kind", "only Service backends are supported")
-            if body.get("filters"):
-                raise doc.fail(f"{p}.filters", "per-backend filters are not supported")
-            port = doc.integer(body["port"], f"{p}.port", 1, 65535) if "port" in body else None
-            backends.append(Backend(
-                service_authority(doc.string(body.get("name"), f"{p}.name"),
-                                  body.get("namespace") or doc.namespace, domain, port),
-                float(doc.integer(body.get("weight", 1), f"{p}.weight", 0, 1_000_000))))
+        backends = backend_refs(doc, rule.get("backendRefs"), f"{path}.backendRefs", domain)
         failover = _linkerd.failover_over(primary, backends)
         tmo = doc.mapping(rule.get("timeouts") or {}, f"{path}.timeouts", {"request", "backendRequest"})
         request = doc.duration(tmo["request"], f"{path}.timeouts.request") if "request" in tmo else None
@@ -343,7 +349,11 @@ def http_rules(doc: Doc, domain: str) -> list[Route]:
 
 def http_route(doc: Doc, domain: str) -> list[Piece]:
     """One piece per Service parent; routes without a Service parent are reported, not used."""
-    routes = http_rules(doc, domain)
+    return service_pieces(doc, domain, http_rules(doc, domain))
+
+
+def service_pieces(doc: Doc, domain: str, routes: list[Route]) -> list[Piece]:
+    """An HTTPRoute's or GRPCRoute's rules as one piece per Service parent (other parents: a warning)."""
     spec, ident = doc.body["spec"], f"{doc.namespace or 'default'}/{doc.name}"
     pieces, skipped = [], []
     for i, ref in enumerate(doc.seq(spec.get("parentRefs"), "spec.parentRefs")):
@@ -355,10 +365,10 @@ def http_route(doc: Doc, domain: str) -> list[Piece]:
             continue
         port = doc.integer(body["port"], f"{p}.port", 1, 65535) if "port" in body else None
         authority = service_authority(name, body.get("namespace") or doc.namespace, domain, port)
-        pieces.append(Piece(authority, f"HTTPRoute/{ident}", gateway_routes=tuple(routes)))
+        pieces.append(Piece(authority, f"{doc.kind}/{ident}", gateway_routes=tuple(routes)))
     if not pieces:
         raise doc.fail("spec.parentRefs", "no Service parent (inbound Server/Gateway parents are not outbound policy)"
                        if skipped else "required")
     if skipped:
-        pieces[0].warnings.append(f"HTTPRoute/{ident}: non-Service parents ignored: {', '.join(skipped)}")
+        pieces[0].warnings.append(f"{doc.kind}/{ident}: non-Service parents ignored: {', '.join(skipped)}")
     return pieces

@@ -16,6 +16,12 @@ Inbound (authorization) documents: ``Server`` (policy.linkerd.io/v1beta1..3),
 HTTPRoutes whose parentRefs name a Server (an HTTPRoute with Service parents
 is outbound; one with both is read as both).
 
+``GRPCRoute`` (gateway.networking.k8s.io/v1, v1alpha2) with Service parents is
+outbound policy like an HTTPRoute (_grpc_route.py: method and header matches,
+weighted backendRefs, header and mirror filters, Linkerd's ``timeout.linkerd.io/*``
+and ``retry.linkerd.io/grpc`` annotations); on a parent that also has
+HTTPRoutes, the GRPCRoutes win and the HTTPRoutes are reported, as Linkerd does.
+
 Egress documents (_egress_docs.py): ``EgressNetwork`` (policy.linkerd.io/v1alpha1)
 and ``HTTPRoute``, ``GRPCRoute``, ``TLSRoute``, ``TCPRoute`` whose parentRefs
 name an EgressNetwork. They are read by _authz_docs.py
@@ -95,7 +101,7 @@ from typing import Any
 
 import yaml
 
-from proxy.policy import _authz_docs, _authz_link, _egress_docs, _gateway, _linkerd
+from proxy.policy import _authz_docs, _authz_link, _egress_docs, _gateway, _grpc_route, _linkerd
 from proxy.policy._fields import Doc, ParseError
 from proxy.policy._linkerd import Piece
 from proxy.policy.authz_model import AuthzSet
@@ -309,9 +315,12 @@ def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector, egress: _egress
     if doc.kind in _authz_docs.VERSIONS:
         inbound.read(doc)
         return []
-    if doc.kind in _egress_docs.VERSIONS or _egress_docs.egress_parent(doc):
+    if doc.kind in _egress_docs.VERSIONS and (doc.kind != "GRPCRoute" or _egress_docs.egress_parent(doc)) \
+            or _egress_docs.egress_parent(doc):
         egress.read(doc, domain)
         return []
+    if doc.kind == "GRPCRoute":
+        return _grpc_route.grpc_route(doc, domain)
     outbound = inbound.http_route(doc)
     return _gateway.http_route(outbound, domain) if outbound is not None else []
 
@@ -372,6 +381,13 @@ def _finish(merged: dict[str, dict[str, Any]], warnings: list[str], authz: Authz
                         acc["failover"] = base.get("failover")
         ordered = acc.get("compact_routes", ()) + acc.get("profile_routes", ())
         gateway = acc.get("gateway", ())
+        grpc = tuple(r for r in gateway if r.source.startswith("GRPCRoute/"))
+        if grpc and len(grpc) < len(gateway):
+            # Gateway API (GEP-1426), as Linkerd: a GRPCRoute and an HTTPRoute on one parent conflict;
+            # the HTTPRoute loses.
+            ignored = sorted({r.source for r in gateway if not r.source.startswith("GRPCRoute/")})
+            warnings.append(f"{authority}: {', '.join(ignored)} ignored because GRPCRoutes attach to the same parent")
+            gateway = grpc
         if ordered and gateway:
             warnings.append(f"{authority}: HTTPRoutes ignored because ServiceProfile/compact routes exist")
         policy = ServicePolicy(authority=authority, ordered_routes=ordered, gateway_routes=gateway,

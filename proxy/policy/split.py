@@ -30,8 +30,11 @@ class WeightedBackends:
         self._total = total
 
     def pick(self, rnd: float) -> Backend:
-        index = bisect_right(self._cumulative, rnd * self._total)
-        return self.backends[min(index, len(self.backends) - 1)]
+        return self.backends[self.index(rnd)]
+
+    def index(self, rnd: float) -> int:
+        """The position in ``backends`` of the one ``rnd`` picks."""
+        return min(bisect_right(self._cumulative, rnd * self._total), len(self.backends) - 1)
 
 
 class Splitter:

@@ -5,6 +5,9 @@ cdef int _NBUCKETS, RESPONSE_SLOTS, ERRNO_SLOTS
 cdef int _bucket(double[::1] bounds, double latency_ms)
 cdef bint _tally(long long[::1] keys, long long[::1] counts, long long key, Py_ssize_t start)
 cdef list _filled(long long[::1] keys, long long[::1] counts)
+cdef long long _outcome_key(int status, int grpc, int error)
+cdef list _outcomes(long long[::1] keys, long long[::1] counts)
+cdef int _NBACKEND
 
 cdef class HttpStats:
     cdef readonly str direction
@@ -42,6 +45,7 @@ cdef class RouteStats:
     cdef readonly str dst
     cdef readonly str route
     cdef public str labels                 # Linkerd's outbound_http_route_* label text ("": none)
+    cdef public bint grpc                  # a GRPCRoute's rule: the outbound_grpc_route_* families
     cdef public long long requests
     cdef public long long retries
     cdef public long long successes
@@ -57,4 +61,17 @@ cdef class RouteStats:
     cdef public long long retry_overflow   # retries the budget refused
     cdef public long long retry_limit_exceeded  # retryable answers past the route's retry limit
     cpdef void record(self, double latency_ms, bint failure)
-    cpdef void finish(self, double latency_ms, bint failure, int status, int error)
+    cpdef void finish(self, double latency_ms, bint failure, int status, int grpc, int error)
+
+cdef class BackendStats:
+    cdef public str labels                 # parent_*, route_* and backend_* label text, made once
+    cdef public bint grpc                  # a GRPCRoute's backend: the outbound_grpc_route_backend_* families
+    cdef public long long requests         # attempts sent to this backend (bumped by the router)
+    cdef readonly long long[::1] duration_buckets  # one per BACKEND_BUCKETS_MS bound, plus +Inf
+    cdef readonly double[::1] bounds
+    cdef public double duration_sum_ms
+    cdef public long long duration_count
+    cdef readonly long long[::1] keys      # packed outcome (status, gRPC status, error) + 1 (0: free slot)
+    cdef readonly long long[::1] counts
+    cdef public long long other_outcomes
+    cpdef void finish(self, double latency_ms, int status, int grpc, int error)

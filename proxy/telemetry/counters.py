@@ -225,13 +225,15 @@ class RouteStats:
     status, or the ``ROUTE_ERRORS`` index of a proxy error) for recent
     Linkerd's ``outbound_http_route_*`` families, whose label text
     (``parent_*``, ``route_*``, ``hostname``) is ``labels`` ("" when the route
-    has no such families: ServiceProfile routes keep only the ``route_*`` ones).
+    has no such families: ServiceProfile routes keep only the ``route_*`` ones);
+    a GRPCRoute's rules (``grpc``) are the ``outbound_grpc_route_*`` families, by gRPC status.
     """
 
-    def __init__(self, dst, route, labels=""):
+    def __init__(self, dst, route, labels="", grpc=False):
         self.dst = dst
         self.route = route
         self.labels = labels
+        self.grpc = grpc
         self.requests = 0
         self.retries = 0
         self.successes = 0
@@ -256,21 +258,75 @@ class RouteStats:
         self.latency_sum_ms += latency_ms
         self.latency_count += 1
 
-    def finish(self, latency_ms, failure, status, error):
-        """A request's outcome: ``status`` (the client's answer) or ``error`` (a ``ROUTE_ERRORS`` index, 0: none)."""
-        key: cython.longlong
+    def finish(self, latency_ms, failure, status, grpc, error):
+        """A request's outcome: ``status`` (the client's answer) with ``grpc`` (its gRPC status, -1: none),
+        or ``error`` (a ``ROUTE_ERRORS`` index, 0: none)."""
         self.record(latency_ms, failure)
-        if status < 0 or status > 999:
-            status = 0
-        key = 1 + status + (error << 10)
+        key: cython.longlong = _outcome_key(status, grpc, error)
         if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
             self.other_outcomes += 1
 
     def outcomes(self):
-        """(status, error index, count) per outcome seen; for rendering."""
-        out = [(key & 1023, key >> 10, n) for key, n in _filled(self.keys, self.counts)]
-        out.sort()
-        return out
+        """(status, gRPC status or -1, error index, count) per outcome seen; for rendering."""
+        return _outcomes(self.keys, self.counts)
+
+
+def _outcome_key(status, grpc, error):
+    """A route or backend outcome packed into one table key (never 0: a free slot)."""
+    key: cython.longlong
+    if status < 0 or status > 999:
+        status = 0
+    if grpc < -1 or grpc > 16:
+        grpc = 2  # UNKNOWN: not a status gRPC defines
+    key = 1 + status + (error << 10) + ((grpc + 1) << 15)
+    return key
+
+
+def _outcomes(keys, counts):
+    out = [(key & 1023, ((key >> 15) & 31) - 1, (key >> 10) & 31, n) for key, n in _filled(keys, counts)]
+    out.sort()
+    return out
+
+
+# Recent Linkerd's backend response-duration buckets, in milliseconds (its 0.025 s .. 10 s).
+BACKEND_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 10000)
+_NBACKEND = cython.declare(cython.int, len(BACKEND_BUCKETS_MS))
+
+
+class BackendStats:
+    """One (route, backend) pair of a service's policy: the requests sent to the backend the split chose
+    (each attempt: a retry may pick another) and their outcomes, for recent Linkerd's
+    ``outbound_{http,grpc}_route_backend_*`` families. ``labels`` is their ``parent_*``, ``route_*``
+    and ``backend_*`` label text, made once when the policy was loaded; the router bumps ``requests``
+    when it picks the backend and hands the object to the exchange, which ``finish``es the attempt."""
+
+    def __init__(self, labels, grpc=False):
+        self.labels = labels
+        self.grpc = grpc
+        self.requests = 0
+        self.duration_buckets = _zeros(_NBACKEND + 1)
+        self.bounds = memoryview(array.array("d", BACKEND_BUCKETS_MS))
+        self.duration_sum_ms = 0.0
+        self.duration_count = 0
+        self.keys = _zeros(RESPONSE_SLOTS)
+        self.counts = _zeros(RESPONSE_SLOTS)
+        self.other_outcomes = 0
+
+    def finish(self, latency_ms, status, grpc, error):
+        """One attempt's outcome ``latency_ms`` after it was sent (see RouteStats.finish for the rest)."""
+        i: cython.int = 0
+        while i < _NBACKEND and latency_ms > self.bounds[i]:
+            i += 1
+        self.duration_buckets[i] += 1
+        self.duration_sum_ms += latency_ms
+        self.duration_count += 1
+        key: cython.longlong = _outcome_key(status, grpc, error)
+        if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
+            self.other_outcomes += 1
+
+    def outcomes(self):
+        """(status, gRPC status or -1, error index, count) per outcome seen; for rendering."""
+        return _outcomes(self.keys, self.counts)
 
 
 # The ``error`` label of recent Linkerd's route families (its names), by ``ERROR_LABELS`` index:

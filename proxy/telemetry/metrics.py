@@ -12,7 +12,14 @@ import resource
 import time
 from collections.abc import Iterable
 
-from proxy.telemetry.counters import ERROR_LABELS, LATENCY_BUCKETS_MS, ROUTE_ERRORS, HttpStats, TcpStats
+from proxy.telemetry.counters import (
+    BACKEND_BUCKETS_MS,
+    ERROR_LABELS,
+    LATENCY_BUCKETS_MS,
+    ROUTE_ERRORS,
+    HttpStats,
+    TcpStats,
+)
 from proxy.telemetry.labels import OTHER, service_ref, text
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -262,7 +269,7 @@ def render_routes(out: list[str], policy) -> None:
     ):
         _header(out, name, kind, help_text)
         out.extend(line for line in lines if line.startswith(name + "{") or line.startswith(name + "_"))
-    render_linkerd_routes(out, everything)
+    render_linkerd_routes(out, everything, list(registry.backends.values()))
     now = time.monotonic()
     states = list(policy.budgets(now))
     for name, help_text, field in (
@@ -278,58 +285,105 @@ def render_routes(out: list[str], policy) -> None:
 # Recent Linkerd's request-duration buckets for routes, in seconds; each is one of
 # LATENCY_BUCKETS_MS, so the histogram is read off the route's millisecond buckets.
 ROUTE_DURATION_BUCKETS = (("0.05", 50), ("0.5", 500), ("1.0", 1000), ("10.0", 10000))
+# Its backend response-duration buckets (BACKEND_BUCKETS_MS), as its ``le`` labels.
+BACKEND_DURATION_LE = ("0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "10.0")
 _ROUTE_FAMILIES = (
-    ("outbound_http_route_request_duration_seconds", "histogram",
-     "The time between request initialization and response completion (here: to the response head)."),
-    ("outbound_http_route_request_statuses_total", "counter", "Completed request-response streams."),
-    ("outbound_http_route_retry_requests_total", "counter", "Retry requests emitted."),
-    ("outbound_http_route_retry_successes_total", "counter", "Successful responses to retry requests."),
-    ("outbound_http_route_retry_overflow_total", "counter", "Retryable requests not sent due to circuit breakers."),
-    ("outbound_http_route_retry_limit_exceeded_total", "counter", "Retryable requests not sent due to retry limits."),
+    ("request_duration_seconds", "histogram",
+     "The time between request initialization and response completion (here: to the response head; "
+     "a gRPC call's to its status)."),
+    ("request_statuses_total", "counter", "Completed request-response streams."),
+    ("backend_requests_total", "counter", "The total number of requests dispatched to each backend."),
+    ("backend_response_duration_seconds", "histogram",
+     "The time between a request's dispatch to a backend and its response (head, or a gRPC call's status)."),
+    ("backend_response_statuses_total", "counter", "Completed responses of each backend."),
+    ("retry_requests_total", "counter", "Retry requests emitted."),
+    ("retry_successes_total", "counter", "Successful responses to retry requests."),
+    ("retry_overflow_total", "counter", "Retryable requests not sent due to circuit breakers."),
+    ("retry_limit_exceeded_total", "counter", "Retryable requests not sent due to retry limits."),
+)
+_RETRY_FIELDS = {"retry_requests_total": "retries", "retry_successes_total": "successes",
+                 "retry_overflow_total": "overflow", "retry_limit_exceeded_total": "limit"}
+# gRPC's status names, as Linkerd's ``grpc_status`` label writes them; no status at all is UNKNOWN.
+GRPC_STATUS_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 )
 
 
-def render_linkerd_routes(out: list[str], stats) -> None:
-    """Recent Linkerd's ``outbound_http_route_*`` families: one series per route document (the rules of
-    one HTTPRoute, counted apart for the ``route_*`` families, are summed here), each family whole."""
-    merged: dict[str, dict] = {}
+def _outcome_labels(grpc_route: bool, status: int, grpc: int, error: int) -> str:
+    """``http_status`` (none when the proxy answered) or ``grpc_status``, then ``error``."""
+    if grpc_route:
+        name = GRPC_STATUS_NAMES[grpc] if 0 <= grpc <= 16 else "UNKNOWN"
+        return f'grpc_status="{name}",error="{ROUTE_ERRORS[error]}"'
+    return f'http_status="{"" if error else status}",error="{ROUTE_ERRORS[error]}"'
+
+
+def _add_outcomes(into: dict, outcomes, other: int) -> None:
+    for status, grpc, error, n in outcomes:
+        key = (status, grpc, error)
+        into[key] = into.get(key, 0) + n
+    if other:
+        into[OTHER] = into.get(OTHER, 0) + other
+
+
+def render_linkerd_routes(out: list[str], stats, backends=()) -> None:
+    """Recent Linkerd's ``outbound_http_route_*`` and ``outbound_grpc_route_*`` families (GRPCRoute rules),
+    each family whole. One series per route document (the rules of one HTTPRoute, counted apart for the
+    ``route_*`` families, are summed here), and per route document and backend for the ``backend_*`` ones."""
+    merged: dict[tuple[bool, str], dict] = {}
     for s in stats:
         if not s.labels:
             continue
-        m = merged.get(s.labels)
+        m = merged.get((s.grpc, s.labels))
         if m is None:
-            m = merged[s.labels] = {"buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1), "sum": 0.0, "count": 0,
-                                    "outcomes": {}, "retries": 0, "successes": 0, "overflow": 0, "limit": 0}
+            m = merged[(s.grpc, s.labels)] = {"buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1), "sum": 0.0,
+                                              "count": 0, "outcomes": {}, "retries": 0, "successes": 0,
+                                              "overflow": 0, "limit": 0}
         for i in range(len(LATENCY_BUCKETS_MS) + 1):
             m["buckets"][i] += s.latency_buckets[i]
         m["sum"] += s.latency_sum_ms
         m["count"] += s.latency_count
-        for status, error, n in s.outcomes():
-            key = ("", ROUTE_ERRORS[error]) if error else (str(status), "")
-            m["outcomes"][key] = m["outcomes"].get(key, 0) + n
-        if s.other_outcomes:
-            key = (OTHER, "")
-            m["outcomes"][key] = m["outcomes"].get(key, 0) + s.other_outcomes
+        _add_outcomes(m["outcomes"], s.outcomes(), s.other_outcomes)
         m["retries"] += s.retries
         m["successes"] += s.retry_successes
         m["overflow"] += s.retry_overflow
         m["limit"] += s.retry_limit_exceeded
-    bounds = [(le, LATENCY_BUCKETS_MS.index(ms)) for le, ms in ROUTE_DURATION_BUCKETS]
-    for name, kind, help_text in _ROUTE_FAMILIES:
-        _header(out, name, kind, help_text)
-        for labels, m in merged.items():
-            if kind == "histogram":
-                for le, i in bounds:
-                    out.append(f'{name}_bucket{{{labels},le="{le}"}} {sum(m["buckets"][:i + 1])}')
-                out.append(f'{name}_bucket{{{labels},le="+Inf"}} {m["count"]}')
-                out.append(f"{name}_sum{{{labels}}} {m['sum'] / 1000.0:.6f}")
-                out.append(f"{name}_count{{{labels}}} {m['count']}")
-            elif name.endswith("_statuses_total"):
-                for (status, error), n in sorted(m["outcomes"].items()):
-                    out.append(f'{name}{{{labels},http_status="{status}",error="{error}"}} {n}')
-            else:
-                field = {"outbound_http_route_retry_requests_total": "retries",
-                         "outbound_http_route_retry_successes_total": "successes",
-                         "outbound_http_route_retry_overflow_total": "overflow",
-                         "outbound_http_route_retry_limit_exceeded_total": "limit"}[name]
-                out.append(f"{name}{{{labels}}} {m[field]}")
+    per_backend: dict[tuple[bool, str], dict] = {}
+    for b in backends:
+        m = per_backend.get((b.grpc, b.labels))
+        if m is None:
+            m = per_backend[(b.grpc, b.labels)] = {"requests": 0, "buckets": [0] * (len(BACKEND_BUCKETS_MS) + 1),
+                                                   "sum": 0.0, "count": 0, "outcomes": {}}
+        m["requests"] += b.requests
+        for i in range(len(BACKEND_BUCKETS_MS) + 1):
+            m["buckets"][i] += b.duration_buckets[i]
+        m["sum"] += b.duration_sum_ms
+        m["count"] += b.duration_count
+        _add_outcomes(m["outcomes"], b.outcomes(), b.other_outcomes)
+    route_bounds = [(le, LATENCY_BUCKETS_MS.index(ms)) for le, ms in ROUTE_DURATION_BUCKETS]
+    backend_bounds = list(zip(BACKEND_DURATION_LE, range(len(BACKEND_BUCKETS_MS)), strict=True))
+    for protocol, grpc in (("http", False), ("grpc", True)):
+        for suffix, kind, help_text in _ROUTE_FAMILIES:
+            name = f"outbound_{protocol}_route_{suffix}"
+            _header(out, name, kind, help_text)
+            source = per_backend if suffix.startswith("backend_") else merged
+            for (is_grpc, labels), m in source.items():
+                if is_grpc != grpc:
+                    continue
+                if kind == "histogram":
+                    bounds = backend_bounds if source is per_backend else route_bounds
+                    for le, i in bounds:
+                        out.append(f'{name}_bucket{{{labels},le="{le}"}} {sum(m["buckets"][:i + 1])}')
+                    out.append(f'{name}_bucket{{{labels},le="+Inf"}} {m["count"]}')
+                    out.append(f"{name}_sum{{{labels}}} {m['sum'] / 1000.0:.6f}")
+                    out.append(f"{name}_count{{{labels}}} {m['count']}")
+                elif suffix.endswith("statuses_total"):
+                    for key, n in sorted(m["outcomes"].items(), key=lambda item: str(item[0])):
+                        what = (f'{"grpc" if grpc else "http"}_status="{OTHER}",error=""' if key == OTHER
+                                else _outcome_labels(grpc, *key))
+                        out.append(f"{name}{{{labels},{what}}} {n}")
+                elif suffix == "backend_requests_total":
+                    out.append(f"{name}{{{labels}}} {m['requests']}")
+                else:
+                    out.append(f"{name}{{{labels}}} {m[_RETRY_FIELDS[suffix]]}")

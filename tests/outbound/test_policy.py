@@ -162,3 +162,48 @@ def test_redirect_locations_follow_the_gateway_api_rules():
     assert _location(b"/elsewhere") == "http://other.shop/elsewhere"  # port 80 is http's: not written
     assert _location(b"/old/x", host=None) == "http://web.shop:8080/new/x"  # no Host: the logical name
     assert _location(b"http://web.shop:8080/old/y") == "http://web.shop:8080/new/y"  # absolute form
+
+
+class _Conn:
+    backend = None
+
+
+def test_each_pick_hands_the_exchange_its_backends_counters():
+    svc = _policy().lookup(Target("web.shop", 80))
+    svc.random = random.Random(3).random
+    get = svc.match(Head(b"GET"), None)
+    picked = collections.Counter()
+    for _ in range(200):
+        conn = _Conn()
+        address = svc.backend_for(get, conn)
+        picked[address] += 1
+        assert conn.backend is dict(get.concretes)[address]
+    for address, backend in get.concretes:
+        assert backend.requests == picked[address]
+        assert backend.labels.startswith('parent_group="core",parent_kind="Service",parent_namespace="shop",'
+                                         'parent_name="web",parent_port="80",parent_section_name="",'
+                                         'route_group="",route_kind="compact",route_namespace="",route_name="get",')
+        assert f'backend_name="{address[0].split(".")[0]}",backend_port="{address[1]}"' in backend.labels
+        assert "hostname" not in backend.labels
+
+
+def test_a_service_profiles_routes_and_routes_past_the_label_limit_count_no_backend():
+    profiled = """
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {name: web.shop.svc.cluster.local, namespace: shop}
+spec:
+  routes: [{name: get, condition: {method: GET}}]
+"""
+    svc = OutboundPolicy(parse(profiled), 1, 65536, 100).lookup(Target("web.shop.svc.cluster.local", 80))
+    for rp in (svc.match(Head(b"GET"), None), svc.default):
+        conn = _Conn()
+        svc.backend_for(rp, conn)
+        assert conn.backend is None and rp.concretes[0][1] is None
+    limited = _policy(route_label_limit=2)
+    svc = limited.lookup(Target("web.shop", 80))
+    counted = [b for rp in (*svc.routes.values(), svc.default) for _, b in rp.concretes if b is not None]
+    assert len(limited.registry.backends) == len(counted) == 2  # the rest: counted on their route only
+    conn = _Conn()
+    svc.backend_for(svc.match(Head(b"PUT"), None), conn)  # a route past the limit: nothing to hand over
+    assert conn.backend is None

@@ -153,17 +153,17 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     profile = registry.route_stats("web.shop.svc.cluster.local:80", "get",
                                    route_labels(parent, Route(name="get", source="ServiceProfile/web")))
     assert a.labels == b.labels and profile.labels == ""
-    a.finish(20.0, False, 200, 0)
-    b.finish(700.0, True, 503, 0)
-    b.finish(3000.0, True, 504, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
+    a.finish(20.0, False, 200, -1, 0)
+    b.finish(700.0, True, 503, -1, 0)
+    b.finish(3000.0, True, 504, -1, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
     a.retries, a.retry_successes, b.retry_limit_exceeded = 2, 1, 1
-    default.finish(1.0, False, 200, 0)
+    default.finish(1.0, False, 200, -1, 0)
     out: list[str] = []
     render_routes(out, _Policy(registry))
     text = "\n".join(out) + "\n"
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    # 4 route_* families, 6 outbound_http_route_* and 3 budget gauges, each whole.
-    assert len(families) == 13, sorted(families)
+    # 4 route_* families, 9 outbound_http_route_*, 9 outbound_grpc_route_* and 3 budget gauges, each whole.
+    assert len(families) == 25, sorted(families)
     series = _series(text)
     web = (f'{parent},route_group="gateway.networking.k8s.io",route_kind="HTTPRoute",route_namespace="shop",'
            f'route_name="web-route",hostname=""')
@@ -181,3 +181,30 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     http = f'{parent},route_group="",route_kind="default",route_namespace="",route_name="http",hostname=""'
     assert series[f'outbound_http_route_request_statuses_total{{{http},http_status="200",error=""}}'] == 1
     assert 'route_name="get"' not in "".join(line for line in out if line.startswith("outbound_http_route"))
+
+
+def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
+    from proxy.telemetry.counters import BACKEND_BUCKETS_MS, ROUTE_ERRORS, BackendStats
+    from proxy.telemetry.metrics import render_linkerd_routes
+
+    assert BACKEND_BUCKETS_MS == (25, 50, 100, 250, 500, 1000, 10000)
+    b = BackendStats('backend_name="echo-v1"', grpc=True)
+    b.requests = 4
+    for ms, grpc, error in ((10.0, 0, 0), (30.0, 14, 0), (300.0, 0, 0), (20000.0, -1, 3)):
+        b.finish(ms, 200, grpc, error)
+    assert list(b.duration_buckets) == [1, 1, 0, 0, 1, 0, 0, 1]
+    out: list[str] = []
+    render_linkerd_routes(out, [], [b])
+    text = "\n".join(out) + "\n"
+    assert len(list(text_string_to_metric_families(text))) == 18
+    series = _series(text)
+    name = "outbound_grpc_route_backend_response_statuses_total"
+    assert series[f'{name}{{backend_name="echo-v1",grpc_status="OK",error=""}}'] == 2
+    assert series[f'{name}{{backend_name="echo-v1",grpc_status="UNAVAILABLE",error=""}}'] == 1
+    timeout = ROUTE_ERRORS[3]
+    assert series[f'{name}{{backend_name="echo-v1",grpc_status="UNKNOWN",error="{timeout}"}}'] == 1
+    assert series['outbound_grpc_route_backend_requests_total{backend_name="echo-v1"}'] == 4
+    hist = "outbound_grpc_route_backend_response_duration_seconds"
+    assert [series[f'{hist}_bucket{{backend_name="echo-v1",le="{le}"}}']
+            for le in ("0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "10.0", "+Inf")] == [1, 2, 2, 2, 3, 3, 3, 4]
+    assert not any(line.startswith("outbound_http_route_backend") for line in out)

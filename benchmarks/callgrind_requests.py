@@ -1,0 +1,139 @@
+"""Instructions per request of one meshproxy checkout, counted by callgrind (noise-free, unlike a load test).
+
+``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy none|split] [--requests N]``
+
+Starts the proxy of checkout DIR under ``valgrind --tool=callgrind`` with
+instrumentation off, warms it up, turns instrumentation on for N sequential
+keep-alive HTTP/1 GETs through its outbound listener to a discovered service,
+and prints the instructions (Ir) per request. ``--policy split``: the
+service has an HTTPRoute splitting it over two backends (route and
+route-backend families counted per request); ``none``: no policy. Run it
+on the revision before a change and after, under ``flock /tmp/bench.lock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SPLIT = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-split, namespace: test}
+spec:
+  parentRefs: [{group: core, kind: Service, name: web, port: 80}]
+  rules:
+    - backendRefs: [{name: web-v1, port: 80, weight: 1}, {name: web-v2, port: 80, weight: 1}]
+"""
+RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _backend() -> int:
+    """A keep-alive HTTP/1.1 server answering every request head with 200 "ok" (threads: one per connection)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    conn.sendall(RESPONSE)
+
+    def accept() -> None:
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def _get(conn: http.client.HTTPConnection, host: str) -> None:
+    conn.request("GET", "/", headers={"Host": host})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise SystemExit(f"unexpected status {resp.status}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--policy", choices=("none", "split"), default="none")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=300)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="callgrind-"))
+    backend = _backend()
+    endpoints = work / "endpoints.yaml"
+    endpoints.write_text("services:\n" + "".join(
+        f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
+        for name in ("web", "web-v1", "web-v2")))
+    out, admin = _port(), _port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
+    env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{_port()}",
+               MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{_port()}",
+               MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning")
+    if args.policy == "split":
+        (work / "policy.yaml").write_text(SPLIT)
+        env["MESHPROXY_POLICY"] = str(work / "policy.yaml")
+    dump = work / "callgrind.out"
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
+                             sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"))
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=30)
+                conn.request("GET", "/ready")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"the proxy never became ready (log: {work / 'proxy.log'})")
+            time.sleep(1)
+        conn = http.client.HTTPConnection("127.0.0.1", out, timeout=60)
+        host = "web.test.svc.cluster.local:80"
+        for _ in range(args.warmup):
+            _get(conn, host)
+        subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+        for _ in range(args.requests):
+            _get(conn, host)
+        subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        time.sleep(2)
+    finally:
+        proc.terminate()
+        proc.wait(120)
+    total = 0
+    for part in work.glob("callgrind.out*"):
+        for line in part.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    print(f"{args.repo} policy={args.policy}: {total / args.requests:.0f} instructions per request "
+          f"({total} over {args.requests})")
+
+
+if __name__ == "__main__":
+    main()
