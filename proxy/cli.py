@@ -38,6 +38,9 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as err:
             print(f"meshproxy: cannot listen: {err}", file=sys.stderr)
             return EX_UNAVAILABLE
+        from proxy.telemetry.memory import trim_after_start
+
+        trim_after_start()
         await app.run()
         return 0
 

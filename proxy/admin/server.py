@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import structlog
-
 from proxy.config import Config
 from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head
 from proxy.telemetry import logging as plog
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.admin")
+log = get_logger("proxy.admin")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024
