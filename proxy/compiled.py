@@ -51,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "proxy.http.upstreams",
     "proxy.transport.meshtls",
     "proxy.transport.sockopt",
+    "proxy.telemetry.malloc",
 )
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ class _PureFinder:
             return None
         source = source_of(name)
         if not source.exists():
-            return None  # a .pyx-only module (sockopt) has no pure twin
+            return None  # a .pyx-only module (sockopt, malloc) has no pure twin
         return importlib.util.spec_from_file_location(name, source)
 
 

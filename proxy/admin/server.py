@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -258,6 +257,8 @@ class AdminProtocol(asyncio.Protocol):
                 return _response(204, "No Content", b"", close=close)
             return _response(405, "Method Not Allowed", b"use GET or PUT\n", close=close)
         if path == b"/config":
+            import json  # for this page only: an idle proxy does not keep the module
+
             body_out = json.dumps(hooks.config(), indent=2, sort_keys=True).encode() + b"\n"
             return _response(200, "OK", body_out, "application/json", close=close)
         return _response(404, "Not Found", b"not found\n", close=close)

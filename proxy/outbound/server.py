@@ -20,7 +20,6 @@ from proxy.core.addr import ConnMeta, Target, parse_authority
 from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
-from proxy.outbound.policy import redirect_location
 from proxy.telemetry.labels import LabelSets
 from proxy.telemetry.logging import get_logger
 from proxy.transport.own import OwnAddresses
@@ -161,6 +160,8 @@ class OutboundRouter:
         if conn is not None:
             conn.rp = rp
         if rp.redirect is not None:  # answered here: no backend is asked
+            from proxy.outbound.policy import redirect_location  # with a policy only (it loads the route modules)
+
             raise RouteRedirect(redirect_location(rp.route, head.target, head.host, logical), rp.redirect.status)
         group = rp.failover
         address = group.pick(self._ready) if group is not None else runtime.backend_for(rp)
