@@ -116,6 +116,17 @@ _render: list[Callable[[dict], str]] = [render_plain]  # one cell: the format in
 _captures: list[list[dict]] = []  # capture() blocks in force, innermost last
 
 
+def _method(name: str, level: int) -> Callable[..., None]:
+    """A logging method that returns at once below the logger's threshold."""
+
+    def method(self: Logger, event: str | None = None, *args: Any, **kw: Any) -> None:
+        if level >= self.threshold:
+            self._emit(name, event, args, kw)
+
+    method.__name__ = name
+    return method
+
+
 class Logger:
     """A named logger with its precomputed threshold; each line is written whole to stderr."""
 
@@ -147,25 +158,11 @@ class Logger:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
 
-    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> None:
-        if _DEBUG >= self.threshold:
-            self._emit("debug", event, args, kw)
-
-    def info(self, event: str | None = None, *args: Any, **kw: Any) -> None:
-        if _INFO >= self.threshold:
-            self._emit("info", event, args, kw)
-
-    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> None:
-        if _WARN >= self.threshold:
-            self._emit("warning", event, args, kw)
-
-    def error(self, event: str | None = None, *args: Any, **kw: Any) -> None:
-        if _ERROR >= self.threshold:
-            self._emit("error", event, args, kw)
-
-    def critical(self, event: str | None = None, *args: Any, **kw: Any) -> None:
-        if loglevel.CRITICAL >= self.threshold:
-            self._emit("critical", event, args, kw)
+    debug = _method("debug", _DEBUG)
+    info = _method("info", _INFO)
+    warning = _method("warning", _WARN)
+    error = _method("error", _ERROR)
+    critical = _method("critical", loglevel.CRITICAL)
 
     def exception(self, event: str | None = None, *args: Any, **kw: Any) -> None:
         kw.setdefault("exc_info", True)
