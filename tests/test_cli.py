@@ -1,5 +1,6 @@
 """Tests of proxy/cli.py: the command's dispatch (subcommand behaviour is tested beside each module)."""
 
+import os
 import subprocess
 import sys
 
@@ -55,15 +56,20 @@ NOT_AT_IDLE = (
     "prometheus_client", "proxy.identity", "proxy.discovery", "proxy.telemetry.tapserver",
     "proxy.telemetry.tap", "proxy.telemetry.tracing", "proxy.telemetry.trace_export",
     "proxy.telemetry.accesslog", "proxy.policy.model", "proxy.policy.routes", "proxy.outbound.policy",
-    "proxy.outbound.mirror",
+    "proxy.outbound.mirror", "pathlib", "urllib", "importlib.util",
 )
 
 
 def test_run_with_the_defaults_loads_no_module_for_a_feature_that_is_off():
+    import site
+
     from tests.helpers.meshproxy import MeshProxy
 
-    proxy_proc = MeshProxy(command=[sys.executable, "-X", "importtime", "-m", "proxy", "run"],
-                           env={"MESHPROXY_LOG_LEVEL": "info"})
+    # As the installed console script starts it (no runpy, which -m would add), and with -S and the
+    # site-packages on PYTHONPATH: this virtualenv's editable-install finder loads pathlib and urllib.
+    script = "import sys; from proxy.cli import main; sys.exit(main(['run']))"
+    proxy_proc = MeshProxy(command=[sys.executable, "-S", "-X", "importtime", "-c", script],
+                           env={"MESHPROXY_LOG_LEVEL": "info", "PYTHONPATH": os.pathsep.join(site.getsitepackages())})
     with proxy_proc:
         proxy_proc.start()
         assert proxy_proc.admin_request("GET", "/ready")[0] == 200
