@@ -63,7 +63,7 @@ def test_invalid_change_keeps_the_directives_in_force(configured):
 
 def _structlog_lines(fmt: str, calls) -> list[str]:
     """What structlog's chain (as this project configured it until it rendered lines itself) wrote."""
-    structlog = pytest.importorskip("structlog")
+    import structlog
     out: list[str] = []
 
     def add_logger_name(logger, _name, event_dict):
