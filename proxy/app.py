@@ -15,8 +15,6 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING
 
-import structlog
-
 import proxy
 import proxy.compiled as fastpath
 from proxy.admin.server import AdminHooks, AdminProtocol, AdminSettings
@@ -29,6 +27,7 @@ from proxy.outbound import server as outbound
 from proxy.telemetry import metrics
 from proxy.telemetry import tls as tls_metrics
 from proxy.telemetry.labels import text as labels_text
+from proxy.telemetry.logging import get_logger
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
 from proxy.transport.listen import bound_address, listen
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from proxy.telemetry.trace_export import SpanExporter
     from proxy.transport.tls import MeshTls
 
-log = structlog.get_logger("proxy.app")
+log = get_logger("proxy.app")
 
 SWEEP_INTERVAL = 1.0
 INTERFACES_INTERVAL = 30.0  # seconds between re-reads of the local interface addresses

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import proxy
+
+if TYPE_CHECKING:
+    import argparse
 
 EX_CONFIG = 64  # sysexits.h EX_USAGE: bad configuration, nothing was bound
 EX_UNAVAILABLE = 69  # a listener could not be bound
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(config_path: str | None) -> int:
     from proxy import config as cfgmod
 
     try:
-        cfg = cfgmod.load(file_path=args.config)
+        cfg = cfgmod.load(file_path=config_path)
     except cfgmod.ConfigError as err:
         print(f"meshproxy: invalid configuration: {err}", file=sys.stderr)
         return EX_CONFIG
@@ -38,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as err:
             print(f"meshproxy: cannot listen: {err}", file=sys.stderr)
             return EX_UNAVAILABLE
+        from proxy.telemetry.memory import trim_after_start
+
+        trim_after_start()
         await app.run()
         return 0
 
@@ -77,8 +83,24 @@ def _uninject(args: argparse.Namespace) -> int:
     return command.uninject_main(args)
 
 
+def _plain_run(argv: list[str]) -> tuple[bool, str | None]:
+    """``run``, ``run --config FILE`` or ``run --config=FILE``: (True, FILE or None) without argparse.
+
+    argparse and the gettext and locale modules it imports would stay resident in
+    every sidecar (about 0.6 MiB) for one parse; anything else goes to argparse."""
+    if argv == ["run"]:
+        return True, None
+    if len(argv) == 3 and argv[:2] == ["run", "--config"] and not argv[2].startswith("-"):
+        return True, argv[2]
+    if len(argv) == 2 and argv[0] == "run" and argv[1].startswith("--config="):
+        return True, argv[1].removeprefix("--config=")
+    return False, None
+
+
 def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
     """The command line; ``for_command`` adds what only that subcommand needs (and imports)."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="meshproxy", description="A Linkerd-style service-mesh sidecar proxy.")
     parser.add_argument("--version", action="version", version=f"meshproxy {proxy.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,12 +133,15 @@ def build_parser(for_command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    plain, config_path = _plain_run(argv)
+    if plain:
+        return _run(config_path)
     parser = build_parser(argv[0] if argv else None)
     if argv[:1] and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run(args)
+        return _run(args.config)
     if args.command == "inject":
         return _inject(args)
     if args.command == "uninject":

@@ -550,6 +550,8 @@ def parse_collector(text: str) -> Collector:
 def parse_attributes(text: str) -> tuple[tuple[str, str], ...]:
     """``key=value`` pairs separated by commas or newlines (values may be "quoted", as the downward API
     writes them; ``%XX`` escapes are decoded, as OTEL_RESOURCE_ATTRIBUTES allows)."""
+    if not text.strip():
+        return ()  # the default: urllib is not loaded for it
     from urllib.parse import unquote
 
     out = []

@@ -1,5 +1,6 @@
 """Tests of proxy/cli.py: the command's dispatch (subcommand behaviour is tested beside each module)."""
 
+import os
 import subprocess
 import sys
 
@@ -34,3 +35,45 @@ def test_profile_prints_a_service_profile_the_policy_parser_accepts(tmp_path):
 def test_version_says_whether_the_fast_path_is_compiled(capsys):
     assert cli.main(["version"]) == 0
     assert "fast path compiled" in capsys.readouterr().out
+
+
+def test_run_is_parsed_without_argparse_and_anything_else_goes_to_it():
+    assert cli._plain_run(["run"]) == (True, None)
+    assert cli._plain_run(["run", "--config", "a.yaml"]) == (True, "a.yaml")
+    assert cli._plain_run(["run", "--config=a.yaml"]) == (True, "a.yaml")
+    for argv in (["run", "--config"], ["run", "--config", "-h"], ["run", "--conf", "a"], ["run", "-h"],
+                 ["run", "x"], ["version"], []):
+        assert cli._plain_run(argv) == (False, None), argv
+    out = subprocess.run([sys.executable, "-m", "proxy", "run", "--config"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "expected one argument" in out.stderr
+
+
+# Modules a proxy with the default settings must not load: each costs every
+# sidecar resident memory for a feature that is off (benchmarks/RESULTS.md, Memory).
+NOT_AT_IDLE = (
+    "structlog", "argparse", "json", "ctypes", "yaml", "cryptography", "OpenSSL", "h2", "hpack", "dns",
+    "prometheus_client", "proxy.identity", "proxy.discovery", "proxy.telemetry.tapserver",
+    "proxy.telemetry.tap", "proxy.telemetry.tracing", "proxy.telemetry.trace_export",
+    "proxy.telemetry.accesslog", "proxy.policy.model", "proxy.policy.routes", "proxy.outbound.policy",
+    "proxy.outbound.mirror", "pathlib", "urllib", "importlib.util",
+)
+
+
+def test_run_with_the_defaults_loads_no_module_for_a_feature_that_is_off():
+    import site
+
+    from tests.helpers.meshproxy import MeshProxy
+
+    # As the installed console script starts it (no runpy, which -m would add), and with -S and the
+    # site-packages on PYTHONPATH: this virtualenv's editable-install finder loads pathlib and urllib.
+    script = "import sys; from proxy.cli import main; sys.exit(main(['run']))"
+    proxy_proc = MeshProxy(command=[sys.executable, "-S", "-X", "importtime", "-c", script],
+                           env={"MESHPROXY_LOG_LEVEL": "info", "PYTHONPATH": os.pathsep.join(site.getsitepackages())})
+    with proxy_proc:
+        proxy_proc.start()
+        assert proxy_proc.admin_request("GET", "/ready")[0] == 200
+    loaded = {line.rsplit("|", 1)[1].strip() for line in proxy_proc.stderr_lines if line.startswith("import time:")}
+    assert "proxy.app" in loaded and "uvloop" in loaded  # the listing is real
+    unwanted = sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in NOT_AT_IDLE))
+    assert unwanted == []

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import structlog
-
 from proxy.config import Config
 from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head
 from proxy.telemetry import logging as plog
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.admin")
+log = get_logger("proxy.admin")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024
@@ -259,6 +257,8 @@ class AdminProtocol(asyncio.Protocol):
                 return _response(204, "No Content", b"", close=close)
             return _response(405, "Method Not Allowed", b"use GET or PUT\n", close=close)
         if path == b"/config":
+            import json  # for this page only: an idle proxy does not keep the module
+
             body_out = json.dumps(hooks.config(), indent=2, sort_keys=True).encode() + b"\n"
             return _response(200, "OK", body_out, "application/json", close=close)
         return _response(404, "Not Found", b"not found\n", close=close)

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-import structlog
-
 from proxy.config import Limits, PortSet
 from proxy.core.addr import ConnMeta, Target
 from proxy.core.opaque import open_tunnel
@@ -29,6 +27,7 @@ from proxy.exchange.context import ExchangeContext
 from proxy.http.h1server import H1Server
 from proxy.protocol import detect, transport_header
 from proxy.telemetry.counters import TcpStats, errno_of
+from proxy.telemetry.logging import get_logger
 from proxy.transport import tls
 from proxy.transport.connect import Connector
 from proxy.transport.orig_dst import original_dst
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from proxy.protocol.h2conn import H2Settings
     from proxy.telemetry.tls import TlsStats
 
-log = structlog.get_logger("proxy.accept")
+log = get_logger("proxy.accept")
 
 
 @dataclass(slots=True)

@@ -12,21 +12,20 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-import structlog
-
 from proxy.core.addr import ConnMeta, Target
 from proxy.errors import ProxyError, connect_error
 from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
 from proxy.http.tunnel import TunnelEnd
 from proxy.protocol import transport_header
 from proxy.telemetry.counters import TcpStats
+from proxy.telemetry.logging import get_logger
 from proxy.transport.connect import open_connection
 
 if TYPE_CHECKING:
     from proxy.core.accept import AcceptStage
     from proxy.core.probe import Probe
 
-log = structlog.get_logger("proxy.accept")
+log = get_logger("proxy.accept")
 
 _KIND_NAMES = {1: "http/1", 2: "h2", 3: "tls", 4: "opaque"}  # proxy.protocol.detect's kinds
 

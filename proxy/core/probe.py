@@ -26,15 +26,14 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-import structlog
-
 from proxy.core.addr import Target
 from proxy.errors import ProxyError
 from proxy.exchange.core import SETTLE_CANCELLED
 from proxy.protocol import transport_header
+from proxy.telemetry.logging import get_logger
 from proxy.transport.connect import open_connection
 
-log = structlog.get_logger("proxy.accept")
+log = get_logger("proxy.accept")
 
 _TASKS: set[asyncio.Task] = set()
 

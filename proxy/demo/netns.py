@@ -97,7 +97,7 @@ def unavailable(state_dir: Path) -> str | None:
         return f"'ip netns' does not work: {probe.stderr.strip()}"
     # The proxies run as uid 2102: the interpreter, the packages and the
     # demo's files must all be readable by that uid.
-    check = ("import os, sys, uvloop, structlog, yaml, cryptography, proxy.config\n"
+    check = ("import os, sys, uvloop, yaml, cryptography, proxy.config\n"
              "sys.exit(0 if os.access(sys.argv[1], os.R_OK | os.X_OK) else 3)")
     probe = subprocess.run(["setpriv", f"--reuid={PROXY_UID}", f"--regid={PROXY_UID}", "--clear-groups",
                             sys.executable, "-c", check, str(state_dir)],

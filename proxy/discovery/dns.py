@@ -17,7 +17,6 @@ import asyncio
 
 import dns.asyncresolver
 import dns.nameserver
-import structlog
 
 from proxy.config import DiscoverySettings
 from proxy.discovery.backoff import Backoff
@@ -25,8 +24,9 @@ from proxy.discovery.dnsquery import NoAddresses, Unavailable, resolve_addresses
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import normalize_ip, snapshot
 from proxy.discovery.resolver import Resolver, Watch, normalize_host
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery.dns")
+log = get_logger("proxy.discovery.dns")
 
 FAILURE_BACKOFF_CAP = 30.0  # a failing name is retried at least this often, whatever dns_max_ttl says
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 
-import structlog
-
 from proxy.discovery.filespec import ServiceSpec, SpecError, parse_document
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import ServiceSnapshot
 from proxy.discovery.resolver import NameIndex, Resolver, Watch
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery.file")
+log = get_logger("proxy.discovery.file")
 
 Signature = tuple[int, int, int, int]
 

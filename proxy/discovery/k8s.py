@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 
-import structlog
-
 from proxy.config import DiscoverySettings
 from proxy.discovery.backoff import Backoff
 from proxy.discovery.k8s_api import ApiError, Informer, KubeApi
@@ -37,8 +35,9 @@ from proxy.discovery.k8s_model import (
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import snapshot
 from proxy.discovery.resolver import NameIndex, Resolver, Watch
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery.k8s")
+log = get_logger("proxy.discovery.k8s")
 
 WatchKey = tuple[str, str, int]  # namespace, service, port
 PodKey = tuple[str, str]

@@ -14,14 +14,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import structlog
-
 from proxy.discovery.backoff import Backoff
 from proxy.discovery.k8s_client import ApiError, EventTooLarge, Gone, KubeApi, Unavailable
+from proxy.telemetry.logging import get_logger
 
 __all__ = ["ApiError", "EventTooLarge", "Gone", "Informer", "KubeApi", "Unavailable"]
 
-log = structlog.get_logger("proxy.discovery.k8s")
+log = get_logger("proxy.discovery.k8s")
 
 
 Handler = Callable[[str, tuple[str, str], dict | None], None]  # (ADDED|MODIFIED|DELETED, key, object)

@@ -29,8 +29,6 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import structlog
-
 from proxy import __version__
 from proxy.config import K8S_API, K8S_CA_FILE, ConfigError, DiscoverySettings, redact
 from proxy.discovery.k8s_wire import (
@@ -42,8 +40,9 @@ from proxy.discovery.k8s_wire import (
     WireError,
     parse_head,
 )
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery.k8s")
+log = get_logger("proxy.discovery.k8s")
 
 MAX_IDLE = 4  # kept-alive request connections (Pod reads run a few at a time)
 IDLE_SECONDS = 30.0  # an idle connection older than this is closed rather than reused

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from proxy.config import PortSet, parse_duration, parse_port_set
 from proxy.discovery.model import AccrualSettings, Endpoint, normalize_ip
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery.k8s")
+log = get_logger("proxy.discovery.k8s")
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 INJECT_ANNOTATION = "meshproxy.io/inject"

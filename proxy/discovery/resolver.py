@@ -11,13 +11,12 @@ import abc
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-import structlog
-
 from proxy.config import DiscoverySettings
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import ServiceSnapshot, Update, diff, normalize_ip
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.discovery")
+log = get_logger("proxy.discovery")
 
 Callback = Callable[[Update], None]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import structlog
-
 from proxy.errors import ProxyError
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.http")
+log = get_logger("proxy.http")
 
 
 def error_line(direction: str, err: ProxyError, head, meta, target=None) -> None:

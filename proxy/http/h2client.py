@@ -20,7 +20,6 @@ hands the held requests to HTTP/1 (``fallback``), as every later one to it.
 import time
 
 import cython
-import structlog
 
 from proxy import errors
 from proxy.exchange.clock import now
@@ -31,6 +30,7 @@ from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
 from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
 from proxy.telemetry.counters import errno_of
+from proxy.telemetry.logging import get_logger
 
 # Addresses whose protocol was learned by a first connection; beyond this many the map starts over
 # (an address learned again costs one held first request). What is learned is probed again after
@@ -38,7 +38,7 @@ from proxy.telemetry.counters import errno_of
 LEARNED_MAX = 4096
 LEARNED_TTL = 300.0
 
-log = structlog.get_logger("proxy.http")
+log = get_logger("proxy.http")
 
 
 def _status(fields):

@@ -169,12 +169,12 @@ def _serving_context(args, issuer, host: str):
 def _run(args, issuer, checker, trust_domain: str, leaf_life: dt.timedelta, listen) -> int:
     import asyncio
 
-    import structlog
     import uvloop
 
     from proxy.identity import ca, server
+    from proxy.telemetry.logging import get_logger
 
-    log = structlog.get_logger("proxy.identity")
+    log = get_logger("proxy.identity")
 
     async def run() -> int:
         service = server.IssuerService(issuer, checker, trust_domain, leaf_life)

@@ -24,7 +24,6 @@ import os
 import random
 import ssl
 
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,9 +31,10 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from proxy.config import IDENTITY_NAME, IDENTITY_TRUST_ANCHORS, ConfigError, IdentitySettings
 from proxy.identity import client, names
+from proxy.telemetry.logging import get_logger
 from proxy.transport import tls
 
-log = structlog.get_logger("proxy.identity")
+log = get_logger("proxy.identity")
 
 
 class LocalIdentity:

@@ -16,13 +16,12 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import structlog
-
 from proxy.identity import ca, csr, httpio
 from proxy.identity.errors import Refusal
 from proxy.identity.tokens import TokenChecker
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.identity")
+log = get_logger("proxy.identity")
 
 CERTIFY_PATH = "/v1/certify"
 METRICS_PATH = "/metrics"

@@ -14,13 +14,12 @@ import ssl
 from pathlib import Path
 from typing import Protocol
 
-import structlog
-
 from proxy.identity import httpio, names
 from proxy.identity.errors import Refusal
 from proxy.identity.names import Identity
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.identity.tokens")
+log = get_logger("proxy.identity.tokens")
 
 
 class TokenChecker(Protocol):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-import structlog
-
 from proxy.config import PolicySettings
 from proxy.core.addr import ConnMeta
 from proxy.errors import PolicyError, RateLimited, Unauthorized
@@ -25,9 +23,10 @@ from proxy.policy import ratelimit
 from proxy.policy.authz import Client, Decision, InboundPolicy, PortPolicy
 from proxy.policy.authz_model import POLICY_GROUP
 from proxy.telemetry.labels import inbound_tls_pairs, target_pairs, with_srv_port
+from proxy.telemetry.logging import get_logger
 from proxy.telemetry.metrics import label_set
 
-log = structlog.get_logger("proxy.inbound.authz")
+log = get_logger("proxy.inbound.authz")
 
 class InboundAuthorizer:
     """``has_identity``: this proxy has a mesh identity (the ``no_tls_reason`` of plaintext clients)."""

@@ -24,10 +24,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import structlog
-
 from proxy.inject import admission, command
 from proxy.inject.stream import Options
+from proxy.telemetry.logging import get_logger
 
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
@@ -41,7 +40,7 @@ NAMESPACE_CACHE_SECONDS = 10.0
 NAMESPACE_CACHE_SIZE = 1024
 CERT_CHECK_SECONDS = 30.0  # the Secret volume is updated in place when the certificate is renewed
 
-log = structlog.get_logger("proxy.inject.injector")
+log = get_logger("proxy.inject.injector")
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str]]]
 

@@ -14,15 +14,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import structlog
-
 from proxy.config import BalancerSettings
 from proxy.core.addr import Target
 from proxy.errors import NoEndpoints
 from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK, Exchange
 from proxy.outbound.balancer import Balancer
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.outbound.balance")
+log = get_logger("proxy.outbound.balance")
 
 NS = 1_000_000_000
 

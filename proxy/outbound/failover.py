@@ -24,12 +24,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import structlog
-
 from proxy.policy.model import Failover
 from proxy.telemetry.labels import text
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.outbound.failover")
+log = get_logger("proxy.outbound.failover")
 
 BUCKETS = 10  # the success-rate window is kept in this many slices
 

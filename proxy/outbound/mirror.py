@@ -24,14 +24,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import structlog
-
 from proxy.errors import UpstreamError
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.telemetry.labels import text
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.outbound.mirror")
+log = get_logger("proxy.outbound.mirror")
 
 SKIP_REASONS = ("body_too_large", "in_flight_limit", "upgrade", "request_incomplete", "mirror_unreachable")
 FAILURE_LOG_INTERVAL = 10.0  # at most one failure line per mirror this often (a dead mirror fails every copy)

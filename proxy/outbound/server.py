@@ -14,16 +14,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import structlog
-
 from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
 from proxy.core.addr import ConnMeta, Target, parse_authority
 from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
-from proxy.outbound.policy import redirect_location
 from proxy.telemetry.labels import LabelSets
+from proxy.telemetry.logging import get_logger
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
@@ -37,7 +35,7 @@ CACHE_LIMIT = 4096  # distinct authorities remembered; the cache is cleared when
 SERVICE_LIMIT = 1024  # discovered services kept at once
 SERVICE_IDLE = 60.0  # a service unused this long is forgotten (and its watch dropped)
 
-log = structlog.get_logger("proxy.outbound")
+log = get_logger("proxy.outbound")
 
 
 class OutboundRouter:
@@ -162,6 +160,8 @@ class OutboundRouter:
         if conn is not None:
             conn.rp = rp
         if rp.redirect is not None:  # answered here: no backend is asked
+            from proxy.outbound.policy import redirect_location  # with a policy only (it loads the route modules)
+
             raise RouteRedirect(redirect_location(rp.route, head.target, head.host, logical), rp.redirect.status)
         group = rp.failover
         if group is not None:

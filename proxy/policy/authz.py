@@ -49,8 +49,6 @@ from proxy.policy.authz_model import (
     Requirement,
     Server,
 )
-from proxy.policy.model import ServicePolicy
-from proxy.policy.routes import RouteTable
 
 __all__ = ["REASON_NO_ROUTE", "REASON_UNAUTHORIZED", "AuthzSet", "Client", "Decision", "InboundPolicy", "PortPolicy"]
 
@@ -261,10 +259,17 @@ class PortPolicy:
         groups: dict[tuple[str, ...], list[InboundRoute]] = {}
         for route in routes if protocol not in _NOT_HTTP else ():
             groups.setdefault(route.hostnames, []).append(route)
-        self._groups = tuple(
-            (hostnames, RouteTable(ServicePolicy(target, gateway_routes=tuple(r for x in members for r in x.rules))),
-             {x.source: route_rules[x.source] for x in members})
-            for hostnames, members in groups.items()) or None
+        self._groups = None
+        if groups:
+            # Imported only with HTTP routes: a proxy without a policy never loads the route tables.
+            from proxy.policy.model import ServicePolicy
+            from proxy.policy.routes import RouteTable
+
+            self._groups = tuple(
+                (hostnames,
+                 RouteTable(ServicePolicy(target, gateway_routes=tuple(r for x in members for r in x.rules))),
+                 {x.source: route_rules[x.source] for x in members})
+                for hostnames, members in groups.items())
         self._header_names = tuple((name, name.encode("latin-1")) for name in sorted(
             {h.name for x in routes for r in x.rules for m in r.matches for h in m.headers}))
         admits_everyone = any(not requires for requires, _ in conn_rules)

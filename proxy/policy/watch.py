@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import structlog
-
 from proxy.policy.model import PolicySet
 from proxy.policy.parse import ParseError, parse
+from proxy.telemetry.logging import get_logger
 
-log = structlog.get_logger("proxy.policy")
+log = get_logger("proxy.policy")
 
 EMPTY = PolicySet({})
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # Numbers as the stdlib's logging module has them; trace sits below debug
 # (nothing logs at trace yet, so it shows what debug shows) and off above all.
 LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "off": 100}
-CRITICAL = 50  # not a directive level (Linkerd has none); structlog's critical calls sit here
+CRITICAL = 50  # not a directive level (Linkerd has none); the critical calls sit here
 
 _TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 

@@ -15,7 +15,14 @@ MIN_INTERVAL = 5.0
 
 
 def _load_trim():
-    """glibc's malloc_trim, loaded on first need (ctypes costs memory of its own)."""
+    """glibc's malloc_trim, loaded on first need: from the compiled helper, else through ctypes (which
+    costs memory of its own)."""
+    try:
+        from proxy.telemetry.malloc import AVAILABLE, malloc_trim
+    except ImportError:  # extensions not built
+        pass
+    else:
+        return malloc_trim if AVAILABLE else None
     import ctypes
 
     try:

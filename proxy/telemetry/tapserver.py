@@ -26,8 +26,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-import structlog
-
 from proxy.admin.server import is_loopback
 from proxy.config import Config, TapSettings
 from proxy.protocol.h2conn import (
@@ -40,12 +38,13 @@ from proxy.protocol.h2conn import (
     TrailersReceived,
     WindowUpdated,
 )
+from proxy.telemetry.logging import get_logger
 from proxy.telemetry.metrics import render_tap
 from proxy.telemetry.tap import TapHub, TapSession
 from proxy.telemetry.tapproto import InvalidTap, parse_observe
 from proxy.transport import tls
 
-log = structlog.get_logger("proxy.tap")
+log = get_logger("proxy.tap")
 
 OBSERVE_PATH = b"/io.linkerd.proxy.tap.Tap/Observe"
 MAX_REQUEST = 64 * 1024

@@ -25,16 +25,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 import proxy
 from proxy.telemetry import otlp, pbwire
+from proxy.telemetry.logging import get_logger
 
 if TYPE_CHECKING:
     from proxy.config import TracingSettings
     from proxy.transport.tls import MeshTls
 
-log = structlog.get_logger("proxy.tracing")
+log = get_logger("proxy.tracing")
 
 DROP_REASONS = ("buffer_full", "export_failed")
 WARN_INTERVAL = 60.0  # seconds between two "export failed" log lines

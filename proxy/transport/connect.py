@@ -22,6 +22,7 @@ once it passed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 
@@ -137,7 +138,7 @@ async def _connected_socket(connector: Connector, target, literal) -> socket.soc
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, sockaddr)
+            await sock_connect(loop, sock, sockaddr)
             return sock
         except OSError as err:
             sock.close()
@@ -147,6 +148,35 @@ async def _connected_socket(connector: Connector, target, literal) -> socket.soc
             raise
     # The first address's error says most (a refused connection stays ConnectionRefusedError).
     raise errors[0]
+
+
+async def sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple) -> None:
+    """Connect the non-blocking ``sock`` to the numeric ``sockaddr``, waiting for writability on the loop.
+
+    Not ``loop.sock_connect``: uvloop's resolves even a numeric address through
+    libuv's thread pool, which costs a thread hop per connection and starts four
+    threads (each with its own malloc arena) at the proxy's first connection.
+    """
+    err = sock.connect_ex(sockaddr)
+    if err == 0:
+        return
+    if err != errno.EINPROGRESS:
+        raise OSError(err, f"Connect call failed {sockaddr}")
+    writable = loop.create_future()
+
+    def ready() -> None:
+        if not writable.done():
+            writable.set_result(None)
+
+    fd = sock.fileno()
+    loop.add_writer(fd, ready)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, f"Connect call failed {sockaddr}")  # ECONNREFUSED: a ConnectionRefusedError
 
 
 def literal_sockaddr(host: str, port: int, literal) -> tuple[int, tuple]:

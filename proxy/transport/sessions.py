@@ -30,8 +30,6 @@ import ssl
 import time
 from collections import OrderedDict
 
-from cryptography import x509
-
 # X509_V_ERR_* codes, as a full handshake that found the same would report them.
 _CERT_HAS_EXPIRED = 10
 _HOSTNAME_MISMATCH = 62
@@ -158,6 +156,10 @@ def _facts(der: bytes) -> tuple[frozenset[str], float]:
     """A certificate's DNS names (lowercase) and expiry (unix time); decoding is a pure function of its bytes."""
     if not der:
         return frozenset(), 0.0
+    # Here, not at the top: transport/tls.py (and so this module) is loaded by every proxy, and
+    # cryptography costs one without an identity about 10 MiB; with one, the identity loaded it already.
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

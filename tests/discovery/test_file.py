@@ -6,7 +6,6 @@ import os
 import textwrap
 
 import pytest
-from structlog.testing import capture_logs
 
 from proxy import config
 from proxy.discovery.file import FileResolver
@@ -14,6 +13,7 @@ from proxy.discovery.filespec import SpecError, parse_document
 from proxy.discovery.metrics import DiscoveryMetrics
 from proxy.discovery.model import AccrualSettings, Endpoint
 from proxy.discovery.resolver import build_resolver
+from proxy.telemetry.logging import capture as capture_logs
 
 from .conftest import eventually
 

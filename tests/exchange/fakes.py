@@ -473,7 +473,7 @@ class Authz:
 
 
 class LogLines:
-    """Stands in for the exchange's structlog logger: (level, event, fields) per line."""
+    """Stands in for the exchange's logger: (level, event, fields) per line."""
 
     def __init__(self):
         self.lines = []

@@ -15,3 +15,12 @@ def test_trims_only_after_a_real_drop_and_not_too_often():
         assert t.trims == 1 and t.peak == 100
         assert not t.observe(1000, now=104.0) and not t.observe(0, now=105.0)  # within MIN_INTERVAL
         assert t.observe(0, now=103.0 + memory.MIN_INTERVAL)
+
+
+def test_trim_comes_from_the_compiled_helper_not_ctypes():
+    """ctypes would stay resident in every proxy for one C call; the build has malloc_trim compiled."""
+    from proxy.telemetry import malloc
+
+    assert malloc.AVAILABLE  # glibc here
+    assert memory._load_trim() is malloc.malloc_trim
+    assert malloc.malloc_trim(0) in (0, 1)

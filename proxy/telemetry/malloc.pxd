@@ -1,0 +1,1 @@
+# malloc.pyx: a hand-written .pyx (one C call); nothing to share.
