@@ -30,7 +30,7 @@ from benchmarks.lib.context import Context, say  # noqa: E402
 from benchmarks.lib.procs import ProcessGroup  # noqa: E402
 from benchmarks.lib.servers import Placement  # noqa: E402
 from benchmarks.scenarios import SCENARIOS  # noqa: E402
-from benchmarks.scenarios.http1 import BASELINE, TAPPED, VARIANTS  # noqa: E402
+from benchmarks.scenarios.http1 import BASELINE, TAPPED, TAPPED_VARIANTS, VARIANTS  # noqa: E402
 
 REQUIRED_TOOLS = {
     "http1": ("nginx", "haproxy", "wrk", "taskset"),
@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="directory for the reports and logs (default benchmarks/out/)")
     parser.add_argument("--variants", type=lambda s: [v.strip() for v in s.split(",") if v.strip()],
                         help=f"http1: comma-separated subset of {','.join(VARIANTS)} (and {BASELINE} with --baseline;"
-                             f" {TAPPED}: meshproxy with a tap matching every request open)")
+                             f" {TAPPED}: meshproxy with a tap matching every request open, read by viz tap's"
+                             f" client; {TAPPED_VARIANTS[1]}: the same tap read by nghttp)")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="a checkout of another revision with its compiled modules built in place: adds a"
                              f" {BASELINE} contender (python -m proxy run, cwd DIR) to the"
@@ -82,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.baseline == REPO.resolve():
             parser.error("--baseline names this checkout itself")
     if args.variants:
-        unknown = [v for v in args.variants if v not in VARIANTS + (TAPPED,) + ((BASELINE,) if args.baseline else ())]
+        unknown = [v for v in args.variants
+                   if v not in VARIANTS + TAPPED_VARIANTS + ((BASELINE,) if args.baseline else ())]
         if unknown:
             parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     return args
