@@ -307,6 +307,14 @@ class MeshProxy:
         return metrics_mod.parse(body.decode())
 
 
+def proxy_to(tmp_path_factory: Any, name: str, target: str, **env: str) -> MeshProxy:
+    """A started proxy whose inbound side sends everything to ``target`` (its log in a temporary directory)."""
+    mp = MeshProxy(env={"MESHPROXY_INBOUND_DEFAULT_TARGET": target, **env}, name=name,
+                   log_path=tmp_path_factory.mktemp(name) / "stderr.log")
+    mp.start()
+    return mp
+
+
 def run_once(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,

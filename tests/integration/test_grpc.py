@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from helpers.grpc_service import EchoStub, GrpcServer, channel
-from helpers.meshproxy import MeshProxy
+from helpers.meshproxy import proxy_to
 from helpers.servers import det_bytes
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,23 +32,16 @@ def grpc_server():
     server.stop()
 
 
-def _proxy(tmp_path_factory, name: str, target: str) -> MeshProxy:
-    mp = MeshProxy(env={"MESHPROXY_INBOUND_DEFAULT_TARGET": target}, name=name,
-                   log_path=tmp_path_factory.mktemp(name) / "stderr.log")
-    mp.start()
-    return mp
-
-
 @pytest.fixture(scope="module")
 def proxy_a(grpc_server, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-proxy-a", grpc_server.hostport)
+    mp = proxy_to(tmp_path_factory, "grpc-proxy-a", grpc_server.hostport)
     yield mp
     mp.close()
 
 
 @pytest.fixture(scope="module")
 def proxy_b(grpc_server, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-proxy-b", grpc_server.hostport)
+    mp = proxy_to(tmp_path_factory, "grpc-proxy-b", grpc_server.hostport)
     yield mp
     mp.close()
 

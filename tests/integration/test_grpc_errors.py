@@ -16,7 +16,7 @@ import pytest
 
 from helpers.grpc_service import channel
 from helpers.h2server import H2Origin
-from helpers.meshproxy import MeshProxy
+from helpers.meshproxy import proxy_to
 from helpers.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,30 +36,23 @@ def dead_port():
     return free_port()  # nothing listens there: every connect is refused
 
 
-def _proxy(tmp_path_factory, name: str, target: str, **env: str) -> MeshProxy:
-    mp = MeshProxy(env={"MESHPROXY_INBOUND_DEFAULT_TARGET": target, **env}, name=name,
-                   log_path=tmp_path_factory.mktemp(name) / "stderr.log")
-    mp.start()
-    return mp
-
-
 @pytest.fixture(scope="module")
 def proxy_a(origin, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-errors-a", origin.hostport)
+    mp = proxy_to(tmp_path_factory, "grpc-errors-a", origin.hostport)
     yield mp
     mp.close()
 
 
 @pytest.fixture(scope="module")
 def proxy_to_origin(origin, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-errors-b", origin.hostport)
+    mp = proxy_to(tmp_path_factory, "grpc-errors-b", origin.hostport)
     yield mp
     mp.close()
 
 
 @pytest.fixture(scope="module")
 def proxy_to_nothing(dead_port, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-errors-c", f"127.0.0.1:{dead_port}")
+    mp = proxy_to(tmp_path_factory, "grpc-errors-c", f"127.0.0.1:{dead_port}")
     yield mp
     mp.close()
 
@@ -105,7 +98,7 @@ def test_a_stream_the_upstream_resets_midway_ends_with_a_status(hops, proxy_a, p
 
 
 def test_a_response_timeout_is_deadline_exceeded(origin, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "grpc-errors-timeout", origin.hostport, MESHPROXY_RESPONSE_TIMEOUT="300ms")
+    mp = proxy_to(tmp_path_factory, "grpc-errors-timeout", origin.hostport, MESHPROXY_RESPONSE_TIMEOUT="300ms")
     try:
         with channel(mp.outbound_hostport, authority=origin.hostport) as chan:
             err = _error(chan, "/never")

@@ -22,7 +22,7 @@ import pytest
 from helpers.clients import clean_env, curl
 from helpers.h2client import H2Client
 from helpers.h2server import H2Origin
-from helpers.meshproxy import MeshProxy
+from helpers.meshproxy import proxy_to
 from helpers.nginx import Nginx
 from helpers.servers import ServerConn, SilentServer, TcpServer, det_bytes, sha256
 from helpers.upstream import HttpUpstream
@@ -42,13 +42,6 @@ class PrefaceCloser(TcpServer):
             pass
 
 
-def _proxy(tmp_path_factory, name: str, target: str, **env: str) -> MeshProxy:
-    mp = MeshProxy(env={"MESHPROXY_INBOUND_DEFAULT_TARGET": target, **env}, name=name,
-                   log_path=tmp_path_factory.mktemp(name) / "stderr.log")
-    mp.start()
-    return mp
-
-
 @pytest.fixture(scope="module")
 def app():
     server = HttpUpstream(name="http1-only-app")
@@ -65,8 +58,8 @@ def nginx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxies(app, tmp_path_factory):
-    a = _proxy(tmp_path_factory, "h2-to-h1-a", app.hostport)
-    b = _proxy(tmp_path_factory, "h2-to-h1-b", app.hostport)
+    a = proxy_to(tmp_path_factory, "h2-to-h1-a", app.hostport)
+    b = proxy_to(tmp_path_factory, "h2-to-h1-b", app.hostport)
     yield a, b
     a.close()
     b.close()
@@ -109,7 +102,7 @@ def test_the_address_is_learned_once_per_proxy(proxies, app):
 
 
 def test_curl_and_h2load_against_an_nginx_that_speaks_only_http1(nginx, tmp_path_factory):
-    mp = _proxy(tmp_path_factory, "h2-to-nginx", nginx.hostport)
+    mp = proxy_to(tmp_path_factory, "h2-to-nginx", nginx.hostport)
     try:
         got = curl("-s", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_code} %{http_version}",
                    f"http://{mp.inbound_hostport}/static/hello.txt")
@@ -125,7 +118,7 @@ def test_curl_and_h2load_against_an_nginx_that_speaks_only_http1(nginx, tmp_path
 
 def test_an_http2_app_still_gets_http2(tmp_path_factory):
     origin = H2Origin(name="h2-app")
-    mp = _proxy(tmp_path_factory, "h2-to-h2", origin.hostport)
+    mp = proxy_to(tmp_path_factory, "h2-to-h2", origin.hostport)
     try:
         with H2Client(mp.inbound) as client:
             for _ in range(3):
@@ -139,7 +132,7 @@ def test_an_http2_app_still_gets_http2(tmp_path_factory):
 
 def test_an_app_that_closes_on_the_preface_gets_a_clear_502(tmp_path_factory):
     closer = PrefaceCloser(name="preface-closer")
-    mp = _proxy(tmp_path_factory, "h2-to-closer", closer.hostport)
+    mp = proxy_to(tmp_path_factory, "h2-to-closer", closer.hostport)
     try:
         with H2Client(mp.inbound) as client:
             resp = client.exchange("GET", "/", "app.test")
@@ -152,7 +145,7 @@ def test_an_app_that_closes_on_the_preface_gets_a_clear_502(tmp_path_factory):
 
 def test_an_app_that_says_nothing_after_the_preface_gets_a_504_in_the_connect_timeout(tmp_path_factory):
     silent = SilentServer(name="preface-silent")
-    mp = _proxy(tmp_path_factory, "h2-to-silent", silent.hostport, MESHPROXY_CONNECT_TIMEOUT="500ms")
+    mp = proxy_to(tmp_path_factory, "h2-to-silent", silent.hostport, MESHPROXY_CONNECT_TIMEOUT="500ms")
     try:
         with H2Client(mp.inbound) as client:
             start = time.monotonic()
