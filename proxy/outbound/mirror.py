@@ -8,10 +8,10 @@ retries, no retry budget, no route metrics), and its client end
 
 A copy never runs ahead of the primary: the route only decides (and
 reserves an in-flight slot) as the request arrives, and queues the request
-on the hub; the queue is drained from the loop's ready callbacks after the
-loop has polled once more, a few requests per turn, so the primary request
-is routed and forwarded first, and the reads the loop finds ready for
-primary requests meanwhile are handled before each batch of copies. Until its copies go, the request's body is kept
+on the hub; the queue is drained from the loop's ready callbacks, a few
+requests per turn of the loop, so the primary request is routed and
+forwarded first and every read the loop already has for primary requests is
+handled between batches. Until its copies go, the request's body is kept
 (``MirrorTee``, at most ``max_body`` bytes); after, it is handed on as the
 primary reads it, with credit 0, so a slow mirror never slows the client,
 and never waits for it.
@@ -122,14 +122,11 @@ class MirrorHub:
     def defer(self, tee: MirrorTee) -> None:
         self.queue.append(tee)
         if not self.draining:
-            # Two turns of the ready queue: a callback queued now runs before the loop's next poll, so the
-            # first turn only queues the drain behind that poll (whatever primary reads it brings come first).
             self.draining = True
-            self.ctx.loop.call_soon(self.ctx.loop.call_soon, self.drain)
+            self.ctx.loop.call_soon(self.drain)
 
     def drain(self) -> None:
-        """Send the copies of the next few queued requests; the rest wait for the next turn of the loop (which
-        polls first: the drain runs from the ready queue, before the poll)."""
+        """Send the copies of the next few queued requests; the rest wait for the next turn of the loop."""
         queue = self.queue
         try:
             for _ in range(min(len(queue), DRAIN_BATCH)):
