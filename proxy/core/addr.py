@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 
 from proxy.core.target import Target
 
-__all__ = ["ConnMeta", "Target", "parse_authority"]
+__all__ = ["TRANSPORT_ROUTE", "ConnMeta", "Target", "parse_authority"]
+
+# The ``stats_cache`` key of an outbound TCP or TLS connection's route counters (``close(unexpected)``),
+# set by the egress policy when it routes the connection, counted by the relay when the connection ends.
+TRANSPORT_ROUTE = "transport_route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +29,9 @@ class ConnMeta:
     sni: str | None = None
     # Inbound: the connection's authorization (proxy/inbound/authz.py), read per request.
     authz: object = field(default=None, compare=False, hash=False, repr=False)
-    # Inbound: the metric label set of this connection's requests per Host, found
-    # once (proxy/telemetry/labels.py). Not copied by ``replace``: a changed
-    # meta (TLS, authorization) has other labels.
+    # The metric label sets of this connection found once: inbound, its requests' per
+    # Host (proxy/telemetry/labels.py); outbound, its TCP/TLS route's (TRANSPORT_ROUTE).
+    # Not copied by ``replace``: a changed meta (TLS, authorization) has other labels.
     stats_cache: dict = field(default_factory=dict, init=False, compare=False, hash=False, repr=False)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from proxy.core.addr import ConnMeta, Target
+from proxy.core.addr import TRANSPORT_ROUTE, ConnMeta, Target
 from proxy.errors import ProxyError, connect_error
 from proxy.exchange.core import SETTLE_FAILED, SETTLE_OK
 from proxy.http.tunnel import TunnelEnd
@@ -51,9 +51,13 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
 
     started = time.perf_counter()
     connect_time = [0.0]
+    unreached = [False]  # the backend could not be reached: an unexpected close for the route's counters
 
     def closed(_end: TunnelEnd) -> None:
         stage.open_connections -= 1
+        route = meta.stats_cache.get(TRANSPORT_ROUTE)
+        if route is not None:  # an egress TCP or TLS route's connection (proxy/outbound/egress.py)
+            route.close(unreached[0])
         if target.service is not None and connect_time[0]:
             # Balanced per connection: the pick is held for the connection's life.
             target.service.settle(target, connect_time[0], SETTLE_OK)
@@ -86,6 +90,7 @@ def open_tunnel(stage: AcceptStage, transport: asyncio.Transport, meta: ConnMeta
             await open_connection(stage.connector, target, lambda: dst)
         except (OSError, TimeoutError, ProxyError) as exc:
             err = connect_error(exc)
+            unreached[0] = True
             if target.service is not None:
                 target.service.settle(target, time.perf_counter() - started, SETTLE_FAILED)
             log.warning("opaque connection failed", direction=stage.direction, client=_fmt(meta.client),

@@ -19,7 +19,12 @@ Linkerd:
   the default. A denied connection is closed (``EgressDenied``: the accept
   stage logs it); each routed
   connection counts in ``outbound_tls_route_open_total`` /
-  ``outbound_tcp_route_open_total``.
+  ``outbound_tcp_route_open_total`` and, when it ends, in
+  ``outbound_tls_route_close_total`` / ``outbound_tcp_route_close_total``
+  with Linkerd's ``error``: empty for a connection that ran its course,
+  ``forbidden`` for a denied one, ``unexpected`` when the backend could not
+  be reached (``invalid_backend`` and ``invalid_policy`` are Linkerd's too,
+  for states this proxy refuses when it loads the policy: always 0).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import copy
 import ipaddress
 import random
 
-from proxy.core.addr import ConnMeta, Target
+from proxy.core.addr import TRANSPORT_ROUTE, ConnMeta, Target
 from proxy.errors import EgressDenied
 from proxy.outbound.policy import Registry, RoutePolicy, ServiceRuntime, _backend_address
 from proxy.policy.egress_model import HTTP_KINDS, ORIGINAL_DST, EgressNetwork, EgressRoute
@@ -40,6 +45,21 @@ CACHE_LIMIT = 4096  # destinations (address, port) remembered per policy version
 HOSTS_PER_ROUTE = 256  # distinct Host labels per egress runtime; more share "other"
 DENIED = "traffic not allowed"  # Linkerd's message for the default deny route
 _POLICY_GROUP = "policy.linkerd.io"
+CLOSE_ERRORS = ("", "forbidden", "invalid_backend", "invalid_policy", "unexpected")  # Linkerd's, in its order
+
+
+class RouteConnections:
+    """One egress TLS or TCP route's connection counters (one label set): opened, and closed by ``error``."""
+
+    __slots__ = ("opened", "closed")
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = [0] * len(CLOSE_ERRORS)
+
+    def close(self, unexpected: bool) -> None:
+        """The connection ended (``unexpected``: its backend could not be reached)."""
+        self.closed[4 if unexpected else 0] += 1
 
 
 def _authority(ip: str, port: int) -> str:
@@ -174,8 +194,8 @@ class EgressPolicy:
         self._compiled: list[tuple[int, int, EgressNetwork, tuple]] = []
         self._by_ip: dict[str, EgressNetwork | None] = {}
         self._http: dict[tuple[str, int], EgressRuntime | None] = {}
-        # Linkerd's outbound_tls_route_open_total / outbound_tcp_route_open_total, by label text (bounded).
-        self.opened: dict[str, dict[str, list[int]]] = {"tls": {}, "tcp": {}}
+        # Linkerd's outbound_{tls,tcp}_route_open_total and _close_total, by label text (bounded).
+        self.routes: dict[str, dict[str, RouteConnections]] = {"tls": {}, "tcp": {}}
         self.denied_connections = 0
 
     def update(self, networks: tuple[EgressNetwork, ...]) -> None:
@@ -269,15 +289,19 @@ class EgressPolicy:
             (*zip(("route_group", "route_kind", "route_namespace", "route_name"),
                   _route_ref(chosen[0] if chosen else None, default)),
              *((("hostname", sni),) if family == "tls" else ())))
+        counted = None
         if not quiet:
-            self._count(family, labels)
+            counted = self._count(family, labels)
         if deny:
-            if quiet:
+            if counted is None:
                 return False
+            counted.closed[1] += 1  # forbidden: closed as soon as it was routed
             self.denied_connections += 1
             raise EgressDenied(f"{DENIED}: {_authority(target.host, target.port)}"
                                + (f" (SNI {meta.sni})" if meta.sni else "")
                                + f" by EgressNetwork {network.namespace}/{network.name}")
+        if counted is not None:  # the connection's relay counts its close (proxy/core/opaque.py)
+            meta.stats_cache[TRANSPORT_ROUTE] = counted
         if chosen is None or not chosen[1].backends:
             return (target.host, target.port)
         backends = chosen[1].backends
@@ -286,22 +310,29 @@ class EgressPolicy:
             return (target.host, target.port)
         return _backend_address(backend, target.port)
 
-    def _count(self, family: str, labels: str) -> None:
-        table = self.opened[family]
-        cell = table.get(labels)
-        if cell is None:
+    def _count(self, family: str, labels: str) -> RouteConnections:
+        table = self.routes[family]
+        route = table.get(labels)
+        if route is None:
             if len(table) >= self.registry.limit:
                 labels = 'route_name="other"'
-                cell = table.get(labels)
-            if cell is None:
-                cell = table[labels] = [0]
-        cell[0] += 1
+                route = table.get(labels)
+            if route is None:
+                route = table[labels] = RouteConnections()
+        route.opened += 1
+        return route
 
     def render(self, out: list[str]) -> None:
         for family in ("tls", "tcp"):
+            routes = sorted(self.routes[family].items())
             name = f"outbound_{family}_route_open_total"
             out.append(f"# HELP {name} The number of connections opened (egress {family.upper()} routes).")
             out.append(f"# TYPE {name} counter")
-            for labels, cell in sorted(self.opened[family].items()):
-                out.append(f"{name}{{{labels}}} {cell[0]}")
-
+            for labels, route in routes:
+                out.append(f"{name}{{{labels}}} {route.opened}")
+            name = f"outbound_{family}_route_close_total"
+            out.append(f"# HELP {name} The number of connections closed (egress {family.upper()} routes), by error.")
+            out.append(f"# TYPE {name} counter")
+            for labels, route in routes:
+                for error, n in zip(CLOSE_ERRORS, route.closed):
+                    out.append(f'{name}{{{labels},error="{error}"}} {n}')

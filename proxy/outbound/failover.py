@@ -9,7 +9,10 @@ balancer at once, without a control-plane round trip:
 * the primary serves while it has a ready endpoint (discovery lists one that
   failure accrual has not ejected, or an ejected one is due for its probe)
   and, when ``minSuccessRate`` is set, while its success rate over the window
-  (at least ``minRequests`` responses) stays at or above it;
+  (at least ``minRequests`` responses) stays at or above it; once under it,
+  the primary gets its traffic back when the window has forgotten the
+  failures (fewer than ``minRequests`` responses left in it), and is judged
+  afresh from there;
 * otherwise the first secondary, in the order listed, that has a ready endpoint;
 * when none can serve, the primary (the request fails there, as with the operator).
 
@@ -56,6 +59,9 @@ class SuccessWindow:
         else:
             self.failed[i] += 1
 
+    def clear(self) -> None:
+        self.stamps = [-1] * BUCKETS
+
     def counts(self, now: float) -> tuple[int, int]:
         """(successes, failures) within the window."""
         tick = int(now / self.span)
@@ -78,6 +84,7 @@ class FailoverState:
         self.active = 0
         self.switches: dict[tuple[str, str, str], int] = {}
         self.window = SuccessWindow(spec.window) if spec.min_success_rate is not None else None
+        self.tripped = False  # the primary lost its traffic for its success rate
 
     def observe(self, ok: bool) -> None:
         """One of the primary's responses (the balancer's settle): feeds the success-rate window."""
@@ -90,7 +97,20 @@ class FailoverState:
             return True
         ok, failed = window.counts(time.monotonic())
         total = ok + failed
-        return total < spec.min_requests or ok / total >= spec.min_success_rate
+        if total < spec.min_requests:  # too little to judge, or the window has forgotten: the primary serves
+            if self.tripped:
+                # Back on probation: judged on its new answers only (the few failures the window still
+                # holds would otherwise send the traffic away again with its first answer).
+                self.tripped = False
+                window.clear()
+            return True
+        if self.tripped:
+            # Left for its success rate: back only once the window has forgotten the failures. The answers
+            # of requests sent before the switch still land in the window, and one late success can lift
+            # the rate over the threshold again: traffic would flap back to a primary that is still failing.
+            return False
+        self.tripped = ok / total < spec.min_success_rate
+        return not self.tripped
 
     def pick(self, ready: Callable[[Address, FailoverState], bool]) -> Address:
         """The backend for one request (``ready(address, self)``: it has an endpoint that can take it)."""

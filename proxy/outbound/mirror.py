@@ -4,24 +4,34 @@ A copy is an exchange of its own, on a context of its own (``MirrorHub.ctx``)
 that shares the outbound side's relays, balancers and meshed hop: it is
 routed straight to the mirror's concrete service (no route policy, so no
 retries, no retry budget, no route metrics), and its client end
-(``MirrorDown``) takes and discards the whole answer. The primary exchange
-only hands the copy what it reads from its client (``MirrorTee``): with credit
-0, so a slow mirror never slows the client, and never waits for it.
+(``MirrorDown``) takes and discards the whole answer.
+
+A copy never runs ahead of the primary: the route only decides (and
+reserves an in-flight slot) as the request arrives, and queues the request
+on the hub; the queue is drained from the loop's ready callbacks, a few
+requests per turn of the loop, so the primary request is routed and
+forwarded first and every read the loop already has for primary requests is
+handled between batches. Until its copies go, the request's body is kept
+(``MirrorTee``, at most ``max_body`` bytes); after, it is handed on as the
+primary reads it, with credit 0, so a slow mirror never slows the client,
+and never waits for it.
 
 Bounded twice: a request body over ``max_body`` bytes is not mirrored (a
 declared length is judged before the copy starts, a chunked body when it
 outgrows the limit: the copy is then abandoned), and at most
-``max_in_flight`` copies are in flight at once. Every copy not sent is
-counted with its reason; copies that fail (an error or a 5xx) are counted
-too, on the mirror's own counters: never on the primary request's. A copy
-gets one attempt (no repick, no retry), and a mirror the proxy cannot reach
-is left alone for a backoff (``mirror_unreachable``), so a dead mirror costs
-the primary neither connects nor latency.
+``max_in_flight`` copies are queued or in flight at once (which bounds the
+queue too). Every copy not sent is counted with its reason; copies that
+fail (an error or a 5xx) are counted too, on the mirror's own counters:
+never on the primary request's. A copy gets one attempt (no repick, no
+retry), and a mirror the proxy cannot reach is left alone for a backoff
+(``mirror_unreachable``), so a dead mirror costs the primary neither
+connects nor latency.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Any
 
 from proxy.errors import UpstreamError
@@ -40,6 +50,9 @@ FAILURE_LOG_INTERVAL = 10.0  # at most one failure line per mirror this often (a
 UNREACHABLE_AFTER = 5
 UNREACHABLE_MIN_BACKOFF = 1.0
 UNREACHABLE_MAX_BACKOFF = 30.0
+# Requests whose copies are sent per turn of the loop: a burst of copies waits behind the primary requests'
+# reads that are ready meanwhile instead of holding the loop for all of them.
+DRAIN_BATCH = 4
 
 
 class MirrorCounters:
@@ -71,16 +84,21 @@ class MirrorCounters:
 
 
 class MirrorHub:
-    """The outbound side's mirroring: the copies' context (set by outbound.build), limits and counters."""
+    """The outbound side's mirroring: the copies' context (set by outbound.build), limits, counters and the
+    queue of copies waiting for the loop to be done with primary work."""
 
     def __init__(self, max_in_flight: int, max_body: int, label_limit: int = 500) -> None:
         self.max_in_flight = max_in_flight
         self.max_body = max_body
         self.label_limit = label_limit
-        self.in_flight = 0
+        self.in_flight = 0  # copies queued or sent and not yet answered
         self.ctx: Any = None  # an ExchangeContext, set by outbound.build
         self.router: Any = None  # the outbound router: concrete endpoints of mirror services
         self.counters: dict[tuple[str, str], MirrorCounters] = {}
+        # Requests whose copies wait to be sent. Each holds at least one of the ``max_in_flight`` slots,
+        # so the queue is bounded by MESHPROXY_MIRROR_MAX_IN_FLIGHT (and each one's body by max_body).
+        self.queue: deque[MirrorTee] = deque()
+        self.draining = False
 
     def counters_for(self, dst: str, mirror: str) -> MirrorCounters | None:
         key = (dst, mirror)
@@ -100,6 +118,25 @@ class MirrorHub:
     def unqueue(self, conn) -> None:
         self.router.unqueue(conn)
 
+    # -- the queue of copies to send -----------------------------------------------
+    def defer(self, tee: MirrorTee) -> None:
+        self.queue.append(tee)
+        if not self.draining:
+            self.draining = True
+            self.ctx.loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Send the copies of the next few queued requests; the rest wait for the next turn of the loop."""
+        queue = self.queue
+        try:
+            for _ in range(min(len(queue), DRAIN_BATCH)):
+                queue.popleft().launch()
+        finally:  # whatever a copy raised, the queue is not left stopped
+            if queue:
+                self.ctx.loop.call_soon(self.drain)
+            else:
+                self.draining = False
+
     def render(self, out: list[str]) -> None:
         families = (
             ("outbound_http_mirror_requests_total", "Request copies sent to a mirror backend."),
@@ -116,7 +153,7 @@ class MirrorHub:
                         out.append(f'{name}{{{c.labels},reason="{reason}"}} {n}')
                 else:
                     out.append(f"{name}{{{c.labels}}} {c.requests if 'requests' in name else c.failures}")
-        out.append("# HELP outbound_http_mirror_in_flight Request copies in flight now.")
+        out.append("# HELP outbound_http_mirror_in_flight Request copies queued or in flight now.")
         out.append("# TYPE outbound_http_mirror_in_flight gauge")
         out.append(f"outbound_http_mirror_in_flight {self.in_flight}")
 
@@ -132,11 +169,11 @@ class MirrorRule:
         self.random = random.random
 
     def begin(self, ex) -> MirrorTee | None:
-        """Start the copies of ``ex`` this request gets (None: none)."""
+        """Decide which copies of ``ex`` this request gets and queue them (None: none)."""
         hub = self.hub
         if hub.ctx is None:
             return None
-        copies = None
+        tee = None
         for address, fraction, counters in self.targets:
             if fraction < 1.0 and self.random() >= fraction:
                 continue
@@ -149,32 +186,70 @@ class MirrorRule:
             elif hub.in_flight >= hub.max_in_flight:
                 counters.skipped["in_flight_limit"] += 1
             else:
-                down = MirrorDown(hub, counters, address)
-                copy = Exchange(hub.ctx, down, ex.meta)
-                hub.in_flight += 1
-                counters.requests += 1
-                copy.start(ex.head, ex.headers, ex.req_length, ex.req_ended)
-                if not copy.done:
-                    if copies is None:
-                        copies = MirrorTee(hub.max_body)
-                    copies.copies.append(copy)
-        return copies
+                hub.in_flight += 1  # the slot is held from now: the queue is bounded with the copies in flight
+                if tee is None:
+                    tee = MirrorTee(hub, ex)
+                    hub.defer(tee)
+                tee.targets.append((address, counters))
+        return tee
 
 
 class MirrorTee:
-    """The primary exchange's request body, handed on to its copies (with no credit: never waited for)."""
+    """One request's copies: its head and body kept until they are sent, then its body handed on to them
+    (with no credit: never waited for)."""
 
-    __slots__ = ("copies", "size", "limit")
+    __slots__ = ("hub", "head", "headers", "length", "meta", "targets", "body", "ended", "req_trailers",
+                 "copies", "size", "launched")
 
-    def __init__(self, limit: int) -> None:
-        self.copies: list[Exchange] = []
+    def __init__(self, hub: MirrorHub, ex) -> None:
+        self.hub = hub
+        # The primary's own objects: never edited after the request arrived (edits make new ones).
+        self.head = ex.head
+        self.headers = ex.headers
+        self.length = ex.req_length
+        self.meta = ex.meta
+        self.ended = ex.req_ended
+        self.targets: list[tuple[tuple[str, int], MirrorCounters]] = []  # copies still to send
+        self.body: list[bytes] = []  # what the primary read before the copies went
+        self.req_trailers = None
+        self.copies: list[Exchange] = []  # copies sent that still wait for request bytes
         self.size = 0
-        self.limit = limit
+        self.launched = False
+
+    def launch(self) -> None:
+        """The hub's turn for this request: send its copies with what the primary has read so far."""
+        self.launched = True
+        targets, self.targets = self.targets, []
+        if not targets:
+            return  # abandoned while queued
+        hub, body, trailers = self.hub, self.body, self.req_trailers
+        self.body = []
+        whole = self.ended and not body and trailers is None
+        for address, counters in targets:
+            counters.requests += 1
+            copy = Exchange(hub.ctx, MirrorDown(hub, counters, address), self.meta)
+            copy.start(self.head, self.headers, self.length, whole)
+            for chunk in body:
+                if not copy.done:
+                    copy.request_data(chunk, 0, False)
+            if not copy.done and not whole:
+                if trailers is not None:
+                    copy.request_trailers(trailers)
+                elif self.ended:
+                    copy.request_data(b"", 0, True)
+            if not copy.done and not copy.req_ended:
+                self.copies.append(copy)
 
     def data(self, data: bytes, end: bool) -> None:
         self.size += len(data)
-        if self.size > self.limit:
+        if self.size > self.hub.max_body:
             self._abandon("body_too_large")
+            return
+        if end:
+            self.ended = True
+        if not self.launched:
+            if data:
+                self.body.append(data)
             return
         for copy in self.copies:
             copy.request_data(data, 0, end)
@@ -182,14 +257,25 @@ class MirrorTee:
             self.copies = [c for c in self.copies if not c.done]
 
     def trailers(self, fields) -> None:
+        self.ended = True
+        if not self.launched:
+            self.req_trailers = fields
+            return
         for copy in self.copies:
             copy.request_trailers(fields)
 
     def primary_done(self) -> None:
-        """The primary exchange ended: copies still missing request bytes will never get them."""
-        self._abandon("request_incomplete")
+        """The primary exchange ended: copies still missing request bytes will never get them (a whole
+        request still queued is sent all the same)."""
+        if not self.ended:
+            self._abandon("request_incomplete")
 
     def _abandon(self, reason: str) -> None:
+        targets, self.targets = self.targets, []
+        self.body = []
+        for _address, counters in targets:  # never sent: give back their slots
+            self.hub.in_flight -= 1
+            counters.skipped[reason] += 1
         copies, self.copies = self.copies, []
         for copy in copies:
             if not copy.done and not copy.req_ended:
@@ -200,6 +286,8 @@ class MirrorTee:
 
 class MirrorDown(DownEnd):
     """A copy's client end: takes the whole answer and forgets it, then counts the outcome."""
+
+    __slots__ = ("hub", "counters", "address", "status", "error", "skipped")  # one per copy: no dict
 
     def __init__(self, hub: MirrorHub, counters: MirrorCounters, address: tuple[str, int]) -> None:
         self.hub = hub

@@ -11,8 +11,10 @@ exempted) connects to the real servers there. Needs root, as CI has.
 from __future__ import annotations
 
 import http.client
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ OTHER_IP = "203.0.113.20"
 PARTNER_IP = "198.51.100.5"  # an Allow network
 CARVED_IP = "198.51.100.200"  # in the partner network's except: back to "the internet"
 HTTP_PORT, H2_PORT, TLS_PORT, TCP_PORT, OTHER_TCP_PORT = 18080, 18081, 18443, 6379, 11211  # opaque ports
+DEAD_TCP_PORT = 5432  # opaque too; a TCPRoute allows it, nothing listens there
 
 NETWORKS = """
 apiVersion: policy.linkerd.io/v1alpha1
@@ -85,6 +88,13 @@ kind: TCPRoute
 metadata: {{name: cache, namespace: app}}
 spec:
   parentRefs: [{{name: internet, kind: EgressNetwork, group: policy.linkerd.io, port: {TCP_PORT}}}]
+  rules: [{{backendRefs: [{{kind: EgressNetwork, group: policy.linkerd.io, name: internet}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: gone, namespace: app}}
+spec:
+  parentRefs: [{{name: internet, kind: EgressNetwork, group: policy.linkerd.io, port: {DEAD_TCP_PORT}}}]
   rules: [{{backendRefs: [{{kind: EgressNetwork, group: policy.linkerd.io, name: internet}}]}}]
 """
 
@@ -166,6 +176,14 @@ def _closed(sock: socket.socket) -> bool:
         sock.close()
 
 
+def _wait_metric(world, name: str, value: float, **labels: str) -> float:
+    """``name``'s value once it reaches ``value`` (a closed connection is counted when the proxy sees it end)."""
+    deadline = time.monotonic() + 10
+    while (got := world.proxy.metrics().get(name, **labels)) != value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
 def _client_hello(sni: str) -> bytes:
     context = ssl.create_default_context()
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -242,6 +260,16 @@ def test_tls_routes_match_the_sni_and_other_names_are_closed(world):
     assert m.get("outbound_tls_route_open_total", parent_name="internet", route_kind="TLSRoute",
                  route_name="secure", hostname="secure.example.com") == 1
     assert m.get("outbound_tls_route_open_total", route_name="tls-egress-deny", hostname="evil.example.com") == 1
+    # Closed: the allowed one when the client hung up, the denied one at once, as forbidden (Linkerd's labels).
+    secure = {"parent_name": "internet", "route_kind": "TLSRoute", "route_name": "secure",
+              "hostname": "secure.example.com"}
+    assert _wait_metric(world, "outbound_tls_route_close_total", 1, **secure, error="") == 1
+    assert m.get("outbound_tls_route_close_total", route_name="tls-egress-deny", hostname="evil.example.com",
+                 error="forbidden") == 1
+    # Every error Linkerd counts has its series, from the route's first connection on.
+    closes = {labels["error"]: value for labels, value in
+              world.proxy.metrics().series("outbound_tls_route_close_total", **secure)}
+    assert closes == {"": 1, "forbidden": 0, "invalid_backend": 0, "invalid_policy": 0, "unexpected": 0}
 
 
 def test_tcp_routes_forward_and_unrouted_destinations_are_closed(world):
@@ -256,6 +284,46 @@ def test_tcp_routes_forward_and_unrouted_destinations_are_closed(world):
     m = world.proxy.metrics()
     assert m.get("outbound_tcp_route_open_total", route_kind="TCPRoute", route_name="cache") == 1
     assert m.get("outbound_tcp_route_open_total", route_name="tcp-egress-deny") == 1
+    assert _wait_metric(world, "outbound_tcp_route_close_total", 1, route_name="cache", error="") == 1
+    m = world.proxy.metrics()
+    assert m.get("outbound_tcp_route_close_total", route_name="cache") == 1  # every other error: 0
+    assert m.get("outbound_tcp_route_close_total", route_name="tcp-egress-deny", error="forbidden") == 1
+    assert m.get("outbound_tcp_route_close_total", route_name="tcp-egress-deny") == 1
+
+
+def test_a_tcp_route_whose_backend_cannot_be_reached_closes_unexpected(world):
+    sock = world.connect(API_IP, DEAD_TCP_PORT)  # routed by the "gone" TCPRoute; the connect is refused
+    sock.sendall(b"PING\r\n")
+    assert _closed(sock)
+    assert world.proxy.wait_line(lambda line: "opaque connection failed" in line, timeout=5)
+    route = {"parent_name": "internet", "route_kind": "TCPRoute", "route_name": "gone"}
+    assert _wait_metric(world, "outbound_tcp_route_close_total", 1, **route, error="unexpected") == 1
+    m = world.proxy.metrics()
+    assert m.get("outbound_tcp_route_open_total", **route) == 1
+    assert m.get("outbound_tcp_route_close_total", **route) == 1
+
+
+def test_the_route_connection_families_parse_and_pass_promtool(world):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, body = world.proxy.admin_request("GET", "/metrics")
+    text = body.decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for family in ("tls", "tcp"):
+        for kind in ("open", "close"):
+            found = families[f"outbound_{family}_route_{kind}"]  # prometheus_client drops a counter's _total
+            assert found.type == "counter" and found.samples, found
+            assert text.count(f"# TYPE outbound_{family}_route_{kind}_total counter") == 1
+        closes = families[f"outbound_{family}_route_close"].samples
+        assert {s.labels["error"] for s in closes} == {"", "forbidden", "invalid_backend", "invalid_policy",
+                                                        "unexpected"}
+        assert all(s.labels["parent_kind"] == "EgressNetwork" for s in closes)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: ./scripts/bootstrap.sh --test installs Debian's prometheus package"
+    run = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    report = (run.stdout + run.stderr).decode()
+    assert run.returncode in (0, 3), report  # 3: lint findings, none of them about these families
+    assert "route_open" not in report and "route_close" not in report, report
 
 
 def test_a_reload_changes_the_traffic_policy_without_dropping_connections(world):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers.echo import EchoBackend
-from tests.integration.test_policy import _write, mesh  # noqa: F401 - the fixture
+from tests.integration.test_policy import NO_ACCRUAL, _write, mesh  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,6 +202,55 @@ def test_a_primary_under_its_success_rate_loses_its_traffic_compact_format(mesh)
         m = p.metrics()
         assert m.get("outbound_failover_switches_total", dst="web.test:80", **{"from": f"{EAST}:80"},
                      to=f"{WEST}:80", reason="success_rate") >= 1
+    finally:
+        east.stop()
+        west.stop()
+
+
+def test_a_primary_that_starts_failing_under_load_hands_over_and_gets_its_traffic_back(mesh):  # noqa: F811
+    _, proxy, endpoints, _ = mesh
+    east, west = EchoBackend("east"), EchoBackend("west")
+    workers = 4
+    try:
+        _discovery(endpoints, web_east=east.port, web_west=west.port)
+        # Failure accrual off: the success rate alone decides (7 consecutive 500s would eject the endpoint).
+        p = proxy(COMPACT, **NO_ACCRUAL)
+        load = Load(p.outbound[1], workers=workers)
+        try:
+            load.wait_for("east")
+            time.sleep(1.0)
+            # A bad release: every answer of the primary is now a 500 (its endpoints stay ready).
+            flipped = time.monotonic()
+            with load.lock:
+                # The window (3 s) is kept in slices of 0.3 s: up to 3.3 s of answers may count.
+                healthy = sum(1 for when, who in load.answers if who == "east" and when >= flipped - 3.3)
+            east.server.status = 500
+            took_over = load.wait_for("west")
+            time.sleep(1.0)  # less than the window: the failures are still remembered
+            failed = [w for w in load.since(flipped) if w.startswith("error")]
+            # The primary keeps its traffic until its successes over the window fall under 80 %: the 500s
+            # are bounded by a quarter of the window's successes, plus the requests already on their way.
+            assert failed and set(failed) == {"error 500"}, load.since(flipped)[:40]
+            assert len(failed) <= max(10, healthy // 4 + 1) + workers, (len(failed), healthy)
+            # Requests sent to the primary before the switch may still answer 500 after it (one per other
+            # client at most); none sent after it does.
+            assert len([w for w in load.since(took_over) if w.startswith("error")]) <= workers - 1
+            after = load.since(took_over + 0.5)
+            assert after and set(after) == {"west"}, after[:40]
+            # Fixed: once the window has forgotten the 500s the primary is tried again, and keeps the traffic.
+            east.server.status = 200
+            back = load.wait_for("east", timeout=20)
+            time.sleep(0.5)
+            assert set(load.since(back + 0.1)) == {"east"}
+        finally:
+            load.stop()
+        m = p.metrics()
+        group = {"dst": "web.test:80"}
+        assert m.get("outbound_failover_switches_total", **group, **{"from": f"{EAST}:80"}, to=f"{WEST}:80",
+                     reason="success_rate") >= 1
+        assert m.get("outbound_failover_switches_total", **group, **{"from": f"{WEST}:80"}, to=f"{EAST}:80",
+                     reason="recovered") >= 1
+        assert m.get("outbound_failover_active", **group, backend=f"{EAST}:80") == 1
     finally:
         east.stop()
         west.stop()
