@@ -56,6 +56,18 @@ class ProxyWindow:
 
     target: Target
     scrapes: deque[Scrape] = field(default_factory=lambda: deque(maxlen=MAX_SCRAPES))
+    # One key object per series across the window: each scrape parses new label tuples and strings
+    # for the same series, and the window keeps MAX_SCRAPES of them (most of a live view's memory).
+    keys: dict[SeriesKey, SeriesKey] = field(default_factory=dict)
+
+    def add(self, scrape: Scrape) -> None:
+        values = scrape.values
+        if values:
+            keys = self.keys
+            if len(keys) > 2 * len(values) + 1024:  # series that went away: keep only the window's
+                keys = self.keys = {k: k for s in self.scrapes if s.values for k in s.values}
+            scrape.values = {keys.setdefault(k, k): v for k, v in values.items()}
+        self.scrapes.append(scrape)
 
     @property
     def error(self) -> str | None:
@@ -124,7 +136,7 @@ class Embedded:
         """Every proxy at once, each bounded by ``timeout``."""
         results = await asyncio.gather(*(self._scrape_one(w.target) for w in self.windows))
         for window, scrape in zip(self.windows, results, strict=True):
-            window.scrapes.append(scrape)
+            window.add(scrape)
 
     async def _scrape_one(self, target: Target) -> Scrape:
         started = time.time()  # a scrape's time is when it was asked for, as Prometheus stamps it

@@ -105,3 +105,21 @@ def test_matchers_and_promql_text():
     assert Query("increase", "response_total", (("deployment", "=", 'we"b'),), ("namespace",)).promql("30s") == \
         'sum(increase(response_total{deployment="we\\"b"}[30s])) by (namespace)'
     assert q.window_text(60) == "1m" and q.window_text(90) == "90s" and q.window_text(1.5) == "1500ms"
+
+
+def test_a_window_keeps_one_key_per_series_and_forgets_series_that_went_away():
+    from proxy.viz.embedded import MAX_SCRAPES, ProxyWindow
+
+    window = ProxyWindow(Target("127.0.0.1", 4191, ()))
+    text = 'request_total{direction="outbound",authority="web:80"} 1\nrequest_total{direction="inbound"} 2\n'
+    for n in range(MAX_SCRAPES + 4):
+        window.add(Scrape(float(n), series(text.replace(" 1\n", f" {n}\n"))))
+    first, last = window.scrapes[0].values, window.scrapes[-1].values
+    assert first is not None and last is not None and len(window.scrapes) == MAX_SCRAPES
+    # The same series is the same key object in every scrape (parsed anew each time).
+    assert all(a is b for a, b in zip(first, last, strict=True))
+    assert last[("request_total", (("authority", "web:80"), ("direction", "outbound")))] == MAX_SCRAPES + 3
+    # Series that come and go (a label per scrape) do not grow the key map past the window's.
+    for n in range(3000):
+        window.add(Scrape(100.0 + n, series(f'request_total{{authority="a{n}:80"}} 1\n')))
+    assert len(window.keys) <= 2 * 1 + 1024 + 1
