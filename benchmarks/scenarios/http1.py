@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.lib import procs, wrk
 from benchmarks.lib.context import Context
+from benchmarks.lib.meshtls import series_value
 from benchmarks.lib.report import ScenarioResult, Table
 from benchmarks.lib.sampling import LoadWindow
 from benchmarks.lib.servers import NotReady, Server, start_haproxy, start_meshproxy, start_nginx, start_templated
@@ -225,12 +226,8 @@ def _metrics(server: Server) -> bytes:
 
 def _tap_counts(server: Server) -> tuple[int, int]:
     """The proxy's own count of tap events sent and dropped (a sink that fell behind makes the proxy drop)."""
-    found = {}
-    for line in _metrics(server).decode(errors="replace").splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("tap_events_total", "tap_events_dropped_total"):
-            found[name] = int(float(value))
-    return found.get("tap_events_total", 0), found.get("tap_events_dropped_total", 0)
+    text = _metrics(server).decode(errors="replace")
+    return int(series_value(text, "tap_events_total")), int(series_value(text, "tap_events_dropped_total"))
 
 
 def _died(server: Server) -> str:
