@@ -26,9 +26,6 @@ cdef class Exchange:
     cdef public HttpStats hstats         # the request's metric label set, once known
     cdef int grpc_count                  # a gRPC response's HTTP status, counted when its trailers come (0: none)
     # per-connection route cache (HTTP/1 reuses one exchange per connection)
-    cdef object last_host
-    cdef object last_target
-    cdef long long last_gen
     # the request
     cdef public RequestLine head         # router's view: method, target, host, dst_override, version, upgrade
     cdef public list headers             # HTTP/2 request fields; None for an HTTP/1 client

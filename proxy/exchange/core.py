@@ -142,10 +142,6 @@ class Exchange:
         self.meta = meta
         self.down_id = down_id
         self.authz = meta.authz
-        # Per-connection route cache (HTTP/1 reuses one exchange per connection).
-        self.last_host = None
-        self.last_target = None
-        self.last_gen = 0
         self.up_queue = []
         self.down_queue = []
         self.tap_base = None  # per connection, like the route cache: a tap's encoding of its addresses
@@ -249,25 +245,26 @@ class Exchange:
             return
         host = head.host
         origin_form: cython.bint = len(head.target) > 0 and head.target[0] == 47
-        if (headers is None and host is not None and host == self.last_host and self.last_gen == ctx.policy_gen
+        down = self.down
+        if (host is not None and host == down.route_host and down.route_gen == ctx.policy_gen
                 and head.dst_override is None and origin_form and head.method != b"CONNECT"):
             # Same Host as this connection's previous request, origin-form, no
             # override: the router would answer the same passthrough target.
-            target = self.last_target
+            target = down.route_target
         else:
             try:
                 target = ctx.router.route(head, self.meta, self)
             except errors.ProxyError as err:
                 self.fail(err)
                 return
-            self.last_host = None
-            if (headers is None and target is not QUEUED and target.service is None and self.rp is None
+            down.route_host = None
+            if (target is not QUEUED and target.service is None and self.rp is None
                     and host is not None and head.dst_override is None and origin_form):
                 # Only passthrough targets without a route policy: balanced
                 # ones are picked, and policy ones routed, per request.
-                self.last_host = host
-                self.last_target = target
-                self.last_gen = ctx.policy_gen
+                down.route_host = host
+                down.route_target = target
+                down.route_gen = ctx.policy_gen
         if self.rp is not None:
             self._policy_begin()
             if self.done:

@@ -1,6 +1,10 @@
 # Typed declarations for ends.py: the core calls the relays through these vtables.
 
 cdef class DownEnd:
+    # The connection's route cache: its last passthrough target, by Host and policy generation.
+    cdef object route_host
+    cdef object route_target
+    cdef long long route_gen
     cpdef void send_informational(self, object ex, int status, object h1head, object fields) except *
     cpdef void send_head(self, object ex, int status, object h1head, object fields, long long length, bint end) except *
     cpdef Py_ssize_t send(self, object ex, bytes data) except -1

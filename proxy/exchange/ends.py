@@ -13,6 +13,8 @@ that credit comes back through ``release``. ``send`` takes what it can
 credit, until the end says it can take more.
 """
 
+import cython
+
 
 class DownEnd:
     """The client's side: an HTTP/1 connection or an HTTP/2 stream the request came in on."""
@@ -88,3 +90,10 @@ class Dispatcher:
     def open(self, ex, target):
         """Start ``ex``'s next attempt on ``target``; raises ProxyError when the request cannot go there."""
         raise NotImplementedError
+
+
+if not cython.compiled:
+    # The down end's route cache (C fields in ends.pxd, read and written by
+    # the core): uncompiled, its defaults are class attributes.
+    for _name, _default in (("route_host", None), ("route_target", None), ("route_gen", 0)):
+        setattr(DownEnd, _name, _default)

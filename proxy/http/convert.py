@@ -208,10 +208,14 @@ def h2_request(ex, orig_proto):
     (an HTTP/1 request crossing the meshed hop, or any request for an app discovery says speaks HTTP/1)."""
     if ex.headers is not None:
         # Only a proxy carrying HTTP/1 across the hop says l5d-orig-proto; a client's own goes.
+        # Each field goes on as the object it came in as: a never-indexed one
+        # stays never-indexed (RFC 7541 7.1.3), and the next hop's encoder
+        # finds a field it indexed before without building a new key.
         fields = []
-        for name, value in ex.headers:
+        for field in ex.headers:
+            name = field[0]
             if name not in H2_HOP and name != ORIG_PROTO:
-                fields.append((name, value))
+                fields.append(field)
         if orig_proto:
             fields.append((ORIG_PROTO, _ORIG_11))
     else:
@@ -288,9 +292,9 @@ def fields_from_h1_response(rh, edit):
 def h2_response_fields(fields, edit):
     """Upstream HTTP/2 response fields as they go to an HTTP/2 client."""
     out = []
-    for name, value in fields:
-        if name not in H2_HOP:
-            out.append((name, value))
+    for field in fields:  # as they came: see h2_request
+        if field[0] not in H2_HOP:
+            out.append(field)
     if edit is not None:
         out = edit.apply(out)
     return out

@@ -1,4 +1,5 @@
 # Typed declarations for h2client.py.
+cimport cython
 from proxy.http.batch cimport batch_begin, batch_defer, batch_end
 from proxy.http.convert cimport content_length, h2_trailers
 from proxy.exchange.core cimport Exchange
@@ -18,11 +19,13 @@ cdef class H2Pool:
     cdef public Py_ssize_t max_per_target
     cdef public dict conns
     cdef public dict learned               # (host, port) -> (HTTP/1 only, until) (bounded by LEARNED_MAX)
+    cdef Py_ssize_t http1_learned          # how many of them say HTTP/1 only
     cdef public object fallback            # (exchange, target): the attempt goes over HTTP/1 instead
     cdef public double probe_timeout       # seconds for a probed server's first bytes
     cdef public double idle_timeout        # a connection with no stream this long closes (0: never)
     cpdef bint speaks_http1(self, object target) except -1
     cpdef bint knows(self, object target) except -1
+    @cython.locals(found=tuple)
     cpdef void learn(self, object target, bint http1) except *
     cpdef void open(self, Exchange ex, object target) except *
     cpdef void open_elsewhere(self, H2Client full, Exchange ex) except *

@@ -62,6 +62,7 @@ class H2Pool:
         self.settings = settings
         self.max_per_target = max_connections_per_target
         self.conns = {}  # target -> list[H2Client]
+        self.http1_learned = 0  # entries of learned that say HTTP/1 (expired ones too)
         self.learned = {}  # (host, port) -> (speaks HTTP/1 only, until), for endpoints nothing says the protocol of
         self.fallback = None  # (exchange, target) -> None: an attempt goes over HTTP/1 instead
         self.probe_timeout = 3.0  # seconds for a probed server's first bytes (MESHPROXY_CONNECT_TIMEOUT)
@@ -69,6 +70,8 @@ class H2Pool:
 
     def speaks_http1(self, target):
         """Whether a first connection found this endpoint answering HTTP/1 to the HTTP/2 preface."""
+        if self.http1_learned == 0:  # the usual case, asked per request: no key built, no lookup
+            return False
         found = self.learned.get((target.host, target.port))
         return found is not None and found[0] and found[1] > now()
 
@@ -78,9 +81,16 @@ class H2Pool:
 
     def learn(self, target, http1):
         learned = self.learned
+        key = (target.host, target.port)
+        found = learned.get(key)
+        if found is not None and found[0]:
+            self.http1_learned -= 1
         if len(learned) >= LEARNED_MAX:
             learned.clear()
-        learned[(target.host, target.port)] = (http1, now() + LEARNED_TTL)
+            self.http1_learned = 0
+        learned[key] = (http1, now() + LEARNED_TTL)
+        if http1:
+            self.http1_learned += 1
 
     def open(self, ex, target):
         clients = self.conns.get(target)

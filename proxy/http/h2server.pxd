@@ -1,4 +1,5 @@
 # Typed declarations for h2server.py.
+cimport cython
 from proxy.http.batch cimport batch_begin, batch_defer, batch_end
 from proxy.http.convert cimport content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.protocol.request cimport h2_request_line
@@ -7,6 +8,14 @@ from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd
 from proxy.telemetry.counters cimport TcpStats
 from proxy.protocol.h2conn cimport H2Connection
+from proxy.exchange.core cimport Exchange
+
+@cython.locals(out=list, field=object)
+cdef list _client_id_headers(list headers, bytes client_id)
+@cython.locals(name=bytes, value=bytes)
+cdef bytes _path(list headers)
+@cython.locals(authority=bytes, host=bytes, name=bytes, value=bytes)
+cdef bint _authority_conflict(list headers) except -1
 
 cdef class H2Server(DownEnd):
     cdef public ExchangeContext ctx
@@ -26,6 +35,7 @@ cdef class H2Server(DownEnd):
     cdef bint inbound
     cdef bytes client_id
     cpdef void dispatch(self, object event) except *
+    @cython.locals(ex=Exchange, path=bytes, length=cython.longlong)
     cdef void _request(self, Py_ssize_t sid, list headers, bint end_stream) except *
     cdef void _headers(self, Py_ssize_t sid, list fields, bint end) except *
     cpdef void flush(self) except *

@@ -36,7 +36,10 @@ READ_BUFFER = memoryview(bytearray(256 * 1024))
 
 def _client_id_headers(headers, client_id):
     """Inbound: only this proxy speaks for the client's identity; a client's own l5d-client-id goes."""
-    out = [(n, v) for n, v in headers if n != CLIENT_ID]
+    out = []
+    for field in headers:  # each field as it came (a never-indexed one stays so: RFC 7541 7.1.3)
+        if field[0] != CLIENT_ID:
+            out.append(field)
     if client_id is not None:
         out.append((CLIENT_ID, client_id))
     return out

@@ -137,8 +137,10 @@ cdef class H2Connection:
     cdef Encoder _encoder
     cdef Decoder _decoder
     cdef dict _streams                # live (open / half-closed) streams
-    cdef dict _closed                 # recently closed ids -> CLOSED / CLOSED_RESET, oldest first
+    cdef dict _closed                 # recently closed ids -> CLOSED / CLOSED_RESET
+    cdef list _closed_ring            # the same ids in the order they closed: _closed_cap slots, reused
     cdef Py_ssize_t _closed_cap
+    cdef Py_ssize_t _closed_next      # the ring's slot the next closed id takes (its oldest)
     cdef list _skipped                # (first, last) ranges of peer ids passed over, oldest first
     cdef list _out
     cdef Py_ssize_t _out_len
@@ -217,7 +219,7 @@ cdef _Stream _new_stream(H2Connection conn, Py_ssize_t sid, bint local, int stat
 cdef int _set_state(H2Connection conn, _Stream stream, int nxt) except -1
 @cython.locals(n=cython.longlong)
 cdef int _release_stream(H2Connection conn, _Stream stream) except -1
-@cython.locals(closed=dict)
+@cython.locals(closed=dict, ring=list, at=Py_ssize_t, key=object)
 cdef int _remember(H2Connection conn, Py_ssize_t sid, int state) except -1
 @cython.locals(found=object, pair=tuple)
 cdef int _unknown_state(H2Connection conn, Py_ssize_t sid) except? -2

@@ -82,6 +82,9 @@ cdef int _check_stream_id(Py_ssize_t stream_id, bint nonzero) except -1
 cdef int _put_u32(unsigned char* q, Py_ssize_t i, unsigned long long value) except -1
 cdef int _put_header(unsigned char* q, Py_ssize_t i, Py_ssize_t length, int ftype, int flags,
                      Py_ssize_t stream_id) except -1
+cdef Py_ssize_t _SCRATCH_SIZE
+cdef bytearray _SCRATCH
+cdef bytearray _frame_buf(Py_ssize_t n)
 cdef bytes _finish(bytearray buf, unsigned char* q, Py_ssize_t n)
 @cython.locals(buf=bytearray, q="unsigned char*")
 cpdef bytes frame_header(Py_ssize_t length, int ftype, int flags, Py_ssize_t stream_id)

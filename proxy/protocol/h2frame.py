@@ -108,6 +108,8 @@ _FRAME_SIZE_ERROR = FRAME_SIZE_ERROR
 _ENHANCE_YOUR_CALM = ENHANCE_YOUR_CALM
 _MIN_FRAME_SIZE = DEFAULT_MAX_FRAME_SIZE
 _MAX_FRAME_SIZE = MAX_MAX_FRAME_SIZE
+_SCRATCH_SIZE = 32  # the largest fixed-size frame, GOAWAY's 17 octets, fits
+_SCRATCH = bytearray(_SCRATCH_SIZE)
 _MAX_WINDOW = MAX_WINDOW_SIZE
 _MAX_STREAM_ID = MAX_STREAM_ID
 _PREFACE = PREFACE
@@ -591,10 +593,21 @@ def _put_header(q, i, length, ftype, flags, stream_id):
     return 0
 
 
-def _finish(buf, q, n):
-    # The frame bytes written into ``buf`` (through ``q``) as an immutable bytes object.
+def _frame_buf(n):
+    # Where a fixed-size frame (at most _SCRATCH_SIZE octets) is written before
+    # _finish copies it out. Compiled, one buffer serves every frame: making a
+    # bytearray per frame cost more than all the rest of the frame's work, and
+    # nothing runs between the writes and the copy. Uncompiled (where threads
+    # could interleave), a new one each time.
     if not cython.compiled:
-        return bytes(buf)
+        return bytearray(n)
+    return _SCRATCH
+
+
+def _finish(buf, q, n):
+    # The frame's ``n`` octets written into ``buf`` (through ``q``) as an immutable bytes object.
+    if not cython.compiled:
+        return bytes(buf[:n])
     return q[:n]
 
 
@@ -605,7 +618,7 @@ def frame_header(length, ftype, flags, stream_id):
     if not 0 <= ftype <= 0xFF or not 0 <= flags <= 0xFF:
         raise ValueError("frame type and flags are octets")
     _check_stream_id(stream_id, False)
-    buf = bytearray(9)
+    buf = _frame_buf(9)
     q = buf
     _put_header(q, 0, length, ftype, flags, stream_id)
     return _finish(buf, q, 9)
@@ -651,7 +664,7 @@ def push_promise_frames(stream_id, promised_stream_id, block, max_frame_size=DEF
     """A PUSH_PROMISE frame (+ CONTINUATION frames) promising ``promised_stream_id`` on ``stream_id``."""
     _check_stream_id(stream_id, True)
     _check_stream_id(promised_stream_id, True)
-    buf = bytearray(4)
+    buf = _frame_buf(4)
     q = buf
     _put_u32(q, 0, promised_stream_id)
     return _block_frames(_PUSH_PROMISE, 0, stream_id, _finish(buf, q, 4), block, max_frame_size)
@@ -687,7 +700,7 @@ def window_update(stream_id, increment):
     _check_stream_id(stream_id, False)
     if increment < 1 or increment > _MAX_WINDOW:
         raise ValueError("window increment must be in [1, 2**31-1]")
-    buf = bytearray(13)
+    buf = _frame_buf(13)
     q = buf
     _put_header(q, 0, 4, _WINDOW_UPDATE, 0, stream_id)
     _put_u32(q, 9, increment)
@@ -699,7 +712,7 @@ def rst_stream(stream_id, error_code):
     _check_stream_id(stream_id, True)
     if error_code < 0 or error_code > 0xFFFFFFFF:
         raise ValueError("error code out of range")
-    buf = bytearray(13)
+    buf = _frame_buf(13)
     q = buf
     _put_header(q, 0, 4, _RST_STREAM, 0, stream_id)
     _put_u32(q, 9, error_code)
@@ -720,7 +733,7 @@ def goaway(last_stream_id, error_code, debug=b""):
         raise ValueError("error code out of range")
     if 8 + len(debug) > _MAX_FRAME_SIZE:
         raise ValueError("debug data too long")
-    buf = bytearray(17)
+    buf = _frame_buf(17)
     q = buf
     _put_header(q, 0, 8 + len(debug), _GOAWAY, 0, 0)
     _put_u32(q, 9, last_stream_id)
@@ -734,7 +747,7 @@ def priority(stream_id, depends_on, weight=16, exclusive=False):
     _check_stream_id(depends_on, False)
     if weight < 1 or weight > 256:
         raise ValueError("weight must be in [1, 256]")
-    buf = bytearray(14)
+    buf = _frame_buf(14)
     q = buf
     _put_header(q, 0, 5, _PRIORITY, 0, stream_id)
     _put_u32(q, 9, depends_on | (0x80000000 if exclusive else 0))

@@ -9,7 +9,8 @@ cimport cython
 
 cdef class Encoder:
     cdef Py_ssize_t _capacity             # table size in use (last announced)
-    cdef list _table                      # (name, value) entries, oldest first
+    cdef list _table                      # (name, value) entries, oldest first (from _first: older slots dead)
+    cdef Py_ssize_t _first
     cdef Py_ssize_t _table_size
     cdef Py_ssize_t _inserted             # insertions so far: entry seq numbers
     cdef dict _full                       # (name, value) -> -static index, or seq of newest dynamic entry
@@ -18,11 +19,13 @@ cdef class Encoder:
     cdef Py_ssize_t _pending_min
     cdef frozenset _sensitive
     cdef frozenset _unindexed
-    @cython.locals(out=bytearray, field=object)
+    cdef bytearray _buf                   # the block being written; kept for the next one
+    @cython.locals(pos=Py_ssize_t, field=object, q="unsigned char*", block=bytes)
     cpdef bytes encode(self, object headers, bint huffman=*)
 
 cdef class Decoder:
-    cdef list _table                      # entries, oldest first; index 62 is the last
+    cdef list _table                      # entries, oldest first (from _first); index 62 is the last
+    cdef Py_ssize_t _first
     cdef Py_ssize_t _table_size
     cdef Py_ssize_t _capacity             # size in force (last size update)
     cdef Py_ssize_t _limit                # our SETTINGS_HEADER_TABLE_SIZE: ceiling for updates
@@ -40,6 +43,7 @@ cdef class Decoder:
 cdef tuple _STATIC
 cdef dict _STATIC_FULL, _STATIC_NAME
 cdef Py_ssize_t _STATIC_COUNT, _FIRST_DYNAMIC, _ENTRY_OVERHEAD, _MAX_INT_CONTINUATION, _SHORT_COOKIE
+cdef Py_ssize_t _INT_ROOM, _KEEP_BUFFER
 cdef Py_ssize_t _MAX_SCRATCH
 cdef unsigned int _HF_EMIT, _HF_FAIL
 cdef int _EOS
@@ -56,8 +60,9 @@ cdef int _P_METHOD, _P_SCHEME, _P_AUTHORITY, _P_PATH, _P_PROTOCOL, _P_STATUS
 
 @cython.locals(p="const unsigned char*", bits=Py_ssize_t, i=Py_ssize_t)
 cpdef Py_ssize_t huffman_encoded_length(bytes data) except -1
-@cython.locals(p="const unsigned char*", acc=cython.ulonglong, bits=int, i=Py_ssize_t, c=cython.uchar)
-cdef int _huffman_encode_into(bytearray out, bytes data) except -1
+@cython.locals(q="unsigned char*", p="const unsigned char*", acc=cython.ulonglong, bits=int, i=Py_ssize_t,
+               c=cython.uchar)
+cdef Py_ssize_t _huffman_encode_at(bytearray buf, Py_ssize_t pos, bytes data) except -1
 @cython.locals(out=bytearray)
 cpdef bytes huffman_encode(bytes data)
 @cython.locals(q="unsigned char*", k=Py_ssize_t, state=cython.uint, i=Py_ssize_t, c=cython.uchar,
@@ -66,20 +71,24 @@ cdef bytes _huffman_decode(const unsigned char* p, Py_ssize_t start, Py_ssize_t 
 cpdef bytes huffman_decode(bytes data)
 @cython.locals(out=bytearray)
 cpdef bytes encode_integer(Py_ssize_t value, int prefix_bits)
-cdef int _put_int(bytearray out, int flags, Py_ssize_t mask, Py_ssize_t value) except -1
-@cython.locals(n=Py_ssize_t, hlen=Py_ssize_t)
-cdef int _put_string(bytearray out, bytes data, bint huffman) except -1
+@cython.locals(q="unsigned char*")
+cdef Py_ssize_t _put_int(bytearray buf, Py_ssize_t pos, int flags, Py_ssize_t mask, Py_ssize_t value) except -1
+@cython.locals(n=Py_ssize_t, hlen=Py_ssize_t, q="unsigned char*", p="const unsigned char*", i=Py_ssize_t)
+cdef Py_ssize_t _put_string(bytearray buf, Py_ssize_t pos, bytes data, bint huffman) except -1
+@cython.locals(size=Py_ssize_t)
+cdef Py_ssize_t _reserve(Encoder enc, Py_ssize_t pos, Py_ssize_t need) except -1
 @cython.locals(name=bytes, value=bytes, n=Py_ssize_t, never=bint, key=object, found=object,
                size=Py_ssize_t)
-cdef int _encode_field(Encoder enc, bytearray out, object field, bint huffman) except -1
+cdef Py_ssize_t _encode_field(Encoder enc, Py_ssize_t pos, object field, bint huffman) except -1
 cdef Py_ssize_t _table_index(Encoder enc, Py_ssize_t found) noexcept
-@cython.locals(found=object)
-cdef int _put_literal(Encoder enc, bytearray out, int flags, Py_ssize_t mask, bytes name, bytes value,
-                      bint huffman) except -1
+@cython.locals(found=object, buf=bytearray)
+cdef Py_ssize_t _put_literal(Encoder enc, Py_ssize_t pos, int flags, Py_ssize_t mask, bytes name, bytes value,
+                               bint huffman) except -1
 @cython.locals(entry=tuple, seq=Py_ssize_t)
 cdef int _encoder_insert(Encoder enc, bytes name, bytes value, Py_ssize_t size) except -1
-@cython.locals(table=list, drop=Py_ssize_t, n=Py_ssize_t, entry=tuple, name=bytes, seq=Py_ssize_t)
+@cython.locals(table=list, first=Py_ssize_t, n=Py_ssize_t, entry=tuple, name=bytes, seq=Py_ssize_t)
 cdef int _encoder_evict(Encoder enc, Py_ssize_t room) except -1
+cdef Py_ssize_t _compact(list table, Py_ssize_t first) except -1
 
 @cython.locals(pos=Py_ssize_t, value=Py_ssize_t, shift=int, c=cython.uchar)
 cdef Py_ssize_t _read_int(Decoder dec, const unsigned char* p, Py_ssize_t end, Py_ssize_t mask) except -1
@@ -92,7 +101,7 @@ cdef object _read_literal(Decoder dec, bytes block, const unsigned char* p, Py_s
 cdef tuple _decoder_entry(Decoder dec, Py_ssize_t index)
 @cython.locals(size=Py_ssize_t)
 cdef int _decoder_insert(Decoder dec, object entry) except -1
-@cython.locals(table=list, drop=Py_ssize_t, n=Py_ssize_t, entry=tuple)
+@cython.locals(table=list, first=Py_ssize_t, n=Py_ssize_t, entry=tuple)
 cdef int _decoder_evict(Decoder dec, Py_ssize_t room) except -1
 
 cdef int _field_kind(bytes name, Py_ssize_t n) noexcept

@@ -80,6 +80,10 @@ _STATIC = STATIC_TABLE
 _STATIC_COUNT = 61
 _FIRST_DYNAMIC = 62
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1, also RFC 9113's per-field overhead in the header list size
+_INT_ROOM = 11  # octets an encoded integer can take: a prefix octet and 10 of 7 bits (any Py_ssize_t)
+# An encoder's output buffer is kept between blocks; one grown past this by a
+# huge block is dropped rather than kept for the connection's lifetime.
+_KEEP_BUFFER = 16384
 
 # Encoder look-ups: full match and name match, lowest index first, stored
 # negated. Each encoder starts its own look-up dicts from copies of these and
@@ -290,7 +294,10 @@ def huffman_encoded_length(data):
     return (bits + 7) >> 3
 
 
-def _huffman_encode_into(out, data):
+def _huffman_encode_at(buf, pos, data):
+    # Writes at buf[pos:], which the caller has sized (a Huffman string is
+    # never written when it would be longer than ``data``); returns the end.
+    q = buf
     p = data
     acc = 0
     bits = 0
@@ -300,17 +307,19 @@ def _huffman_encode_into(out, data):
         bits += _HUFFMAN_LEN[c]
         while bits >= 8:
             bits -= 8
-            out.append((acc >> bits) & 0xFF)
+            q[pos] = (acc >> bits) & 0xFF
+            pos += 1
         acc &= (1 << bits) - 1  # at most 7 bits carried over; keeps a Python int small too
     if bits > 0:
-        out.append(((acc << (8 - bits)) | (0xFF >> bits)) & 0xFF)
-    return 0
+        q[pos] = ((acc << (8 - bits)) | (0xFF >> bits)) & 0xFF
+        pos += 1
+    return pos
 
 
 def huffman_encode(data):
     """Huffman-encode ``data`` with the RFC 7541 code, padding the last octet with EOS bits."""
-    out = bytearray()
-    _huffman_encode_into(out, data)
+    out = bytearray(huffman_encoded_length(data))
+    _huffman_encode_at(out, 0, data)
     return bytes(out)
 
 
@@ -355,37 +364,42 @@ def encode_integer(value, prefix_bits):
     """The RFC 7541 5.1 integer representation of ``value`` with an N-bit prefix (first octet's flags zero)."""
     if value < 0 or not 1 <= prefix_bits <= 8:
         raise ValueError("invalid integer or prefix")
-    out = bytearray()
-    _put_int(out, 0, (1 << prefix_bits) - 1, value)
-    return bytes(out)
+    out = bytearray(_INT_ROOM)
+    return bytes(out[:_put_int(out, 0, 0, (1 << prefix_bits) - 1, value)])
 
 
-def _put_int(out, flags, mask, value):
+def _put_int(buf, pos, flags, mask, value):
+    # Writes at buf[pos:] (the caller reserved _INT_ROOM octets); returns the end.
+    q = buf
     if value < mask:
-        out.append(flags | value)
-        return 0
-    out.append(flags | mask)
+        q[pos] = flags | value
+        return pos + 1
+    q[pos] = flags | mask
+    pos += 1
     value -= mask
     while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
+        q[pos] = (value & 0x7F) | 0x80
+        pos += 1
         value >>= 7
-    out.append(value)
-    return 0
+    q[pos] = value
+    return pos + 1
 
 
-def _put_string(out, data, huffman):
+def _put_string(buf, pos, data, huffman):
     # Huffman only when it does not make the string longer; ties go to Huffman,
-    # as in the RFC 7541 Appendix C examples.
+    # as in the RFC 7541 Appendix C examples. The caller reserved _INT_ROOM +
+    # len(data) octets at pos.
     n = len(data)
     if huffman and n > 0:
         hlen = huffman_encoded_length(data)
         if hlen <= n:
-            _put_int(out, 0x80, 0x7F, hlen)
-            _huffman_encode_into(out, data)
-            return 0
-    _put_int(out, 0, 0x7F, n)
-    out += data
-    return 0
+            return _huffman_encode_at(buf, _put_int(buf, pos, 0x80, 0x7F, hlen), data)
+    pos = _put_int(buf, pos, 0, 0x7F, n)
+    q = buf
+    p = data
+    for i in range(n):
+        q[pos + i] = p[i]
+    return pos + n
 
 
 # ---------------------------------------------------------------- encoder
@@ -425,8 +439,10 @@ class Encoder:
             raise ValueError("max_table_size must not be negative")
         self._capacity = max_table_size if max_table_size < MAX_ENCODER_TABLE_SIZE else MAX_ENCODER_TABLE_SIZE
         self._table = []
+        self._first = 0
         self._table_size = 0
         self._inserted = 0
+        self._buf = bytearray(256)
         self._full = dict(_STATIC_FULL)
         self._names = dict(_STATIC_NAME)
         self._pending = False
@@ -446,7 +462,7 @@ class Encoder:
 
     def dynamic_table(self):
         """The dynamic table, newest entry (index 62) first."""
-        return self._table[::-1]
+        return self._table[self._first:][::-1]
 
     def set_max_table_size(self, size):
         """Follow the peer's new SETTINGS_HEADER_TABLE_SIZE; the next block starts with the size update(s)."""
@@ -466,18 +482,37 @@ class Encoder:
 
     def encode(self, headers, huffman=True):
         """Encode one header list (``(name, value)`` pairs of lower-case bytes) into one header block."""
-        out = bytearray()
+        # Written in place into one buffer kept for the connection: no
+        # bytearray grown octet by octet, no new buffer per block.
+        pos = 0
         if self._pending:
+            pos = _reserve(self, 0, 2 * _INT_ROOM)
             if self._pending_min < self._capacity:
-                _put_int(out, 0x20, 0x1F, self._pending_min)
-            _put_int(out, 0x20, 0x1F, self._capacity)
+                pos = _put_int(self._buf, pos, 0x20, 0x1F, self._pending_min)
+            pos = _put_int(self._buf, pos, 0x20, 0x1F, self._capacity)
             self._pending = False
         for field in headers:
-            _encode_field(self, out, field, huffman)
-        return bytes(out)
+            pos = _encode_field(self, pos, field, huffman)
+        q = self._buf
+        if not cython.compiled:
+            block = bytes(q[:pos])
+        else:
+            block = q[:pos]
+        if len(self._buf) > _KEEP_BUFFER:
+            self._buf = bytearray(256)
+        return block
 
 
-def _encode_field(enc, out, field, huffman):
+def _reserve(enc, pos, need):
+    # Room for ``need`` more octets after pos (at least doubling, so a block
+    # of many fields grows the buffer a few times, not once per field).
+    size = len(enc._buf)
+    if pos + need > size:
+        enc._buf.extend(bytes(size if pos + need <= 2 * size else pos + need - size))
+    return pos
+
+
+def _encode_field(enc, pos, field, huffman):
     n = len(field)
     if n < 2:
         raise TypeError("a header field is a (name, value) tuple")
@@ -485,6 +520,8 @@ def _encode_field(enc, out, field, huffman):
     value = field[1]
     if name is None or value is None:
         raise TypeError("header names and values are bytes")
+    # The most a field can take: a flags octet, three integers, both strings raw.
+    _reserve(enc, pos, 1 + 3 * _INT_ROOM + len(name) + len(value))
     never = False
     if type(field) is NeverIndexed:
         never = True
@@ -496,24 +533,21 @@ def _encode_field(enc, out, field, huffman):
         elif len(value) < _SHORT_COOKIE and name == b"cookie":
             never = True
     if never:
-        _put_literal(enc, out, 0x10, 0x0F, name, value, huffman)
-        return 0
+        return _put_literal(enc, pos, 0x10, 0x0F, name, value, huffman)
     key = field if n == 2 and type(field) is tuple else (name, value)
     found = enc._full.get(key)
     if found is not None:
-        _put_int(out, 0x80, 0x7F, _table_index(enc, found))
-        return 0
+        return _put_int(enc._buf, pos, 0x80, 0x7F, _table_index(enc, found))
     size = len(name) + len(value) + _ENTRY_OVERHEAD
     if (
         name in enc._unindexed
         or size * 4 > enc._capacity * 3
         or (len(name) == 5 and name == b":path" and b"?" in value)
     ):
-        _put_literal(enc, out, 0x00, 0x0F, name, value, huffman)
-        return 0
-    _put_literal(enc, out, 0x40, 0x3F, name, value, huffman)
+        return _put_literal(enc, pos, 0x00, 0x0F, name, value, huffman)
+    pos = _put_literal(enc, pos, 0x40, 0x3F, name, value, huffman)
     _encoder_insert(enc, name, value, size)
-    return 0
+    return pos
 
 
 def _table_index(enc, found):
@@ -523,15 +557,14 @@ def _table_index(enc, found):
     return _FIRST_DYNAMIC + enc._inserted - 1 - found
 
 
-def _put_literal(enc, out, flags, mask, name, value, huffman):
+def _put_literal(enc, pos, flags, mask, name, value, huffman):
+    buf = enc._buf
     found = enc._names.get(name)
     if found is None:
-        out.append(flags)
-        _put_string(out, name, huffman)
+        pos = _put_string(buf, _put_int(buf, pos, flags, mask, 0), name, huffman)  # index 0: a new name
     else:
-        _put_int(out, flags, mask, _table_index(enc, found))
-    _put_string(out, value, huffman)
-    return 0
+        pos = _put_int(buf, pos, flags, mask, _table_index(enc, found))
+    return _put_string(buf, pos, value, huffman)
 
 
 def _encoder_insert(enc, name, value, size):
@@ -549,22 +582,33 @@ def _encoder_insert(enc, name, value, size):
 
 def _encoder_evict(enc, room):
     # Drop the oldest entries until the table holds at most ``room`` octets.
+    # They leave by moving _first; the list is compacted in bulk (see _compact).
     table = enc._table
-    drop = 0
     n = len(table)
-    while enc._table_size > room and drop < n:
-        entry = table[drop]
+    first = enc._first
+    while enc._table_size > room and first < n:
+        entry = table[first]
+        table[first] = None
         name = entry[0]
         enc._table_size -= len(name) + len(entry[1]) + _ENTRY_OVERHEAD
-        seq = enc._inserted - n + drop
+        seq = enc._inserted - n + first
         if enc._full.get(entry) == seq:
             del enc._full[entry]
         if enc._names.get(name) == seq:
             del enc._names[name]
-        drop += 1
-    if drop:
-        del table[:drop]
+        first += 1
+    enc._first = _compact(table, first)
     return 0
+
+
+def _compact(table, first):
+    # A table whose oldest ``first`` slots are dead: removing them from the
+    # front of the list moves every live entry, so that waits until they are
+    # as many as the live ones (each eviction costs O(1) amortized, not O(table)).
+    if first >= 16 and 2 * first >= len(table):
+        del table[:first]
+        return 0
+    return first
 
 
 # ---------------------------------------------------------------- decoder
@@ -583,6 +627,7 @@ class Decoder:
         if max_table_size < 0 or max_header_list_size < 0:
             raise ValueError("sizes must not be negative")
         self._table = []
+        self._first = 0
         self._table_size = 0
         self._capacity = max_table_size
         self._limit = max_table_size
@@ -603,7 +648,7 @@ class Decoder:
 
     def dynamic_table(self):
         """The dynamic table, newest entry (index 62) first."""
-        return self._table[::-1]
+        return self._table[self._first:][::-1]
 
     def set_max_table_size(self, size):
         """Apply our acknowledged SETTINGS_HEADER_TABLE_SIZE; a smaller one must be confirmed by the next block."""
@@ -732,7 +777,7 @@ def _decoder_entry(dec, index):
         return _STATIC[index - 1]
     n = len(dec._table)
     k = index - _FIRST_DYNAMIC
-    if k >= n:
+    if k >= n - dec._first:
         raise HpackError("index out of range")
     return dec._table[n - 1 - k]
 
@@ -749,14 +794,14 @@ def _decoder_insert(dec, entry):
 
 def _decoder_evict(dec, room):
     table = dec._table
-    drop = 0
     n = len(table)
-    while dec._table_size > room and drop < n:
-        entry = table[drop]
+    first = dec._first
+    while dec._table_size > room and first < n:
+        entry = table[first]
+        table[first] = None
         dec._table_size -= len(entry[0]) + len(entry[1]) + _ENTRY_OVERHEAD
-        drop += 1
-    if drop:
-        del table[:drop]
+        first += 1
+    dec._first = _compact(table, first)
     return 0
 
 

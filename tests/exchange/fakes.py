@@ -552,10 +552,12 @@ class Rig:
         ex.start(head, None, length, length == 0)
         return ex, ex.down
 
-    def start_h2(self, ex=None, sid=1, method=b"GET", path=b"/", authority=b"svc.ns", extra=(), length=0):
-        """An HTTP/2 request (``length`` 0: END_STREAM on HEADERS; > 0: declared; -1: body of unknown length)."""
+    def start_h2(self, ex=None, sid=1, method=b"GET", path=b"/", authority=b"svc.ns", extra=(), length=0,
+                 down=None):
+        """An HTTP/2 request (``length`` 0: END_STREAM on HEADERS; > 0: declared; -1: body of unknown length;
+        ``down``: a connection an earlier stream came in on)."""
         if ex is None:
-            ex, _ = self.exchange(sid=sid)
+            ex, _ = self.exchange(down=down, sid=sid)
         fields = h2_fields(method, path, authority, extra)
         if length > 0:
             fields.append((b"content-length", b"%d" % length))

@@ -120,7 +120,7 @@ def test_open_refusing_the_request_answers_it_and_cancels_the_pick(make_rig):
     assert rig.check_books() == []
 
 
-# ---------------------------------------------------------------- the HTTP/1 route cache
+# ---------------------------------------------------------------- the connection's route cache
 
 
 def _next_request(rig, ex, **head):
@@ -180,12 +180,35 @@ def test_h1_route_cache_not_for_balanced_or_policy_targets(make_rig):
     assert len(rig.router.routes) == 2
 
 
-def test_h2_is_routed_per_request(make_rig):
+def test_h2_route_cache_is_the_connections(make_rig):
+    # Streams of one connection share its cache as HTTP/1's requests do; another connection has its own.
     rig = make_rig()
-    for sid in (1, 3):
-        rig.start_h2(sid=sid)
-        _complete(rig.disp.last)
+    _, conn = rig.start_h2(sid=1)
+    _complete(rig.disp.last)
+    rig.start_h2(sid=3, down=conn, path=b"/other")
+    _complete(rig.disp.last)
+    assert len(rig.router.routes) == 1
+    rig.start_h2(sid=5, down=conn, authority=b"other.ns")
+    _complete(rig.disp.last)
     assert len(rig.router.routes) == 2
+    rig.start_h2(sid=1)
+    _complete(rig.disp.last)
+    assert len(rig.router.routes) == 3
+    assert [up.target for up in rig.ups()] == [rig.router.target] * 4
+    assert rig.stats.requests == 4 and responses(rig.stats) == {200: 4}
+    assert rig.check_books() == []
+
+
+def test_h2_route_cache_not_for_an_override_or_a_policy_change(make_rig):
+    rig = make_rig()
+    _, conn = rig.start_h2(sid=1)
+    _complete(rig.disp.last)
+    rig.start_h2(sid=3, down=conn, extra=[(b"l5d-dst-override", b"other.ns:80")])
+    _complete(rig.disp.last)
+    rig.ctx.policy_gen += 1
+    rig.start_h2(sid=5, down=conn)
+    _complete(rig.disp.last)
+    assert len(rig.router.routes) == 3
 
 
 def test_h1_route_cache_not_filled_by_a_queued_route(make_rig):

@@ -44,6 +44,7 @@ class H2Stream:
     data_length: int = 0
     ended: bool = False
     reset: bool = False
+    never_indexed: list[bytes] = field(default_factory=list)  # names sent as never-indexed literals
 
     def get(self, name: bytes) -> bytes | None:
         for n, v in self.headers:
@@ -88,7 +89,9 @@ def decode_requests(data: bytes) -> Decoded:
             bsid, boffset, bflags, fragment = block
             block = None
             try:
-                fields = [(bytes(n), bytes(v)) for n, v in decoder.decode(bytes(fragment), raw=True)]
+                got = decoder.decode(bytes(fragment), raw=True)
+                fields = [(bytes(n), bytes(v)) for n, v in got]
+                never = [bytes(f[0]) for f in got if isinstance(f, hpack.NeverIndexedHeaderTuple)]
             except hpack.HPACKError as err:
                 out.problems.append(f"stream {bsid}: undecodable header block: {err!r}")
                 return out
@@ -96,7 +99,8 @@ def decode_requests(data: bytes) -> Decoded:
                 out.streams[bsid].trailers = fields
                 out.streams[bsid].ended = out.streams[bsid].ended or bool(bflags & END_STREAM)
             else:
-                out.streams[bsid] = H2Stream(bsid, boffset, fields, ended=bool(bflags & END_STREAM))
+                out.streams[bsid] = H2Stream(bsid, boffset, fields, ended=bool(bflags & END_STREAM),
+                                             never_indexed=never)
     return out
 
 

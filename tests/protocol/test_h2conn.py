@@ -887,6 +887,24 @@ def test_late_headers_on_a_long_closed_stream_is_a_stream_error():
     assert_conn_error(raw, F.PROTOCOL_ERROR, raw.feed(raw.headers(1201, REQ)))
 
 
+def test_closed_stream_memory_keeps_the_newest_ids_across_wraps():
+    # Streams we reset are remembered (frames the peer had in flight are then
+    # ignored) for the last 256 closed ids; older ones read as plainly closed.
+    raw = Raw()
+    last = 0
+    for sid in range(1, 1600, 2):  # 800 closes: the memory wraps three times
+        raw.open(sid, end_stream=False)
+        raw.conn.reset_stream(sid, F.CANCEL)
+        last = sid
+    raw.frames()
+    raw.conn.reset_stream(last, F.CANCEL)  # a second close of a remembered id takes no second slot
+    for sid in range(last - 2 * 255, last + 1, 2):  # the newest 256: still known as reset by us
+        assert raw.feed(F.data_frame(sid, b"late")) == [], sid
+    assert raw.frames() == []
+    events = raw.feed(F.data_frame(last - 2 * 256, b"late"))  # the 257th newest: forgotten
+    assert_stream_error(raw, last - 2 * 256, F.STREAM_CLOSED, events)
+
+
 def test_client_role_ping_and_reset_with_reference_server():
     p = client_pair()
     sid = p.ours.send_request(post(), False)
