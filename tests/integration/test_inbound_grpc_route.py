@@ -40,7 +40,8 @@ kind: GRPCRoute
 metadata: {{name: echo-stream, namespace: test}}
 spec:
   parentRefs: [{{name: echo-grpc, kind: Server, group: policy.linkerd.io}}]
-  rules: [{{matches: [{{method: {{type: RegularExpression, service: "meshproxy\\\\.test\\\\.Echo", method: "Server.*"}}}}]}}]
+  rules:
+    - matches: [{{method: {{type: RegularExpression, service: "meshproxy\\\\.test\\\\.Echo", method: "Server.*"}}}}]
 ---
 apiVersion: policy.linkerd.io/v1alpha1
 kind: NetworkAuthentication
