@@ -6,7 +6,7 @@ from proxy.exchange.clock cimport RouteClock, now
 from proxy.exchange.taphook cimport TapEvents, TapHook
 from proxy.protocol.request cimport RequestLine
 from proxy.core.target cimport Target
-from proxy.telemetry.counters cimport BackendStats, HttpStats
+from proxy.telemetry.counters cimport BackendStats, HttpStats, RouteStats
 
 cdef int MAX_REPICKS
 cdef int MAX_RESENDS
@@ -44,6 +44,9 @@ cdef class Exchange:
     cdef public Target target
     cdef public object rp                # outbound: the route policy (set by the router), or None
     cdef public BackendStats backend     # ... and the backend its split picked for this attempt, or None
+    # counted on its route (and backend) at the response head or gRPC status; their durations end in finish()
+    cdef RouteStats route_open
+    cdef BackendStats backend_open
     cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
     cdef public object mirror            # the route's mirrored copies of this request (outbound/mirror.py), or None
     cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app
@@ -124,7 +127,7 @@ cdef class Exchange:
     cpdef void retry(self)
     cpdef void _route_deadline(self, object err)
     cdef void _route_end(self, int status, int grpc, double elapsed, int error)
-    cdef void _backend_end(self, double latency_ms, int status, int grpc, int error)
+    cdef void _durations_end(self)
     cpdef void settle(self, int outcome)
     cpdef void fail(self, object err)
     cdef void _cut(self, object err)

@@ -29,7 +29,7 @@ from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
 from proxy.exchange.taphook import TapEvents, TapHook
-from proxy.telemetry.counters import BackendStats, HttpStats, error_code
+from proxy.telemetry.counters import BackendStats, HttpStats, RouteStats, error_code
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
 # Python ints: the outbound side imports them.
@@ -199,6 +199,8 @@ class Exchange:
         self.retried = False
         self.mirror = None
         self.backend = None
+        self.route_open = None
+        self.backend_open = None
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -613,6 +615,9 @@ class Exchange:
         if data:
             if self.tap is not None:
                 self.tap.add_bytes(len(data))
+            backend: BackendStats = self.backend if self.backend is not None else self.backend_open
+            if backend is not None:
+                backend.frame(len(data))
             if not self.down_queue:
                 # The common case: the client takes it all at once.
                 up: UpEnd = self.up
@@ -793,10 +798,14 @@ class Exchange:
         self.replay = None
         failed = rp.failed(status, None if grpc < 0 else grpc)
         rp.stats.finish(elapsed, failed, status, grpc, error)
-        if self.backend is not None:
-            # The backend's share of ``elapsed``: from the attempt's dispatch (none: it never went).
-            sent: cython.double = (self.t_sent - self.t0) * 1000.0 if self.t_sent > 0.0 else elapsed
-            self._backend_end(elapsed - sent if elapsed > sent else 0.0, status, grpc, error)
+        # Linkerd's durations run to the response's end: finish() observes them (the route's from the
+        # request head, the backend's from the attempt's dispatch), and the backend counts body frames until then.
+        self.route_open = rp.stats
+        backend: BackendStats = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.count(status, grpc, error)
+            self.backend_open = backend
         if self.attempts:
             rp.retried(failed, status, grpc, error, self.attempts)  # the retry counters: rare, in Python
 
@@ -840,11 +849,17 @@ class Exchange:
             if self.backend is not None:
                 self.backend.finish((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, status, grpc, 0)
 
-    def _backend_end(self, latency_ms, status, grpc, error):
-        """The attempt on the backend the split picked ended: count it there once."""
-        backend: BackendStats = self.backend
-        self.backend = None
-        backend.finish(latency_ms, status, grpc, error)
+    def _durations_end(self):
+        """The response ended (or was cut, or its client left): the route's and backend's durations end now."""
+        t: cython.double = now()
+        route: RouteStats = self.route_open
+        if route is not None:
+            self.route_open = None
+            route.end((t - self.t0) * 1000.0)
+        backend: BackendStats = self.backend_open
+        if backend is not None:
+            self.backend_open = None
+            backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0)
 
     def _count_grpc(self, grpc):
         """A gRPC response ended: count it with its status (-1: none came, a failure)."""
@@ -959,6 +974,8 @@ class Exchange:
             self.clock = None
         if self.rp is not None:  # the client went away before an outcome: nothing to count
             self.rp = None
+        if self.route_open is not None or self.backend_open is not None:
+            self._durations_end()
         self.backend = None
         self.replay = None
         self.held_fields = None

@@ -12,8 +12,11 @@ Linkerd:
   is a ServiceRuntime per hostname group); a request matching none takes the
   network's default route ``http-egress-allow`` (to the original
   destination) or ``http-egress-deny`` (403 ``traffic not allowed``, gRPC
-  PERMISSION_DENIED). Route metrics are the outbound route families with
-  ``parent_kind="EgressNetwork"`` and the request's ``hostname``;
+  PERMISSION_DENIED). Route metrics are the outbound route families
+  (``outbound_grpc_route_*`` for a GRPCRoute) with ``parent_kind="EgressNetwork"``
+  and the request's ``hostname``, and their ``backend_*`` families per backend:
+  the original destination as Linkerd names it (``backend_kind="EgressNetwork"``,
+  the network's name and namespace, the destination port), or a Service;
 * TLS (not terminated here): the TLSRoute whose hostnames hold the
   ClientHello's SNI, else a TCPRoute, else the default; TCP: a TCPRoute, else
   the default. A denied connection is closed (``EgressDenied``: the accept
@@ -35,7 +38,7 @@ import random
 
 from proxy.core.addr import TRANSPORT_ROUTE, ConnMeta, Target
 from proxy.errors import EgressDenied
-from proxy.outbound.policy import Registry, RoutePolicy, ServiceRuntime, _backend_address
+from proxy.outbound.policy import Registry, RoutePolicy, ServiceRuntime, _backend_address, service_backend_ref
 from proxy.policy.egress_model import HTTP_KINDS, ORIGINAL_DST, EgressNetwork, EgressRoute
 from proxy.policy.model import Backend, Route, ServicePolicy
 from proxy.policy.split import WeightedBackends
@@ -115,6 +118,11 @@ class EgressRuntime:
         self.registry = registry
         self.parent = parent_text(network, port)
         self.deny = network.traffic_policy == "Deny"
+        self.address = (ip, port)
+        # The original destination as a route's backend, as Linkerd's policy controller names it.
+        self.backend_ref = text((("backend_group", _POLICY_GROUP), ("backend_kind", "EgressNetwork"),
+                                 ("backend_namespace", network.namespace), ("backend_name", network.name),
+                                 ("backend_port", str(port)), ("backend_section_name", "")))
         self.default_name = "http-egress-deny" if self.deny else "http-egress-allow"
         groups: dict[tuple[str, ...], list[EgressRoute]] = {}
         for route in network.routes:
@@ -167,17 +175,30 @@ class EgressRuntime:
             if found is not None:
                 return found
         group, kind, namespace, name = _route_ref(route, self.default_name)
-        labels = self.parent + "," + text((("route_group", group), ("route_kind", kind),
-                                           ("route_namespace", namespace), ("route_name", name),
-                                           ("hostname", host)))
+        route_text = self.parent + "," + text((("route_group", group), ("route_kind", kind),
+                                               ("route_namespace", namespace), ("route_name", name)))
+        grpc = kind == "GRPCRoute"
         clone = copy.copy(rp)
-        clone.stats = self.registry.route_stats(self.dst, f"{rp.route.name}@{host}", labels)
+        clone.stats = self.registry.route_stats(self.dst, f"{rp.route.name}@{host}",
+                                                route_text + "," + text((("hostname", host),)), grpc)
+        # Every hostname's copy of a rule shares its backends' counters (the backend families have no hostname);
+        # Linkerd's deny route has no backend at all.
+        if route is not None or not self.deny:
+            clone.concretes = tuple((address, self.registry.backend_stats(
+                self.dst, rp.route.name, route_text + "," + self._backend_text(address), grpc))
+                for address, _ in rp.concretes)
         self._by_host[key] = clone
         self.owner[id(clone)] = owner
         return clone
 
     def backend_for(self, rp: RoutePolicy, conn=None) -> tuple[str, int]:
         return self.owner[id(rp)].backend_for(rp, conn)
+
+    def _backend_text(self, address: tuple[str, int]) -> str:
+        """The ``backend_*`` labels of a route's backend: the original destination, or a Service."""
+        if address == self.address:
+            return self.backend_ref
+        return service_backend_ref(address)
 
 
 class EgressPolicy:

@@ -323,7 +323,12 @@ def backend_labels(parent: str, route: Route, address: tuple[str, int]) -> str:
     ref = _route_ref(route)
     if ref is None:
         return ""
-    return parent + "," + ref + "," + text((f"backend_{k}", v) for k, v in service_ref(f"{address[0]}:{address[1]}"))
+    return parent + "," + ref + "," + service_backend_ref(address)
+
+
+def service_backend_ref(address: tuple[str, int]) -> str:
+    """The ``backend_*`` labels of the concrete service at ``address``."""
+    return text((f"backend_{k}", v) for k, v in service_ref(f"{address[0]}:{address[1]}"))
 
 
 def _route_ref(route: Route) -> str | None:

@@ -16,6 +16,7 @@ from proxy.identity import names
 from proxy.policy import _ratelimit_docs
 from proxy.policy._fields import Doc
 from proxy.policy._gateway import _match as route_match
+from proxy.policy._grpc_route import grpc_match as _grpc_match
 from proxy.policy.authz_model import ACCESS_POLICIES, ALL_NETWORKS, PROTOCOLS, Authorization, Network, Requirement
 from proxy.policy.model import Route
 
@@ -59,6 +60,7 @@ class ServerRec:
 @dataclass
 class RouteRec:
     doc: Doc
+    kind: str  # HTTPRoute or GRPCRoute
     name: str
     namespace: str
     group: str
@@ -95,7 +97,7 @@ class Collector:
     servers: list[ServerRec] = field(default_factory=list)
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)  # port name -> (number, document index)
     routes: list[RouteRec] = field(default_factory=list)
-    outbound_routes: set[tuple[str, str]] = field(default_factory=set)
+    outbound_routes: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, namespace, name)
     server_authzs: list[ServerAuthzRec] = field(default_factory=list)
     policies: list[PolicyRec] = field(default_factory=list)
     authentications: dict[tuple[str, str, str], Requirement] = field(default_factory=dict)
@@ -210,9 +212,10 @@ class Collector:
         spec = doc.mapping(doc.body.get("spec"), "spec", {"targetRef", "requiredAuthenticationRefs"})
         ref = doc.mapping(spec.get("targetRef"), "spec.targetRef", {"group", "kind", "name", "namespace"})
         kind, group = ref.get("kind"), str(ref.get("group") or "")
-        groups = {"Server": (POLICY_GROUP,), "HTTPRoute": (POLICY_GROUP, GATEWAY_GROUP), "Namespace": CORE_GROUPS}
+        groups = {"Server": (POLICY_GROUP,), "HTTPRoute": (POLICY_GROUP, GATEWAY_GROUP), "GRPCRoute": (GATEWAY_GROUP,),
+                  "Namespace": CORE_GROUPS}
         if kind not in groups:
-            raise doc.fail("spec.targetRef.kind", f"expected Server, HTTPRoute or Namespace, got {kind!r}")
+            raise doc.fail("spec.targetRef.kind", f"expected Server, HTTPRoute, GRPCRoute or Namespace, got {kind!r}")
         if group not in groups[kind]:
             raise doc.fail("spec.targetRef.group", f"{kind} is in group {' or '.join(groups[kind]) or 'core'}")
         name = doc.string(ref.get("name"), "spec.targetRef.name")
@@ -263,10 +266,10 @@ class Collector:
         self.authentications[(doc.kind, namespace(doc), doc.name)] = Requirement(
             "network", networks=networks(doc, spec["networks"], "spec.networks"))
 
-    # ---- HTTPRoute with Server parents -------------------------------------------
+    # ---- HTTPRoute and GRPCRoute with Server parents ------------------------------
 
-    def http_route(self, doc: Doc) -> Doc | None:
-        """Take the inbound part of an HTTPRoute; return what the outbound reader should see, if anything.
+    def server_route(self, doc: Doc) -> Doc | None:
+        """Take the inbound part of an HTTPRoute or GRPCRoute; return what the outbound reader should see, if anything.
 
         A route without Server parents is returned unchanged. One with Server
         parents is recorded; if it also has Service parents, the same document
@@ -275,10 +278,10 @@ class Collector:
         spec = doc.body.get("spec")
         refs = spec.get("parentRefs") if isinstance(spec, dict) else None
         if not isinstance(refs, list) or not any(isinstance(r, dict) and r.get("kind") == "Server" for r in refs):
-            self.outbound_routes.add((namespace(doc), doc.name))
+            self.outbound_routes.add((doc.kind, namespace(doc), doc.name))
             return doc
         doc.string(doc.name, "metadata.name")
-        self._once(doc, "HTTPRoute")
+        self._once(doc, doc.kind)
         spec = doc.mapping(spec, "spec", {"parentRefs", "hostnames", "rules"})
         parents: list[tuple[int, str, str]] = []
         others: list[Any] = []
@@ -304,37 +307,41 @@ class Collector:
                           for i, h in enumerate(doc.seq(spec.get("hostnames"), "spec.hostnames")))
         rules, backends_at = self._inbound_rules(doc, spec, ident)
         group = str(doc.body.get("apiVersion", "")).rsplit("/", 1)[0]
-        self.routes.append(RouteRec(doc, doc.name, namespace(doc), group, parents, hostnames, rules, backends_at,
-                                    service))
+        self.routes.append(RouteRec(doc, doc.kind, doc.name, namespace(doc), group, parents, hostnames, rules,
+                                    backends_at, service))
         if service:
-            self.outbound_routes.add((namespace(doc), doc.name))
+            self.outbound_routes.add((doc.kind, namespace(doc), doc.name))
             body = dict(doc.body, spec=dict(spec, parentRefs=others))
             return Doc(doc.index, body)
         if others:
-            self.warnings.append(f"HTTPRoute/{ident}: parents other than Server and Service ignored")
+            self.warnings.append(f"{doc.kind}/{ident}: parents other than Server and Service ignored")
         return None
 
     def _inbound_rules(self, doc: Doc, spec: dict, ident: str) -> tuple[tuple[Route, ...], str | None]:
         stamp = str((doc.body.get("metadata") or {}).get("creationTimestamp") or "")
+        grpc = doc.kind == "GRPCRoute"
+        # A GRPCRoute matches gRPC's service and method (as POST /<service>/<method>) and has no timeouts.
+        keys = {"name", "matches", "filters", "backendRefs"} | (set() if grpc else {"timeouts"})
+        read_match = _grpc_match if grpc else route_match
         rules: list[Route] = []
         backends_at: str | None = None
         ignored: set[str] = set()
         for i, item in enumerate(doc.seq(spec.get("rules"), "spec.rules") or [{}]):
             p = f"spec.rules[{i}]"
-            rule = doc.mapping(item, p, {"name", "matches", "filters", "backendRefs", "timeouts"})
+            rule = doc.mapping(item, p, keys)
             if rule.get("backendRefs") and backends_at is None:
                 backends_at = f"{p}.backendRefs"
             ignored.update(k for k in ("filters", "timeouts") if rule.get(k))
             rules.append(Route(
                 name=str(rule.get("name") or f"{ident}#{i}"),
-                matches=tuple(route_match(doc, m, f"{p}.matches[{j}]")
+                matches=tuple(read_match(doc, m, f"{p}.matches[{j}]")
                               for j, m in enumerate(doc.seq(rule.get("matches"), f"{p}.matches"))),
-                source=f"HTTPRoute/{ident}",
+                source=f"{doc.kind}/{ident}",
                 order=(stamp, ident, i),
             ))
         if ignored:
             # Authorization is what inbound routes are for here; the data plane does not apply these.
-            self.warnings.append(f"HTTPRoute/{ident}: {' and '.join(sorted(ignored))} not applied on inbound routes")
+            self.warnings.append(f"{doc.kind}/{ident}: {' and '.join(sorted(ignored))} not applied on inbound routes")
         return tuple(rules), backends_at
 
     # ---- the compact format ------------------------------------------------------

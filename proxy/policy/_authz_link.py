@@ -16,6 +16,10 @@ from proxy.policy._fields import Doc
 from proxy.policy.authz_model import Authorization, AuthzSet, InboundRoute, RateLimit, Requirement, Server
 
 Key = tuple[str, str]  # (namespace, name)
+RouteKey = tuple[str, str, str]  # (kind, namespace, name)
+# The routes a Server's proxyProtocol uses, as in Linkerd's policy controller: gRPC Servers their
+# GRPCRoutes, every other HTTP Server its HTTPRoutes.
+_ROUTE_KIND = {"grpc": "GRPCRoute"}
 
 
 def link(found: Collector) -> tuple[AuthzSet, list[str]]:
@@ -24,7 +28,7 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
     servers = _servers(found)
     routes = _routes(found, servers)
     server_authz: dict[Key, list[Authorization]] = {key: list(rec.authorizations) for key, rec in servers.items()}
-    route_authz: dict[Key, list[Authorization]] = {key: [] for key in routes}
+    route_authz: dict[RouteKey, list[Authorization]] = {key: [] for key in routes}
 
     for sa in found.server_authzs:
         authz = Authorization("serverauthorization", sa.name, sa.requires)
@@ -47,15 +51,15 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
             if (ns, name) not in servers:
                 raise pol.doc.fail("spec.targetRef.name", f"no Server {ns}/{name} in this policy file")
             server_authz[(ns, name)].append(authz)
-        elif kind == "HTTPRoute":
-            route = routes.get((ns, name))
+        elif kind in ("HTTPRoute", "GRPCRoute"):
+            route = routes.get((kind, ns, name))
             if route is None:
                 why = "has no Server parent (only inbound routes are authorized)" \
-                    if (ns, name) in found.outbound_routes else "is not in this policy file"
-                raise pol.doc.fail("spec.targetRef.name", f"HTTPRoute {ns}/{name} {why}")
+                    if (kind, ns, name) in found.outbound_routes else "is not in this policy file"
+                raise pol.doc.fail("spec.targetRef.name", f"{kind} {ns}/{name} {why}")
             if route.group != group:
-                raise pol.doc.fail("spec.targetRef.group", f"HTTPRoute {ns}/{name} is in group {route.group}")
-            route_authz[(ns, name)].append(authz)
+                raise pol.doc.fail("spec.targetRef.group", f"{kind} {ns}/{name} is in group {route.group}")
+            route_authz[(kind, ns, name)].append(authz)
         else:  # Namespace: every Server there, hence every route on them.
             chosen = [key for key in servers if key[0] == name]
             if not chosen:
@@ -66,12 +70,20 @@ def link(found: Collector) -> tuple[AuthzSet, list[str]]:
     limits = _rate_limits(found, servers)
     out = []
     for key, rec in servers.items():
+        parented = [(rkey, route) for rkey, route in routes.items()
+                    if any((ns, name) == key for _, ns, name in route.parents)]
+        used = _ROUTE_KIND.get(rec.protocol or "", "HTTPRoute")
         attached = tuple(
             InboundRoute(route.name, route.namespace, route.rules, route.hostnames, tuple(route_authz[rkey]),
-                         route.group)
-            for rkey, route in routes.items() if any((ns, name) == key for _, ns, name in route.parents))
-        if attached and rec.protocol in ("opaque", "tls"):
-            warnings.append(f"Server/{key[0]}/{key[1]}: proxyProtocol is not HTTP, its HTTPRoutes are unused")
+                         route.group, route.kind)
+            for rkey, route in parented if route.kind == used)
+        kinds = sorted({route.kind for _, route in parented})
+        if parented and rec.protocol in ("opaque", "tls"):
+            warnings.append(f"Server/{key[0]}/{key[1]}: proxyProtocol is not HTTP, its {'s and '.join(kinds)}s "
+                            "are unused")
+        elif unused := [kind for kind in kinds if kind != used]:
+            warnings.append(f"Server/{key[0]}/{key[1]}: its {' and '.join(unused)}s are unused (a Server with "
+                            f"proxyProtocol gRPC uses GRPCRoutes, any other HTTP Server HTTPRoutes)")
         out.append(Server(rec.name, rec.namespace, _port_number(found, rec), rec.protocol, rec.access_policy,
                           tuple(server_authz[key]), attached, rate_limit=limits.get(key)))
     return AuthzSet(tuple(out)), warnings
@@ -119,8 +131,8 @@ def _servers(found: Collector) -> dict[Key, ServerRec]:
     return servers
 
 
-def _routes(found: Collector, servers: dict[Key, ServerRec]) -> dict[Key, RouteRec]:
-    routes: dict[Key, RouteRec] = {}
+def _routes(found: Collector, servers: dict[Key, ServerRec]) -> dict[RouteKey, RouteRec]:
+    routes: dict[RouteKey, RouteRec] = {}
     for rec in found.routes:
         for index, ns, name in rec.parents:
             if ns != rec.namespace:
@@ -130,7 +142,7 @@ def _routes(found: Collector, servers: dict[Key, ServerRec]) -> dict[Key, RouteR
                 raise rec.doc.fail("spec.parentRefs", f"parentRefs[{index}]: no Server {ns}/{name} in this policy file")
         if rec.backends_at and not rec.service_parent:
             raise rec.doc.fail(rec.backends_at, "backendRefs need a Service parent (an inbound route serves this pod)")
-        routes[(rec.namespace, rec.name)] = rec
+        routes[(rec.kind, rec.namespace, rec.name)] = rec
     return routes
 
 

@@ -237,7 +237,7 @@ class PortPolicy:
     """
 
     __slots__ = ("protocol", "per_request", "_addrs", "_srv", "_target", "_conn_rules", "_http_rules",
-                 "_groups", "_header_names", "_probes", "_probe")
+                 "_groups", "_header_names", "_probes", "_probe", "_route_kind")
 
     @property
     def srv_labels(self) -> Labels:
@@ -255,6 +255,7 @@ class PortPolicy:
         self._http_rules = http_rules
         self._probes = probes
         self._probe = Decision(True, srv + _PROBE, "")
+        self._route_kind = "GRPCRoute" if protocol == "grpc" else "HTTPRoute"  # the kind its routes are
         # Routes grouped by hostnames: precedence between groups is by Host, within one by RouteTable.
         groups: dict[tuple[str, ...], list[InboundRoute]] = {}
         for route in routes if protocol not in _NOT_HTTP else ():
@@ -307,8 +308,9 @@ class PortPolicy:
             found = self._route(method, path, header)
             if found is None:
                 # The query stays out of the reason: it is logged, and queries carry tokens.
-                return Decision(False, self._srv + _NO_ROUTE, f"{REASON_NO_ROUTE}: {self._target} has no "
-                                                              f"HTTPRoute matching {method} {path.partition('?')[0]}")
+                return Decision(False, self._srv + _NO_ROUTE,
+                                f"{REASON_NO_ROUTE}: {self._target} has no {self._route_kind} matching "
+                                f"{method} {path.partition('?')[0]}")
             route, rules = found
         identity = client.identity.lower() if client.identity is not None else None
         addr = self._addrs.get(client.ip)

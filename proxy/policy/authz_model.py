@@ -77,11 +77,11 @@ class Authorization:
 
 @dataclass(frozen=True, slots=True)
 class InboundRoute:
-    """An HTTPRoute attached to a Server: requests matching ``rules`` are this route's.
+    """An HTTPRoute or GRPCRoute (``kind``) attached to a Server: requests matching ``rules`` are this route's.
 
     ``rules`` are model.Route values (one per HTTPRoute rule, ``order`` set) so
     routes.RouteTable applies Gateway API precedence across all routes of a
-    server; their ``source`` is ``HTTPRoute/<ns>/<name>`` for every rule.
+    server; their ``source`` is ``<kind>/<ns>/<name>`` for every rule.
     ``hostnames`` empty means any Host. ``authorizations`` target this route only.
     """
 
@@ -97,7 +97,7 @@ class InboundRoute:
 
     @property
     def source(self) -> str:
-        return f"HTTPRoute/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

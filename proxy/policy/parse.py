@@ -13,8 +13,10 @@ and the field path.
 Inbound (authorization) documents: ``Server`` (policy.linkerd.io/v1beta1..3),
 ``ServerAuthorization`` (v1beta1), ``AuthorizationPolicy``,
 ``MeshTLSAuthentication`` and ``NetworkAuthentication`` (v1alpha1), and
-HTTPRoutes whose parentRefs name a Server (an HTTPRoute with Service parents
-is outbound; one with both is read as both).
+HTTPRoutes and GRPCRoutes whose parentRefs name a Server (a route with Service
+parents is outbound; one with both is read as both). As in Linkerd, a Server
+with ``proxyProtocol: gRPC`` is routed by its GRPCRoutes, any other HTTP Server
+by its HTTPRoutes.
 
 ``GRPCRoute`` (gateway.networking.k8s.io/v1, v1alpha2) with Service parents is
 outbound policy like an HTTPRoute (_grpc_route.py: method and header matches,
@@ -319,10 +321,10 @@ def _read(doc: Doc, domain: str, inbound: _authz_docs.Collector, egress: _egress
             or _egress_docs.egress_parent(doc):
         egress.read(doc, domain)
         return []
-    if doc.kind == "GRPCRoute":
-        return _grpc_route.grpc_route(doc, domain)
-    outbound = inbound.http_route(doc)
-    return _gateway.http_route(outbound, domain) if outbound is not None else []
+    outbound = inbound.server_route(doc)  # the Server parents' part is inbound policy
+    if outbound is None:
+        return []
+    return (_grpc_route.grpc_route if doc.kind == "GRPCRoute" else _gateway.http_route)(outbound, domain)
 
 
 def parse(text: str, cluster_domain: str = "cluster.local", trust_domain: str = "cluster.local") -> PolicySet:

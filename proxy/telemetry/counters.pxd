@@ -7,7 +7,9 @@ cdef bint _tally(long long[::1] keys, long long[::1] counts, long long key, Py_s
 cdef list _filled(long long[::1] keys, long long[::1] counts)
 cdef long long _outcome_key(int status, int grpc, int error)
 cdef list _outcomes(long long[::1] keys, long long[::1] counts)
-cdef int _NBACKEND
+cdef int _NBACKEND, _NROUTE, _NFRAME
+cdef double[::1] _ROUTE_BOUNDS
+cdef long long[::1] _FRAME_BOUNDS
 
 cdef class HttpStats:
     cdef readonly str direction
@@ -60,8 +62,12 @@ cdef class RouteStats:
     cdef public long long retry_successes  # retried requests that ended in success
     cdef public long long retry_overflow   # retries the budget refused
     cdef public long long retry_limit_exceeded  # retryable answers past the route's retry limit
+    cdef readonly long long[::1] duration_buckets  # Linkerd's request duration, to the response's end (ROUTE_BUCKETS_MS)
+    cdef public double duration_sum_ms
+    cdef public long long duration_count
     cpdef void record(self, double latency_ms, bint failure)
     cpdef void finish(self, double latency_ms, bint failure, int status, int grpc, int error)
+    cpdef void end(self, double duration_ms)
 
 cdef class BackendStats:
     cdef public str labels                 # parent_*, route_* and backend_* label text, made once
@@ -74,4 +80,10 @@ cdef class BackendStats:
     cdef readonly long long[::1] keys      # packed outcome (status, gRPC status, error) + 1 (0: free slot)
     cdef readonly long long[::1] counts
     cdef public long long other_outcomes
+    cdef readonly long long[::1] frame_buckets  # response body chunk sizes (FRAME_BUCKETS, plus +Inf)
+    cdef public long long frame_sum
+    cdef public long long frame_count
+    cpdef void count(self, int status, int grpc, int error)
+    cpdef void end(self, double latency_ms)
     cpdef void finish(self, double latency_ms, int status, int grpc, int error)
+    cpdef void frame(self, Py_ssize_t size)

@@ -248,6 +248,9 @@ class RouteStats:
         self.retry_successes = 0
         self.retry_overflow = 0
         self.retry_limit_exceeded = 0
+        self.duration_buckets = _zeros(_NROUTE + 1)
+        self.duration_sum_ms = 0.0
+        self.duration_count = 0
 
     def record(self, latency_ms, failure):
         if failure:
@@ -265,6 +268,16 @@ class RouteStats:
         key: cython.longlong = _outcome_key(status, grpc, error)
         if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
             self.other_outcomes += 1
+
+    def end(self, duration_ms):
+        """A counted request's response ended (its last byte or trailers went to the client, or the
+        stream was reset) ``duration_ms`` after its request head: Linkerd's request duration."""
+        i: cython.int = 0
+        while i < _NROUTE and duration_ms > _ROUTE_BOUNDS[i]:
+            i += 1
+        self.duration_buckets[i] += 1
+        self.duration_sum_ms += duration_ms
+        self.duration_count += 1
 
     def outcomes(self):
         """(status, gRPC status or -1, error index, count) per outcome seen; for rendering."""
@@ -291,6 +304,14 @@ def _outcomes(keys, counts):
 # Recent Linkerd's backend response-duration buckets, in milliseconds (its 0.025 s .. 10 s).
 BACKEND_BUCKETS_MS = (25, 50, 100, 250, 500, 1000, 10000)
 _NBACKEND = cython.declare(cython.int, len(BACKEND_BUCKETS_MS))
+# Its route request-duration buckets (fewer: they overlap the backends'), in milliseconds (0.05 s .. 10 s).
+ROUTE_BUCKETS_MS = (50, 500, 1000, 10000)
+_NROUTE = cython.declare(cython.int, len(ROUTE_BUCKETS_MS))
+_ROUTE_BOUNDS = memoryview(array.array("d", ROUTE_BUCKETS_MS))
+# Its backend response-frame-size buckets, in bytes.
+FRAME_BUCKETS = (128, 1024, 10240)
+_NFRAME = cython.declare(cython.int, len(FRAME_BUCKETS))
+_FRAME_BOUNDS = memoryview(array.array("q", FRAME_BUCKETS))
 
 
 class BackendStats:
@@ -311,18 +332,38 @@ class BackendStats:
         self.keys = _zeros(RESPONSE_SLOTS)
         self.counts = _zeros(RESPONSE_SLOTS)
         self.other_outcomes = 0
+        self.frame_buckets = _zeros(_NFRAME + 1)
+        self.frame_sum = 0
+        self.frame_count = 0
 
-    def finish(self, latency_ms, status, grpc, error):
-        """One attempt's outcome ``latency_ms`` after it was sent (see RouteStats.finish for the rest)."""
+    def count(self, status, grpc, error):
+        """One attempt's outcome (see RouteStats.finish), known at its response head or gRPC status."""
+        key: cython.longlong = _outcome_key(status, grpc, error)
+        if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
+            self.other_outcomes += 1
+
+    def end(self, latency_ms):
+        """One attempt's response ended (last byte, trailers, reset, or given up) ``latency_ms`` after it was sent."""
         i: cython.int = 0
         while i < _NBACKEND and latency_ms > self.bounds[i]:
             i += 1
         self.duration_buckets[i] += 1
         self.duration_sum_ms += latency_ms
         self.duration_count += 1
-        key: cython.longlong = _outcome_key(status, grpc, error)
-        if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
-            self.other_outcomes += 1
+
+    def finish(self, latency_ms, status, grpc, error):
+        """An attempt whose outcome is also its end (retried, timed out, failed over): both at once."""
+        self.count(status, grpc, error)
+        self.end(latency_ms)
+
+    def frame(self, size):
+        """One response body chunk of ``size`` bytes from this backend, as it came off the wire."""
+        i: cython.int = 0
+        while i < _NFRAME and size > _FRAME_BOUNDS[i]:
+            i += 1
+        self.frame_buckets[i] += 1
+        self.frame_sum += size
+        self.frame_count += 1
 
     def outcomes(self):
         """(status, gRPC status or -1, error index, count) per outcome seen; for rendering."""

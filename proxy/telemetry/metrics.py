@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from proxy.telemetry.counters import (
     BACKEND_BUCKETS_MS,
     ERROR_LABELS,
+    FRAME_BUCKETS,
     LATENCY_BUCKETS_MS,
+    ROUTE_BUCKETS_MS,
     ROUTE_ERRORS,
     HttpStats,
     TcpStats,
@@ -282,20 +284,20 @@ def render_routes(out: list[str], policy) -> None:
             out.append(f"{name}{_labels(direction='outbound', dst=dst)} {getattr(state, field)}")
 
 
-# Recent Linkerd's request-duration buckets for routes, in seconds; each is one of
-# LATENCY_BUCKETS_MS, so the histogram is read off the route's millisecond buckets.
-ROUTE_DURATION_BUCKETS = (("0.05", 50), ("0.5", 500), ("1.0", 1000), ("10.0", 10000))
-# Its backend response-duration buckets (BACKEND_BUCKETS_MS), as its ``le`` labels.
+# The ``le`` labels of recent Linkerd's route request-duration, backend response-duration and backend
+# frame-size buckets (its Rust client writes every bound as a float).
+ROUTE_DURATION_LE = ("0.05", "0.5", "1.0", "10.0")
 BACKEND_DURATION_LE = ("0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "10.0")
+FRAME_SIZE_LE = tuple(f"{size}.0" for size in FRAME_BUCKETS)
 _ROUTE_FAMILIES = (
     ("request_duration_seconds", "histogram",
-     "The time between request initialization and response completion (here: to the response head; "
-     "a gRPC call's to its status)."),
+     "The time between request initialization and response completion (its last byte, trailers or reset)."),
     ("request_statuses_total", "counter", "Completed request-response streams."),
     ("backend_requests_total", "counter", "The total number of requests dispatched to each backend."),
     ("backend_response_duration_seconds", "histogram",
-     "The time between a request's dispatch to a backend and its response (head, or a gRPC call's status)."),
+     "The time between a request's dispatch to a backend and its response's completion."),
     ("backend_response_statuses_total", "counter", "Completed responses of each backend."),
+    ("backend_response_frame_size_bytes", "histogram", "Response data frame sizes."),
     ("retry_requests_total", "counter", "Retry requests emitted."),
     ("retry_successes_total", "counter", "Successful responses to retry requests."),
     ("retry_overflow_total", "counter", "Retryable requests not sent due to circuit breakers."),
@@ -337,13 +339,9 @@ def render_linkerd_routes(out: list[str], stats, backends=()) -> None:
             continue
         m = merged.get((s.grpc, s.labels))
         if m is None:
-            m = merged[(s.grpc, s.labels)] = {"buckets": [0] * (len(LATENCY_BUCKETS_MS) + 1), "sum": 0.0,
-                                              "count": 0, "outcomes": {}, "retries": 0, "successes": 0,
-                                              "overflow": 0, "limit": 0}
-        for i in range(len(LATENCY_BUCKETS_MS) + 1):
-            m["buckets"][i] += s.latency_buckets[i]
-        m["sum"] += s.latency_sum_ms
-        m["count"] += s.latency_count
+            m = merged[(s.grpc, s.labels)] = {"duration": _Histogram(len(ROUTE_BUCKETS_MS)), "outcomes": {},
+                                              "retries": 0, "successes": 0, "overflow": 0, "limit": 0}
+        m["duration"].add(s.duration_buckets, s.duration_sum_ms / 1000.0, s.duration_count)
         _add_outcomes(m["outcomes"], s.outcomes(), s.other_outcomes)
         m["retries"] += s.retries
         m["successes"] += s.retry_successes
@@ -353,16 +351,16 @@ def render_linkerd_routes(out: list[str], stats, backends=()) -> None:
     for b in backends:
         m = per_backend.get((b.grpc, b.labels))
         if m is None:
-            m = per_backend[(b.grpc, b.labels)] = {"requests": 0, "buckets": [0] * (len(BACKEND_BUCKETS_MS) + 1),
-                                                   "sum": 0.0, "count": 0, "outcomes": {}}
+            m = per_backend[(b.grpc, b.labels)] = {"requests": 0, "outcomes": {},
+                                                   "duration": _Histogram(len(BACKEND_BUCKETS_MS)),
+                                                   "frame_size": _Histogram(len(FRAME_BUCKETS))}
         m["requests"] += b.requests
-        for i in range(len(BACKEND_BUCKETS_MS) + 1):
-            m["buckets"][i] += b.duration_buckets[i]
-        m["sum"] += b.duration_sum_ms
-        m["count"] += b.duration_count
+        m["duration"].add(b.duration_buckets, b.duration_sum_ms / 1000.0, b.duration_count)
+        m["frame_size"].add(b.frame_buckets, float(b.frame_sum), b.frame_count)
         _add_outcomes(m["outcomes"], b.outcomes(), b.other_outcomes)
-    route_bounds = [(le, LATENCY_BUCKETS_MS.index(ms)) for le, ms in ROUTE_DURATION_BUCKETS]
-    backend_bounds = list(zip(BACKEND_DURATION_LE, range(len(BACKEND_BUCKETS_MS)), strict=True))
+    bounds = {"request_duration_seconds": ("duration", ROUTE_DURATION_LE),
+              "backend_response_duration_seconds": ("duration", BACKEND_DURATION_LE),
+              "backend_response_frame_size_bytes": ("frame_size", FRAME_SIZE_LE)}
     for protocol, grpc in (("http", False), ("grpc", True)):
         for suffix, kind, help_text in _ROUTE_FAMILIES:
             name = f"outbound_{protocol}_route_{suffix}"
@@ -372,18 +370,38 @@ def render_linkerd_routes(out: list[str], stats, backends=()) -> None:
                 if is_grpc != grpc:
                     continue
                 if kind == "histogram":
-                    bounds = backend_bounds if source is per_backend else route_bounds
-                    for le, i in bounds:
-                        out.append(f'{name}_bucket{{{labels},le="{le}"}} {sum(m["buckets"][:i + 1])}')
-                    out.append(f'{name}_bucket{{{labels},le="+Inf"}} {m["count"]}')
-                    out.append(f"{name}_sum{{{labels}}} {m['sum'] / 1000.0:.6f}")
-                    out.append(f"{name}_count{{{labels}}} {m['count']}")
+                    key, les = bounds[suffix]
+                    m[key].render(out, name, labels, les)
                 elif suffix.endswith("statuses_total"):
-                    for key, n in sorted(m["outcomes"].items(), key=lambda item: str(item[0])):
-                        what = (f'{"grpc" if grpc else "http"}_status="{OTHER}",error=""' if key == OTHER
-                                else _outcome_labels(grpc, *key))
+                    for outcome, n in sorted(m["outcomes"].items(), key=lambda item: str(item[0])):
+                        what = (f'{"grpc" if grpc else "http"}_status="{OTHER}",error=""' if outcome == OTHER
+                                else _outcome_labels(grpc, *outcome))
                         out.append(f"{name}{{{labels},{what}}} {n}")
                 elif suffix == "backend_requests_total":
                     out.append(f"{name}{{{labels}}} {m['requests']}")
                 else:
                     out.append(f"{name}{{{labels}}} {m[_RETRY_FIELDS[suffix]]}")
+
+
+class _Histogram:
+    """Bucket counts (one per bound, plus +Inf), sum and count of several label sets' counters summed."""
+
+    def __init__(self, bounds: int) -> None:
+        self.buckets = [0] * (bounds + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def add(self, buckets, total: float, count: int) -> None:
+        for i in range(len(self.buckets)):
+            self.buckets[i] += buckets[i]
+        self.sum += total
+        self.count += count
+
+    def render(self, out: list[str], name: str, labels: str, les: tuple[str, ...]) -> None:
+        cumulative = 0
+        for i, le in enumerate(les):
+            cumulative += self.buckets[i]
+            out.append(f'{name}_bucket{{{labels},le="{le}"}} {cumulative}')
+        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum{{{labels}}} {self.sum:.6f}")
+        out.append(f"{name}_count{{{labels}}} {self.count}")

@@ -469,3 +469,43 @@ def test_reused_h1_exchange_starts_each_request_afresh(make_rig):
     assert down.error().status == 504
     assert _route(policy) == {"requests": 2, "retries": 2, "successes": 1, "failures": 1}
     assert rig.check_books() == []
+
+
+# ---------------------------------------------------------------- Linkerd's durations run to the response's end
+
+
+@pytest.mark.parametrize("ending", ["body", "trailers", "client_gone"])
+def test_route_and_backend_durations_end_with_the_response_not_its_head(make_rig, ending):
+    from proxy.telemetry.counters import BackendStats
+
+    policy = FakePolicy()
+    rig = make_rig(service=FakeService(), policy=policy)
+    ex, _down = rig.start_h2(method=b"POST", length=0)
+    backend = ex.backend = BackendStats('backend_name="b"')  # what the router hands over with its pick
+    rig.loop.advance(0.01)
+    up = rig.disp.last
+    up.attach(request_sent=True)
+    rig.loop.advance(0.02)
+    up.head(200, fields=_grpc_head() if ending == "trailers" else None, length=-1)
+    if ending != "trailers":  # a gRPC response is counted at its status, in the trailers
+        assert backend.outcomes() == [(200, -1, 0, 1)] and policy.stats.latency_count == 1
+    assert policy.stats.duration_count == 0 and backend.duration_count == 0
+    up.data(b"x" * 200)
+    rig.loop.advance(0.3)
+    if ending == "body":
+        up.data(b"tail", end=True)
+    elif ending == "trailers":
+        up.finish([(b"grpc-status", b"0")])
+        assert backend.outcomes() == [(200, 0, 0, 1)]
+    else:
+        ex.client_gone()
+    # Route: 0.33 s from the request head (Linkerd's 0.5 s bucket); backend: 0.32 s from dispatch (its 0.5 s).
+    assert list(policy.stats.duration_buckets) == [0, 1, 0, 0, 0]
+    assert policy.stats.duration_sum_ms == pytest.approx(330.0)
+    assert list(backend.duration_buckets) == [0, 0, 0, 0, 1, 0, 0, 0]
+    assert backend.duration_sum_ms == pytest.approx(320.0)
+    # The older route_response_latency_ms is the head's: 30 ms.
+    assert policy.stats.latency_sum_ms == pytest.approx(30.0)
+    frames = [200] if ending != "body" else [200, 4]
+    assert backend.frame_count == len(frames) and backend.frame_sum == sum(frames)
+    assert list(backend.frame_buckets) == [frames.count(4), frames.count(200), 0, 0]

@@ -15,7 +15,7 @@ ended cancelled. A unary request is a small command:
                          as initial (x-initial-*) and trailing (x-trailing-*)
                          metadata
 
-ServerStream takes b"N:SIZE" and streams N messages of SIZE bytes;
+ServerStream takes b"N:SIZE" and streams N messages of SIZE bytes (b"trickle:N:S": N short ones over S seconds);
 ClientStream answers b"<count>:<sha256 of all bytes>"; BidiStream echoes
 each message as it comes, b"upper:" first making it uppercase.
 """
@@ -110,6 +110,14 @@ class GrpcServer:
 
     def _server_stream(self, request: bytes, context: grpc.ServicerContext):
         self._record("ServerStream", context)
+        if request.startswith(b"trickle:"):
+            # b"trickle:<count>:<seconds>": one message at once, the other count-1 spread over the seconds.
+            _, count, seconds = request.decode().split(":")
+            for i in range(int(count)):
+                if i:
+                    time.sleep(float(seconds) / (int(count) - 1))
+                yield f"part {i}".encode()
+            return
         count, size = (int(x) for x in request.split(b":"))
         for i in range(count):
             yield det_bytes(size, i)

@@ -14,6 +14,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /status/N       status N
 /early-hints    103 with a link header, then 200 "after hints"
 /slow?delay=S   200 "slow done" after S seconds
+/head-first?delay=S  the head alone (content-length: 4) at once, the body "body" S seconds later
 /never, /hold   never answered (a reset from the peer is recorded)
 /reset-before?code=N   RST_STREAM at once, before any response
 /reset-after?code=N    head and 1000 bytes, then RST_STREAM (&grpc=1: a gRPC head and one message)
@@ -304,6 +305,11 @@ class H2Origin(TcpServer):
             delay = float(query.get("delay", ["1"])[0])
             state.due.append((time.monotonic() + delay,
                               lambda: self._respond(state, req, 200, body=b"slow done")))
+        elif path == "/head-first":
+            delay = float(query.get("delay", ["1"])[0])
+            state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-length", b"4")])
+            out = state.out  # the body goes out with the next pump once it is due
+            state.due.append((time.monotonic() + delay, lambda: out.update({req.stream_id: _Out(b"body", None)})))
         elif path == "/refuse-once":
             self._respond(state, req, 200, body=b"second try")
         else:

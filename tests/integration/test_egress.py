@@ -210,6 +210,14 @@ def test_http_route_admits_its_requests_and_the_deny_policy_refuses_the_rest(wor
                  route_name="api-get", hostname="api.example.com", http_status="200") == 1
     assert m.get("outbound_http_route_request_statuses_total", **parent, route_kind="default",
                  route_name="http-egress-deny", hostname="elsewhere.example.com", http_status="403") == 1
+    # The route's backend: the original destination, as Linkerd names it; a denied request reaches none.
+    backend = {**parent, "parent_section_name": "", "route_kind": "HTTPRoute", "route_name": "api-get",
+               "backend_group": "policy.linkerd.io", "backend_kind": "EgressNetwork", "backend_namespace": "app",
+               "backend_name": "internet", "backend_port": str(HTTP_PORT), "backend_section_name": ""}
+    assert m.get("outbound_http_route_backend_requests_total", **backend) == 1
+    assert m.get("outbound_http_route_backend_response_statuses_total", **backend, http_status="200") == 1
+    assert m.get("outbound_http_route_backend_response_duration_seconds_count", **backend) == 1
+    assert not m.series("outbound_http_route_backend_requests_total", route_name="http-egress-deny")
 
 
 def test_networks_most_specific_first_and_except_falls_back(world):
@@ -234,8 +242,13 @@ def test_http2_requests_are_judged_the_same(world):
         client.exchange("POST", "/pkg.Svc/Allowed", authority="api.example.com",
                         headers=[("content-type", "application/grpc"), ("te", "trailers")], body=b"")
     assert [r.path for r in world.h2.requests] == ["/allowed/x", "/pkg.Svc/Allowed"]
-    assert world.proxy.metrics().get("outbound_http_route_request_statuses_total", route_kind="GRPCRoute",
-                                     route_name="grpc-api", hostname="api.example.com") == 1
+    m = world.proxy.metrics()
+    # A GRPCRoute's calls are its gRPC families', as for a Service parent.
+    assert m.get("outbound_grpc_route_request_statuses_total", route_kind="GRPCRoute", route_name="grpc-api",
+                 hostname="api.example.com") == 1
+    assert m.get("outbound_grpc_route_backend_requests_total", parent_kind="EgressNetwork", route_name="grpc-api",
+                 backend_kind="EgressNetwork", backend_port=str(H2_PORT)) == 1
+    assert not m.series("outbound_http_route_request_statuses_total", route_kind="GRPCRoute")
 
 
 def _h2(world) -> H2Client:

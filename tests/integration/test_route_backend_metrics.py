@@ -58,7 +58,8 @@ HTTP_ROUTE = {**PARENT, "parent_name": "web", "route_group": "gateway.networking
 GRPC_ROUTE = {**PARENT, "parent_name": "echo", "route_group": "gateway.networking.k8s.io", "route_kind": "GRPCRoute",
               "route_namespace": "test", "route_name": "echo-route"}
 ROUTE_FAMILIES = ["request_duration_seconds", "request_statuses_total", "backend_requests_total",
-                  "backend_response_duration_seconds", "backend_response_statuses_total", "retry_requests_total",
+                  "backend_response_duration_seconds", "backend_response_statuses_total",
+                  "backend_response_frame_size_bytes", "retry_requests_total",
                   "retry_successes_total", "retry_overflow_total", "retry_limit_exceeded_total"]
 
 

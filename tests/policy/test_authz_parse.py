@@ -379,7 +379,7 @@ BAD = [
     (docs(SERVER_WEB, GATEWAY_ROUTE, POLICY_ROUTE.replace("books-get}", "metrics}"), MESH_AUTHN, NET_AUTHN), 2,
      "AuthorizationPolicy", "books-get-authz", "spec.targetRef.group", "gateway.networking.k8s.io"),
     (POLICY_SERVER.replace("kind: Server,", "kind: Deployment,"), 0, "AuthorizationPolicy", "orders-from-checkout",
-     "spec.targetRef.kind", "Server, HTTPRoute or Namespace"),
+     "spec.targetRef.kind", "Server, HTTPRoute, GRPCRoute or Namespace"),
     (POLICY_ROUTE.replace("{group: policy.linkerd.io, kind: NetworkAuthentication", "{kind: NetworkAuthentication"),
      0, "AuthorizationPolicy", "books-get-authz", "spec.requiredAuthenticationRefs[1].group", "policy.linkerd.io"),
     (POLICY_NAMESPACE.replace("  requiredAuthenticationRefs: []\n", ""), 0, "AuthorizationPolicy", "everyone",

@@ -164,3 +164,49 @@ def test_hostname_precedence():
     assert wildcard is not None and 0 < wildcard < _host_rank((), "api.example.com")
     assert _host_rank(("*.example.com",), "example.com") is None
     assert _host_rank(("other.example.com",), "api.example.com") is None
+
+
+def test_egress_routes_count_their_backends_with_linkerds_labels():
+    from types import SimpleNamespace
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from proxy.telemetry.metrics import render_linkerd_routes
+
+    registry = Registry(100)
+    policy = EgressPolicy(("10.0.0.0/8",), registry, 1, 1024)
+    policy.update(parse(ALL).egress)
+    runtime = policy.http(SimpleNamespace(host="203.0.113.5", port=80))
+    assert runtime is not None
+    picked = []
+    for method, path, host in (("GET", "/get/1", "api.example.com"), ("GET", "/get/2", "api.example.com"),
+                               ("GET", "/mirror", "api.example.com"), ("POST", "/echo.Echo/Unary", "x.example")):
+        conn = SimpleNamespace(backend=None, rp=None, headers=())
+        rp = runtime.match(SimpleNamespace(method=method.encode(), target=path.encode(), host=host.encode()), conn)
+        picked.append((runtime.backend_for(rp, conn), conn.backend, rp.stats))
+    (first, b1, _), (second, b2, _), (service, b3, _), (grpc_dst, b4, grpc_route) = picked
+    assert first == second == grpc_dst == ("203.0.113.5", 80) and b1 is b2 and b1.requests == 2
+    assert service == ("local-api.app.svc.cluster.local", 8080) and b3.requests == 1
+    assert b4.grpc and grpc_route.grpc and not b1.grpc
+    out: list[str] = []
+    render_linkerd_routes(out, registry.stats.values(), registry.backends.values())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families("\n".join(out) + "\n") for s in f.samples}
+    parent = {"parent_group": "policy.linkerd.io", "parent_kind": "EgressNetwork", "parent_namespace": "app",
+              "parent_name": "internet", "parent_port": "80", "parent_section_name": ""}
+    original = {"backend_group": "policy.linkerd.io", "backend_kind": "EgressNetwork", "backend_namespace": "app",
+                "backend_name": "internet", "backend_port": "80", "backend_section_name": ""}
+    api = {**parent, "route_group": "gateway.networking.k8s.io", "route_kind": "HTTPRoute",
+           "route_namespace": "app", "route_name": "api"}
+    local = {"backend_group": "core", "backend_kind": "Service", "backend_namespace": "app",
+             "backend_name": "local-api", "backend_port": "8080", "backend_section_name": ""}
+    grpc = {**api, "route_kind": "GRPCRoute", "route_name": "grpc"}
+
+    def sample(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert sample("outbound_http_route_backend_requests_total", **api, **original) == 2
+    assert sample("outbound_http_route_backend_requests_total", **api, **local) == 1
+    assert sample("outbound_grpc_route_backend_requests_total", **grpc, **original) == 1
+    assert not any(name.startswith("outbound_http_route") and dict(labels).get("route_kind") == "GRPCRoute"
+                   for name, labels in samples)

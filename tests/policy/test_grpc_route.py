@@ -154,3 +154,143 @@ spec:
     assert policy_set.services == {}
     (net,) = policy_set.egress
     assert [r.kind for r in net.routes] == ["GRPCRoute"]
+
+
+# ---- GRPCRoute with a Server parent: inbound routes for route-level authorization ----
+
+INBOUND = """
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {name: echo-grpc, namespace: test}
+spec: {podSelector: {}, port: 9090, proxyProtocol: gRPC}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-unary, namespace: test}
+spec:
+  parentRefs: [{name: echo-grpc, kind: Server, group: policy.linkerd.io}]
+  rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-health, namespace: test}
+spec:
+  parentRefs: [{name: echo-grpc, kind: Server, group: policy.linkerd.io}]
+  rules: [{matches: [{method: {service: grpc.health.v1.Health}}]}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: unary-from-web, namespace: test}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-unary}
+  requiredAuthenticationRefs: [{kind: ServiceAccount, name: web}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: health-from-anyone, namespace: test}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-health}
+  requiredAuthenticationRefs: []
+"""
+WEB = "web.test.serviceaccount.identity.cluster.local"
+
+
+def _inbound_port(text: str = INBOUND):
+    from proxy.policy.authz import InboundPolicy
+
+    return InboundPolicy.build(parse(text).authz, "deny", ("10.0.0.0/8",), ()).port(9090)
+
+
+def test_a_grpcroute_on_a_gRPC_server_authorizes_calls_by_service_and_method():
+    from proxy.policy.authz import REASON_NO_ROUTE, REASON_UNAUTHORIZED, Client
+
+    port = _inbound_port()
+    (server,) = parse(INBOUND).authz.servers
+    assert [(r.kind, r.name, r.source) for r in server.routes] == [
+        ("GRPCRoute", "echo-unary", "GRPCRoute/test/echo-unary"),
+        ("GRPCRoute", "echo-health", "GRPCRoute/test/echo-health")]
+    web, stranger = Client("10.1.2.3", WEB, True), Client("10.1.2.4", None, False)
+    unary = port.check_request(web, "POST", "/pkg.Echo/Unary", lambda name: None)
+    assert unary.allowed
+    labels = dict(unary.labels)
+    assert (labels["route_group"], labels["route_kind"], labels["route_name"]) == (
+        "gateway.networking.k8s.io", "GRPCRoute", "echo-unary")
+    assert (labels["authz_kind"], labels["authz_name"]) == ("authorizationpolicy", "unary-from-web")
+    denied = port.check_request(stranger, "POST", "/pkg.Echo/Unary", lambda name: None)
+    assert not denied.allowed and denied.reason.startswith(REASON_UNAUTHORIZED)
+    assert dict(denied.labels)["route_name"] == "echo-unary"
+    health = port.check_request(stranger, "POST", "/grpc.health.v1.Health/Check", lambda name: None)
+    assert health.allowed and dict(health.labels)["route_name"] == "echo-health"
+    other = port.check_request(web, "POST", "/pkg.Echo/Stream", lambda name: None)
+    assert not other.allowed and other.reason.startswith(REASON_NO_ROUTE) and "GRPCRoute" in other.reason
+
+
+def test_a_server_uses_the_route_kind_its_protocol_calls_for_as_linkerd_does():
+    both = INBOUND + """
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: HTTPRoute
+metadata: {name: echo-http, namespace: test}
+spec:
+  parentRefs: [{name: echo-grpc, kind: Server, group: policy.linkerd.io}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /}}]}]
+"""
+    policy_set = parse(both)
+    (server,) = policy_set.authz.servers
+    assert {r.kind for r in server.routes} == {"GRPCRoute"}
+    assert any("Server/test/echo-grpc: its HTTPRoutes are unused" in w for w in policy_set.warnings)
+    http = parse(INBOUND.replace("proxyProtocol: gRPC", "proxyProtocol: HTTP/2"))
+    assert http.authz.servers[0].routes == ()
+    assert any("its GRPCRoutes are unused" in w for w in http.warnings)
+
+
+def test_a_grpcroute_with_server_and_service_parents_is_both_inbound_and_outbound():
+    text = INBOUND.replace("parentRefs: [{name: echo-grpc, kind: Server, group: policy.linkerd.io}]\n"
+                           "  rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}]}]",
+                           "parentRefs: [{name: echo-grpc, kind: Server, group: policy.linkerd.io},"
+                           " {group: core, kind: Service, name: echo, port: 8080}]\n"
+                           "  rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}]}]", 1)
+    policy_set = parse(text)
+    assert "echo-unary" in {r.name for r in policy_set.authz.servers[0].routes}
+    (route,) = policy_set.services[SERVICE].gateway_routes
+    assert route.source == "GRPCRoute/test/echo-unary"
+
+
+@pytest.mark.parametrize(("old", "new", "index", "kind", "name", "field", "why"), [
+    ("{name: echo-grpc, kind: Server, group: policy.linkerd.io}]\n  rules: [{matches: [{method: {service: pkg.Echo",
+     "{name: echo-grpc, kind: Server, group: policy.linkerd.io, port: 9090}]\n  rules: [{matches: [{method: "
+     "{service: pkg.Echo", 1, "GRPCRoute", "echo-unary", "spec.parentRefs[0].port", "not used with a Server parent"),
+    ("{name: echo-grpc, kind: Server, group: policy.linkerd.io}]\n  rules: [{matches: [{method: {service: grpc",
+     "{name: echo-grpc, kind: Server, group: gateway.networking.k8s.io}]\n  rules: [{matches: [{method: "
+     "{service: grpc", 2, "GRPCRoute", "echo-health", "spec.parentRefs[0].group", "policy.linkerd.io"),
+    ("{method: {service: pkg.Echo, method: Unary}}", "{method: {service: 'pkg Echo', method: Unary}}",
+     1, "GRPCRoute", "echo-unary", "spec.rules[0].matches[0].method.service", "is not a gRPC name"),
+    ("rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}]}]",
+     "rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}], timeouts: {request: 1s}}]",
+     1, "GRPCRoute", "echo-unary", "spec.rules[0].timeouts", "unknown field"),
+    ("rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}]}]",
+     "rules: [{matches: [{method: {service: pkg.Echo, method: Unary}}], backendRefs: [{name: echo, port: 80}]}]",
+     1, "GRPCRoute", "echo-unary", "spec.rules[0].backendRefs", "need a Service parent"),
+    ("{group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-unary}",
+     "{group: policy.linkerd.io, kind: GRPCRoute, name: echo-unary}",
+     3, "AuthorizationPolicy", "unary-from-web", "spec.targetRef.group", "GRPCRoute is in group"),
+    ("{group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-unary}",
+     "{group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-nope}",
+     3, "AuthorizationPolicy", "unary-from-web", "spec.targetRef.name", "is not in this policy file"),
+    ("{group: gateway.networking.k8s.io, kind: GRPCRoute, name: echo-unary}",
+     "{group: gateway.networking.k8s.io, kind: HTTPRoute, name: echo-unary}",
+     3, "AuthorizationPolicy", "unary-from-web", "spec.targetRef.name", "HTTPRoute test/echo-unary is not in"),
+])
+def test_invalid_inbound_grpcroutes_are_refused_naming_document_and_field(old, new, index, kind, name, field, why):
+    assert old in INBOUND
+    with pytest.raises(ParseError) as info:
+        parse(INBOUND.replace(old, new, 1))
+    err = info.value
+    assert (err.index, err.kind, err.name, err.field) == (index, kind, name, field), str(err)
+    assert why in err.why, str(err)
+
+
+def test_an_authorization_policy_on_an_outbound_grpcroute_is_refused():
+    text = ROUTE + "---\n" + INBOUND.split("---\n", 3)[3].split("---\n")[0].replace("echo-unary", "echo-route")
+    with pytest.raises(ParseError, match=r"GRPCRoute test/echo-route has no Server parent"):
+        parse(text)

@@ -156,14 +156,17 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     a.finish(20.0, False, 200, -1, 0)
     b.finish(700.0, True, 503, -1, 0)
     b.finish(3000.0, True, 504, -1, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
+    # Linkerd's request duration runs to the response's end, not its head: a body trickled for 300 ms.
+    for stats, ms in ((a, 320.0), (b, 700.0), (b, 3000.0)):
+        stats.end(ms)
     a.retries, a.retry_successes, b.retry_limit_exceeded = 2, 1, 1
     default.finish(1.0, False, 200, -1, 0)
     out: list[str] = []
     render_routes(out, _Policy(registry))
     text = "\n".join(out) + "\n"
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    # 4 route_* families, 9 outbound_http_route_*, 9 outbound_grpc_route_* and 3 budget gauges, each whole.
-    assert len(families) == 25, sorted(families)
+    # 4 route_* families, 10 outbound_http_route_*, 10 outbound_grpc_route_* and 3 budget gauges, each whole.
+    assert len(families) == 27, sorted(families)
     series = _series(text)
     web = (f'{parent},route_group="gateway.networking.k8s.io",route_kind="HTTPRoute",route_namespace="shop",'
            f'route_name="web-route",hostname=""')
@@ -173,8 +176,11 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="",'
                   f'error="RESPONSE_HEADERS_TIMEOUT"}}'] == 1
     assert [series[f'outbound_http_route_request_duration_seconds_bucket{{{web},le="{le}"}}']
-            for le in ("0.05", "0.5", "1.0", "10.0", "+Inf")] == [1, 1, 2, 3, 3]
-    assert series[f"outbound_http_route_request_duration_seconds_sum{{{web}}}"] == 3.72
+            for le in ("0.05", "0.5", "1.0", "10.0", "+Inf")] == [0, 1, 2, 3, 3]
+    assert series[f"outbound_http_route_request_duration_seconds_sum{{{web}}}"] == 4.02
+    # The older route_response_latency_ms stays Linkerd's time to the response head.
+    assert series['route_response_latency_ms_bucket{direction="outbound",dst="web.shop.svc.cluster.local:80",'
+                  'rt_route="shop/web-route#0",le="20"}'] == 1
     assert series[f"outbound_http_route_retry_requests_total{{{web}}}"] == 2
     assert series[f"outbound_http_route_retry_successes_total{{{web}}}"] == 1
     assert series[f"outbound_http_route_retry_limit_exceeded_total{{{web}}}"] == 1
@@ -190,13 +196,18 @@ def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
     assert BACKEND_BUCKETS_MS == (25, 50, 100, 250, 500, 1000, 10000)
     b = BackendStats('backend_name="echo-v1"', grpc=True)
     b.requests = 4
-    for ms, grpc, error in ((10.0, 0, 0), (30.0, 14, 0), (300.0, 0, 0), (20000.0, -1, 3)):
+    for ms, grpc, error in ((10.0, 0, 0), (30.0, 14, 0), (20000.0, -1, 3)):
         b.finish(ms, 200, grpc, error)
+    b.count(200, 0, 0)  # a response head, then its body for 300 ms
+    for size in (5, 128, 129, 16384):
+        b.frame(size)
+    b.end(300.0)
     assert list(b.duration_buckets) == [1, 1, 0, 0, 1, 0, 0, 1]
+    assert list(b.frame_buckets) == [2, 1, 0, 1] and b.frame_sum == 16646 and b.frame_count == 4
     out: list[str] = []
     render_linkerd_routes(out, [], [b])
     text = "\n".join(out) + "\n"
-    assert len(list(text_string_to_metric_families(text))) == 18
+    assert len(list(text_string_to_metric_families(text))) == 20
     series = _series(text)
     name = "outbound_grpc_route_backend_response_statuses_total"
     assert series[f'{name}{{backend_name="echo-v1",grpc_status="OK",error=""}}'] == 2
@@ -207,4 +218,8 @@ def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
     hist = "outbound_grpc_route_backend_response_duration_seconds"
     assert [series[f'{hist}_bucket{{backend_name="echo-v1",le="{le}"}}']
             for le in ("0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "10.0", "+Inf")] == [1, 2, 2, 2, 3, 3, 3, 4]
+    frames = "outbound_grpc_route_backend_response_frame_size_bytes"
+    assert [series[f'{frames}_bucket{{backend_name="echo-v1",le="{le}"}}']
+            for le in ("128.0", "1024.0", "10240.0", "+Inf")] == [2, 3, 3, 4]
+    assert series[f'{frames}_sum{{backend_name="echo-v1"}}'] == 16646
     assert not any(line.startswith("outbound_http_route_backend") for line in out)
