@@ -121,9 +121,10 @@ class AcceptStage:
                 if conn.queued:
                     conn.early_deadline()
         finally:
-            # Even when one connection's callback failed, the others keep their deadlines.
+            # Even when one connection's callback failed, the others keep their deadlines. At most
+            # one firing per EARLY_STEP: under a flood of new connections one timer serves many.
             if early and self._early_timer is None:
-                self._early_timer = loop.call_at(early[0][0], self._early_due)
+                self._early_timer = loop.call_at(max(early[0][0], due + EARLY_STEP), self._early_due)
 
 
 class Accepted(asyncio.Protocol):
@@ -575,6 +576,9 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
 
 
 _MAGIC_LEN = len(transport_header.MAGIC)
+# The step of the listener's shared early timer: the server-first probe of a silent connection
+# starts up to this much after its delay (MESHPROXY_SERVER_FIRST_PROBE).
+EARLY_STEP = 0.005
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
