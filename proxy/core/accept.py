@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from proxy.config import Limits, PortSet
-from proxy.core.addr import ConnMeta, Target
+from proxy.core.addr import ConnMeta, Target, accepted_meta
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import PolicyError, tls_reason
@@ -161,8 +161,8 @@ class Accepted(asyncio.Protocol):
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
-        meta = ConnMeta(stage.direction, client[:2], local[:2],
-                        original_dst(transport.get_extra_info("socket"), local[:2]))
+        meta = accepted_meta(stage.direction, client[:2], local[:2],
+                             original_dst(transport.get_extra_info("socket"), local[:2]))
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
             log.warning("connection refused: too many connections", direction=stage.direction,
