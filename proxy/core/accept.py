@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from proxy.config import Limits, PortSet
-from proxy.core.addr import ConnMeta, Target, accepted_meta
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import PolicyError, tls_reason
@@ -453,7 +453,7 @@ class Accepted(asyncio.Protocol):
             port = target.port if target is not None else meta.local[1]
             if kind == detect.HTTP1 or kind == detect.H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
-                meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
+                meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
                 if probe is not None:
                     probe.discard()

@@ -6,7 +6,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from proxy.core.target import Target
 
-__all__ = ["TRANSPORT_ROUTE", "ConnMeta", "Target", "accepted_meta", "parse_authority"]
+__all__ = ["TRANSPORT_ROUTE", "ConnMeta", "Target", "accepted_meta", "authorized_meta", "parse_authority"]
 
 # The ``stats_cache`` key of an outbound TCP or TLS connection's route counters (``close(unexpected)``),
 # set by the egress policy when it routes the connection, counted by the relay when the connection ends.
@@ -53,6 +53,17 @@ def accepted_meta(direction: str, client: tuple[str, int], local: tuple[str, int
     return meta
 
 
+def authorized_meta(meta: ConnMeta, authz: object) -> ConnMeta:
+    """``dataclasses.replace(meta, authz=authz)`` (an inbound HTTP connection's, once per
+    connection) at ``accepted_meta``'s price; like ``replace``, with a new empty ``stats_cache``."""
+    copy = _new(ConnMeta)
+    for name, setter in _COPIED:
+        setter(copy, getattr(meta, name))
+    _set_authz(copy, authz)
+    _set_stats_cache(copy, {})
+    return copy
+
+
 _new = object.__new__
 _set_direction, _set_client, _set_local, _set_orig_dst = (
     ConnMeta.__dict__[f.name].__set__ for f in fields(ConnMeta)[:4])
@@ -60,6 +71,9 @@ _set_direction, _set_client, _set_local, _set_orig_dst = (
 _DEFAULTED = tuple((ConnMeta.__dict__[f.name].__set__, None if f.default is MISSING else f.default,
                     None if f.default_factory is MISSING else f.default_factory)
                    for f in fields(ConnMeta)[4:])  # with the init=False ones (stats_cache: a new dict each)
+_set_authz = ConnMeta.__dict__["authz"].__set__
+_set_stats_cache = ConnMeta.__dict__["stats_cache"].__set__
+_COPIED = tuple((f.name, ConnMeta.__dict__[f.name].__set__) for f in fields(ConnMeta) if f.init and f.name != "authz")
 
 
 def parse_authority(value: bytes, default_port: int) -> Target | None:

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from proxy.core.addr import ConnMeta, Target, accepted_meta, parse_authority
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,16 @@ def test_accepted_meta_is_the_dataclass_made_without_its_init():
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.tls = True  # type: ignore[misc]
     assert dataclasses.replace(fast, tls=True).tls and not fast.tls
+
+
+def test_authorized_meta_is_replace_of_authz():
+    meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
+                               tls=True, client_id="web.default.serviceaccount.identity.linkerd.cluster.local",
+                               sni="x")
+    meta.stats_cache["k"] = 1
+    authz = object()
+    fast, slow = authorized_meta(meta, authz), dataclasses.replace(meta, authz=authz)
+    for f in dataclasses.fields(ConnMeta):
+        assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    assert fast.authz is authz and meta.authz is None
+    assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
