@@ -1,14 +1,21 @@
 """Instructions per request of one meshproxy checkout, counted by callgrind (noise-free, unlike a load test).
 
-``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy none|split] [--requests N]``
+``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy none|split] [--requests N]
+[--new-connections] [--listener outbound|inbound] [--keep]``
 
 Starts the proxy of checkout DIR under ``valgrind --tool=callgrind`` with
 instrumentation off, warms it up, turns instrumentation on for N sequential
 keep-alive HTTP/1 GETs through its outbound listener to a discovered service,
 and prints the instructions (Ir) per request. ``--policy split``: the
 service has an HTTPRoute splitting it over two backends (route and
-route-backend families counted per request); ``none``: no policy. Run it
-on the revision before a change and after, under ``flock /tmp/bench.lock``.
+route-backend families counted per request); ``none``: no policy.
+``--new-connections``: each request on a new connection with ``Connection:
+close`` (the ``connrate`` scenario's path: accept, detection, the request,
+the close); the figure is then instructions per connection.
+``--listener inbound``: through the inbound listener (plaintext, to its
+default target) instead. ``--keep``: print the dump's path and keep it (for
+``callgrind_annotate``). Run it on the revision before a change and after,
+under ``flock /tmp/bench.lock``.
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ def _backend() -> int:
     return listener.getsockname()[1]
 
 
-def _get(conn: http.client.HTTPConnection, host: str) -> None:
-    conn.request("GET", "/", headers={"Host": host})
+def _get(conn: http.client.HTTPConnection, host: str, close: bool = False) -> None:
+    conn.request("GET", "/", headers={"Host": host, "Connection": "close"} if close else {"Host": host})
     resp = conn.getresponse()
     resp.read()
     if resp.status != 200:
@@ -81,6 +88,10 @@ def main() -> None:
     parser.add_argument("--policy", choices=("none", "split"), default="none")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--new-connections", action="store_true",
+                        help="each request on its own new connection (Connection: close)")
+    parser.add_argument("--listener", choices=("outbound", "inbound"), default="outbound")
+    parser.add_argument("--keep", action="store_true", help="keep the callgrind dump and print its path")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
     backend = _backend()
@@ -88,11 +99,12 @@ def main() -> None:
     endpoints.write_text("services:\n" + "".join(
         f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
         for name in ("web", "web-v1", "web-v2")))
-    out, admin = _port(), _port()
+    out, inb, admin = _port(), _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
-    env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{_port()}",
+    env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{inb}",
                MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{_port()}",
-               MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning")
+               MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning",
+               MESHPROXY_INBOUND_DEFAULT_TARGET=f"127.0.0.1:{backend}")
     if args.policy == "split":
         (work / "policy.yaml").write_text(SPLIT)
         env["MESHPROXY_POLICY"] = str(work / "policy.yaml")
@@ -113,13 +125,23 @@ def main() -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"the proxy never became ready (log: {work / 'proxy.log'})")
             time.sleep(1)
-        conn = http.client.HTTPConnection("127.0.0.1", out, timeout=60)
+        port = out if args.listener == "outbound" else inb
         host = "web.test.svc.cluster.local:80"
+        if args.new_connections:
+            def one() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                _get(conn, host, close=True)
+                conn.close()
+        else:
+            kept = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+            def one() -> None:
+                _get(kept, host)
         for _ in range(args.warmup):
-            _get(conn, host)
+            one()
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
         for _ in range(args.requests):
-            _get(conn, host)
+            one()
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(2)
@@ -131,8 +153,11 @@ def main() -> None:
         for line in part.read_text(errors="replace").splitlines():
             if line.startswith(("summary:", "totals:")):
                 total = max(total, int(line.split()[1]))
-    print(f"{args.repo} policy={args.policy}: {total / args.requests:.0f} instructions per request "
+    unit = "connection" if args.new_connections else "request"
+    print(f"{args.repo} {args.listener} policy={args.policy}: {total / args.requests:.0f} instructions per {unit} "
           f"({total} over {args.requests})")
+    if args.keep:
+        print(f"dump: {work}")
 
 
 if __name__ == "__main__":

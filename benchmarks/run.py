@@ -47,7 +47,7 @@ REQUIRED_TOOLS = {
     "soak": ("nginx", "taskset"),
 }
 # The scenarios that add a meshproxy-baseline contender with --baseline.
-BASELINE_SCENARIOS = ("http1", "latency", "h2", "grpc", "meshhop", "tcp", "fairness")
+BASELINE_SCENARIOS = ("http1", "latency", "h2", "grpc", "meshhop", "tcp", "fairness", "connrate")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

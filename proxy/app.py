@@ -127,9 +127,9 @@ class App:
                                  self.tls_stats["inbound"], self.authorizer, record, tracers["inbound"])
         self.stages = {"outbound": out_stage, "inbound": in_stage}
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
-        self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol)
+        self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol_factory())
         self.own.add_server("outbound", self.servers["outbound"])
-        self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol)
+        self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol_factory())
         self.own.add_server("inbound", self.servers["inbound"])
         if not cfg.tap.disabled:
             self.servers["tap"] = await listen(self.loop, cfg.tap.listen, self._tap_protocol)

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.telemetry import loglevel
@@ -149,9 +149,27 @@ class PortSet:
     """Ports given as a list of numbers and inclusive ranges (``25,1000-1999``)."""
 
     ranges: tuple[tuple[int, int], ...]
+    # The ports themselves when they are few (asked once per accepted connection: one hash
+    # lookup instead of a generator over the ranges); None for wide ranges.
+    _few: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if sum(hi - lo + 1 for lo, hi in self.ranges) <= _FEW_PORTS:
+            object.__setattr__(self, "_few", frozenset(p for lo, hi in self.ranges for p in range(lo, hi + 1)))
 
     def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and any(lo <= port <= hi for lo, hi in self.ranges)
+        few = self._few
+        if few is not None:
+            return port in few and isinstance(port, int)
+        if not isinstance(port, int):
+            return False
+        for lo, hi in self.ranges:
+            if lo <= port <= hi:
+                return True
+        return False
+
+
+_FEW_PORTS = 1024
 
 
 @dataclass(frozen=True, slots=True)

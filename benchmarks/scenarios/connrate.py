@@ -38,6 +38,7 @@ def run(ctx: Context) -> ScenarioResult:
         compare.start(ctx, NAME, "haproxy", "HAProxy, keep-alive upstream", starters["haproxy"]),
         compare.start(ctx, NAME, "nginx", "nginx, keepalive upstream", starters["nginx"]),
         compare.start(ctx, NAME, "meshproxy", "outbound, routed by Host", starters["meshproxy"]),
+        *compare.with_baseline(ctx, NAME, "outbound, routed by Host", starters[compare.BASELINE]),
     ]
     headers = {"Host": host, "Connection": "close"}
     pin = ctx.placement.pin_load()
@@ -66,9 +67,11 @@ def run(ctx: Context) -> ScenarioResult:
             "FAILED: socket errors, status >= 400, a failed probe, or a process that died.",
         ],
     )
+    base = compare.baseline_note(contenders, "cps", label="conn/s")
     return ScenarioResult(
         name=NAME,
         description=DESCRIPTION,
+        notes=[base] if base else [],
         params={
             **params.describe(), "header": "Connection: close", "warmup_s": warmup, "rounds": rounds,
             "order": "rotated each round", "cpu_placement": ctx.placement.describe(),

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from proxy.config import Limits, PortSet
-from proxy.core.addr import ConnMeta, Target
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import PolicyError, tls_reason
@@ -78,6 +80,12 @@ class AcceptStage:
     open_connections: int = 0
     # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
     _h2_settings: H2Settings | None = None
+    # Connections still in their first ``server_first_probe`` seconds, oldest first: every
+    # connection of a listener waits the same delay, so one timer (for the oldest) serves them
+    # all, instead of two timers armed and cancelled per connection. Its length is bounded by
+    # the accept rate times that delay.
+    _early: deque[tuple[float, Accepted]] = field(default_factory=deque)
+    _early_timer: asyncio.TimerHandle | None = None
 
     @property
     def detect_timeout(self) -> float:
@@ -90,15 +98,40 @@ class AcceptStage:
             self._h2_settings = h2_settings(self.limits)
         return self._h2_settings
 
-    def protocol(self) -> Accepted:
-        return Accepted(self)
+    def protocol_factory(self) -> Callable[[], Accepted]:
+        """What the listener calls per accepted connection (no Python frame of its own)."""
+        return partial(Accepted, self)
+
+    def wait_early(self, conn: Accepted, delay: float) -> None:
+        """Call ``conn.early_deadline()`` ``delay`` (the listener's probe delay) from now."""
+        loop = self.ctx.loop
+        self._early.append((loop.time() + delay, conn))
+        if self._early_timer is None:
+            self._early_timer = loop.call_later(delay, self._early_due)
+
+    def _early_due(self) -> None:
+        self._early_timer = None
+        early = self._early
+        loop = self.ctx.loop
+        # The loop's clock has millisecond steps: what is due within one is due now.
+        due = loop.time() + 0.001
+        try:
+            while early and early[0][0] <= due:
+                conn = early.popleft()[1]
+                if conn.queued:
+                    conn.early_deadline()
+        finally:
+            # Even when one connection's callback failed, the others keep their deadlines. At most
+            # one firing per EARLY_STEP: under a flood of new connections one timer serves many.
+            if early and self._early_timer is None:
+                self._early_timer = loop.call_at(max(early[0][0], due + EARLY_STEP), self._early_due)
 
 
 class Accepted(asyncio.Protocol):
     """The protocol of a connection until its protocol is known."""
 
     __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
-                 "first_byte_at", "probe", "probe_timer", "opened_at")
+                 "first_byte_at", "probe", "probe_timer", "opened_at", "queued")
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -117,6 +150,8 @@ class Accepted(asyncio.Protocol):
         # The connection is counted open (tcp_open_total) once its labels are known,
         # at hand-off; its lifetime counts from the accept.
         self.opened_at = 0.0
+        # Waiting in the stage's queue of early deadlines (the probe delay; then ``timer`` takes over).
+        self.queued = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         stage = self.stage
@@ -126,15 +161,14 @@ class Accepted(asyncio.Protocol):
         stage.open_connections += 1
         client = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
-        meta = ConnMeta(stage.direction, client[:2], local[:2],
-                        original_dst(transport.get_extra_info("socket"), local[:2]))
+        meta = accepted_meta(stage.direction, client[:2], local[:2],
+                             original_dst(transport.get_extra_info("socket"), local[:2]))
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
             log.warning("connection refused: too many connections", direction=stage.direction,
                         client=_fmt(meta.client), limit=stage.max_connections)
             transport.abort()
             return
-        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
         if stage.accept_transport_header and meta.orig_dst is None:
             # Possibly a peer proxy: its transport header names the target.
             self.header_pending = True
@@ -143,17 +177,37 @@ class Accepted(asyncio.Protocol):
                 # A server-speaks-first app must not wait for a header that a
                 # plain client will never send; a peer proxy writes its header
                 # with the connect, so silence this long means "no header".
+                self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
                 stage.ctx.loop.call_later(HEADER_WAIT, self._no_header)
             else:
-                self._arm_probe()
+                self._arm_deadlines()
             return
         if self._admit():
-            self._arm_probe()
+            self._arm_deadlines()
 
-    def _arm_probe(self) -> None:
-        delay = self.stage.limits.server_first_probe
+    def _arm_deadlines(self) -> None:
+        """The detection deadline and the server-first probe, both counted from the accept."""
+        stage = self.stage
+        delay = stage.limits.server_first_probe
+        if 0 < delay < stage.limits.detect_timeout:
+            # The usual case: one shared timer until the probe's delay, then a timer of its own
+            # for the rest of the detection time (only a connection still silent by then).
+            self.queued = True
+            stage.wait_early(self, delay)
+            return
+        self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
         if delay > 0:
-            self.probe_timer = self.stage.ctx.loop.call_later(delay, self._probe_fire)
+            self.probe_timer = stage.ctx.loop.call_later(delay, self._probe_fire)
+
+    def early_deadline(self) -> None:
+        """The probe's delay has passed since the accept (called by the stage's shared timer)."""
+        self.queued = False
+        if self.done:
+            return
+        limits = self.stage.limits
+        self.timer = self.stage.ctx.loop.call_later(limits.detect_timeout - limits.server_first_probe,
+                                                    self._timed_out)
+        self._probe_fire()
 
     def _probe_fire(self) -> None:
         """The client has been silent for the probe delay: connect to its target in case the server speaks first."""
@@ -243,7 +297,7 @@ class Accepted(asyncio.Protocol):
         kind = self.detector.feed(data)
         if kind != detect.NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
-        elif self.timer is None:
+        elif self.timer is None and not self.queued:
             # Bytes after the deadline passed on a silent connection: they get a deadline of their own.
             self.timer = self.stage.ctx.loop.call_later(self.stage.detect_timeout, self._timed_out)
 
@@ -370,6 +424,7 @@ class Accepted(asyncio.Protocol):
         self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, False)
 
     def _cancel(self) -> None:
+        self.queued = False  # the stage's queue drops it when its time comes
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -398,7 +453,7 @@ class Accepted(asyncio.Protocol):
             port = target.port if target is not None else meta.local[1]
             if kind == detect.HTTP1 or kind == detect.H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
-                meta = self.meta = dataclasses.replace(meta, authz=stage.authorizer.http(meta, port))
+                meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
                 if probe is not None:
                     probe.discard()
@@ -521,6 +576,9 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
 
 
 _MAGIC_LEN = len(transport_header.MAGIC)
+# The step of the listener's shared early timer: the server-first probe of a silent connection
+# starts up to this much after its delay (MESHPROXY_SERVER_FIRST_PROBE).
+EARLY_STEP = 0.005
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}

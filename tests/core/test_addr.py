@@ -1,8 +1,10 @@
 """Tests of proxy/core/addr.py: authorities parsed into targets."""
 
+import dataclasses
+
 import pytest
 
-from proxy.core.addr import Target, parse_authority
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority
 
 
 @pytest.mark.parametrize(
@@ -32,3 +34,28 @@ def test_targets_key_pools_and_print_like_addresses():
     assert {Target("a", 1): 1}[Target("a", 1)] == 1
     assert str(Target("::1", 80)) == "[::1]:80" and str(Target("web", 80)) == "web:80"
     assert Target("a", 1) != Target("a", 1, via_connect=True)
+
+
+def test_accepted_meta_is_the_dataclass_made_without_its_init():
+    args = ("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), ("10.0.0.9", 8080))
+    fast, slow = accepted_meta(*args), ConnMeta(*args)
+    for f in dataclasses.fields(ConnMeta):  # every field set, to the same value (compare=False ones too)
+        assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    assert fast == slow and hash(fast) == hash(slow)
+    assert fast.stats_cache is not accepted_meta(*args).stats_cache  # a dict of its own per connection
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.tls = True  # type: ignore[misc]
+    assert dataclasses.replace(fast, tls=True).tls and not fast.tls
+
+
+def test_authorized_meta_is_replace_of_authz():
+    meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
+                               tls=True, client_id="web.default.serviceaccount.identity.linkerd.cluster.local",
+                               sni="x")
+    meta.stats_cache["k"] = 1
+    authz = object()
+    fast, slow = authorized_meta(meta, authz), dataclasses.replace(meta, authz=authz)
+    for f in dataclasses.fields(ConnMeta):
+        assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    assert fast.authz is authz and meta.authz is None
+    assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
