@@ -1,7 +1,7 @@
 """Instructions per request of one meshproxy checkout, counted by callgrind (noise-free, unlike a load test).
 
 ``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy none|split] [--requests N]
-[--new-connections] [--listener outbound|inbound] [--keep]``
+[--new-connections] [--listener outbound|inbound] [--h2 [--streams M]] [--keep]``
 
 Starts the proxy of checkout DIR under ``valgrind --tool=callgrind`` with
 instrumentation off, warms it up, turns instrumentation on for N sequential
@@ -13,7 +13,9 @@ route-backend families counted per request); ``none``: no policy.
 close`` (the ``connrate`` scenario's path: accept, detection, the request,
 the close); the figure is then instructions per connection.
 ``--listener inbound``: through the inbound listener (plaintext, to its
-default target) instead. ``--keep``: print the dump's path and keep it (for
+default target) instead. ``--h2``: HTTP/2 on both sides: h2load (``-c 1 -m
+--streams``) to the proxy, nginx speaking h2c behind it (both from the
+benchmarks' Debian packages). ``--keep``: print the dump's path and keep it (for
 ``callgrind_annotate``). Run it on the revision before a change and after,
 under ``flock /tmp/bench.lock``.
 """
@@ -74,6 +76,39 @@ def _backend() -> int:
     return listener.getsockname()[1]
 
 
+NGINX_H2C = """worker_processes 1; daemon off; master_process off; pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off; keepalive_requests 1000000000; client_body_temp_path {work}/nginx-body;
+  server {{ listen 127.0.0.1:{port} http2; location / {{ return 200 "ok"; }} }} }}
+"""
+
+
+def _h2_backend(work: Path) -> tuple[int, subprocess.Popen]:
+    """nginx answering h2c with prior knowledge: 200 "ok" to everything."""
+    port = _port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_H2C.format(work=work, port=port))
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-e", str(work / "nginx-error.log")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port, proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("nginx (h2c) did not start")
+
+
+def _h2load(port: int, host: str, requests: int, streams: int) -> None:
+    done = subprocess.run(["h2load", "-n", str(requests), "-c", "1", "-m", str(streams), "-H", f":authority: {host}",
+                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=600)
+    if f"{requests} succeeded" not in done.stdout:
+        raise SystemExit(f"h2load: not every request succeeded:\n{done.stdout[-800:]}")
+
+
 def _get(conn: http.client.HTTPConnection, host: str, close: bool = False) -> None:
     conn.request("GET", "/", headers={"Host": host, "Connection": "close"} if close else {"Host": host})
     resp = conn.getresponse()
@@ -91,10 +126,18 @@ def main() -> None:
     parser.add_argument("--new-connections", action="store_true",
                         help="each request on its own new connection (Connection: close)")
     parser.add_argument("--listener", choices=("outbound", "inbound"), default="outbound")
+    parser.add_argument("--h2", action="store_true", help="h2load -> proxy -> nginx h2c")
+    parser.add_argument("--streams", type=int, default=10, help="h2load's concurrent streams (-m) with --h2")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dump and print its path")
     args = parser.parse_args()
+    if args.h2 and args.new_connections:
+        parser.error("--h2 counts requests on one connection")
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
-    backend = _backend()
+    nginx = None
+    if args.h2:
+        backend, nginx = _h2_backend(work)
+    else:
+        backend = _backend()
     endpoints = work / "endpoints.yaml"
     endpoints.write_text("services:\n" + "".join(
         f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
@@ -127,7 +170,10 @@ def main() -> None:
             time.sleep(1)
         port = out if args.listener == "outbound" else inb
         host = "web.test.svc.cluster.local:80"
-        if args.new_connections:
+        if args.h2:
+            def run(n: int) -> None:
+                _h2load(port, host, n, args.streams)
+        elif args.new_connections:
             def one() -> None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 _get(conn, host, close=True)
@@ -137,24 +183,30 @@ def main() -> None:
 
             def one() -> None:
                 _get(kept, host)
-        for _ in range(args.warmup):
-            one()
+        if not args.h2:
+            def run(n: int) -> None:
+                for _ in range(n):
+                    one()
+        run(args.warmup)
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-        for _ in range(args.requests):
-            one()
+        run(args.requests)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(2)
     finally:
         proc.terminate()
         proc.wait(120)
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(30)
     total = 0
     for part in work.glob("callgrind.out*"):
         for line in part.read_text(errors="replace").splitlines():
             if line.startswith(("summary:", "totals:")):
                 total = max(total, int(line.split()[1]))
     unit = "connection" if args.new_connections else "request"
-    print(f"{args.repo} {args.listener} policy={args.policy}: {total / args.requests:.0f} instructions per {unit} "
+    mode = f" h2 -m {args.streams}" if args.h2 else ""
+    print(f"{args.repo} {args.listener}{mode} policy={args.policy}: {total / args.requests:.0f} instructions per {unit} "
           f"({total} over {args.requests})")
     if args.keep:
         print(f"dump: {work}")
