@@ -7,8 +7,11 @@ instrumentation off, warms it up, turns instrumentation on for N sequential
 keep-alive HTTP/1 GETs through its outbound listener to a discovered service,
 and prints the instructions (Ir) per request. ``--policy split``: the
 service has an HTTPRoute splitting it over two backends (route and
-route-backend families counted per request); ``none``: no policy. Run it
-on the revision before a change and after, under ``flock /tmp/bench.lock``.
+route-backend families counted per request); ``none``: no policy. ``--tap``:
+a match-everything tap is open the whole time, read by nghttp (the http1
+scenario's ``meshproxy-tapped-c`` reader), so the count includes recording
+and sending the events. Run it on the revision before a change and after,
+under ``flock /tmp/bench.lock``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.lib.tapsink import nghttp_command  # noqa: E402
 
 SPLIT = """
 apiVersion: gateway.networking.k8s.io/v1
@@ -75,12 +81,24 @@ def _get(conn: http.client.HTTPConnection, host: str) -> None:
         raise SystemExit(f"unexpected status {resp.status}")
 
 
+def _wait_tap_open(admin: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=30)
+        conn.request("GET", "/metrics")
+        if b"\ntap_sessions_open 1" in conn.getresponse().read():
+            return
+        time.sleep(0.5)
+    raise SystemExit("the tap did not open within 60 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, required=True)
     parser.add_argument("--policy", choices=("none", "split"), default="none")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--tap", action="store_true", help="a match-everything tap open, read by nghttp")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
     backend = _backend()
@@ -88,10 +106,10 @@ def main() -> None:
     endpoints.write_text("services:\n" + "".join(
         f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
         for name in ("web", "web-v1", "web-v2")))
-    out, admin = _port(), _port()
+    out, admin, tap_port = _port(), _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
     env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{_port()}",
-               MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{_port()}",
+               MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{tap_port}",
                MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning")
     if args.policy == "split":
         (work / "policy.yaml").write_text(SPLIT)
@@ -100,6 +118,7 @@ def main() -> None:
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
                              sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"))
+    reader: subprocess.Popen | None = None
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -113,6 +132,10 @@ def main() -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"the proxy never became ready (log: {work / 'proxy.log'})")
             time.sleep(1)
+        if args.tap:
+            reader = subprocess.Popen(nghttp_command(tap_port, work), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            _wait_tap_open(admin)
         conn = http.client.HTTPConnection("127.0.0.1", out, timeout=60)
         host = "web.test.svc.cluster.local:80"
         for _ in range(args.warmup):
@@ -124,6 +147,9 @@ def main() -> None:
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(2)
     finally:
+        if reader is not None:
+            reader.terminate()
+            reader.wait(10)
         proc.terminate()
         proc.wait(120)
     total = 0
@@ -131,7 +157,8 @@ def main() -> None:
         for line in part.read_text(errors="replace").splitlines():
             if line.startswith(("summary:", "totals:")):
                 total = max(total, int(line.split()[1]))
-    print(f"{args.repo} policy={args.policy}: {total / args.requests:.0f} instructions per request "
+    tapped = " tap=all" if args.tap else ""
+    print(f"{args.repo} policy={args.policy}{tapped}: {total / args.requests:.0f} instructions per request "
           f"({total} over {args.requests})")
 
 
