@@ -15,8 +15,11 @@ the close); the figure is then instructions per connection.
 ``--listener inbound``: through the inbound listener (plaintext, to its
 default target) instead. ``--h2``: HTTP/2 on both sides: h2load (``-c 1 -m
 --streams``) to the proxy, nginx speaking h2c behind it (both from the
-benchmarks' Debian packages). ``--keep``: print the dump's path and keep it (for
-``callgrind_annotate``). Run it on the revision before a change and after,
+benchmarks' Debian packages). ``--tap``: a match-everything tap is open the
+whole time, read by nghttp (the http1 scenario's ``meshproxy-tapped-c``
+reader), so the count includes recording and sending the events. ``--keep``:
+print the dump's path and keep it (for ``callgrind_annotate``). Run it on the
+revision before a change and after,
 under ``flock /tmp/bench.lock``.
 """
 
@@ -32,6 +35,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.lib.tapsink import nghttp_command  # noqa: E402
 
 SPLIT = """
 apiVersion: gateway.networking.k8s.io/v1
@@ -117,6 +123,17 @@ def _get(conn: http.client.HTTPConnection, host: str, close: bool = False) -> No
         raise SystemExit(f"unexpected status {resp.status}")
 
 
+def _wait_tap_open(admin: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=30)
+        conn.request("GET", "/metrics")
+        if b"\ntap_sessions_open 1" in conn.getresponse().read():
+            return
+        time.sleep(0.5)
+    raise SystemExit("the tap did not open within 60 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, required=True)
@@ -128,6 +145,7 @@ def main() -> None:
     parser.add_argument("--listener", choices=("outbound", "inbound"), default="outbound")
     parser.add_argument("--h2", action="store_true", help="h2load -> proxy -> nginx h2c")
     parser.add_argument("--streams", type=int, default=10, help="h2load's concurrent streams (-m) with --h2")
+    parser.add_argument("--tap", action="store_true", help="a match-everything tap open, read by nghttp")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dump and print its path")
     args = parser.parse_args()
     if args.h2 and args.new_connections:
@@ -142,10 +160,10 @@ def main() -> None:
     endpoints.write_text("services:\n" + "".join(
         f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
         for name in ("web", "web-v1", "web-v2")))
-    out, inb, admin = _port(), _port(), _port()
+    out, inb, admin, tap_port = _port(), _port(), _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
     env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{inb}",
-               MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{_port()}",
+               MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{tap_port}",
                MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning",
                MESHPROXY_INBOUND_DEFAULT_TARGET=f"127.0.0.1:{backend}")
     if args.policy == "split":
@@ -155,6 +173,7 @@ def main() -> None:
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
                              sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"))
+    reader: subprocess.Popen | None = None
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -168,6 +187,10 @@ def main() -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"the proxy never became ready (log: {work / 'proxy.log'})")
             time.sleep(1)
+        if args.tap:
+            reader = subprocess.Popen(nghttp_command(tap_port, work), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            _wait_tap_open(admin)
         port = out if args.listener == "outbound" else inb
         host = "web.test.svc.cluster.local:80"
         if args.h2:
@@ -194,6 +217,9 @@ def main() -> None:
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         time.sleep(2)
     finally:
+        if reader is not None:
+            reader.terminate()
+            reader.wait(10)
         proc.terminate()
         proc.wait(120)
         if nginx is not None:
@@ -206,7 +232,9 @@ def main() -> None:
                 total = max(total, int(line.split()[1]))
     unit = "connection" if args.new_connections else "request"
     mode = f" h2 -m {args.streams}" if args.h2 else ""
-    print(f"{args.repo} {args.listener}{mode} policy={args.policy}: {total / args.requests:.0f} instructions per {unit} "
+    tapped = " tap=all" if args.tap else ""
+    print(f"{args.repo} {args.listener}{mode} policy={args.policy}{tapped}: {total / args.requests:.0f} instructions "
+          f"per {unit} "
           f"({total} over {args.requests})")
     if args.keep:
         print(f"dump: {work}")

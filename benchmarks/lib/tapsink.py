@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import uvloop
 
@@ -20,6 +21,15 @@ from proxy.viz.tap import ObserveCall
 
 # ObserveRequest{limit: 2**32-1, match: {all: {}}}
 REQUEST = b"\x08\xff\xff\xff\xff\x0f" + b"\x12\x02\x0a\x00"
+
+
+def nghttp_command(port: int, workdir: Path) -> list[str]:
+    """The same match-everything Observe call made by nghttp (C; it reads and discards, as a Go client would
+    cost about), with 2**24-byte windows as the Python sink's: the proxy never waits for credit."""
+    body = workdir / "tap-observe.bin"
+    body.write_bytes(b"\0" + len(REQUEST).to_bytes(4, "big") + REQUEST)
+    return ["nghttp", "-n", "-w", "24", "-W", "24", "-d", str(body), "-H", "content-type: application/grpc",
+            "-H", "te: trailers", f"http://127.0.0.1:{port}/io.linkerd.proxy.tap.Tap/Observe"]
 
 
 class Sink(ObserveCall):

@@ -58,6 +58,7 @@ class Round:
     load_cpu_percent: float | None = None
     proxy_process_cpu_percent: float | None = None
     rss_max_kib: int | None = None
+    tap_reader_cpu_s: float | None = None  # tapped variants: CPU seconds the tap reader spent in the measured run
 
     @property
     def ok(self) -> bool:
@@ -71,7 +72,20 @@ class Round:
             "load_cpu_busy_percent": _round(self.load_cpu_percent),
             "proxy_process_cpu_percent": _round(self.proxy_process_cpu_percent),
             "proxy_rss_max_kib": self.rss_max_kib,
+            "proxy_us_per_request": _round(self.proxy_us_per_request()),
+            "tap_reader_us_per_request": _round(self.tap_reader_us_per_request()),
         }
+
+    def proxy_us_per_request(self) -> float | None:
+        if self.proxy_process_cpu_percent is None or not self.wrk.rps:
+            return None
+        return self.proxy_process_cpu_percent * 1e4 / self.wrk.rps
+
+    def tap_reader_us_per_request(self) -> float | None:
+        """The tap reader's CPU per proxied request: it runs on the load CPU, so it lowers the load."""
+        if self.tap_reader_cpu_s is None or not self.wrk.requests:
+            return None
+        return self.tap_reader_cpu_s * 1e6 / self.wrk.requests
 
 
 @dataclass
@@ -86,6 +100,7 @@ class Variant:
     hwm_kib: int | None = None
     fastpath: dict[str, Any] = field(default_factory=dict)
     tap_events: tuple[int, int] | None = None  # tapped variants: (events delivered, dropped) after the run
+    tap_reader_pid: int | None = None          # tapped variants: the process reading the tap
 
     def failure(self) -> str:
         if self.broken:
@@ -179,7 +194,7 @@ def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
             )
             variant.fastpath = variant.server.info.get("fastpath", {})
             if name in TAPPED_VARIANTS:
-                _open_tap(ctx, variant.server, c_client=name == TAPPED_C)
+                variant.tap_reader_pid = _open_tap(ctx, variant.server, c_client=name == TAPPED_C)
         variant.url = variant.server.url
         variant.rss_idle_kib = procs.rss_kib(variant.server.proc.pid)
     except (NotReady, OSError, KeyError, ValueError) as err:
@@ -188,27 +203,23 @@ def _start_variant(ctx: Context, name: str, nginx: Server) -> Variant:
     return variant
 
 
-def _open_tap(ctx: Context, server: Server, c_client: bool = False) -> None:
+def _open_tap(ctx: Context, server: Server, c_client: bool = False) -> int:
     """A match-everything tap on the proxy for the whole run, read on the load CPUs by benchmarks/lib/tapsink.py
     (viz tap's own client) or, with ``c_client``, by nghttp (the same Observe call; it reads and discards)."""
     tap_port = server.info["ports"].get("tap")
     if tap_port is None:
         raise NotReady("this revision has no tap server")
     if c_client:
-        from benchmarks.lib.tapsink import REQUEST
+        from benchmarks.lib.tapsink import nghttp_command
 
-        body = ctx.run_dir / "tap-observe.bin"
-        body.write_bytes(b"\0" + len(REQUEST).to_bytes(4, "big") + REQUEST)
-        # 2**24-byte windows, as the Python sink's: the proxy never waits for credit.
-        command = ["nghttp", "-n", "-w", "24", "-W", "24", "-d", str(body), "-H", "content-type: application/grpc",
-                   "-H", "te: trailers", f"http://127.0.0.1:{tap_port}/io.linkerd.proxy.tap.Tap/Observe"]
+        command = nghttp_command(tap_port, ctx.run_dir)
     else:
         command = [sys.executable, "-m", "benchmarks.lib.tapsink", f"127.0.0.1:{tap_port}"]
-    ctx.group.start(f"tap-sink-{server.name}", ctx.placement.pin_load() + command, cwd=ctx.repo)
+    reader = ctx.group.start(f"tap-sink-{server.name}", ctx.placement.pin_load() + command, cwd=ctx.repo)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if b"\ntap_sessions_open 1" in _metrics(server):
-            return
+            return reader.pid
         time.sleep(0.1)
     raise NotReady("the tap sink's tap did not open within 10 s")
 
@@ -270,8 +281,11 @@ def _measure(
         wrk.run(variant.url, wrk.WrkParams(params.threads, params.connections, warmup), headers=headers, pin=pin)
 
     pid = variant.server.proc.pid if variant.server else None
+    reader = variant.tap_reader_pid
+    reader_cpu = procs.cpu_seconds(reader) if reader else None
     with LoadWindow(pid, ctx.placement) as window:
         result = wrk.run(variant.url, params, headers=headers, pin=pin)
+    reader_after = procs.cpu_seconds(reader) if reader else None
     record = Round(
         index,
         result,
@@ -279,6 +293,7 @@ def _measure(
         load_cpu_percent=window.load_cpu_busy,
         proxy_process_cpu_percent=window.process_cpu_percent,
         rss_max_kib=window.rss_max_kib,
+        tap_reader_cpu_s=None if reader_cpu is None or reader_after is None else reader_after - reader_cpu,
     )
     for server in (variant.server, nginx):
         if server is not None and not server.proc.alive():
@@ -328,6 +343,10 @@ def _summary(variant: Variant) -> dict[str, Any]:
             _median([r.load_cpu_percent for r in ok if r.load_cpu_percent is not None])
         ),
         "proxy_cpu_other_work_percent_median": _round(_median([o for r in ok if (o := _other_work(r)) is not None])),
+        "proxy_us_per_request_median": _round(_median([u for r in ok if (u := r.proxy_us_per_request()) is not None])),
+        "tap_reader_us_per_request_median": _round(
+            _median([u for r in ok if (u := r.tap_reader_us_per_request()) is not None])
+        ),
     }
 
 
@@ -430,6 +449,7 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
             verdict = f"{'met' if value >= 1 - BASELINE_TOLERANCE else 'NOT met'}: no more than 5% slower"
         if num in TAPPED_VARIANTS and value is not None:
             verdict = f"{'met' if value >= TAP_COST_BAR else 'NOT met'}: at most 10% lost to a match-all tap"
+
         if den == BASELINE:
             for key, what in (("p50_ms_median", "p50"), ("p99_ms_median", "p99")):
                 lat, lat_why = _latency_ratio(summaries, key)
@@ -446,9 +466,23 @@ def _ratio_table(summaries: dict[str, dict]) -> tuple[Table, dict[str, Any]]:
             else:
                 verdict = "between 0.7 and 1.0"
         rows.append([label, why or f"{value:.2f}x", verdict or meaning])
+        if num in TAPPED_VARIANTS and value is not None:
+            rows.append(_tap_cpu_row(summaries, num))
     rows[1:1] = extra_rows
     table = Table("Throughput ratios (median req/s)", ["ratio", "value", "meaning"], rows, numeric={"value"})
     return table, data
+
+
+def _tap_cpu_row(summaries: dict[str, dict], tapped: str) -> list[str]:
+    """Proxy CPU per request with the tap against without, and the tap reader's own (on the load CPU)."""
+    label = f"proxy CPU per request: {tapped} / meshproxy"
+    a, b = summaries[tapped]["proxy_us_per_request_median"], summaries["meshproxy"]["proxy_us_per_request_median"]
+    if not a or not b:
+        return [label, "n/a", ""]
+    reader = summaries[tapped]["tap_reader_us_per_request_median"]
+    return [label, f"{a / b:.2f}x",
+            f"{'met' if a / b <= 2 - TAP_COST_BAR else 'NOT met'}: {a:.1f} against {b:.1f} us (bar <= "
+            f"{2 - TAP_COST_BAR:.2f}); the tap reader's own CPU, on the load CPU: {reader or 0:.1f} us per request"]
 
 
 def _latency_ratio(summaries: dict[str, dict], key: str) -> tuple[float | None, str]:

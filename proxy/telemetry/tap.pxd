@@ -16,14 +16,14 @@ cdef int _CACHE_LIMIT
 cdef tuple _METHOD_NAMES
 cdef tuple _METHOD_FIELDS
 
-cdef int _vsize(unsigned long long n)
-cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n)
+cdef int _vsize(unsigned long long n) noexcept
+cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n) noexcept
 cdef Py_ssize_t _w_bytes(unsigned char* buf, Py_ssize_t pos, bytes data)
 cdef Py_ssize_t _string_size(bytes data)
 cdef Py_ssize_t _w_string(unsigned char* buf, Py_ssize_t pos, unsigned char tag, bytes data)
-cdef (long long, long long) _duration_parts(double seconds)
-cdef int _duration_size(double seconds)
-cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds)
+cdef (long long, long long) _duration_parts(double seconds) noexcept
+cdef int _duration_size(double seconds) noexcept
+cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds) noexcept
 cdef bytes _utf8(bytes data)
 cdef object _scheme_of(Exchange ex)
 cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0, bytes route=*)
@@ -103,7 +103,8 @@ cdef class TapSession:
     cpdef Py_ssize_t reserve(self, Py_ssize_t n) except -2
     cdef void _grow(self, Py_ssize_t need)
     cpdef bytes take(self)
-    cpdef void request_ended(self)
+    cpdef list take_chunks(self, Py_ssize_t size)
+    cpdef void request_ended(self) noexcept
 
 cdef class TapHub(TapHook):
     cdef public dict own
@@ -149,5 +150,5 @@ cdef class TapRecord(TapEvents):
     cpdef void reset(self, int code)
     cdef void _end(self, double t, int eos_field, unsigned long long eos_value, object trailers)
     cpdef void add_bytes(self, long long n)
-    cdef Py_ssize_t _size(self, Py_ssize_t rest)
+    cdef Py_ssize_t _size(self, Py_ssize_t rest) noexcept
     cdef Py_ssize_t _head(self, unsigned char* buf, Py_ssize_t start, unsigned char kind, Py_ssize_t rest)

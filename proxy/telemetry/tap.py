@@ -268,6 +268,25 @@ class TapSession:
             return bytes(self.buf[:used])
         return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf), used)  # noqa: F821
 
+    def take_chunks(self, size):
+        """The same block cut into pieces of at most ``size`` bytes, each copied once from the buffer: given
+        HTTP/2's smallest frame size, each piece is one DATA frame, queued without being cut (copied) again."""
+        used: cython.Py_ssize_t = self.used
+        out: list = []
+        if used == 0:
+            return out
+        self.used = 0
+        pos: cython.Py_ssize_t = 0
+        n: cython.Py_ssize_t
+        while pos < used:
+            n = used - pos if used - pos < size else size
+            if cython.compiled:
+                out.append(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.buf) + pos, n))  # noqa: F821
+            else:
+                out.append(bytes(self.buf[pos:pos + n]))
+            pos += n
+        return out
+
     @property
     def complete(self):
         """Its limit is reached and every tapped request has ended: nothing more will come."""
@@ -511,10 +530,10 @@ class TapRecord(TapEvents):
         head: RequestLine = ex.head
         method = _method_field(head.method)
         scheme = _scheme_of(ex)
-        scheme_field = b"" if scheme is None else len_field(3, _scheme(scheme))
+        scheme_field: bytes = b"" if scheme is None else len_field(3, _scheme(scheme))
         host = head.host
         path = b"" if head.method == b"CONNECT" else _utf8(_path(head.target))
-        headers = len_field(6, _request_headers(ex)) if self.session.extract_headers else b""
+        headers: bytes = len_field(6, _request_headers(ex)) if self.session.extract_headers else b""
         rest: cython.Py_ssize_t = len(method) + len(scheme_field) + _string_size(path) + len(headers)
         if host is not None:
             host = _utf8(host)
@@ -546,7 +565,7 @@ class TapRecord(TapEvents):
             for name, value in fields:
                 if name == b"grpc-status":
                     self.grpc_status = _uint(value)
-        headers = b""
+        headers: bytes = b""
         if self.session.extract_headers:
             if fields is not None:
                 headers = len_field(4, _headers(fields))
@@ -596,7 +615,7 @@ class TapRecord(TapEvents):
         if self.ended:
             return
         self.ended = True
-        trailer_field = b""
+        trailer_field: bytes = b""
         if trailers is not None and self.session.extract_headers:
             trailer_field = len_field(6, _headers(trailers))
         since: cython.double = t - self.t0

@@ -75,6 +75,19 @@ def test_session_buffer_grows_to_its_bound_and_is_reused():
     assert session.take() == b"abc" and len(session.buf) == 10_000  # kept: a steady tap reallocates nothing
 
 
+def test_take_chunks_cuts_the_block_into_frame_sized_pieces():
+    hub = tap.TapHub()
+    session = hub.open(tap.MatchAll([]), 10, False, 10_000)
+    frames = [bytes([i]) * 999 for i in range(5)]
+    for frame in frames:
+        _emit(session, frame)
+    chunks = session.take_chunks(2048)
+    assert [len(c) for c in chunks] == [2048, 2048, 899] and b"".join(chunks) == b"".join(frames)
+    assert session.used == 0 and session.take_chunks(2048) == []
+    _emit(session, b"abc")
+    assert session.take_chunks(2048) == [b"abc"]  # written from the start again
+
+
 def test_durations_and_ids():
     tap_pb2 = tapclient.modules()[0]
     hub = tap.TapHub()
