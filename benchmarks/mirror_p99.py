@@ -82,6 +82,17 @@ def _mirror_counts(admin: int) -> dict[str, float]:
     return out
 
 
+def _run_wait_ms(pid: int) -> float:
+    """Milliseconds ``pid``'s threads have waited, runnable, for a CPU so far (/proc/PID/task/*/schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass  # a thread that just ended
+    return total / 1e6
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -104,31 +115,49 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
+def _table(results: dict[str, list[dict]], max_lag_ms: float) -> None:
+    """Per variant, over its runs whose generator lag p99 <= ``max_lag_ms``: medians, ranges and the paired
+    ratio against none (rounds where none's run qualifies too)."""
+    kept = {variant: [r for r in rows if r["ok"] and r["lag_p99_ms"] <= max_lag_ms]
+            for variant, rows in results.items()}
+    none_by_round = {r["round"]: r["p99_ms"] for r in kept["none"]}
+    print(f"{'variant':20} {'n':>3} {'p50':>6} {'p99 med':>8} {'p99 range':>13} {'p99.9 med':>9} {'p99/none':>9} "
+          f"{'ratio IQR':>15} {'lag p99':>8} {'wait ms':>7} {'failed':>6} {'CPU us':>7}")
+    for variant, rows in results.items():
+        good = kept[variant]
+        if not good or not none_by_round:
+            print(f"{variant:20} no good round: {rows[0]['failure'] if rows else 'no run'}")
+            continue
+        p99s = [r["p99_ms"] for r in good]
+        ratios = sorted(r["p99_ms"] / none_by_round[r["round"]] for r in good if r["round"] in none_by_round)
+        if not ratios:
+            print(f"{variant:20} no round where it and none were both quiet")
+            continue
+        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+        print(f"{variant:20} {len(good):3d} {statistics.median(r['p50_ms'] for r in good):6.3f} "
+              f"{statistics.median(p99s):8.3f} "
+              f"{_spread(p99s):>13} {statistics.median(r['p999_ms'] for r in good):9.3f} "
+              f"{100 * (statistics.median(ratios) - 1):+8.1f}% "
+              f"{100 * (q[0] - 1):+6.1f}..{100 * (q[2] - 1):+.1f}% "
+              f"{statistics.median(r['lag_p99_ms'] for r in good):8.3f} "
+              f"{statistics.median(r['proxy_wait_ms'] for r in good):7.2f} {sum(r['failed'] for r in good):6d} "
+              f"{statistics.median(r['cpu_us'] for r in good):7.1f}")
+
+
 def _report(results: dict[str, list[dict]], args: argparse.Namespace, placement: Placement, elapsed: float) -> None:
     print(f"rate {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s per variant, "
           f"{args.connections} connections, {'SCHED_FIFO' if args.realtime else 'normal scheduling'}; "
           f"{placement.describe()}; {elapsed:.0f} s")
-    none_by_round = {r["round"]: r["p99_ms"] for r in results["none"] if r["ok"]}
-    print(f"{'variant':20} {'p50':>6} {'p99 med':>8} {'p99 range':>13} {'p99.9 med':>9} {'p99/none':>9} "
-          f"{'ratio IQR':>15} {'lag p99':>8} {'failed':>6} {'CPU us':>7}")
-    for variant, rows in results.items():
-        good = [r for r in rows if r["ok"]]
-        if not good:
-            print(f"{variant:20} FAILED: {rows[0]['failure'] if rows else 'no run'}")
-            continue
-        p99s = [r["p99_ms"] for r in good]
-        ratios = sorted(r["p99_ms"] / none_by_round[r["round"]] for r in good if r["round"] in none_by_round)
-        q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
-        print(f"{variant:20} {statistics.median(r['p50_ms'] for r in good):6.3f} {statistics.median(p99s):8.3f} "
-              f"{_spread(p99s):>13} {statistics.median(r['p999_ms'] for r in good):9.3f} "
-              f"{100 * (statistics.median(ratios) - 1):+8.1f}% "
-              f"{100 * (q[0] - 1):+6.1f}..{100 * (q[2] - 1):+.1f}% "
-              f"{statistics.median(r['lag_p99_ms'] for r in good):8.3f} {sum(r['failed'] for r in good):6d} "
-              f"{statistics.median(r['cpu_us'] for r in good):7.1f}")
+    print("Every run:")
+    _table(results, float("inf"))
+    print(f"Quiet runs only (the generator's lag p99 <= {args.quiet_lag_us:g} us; n: how many):")
+    _table(results, args.quiet_lag_us / 1000)
     print("(ms; p99/none: median over rounds of the round's p99 over none's in the same round, with its "
-          "interquartile range; lag p99: the generator's own scheduling lag; CPU us: proxy CPU per primary request)")
+          "interquartile range; lag p99: the generator's own scheduling lag; wait ms: time the proxy was "
+          "runnable but not running; CPU us: proxy CPU per primary request)")
     for variant, rows in results.items():
-        print(f"{variant}: p99 per round (ms): " + ", ".join(f"{r['p99_ms']:.3f}" for r in rows if r["ok"]))
+        print(f"{variant}: p99/lag p99 per round (ms): "
+              + ", ".join(f"{r['p99_ms']:.3f}/{r['lag_p99_ms']:.3f}" for r in rows if r["ok"]))
     for variant, rows in results.items():
         if rows and rows[-1]["mirror"]:
             print(f"{variant}: mirror counters after the last round: {rows[-1]['mirror']}")
@@ -144,10 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realtime", action="store_true", help="run every process under SCHED_FIFO (root)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose mirroring variants run alongside")
     parser.add_argument("--json", type=Path, help="write every round's figures here")
+    parser.add_argument("--control", action="store_true",
+                        help="add a second proxy without mirroring: its ratio to none is the method's resolution")
+    parser.add_argument("--quiet-lag-us", type=float, default=50.0,
+                        help="rounds whose generator lag p99 (every variant's) stays under this are 'quiet'")
     args = parser.parse_args(argv)
     chosen = Placement.choose()
     placement = _Realtime(chosen.proxy_cpus, chosen.load_cpus) if args.realtime else chosen
     runs = {name: (REPO, filters) for name, filters in VARIANTS.items()}
+    if args.control:
+        runs["none-again"] = (REPO, VARIANTS["none"])
     if args.baseline is not None:
         runs.update({f"{name}@base": (args.baseline.resolve(), filters)
                      for name, filters in VARIANTS.items() if name != "none"})
@@ -183,16 +218,18 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in names[shift:] + names[:shift]:
                     proxy = proxies[variant]
                     time.sleep(0.2)  # the previous variant's last slow copies land on their own proxy
-                    cpu0 = _cpu_seconds(proxy.proc.pid)
+                    cpu0, wait0 = _cpu_seconds(proxy.proc.pid), _run_wait_ms(proxy.proc.pid)
                     res = openloop.run(f"http://127.0.0.1:{proxy.port}/",
                                        openloop.LoadParams(args.rate, args.seconds, args.connections),
                                        headers=headers, pin=placement.pin_load())
                     cpu = _cpu_seconds(proxy.proc.pid) - cpu0
+                    wait = _run_wait_ms(proxy.proc.pid) - wait0
                     row: dict[str, Any] = {
                         "round": round_index, "ok": res.ok, "failure": res.failure,
                         "achieved_rps": res.achieved_rps, "failed": res.failed_requests if res.ok else None,
                         "p50_ms": res.latency.ms("p50"), "p99_ms": res.latency.ms("p99"),
                         "p999_ms": res.latency.ms("p999"), "lag_p99_ms": res.sched_lag.ms("p99"),
+                        "proxy_wait_ms": wait,
                         "cpu_us": 1e6 * cpu / max(1.0, res.achieved_rps * args.seconds) if res.ok else None,
                         "mirror": {}}
                     results[variant].append(row)
