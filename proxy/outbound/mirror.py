@@ -322,8 +322,6 @@ class MirrorTee:
 class MirrorDown(DownEnd):
     """A copy's client end: takes the whole answer and forgets it, then counts the outcome."""
 
-    __slots__ = ("hub", "counters", "address", "status", "error", "skipped")  # one per copy: no dict
-
     def __init__(self, hub: MirrorHub, counters: MirrorCounters, address: tuple[str, int]) -> None:
         self.hub = hub
         self.counters = counters
