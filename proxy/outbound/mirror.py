@@ -186,14 +186,12 @@ class MirrorHub:
 class MirrorRule:
     """A route's RequestMirror filters, as the exchange uses them: ``begin`` decides per request."""
 
-    __slots__ = ("hub", "targets", "random")
-
     def __init__(self, hub: MirrorHub, targets: list[tuple[tuple[str, int], float, MirrorCounters]]) -> None:
         self.hub = hub
         self.targets = targets  # (concrete address, fraction, counters)
         self.random = random.random
 
-    def begin(self, ex) -> MirrorTee | None:
+    def begin(self, ex: Exchange) -> MirrorTee | None:
         """Decide which copies of ``ex`` this request gets and queue them (None: none)."""
         hub = self.hub
         if hub.ctx is None:
@@ -223,10 +221,7 @@ class MirrorTee:
     """One request's copies: its head and body kept until they are sent, then its body handed on to them
     (with no credit: never waited for)."""
 
-    __slots__ = ("hub", "head", "headers", "length", "meta", "targets", "body", "ended", "req_trailers",
-                 "copies", "size", "launched", "due")
-
-    def __init__(self, hub: MirrorHub, ex) -> None:
+    def __init__(self, hub: MirrorHub, ex: Exchange) -> None:
         self.hub = hub
         # The primary's own objects: never edited after the request arrived (edits make new ones).
         self.head = ex.head
