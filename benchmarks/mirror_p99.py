@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", action="store_true",
                         help="add a second proxy without mirroring: its ratio to none is the method's resolution")
     parser.add_argument("--quiet-lag-us", type=float, default=50.0,
-                        help="rounds whose generator lag p99 (every variant's) stays under this are 'quiet'")
+                        help="runs whose generator lag p99 stays under this are 'quiet' (a second table)")
     args = parser.parse_args(argv)
     chosen = Placement.choose()
     placement = _Realtime(chosen.proxy_cpus, chosen.load_cpus) if args.realtime else chosen
