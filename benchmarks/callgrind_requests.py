@@ -1,14 +1,19 @@
 """Instructions per request of one meshproxy checkout, counted by callgrind (noise-free, unlike a load test).
 
-``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy none|split] [--requests N]
-[--new-connections] [--listener outbound|inbound] [--h2 [--streams M]] [--keep]``
+``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy POLICY] [--requests N]
+[--new-connections] [--listener outbound|inbound] [--h2 [--streams M]] [--tap] [--keep] [--strace | --perf]``
 
 Starts the proxy of checkout DIR under ``valgrind --tool=callgrind`` with
 instrumentation off, warms it up, turns instrumentation on for N sequential
 keep-alive HTTP/1 GETs through its outbound listener to a discovered service,
 and prints the instructions (Ir) per request. ``--policy split``: the
 service has an HTTPRoute splitting it over two backends (route and
-route-backend families counted per request); ``none``: no policy.
+route-backend families counted per request); ``mirror``: every request is
+also copied to a mirror backend (RequestMirror, ``percent: 100``; the copy's
+whole cost, its answer included, is in the count); ``mirror-dead``: copied
+to an address nothing listens on (the proxy soon leaves it alone: the cost
+of a skipped copy); ``route``: the same route without the mirror (what a
+copy is measured against); ``none``: no policy.
 ``--new-connections``: each request on a new connection with ``Connection:
 close`` (the ``connrate`` scenario's path: accept, detection, the request,
 the close); the figure is then instructions per connection.
@@ -21,6 +26,12 @@ reader), so the count includes recording and sending the events. ``--keep``:
 print the dump's path and keep it (for ``callgrind_annotate``). Run it on the
 revision before a change and after,
 under ``flock /tmp/bench.lock``.
+
+``--strace``: the proxy runs as is and ``strace -c -f`` is attached for the
+measured requests instead: system calls per request, by name (the kernel
+time callgrind does not see). ``--perf``: ``perf stat`` is attached instead: the
+proxy's CPU time per request, user and kernel (task-clock), and its context
+switches (each one a wait in ``epoll_wait``).
 """
 
 from __future__ import annotations
@@ -28,12 +39,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,6 +61,17 @@ spec:
   rules:
     - backendRefs: [{name: web-v1, port: 80, weight: 1}, {name: web-v2, port: 80, weight: 1}]
 """
+MIRROR = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web-mirror, namespace: test}}
+spec:
+  parentRefs: [{{group: core, kind: Service, name: web, port: 80}}]
+  rules:
+    - filters: {filters}
+      backendRefs: [{{name: web, port: 80}}]
+"""
+MIRROR_FILTER = "[{{type: RequestMirror, requestMirror: {{backendRef: {{name: {mirror}, port: 80}}, percent: 100}}}}]"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -134,10 +158,32 @@ def _wait_tap_open(admin: int) -> None:
     raise SystemExit("the tap did not open within 60 s")
 
 
+def _attached(tool: list[str], pid: int, load: Callable[[], None]) -> None:
+    """``tool`` (strace, perf stat) attached to ``pid`` while ``load()`` runs, then stopped to write its summary."""
+    tracer = subprocess.Popen([*tool, "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached to every thread
+    try:
+        load()
+        time.sleep(0.5)  # the last copies' answers
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+
+
+def _syscalls(summary: Path) -> list[tuple[str, int]]:
+    """(name, calls) rows of an ``strace -c`` summary, most called first."""
+    rows = []
+    for line in summary.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0][0].isdigit() and fields[-1] != "total":
+            rows.append((fields[-1], int(fields[3])))
+    return sorted(rows, key=lambda row: -row[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, required=True)
-    parser.add_argument("--policy", choices=("none", "split"), default="none")
+    parser.add_argument("--policy", choices=("none", "split", "route", "mirror", "mirror-dead"), default="none")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--new-connections", action="store_true",
@@ -147,6 +193,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10, help="h2load's concurrent streams (-m) with --h2")
     parser.add_argument("--tap", action="store_true", help="a match-everything tap open, read by nghttp")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dump and print its path")
+    parser.add_argument("--strace", action="store_true", help="count system calls per request instead")
+    parser.add_argument("--perf", action="store_true", help="measure CPU time per request (perf stat) instead")
     args = parser.parse_args()
     if args.h2 and args.new_connections:
         parser.error("--h2 counts requests on one connection")
@@ -158,20 +206,24 @@ def main() -> None:
         backend = _backend()
     endpoints = work / "endpoints.yaml"
     endpoints.write_text("services:\n" + "".join(
-        f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{backend}\n"
-        for name in ("web", "web-v1", "web-v2")))
+        f"  {name}.test.svc.cluster.local:80:\n    endpoints:\n      - address: 127.0.0.1:{port}\n"
+        for name, port in (("web", backend), ("web-v1", backend), ("web-v2", backend), ("mirror", backend),
+                           ("dead", _port()))))  # nothing listens on dead's port
     out, inb, admin, tap_port = _port(), _port(), _port(), _port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHPROXY_")}
     env.update(MESHPROXY_OUTBOUND_LISTEN=f"127.0.0.1:{out}", MESHPROXY_INBOUND_LISTEN=f"127.0.0.1:{inb}",
                MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{tap_port}",
                MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning",
                MESHPROXY_INBOUND_DEFAULT_TARGET=f"127.0.0.1:{backend}")
-    if args.policy == "split":
-        (work / "policy.yaml").write_text(SPLIT)
+    if args.policy != "none":
+        mirror = {"mirror": "mirror", "mirror-dead": "dead"}.get(args.policy)
+        filters = "[]" if mirror is None else MIRROR_FILTER.format(mirror=mirror)
+        (work / "policy.yaml").write_text(SPLIT if args.policy == "split" else MIRROR.format(filters=filters))
         env["MESHPROXY_POLICY"] = str(work / "policy.yaml")
     dump = work / "callgrind.out"
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dump}",
-                             sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
+    tool = [] if args.strace or args.perf else ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                                f"--callgrind-out-file={dump}"]
+    proc = subprocess.Popen([*tool, sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"))
     reader: subprocess.Popen | None = None
     try:
@@ -211,6 +263,24 @@ def main() -> None:
                 for _ in range(n):
                     one()
         run(args.warmup)
+        if args.strace or args.perf:
+            def load() -> None:
+                run(args.requests)
+
+            if args.perf:
+                _attached(["perf", "stat", "-x", ",", "-e", "task-clock,context-switches", "-o",
+                           str(work / "perf.txt")], proc.pid, load)
+                values = {row[2].split(":")[0]: float(row[0]) for row in
+                          (line.split(",") for line in (work / "perf.txt").read_text().splitlines())
+                          if len(row) > 2 and row[0].replace(".", "").isdigit()}
+                print(f"{args.repo} policy={args.policy}: {1e3 * values['task-clock'] / args.requests:.1f} us CPU "
+                      f"and {values['context-switches'] / args.requests:.2f} context switches per request")
+                return
+            _attached(["strace", "-c", "-f", "-q", "-o", str(work / "strace.txt")], proc.pid, load)
+            print(f"{args.repo} policy={args.policy}: system calls per request")
+            for name, calls in _syscalls(work / "strace.txt"):
+                print(f"  {name:20} {calls / args.requests:6.2f}")
+            return
         subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
         run(args.requests)
         subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)

@@ -43,6 +43,7 @@ MODULES: tuple[str, ...] = (
     "proxy.exchange.context",
     "proxy.exchange.core",
     "proxy.telemetry.tap",
+    "proxy.outbound.mirror",
     "proxy.http.batch",
     "proxy.http.convert",
     "proxy.http.tunnel",

@@ -7,14 +7,15 @@ retries, no retry budget, no route metrics), and its client end
 (``MirrorDown``) takes and discards the whole answer.
 
 A copy never runs ahead of the primary: the route only decides (and
-reserves an in-flight slot) as the request arrives, and queues the request
-on the hub; the queue is drained from the loop's ready callbacks, a few
-requests per turn of the loop, so the primary request is routed and
-forwarded first and every read the loop already has for primary requests is
-handled between batches. Until its copies go, the request's body is kept
-(``MirrorTee``, at most ``max_body`` bytes); after, it is handed on as the
-primary reads it, with credit 0, so a slow mirror never slows the client,
-and never waits for it.
+reserves an in-flight slot) as the request arrives; the copies go when the
+primary exchange ends, its response written (``MirrorTee.primary_done``, in
+the same turn of the loop: no extra turn, no wakeup), so a copy's work is
+never between a request and its own answer. A primary still running after
+``COPY_HOLD`` (a long answer, a stream) does not hold its copies longer: the
+hub's one timer sends them, a few per turn of the loop. Until its copies go,
+the request's body is kept (``MirrorTee``, at most ``max_body`` bytes);
+after, it is handed on as the primary reads it, with credit 0, so a slow
+mirror never slows the client, and never waits for it.
 
 Bounded twice: a request body over ``max_body`` bytes is not mirrored (a
 declared length is judged before the copy starts, a chunked body when it
@@ -50,8 +51,11 @@ FAILURE_LOG_INTERVAL = 10.0  # at most one failure line per mirror this often (a
 UNREACHABLE_AFTER = 5
 UNREACHABLE_MIN_BACKOFF = 1.0
 UNREACHABLE_MAX_BACKOFF = 30.0
-# Requests whose copies are sent per turn of the loop: a burst of copies waits behind the primary requests'
-# reads that are ready meanwhile instead of holding the loop for all of them.
+# The longest a request's copies wait for its primary to end: most primaries end well within it, and their
+# copies go right after their answer; a long one's (a stream, a slow backend) go from the hub's timer.
+COPY_HOLD = 0.01
+# Requests whose held copies the timer sends per turn of the loop: a burst of copies waits behind the primary
+# requests' reads that are ready meanwhile instead of holding the loop for all of them.
 DRAIN_BATCH = 4
 
 
@@ -95,10 +99,12 @@ class MirrorHub:
         self.ctx: Any = None  # an ExchangeContext, set by outbound.build
         self.router: Any = None  # the outbound router: concrete endpoints of mirror services
         self.counters: dict[tuple[str, str], MirrorCounters] = {}
-        # Requests whose copies wait to be sent. Each holds at least one of the ``max_in_flight`` slots,
-        # so the queue is bounded by MESHPROXY_MIRROR_MAX_IN_FLIGHT (and each one's body by max_body).
+        # Requests whose copies wait for their primary to end, in arrival order; those sent (or given up)
+        # meanwhile leave lazily. Each one waiting holds at least one of the ``max_in_flight`` slots, and the
+        # queue is compacted when it grows past twice that, so MESHPROXY_MIRROR_MAX_IN_FLIGHT bounds it (and
+        # max_body each one's body).
         self.queue: deque[MirrorTee] = deque()
-        self.draining = False
+        self.timer: Any = None  # the loop's handle for the next ``drain``, or None
 
     def counters_for(self, dst: str, mirror: str) -> MirrorCounters | None:
         key = (dst, mirror)
@@ -118,24 +124,43 @@ class MirrorHub:
     def unqueue(self, conn) -> None:
         self.router.unqueue(conn)
 
-    # -- the queue of copies to send -----------------------------------------------
-    def defer(self, tee: MirrorTee) -> None:
-        self.queue.append(tee)
-        if not self.draining:
-            self.draining = True
-            self.ctx.loop.call_soon(self.drain)
+    # -- the copies held for their primaries ------------------------------------------
+    def hold(self, tee: MirrorTee) -> None:
+        queue = self.queue
+        while queue and queue[0].sent():
+            queue.popleft()
+        if len(queue) >= 2 * self.max_in_flight:  # a long primary first holds the spent ones behind it
+            self.queue = queue = deque(t for t in queue if not t.sent())
+        queue.append(tee)
+        if self.timer is None:
+            self.timer = self.ctx.loop.call_at(tee.due, self.drain)
 
     def drain(self) -> None:
-        """Send the copies of the next few queued requests; the rest wait for the next turn of the loop."""
+        """Send the copies of the next few requests held past ``COPY_HOLD``; then wait for the next one due."""
+        self.timer = None
         queue = self.queue
+        loop = self.ctx.loop
+        now = loop.time()
+        sent = 0
         try:
-            for _ in range(min(len(queue), DRAIN_BATCH)):
-                queue.popleft().launch()
-        finally:  # whatever a copy raised, the queue is not left stopped
-            if queue:
-                self.ctx.loop.call_soon(self.drain)
-            else:
-                self.draining = False
+            while queue:
+                tee = queue[0]
+                if tee.sent():
+                    queue.popleft()
+                elif tee.due > now:
+                    self.timer = loop.call_at(tee.due, self.drain)
+                    return
+                elif sent == DRAIN_BATCH:
+                    self.timer = loop.call_soon(self.drain)
+                    return
+                else:
+                    queue.popleft()
+                    sent += 1
+                    tee.launch()
+        except BaseException:  # whatever a copy raised, the queue is not left stopped
+            if self.timer is None and queue:
+                self.timer = loop.call_soon(self.drain)
+            raise
 
     def render(self, out: list[str]) -> None:
         families = (
@@ -161,14 +186,12 @@ class MirrorHub:
 class MirrorRule:
     """A route's RequestMirror filters, as the exchange uses them: ``begin`` decides per request."""
 
-    __slots__ = ("hub", "targets", "random")
-
     def __init__(self, hub: MirrorHub, targets: list[tuple[tuple[str, int], float, MirrorCounters]]) -> None:
         self.hub = hub
         self.targets = targets  # (concrete address, fraction, counters)
         self.random = random.random
 
-    def begin(self, ex) -> MirrorTee | None:
+    def begin(self, ex: Exchange) -> MirrorTee | None:
         """Decide which copies of ``ex`` this request gets and queue them (None: none)."""
         hub = self.hub
         if hub.ctx is None:
@@ -189,7 +212,7 @@ class MirrorRule:
                 hub.in_flight += 1  # the slot is held from now: the queue is bounded with the copies in flight
                 if tee is None:
                     tee = MirrorTee(hub, ex)
-                    hub.defer(tee)
+                    hub.hold(tee)
                 tee.targets.append((address, counters))
         return tee
 
@@ -198,10 +221,7 @@ class MirrorTee:
     """One request's copies: its head and body kept until they are sent, then its body handed on to them
     (with no credit: never waited for)."""
 
-    __slots__ = ("hub", "head", "headers", "length", "meta", "targets", "body", "ended", "req_trailers",
-                 "copies", "size", "launched")
-
-    def __init__(self, hub: MirrorHub, ex) -> None:
+    def __init__(self, hub: MirrorHub, ex: Exchange) -> None:
         self.hub = hub
         # The primary's own objects: never edited after the request arrived (edits make new ones).
         self.head = ex.head
@@ -215,9 +235,14 @@ class MirrorTee:
         self.copies: list[Exchange] = []  # copies sent that still wait for request bytes
         self.size = 0
         self.launched = False
+        self.due = hub.ctx.loop.time() + COPY_HOLD  # the latest the copies wait for the primary to end
+
+    def sent(self) -> bool:
+        """Nothing left to send: the copies went, or were given up."""
+        return self.launched or not self.targets
 
     def launch(self) -> None:
-        """The hub's turn for this request: send its copies with what the primary has read so far."""
+        """Send this request's copies with what the primary has read so far."""
         self.launched = True
         targets, self.targets = self.targets, []
         if not targets:
@@ -265,10 +290,15 @@ class MirrorTee:
             copy.request_trailers(fields)
 
     def primary_done(self) -> None:
-        """The primary exchange ended: copies still missing request bytes will never get them (a whole
-        request still queued is sent all the same)."""
+        """The primary exchange ended, its response written: copies still held go now, in the same turn of the
+        loop (a whole request); copies still missing request bytes will never get them."""
         if not self.ended:
             self._abandon("request_incomplete")
+        elif not self.launched:
+            try:
+                self.launch()
+            except Exception:  # noqa: BLE001 - the primary's exchange must end whatever its copy did
+                log.exception("mirrored request not sent")
 
     def _abandon(self, reason: str) -> None:
         targets, self.targets = self.targets, []
@@ -286,8 +316,6 @@ class MirrorTee:
 
 class MirrorDown(DownEnd):
     """A copy's client end: takes the whole answer and forgets it, then counts the outcome."""
-
-    __slots__ = ("hub", "counters", "address", "status", "error", "skipped")  # one per copy: no dict
 
     def __init__(self, hub: MirrorHub, counters: MirrorCounters, address: tuple[str, int]) -> None:
         self.hub = hub
