@@ -70,7 +70,12 @@ class Page:
             conn.request("GET", path, headers={"Accept": "text/event-stream"})
             resp = conn.getresponse()
             while not self.stop.is_set():
-                line = resp.fp.readline()
+                try:
+                    line = resp.fp.readline()
+                except TimeoutError:
+                    if not self.stop.is_set():  # no event for 5 s while the load ran
+                        raise
+                    return
                 if not line:
                     self.errors.append(f"{path}: the server ended the stream")
                     return
