@@ -3,7 +3,7 @@
 A refresh asks the source (the embedded scraper or Prometheus) what ``viz stat deploy``, ``viz edges
 deploy`` and ``viz routes`` ask, every ``--interval``, and keeps the answers: the latest snapshot for
 the pages, and a bounded history of each workload's success and latency for the charts. The web
-server (``proxy/viz/web.py``, aiohttp) only serves these as JSON and streams them; it is imported
+server (``proxy/viz/web.py``, tornado) only serves these as JSON and streams them; it is imported
 when the command runs, never by the other ``viz`` commands nor by ``meshproxy run``.
 """
 
@@ -201,8 +201,7 @@ def main(args: argparse.Namespace, targets) -> int:
         print(url(f"{host}:{port}"))
         return 0
     try:  # the web server is the extra meshproxy[viz]: the proxy's image goes without it
-        import aiohttp  # noqa: F401
-        import aiohttp_sse  # noqa: F401
+        import tornado.web  # noqa: F401
     except ImportError as err:
         print(f"meshproxy viz dashboard: the web server's packages are not installed ({err}); "
               "install them with: pip install 'meshproxy[viz]'", file=sys.stderr)

@@ -1,19 +1,20 @@
 """proxy/viz/dashboard.py and web.py: the JSON API over canned scrapes of two proxies (web calls api
-over mutual TLS), served by the real aiohttp app: the overview, a workload's page with callers,
-callees and routes, the charts' history, the page and its vendored assets, the snapshot stream, and
-the tap stream's bad filter."""
+over mutual TLS), served by the dashboard's real server on a loopback port: the overview, a
+workload's page with callers, callees and routes, the charts' history, the page and its vendored
+assets, the snapshot stream, the tap stream's bad filter, and hostile requests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from aiohttp.test_utils import TestClient, TestServer
+import aiohttp
 
 from proxy.viz import web
 from proxy.viz.dashboard import Dashboard, parse_address, url
 from proxy.viz.embedded import Embedded, Scrape, series
 from proxy.viz.targets import Target
+from tests.helpers.ports import free_port
 
 WEB = Target("127.0.0.1", 4191, (("deployment", "web"), ("namespace", "default"), ("pod", "web-0")))
 API = Target("127.0.0.1", 4192, (("deployment", "api"), ("namespace", "default"), ("pod", "api-0")))
@@ -58,11 +59,27 @@ def _board() -> Dashboard:
     return Dashboard(mesh, None, window=60.0, interval=0.2, tap_targets=[("127.0.0.1", 1)])
 
 
+class Client:
+    """An HTTP client of the server under test (aiohttp's, an independent implementation)."""
+
+    def __init__(self, session: aiohttp.ClientSession, board: Dashboard, port: int) -> None:
+        self.session, self.board, self.port = session, board, port
+
+    async def get(self, path: str, **kwargs) -> aiohttp.ClientResponse:
+        return await self.session.get(path, **kwargs)
+
+
 async def _with_client(check) -> None:
     board = _board()
     await board.refresh()
-    async with TestClient(TestServer(web.make_app(board))) as client:
-        await check(client)
+    server = web.Server(board)
+    port = free_port()
+    server.start("127.0.0.1", port)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            await check(Client(session, board, port))
+    finally:
+        await server.stop()
 
 
 def _run(check) -> None:
@@ -70,7 +87,7 @@ def _run(check) -> None:
 
 
 def test_overview_has_each_workload_with_golden_metrics_and_tls_share():
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         resp = await client.get("/api/overview")
         assert resp.status == 200
         data = await resp.json()
@@ -90,7 +107,7 @@ def test_overview_has_each_workload_with_golden_metrics_and_tls_share():
 
 
 def test_workload_page_has_callers_callees_routes_and_charts():
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         api = await (await client.get("/api/workloads/default/api")).json()
         assert [e["src"] for e in api["callers"]] == ["web"] and api["callees"] == []
         success = api["charts"]["default/api"]["success"]
@@ -106,8 +123,8 @@ def test_workload_page_has_callers_callees_routes_and_charts():
 
 
 def test_charts_keep_a_point_per_refresh():
-    async def check(client: TestClient) -> None:
-        board = client.server.app[web.BOARD]
+    async def check(client: Client) -> None:
+        board = client.board
         before = len(board.history["default/api"])
         await board.refresh()
         charts = await (await client.get("/api/charts")).json()
@@ -119,7 +136,7 @@ def test_charts_keep_a_point_per_refresh():
 
 
 def test_page_and_vendored_assets_are_served_locally():
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         page = await (await client.get("/")).text()
         assert '<table id="workloads">' in page and "http" not in page.replace('charset="utf-8"', "")
         for asset in ("uPlot.iife.min.js", "uPlot.min.css", "dashboard.js", "dashboard.css", "uPlot.LICENSE"):
@@ -129,7 +146,7 @@ def test_page_and_vendored_assets_are_served_locally():
 
 
 def test_stream_sends_the_current_snapshot_first():
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         resp = await client.get("/api/stream")
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         event = data = None
@@ -147,7 +164,7 @@ def test_stream_sends_the_current_snapshot_first():
 
 
 def test_tap_stream_rejects_a_bad_filter():
-    async def check(client: TestClient) -> None:
+    async def check(client: Client) -> None:
         resp = await client.get("/api/tap", params={"to": "nonsense"})
         assert resp.status == 400 and "--to" in await resp.text()
 
@@ -161,13 +178,13 @@ def test_address_and_url():
 
 
 def test_only_the_dashboard_imports_the_web_server():
-    """The other viz commands and ``meshproxy run`` (its idle RSS matters) never load aiohttp."""
+    """The other viz commands and ``meshproxy run`` (its idle RSS matters) never load the web server."""
     import subprocess
     import sys
 
     code = ("import sys, proxy.cli, proxy.app; run = [m for m in sys.modules if m.startswith('proxy.viz')]; "
             "import proxy.viz.command; "
-            "print(run, sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'aiohttp_sse') "
+            "print(run, sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'tornado') "
             "or m == 'proxy.viz.web'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[] []", out.stdout
@@ -180,12 +197,13 @@ def test_without_the_viz_extra_the_dashboard_says_what_to_install(tmp_path):
     from pathlib import Path
 
     repo = str(Path(__file__).resolve().parents[2])
-    (tmp_path / "aiohttp_sse.py").write_text("raise ImportError(\"No module named 'aiohttp_sse'\")\n")
+    (tmp_path / "tornado").mkdir()
+    (tmp_path / "tornado" / "__init__.py").write_text("raise ImportError(\"No module named 'tornado'\")\n")
     out = subprocess.run([sys.executable, "-m", "proxy", "viz", "dashboard", "--proxy", "127.0.0.1:9"],
                          capture_output=True, text=True, timeout=60, env={"PYTHONPATH": f"{tmp_path}:{repo}"},
                          cwd=repo)
     assert out.returncode == 69, out
-    assert "pip install 'meshproxy[viz]'" in out.stderr and "aiohttp_sse" in out.stderr
+    assert "pip install 'meshproxy[viz]'" in out.stderr and "tornado" in out.stderr
 
 
 def test_proxies_known_by_address_are_pods():
@@ -204,3 +222,29 @@ def test_proxies_known_by_address_are_pods():
         assert page is not None and [e["src"] for e in page["callers"]] == ["web"]
 
     asyncio.run(check())
+
+
+def test_hostile_requests_are_refused_without_harm():
+    """A head past MAX_HEAD is cut off (the connection closed), a body (the page sends none) and garbage
+    are answered 400, and the server still answers the page afterwards."""
+
+    async def raw(port: int, data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(5):
+                return await reader.read()
+        finally:
+            writer.close()
+
+    async def check(client: Client) -> None:
+        port = client.port
+        big = b"GET /api/overview HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * web.MAX_HEAD + b"\r\n\r\n"
+        assert await raw(port, big) == b""
+        body = b"GET /api/overview HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+        assert (await raw(port, body)).startswith(b"HTTP/1.1 400 ")
+        assert (await raw(port, b"\x16\x03\x01\x00\xa5garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        assert (await client.get("/api/overview")).status == 200
+
+    _run(check)
