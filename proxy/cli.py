@@ -57,7 +57,7 @@ DELEGATED = {
     "check": ("proxy.check", "check the environment and the running proxy: check [--admin ADDR] [--output json]; "
                              "the cluster: check --pre|--proxy [--api URL]"),
     "identity": ("proxy.identity.command", "the certificate authority: identity init, identity serve"),
-    "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard (golden metrics, live)"),
+    "viz": ("proxy.viz.command", "see the mesh: viz stat|routes|edges|tap|top|dashboard|profile (golden metrics)"),
     "injector": ("proxy.inject.injector", "the automatic-injection webhook: injector serve"),
     "install": ("proxy.install", "print the control plane's manifests: install [--crds] [--ha] | kubectl apply -f -"),
     "uninstall": ("proxy.install.uninstall", "print what install created: uninstall | kubectl delete -f -"),

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from proxy.viz import dashboard, edges, resources, routes, stat, tap, top
+from proxy.viz import dashboard, edges, profile, resources, routes, stat, tap, top
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     tap.add_parser(sub)
     top.add_parser(sub)
     dashboard.add_parser(sub, _sources)
+    profile.add_parser(sub, duration)
     return parser
 
 
@@ -117,6 +118,8 @@ def main(argv: list[str]) -> int:
         return top.main(args)
     if args.command == "dashboard":
         return dashboard.main(args, targets)
+    if args.command == "profile":
+        return profile.main(args)
     namespace = None if args.all_namespaces else (args.namespace or "default")
     try:
         return asyncio.run(_main(args, namespace))
