@@ -103,6 +103,8 @@ TEST_PACKAGES=(
     # test_viz_dashboard.py: the dashboard in a real browser, headless, driven by selenium
     "chromium chromium"
     "chromium-driver chromedriver"
+    # test_viz_top_terminal.py: viz top's full-screen table in a real terminal
+    "tmux tmux"
 )
 
 ensure_debian_packages() {

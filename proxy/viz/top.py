@@ -3,8 +3,10 @@
 As ``linkerd viz top``: every request the taps report (``viz tap``'s targets, filters and
 ``--max-rps``) is counted by source, destination, method and path, with the best, worst and last
 latency (request to response head) and the success rate (a 5xx, a gRPC status other than OK or a
-reset is a failure). On a terminal the table is redrawn every ``--refresh`` seconds; otherwise, or
-with ``--duration``, it is printed at the end (and every ``--refresh`` when not a terminal).
+reset is a failure). On a terminal the table fills the screen (the terminal's alternate screen, as a
+full-screen program) and is redrawn every ``--refresh`` seconds until ``q`` or Ctrl-C, which leave the
+terminal as it was; otherwise, or with ``--duration``, it is printed at the end (and every
+``--refresh`` when not a terminal).
 """
 
 from __future__ import annotations
@@ -103,36 +105,91 @@ def _ms(us: int) -> str:
     return f"{us / 1000:.0f}ms" if us >= 1000 else f"{us}µs"
 
 
+class Screen:
+    """The terminal while the live table is shown: the alternate screen, no cursor, keys read one by one
+    (Ctrl-C still interrupts); ``close`` puts everything back."""
+
+    ENTER = "\x1b[?1049h\x1b[?25l"
+    LEAVE = "\x1b[?25h\x1b[?1049l"
+
+    def __init__(self, quit_: asyncio.Event) -> None:
+        import termios
+        import tty
+
+        self.fd = sys.stdin.fileno()
+        self.saved = termios.tcgetattr(self.fd)
+        tty.setcbreak(self.fd)
+        self.quit = quit_
+        asyncio.get_running_loop().add_reader(self.fd, self._key)
+        sys.stdout.write(self.ENTER)
+        sys.stdout.flush()
+
+    def _key(self) -> None:
+        import os
+
+        keys = os.read(self.fd, 64)
+        if not keys or b"q" in keys or b"Q" in keys:  # q, or the terminal went away
+            self.quit.set()
+
+    def show(self, text: str) -> None:
+        rows = text.split("\n")[: max(1, _lines() - 1)]
+        sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(rows) + "\n\n(q to quit)")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        import termios
+
+        asyncio.get_running_loop().remove_reader(self.fd)
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+        sys.stdout.write(self.LEAVE)
+        sys.stdout.flush()
+
+
+def _lines() -> int:
+    import shutil
+
+    return shutil.get_terminal_size().lines
+
+
 async def run(args: argparse.Namespace) -> int:
     found = tap.targets(args)
     labels = tap.to_labels(args.to)
     tls = tap.tls_context(args.identity_dir)
     share = max(1, math.ceil(args.max_rps / len(found)))
     table = Table()
-    terminal = sys.stdout.isatty() and not args.duration
+    live = not args.duration and sys.stdout.isatty() and sys.stdin.isatty()
+    quit_ = asyncio.Event()
 
     def request(limit: int) -> bytes:
         return observe_request(limit, args.method, args.path, args.authority, labels)
 
-    async def show() -> None:
+    async def show(screen: Screen | None) -> None:
         while True:
+            if screen is not None:
+                screen.show(table.render(args.max_rows))
             await asyncio.sleep(args.refresh)
-            text = table.render(args.max_rows)
-            print(("\x1b[H\x1b[2J" + text) if terminal else text + "\n", flush=True)
+            if screen is None:
+                print(table.render(args.max_rows) + "\n", flush=True)
 
     streams = asyncio.gather(*(tap.tap_proxy(target, share, request, table.add, args.timeout, tls)
                                for target in found))
-    painter = asyncio.ensure_future(show()) if not args.duration else None
+    screen = Screen(quit_) if live else None
+    painter = asyncio.ensure_future(show(screen)) if not args.duration else None
+    quitting = asyncio.ensure_future(quit_.wait())
     try:
-        if args.duration:
-            done, _ = await asyncio.wait([streams], timeout=args.duration)
-            if not done:
+        done, _ = await asyncio.wait([streams, quitting], timeout=args.duration or None,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not streams.done():
+            if args.duration:
                 print(table.render(args.max_rows), flush=True)
-                return tap.EX_OK
-        results = await streams
+            return tap.EX_OK  # the time was up, or q
+        results = streams.result()
     finally:
+        quitting.cancel()
         if painter is not None:
             painter.cancel()
+        if screen is not None:
+            screen.close()
         if not streams.done():
             streams.cancel()
             try:
