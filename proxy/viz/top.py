@@ -16,6 +16,7 @@ import asyncio
 import math
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.viz import tap
 from proxy.viz.tapevent import TapEvent, observe_request
@@ -175,7 +176,7 @@ async def run(args: argparse.Namespace) -> int:
                                for target in found))
     screen = Screen(quit_) if live else None
     painter = asyncio.ensure_future(show(screen)) if not args.duration else None
-    quitting = asyncio.ensure_future(quit_.wait())
+    quitting: asyncio.Future[Any] = asyncio.ensure_future(quit_.wait())
     try:
         done, _ = await asyncio.wait([streams, quitting], timeout=args.duration or None,
                                      return_when=asyncio.FIRST_COMPLETED)
