@@ -10,12 +10,10 @@ with a status added.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,33 +28,12 @@ from helpers.ports import free_port
 from proxy.identity import ca
 from proxy.inject import inject_text, names
 from proxy.install import controlplane, crds
-from tests.discovery.fakeapi import FakeApiServer
+from tests.discovery.fakeapi import Cluster
 from tests.inject.manifests import ENABLED, dump, workload
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "web.shop.serviceaccount.identity.cluster.local"
 pytestmark = pytest.mark.timeout(120)
-
-
-class Cluster:
-    """The fake API server on a loop of its own thread, so a child process can query it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def make() -> FakeApiServer:
-            return await FakeApiServer().start()
-
-        self.api = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
-        self.api.pods.clear()
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.api.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture

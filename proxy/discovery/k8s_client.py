@@ -169,8 +169,13 @@ class _Conn:
 class KubeApi:
     """A connection to the API server (``await open()`` first)."""
 
-    def __init__(self, settings: DiscoverySettings, request_timeout: float = 30.0) -> None:
+    def __init__(self, settings: DiscoverySettings, request_timeout: float = 30.0, *,
+                 token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``token`` and ``tls``, when given (a kubeconfig's user and cluster, for ``viz --kubernetes``), are
+        used instead of the token file and the CA file."""
         self.settings = settings
+        self._fixed_token = token
+        self._fixed_tls = tls
         self.request_timeout = request_timeout
         self.max_event_bytes = settings.k8s_max_event_bytes
         self.max_response_bytes = settings.k8s_max_response_bytes
@@ -182,7 +187,9 @@ class KubeApi:
 
     async def open(self) -> None:
         self.endpoint = ep = endpoint(self.settings)
-        if ep.tls:
+        if ep.tls and self._fixed_tls is not None:
+            self._ssl = self._fixed_tls
+        elif ep.tls:
             ca = self.settings.k8s_ca_file
             if not self.settings.k8s_api and not os.path.isfile(ca):
                 raise ConfigError(K8S_CA_FILE, ca, "in a cluster the API server's CA file is needed")
@@ -315,7 +322,7 @@ class KubeApi:
             target += "?" + urllib.parse.urlencode(query)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {ep.authority}", f"User-Agent: meshproxy/{__version__}",
                  "Accept: application/json"]
-        auth = self._token.header() or ep.basic
+        auth = (f"Bearer {self._fixed_token}" if self._fixed_token else self._token.header()) or ep.basic
         if auth:
             lines.append(f"Authorization: {auth}")
         payload = b""

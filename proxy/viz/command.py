@@ -2,8 +2,8 @@
 
 Where numbers come from: ``--prometheus URL`` asks that server (Linkerd viz's
 queries over the ``-t`` window); otherwise the proxies are scraped directly
-(``--proxy`` admin addresses, or every meshed endpoint of ``--endpoints`` /
-``MESHPROXY_DESTINATION=file://...``, or the local proxy at 127.0.0.1:4191).
+(``--proxy`` admin addresses, every meshed pod of a cluster with ``--kubernetes``, or every meshed
+endpoint of ``--endpoints`` / ``MESHPROXY_DESTINATION=file://...``, or the local proxy at 127.0.0.1:4191).
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ from proxy.viz import dashboard, edges, profile, resources, routes, stat, tap, t
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
 from proxy.viz.source import Source
-from proxy.viz.targets import Target, TargetError, from_endpoints_file, parse_proxy
+from proxy.viz.targets import (
+    Target,
+    TargetError,
+    add_kube_arguments,
+    from_endpoints_file,
+    from_kubernetes,
+    kube_wanted,
+    parse_proxy,
+)
 
 EX_OK = 0
 EX_USAGE = 64  # sysexits.h: bad arguments or an unusable endpoints file
@@ -55,6 +63,7 @@ def _sources(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
                        help="scrape every meshed endpoint of this discovery endpoints file (default: the file "
                             "of MESHPROXY_DESTINATION=file://...; admin port 4191, or the endpoint's "
                             "meshproxy.io/admin-port label)")
+    add_kube_arguments(group)
     group.add_argument("--prometheus", metavar="URL", help="ask this Prometheus server instead of the proxies")
     group.add_argument("--interval", type=duration, default=2.0, metavar="DURATION",
                        help="embedded: seconds between the two scrapes (default 2s, at most the window)")
@@ -99,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def targets(args: argparse.Namespace) -> list[Target]:
     found = [parse_proxy(text) for text in args.proxy]
+    if kube_wanted(args):
+        found += from_kubernetes(args)
     path = args.endpoints
     if path is None and not found:
         destination = os.environ.get("MESHPROXY_DESTINATION", "")
@@ -125,7 +136,7 @@ def main(argv: list[str]) -> int:
         return asyncio.run(_main(args, namespace))
     except (UsageError, TargetError, resources.ResourceError) as err:
         print(f"meshproxy viz: {err}", file=sys.stderr)
-        return EX_USAGE
+        return getattr(err, "code", EX_USAGE)
     except PrometheusError as err:
         print(f"meshproxy viz: {err}", file=sys.stderr)
         return EX_UNAVAILABLE
@@ -138,8 +149,8 @@ async def _main(args: argparse.Namespace, namespace: str | None) -> int:
     source: Source
     embedded: Embedded | None = None
     if args.prometheus:
-        if args.proxy or args.endpoints:
-            raise UsageError("--prometheus asks Prometheus: --proxy and --endpoints do not apply")
+        if args.proxy or args.endpoints or kube_wanted(args):
+            raise UsageError("--prometheus asks Prometheus: --proxy, --endpoints and --kubernetes do not apply")
         source = Prometheus(args.prometheus, timeout=max(args.timeout, 10.0))
     else:
         embedded = Embedded(targets(args), timeout=args.timeout)

@@ -220,7 +220,7 @@ def main(args: argparse.Namespace, targets) -> int:
         tap_tls = tap.tls_context(args.identity_dir)
     except (TargetError, tap.TapError) as err:
         print(f"meshproxy viz dashboard: {err}", file=sys.stderr)
-        return 64
+        return err.code
     board = Dashboard(source, embedded, args.time_window, min(args.interval, args.time_window), taps, args.max_rps,
                       args.timeout, tap_tls)
     from proxy.telemetry.memory import trim_after_start

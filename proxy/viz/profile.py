@@ -24,6 +24,7 @@ import yaml
 from proxy.policy.openapi import path_regex
 from proxy.viz import tap
 from proxy.viz.tapevent import TapEvent, observe_request
+from proxy.viz.targets import add_kube_arguments
 
 # Kubernetes' name rules, as Linkerd checks them: a Service is a DNS-1035 label, a namespace a DNS-1123 one.
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction, duration) -> None:
                    help="a proxy's tap address (repeatable; default: every meshed endpoint of --endpoints or "
                         "MESHPROXY_DESTINATION's file on port 4190, else 127.0.0.1:4190)")
     g.add_argument("--endpoints", metavar="FILE", help="tap every meshed endpoint of this discovery endpoints file")
+    add_kube_arguments(g)
     g.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second (default 100)")
     g.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
     g.add_argument("--identity-dir", metavar="DIR", help="tap over mutual TLS as the identity in DIR (as viz tap)")
@@ -95,7 +97,9 @@ async def run(args: argparse.Namespace) -> int:
         raise tap.TapError(f"--tap {args.tap!r}: name the workload that receives the requests "
                            f"(deploy/NAME, po/NAME...)")
     labels = tap.to_labels(args.tap)
-    found = tap.targets(argparse.Namespace(tap=args.tap_address, endpoints=args.endpoints))
+    found = tap.targets(argparse.Namespace(tap=args.tap_address, endpoints=args.endpoints, kubernetes=args.kubernetes,
+                                           kubeconfig=args.kubeconfig, context=args.context,
+                                           namespace=args.namespace, timeout=args.timeout))
     tls = tap.tls_context(args.identity_dir)
     share = max(1, math.ceil(args.max_rps / len(found)))
     routes = Routes(args.tap_route_limit)
@@ -131,6 +135,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(run(args))
     except tap.TapError as err:
         print(f"meshproxy viz profile: {err}", file=sys.stderr)
-        return tap.EX_USAGE
+        return err.code
     except KeyboardInterrupt:
         return 130

@@ -25,6 +25,7 @@ from typing import cast
 
 from proxy.telemetry.pbwire import DecodeError, grpc_frame, grpc_status
 from proxy.viz.tapevent import TapEvent, decode_event, observe_request
+from proxy.viz.targets import add_kube_arguments, kube_wanted
 
 TAP_PORT = 4190
 TAP_PORT_LABEL = "meshproxy.io/tap-port"
@@ -33,7 +34,11 @@ EX_OK, EX_USAGE, EX_UNAVAILABLE = 0, 64, 69
 
 
 class TapError(Exception):
-    """A proxy's tap could not be used; the message says why."""
+    """A proxy's tap could not be used; the message says why, ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 64) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +53,7 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                    help="a proxy's tap address (repeatable; default: every meshed endpoint of --endpoints or "
                         "MESHPROXY_DESTINATION's file on port 4190, else 127.0.0.1:4190)")
     t.add_argument("--endpoints", metavar="FILE", help="tap every meshed endpoint of this discovery endpoints file")
+    add_kube_arguments(t)
     t.add_argument("--to", metavar="KIND/NAME", help="only requests to this destination (deploy/NAME, po/NAME, "
                                                      "svc/NAME, ns/NAME: matched on the destination's labels)")
     t.add_argument("--method", help="only requests with this HTTP method")
@@ -88,6 +94,13 @@ def targets(args: argparse.Namespace) -> list[Tapped]:
         if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
             raise TapError(f"--tap {text!r}: expected HOST:PORT (or HOST:PORT=IDENTITY) of a proxy's tap server")
         found.append((host.strip("[]"), int(port), identity or None))
+    if kube_wanted(args):
+        from proxy.viz import kube
+
+        try:
+            found += [(pod.ip, pod.tap_port, pod.identity) for pod in kube.pods(args)]
+        except kube.KubeError as err:
+            raise TapError(str(err), err.code) from None
     path = args.endpoints
     if path is None and not found:
         destination = os.environ.get("MESHPROXY_DESTINATION", "")
@@ -259,6 +272,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(run(args))
     except TapError as err:
         print(f"meshproxy viz tap: {err}", file=sys.stderr)
-        return EX_USAGE
+        return err.code
     except KeyboardInterrupt:
         return EX_OK

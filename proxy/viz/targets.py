@@ -1,8 +1,10 @@
-"""Which proxies ``meshproxy viz`` scrapes: admin addresses given with ``--proxy``, or every meshed
-endpoint of a discovery endpoints file, with the workload labels the file knows about them."""
+"""Which proxies ``meshproxy viz`` scrapes: admin addresses given with ``--proxy``, every meshed
+endpoint of a discovery endpoints file, or every meshed pod of a cluster (``--kubernetes``), with the
+workload labels known about them."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from proxy.discovery.model import Address
@@ -20,7 +22,12 @@ _WORKLOAD_LABELS = {"namespace": "namespace", "pod": "pod", "deployment": "deplo
 
 
 class TargetError(ValueError):
-    """A ``--proxy`` address or an endpoints file that cannot be used; the message says why."""
+    """A ``--proxy`` address, an endpoints file or a cluster that cannot be used; the message says why, ``code``
+    is the exit status (64; 69 when the Kubernetes API did not answer)."""
+
+    def __init__(self, message: str, code: int = 64) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,31 @@ def from_endpoints_file(path: str) -> list[Target]:
             if key not in found:
                 found[key] = Target(key[0], key[1], tuple(sorted(workload.items())))
     return list(found.values())
+
+
+def add_kube_arguments(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--kubernetes", action="store_true",
+                       help="the proxies of every meshed pod (Running, with a meshproxy or linkerd-proxy "
+                            "container) of the kubeconfig's cluster (in a pod: of its service account)")
+    group.add_argument("--kubeconfig", metavar="PATH", help="the kubeconfig (default $KUBECONFIG, ~/.kube/config); "
+                                                            "implies --kubernetes")
+    group.add_argument("--context", metavar="NAME", help="the kubeconfig context (default its current context); "
+                                                         "implies --kubernetes")
+
+
+def kube_wanted(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "kubernetes", False) or getattr(args, "kubeconfig", None)
+                or getattr(args, "context", None))
+
+
+def from_kubernetes(args: argparse.Namespace) -> list[Target]:
+    """Every meshed pod's proxy (proxy/viz/kube.py), labelled with its workload."""
+    from proxy.viz import kube
+
+    try:
+        return [Target(pod.ip, pod.admin_port, pod.labels) for pod in kube.pods(args)]
+    except kube.KubeError as err:
+        raise TargetError(str(err), err.code) from None
 
 
 def _fmt(address: Address) -> str:

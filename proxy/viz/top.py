@@ -207,6 +207,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(run(args))
     except tap.TapError as err:
         print(f"meshproxy viz top: {err}", file=sys.stderr)
-        return tap.EX_USAGE
+        return err.code
     except KeyboardInterrupt:
         return tap.EX_OK

@@ -26,6 +26,7 @@ import asyncio
 import copy
 import json
 import ssl
+import threading
 from pathlib import Path
 
 from aiohttp import web
@@ -326,3 +327,24 @@ class FakeApiServer:
         except (ClientError, OSError, TimeoutError) as err:
             return web.json_response(status(503, "ServiceUnavailable", f"error trying to reach service: {err}"),
                                      status=503)
+
+
+class Cluster:
+    """The fake API server on a loop of its own thread, so a child process can query it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def make() -> FakeApiServer:
+            return await FakeApiServer().start()
+
+        self.api = asyncio.run_coroutine_threadsafe(make(), self.loop).result(10)
+        self.api.pods.clear()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
