@@ -94,7 +94,7 @@ async def list_pods(kubeconfig: str | None, context: str | None, namespace: str 
             query = {"limit": "500", "continue": more}
     except ApiError as err:
         where = api.endpoint.url if api.endpoint is not None else "the Kubernetes API"
-        hint = " (the user may not list pods)" if err.status in (401, 403) else ""
+        hint = {401: " (the credentials were refused)", 403: " (the user may not list pods)"}.get(err.status, "")
         raise KubeError(f"listing pods from {where}{path}: {err}{hint}" if err.status
                         else f"the Kubernetes API is unreachable: {err}") from None
     except Exception as err:  # ConfigError: no in-cluster configuration either
@@ -154,7 +154,8 @@ def connection(kubeconfig: str | None, context: str | None) -> tuple[DiscoverySe
     ctx = _named(config, "contexts", "context", name, paths)
     cluster = _named(config, "clusters", "cluster", ctx.get("cluster"), paths)
     user = _named(config, "users", "user", ctx.get("user"), paths) if ctx.get("user") else {}
-    base = Path(config["_dirs"].get(ctx.get("cluster"), "."))
+    cluster_dir = Path(config["_dirs"].get(("clusters", ctx.get("cluster")), "."))
+    user_dir = Path(config["_dirs"].get(("users", ctx.get("user")), "."))
     server = str(cluster.get("server") or "")
     if not server.startswith(("http://", "https://")):
         raise KubeError(f"kubeconfig cluster {ctx.get('cluster')!r}: server {server!r} is not an http(s) URL",
@@ -165,14 +166,14 @@ def connection(kubeconfig: str | None, context: str | None) -> tuple[DiscoverySe
                         "whose server is its http:// address", usage=True)
     token = user.get("token")
     if not token and user.get("tokenFile"):
-        token = _read(base / str(user["tokenFile"]), "tokenFile").strip()
+        token = _read(user_dir / str(user["tokenFile"]), "tokenFile").strip()
     if not token and user.get("username"):  # basic auth, as the client's user:password@ URL sends it
         scheme, _, rest = server.partition("://")
         from urllib.parse import quote
 
         name, password = quote(str(user["username"]), safe=""), quote(str(user.get("password", "")), safe="")
         server = f"{scheme}://{name}:{password}@{rest}"
-    tls = _tls(cluster, user, base) if server.startswith("https://") else None
+    tls = _tls(cluster, cluster_dir, user, user_dir) if server.startswith("https://") else None
     return _settings(server, "/nonexistent", "/nonexistent"), token or None, tls
 
 
@@ -201,8 +202,8 @@ def _merged(paths: list[str]) -> dict[str, Any]:
             for entry in document.get(key) or []:
                 if isinstance(entry, dict) and isinstance(entry.get(inner), dict) and entry.get("name"):
                     merged[key].setdefault(entry["name"], entry[inner])
-                    if key == "clusters":
-                        merged["_dirs"].setdefault(entry["name"], str(Path(path).parent))
+                    # Paths in an entry are relative to the file that gave it.
+                    merged["_dirs"].setdefault((key, entry["name"]), str(Path(path).parent))
         if merged.get("current-context") is None:
             merged.pop("current-context")
     return merged
@@ -232,12 +233,12 @@ def _data(entry: dict, key: str, base: Path) -> str | None:
     return _read(base / str(entry[key]), key) if entry.get(key) else None
 
 
-def _tls(cluster: dict, user: dict, base: Path) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=_data(cluster, "certificate-authority", base))
+def _tls(cluster: dict, cluster_dir: Path, user: dict, user_dir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cadata=_data(cluster, "certificate-authority", cluster_dir))
     if cluster.get("insecure-skip-tls-verify") is True:  # the user's explicit choice, as kubectl honours it
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    cert, key = _data(user, "client-certificate", base), _data(user, "client-key", base)
+    cert, key = _data(user, "client-certificate", user_dir), _data(user, "client-key", user_dir)
     if cert and key:
         # ssl loads a client certificate only from files: written owner-only, removed at once.
         with tempfile.TemporaryDirectory() as tmp:

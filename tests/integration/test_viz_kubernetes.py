@@ -101,7 +101,7 @@ def test_forbidden_and_unreachable_api_exit_69_naming_the_server(cluster):
     c.api.forbidden = False
     c.api.token = "another"
     run = viz("tap", "--kubeconfig", config)
-    assert run.returncode == 69 and "401" in run.stderr, run.stderr
+    assert run.returncode == 69 and "401: Unauthorized (the credentials were refused)" in run.stderr, run.stderr
     dead = f"http://127.0.0.1:{free_port()}"
     with open(config, "w") as handle:
         handle.write(kubeconfig(dead, token=TOKEN))

@@ -20,6 +20,19 @@ def test_run_does_not_import_viz():
     assert out.stdout.strip() == "[]"
 
 
+def test_viz_loads_the_kubernetes_client_only_when_asked(tmp_path):
+    code = ("import sys; from proxy.viz import command; code = command.main(sys.argv[1:]); "
+            "print(sorted(m for m in sys.modules if m.startswith(('proxy.discovery.k8s', 'proxy.viz.kube'))), code)")
+    plain = subprocess.run([sys.executable, "-c", code, "stat", "--proxy", "127.0.0.1:1", "--interval", "10ms",
+                            "--timeout", "500ms"], capture_output=True, text=True, timeout=60)
+    assert plain.stdout.splitlines()[-1] == "[] 69", plain.stderr
+    asked = subprocess.run([sys.executable, "-c", code, "stat", "--kubeconfig", str(tmp_path / "none")],
+                           capture_output=True, text=True, timeout=60)
+    assert asked.stdout.splitlines()[-1] == ("['proxy.discovery.k8s_client', 'proxy.discovery.k8s_wire', "
+                                             "'proxy.viz.kube'] 64"), asked.stderr
+    assert "cannot read the kubeconfig" in asked.stderr
+
+
 def test_viz_is_a_delegated_subcommand():
     assert cli.DELEGATED["viz"][0] == "proxy.viz.command"
     help_text = command.build_parser().format_help()

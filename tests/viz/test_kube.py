@@ -90,6 +90,16 @@ def test_kubeconfig_https_ca_file_client_certificate_and_basic_auth(tmp_path):
         kube.connection(str(path), None)
 
 
+def test_token_file_is_relative_to_the_file_naming_the_user(tmp_path, monkeypatch):
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "token").write_text("from-file\n")
+    clusters, users = tmp_path / "clusters.yaml", tmp_path / "users" / "users.yaml"
+    clusters.write_text(kubeconfig("http://127.0.0.1:1").replace("users:\n- name: tester\n  user: {}\n", ""))
+    users.write_text("users:\n- name: tester\n  user:\n    tokenFile: token\n")
+    monkeypatch.setenv("KUBECONFIG", f"{clusters}:{users}")
+    assert kube.connection(None, None)[1] == "from-file"
+
+
 @pytest.mark.parametrize("user, message", [
     ("user:\n    exec: {command: aws}", "credential plugins"),
     ("user:\n    tokenFile: missing-token", "tokenFile"),
