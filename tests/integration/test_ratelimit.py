@@ -113,9 +113,12 @@ def test_http2_and_grpc_get_429_and_resource_exhausted(tmp_path: Path):
             assert dict(last.trailing_metadata() or ())["l5d-proxy-error"] == "total rate limit exceeded: 2rps"
             assert len(server.calls) == codes.count(grpc.StatusCode.OK)
             time.sleep(1.1)
-            # Plain HTTP/2 (not gRPC): a 429 with the error header and a one-line body.
+            # Plain HTTP/2 (not gRPC): a 429 with the error header and a one-line body. The four streams go
+            # out together: one after another, a slow answer from the app (gRPC's server resets a plain
+            # GET, once in a while after a second) would let the bucket refill between them.
             with H2Client(proxy.inbound) as client:
-                answers = [client.exchange("GET", f"/plain{i}", authority="app.local") for i in range(4)]
+                sids = [client.request("GET", f"/plain{i}", "app.local") for i in range(4)]
+                answers = [client.response(sid) for sid in sids]
             limited = [r for r in answers if r.status == 429]
             assert limited and limited[0].header("l5d-proxy-error") == "total rate limit exceeded: 2rps"
             assert proxy.metrics().get("inbound_http_local_ratelimit_total", ratelimit_scope="total") == \
