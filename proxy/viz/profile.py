@@ -131,10 +131,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(run(args))
-    except tap.TapError as err:
-        print(f"meshproxy viz profile: {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        return 130
+    return tap.run_command("profile", run, args, interrupted=130)

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from proxy.telemetry.pbwire import DecodeError, grpc_frame, grpc_status
 from proxy.viz.tapevent import TapEvent, decode_event, observe_request
@@ -267,11 +267,17 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
     return EX_UNAVAILABLE
 
 
-def main(args: argparse.Namespace) -> int:
+def run_command(name: str, run_: Callable[[argparse.Namespace], Any], args: argparse.Namespace,
+                interrupted: int = EX_OK) -> int:
+    """A tap-based command (tap, top, profile) to its end: its errors printed under its name, Ctrl-C ``interrupted``."""
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run_(args))
     except TapError as err:
-        print(f"meshproxy viz tap: {err}", file=sys.stderr)
+        print(f"meshproxy viz {name}: {err}", file=sys.stderr)
         return err.code
     except KeyboardInterrupt:
-        return EX_OK
+        return interrupted
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_command("tap", run, args)

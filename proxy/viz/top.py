@@ -203,10 +203,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(run(args))
-    except tap.TapError as err:
-        print(f"meshproxy viz top: {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        return tap.EX_OK
+    return tap.run_command("top", run, args)
