@@ -12,12 +12,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 
 from proxy.viz import dashboard, edges, profile, resources, routes, stat, tap, top
 from proxy.viz.embedded import Embedded
 from proxy.viz.prometheus import Prometheus, PrometheusError
+from proxy.viz.resources import duration
 from proxy.viz.source import Source
 from proxy.viz.targets import (
     Target,
@@ -33,8 +33,6 @@ EX_OK = 0
 EX_USAGE = 64  # sysexits.h: bad arguments or an unusable endpoints file
 EX_UNAVAILABLE = 69  # no proxy answered, or Prometheus did not
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 SOURCES_HELP = """\
 numbers come from the proxies themselves unless --prometheus is given: each proxy's admin /metrics
@@ -46,13 +44,6 @@ Linkerd viz's queries run over the whole -t window."""
 
 class UsageError(Exception):
     pass
-
-
-def duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration such as 30s, 1m or 500ms, got {text!r}")
-    return float(match[1]) * _UNITS[match[2]]
 
 
 def _sources(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
@@ -102,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     tap.add_parser(sub)
     top.add_parser(sub)
     dashboard.add_parser(sub, _sources)
-    profile.add_parser(sub, duration)
+    profile.add_parser(sub)
     return parser
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import re
 import sys
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 
 from proxy.policy.openapi import path_regex
 from proxy.viz import tap
+from proxy.viz.resources import duration
 from proxy.viz.tapevent import TapEvent, observe_request
 from proxy.viz.targets import add_kube_arguments
 
@@ -31,7 +31,7 @@ _DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 _DNS1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 
 
-def add_parser(sub: argparse._SubParsersAction, duration) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="a ServiceProfile from the routes a workload receives, seen live by tap",
                        description="Print a ServiceProfile for SERVICE with one route per method and path the "
                                    "tapped workload received during --tap-duration.")
@@ -51,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction, duration) -> None:
     g.add_argument("--endpoints", metavar="FILE", help="tap every meshed endpoint of this discovery endpoints file")
     add_kube_arguments(g)
     g.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second (default 100)")
-    g.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
+    g.add_argument("--timeout", type=duration, default=5.0, metavar="DURATION",
+                   help="give up connecting to a proxy after this long (default 5s)")
     g.add_argument("--identity-dir", metavar="DIR", help="tap over mutual TLS as the identity in DIR (as viz tap)")
 
 
@@ -100,31 +101,22 @@ async def run(args: argparse.Namespace) -> int:
     found = tap.targets(argparse.Namespace(tap=args.tap_address, endpoints=args.endpoints, kubernetes=args.kubernetes,
                                            kubeconfig=args.kubeconfig, context=args.context,
                                            namespace=args.namespace, timeout=args.timeout))
-    tls = tap.tls_context(args.identity_dir)
-    share = max(1, math.ceil(args.max_rps / len(found)))
     routes = Routes(args.tap_route_limit)
 
     def request(limit: int) -> bytes:
         return observe_request(limit, to_labels=labels)
 
-    streams = asyncio.gather(*(tap.tap_proxy(target, share, request, routes.add, args.timeout, tls)
-                               for target in found))
+    taps = tap.Taps(found, args.max_rps, request, routes.add, args.timeout, tap.tls_context(args.identity_dir))
     full: asyncio.Future[Any] = asyncio.ensure_future(routes.full.wait())
     try:
-        await asyncio.wait([streams, full], timeout=args.tap_duration, return_when=asyncio.FIRST_COMPLETED)
+        ended = await taps.until(full, args.tap_duration)
     finally:
         full.cancel()
-    if streams.done():  # every tap ended before the time was up: none could be tapped (or kept)
-        for (host, port, _), why in zip(found, streams.result(), strict=True):
-            print(f"tap {host}:{port}: {why}", file=sys.stderr)
+        await taps.stop()
+    if ended:  # every tap ended before the time was up: none could be tapped (or kept)
+        status = taps.report()
         if not routes.routes:
-            return tap.EX_UNAVAILABLE
-    else:
-        streams.cancel()
-        try:
-            await streams
-        except asyncio.CancelledError:
-            pass
+            return status
     sys.stdout.write(yaml.safe_dump(routes.profile(args.service, args.namespace, args.cluster_domain),
                                     sort_keys=False))
     return tap.EX_OK

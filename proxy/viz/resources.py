@@ -3,7 +3,20 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from dataclasses import dataclass
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """A duration argument as Linkerd's commands take one (``30s``, ``1m``, ``500ms``); a bare number is seconds."""
+    match = _DURATION.match(text.strip())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30s, 1m or 500ms, got {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
 
 # kind -> (the label naming it on a proxy's own series, its dst_* label on a caller's series)
 KINDS = {

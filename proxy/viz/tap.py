@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from proxy.telemetry.pbwire import DecodeError, grpc_frame, grpc_status
+from proxy.viz.resources import duration
 from proxy.viz.tapevent import TapEvent, decode_event, observe_request
 from proxy.viz.targets import add_kube_arguments, kube_wanted
 
@@ -61,7 +62,8 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--authority", help="only requests to this authority (exact)")
     t.add_argument("--max-rps", type=float, default=100.0, help="most requests reported per second, over all "
                                                                 "proxies (default 100)")
-    t.add_argument("--timeout", type=float, default=5.0, help="give up connecting to a proxy after this long")
+    t.add_argument("--timeout", type=duration, default=5.0, metavar="DURATION",
+                   help="give up connecting to a proxy after this long (default 5s)")
     t.add_argument("--identity-dir", metavar="DIR", help="tap over mutual TLS as the identity whose tls.crt and "
                                                           "tls.key are in DIR, trusting DIR/ca.crt (the proxies' "
                                                           "MESHPROXY_TAP_IDENTITY)")
@@ -248,11 +250,42 @@ async def tap_proxy(target: Tapped, share: int, request: Callable[[int], bytes],
             await asyncio.sleep(left)  # this second's share is spent
 
 
+class Taps:
+    """One tap stream per proxy found, all open at once, every event to ``on_event``; ``--max-rps`` shared out
+    among them. What tap, top and profile do alike: wait, stop, and say why a stream ended on its own."""
+
+    def __init__(self, found: list[Tapped], max_rps: int, request: Callable[[int], bytes],
+                 on_event: Callable[[TapEvent], Any], timeout: float, tls: ssl.SSLContext | None) -> None:
+        share = max(1, math.ceil(max_rps / len(found)))
+        self.found = found
+        self.streams = asyncio.gather(*(tap_proxy(target, share, request, on_event, timeout, tls)
+                                        for target in found))
+
+    async def until(self, other: asyncio.Future[Any] | None = None, timeout: float | None = None) -> bool:
+        """Wait until every stream ended (True: none could be tapped any longer), ``other`` is done or
+        ``timeout`` seconds passed (False)."""
+        waiting: list[asyncio.Future[Any]] = [self.streams] if other is None else [self.streams, other]
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return self.streams.done()
+
+    async def stop(self) -> None:
+        if not self.streams.done():
+            self.streams.cancel()
+            try:
+                await self.streams
+            except asyncio.CancelledError:
+                pass
+
+    def report(self) -> int:
+        """Why each stream ended, on stderr; the exit status when they all did."""
+        for (host, port, _), why in zip(self.found, self.streams.result(), strict=True):
+            print(f"tap {host}:{port}: {why}", file=sys.stderr)
+        return EX_UNAVAILABLE
+
+
 async def run(args: argparse.Namespace, out=sys.stdout) -> int:
     found = targets(args)
     labels = to_labels(args.to)
-    tls = tls_context(args.identity_dir)
-    share = max(1, math.ceil(args.max_rps / len(found)))
 
     def request(limit: int) -> bytes:
         return observe_request(limit, args.method, args.path, args.authority, labels)
@@ -261,10 +294,9 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
         text = event.json() if args.output == "json" else event.line(args.output == "wide")
         print(text, file=out, flush=True)
 
-    results = await asyncio.gather(*(tap_proxy(target, share, request, show, args.timeout, tls) for target in found))
-    for (host, port, _), why in zip(found, results, strict=True):
-        print(f"tap {host}:{port}: {why}", file=sys.stderr)
-    return EX_UNAVAILABLE
+    taps = Taps(found, args.max_rps, request, show, args.timeout, tls_context(args.identity_dir))
+    await taps.until()
+    return taps.report()
 
 
 def run_command(name: str, run_: Callable[[argparse.Namespace], Any], args: argparse.Namespace,

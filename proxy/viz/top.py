@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.viz import tap
+from proxy.viz.resources import duration
 from proxy.viz.tapevent import TapEvent, observe_request
 
 COLUMNS = ("Source", "Destination", "Method", "Path", "Count", "Best", "Worst", "Last", "Success Rate")
@@ -27,9 +27,10 @@ COLUMNS = ("Source", "Destination", "Method", "Path", "Count", "Best", "Worst", 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("top", help="the most requested paths right now, from the proxies' taps")
     tap.add_arguments(t)
-    t.add_argument("--refresh", type=float, default=1.0, help="seconds between two tables (default 1)")
-    t.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds and print the "
-                                                                "table (default: run until interrupted)")
+    t.add_argument("--refresh", type=duration, default=1.0, metavar="DURATION",
+                   help="time between two tables (default 1s)")
+    t.add_argument("--duration", type=duration, default=0.0, metavar="DURATION",
+                   help="stop after this long and print the table (default: run until interrupted)")
     t.add_argument("--max-rows", type=int, default=20, help="rows shown, most requested first (default 20)")
 
 
@@ -156,7 +157,6 @@ async def run(args: argparse.Namespace) -> int:
     found = tap.targets(args)
     labels = tap.to_labels(args.to)
     tls = tap.tls_context(args.identity_dir)
-    share = max(1, math.ceil(args.max_rps / len(found)))
     table = Table()
     live = not args.duration and sys.stdout.isatty() and sys.stdin.isatty()
     quit_ = asyncio.Event()
@@ -172,34 +172,23 @@ async def run(args: argparse.Namespace) -> int:
             if screen is None:
                 print(table.render(args.max_rows) + "\n", flush=True)
 
-    streams = asyncio.gather(*(tap.tap_proxy(target, share, request, table.add, args.timeout, tls)
-                               for target in found))
+    taps = tap.Taps(found, args.max_rps, request, table.add, args.timeout, tls)
     screen = Screen(quit_) if live else None
     painter = asyncio.ensure_future(show(screen)) if not args.duration else None
     quitting: asyncio.Future[Any] = asyncio.ensure_future(quit_.wait())
     try:
-        done, _ = await asyncio.wait([streams, quitting], timeout=args.duration or None,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if not streams.done():
+        if not await taps.until(quitting, args.duration or None):
             if args.duration:
                 print(table.render(args.max_rows), flush=True)
             return tap.EX_OK  # the time was up, or q
-        results = streams.result()
     finally:
         quitting.cancel()
         if painter is not None:
             painter.cancel()
         if screen is not None:
             screen.close()
-        if not streams.done():
-            streams.cancel()
-            try:
-                await streams
-            except asyncio.CancelledError:
-                pass
-    for (host, port, _), why in zip(found, results, strict=True):
-        print(f"tap {host}:{port}: {why}", file=sys.stderr)
-    return tap.EX_UNAVAILABLE
+        await taps.stop()
+    return taps.report()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ def test_bad_arguments_exit_64(argv, message, capsys):
 
 def test_durations():
     assert (command.duration("1m"), command.duration("30s"), command.duration("500ms")) == (60.0, 30.0, 0.5)
+    assert command.duration("2.5") == 2.5  # a bare number is seconds, as tap's --timeout always took
     with pytest.raises(Exception, match="duration"):
         command.duration("soon")
 
