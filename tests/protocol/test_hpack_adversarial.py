@@ -258,7 +258,7 @@ def test_bad_huffman_in_name_and_value(hp, value, reason):
     as_value = b"\x00\x01a" + bytes([0x80 | n]) + value
     as_name = b"\x40" + bytes([0x80 | n]) + value + b"\x01b"
     for block in (as_value, as_name):
-        assert reason_of(hp, lambda: hp.Decoder().decode(block)) == reason
+        assert reason_of(hp, lambda b=block: hp.Decoder().decode(b)) == reason
 
 
 def test_huge_huffman_string_uses_a_buffer_it_does_not_keep(hp):
@@ -325,7 +325,7 @@ def test_decoder_table_of_thousands_of_tiny_entries(hp):
             assert dec.dynamic_table() == [tuple(e) for e in ref.header_table.dynamic_entries]
             assert dec.table_size == ref.header_table._current_size
             past = indexed(62 + len(ref.header_table.dynamic_entries))
-            assert reason_of(hp, lambda: dec.decode(past)) == "index out of range"  # changes nothing
+            assert reason_of(hp, lambda p=past: dec.decode(p)) == "index out of range"  # changes nothing
 
 
 def test_encoder_table_of_thousands_of_tiny_entries(hp):
