@@ -34,12 +34,17 @@ ANSWER_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
-def tap() -> Iterator[RecordingTap]:
-    origin = H2Origin(name="hostile-hpack-origin")
+def origin() -> Iterator[H2Origin]:
+    server = H2Origin(name="hostile-hpack-origin")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tap(origin) -> Iterator[RecordingTap]:
     relay = RecordingTap(origin.address, name="hostile-hpack-tap")
     yield relay
     relay.stop()
-    origin.stop()
 
 
 @pytest.fixture(scope="module")
@@ -297,4 +302,65 @@ def test_response_encoder_follows_a_client_shrinking_its_table(proxy, tap, liste
                 out.append(Finding(F.BAD_TO_CLIENT, f"step {n}: table {conn.decoder.header_table.maxsize} "
                                                     f"over {allowed}"))
             sid += 2
+    assert_clean(out + ending(proxy, addr, tap, log_mark))
+
+
+# ---------------------------------------------------------------------------
+# the request encoder against an origin that shrinks its table
+
+
+def _block_of(tap: RecordingTap, mark: dict[int, int], path: bytes) -> tuple[int, bytes, dict] | None:
+    """(tap connection id, raw HPACK fragment, decoded fields) of the request for ``path`` since ``mark``."""
+    for tconn in tap.connections():
+        data = tconn.sent()
+        for stream in decode_requests(data).streams.values():
+            if stream.offset >= mark.get(tconn.id, 0) and stream.get(b":path") == path:
+                length = int.from_bytes(data[stream.offset:stream.offset + 3], "big")
+                return tconn.id, data[stream.offset + 9:stream.offset + 9 + length], dict(stream.headers)
+    return None
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_request_encoder_follows_an_origin_shrinking_its_table(proxy, tap, origin, listener):
+    # The origin's SETTINGS_HEADER_TABLE_SIZE goes to 0 and back to 4096
+    # between requests on the proxy's pooled connection. The request block
+    # after each change opens with the size update and the origin (the h2
+    # package, which holds the proxy to the size it acknowledged) decodes
+    # every request; the echoed fields come back intact.
+    addr = getattr(proxy, listener)
+    log_mark, mark, errors = proxy.mark(), tap.mark(), len(origin.errors)
+    a = tap.hostport.encode()
+    out: list[Finding] = []
+    paths = [b"/echo?s=1", b"/table-size?size=0", b"/echo?s=2", b"/echo?s=3", b"/table-size?size=4096",
+             b"/echo?s=4", b"/echo?s=5"]
+    with RawH2(addr) as conn:
+        for n, path in enumerate(paths):
+            sid = 1 + 2 * n
+            fields = ((b":method", b"GET"), (b":scheme", b"http"), (b":authority", a), (b":path", path),
+                      (b"x-echo-warm", b"the-same-value"), (b"x-echo-n", b"%d" % n))
+            conn.send(H.headers(sid, b"".join(lit(nm, v) for nm, v in fields)))
+            got = conn.wait_frame(lambda f, s=sid: f.stream_id == s and f.type in (H.HEADERS, H.RST_STREAM)
+                                  or f.type == H.GOAWAY, ANSWER_TIMEOUT)
+            if got is None or got.type != H.HEADERS or got.header(":status") != "200":
+                out.append(Finding(F.NOT_SERVING, f"{path!r}: {got!r}; {conn.frames[-6:]!r}"))
+                break
+            if path.startswith(b"/echo") and (got.header("x-echo-warm"), got.header("x-echo-n")) != \
+                    ("the-same-value", str(n)):
+                out.append(Finding(F.BAD_TO_CLIENT, f"{path!r}: echoed {got.headers!r}"))
+    tap.wait_quiet(0.03, 0.5)
+    blocks = {path: _block_of(tap, mark, path) for path in paths}
+    conns = {b[0] for b in blocks.values() if b is not None}
+    if None in blocks.values() or len(conns) != 1:
+        out.append(Finding(F.FORWARDED_MALFORMED, f"requests on tap connections {conns}, missing "
+                                                  f"{[p for p, b in blocks.items() if b is None]}"))
+    else:
+        for path, want in ((b"/echo?s=2", b"\x20"), (b"/echo?s=4", H.hpack_int(4096, 5, 0x20))):
+            fragment = blocks[path][1]
+            if not fragment.startswith(want):
+                out.append(Finding(F.FORWARDED_MALFORMED, f"{path!r} block starts {fragment[:4].hex()}, "
+                                                          f"wanted the size update {want.hex()}"))
+        for path in (b"/echo?s=1", b"/echo?s=3", b"/echo?s=5"):
+            if blocks[path][1][:1] and blocks[path][1][0] & 0xE0 == 0x20:
+                out.append(Finding(F.FORWARDED_MALFORMED, f"{path!r}: a size update nobody asked for"))
+    out += [Finding(F.FORWARDED_MALFORMED, e) for e in origin.errors[errors:]]
     assert_clean(out + ending(proxy, addr, tap, log_mark))
