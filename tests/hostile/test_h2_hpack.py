@@ -47,11 +47,14 @@ def tap(origin) -> Iterator[RecordingTap]:
     relay.stop()
 
 
-@pytest.fixture(scope="module")
-def proxy(tap, tmp_path_factory) -> Iterator[MeshProxy]:
+@pytest.fixture(scope="module", params=["compiled", "pure"])
+def proxy(request, tap, tmp_path_factory) -> Iterator[MeshProxy]:
+    # The same corpus against the compiled build and the uncompiled source (MESHPROXY_PURE=1).
     env = {"MESHPROXY_INBOUND_DEFAULT_TARGET": tap.hostport, "MESHPROXY_CLUSTER_NETWORKS": "127.0.0.0/8"}
+    if request.param == "pure":
+        env["MESHPROXY_PURE"] = "1"
     log = tmp_path_factory.mktemp("hostile-hpack") / "proxy.log"
-    mp = MeshProxy(env=env, name="proxy[hostile-hpack]", log_path=log)
+    mp = MeshProxy(env=env, name=f"proxy[hostile-hpack-{request.param}]", log_path=log)
     try:
         mp.start()
         yield mp
