@@ -5,13 +5,18 @@ below attack what spans many streams: a header list over our
 SETTINGS_MAX_HEADER_LIST_SIZE (the stream is refused, the table stays in step
 for the next one), streams closing in every order until the closed-stream
 ring wraps and frames on streams it forgot, and a client that shrinks its
-HPACK table to 0 and back while the proxy's response encoder is warm. Every
-test ends with the proxy's log free of tracebacks and a good request served.
+HPACK table to 0 and back while the proxy's response encoder is warm (and an
+origin doing the same to its request encoder). ``RESPONSE_VECTORS`` turn it
+round: a raw origin answers with broken header blocks. Everything runs
+against the compiled proxy and the uncompiled one, and every test ends with
+the proxy's log free of tracebacks and a good request served.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import select
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,14 +24,16 @@ from helpers import h2 as H
 from helpers.h2 import RawH2, hpack_int
 from helpers.h2server import H2Origin
 from helpers.meshproxy import MeshProxy
+from helpers.servers import ServerConn, TcpServer
 from helpers.strict_h2 import decode_requests
 from helpers.tcptap import RecordingTap
+from helpers.wire import deadline_in
 
 from . import findings as F
 from .findings import Finding, assert_clean
 from .harness_h2 import answer_findings, good_h2_request, tap_findings
 from .listeners import LISTENERS, cases
-from .vectors_h2_hpack import HPACK_VECTORS, MARK, SID, HpackVector, idx, lit, req
+from .vectors_h2_hpack import HPACK_VECTORS, MARK, SID, HpackVector, idx, lit, req, update
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -367,3 +374,115 @@ def test_request_encoder_follows_an_origin_shrinking_its_table(proxy, tap, origi
                 out.append(Finding(F.FORWARDED_MALFORMED, f"{path!r}: a size update nobody asked for"))
     out += [Finding(F.FORWARDED_MALFORMED, e) for e in origin.errors[errors:]]
     assert_clean(out + ending(proxy, addr, tap, log_mark))
+
+
+# ---------------------------------------------------------------------------
+# hostile HPACK in responses: an origin that answers with broken header blocks
+
+
+class RawH2Responder(TcpServer):
+    """An HTTP/2 origin answering every request head with ``respond(stream id)``, exact bytes, then GOAWAY.
+
+    It sends its SETTINGS and acknowledges the proxy's once the proxy's first
+    bytes arrive, so the proxy takes it for HTTP/2; after answering it says
+    GOAWAY and closes, so every vector starts on a fresh connection (and a
+    fresh HPACK context).
+    """
+
+    def __init__(self) -> None:
+        self.respond: Callable[[int], bytes] = lambda sid: b""
+        super().__init__(name="hostile-hpack-responder")
+
+    def handle(self, conn: ServerConn) -> None:
+        buf = b""
+        greeted = False
+        end = deadline_in(5.0)
+        while time.monotonic() < end and not self.stopping.is_set():
+            readable, _, _ = select.select([conn.sock], [], [], 0.05)
+            if not readable:
+                continue
+            try:
+                chunk = conn.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            if not greeted:
+                if len(buf) < len(H.PREFACE):
+                    continue
+                buf = buf[len(H.PREFACE):]
+                conn.send(H.settings() + H.settings(ack=True))
+                greeted = True
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                length, ftype, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+                sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                buf = buf[9 + length:]
+                if ftype == H.HEADERS and flags & H.END_HEADERS:
+                    conn.send(self.respond(sid) + H.frame(H.GOAWAY, 0, 0, sid.to_bytes(4, "big") + bytes(4)))
+                    time.sleep(0.2)
+                    conn.close()
+                    return
+
+
+@pytest.fixture(scope="module")
+def responder() -> Iterator[RawH2Responder]:
+    server = RawH2Responder()
+    yield server
+    server.stop()
+
+
+def _status(mark: bytes) -> bytes:
+    return lit(b":status", b"200") + lit(b"content-length", b"0") + lit(MARK, mark)
+
+
+def _resp(block: bytes) -> Callable[[int], bytes]:
+    return lambda sid: H.headers(sid, block)
+
+
+RESPONSE_VECTORS = [
+    ("resp-update.above-our-setting", _resp(update(4097) + _status(b"r")), False),
+    ("resp-update.after-a-field", _resp(_status(b"r") + update(0)), False),
+    ("resp-index.empty-dynamic-table", _resp(_status(b"r") + idx(62)), False),
+    ("resp-index.zero", _resp(b"\x80" + _status(b"r")), False),
+    ("resp-int.continuation-run", _resp(_status(b"r") + b"\x00\x7f" + b"\x80" * 64 + b"\x00"), False),
+    ("resp-huffman.eos", _resp(_status(b"r") + b"\x00\x01x\x84\xff\xff\xff\xff"), False),
+    ("resp-huffman.zero-padding", _resp(_status(b"r") + b"\x00\x01x\x81\x18"), False),
+    ("resp-list.over-the-limit", _resp(_status(b"r") + lit(b"x-big", b"b" * 3900, 0x40) + idx(62) * 20), False),
+    ("resp-valid.updates-then-fields", _resp(update(0) + update(4096) + _status(b"ok1")), True),
+    ("resp-valid.one-octet-continuations", lambda sid: _split_response(sid, _status(b"ok2")), True),
+]
+
+
+def _split_response(sid: int, block: bytes) -> bytes:
+    out = H.headers(sid, block[:1], end_headers=False)
+    for i in range(1, len(block)):
+        out += H.continuation(sid, block[i:i + 1], end_headers=i == len(block) - 1)
+    return out
+
+
+@pytest.mark.parametrize("vid, respond, valid", [pytest.param(*v, id=f"outbound-{v[0]}") for v in RESPONSE_VECTORS])
+def test_hostile_response_block(proxy, tap, responder, vid, respond, valid):
+    # A response head the proxy cannot decode (or whose list is too large)
+    # fails that request, with a 502 and l5d-proxy-error or a reset, never
+    # a crash; a legal one in an odd shape arrives intact.
+    log_mark = proxy.mark()
+    responder.respond = respond
+    out: list[Finding] = []
+    want = b"ok1" if vid.endswith("updates-then-fields") else b"ok2"
+    with RawH2(proxy.outbound) as conn:
+        block = b"".join(lit(n, v) for n, v in ((b":method", b"GET"), (b":scheme", b"http"),
+                                                (b":authority", responder.hostport.encode()), (b":path", b"/r")))
+        conn.send(H.headers(1, block))
+        got = conn.wait_frame(lambda f: f.stream_id == 1 and f.type in (H.HEADERS, H.RST_STREAM)
+                              or f.type == H.GOAWAY, 6.0)
+        if got is None:
+            out.append(Finding(F.NO_ANSWER, f"frames {conn.frames[-6:]!r}"))
+        elif valid:
+            if got.type != H.HEADERS or got.header(":status") != "200" or got.header(MARK.decode()) != want.decode():
+                out.append(Finding(F.BAD_TO_CLIENT, f"{got!r} {got.headers!r}"))
+        elif got.type == H.HEADERS and (got.header(":status") != "502" or got.header("l5d-proxy-error") is None):
+            out.append(Finding(F.WRONG_STATUS, f"{got.headers!r}, wanted 502 with l5d-proxy-error or a reset"))
+        elif got.type == H.GOAWAY:
+            out.append(Finding(F.WRONG_STATUS, f"the client's connection got {got!r} for the origin's fault"))
+    assert_clean(out + ending(proxy, proxy.outbound, tap, log_mark))
