@@ -75,6 +75,7 @@ cpdef bytes encode_integer(Py_ssize_t value, int prefix_bits)
 cdef Py_ssize_t _put_int(bytearray buf, Py_ssize_t pos, int flags, Py_ssize_t mask, Py_ssize_t value) except -1
 @cython.locals(n=Py_ssize_t, hlen=Py_ssize_t, q="unsigned char*", p="const unsigned char*", i=Py_ssize_t)
 cdef Py_ssize_t _put_string(bytearray buf, Py_ssize_t pos, bytes data, bint huffman) except -1
+cdef int _encoder_restart(Encoder enc) except -1
 @cython.locals(size=Py_ssize_t)
 cdef Py_ssize_t _reserve(Encoder enc, Py_ssize_t pos, Py_ssize_t need) except -1
 @cython.locals(name=bytes, value=bytes, n=Py_ssize_t, never=bint, key=object, found=object,

@@ -485,14 +485,21 @@ class Encoder:
         # Written in place into one buffer kept for the connection: no
         # bytearray grown octet by octet, no new buffer per block.
         pos = 0
-        if self._pending:
-            pos = _reserve(self, 0, 2 * _INT_ROOM)
-            if self._pending_min < self._capacity:
-                pos = _put_int(self._buf, pos, 0x20, 0x1F, self._pending_min)
-            pos = _put_int(self._buf, pos, 0x20, 0x1F, self._capacity)
-            self._pending = False
-        for field in headers:
-            pos = _encode_field(self, pos, field, huffman)
+        try:
+            if self._pending:
+                pos = _reserve(self, 0, 2 * _INT_ROOM)
+                if self._pending_min < self._capacity:
+                    pos = _put_int(self._buf, pos, 0x20, 0x1F, self._pending_min)
+                pos = _put_int(self._buf, pos, 0x20, 0x1F, self._capacity)
+                self._pending = False
+            for field in headers:
+                pos = _encode_field(self, pos, field, huffman)
+        except BaseException:
+            # This block is never sent, but the fields before the bad one are
+            # in our table and a pending size update was spent on it: without
+            # a restart the next block would name entries the peer never got.
+            _encoder_restart(self)
+            raise
         q = self._buf
         if not cython.compiled:
             block = bytes(q[:pos])
@@ -501,6 +508,15 @@ class Encoder:
         if len(self._buf) > _KEEP_BUFFER:
             self._buf = bytearray(256)
         return block
+
+
+def _encoder_restart(enc):
+    # Empty our table and owe the peer a size update to 0 then to ours, which
+    # empties its table too: both ends start again from the same state.
+    _encoder_evict(enc, 0)
+    enc._pending = True
+    enc._pending_min = 0
+    return 0
 
 
 def _reserve(enc, pos, need):

@@ -22,6 +22,7 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /refuse-once?key=K  RST_STREAM REFUSED_STREAM the first time, 200 "second try" after
 /refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
 /early-reply    200 "early" at once and RST_STREAM NO_ERROR, body never read
+/table-size?size=N  a SETTINGS frame with SETTINGS_HEADER_TABLE_SIZE N, then 200 "table N"
 /trailers-only?grpc=N  one HEADERS frame ending the stream (gRPC's Trailers-Only)
 /grpc-trailers?grpc=N   a gRPC head, then trailers with grpc-status N (no message); with
                 &message=1 one empty message between them; with &once=K status N only
@@ -48,6 +49,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from . import h2 as h2c
 from .servers import MAX_WAIT, ServerConn, TcpServer, det_bytes
@@ -312,6 +314,10 @@ class H2Origin(TcpServer):
             state.due.append((time.monotonic() + delay, lambda: out.update({req.stream_id: _Out(b"body", None)})))
         elif path == "/refuse-once":
             self._respond(state, req, 200, body=b"second try")
+        elif path == "/table-size":
+            size = int(query.get("size", ["4096"])[0])
+            state.h2.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: size})
+            self._respond(state, req, 200, body=b"table %d" % size)
         else:
             self._respond(state, req, 200, body=b"ok")
 

@@ -39,6 +39,10 @@ Adding a vector: append one line to the list of its class.
 * HTTP/2: ``add(...)`` (h2c to both listeners) or ``add_mesh(...)`` (a peer
   proxy's stream restored to HTTP/1) in ``vectors_h2.py``, with the header
   fields exactly as they go on the wire.
+* HPACK and CONTINUATION: ``add("hpack-<class>.<name>", frames, expect)`` in
+  ``vectors_h2_hpack.py``: ``frames`` builds stream 1's exact frames for the
+  tap's ``host:port``; ``expect`` "compression-error", "goaway" (with a code)
+  or "forwarded" (with the ``x-hpack-mark`` value that must arrive).
 
 Ids are stable and readable: listener, then the vector's class and name
 (``outbound-smuggle-cl-te.xchunked``, ``inbound-resp-framing.cl-te``,
