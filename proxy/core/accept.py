@@ -36,7 +36,7 @@ from proxy.transport.orig_dst import original_dst
 
 if TYPE_CHECKING:
     from proxy.identity.local import LocalIdentity
-    from proxy.inbound.authz import InboundAuthorizer
+    from proxy.inbound.authz import ConnGrants, InboundAuthorizer
     from proxy.inbound.server import HeaderTrust
     from proxy.protocol.h2conn import H2Settings
     from proxy.telemetry.tls import TlsStats
@@ -76,6 +76,8 @@ class AcceptStage:
     handshake_timeout: float = 10.0
     # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
     authorizer: InboundAuthorizer | None = None
+    # Inbound: its HTTP connections' authorizations and label sets, remembered per client (or None).
+    grants: ConnGrants | None = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
     # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
@@ -447,13 +449,18 @@ class Accepted(asyncio.Protocol):
             if hello is not None and _is_mesh_name(hello.sni, stage.identity):
                 self._terminate(buffered)
                 return
+        tcp: TcpStats | None = None
         if stage.authorizer is not None:
             # The port the client wanted: the app port behind this proxy.
             target = stage.connection_target(meta)
             port = target.port if target is not None else meta.local[1]
             if kind == detect.HTTP1 or kind == detect.H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
-                meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
+                if stage.grants is not None:
+                    meta, tcp = stage.grants.http(meta, port)
+                    self.meta = meta
+                else:
+                    meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
                 if probe is not None:
                     probe.discard()
@@ -463,7 +470,7 @@ class Accepted(asyncio.Protocol):
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
             conn = H1Server(stage.ctx, meta, self.first_byte_at)
-            conn.tcp = self._src_stats()
+            conn.tcp = tcp if tcp is not None else self._src_stats()
             conn.tcp.opened += 1
             conn.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, conn))  # compiled: a protocol by shape
@@ -475,7 +482,7 @@ class Accepted(asyncio.Protocol):
 
             stage.open_connections -= 1
             server = H2Server(stage.ctx, meta, stage.h2_settings())
-            server.tcp = self._src_stats()
+            server.tcp = tcp if tcp is not None else self._src_stats()
             server.tcp.opened += 1
             server.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, server))  # compiled: a protocol by shape
