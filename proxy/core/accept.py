@@ -32,7 +32,7 @@ from proxy.telemetry.counters import TcpStats, errno_of
 from proxy.telemetry.logging import get_logger
 from proxy.transport import tls
 from proxy.transport.connect import Connector
-from proxy.transport.orig_dst import original_dst
+from proxy.transport.orig_dst import connection_addresses
 
 if TYPE_CHECKING:
     from proxy.identity.local import LocalIdentity
@@ -78,6 +78,9 @@ class AcceptStage:
     authorizer: InboundAuthorizer | None = None
     # Inbound: its HTTP connections' authorizations and label sets, remembered per client (or None).
     grants: ConnGrants | None = None
+    # The listening socket's own address when it is bound to one (set once listening): every
+    # connection's local address, not asked of the kernel per connection. None: a wildcard.
+    listener: tuple[str, int] | None = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
     # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
@@ -161,10 +164,8 @@ class Accepted(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         self.opened_at = now()
         stage.open_connections += 1
-        client = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        meta = accepted_meta(stage.direction, client[:2], local[:2],
-                             original_dst(transport.get_extra_info("socket"), local[:2]))
+        client, local, orig_dst = connection_addresses(transport, stage.listener)
+        meta = accepted_meta(stage.direction, client, local, orig_dst)
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
             log.warning("connection refused: too many connections", direction=stage.direction,
