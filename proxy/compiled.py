@@ -54,6 +54,7 @@ MODULES: tuple[str, ...] = (
     "proxy.http.upstreams",
     "proxy.transport.meshtls",
     "proxy.transport.sockopt",
+    "proxy.core.accept",
     "proxy.telemetry.malloc",
 )
 

@@ -103,11 +103,11 @@ class AcceptStage:
             self._h2_settings = h2_settings(self.limits)
         return self._h2_settings
 
-    def protocol_factory(self) -> Callable[[], Accepted]:
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         """What the listener calls per accepted connection (no Python frame of its own)."""
-        return partial(Accepted, self)
+        return cast("Callable[[], asyncio.Protocol]", partial(Accepted, self))  # compiled: a protocol by shape
 
-    def wait_early(self, conn: Accepted, delay: float) -> None:
+    def wait_early(self, conn, delay: float) -> None:
         """Call ``conn.early_deadline()`` ``delay`` (the listener's probe delay) from now."""
         loop = self.ctx.loop
         self._early.append((loop.time() + delay, conn))
@@ -132,11 +132,9 @@ class AcceptStage:
                 self._early_timer = loop.call_at(max(early[0][0], due + EARLY_STEP), self._early_due)
 
 
-class Accepted(asyncio.Protocol):
-    """The protocol of a connection until its protocol is known."""
-
-    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
-                 "first_byte_at", "probe", "probe_timer", "opened_at", "queued")
+class Accepted:
+    """The protocol of a connection until its protocol is known (compiled: a protocol by shape, as
+    uvloop and asyncio's TLS layer call it; accept.pxd types its fields)."""
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -158,10 +156,9 @@ class Accepted(asyncio.Protocol):
         # Waiting in the stage's queue of early deadlines (the probe delay; then ``timer`` takes over).
         self.queued = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:
         stage = self.stage
-        # A stream transport (uvloop's TCP one is an asyncio.Transport by shape, not by base class).
-        self.transport = transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         self.opened_at = now()
         stage.open_connections += 1
         client, local, orig_dst = connection_addresses(transport, stage.listener)
@@ -187,6 +184,12 @@ class Accepted(asyncio.Protocol):
             return
         if self._admit():
             self._arm_deadlines()
+
+    def pause_writing(self) -> None:
+        pass  # nothing is written before the hand-off
+
+    def resume_writing(self) -> None:
+        pass
 
     def _arm_deadlines(self) -> None:
         """The detection deadline and the server-first probe, both counted from the accept."""
@@ -247,7 +250,7 @@ class Accepted(asyncio.Protocol):
             return
         if self.detector.buffered:
             return  # the client spoke too: its bytes decide, the server's wait in the probe
-        self._hand_off(detect.OPAQUE, b"", False, detected=False)
+        self._hand_off(_OPAQUE, b"", False, detected=False)
 
     def _drop_probe(self) -> None:
         probe, self.probe = self.probe, None
@@ -283,7 +286,7 @@ class Accepted(asyncio.Protocol):
                                           and stage.connection_protocol(meta) == "opaque"):
             # Configured opaque (here, or by discovery for the destination's
             # endpoints): relayed as is, even if it looks like HTTP.
-            self._hand_off(detect.OPAQUE, pending, False, detected=False)
+            self._hand_off(_OPAQUE, pending, False, detected=False)
             return False
         return True
 
@@ -298,7 +301,7 @@ class Accepted(asyncio.Protocol):
         if self.first_byte_at == 0.0 and data:
             self.first_byte_at = self.stage.ctx.loop.time()
         kind = self.detector.feed(data)
-        if kind != detect.NEED_MORE:
+        if kind != _NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
         elif self.timer is None and not self.queued:
             # Bytes after the deadline passed on a silent connection: they get a deadline of their own.
@@ -350,7 +353,7 @@ class Accepted(asyncio.Protocol):
             if not self._admit(rest):
                 return None
             if got.protocol == transport_header.PROTO_OPAQUE:
-                self._hand_off(detect.OPAQUE, rest, False)
+                self._hand_off(_OPAQUE, rest, False)
                 return None
         elif self.stage.identity is not None and rest[:1] == b"\x16":
             # TLS: mesh TLS is admitted after its handshake (the transport
@@ -378,7 +381,7 @@ class Accepted(asyncio.Protocol):
         # The client finished sending before we could tell: what could still be
         # an HTTP request is parsed (and refused) as one, the rest relayed.
         buffered = self.detector.buffered
-        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, True)
+        self._hand_off(_HTTP1 if detect.could_be_http1(buffered) else _OPAQUE, buffered, True)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -406,7 +409,7 @@ class Accepted(asyncio.Protocol):
             return ctx.tcp_src
         return ctx.labels.tcp_src(self.meta)
 
-    def _count_closed(self, err: int) -> None:
+    def _count_closed(self, err) -> None:
         """A connection that ends before any relay took it: counted open and closed at once."""
         tcp = self._src_stats()
         tcp.opened += 1
@@ -424,7 +427,7 @@ class Accepted(asyncio.Protocol):
             return
         # Undecided bytes at the deadline: what could still be an HTTP request
         # is parsed as one (the header timeout bounds it from its first byte).
-        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, False)
+        self._hand_off(_HTTP1 if detect.could_be_http1(buffered) else _OPAQUE, buffered, False)
 
     def _cancel(self) -> None:
         self.queued = False  # the stage's queue drops it when its time comes
@@ -435,17 +438,17 @@ class Accepted(asyncio.Protocol):
             self.probe_timer.cancel()
             self.probe_timer = None
 
-    def _hand_off(self, kind: int, buffered: bytes, eof: bool, detected: bool = True) -> None:
+    def _hand_off(self, kind, buffered: bytes, eof, detected=True) -> None:
         self._cancel()
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
         probe, self.probe = self.probe, None
-        if probe is not None and (kind != detect.OPAQUE or probe.closed):
+        if probe is not None and (kind != _OPAQUE or probe.closed):
             # HTTP, HTTP/2 and TLS open upstreams of their own.
             probe.discard()
             probe = None
-        if kind == detect.TLS and stage.identity is not None and not meta.tls:
+        if kind == _TLS and stage.identity is not None and not meta.tls:
             hello = self.detector.client_hello
             if hello is not None and _is_mesh_name(hello.sni, stage.identity):
                 self._terminate(buffered)
@@ -455,7 +458,7 @@ class Accepted(asyncio.Protocol):
             # The port the client wanted: the app port behind this proxy.
             target = stage.connection_target(meta)
             port = target.port if target is not None else meta.local[1]
-            if kind == detect.HTTP1 or kind == detect.H2:
+            if kind == _HTTP1 or kind == _H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
                 if stage.grants is not None:
                     meta, tcp = stage.grants.http(meta, port)
@@ -467,7 +470,7 @@ class Accepted(asyncio.Protocol):
                     probe.discard()
                 self._close_early()
                 return
-        if kind == detect.HTTP1:
+        if kind == _HTTP1:
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
             conn = H1Server(stage.ctx, meta, self.first_byte_at)
@@ -478,7 +481,7 @@ class Accepted(asyncio.Protocol):
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
-        if kind == detect.H2:
+        if kind == _H2:
             from proxy.http.h2server import H2Server
 
             stage.open_connections -= 1
@@ -490,7 +493,7 @@ class Accepted(asyncio.Protocol):
             server.connection_made(transport)
             server.data_received(buffered)
             return
-        if kind == detect.TLS and self.detector.client_hello is not None:
+        if kind == _TLS and self.detector.client_hello is not None:
             meta = self.meta = dataclasses.replace(meta, sni=self.detector.client_hello.sni)
         # The probe's pick is the connection's: no second pick for the same client.
         refused: PolicyError | None = None
@@ -540,25 +543,23 @@ class Accepted(asyncio.Protocol):
                 self._count_closed(0)
 
         # From here the connection's count is carried by ``inner``.
-        tls.serve_handshake(stage.ctx.loop, transport, buffered, inner, mesh.server,
+        tls.serve_handshake(stage.ctx.loop, transport, buffered, cast(asyncio.Protocol, inner), mesh.server,
                             stage.handshake_timeout, done)
 
 
 class TlsAccepted(Accepted):
     """The decrypted side of a connection whose mesh TLS this proxy terminated."""
 
-    __slots__ = ("outer_meta", "started")
-
     def __init__(self, stage: AcceptStage, outer_meta: ConnMeta) -> None:
         super().__init__(stage)
         self.outer_meta = outer_meta
         self.started = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:
         # Called once the handshake succeeded; the connection was counted at accept.
         self.started = True
         stage = self.stage
-        self.transport = cast(asyncio.Transport, transport)  # asyncio's TLS transport
+        self.transport = transport  # asyncio's TLS transport
         ssl_object = transport.get_extra_info("ssl_object")
         client_id = tls.peer_identity(ssl_object)
         assert stage.tls_stats is not None  # set wherever an identity is
@@ -589,6 +590,12 @@ _MAGIC_LEN = len(transport_header.MAGIC)
 EARLY_STEP = 0.005
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
+# detect's results (C ints where compiled).
+_NEED_MORE = detect.NEED_MORE
+_HTTP1 = detect.HTTP1
+_H2 = detect.H2
+_TLS = detect.TLS
+_OPAQUE = detect.OPAQUE
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
 
 
