@@ -5,7 +5,7 @@ from proxy.http.h1server cimport H1Server
 from proxy.protocol.detect cimport Detector
 from proxy.telemetry.counters cimport TcpStats
 
-cdef int _NEED_MORE, _HTTP1, _H2, _TLS, _OPAQUE
+cdef int _NEED_MORE, _HTTP1, _H2, _TLS, _OPAQUE, _MAGIC_FIRST
 
 cdef class Accepted:
     cdef public object stage

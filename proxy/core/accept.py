@@ -315,23 +315,28 @@ class Accepted:
         something else (the header would otherwise choose a local port).
         """
         assert self.meta is not None
-        self.raw += data
-        if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
-            trust = self.stage.header_trust
-            refusal = "no rule admits transport headers here" if trust is None else \
-                trust.refusal(self.meta, self.header_required)
-            if refusal is not None:
-                self._refuse_header(refusal)
+        if not self.raw and data and data[0] != _MAGIC_FIRST:
+            # The usual plain client: its first byte says "no header" (no decoder call).
+            self.raw = data
+            got: object = transport_header.NOT_HEADER
+        else:
+            self.raw += data
+            if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
+                trust = self.stage.header_trust
+                refusal = "no rule admits transport headers here" if trust is None else \
+                    trust.refusal(self.meta, self.header_required)
+                if refusal is not None:
+                    self._refuse_header(refusal)
+                    return None
+            try:
+                got = transport_header.decode(self.raw)
+            except transport_header.HeaderError as err:
+                log.warning("connection closed: malformed transport header", direction=self.stage.direction,
+                            client=_fmt(self.meta.client), error=str(err))
+                self._close_early()
                 return None
-        try:
-            got = transport_header.decode(self.raw)
-        except transport_header.HeaderError as err:
-            log.warning("connection closed: malformed transport header", direction=self.stage.direction,
-                        client=_fmt(self.meta.client), error=str(err))
-            self._close_early()
-            return None
-        if got is transport_header.NEED_MORE:
-            return None
+            if got is transport_header.NEED_MORE:
+                return None
         if self.header_required and got is transport_header.NOT_HEADER:
             # ALPN promised a header: anything else is a broken peer.
             log.warning("connection closed: mesh TLS session without its transport header",
@@ -585,6 +590,7 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
 
 
 _MAGIC_LEN = len(transport_header.MAGIC)
+_MAGIC_FIRST = transport_header.MAGIC[0]
 # The step of the listener's shared early timer: the server-first probe of a silent connection
 # starts up to this much after its delay (MESHPROXY_SERVER_FIRST_PROBE).
 EARLY_STEP = 0.005

@@ -146,8 +146,9 @@ class ConnGrants:
 
     The ``ConnAuthz`` found is shared by those connections: it holds nothing of one connection
     (its ``decision`` is read in the same call that set it), and it still judges every request
-    against the current policy. A new policy empties the cache; at ``limit`` entries
-    (MESHPROXY_INBOUND_AUTHZ_CACHE) it starts over.
+    against the current policy. So is the metadata's ``stats_cache`` (the requests' label sets by
+    Host and decision, bounded per dict by the exchange): every part of their labels is in the key.
+    A new policy empties the cache; at ``limit`` entries (MESHPROXY_INBOUND_AUTHZ_CACHE) it starts over.
     """
 
     __slots__ = ("authorizer", "tcp_src", "limit", "generation", "found")
@@ -157,8 +158,9 @@ class ConnGrants:
         self.tcp_src = tcp_src
         self.limit = limit
         self.generation = authorizer.generation
-        # (client IP, TLS, client identity, original destination, local address, port) -> (ConnAuthz, TcpStats).
-        self.found: dict[tuple, tuple[ConnAuthz, TcpStats]] = {}
+        # (client IP, TLS, client identity, original destination, local address, port)
+        # -> (ConnAuthz, TcpStats, stats_cache).
+        self.found: dict[tuple, tuple[ConnAuthz, TcpStats, dict]] = {}
 
     def http(self, meta: ConnMeta, port: int) -> tuple[ConnMeta, TcpStats]:
         """The connection's metadata with its authorization, and its TCP label set."""
@@ -169,13 +171,13 @@ class ConnGrants:
         key = (meta.client[0] if meta.client else "", meta.tls, meta.client_id, meta.orig_dst, meta.local, port)
         entry = found.get(key)
         if entry is not None:
-            return authorized_meta(meta, entry[0]), entry[1]
+            return authorized_meta(meta, entry[0], entry[2]), entry[1]
         authz = authorizer.http(meta, port)
         meta = authorized_meta(meta, authz)
         tcp = self.tcp_src(meta)
         if len(found) >= self.limit:
             found.clear()
-        found[key] = (authz, tcp)
+        found[key] = (authz, tcp, meta.stats_cache)
         return meta, tcp
 
 

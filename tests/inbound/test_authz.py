@@ -60,6 +60,7 @@ def test_a_clients_next_connection_finds_its_authorization_and_label_set():
     first, tcp = grants.http(_meta("10.0.0.1", 40000), PORT)
     again, tcp_again = grants.http(_meta("10.0.0.1", 40001), PORT)
     assert again.authz is first.authz and tcp_again is tcp
+    assert again.stats_cache is first.stats_cache  # the requests' label sets by Host, found once too
     assert again is not first and again.client == ("10.0.0.1", 40001)  # the connection's own metadata
     assert tcp.labels == LabelSets("inbound", 1000, True).tcp_src(first).labels
     # Every request is counted, as with an authorization per connection.
@@ -78,6 +79,7 @@ def test_clients_judged_apart_never_share_a_decision():
     other_port, _ = grants.http(_meta("10.0.0.1"), PORT + 1)  # no Server there: the default policy (deny)
     found = [m.authz for m in (plain_in, plain_out, meshed, tls_no_id, other_port)]
     assert len({id(a) for a in found}) == 5
+    assert len({id(m.stats_cache) for m in (plain_in, plain_out, meshed, tls_no_id, other_port)}) == 5
     assert [_allowed(m) for m in (plain_in, plain_out, meshed, tls_no_id, other_port)] == \
         [True, False, False, False, False]
     # The same answers again, from the cache, in another order.
