@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 Addr = tuple[str, int]
 getsockopt_bytes: Callable[[int, int, int, int], bytes | None] | None
-accepted_addresses: Callable[[int, bool], tuple[Addr, Addr | None, Addr | None] | None] | None
+original_destination: Callable[[int, bool], Addr | None] | None
 try:
-    from proxy.transport.sockopt import accepted_addresses, getsockopt_bytes
-except ImportError:  # extensions not built: the socket object's own methods
-    getsockopt_bytes = accepted_addresses = None
+    from proxy.transport.sockopt import getsockopt_bytes, original_destination
+except ImportError:  # extensions not built: the socket object's own getsockopt
+    getsockopt_bytes = original_destination = None
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
@@ -94,26 +94,22 @@ def original_dst(sock, local: tuple[str, int] | None = None) -> tuple[str, int] 
 def connection_addresses(transport, listener: Addr | None) -> tuple[Addr, Addr, Addr | None]:
     """An accepted connection's client, local address and original destination (None: not redirected).
 
-    ``listener``: the listening socket's own address when it is bound to one (not a wildcard): every
-    connection it accepts has that local address, so the kernel is not asked for it. Read from the
-    descriptor in one system call each when the extensions are built; through uvloop's
-    pseudo-socket (a Python socket object per question) otherwise.
+    uvloop reads the client's and the local address when it accepts (``get_extra_info`` converts
+    what it saved, no system call); ``listener``, the listening socket's own address when it is
+    bound to one, is every connection's local address, so not even that conversion is needed. The
+    original destination is one ``getsockopt`` on the descriptor, decoded in C where compiled.
     """
-    sock = transport.get_extra_info("socket")
-    if accepted_addresses is not None and sock is not None:
-        try:
-            found = accepted_addresses(sock.fileno(), listener is None)
-        except (OSError, ValueError):
-            found = None
-        if found is not None:
-            client, local, dst = found
-            if local is None:
-                assert listener is not None
-                local = listener
-                if dst is not None and (_unmap(dst[0]), dst[1]) == (_unmap(local[0]), local[1]):
-                    dst = None  # addressed to the listener itself
-            return client, local, dst
     client = transport.get_extra_info("peername") or ("", 0)
-    local = transport.get_extra_info("sockname") or ("", 0)
-    return client[:2], local[:2], original_dst(sock, local[:2]) if sock is not None else None
-
+    local = listener if listener is not None else (transport.get_extra_info("sockname") or ("", 0))
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return client[:2], local[:2], None
+    if original_destination is None:
+        return client[:2], local[:2], original_dst(sock, local[:2])
+    try:
+        dst = original_destination(sock.fileno(), ":" in local[0])
+    except (OSError, ValueError):
+        dst = None
+    if dst is not None and (_unmap(dst[0]), dst[1]) == (_unmap(local[0]), local[1]):
+        dst = None  # addressed to the listener itself
+    return client[:2], local[:2], dst
