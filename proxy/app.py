@@ -30,7 +30,7 @@ from proxy.telemetry.labels import text as labels_text
 from proxy.telemetry.logging import get_logger
 from proxy.telemetry.memory import Trimmer
 from proxy.transport.connect import Connector
-from proxy.transport.listen import bound_address, listen
+from proxy.transport.listen import bound_address, listen, listener_address
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
@@ -129,8 +129,10 @@ class App:
         self.contexts = {name: stage.ctx for name, stage in self.stages.items()}
         self.servers["outbound"] = await listen(self.loop, cfg.outbound_listen, out_stage.protocol_factory())
         self.own.add_server("outbound", self.servers["outbound"])
+        out_stage.listener = listener_address(self.servers["outbound"])
         self.servers["inbound"] = await listen(self.loop, cfg.inbound_listen, in_stage.protocol_factory())
         self.own.add_server("inbound", self.servers["inbound"])
+        in_stage.listener = listener_address(self.servers["inbound"])
         if not cfg.tap.disabled:
             self.servers["tap"] = await listen(self.loop, cfg.tap.listen, self._tap_protocol)
             self.own.add_server("tap", self.servers["tap"])

@@ -36,6 +36,7 @@ MODULES: tuple[str, ...] = (
     "proxy.telemetry.otlp",
     "proxy.telemetry.tracing",
     "proxy.core.target",
+    "proxy.core.addr",
     "proxy.outbound.balancer",
     "proxy.exchange.ends",
     "proxy.exchange.clock",
@@ -54,6 +55,8 @@ MODULES: tuple[str, ...] = (
     "proxy.http.upstreams",
     "proxy.transport.meshtls",
     "proxy.transport.sockopt",
+    "proxy.transport.orig_dst",
+    "proxy.core.accept",
     "proxy.telemetry.malloc",
 )
 

@@ -86,6 +86,7 @@ MIRROR_MAX_BODY_BYTES = "MESHPROXY_MIRROR_MAX_BODY_BYTES"
 MIRROR_MAX_IN_FLIGHT = "MESHPROXY_MIRROR_MAX_IN_FLIGHT"
 PEER_LABEL_LIMIT = "MESHPROXY_PEER_LABEL_LIMIT"
 INBOUND_RATELIMIT_IDENTITIES = "MESHPROXY_INBOUND_RATELIMIT_IDENTITIES"
+INBOUND_AUTHZ_CACHE = "MESHPROXY_INBOUND_AUTHZ_CACHE"
 SHUTDOWN_ENDPOINT_ENABLED = "MESHPROXY_SHUTDOWN_ENDPOINT_ENABLED"
 ACCESS_LOG = "MESHPROXY_ACCESS_LOG"
 ACCESS_LOG_BUFFER = "MESHPROXY_ACCESS_LOG_BUFFER"
@@ -260,6 +261,7 @@ class PolicySettings:
     route_label_limit: int = 500
     peer_label_limit: int = 1000
     ratelimit_identities: int = 10000
+    authz_cache: int = 1024
     mirror_max_body_bytes: int = 65536
     mirror_max_in_flight: int = 100
 
@@ -702,6 +704,9 @@ SETTINGS: dict[str, tuple[str | None, Callable[[str], Any], str]] = {
     PEER_LABEL_LIMIT: ("1000", parse_positive_int,
                        "distinct label sets per TLS-peer and authorization metric, and per direction for the "
                        "HTTP and TCP families; more count as \"other\""),
+    INBOUND_AUTHZ_CACHE: ("1024", parse_positive_int,
+                          "inbound HTTP connection authorizations remembered per (client address, TLS identity, "
+                          "target, port) until the policy changes; past it the cache starts over"),
     INBOUND_RATELIMIT_IDENTITIES: ("10000", parse_positive_int,
                                    "client identities with their own bucket per HTTPLocalRateLimitPolicy "
                                    "identity limit; past it the least recently seen client's is dropped"),
@@ -875,6 +880,7 @@ def load(env: Mapping[str, str] | None = None, file_path: str | None = None) -> 
             route_label_limit=v[ROUTE_LABEL_LIMIT],
             peer_label_limit=v[PEER_LABEL_LIMIT],
             ratelimit_identities=v[INBOUND_RATELIMIT_IDENTITIES],
+            authz_cache=v[INBOUND_AUTHZ_CACHE],
             mirror_max_body_bytes=v[MIRROR_MAX_BODY_BYTES],
             mirror_max_in_flight=v[MIRROR_MAX_IN_FLIGHT],
         ),

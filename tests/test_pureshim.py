@@ -42,16 +42,17 @@ def test_casts_behave_as_c_would():
 
 def test_the_proxy_runs_uncompiled_without_cython(tmp_path):
     up = HttpUpstream(name="pure-upstream")
-    proxy = MeshProxy(env={"MESHPROXY_PURE": "1"}, name="proxy-pure", command=WITHOUT_CYTHON,
-                      log_path=tmp_path / "proxy.log")
+    proxy = MeshProxy(env={"MESHPROXY_PURE": "1", "MESHPROXY_INBOUND_DEFAULT_TARGET": up.hostport},
+                      name="proxy-pure", command=WITHOUT_CYTHON, log_path=tmp_path / "proxy.log")
     try:
         proxy.start()
         assert "compiled=False" in "\n".join(proxy.stderr_lines)
-        for i in range(3):
-            request = urllib.request.Request(f"http://{proxy.outbound_hostport}/pure/{i}",
-                                             headers={"Host": up.hostport})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                assert response.status == 200
+        # Both accept stages uncompiled: outbound, and inbound with its remembered authorization.
+        for listener in (proxy.outbound_hostport, proxy.inbound_hostport):
+            for i in range(3):
+                request = urllib.request.Request(f"http://{listener}/pure/{i}", headers={"Host": up.hostport})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200
     finally:
         proxy.close()
         up.stop()

@@ -32,11 +32,11 @@ from proxy.telemetry.counters import TcpStats, errno_of
 from proxy.telemetry.logging import get_logger
 from proxy.transport import tls
 from proxy.transport.connect import Connector
-from proxy.transport.orig_dst import original_dst
+from proxy.transport.orig_dst import connection_addresses
 
 if TYPE_CHECKING:
     from proxy.identity.local import LocalIdentity
-    from proxy.inbound.authz import InboundAuthorizer
+    from proxy.inbound.authz import ConnGrants, InboundAuthorizer
     from proxy.inbound.server import HeaderTrust
     from proxy.protocol.h2conn import H2Settings
     from proxy.telemetry.tls import TlsStats
@@ -76,6 +76,11 @@ class AcceptStage:
     handshake_timeout: float = 10.0
     # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
     authorizer: InboundAuthorizer | None = None
+    # Inbound: its HTTP connections' authorizations and label sets, remembered per client (or None).
+    grants: ConnGrants | None = None
+    # The listening socket's own address when it is bound to one (set once listening): every
+    # connection's local address, not asked of the kernel per connection. None: a wildcard.
+    listener: tuple[str, int] | None = None
     # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
     open_connections: int = 0
     # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
@@ -98,11 +103,11 @@ class AcceptStage:
             self._h2_settings = h2_settings(self.limits)
         return self._h2_settings
 
-    def protocol_factory(self) -> Callable[[], Accepted]:
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
         """What the listener calls per accepted connection (no Python frame of its own)."""
-        return partial(Accepted, self)
+        return cast("Callable[[], asyncio.Protocol]", partial(Accepted, self))  # compiled: a protocol by shape
 
-    def wait_early(self, conn: Accepted, delay: float) -> None:
+    def wait_early(self, conn, delay: float) -> None:
         """Call ``conn.early_deadline()`` ``delay`` (the listener's probe delay) from now."""
         loop = self.ctx.loop
         self._early.append((loop.time() + delay, conn))
@@ -127,11 +132,9 @@ class AcceptStage:
                 self._early_timer = loop.call_at(max(early[0][0], due + EARLY_STEP), self._early_due)
 
 
-class Accepted(asyncio.Protocol):
-    """The protocol of a connection until its protocol is known."""
-
-    __slots__ = ("stage", "transport", "meta", "detector", "timer", "done", "header_pending", "header_required", "raw",
-                 "first_byte_at", "probe", "probe_timer", "opened_at", "queued")
+class Accepted:
+    """The protocol of a connection until its protocol is known (compiled: a protocol by shape, as
+    uvloop and asyncio's TLS layer call it; accept.pxd types its fields)."""
 
     def __init__(self, stage: AcceptStage) -> None:
         self.stage = stage
@@ -153,16 +156,13 @@ class Accepted(asyncio.Protocol):
         # Waiting in the stage's queue of early deadlines (the probe delay; then ``timer`` takes over).
         self.queued = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:
         stage = self.stage
-        # A stream transport (uvloop's TCP one is an asyncio.Transport by shape, not by base class).
-        self.transport = transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         self.opened_at = now()
         stage.open_connections += 1
-        client = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        meta = accepted_meta(stage.direction, client[:2], local[:2],
-                             original_dst(transport.get_extra_info("socket"), local[:2]))
+        client, local, orig_dst = connection_addresses(transport, stage.listener)
+        meta = accepted_meta(stage.direction, client, local, orig_dst)
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:
             log.warning("connection refused: too many connections", direction=stage.direction,
@@ -184,6 +184,12 @@ class Accepted(asyncio.Protocol):
             return
         if self._admit():
             self._arm_deadlines()
+
+    def pause_writing(self) -> None:
+        pass  # nothing is written before the hand-off
+
+    def resume_writing(self) -> None:
+        pass
 
     def _arm_deadlines(self) -> None:
         """The detection deadline and the server-first probe, both counted from the accept."""
@@ -244,7 +250,7 @@ class Accepted(asyncio.Protocol):
             return
         if self.detector.buffered:
             return  # the client spoke too: its bytes decide, the server's wait in the probe
-        self._hand_off(detect.OPAQUE, b"", False, detected=False)
+        self._hand_off(_OPAQUE, b"", False, detected=False)
 
     def _drop_probe(self) -> None:
         probe, self.probe = self.probe, None
@@ -280,7 +286,7 @@ class Accepted(asyncio.Protocol):
                                           and stage.connection_protocol(meta) == "opaque"):
             # Configured opaque (here, or by discovery for the destination's
             # endpoints): relayed as is, even if it looks like HTTP.
-            self._hand_off(detect.OPAQUE, pending, False, detected=False)
+            self._hand_off(_OPAQUE, pending, False, detected=False)
             return False
         return True
 
@@ -295,7 +301,7 @@ class Accepted(asyncio.Protocol):
         if self.first_byte_at == 0.0 and data:
             self.first_byte_at = self.stage.ctx.loop.time()
         kind = self.detector.feed(data)
-        if kind != detect.NEED_MORE:
+        if kind != _NEED_MORE:
             self._hand_off(kind, self.detector.buffered, False)
         elif self.timer is None and not self.queued:
             # Bytes after the deadline passed on a silent connection: they get a deadline of their own.
@@ -309,23 +315,28 @@ class Accepted(asyncio.Protocol):
         something else (the header would otherwise choose a local port).
         """
         assert self.meta is not None
-        self.raw += data
-        if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
-            trust = self.stage.header_trust
-            refusal = "no rule admits transport headers here" if trust is None else \
-                trust.refusal(self.meta, self.header_required)
-            if refusal is not None:
-                self._refuse_header(refusal)
+        if not self.raw and data and data[0] != _MAGIC_FIRST:
+            # The usual plain client: its first byte says "no header" (no decoder call).
+            self.raw = data
+            got: object = transport_header.NOT_HEADER
+        else:
+            self.raw += data
+            if self.raw[:_MAGIC_LEN] == transport_header.MAGIC:
+                trust = self.stage.header_trust
+                refusal = "no rule admits transport headers here" if trust is None else \
+                    trust.refusal(self.meta, self.header_required)
+                if refusal is not None:
+                    self._refuse_header(refusal)
+                    return None
+            try:
+                got = transport_header.decode(self.raw)
+            except transport_header.HeaderError as err:
+                log.warning("connection closed: malformed transport header", direction=self.stage.direction,
+                            client=_fmt(self.meta.client), error=str(err))
+                self._close_early()
                 return None
-        try:
-            got = transport_header.decode(self.raw)
-        except transport_header.HeaderError as err:
-            log.warning("connection closed: malformed transport header", direction=self.stage.direction,
-                        client=_fmt(self.meta.client), error=str(err))
-            self._close_early()
-            return None
-        if got is transport_header.NEED_MORE:
-            return None
+            if got is transport_header.NEED_MORE:
+                return None
         if self.header_required and got is transport_header.NOT_HEADER:
             # ALPN promised a header: anything else is a broken peer.
             log.warning("connection closed: mesh TLS session without its transport header",
@@ -347,7 +358,7 @@ class Accepted(asyncio.Protocol):
             if not self._admit(rest):
                 return None
             if got.protocol == transport_header.PROTO_OPAQUE:
-                self._hand_off(detect.OPAQUE, rest, False)
+                self._hand_off(_OPAQUE, rest, False)
                 return None
         elif self.stage.identity is not None and rest[:1] == b"\x16":
             # TLS: mesh TLS is admitted after its handshake (the transport
@@ -375,7 +386,7 @@ class Accepted(asyncio.Protocol):
         # The client finished sending before we could tell: what could still be
         # an HTTP request is parsed (and refused) as one, the rest relayed.
         buffered = self.detector.buffered
-        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, True)
+        self._hand_off(_HTTP1 if detect.could_be_http1(buffered) else _OPAQUE, buffered, True)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -403,7 +414,7 @@ class Accepted(asyncio.Protocol):
             return ctx.tcp_src
         return ctx.labels.tcp_src(self.meta)
 
-    def _count_closed(self, err: int) -> None:
+    def _count_closed(self, err) -> None:
         """A connection that ends before any relay took it: counted open and closed at once."""
         tcp = self._src_stats()
         tcp.opened += 1
@@ -421,7 +432,7 @@ class Accepted(asyncio.Protocol):
             return
         # Undecided bytes at the deadline: what could still be an HTTP request
         # is parsed as one (the header timeout bounds it from its first byte).
-        self._hand_off(detect.HTTP1 if detect.could_be_http1(buffered) else detect.OPAQUE, buffered, False)
+        self._hand_off(_HTTP1 if detect.could_be_http1(buffered) else _OPAQUE, buffered, False)
 
     def _cancel(self) -> None:
         self.queued = False  # the stage's queue drops it when its time comes
@@ -432,57 +443,62 @@ class Accepted(asyncio.Protocol):
             self.probe_timer.cancel()
             self.probe_timer = None
 
-    def _hand_off(self, kind: int, buffered: bytes, eof: bool, detected: bool = True) -> None:
+    def _hand_off(self, kind, buffered: bytes, eof, detected=True) -> None:
         self._cancel()
         self.done = True
         stage, transport, meta = self.stage, self.transport, self.meta
         assert transport is not None and meta is not None
         probe, self.probe = self.probe, None
-        if probe is not None and (kind != detect.OPAQUE or probe.closed):
+        if probe is not None and (kind != _OPAQUE or probe.closed):
             # HTTP, HTTP/2 and TLS open upstreams of their own.
             probe.discard()
             probe = None
-        if kind == detect.TLS and stage.identity is not None and not meta.tls:
+        if kind == _TLS and stage.identity is not None and not meta.tls:
             hello = self.detector.client_hello
             if hello is not None and _is_mesh_name(hello.sni, stage.identity):
                 self._terminate(buffered)
                 return
+        tcp: TcpStats | None = None
         if stage.authorizer is not None:
             # The port the client wanted: the app port behind this proxy.
             target = stage.connection_target(meta)
             port = target.port if target is not None else meta.local[1]
-            if kind == detect.HTTP1 or kind == detect.H2:
+            if kind == _HTTP1 or kind == _H2:
                 # HTTP is judged per request (routes); the relay asks meta.authz.
-                meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
+                if stage.grants is not None:
+                    meta, tcp = stage.grants.http(meta, port)
+                    self.meta = meta
+                else:
+                    meta = self.meta = authorized_meta(meta, stage.authorizer.http(meta, port))
             elif not stage.authorizer.tcp(meta, port, transport):
                 if probe is not None:
                     probe.discard()
                 self._close_early()
                 return
-        if kind == detect.HTTP1:
+        if kind == _HTTP1:
             # From here the relay's own set of connections counts it.
             stage.open_connections -= 1
             conn = H1Server(stage.ctx, meta, self.first_byte_at)
-            conn.tcp = self._src_stats()
+            conn.tcp = tcp if tcp is not None else self._src_stats()
             conn.tcp.opened += 1
             conn.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, conn))  # compiled: a protocol by shape
             conn.connection_made(transport)
             conn.data_received(buffered)
             return
-        if kind == detect.H2:
+        if kind == _H2:
             from proxy.http.h2server import H2Server
 
             stage.open_connections -= 1
             server = H2Server(stage.ctx, meta, stage.h2_settings())
-            server.tcp = self._src_stats()
+            server.tcp = tcp if tcp is not None else self._src_stats()
             server.tcp.opened += 1
             server.opened_at = self.opened_at
             transport.set_protocol(cast(asyncio.Protocol, server))  # compiled: a protocol by shape
             server.connection_made(transport)
             server.data_received(buffered)
             return
-        if kind == detect.TLS and self.detector.client_hello is not None:
+        if kind == _TLS and self.detector.client_hello is not None:
             meta = self.meta = dataclasses.replace(meta, sni=self.detector.client_hello.sni)
         # The probe's pick is the connection's: no second pick for the same client.
         refused: PolicyError | None = None
@@ -532,25 +548,23 @@ class Accepted(asyncio.Protocol):
                 self._count_closed(0)
 
         # From here the connection's count is carried by ``inner``.
-        tls.serve_handshake(stage.ctx.loop, transport, buffered, inner, mesh.server,
+        tls.serve_handshake(stage.ctx.loop, transport, buffered, cast(asyncio.Protocol, inner), mesh.server,
                             stage.handshake_timeout, done)
 
 
 class TlsAccepted(Accepted):
     """The decrypted side of a connection whose mesh TLS this proxy terminated."""
 
-    __slots__ = ("outer_meta", "started")
-
     def __init__(self, stage: AcceptStage, outer_meta: ConnMeta) -> None:
         super().__init__(stage)
         self.outer_meta = outer_meta
         self.started = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:
         # Called once the handshake succeeded; the connection was counted at accept.
         self.started = True
         stage = self.stage
-        self.transport = cast(asyncio.Transport, transport)  # asyncio's TLS transport
+        self.transport = transport  # asyncio's TLS transport
         ssl_object = transport.get_extra_info("ssl_object")
         client_id = tls.peer_identity(ssl_object)
         assert stage.tls_stats is not None  # set wherever an identity is
@@ -576,11 +590,18 @@ def _is_mesh_name(sni: str | None, identity) -> bool:
 
 
 _MAGIC_LEN = len(transport_header.MAGIC)
+_MAGIC_FIRST = transport_header.MAGIC[0]
 # The step of the listener's shared early timer: the server-first probe of a silent connection
 # starts up to this much after its delay (MESHPROXY_SERVER_FIRST_PROBE).
 EARLY_STEP = 0.005
 HEADER_WAIT = 0.1  # seconds a connection to an opaque-port default target waits for a transport header
 
+# detect's results (C ints where compiled).
+_NEED_MORE = detect.NEED_MORE
+_HTTP1 = detect.HTTP1
+_H2 = detect.H2
+_TLS = detect.TLS
+_OPAQUE = detect.OPAQUE
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
 
 

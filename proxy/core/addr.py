@@ -53,14 +53,15 @@ def accepted_meta(direction: str, client: tuple[str, int], local: tuple[str, int
     return meta
 
 
-def authorized_meta(meta: ConnMeta, authz: object) -> ConnMeta:
+def authorized_meta(meta: ConnMeta, authz: object, stats_cache: dict | None = None) -> ConnMeta:
     """``dataclasses.replace(meta, authz=authz)`` (an inbound HTTP connection's, once per
-    connection) at ``accepted_meta``'s price; like ``replace``, with a new empty ``stats_cache``."""
+    connection) at ``accepted_meta``'s price; like ``replace``, with a new empty ``stats_cache``
+    unless one is given (shared by connections whose label sets are the same: ``ConnGrants``)."""
     copy = _new(ConnMeta)
     for name, setter in _COPIED:
         setter(copy, getattr(meta, name))
     _set_authz(copy, authz)
-    _set_stats_cache(copy, {})
+    _set_stats_cache(copy, {} if stats_cache is None else stats_cache)
     return copy
 
 

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
 
 from proxy.config import PolicySettings
-from proxy.core.addr import ConnMeta
+from proxy.core.addr import ConnMeta, authorized_meta
 from proxy.errors import PolicyError, RateLimited, Unauthorized
 from proxy.exchange.clock import now
 from proxy.policy import ratelimit
 from proxy.policy.authz import Client, Decision, InboundPolicy, PortPolicy
 from proxy.policy.authz_model import POLICY_GROUP
+from proxy.telemetry.counters import TcpStats
 from proxy.telemetry.labels import inbound_tls_pairs, target_pairs, with_srv_port
 from proxy.telemetry.logging import get_logger
 from proxy.telemetry.metrics import label_set
@@ -134,6 +136,49 @@ class InboundAuthorizer:
                    "Open connections closed when a policy change revoked them.")
         out.append("# TYPE inbound_tcp_authz_terminate_total counter")
         out.append(f"inbound_tcp_authz_terminate_total {self.tcp_revoked}")
+
+
+class ConnGrants:
+    """One listener's HTTP connection authorizations, remembered: what ``InboundAuthorizer.http``
+    and the connection's TCP label set (``tcp_src``) come to depends only on the client's address,
+    TLS and identity, the address and port it asked for, and the policy, so a client's next
+    connection under the same policy finds both with one lookup.
+
+    The ``ConnAuthz`` found is shared by those connections: it holds nothing of one connection
+    (its ``decision`` is read in the same call that set it), and it still judges every request
+    against the current policy. So is the metadata's ``stats_cache`` (the requests' label sets by
+    Host and decision, bounded per dict by the exchange): every part of their labels is in the key.
+    A new policy empties the cache; at ``limit`` entries (MESHPROXY_INBOUND_AUTHZ_CACHE) it starts over.
+    """
+
+    __slots__ = ("authorizer", "tcp_src", "limit", "generation", "found")
+
+    def __init__(self, authorizer: InboundAuthorizer, tcp_src: Callable[[ConnMeta], TcpStats], limit: int) -> None:
+        self.authorizer = authorizer
+        self.tcp_src = tcp_src
+        self.limit = limit
+        self.generation = authorizer.generation
+        # (client IP, TLS, client identity, original destination, local address, port)
+        # -> (ConnAuthz, TcpStats, stats_cache).
+        self.found: dict[tuple, tuple[ConnAuthz, TcpStats, dict]] = {}
+
+    def http(self, meta: ConnMeta, port: int) -> tuple[ConnMeta, TcpStats]:
+        """The connection's metadata with its authorization, and its TCP label set."""
+        authorizer, found = self.authorizer, self.found
+        if self.generation != authorizer.generation:
+            found.clear()
+            self.generation = authorizer.generation
+        key = (meta.client[0] if meta.client else "", meta.tls, meta.client_id, meta.orig_dst, meta.local, port)
+        entry = found.get(key)
+        if entry is not None:
+            return authorized_meta(meta, entry[0], entry[2]), entry[1]
+        authz = authorizer.http(meta, port)
+        meta = authorized_meta(meta, authz)
+        tcp = self.tcp_src(meta)
+        if len(found) >= self.limit:
+            found.clear()
+        found[key] = (authz, tcp, meta.stats_cache)
+        return meta, tcp
 
 
 class ConnAuthz:

@@ -21,6 +21,7 @@ from proxy.core.addr import ConnMeta, Target
 from proxy.errors import NoDestination
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
+from proxy.inbound.authz import ConnGrants
 from proxy.telemetry.labels import LabelSets
 from proxy.transport.own import OwnAddresses, parse_ip
 
@@ -112,6 +113,7 @@ def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls
     ctx = ExchangeContext(loop, DIRECTION, router, upstreams, labels.http_default, labels.tcp_src_default,
                           labels.tcp_dst_default, limits, 0, labels,
                           access_log=access_log, tracer=tracer)
+    grants = ConnGrants(authorizer, labels.tcp_src, config.policy.authz_cache) if authorizer is not None else None
     return AcceptStage(
         direction=DIRECTION,
         ctx=ctx,
@@ -130,4 +132,5 @@ def build(config: Config, loop, connector, own: OwnAddresses, identity=None, tls
         tls_stats=tls_stats,
         handshake_timeout=config.identity.handshake_timeout,
         authorizer=authorizer,
+        grants=grants,
     )

@@ -31,3 +31,15 @@ async def listen(loop: asyncio.AbstractEventLoop, addr: HostPort,
 def bound_address(server: asyncio.Server) -> HostPort:
     host, port = server.sockets[0].getsockname()[:2]
     return HostPort(host, port)
+
+
+def listener_address(server) -> tuple[str, int] | None:
+    """A listening server's own address when it is bound to one address (its every connection's local
+    address); None for a wildcard (``0.0.0.0``, ``::``) or more than one socket."""
+    sockets = server.sockets
+    if len(sockets) != 1:
+        return None
+    host, port = sockets[0].getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        return None
+    return host, port

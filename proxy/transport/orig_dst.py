@@ -12,11 +12,13 @@ import socket
 import struct
 from collections.abc import Callable
 
+Addr = tuple[str, int]
 getsockopt_bytes: Callable[[int, int, int, int], bytes | None] | None
+original_destination: Callable[[int, bool], Addr | None] | None
 try:
-    from proxy.transport.sockopt import getsockopt_bytes
+    from proxy.transport.sockopt import getsockopt_bytes, original_destination
 except ImportError:  # extensions not built: the socket object's own getsockopt
-    getsockopt_bytes = None
+    getsockopt_bytes = original_destination = None
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h
 IP6T_SO_ORIGINAL_DST = 80  # linux/netfilter_ipv6/ip6_tables.h
@@ -87,3 +89,27 @@ def original_dst(sock, local: tuple[str, int] | None = None) -> tuple[str, int] 
     if (_unmap(dst[0]), dst[1]) == (_unmap(local[0]), local[1]):
         return None  # addressed to the listener itself
     return dst
+
+
+def connection_addresses(transport, listener: Addr | None) -> tuple[Addr, Addr, Addr | None]:
+    """An accepted connection's client, local address and original destination (None: not redirected).
+
+    uvloop reads the client's and the local address when it accepts (``get_extra_info`` converts
+    what it saved, no system call); ``listener``, the listening socket's own address when it is
+    bound to one, is every connection's local address, so not even that conversion is needed. The
+    original destination is one ``getsockopt`` on the descriptor, decoded in C where compiled.
+    """
+    client = transport.get_extra_info("peername") or ("", 0)
+    local = listener if listener is not None else (transport.get_extra_info("sockname") or ("", 0))
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return client[:2], local[:2], None
+    if original_destination is None:
+        return client[:2], local[:2], original_dst(sock, local[:2])
+    try:
+        dst = original_destination(sock.fileno(), ":" in local[0])
+    except (OSError, ValueError):
+        dst = None
+    if dst is not None and (_unmap(dst[0]), dst[1]) == (_unmap(local[0]), local[1]):
+        dst = None  # addressed to the listener itself
+    return client[:2], local[:2], dst

@@ -1,1 +1,1 @@
-# sockopt.pyx: a hand-written .pyx (a C call on a raw buffer); nothing to share.
+# sockopt.pyx: a hand-written .pyx (C calls on raw buffers and sockaddrs); nothing to share.

@@ -254,3 +254,58 @@ def test_route_and_authz_labels_on_linkerds_inbound_families(issuer, app, tmp_pa
     finally:
         a.close()
         b.close()
+
+
+def _get_from(b, source_ip: str, path: str) -> http.client.HTTPResponse:
+    """A plaintext GET on a new connection to B's inbound port, from ``source_ip`` (a loopback address)."""
+    conn = http.client.HTTPConnection(*b.inbound, timeout=20, source_address=(source_ip, 0))
+    conn.request("GET", path, headers={"Host": "app"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+def _network_docs(port: int, cidr: str) -> str:
+    """A Server for the app port and a ServerAuthorization admitting plaintext clients of ``cidr``."""
+    return (
+        "apiVersion: policy.linkerd.io/v1beta1\nkind: Server\n"
+        "metadata:\n  name: app-http\n  namespace: default\n"
+        f"spec:\n  podSelector: {{}}\n  port: {port}\n  proxyProtocol: HTTP/1\n"
+        "---\napiVersion: policy.linkerd.io/v1beta1\nkind: ServerAuthorization\n"
+        "metadata:\n  name: app-callers\n  namespace: default\n"
+        "spec:\n  server:\n    name: app-http\n"
+        f"  client:\n    unauthenticated: true\n    networks:\n      - cidr: {cidr}\n"
+    )
+
+
+def test_remembered_connection_authorizations_follow_the_client_and_the_policy(app, tmp_path):
+    """The per-listener cache of HTTP connection authorizations (MESHPROXY_INBOUND_AUTHZ_CACHE, here 2):
+    two clients on new connections each keep their own decision, every request is counted, and a policy
+    change applies to the next connection of a client whose authorization was remembered."""
+    from helpers.meshproxy import MeshProxy
+
+    port = int(app.hostport.rsplit(":", 1)[1])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(_network_docs(port, "127.0.0.1/32"))
+    env = {"MESHPROXY_POLICY": str(policy), "MESHPROXY_INBOUND_DEFAULT_TARGET": app.hostport,
+           "MESHPROXY_INBOUND_AUTHZ_CACHE": "2"}
+    with MeshProxy(env=env, name="proxy-C", log_path=tmp_path / "c.log") as b:
+        b.start()
+        # Interleaved, so that each client's second connection would find the other's decision if they shared.
+        got = [_get_from(b, ip, f"/{ip}/{i}").status for i in range(3) for ip in ("127.0.0.1", "127.0.0.2")]
+        assert got == [200, 403] * 3
+        # More clients than the cache holds: each still judged as its own.
+        assert [_get_from(b, ip, "/more").status for ip in ("127.0.0.3", "127.0.0.1", "127.0.0.4")] == [403, 200, 403]
+        m = b.metrics()
+        assert m.get("inbound_http_authz_allow_total", srv_name="app-http", authz_name="app-callers") == 4
+        assert m.get("inbound_http_authz_deny_total", srv_name="app-http") == 5
+
+        policy.write_text(_network_docs(port, "127.0.0.2/32"))  # the allowed client is now the other one
+        deadline = time.monotonic() + 10
+        while b.metrics().get("policy_reload_total", result="ok") < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [_get_from(b, ip, "/after").status for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.1")] == [403, 200, 403]
+        m = b.metrics()
+        assert m.get("inbound_http_authz_allow_total", srv_name="app-http", authz_name="app-callers") == 5
+        assert m.get("inbound_http_authz_deny_total", srv_name="app-http") == 7

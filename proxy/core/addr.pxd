@@ -1,0 +1,1 @@
+# addr.py compiled as is: accepted_meta and authorized_meta build a ConnMeta per accepted connection.
