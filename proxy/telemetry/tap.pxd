@@ -139,7 +139,7 @@ cdef class TapRecord(TapEvents):
     cdef public long long grpc_status
     cdef public TapRecord next
     cdef public bint ended
-    cpdef void request_init(self, Exchange ex)
+    cdef void request_init(self, Exchange ex)
     cpdef void response_init(self, int status, object h1head, object fields)
     cdef void _response_init(self, double t, int status, object h1head, object fields)
     cpdef void end(self, object trailers)

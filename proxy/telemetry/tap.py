@@ -751,9 +751,9 @@ def _w_bytes(buf: cython.p_uchar, pos: cython.Py_ssize_t, data: bytes) -> cython
     if n == 0:
         return pos
     if cython.compiled:
-        memcpy(buf + pos, cython.cast(cython.p_char, data), n)  # noqa: F821 (cimported in tap.pxd)
-    else:
-        buf[pos:pos + n] = data
+        memcpy(buf + pos, cython.cast(cython.p_char, data), n)  # type: ignore[name-defined,operator]  # noqa: F821
+    else:  # uncompiled, ``buf`` is the session's bytearray
+        buf[pos:pos + n] = data  # type: ignore[index,assignment]
     return pos + n
 
 
