@@ -21,6 +21,9 @@ cdef tuple _METHOD_FIELDS
 # _w_duration) are declared in tap.py itself: inline C functions, which a .pxd cannot declare.
 cdef bytes _utf8(bytes data)
 cdef object _scheme_of(Exchange ex)
+cdef bytes _scheme_field(Exchange ex)
+cdef bytes _HTTP_SCHEME
+cdef bytes _HTTPS_SCHEME
 cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0, bytes route=*)
 cdef bytes _method_field(bytes method)
 cdef bytes _path(bytes target)
@@ -114,6 +117,7 @@ cdef class TapHub(TapHook):
     cdef public long long opened
     cdef dict _bases
     cdef dict _routes
+    cdef tuple _last
     cdef public long long generation
     cdef void _unlist(self, TapSession session)
     cdef void _publish(self)

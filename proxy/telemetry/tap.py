@@ -324,6 +324,7 @@ class TapHub(TapHook):
         self.opened = 0
         self._bases = {}
         self._routes = {}
+        self._last = None  # (target, meta, ctx, base, generation) of the last base encoded or found
         self.generation = 0
 
     def attach(self, ctx):
@@ -427,7 +428,16 @@ class TapHub(TapHook):
             kept = cached[0]
             if kept is target or kept == target:
                 return cached[1]
-        base = self._connection_base(ex, target)
+        # The same connection and endpoint as the request before (HTTP/2's streams, each a new exchange): known
+        # by identity, before building and hashing the table's key.
+        meta = ex.meta
+        ctx = ex.ctx
+        last: tuple = self._last
+        if last is not None and last[0] is target and last[1] is meta and last[2] is ctx and last[4] == self.generation:
+            base = last[3]
+        else:
+            base = self._connection_base(ex, target)
+            self._last = (target, meta, ctx, base, self.generation)
         ex.tap_base = (target, base, self.generation)
         return base
 
@@ -488,6 +498,28 @@ def _scheme_of(ex):
     return None
 
 
+def _scheme_field(ex):
+    """HttpRequestInit.scheme (field 3) of the scheme the request named, b"" for none. http and https are
+    encoded once: an HTTP/2 request always names one, and this runs for every tapped request."""
+    headers = ex.headers
+    if headers is not None:
+        for name, value in headers:
+            if name == b":scheme":
+                if value == b"http":
+                    return _HTTP_SCHEME
+                if value == b"https":
+                    return _HTTPS_SCHEME
+                break
+    scheme = _scheme_of(ex)
+    if scheme is None:
+        return b""
+    if scheme == "http":
+        return _HTTP_SCHEME
+    if scheme == "https":
+        return _HTTPS_SCHEME
+    return len_field(3, _scheme(scheme))
+
+
 def _path(target):
     """The path of a request target, without its query (what Linkerd reports and matches)."""
     n: cython.Py_ssize_t = len(target)
@@ -532,8 +564,7 @@ class TapRecord(TapEvents):
     def request_init(self, ex):
         head: RequestLine = ex.head
         method = _method_field(head.method)
-        scheme = _scheme_of(ex)
-        scheme_field: bytes = b"" if scheme is None else len_field(3, _scheme(scheme))
+        scheme_field: bytes = _scheme_field(ex)
         host = head.host
         path = b"" if head.method == b"CONNECT" else _utf8(_path(head.target))
         headers: bytes = len_field(6, _request_headers(ex)) if self.session.extract_headers else b""
@@ -839,6 +870,10 @@ def _scheme(scheme):
     if registered is not None:
         return uint_field(1, registered)
     return str_field(2, scheme)
+
+
+_HTTP_SCHEME = len_field(3, _scheme("http"))
+_HTTPS_SCHEME = len_field(3, _scheme("https"))
 
 
 def _uint(value):
