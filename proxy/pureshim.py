@@ -47,6 +47,16 @@ def _declare(ctype: Any = None, value: Any = None, **kwargs: Any) -> Any:
     return value
 
 
+def _same(func: Any) -> Any:
+    """A decorator that only concerns the compiled function (``cython.cfunc``, ``cython.inline``)."""
+    return func
+
+
+def _directive(*args: Any, **kwargs: Any) -> Any:
+    """A compiler directive used as a decorator (``cython.exceptval(check=False)``, ``cython.cdivision(True)``)."""
+    return _same
+
+
 def _module(name: str, **names: Any) -> types.ModuleType:
     mod = types.ModuleType(name)
     mod.__path__ = []  # a package, so that ``cython.cimports...`` imports resolve from sys.modules
@@ -60,7 +70,8 @@ def build() -> types.ModuleType:
     types_.update((name, _CType(name, convert)) for name, convert in OTHERS.items())
     libc = _module("cython.cimports.libc", math=math)
     return _module("cython", __doc__=__doc__, compiled=False, cast=_cast, declare=_declare,
-                   address=lambda value: value, cimports=_module("cython.cimports", libc=libc), **types_)
+                   address=lambda value: value, cimports=_module("cython.cimports", libc=libc),
+                   cfunc=_same, inline=_same, exceptval=_directive, cdivision=_directive, **types_)
 
 
 def install() -> bool:

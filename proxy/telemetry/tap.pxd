@@ -13,19 +13,17 @@ from proxy.protocol.request cimport RequestLine
 
 cdef dict _ADDRESSES
 cdef int _CACHE_LIMIT
+cdef unsigned long long _HIGH_BITS
 cdef tuple _METHOD_NAMES
 cdef tuple _METHOD_FIELDS
 
-cdef int _vsize(unsigned long long n) noexcept
-cdef Py_ssize_t _w_varint(unsigned char* buf, Py_ssize_t pos, unsigned long long n) noexcept
-cdef Py_ssize_t _w_bytes(unsigned char* buf, Py_ssize_t pos, bytes data)
-cdef Py_ssize_t _string_size(bytes data)
-cdef Py_ssize_t _w_string(unsigned char* buf, Py_ssize_t pos, unsigned char tag, bytes data)
-cdef (long long, long long) _duration_parts(double seconds) noexcept
-cdef int _duration_size(double seconds) noexcept
-cdef Py_ssize_t _w_duration(unsigned char* buf, Py_ssize_t pos, unsigned char tag, double seconds) noexcept
+# The field encoders (_vsize, _w_varint, _w_bytes, _string_size, _w_string, _nanos, _duration_size,
+# _w_duration) are declared in tap.py itself: inline C functions, which a .pxd cannot declare.
 cdef bytes _utf8(bytes data)
 cdef object _scheme_of(Exchange ex)
+cdef bytes _scheme_field(Exchange ex)
+cdef bytes _HTTP_SCHEME
+cdef bytes _HTTPS_SCHEME
 cpdef TapRecord new_record(TapSession session, long long stream, bytes base, double t0, bytes route=*)
 cdef bytes _method_field(bytes method)
 cdef bytes _path(bytes target)
@@ -84,6 +82,7 @@ cdef class MatchString(Match):
     cdef public str prefix
     cpdef bint matches(self, TapView view)
 
+@cython.final
 cdef class TapSession:
     cdef public TapHub hub
     cdef public Match match
@@ -118,6 +117,7 @@ cdef class TapHub(TapHook):
     cdef public long long opened
     cdef dict _bases
     cdef dict _routes
+    cdef tuple _last
     cdef public long long generation
     cdef void _unlist(self, TapSession session)
     cdef void _publish(self)
@@ -143,12 +143,11 @@ cdef class TapRecord(TapEvents):
     cdef public long long grpc_status
     cdef public TapRecord next
     cdef public bint ended
-    cpdef void request_init(self, Exchange ex)
+    cdef void request_init(self, Exchange ex)
     cpdef void response_init(self, int status, object h1head, object fields)
     cdef void _response_init(self, double t, int status, object h1head, object fields)
     cpdef void end(self, object trailers)
     cpdef void reset(self, int code)
     cdef void _end(self, double t, int eos_field, unsigned long long eos_value, object trailers)
     cpdef void add_bytes(self, long long n)
-    cdef Py_ssize_t _size(self, Py_ssize_t rest) noexcept
-    cdef Py_ssize_t _head(self, unsigned char* buf, Py_ssize_t start, unsigned char kind, Py_ssize_t rest)
+    cdef Py_ssize_t _open(self, unsigned char kind, Py_ssize_t rest) except -2

@@ -43,6 +43,9 @@ CANCEL = 8
 
 # The per-connection and per-destination parts of an event are encoded once and kept, up to this many each.
 _CACHE_LIMIT = 4096
+# Every byte's high bit: a byte at or above 0x80 in a word of eight (a C constant: Cython makes a literal this
+# large a Python int).
+_HIGH_BITS = 0x8080808080808080
 # Addresses parsed for netmask matches, kept up to this many.
 _ADDRESSES: dict = {}
 
@@ -321,6 +324,7 @@ class TapHub(TapHook):
         self.opened = 0
         self._bases = {}
         self._routes = {}
+        self._last = None  # (target, meta, ctx, base, generation) of the last base encoded or found
         self.generation = 0
 
     def attach(self, ctx):
@@ -424,7 +428,16 @@ class TapHub(TapHook):
             kept = cached[0]
             if kept is target or kept == target:
                 return cached[1]
-        base = self._connection_base(ex, target)
+        # The same connection and endpoint as the request before (HTTP/2's streams, each a new exchange): known
+        # by identity, before building and hashing the table's key.
+        meta = ex.meta
+        ctx = ex.ctx
+        last: tuple = self._last
+        if last is not None and last[0] is target and last[1] is meta and last[2] is ctx and last[4] == self.generation:
+            base = last[3]
+        else:
+            base = self._connection_base(ex, target)
+            self._last = (target, meta, ctx, base, self.generation)
         ex.tap_base = (target, base, self.generation)
         return base
 
@@ -485,6 +498,28 @@ def _scheme_of(ex):
     return None
 
 
+def _scheme_field(ex):
+    """HttpRequestInit.scheme (field 3) of the scheme the request named, b"" for none. http and https are
+    encoded once: an HTTP/2 request always names one, and this runs for every tapped request."""
+    headers = ex.headers
+    if headers is not None:
+        for name, value in headers:
+            if name == b":scheme":
+                if value == b"http":
+                    return _HTTP_SCHEME
+                if value == b"https":
+                    return _HTTPS_SCHEME
+                break
+    scheme = _scheme_of(ex)
+    if scheme is None:
+        return b""
+    if scheme == "http":
+        return _HTTP_SCHEME
+    if scheme == "https":
+        return _HTTPS_SCHEME
+    return len_field(3, _scheme(scheme))
+
+
 def _path(target):
     """The path of a request target, without its query (what Linkerd reports and matches)."""
     n: cython.Py_ssize_t = len(target)
@@ -529,8 +564,7 @@ class TapRecord(TapEvents):
     def request_init(self, ex):
         head: RequestLine = ex.head
         method = _method_field(head.method)
-        scheme = _scheme_of(ex)
-        scheme_field: bytes = b"" if scheme is None else len_field(3, _scheme(scheme))
+        scheme_field: bytes = _scheme_field(ex)
         host = head.host
         path = b"" if head.method == b"CONNECT" else _utf8(_path(head.target))
         headers: bytes = len_field(6, _request_headers(ex)) if self.session.extract_headers else b""
@@ -538,12 +572,10 @@ class TapRecord(TapEvents):
         if host is not None:
             host = _utf8(host)
             rest += _string_size(host)
-        session: TapSession = self.session
-        start: cython.Py_ssize_t = session.reserve(self._size(rest))
-        if start < 0:
+        pos: cython.Py_ssize_t = self._open(0x0A, rest)
+        if pos < 0:
             return
-        buf: cython.p_uchar = session.buf
-        pos: cython.Py_ssize_t = self._head(buf, start, 0x0A, rest)
+        buf: cython.p_uchar = self.session.buf
         pos = _w_bytes(buf, pos, method)
         pos = _w_bytes(buf, pos, scheme_field)
         if host is not None:
@@ -571,14 +603,12 @@ class TapRecord(TapEvents):
                 headers = len_field(4, _headers(fields))
             elif h1head is not None:
                 headers = len_field(4, _headers([(n.lower(), v) for n, v in h1head.header_list()]))
-        since: cython.double = t - self.t0
+        since: cython.longlong = _nanos(t - self.t0)
         rest: cython.Py_ssize_t = _duration_size(since) + 1 + _vsize(status) + len(headers)
-        session: TapSession = self.session
-        start: cython.Py_ssize_t = session.reserve(self._size(rest))
-        if start < 0:
+        pos: cython.Py_ssize_t = self._open(0x12, rest)
+        if pos < 0:
             return
-        buf: cython.p_uchar = session.buf
-        pos: cython.Py_ssize_t = self._head(buf, start, 0x12, rest)
+        buf: cython.p_uchar = self.session.buf
         pos = _w_duration(buf, pos, 0x12, since)
         buf[pos] = 0x18  # http_status
         pos = _w_varint(buf, pos + 1, status)
@@ -618,8 +648,8 @@ class TapRecord(TapEvents):
         trailer_field: bytes = b""
         if trailers is not None and self.session.extract_headers:
             trailer_field = len_field(6, _headers(trailers))
-        since: cython.double = t - self.t0
-        since_response: cython.double = t - self.t_response
+        since: cython.longlong = _nanos(t - self.t0)
+        since_response: cython.longlong = _nanos(t - self.t_response)
         eos: cython.Py_ssize_t = 0 if eos_field == 0 else 1 + _vsize(eos_value)
         rest: cython.Py_ssize_t = _duration_size(since) + 2 + eos + len(trailer_field)
         if self.t_response > 0.0:
@@ -628,11 +658,10 @@ class TapRecord(TapEvents):
             rest += 1 + _vsize(self.nbytes)
         session: TapSession = self.session
         session.request_ended()
-        start: cython.Py_ssize_t = session.reserve(self._size(rest))
-        if start < 0:
+        pos: cython.Py_ssize_t = self._open(0x1A, rest)
+        if pos < 0:
             return
         buf: cython.p_uchar = session.buf
-        pos: cython.Py_ssize_t = self._head(buf, start, 0x1A, rest)
         pos = _w_duration(buf, pos, 0x12, since)
         if self.t_response > 0.0:
             pos = _w_duration(buf, pos, 0x1A, since_response)
@@ -655,17 +684,17 @@ class TapRecord(TapEvents):
 
     # The layout every event shares: gRPC prefix, the request's common fields (``base``, ``route``), then
     # http (3) { <kind> { id (1) { base (1), stream (2) }, <rest> } }.
-    def _size(self, rest):
-        """The whole framed event's length, for ``rest`` bytes of fields after the id."""
-        body: cython.Py_ssize_t = self.id_size + rest
-        http: cython.Py_ssize_t = 1 + _vsize(body) + body
-        return 5 + self.lead + 1 + _vsize(http) + http
-
-    def _head(self, buf, start, kind, rest):
-        """Write everything up to the event's own fields from ``start``; returns where they start."""
+    def _open(self, kind, rest):
+        """Room in the session's buffer for a whole framed event with ``rest`` bytes of fields after the id, and
+        everything up to those fields written: where they start, or -1 when the event is dropped."""
         body: cython.Py_ssize_t = self.id_size + rest
         http: cython.Py_ssize_t = 1 + _vsize(body) + body
         event: cython.Py_ssize_t = self.lead + 1 + _vsize(http) + http
+        session: TapSession = self.session
+        start: cython.Py_ssize_t = session.reserve(5 + event)
+        if start < 0:
+            return -1
+        buf: cython.p_uchar = session.buf
         buf[start] = 0  # not compressed
         buf[start + 1] = (event >> 24) & 0xFF
         buf[start + 2] = (event >> 16) & 0xFF
@@ -678,8 +707,8 @@ class TapRecord(TapEvents):
         buf[pos] = kind
         pos = _w_varint(buf, pos + 1, body)
         buf[pos] = 0x0A  # id
-        pos = _w_varint(buf, pos + 1, self.id_size - 2)  # (the id's inner length is under 128 bytes)
-        pos = _w_bytes(buf, pos, self.session.id_prefix)
+        buf[pos + 1] = self.id_size - 2  # (the id's inner length is under 128 bytes)
+        pos = _w_bytes(buf, pos + 2, session.id_prefix)
         buf[pos] = 0x10  # StreamId.stream
         return _w_varint(buf, pos + 1, self.stream)
 
@@ -722,7 +751,10 @@ def _method_field(method):
     return len_field(2, str_field(2, _utf8(method)))
 
 
-def _vsize(n):
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+def _vsize(n: cython.ulonglong) -> cython.int:
     """Bytes of ``n`` as a varint."""
     size: cython.int = 1
     while n > 0x7F:
@@ -731,7 +763,10 @@ def _vsize(n):
     return size
 
 
-def _w_varint(buf, pos, n):
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+def _w_varint(buf: cython.p_uchar, pos: cython.Py_ssize_t, n: cython.ulonglong) -> cython.Py_ssize_t:
     while n > 0x7F:
         buf[pos] = (n & 0x7F) | 0x80
         n >>= 7
@@ -740,50 +775,64 @@ def _w_varint(buf, pos, n):
     return pos + 1
 
 
-def _w_bytes(buf, pos, data):
+@cython.inline
+@cython.cfunc
+def _w_bytes(buf: cython.p_uchar, pos: cython.Py_ssize_t, data: bytes) -> cython.Py_ssize_t:
     n: cython.Py_ssize_t = len(data)
     if n == 0:
         return pos
     if cython.compiled:
-        memcpy(buf + pos, cython.cast(cython.p_char, data), n)  # noqa: F821 (cimported in tap.pxd)
-    else:
-        buf[pos:pos + n] = data
+        memcpy(buf + pos, cython.cast(cython.p_char, data), n)  # type: ignore[name-defined,operator]  # noqa: F821
+    else:  # uncompiled, ``buf`` is the session's bytearray
+        buf[pos:pos + n] = data  # type: ignore[index,assignment]
     return pos + n
 
 
-def _string_size(data):
+@cython.inline
+@cython.cfunc
+def _string_size(data: bytes) -> cython.Py_ssize_t:
     n: cython.Py_ssize_t = len(data)
     return 1 + _vsize(n) + n
 
 
-def _w_string(buf, pos, tag, data):
+@cython.inline
+@cython.cfunc
+def _w_string(buf: cython.p_uchar, pos: cython.Py_ssize_t, tag: cython.uchar, data: bytes) -> cython.Py_ssize_t:
     buf[pos] = tag
     pos = _w_varint(buf, pos + 1, len(data))
     return _w_bytes(buf, pos, data)
 
 
-def _duration_parts(seconds):
-    """(whole seconds, nanoseconds) of a non-negative duration."""
-    if seconds < 0.0:
-        seconds = 0.0
-    whole: cython.longlong = cython.cast(cython.longlong, seconds)
-    nanos: cython.longlong = cython.cast(cython.longlong, (seconds - whole) * 1e9)
-    return whole, nanos
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+def _nanos(seconds: cython.double) -> cython.longlong:
+    """A duration in whole nanoseconds (a negative one, from a clock step, as zero)."""
+    if seconds <= 0.0:
+        return 0
+    return cython.cast(cython.longlong, seconds * 1e9)
 
 
-def _duration_size(seconds):
-    """A google.protobuf.Duration field's length, tag included."""
-    whole: cython.longlong
-    nanos: cython.longlong
-    whole, nanos = _duration_parts(seconds)
+@cython.inline
+@cython.cdivision(True)
+@cython.cfunc
+@cython.exceptval(check=False)
+def _duration_size(ns: cython.longlong) -> cython.int:
+    """A google.protobuf.Duration field's length, tag included, for ``ns`` nanoseconds."""
+    whole: cython.longlong = ns // 1_000_000_000
+    nanos: cython.longlong = ns % 1_000_000_000
     inner: cython.int = (1 + _vsize(whole) if whole else 0) + (1 + _vsize(nanos) if nanos else 0)
     return 2 + inner
 
 
-def _w_duration(buf, pos, tag, seconds):
-    whole: cython.longlong
-    nanos: cython.longlong
-    whole, nanos = _duration_parts(seconds)
+@cython.inline
+@cython.cdivision(True)
+@cython.cfunc
+@cython.exceptval(check=False)
+def _w_duration(buf: cython.p_uchar, pos: cython.Py_ssize_t, tag: cython.uchar,
+                ns: cython.longlong) -> cython.Py_ssize_t:
+    whole: cython.longlong = ns // 1_000_000_000
+    nanos: cython.longlong = ns % 1_000_000_000
     inner: cython.int = (1 + _vsize(whole) if whole else 0) + (1 + _vsize(nanos) if nanos else 0)
     buf[pos] = tag
     buf[pos + 1] = inner
@@ -800,10 +849,19 @@ def _w_duration(buf, pos, tag, seconds):
 def _utf8(data):
     """Request bytes as a protobuf string must be: UTF-8 (bytes beyond ASCII taken as Latin-1)."""
     p: cython.p_uchar = data
-    i: cython.Py_ssize_t
-    for i in range(len(data)):
+    n: cython.Py_ssize_t = len(data)
+    i: cython.Py_ssize_t = 0
+    if cython.compiled:
+        word: cython.ulonglong = 0
+        while i + 8 <= n:  # eight bytes at a time: hosts and paths are ASCII
+            memcpy(cython.address(word), p + i, 8)  # noqa: F821 (cimported in tap.pxd)
+            if word & _HIGH_BITS:
+                break
+            i += 8
+    while i < n:
         if p[i] >= 0x80:
             return data.decode("latin-1").encode("utf-8")
+        i += 1
     return data
 
 
@@ -812,6 +870,10 @@ def _scheme(scheme):
     if registered is not None:
         return uint_field(1, registered)
     return str_field(2, scheme)
+
+
+_HTTP_SCHEME = len_field(3, _scheme("http"))
+_HTTPS_SCHEME = len_field(3, _scheme("https"))
 
 
 def _uint(value):

@@ -363,23 +363,11 @@ class TapConnection(asyncio.Protocol):
             return  # resume_writing drains again
         conn = self.conn
         try:
-            pending = call.pending
-            while True:
-                sent = 0
-                for chunk in pending:
-                    n = conn.send_data(call.sid, chunk, False)
-                    if n < len(chunk):
-                        if n:
-                            pending[sent] = chunk[n:]
-                        break  # the client's window is closed: WindowUpdated drains again
-                    sent += 1
-                del pending[:sent]
-                if pending:
-                    break
-                chunks = session.take_chunks(CHUNK)
-                if not chunks:
-                    break
-                pending = call.pending = chunks
+            # What the window left last time first; if all of it went, what the session holds now (one take
+            # is all there is: nothing records events while this runs).
+            if _send(conn, call.sid, call.pending):
+                call.pending = session.take_chunks(CHUNK)
+                _send(conn, call.sid, call.pending)
             if not call.pending and session.complete:
                 conn.send_headers(call.sid, [(b"grpc-status", b"0")], True)
                 self.calls.pop(call.sid, None)
@@ -398,8 +386,12 @@ class TapConnection(asyncio.Protocol):
     def _tick(self) -> None:
         """Events leave in batches on this clock, not per request: the data path never schedules anything."""
         self.ticker = None
-        self._drain_all()
-        if self.transport is not None and any(call.session is not None for call in self.calls.values()):
+        live = False  # some tap is still open after this batch: tick again
+        for call in list(self.calls.values()):
+            if call.session is not None:
+                self._drain(call)
+                live = live or self.calls.get(call.sid) is call
+        if live and self.transport is not None:
             self.ticker = self.server.loop.call_later(FLUSH_INTERVAL, self._tick)
 
     def _forget(self, sid: int, why: str) -> None:
@@ -412,6 +404,22 @@ class TapConnection(asyncio.Protocol):
     def _close_all(self, why: str) -> None:
         for sid in list(self.calls):
             self._forget(sid, why)
+
+
+def _send(conn: H2Connection, sid: int, pending: list[bytes]) -> bool:
+    """Queue ``pending``'s pieces on stream ``sid`` as far as its window allows, removing what went from the list:
+    True when all of it did."""
+    sent = 0
+    for chunk in pending:
+        n = conn.send_data(sid, chunk, False)
+        if n < len(chunk):  # the client's window is closed: WindowUpdated drains again
+            if n:
+                pending[sent] = chunk[n:]
+            del pending[:sent]
+            return False
+        sent += 1
+    pending.clear()
+    return True
 
 
 def _percent(message: str) -> bytes:

@@ -10,7 +10,7 @@ from helpers import tapclient
 from proxy import errors
 from proxy.telemetry.tap import MatchAll, MatchString, TapHub
 
-from .fakes import GRPC, FakePolicy, FakeService
+from .fakes import GRPC, FakePolicy, FakeService, h2_request_line
 
 CANCEL, INTERNAL_ERROR = 8, 2
 
@@ -222,3 +222,56 @@ def test_inbound_requests_carry_the_proxys_own_workload_as_destination(make_rig)
     event = tap_pb2.TapEvent.FromString(data[5:5 + int.from_bytes(data[1:5], "big")])
     assert dict(event.destination_meta.labels) == {"namespace": "demo", "pod": "web-1", "deployment": "web",
                                                    "tls": "loopback"}
+
+
+@pytest.mark.parametrize("scheme, registered, named", [(b"http", 0, ""), (b"https", 1, ""), (b"HTTPS", 1, ""),
+                                                       (b"ws", None, "ws")])
+def test_the_scheme_an_http2_request_names_is_reported(make_rig, scheme, registered, named):
+    """http and https as Linkerd's registered values (their fields are encoded once), any other by name."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    fields = [(b":method", b"GET"), (b":scheme", scheme), (b":path", b"/"), (b":authority", b"svc.ns")]
+    ex, _ = rig.exchange(sid=1)
+    ex.down.starts += 1
+    ex.start(h2_request_line(fields), fields, 0, True)
+    _complete(rig.disp.last)
+    init = tap.events()[0].http.request_init
+    if registered is not None:
+        assert init.scheme.registered == registered and not init.scheme.unregistered
+    else:
+        assert init.scheme.unregistered == named
+
+
+def test_an_absolute_form_http1_request_names_its_scheme(make_rig):
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    rig.start_h1(path=b"http://svc.ns/a?b=1")
+    _complete(rig.disp.last)
+    init = tap.events()[0].http.request_init
+    assert init.HasField("scheme") and init.scheme.registered == 0 and init.path == "/a"
+
+
+def test_http2_streams_of_both_directions_alternating_keep_their_own_addresses(make_rig):
+    """Each stream is a new exchange, so the encoded source and destination come from the hub: found again by
+    the identity of the connection, endpoint and direction of the stream before, never another's."""
+    out, inb = make_rig(service=FakeService()), make_rig(direction="inbound")
+    hub = TapHub()
+    hub.attach(out.ctx)
+    hub.attach(inb.ctx)
+    session = hub.open(MatchAll([]), 10, False, 1 << 20)
+    for sid in (1, 3):
+        for rig in (out, inb, out):
+            rig.start_h2(sid=sid)
+            _complete(rig.disp.last)
+    tap_pb2 = tapclient.modules()[0]
+    data = session.take()
+    directions = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        event = tap_pb2.TapEvent.FromString(data[5:5 + size])
+        if tapclient.kind(event) == "request_init":
+            directions.append((event.proxy_direction, event.destination.port))
+        data = data[5 + size:]
+    outbound = (2, 8080)
+    assert directions[0] == directions[2] == directions[3] == directions[5] == outbound
+    assert directions[1][0] == directions[4][0] == 1 and directions[1] == directions[4] != outbound

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -232,8 +233,8 @@ def test_too_many_taps_are_refused_and_cancelled_ones_free_their_place(make_prox
     assert metrics.get("tap_sessions_total") == 3 and metrics.get("tap_events_total") >= 3
 
 
-def _raw_h2_observe(port: int, request: bytes, window: int) -> socket.socket:
-    """A tap client that never reads: the Observe call sent with a tiny stream window, then silence."""
+def _raw_h2_observe(port: int, request: bytes, window: int) -> tuple[socket.socket, Any]:
+    """A raw tap client: the Observe call sent with a tiny stream window; its socket and h2 connection."""
     import h2.config
     import h2.connection
     import h2.settings
@@ -248,14 +249,14 @@ def _raw_h2_observe(port: int, request: bytes, window: int) -> socket.socket:
     conn.send_data(sid, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
     sock.sendall(conn.data_to_send())
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
+    return sock, conn
 
 
 def test_a_tap_client_that_does_not_read_never_slows_or_grows_the_proxy(make_proxy, fresh_upstream):
     """Its events fill the bounded buffer, then are dropped and counted; requests go on at full speed."""
     mp = make_proxy({"MESHPROXY_TAP_BUFFER_BYTES": "16KiB"})
     request = observe_request(1_000_000, headers=True).SerializeToString()
-    sock = _raw_h2_observe(mp.tap[1], request, window=0)
+    sock, _ = _raw_h2_observe(mp.tap[1], request, window=0)  # and never read
     try:
         deadline = time.monotonic() + 5
         while mp.metrics().get("tap_sessions_open") != 1 and time.monotonic() < deadline:
@@ -278,6 +279,53 @@ def test_a_tap_client_that_does_not_read_never_slows_or_grows_the_proxy(make_pro
     while mp.metrics().get("tap_sessions_open") != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert mp.metrics().get("tap_sessions_open") == 0  # the vanished client's tap is closed
+
+
+def test_a_tap_client_with_a_tiny_window_gets_every_event_whole(make_proxy, fresh_upstream):
+    """A stream window smaller than one event: the sender stops mid-event, keeps the rest and goes on as the
+    window reopens, so the client still decodes every event, in order, and the stream ends OK."""
+    import h2.events
+
+    mp = make_proxy()
+    tap_pb2 = tapclient.modules()[0]
+    sock, conn = _raw_h2_observe(mp.tap[1], observe_request(4).SerializeToString(), window=100)
+    try:
+        deadline = time.monotonic() + 5
+        while mp.metrics().get("tap_sessions_open") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(4):
+            _curl(f"http://{mp.outbound_hostport}/bytes/{10 + i}", "-H", f"Host: {fresh_upstream.hostport}")
+        data = bytearray()
+        status = None
+        frames = 0
+        deadline = time.monotonic() + 20
+        while status is None and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.DataReceived):
+                    assert event.flow_controlled_length <= 100  # the window held
+                    frames += 1
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    status = dict(event.headers).get(b"grpc-status")
+            sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+    assert status == b"0"
+    events = []
+    while data:
+        assert data[0] == 0
+        size = int.from_bytes(data[1:5], "big")
+        events.append(tap_pb2.TapEvent.FromString(bytes(data[5:5 + size])))
+        del data[:5 + size]
+    streams = by_stream(events)
+    assert sorted(streams) == [0, 1, 2, 3] and frames > len(events)  # events were cut across frames
+    for i, one in streams.items():
+        assert [kind(e) for e in one] == ["request_init", "response_init", "response_end"]
+        assert one[2].http.response_end.response_bytes == 10 + i
 
 
 def _rss_kib(pid: int) -> int:
