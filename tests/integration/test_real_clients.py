@@ -18,6 +18,10 @@ Each cell: a small request, an upload and a download of LARGE pattern bytes (che
 response and a request after it, all on one client connection where the client keeps connections alive (the
 accepting proxy's count of accepted connections must grow by exactly one). After each cell every proxy is
 running and has written no traceback. A tool that is missing is a failure naming the install step.
+
+Pairings that cannot work are not cells: an HTTP/1 client to an app that speaks only prior-knowledge
+HTTP/2 (the proxy answers 502), and an HTTP/2 request body of unknown length (Node's http2 client) to an
+HTTP/1.0 app, which cannot read the chunked body it becomes.
 """
 
 from __future__ import annotations
@@ -448,6 +452,14 @@ def test_python_client(world, client, hop):
     app, cell = PY_CLIENTS[client]
     base = world.base(app, hop)
     check_cell(one_connection(world, hop, lambda: cell(base)))
+
+
+@pytest.mark.parametrize("hop", HOPS)
+@pytest.mark.parametrize("app", ["python-http10", "gunicorn", "uvicorn", "go-h1"])
+def test_http2_client_to_http1_apps(world, app, hop):
+    """httpx over HTTP/2 to HTTP/1 apps: the proxy speaks HTTP/1.1 to the app (HTTP/1.0 answers and
+    close-delimited bodies included) and HTTP/2 to the client."""
+    check_cell(one_connection(world, hop, lambda: _httpx_cell(world.base(app, hop), True)))
 
 
 # ---------------------------------------------------------------------------
