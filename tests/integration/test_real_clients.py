@@ -638,6 +638,23 @@ def test_curl_h2c_upgrade_to_an_h2c_app(world, hop, tmp_path):
 
 
 @pytest.mark.parametrize("hop", HOPS)
+@pytest.mark.parametrize("app", ["node-h1", "go-h2c"])
+def test_curl_h2c_upgrade_offered_with_an_upload(world, app, hop, tmp_path):
+    """``--http2`` on a first request that carries a large body (Upgrade, HTTP2-Settings and
+    ``Expect: 100-continue`` together): the upgrade is declined, the body and the next request go through."""
+    base = world.base(app, hop)
+    blob = tmp_path / "blob"
+    blob.write_bytes(BLOB)
+    upload, download = curl_run(world, hop, tmp_path, [
+        ["--http2", "--data-binary", f"@{blob}", f"{base}/upload"],
+        ["--http2", f"{base}/download?n={LARGE}"],
+    ])
+    assert (upload.status, upload.body.decode()) == (200, UPLOAD_ANSWER), upload
+    assert upload.head.startswith("HTTP/1.1 100 Continue") and "HTTP/2" not in upload.head, upload.head
+    assert (download.status, _sha(download.body)) == (200, BLOB_SHA)
+
+
+@pytest.mark.parametrize("hop", HOPS)
 def test_curl_expect_and_chunked_uploads(world, hop, tmp_path):
     """``Expect: 100-continue`` asked for a small body, and a chunked upload from stdin (``-T -``)."""
     base = world.base("node-h1", hop)
@@ -693,9 +710,11 @@ def test_curl_no_body_statuses_and_trailers(world, hop, flags, tmp_path):
 
 
 @pytest.mark.parametrize("hop", HOPS)
-def test_wget(world, hop, tmp_path):
-    """wget: three downloads in one run (one connection), an upload (--post-file) and a 404."""
-    base = world.base("node-h1", hop)
+@pytest.mark.parametrize("app", ["node-h1", "python-http10"])
+def test_wget(world, app, hop, tmp_path):
+    """wget: three downloads in one run (one connection, also past an HTTP/1.0 app that closes its own
+    after each answer), an upload (--post-file) and a 404."""
+    base = world.base(app, hop)
     blob = tmp_path / "blob"
     blob.write_bytes(BLOB)
     got = tmp_path / "got"
