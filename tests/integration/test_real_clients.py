@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -203,8 +204,11 @@ class World:
         self.go: dict[str, str] = {}
 
     def start(self) -> None:
-        for tool in ("node", "curl", "wget", "nginx", "caddy", "gunicorn"):
+        for tool in ("node", "curl", "wget", "nginx", "caddy"):
             require_tool(tool)
+        missing = [name for name in ("gunicorn", "uvicorn", "httpx", "h2", "aiohttp", "urllib3", "requests")
+                   if importlib.util.find_spec(name) is None]
+        assert not missing, f"Python packages {missing} are missing: {INSTALL_HINT} (the test extra)"
         if not (NODE_MODULES / "ws").is_dir():
             raise AssertionError(f"the npm package ws is missing from {NODE_MODULES}: {INSTALL_HINT}")
         self.go = _go_build(self.tmp)
