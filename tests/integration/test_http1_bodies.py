@@ -6,6 +6,9 @@ Expect: 100-continue.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -106,6 +109,41 @@ def test_truncated_response_closes_client_connection(proxy, upstream):
         assert head.startswith(b"HTTP/1.1 200")
         body = client.read_until_close(timeout=10)
     assert body == b"t" * 50
+
+
+def test_close_delimited_body_cut_by_a_reset_does_not_end_cleanly(proxy):
+    """An HTTP/1.0 app's body ends with its close, and reaches an HTTP/1.1 client chunked: when the app's
+    connection is reset instead, the client's must end without the last chunk (a truncation, never a
+    complete-looking response)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(5)
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += conn.recv(4096)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"partial " * 1000)
+            time.sleep(0.2)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with RawClient(proxy.outbound) as client:
+            client.request("GET", "/", [("Host", f"127.0.0.1:{port}")])
+            head = client.stream.read_until(b"\r\n\r\n", wire.deadline_in(5))
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+            try:
+                rest = client.read_until_close(timeout=10)
+            except ConnectionResetError:
+                rest = b""
+        assert not rest.endswith(b"0\r\n\r\n"), rest[-40:]
+    finally:
+        thread.join(5)
+        listener.close()
 
 
 def test_response_body_is_streamed(proxy, fresh_upstream):
