@@ -38,6 +38,7 @@ bootstrap_main() {
     ensure_debian_packages "$want_test"
     ensure_venv
     ensure_python_packages "$want_test"
+    if [ "$want_test" -eq 1 ]; then ensure_node_packages; fi
     ensure_fastpath
 }
 
@@ -105,7 +106,16 @@ TEST_PACKAGES=(
     "chromium-driver chromedriver"
     # test_viz_top_terminal.py: viz top's full-screen table in a real terminal
     "tmux tmux"
+    # test_real_clients.py: real clients and servers through the proxies (Go's h2c from Debian's x/net)
+    "wget wget"
+    "nodejs node"
+    "npm npm"
+    "golang-go go"
+    "golang-golang-x-net-dev"
+    "caddy caddy"
 )
+# test_real_clients.py: npm packages for Node's clients and apps, in .test-node/ (NODE_PATH points there)
+TEST_NODE_PACKAGES=("ws@8")
 
 ensure_debian_packages() {
     local want_test="$1" entry pkg cmd cmds ok missing=()
@@ -206,6 +216,16 @@ ensure_python_packages() {
     run_logged "installing build requirements" "$VENV_PY" -m pip install -q "${reqs[@]}"
     run_logged "pip install -e '$spec'" "$VENV_PY" -m pip install -q --no-build-isolation -e "$spec"
     echo "$want" >"${stamps[0]}"
+}
+
+ensure_node_packages() {
+    local spec missing=()
+    for spec in "${TEST_NODE_PACKAGES[@]}"; do
+        [ -d "$ROOT/.test-node/node_modules/${spec%@*}" ] || missing+=("$spec")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    note "installing npm packages into .test-node: ${missing[*]}"
+    run_logged "npm install" npm install --prefix "$ROOT/.test-node" --no-audit --no-fund "${missing[@]}"
 }
 
 # Compiled modules are proxy/**/NAME.{pyx,py} with a NAME.pxd beside them

@@ -220,9 +220,11 @@ class H1Client(UpEnd):
         if ex is None:
             return
         self.ex = None
-        if state == C_BODY and self.kind == BODY_CLOSE:
+        if state == C_BODY and self.kind == BODY_CLOSE and exc is None:
             ex.response_data(b"", 0, True)
             return
+        # A body read until close that ends in a reset was cut, not complete: the client must see a
+        # truncation (its connection cut, or its stream reset), never a clean end.
         # A reused connection that died before any answer to an idempotent
         # request: the upstream closed it while idle, it never saw the request.
         safe = (state == C_WAIT_HEAD and self.reused and not self.got_bytes

@@ -43,6 +43,7 @@ PAUSE_PIPELINE = cython.declare(cython.int, 2)  # read-ahead full while a reques
 _CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 _CLOSE = [(b"Connection", b"close")]
 _KEEP_ALIVE = [(b"Connection", b"keep-alive")]
+_CHUNKED = [(b"Transfer-Encoding", b"chunked")]
 _NO_EXTRA: list[tuple[bytes, bytes]] = []
 _DROP_TE = (b"transfer-encoding",)
 _DROP_LENGTH = (b"content-length",)
@@ -353,6 +354,7 @@ class H1Server(DownEnd):
         if h1head is not None:
             rh: ResponseHead = h1head
             dechunk: cython.bint = False
+            rechunk: cython.bint = False
             if end:
                 self.out = OUT_NONE
             elif rh.chunked:
@@ -363,14 +365,23 @@ class H1Server(DownEnd):
                     self.out = OUT_RAW
                     dechunk = True
                     keep = False
+            elif length < 0 and version >= 11:
+                # The upstream ends the body by closing (an HTTP/1.0 app): that ends the upstream's
+                # connection, not this client's, which gets the body chunked and stays usable.
+                self.out = OUT_CHUNKED
+                rechunk = True
             else:
                 self.out = OUT_RAW
                 if length < 0:
-                    keep = False  # read until close upstream, so here too
+                    keep = False  # read until close upstream, and an HTTP/1.0 client learns the end the same way
             # RFC 9110 8.6: a 204 has no Content-Length; one an upstream sent anyway is dropped.
             no_length: cython.bint = status == 204 and rh.content_length >= 0
+            # RFC 9110 2.5: a proxy answers in its own version; an HTTP/1.1 client told "HTTP/1.0" would
+            # drop a connection that this proxy keeps.
+            older: cython.bint = rh.version < 11 and version >= 11
             reason_ok: cython.bint = rh.raw[12] == 32  # "HTTP/1.1 200" without a reason: made whole below
-            if keep and not rh.hop_by_hop and version >= 11 and edit is None and not no_length and reason_ok:
+            if (keep and not rh.hop_by_hop and version >= 11 and edit is None and not no_length and reason_ok
+                    and not older and not rechunk):
                 head = rh.raw  # forwarded exactly as received
             else:
                 drop = rh.connection_tokens + _DROP_TE if dechunk else rh.connection_tokens
@@ -382,10 +393,15 @@ class H1Server(DownEnd):
                     extra = _KEEP_ALIVE
                 else:
                     extra = _NO_EXTRA
+                if rechunk:
+                    extra = extra + _CHUNKED
                 if edit is not None:
                     drop = drop + edit.drop
                     extra = list(extra) + list(edit.extra)
-                head = rewrite_head(rh.raw if reason_ok else _status_line(rh), None, drop, False, extra)
+                raw = rh.raw if reason_ok else _status_line(rh)
+                if older:
+                    raw = b"HTTP/1.1" + raw[8:]
+                head = rewrite_head(raw, None, drop, False, extra)
         else:
             chunked: cython.bint = False
             if end:

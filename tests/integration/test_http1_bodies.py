@@ -6,6 +6,9 @@ Expect: 100-continue.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -106,6 +109,52 @@ def test_truncated_response_closes_client_connection(proxy, upstream):
         assert head.startswith(b"HTTP/1.1 200")
         body = client.read_until_close(timeout=10)
     assert body == b"t" * 50
+
+
+@pytest.mark.parametrize("client_kind", ["http1", "h2"])
+def test_close_delimited_body_cut_by_a_reset_does_not_end_cleanly(proxy, client_kind):
+    """An HTTP/1.0 app's body ends with its close (chunked for an HTTP/1.1 client, ended by END_STREAM for
+    an HTTP/2 one): when the app's connection is reset instead, the client's response must be cut (the
+    connection closed without the last chunk, or the stream reset), never end as if complete."""
+    from helpers.h2client import H2Client
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        listener.settimeout(10)
+        for _ in range(3):  # an HTTP/2 client's request is first tried in HTTP/2, which this app refuses
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += conn.recv(4096)
+                if got.startswith(b"PRI "):
+                    conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"partial " * 1000)
+                time.sleep(0.2)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        if client_kind == "h2":
+            with H2Client(proxy.outbound) as h2:
+                resp = h2.exchange("GET", "/", f"127.0.0.1:{port}")
+            assert resp.status == 200 and resp.reset_code is not None and not resp.ended, resp.summary()
+            return
+        with RawClient(proxy.outbound) as client:
+            client.request("GET", "/", [("Host", f"127.0.0.1:{port}")])
+            head = client.stream.read_until(b"\r\n\r\n", wire.deadline_in(5))
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+            rest = client.read_until_close(timeout=10)
+        assert b"partial" in rest and not rest.endswith(b"0\r\n\r\n"), rest[-40:]
+    finally:
+        thread.join(5)
+        listener.close()
 
 
 def test_response_body_is_streamed(proxy, fresh_upstream):

@@ -118,6 +118,24 @@ def test_connection_after_http10_response_not_reused(proxy, make_upstream):
     assert server.accept_count == 2
 
 
+def test_http11_client_keeps_its_connection_past_http10_and_close_delimited_answers(proxy, fresh_upstream):
+    """An app that answers in HTTP/1.0 (Python's http.server) or ends a body by closing ends its own
+    connection, not the client's: the proxy answers an HTTP/1.1 client in its own version (RFC 9110 2.5), a
+    body the app ends by closing goes on re-chunked, and the next request works on the same connection."""
+    with RawClient(proxy.outbound) as client:
+        resp = client.exchange("GET", "/http10-response", host(fresh_upstream))
+        assert (resp.status, resp.data) == (200, b"old one")
+        assert resp.head.raw.startswith(b"HTTP/1.1 200 OK\r\n"), resp.head.raw
+        assert not resp.head.has_token("connection", "close"), resp.headers
+        resp = client.exchange("GET", "/close?n=300000", host(fresh_upstream))
+        assert resp.status == 200 and resp.data == det_bytes(300_000)
+        assert resp.head.has_token("transfer-encoding", "chunked"), resp.headers
+        assert not resp.head.has_token("connection", "close"), resp.headers
+        resp = client.exchange("GET", "/echo?after=1", host(fresh_upstream))
+        assert resp.status == 200 and resp.header("X-Target") == "/echo?after=1"
+    assert fresh_upstream.accept_count == 3
+
+
 def test_stale_pooled_connection_is_not_used(proxy, fresh_upstream):
     """The upstream closes an idle pooled connection; the next request must
     still succeed (on a new connection), not fail with a synthesized error."""
