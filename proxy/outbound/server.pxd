@@ -1,0 +1,30 @@
+# Typed declarations for server.py: the router's per-request decision (route, its Host cache, the policy
+# stage) runs as compiled code with typed slots, not interpreted bytecode.
+cimport cython
+
+from proxy.core.target cimport Target
+from proxy.outbound.balance cimport BalancedService
+
+cdef class HostDecision:
+    cdef readonly Target target
+    cdef readonly object runtime           # the policy's ServiceRuntime, or None
+    cdef readonly BalancedService service  # discovery's service, or None
+
+
+cdef class OutboundRouter:
+    cdef public object own
+    cdef public object loop
+    cdef public object resolver
+    cdef public object settings
+    cdef public object policy
+    cdef public dict _authorities
+    cdef public dict _orig
+    cdef public dict _concrete
+    cdef public dict services
+    cdef public dict _hosts
+    cdef public object egress
+
+    @cython.locals(decision=HostDecision, target=Target)
+    cpdef object route(self, object head, object meta, object conn=*)
+    @cython.locals(target=Target, runtime=object, service=BalancedService)
+    cdef HostDecision _decide(self, bytes host)
