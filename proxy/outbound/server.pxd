@@ -3,12 +3,11 @@
 cimport cython
 
 from proxy.core.target cimport Target
-from proxy.outbound.balance cimport BalancedService
 
 cdef class HostDecision:
     cdef readonly Target target
     cdef readonly object runtime           # the policy's ServiceRuntime, or None
-    cdef readonly BalancedService service  # discovery's service, or None
+    cdef readonly object service           # discovery's BalancedService, or None
 
 
 cdef class OutboundRouter:
@@ -26,5 +25,5 @@ cdef class OutboundRouter:
 
     @cython.locals(decision=HostDecision, target=Target)
     cpdef object route(self, object head, object meta, object conn=*)
-    @cython.locals(target=Target, runtime=object, service=BalancedService)
+    @cython.locals(target=Target)
     cdef HostDecision _decide(self, bytes host)

@@ -21,12 +21,12 @@ from proxy.core.target import Target
 from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
-from proxy.outbound.balance import BalancedService
 from proxy.telemetry.labels import LabelSets
 from proxy.telemetry.logging import get_logger
 from proxy.transport.own import OwnAddresses
 
 if TYPE_CHECKING:
+    from proxy.outbound.balance import BalancedService
     from proxy.outbound.egress import EgressPolicy, EgressRuntime
     from proxy.outbound.failover import FailoverState
     from proxy.outbound.policy import OutboundPolicy, ServiceRuntime
@@ -304,6 +304,9 @@ class OutboundRouter:
         watch = self.resolver.lookup(target.host, target.port)
         service = None
         if watch is not None:
+            # Imported here: without discovery the balancer is never loaded.
+            from proxy.outbound.balance import BalancedService
+
             assert self.settings is not None
             service = BalancedService(self.loop, watch.name, watch, self.settings)
             if self.policy is not None:
