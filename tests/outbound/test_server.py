@@ -5,12 +5,15 @@ import collections
 import random
 import time
 
+import pytest
+
 from proxy.config import load
 from proxy.core.addr import ConnMeta, Target
 from proxy.discovery.file import FileResolver
+from proxy.errors import RoutingError
 from proxy.exchange.core import SETTLE_CANCELLED
 from proxy.outbound.policy import OutboundPolicy
-from proxy.outbound.server import OutboundRouter
+from proxy.outbound.server import CACHE_LIMIT, OutboundRouter
 from proxy.policy.parse import parse
 from proxy.transport.own import OwnAddresses
 
@@ -93,3 +96,15 @@ def test_a_forgotten_service_is_not_used_again_through_the_host_decision(tmp_pat
         again.service.settle(again, 0.0, SETTLE_CANCELLED)
     finally:
         loop.close()
+
+
+def test_a_flood_of_distinct_hosts_keeps_the_host_decisions_bounded():
+    router = OutboundRouter(OwnAddresses(frozenset()))
+    for i in range(CACHE_LIMIT + 500):
+        assert router.route(Head(host=b"h%d.test" % i), _meta(), Conn()) == Target(f"h{i}.test", 80)
+    assert 0 < len(router._hosts) <= CACHE_LIMIT
+    # A malformed Host is refused every time and never remembered.
+    for _ in range(2):
+        with pytest.raises(RoutingError):
+            router.route(Head(host=b"bad host"), _meta(), Conn())
+    assert b"bad host" not in router._hosts
