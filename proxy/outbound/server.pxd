@@ -27,3 +27,9 @@ cdef class OutboundRouter:
     cpdef object route(self, object head, object meta, object conn=*)
     @cython.locals(target=Target)
     cdef HostDecision _decide(self, bytes host)
+    # Called per request from route(): C calls, not Python method lookups.
+    cpdef object _policy_route(self, object runtime, object head, object conn, Target logical)
+    @cython.locals(target=Target)
+    cpdef Target _concrete_target(self, tuple address)
+    cpdef object _endpoint(self, Target target, object conn)
+    cpdef object _service(self, Target target)

@@ -219,7 +219,7 @@ class OutboundRouter:
         due = balancer.next_ready_ns(now)
         return 0 <= due <= now
 
-    def _concrete_target(self, address: tuple[str, int]) -> Target:
+    def _concrete_target(self, address) -> Target:  # address: (host, port); typed in server.pxd
         target = self._concrete.get(address)
         if target is None:
             target = Target(address[0], address[1])
