@@ -512,7 +512,7 @@ class OutboundPolicy:
         """``host:port``, then ``host``, then the cluster's full name of a short ``svc.ns`` form."""
         found = self.policy_set.get(f"{host}:{port}")
         if found is None and not host.endswith(self.cluster_suffix):
-            base = host[:-4] if host.endswith(".svc") else host
+            base = host[:len(host) - 4] if host.endswith(".svc") else host
             if base.count(".") == 1:
                 found = self.policy_set.get(f"{base}{self.cluster_suffix}:{port}")
         return found

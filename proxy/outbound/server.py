@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from proxy.config import BalancerSettings, Config
 from proxy.core.accept import AcceptStage
-from proxy.core.addr import ConnMeta, Target, parse_authority
+from proxy.core.addr import ConnMeta, parse_authority
+from proxy.core.target import Target
 from proxy.errors import NoDestination, NoEndpoints, OwnAddress, RouteRedirect, RoutingError
 from proxy.exchange.context import ExchangeContext
 from proxy.http.upstreams import Upstreams
@@ -62,6 +63,8 @@ class OutboundRouter:
         self._concrete: dict[tuple[str, int], Target] = {}
         # (host, port) -> BalancedService, or None for names discovery does not know.
         self.services: dict[tuple[str, int], BalancedService | None] = {}
+        # Host -> HostDecision; emptied whenever a policy or a service it may name changes.
+        self._hosts: dict[bytes, HostDecision] = {}
         if policy is not None:
             policy.listeners.append(self._policy_changed)
         # EgressNetworks of the policy file (outbound/egress.py): None without a policy file.
@@ -123,6 +126,23 @@ class OutboundRouter:
 
     # -- the endpoint ------------------------------------------------------------
     def route(self, head, meta: ConnMeta, conn=None):
+        host = head.host
+        if (host is not None and meta.orig_dst is None and head.dst_override is None
+                and head.target[:1] == b"/" and head.method != b"CONNECT"):
+            # The common request: named by its Host alone, whose decision (the logical target, its policy
+            # runtime or its discovered service) is remembered; the route, split and endpoint are still
+            # picked per request.
+            decision = self._hosts.get(host)
+            if decision is None:
+                decision = self._decide(host)
+            elif decision.target.port in self.own.ports:  # own addresses can grow (a late pod IP): asked again
+                self._refuse_own(decision.target)
+            target = decision.target
+            if decision.runtime is not None:
+                return self._policy_route(decision.runtime, head, conn, target)
+            if decision.service is not None:
+                return decision.service.route(conn)
+            return target
         target = self.logical(head, meta)
         egress = self.egress
         if egress is not None and meta.orig_dst is not None and egress.active:
@@ -150,6 +170,17 @@ class OutboundRouter:
         if service is None:
             return target
         return service.route(conn)
+
+    def _decide(self, host: bytes) -> HostDecision:
+        """What ``route`` decides for a request named by ``host`` alone (no original destination,
+        override, absolute URI or CONNECT), remembered until the policy or the known services change."""
+        target = self._authority(host, 80)
+        self._refuse_own(target)
+        runtime = self.policy.lookup(target) if self.policy is not None else None
+        service = self._service(target) if runtime is None and self.resolver is not None else None
+        decision = HostDecision(target, runtime, service)
+        self._remember(self._hosts, host, decision)
+        return decision
 
     def _policy_route(self, runtime: ServiceRuntime | EgressRuntime, head, conn, logical: Target):
         """The logical service has a policy: its route (told to the relay as ``conn.rp``), then the concrete backend."""
@@ -188,7 +219,7 @@ class OutboundRouter:
         due = balancer.next_ready_ns(now)
         return 0 <= due <= now
 
-    def _concrete_target(self, address: tuple[str, int]) -> Target:
+    def _concrete_target(self, address) -> Target:  # address: (host, port); typed in server.pxd
         target = self._concrete.get(address)
         if target is None:
             target = Target(address[0], address[1])
@@ -288,6 +319,7 @@ class OutboundRouter:
     def _policy_changed(self) -> None:
         """A policy reload: its failureAccrual settings reach the balancers already built."""
         assert self.policy is not None
+        self._hosts.clear()
         for (host, port), service in self.services.items():
             if service is not None:
                 service.set_policy_accrual(self.policy.accrual_for(host, port))
@@ -304,9 +336,11 @@ class OutboundRouter:
             if service is None:
                 if idle_limit == 0.0:
                     del self.services[key]
+                    self._hosts.clear()
             elif service.idle(now, idle_limit):
                 service.close()
                 del self.services[key]
+                self._hosts.clear()
 
     def _authority(self, value: bytes, default_port: int) -> Target:
         key = (value, default_port)
@@ -331,6 +365,18 @@ class OutboundRouter:
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
         cache[key] = value
+
+
+class HostDecision:
+    """The router's decision for one Host: the logical target, and its policy runtime or discovered
+    service (both None: passthrough)."""
+
+    __slots__ = ("target", "runtime", "service")
+
+    def __init__(self, target: Target, runtime: ServiceRuntime | None, service: BalancedService | None) -> None:
+        self.target = target
+        self.runtime = runtime
+        self.service = service
 
 
 def build(config: Config, loop, connector, own: OwnAddresses, resolver=None,

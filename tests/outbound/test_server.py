@@ -1,12 +1,19 @@
 """Tests of proxy/outbound/server.py's policy stage: logical service -> route -> concrete backend."""
 
+import asyncio
 import collections
 import random
 import time
 
+import pytest
+
+from proxy.config import load
 from proxy.core.addr import ConnMeta, Target
+from proxy.discovery.file import FileResolver
+from proxy.errors import RoutingError
+from proxy.exchange.core import SETTLE_CANCELLED
 from proxy.outbound.policy import OutboundPolicy
-from proxy.outbound.server import OutboundRouter
+from proxy.outbound.server import CACHE_LIMIT, OutboundRouter
 from proxy.policy.parse import parse
 from proxy.transport.own import OwnAddresses
 
@@ -65,3 +72,39 @@ def test_opaque_connections_are_split_by_weight():
     assert set(counts) == {Target("v1.test", 8080), Target("v2.test", 8081)}
     assert min(counts.values()) > 120  # 1:1 split; 400 draws, sd 10
     assert router.tunnel_target(_meta(("elsewhere.test", 80))) == Target("elsewhere.test", 80)
+
+
+def test_a_forgotten_service_is_not_used_again_through_the_host_decision(tmp_path):
+    # The router remembers each Host's discovered service; when the idle sweep forgets (and closes) that
+    # service, the next request must look it up anew, not reach the closed one.
+    path = tmp_path / "endpoints.yaml"
+    path.write_text("services:\n  web.test:80:\n    endpoints:\n      - address: 127.0.0.1:8081\n")
+    resolver = FileResolver(str(path))
+    assert resolver.check()
+    loop = asyncio.new_event_loop()
+    try:
+        router = OutboundRouter(OwnAddresses(frozenset()), loop, resolver, load({}).balancer)
+        first = router.route(Head(), _meta(), Conn())
+        assert router.route(Head(), _meta(), Conn()).service is first.service  # remembered
+        for _ in range(2):
+            first.service.settle(first, 0.0, SETTLE_CANCELLED)
+        router.sweep(loop.time() + 3600.0)
+        assert router.services == {}
+        again = router.route(Head(), _meta(), Conn())
+        assert again.service is not first.service and router.services[("web.test", 80)] is again.service
+        assert again == Target("127.0.0.1", 8081)
+        again.service.settle(again, 0.0, SETTLE_CANCELLED)
+    finally:
+        loop.close()
+
+
+def test_a_flood_of_distinct_hosts_keeps_the_host_decisions_bounded():
+    router = OutboundRouter(OwnAddresses(frozenset()))
+    for i in range(CACHE_LIMIT + 500):
+        assert router.route(Head(host=b"h%d.test" % i), _meta(), Conn()) == Target(f"h{i}.test", 80)
+    assert 0 < len(router._hosts) <= CACHE_LIMIT
+    # A malformed Host is refused every time and never remembered.
+    for _ in range(2):
+        with pytest.raises(RoutingError):
+            router.route(Head(host=b"bad host"), _meta(), Conn())
+    assert b"bad host" not in router._hosts
