@@ -222,7 +222,8 @@ class OutboundRouter:
     def _concrete_target(self, address) -> Target:  # address: (host, port); typed in server.pxd
         target = self._concrete.get(address)
         if target is None:
-            target = Target(address[0], address[1])
+            host, port = address  # unpacked, not indexed: checked even where bounds checks are off
+            target = Target(host, port)
             self._remember(self._concrete, address, target)
         return target
 
