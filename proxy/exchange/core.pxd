@@ -44,9 +44,12 @@ cdef class Exchange:
     cdef public Target target
     cdef public object rp                # outbound: the route policy (set by the router), or None
     cdef public BackendStats backend     # ... and the backend its split picked for this attempt, or None
-    # counted on its route (and backend) at the response head or gRPC status; their durations end in finish()
+    # classified on its route at the response head or gRPC status; its statuses and durations end in finish()
     cdef RouteStats route_open
     cdef BackendStats backend_open
+    cdef int end_status                 # ... counted there with this HTTP status (0: none), gRPC status (-1: none)
+    cdef int end_grpc
+    cdef int end_error                  # ... and ROUTE_ERRORS index: how the stream ended (0: cleanly)
     cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
     cdef public object mirror            # the route's mirrored copies of this request (outbound/mirror.py), or None
     cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app
