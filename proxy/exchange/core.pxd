@@ -16,6 +16,7 @@ cdef int grpc_status_of(object fields) except? -2
 cdef bint _is_grpc(object fields) except -1
 cdef int _grpc_head(object fields) except? -3
 cdef int _HOSTS_CACHED
+cdef int _CUT
 
 cdef class Exchange:
     cdef public ExchangeContext ctx
@@ -24,7 +25,8 @@ cdef class Exchange:
     cdef public long long down_id        # the client's HTTP/2 stream id (0: HTTP/1)
     cdef public object authz
     cdef public HttpStats hstats         # the request's metric label set, once known
-    cdef int grpc_count                  # a gRPC response's HTTP status, counted when its trailers come (0: none)
+    cdef int grpc_count                  # a response counted at its end: a gRPC one's HTTP status (its gRPC status
+                                         # in the trailers), another's negated (0: none pending)
     # per-connection route cache (HTTP/1 reuses one exchange per connection)
     # the request
     cdef public RequestLine head         # router's view: method, target, host, dst_override, version, upgrade

@@ -51,6 +51,7 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 _CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
 _CANCEL = 8  # RST_STREAM CANCEL: how a tap reports a request whose client went away
+_CUT = cython.declare(cython.int, -2)  # _count_grpc: the response did not end (cut, or its client left)
 
 
 class _Queued:
@@ -560,10 +561,13 @@ class Exchange:
         stats: HttpStats = self._stats()
         stats.observe((now() - self.t0) * 1000.0)
         grpc: cython.int = -2 if fields is None else _grpc_head(fields)
-        if grpc == -1 and not end:
+        if end or grpc >= 0:
+            stats.count(status, grpc if grpc >= 0 else -1, 0, status >= 500 or grpc > 0)
+        elif grpc == -1:
             self.grpc_count = status  # the gRPC status comes in the trailers: counted then
         else:
-            stats.count(status, grpc if grpc >= 0 else -1, 0, status >= 500 or grpc > 0)
+            # Classified at the end of its stream, as Linkerd does: one cut short after its head is a failure.
+            self.grpc_count = -status
         self.resp_started = True
         self.status = status
         self.resp_length = length
@@ -872,10 +876,14 @@ class Exchange:
                         self.end_status, self.end_grpc, self.end_error)
 
     def _count_grpc(self, grpc):
-        """A gRPC response ended: count it with its status (-1: none came, a failure)."""
-        status = self.grpc_count
+        """A response counted at its end ended: a gRPC one with its status (-1: none came; _CUT: it was cut,
+        both failures), another (``grpc_count`` its negated HTTP status) by its status unless it was cut."""
+        status: cython.int = self.grpc_count
         self.grpc_count = 0
-        self._stats().count(status, grpc, 0, status >= 500 or grpc != 0)
+        if status < 0:
+            self._stats().count(-status, -1, 0, grpc == _CUT or status <= -500)
+        else:
+            self._stats().count(status, -1 if grpc == _CUT else grpc, 0, status >= 500 or grpc != 0)
 
     def _tap_observe(self):
         """Once per request, when it has its destination (or is refused before one): which taps want it."""
@@ -997,8 +1005,8 @@ class Exchange:
         if self.mirror is not None:  # a request body the copies will not get whole: they stop
             tee, self.mirror = self.mirror, None
             tee.primary_done()
-        if self.grpc_count:  # cut, or the client left, before the trailers: a failure
-            self._count_grpc(-1)
+        if self.grpc_count:  # cut, or the client left, before the response's end: a failure
+            self._count_grpc(_CUT)
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1

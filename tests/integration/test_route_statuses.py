@@ -8,6 +8,8 @@ Linkerd labels a cancelled stream). Each series keeps the head's HTTP status
 (a gRPC call its status from the trailers, UNKNOWN when none came) and names
 the error, in ``outbound_{http,grpc}_route_request_statuses_total`` and
 ``..._backend_response_statuses_total`` alike; a clean end has ``error=""``.
+The older ``response_total`` classifies at the end of the stream too: a
+response cut short after a 200 head is a failure there.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ def _statuses(proxy: MeshProxy, route: str, backend: str, grpc: bool = False,
         time.sleep(0.05)
 
 
+def _legacy(proxy: MeshProxy) -> tuple[float, float]:
+    """The outbound ``response_total`` of 200 heads: (successes, failures)."""
+    m = proxy.metrics()
+    return tuple(m.get("response_total", direction="outbound", status_code="200", classification=klass)
+                 for klass in ("success", "failure"))  # type: ignore[return-value]
+
+
 def _h1(proxy: MeshProxy, path: str) -> http.client.HTTPConnection:
     conn = http.client.HTTPConnection(*proxy.outbound, timeout=20)
     conn.request("GET", path, headers={"Host": "h1.test.svc.cluster.local:80"})
@@ -122,6 +131,7 @@ def _h1(proxy: MeshProxy, path: str) -> http.client.HTTPConnection:
 
 
 def test_http1_backend_closing_mid_body_is_its_heads_status_with_io(proxy):
+    before = _legacy(proxy)
     conn = _h1(proxy, "/truncated")
     try:
         resp = conn.getresponse()
@@ -132,9 +142,12 @@ def test_http1_backend_closing_mid_body_is_its_heads_status_with_io(proxy):
         conn.close()
     want = {("200", "IO"): 1}
     assert _statuses(proxy, "h1-cut", "h1-backend") == (want, want)
+    after = _legacy(proxy)
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 1)
 
 
 def test_a_clean_end_has_no_error(proxy):
+    before = _legacy(proxy)
     conn = _h1(proxy, "/bytes/3000")
     try:
         resp = conn.getresponse()
@@ -143,6 +156,8 @@ def test_a_clean_end_has_no_error(proxy):
         conn.close()
     want = {("200", ""): 1}
     assert _statuses(proxy, "h1-clean", "h1-backend") == (want, want)
+    after = _legacy(proxy)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
 def test_a_route_request_timeout_after_the_head_is_request_timeout(proxy):
@@ -174,12 +189,15 @@ def test_a_client_leaving_mid_body_is_unknown(proxy):
 
 
 def test_http2_resets_mid_body_are_labelled_by_their_code(proxy):
+    before = _legacy(proxy)
     with H2Client(proxy.outbound) as client:
         for code in (2, 8, 11):  # INTERNAL_ERROR, CANCEL, ENHANCE_YOUR_CALM
             resp = client.exchange("GET", f"/reset-after?code={code}", authority="h2.test.svc.cluster.local:80")
             assert resp.status == 200 and resp.reset_code is not None, resp.summary()
     want = {("200", "RESET"): 1, ("200", "CANCEL"): 1, ("200", "ENHANCE_YOUR_CALM"): 1}
     assert _statuses(proxy, "h2-reset", "h2-backend", expect=3) == (want, want)
+    after = _legacy(proxy)
+    assert (after[0] - before[0], after[1] - before[1]) == (0, 3)
 
 
 def test_an_idle_timeout_after_the_head_is_idle_timeout(proxy):
