@@ -129,9 +129,24 @@ class RouteTimeout(UpstreamError):
     grpc_status = 4  # DEADLINE_EXCEEDED
 
 
+class RouteIdleTimeout(RouteTimeout):
+    """A route's idle timeout: no byte either way for its duration (Linkerd's IDLE_TIMEOUT apart from the
+    whole-request REQUEST_TIMEOUT in the route metrics' ``error`` label)."""
+
+
 class UpstreamReset(UpstreamError):
     reason = "connection closed before response"
     closes = True
+
+
+class StreamReset(UpstreamReset):
+    """The upstream reset the HTTP/2 stream (RST_STREAM ``code``); its connection lives on."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"upstream reset the stream (error code {code})")
+        self.code = code
+        if code:
+            self.reset_code = code  # a cut response passes the upstream's reason on
 
 
 class PeerTlsFailed(UpstreamError):

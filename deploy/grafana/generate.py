@@ -232,10 +232,11 @@ def routes() -> Board:
             [(_quantiles("route_response_latency_ms_bucket", rsel, "dst, rt_route", "")[2][0],
               "{{dst}} {{rt_route}}")], "ms")
     b.row("Outbound routes (outbound_http_route_* families)")
-    b.graph("Responses by status", "Per parent service and route, by HTTP status (or the proxy's error).",
+    b.graph("Responses by status", "Per parent service and route, by HTTP status and how the stream failed "
+            "(the proxy's own answers have only the error).",
             [(rps(WL, "parent_namespace, parent_name, route_name, http_status, error",
                   "outbound_http_route_request_statuses_total"),
-              "{{parent_name}} {{route_name}} {{http_status}}{{error}}")], "reqps")
+              "{{parent_name}} {{route_name}} {{http_status}} {{error}}")], "reqps")
     b.graph("Request duration p50 / p99", "Per parent service and route.",
             [(f"histogram_quantile({q}, sum by (parent_namespace, parent_name, route_name, le) "
               f"(rate(outbound_http_route_request_duration_seconds_bucket{{{WL}}}[{RATE}])))",

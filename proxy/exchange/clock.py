@@ -79,4 +79,4 @@ class RouteClock:
         if self.loop.time() < due:
             self.idle_timer = self.loop.call_at(due, self._idle_check)
             return
-        self.expired(errors.RouteTimeout(f"request timed out (stream idle for {self.idle:g}s)"))
+        self.expired(errors.RouteIdleTimeout(f"request timed out (stream idle for {self.idle:g}s)"))

@@ -16,6 +16,7 @@ cdef int grpc_status_of(object fields) except? -2
 cdef bint _is_grpc(object fields) except -1
 cdef int _grpc_head(object fields) except? -3
 cdef int _HOSTS_CACHED
+cdef int _CUT
 
 cdef class Exchange:
     cdef public ExchangeContext ctx
@@ -24,7 +25,8 @@ cdef class Exchange:
     cdef public long long down_id        # the client's HTTP/2 stream id (0: HTTP/1)
     cdef public object authz
     cdef public HttpStats hstats         # the request's metric label set, once known
-    cdef int grpc_count                  # a gRPC response's HTTP status, counted when its trailers come (0: none)
+    cdef int grpc_count                  # a response counted at its end: a gRPC one's HTTP status (its gRPC status
+                                         # in the trailers), another's negated (0: none pending)
     # per-connection route cache (HTTP/1 reuses one exchange per connection)
     # the request
     cdef public RequestLine head         # router's view: method, target, host, dst_override, version, upgrade
@@ -44,9 +46,12 @@ cdef class Exchange:
     cdef public Target target
     cdef public object rp                # outbound: the route policy (set by the router), or None
     cdef public BackendStats backend     # ... and the backend its split picked for this attempt, or None
-    # counted on its route (and backend) at the response head or gRPC status; their durations end in finish()
+    # classified on its route at the response head or gRPC status; its statuses and durations end in finish()
     cdef RouteStats route_open
     cdef BackendStats backend_open
+    cdef int end_status                 # ... counted there with this HTTP status (0: none), gRPC status (-1: none)
+    cdef int end_grpc
+    cdef int end_error                  # ... and ROUTE_ERRORS index: how the stream ended (0: cleanly)
     cdef public object resp_edit         # the route's ResponseHeaderModifier, or None
     cdef public object mirror            # the route's mirrored copies of this request (outbound/mirror.py), or None
     cdef public bint restore_h1          # set by the dispatcher: HTTP/2 fields restored to HTTP/1 for the app

@@ -29,7 +29,7 @@ from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
 from proxy.exchange.taphook import TapEvents, TapHook
-from proxy.telemetry.counters import BackendStats, HttpStats, RouteStats, error_code
+from proxy.telemetry.counters import CLIENT_GONE, BackendStats, HttpStats, RouteStats, error_code, stream_error_code
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
 # Python ints: the outbound side imports them.
@@ -51,6 +51,7 @@ IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 
 _CONNECT_ERRORS = (errors.ConnectRefused, errors.ConnectFailed, errors.ConnectTimeout)
 _CANCEL = 8  # RST_STREAM CANCEL: how a tap reports a request whose client went away
+_CUT = cython.declare(cython.int, -2)  # _count_grpc: the response did not end (cut, or its client left)
 
 
 class _Queued:
@@ -322,7 +323,12 @@ class Exchange:
         self.down_gone = True
         if self.done:
             return
-        self.rp = None  # nothing to count: the client went away first
+        if self.grpc_pending and self.held_fields is None:  # the head went out; its status never will
+            self.grpc_pending = False
+            self._route_end(self.route_status, -1, self.route_ms, 0)
+        if self.route_open is not None or self.backend_open is not None:
+            self.end_error = CLIENT_GONE  # after the head: counted at the end (finish), as Linkerd's cancelled stream
+        self.rp = None  # before the head: nothing to count, the client went away first
         self.replay = None
         self.settle(SETTLE_CANCELLED)
         self._drop_up()
@@ -434,7 +440,7 @@ class Exchange:
             self._again(False)
             if backend is not None and not self.done and self.backend is not backend:
                 # A failover group sent the attempt to another backend: this one's ended in the error.
-                backend.finish(0.0, 0, -1, error_code(err))
+                backend.end(0.0, 0, -1, error_code(err))
             return
         self.fail(err)
 
@@ -555,10 +561,13 @@ class Exchange:
         stats: HttpStats = self._stats()
         stats.observe((now() - self.t0) * 1000.0)
         grpc: cython.int = -2 if fields is None else _grpc_head(fields)
-        if grpc == -1 and not end:
+        if end or grpc >= 0:
+            stats.count(status, grpc if grpc >= 0 else -1, 0, status >= 500 or grpc > 0)
+        elif grpc == -1:
             self.grpc_count = status  # the gRPC status comes in the trailers: counted then
         else:
-            stats.count(status, grpc if grpc >= 0 else -1, 0, status >= 500 or grpc > 0)
+            # Classified at the end of its stream, as Linkerd does: one cut short after its head is a failure.
+            self.grpc_count = -status
         self.resp_started = True
         self.status = status
         self.resp_length = length
@@ -791,20 +800,24 @@ class Exchange:
         self._cut(err)  # a gRPC call still waiting for its trailers counts as the timeout's failure
 
     def _route_end(self, status, grpc, elapsed, error):
-        """The request's outcome is known (``error``: an ERROR_LABELS index, 0: the app answered): count it
+        """The request's outcome is known (``error``: a ROUTE_ERRORS index, 0: the app answered): classify it
         once on its route."""
         rp = self.rp
         self.rp = None
         self.replay = None
         failed = rp.failed(status, None if grpc < 0 else grpc)
-        rp.stats.finish(elapsed, failed, status, grpc, error)
-        # Linkerd's durations run to the response's end: finish() observes them (the route's from the
-        # request head, the backend's from the attempt's dispatch), and the backend counts body frames until then.
+        rp.stats.record(elapsed, failed)
+        # Linkerd counts the statuses, and ends the durations, when the response's stream ends: finish() does
+        # (the route's duration from the request head, the backend's from the attempt's dispatch), with this
+        # outcome unless the stream fails first (_cut, client_gone); the backend counts body frames until then.
+        # The proxy's own answer has no status in Linkerd's labels (a redirect, error 0, keeps its own).
+        self.end_status = 0 if error else status
+        self.end_grpc = grpc
+        self.end_error = error
         self.route_open = rp.stats
         backend: BackendStats = self.backend
         if backend is not None:
             self.backend = None
-            backend.count(status, grpc, error)
             self.backend_open = backend
         if self.attempts:
             rp.retried(failed, status, grpc, error, self.attempts)  # the retry counters: rare, in Python
@@ -843,11 +856,11 @@ class Exchange:
             err = attempt_timeout_error(self.rp)
             stats.count(err.status, -1, error_code(err), True)
             if self.backend is not None:
-                self.backend.finish((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, 0, -1, error_code(err))
+                self.backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, 0, -1, error_code(err))
         else:
             stats.count(status, grpc, 0, True)
             if self.backend is not None:
-                self.backend.finish((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, status, grpc, 0)
+                self.backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, status, grpc, 0)
 
     def _durations_end(self):
         """The response ended (or was cut, or its client left): the route's and backend's durations end now."""
@@ -855,17 +868,22 @@ class Exchange:
         route: RouteStats = self.route_open
         if route is not None:
             self.route_open = None
-            route.end((t - self.t0) * 1000.0)
+            route.end((t - self.t0) * 1000.0, self.end_status, self.end_grpc, self.end_error)
         backend: BackendStats = self.backend_open
         if backend is not None:
             self.backend_open = None
-            backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0)
+            backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0,
+                        self.end_status, self.end_grpc, self.end_error)
 
     def _count_grpc(self, grpc):
-        """A gRPC response ended: count it with its status (-1: none came, a failure)."""
-        status = self.grpc_count
+        """A response counted at its end ended: a gRPC one with its status (-1: none came; _CUT: it was cut,
+        both failures), another (``grpc_count`` its negated HTTP status) by its status unless it was cut."""
+        status: cython.int = self.grpc_count
         self.grpc_count = 0
-        self._stats().count(status, grpc, 0, status >= 500 or grpc != 0)
+        if status < 0:
+            self._stats().count(-status, -1, 0, grpc == _CUT or status <= -500)
+        else:
+            self._stats().count(status, -1 if grpc == _CUT else grpc, 0, status >= 500 or grpc != 0)
 
     def _tap_observe(self):
         """Once per request, when it has its destination (or is refused before one): which taps want it."""
@@ -924,6 +942,11 @@ class Exchange:
         if self.grpc_pending:  # its trailers will never come: a failure on its route
             self.grpc_pending = False
             self._route_end(err.status, -1, self.route_ms, error_code(err))
+        if self.route_open is not None or self.backend_open is not None:
+            # Counted when finish() ends the stream, as Linkerd labels a stream that failed after its head:
+            # the head's status, the error by how it ended.
+            self.end_status = self.status
+            self.end_error = stream_error_code(err)
         if self.tap is not None:
             tap: TapEvents = self.tap
             self.tap = None
@@ -982,8 +1005,8 @@ class Exchange:
         if self.mirror is not None:  # a request body the copies will not get whole: they stop
             tee, self.mirror = self.mirror, None
             tee.primary_done()
-        if self.grpc_count:  # cut, or the client left, before the trailers: a failure
-            self._count_grpc(-1)
+        if self.grpc_count:  # cut, or the client left, before the response's end: a failure
+            self._count_grpc(_CUT)
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1

@@ -376,10 +376,7 @@ class H2Client(UpEnd):
                 if not self.exchanges:
                     self.idle_since = now()
                 code = event.error_code
-                err = errors.UpstreamReset(f"upstream reset the stream (error code {code})")
-                if code:
-                    err.reset_code = code  # a cut response passes the upstream's reason on
-                ex.upstream_reset(err, code == REFUSED_STREAM)
+                ex.upstream_reset(errors.StreamReset(code), code == REFUSED_STREAM)
         elif kind is h2conn.WindowUpdated:
             if event.stream_id == 0:
                 for other in list(self.exchanges.values()):

@@ -66,8 +66,7 @@ cdef class RouteStats:
     cdef public double duration_sum_ms
     cdef public long long duration_count
     cpdef void record(self, double latency_ms, bint failure)
-    cpdef void finish(self, double latency_ms, bint failure, int status, int grpc, int error)
-    cpdef void end(self, double duration_ms)
+    cpdef void end(self, double duration_ms, int status, int grpc, int error)
 
 cdef class BackendStats:
     cdef public str labels                 # parent_*, route_* and backend_* label text, made once
@@ -83,7 +82,5 @@ cdef class BackendStats:
     cdef readonly long long[::1] frame_buckets  # response body chunk sizes (FRAME_BUCKETS, plus +Inf)
     cdef public long long frame_sum
     cdef public long long frame_count
-    cpdef void count(self, int status, int grpc, int error)
-    cpdef void end(self, double latency_ms)
-    cpdef void finish(self, double latency_ms, int status, int grpc, int error)
+    cpdef void end(self, double latency_ms, int status, int grpc, int error)
     cpdef void frame(self, Py_ssize_t size)

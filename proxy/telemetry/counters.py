@@ -45,6 +45,13 @@ ERROR_LABELS = (
     ("i/o", ""),
     ("unauthorized", ""),
     ("unexpected", ""),
+    ("response timeout", ""),  # 9: a route's whole-request timeout
+    ("response timeout", ""),  # 10: a route's idle timeout
+    # A response cut after its head (route families only: the legacy families count at the head).
+    ("i/o", ""),  # 11: the upstream reset the stream
+    ("i/o", ""),  # 12: ... with CANCEL
+    ("i/o", ""),  # 13: ... with REFUSED_STREAM
+    ("i/o", ""),  # 14: ... with ENHANCE_YOUR_CALM
 )
 
 
@@ -54,8 +61,10 @@ def error_code(err):
         return 1
     if isinstance(err, errors.LoadShed):
         return 2
-    if isinstance(err, (errors.ResponseTimeout, errors.RouteTimeout)):
+    if isinstance(err, errors.ResponseTimeout):
         return 3
+    if isinstance(err, errors.RouteTimeout):
+        return 10 if isinstance(err, errors.RouteIdleTimeout) else 9
     if isinstance(err, errors.ConnectRefused):
         return 4
     if isinstance(err, errors.ConnectTimeout):
@@ -67,6 +76,31 @@ def error_code(err):
     if isinstance(err, (errors.ClientError, errors.RouteRedirect, errors.RoutingError, errors.EgressDenied)):
         return 0  # the client's request, or the policy's answer: not a proxy failure
     return 8
+
+
+# The client left after the response head (Linkerd labels its cancelled stream UNKNOWN).
+CLIENT_GONE = 8
+_RST_CANCEL = 0x8
+_RST_REFUSED = 0x7
+_RST_CALM = 0xB
+
+
+def stream_error_code(err):
+    """The ``ROUTE_ERRORS`` index for a response cut after its head, by how its stream ended: an upstream
+    RST_STREAM by its code, a lost upstream connection IO, a route's timeouts theirs, anything else UNKNOWN."""
+    if isinstance(err, errors.StreamReset):
+        code = err.code
+        if code == _RST_CANCEL:
+            return 12
+        if code == _RST_REFUSED:
+            return 13
+        if code == _RST_CALM:
+            return 14
+        return 11
+    if isinstance(err, errors.UpstreamReset):
+        return 6
+    code = error_code(err)
+    return code if code else 8
 
 
 def _zeros(n):
@@ -221,8 +255,9 @@ class RouteStats:
 
     ``requests`` counts requests as the client sent them (a retried request is
     one request); ``retries`` counts the extra attempts. Responses are counted
-    once per request, with the route's classification, and by outcome (HTTP
-    status, or the ``ROUTE_ERRORS`` index of a proxy error) for recent
+    once per request, with the route's classification at the head (``record``), and
+    by outcome at the stream's end (``end``: the head's HTTP status and the
+    ``ROUTE_ERRORS`` index of how the stream failed) for recent
     Linkerd's ``outbound_http_route_*`` families, whose label text
     (``parent_*``, ``route_*``, ``hostname``) is ``labels`` ("" when the route
     has no such families: ServiceProfile routes keep only the ``route_*`` ones);
@@ -261,17 +296,14 @@ class RouteStats:
         self.latency_sum_ms += latency_ms
         self.latency_count += 1
 
-    def finish(self, latency_ms, failure, status, grpc, error):
-        """A request's outcome: ``status`` (the client's answer) with ``grpc`` (its gRPC status, -1: none),
-        or ``error`` (a ``ROUTE_ERRORS`` index, 0: none)."""
-        self.record(latency_ms, failure)
+    def end(self, duration_ms, status, grpc, error):
+        """A counted request's response ended (its last byte or trailers went to the client, or the
+        stream was reset) ``duration_ms`` after its request head: Linkerd's request duration, and its
+        status as Linkerd counts it then: ``status`` (the head's, 0: none came) with ``grpc`` (its gRPC
+        status, -1: none) and ``error`` (a ``ROUTE_ERRORS`` index: how the stream failed, 0: it did not)."""
         key: cython.longlong = _outcome_key(status, grpc, error)
         if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
             self.other_outcomes += 1
-
-    def end(self, duration_ms):
-        """A counted request's response ended (its last byte or trailers went to the client, or the
-        stream was reset) ``duration_ms`` after its request head: Linkerd's request duration."""
         i: cython.int = 0
         while i < _NROUTE and duration_ms > _ROUTE_BOUNDS[i]:
             i += 1
@@ -336,25 +368,18 @@ class BackendStats:
         self.frame_sum = 0
         self.frame_count = 0
 
-    def count(self, status, grpc, error):
-        """One attempt's outcome (see RouteStats.finish), known at its response head or gRPC status."""
+    def end(self, latency_ms, status, grpc, error):
+        """One attempt's response ended (last byte, trailers, reset, or given up) ``latency_ms`` after it was
+        sent, with its status as Linkerd counts it then (see RouteStats.end)."""
         key: cython.longlong = _outcome_key(status, grpc, error)
         if not _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
             self.other_outcomes += 1
-
-    def end(self, latency_ms):
-        """One attempt's response ended (last byte, trailers, reset, or given up) ``latency_ms`` after it was sent."""
         i: cython.int = 0
         while i < _NBACKEND and latency_ms > self.bounds[i]:
             i += 1
         self.duration_buckets[i] += 1
         self.duration_sum_ms += latency_ms
         self.duration_count += 1
-
-    def finish(self, latency_ms, status, grpc, error):
-        """An attempt whose outcome is also its end (retried, timed out, failed over): both at once."""
-        self.count(status, grpc, error)
-        self.end(latency_ms)
 
     def frame(self, size):
         """One response body chunk of ``size`` bytes from this backend, as it came off the wire."""
@@ -372,4 +397,5 @@ class BackendStats:
 
 # The ``error`` label of recent Linkerd's route families (its names), by ``ERROR_LABELS`` index:
 # a response the proxy made itself has no ``http_status`` but one of these.
-ROUTE_ERRORS = ("", "FAIL_FAST", "LOAD_SHED", "RESPONSE_HEADERS_TIMEOUT", "IO", "IO", "IO", "UNKNOWN", "UNKNOWN")
+ROUTE_ERRORS = ("", "FAIL_FAST", "LOAD_SHED", "RESPONSE_HEADERS_TIMEOUT", "IO", "IO", "IO", "UNKNOWN", "UNKNOWN",
+                "REQUEST_TIMEOUT", "IDLE_TIMEOUT", "RESET", "CANCEL", "REFUSED", "ENHANCE_YOUR_CALM")

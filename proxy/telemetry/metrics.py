@@ -314,11 +314,11 @@ GRPC_STATUS_NAMES = (
 
 
 def _outcome_labels(grpc_route: bool, status: int, grpc: int, error: int) -> str:
-    """``http_status`` (none when the proxy answered) or ``grpc_status``, then ``error``."""
+    """``http_status`` (the head's; none when the proxy answered, 0) or ``grpc_status``, then ``error``."""
     if grpc_route:
         name = GRPC_STATUS_NAMES[grpc] if 0 <= grpc <= 16 else "UNKNOWN"
         return f'grpc_status="{name}",error="{ROUTE_ERRORS[error]}"'
-    return f'http_status="{"" if error else status}",error="{ROUTE_ERRORS[error]}"'
+    return f'http_status="{status or ""}",error="{ROUTE_ERRORS[error]}"'
 
 
 def _add_outcomes(into: dict, outcomes, other: int) -> None:

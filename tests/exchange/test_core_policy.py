@@ -384,7 +384,7 @@ def test_route_timeout_after_the_head_cuts(make_rig):
     assert isinstance(down.calls[-2][1], errors.RouteTimeout)
     assert up.cancels == 1
     assert svc.outcomes() == ["ok"]
-    assert responses(rig.stats) == {200: 1} and responses(rig.stats, failures=True) == {}
+    assert responses(rig.stats) == {} and responses(rig.stats, failures=True) == {200: 1}  # cut: a failure
     assert _route(policy) == {"requests": 1, "retries": 0, "successes": 1, "failures": 0}
     assert [(lvl, ev) for lvl, ev, _ in rig.log.lines] == [("warning", "response cut short")]
     assert "status" not in rig.log.lines[0][2]
@@ -487,18 +487,22 @@ def test_route_and_backend_durations_end_with_the_response_not_its_head(make_rig
     up.attach(request_sent=True)
     rig.loop.advance(0.02)
     up.head(200, fields=_grpc_head() if ending == "trailers" else None, length=-1)
-    if ending != "trailers":  # a gRPC response is counted at its status, in the trailers
-        assert backend.outcomes() == [(200, -1, 0, 1)] and policy.stats.latency_count == 1
+    if ending != "trailers":  # a gRPC response is classified at its status, in the trailers
+        assert policy.stats.latency_count == 1
+    # Linkerd counts the statuses at the stream's end, with its durations.
     assert policy.stats.duration_count == 0 and backend.duration_count == 0
+    assert backend.outcomes() == [] and policy.stats.outcomes() == []
     up.data(b"x" * 200)
     rig.loop.advance(0.3)
     if ending == "body":
         up.data(b"tail", end=True)
     elif ending == "trailers":
         up.finish([(b"grpc-status", b"0")])
-        assert backend.outcomes() == [(200, 0, 0, 1)]
     else:
         ex.client_gone()
+    # The head's status, the trailers' gRPC status, and how the stream ended (8: the client left, UNKNOWN).
+    outcome = {"body": (200, -1, 0, 1), "trailers": (200, 0, 0, 1), "client_gone": (200, -1, 8, 1)}[ending]
+    assert backend.outcomes() == [outcome] and policy.stats.outcomes() == [outcome]
     # Route: 0.33 s from the request head (Linkerd's 0.5 s bucket); backend: 0.32 s from dispatch (its 0.5 s).
     assert list(policy.stats.duration_buckets) == [0, 1, 0, 0, 0]
     assert policy.stats.duration_sum_ms == pytest.approx(330.0)

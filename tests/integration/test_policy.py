@@ -321,10 +321,11 @@ def test_a_route_timeout_answers_504_at_the_configured_time(mesh):
     assert conn.getresponse().status == 200
     m = p.metrics()
     assert m.get("route_response_total", rt_route="slow", classification="failure") == 1
-    # Linkerd's route families name the proxy's own answer by its error, without a status.
+    # Linkerd's route families name the proxy's own answer by its error, without a status: the route's
+    # whole-request timeout is Linkerd's stream deadline, REQUEST_TIMEOUT.
     route = {"parent_name": "web.test", "parent_port": "80", "route_kind": "compact", "route_name": "slow"}
     assert m.get("outbound_http_route_request_statuses_total", **route, http_status="",
-                 error="RESPONSE_HEADERS_TIMEOUT") == 1
+                 error="REQUEST_TIMEOUT") == 1
     assert m.get("outbound_http_route_request_duration_seconds_bucket", **route, le="0.05") == 0
 
 

@@ -56,10 +56,29 @@ def test_grpc_status_and_error_labels_are_their_own_series():
 
 
 def test_error_codes_name_linkerds_reasons():
-    assert error_code(errors.ResponseTimeout()) == error_code(errors.RouteTimeout())
+    from proxy.telemetry.counters import ERROR_LABELS, ROUTE_ERRORS
+
+    # The legacy families call every timeout a response timeout; the route families tell them apart.
+    timeouts = (errors.ResponseTimeout(), errors.RouteTimeout(), errors.RouteIdleTimeout())
+    assert {ERROR_LABELS[error_code(err)] for err in timeouts} == {("response timeout", "")}
+    assert [ROUTE_ERRORS[error_code(err)] for err in timeouts] == [
+        "RESPONSE_HEADERS_TIMEOUT", "REQUEST_TIMEOUT", "IDLE_TIMEOUT"]
     assert error_code(errors.LoadShed()) != error_code(errors.NoEndpoints())
     assert error_code(errors.ClientError()) == 0  # the client's own bad request: no proxy error
     assert error_code(errors.Unauthorized()) != 0
+
+
+def test_a_stream_cut_after_its_head_is_named_by_how_it_ended():
+    from proxy.telemetry.counters import ROUTE_ERRORS, stream_error_code
+
+    cases = [(errors.StreamReset(0x2), "RESET"), (errors.StreamReset(0x0), "RESET"),
+             (errors.StreamReset(0x8), "CANCEL"), (errors.StreamReset(0x7), "REFUSED"),
+             (errors.StreamReset(0xB), "ENHANCE_YOUR_CALM"),
+             (errors.UpstreamReset(), "IO"), (errors.BadResponse(), "UNKNOWN"),
+             (errors.RouteTimeout(), "REQUEST_TIMEOUT"), (errors.RouteIdleTimeout(), "IDLE_TIMEOUT"),
+             (errors.ClientError(), "UNKNOWN")]
+    assert [ROUTE_ERRORS[stream_error_code(err)] for err, _ in cases] == [name for _, name in cases]
+    assert errors.StreamReset(0x8).reset_code == 0x8 and errors.StreamReset(0).reset_code == 0x2
 
 
 def test_outcomes_past_the_table_count_as_other():
@@ -153,14 +172,18 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     profile = registry.route_stats("web.shop.svc.cluster.local:80", "get",
                                    route_labels(parent, Route(name="get", source="ServiceProfile/web")))
     assert a.labels == b.labels and profile.labels == ""
-    a.finish(20.0, False, 200, -1, 0)
-    b.finish(700.0, True, 503, -1, 0)
-    b.finish(3000.0, True, 504, -1, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
-    # Linkerd's request duration runs to the response's end, not its head: a body trickled for 300 ms.
-    for stats, ms in ((a, 320.0), (b, 700.0), (b, 3000.0)):
-        stats.end(ms)
+    a.record(20.0, False)
+    b.record(700.0, True)
+    b.record(3000.0, True)
+    default.record(1.0, False)
+    # Linkerd's request duration runs to the response's end, not its head (a body trickled for 300 ms), and
+    # its statuses are counted then: the head's status, and how the stream ended (0: the proxy answered itself).
+    a.end(320.0, 200, -1, 0)
+    b.end(700.0, 503, -1, 0)
+    b.end(3000.0, 0, -1, ROUTE_ERRORS.index("RESPONSE_HEADERS_TIMEOUT"))
+    a.end(40.0, 200, -1, ROUTE_ERRORS.index("RESET"))  # reset by its backend after a 200 head
+    default.end(1.0, 200, -1, 0)
     a.retries, a.retry_successes, b.retry_limit_exceeded = 2, 1, 1
-    default.finish(1.0, False, 200, -1, 0)
     out: list[str] = []
     render_routes(out, _Policy(registry))
     text = "\n".join(out) + "\n"
@@ -175,9 +198,10 @@ def test_linkerd_route_families_sum_an_httproutes_rules_and_parse_whole():
     assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="503",error=""}}'] == 1
     assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="",'
                   f'error="RESPONSE_HEADERS_TIMEOUT"}}'] == 1
+    assert series[f'outbound_http_route_request_statuses_total{{{web},http_status="200",error="RESET"}}'] == 1
     assert [series[f'outbound_http_route_request_duration_seconds_bucket{{{web},le="{le}"}}']
-            for le in ("0.05", "0.5", "1.0", "10.0", "+Inf")] == [0, 1, 2, 3, 3]
-    assert series[f"outbound_http_route_request_duration_seconds_sum{{{web}}}"] == 4.02
+            for le in ("0.05", "0.5", "1.0", "10.0", "+Inf")] == [1, 2, 3, 4, 4]
+    assert series[f"outbound_http_route_request_duration_seconds_sum{{{web}}}"] == 4.06
     # The older route_response_latency_ms stays Linkerd's time to the response head.
     assert series['route_response_latency_ms_bucket{direction="outbound",dst="web.shop.svc.cluster.local:80",'
                   'rt_route="shop/web-route#0",le="20"}'] == 1
@@ -197,11 +221,10 @@ def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
     b = BackendStats('backend_name="echo-v1"', grpc=True)
     b.requests = 4
     for ms, grpc, error in ((10.0, 0, 0), (30.0, 14, 0), (20000.0, -1, 3)):
-        b.finish(ms, 200, grpc, error)
-    b.count(200, 0, 0)  # a response head, then its body for 300 ms
-    for size in (5, 128, 129, 16384):
+        b.end(ms, 200, grpc, error)
+    for size in (5, 128, 129, 16384):  # a response head, then its body for 300 ms
         b.frame(size)
-    b.end(300.0)
+    b.end(300.0, 200, 0, 0)
     assert list(b.duration_buckets) == [1, 1, 0, 0, 1, 0, 0, 1]
     assert list(b.frame_buckets) == [2, 1, 0, 1] and b.frame_sum == 16646 and b.frame_count == 4
     out: list[str] = []
