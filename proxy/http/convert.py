@@ -14,7 +14,8 @@ from http import HTTPStatus
 
 from proxy import errors
 from proxy.protocol import l5d
-from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head, rewrite_head
+from proxy.protocol.http1 import (NEED_MORE, ParseError, RequestHead, lower_fields, parse_request_head,
+                                  rewrite_head)
 from proxy.protocol.l5d import CLIENT_ID, ORIG_PROTO
 
 # Connection-specific fields (RFC 9113 8.2.2), and Host (it becomes :authority).
@@ -22,6 +23,8 @@ H1_ONLY = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b
                      b"upgrade", b"host", b"trailer", b"http2-settings"))
 # Fields that must not be copied from one HTTP/2 hop to the next.
 H2_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+# What an HTTP/1 request crossing the hop leaves behind: a client's own l5d-orig-proto too (the proxy adds its own).
+H1_ONLY_REQUEST = H1_ONLY | frozenset((ORIG_PROTO,))
 
 _ORIG_11 = b"HTTP/1.1"
 _ORIG_10 = b"HTTP/1.0"
@@ -241,12 +244,7 @@ def _h2_from_h1(head, orig_proto):
         path = origin_form(target)
         orig += _ABSOLUTE
     fields = [(b":method", head.method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
-    tokens = head.connection_tokens
-    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY  # most heads name no extra hop-by-hop field
-    for name, value in head.header_list():
-        low = name.lower()
-        if low not in drop and low != ORIG_PROTO:
-            fields.append((low, value))
+    lower_fields(head.raw, fields, H1_ONLY_REQUEST, head.connection_tokens)
     if orig_proto:
         fields.append((ORIG_PROTO, orig))
     return fields
@@ -255,35 +253,47 @@ def _h2_from_h1(head, orig_proto):
 # ---------------------------------------------------------------- responses
 
 
+_STATUS_LINES = {}  # status -> b"HTTP/1.1 200 OK\r\n": formatting one costs more than the rest of a small head
+
+
+def _status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase(status))
+        if len(_STATUS_LINES) < 1000:  # three digits: bounded anyway
+            _STATUS_LINES[status] = line
+    return line
+
+
 def h1_response_from_fields(fields, chunked, close, edit):
     """HTTP/2 response fields as an HTTP/1.1 head (``chunked``/``close`` framing added here)."""
     if edit is not None:
         fields = edit.apply(fields)  # the route's ResponseHeaderModifier
     status = 0
-    lines = []
-    for name, value in fields:
-        if name == b":status":
-            status = int(value)
-        elif name[:1] != b":" and name not in H1_ONLY:
-            lines.append(name + b": " + value)
-    out = [b"HTTP/1.1 %d %s" % (status, phrase(status))]
-    out.extend(lines)
+    out = [b""]  # the status line, once known
+    for field in fields:
+        name = field[0]
+        if len(name) > 0 and name[0] == 58:  # b":"
+            if name == b":status":
+                status = int(field[1])
+        elif name not in H1_ONLY:
+            out.append(name)
+            out.append(b": ")
+            out.append(field[1])
+            out.append(b"\r\n")
+    out[0] = _status_line(status)
     if chunked:
-        out.append(b"transfer-encoding: chunked")
+        out.append(b"transfer-encoding: chunked\r\n")
     if close:
-        out.append(b"connection: close")
-    return b"\r\n".join(out) + b"\r\n\r\n"
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
 
 
 def fields_from_h1_response(rh, edit):
     """An HTTP/1 response head as HTTP/2 fields (hop-by-hop and framing fields dropped)."""
     fields = [(b":status", b"%d" % rh.status)]
-    tokens = rh.connection_tokens
-    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY
-    for name, value in rh.header_list():
-        low = name.lower()
-        if low not in drop:
-            fields.append((low, value))
+    lower_fields(rh.raw, fields, H1_ONLY, rh.connection_tokens)
     if edit is not None:
         fields = edit.apply(fields)
     return fields
