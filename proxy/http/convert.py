@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 from proxy import errors
 from proxy.protocol import l5d
-from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head, rewrite_head
+from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, lower_fields, parse_request_head, rewrite_head
 from proxy.protocol.l5d import CLIENT_ID, ORIG_PROTO
 
 # Connection-specific fields (RFC 9113 8.2.2), and Host (it becomes :authority).
@@ -22,6 +22,8 @@ H1_ONLY = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b
                      b"upgrade", b"host", b"trailer", b"http2-settings"))
 # Fields that must not be copied from one HTTP/2 hop to the next.
 H2_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+# What an HTTP/1 request crossing the hop leaves behind: a client's own l5d-orig-proto too (the proxy adds its own).
+H1_ONLY_REQUEST = H1_ONLY | frozenset((ORIG_PROTO,))
 
 _ORIG_11 = b"HTTP/1.1"
 _ORIG_10 = b"HTTP/1.0"
@@ -136,8 +138,10 @@ def _h1_from_h2(ex):
             fields = rp.rewrite.apply(fields)
         if rp.headers is not None:
             fields = rp.headers.apply(fields)
-    for name, value in fields:
-        if name[:1] == b":":
+    for field in fields:
+        name = field[0]
+        value = field[1]
+        if len(name) > 0 and name[0] == 58:  # b":"
             if name == b":method":
                 method = value
             elif name == b":path":
@@ -155,7 +159,10 @@ def _h1_from_h2(ex):
         elif name not in H1_ONLY:
             if name == b"content-length":
                 has_length = True
-            lines.append(name + b": " + value)
+            lines.append(name)
+            lines.append(b": ")
+            lines.append(value)
+            lines.append(b"\r\n")
     if method is None or path is None:
         raise errors.ClientError("request without :method or :path")
     if authority is None:
@@ -178,19 +185,23 @@ def _h1_from_h2(ex):
             raise errors.ClientError("invalid l5d-orig-proto")
     if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
         raise errors.ClientError("invalid :path")
-    target = b"http://" + authority + path if absolute else path
-    head = [b"%s %s %s" % (method, target, version), b"host: " + authority]
+    # One join of the parts: a concatenation or a %-format per line costs more than the line.
+    if absolute:
+        head = [method, b" http://", authority, path, b" ", version, b"\r\nhost: ", authority, b"\r\n"]
+    else:
+        head = [method, b" ", path, b" ", version, b"\r\nhost: ", authority, b"\r\n"]
     head.extend(lines)
     chunked = False
     if ex.req_length < 0 and not has_length:
         # A body of unknown length follows.
         if version == _ORIG_10:
             raise errors.ClientError("HTTP/1.0 request with a body and no content-length")
-        head.append(b"transfer-encoding: chunked")
+        head.append(b"transfer-encoding: chunked\r\n")
         chunked = True
     elif ex.req_length > 0 and not has_length:
-        head.append(b"content-length: %d" % ex.req_length)
-    raw = b"\r\n".join(head) + b"\r\n\r\n"
+        head.append(b"content-length: %d\r\n" % ex.req_length)
+    head.append(b"\r\n")
+    raw = b"".join(head)
     # The same rules as HTTP/1 ingress: what the app gets must parse strictly, as one request.
     try:
         parsed = parse_request_head(raw, _MAX_RESTORED_HEAD)
@@ -241,12 +252,7 @@ def _h2_from_h1(head, orig_proto):
         path = origin_form(target)
         orig += _ABSOLUTE
     fields = [(b":method", head.method), (b":scheme", b"http"), (b":authority", authority), (b":path", path)]
-    tokens = head.connection_tokens
-    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY  # most heads name no extra hop-by-hop field
-    for name, value in head.header_list():
-        low = name.lower()
-        if low not in drop and low != ORIG_PROTO:
-            fields.append((low, value))
+    lower_fields(head.raw, fields, H1_ONLY_REQUEST, head.connection_tokens)
     if orig_proto:
         fields.append((ORIG_PROTO, orig))
     return fields
@@ -255,35 +261,48 @@ def _h2_from_h1(head, orig_proto):
 # ---------------------------------------------------------------- responses
 
 
+# status -> b"HTTP/1.1 200 OK\r\n": formatting one costs more than the rest of a small head
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, phrase(status))
+        if len(_STATUS_LINES) < 1000:  # three digits: bounded anyway
+            _STATUS_LINES[status] = line
+    return line
+
+
 def h1_response_from_fields(fields, chunked, close, edit):
     """HTTP/2 response fields as an HTTP/1.1 head (``chunked``/``close`` framing added here)."""
     if edit is not None:
         fields = edit.apply(fields)  # the route's ResponseHeaderModifier
     status = 0
-    lines = []
-    for name, value in fields:
-        if name == b":status":
-            status = int(value)
-        elif name[:1] != b":" and name not in H1_ONLY:
-            lines.append(name + b": " + value)
-    out = [b"HTTP/1.1 %d %s" % (status, phrase(status))]
-    out.extend(lines)
+    out = [b""]  # the status line, once known
+    for field in fields:
+        name = field[0]
+        if len(name) > 0 and name[0] == 58:  # b":"
+            if name == b":status":
+                status = int(field[1])
+        elif name not in H1_ONLY:
+            out.append(name)
+            out.append(b": ")
+            out.append(field[1])
+            out.append(b"\r\n")
+    out[0] = _status_line(status)
     if chunked:
-        out.append(b"transfer-encoding: chunked")
+        out.append(b"transfer-encoding: chunked\r\n")
     if close:
-        out.append(b"connection: close")
-    return b"\r\n".join(out) + b"\r\n\r\n"
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
 
 
 def fields_from_h1_response(rh, edit):
     """An HTTP/1 response head as HTTP/2 fields (hop-by-hop and framing fields dropped)."""
     fields = [(b":status", b"%d" % rh.status)]
-    tokens = rh.connection_tokens
-    drop = H1_ONLY.union(tokens) if tokens else H1_ONLY
-    for name, value in rh.header_list():
-        low = name.lower()
-        if low not in drop:
-            fields.append((low, value))
+    lower_fields(rh.raw, fields, H1_ONLY, rh.connection_tokens)
     if edit is not None:
         fields = edit.apply(fields)
     return fields

@@ -6,7 +6,8 @@ from proxy.exchange.core cimport Exchange
 from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
 from proxy.exchange.clock cimport now
-from proxy.protocol.h2conn cimport H2Connection
+from proxy.protocol.h2conn cimport (H2Connection, ConnectionTerminated, DataReceived,
+    InformationalResponseReceived, ResponseReceived, StreamReset, TrailersReceived, WindowUpdated)
 
 cdef class H2Client(UpEnd)
 
@@ -52,6 +53,8 @@ cdef class H2Client(UpEnd):
     cdef bint _probed(self, bytes data) except -1
     cpdef bint can_open(self) except -1
     cpdef void open(self, Exchange ex) except *
+    @cython.locals(ex=Exchange, head=ResponseReceived, chunk=DataReceived, info=InformationalResponseReceived,
+                   trailers=TrailersReceived, reset=StreamReset, sid=Py_ssize_t, end=bint, code=cython.uint)
     cpdef void dispatch(self, object event) except *
     cpdef void flush(self) except *
     cpdef void write_out(self) except *

@@ -28,6 +28,15 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, h2_trailers
 from proxy.http.h2server import READ_BUFFER
 from proxy.protocol import h2conn, transport_header
+from proxy.protocol.h2conn import (
+    ConnectionTerminated,
+    DataReceived,
+    InformationalResponseReceived,
+    ResponseReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
 from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
 from proxy.telemetry.counters import errno_of
 from proxy.telemetry.logging import get_logger
@@ -350,40 +359,54 @@ class H2Client(UpEnd):
             self.transport.close()
 
     def dispatch(self, event):
+        # Compiled, each kind is compared as a type and read as a struct: per event, no module
+        # attribute lookups, no getattr, and the exchange's methods called directly.
         kind = type(event)
-        ex = self.exchanges.get(getattr(event, "stream_id", 0))
-        if kind is h2conn.ResponseReceived:
+        if kind is ResponseReceived:
+            head = cython.cast(ResponseReceived, event)
+            ex = self.exchanges.get(head.stream_id)
             if ex is not None:
-                fields = event.headers
-                end = event.end_stream
+                fields = head.headers
+                end = head.end_stream
                 ex.response_head(_status(fields), None, fields, 0 if end else content_length(fields), end)
                 if not end:
                     self.heads.append(ex)
-        elif kind is h2conn.InformationalResponseReceived:
-            if ex is not None:
-                ex.response_informational(_status(event.headers), None, event.headers)
-        elif kind is h2conn.DataReceived:
+        elif kind is DataReceived:
+            chunk = cython.cast(DataReceived, event)
+            ex = self.exchanges.get(chunk.stream_id)
             if ex is None:
-                self.conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+                self.conn.acknowledge_received(chunk.stream_id, chunk.flow_controlled_length)
             else:
-                ex.response_data(event.data, event.flow_controlled_length, event.end_stream)
-        elif kind is h2conn.TrailersReceived:
+                ex.response_data(chunk.data, chunk.flow_controlled_length, chunk.end_stream)
+        elif kind is InformationalResponseReceived:
+            info = cython.cast(InformationalResponseReceived, event)
+            ex = self.exchanges.get(info.stream_id)
             if ex is not None:
-                ex.response_trailers(event.headers)
-        elif kind is h2conn.StreamReset:
+                ex.response_informational(_status(info.headers), None, info.headers)
+        elif kind is TrailersReceived:
+            trailers = cython.cast(TrailersReceived, event)
+            ex = self.exchanges.get(trailers.stream_id)
             if ex is not None:
-                del self.exchanges[event.stream_id]
+                ex.response_trailers(trailers.headers)
+        elif kind is StreamReset:
+            reset = cython.cast(StreamReset, event)
+            ex = self.exchanges.get(reset.stream_id)
+            if ex is not None:
+                del self.exchanges[reset.stream_id]
                 if not self.exchanges:
                     self.idle_since = now()
-                code = event.error_code
+                code = reset.error_code
                 ex.upstream_reset(errors.StreamReset(code), code == REFUSED_STREAM)
-        elif kind is h2conn.WindowUpdated:
-            if event.stream_id == 0:
+        elif kind is WindowUpdated:
+            sid = cython.cast(WindowUpdated, event).stream_id
+            if sid == 0:
                 for other in list(self.exchanges.values()):
                     other.pump_up()
-            elif ex is not None:
-                ex.pump_up()
-        elif kind is h2conn.ConnectionTerminated:
+            else:
+                ex = self.exchanges.get(sid)
+                if ex is not None:
+                    ex.pump_up()
+        elif kind is ConnectionTerminated:
             self.pool.forget(self)
 
     # -- writing -------------------------------------------------------------

@@ -7,7 +7,8 @@ from proxy.protocol.http1 cimport valid_request_target
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.ends cimport DownEnd
 from proxy.telemetry.counters cimport TcpStats
-from proxy.protocol.h2conn cimport H2Connection
+from proxy.protocol.h2conn cimport (H2Connection, ConnectionTerminated, DataReceived, HeaderListTooLarge,
+    RequestReceived, StreamReset, TrailersReceived, WindowUpdated)
 from proxy.exchange.core cimport Exchange
 
 @cython.locals(out=list, field=object)
@@ -34,6 +35,8 @@ cdef class H2Server(DownEnd):
     cdef set reset_now
     cdef bint inbound
     cdef bytes client_id
+    @cython.locals(ex=Exchange, req=RequestReceived, chunk=DataReceived, trailers=TrailersReceived,
+                   sid=Py_ssize_t)
     cpdef void dispatch(self, object event) except *
     @cython.locals(ex=Exchange, path=bytes, length=cython.longlong)
     cdef void _request(self, Py_ssize_t sid, list headers, bint end_stream) except *

@@ -20,6 +20,15 @@ from proxy.http.batch import batch_begin, batch_defer, batch_end
 from proxy.http.convert import content_length, fields_from_h1_response, h2_response_fields, h2_trailers
 from proxy.http.render import grpc_trailers, h2_error, is_grpc
 from proxy.protocol import h2conn
+from proxy.protocol.h2conn import (
+    ConnectionTerminated,
+    DataReceived,
+    HeaderListTooLarge,
+    RequestReceived,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
 from proxy.protocol.h2frame import INTERNAL_ERROR, NO_ERROR
 from proxy.protocol.http1 import valid_request_target
 from proxy.protocol.l5d import CLIENT_ID
@@ -107,10 +116,10 @@ class H2Server(DownEnd):
             events = self.conn.receive_data(data, int(time.monotonic() * 1000))
             self.reset_now = None
             for event in events:
-                if type(event) is h2conn.StreamReset:
+                if type(event) is StreamReset:
                     if self.reset_now is None:
                         self.reset_now = set()
-                    self.reset_now.add(event.stream_id)
+                    self.reset_now.add(cython.cast(StreamReset, event).stream_id)
             for event in events:
                 self.dispatch(event)
             self.reset_now = None
@@ -126,45 +135,50 @@ class H2Server(DownEnd):
             self.close_if_drained()
 
     def dispatch(self, event):
+        # Compiled, each kind is compared as a type and read as a struct (see H2Client.dispatch).
         kind = type(event)
-        if kind is h2conn.RequestReceived:
+        if kind is RequestReceived:
+            req = cython.cast(RequestReceived, event)
             reset_now = self.reset_now
-            if reset_now is not None and event.stream_id in reset_now:
+            if reset_now is not None and req.stream_id in reset_now:
                 # Opened and reset in one read (rapid reset, CVE-2023-44487): never
                 # started, so nothing reaches an upstream, least of all the shared
                 # connection to a peer proxy that would count the resets against it.
                 return
-            self._request(event.stream_id, event.headers, event.end_stream)
-        elif kind is h2conn.DataReceived:
-            ex = self.exchanges.get(event.stream_id)
+            self._request(req.stream_id, req.headers, req.end_stream)
+        elif kind is DataReceived:
+            chunk = cython.cast(DataReceived, event)
+            ex = self.exchanges.get(chunk.stream_id)
             if ex is None:
-                self.conn.acknowledge_received(event.stream_id, event.flow_controlled_length)
+                self.conn.acknowledge_received(chunk.stream_id, chunk.flow_controlled_length)
             else:
-                ex.request_data(event.data, event.flow_controlled_length, event.end_stream)
-        elif kind is h2conn.TrailersReceived:
-            ex = self.exchanges.get(event.stream_id)
+                ex.request_data(chunk.data, chunk.flow_controlled_length, chunk.end_stream)
+        elif kind is TrailersReceived:
+            trailers = cython.cast(TrailersReceived, event)
+            ex = self.exchanges.get(trailers.stream_id)
             if ex is not None:
-                ex.request_trailers(event.headers)
-        elif kind is h2conn.StreamReset:
-            ex = self.exchanges.get(event.stream_id)
+                ex.request_trailers(trailers.headers)
+        elif kind is StreamReset:
+            ex = self.exchanges.get(cython.cast(StreamReset, event).stream_id)
             if ex is not None:
                 ex.client_gone()
-        elif kind is h2conn.WindowUpdated:
-            if event.stream_id == 0:
-                for ex in list(self.exchanges.values()):
-                    ex.pump_down()
+        elif kind is WindowUpdated:
+            sid = cython.cast(WindowUpdated, event).stream_id
+            if sid == 0:
+                for other in list(self.exchanges.values()):
+                    other.pump_down()
             else:
-                ex = self.exchanges.get(event.stream_id)
+                ex = self.exchanges.get(sid)
                 if ex is not None:
                     ex.pump_down()
-        elif kind is h2conn.HeaderListTooLarge:
+        elif kind is HeaderListTooLarge:
             self.ctx.stats.requests += 1
             self.ctx.stats.record_response(431, 0.0, True)
-        elif kind is h2conn.ConnectionTerminated:
-            if not event.remote:
+        elif kind is ConnectionTerminated:
+            if not cython.cast(ConnectionTerminated, event).remote:
                 # We found the client broken: its streams end with the connection.
-                for ex in list(self.exchanges.values()):
-                    ex.client_gone()
+                for other in list(self.exchanges.values()):
+                    other.client_gone()
             # A client's GOAWAY names the last *pushed* stream it accepts: its
             # own requests in flight are still to be answered.
 

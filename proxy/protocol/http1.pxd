@@ -76,7 +76,14 @@ cpdef object parse_response_head(bytes data, Py_ssize_t max_size)
                colon=Py_ssize_t, parts=list)
 cpdef bytes rewrite_head(bytes raw, bytes first_line, tuple drop, bint keep_upgrade, list extra)
 
+@cython.locals(b=cython.p_uchar, n=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t, colon=Py_ssize_t,
+               start=Py_ssize_t, stop=Py_ssize_t, sent=bytes, name=bytes)
+cpdef list lower_fields(bytes raw, list out, frozenset drop, tuple extra)
+
 # ---- private to http1.py: C-level constants, tables and helpers
+
+cdef dict _LOWER_NAMES
+cdef Py_ssize_t _LOWER_NAMES_MAX
 
 cdef unsigned char _HTAB, _LF, _CR, _SP, _DQUOTE, _PERCENT, _STAR, _COMMA, _DOT, _SLASH, _ZERO, _NINE
 cdef unsigned char _COLON, _SEMI, _EQUALS, _AT, _LBRACKET, _BACKSLASH, _RBRACKET

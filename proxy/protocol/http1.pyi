@@ -98,3 +98,6 @@ def rewrite_head(
 ) -> bytes: ...
 def valid_request_target(target: bytes) -> bool:
     """Whether ``target`` is made of RFC 3986 request-target characters with valid percent-encodings."""
+def lower_fields(
+    raw: bytes, out: list[tuple[bytes, bytes]], drop: frozenset[bytes], extra: tuple[bytes, ...]
+) -> list[tuple[bytes, bytes]]: ...

@@ -12,6 +12,7 @@ cdef class TlsLayer:
     cdef object incoming
     cdef object outgoing
     cdef public object sslobj
+    cdef object cssl
     cdef public object app
     cdef public object raw
     cdef public TlsTransport transport

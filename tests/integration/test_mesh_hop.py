@@ -201,3 +201,23 @@ def test_a_response_head_is_not_held_back_waiting_for_its_body(mesh):
         body_at = time.monotonic() - start
     assert head.startswith(b"HTTP/1.1 200") and body == b"body"
     assert head_at < 1.0 <= body_at, (head_at, body_at)
+
+
+def test_fields_cross_the_hop_lower_cased_trimmed_and_in_order(mesh):
+    """The HTTP/1 -> HTTP/2 -> HTTP/1 bridge: names lower-cased, surrounding whitespace gone, order and values kept."""
+    a, _, app = mesh
+    sock = socket.create_connection(a.outbound, timeout=10)
+    sock.sendall(b"POST /echo?fields=1 HTTP/1.1\r\nHost: web.mesh:80\r\nX-Mixed-CASE:  v1 \t\r\nx-empty:\r\n"
+                 b"X-Colons: a:b: c\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    got = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    sock.close()
+    assert got.startswith(b"HTTP/1.1 200")
+    raw = app.requests[-1].head.raw
+    assert raw.startswith(b"POST /echo?fields=1 HTTP/1.1\r\nhost: web.mesh:80\r\nx-mixed-case: v1\r\nx-empty: \r\n"
+                          b"x-colons: a:b: c\r\ncontent-length: 3\r\n"), raw
+    assert raw.endswith(b"\r\n\r\n") and b"connection" not in raw.lower()

@@ -1627,3 +1627,60 @@ def test_fuzz_smuggling_shaped_responses(first, lines):
     assert not result.has_transfer_encoding or result.version == 11
     assert not set(result.connection_tokens) & set(_PROTECTED)
     _framing_kept(result, http1.parse_response_head)
+
+
+# ---------------------------------------------------------------- lower_fields (the HTTP/1 -> HTTP/2 bridge)
+
+DROP = frozenset((b"connection", b"host", b"transfer-encoding"))
+
+
+def lowered_reference(head, drop, extra):
+    return [(n.lower(), v) for n, v in head.header_list() if n.lower() not in drop and n.lower() not in extra]
+
+
+@pytest.mark.parametrize("mod", ["compiled", "pure"])
+def test_lower_fields_matches_header_list(mod):
+    h1 = http1 if mod == "compiled" else pure
+    raw = (b"GET /x HTTP/1.1\r\nHost: a\r\nX-Foo:  bar \t\r\nConnection: keep-alive, X-Hop\r\nx-hop: 1\r\n"
+           b"Empty:\r\nOnly-Ws: \t \r\nUser-Agent: z:y: w\r\n\r\n")
+    head = h1.parse_request_head(raw, MAX)
+    out = [(b":method", b"GET")]
+    assert h1.lower_fields(head.raw, out, DROP, head.connection_tokens) is out
+    assert out == [(b":method", b"GET"), (b"x-foo", b"bar"), (b"empty", b""), (b"only-ws", b""),
+                   (b"user-agent", b"z:y: w")]
+    resp = h1.parse_response_head(b"HTTP/1.1 204 No Content\r\nServer: nginx\r\nConnection: close\r\n\r\n", MAX)
+    assert h1.lower_fields(resp.raw, [], DROP, ()) == [(b"server", b"nginx")]
+    assert h1.lower_fields(b"HTTP/1.1 200 OK\r\n\r\n", [], DROP, ()) == []
+
+
+@pytest.mark.parametrize("mod", ["compiled", "pure"])
+def test_lower_fields_name_cache_is_bounded_and_exact(mod):
+    h1 = http1 if mod == "compiled" else pure
+    # More distinct spellings than the cache keeps: every head still comes out exact.
+    for k in range(3 * h1._LOWER_NAMES_MAX if mod == "pure" else 1600):
+        name = b"X-Name-%d" % k
+        head = h1.parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n%s: v%d\r\n\r\n" % (name, k), MAX)
+        assert h1.lower_fields(head.raw, [], DROP, ()) == [(name.lower(), b"v%d" % k)]
+    if mod == "pure":
+        assert len(h1._LOWER_NAMES) <= h1._LOWER_NAMES_MAX
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_heads())
+def test_lower_fields_generated_request_heads(case):
+    raw = case[0]
+    for h1 in (http1, pure):
+        head = h1.parse_request_head(raw, MAX)
+        assert h1.lower_fields(head.raw, [], DROP, head.connection_tokens) == \
+            lowered_reference(head, DROP, head.connection_tokens)
+
+
+@FUZZ
+@given(st.one_of(NASTY.map(lambda b: b"GET / HTTP/1.1\r\n" + b), NASTY.map(lambda b: b"HTTP/1.1 200 OK\r\n" + b)))
+def test_fuzz_lower_fields_agrees_with_header_list(data):
+    for h1 in (http1, pure):
+        parse = h1.parse_request_head if data.startswith(b"GET") else h1.parse_response_head
+        head = outcome(lambda: parse(data, 256))  # noqa: B023 (called at once)
+        if isinstance(head, (h1.RequestHead, h1.ResponseHead)):
+            assert h1.lower_fields(head.raw, [], DROP, head.connection_tokens) == \
+                lowered_reference(head, DROP, head.connection_tokens)
