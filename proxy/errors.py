@@ -160,6 +160,14 @@ class BadResponse(UpstreamError):
     closes = True
 
 
+class UpstreamBroke(BadResponse):
+    """The upstream broke an HTTP/2 rule (a head over the limit or malformed, more data than its window, a
+    broken header block): the proxy reset its stream, or closed its connection. The client's connection is
+    not at fault and lives on."""
+
+    closes = False
+
+
 # ---- caused by policy: the request is well-formed but not allowed ------------
 
 

@@ -7,7 +7,8 @@ from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
 from proxy.exchange.clock cimport now
 from proxy.protocol.h2conn cimport (H2Connection, ConnectionTerminated, DataReceived,
-    InformationalResponseReceived, ResponseReceived, StreamReset, TrailersReceived, WindowUpdated)
+    InformationalResponseReceived, ResponseReceived, StreamReset, TrailersReceived, WindowUpdated,
+    HeaderListTooLarge)
 
 cdef class H2Client(UpEnd)
 
@@ -49,12 +50,15 @@ cdef class H2Client(UpEnd):
     cdef public bint probing               # requests held until the server's first bytes
     cdef public double idle_since          # when its last stream ended (or it connected)
     cdef object probe_timer
+    cdef Py_ssize_t too_large              # the stream whose response head was over the limit (0: none)
+    cdef object broke                      # why we closed the connection on the upstream (None: we did not)
     cdef void _open_waiting(self) except *
     cdef bint _probed(self, bytes data) except -1
     cpdef bint can_open(self) except -1
     cpdef void open(self, Exchange ex) except *
     @cython.locals(ex=Exchange, head=ResponseReceived, chunk=DataReceived, info=InformationalResponseReceived,
-                   trailers=TrailersReceived, reset=StreamReset, sid=Py_ssize_t, end=bint, code=cython.uint)
+                   trailers=TrailersReceived, reset=StreamReset, sid=Py_ssize_t, end=bint, code=cython.uint,
+                   terminated=ConnectionTerminated)
     cpdef void dispatch(self, object event) except *
     cpdef void flush(self) except *
     cpdef void write_out(self) except *

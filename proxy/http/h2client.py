@@ -31,13 +31,14 @@ from proxy.protocol import h2conn, transport_header
 from proxy.protocol.h2conn import (
     ConnectionTerminated,
     DataReceived,
+    HeaderListTooLarge,
     InformationalResponseReceived,
     ResponseReceived,
     StreamReset,
     TrailersReceived,
     WindowUpdated,
 )
-from proxy.protocol.h2frame import CANCEL, NO_ERROR, REFUSED_STREAM
+from proxy.protocol.h2frame import CANCEL, ERROR_CODE_NAMES, NO_ERROR, REFUSED_STREAM
 from proxy.telemetry.counters import errno_of
 from proxy.telemetry.logging import get_logger
 
@@ -186,6 +187,8 @@ class H2Client(UpEnd):
         self.probing = (target.mesh_port == 0 and target.protocol is None and pool.fallback is not None
                         and not pool.knows(target))
         self.probe_timer = None
+        self.too_large = 0  # the stream whose response head was over our limit (its reset follows)
+        self.broke = None  # why we closed the connection on the upstream (a GOAWAY of ours), for its streams
 
     def connection_made(self, transport):
         self.transport = transport
@@ -396,7 +399,17 @@ class H2Client(UpEnd):
                 if not self.exchanges:
                     self.idle_since = now()
                 code = reset.error_code
-                ex.upstream_reset(errors.StreamReset(code), code == REFUSED_STREAM)
+                if reset.remote:
+                    ex.upstream_reset(errors.StreamReset(code), code == REFUSED_STREAM)
+                elif reset.stream_id == self.too_large:
+                    ex.upstream_reset(errors.UpstreamBroke("response head over the header list limit "
+                                                           "(MESHPROXY_MAX_HEADER_BYTES)"), False)
+                else:  # our reset: the upstream broke a stream rule (its head, its window...)
+                    ex.upstream_reset(errors.UpstreamBroke(
+                        f"upstream broke HTTP/2 on the stream ({ERROR_CODE_NAMES.get(code, code)})"), False)
+            self.too_large = 0
+        elif kind is HeaderListTooLarge:  # a StreamReset of ours follows at once
+            self.too_large = cython.cast(HeaderListTooLarge, event).stream_id
         elif kind is WindowUpdated:
             sid = cython.cast(WindowUpdated, event).stream_id
             if sid == 0:
@@ -408,6 +421,11 @@ class H2Client(UpEnd):
                     ex.pump_up()
         elif kind is ConnectionTerminated:
             self.pool.forget(self)
+            terminated = cython.cast(ConnectionTerminated, event)
+            if not terminated.remote:  # our GOAWAY: the streams still open fail for the upstream's fault
+                code = terminated.error_code
+                self.broke = (f"upstream broke HTTP/2 ({ERROR_CODE_NAMES.get(code, code)}: "
+                              f"{terminated.debug.decode('ascii', 'replace')})")
 
     # -- writing -------------------------------------------------------------
     def flush(self):
@@ -440,7 +458,8 @@ class H2Client(UpEnd):
         exchanges, self.exchanges = self.exchanges, {}
         for ex in exchanges.values():
             # Whether the upstream processed these is unknown: not retry-safe.
-            ex.upstream_reset(errors.UpstreamReset(), False)
+            ex.upstream_reset(errors.UpstreamReset() if self.broke is None else errors.UpstreamBroke(self.broke),
+                              False)
         waiting, self.waiting = self.waiting, []
         for ex in waiting:
             # Held while the server's first bytes were awaited: it closed without any, nothing was sent.

@@ -449,9 +449,18 @@ RESPONSE_VECTORS = [
     ("resp-huffman.eos", _resp(_status(b"r") + b"\x00\x01x\x84\xff\xff\xff\xff"), False),
     ("resp-huffman.zero-padding", _resp(_status(b"r") + b"\x00\x01x\x81\x18"), False),
     ("resp-list.over-the-limit", _resp(_status(b"r") + lit(b"x-big", b"b" * 3900, 0x40) + idx(62) * 20), False),
+    # Decodes, but breaks HTTP/2's field rules (RFC 9113 8.2.1): a stream error, the connection kept.
+    ("resp-head.uppercase-name", _resp(_status(b"r") + lit(b"X-Upper", b"v")), False),
     ("resp-valid.updates-then-fields", _resp(update(0) + update(4096) + _status(b"ok1")), True),
     ("resp-valid.one-octet-continuations", lambda sid: _split_response(sid, _status(b"ok2")), True),
 ]
+
+
+# What l5d-proxy-error says for each broken head: a block the proxy cannot decode closes the origin's
+# connection (its GOAWAY's code); one over the header list limit resets the stream.
+BLAME = {vid: "upstream broke HTTP/2 (COMPRESSION_ERROR" for vid, _, valid in RESPONSE_VECTORS if not valid}
+BLAME["resp-list.over-the-limit"] = "response head over the header list limit"
+BLAME["resp-head.uppercase-name"] = "upstream broke HTTP/2 on the stream (PROTOCOL_ERROR)"
 
 
 def _split_response(sid: int, block: bytes) -> bytes:
@@ -483,6 +492,10 @@ def test_hostile_response_block(proxy, tap, responder, vid, respond, valid):
                 out.append(Finding(F.BAD_TO_CLIENT, f"{got!r} {got.headers!r}"))
         elif got.type == H.HEADERS and (got.header(":status") != "502" or got.header("l5d-proxy-error") is None):
             out.append(Finding(F.WRONG_STATUS, f"{got.headers!r}, wanted 502 with l5d-proxy-error or a reset"))
+        elif got.type == H.HEADERS and BLAME[vid] not in got.header("l5d-proxy-error"):
+            # The reason names the origin's fault, not a reset or close it did not send.
+            out.append(Finding(F.WRONG_STATUS, f"l5d-proxy-error {got.header('l5d-proxy-error')!r}, "
+                                               f"wanted it to say {BLAME[vid]!r}"))
         elif got.type == H.GOAWAY:
             out.append(Finding(F.WRONG_STATUS, f"the client's connection got {got!r} for the origin's fault"))
     assert_clean(out + ending(proxy, proxy.outbound, tap, log_mark))
