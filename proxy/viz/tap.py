@@ -265,7 +265,11 @@ class Taps:
         """Wait until every stream ended (True: none could be tapped any longer), ``other`` is done or
         ``timeout`` seconds passed (False)."""
         waiting: list[asyncio.Future[Any]] = [self.streams] if other is None else [self.streams, other]
-        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # Ctrl-C: the streams end with the command, their outcome taken
+            await self.stop()
+            raise
         return self.streams.done()
 
     async def stop(self) -> None:

@@ -85,6 +85,7 @@ def test_lines_for_each_request_and_filters(make_proxy, fresh_upstream):
         code, err = every.stop()
         books.stop()
     assert code == 0, err
+    assert "Traceback" not in err and "never retrieved" not in err, err  # Ctrl-C ends it quietly
 
 
 def test_max_rps_bounds_what_is_reported(make_proxy, fresh_upstream):
