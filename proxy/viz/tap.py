@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import signal
 import ssl
 import sys
 import time
@@ -306,6 +307,11 @@ async def run(args: argparse.Namespace, out=sys.stdout) -> int:
 def run_command(name: str, run_: Callable[[argparse.Namespace], Any], args: argparse.Namespace,
                 interrupted: int = EX_OK) -> int:
     """A tap-based command (tap, top, profile) to its end: its errors printed under its name, Ctrl-C ``interrupted``."""
+    # SIGINT is how these commands end (they run until interrupted): one started by a parent that ignores or
+    # blocks it for its children (a script's background job, a test harness) would never stop otherwise.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return asyncio.run(run_(args))
     except TapError as err:

@@ -24,9 +24,10 @@ LINE = re.compile(r"^(req|rsp|end) id=\d+:\d+ proxy=(in|out) src=\S+ dst=\S* tls
 class Tap:
     """``meshproxy viz tap ARGS`` running; its lines collected as they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, preexec=None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "proxy", "viz", "tap", *args], cwd=REPO,
-                                     env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -86,6 +87,25 @@ def test_lines_for_each_request_and_filters(make_proxy, fresh_upstream):
         books.stop()
     assert code == 0, err
     assert "Traceback" not in err and "never retrieved" not in err, err  # Ctrl-C ends it quietly
+
+
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _sigint_blocked() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+@pytest.mark.parametrize("inherited", [_sigint_ignored, _sigint_blocked], ids=["ignored", "blocked"])
+def test_sigint_ends_it_even_when_its_parent_ignored_or_blocked_sigint(make_proxy, inherited):
+    # A script's background job (or a harness) starts it with SIGINT ignored or blocked; SIGINT is still how it ends.
+    mp = make_proxy()
+    tap = Tap("--tap", mp.tap_hostport, preexec=inherited)
+    _wait_open(mp, 1)
+    code, err = tap.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
 
 
 def test_max_rps_bounds_what_is_reported(make_proxy, fresh_upstream):
