@@ -82,6 +82,15 @@ def _mirror_counts(admin: int) -> dict[str, float]:
     return out
 
 
+def _opened_upstream(admin: int) -> float:
+    """Connections the proxy has opened to upstreams so far (``tcp_open_total``, peer="dst"): the primary's
+    backend and the mirror's; a copy that finds no idle pooled connection opens one."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("tcp_open_total{") and 'peer="dst"' in line)
+
+
 def _run_wait_ms(pid: int) -> float:
     """Milliseconds ``pid``'s threads have waited, runnable, for a CPU so far (/proc/PID/task/*/schedstat)."""
     total = 0
@@ -122,7 +131,7 @@ def _table(results: dict[str, list[dict]], max_lag_ms: float) -> None:
             for variant, rows in results.items()}
     none_by_round = {r["round"]: r["p99_ms"] for r in kept["none"]}
     print(f"{'variant':20} {'n':>3} {'p50':>6} {'p99 med':>8} {'p99 range':>13} {'p99.9 med':>9} {'p99/none':>9} "
-          f"{'ratio IQR':>15} {'lag p99':>8} {'wait ms':>7} {'failed':>6} {'CPU us':>7}")
+          f"{'ratio IQR':>15} {'lag p99':>8} {'wait ms':>7} {'failed':>6} {'CPU us':>7} {'opened':>6}")
     for variant, rows in results.items():
         good = kept[variant]
         if not good or not none_by_round:
@@ -141,7 +150,8 @@ def _table(results: dict[str, list[dict]], max_lag_ms: float) -> None:
               f"{100 * (q[0] - 1):+6.1f}..{100 * (q[2] - 1):+.1f}% "
               f"{statistics.median(r['lag_p99_ms'] for r in good):8.3f} "
               f"{statistics.median(r['proxy_wait_ms'] for r in good):7.2f} {sum(r['failed'] for r in good):6d} "
-              f"{statistics.median(r['cpu_us'] for r in good):7.1f}")
+              f"{statistics.median(r['cpu_us'] for r in good):7.1f} "
+              f"{statistics.median(r.get('upstream_opened', 0) for r in good):6.0f}")
 
 
 def _report(results: dict[str, list[dict]], args: argparse.Namespace, placement: Placement, elapsed: float) -> None:
@@ -154,7 +164,8 @@ def _report(results: dict[str, list[dict]], args: argparse.Namespace, placement:
     _table(results, args.quiet_lag_us / 1000)
     print("(ms; p99/none: median over rounds of the round's p99 over none's in the same round, with its "
           "interquartile range; lag p99: the generator's own scheduling lag; wait ms: time the proxy was "
-          "runnable but not running; CPU us: proxy CPU per primary request)")
+          "runnable but not running; CPU us: proxy CPU per primary request; opened: upstream connections the "
+          "proxy opened during the run, the mirror's included)")
     for variant, rows in results.items():
         print(f"{variant}: p99/lag p99 per round (ms): "
               + ", ".join(f"{r['p99_ms']:.3f}/{r['lag_p99_ms']:.3f}" for r in rows if r["ok"]))
@@ -175,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every round's figures here")
     parser.add_argument("--control", action="store_true",
                         help="add a second proxy without mirroring: its ratio to none is the method's resolution")
+    parser.add_argument("--pool-idle-timeout", type=float,
+                        help="the proxies' MESHPROXY_POOL_IDLE_TIMEOUT in seconds (default: the proxy's, 3 s, shorter "
+                             "than a proxy's wait between its runs with 3-4 variants: each run then starts with a cold "
+                             "pool, and the slow mirror's ~100 connections are opened again in its first 100 ms)")
     parser.add_argument("--quiet-lag-us", type=float, default=50.0,
                         help="runs whose generator lag p99 stays under this are 'quiet' (a second table)")
     args = parser.parse_args(argv)
@@ -201,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"    endpoints: [{{address: 127.0.0.1:{port}, protocol: http1}}]\n"
                     for name, port in (("web", web.port), ("slow", slow.port), ("dead", dead))))
             headers = {"Host": HOST}
+            pool_env = ({} if args.pool_idle_timeout is None
+                        else {"MESHPROXY_POOL_IDLE_TIMEOUT": f"{args.pool_idle_timeout:g}s"})
             proxies = {}
             for variant, (repo, filters) in runs.items():  # one proxy per variant, for all the rounds
                 policy = run_dir / f"policy-{variant}.yaml"
@@ -208,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 proxies[variant] = start_meshproxy(
                     group, placement, repo, web, pure=False, name=f"proxy-{variant}",
                     extra_env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
-                               "MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000"})
+                               "MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000", **pool_env})
                 openloop.run(f"http://127.0.0.1:{proxies[variant].port}/",
                              openloop.LoadParams(args.rate, args.warmup, args.connections),
                              headers=headers, pin=placement.pin_load())
@@ -218,18 +235,20 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in names[shift:] + names[:shift]:
                     proxy = proxies[variant]
                     time.sleep(0.2)  # the previous variant's last slow copies land on their own proxy
+                    opened0 = _opened_upstream(proxy.admin_port or 0)
                     cpu0, wait0 = _cpu_seconds(proxy.proc.pid), _run_wait_ms(proxy.proc.pid)
                     res = openloop.run(f"http://127.0.0.1:{proxy.port}/",
                                        openloop.LoadParams(args.rate, args.seconds, args.connections),
                                        headers=headers, pin=placement.pin_load())
                     cpu = _cpu_seconds(proxy.proc.pid) - cpu0
                     wait = _run_wait_ms(proxy.proc.pid) - wait0
+                    opened = _opened_upstream(proxy.admin_port or 0) - opened0
                     row: dict[str, Any] = {
                         "round": round_index, "ok": res.ok, "failure": res.failure,
                         "achieved_rps": res.achieved_rps, "failed": res.failed_requests if res.ok else None,
                         "p50_ms": res.latency.ms("p50"), "p99_ms": res.latency.ms("p99"),
                         "p999_ms": res.latency.ms("p999"), "lag_p99_ms": res.sched_lag.ms("p99"),
-                        "proxy_wait_ms": wait,
+                        "proxy_wait_ms": wait, "upstream_opened": opened,
                         "cpu_us": 1e6 * cpu / max(1.0, res.achieved_rps * args.seconds) if res.ok else None,
                         "mirror": {}}
                     results[variant].append(row)
