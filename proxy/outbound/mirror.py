@@ -62,9 +62,6 @@ DRAIN_BATCH = 4
 class MirrorCounters:
     """One (service, mirror) pair's counters; kept across policy reloads."""
 
-    __slots__ = ("labels", "requests", "failures", "skipped", "last_logged", "errors_in_row", "backoff",
-                 "closed_until")
-
     def __init__(self, dst: str, mirror: str) -> None:
         self.labels = text((("dst", dst), ("mirror", mirror)))
         self.requests = 0
@@ -130,7 +127,11 @@ class MirrorHub:
         while queue and queue[0].sent():
             queue.popleft()
         if len(queue) >= 2 * self.max_in_flight:  # a long primary first holds the spent ones behind it
-            self.queue = queue = deque(t for t in queue if not t.sent())
+            kept: deque[MirrorTee] = deque()
+            for held in queue:
+                if not held.sent():
+                    kept.append(held)
+            self.queue = queue = kept
         queue.append(tee)
         if self.timer is None:
             self.timer = self.ctx.loop.call_at(tee.due, self.drain)
@@ -142,6 +143,7 @@ class MirrorHub:
         loop = self.ctx.loop
         now = loop.time()
         sent = 0
+        tee: MirrorTee
         try:
             while queue:
                 tee = queue[0]
@@ -193,10 +195,11 @@ class MirrorRule:
 
     def begin(self, ex: Exchange) -> MirrorTee | None:
         """Decide which copies of ``ex`` this request gets and queue them (None: none)."""
-        hub = self.hub
+        hub: MirrorHub = self.hub
         if hub.ctx is None:
             return None
-        tee = None
+        tee: MirrorTee | None = None
+        counters: MirrorCounters
         for address, fraction, counters in self.targets:
             if fraction < 1.0 and self.random() >= fraction:
                 continue
@@ -247,9 +250,11 @@ class MirrorTee:
         targets, self.targets = self.targets, []
         if not targets:
             return  # abandoned while queued
-        hub, body, trailers = self.hub, self.body, self.req_trailers
+        hub: MirrorHub = self.hub
+        body, trailers = self.body, self.req_trailers
         self.body = []
         whole = self.ended and not body and trailers is None
+        counters: MirrorCounters
         for address, counters in targets:
             counters.requests += 1
             copy = Exchange(hub.ctx, MirrorDown(hub, counters, address), self.meta)
@@ -303,6 +308,7 @@ class MirrorTee:
     def _abandon(self, reason: str) -> None:
         targets, self.targets = self.targets, []
         self.body = []
+        counters: MirrorCounters
         for _address, counters in targets:  # never sent: give back their slots
             self.hub.in_flight -= 1
             counters.skipped[reason] += 1
@@ -354,7 +360,8 @@ class MirrorDown(DownEnd):
         pass
 
     def exchange_done(self, ex):
-        hub, counters = self.hub, self.counters
+        hub: MirrorHub = self.hub
+        counters: MirrorCounters = self.counters
         hub.in_flight -= 1
         if self.skipped is not None:
             counters.requests -= 1  # abandoned before its request was whole: not sent after all
