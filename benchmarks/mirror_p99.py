@@ -31,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,6 +99,30 @@ def _opened_upstream(admin: int) -> float:
                if line.startswith("tcp_open_total{") and 'peer="dst"' in line)
 
 
+class _PerfStat:
+    """``perf stat`` attached to the proxy for one run: its task clock and context switches (each one a sleep in
+    ``epoll_wait`` and a wakeup: what a copy's answer arriving on its own costs)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(["perf", "stat", "-x,", "-e", "task-clock,context-switches", "-o", str(out),
+                                      "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.1)  # attached before the load starts
+
+    def stop(self) -> dict[str, float]:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        found: dict[str, float] = {}
+        for line in self.out.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] in ("task-clock", "context-switches"):
+                try:
+                    found[fields[2]] = float(fields[0])
+                except ValueError:  # "<not counted>"
+                    pass
+        return found
+
+
 def _run_wait_ms(pid: int) -> float:
     """Milliseconds ``pid``'s threads have waited, runnable, for a CPU so far (/proc/PID/task/*/schedstat)."""
     total = 0
@@ -136,8 +162,10 @@ def _table(results: dict[str, list[dict]], max_lag_ms: float) -> None:
     kept = {variant: [r for r in rows if r["ok"] and r["lag_p99_ms"] <= max_lag_ms]
             for variant, rows in results.items()}
     none_by_round = {r["round"]: r["p99_ms"] for r in kept["none"]}
+    perf = any("task_us" in r for rows in kept.values() for r in rows)
     print(f"{'variant':20} {'n':>3} {'p50':>6} {'p99 med':>8} {'p99 range':>13} {'p99.9 med':>9} {'p99/none':>9} "
-          f"{'ratio IQR':>15} {'lag p99':>8} {'wait ms':>7} {'failed':>6} {'CPU us':>7} {'opened':>6}")
+          f"{'ratio IQR':>15} {'lag p99':>8} {'wait ms':>7} {'failed':>6} {'CPU us':>7} {'opened':>6}"
+          + (f" {'task us':>7} {'switches':>8}" if perf else ""))
     for variant, rows in results.items():
         good = kept[variant]
         if not good or not none_by_round:
@@ -157,7 +185,9 @@ def _table(results: dict[str, list[dict]], max_lag_ms: float) -> None:
               f"{statistics.median(r['lag_p99_ms'] for r in good):8.3f} "
               f"{statistics.median(r['proxy_wait_ms'] for r in good):7.2f} {sum(r['failed'] for r in good):6d} "
               f"{statistics.median(r['cpu_us'] for r in good):7.1f} "
-              f"{statistics.median(r.get('upstream_opened', 0) for r in good):6.0f}")
+              f"{statistics.median(r.get('upstream_opened', 0) for r in good):6.0f}"
+              + (f" {statistics.median(r.get('task_us', 0.0) for r in good):7.1f}"
+                 f" {statistics.median(r.get('switches', 0.0) for r in good):8.2f}" if perf else ""))
 
 
 def _report(results: dict[str, list[dict]], args: argparse.Namespace, placement: Placement, elapsed: float) -> None:
@@ -172,7 +202,8 @@ def _report(results: dict[str, list[dict]], args: argparse.Namespace, placement:
     print("(ms; p99/none: median over rounds of the round's p99 over none's in the same round, with its "
           "interquartile range; lag p99: the generator's own scheduling lag; wait ms: time the proxy was "
           "runnable but not running; CPU us: proxy CPU per primary request; opened: upstream connections the "
-          "proxy opened during the run, the mirror's included)")
+          "proxy opened during the run, the mirror's included; with --perf, task us and switches: the proxy's "
+          "task clock and context switches per primary request)")
     for variant, rows in results.items():
         print(f"{variant}: p99/lag p99 per round (ms): "
               + ", ".join(f"{r['p99_ms']:.3f}/{r['lag_p99_ms']:.3f}" for r in rows if r["ok"]))
@@ -195,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="add a second proxy without mirroring: its ratio to none is the method's resolution")
     parser.add_argument("--pool-idle-timeout", type=float, default=POOL_IDLE_TIMEOUT,
                         help="the proxies' MESHPROXY_POOL_IDLE_TIMEOUT in seconds (0: the proxy's default, 3 s)")
+    parser.add_argument("--perf", action="store_true",
+                        help="attach perf stat to the proxy for each run: its task clock and context switches per "
+                             "primary request (finer than /proc's CPU ticks)")
     parser.add_argument("--quiet-lag-us", type=float, default=50.0,
                         help="runs whose generator lag p99 stays under this are 'quiet' (a second table)")
     args = parser.parse_args(argv)
@@ -240,11 +274,14 @@ def main(argv: list[str] | None = None) -> int:
                     proxy = proxies[variant]
                     time.sleep(0.2)  # the previous variant's last slow copies land on their own proxy
                     opened0 = _opened_upstream(proxy.admin_port or 0)
+                    perf = _PerfStat(proxy.proc.pid, run_dir / "perf.txt") if args.perf else None
                     cpu0, wait0 = _cpu_seconds(proxy.proc.pid), _run_wait_ms(proxy.proc.pid)
                     res = openloop.run(f"http://127.0.0.1:{proxy.port}/",
                                        openloop.LoadParams(args.rate, args.seconds, args.connections),
                                        headers=headers, pin=placement.pin_load())
                     cpu = _cpu_seconds(proxy.proc.pid) - cpu0
+                    counted = perf.stop() if perf is not None else {}
+                    primaries = max(1.0, res.achieved_rps * args.seconds)
                     wait = _run_wait_ms(proxy.proc.pid) - wait0
                     opened = _opened_upstream(proxy.admin_port or 0) - opened0
                     row: dict[str, Any] = {
@@ -255,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                         "proxy_wait_ms": wait, "upstream_opened": opened,
                         "cpu_us": 1e6 * cpu / max(1.0, res.achieved_rps * args.seconds) if res.ok else None,
                         "mirror": {}}
+                    if counted:  # per primary request; perf's window is the run plus ~0.1 s of idle before it
+                        row["task_us"] = 1000 * counted.get("task-clock", 0.0) / primaries
+                        row["switches"] = counted.get("context-switches", 0.0) / primaries
                     results[variant].append(row)
                     print(f"round {round_index + 1} {variant}: {json.dumps(row)}", file=sys.stderr)
             for variant, proxy in proxies.items():
