@@ -36,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from proxy.errors import UpstreamError
+from proxy.exchange.clock import now
 from proxy.exchange.core import Exchange
 from proxy.exchange.ends import DownEnd
 from proxy.telemetry.labels import text
@@ -141,7 +142,7 @@ class MirrorHub:
         self.timer = None
         queue = self.queue
         loop = self.ctx.loop
-        now = loop.time()
+        time_now = loop.time()
         sent = 0
         tee: MirrorTee
         try:
@@ -149,7 +150,7 @@ class MirrorHub:
                 tee = queue[0]
                 if tee.sent():
                     queue.popleft()
-                elif tee.due > now:
+                elif tee.due > time_now:
                     self.timer = loop.call_at(tee.due, self.drain)
                     return
                 elif sent == DRAIN_BATCH:
@@ -203,7 +204,9 @@ class MirrorRule:
         for address, fraction, counters in self.targets:
             if fraction < 1.0 and self.random() >= fraction:
                 continue
-            if counters.closed_until and hub.ctx.loop.time() < counters.closed_until:
+            # clock.now: the loop's clock's epoch, read without a Python call (checked per request while a mirror
+            # is left alone; a tick's skew against the loop's clock is nothing beside a backoff of seconds)
+            if counters.closed_until and now() < counters.closed_until:
                 counters.skipped["mirror_unreachable"] += 1
             elif ex.upgrade:  # a tunnel cannot be copied
                 counters.skipped["upgrade"] += 1
@@ -238,7 +241,10 @@ class MirrorTee:
         self.copies: list[Exchange] = []  # copies sent that still wait for request bytes
         self.size = 0
         self.launched = False
-        self.due = hub.ctx.loop.time() + COPY_HOLD  # the latest the copies wait for the primary to end
+        # The latest the copies wait for the primary to end, on the loop's own (coarse) clock: the hub's timer and
+        # drain compare it with loop.time(); clock.now() runs ahead of it by up to a tick, and drain would re-arm
+        # a timer of zero until the loop's clock caught up.
+        self.due = hub.ctx.loop.time() + COPY_HOLD
 
     def sent(self) -> bool:
         """Nothing left to send: the copies went, or were given up."""
@@ -368,10 +374,10 @@ class MirrorDown(DownEnd):
             counters.skipped[self.skipped] += 1
         elif self.error is not None or self.status >= 500:
             counters.failures += 1
-            now = hub.ctx.loop.time()
-            counters.outcome(isinstance(self.error, UpstreamError) and self.status == 0, now)
-            if now - counters.last_logged >= FAILURE_LOG_INTERVAL:
-                counters.last_logged = now
+            time_now = hub.ctx.loop.time()
+            counters.outcome(isinstance(self.error, UpstreamError) and self.status == 0, time_now)
+            if time_now - counters.last_logged >= FAILURE_LOG_INTERVAL:
+                counters.last_logged = time_now
                 log.warning("mirrored request failed", mirror=f"{self.address[0]}:{self.address[1]}",
                             status=self.status or (self.error.status if self.error is not None else 0),
                             error=str(self.error) if self.error is not None else None,
