@@ -4,8 +4,7 @@ import dataclasses
 
 import pytest
 
-from proxy.core.addr import (ConnMeta, Target, accepted_meta, authorized_meta, parse_authority, redirected_meta,
-                             tls_meta)
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority, redirected_meta, tls_meta
 
 
 @pytest.mark.parametrize(
@@ -67,8 +66,9 @@ def test_tls_and_redirected_meta_are_replace(client_id):
     meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
                                sni="x", authz="granted")
     meta.stats_cache["k"] = 1
+    app = ("10.0.0.9", 8080)
     for fast, slow in ((tls_meta(meta, client_id), dataclasses.replace(meta, tls=True, client_id=client_id)),
-                       (redirected_meta(meta, ("10.0.0.9", 8080)), dataclasses.replace(meta, orig_dst=("10.0.0.9", 8080)))):
+                       (redirected_meta(meta, app), dataclasses.replace(meta, orig_dst=app))):
         for f in dataclasses.fields(ConnMeta):  # authz carried over, as replace does
             assert getattr(fast, f.name) == getattr(slow, f.name), f.name
         assert fast == slow and hash(fast) == hash(slow) and fast.authz == "granted"
