@@ -162,26 +162,6 @@ def _get(conn: http.client.HTTPConnection, host: str, close: bool = False) -> No
         raise SystemExit(f"unexpected status {resp.status}")
 
 
-def _tls_one(port: int, ctx, server_name: str) -> None:
-    """One full TLS handshake (``ctx`` keeps no session: a new one each time), one request, read to the close."""
-    import ssl
-
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as raw, \
-            ctx.wrap_socket(raw, server_hostname=server_name) as conn:
-        conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while True:
-            try:
-                data = conn.recv(65536)
-            except ssl.SSLEOFError:  # closed without close_notify: the answer is what came
-                break
-            if not data:
-                break
-            answer += data
-    if not answer.startswith(b"HTTP/1.1 200"):
-        raise SystemExit(f"unexpected answer {answer[:40]!r}")
-
-
 def _by_object(work: Path) -> dict[str, int]:
     """Self instructions by shared object (``ob=``) over the dumps: where the work ran, callees excluded."""
     objects: dict[str, str] = {}
@@ -353,14 +333,13 @@ def main() -> None:
             def run(n: int) -> None:
                 _h2load(port, host, n, args.streams)
         elif certs is not None:
-            import ssl
-
             from benchmarks.lib import meshtls
 
             def one() -> None:
-                ctx = ssl.create_default_context(cafile=str(certs.ca))  # a fresh context: no session to resume
-                ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-                _tls_one(port, ctx, meshtls.SERVER_ID)
+                # A fresh client context each time (no session to resume), no certificate, no ALPN.
+                problem = meshtls.tls_probe(port, certs.ca, meshtls.SERVER_ID, RESPONSE.rpartition(b"\r\n")[2])
+                if problem:
+                    raise SystemExit(problem)
         elif args.new_connections:
             def one() -> None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
