@@ -456,7 +456,7 @@ class Accepted:
         if kind == _TLS and stage.identity is not None and not meta.tls:
             hello = self.detector.client_hello
             if hello is not None and _is_mesh_name(hello.sni, stage.identity):
-                self._terminate(buffered, hello.alpn)
+                self._terminate(buffered)
                 return
         tcp: TcpStats | None = None
         if stage.authorizer is not None:
@@ -521,9 +521,9 @@ class Accepted:
         tcp.opened += 1
         open_tunnel(stage, transport, meta, target, buffered, eof, kind, probe, tcp, self.opened_at)
 
-    def _terminate(self, buffered: bytes, alpn: tuple) -> None:
-        """Mesh TLS for our identity (the ClientHello offered ``alpn``): the handshake runs here,
-        the decrypted connection starts over (transport header, detection) in a TlsAccepted."""
+    def _terminate(self, buffered: bytes) -> None:
+        """Mesh TLS for our identity: the handshake runs here, the decrypted
+        connection starts over (transport header, detection) in a TlsAccepted."""
         stage, meta, transport = self.stage, self.meta, self.transport
         assert stage.identity is not None and meta is not None and transport is not None
         mesh = stage.identity.tls
@@ -548,8 +548,8 @@ class Accepted:
                 self._count_closed(0)
 
         # From here the connection's count is carried by ``inner``.
-        tls.serve_handshake(stage.ctx.loop, transport, buffered, cast(asyncio.Protocol, inner),
-                            mesh.server_for(alpn), stage.handshake_timeout, done)
+        tls.serve_handshake(stage.ctx.loop, transport, buffered, cast(asyncio.Protocol, inner), mesh.server,
+                            stage.handshake_timeout, done)
 
 
 class TlsAccepted(Accepted):

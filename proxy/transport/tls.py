@@ -30,8 +30,6 @@ from proxy.transport import sessions
 
 TRANSPORT_ALPN = "transport.l5d.io/v1"
 H2_ALPN = "h2"
-_TRANSPORT_ALPN_BYTES = TRANSPORT_ALPN.encode()
-_H2_ALPN_BYTES = H2_ALPN.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +44,6 @@ class MeshTls:
     pems: tuple[bytes, bytes, bytes] = field(default=(b"", b"", b""), repr=False)
     # Sessions the client contexts resume; None: resumption is off. Never outlives this certificate.
     sessions: sessions.SessionCache | None = field(default=None, repr=False)
-    # The server context for a client that offers neither mesh ALPN (``server_for``): no ticket.
-    server_no_ticket: ssl.SSLContext | None = field(default=None, repr=False)
-
-    def server_for(self, alpn: tuple[bytes, ...]) -> ssl.SSLContext:
-        """The server context for a ClientHello offering ``alpn`` (the names as sent). Only meshproxy's clients keep and
-        offer tickets (sessions.py), and they always offer the transport protocol or h2; a client
-        offering neither (a plain TLS client of the app port) would get a ticket it is not known to
-        redeem, at about 170,000 instructions (a sixth of the server's handshake time) each."""
-        if self.server_no_ticket is None or _TRANSPORT_ALPN_BYTES in alpn or _H2_ALPN_BYTES in alpn:
-            return self.server
-        return self.server_no_ticket
 
     def client(self, alpn: list[str]) -> ssl.SSLContext:
         """A new client context of this certificate offering ``alpn``; built on demand (each costs memory), so
@@ -69,30 +56,21 @@ class MeshTls:
 def build(name: str, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes, session_cache: int = 0) -> MeshTls:
     """Contexts for ``name``'s certificate chain and key, resuming up to ``session_cache``
     peers' sessions (0: none issued or resumed); raises ssl.SSLError or ValueError."""
-    server = _server_context(chain_pem, key_pem, anchors_pem)
-    # One ticket per handshake: a mesh client reuses it for every new
-    # connection (sessions.py), so a second would be work for nothing. The
-    # ticket keys are this context's own: a new certificate voids old tickets.
-    server.num_tickets = 1 if session_cache > 0 else 0
-    no_ticket = None
-    if session_cache > 0:
-        no_ticket = _server_context(chain_pem, key_pem, anchors_pem)
-        no_ticket.num_tickets = 0
-    client_h2 = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
-    client_h2.set_alpn_protocols([H2_ALPN])
-    client_transport = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
-    client_transport.set_alpn_protocols([TRANSPORT_ALPN])
-    cache = sessions.SessionCache(session_cache) if session_cache > 0 else None
-    return MeshTls(name, server, client_h2, client_transport, (chain_pem, key_pem, anchors_pem), cache, no_ticket)
-
-
-def _server_context(chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> ssl.SSLContext:
     server = _context(ssl.PROTOCOL_TLS_SERVER, chain_pem, key_pem, anchors_pem)
     # Optional, not required: a TLS client without a certificate is still
     # admitted to the handshake and then judged by the authorization policy.
     server.verify_mode = ssl.CERT_OPTIONAL
     server.set_alpn_protocols([TRANSPORT_ALPN, H2_ALPN])
-    return server
+    # One ticket per handshake: a mesh client reuses it for every new
+    # connection (sessions.py), so a second would be work for nothing. The
+    # ticket keys are this context's own: a new certificate voids old tickets.
+    server.num_tickets = 1 if session_cache > 0 else 0
+    client_h2 = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
+    client_h2.set_alpn_protocols([H2_ALPN])
+    client_transport = _context(ssl.PROTOCOL_TLS_CLIENT, chain_pem, key_pem, anchors_pem)
+    client_transport.set_alpn_protocols([TRANSPORT_ALPN])
+    cache = sessions.SessionCache(session_cache) if session_cache > 0 else None
+    return MeshTls(name, server, client_h2, client_transport, (chain_pem, key_pem, anchors_pem), cache)
 
 
 def _context(protocol: int, chain_pem: bytes, key_pem: bytes, anchors_pem: bytes) -> ssl.SSLContext:

@@ -138,50 +138,6 @@ def test_new_connections_resume_and_the_client_is_still_proven(pair):
     assert _counts(b, "inbound") == (5, 4)
 
 
-def _ticket_for(b, authority, tmp: Path, alpn: list[str]) -> bool:
-    """Whether B's inbound issues a ticket to a client without a certificate offering ``alpn``."""
-    import ssl
-
-    from proxy.identity import ca
-
-    anchors = tmp / "client-anchors.crt"
-    anchors.write_bytes(ca.cert_pem(authority[0].cert))
-    ctx = ssl.create_default_context(cafile=str(anchors))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
-    with socket.create_connection(b.inbound, timeout=20) as raw, ctx.wrap_socket(raw, server_hostname=API) as conn:
-        if conn.selected_alpn_protocol() == "h2":
-            # The preface and empty SETTINGS: the proxy answers with its own SETTINGS.
-            conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
-            assert conn.recv(4096)
-        else:
-            conn.sendall(b"GET /plain HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
-            head = _read_head(conn)
-            assert head.startswith(b"HTTP/1.1 200"), head
-        # A ticket comes right after the handshake, before any answer: read by now.
-        return conn.session is not None and conn.session.has_ticket
-
-
-def test_tickets_only_for_clients_offering_mesh_alpn(pair, authority, tmp_path):
-    # meshproxy's clients (the only ones that keep tickets) always offer the transport protocol or h2;
-    # a plain TLS client offering neither is spared the ticket's cost, a peer still resumes.
-    from helpers.upstream import HttpUpstream
-
-    plain_app = HttpUpstream(name="plain-app")
-    try:
-        a, b, _, _ = pair(b_extra={"MESHPROXY_INBOUND_DEFAULT_TARGET": plain_app.hostport})
-        assert not _ticket_for(b, authority, tmp_path, [])
-        assert not _ticket_for(b, authority, tmp_path, ["http/1.1"])
-        assert _ticket_for(b, authority, tmp_path, ["h2", "http/1.1"])
-        for _ in range(3):
-            assert _new_connection(a)[0] == 200
-        assert _counts(b, "inbound") == (3, 2)
-        assert len(plain_app.requests) == 2
-    finally:
-        plain_app.stop()
-
-
 def test_a_cache_of_zero_issues_and_resumes_nothing(pair):
     # B issues no tickets: A asks for one for a few reads per connection, then gives up.
     a, b, _, _ = pair(b_extra={"MESHPROXY_TLS_SESSION_CACHE": "0"})
