@@ -1,7 +1,8 @@
 """Instructions per request of one meshproxy checkout, counted by callgrind (noise-free, unlike a load test).
 
 ``.venv/bin/python benchmarks/callgrind_requests.py --repo DIR [--policy POLICY] [--requests N]
-[--new-connections] [--listener outbound|inbound] [--h2 [--streams M]] [--tap] [--keep] [--strace | --perf]``
+[--new-connections] [--listener outbound|inbound] [--tls] [--h2 [--streams M]] [--tap] [--keep] [--by-object]
+[--strace | --perf]``
 
 Starts the proxy of checkout DIR under ``valgrind --tool=callgrind`` with
 instrumentation off, warms it up, turns instrumentation on for N sequential
@@ -18,7 +19,16 @@ copy is measured against); ``none``: no policy.
 close`` (the ``connrate`` scenario's path: accept, detection, the request,
 the close); the figure is then instructions per connection.
 ``--listener inbound``: through the inbound listener (plaintext, to its
-default target) instead. ``--h2``: HTTP/2 on both sides: h2load (``-c 1 -m
+default target) instead. ``--tls``: new connections to the inbound
+listener as the ``handshake`` scenario makes them: the proxy has a mesh
+identity (the benchmarks' throwaway authority), and each connection is a
+full TLS 1.3 handshake from a client without a certificate (B's identity as
+SNI, no resumption), one ``GET`` with ``Connection: close``, the close.
+``--env NAME=VALUE`` (repeatable): a setting for the proxy.
+``--by-object``: also print the instructions per connection (request) split
+by the shared object that ran them (OpenSSL's libssl and libcrypto, the
+interpreter, uvloop, the proxy's compiled modules, libc), from callgrind's
+self cost. ``--h2``: HTTP/2 on both sides: h2load (``-c 1 -m
 --streams``) to the proxy, nginx speaking h2c behind it (both from the
 benchmarks' Debian packages). ``--tap``: a match-everything tap is open the
 whole time, read by nghttp (the http1 scenario's ``meshproxy-tapped-c``
@@ -152,6 +162,32 @@ def _get(conn: http.client.HTTPConnection, host: str, close: bool = False) -> No
         raise SystemExit(f"unexpected status {resp.status}")
 
 
+def _by_object(work: Path) -> dict[str, int]:
+    """Self instructions by shared object (``ob=``) over the dumps: where the work ran, callees excluded."""
+    objects: dict[str, str] = {}
+    costs: dict[str, int] = {}
+    for part in work.glob("callgrind.out*"):
+        current = "?"
+        skip_next = False
+        for line in part.read_text(errors="replace").splitlines():
+            if skip_next:  # the line after calls= is the call's inclusive cost, not the caller's own
+                skip_next = False
+                continue
+            if line.startswith(("ob=", "cob=", "cfob=")):  # a name is given once, where its id first appears
+                ident, _, name = line.partition("=")[2].partition(" ")
+                if name:
+                    objects[ident] = name
+                if line.startswith("ob="):
+                    current = ident
+            elif line.startswith("calls="):
+                skip_next = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                fields = line.split()
+                if len(fields) > 1 and fields[1].isdigit():
+                    costs[current] = costs.get(current, 0) + int(fields[1])
+    return {objects.get(ident, ident): cost for ident, cost in costs.items()}
+
+
 def _wait_tap_open(admin: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -221,6 +257,11 @@ def main() -> None:
     parser.add_argument("--new-connections", action="store_true",
                         help="each request on its own new connection (Connection: close)")
     parser.add_argument("--listener", choices=("outbound", "inbound"), default="outbound")
+    parser.add_argument("--tls", action="store_true",
+                        help="new connections to the inbound listener, each a full TLS handshake (no client cert)")
+    parser.add_argument("--by-object", action="store_true", help="split the instructions by shared object")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the proxy (e.g. MESHPROXY_TLS_SESSION_CACHE=0: no tickets issued)")
     parser.add_argument("--h2", action="store_true", help="h2load -> proxy -> nginx h2c")
     parser.add_argument("--streams", type=int, default=10, help="h2load's concurrent streams (-m) with --h2")
     parser.add_argument("--tap", action="store_true", help="a match-everything tap open, read by nghttp")
@@ -230,6 +271,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.h2 and args.new_connections:
         parser.error("--h2 counts requests on one connection")
+    if args.tls:
+        if args.h2:
+            parser.error("--tls is HTTP/1 over new connections")
+        args.new_connections, args.listener = True, "inbound"
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
     nginx = None
     if args.h2:
@@ -247,6 +292,13 @@ def main() -> None:
                MESHPROXY_ADMIN_LISTEN=f"127.0.0.1:{admin}", MESHPROXY_TAP_LISTEN=f"127.0.0.1:{tap_port}",
                MESHPROXY_DESTINATION=f"file://{endpoints}", MESHPROXY_LOG_LEVEL="warning",
                MESHPROXY_INBOUND_DEFAULT_TARGET=f"127.0.0.1:{backend}")
+    env.update(item.split("=", 1) for item in args.env)
+    certs = None
+    if args.tls:
+        from benchmarks.lib import meshtls
+
+        certs = meshtls.make(work / "certs", names=(meshtls.SERVER_ID,))
+        env.update(meshtls.identity_env(certs, meshtls.SERVER_ID))
     if args.policy != "none":
         mirror = {"mirror": "mirror", "mirror-dead": "dead"}.get(args.policy)
         filters = "[]" if mirror is None else MIRROR_FILTER.format(mirror=mirror)
@@ -280,6 +332,14 @@ def main() -> None:
         if args.h2:
             def run(n: int) -> None:
                 _h2load(port, host, n, args.streams)
+        elif certs is not None:
+            from benchmarks.lib import meshtls
+
+            def one() -> None:
+                # A fresh client context each time (no session to resume), no certificate, no ALPN.
+                problem = meshtls.tls_probe(port, certs.ca, meshtls.SERVER_ID, RESPONSE.rpartition(b"\r\n")[2])
+                if problem:
+                    raise SystemExit(problem)
         elif args.new_connections:
             def one() -> None:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -333,7 +393,7 @@ def main() -> None:
             if line.startswith(("summary:", "totals:")):
                 total = max(total, int(line.split()[1]))
     unit = "connection" if args.new_connections else "request"
-    mode = f" h2 -m {args.streams}" if args.h2 else ""
+    mode = f" h2 -m {args.streams}" if args.h2 else " tls" if args.tls else ""
     tapped = " tap=all" if args.tap else ""
     print(f"{args.repo} {args.listener}{mode} policy={args.policy}{tapped}: {total / args.requests:.0f} instructions "
           f"per {unit} "
@@ -346,6 +406,12 @@ def main() -> None:
         print(f"  of which timer callbacks (the tap's send tick with --tap): {timers / args.requests:.0f} per {unit} "
               f"({runs} runs, {timers / max(runs, 1):.0f} each); without them: "
               f"{(total - timers) / args.requests:.0f} per {unit}")
+        if args.by_object:
+            costs = _by_object(work)
+            print(f"  by shared object (self instructions per {unit}):")
+            for name, cost in sorted(costs.items(), key=lambda row: -row[1]):
+                if cost >= args.requests * 50:
+                    print(f"    {cost / args.requests:9.0f}  {name}")
     if args.keep:
         print(f"dump: {work}")
 

@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from proxy.config import Limits, PortSet
-from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, redirected_meta, tls_meta
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import PolicyError, tls_reason
@@ -353,7 +353,7 @@ class Accepted:
                 self._refuse_header(refusal)
                 return None
             # From here on the connection is for the app port the peer named.
-            self.meta = dataclasses.replace(self.meta, orig_dst=(self.meta.local[0], got.port))
+            self.meta = redirected_meta(self.meta, (self.meta.local[0], got.port))
             rest = rest[got.size:]
             if not self._admit(rest):
                 return None
@@ -569,7 +569,7 @@ class TlsAccepted(Accepted):
         client_id = tls.peer_identity(ssl_object)
         assert stage.tls_stats is not None  # set wherever an identity is
         stage.tls_stats.connected(client_id, ssl_object is not None and ssl_object.session_reused)
-        self.meta = dataclasses.replace(self.outer_meta, tls=True, client_id=client_id)
+        self.meta = tls_meta(self.outer_meta, client_id)
         self.timer = stage.ctx.loop.call_later(stage.detect_timeout, self._timed_out)
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == tls.TRANSPORT_ALPN:
             # The peer addressed our inbound port: the header names the app port.

@@ -1,1 +1,2 @@
-# addr.py compiled as is: accepted_meta and authorized_meta build a ConnMeta per accepted connection.
+# addr.py compiled as is: accepted_meta, authorized_meta, tls_meta and
+# redirected_meta build a ConnMeta per accepted (or decrypted, or redirected) connection.

@@ -9,7 +9,7 @@ cdef class TlsTransport
 
 cdef class TlsLayer:
     cdef object loop
-    cdef object incoming
+    cdef readonly object incoming
     cdef object outgoing
     cdef public object sslobj
     cdef object cssl

@@ -106,7 +106,7 @@ class TlsLayer:
     # -- handshake --------------------------------------------------------------------
     def _handshake(self):
         try:
-            self.sslobj.do_handshake()
+            self.cssl.do_handshake()
         except _WANT_READ:
             self._flush()
             return
@@ -179,7 +179,10 @@ class TlsLayer:
                         break  # close_notify
                     app.buffer_updated(n)
                 else:
-                    data = sslobj.read(_READ_SIZE)
+                    # No more plaintext can come out than the ciphertext in hand: a read sized to it,
+                    # not to _READ_SIZE, keeps the bytes object off mmap (mmap, mremap and munmap per
+                    # read: three system calls on every short request over TLS).
+                    data = sslobj.read(min(_READ_SIZE, incoming.pending + sslobj.pending()))
                     if not data:
                         break  # close_notify
                     app.data_received(data)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority, redirected_meta, tls_meta
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,18 @@ def test_authorized_meta_is_replace_of_authz():
         assert getattr(fast, f.name) == getattr(slow, f.name), f.name
     assert fast.authz is authz and meta.authz is None
     assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
+
+
+@pytest.mark.parametrize("client_id", ["web.default.serviceaccount.identity.linkerd.cluster.local", None])
+def test_tls_and_redirected_meta_are_replace(client_id):
+    meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
+                               sni="x", authz="granted")
+    meta.stats_cache["k"] = 1
+    app = ("10.0.0.9", 8080)
+    for fast, slow in ((tls_meta(meta, client_id), dataclasses.replace(meta, tls=True, client_id=client_id)),
+                       (redirected_meta(meta, app), dataclasses.replace(meta, orig_dst=app))):
+        for f in dataclasses.fields(ConnMeta):  # authz carried over, as replace does
+            assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+        assert fast == slow and hash(fast) == hash(slow) and fast.authz == "granted"
+        assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
+    assert not meta.tls and meta.client_id is None and meta.orig_dst is None  # the original is untouched
