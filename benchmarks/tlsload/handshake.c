@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-r")) resume = atoi(argv[++i]);
         else usage();
     }
+    /* A server that resets a connection mid-write must cost that connection (counted as an error),
+     * not the whole run: without this, the write's SIGPIPE kills the tool. */
+    signal(SIGPIPE, SIG_IGN);
     if (port <= 0 || conc <= 0 || conc > 10000 || duration <= 0) usage();
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
