@@ -161,7 +161,17 @@ class Accepted:
         self.transport = transport
         self.opened_at = now()
         stage.open_connections += 1
-        client, local, orig_dst = connection_addresses(transport, stage.listener)
+        try:
+            client, local, orig_dst = connection_addresses(transport, stage.listener)
+        except OSError as exc:
+            # uvloop already closed the handle under us (its descriptor reads EBADF: seen under a
+            # handshake flood). Raised out of here, uvloop would never call connection_lost, and the
+            # count above would leak until the listener refused everyone.
+            log.debug("connection gone before its accept ran", direction=stage.direction, error=str(exc))
+            self.done = True
+            stage.open_connections -= 1
+            transport.abort()
+            return
         meta = accepted_meta(stage.direction, client, local, orig_dst)
         self.meta = meta
         if stage.open_connections + len(stage.ctx.connections) > stage.max_connections:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from proxy.core.accept import EARLY_STEP, AcceptStage
+from proxy.core.accept import EARLY_STEP, Accepted, AcceptStage
 
 
 class _Ctx:
@@ -67,3 +67,34 @@ def test_the_queue_empties_and_the_timer_stops():
 
     stage = asyncio.run(main())
     assert not stage._early and stage._early_timer is None
+
+
+class _GoneTransport:
+    """A transport whose descriptor uvloop has already closed: reading it raises EBADF."""
+
+    def __init__(self):
+        self.aborted = False
+
+    def get_extra_info(self, name, default=None):
+        if name == "socket":
+            raise OSError(9, "Bad file descriptor")
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 4140)}.get(name, default)
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_a_connection_gone_before_its_accept_ran_is_not_left_counted():
+    async def main():
+        stage = _stage(asyncio.get_running_loop())
+        stage.ctx.connections = {}
+        conns = [Accepted(stage) for _ in range(20)]  # more than max_connections: a leak would show
+        transports = [_GoneTransport() for _ in conns]
+        for conn, transport in zip(conns, transports):
+            conn.connection_made(transport)
+            conn.connection_lost(None)  # uvloop may still report the loss: counted once
+        return stage, transports
+
+    stage, transports = asyncio.run(main())
+    assert stage.open_connections == 0
+    assert all(t.aborted for t in transports)
