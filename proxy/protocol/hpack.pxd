@@ -20,8 +20,18 @@ cdef class Encoder:
     cdef frozenset _sensitive
     cdef frozenset _unindexed
     cdef bytearray _buf                   # the block being written; kept for the next one
-    @cython.locals(pos=Py_ssize_t, field=object, q="unsigned char*", block=bytes)
+    cdef Py_ssize_t _keep                 # ... unless it grew past this (_keep_limit of the table size)
+    cdef list _memo                       # _FieldMemo per position of the last header lists
+    @cython.locals(pos=Py_ssize_t, field=object, q="unsigned char*", block=bytes, i=Py_ssize_t)
     cpdef bytes encode(self, object headers, bint huffman=*)
+
+@cython.final
+cdef class _FieldMemo:
+    cdef bytes name
+    cdef bytes value
+    cdef Py_ssize_t found
+    cdef bytes literal
+    cdef bint huffman
 
 cdef class Decoder:
     cdef list _table                      # entries, oldest first (from _first); index 62 is the last
@@ -43,7 +53,7 @@ cdef class Decoder:
 cdef tuple _STATIC
 cdef dict _STATIC_FULL, _STATIC_NAME
 cdef Py_ssize_t _STATIC_COUNT, _FIRST_DYNAMIC, _ENTRY_OVERHEAD, _MAX_INT_CONTINUATION, _SHORT_COOKIE
-cdef Py_ssize_t _INT_ROOM, _KEEP_BUFFER
+cdef Py_ssize_t _INT_ROOM, _KEEP_TABLES, _KEEP_FLOOR, _MEMO_FIELDS, _MEMO_VALUE_MAX
 cdef Py_ssize_t _MAX_SCRATCH
 cdef unsigned int _HF_EMIT, _HF_FAIL
 cdef int _EOS
@@ -75,18 +85,21 @@ cpdef bytes encode_integer(Py_ssize_t value, int prefix_bits)
 cdef Py_ssize_t _put_int(bytearray buf, Py_ssize_t pos, int flags, Py_ssize_t mask, Py_ssize_t value) except -1
 @cython.locals(n=Py_ssize_t, hlen=Py_ssize_t, q="unsigned char*", p="const unsigned char*", i=Py_ssize_t)
 cdef Py_ssize_t _put_string(bytearray buf, Py_ssize_t pos, bytes data, bint huffman) except -1
+cdef Py_ssize_t _keep_limit(Py_ssize_t capacity) noexcept
 cdef int _encoder_restart(Encoder enc) except -1
 @cython.locals(size=Py_ssize_t)
 cdef Py_ssize_t _reserve(Encoder enc, Py_ssize_t pos, Py_ssize_t need) except -1
-@cython.locals(name=bytes, value=bytes, n=Py_ssize_t, never=bint, key=object, found=object,
-               size=Py_ssize_t)
-cdef Py_ssize_t _encode_field(Encoder enc, Py_ssize_t pos, object field, bint huffman) except -1
+@cython.locals(name=bytes, value=bytes, n=Py_ssize_t, key=object, found=object, size=Py_ssize_t,
+               memo=_FieldMemo, literal=bytes, found_at=Py_ssize_t, end=Py_ssize_t)
+cdef Py_ssize_t _encode_field(Encoder enc, Py_ssize_t pos, object field, bint huffman, Py_ssize_t i) except -1
+@cython.locals(q="unsigned char*", p="const unsigned char*", k=Py_ssize_t)
+cdef Py_ssize_t _put_octets(bytearray buf, Py_ssize_t pos, bytes data) except -1
 cdef Py_ssize_t _table_index(Encoder enc, Py_ssize_t found) noexcept
 @cython.locals(found=object, buf=bytearray)
 cdef Py_ssize_t _put_literal(Encoder enc, Py_ssize_t pos, int flags, Py_ssize_t mask, bytes name, bytes value,
                                bint huffman) except -1
-@cython.locals(entry=tuple, seq=Py_ssize_t)
-cdef int _encoder_insert(Encoder enc, bytes name, bytes value, Py_ssize_t size) except -1
+@cython.locals(name=bytes, seq=Py_ssize_t)
+cdef int _encoder_insert(Encoder enc, tuple entry, Py_ssize_t size) except -1
 @cython.locals(table=list, first=Py_ssize_t, n=Py_ssize_t, entry=tuple, name=bytes, seq=Py_ssize_t)
 cdef int _encoder_evict(Encoder enc, Py_ssize_t room) except -1
 cdef Py_ssize_t _compact(list table, Py_ssize_t first) except -1

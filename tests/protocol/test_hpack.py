@@ -459,6 +459,58 @@ def test_table_size_changes_between_blocks(lists, sizes, data):
         assert ours.dynamic_table() == enc.dynamic_table()
 
 
+# The same source with the per-position memo off: what the encoder sent before it remembered fields.
+no_memo = _load_pure()
+no_memo._MEMO_FIELDS = 0
+
+# A few heads sent again and again in varying order, as a connection does: the same field comes back at the
+# same position (the memo's hit), after the table evicted it (a stale memo must not name a dead entry), in a
+# never-indexed form, or as a sensitive or unindexed field.
+REPEATED_HEADS = [
+    [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"web:80"),
+     (b"user-agent", b"curl/8"), (b"accept", b"*/*")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT"),
+     (b"content-type", b"text/plain"), (b"content-length", b"2")],
+    [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/a?q=1"), (b":authority", b"web:80"),
+     (b"user-agent", b"curl/8"), (b"x-big", b"v" * 200)],
+    [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"other:80"),
+     (b"authorization", b"secret"), (b"cookie", b"short")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 08 Dec 2026 00:40:01 GMT"),
+     (b"content-type", b"text/html"), (b"content-length", b"2"), (b"x-trace", b"abcdef0123456789")],
+]
+
+
+@ROUND_TRIP
+@given(st.lists(st.tuples(st.integers(0, len(REPEATED_HEADS) - 1), st.integers(-1, 7)), min_size=1, max_size=30),
+       st.sampled_from([0, 100, 200, 400, 4096]), st.booleans())
+def test_field_memo_changes_no_block(picks, table_size, huffman):
+    encoders = [hpack.Encoder(), pure.Encoder()]
+    reference = no_memo.Encoder()
+    theirs = ref_hpack.Decoder(max_header_list_size=1 << 30)
+    for enc in (*encoders, reference):
+        enc.set_max_table_size(table_size)
+    theirs.max_allowed_table_size = table_size
+    for head, marked in picks:
+        headers = list(REPEATED_HEADS[head])
+        if 0 <= marked < len(headers):  # this time the field at that position must not be indexed
+            headers[marked] = (*headers[marked], True)  # the 3-tuple form: one meaning in every build
+        expected = reference.encode(headers, huffman=huffman)
+        for enc in encoders:
+            assert enc.encode(headers, huffman=huffman) == expected
+        assert theirs.decode(expected, raw=True) == [f[:2] for f in headers]
+
+
+def test_field_memo_never_names_an_evicted_entry(hp):
+    enc = hp.Encoder(max_table_size=100)  # room for one small entry at a time
+    dec = hp.Decoder(max_table_size=100)
+    first = [(b"x-a", b"1")]
+    assert dec.decode(enc.encode(first)) == first
+    assert enc.encode(first) == b"\xbe"  # index 62: the entry it just made
+    assert dec.decode(enc.encode([(b"x-b", b"2" * 40)])) == [(b"x-b", b"2" * 40)]  # evicts x-a
+    block = enc.encode(first)
+    assert block != b"\xbe" and dec.decode(block) == first  # a literal again, not the index it had
+
+
 # ---------------------------------------------------------------- size updates
 
 
@@ -488,6 +540,32 @@ def test_encoder_caps_its_table(hp):
     dec = hp.Decoder(max_table_size=1 << 30)
     assert dec.decode(enc.encode([(b"x-a", b"1")])) == [(b"x-a", b"1")]
     assert dec.max_table_size == hp.MAX_ENCODER_TABLE_SIZE
+
+
+def test_encoder_buffer_kept_follows_the_table_size(hp):
+    # The output buffer is kept between blocks up to four tables' worth of the size in force, so a peer
+    # that allows a larger table (and is sent larger header lists) reuses one buffer for them.
+    enc = hp.Encoder()
+    assert enc.buffer_limit == 4 * 4096
+    dec = hp.Decoder()
+    big = [(b"x-big", b"v" * 12000)]  # over 3/4 of the table: a literal, not indexed
+    assert dec.decode(enc.encode(big, huffman=False)) == big
+    assert 12000 < enc.buffer_size <= enc.buffer_limit  # kept for the next block
+    huge = [(b"x-huge", b"v" * 20000)]
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size < 1024  # a one-off block over the limit does not pin its buffer
+    enc.set_max_table_size(16384)
+    assert enc.buffer_limit == 4 * 16384
+    dec.set_max_table_size(16384)
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size > 20000
+    enc.set_max_table_size(0)  # a peer with no table: the floor still holds a usual block
+    assert enc.buffer_limit == 4096
+    dec.set_max_table_size(0)
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size < 1024
+    enc.set_max_table_size(hp.MAX_ENCODER_TABLE_SIZE + 1)
+    assert enc.buffer_limit == 4 * hp.MAX_ENCODER_TABLE_SIZE  # bounded with the table it follows
 
 
 def test_size_update_rules(hp):
