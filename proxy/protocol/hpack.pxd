@@ -42,18 +42,24 @@ cdef class Decoder:
     cdef bint _update_required            # the limit dropped below _capacity: next block must update
     cdef Py_ssize_t _pos                  # read offset in the block being decoded
     cdef bytearray _scratch               # Huffman output buffer, reused
+    cdef list _memo                       # _LiteralMemo per position of the last header lists
     cdef public Py_ssize_t max_header_list_size
     @cython.locals(p="const unsigned char*", end=Py_ssize_t, headers=list, list_size=Py_ssize_t,
                    list_limit=Py_ssize_t, fields_started=bint, c=cython.uchar, entry=object,
-                   size=Py_ssize_t)
+                   size=Py_ssize_t, k=Py_ssize_t)
     cpdef list decode(self, bytes block)
+
+@cython.final
+cdef class _LiteralMemo:
+    cdef bytes octets
+    cdef object entry
 
 # ---- private to hpack.py: C-level constants, tables and helpers
 
 cdef tuple _STATIC
 cdef dict _STATIC_FULL, _STATIC_NAME
 cdef Py_ssize_t _STATIC_COUNT, _FIRST_DYNAMIC, _ENTRY_OVERHEAD, _MAX_INT_CONTINUATION, _SHORT_COOKIE
-cdef Py_ssize_t _INT_ROOM, _KEEP_TABLES, _KEEP_FLOOR, _MEMO_FIELDS, _MEMO_VALUE_MAX
+cdef Py_ssize_t _INT_ROOM, _KEEP_TABLES, _KEEP_FLOOR, _MEMO_FIELDS, _MEMO_OCTETS
 cdef Py_ssize_t _MAX_SCRATCH
 cdef unsigned int _HF_EMIT, _HF_FAIL
 cdef int _EOS
@@ -108,6 +114,10 @@ cdef Py_ssize_t _compact(list table, Py_ssize_t first) except -1
 cdef Py_ssize_t _read_int(Decoder dec, const unsigned char* p, Py_ssize_t end, Py_ssize_t mask) except -1
 @cython.locals(huffman=bint, length=Py_ssize_t, start=Py_ssize_t, need=Py_ssize_t)
 cdef bytes _read_string(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end)
+@cython.locals(start=Py_ssize_t, memo=_LiteralMemo, octets=bytes, n=Py_ssize_t, q="const unsigned char*",
+               j=Py_ssize_t, stop=Py_ssize_t, index=Py_ssize_t)
+cdef object _literal(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end, Py_ssize_t mask, bint never,
+                     Py_ssize_t k)
 @cython.locals(index=Py_ssize_t, name=bytes, value=bytes)
 cdef object _read_literal(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end,
                           Py_ssize_t mask, bint never)

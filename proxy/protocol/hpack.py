@@ -93,9 +93,13 @@ _KEEP_FLOOR = 4096
 # many fields), what the field there encoded to: one that comes again at the
 # same place (most do: one client, one app, the same head each time) is
 # recognised by comparing its name and value, with no hash of a new tuple and
-# no dict look-up. Values longer than _MEMO_VALUE_MAX are not remembered.
-_MEMO_FIELDS = 64
-_MEMO_VALUE_MAX = 4096
+# no dict look-up. Each decoder remembers the octets of the literals it read
+# per position and the field they gave: the same octets again give the same
+# field object without a Huffman decode. Fields over _MEMO_OCTETS are not
+# remembered, so what a connection keeps is bounded (a few KiB) whatever
+# the peer sends.
+_MEMO_FIELDS = 32
+_MEMO_OCTETS = 256
 
 # Encoder look-ups: full match and name match, lowest index first, stored
 # negated. Each encoder starts its own look-up dicts from copies of these and
@@ -605,7 +609,7 @@ def _encode_field(enc, pos, field, huffman, i):
         else:
             memo = _FieldMemo()
             enc._memo.append(memo)
-        if len(value) <= _MEMO_VALUE_MAX:
+        if len(name) + len(value) <= _MEMO_OCTETS:
             memo.name = name
             memo.value = value
             memo.literal = None
@@ -739,6 +743,7 @@ class Decoder:
         self._update_required = False
         self._pos = 0
         self._scratch = bytearray(256)
+        self._memo = []  # _LiteralMemo per position of the last header lists
         self.max_header_list_size = max_header_list_size
 
     @property
@@ -778,6 +783,7 @@ class Decoder:
         list_size = 0
         list_limit = self.max_header_list_size
         fields_started = False
+        k = 0  # the field's position in the list
         self._pos = 0
         while self._pos < end:
             c = p[self._pos]
@@ -786,7 +792,7 @@ class Decoder:
                 entry = _decoder_entry(self, _read_int(self, p, end, 0x7F))
             elif c & 0x40:
                 # Literal with incremental indexing (6.2.1).
-                entry = _read_literal(self, block, p, end, 0x3F, False)
+                entry = _literal(self, block, p, end, 0x3F, False, k)
                 _decoder_insert(self, entry)
             elif c & 0x20:
                 # Dynamic table size update (6.3): only before the first field.
@@ -801,7 +807,8 @@ class Decoder:
                 continue
             else:
                 # Literal without indexing (6.2.2) or never indexed (6.2.3).
-                entry = _read_literal(self, block, p, end, 0x0F, (c & 0x10) != 0)
+                entry = _literal(self, block, p, end, 0x0F, (c & 0x10) != 0, k)
+            k += 1
             if not fields_started:
                 fields_started = True
                 if self._update_required:
@@ -861,6 +868,52 @@ def _read_string(dec, block, p, end):
             return _huffman_decode(p, start, start + length, bytearray(need))
         dec._scratch = bytearray(_MAX_SCRATCH)
     return _huffman_decode(p, start, start + length, dec._scratch)
+
+
+class _LiteralMemo:
+    """The octets of the literal last read at one position of a header list, and the field they gave."""
+
+    def __init__(self):
+        self.octets = None
+        self.entry = None
+
+
+def _literal(dec, block, p, end, mask, never, k):
+    # A literal representation is self-delimiting and, when its name is no
+    # dynamic table entry, means the same whatever the table holds: octets
+    # equal to the ones last read at this position are the same field.
+    start = dec._pos
+    memo = None
+    if k < _MEMO_FIELDS:
+        if k < len(dec._memo):
+            memo = dec._memo[k]
+            octets = memo.octets
+            if octets is not None:
+                n = len(octets)
+                if n <= end - start:
+                    q = octets
+                    j = 0
+                    while j < n and p[start + j] == q[j]:
+                        j += 1
+                    if j == n:
+                        dec._pos = start + n
+                        return memo.entry
+        else:
+            memo = _LiteralMemo()
+            dec._memo.append(memo)
+    entry = _read_literal(dec, block, p, end, mask, never)
+    if memo is not None:
+        stop = dec._pos
+        dec._pos = start
+        index = _read_int(dec, p, end, mask)
+        dec._pos = stop
+        if index <= _STATIC_COUNT and stop - start <= _MEMO_OCTETS:
+            memo.octets = block[start:stop]
+            memo.entry = entry
+        else:
+            memo.octets = None
+            memo.entry = None
+    return entry
 
 
 def _read_literal(dec, block, p, end, mask, never):

@@ -477,6 +477,7 @@ REPEATED_HEADS = [
      (b"authorization", b"secret"), (b"cookie", b"short")],
     [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 08 Dec 2026 00:40:01 GMT"),
      (b"content-type", b"text/html"), (b"content-length", b"2"), (b"x-trace", b"abcdef0123456789")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"x-trace", b"t" * 50)],  # a name the table may hold
 ]
 
 
@@ -487,9 +488,12 @@ def test_field_memo_changes_no_block(picks, table_size, huffman):
     encoders = [hpack.Encoder(), pure.Encoder()]
     reference = no_memo.Encoder()
     theirs = ref_hpack.Decoder(max_header_list_size=1 << 30)
+    decoders = [hpack.Decoder(), pure.Decoder(), no_memo.Decoder()]
     for enc in (*encoders, reference):
         enc.set_max_table_size(table_size)
     theirs.max_allowed_table_size = table_size
+    for dec in decoders:
+        dec.set_max_table_size(table_size)
     for head, marked in picks:
         headers = list(REPEATED_HEADS[head])
         if 0 <= marked < len(headers):  # this time the field at that position must not be indexed
@@ -497,7 +501,14 @@ def test_field_memo_changes_no_block(picks, table_size, huffman):
         expected = reference.encode(headers, huffman=huffman)
         for enc in encoders:
             assert enc.encode(headers, huffman=huffman) == expected
-        assert theirs.decode(expected, raw=True) == [f[:2] for f in headers]
+        plain = [f[:2] for f in headers]
+        assert theirs.decode(expected, raw=True) == plain
+        # The decoders' memo changes no field either (nor its kind: never-indexed or not), nor their tables.
+        decoded = [dec.decode(expected) for dec in decoders]
+        kinds = [[type(f).__name__ for f in fields] for fields in decoded]
+        assert decoded[0] == decoded[1] == decoded[2] == plain and kinds[0] == kinds[1] == kinds[2]
+        assert all(kind == "NeverIndexed" for kind, f in zip(kinds[0], headers) if len(f) == 3)
+        assert decoders[0].dynamic_table() == decoders[1].dynamic_table() == decoders[2].dynamic_table()
 
 
 def test_field_memo_never_names_an_evicted_entry(hp):
@@ -509,6 +520,26 @@ def test_field_memo_never_names_an_evicted_entry(hp):
     assert dec.decode(enc.encode([(b"x-b", b"2" * 40)])) == [(b"x-b", b"2" * 40)]  # evicts x-a
     block = enc.encode(first)
     assert block != b"\xbe" and dec.decode(block) == first  # a literal again, not the index it had
+
+
+def test_decoder_memo_gives_the_same_field_object(hp):
+    dec = hp.Decoder()
+    block = hp.Encoder().encode([(b"content-length", b"2"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT")])
+    first = dec.decode(block)
+    again = dec.decode(block)
+    assert again == first == [(b"content-length", b"2"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT")]
+    assert again[0] is first[0] and again[1] is first[1]  # no Huffman decode, no new bytes
+
+
+def test_decoder_memo_never_reuses_a_dynamic_name(hp):
+    # A literal naming a dynamic entry by index means another name once the table moved on: the same
+    # octets at the same position must be read again.
+    dec = hp.Decoder()
+    assert dec.decode(b"\x40\x03x-a\x011") == [(b"x-a", b"1")]  # entry 62: x-a
+    by_index = b"\x0f\x2f\x01v"  # without indexing, name = entry 62, value v
+    assert dec.decode(by_index) == [(b"x-a", b"v")]
+    assert dec.decode(b"\x82\x40\x03x-b\x012") == [(b":method", b"GET"), (b"x-b", b"2")]  # 62 is x-b now
+    assert dec.decode(by_index) == [(b"x-b", b"v")]
 
 
 # ---------------------------------------------------------------- size updates
