@@ -661,8 +661,8 @@ def _block_frames(ftype, flags, stream_id, first, block, max_frame_size):
         q = buf
         _put_header(q, 0, m + n, ftype, flags | _END_HEADERS, stream_id)
         if cython.compiled:
-            memcpy(q + 9, cython.cast(cython.p_char, first), m)  # type: ignore[name-defined,operator]  # noqa: F821
-            memcpy(q + 9 + m, cython.cast(cython.p_char, block), n)  # type: ignore[name-defined,operator]  # noqa: F821
+            memcpy(q + 9, cython.cast(cython.p_char, first), m)  # noqa: F821 (cimported in h2frame.pxd)
+            memcpy(q + 9 + m, cython.cast(cython.p_char, block), n)  # noqa: F821 (cimported in h2frame.pxd)
         return _finish(buf, q, total)
     parts = [frame_header(max_frame_size, ftype, flags, stream_id), first, block[:room]]
     i = room
