@@ -16,8 +16,10 @@ cpdef list h2_request(Exchange ex, bint orig_proto)
 cdef list _h2_from_h1(object head, bint orig_proto)
 cdef dict _STATUS_LINES
 cdef bytes _status_line(int status)
-@cython.locals(field=object, name=bytes, status=int)
+@cython.locals(field=object, name=bytes, value=bytes, status=int)
 cpdef bytes h1_response_from_fields(list fields, bint chunked, bint close, object edit)
+cdef dict _STATUS_FIELDS
+cdef tuple _status_field(int status)
 cpdef list fields_from_h1_response(object rh, object edit)
 @cython.locals(field=object)
 cpdef list h2_response_fields(list fields, object edit)

@@ -284,7 +284,12 @@ def h1_response_from_fields(fields, chunked, close, edit):
         name = field[0]
         if len(name) > 0 and name[0] == 58:  # b":"
             if name == b":status":
-                status = int(field[1])
+                value = field[1]
+                if len(value) == 3 and 48 <= value[0] <= 57 and 48 <= value[1] <= 57 and 48 <= value[2] <= 57:
+                    # h2conn let only three digits through: no int() of a new string per response
+                    status = (value[0] - 48) * 100 + (value[1] - 48) * 10 + (value[2] - 48)
+                else:
+                    status = int(value)
         elif name not in H1_ONLY:
             out.append(name)
             out.append(b": ")
@@ -299,9 +304,23 @@ def h1_response_from_fields(fields, chunked, close, edit):
     return b"".join(out)
 
 
+# status -> (b":status", b"200"): a %-format per response cost more than its fields' copy, and the same
+# tuple each time lets the HPACK encoder recognise the field by identity.
+_STATUS_FIELDS: dict[int, tuple[bytes, bytes]] = {}
+
+
+def _status_field(status):
+    field = _STATUS_FIELDS.get(status)
+    if field is None:
+        field = (b":status", b"%d" % status)
+        if len(_STATUS_FIELDS) < 1000:  # three digits: bounded anyway
+            _STATUS_FIELDS[status] = field
+    return field
+
+
 def fields_from_h1_response(rh, edit):
     """An HTTP/1 response head as HTTP/2 fields (hop-by-hop and framing fields dropped)."""
-    fields = [(b":status", b"%d" % rh.status)]
+    fields = [_status_field(rh.status)]
     lower_fields(rh.raw, fields, H1_ONLY, rh.connection_tokens)
     if edit is not None:
         fields = edit.apply(fields)

@@ -6,6 +6,7 @@
 # H2Error and NEED_MORE stay plain Python objects.
 
 cimport cython
+from libc.string cimport memcpy
 
 cdef class Frame:
     cdef readonly int type
@@ -84,13 +85,16 @@ cdef int _put_header(unsigned char* q, Py_ssize_t i, Py_ssize_t length, int ftyp
                      Py_ssize_t stream_id) except -1
 cdef Py_ssize_t _SCRATCH_SIZE
 cdef bytearray _SCRATCH
+cdef Py_ssize_t _BLOCK_SCRATCH_SIZE
+cdef bytearray _BLOCK_SCRATCH
 cdef bytearray _frame_buf(Py_ssize_t n)
 cdef bytes _finish(bytearray buf, unsigned char* q, Py_ssize_t n)
 @cython.locals(buf=bytearray, q="unsigned char*")
 cpdef bytes frame_header(Py_ssize_t length, int ftype, int flags, Py_ssize_t stream_id)
 cpdef bytes raw_frame(int ftype, int flags, Py_ssize_t stream_id, bytes payload)
 cpdef bytes data_frame(Py_ssize_t stream_id, bytes data, bint end_stream=*)
-@cython.locals(n=Py_ssize_t, room=Py_ssize_t, parts=list, i=Py_ssize_t, take=Py_ssize_t)
+@cython.locals(n=Py_ssize_t, room=Py_ssize_t, parts=list, i=Py_ssize_t, take=Py_ssize_t, m=Py_ssize_t,
+               total=Py_ssize_t, buf=bytearray, q="unsigned char*")
 cdef bytes _block_frames(int ftype, int flags, Py_ssize_t stream_id, bytes first, bytes block,
                          Py_ssize_t max_frame_size)
 cpdef bytes headers_frames(Py_ssize_t stream_id, bytes block, bint end_stream=*, Py_ssize_t max_frame_size=*)

@@ -110,6 +110,10 @@ _MIN_FRAME_SIZE = DEFAULT_MAX_FRAME_SIZE
 _MAX_FRAME_SIZE = MAX_MAX_FRAME_SIZE
 _SCRATCH_SIZE = 32  # the largest fixed-size frame, GOAWAY's 17 octets, fits
 _SCRATCH = bytearray(_SCRATCH_SIZE)
+# A HEADERS frame whose block fits here is written whole into this buffer and
+# copied out once (a header plus two concatenations made three objects).
+_BLOCK_SCRATCH_SIZE = 4096
+_BLOCK_SCRATCH = bytearray(_BLOCK_SCRATCH_SIZE)
 _MAX_WINDOW = MAX_WINDOW_SIZE
 _MAX_STREAM_ID = MAX_STREAM_ID
 _PREFACE = PREFACE
@@ -643,7 +647,23 @@ def _block_frames(ftype, flags, stream_id, first, block, max_frame_size):
     n = len(block)
     room = max_frame_size - len(first)
     if n <= room:
-        return frame_header(len(first) + n, ftype, flags | _END_HEADERS, stream_id) + first + block
+        m = len(first)
+        total = 9 + m + n
+        if total > _BLOCK_SCRATCH_SIZE:
+            return frame_header(m + n, ftype, flags | _END_HEADERS, stream_id) + first + block
+        # One frame: written whole (stream id checked by the caller, flags and type are ours).
+        if not cython.compiled:
+            buf = bytearray(total)
+            buf[9:9 + m] = first
+            buf[9 + m:total] = block
+        else:
+            buf = _BLOCK_SCRATCH
+        q = buf
+        _put_header(q, 0, m + n, ftype, flags | _END_HEADERS, stream_id)
+        if cython.compiled:
+            memcpy(q + 9, cython.cast(cython.p_char, first), m)  # noqa: F821 (cimported in h2frame.pxd)
+            memcpy(q + 9 + m, cython.cast(cython.p_char, block), n)  # noqa: F821 (cimported in h2frame.pxd)
+        return _finish(buf, q, total)
     parts = [frame_header(max_frame_size, ftype, flags, stream_id), first, block[:room]]
     i = room
     while i < n:

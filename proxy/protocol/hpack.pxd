@@ -20,8 +20,18 @@ cdef class Encoder:
     cdef frozenset _sensitive
     cdef frozenset _unindexed
     cdef bytearray _buf                   # the block being written; kept for the next one
-    @cython.locals(pos=Py_ssize_t, field=object, q="unsigned char*", block=bytes)
+    cdef Py_ssize_t _keep                 # ... unless it grew past this (_keep_limit of the table size)
+    cdef list _memo                       # _FieldMemo per position of the last header lists
+    @cython.locals(pos=Py_ssize_t, field=object, q="unsigned char*", block=bytes, i=Py_ssize_t)
     cpdef bytes encode(self, object headers, bint huffman=*)
+
+@cython.final
+cdef class _FieldMemo:
+    cdef bytes name
+    cdef bytes value
+    cdef Py_ssize_t found
+    cdef bytes literal
+    cdef bint huffman
 
 cdef class Decoder:
     cdef list _table                      # entries, oldest first (from _first); index 62 is the last
@@ -32,18 +42,24 @@ cdef class Decoder:
     cdef bint _update_required            # the limit dropped below _capacity: next block must update
     cdef Py_ssize_t _pos                  # read offset in the block being decoded
     cdef bytearray _scratch               # Huffman output buffer, reused
+    cdef list _memo                       # _LiteralMemo per position of the last header lists
     cdef public Py_ssize_t max_header_list_size
     @cython.locals(p="const unsigned char*", end=Py_ssize_t, headers=list, list_size=Py_ssize_t,
                    list_limit=Py_ssize_t, fields_started=bint, c=cython.uchar, entry=object,
-                   size=Py_ssize_t)
+                   size=Py_ssize_t, k=Py_ssize_t)
     cpdef list decode(self, bytes block)
+
+@cython.final
+cdef class _LiteralMemo:
+    cdef bytes octets
+    cdef object entry
 
 # ---- private to hpack.py: C-level constants, tables and helpers
 
 cdef tuple _STATIC
 cdef dict _STATIC_FULL, _STATIC_NAME
 cdef Py_ssize_t _STATIC_COUNT, _FIRST_DYNAMIC, _ENTRY_OVERHEAD, _MAX_INT_CONTINUATION, _SHORT_COOKIE
-cdef Py_ssize_t _INT_ROOM, _KEEP_BUFFER
+cdef Py_ssize_t _INT_ROOM, _KEEP_TABLES, _KEEP_FLOOR, _MEMO_FIELDS, _MEMO_OCTETS
 cdef Py_ssize_t _MAX_SCRATCH
 cdef unsigned int _HF_EMIT, _HF_FAIL
 cdef int _EOS
@@ -75,18 +91,21 @@ cpdef bytes encode_integer(Py_ssize_t value, int prefix_bits)
 cdef Py_ssize_t _put_int(bytearray buf, Py_ssize_t pos, int flags, Py_ssize_t mask, Py_ssize_t value) except -1
 @cython.locals(n=Py_ssize_t, hlen=Py_ssize_t, q="unsigned char*", p="const unsigned char*", i=Py_ssize_t)
 cdef Py_ssize_t _put_string(bytearray buf, Py_ssize_t pos, bytes data, bint huffman) except -1
+cdef Py_ssize_t _keep_limit(Py_ssize_t capacity) noexcept
 cdef int _encoder_restart(Encoder enc) except -1
 @cython.locals(size=Py_ssize_t)
 cdef Py_ssize_t _reserve(Encoder enc, Py_ssize_t pos, Py_ssize_t need) except -1
-@cython.locals(name=bytes, value=bytes, n=Py_ssize_t, never=bint, key=object, found=object,
-               size=Py_ssize_t)
-cdef Py_ssize_t _encode_field(Encoder enc, Py_ssize_t pos, object field, bint huffman) except -1
+@cython.locals(name=bytes, value=bytes, n=Py_ssize_t, key=object, found=object, size=Py_ssize_t,
+               memo=_FieldMemo, literal=bytes, found_at=Py_ssize_t, end=Py_ssize_t)
+cdef Py_ssize_t _encode_field(Encoder enc, Py_ssize_t pos, object field, bint huffman, Py_ssize_t i) except -1
+@cython.locals(q="unsigned char*", p="const unsigned char*", k=Py_ssize_t)
+cdef Py_ssize_t _put_octets(bytearray buf, Py_ssize_t pos, bytes data) except -1
 cdef Py_ssize_t _table_index(Encoder enc, Py_ssize_t found) noexcept
 @cython.locals(found=object, buf=bytearray)
 cdef Py_ssize_t _put_literal(Encoder enc, Py_ssize_t pos, int flags, Py_ssize_t mask, bytes name, bytes value,
                                bint huffman) except -1
-@cython.locals(entry=tuple, seq=Py_ssize_t)
-cdef int _encoder_insert(Encoder enc, bytes name, bytes value, Py_ssize_t size) except -1
+@cython.locals(name=bytes, seq=Py_ssize_t)
+cdef int _encoder_insert(Encoder enc, tuple entry, Py_ssize_t size) except -1
 @cython.locals(table=list, first=Py_ssize_t, n=Py_ssize_t, entry=tuple, name=bytes, seq=Py_ssize_t)
 cdef int _encoder_evict(Encoder enc, Py_ssize_t room) except -1
 cdef Py_ssize_t _compact(list table, Py_ssize_t first) except -1
@@ -95,6 +114,10 @@ cdef Py_ssize_t _compact(list table, Py_ssize_t first) except -1
 cdef Py_ssize_t _read_int(Decoder dec, const unsigned char* p, Py_ssize_t end, Py_ssize_t mask) except -1
 @cython.locals(huffman=bint, length=Py_ssize_t, start=Py_ssize_t, need=Py_ssize_t)
 cdef bytes _read_string(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end)
+@cython.locals(start=Py_ssize_t, memo=_LiteralMemo, octets=bytes, n=Py_ssize_t, q="const unsigned char*",
+               j=Py_ssize_t, stop=Py_ssize_t, index=Py_ssize_t)
+cdef object _literal(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end, Py_ssize_t mask, bint never,
+                     Py_ssize_t k)
 @cython.locals(index=Py_ssize_t, name=bytes, value=bytes)
 cdef object _read_literal(Decoder dec, bytes block, const unsigned char* p, Py_ssize_t end,
                           Py_ssize_t mask, bint never)

@@ -81,9 +81,25 @@ _STATIC_COUNT = 61
 _FIRST_DYNAMIC = 62
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1, also RFC 9113's per-field overhead in the header list size
 _INT_ROOM = 11  # octets an encoded integer can take: a prefix octet and 10 of 7 bits (any Py_ssize_t)
-# An encoder's output buffer is kept between blocks; one grown past this by a
-# huge block is dropped rather than kept for the connection's lifetime.
-_KEEP_BUFFER = 16384
+# An encoder's output buffer is kept between blocks, up to this many times
+# the dynamic table size in force (never below _KEEP_FLOOR); one grown past
+# that by a rare huge block is dropped rather than kept for the connection's
+# lifetime. A peer allowing a larger table (SETTINGS_HEADER_TABLE_SIZE) is
+# sent larger repeated header lists, whose blocks then reuse one buffer: at
+# the default 4096 this keeps 16 KiB, as a fixed limit did before.
+_KEEP_TABLES = 4
+_KEEP_FLOOR = 4096
+# Each encoder remembers, per position of the last header lists (up to this
+# many fields), what the field there encoded to: one that comes again at the
+# same place (most do: one client, one app, the same head each time) is
+# recognised by comparing its name and value, with no hash of a new tuple and
+# no dict look-up. Each decoder remembers the octets of the literals it read
+# per position and the field they gave: the same octets again give the same
+# field object without a Huffman decode. Fields over _MEMO_OCTETS are not
+# remembered, so what a connection keeps is bounded (a few KiB) whatever
+# the peer sends.
+_MEMO_FIELDS = 32
+_MEMO_OCTETS = 256
 
 # Encoder look-ups: full match and name match, lowest index first, stored
 # negated. Each encoder starts its own look-up dicts from copies of these and
@@ -443,11 +459,18 @@ class Encoder:
         self._table_size = 0
         self._inserted = 0
         self._buf = bytearray(256)
+        self._keep = _keep_limit(self._capacity)
+        self._memo = []
         self._full = dict(_STATIC_FULL)
         self._names = dict(_STATIC_NAME)
         self._pending = False
         self._pending_min = 0
         self._sensitive = frozenset(sensitive_names)
+        # Static entries that are sent never-indexed (a sensitive name, the empty
+        # cookie) are left out of the full-match look-up, so a hit needs no check.
+        for entry in STATIC_TABLE:
+            if entry[0] in self._sensitive or (entry[0] == b"cookie" and len(entry[1]) < _SHORT_COOKIE):
+                self._full.pop(entry, None)
         self._unindexed = frozenset(unindexed_names)
 
     @property
@@ -459,6 +482,16 @@ class Encoder:
     def table_size(self):
         """Octets the dynamic table holds now (name + value + 32 per entry)."""
         return self._table_size
+
+    @property
+    def buffer_size(self):
+        """Octets of the output buffer kept for the next block."""
+        return len(self._buf)
+
+    @property
+    def buffer_limit(self):
+        """The largest output buffer kept between blocks (derived from the table size in use)."""
+        return self._keep
 
     def dynamic_table(self):
         """The dynamic table, newest entry (index 62) first."""
@@ -478,6 +511,7 @@ class Encoder:
             self._pending_min = size
         self._pending = True
         self._capacity = size
+        self._keep = _keep_limit(size)
         _encoder_evict(self, size)
 
     def encode(self, headers, huffman=True):
@@ -492,8 +526,10 @@ class Encoder:
                     pos = _put_int(self._buf, pos, 0x20, 0x1F, self._pending_min)
                 pos = _put_int(self._buf, pos, 0x20, 0x1F, self._capacity)
                 self._pending = False
+            i = 0
             for field in headers:
-                pos = _encode_field(self, pos, field, huffman)
+                pos = _encode_field(self, pos, field, huffman, i)
+                i += 1
         except BaseException:
             # This block is never sent, but the fields before the bad one are
             # in our table and a pending size update was spent on it: without
@@ -505,14 +541,31 @@ class Encoder:
             block = bytes(q[:pos])
         else:
             block = q[:pos]
-        if len(self._buf) > _KEEP_BUFFER:
+        if len(self._buf) > self._keep:
             self._buf = bytearray(256)
         return block
+
+
+def _keep_limit(capacity):
+    keep = _KEEP_TABLES * capacity
+    return keep if keep > _KEEP_FLOOR else _KEEP_FLOOR
+
+
+class _FieldMemo:
+    """What the field at one position of the last header list encoded to (see _MEMO_FIELDS)."""
+
+    def __init__(self):
+        self.name = None  # None: nothing remembered here
+        self.value = None
+        self.found = 0  # sent indexed: the look-up's answer (a negated static index or an entry's seq)
+        self.literal = None  # or sent as these octets (a literal the table never changes the encoding of)
+        self.huffman = False
 
 
 def _encoder_restart(enc):
     # Empty our table and owe the peer a size update to 0 then to ours, which
     # empties its table too: both ends start again from the same state.
+    enc._memo = []
     _encoder_evict(enc, 0)
     enc._pending = True
     enc._pending_min = 0
@@ -528,7 +581,7 @@ def _reserve(enc, pos, need):
     return pos
 
 
-def _encode_field(enc, pos, field, huffman):
+def _encode_field(enc, pos, field, huffman, i):
     n = len(field)
     if n < 2:
         raise TypeError("a header field is a (name, value) tuple")
@@ -538,32 +591,71 @@ def _encode_field(enc, pos, field, huffman):
         raise TypeError("header names and values are bytes")
     # The most a field can take: a flags octet, three integers, both strings raw.
     _reserve(enc, pos, 1 + 3 * _INT_ROOM + len(name) + len(value))
-    never = False
-    if type(field) is NeverIndexed:
-        never = True
-    elif n > 2:
-        never = bool(field[2])
-    if not never:
-        if name in enc._sensitive:
-            never = True
-        elif len(value) < _SHORT_COOKIE and name == b"cookie":
-            never = True
-    if never:
+    if type(field) is NeverIndexed or (n > 2 and field[2]):
         return _put_literal(enc, pos, 0x10, 0x0F, name, value, huffman)
+    memo = None
+    if i < _MEMO_FIELDS:
+        if i < len(enc._memo):
+            memo = enc._memo[i]
+            if memo.name == name and memo.value == value:
+                literal = memo.literal
+                if literal is None:
+                    # Indexed last time: still so while its entry is live (static ones always are).
+                    found_at = memo.found
+                    if found_at < 0 or found_at >= enc._inserted - (len(enc._table) - enc._first):
+                        return _put_int(enc._buf, pos, 0x80, 0x7F, _table_index(enc, found_at))
+                elif memo.huffman == huffman:
+                    return _put_octets(enc._buf, pos, literal)
+        else:
+            memo = _FieldMemo()
+            enc._memo.append(memo)
+        if len(name) + len(value) <= _MEMO_OCTETS:
+            memo.name = name
+            memo.value = value
+            memo.literal = None
+        else:
+            memo.name = None
+            memo = None
+    # The look-up first: it never answers for a field that must go never-indexed
+    # (see Encoder.__init__), so a repeated field costs one dict look-up. A
+    # field decoded from a table entry is the entry's own tuple, stored as the
+    # key when it was indexed here: the look-up then compares by identity.
     key = field if n == 2 and type(field) is tuple else (name, value)
     found = enc._full.get(key)
     if found is not None:
+        if memo is not None:
+            memo.found = found
         return _put_int(enc._buf, pos, 0x80, 0x7F, _table_index(enc, found))
+    if name in enc._sensitive or (len(value) < _SHORT_COOKIE and name == b"cookie"):
+        if memo is not None:
+            memo.name = None
+        return _put_literal(enc, pos, 0x10, 0x0F, name, value, huffman)
+    if name in enc._unindexed:
+        # Never entered in the table, so its name's index is static or none: the same octets every time.
+        end = _put_literal(enc, pos, 0x00, 0x0F, name, value, huffman)
+        if memo is not None:
+            memo.literal = bytes(enc._buf[pos:end])
+            memo.huffman = huffman
+        return end
     size = len(name) + len(value) + _ENTRY_OVERHEAD
-    if (
-        name in enc._unindexed
-        or size * 4 > enc._capacity * 3
-        or (len(name) == 5 and name == b":path" and b"?" in value)
-    ):
+    if size * 4 > enc._capacity * 3 or (len(name) == 5 and name == b":path" and b"?" in value):
+        if memo is not None:
+            memo.name = None
         return _put_literal(enc, pos, 0x00, 0x0F, name, value, huffman)
     pos = _put_literal(enc, pos, 0x40, 0x3F, name, value, huffman)
-    _encoder_insert(enc, name, value, size)
+    _encoder_insert(enc, key, size)
+    if memo is not None:
+        memo.found = enc._inserted - 1
     return pos
+
+
+def _put_octets(buf, pos, data):
+    # An encoding remembered whole; the caller reserved room for the field raw, which is at least as long.
+    q = buf
+    p = data
+    for k in range(len(data)):
+        q[pos + k] = p[k]
+    return pos + len(data)
 
 
 def _table_index(enc, found):
@@ -583,9 +675,10 @@ def _put_literal(enc, pos, flags, mask, name, value, huffman):
     return _put_string(buf, pos, value, huffman)
 
 
-def _encoder_insert(enc, name, value, size):
+def _encoder_insert(enc, entry, size):
+    # ``entry``: the (name, value) tuple the field came as, kept as the look-up's key (see _encode_field).
     _encoder_evict(enc, enc._capacity - size)
-    entry = (name, value)
+    name = entry[0]
     seq = enc._inserted
     enc._inserted = seq + 1
     enc._table.append(entry)
@@ -650,6 +743,7 @@ class Decoder:
         self._update_required = False
         self._pos = 0
         self._scratch = bytearray(256)
+        self._memo = []  # _LiteralMemo per position of the last header lists
         self.max_header_list_size = max_header_list_size
 
     @property
@@ -689,6 +783,7 @@ class Decoder:
         list_size = 0
         list_limit = self.max_header_list_size
         fields_started = False
+        k = 0  # the field's position in the list
         self._pos = 0
         while self._pos < end:
             c = p[self._pos]
@@ -697,7 +792,7 @@ class Decoder:
                 entry = _decoder_entry(self, _read_int(self, p, end, 0x7F))
             elif c & 0x40:
                 # Literal with incremental indexing (6.2.1).
-                entry = _read_literal(self, block, p, end, 0x3F, False)
+                entry = _literal(self, block, p, end, 0x3F, False, k)
                 _decoder_insert(self, entry)
             elif c & 0x20:
                 # Dynamic table size update (6.3): only before the first field.
@@ -712,7 +807,8 @@ class Decoder:
                 continue
             else:
                 # Literal without indexing (6.2.2) or never indexed (6.2.3).
-                entry = _read_literal(self, block, p, end, 0x0F, (c & 0x10) != 0)
+                entry = _literal(self, block, p, end, 0x0F, (c & 0x10) != 0, k)
+            k += 1
             if not fields_started:
                 fields_started = True
                 if self._update_required:
@@ -772,6 +868,52 @@ def _read_string(dec, block, p, end):
             return _huffman_decode(p, start, start + length, bytearray(need))
         dec._scratch = bytearray(_MAX_SCRATCH)
     return _huffman_decode(p, start, start + length, dec._scratch)
+
+
+class _LiteralMemo:
+    """The octets of the literal last read at one position of a header list, and the field they gave."""
+
+    def __init__(self):
+        self.octets = None
+        self.entry = None
+
+
+def _literal(dec, block, p, end, mask, never, k):
+    # A literal representation is self-delimiting and, when its name is no
+    # dynamic table entry, means the same whatever the table holds: octets
+    # equal to the ones last read at this position are the same field.
+    start = dec._pos
+    memo = None
+    if k < _MEMO_FIELDS:
+        if k < len(dec._memo):
+            memo = dec._memo[k]
+            octets = memo.octets
+            if octets is not None:
+                n = len(octets)
+                if n <= end - start:
+                    q = octets
+                    j = 0
+                    while j < n and p[start + j] == q[j]:
+                        j += 1
+                    if j == n:
+                        dec._pos = start + n
+                        return memo.entry
+        else:
+            memo = _LiteralMemo()
+            dec._memo.append(memo)
+    entry = _read_literal(dec, block, p, end, mask, never)
+    if memo is not None:
+        stop = dec._pos
+        dec._pos = start
+        index = _read_int(dec, p, end, mask)
+        dec._pos = stop
+        if index <= _STATIC_COUNT and stop - start <= _MEMO_OCTETS:
+            memo.octets = block[start:stop]
+            memo.entry = entry
+        else:
+            memo.octets = None
+            memo.entry = None
+    return entry
 
 
 def _read_literal(dec, block, p, end, mask, never):

@@ -265,6 +265,21 @@ def test_writers_produce_rfc_layout(fr):
     assert type(one) is bytes and type(fr.window_update(1, 1)) is bytes
 
 
+def test_header_frames_around_the_one_buffer_size(fr):
+    # A frame up to 4096 octets is written whole into one buffer shared by every frame (compiled); above it,
+    # assembled from parts. Both give the same octets, and a frame made from the buffer stays what it was.
+    made = []
+    for total in (4094, 4095, 4096, 4097, 4098):
+        block = bytes(range(256)) * 16
+        block = block[: total - 9]
+        wire = fr.headers_frames(3, block, True)
+        assert wire == hdr(len(block), F.HEADERS, 5, 3) + block
+        promised = fr.push_promise_frames(1, 2, block[: total - 13])
+        assert promised == hdr(total - 9, F.PUSH_PROMISE, 4, 1) + b"\x00\x00\x00\x02" + block[: total - 13]
+        made.append((wire, block))
+    assert all(wire == hdr(len(block), F.HEADERS, 5, 3) + block for wire, block in made)
+
+
 @pytest.mark.parametrize(
     "call",
     [

@@ -459,6 +459,89 @@ def test_table_size_changes_between_blocks(lists, sizes, data):
         assert ours.dynamic_table() == enc.dynamic_table()
 
 
+# The same source with the per-position memo off: what the encoder sent before it remembered fields.
+no_memo = _load_pure()
+no_memo._MEMO_FIELDS = 0
+
+# A few heads sent again and again in varying order, as a connection does: the same field comes back at the
+# same position (the memo's hit), after the table evicted it (a stale memo must not name a dead entry), in a
+# never-indexed form, or as a sensitive or unindexed field.
+REPEATED_HEADS = [
+    [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"web:80"),
+     (b"user-agent", b"curl/8"), (b"accept", b"*/*")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT"),
+     (b"content-type", b"text/plain"), (b"content-length", b"2")],
+    [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/a?q=1"), (b":authority", b"web:80"),
+     (b"user-agent", b"curl/8"), (b"x-big", b"v" * 200)],
+    [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"other:80"),
+     (b"authorization", b"secret"), (b"cookie", b"short")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Tue, 08 Dec 2026 00:40:01 GMT"),
+     (b"content-type", b"text/html"), (b"content-length", b"2"), (b"x-trace", b"abcdef0123456789")],
+    [(b":status", b"200"), (b"server", b"nginx"), (b"x-trace", b"t" * 50)],  # a name the table may hold
+]
+
+
+@ROUND_TRIP
+@given(st.lists(st.tuples(st.integers(0, len(REPEATED_HEADS) - 1), st.integers(-1, 7)), min_size=1, max_size=30),
+       st.sampled_from([0, 100, 200, 400, 4096]), st.booleans())
+def test_field_memo_changes_no_block(picks, table_size, huffman):
+    encoders = [hpack.Encoder(), pure.Encoder()]
+    reference = no_memo.Encoder()
+    theirs = ref_hpack.Decoder(max_header_list_size=1 << 30)
+    decoders = [hpack.Decoder(), pure.Decoder(), no_memo.Decoder()]
+    for enc in (*encoders, reference):
+        enc.set_max_table_size(table_size)
+    theirs.max_allowed_table_size = table_size
+    for dec in decoders:
+        dec.set_max_table_size(table_size)
+    for head, marked in picks:
+        headers = list(REPEATED_HEADS[head])
+        if 0 <= marked < len(headers):  # this time the field at that position must not be indexed
+            headers[marked] = (*headers[marked], True)  # the 3-tuple form: one meaning in every build
+        expected = reference.encode(headers, huffman=huffman)
+        for enc in encoders:
+            assert enc.encode(headers, huffman=huffman) == expected
+        plain = [f[:2] for f in headers]
+        assert theirs.decode(expected, raw=True) == plain
+        # The decoders' memo changes no field either (nor its kind: never-indexed or not), nor their tables.
+        decoded = [dec.decode(expected) for dec in decoders]
+        kinds = [[type(f).__name__ for f in fields] for fields in decoded]
+        assert decoded[0] == decoded[1] == decoded[2] == plain and kinds[0] == kinds[1] == kinds[2]
+        assert all(kind == "NeverIndexed" for kind, f in zip(kinds[0], headers) if len(f) == 3)
+        assert decoders[0].dynamic_table() == decoders[1].dynamic_table() == decoders[2].dynamic_table()
+
+
+def test_field_memo_never_names_an_evicted_entry(hp):
+    enc = hp.Encoder(max_table_size=100)  # room for one small entry at a time
+    dec = hp.Decoder(max_table_size=100)
+    first = [(b"x-a", b"1")]
+    assert dec.decode(enc.encode(first)) == first
+    assert enc.encode(first) == b"\xbe"  # index 62: the entry it just made
+    assert dec.decode(enc.encode([(b"x-b", b"2" * 40)])) == [(b"x-b", b"2" * 40)]  # evicts x-a
+    block = enc.encode(first)
+    assert block != b"\xbe" and dec.decode(block) == first  # a literal again, not the index it had
+
+
+def test_decoder_memo_gives_the_same_field_object(hp):
+    dec = hp.Decoder()
+    block = hp.Encoder().encode([(b"content-length", b"2"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT")])
+    first = dec.decode(block)
+    again = dec.decode(block)
+    assert again == first == [(b"content-length", b"2"), (b"date", b"Tue, 08 Dec 2026 00:40:00 GMT")]
+    assert again[0] is first[0] and again[1] is first[1]  # no Huffman decode, no new bytes
+
+
+def test_decoder_memo_never_reuses_a_dynamic_name(hp):
+    # A literal naming a dynamic entry by index means another name once the table moved on: the same
+    # octets at the same position must be read again.
+    dec = hp.Decoder()
+    assert dec.decode(b"\x40\x03x-a\x011") == [(b"x-a", b"1")]  # entry 62: x-a
+    by_index = b"\x0f\x2f\x01v"  # without indexing, name = entry 62, value v
+    assert dec.decode(by_index) == [(b"x-a", b"v")]
+    assert dec.decode(b"\x82\x40\x03x-b\x012") == [(b":method", b"GET"), (b"x-b", b"2")]  # 62 is x-b now
+    assert dec.decode(by_index) == [(b"x-b", b"v")]
+
+
 # ---------------------------------------------------------------- size updates
 
 
@@ -488,6 +571,32 @@ def test_encoder_caps_its_table(hp):
     dec = hp.Decoder(max_table_size=1 << 30)
     assert dec.decode(enc.encode([(b"x-a", b"1")])) == [(b"x-a", b"1")]
     assert dec.max_table_size == hp.MAX_ENCODER_TABLE_SIZE
+
+
+def test_encoder_buffer_kept_follows_the_table_size(hp):
+    # The output buffer is kept between blocks up to four tables' worth of the size in force, so a peer
+    # that allows a larger table (and is sent larger header lists) reuses one buffer for them.
+    enc = hp.Encoder()
+    assert enc.buffer_limit == 4 * 4096
+    dec = hp.Decoder()
+    big = [(b"x-big", b"v" * 12000)]  # over 3/4 of the table: a literal, not indexed
+    assert dec.decode(enc.encode(big, huffman=False)) == big
+    assert 12000 < enc.buffer_size <= enc.buffer_limit  # kept for the next block
+    huge = [(b"x-huge", b"v" * 20000)]
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size < 1024  # a one-off block over the limit does not pin its buffer
+    enc.set_max_table_size(16384)
+    assert enc.buffer_limit == 4 * 16384
+    dec.set_max_table_size(16384)
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size > 20000
+    enc.set_max_table_size(0)  # a peer with no table: the floor still holds a usual block
+    assert enc.buffer_limit == 4096
+    dec.set_max_table_size(0)
+    assert dec.decode(enc.encode(huge, huffman=False)) == huge
+    assert enc.buffer_size < 1024
+    enc.set_max_table_size(hp.MAX_ENCODER_TABLE_SIZE + 1)
+    assert enc.buffer_limit == 4 * hp.MAX_ENCODER_TABLE_SIZE  # bounded with the table it follows
 
 
 def test_size_update_rules(hp):
