@@ -2,7 +2,7 @@
 cimport cython
 from proxy.exchange.clock cimport now
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
-from proxy.protocol.http1 cimport parse_response_head
+from proxy.protocol.http1 cimport bytes_range, parse_response_head
 from proxy.exchange.core cimport Exchange
 from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd

@@ -20,7 +20,7 @@ from proxy.exchange.core import IDEMPOTENT
 from proxy.exchange.ends import UpEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.protocol import transport_header
-from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
+from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, bytes_range, parse_response_head
 from proxy.telemetry.counters import errno_of
 
 # How a response body ends.
@@ -325,7 +325,7 @@ class H1Client(UpEnd):
             consumed: cython.Py_ssize_t = head.consumed
             if 100 <= status < 200 and status != 101:
                 # Interim response (100 Continue, 103 Early Hints): pass it on, wait for the final one.
-                self.buf = self.buf[consumed:]
+                self.buf = bytes_range(self.buf, consumed, len(self.buf))
                 ex.response_informational(status, head, None)
                 if self.ex is not ex:
                     return
@@ -335,7 +335,7 @@ class H1Client(UpEnd):
             if not ex.upgrade or ex.head.method == b"CONNECT":
                 self._bad("101 without an upgrade request")
                 return
-            rest = self.buf[consumed:]
+            rest = bytes_range(self.buf, consumed, len(self.buf))
             self.buf = b""
             self.state = C_DONE
             self.ex = None
@@ -367,7 +367,7 @@ class H1Client(UpEnd):
             self.kind = BODY_CLOSE
         if not head.keep_alive or self.kind == BODY_CLOSE or not self.req_keeps:
             self.reusable = False
-        self.buf = self.buf[consumed:]
+        self.buf = bytes_range(self.buf, consumed, len(self.buf)) if consumed < len(self.buf) else b""
         if self.kind == BODY_CHUNKED and self.buf:
             # Chunks that came with the head are checked before the head goes
             # on: a framing error there is still answered with a 502 instead
@@ -400,8 +400,8 @@ class H1Client(UpEnd):
                 n = self.remaining
                 done = True
             self.remaining -= n
-            data = buf if n == total else buf[:n]
-            self.buf = buf[n:] if n < total else b""
+            data = buf if n == total else bytes_range(buf, 0, n)
+            self.buf = bytes_range(buf, n, total) if n < total else b""
             credit = n
         elif kind == BODY_CHUNKED:
             pieces: list[bytes] = []
@@ -414,7 +414,7 @@ class H1Client(UpEnd):
             if done:
                 trailers = self.scanner.trailers
             data = b"".join(pieces)
-            self.buf = buf[end:] if end < total else b""
+            self.buf = bytes_range(buf, end, total) if end < total else b""
             credit = end
         else:  # read until close
             data = buf
