@@ -14,6 +14,15 @@ cdef int C_CONNECTING, C_IDLE, C_WAIT_HEAD, C_BODY, C_DONE
 
 cdef class H1Client(UpEnd)
 
+@cython.final
+cdef class IdleStack:
+    cdef list slots                        # [0, count) idle connections; the rest None, kept allocated
+    cdef public Py_ssize_t count
+    cpdef void push(self, H1Client conn) except *
+    cpdef H1Client pop(self)
+    cpdef bint remove(self, H1Client conn) except -1
+    cpdef list conns(self)
+
 cdef class H1Pool:
     cdef public object loop
     cdef public object connector

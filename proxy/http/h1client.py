@@ -37,6 +37,45 @@ C_BODY = cython.declare(cython.int, 3)
 C_DONE = cython.declare(cython.int, 4)  # closed, or handed to a tunnel
 
 
+class IdleStack:
+    """One target's idle connections, the last released on top.
+
+    A plain list popped to empty and appended again reallocates its storage
+    both times (each keep-alive request takes a connection and gives it
+    back); the slots here stay allocated, up to the pool's per-target bound.
+    """
+
+    def __init__(self):
+        self.slots = []
+        self.count = 0
+
+    def push(self, conn):
+        if self.count < len(self.slots):
+            self.slots[self.count] = conn
+        else:
+            self.slots.append(conn)
+        self.count += 1
+
+    def pop(self):
+        self.count -= 1
+        conn: H1Client = self.slots[self.count]
+        self.slots[self.count] = None
+        return conn
+
+    def remove(self, conn):
+        """Take ``conn`` out wherever it is; False if it is not here."""
+        i: cython.Py_ssize_t
+        for i in range(self.count):
+            if self.slots[i] is conn:
+                del self.slots[i]  # the ones above move down, and the slot count shrinks by one
+                self.count -= 1
+                return True
+        return False
+
+    def conns(self):
+        return self.slots[:self.count]
+
+
 class H1Pool:
     """Idle upstream HTTP/1 connections per target, bounded in count and idle time."""
 
@@ -47,7 +86,7 @@ class H1Pool:
         self.labels = None  # proxy.telemetry.labels.LabelSets: each connection's label set by target
         self.max_header_bytes = max_header_bytes
         self.write_high = write_high
-        self.idle = {}
+        self.idle = {}  # target -> IdleStack
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.idle_count = 0
@@ -59,9 +98,9 @@ class H1Pool:
         ``pooled`` False: always new, never kept.
         """
         if pooled:
-            conns = self.idle.get(target)
-            while conns:
-                conn: H1Client = conns.pop()
+            stack: IdleStack = self.idle.get(target)
+            while stack is not None and stack.count > 0:
+                conn: H1Client = stack.pop()
                 self.idle_count -= 1
                 if conn.state == C_IDLE and not conn.transport.is_closing():
                     conn.reused = True
@@ -76,44 +115,44 @@ class H1Pool:
         if self.draining or not conn.pooled or conn.transport is None or conn.transport.is_closing():
             conn.abort()
             return
-        conns = self.idle.get(conn.target)
-        if conns is None:
-            conns = []
-            self.idle[conn.target] = conns
-        if len(conns) >= self.max_idle:
+        stack: IdleStack = self.idle.get(conn.target)
+        if stack is None:
+            stack = IdleStack()
+            self.idle[conn.target] = stack
+        if stack.count >= self.max_idle:
             conn.abort()
             return
         conn.state = C_IDLE
         conn.set_reading(True)  # an idle connection must notice the upstream closing it
         conn.idle_since = now()
-        conns.append(conn)
+        stack.push(conn)
         self.idle_count += 1
 
     def forget(self, conn):
         """Drop a connection that closed while idle."""
-        conns = self.idle.get(conn.target)
-        if conns is not None and conn in conns:
-            conns.remove(conn)
+        stack: IdleStack = self.idle.get(conn.target)
+        if stack is not None and stack.remove(conn):
             self.idle_count -= 1
 
     def sweep(self, now):
         for target in list(self.idle):
-            conns = self.idle[target]
-            keep = []
+            stack: IdleStack = self.idle[target]
+            conns = stack.conns()
+            keep = IdleStack()
             for conn in conns:
                 if conn.state == C_IDLE and now - conn.idle_since <= self.idle_timeout:
-                    keep.append(conn)
+                    keep.push(conn)
                 else:
                     conn.abort()
-            self.idle_count -= len(conns) - len(keep)
-            if keep:
+            self.idle_count -= len(conns) - keep.count
+            if keep.count:
                 self.idle[target] = keep
             else:
                 del self.idle[target]
 
     def close_all(self):
-        for conns in self.idle.values():
-            for conn in conns:
+        for stack in self.idle.values():
+            for conn in stack.conns():
                 conn.abort()
         self.idle.clear()
         self.idle_count = 0
