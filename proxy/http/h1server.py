@@ -23,8 +23,15 @@ from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
 from proxy.http.render import h1_error
 from proxy.http.tunnel import splice
-from proxy.protocol.http1 import (NEED_MORE, ChunkedScanner, ParseError, ResponseHead, bytes_range, parse_request_head,
-                                  rewrite_head)
+from proxy.protocol.http1 import (
+    NEED_MORE,
+    ChunkedScanner,
+    ParseError,
+    ResponseHead,
+    bytes_range,
+    parse_request_head,
+    rewrite_head,
+)
 from proxy.telemetry.counters import errno_of
 
 # How the request body ends.
