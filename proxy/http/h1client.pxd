@@ -48,6 +48,7 @@ cdef class H1Client(UpEnd):
     cdef public TcpStats tcp
     cdef public double opened_at
     cdef public object transport
+    cdef object transport_write           # transport.write, bound once
     cdef public Exchange ex
     cdef public Exchange pending
     cdef bytes buf

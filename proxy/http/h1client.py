@@ -168,6 +168,7 @@ class H1Client(UpEnd):
         self.tcp = pool.tcp
         self.opened_at = 0.0
         self.transport = None
+        self.transport_write = None
         self.ex = None
         self.pending = None
         self.buf = b""
@@ -192,6 +193,8 @@ class H1Client(UpEnd):
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        # Bound once: each request's head would otherwise look the method up on the transport's type.
+        self.transport_write = transport.write
         pool = self.pool
         if pool.labels is not None:
             self.tcp = pool.labels.tcp_dst(self.target)
@@ -380,6 +383,7 @@ class H1Client(UpEnd):
             self.ex = None
             transport = self.transport
             self.transport = None  # the tunnel owns it now
+            self.transport_write = None
             ex.upgraded(status, head, transport, rest)
             return
         self.head = head
@@ -499,7 +503,7 @@ class H1Client(UpEnd):
     # -- writing -------------------------------------------------------------
     def write(self, data):
         self.tcp.write_bytes += len(data)
-        self.transport.write(data)
+        self.transport_write(data)
 
     def write_out(self):
         pass  # nothing deferred: HTTP/1 writes go out as they are made

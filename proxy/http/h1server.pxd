@@ -20,6 +20,7 @@ cdef class H1Server(DownEnd):
     cdef public TcpStats tcp             # this connection's label set
     cdef public double opened_at         # now() when accepted
     cdef public object transport
+    cdef object transport_write           # transport.write, bound once
     cdef bytes buf
     cdef public Exchange ex
     cdef RequestHead head

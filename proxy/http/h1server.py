@@ -77,6 +77,7 @@ class H1Server(DownEnd):
         self.tcp = ctx.tcp_src
         self.opened_at = 0.0
         self.transport = None
+        self.transport_write = None
         self.buf = b""
         self.ex = None
         self.head = None
@@ -107,6 +108,8 @@ class H1Server(DownEnd):
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        # Bound once: two writes per request would each look the method up on the transport's type.
+        self.transport_write = transport.write
         ctx = self.ctx
         transport.set_write_buffer_limits(ctx.write_high, ctx.write_high // 4)
         ctx.connections.add(self)
@@ -531,7 +534,7 @@ class H1Server(DownEnd):
 
     def write(self, data):
         self.tcp.write_bytes += len(data)
-        self.transport.write(data)
+        self.transport_write(data)
 
     def pause(self, reason):
         self.paused |= reason
