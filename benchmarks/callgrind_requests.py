@@ -42,6 +42,10 @@ proxy's tick carries hundreds; without a tap they are ~150 instructions per
 request. Run it on the revision before a change and after,
 under ``flock /tmp/bench.lock``.
 
+``--haproxy``: HAProxy (one thread, ``configs/haproxy-http1.cfg.tmpl``) in place of
+meshproxy, in front of the same backend: the target in instructions (``--repo``
+is then not needed; HTTP/1 keep-alive or ``--new-connections`` only).
+
 ``--strace``: the proxy runs as is and ``strace -c -f`` is attached for the
 measured requests instead: system calls per request, by name (the kernel
 time callgrind does not see). ``--perf``: ``perf stat`` is attached instead: the
@@ -250,7 +254,7 @@ def _timer_runs(work: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--repo", type=Path)
     parser.add_argument("--policy", choices=("none", "split", "route", "mirror", "mirror-dead"), default="none")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
@@ -268,7 +272,13 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dump and print its path")
     parser.add_argument("--strace", action="store_true", help="count system calls per request instead")
     parser.add_argument("--perf", action="store_true", help="measure CPU time per request (perf stat) instead")
+    parser.add_argument("--haproxy", action="store_true", help="HAProxy (1 thread) in place of meshproxy")
     args = parser.parse_args()
+    if args.haproxy and (args.h2 or args.tap or args.policy != "none" or args.listener != "outbound"):
+        parser.error("--haproxy measures plain HTTP/1 only")
+    if args.repo is None and not args.haproxy:
+        parser.error("--repo is required (unless --haproxy)")
+    name = "haproxy" if args.haproxy else str(args.repo)
     if args.h2 and args.new_connections:
         parser.error("--h2 counts requests on one connection")
     if args.tls:
@@ -307,15 +317,22 @@ def main() -> None:
     dump = work / "callgrind.out"
     tool = [] if args.strace or args.perf else ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                                 f"--callgrind-out-file={dump}"]
-    proc = subprocess.Popen([*tool, sys.executable, "-m", "proxy", "run"], cwd=args.repo, env=env,
+    if args.haproxy:
+        cfg = (Path(__file__).resolve().parent / "configs" / "haproxy-http1.cfg.tmpl").read_text()
+        (work / "haproxy.cfg").write_text(cfg.replace("{{port}}", str(out)).replace("{{upstream_port}}", str(backend)))
+        command = ["haproxy", "-db", "-f", str(work / "haproxy.cfg")]
+    else:
+        command = [sys.executable, "-m", "proxy", "run"]
+    proc = subprocess.Popen([*tool, *command], cwd=args.repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"))
     reader: subprocess.Popen | None = None
     try:
         deadline = time.monotonic() + 600
         while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=30)
-                conn.request("GET", "/ready")
+                # HAProxy has no readiness endpoint: a request through it to the backend says it listens.
+                conn = http.client.HTTPConnection("127.0.0.1", out if args.haproxy else admin, timeout=30)
+                conn.request("GET", "/" if args.haproxy else "/ready")
                 if conn.getresponse().status == 200:
                     break
             except OSError:
@@ -365,11 +382,11 @@ def main() -> None:
                 values = {row[2].split(":")[0]: float(row[0]) for row in
                           (line.split(",") for line in (work / "perf.txt").read_text().splitlines())
                           if len(row) > 2 and row[0].replace(".", "").isdigit()}
-                print(f"{args.repo} policy={args.policy}: {1e3 * values['task-clock'] / args.requests:.1f} us CPU "
+                print(f"{name} policy={args.policy}: {1e3 * values['task-clock'] / args.requests:.1f} us CPU "
                       f"and {values['context-switches'] / args.requests:.2f} context switches per request")
                 return
             _attached(["strace", "-c", "-f", "-q", "-o", str(work / "strace.txt")], proc.pid, load)
-            print(f"{args.repo} policy={args.policy}: system calls per request")
+            print(f"{name} policy={args.policy}: system calls per request")
             for name, calls in _syscalls(work / "strace.txt"):
                 print(f"  {name:20} {calls / args.requests:6.2f}")
             return
@@ -395,10 +412,10 @@ def main() -> None:
     unit = "connection" if args.new_connections else "request"
     mode = f" h2 -m {args.streams}" if args.h2 else " tls" if args.tls else ""
     tapped = " tap=all" if args.tap else ""
-    print(f"{args.repo} {args.listener}{mode} policy={args.policy}{tapped}: {total / args.requests:.0f} instructions "
+    print(f"{name} {args.listener}{mode} policy={args.policy}{tapped}: {total / args.requests:.0f} instructions "
           f"per {unit} "
           f"({total} over {args.requests})")
-    if not (args.strace or args.perf):
+    if not (args.strace or args.perf or args.haproxy):
         # Under callgrind the requests are sequential and slow, so each 10 ms tick of the tap's sender carries a
         # few requests' events; a loaded proxy (25,000 req/s) carries ~250 per tick. The timers' share is printed
         # apart so the recording cost per request can be read without the tick's overstated fixed cost.

@@ -2,7 +2,7 @@
 
 cdef class DownEnd:
     # The connection's route cache: its last passthrough target, by Host and policy generation.
-    cdef object route_host
+    cdef bytes route_host
     cdef object route_target
     cdef long long route_gen
     cpdef void send_informational(self, object ex, int status, object h1head, object fields) except *

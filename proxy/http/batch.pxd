@@ -1,7 +1,7 @@
 # Typed declarations for batch.py.
-cdef list _depth
+cdef int _depth
 cdef list _dirty
-cdef list _tick
+cdef bint _tick
 
 cpdef void batch_begin()
 cpdef bint batch_defer(object conn) except -1

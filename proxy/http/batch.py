@@ -13,13 +13,15 @@ close their batch with ``batch_end_at_tick``: what they marked is written at the
 end of the loop iteration (one ``call_soon`` per iteration, not per request).
 """
 
-_depth = [0]
+# Module globals (C globals compiled: a list cell cost a list index and a boxed int per read callback).
+_depth = 0
 _dirty: list = []  # connections marked for a write when the outermost batch ends
-_tick = [False]
+_tick = False
 
 
 def batch_begin():
-    _depth[0] += 1
+    global _depth
+    _depth += 1
 
 
 def batch_defer(conn):
@@ -27,7 +29,7 @@ def batch_defer(conn):
 
     True if deferred.
     """
-    if _depth[0] == 0:
+    if _depth == 0:
         return False
     if not conn.dirty:
         conn.dirty = True
@@ -36,22 +38,25 @@ def batch_defer(conn):
 
 
 def batch_end():
-    _depth[0] -= 1
-    if _depth[0] == 0:
+    global _depth
+    _depth -= 1
+    if _depth == 0:
         _write_dirty()
 
 
 def batch_end_at_tick(loop):
     """Like ``batch_end``, but what the batch marked is written at the end of the loop iteration."""
-    _depth[0] -= 1
-    if _depth[0] == 0 and _dirty and not _tick[0]:
-        _tick[0] = True
+    global _depth, _tick
+    _depth -= 1
+    if _depth == 0 and _dirty and not _tick:
+        _tick = True
         loop.call_soon(_tick_done)
 
 
 def _tick_done():
-    _tick[0] = False
-    if _depth[0] == 0:
+    global _tick
+    _tick = False
+    if _depth == 0:
         _write_dirty()
 
 

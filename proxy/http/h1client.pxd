@@ -2,7 +2,7 @@
 cimport cython
 from proxy.exchange.clock cimport now
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
-from proxy.protocol.http1 cimport parse_response_head
+from proxy.protocol.http1 cimport bytes_range, parse_response_head
 from proxy.exchange.core cimport Exchange
 from proxy.telemetry.counters cimport TcpStats
 from proxy.exchange.ends cimport UpEnd
@@ -13,6 +13,15 @@ cdef int BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE
 cdef int C_CONNECTING, C_IDLE, C_WAIT_HEAD, C_BODY, C_DONE
 
 cdef class H1Client(UpEnd)
+
+@cython.final
+cdef class IdleStack:
+    cdef list slots                        # [0, count) idle connections; the rest None, kept allocated
+    cdef public Py_ssize_t count
+    cpdef void push(self, H1Client conn) except *
+    cpdef H1Client pop(self)
+    cpdef bint remove(self, H1Client conn) except -1
+    cpdef list conns(self)
 
 cdef class H1Pool:
     cdef public object loop
@@ -39,6 +48,7 @@ cdef class H1Client(UpEnd):
     cdef public TcpStats tcp
     cdef public double opened_at
     cdef public object transport
+    cdef object transport_write           # transport.write, bound once
     cdef public Exchange ex
     cdef public Exchange pending
     cdef bytes buf

@@ -20,7 +20,7 @@ from proxy.exchange.core import IDEMPOTENT
 from proxy.exchange.ends import UpEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.protocol import transport_header
-from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, parse_response_head
+from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, bytes_range, parse_response_head
 from proxy.telemetry.counters import errno_of
 
 # How a response body ends.
@@ -37,6 +37,45 @@ C_BODY = cython.declare(cython.int, 3)
 C_DONE = cython.declare(cython.int, 4)  # closed, or handed to a tunnel
 
 
+class IdleStack:
+    """One target's idle connections, the last released on top.
+
+    A plain list popped to empty and appended again reallocates its storage
+    both times (each keep-alive request takes a connection and gives it
+    back); the slots here stay allocated, up to the pool's per-target bound.
+    """
+
+    def __init__(self):
+        self.slots = []
+        self.count = 0
+
+    def push(self, conn):
+        if self.count < len(self.slots):
+            self.slots[self.count] = conn
+        else:
+            self.slots.append(conn)
+        self.count += 1
+
+    def pop(self):
+        self.count -= 1
+        conn: H1Client = self.slots[self.count]
+        self.slots[self.count] = None
+        return conn
+
+    def remove(self, conn):
+        """Take ``conn`` out wherever it is; False if it is not here."""
+        i: cython.Py_ssize_t
+        for i in range(self.count):
+            if self.slots[i] is conn:
+                del self.slots[i]  # the ones above move down, and the slot count shrinks by one
+                self.count -= 1
+                return True
+        return False
+
+    def conns(self):
+        return self.slots[:self.count]
+
+
 class H1Pool:
     """Idle upstream HTTP/1 connections per target, bounded in count and idle time."""
 
@@ -47,7 +86,7 @@ class H1Pool:
         self.labels = None  # proxy.telemetry.labels.LabelSets: each connection's label set by target
         self.max_header_bytes = max_header_bytes
         self.write_high = write_high
-        self.idle = {}
+        self.idle = {}  # target -> IdleStack
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.idle_count = 0
@@ -59,9 +98,9 @@ class H1Pool:
         ``pooled`` False: always new, never kept.
         """
         if pooled:
-            conns = self.idle.get(target)
-            while conns:
-                conn: H1Client = conns.pop()
+            stack: IdleStack = self.idle.get(target)
+            while stack is not None and stack.count > 0:
+                conn: H1Client = stack.pop()
                 self.idle_count -= 1
                 if conn.state == C_IDLE and not conn.transport.is_closing():
                     conn.reused = True
@@ -76,44 +115,44 @@ class H1Pool:
         if self.draining or not conn.pooled or conn.transport is None or conn.transport.is_closing():
             conn.abort()
             return
-        conns = self.idle.get(conn.target)
-        if conns is None:
-            conns = []
-            self.idle[conn.target] = conns
-        if len(conns) >= self.max_idle:
+        stack: IdleStack = self.idle.get(conn.target)
+        if stack is None:
+            stack = IdleStack()
+            self.idle[conn.target] = stack
+        if stack.count >= self.max_idle:
             conn.abort()
             return
         conn.state = C_IDLE
         conn.set_reading(True)  # an idle connection must notice the upstream closing it
         conn.idle_since = now()
-        conns.append(conn)
+        stack.push(conn)
         self.idle_count += 1
 
     def forget(self, conn):
         """Drop a connection that closed while idle."""
-        conns = self.idle.get(conn.target)
-        if conns is not None and conn in conns:
-            conns.remove(conn)
+        stack: IdleStack = self.idle.get(conn.target)
+        if stack is not None and stack.remove(conn):
             self.idle_count -= 1
 
     def sweep(self, now):
         for target in list(self.idle):
-            conns = self.idle[target]
-            keep = []
+            stack: IdleStack = self.idle[target]
+            conns = stack.conns()
+            keep = IdleStack()
             for conn in conns:
                 if conn.state == C_IDLE and now - conn.idle_since <= self.idle_timeout:
-                    keep.append(conn)
+                    keep.push(conn)
                 else:
                     conn.abort()
-            self.idle_count -= len(conns) - len(keep)
-            if keep:
+            self.idle_count -= len(conns) - keep.count
+            if keep.count:
                 self.idle[target] = keep
             else:
                 del self.idle[target]
 
     def close_all(self):
-        for conns in self.idle.values():
-            for conn in conns:
+        for stack in self.idle.values():
+            for conn in stack.conns():
                 conn.abort()
         self.idle.clear()
         self.idle_count = 0
@@ -129,6 +168,7 @@ class H1Client(UpEnd):
         self.tcp = pool.tcp
         self.opened_at = 0.0
         self.transport = None
+        self.transport_write = None
         self.ex = None
         self.pending = None
         self.buf = b""
@@ -153,6 +193,8 @@ class H1Client(UpEnd):
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        # Bound once: each request's head would otherwise look the method up on the transport's type.
+        self.transport_write = transport.write
         pool = self.pool
         if pool.labels is not None:
             self.tcp = pool.labels.tcp_dst(self.target)
@@ -325,7 +367,7 @@ class H1Client(UpEnd):
             consumed: cython.Py_ssize_t = head.consumed
             if 100 <= status < 200 and status != 101:
                 # Interim response (100 Continue, 103 Early Hints): pass it on, wait for the final one.
-                self.buf = self.buf[consumed:]
+                self.buf = bytes_range(self.buf, consumed, len(self.buf))
                 ex.response_informational(status, head, None)
                 if self.ex is not ex:
                     return
@@ -335,12 +377,13 @@ class H1Client(UpEnd):
             if not ex.upgrade or ex.head.method == b"CONNECT":
                 self._bad("101 without an upgrade request")
                 return
-            rest = self.buf[consumed:]
+            rest = bytes_range(self.buf, consumed, len(self.buf))
             self.buf = b""
             self.state = C_DONE
             self.ex = None
             transport = self.transport
             self.transport = None  # the tunnel owns it now
+            self.transport_write = None
             ex.upgraded(status, head, transport, rest)
             return
         self.head = head
@@ -367,7 +410,7 @@ class H1Client(UpEnd):
             self.kind = BODY_CLOSE
         if not head.keep_alive or self.kind == BODY_CLOSE or not self.req_keeps:
             self.reusable = False
-        self.buf = self.buf[consumed:]
+        self.buf = bytes_range(self.buf, consumed, len(self.buf)) if consumed < len(self.buf) else b""
         if self.kind == BODY_CHUNKED and self.buf:
             # Chunks that came with the head are checked before the head goes
             # on: a framing error there is still answered with a 502 instead
@@ -400,8 +443,8 @@ class H1Client(UpEnd):
                 n = self.remaining
                 done = True
             self.remaining -= n
-            data = buf if n == total else buf[:n]
-            self.buf = buf[n:] if n < total else b""
+            data = buf if n == total else bytes_range(buf, 0, n)
+            self.buf = bytes_range(buf, n, total) if n < total else b""
             credit = n
         elif kind == BODY_CHUNKED:
             pieces: list[bytes] = []
@@ -414,7 +457,7 @@ class H1Client(UpEnd):
             if done:
                 trailers = self.scanner.trailers
             data = b"".join(pieces)
-            self.buf = buf[end:] if end < total else b""
+            self.buf = bytes_range(buf, end, total) if end < total else b""
             credit = end
         else:  # read until close
             data = buf
@@ -460,7 +503,7 @@ class H1Client(UpEnd):
     # -- writing -------------------------------------------------------------
     def write(self, data):
         self.tcp.write_bytes += len(data)
-        self.transport.write(data)
+        self.transport_write(data)
 
     def write_out(self):
         pass  # nothing deferred: HTTP/1 writes go out as they are made

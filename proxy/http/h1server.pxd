@@ -2,7 +2,7 @@
 from proxy.exchange.clock cimport now
 from proxy.http.batch cimport batch_begin, batch_end_at_tick
 from proxy.http.convert cimport h1_response_from_fields, phrase, trailer_lines
-from proxy.protocol.http1 cimport parse_request_head, rewrite_head
+from proxy.protocol.http1 cimport bytes_range, parse_request_head, rewrite_head
 from proxy.exchange.context cimport ExchangeContext
 from proxy.exchange.core cimport Exchange
 from proxy.exchange.ends cimport DownEnd
@@ -20,6 +20,7 @@ cdef class H1Server(DownEnd):
     cdef public TcpStats tcp             # this connection's label set
     cdef public double opened_at         # now() when accepted
     cdef public object transport
+    cdef object transport_write           # transport.write, bound once
     cdef bytes buf
     cdef public Exchange ex
     cdef RequestHead head

@@ -23,7 +23,15 @@ from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
 from proxy.http.render import h1_error
 from proxy.http.tunnel import splice
-from proxy.protocol.http1 import NEED_MORE, ChunkedScanner, ParseError, ResponseHead, parse_request_head, rewrite_head
+from proxy.protocol.http1 import (
+    NEED_MORE,
+    ChunkedScanner,
+    ParseError,
+    ResponseHead,
+    bytes_range,
+    parse_request_head,
+    rewrite_head,
+)
 from proxy.telemetry.counters import errno_of
 
 # How the request body ends.
@@ -69,6 +77,7 @@ class H1Server(DownEnd):
         self.tcp = ctx.tcp_src
         self.opened_at = 0.0
         self.transport = None
+        self.transport_write = None
         self.buf = b""
         self.ex = None
         self.head = None
@@ -99,6 +108,8 @@ class H1Server(DownEnd):
     # -- asyncio protocol --------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        # Bound once: two writes per request would each look the method up on the transport's type.
+        self.transport_write = transport.write
         ctx = self.ctx
         transport.set_write_buffer_limits(ctx.write_high, ctx.write_high // 4)
         ctx.connections.add(self)
@@ -197,7 +208,7 @@ class H1Server(DownEnd):
     def begin(self, head):
         ctx = self.ctx
         consumed: cython.Py_ssize_t = head.consumed
-        self.buf = self.buf[consumed:] if consumed < len(self.buf) else b""
+        self.buf = bytes_range(self.buf, consumed, len(self.buf)) if consumed < len(self.buf) else b""
         self.head = head
         self.in_flight = True
         self.req_unreleased = 0
@@ -238,7 +249,7 @@ class H1Server(DownEnd):
             if n > self.req_remaining:
                 n = self.req_remaining
             self.req_remaining -= n
-            data = buf if n == len(buf) else buf[:n]
+            data = buf if n == len(buf) else bytes_range(buf, 0, n)
             if self.req_remaining == 0:
                 self.req_done = True
         else:
@@ -254,7 +265,7 @@ class H1Server(DownEnd):
             if self.req_scanner.done:
                 self.req_done = True
                 trailers = self.req_scanner.trailers
-        self.buf = buf[n:] if n < len(buf) else b""
+        self.buf = bytes_range(buf, n, len(buf)) if n < len(buf) else b""
         self.req_unreleased += n
         if self.req_unreleased > self.ctx.write_high:
             self.pause(PAUSE_BODY)
@@ -282,7 +293,7 @@ class H1Server(DownEnd):
                 self.close()  # its framing broke: nothing after it can be trusted
                 return False
             done = self.req_scanner.done
-        self.buf = buf[n:] if n < len(buf) else b""
+        self.buf = bytes_range(buf, n, len(buf)) if n < len(buf) else b""
         if not done:
             return False
         self.discarding = False
@@ -523,7 +534,7 @@ class H1Server(DownEnd):
 
     def write(self, data):
         self.tcp.write_bytes += len(data)
-        self.transport.write(data)
+        self.transport_write(data)
 
     def pause(self, reason):
         self.paused |= reason

@@ -3,6 +3,7 @@
 cimport cython
 
 from proxy.core.target cimport Target
+from proxy.protocol.request cimport RequestLine
 
 cdef class HostDecision:
     cdef readonly Target target
@@ -24,7 +25,7 @@ cdef class OutboundRouter:
     cdef public object egress
 
     @cython.locals(decision=HostDecision, target=Target)
-    cpdef object route(self, object head, object meta, object conn=*)
+    cpdef object route(self, RequestLine head, object meta, object conn=*)
     @cython.locals(target=Target)
     cdef HostDecision _decide(self, bytes host)
     # Called per request from route(): C calls, not Python method lookups.

@@ -128,7 +128,7 @@ class OutboundRouter:
     def route(self, head, meta: ConnMeta, conn=None):
         host = head.host
         if (host is not None and meta.orig_dst is None and head.dst_override is None
-                and head.target[:1] == b"/" and head.method != b"CONNECT"):
+                and len(head.target) > 0 and head.target[0] == 47 and head.method != b"CONNECT"):
             # The common request: named by its Host alone, whose decision (the logical target, its policy
             # runtime or its discovered service) is remembered; the route, split and endpoint are still
             # picked per request.

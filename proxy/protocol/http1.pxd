@@ -8,6 +8,7 @@
 # RequestHead.upgrade is None when Upgrade offers h2c (never honoured).
 
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from proxy.protocol.request cimport RequestLine
 
 # method, target, version, upgrade, host and dst_override come from RequestLine.
@@ -79,6 +80,8 @@ cpdef bytes rewrite_head(bytes raw, bytes first_line, tuple drop, bint keep_upgr
 @cython.locals(b=cython.p_uchar, n=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t, colon=Py_ssize_t,
                start=Py_ssize_t, stop=Py_ssize_t, sent=bytes, name=bytes)
 cpdef list lower_fields(bytes raw, list out, frozenset drop, tuple extra)
+
+cpdef bytes bytes_range(bytes data, Py_ssize_t start, Py_ssize_t end)
 
 # ---- private to http1.py: C-level constants, tables and helpers
 

@@ -7,6 +7,8 @@ status to answer with. The same source runs uncompiled and compiled by
 Cython with ``http1.pxd`` beside it, which supplies every type.
 """
 
+import cython
+
 from proxy.protocol.request import RequestLine
 from proxy.protocol.sentinel import NEED_MORE
 
@@ -230,6 +232,19 @@ class ResponseHead:
 
 
 # ---------------------------------------------------------------- byte helpers
+
+
+def bytes_range(data, start, end):
+    """``data[start:end]``, for the relays' buffers and the parsers' fields.
+
+    Compiled, a bytes slice goes through a slice object (PySequence_GetSlice:
+    500-700 instructions, four of them per proxied request); the bytes are
+    copied out directly instead. Indices outside ``0 <= start <= end <= len``
+    take the slice's own path, so the result is always what slicing gives.
+    """
+    if cython.compiled and 0 <= start <= end <= len(data):
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, end - start)  # noqa: F821 (http1.pxd)
+    return data[start:end]
 
 
 def _span(data, i, limit, table):
@@ -857,7 +872,7 @@ def parse_request_head(data, max_size):
             if host_count > 1:
                 raise ParseError(400, "multiple host")
             _check_host(data, value_start, value_end)
-            host = data[value_start:value_end]
+            host = bytes_range(data, value_start, value_end)
         elif kind == _K_CONTENT_LENGTH:
             if _has_htab(data, colon + 1, cr):
                 raise ParseError(400, "invalid content-length")
@@ -895,9 +910,9 @@ def parse_request_head(data, max_size):
         _check_framing(version, te_flags, content_length, 400)
 
     head = RequestHead.__new__(RequestHead)
-    head.raw = data if (start == 0 and end == n) else data[start:end]
+    head.raw = data if (start == 0 and end == n) else bytes_range(data, start, end)
     head.method = _known_method(data, start, method_end)
-    head.target = data[target_start:target_end]
+    head.target = bytes_range(data, target_start, target_end)
     head.version = version
     head.content_length = content_length
     head.chunked = has_te
@@ -1024,7 +1039,7 @@ def parse_response_head(data, max_size):
         _check_framing(version, te_flags, content_length, 502)
 
     head = ResponseHead.__new__(ResponseHead)
-    head.raw = data if end == n else data[:end]
+    head.raw = data if end == n else bytes_range(data, 0, end)
     head.version = version
     head.status = status
     head.reason_phrase = b"OK" if (

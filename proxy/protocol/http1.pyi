@@ -96,6 +96,8 @@ def rewrite_head(
     keep_upgrade: bool,
     extra: list[tuple[bytes, bytes]],
 ) -> bytes: ...
+def bytes_range(data: bytes, start: int, end: int) -> bytes:
+    """``data[start:end]``, copied out directly when compiled (no slice object)."""
 def valid_request_target(target: bytes) -> bool:
     """Whether ``target`` is made of RFC 3986 request-target characters with valid percent-encodings."""
 def lower_fields(

@@ -1684,3 +1684,17 @@ def test_fuzz_lower_fields_agrees_with_header_list(data):
         if isinstance(head, (h1.RequestHead, h1.ResponseHead)):
             assert h1.lower_fields(head.raw, [], DROP, head.connection_tokens) == \
                 lowered_reference(head, DROP, head.connection_tokens)
+
+
+def test_bytes_range_is_the_slice_for_every_range(h1):
+    """The relays cut their buffers with it: inside the bytes it copies directly (compiled), outside it
+    behaves as the slice does (empty, or clipped), never reading past the object."""
+    data = b"GET / HTTP/1.1\r\n"
+    n = len(data)
+    for start in range(-2, n + 3):
+        for end in range(-2, n + 3):
+            got = h1.bytes_range(data, start, end)
+            assert type(got) is bytes and got == data[start:end], (start, end)
+    assert h1.bytes_range(b"", 0, 0) == b""
+    with pytest.raises(TypeError):
+        h1.bytes_range(None, 0, 0)
