@@ -32,35 +32,23 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers.h2client import H2Client
 from helpers.h2server import H2Origin
 from helpers.meshproxy import MeshProxy
+from helpers.routeproxy import http_route, start_route_proxy
 from helpers.upstream import HttpUpstream
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _route(name: str, parent: str, prefix: str, backend: str, extra: str = "") -> str:
-    return f"""---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: {name}, namespace: test{extra}}}
-spec:
-  parentRefs: [{{group: core, kind: Service, name: {parent}, port: 80}}]
-  rules:
-    - matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]
-      backendRefs: [{{name: {backend}, port: 80}}]
-"""
-
-
 IDLE = ", annotations: {timeout.linkerd.io/idle: 400ms}"
 POLICY = "".join((
-    _route("h1-cut", "h1", "/truncated", "h1-backend"),
-    _route("h1-clean", "h1", "/bytes", "h1-backend"),
-    _route("h1-gone", "h1", "/head-first", "h1-backend"),
-    _route("h2-reset", "h2", "/reset-after", "h2-backend"),
-    _route("h2-idle", "h2", "/stall", "h2-backend", IDLE),
-    _route("h2-refused", "h2", "/reset-before", "h2-backend"),
-    _route("h2-refuse-once", "h2", "/refuse-once", "h2-backend"),
-    _route("h2-goaway", "h2", "/goaway-before", "h2-backend"),
-    _route("h2-goaway-once", "h2", "/goaway-once", "h2-backend"),
+    http_route("h1-cut", "h1", "h1-backend", "/truncated"),
+    http_route("h1-clean", "h1", "h1-backend", "/bytes"),
+    http_route("h1-gone", "h1", "h1-backend", "/head-first"),
+    http_route("h2-reset", "h2", "h2-backend", "/reset-after"),
+    http_route("h2-idle", "h2", "h2-backend", "/stall", IDLE),
+    http_route("h2-refused", "h2", "h2-backend", "/reset-before"),
+    http_route("h2-refuse-once", "h2", "h2-backend", "/refuse-once"),
+    http_route("h2-goaway", "h2", "h2-backend", "/goaway-before"),
+    http_route("h2-goaway-once", "h2", "h2-backend", "/goaway-once"),
 )) + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -91,19 +79,11 @@ def proxy(request, tmp_path_factory):
     h1, origin = HttpUpstream(name="h1-backend"), H2Origin(name="h2-backend")
     mp = None
     try:
-        endpoints = tmp / "endpoints.yaml"
-        lines = ["services:"]
-        for name, address, protocol in (("h1-backend", h1.hostport, "http1"), ("h2-backend", origin.hostport, "h2"),
-                                        ("grpc-backend", origin.hostport, "h2")):
-            lines += [f"  {name}.test.svc.cluster.local:80:", "    endpoints:",
-                      f"      - {{address: '{address}', protocol: {protocol}}}"]
-        endpoints.write_text("\n".join(lines) + "\n")
-        policy = tmp / "policy.yaml"
-        policy.write_text(POLICY)
-        mp = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
-                            "MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000",
-                            **({"MESHPROXY_PURE": "1"} if request.param == "pure" else {})},
-                       name="route-statuses", log_path=tmp / "proxy.log").start()
+        backends = (("h1-backend", h1.hostport, "http1"), ("h2-backend", origin.hostport, "h2"),
+                    ("grpc-backend", origin.hostport, "h2"))
+        mp = start_route_proxy(tmp, "route-statuses", POLICY, backends,
+                               {"MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000",
+                                **({"MESHPROXY_PURE": "1"} if request.param == "pure" else {})})
         yield mp
     finally:
         if mp is not None:
