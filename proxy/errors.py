@@ -149,6 +149,22 @@ class StreamReset(UpstreamReset):
             self.reset_code = code  # a cut response passes the upstream's reason on
 
 
+class StreamGoAway(UpstreamReset):
+    """The upstream's GOAWAY (``code``) came before it took the stream (its id above the last one it
+    processed): like a REFUSED_STREAM, the request was provably not processed; Linkerd's route metrics label
+    it GO_AWAY apart from a reset."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"upstream went away before processing the stream (GOAWAY error code {code})")
+        self.code = code
+
+
+class Http1ConnectionLost(UpstreamReset):
+    """The upstream's HTTP/1 connection closed or failed before the response ended. Apart from an HTTP/2
+    connection's loss because the route metrics tell them apart, as Linkerd's do: hyper's HTTP/1 errors carry
+    no HTTP/2 error (UNKNOWN), a lost HTTP/2 connection is an HTTP/2 I/O error (IO)."""
+
+
 class PeerTlsFailed(UpstreamError):
     """Mutual TLS with a meshed peer failed: wrong identity, untrusted or expired certificate."""
 

@@ -6,6 +6,7 @@ sources; the README's test command (``./scripts/test.sh``) builds it first.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -43,3 +44,30 @@ def _kill_leftover_proxies():
     from helpers.meshproxy import kill_all
 
     kill_all()
+
+
+def _sigint_state() -> tuple[object, bool]:
+    """SIGINT's handler in this process and whether its main thread blocks it."""
+    return signal.getsignal(signal.SIGINT), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A harness that starts pytest with SIGINT ignored or blocked (a script's background job) would pass that
+    # on to every child a test starts and sends Ctrl-C to: the tests start from Python's own disposition.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_found(request):
+    """A test that leaves SIGINT ignored, handled otherwise or blocked in the pytest process fails here:
+    every child started later (a proxy, ``viz tap``) would inherit it and outlive its Ctrl-C (CI's hangs)."""
+    before = _sigint_state()
+    yield
+    after = _sigint_state()
+    if after != before:
+        signal.signal(signal.SIGINT, before[0])  # type: ignore[arg-type]
+        signal.pthread_sigmask(signal.SIG_BLOCK if before[1] else signal.SIG_UNBLOCK, {signal.SIGINT})
+        pytest.fail(f"{request.node.nodeid} left SIGINT {after} (was {before}) in the pytest process",
+                    pytrace=False)

@@ -280,6 +280,20 @@ def test_an_app_reports_a_failing_callee_as_502():
     asyncio.run(scenario())
 
 
+def test_the_cleanup_ignores_ctrl_c_and_then_gives_sigint_and_sigterm_back():
+    # main() is callable in-process: its shielded cleanup left SIGINT ignored in the caller, and every child
+    # the caller started afterwards (a test's ``viz tap``) inherited it and outlived its Ctrl-C.
+    class Mesh:
+        def close(self) -> None:
+            self.during = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    mesh = Mesh()
+    demo.close_shielded(mesh)  # type: ignore[arg-type]
+    assert mesh.during == (signal.SIG_IGN, signal.SIG_IGN)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 # ---- whole runs ---------------------------------------------------------------
 
 COMMAND = [sys.executable, "-m", "proxy", "demo", "--mode", "loopback"]

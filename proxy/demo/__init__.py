@@ -136,9 +136,18 @@ def main(argv: list[str]) -> int:
         return 130
     finally:
         if mesh is not None:
-            # A second Ctrl-C must not cut the cleanup short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            mesh.close()
+            close_shielded(mesh)
             print(f"meshproxy demo: stopped; everything it started is gone; logs in {log_dir}", flush=True)
         signal.signal(signal.SIGTERM, previous)
+
+
+def close_shielded(mesh: Mesh) -> None:
+    """Stop everything ``mesh`` started with SIGINT and SIGTERM ignored (a second Ctrl-C must not cut the
+    cleanup short), then give both their handlers back: whatever this process starts later (main() called
+    in-process, by a test) would otherwise inherit SIGINT ignored and outlive its Ctrl-C."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        mesh.close()
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

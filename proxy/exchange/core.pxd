@@ -98,7 +98,7 @@ cdef class Exchange:
     cdef HttpStats _stats(self)
     @cython.locals(cache=dict, found=tuple)
     cdef HttpStats _inbound_stats(self, object host)
-    cdef void _count_grpc(self, int grpc)
+    cdef void _count_grpc(self, int grpc, int error)
     cdef void _count_attempt(self, int status, int grpc)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
     cpdef void reject(self, object err)

@@ -29,7 +29,15 @@ from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
 from proxy.exchange.ends import DownEnd, UpEnd
 from proxy.exchange.taphook import TapEvents, TapHook
-from proxy.telemetry.counters import CLIENT_GONE, BackendStats, HttpStats, RouteStats, error_code, stream_error_code
+from proxy.telemetry.counters import (
+    CLIENT_GONE,
+    BackendStats,
+    HttpStats,
+    RouteStats,
+    cut_error_code,
+    error_code,
+    stream_error_code,
+)
 
 # How a balancer pick ended (passed to ``target.service.settle``). Plain
 # Python ints: the outbound side imports them.
@@ -459,7 +467,14 @@ class Exchange:
                 and (self.replay is not None or not self.body_sent)):
             self.resends += 1
             self.settle(SETTLE_CANCELLED)
+            # The refused attempt ended on its backend (REFUSED, GO_AWAY), as Linkerd's backend families count
+            # it; the resend is that backend's next request unless a failover pick counted it on another.
+            backend: BackendStats = self.backend
+            if backend is not None:
+                backend.end((now() - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0, 0, -1, error_code(err))
             self._again(False)
+            if backend is not None and self.backend is backend and not self.done:
+                backend.requests += 1
             return
         if not self.resp_started:
             self.fail(err)
@@ -669,7 +684,7 @@ class Exchange:
             self.grpc_pending = False
             self._route_end(self.route_status, grpc_status_of(fields), self.route_ms, 0)
         if self.grpc_count:
-            self._count_grpc(grpc_status_of(fields))
+            self._count_grpc(grpc_status_of(fields), 0)
         self.down_trailers = fields
         self.down_end_pending = True
         self.pump_down()
@@ -703,7 +718,7 @@ class Exchange:
                 self.grpc_pending = False
                 self._route_end(self.route_status, -1, self.route_ms, 0)
             if self.grpc_count:
-                self._count_grpc(-1)
+                self._count_grpc(-1, 0)
             if self.tap is not None:
                 tap: TapEvents = self.tap
                 self.tap = None
@@ -875,15 +890,16 @@ class Exchange:
             backend.end((t - self.t_sent) * 1000.0 if self.t_sent > 0.0 else 0.0,
                         self.end_status, self.end_grpc, self.end_error)
 
-    def _count_grpc(self, grpc):
+    def _count_grpc(self, grpc, error):
         """A response counted at its end ended: a gRPC one with its status (-1: none came; _CUT: it was cut,
-        both failures), another (``grpc_count`` its negated HTTP status) by its status unless it was cut."""
+        both failures), another (``grpc_count`` its negated HTTP status) by its status unless it was cut;
+        ``error``: the ERROR_LABELS index of what cut it (0: none)."""
         status: cython.int = self.grpc_count
         self.grpc_count = 0
         if status < 0:
-            self._stats().count(-status, -1, 0, grpc == _CUT or status <= -500)
+            self._stats().count(-status, -1, error, grpc == _CUT or status <= -500)
         else:
-            self._stats().count(status, -1 if grpc == _CUT else grpc, 0, status >= 500 or grpc != 0)
+            self._stats().count(status, -1 if grpc == _CUT else grpc, error, status >= 500 or grpc != 0)
 
     def _tap_observe(self):
         """Once per request, when it has its destination (or is refused before one): which taps want it."""
@@ -947,6 +963,8 @@ class Exchange:
             # the head's status, the error by how it ended.
             self.end_status = self.status
             self.end_error = stream_error_code(err)
+        if self.grpc_count:  # a failure in the legacy response_total, its error label by what cut it
+            self._count_grpc(_CUT, cut_error_code(err))
         if self.tap is not None:
             tap: TapEvents = self.tap
             self.tap = None
@@ -1005,8 +1023,8 @@ class Exchange:
         if self.mirror is not None:  # a request body the copies will not get whole: they stop
             tee, self.mirror = self.mirror, None
             tee.primary_done()
-        if self.grpc_count:  # cut, or the client left, before the response's end: a failure
-            self._count_grpc(_CUT)
+        if self.grpc_count:  # the client left before the response's end: a failure
+            self._count_grpc(_CUT, 0)
         if self.counted:
             self.counted = False
             self.ctx.in_flight -= 1

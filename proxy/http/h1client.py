@@ -271,7 +271,7 @@ class H1Client(UpEnd):
         # request: the upstream closed it while idle, it never saw the request.
         safe = (state == C_WAIT_HEAD and self.reused and not self.got_bytes
                 and ex.head is not None and ex.head.method in IDEMPOTENT)
-        ex.upstream_reset(errors.UpstreamReset(), safe)
+        ex.upstream_reset(errors.Http1ConnectionLost(), safe)
 
     def pause_writing(self):
         self.writing_paused = True

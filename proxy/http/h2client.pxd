@@ -52,6 +52,8 @@ cdef class H2Client(UpEnd):
     cdef object probe_timer
     cdef Py_ssize_t too_large              # the stream whose response head was over the limit (0: none)
     cdef object broke                      # why we closed the connection on the upstream (None: we did not)
+    cdef long long goaway_last             # the last stream id of the upstream's GOAWAY (-1: none came)
+    cdef unsigned int goaway_code
     cdef void _open_waiting(self) except *
     cdef bint _probed(self, bytes data) except -1
     cpdef bint can_open(self) except -1

@@ -189,6 +189,8 @@ class H2Client(UpEnd):
         self.probe_timer = None
         self.too_large = 0  # the stream whose response head was over our limit (its reset follows)
         self.broke = None  # why we closed the connection on the upstream (a GOAWAY of ours), for its streams
+        self.goaway_last = -1  # the last stream id of the upstream's GOAWAY (-1: none came)
+        self.goaway_code = 0
 
     def connection_made(self, transport):
         self.transport = transport
@@ -399,7 +401,10 @@ class H2Client(UpEnd):
                 if not self.exchanges:
                     self.idle_since = now()
                 code = reset.error_code
-                if reset.remote:
+                if reset.remote and code == REFUSED_STREAM and 0 <= self.goaway_last < reset.stream_id:
+                    # Refused by the upstream's GOAWAY (it comes first): Linkerd tells it from a reset.
+                    ex.upstream_reset(errors.StreamGoAway(self.goaway_code), True)
+                elif reset.remote:
                     ex.upstream_reset(errors.StreamReset(code), code == REFUSED_STREAM)
                 elif reset.stream_id == self.too_large:
                     ex.upstream_reset(errors.UpstreamBroke("response head over the header list limit "
@@ -422,7 +427,10 @@ class H2Client(UpEnd):
         elif kind is ConnectionTerminated:
             self.pool.forget(self)
             terminated = cython.cast(ConnectionTerminated, event)
-            if not terminated.remote:  # our GOAWAY: the streams still open fail for the upstream's fault
+            if terminated.remote:
+                self.goaway_last = terminated.last_stream_id
+                self.goaway_code = terminated.error_code
+            else:  # our GOAWAY: the streams still open fail for the upstream's fault
                 code = terminated.error_code
                 self.broke = (f"upstream broke HTTP/2 ({ERROR_CODE_NAMES.get(code, code)}: "
                               f"{terminated.debug.decode('ascii', 'replace')})")

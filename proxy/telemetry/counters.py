@@ -16,6 +16,7 @@ import cython
 
 from proxy import errors
 from proxy.exchange.clock import now
+from proxy.protocol.h2frame import ERROR_CODE_NAMES
 
 # Linkerd's latency buckets, in milliseconds (response_latency_ms and tcp_connection_duration_ms).
 LATENCY_BUCKETS_MS = (
@@ -52,7 +53,16 @@ ERROR_LABELS = (
     ("i/o", ""),  # 12: ... with CANCEL
     ("i/o", ""),  # 13: ... with REFUSED_STREAM
     ("i/o", ""),  # 14: ... with ENHANCE_YOUR_CALM
+    ("i/o", ""),  # 15: the upstream's GOAWAY came before it took the stream
+    ("i/o", ""),  # 16: the upstream's HTTP/1 connection closed or failed
+) + tuple((f"h2({ERROR_CODE_NAMES[code]})", "") for code in range(len(ERROR_CODE_NAMES))) + (
+    # The legacy response_total's error label of a response cut after its head: Linkerd's classifier names
+    # the HTTP/2 reason of the error that ended the stream (h2(CANCEL)...), any other error "unclassified".
+    ("unclassified", ""),
 )
+# ERROR_LABELS index of h2(NO_ERROR), then one per code; the last: unclassified.
+_CUT_H2 = 17
+_CUT_UNCLASSIFIED = 17 + len(ERROR_CODE_NAMES)
 
 
 def error_code(err):
@@ -69,6 +79,19 @@ def error_code(err):
         return 4
     if isinstance(err, errors.ConnectTimeout):
         return 5
+    if isinstance(err, errors.StreamReset):
+        code = err.code
+        if code == _RST_CANCEL:
+            return 12
+        if code == _RST_REFUSED:
+            return 13
+        if code == _RST_CALM:
+            return 14
+        return 11
+    if isinstance(err, errors.StreamGoAway):
+        return 15
+    if isinstance(err, errors.Http1ConnectionLost):
+        return 16
     if isinstance(err, (errors.ConnectFailed, errors.UpstreamReset)):
         return 6
     if isinstance(err, (errors.Unauthorized, errors.OwnAddress, errors.RateLimited)):
@@ -83,24 +106,25 @@ CLIENT_GONE = 8
 _RST_CANCEL = 0x8
 _RST_REFUSED = 0x7
 _RST_CALM = 0xB
+_RST_INTERNAL = 0x2
 
 
 def stream_error_code(err):
-    """The ``ROUTE_ERRORS`` index for a response cut after its head, by how its stream ended: an upstream
-    RST_STREAM by its code, a lost upstream connection IO, a route's timeouts theirs, anything else UNKNOWN."""
-    if isinstance(err, errors.StreamReset):
-        code = err.code
-        if code == _RST_CANCEL:
-            return 12
-        if code == _RST_REFUSED:
-            return 13
-        if code == _RST_CALM:
-            return 14
-        return 11
-    if isinstance(err, errors.UpstreamReset):
-        return 6
+    """The ``ROUTE_ERRORS`` index for a response cut after its head, by how its stream ended (as
+    ``error_code``: an upstream RST_STREAM by its code, a lost HTTP/2 connection IO, a lost HTTP/1 one
+    UNKNOWN, a route's timeouts theirs), anything else UNKNOWN."""
     code = error_code(err)
     return code if code else 8
+
+
+def cut_error_code(err):
+    """The ``ERROR_LABELS`` index of the legacy response_total's error label for a response cut after its
+    head: the HTTP/2 reason of an upstream's RST_STREAM (a code HTTP/2 does not define counts as
+    INTERNAL_ERROR, as RFC 9113 7 allows: the label stays bounded), unclassified for anything else."""
+    if isinstance(err, errors.StreamReset):
+        code = err.code
+        return _CUT_H2 + (code if 0 <= code < _CUT_UNCLASSIFIED - _CUT_H2 else _RST_INTERNAL)
+    return _CUT_UNCLASSIFIED
 
 
 def _zeros(n):
@@ -183,7 +207,7 @@ class HttpStats:
             status = 0
         if grpc < -1 or grpc > 16:
             grpc = 2  # UNKNOWN: not a status gRPC defines
-        key = 1 + status + ((grpc + 1) << 10) + (error << 15) + ((1 if failure else 0) << 20)
+        key = 1 + status + ((grpc + 1) << 10) + (error << 15) + ((1 if failure else 0) << 21)
         if _tally(self.keys, self.counts, key, key % RESPONSE_SLOTS):
             return
         if failure:
@@ -198,7 +222,7 @@ class HttpStats:
 
     def outcomes(self):
         """(status, grpc, error index, failure, count) per outcome seen; for rendering."""
-        out = [(key & 1023, ((key >> 10) & 31) - 1, (key >> 15) & 31, bool(key >> 20), n)
+        out = [(key & 1023, ((key >> 10) & 31) - 1, (key >> 15) & 63, bool(key >> 21), n)
                for key, n in _filled(self.keys, self.counts)]
         out.sort()
         return out
@@ -398,4 +422,5 @@ class BackendStats:
 # The ``error`` label of recent Linkerd's route families (its names), by ``ERROR_LABELS`` index:
 # a response the proxy made itself has no ``http_status`` but one of these.
 ROUTE_ERRORS = ("", "FAIL_FAST", "LOAD_SHED", "RESPONSE_HEADERS_TIMEOUT", "IO", "IO", "IO", "UNKNOWN", "UNKNOWN",
-                "REQUEST_TIMEOUT", "IDLE_TIMEOUT", "RESET", "CANCEL", "REFUSED", "ENHANCE_YOUR_CALM")
+                "REQUEST_TIMEOUT", "IDLE_TIMEOUT", "RESET", "CANCEL", "REFUSED", "ENHANCE_YOUR_CALM", "GO_AWAY",
+                "UNKNOWN")

@@ -21,6 +21,10 @@ can check on the server's side what the proxy forwarded. Endpoints, by path:
 /stall          head (gRPC's content-type with ?grpc=1) and 1000 bytes, then nothing
 /refuse-once?key=K  RST_STREAM REFUSED_STREAM the first time, 200 "second try" after
 /refuse-after-data?key=K  RST_STREAM REFUSED_STREAM on the first DATA of the first try
+/goaway-before?code=N  a GOAWAY (code N, default NO_ERROR) whose last stream id is just below the
+                request's: the stream is refused, never processed, the connection closes once the
+                streams below it are answered
+/goaway-once?key=K  as /goaway-before the first time, 200 "second try" after
 /early-reply    200 "early" at once and RST_STREAM NO_ERROR, body never read
 /table-size?size=N  a SETTINGS frame with SETTINGS_HEADER_TABLE_SIZE N, then 200 "table N"
 /trailers-only?grpc=N  one HEADERS frame ending the stream (gRPC's Trailers-Only)
@@ -236,6 +240,11 @@ class H2Origin(TcpServer):
         code = int(query.get("code", ["2"])[0])
         if path == "/reset-before":
             self._reset(state, req, code)
+        elif path in ("/goaway-before", "/goaway-once"):
+            if path == "/goaway-before" or req.path not in self.refused_once:
+                self.refused_once.add(req.path)
+                req.refused = True
+                self._go_away(state, req.stream_id - 2, int(query.get("code", ["0"])[0]))
         elif path == "/refuse-once":
             if req.path not in self.refused_once:  # keyed by the whole target: ?key=... per test
                 self.refused_once.add(req.path)
@@ -312,7 +321,7 @@ class H2Origin(TcpServer):
             state.h2.send_headers(req.stream_id, [(b":status", b"200"), (b"content-length", b"4")])
             out = state.out  # the body goes out with the next pump once it is due
             state.due.append((time.monotonic() + delay, lambda: out.update({req.stream_id: _Out(b"body", None)})))
-        elif path == "/refuse-once":
+        elif path in ("/refuse-once", "/goaway-once"):
             self._respond(state, req, 200, body=b"second try")
         elif path == "/table-size":
             size = int(query.get("size", ["4096"])[0])
@@ -376,11 +385,13 @@ class H2Origin(TcpServer):
         req.answered = True
         state.answered += 1
         if self.goaway_after is not None and state.goaway_last is None and state.answered >= self.goaway_after:
-            # A graceful GOAWAY written beside h2's own frames (h2 itself
-            # refuses to send anything after a GOAWAY of its own).
-            last = max(state.reqs)
-            state.goaway_last = last
-            state.raw_out.append(h2c.frame(h2c.GOAWAY, 0, 0, last.to_bytes(4, "big") + bytes(4)))
+            self._go_away(state, max(state.reqs), 0)
+
+    def _go_away(self, state: _ConnState, last: int, code: int) -> None:
+        # A GOAWAY written beside h2's own frames (h2 itself refuses to send anything after a GOAWAY of its own).
+        last = max(last, 0)
+        state.goaway_last = last
+        state.raw_out.append(h2c.frame(h2c.GOAWAY, 0, 0, last.to_bytes(4, "big") + code.to_bytes(4, "big")))
 
 
 def _linger(sock: Any, timeout: float = 1.0) -> None:

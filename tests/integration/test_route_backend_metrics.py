@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers.grpc_service import EchoStub, GrpcServer, channel
 from helpers.meshproxy import EXIT_CONFIG, MeshProxy, run_once
 from helpers.ports import free_port
+from helpers.routeproxy import start_route_proxy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,20 +81,11 @@ def rig(tmp_path_factory):
     g1, g2 = GrpcServer(), GrpcServer()
     proxy = None
     try:
-        endpoints = tmp / "endpoints.yaml"
-        lines = ["services:"]
-        for name, address, protocol in (("web-v1", f"127.0.0.1:{v1.port}", "http1"),
-                                        ("web-v2", f"127.0.0.1:{v2.port}", "http1"),
-                                        ("web-gone", f"127.0.0.1:{free_port()}", "http1"),
-                                        ("echo-v1", g1.hostport, "h2"), ("echo-v2", g2.hostport, "h2")):
-            lines += [f"  {name}.test.svc.cluster.local:80:", "    endpoints:",
-                      f"      - {{address: '{address}', protocol: {protocol}}}"]
-        endpoints.write_text("\n".join(lines) + "\n")
-        policy = tmp / "policy.yaml"
-        policy.write_text(POLICY)
-        proxy = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy),
-                               "MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000"},
-                          name="route-backends", log_path=tmp / "proxy.log").start()
+        backends = (("web-v1", f"127.0.0.1:{v1.port}", "http1"), ("web-v2", f"127.0.0.1:{v2.port}", "http1"),
+                    ("web-gone", f"127.0.0.1:{free_port()}", "http1"),
+                    ("echo-v1", g1.hostport, "h2"), ("echo-v2", g2.hostport, "h2"))
+        proxy = start_route_proxy(tmp, "route-backends", POLICY, backends,
+                                  {"MESHPROXY_FAILURE_ACCRUAL_CONSECUTIVE": "1000000"})
         yield Rig(proxy, v1, v2, g1, g2)
     finally:
         if proxy is not None:

@@ -20,26 +20,13 @@ from helpers.grpc_service import EchoStub, GrpcServer, channel
 from helpers.h2client import H2Client
 from helpers.h2server import H2Origin
 from helpers.meshproxy import MeshProxy
+from helpers.routeproxy import http_route, start_route_proxy
 from helpers.upstream import HttpUpstream
 
 pytestmark = pytest.mark.timeout(120)
 
 TRICKLE = 0.3  # seconds between a response's head and its end
-POLICY = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: h1-route, namespace: test}
-spec:
-  parentRefs: [{group: core, kind: Service, name: h1, port: 80}]
-  rules: [{backendRefs: [{name: h1-backend, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: h2-route, namespace: test}
-spec:
-  parentRefs: [{group: core, kind: Service, name: h2, port: 80}]
-  rules: [{backendRefs: [{name: h2-backend, port: 80}]}]
----
+POLICY = http_route("h1-route", "h1", "h1-backend") + http_route("h2-route", "h2", "h2-backend") + """---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: grpc-route, namespace: test}
@@ -65,17 +52,9 @@ def proxy(tmp_path_factory):
     h1, h2, g = HttpUpstream(name="h1-backend"), H2Origin(name="h2-backend"), GrpcServer()
     mp = None
     try:
-        endpoints = tmp / "endpoints.yaml"
-        lines = ["services:"]
-        for name, address, protocol in (("h1-backend", h1.hostport, "http1"), ("h2-backend", h2.hostport, "h2"),
-                                        ("grpc-backend", g.hostport, "h2")):
-            lines += [f"  {name}.test.svc.cluster.local:80:", "    endpoints:",
-                      f"      - {{address: '{address}', protocol: {protocol}}}"]
-        endpoints.write_text("\n".join(lines) + "\n")
-        policy = tmp / "policy.yaml"
-        policy.write_text(POLICY)
-        mp = MeshProxy(env={"MESHPROXY_DESTINATION": f"file://{endpoints}", "MESHPROXY_POLICY": str(policy)},
-                       name="route-durations", log_path=tmp / "proxy.log").start()
+        backends = (("h1-backend", h1.hostport, "http1"), ("h2-backend", h2.hostport, "h2"),
+                    ("grpc-backend", g.hostport, "h2"))
+        mp = start_route_proxy(tmp, "route-durations", POLICY, backends)
         yield mp
     finally:
         if mp is not None:

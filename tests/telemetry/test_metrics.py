@@ -75,10 +75,44 @@ def test_a_stream_cut_after_its_head_is_named_by_how_it_ended():
              (errors.StreamReset(0x8), "CANCEL"), (errors.StreamReset(0x7), "REFUSED"),
              (errors.StreamReset(0xB), "ENHANCE_YOUR_CALM"),
              (errors.UpstreamReset(), "IO"), (errors.BadResponse(), "UNKNOWN"),
+             (errors.Http1ConnectionLost(), "UNKNOWN"),
              (errors.RouteTimeout(), "REQUEST_TIMEOUT"), (errors.RouteIdleTimeout(), "IDLE_TIMEOUT"),
              (errors.ClientError(), "UNKNOWN")]
     assert [ROUTE_ERRORS[stream_error_code(err)] for err, _ in cases] == [name for _, name in cases]
     assert errors.StreamReset(0x8).reset_code == 0x8 and errors.StreamReset(0).reset_code == 0x2
+
+
+def test_a_stream_failed_before_its_head_is_named_as_linkerd_names_its_h2_error():
+    from proxy.telemetry.counters import ERROR_LABELS, ROUTE_ERRORS
+
+    # Before the head the route families name the upstream's HTTP/2 error as after it (a GOAWAY apart
+    # from a reset); the legacy families keep calling them all i/o.
+    cases = [(errors.StreamReset(0x7), "REFUSED"), (errors.StreamGoAway(0), "GO_AWAY"),
+             (errors.StreamGoAway(0x2), "GO_AWAY"), (errors.StreamReset(0x8), "CANCEL"),
+             (errors.StreamReset(0x1), "RESET"), (errors.UpstreamReset(), "IO"),
+             (errors.Http1ConnectionLost(), "UNKNOWN")]
+    assert [ROUTE_ERRORS[error_code(err)] for err, _ in cases] == [name for _, name in cases]
+    assert {ERROR_LABELS[error_code(err)] for err, _ in cases} == {("i/o", "")}
+
+
+def test_a_cut_response_names_its_h2_reason_in_the_legacy_error_label():
+    from proxy.telemetry.counters import ERROR_LABELS, cut_error_code
+
+    cases = [(errors.StreamReset(0x8), "h2(CANCEL)"), (errors.StreamReset(0x0), "h2(NO_ERROR)"),
+             (errors.StreamReset(0xB), "h2(ENHANCE_YOUR_CALM)"), (errors.StreamReset(0xD), "h2(HTTP_1_1_REQUIRED)"),
+             (errors.StreamReset(0x7777), "h2(INTERNAL_ERROR)"),  # undefined: bounded, as RFC 9113 allows
+             (errors.UpstreamReset(), "unclassified"), (errors.Http1ConnectionLost(), "unclassified"),
+             (errors.RouteTimeout(), "unclassified"), (errors.BadResponse(), "unclassified")]
+    assert [ERROR_LABELS[cut_error_code(err)][0] for err, _ in cases] == [name for _, name in cases]
+    stats = HttpStats("outbound", 'direction="outbound"')
+    for err, _ in cases:
+        stats.count(200, -1, cut_error_code(err), True)
+    s = _series(render([stats], []).decode())
+    assert s['response_total{direction="outbound",status_code="200",classification="failure",'
+             'error="h2(CANCEL)"}'] == 1
+    assert s['response_total{direction="outbound",status_code="200",classification="failure",'
+             'error="unclassified"}'] == 4
+    assert stats.outcomes()[-1] == (200, -1, cut_error_code(errors.UpstreamReset()), True, 4)
 
 
 def test_outcomes_past_the_table_count_as_other():
