@@ -764,11 +764,21 @@ class TapRecord(TapEvents):
                 session.events += count
                 session.hub.events += count
                 buf = session.buf
+                # The first event's common fields and id are copied for the next ones, from the buffer itself.
+                lead_at: cython.Py_ssize_t = pos + 5
+                id_at: cython.Py_ssize_t = -1
                 if held & 1:
-                    pos = _w_init(self, buf, _w_head(self, buf, pos, 0x0A, init_rest))
+                    pos = _w_head(self, buf, pos, 0x0A, init_rest)
+                    id_at = pos - self.id_size
+                    pos = _w_init(self, buf, pos)
                 if held & 2:
-                    pos = _w_resp(self, buf, _w_head(self, buf, pos, 0x12, resp_rest))
-                pos = _w_head(self, buf, pos, 0x1A, rest)
+                    if id_at < 0:
+                        pos = _w_head(self, buf, pos, 0x12, resp_rest)
+                        id_at = pos - self.id_size
+                    else:
+                        pos = _w_again(self, buf, pos, 0x12, resp_rest, lead_at, id_at)
+                    pos = _w_resp(self, buf, pos)
+                pos = _w_again(self, buf, pos, 0x1A, rest, lead_at, id_at)
         else:
             pos = self._open(0x1A, rest)
         if pos < 0:
@@ -912,6 +922,19 @@ def _w_string(buf: cython.p_uchar, pos: cython.Py_ssize_t, tag: cython.uchar, da
 @cython.inline
 @cython.cfunc
 @cython.exceptval(check=False)
+def _w_copy(buf: cython.p_uchar, pos: cython.Py_ssize_t, src: cython.Py_ssize_t,
+            n: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """``n`` bytes of the buffer from ``src`` (before ``pos``) written again at ``pos``."""
+    if cython.compiled:
+        memcpy(buf + pos, buf + src, n)  # type: ignore[operator]  # noqa: F821
+    else:
+        buf[pos:pos + n] = buf[src:src + n]  # type: ignore[index]
+    return pos + n
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
 def _nanos(seconds: cython.double) -> cython.longlong:
     """A duration in whole nanoseconds (a negative one, from a clock step, as zero)."""
     if seconds <= 0.0:
@@ -1036,6 +1059,38 @@ def _event_size(rec, rest):
 @cython.returns(cython.Py_ssize_t)
 def _w_head(rec, buf, start, kind, rest):
     """An event's framing and fields up to ``rest`` written at ``start``: where the rest goes."""
+    pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, rec.base)
+    pos = _w_bytes(buf, pos, rec.route)
+    pos = _w_frame(rec, buf, start, pos, kind, rest)
+    buf[pos] = 0x0A  # id
+    buf[pos + 1] = rec.id_size - 2  # (the id's inner length is under 128 bytes)
+    pos = _w_bytes(buf, pos + 2, rec.session.id_prefix)
+    buf[pos] = 0x10  # StreamId.stream
+    return _w_varint(buf, pos + 1, rec.stream)
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, start=cython.Py_ssize_t, kind=cython.uchar, rest=cython.Py_ssize_t,
+               lead_at=cython.Py_ssize_t, id_at=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_again(rec, buf, start, kind, rest, lead_at, id_at):
+    """``_w_head`` for another event of the record after one already in the buffer (its common fields at
+    ``lead_at``, its id at ``id_at``): those bytes copied."""
+    pos: cython.Py_ssize_t = _w_copy(buf, start + 5, lead_at, rec.lead)
+    pos = _w_frame(rec, buf, start, pos, kind, rest)
+    return _w_copy(buf, pos, id_at, rec.id_size)
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, start=cython.Py_ssize_t, pos=cython.Py_ssize_t, kind=cython.uchar,
+               rest=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_frame(rec, buf, start, pos, kind, rest):
+    """The gRPC prefix at ``start`` and, at ``pos`` (after the common fields), the tags and lengths up to the id."""
     body: cython.Py_ssize_t = rec.id_size + rest
     http: cython.Py_ssize_t = 1 + _vsize(body) + body
     event: cython.Py_ssize_t = rec.lead + 1 + _vsize(http) + http
@@ -1044,17 +1099,10 @@ def _w_head(rec, buf, start, kind, rest):
     buf[start + 2] = (event >> 16) & 0xFF
     buf[start + 3] = (event >> 8) & 0xFF
     buf[start + 4] = event & 0xFF
-    pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, rec.base)
-    pos = _w_bytes(buf, pos, rec.route)
     buf[pos] = 0x1A  # TapEvent.http
     pos = _w_varint(buf, pos + 1, http)
     buf[pos] = kind
-    pos = _w_varint(buf, pos + 1, body)
-    buf[pos] = 0x0A  # id
-    buf[pos + 1] = rec.id_size - 2  # (the id's inner length is under 128 bytes)
-    pos = _w_bytes(buf, pos + 2, rec.session.id_prefix)
-    buf[pos] = 0x10  # StreamId.stream
-    return _w_varint(buf, pos + 1, rec.stream)
+    return _w_varint(buf, pos + 1, body)
 
 
 def _utf8(data):
