@@ -926,7 +926,7 @@ def _w_copy(buf: cython.p_uchar, pos: cython.Py_ssize_t, src: cython.Py_ssize_t,
             n: cython.Py_ssize_t) -> cython.Py_ssize_t:
     """``n`` bytes of the buffer from ``src`` (before ``pos``) written again at ``pos``."""
     if cython.compiled:
-        memcpy(buf + pos, buf + src, n)  # type: ignore[operator]  # noqa: F821
+        memcpy(buf + pos, buf + src, n)  # type: ignore[name-defined,operator]  # noqa: F821
     else:
         buf[pos:pos + n] = buf[src:src + n]  # type: ignore[index]
     return pos + n
