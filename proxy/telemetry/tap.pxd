@@ -140,8 +140,9 @@ cdef class TapHub(TapHook):
     cpdef TapEvents observe(self, object ex)
 
 # A record refers to its session, bytes and the next record; the session refers to records only while they
-# hold events back (``pending``, until its next take) and to one ended record kept for reuse (``spare``), both
-# let go when it closes: no cycle for the collector to find, and none to track per tapped request.
+# hold events back (``pending``, linked both ways, until they end or its next take) and to one ended record
+# kept for reuse (``spare``), all let go when it closes: no cycle left for the collector to find, and none to
+# track per tapped request.
 @cython.no_gc
 cdef class TapRecord(TapEvents):
     cdef public TapSession session
@@ -161,6 +162,7 @@ cdef class TapRecord(TapEvents):
     cdef public int held
     cdef public bint listed
     cdef public TapRecord pending_next
+    cdef public TapRecord pending_prev
     cdef bytes q_method
     cdef bytes q_scheme
     cdef bytes q_host

@@ -231,8 +231,10 @@ class TapSession:
         self.used = 0
         self.events = 0
         self.dropped = 0
-        # Records whose request_init or response_init is held back (chained through ``pending_next``): a request
-        # that ends before the next take writes its three events at once; ``take`` writes the others' first.
+        # Records whose request_init or response_init is held back, linked both ways (``pending_next``,
+        # ``pending_prev``) so that one leaves when its request ends: a request that ends before the next take
+        # writes its three events at once; ``take`` writes the others' first. However long a reader is away,
+        # the list holds only requests under way.
         self.pending = None
         # The last record that ended, made the next one (no allocation per tapped request) when nothing else
         # holds it any more.
@@ -277,7 +279,7 @@ class TapSession:
         self.pending = None
         while rec is not None:
             nxt: TapRecord = rec.pending_next
-            rec.pending_next = None
+            rec.pending_next = rec.pending_prev = None
             rec.listed = False
             if not rec.ended:
                 rec._write_held()
@@ -640,11 +642,15 @@ class TapRecord(TapEvents):
         self._hold()
 
     def _hold(self):
-        """On the session's list of records holding events back, once until its next take."""
-        if not self.listed:
+        """On the session's list of records holding events back, once until its next take (a closed session
+        has no next take: it keeps nothing)."""
+        session: TapSession = self.session
+        if not self.listed and not session.closed:
             self.listed = True
-            session: TapSession = self.session
-            self.pending_next = session.pending
+            head: TapRecord = session.pending
+            if head is not None:
+                head.pending_prev = self
+            self.pending_next = head
             session.pending = self
 
     def response_init(self, status, h1head, fields):
@@ -735,9 +741,16 @@ class TapRecord(TapEvents):
             rest += 1 + _vsize(self.nbytes)
         session: TapSession = self.session
         session.request_ended()
-        if session.pending is self:  # the latest held (a request alone on its connection): off the list now
-            session.pending = self.pending_next
-            self.pending_next = None
+        if self.listed:  # off the list now: it holds only requests under way, however long until the next take
+            prev: TapRecord = self.pending_prev
+            nxt: TapRecord = self.pending_next
+            if prev is None:
+                session.pending = nxt
+            else:
+                prev.pending_next = nxt
+            if nxt is not None:
+                nxt.pending_prev = prev
+            self.pending_next = self.pending_prev = None
             self.listed = False
         if cython.compiled and session.spare is None and not session.closed:
             session.spare = self
@@ -842,7 +855,7 @@ def new_record(session, stream, base, t0, route=b""):
     rec.held = 0
     rec.listed = False
     if not cython.compiled:  # compiled, a new object's fields are None already
-        rec.next = rec.pending_next = None
+        rec.next = rec.pending_next = rec.pending_prev = None
         rec.q_method = rec.q_scheme = rec.q_host = rec.q_path = rec.q_headers = rec.r_headers = None
         rec.r_status = 0
     return rec

@@ -390,11 +390,50 @@ def test_the_limit_reached_among_requests_of_one_batch(make_rig):
 
 
 def test_a_closed_session_lets_go_of_the_events_held(make_rig):
+    """Closed with requests under way: what they held is let go, and what they do after holds nothing (a closed
+    session has no take to write it, and its records must not stay referenced from it)."""
     rig = make_rig(service=FakeService())
     tap = Tap(rig)
+    rig.start_h1()
     rig.start_h1()
     assert tap.session.pending is not None
     tap.session.close()
     assert tap.session.pending is None
-    _complete(rig.disp.last)
+    for up in rig.ups():
+        up.attach()
+        up.head(200, length=2)
+    assert tap.session.pending is None
+    for up in rig.ups():
+        up.data(b"ok", end=True)
+    assert tap.session.pending is None and tap.session.spare is None
     assert tap.session.take() == b"" and tap.session.events == 0 and tap.session.dropped == 0
+
+
+def test_requests_that_end_leave_the_held_list_whatever_their_place_in_it(make_rig):
+    """A reader away for long (no take): the session holds the records of the requests under way only, and the
+    ended ones' events are in its buffer already."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    for sid in (1, 3, 5, 7):
+        rig.start_h2(sid=sid)
+    ups = rig.ups()
+    for up in ups:
+        up.attach()
+        up.head(200, length=2)
+    for up in (ups[1], ups[3], ups[0]):  # the middle, the head, the tail of the list
+        up.data(b"ok", end=True)
+
+    def held():
+        rec, out = tap.session.pending, []
+        while rec is not None:
+            assert rec.pending_prev is (out[-1] if out else None)
+            out.append(rec)
+            rec = rec.pending_next
+        return out
+
+    assert [rec.stream for rec in held()] == [2] and tap.session.events == 9
+    ups[2].data(b"ok", end=True)
+    assert held() == [] and tap.session.open == 0
+    by = tapclient.by_stream(tap.events())
+    assert sorted(by) == [0, 1, 2, 3] and all(kinds(e) == ["request_init", "response_init", "response_end"]
+                                              for e in by.values())
