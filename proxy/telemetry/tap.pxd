@@ -16,6 +16,7 @@ cdef class TapRecord
 
 cdef dict _ADDRESSES
 cdef int _CACHE_LIMIT
+cdef int _SPARE_RECORDS
 cdef unsigned long long _HIGH_BITS
 cdef tuple _METHOD_NAMES
 cdef tuple _METHOD_FIELDS
@@ -105,6 +106,7 @@ cdef class TapSession:
     cdef public long long dropped
     cdef public TapRecord pending
     cdef public TapRecord spare
+    cdef public int spares
     cpdef Py_ssize_t reserve(self, Py_ssize_t n) except -2
     cdef Py_ssize_t room(self, Py_ssize_t n) except -2
     cpdef void flush_pending(self)
@@ -140,9 +142,9 @@ cdef class TapHub(TapHook):
     cpdef TapEvents observe(self, object ex)
 
 # A record refers to its session, bytes and the next record; the session refers to records only while they
-# hold events back (``pending``, linked both ways, until they end or its next take) and to one ended record
-# kept for reuse (``spare``), all let go when it closes: no cycle left for the collector to find, and none to
-# track per tapped request.
+# hold events back (``pending``, linked both ways, until they end or its next take) and to ended records kept
+# for reuse (``spare``, chained through their ``pending_next``), all let go when it closes: no cycle left for
+# the collector to find, and none to track per tapped request.
 @cython.no_gc
 cdef class TapRecord(TapEvents):
     cdef public TapSession session

@@ -46,6 +46,9 @@ _CACHE_LIMIT = 4096
 # Every byte's high bit: a byte at or above 0x80 in a word of eight (a C constant: Cython makes a literal this
 # large a Python int).
 _HIGH_BITS = 0x8080808080808080
+# Ended records a tap keeps for its next requests (HTTP/2's concurrent streams end several before the next
+# ones start), up to this many.
+_SPARE_RECORDS = 32
 # Addresses parsed for netmask matches, kept up to this many.
 _ADDRESSES: dict = {}
 
@@ -236,9 +239,10 @@ class TapSession:
         # writes its three events at once; ``take`` writes the others' first. However long a reader is away,
         # the list holds only requests under way.
         self.pending = None
-        # The last record that ended, made the next one (no allocation per tapped request) when nothing else
-        # holds it any more.
+        # Records that ended (chained through ``pending_next``, up to _SPARE_RECORDS), made the next ones (no
+        # allocation per tapped request) when nothing else holds them any more.
         self.spare = None
+        self.spares = 0
 
     def reserve(self, n):
         """Room for one framed event of ``n`` bytes after those waiting: its offset, or -1 when the buffer is
@@ -343,6 +347,7 @@ class TapSession:
             self.closed = True
             self.flush_pending()  # nothing is written (closed): the records held are let go
             self.spare = None
+            self.spares = 0
             self.buf = bytearray()
             self.used = 0
             self.hub.retire(self)
@@ -645,7 +650,7 @@ class TapRecord(TapEvents):
         """On the session's list of records holding events back, once until its next take (a closed session
         has no next take: it keeps nothing)."""
         session: TapSession = self.session
-        if not self.listed and not session.closed:
+        if not self.listed and not self.ended and not session.closed:
             self.listed = True
             head: TapRecord = session.pending
             if head is not None:
@@ -752,8 +757,10 @@ class TapRecord(TapEvents):
                 nxt.pending_prev = prev
             self.pending_next = self.pending_prev = None
             self.listed = False
-        if cython.compiled and session.spare is None and not session.closed:
+        if cython.compiled and session.spares < _SPARE_RECORDS and not session.closed:
+            self.pending_next = session.spare
             session.spare = self
+            session.spares += 1
         pos: cython.Py_ssize_t
         buf: cython.p_uchar
         held: cython.int = self.held
@@ -833,7 +840,9 @@ def new_record(session, stream, base, t0, route=b""):
     s: TapSession = session
     rec: TapRecord = s.spare
     if rec is not None:
-        s.spare = None
+        s.spare = rec.pending_next
+        s.spares -= 1
+        rec.pending_next = None
         if cython.compiled and Py_REFCNT(rec) == 1:  # noqa: F821 (cimported in tap.pxd): the slot's was the last
             rec.next = None
             rec.q_host = rec.q_headers = rec.r_headers = None

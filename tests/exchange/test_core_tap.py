@@ -437,3 +437,26 @@ def test_requests_that_end_leave_the_held_list_whatever_their_place_in_it(make_r
     by = tapclient.by_stream(tap.events())
     assert sorted(by) == [0, 1, 2, 3] and all(kinds(e) == ["request_init", "response_init", "response_end"]
                                               for e in by.values())
+
+
+def test_ended_records_are_the_next_requests_records(make_rig):
+    """Concurrent streams end several records before the next ones start: each new request takes one of them
+    (nothing else holds them), and its events are its own."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    first = [rig.start_h2(sid=sid, path=b"/first")[0].tap for sid in (1, 3, 5)]
+    for up in rig.ups():
+        _complete(up)
+    assert tap.session.spares == 3
+    tap.events()
+    ids = {id(rec) for rec in first}
+    del first
+    again = [rig.start_h2(sid=sid, path=b"/again")[0] for sid in (7, 9, 11)]
+    assert {id(ex.tap) for ex in again} == ids and tap.session.spares == 0
+    for up in rig.ups()[3:]:
+        _complete(up, body=b"fine")
+    by = tapclient.by_stream(tap.events())
+    assert sorted(by) == [3, 4, 5] and all(kinds(e) == ["request_init", "response_init", "response_end"]
+                                           for e in by.values())
+    assert {e[0].http.request_init.path for e in by.values()} == {"/again"}
+    assert {e[2].http.response_end.response_bytes for e in by.values()} == {4}
