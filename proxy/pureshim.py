@@ -71,7 +71,8 @@ def build() -> types.ModuleType:
     libc = _module("cython.cimports.libc", math=math)
     return _module("cython", __doc__=__doc__, compiled=False, cast=_cast, declare=_declare,
                    address=lambda value: value, cimports=_module("cython.cimports", libc=libc),
-                   cfunc=_same, inline=_same, exceptval=_directive, cdivision=_directive, **types_)
+                   cfunc=_same, inline=_same, exceptval=_directive, cdivision=_directive, locals=_directive,
+                   returns=_directive, **types_)
 
 
 def install() -> bool:

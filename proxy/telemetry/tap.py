@@ -46,6 +46,9 @@ _CACHE_LIMIT = 4096
 # Every byte's high bit: a byte at or above 0x80 in a word of eight (a C constant: Cython makes a literal this
 # large a Python int).
 _HIGH_BITS = 0x8080808080808080
+# Ended records a tap keeps for its next requests (HTTP/2's concurrent streams end several before the next
+# ones start), up to this many.
+_SPARE_RECORDS = 32
 # Addresses parsed for netmask matches, kept up to this many.
 _ADDRESSES: dict = {}
 
@@ -231,6 +234,15 @@ class TapSession:
         self.used = 0
         self.events = 0
         self.dropped = 0
+        # Records whose request_init or response_init is held back, linked both ways (``pending_next``,
+        # ``pending_prev``) so that one leaves when its request ends: a request that ends before the next take
+        # writes its three events at once; ``take`` writes the others' first. However long a reader is away,
+        # the list holds only requests under way.
+        self.pending = None
+        # Records that ended (chained through ``pending_next``, up to _SPARE_RECORDS), made the next ones (no
+        # allocation per tapped request) when nothing else holds them any more.
+        self.spare = None
+        self.spares = 0
 
     def reserve(self, n):
         """Room for one framed event of ``n`` bytes after those waiting: its offset, or -1 when the buffer is
@@ -250,6 +262,33 @@ class TapSession:
         self.hub.events += 1
         return start
 
+    def room(self, n):
+        """Room for ``n`` bytes of events (several, written at once): their offset, or -1 without counting a
+        drop (the caller then writes them one by one, each reserved and counted on its own)."""
+        if self.closed:
+            return -1
+        start: cython.Py_ssize_t = self.used
+        end: cython.Py_ssize_t = start + n
+        if end > self.buffer_bytes:
+            return -1
+        if end > len(self.buf):
+            self._grow(end)
+        self.used = end
+        return start
+
+    def flush_pending(self):
+        """Write the events held back by requests still under way (one take is all of them: a tap client sees
+        a request's start on the same clock as before, the next batch)."""
+        rec: TapRecord = self.pending
+        self.pending = None
+        while rec is not None:
+            nxt: TapRecord = rec.pending_next
+            rec.pending_next = rec.pending_prev = None
+            rec.listed = False
+            if not rec.ended:
+                rec._write_held()
+            rec = nxt
+
     def _grow(self, need):
         size: cython.Py_ssize_t = max(4096, 2 * len(self.buf))
         while size < need:
@@ -263,6 +302,8 @@ class TapSession:
 
     def take(self):
         """Every waiting event as one block of gRPC messages (empty when none); the buffer starts anew."""
+        if self.pending is not None:
+            self.flush_pending()
         used: cython.Py_ssize_t = self.used
         if used == 0:
             return b""
@@ -274,6 +315,8 @@ class TapSession:
     def take_chunks(self, size):
         """The same block cut into pieces of at most ``size`` bytes, each copied once from the buffer: given
         HTTP/2's smallest frame size, each piece is one DATA frame, queued without being cut (copied) again."""
+        if self.pending is not None:
+            self.flush_pending()
         used: cython.Py_ssize_t = self.used
         out: list = []
         if used == 0:
@@ -302,6 +345,9 @@ class TapSession:
         """The stream is over (finished, cancelled or its connection gone): no more matching, events dropped."""
         if not self.closed:
             self.closed = True
+            self.flush_pending()  # nothing is written (closed): the records held are let go
+            self.spare = None
+            self.spares = 0
             self.buf = bytearray()
             self.used = 0
             self.hub.retire(self)
@@ -325,6 +371,7 @@ class TapHub(TapHook):
         self._bases = {}
         self._routes = {}
         self._last = None  # (target, meta, ctx, base, generation) of the last base encoded or found
+        self._method_in = self._method_out = self._host_in = self._host_out = None  # (see TapRecord.request_init)
         self.generation = 0
 
     def attach(self, ctx):
@@ -363,14 +410,25 @@ class TapHub(TapHook):
         """The exchange's request has its destination (or was refused before one): a ``TapRecord`` for the
         taps that want it (chained through ``next``), their request_init events emitted; None when none does."""
         e: Exchange = ex
+        active: tuple = self.active
+        session: TapSession
+        record: TapRecord
+        if len(active) == 1:
+            # One tap matching everything, the usual one: no walk, no view.
+            session = active[0]
+            if session.match_all and session.count + 1 < session.limit:
+                stream: cython.longlong = session.count
+                session.count += 1
+                session.open += 1
+                record = new_record(session, stream, self._base(e), e.t0, self._route(e))
+                record.request_init(e)
+                return record
         view = None
         first = None
         last: TapRecord = None
-        session: TapSession
-        record: TapRecord
         base = None
         route = b""
-        for session in self.active:
+        for session in active:
             if not session.match_all:
                 if view is None:
                     view = self._view(e)
@@ -556,32 +614,49 @@ class TapRecord(TapEvents):
     """The events of one tapped request for one session; ``next`` chains the record of another session.
 
     Each event is written straight into one buffer of its exact size (no
-    intermediate objects per field): this runs three times per request while
-    a tap matches everything, and the tap may cost the proxy little. Made by
-    ``new_record``.
+    intermediate objects per field): this runs for every request while a tap
+    matches everything, and the tap may cost the proxy little. The
+    request_init and response_init events wait on the record (``held``) until
+    the response ends, to be written with its response_end in one
+    reservation, or until the session's next take writes them (a request
+    still under way then). Made by ``new_record``.
     """
 
     def request_init(self, ex):
+        """The request's fields, encoded now; its event is held back (see ``_end``, ``TapSession.take``)."""
         head: RequestLine = ex.head
-        method = _method_field(head.method)
-        scheme_field: bytes = _scheme_field(ex)
+        hub: TapHub = self.session.hub
+        # The method and host of the request before are most often the same (the parser's constants, the
+        # connection's host): their fields are kept, the method found by identity, the host by equality.
+        method = head.method
+        if method is not hub._method_in:
+            hub._method_in = method
+            hub._method_out = _method_field(method)
+        self.q_method = hub._method_out
+        self.q_scheme = _scheme_field(ex)
         host = head.host
-        path = b"" if head.method == b"CONNECT" else _utf8(_path(head.target))
-        headers: bytes = len_field(6, _request_headers(ex)) if self.session.extract_headers else b""
-        rest: cython.Py_ssize_t = len(method) + len(scheme_field) + _string_size(path) + len(headers)
         if host is not None:
-            host = _utf8(host)
-            rest += _string_size(host)
-        pos: cython.Py_ssize_t = self._open(0x0A, rest)
-        if pos < 0:
-            return
-        buf: cython.p_uchar = self.session.buf
-        pos = _w_bytes(buf, pos, method)
-        pos = _w_bytes(buf, pos, scheme_field)
-        if host is not None:
-            pos = _w_string(buf, pos, 0x22, host)
-        pos = _w_string(buf, pos, 0x2A, path)
-        _w_bytes(buf, pos, headers)
+            if host is not hub._host_in and host != hub._host_in:
+                hub._host_in = host
+                hub._host_out = _utf8(host)
+            self.q_host = hub._host_out
+        self.q_path = b"" if head.method == b"CONNECT" else _utf8(_path(head.target))
+        if self.session.extract_headers:
+            self.q_headers = len_field(6, _request_headers(ex))
+        self.held = 1
+        self._hold()
+
+    def _hold(self):
+        """On the session's list of records holding events back, once until its next take (a closed session
+        has no next take: it keeps nothing)."""
+        session: TapSession = self.session
+        if not self.listed and not self.ended and not session.closed:
+            self.listed = True
+            head: TapRecord = session.pending
+            if head is not None:
+                head.pending_prev = self
+            self.pending_next = head
+            session.pending = self
 
     def response_init(self, status, h1head, fields):
         """The response head went to the client (or the proxy answered itself: no head given)."""
@@ -592,27 +667,35 @@ class TapRecord(TapEvents):
             rec = rec.next
 
     def _response_init(self, t, status, h1head, fields):
+        if self.held & 2:
+            self._write_held()  # a second head (the core sends one): the first one's event goes before it
         self.t_response = t
+        self.r_status = status
         if fields is not None:
             for name, value in fields:
                 if name == b"grpc-status":
                     self.grpc_status = _uint(value)
-        headers: bytes = b""
         if self.session.extract_headers:
             if fields is not None:
-                headers = len_field(4, _headers(fields))
+                self.r_headers = len_field(4, _headers(fields))
             elif h1head is not None:
-                headers = len_field(4, _headers([(n.lower(), v) for n, v in h1head.header_list()]))
-        since: cython.longlong = _nanos(t - self.t0)
-        rest: cython.Py_ssize_t = _duration_size(since) + 1 + _vsize(status) + len(headers)
-        pos: cython.Py_ssize_t = self._open(0x12, rest)
-        if pos < 0:
-            return
-        buf: cython.p_uchar = self.session.buf
-        pos = _w_duration(buf, pos, 0x12, since)
-        buf[pos] = 0x18  # http_status
-        pos = _w_varint(buf, pos + 1, status)
-        _w_bytes(buf, pos, headers)
+                self.r_headers = len_field(4, _headers([(n.lower(), v) for n, v in h1head.header_list()]))
+        self.held |= 2
+        self._hold()
+
+    def _write_held(self):
+        """The events held back, each reserved (and dropped, counted) on its own: a take's or a full buffer's way."""
+        held: cython.int = self.held
+        self.held = 0
+        pos: cython.Py_ssize_t
+        if held & 1:
+            pos = self._open(0x0A, _init_rest(self))
+            if pos >= 0:
+                _w_init(self, self.session.buf, pos)
+        if held & 2:
+            pos = self._open(0x12, _resp_rest(self))
+            if pos >= 0:
+                _w_resp(self, self.session.buf, pos)
 
     def end(self, trailers):
         """The response ended whole (``trailers``: its trailers, or None)."""
@@ -641,7 +724,12 @@ class TapRecord(TapEvents):
             rec = rec.next
 
     def _end(self, t, eos_field, eos_value, trailers):
-        """``eos_field``: 1 grpc_status_code, 2 reset_error_code (with ``eos_value``), 0 neither."""
+        """``eos_field``: 1 grpc_status_code, 2 reset_error_code (with ``eos_value``), 0 neither.
+
+        The events still held back (the request's start came since the
+        session's last take, as most do) go with this one, in one
+        reservation: the three events of a short request cost one.
+        """
         if self.ended:
             return
         self.ended = True
@@ -658,10 +746,64 @@ class TapRecord(TapEvents):
             rest += 1 + _vsize(self.nbytes)
         session: TapSession = self.session
         session.request_ended()
-        pos: cython.Py_ssize_t = self._open(0x1A, rest)
+        if self.listed:  # off the list now: it holds only requests under way, however long until the next take
+            prev: TapRecord = self.pending_prev
+            nxt: TapRecord = self.pending_next
+            if prev is None:
+                session.pending = nxt
+            else:
+                prev.pending_next = nxt
+            if nxt is not None:
+                nxt.pending_prev = prev
+            self.pending_next = self.pending_prev = None
+            self.listed = False
+        if cython.compiled and session.spares < _SPARE_RECORDS and not session.closed:
+            self.pending_next = session.spare
+            session.spare = self
+            session.spares += 1
+        pos: cython.Py_ssize_t
+        buf: cython.p_uchar
+        held: cython.int = self.held
+        if held:
+            init_rest: cython.Py_ssize_t = _init_rest(self) if held & 1 else 0
+            resp_rest: cython.Py_ssize_t = _resp_rest(self) if held & 2 else 0
+            size: cython.Py_ssize_t = _event_size(self, rest)
+            count: cython.int = 1
+            if held & 1:
+                size += _event_size(self, init_rest)
+                count += 1
+            if held & 2:
+                size += _event_size(self, resp_rest)
+                count += 1
+            pos = session.room(size)
+            if pos < 0:
+                self._write_held()  # not all of them fit: as many as do, the others counted as dropped
+                pos = self._open(0x1A, rest)
+            else:
+                self.held = 0
+                session.events += count
+                session.hub.events += count
+                buf = session.buf
+                # The first event's common fields and id are copied for the next ones, from the buffer itself.
+                lead_at: cython.Py_ssize_t = pos + 5
+                id_at: cython.Py_ssize_t = -1
+                if held & 1:
+                    pos = _w_head(self, buf, pos, 0x0A, init_rest)
+                    id_at = pos - self.id_size
+                    pos = _w_init(self, buf, pos)
+                if held & 2:
+                    if id_at < 0:
+                        pos = _w_head(self, buf, pos, 0x12, resp_rest)
+                        id_at = pos - self.id_size
+                    else:
+                        pos = _w_again(self, buf, pos, 0x12, resp_rest, lead_at, id_at)
+                    pos = _w_resp(self, buf, pos)
+                pos = _w_again(self, buf, pos, 0x1A, rest, lead_at, id_at)
+        else:
+            pos = self._open(0x1A, rest)
         if pos < 0:
             return
-        buf: cython.p_uchar = session.buf
+        buf = session.buf
         pos = _w_duration(buf, pos, 0x12, since)
         if self.t_response > 0.0:
             pos = _w_duration(buf, pos, 0x1A, since_response)
@@ -682,41 +824,32 @@ class TapRecord(TapEvents):
             rec.nbytes += n
             rec = rec.next
 
-    # The layout every event shares: gRPC prefix, the request's common fields (``base``, ``route``), then
-    # http (3) { <kind> { id (1) { base (1), stream (2) }, <rest> } }.
     def _open(self, kind, rest):
-        """Room in the session's buffer for a whole framed event with ``rest`` bytes of fields after the id, and
-        everything up to those fields written: where they start, or -1 when the event is dropped."""
-        body: cython.Py_ssize_t = self.id_size + rest
-        http: cython.Py_ssize_t = 1 + _vsize(body) + body
-        event: cython.Py_ssize_t = self.lead + 1 + _vsize(http) + http
+        """Room in the session's buffer for one event with ``rest`` bytes of fields after the id, and everything
+        up to those fields written: where they start, or -1 when the event is dropped."""
         session: TapSession = self.session
-        start: cython.Py_ssize_t = session.reserve(5 + event)
+        start: cython.Py_ssize_t = session.reserve(_event_size(self, rest))
         if start < 0:
             return -1
-        buf: cython.p_uchar = session.buf
-        buf[start] = 0  # not compressed
-        buf[start + 1] = (event >> 24) & 0xFF
-        buf[start + 2] = (event >> 16) & 0xFF
-        buf[start + 3] = (event >> 8) & 0xFF
-        buf[start + 4] = event & 0xFF
-        pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, self.base)
-        pos = _w_bytes(buf, pos, self.route)
-        buf[pos] = 0x1A  # TapEvent.http
-        pos = _w_varint(buf, pos + 1, http)
-        buf[pos] = kind
-        pos = _w_varint(buf, pos + 1, body)
-        buf[pos] = 0x0A  # id
-        buf[pos + 1] = self.id_size - 2  # (the id's inner length is under 128 bytes)
-        pos = _w_bytes(buf, pos + 2, session.id_prefix)
-        buf[pos] = 0x10  # StreamId.stream
-        return _w_varint(buf, pos + 1, self.stream)
+        return _w_head(self, session.buf, start, kind, rest)
 
 
 def new_record(session, stream, base, t0, route=b""):
     """The record of request ``stream`` of ``session``, started at ``t0``, its events' common fields ``base``
     and ``route``; made without the call protocol (a request pays this while a tap matches it)."""
-    rec: TapRecord = TapRecord.__new__(TapRecord)
+    s: TapSession = session
+    rec: TapRecord = s.spare
+    if rec is not None:
+        s.spare = rec.pending_next
+        s.spares -= 1
+        rec.pending_next = None
+        if cython.compiled and Py_REFCNT(rec) == 1:  # noqa: F821 (cimported in tap.pxd): the slot's was the last
+            rec.next = None
+            rec.q_host = rec.q_headers = rec.r_headers = None
+        else:
+            rec = None
+    if rec is None:
+        rec = TapRecord.__new__(TapRecord)
     rec.session = session
     rec.base = base
     rec.route = route
@@ -727,8 +860,13 @@ def new_record(session, stream, base, t0, route=b""):
     rec.t_response = 0.0
     rec.nbytes = 0
     rec.grpc_status = -1  # from a trailers-only response head
-    rec.next = None
     rec.ended = False
+    rec.held = 0
+    rec.listed = False
+    if not cython.compiled:  # compiled, a new object's fields are None already
+        rec.next = rec.pending_next = rec.pending_prev = None
+        rec.q_method = rec.q_scheme = rec.q_host = rec.q_path = rec.q_headers = rec.r_headers = None
+        rec.r_status = 0
     return rec
 
 
@@ -806,6 +944,19 @@ def _w_string(buf: cython.p_uchar, pos: cython.Py_ssize_t, tag: cython.uchar, da
 @cython.inline
 @cython.cfunc
 @cython.exceptval(check=False)
+def _w_copy(buf: cython.p_uchar, pos: cython.Py_ssize_t, src: cython.Py_ssize_t,
+            n: cython.Py_ssize_t) -> cython.Py_ssize_t:
+    """``n`` bytes of the buffer from ``src`` (before ``pos``) written again at ``pos``."""
+    if cython.compiled:
+        memcpy(buf + pos, buf + src, n)  # type: ignore[name-defined,operator]  # noqa: F821
+    else:
+        buf[pos:pos + n] = buf[src:src + n]  # type: ignore[index]
+    return pos + n
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
 def _nanos(seconds: cython.double) -> cython.longlong:
     """A duration in whole nanoseconds (a negative one, from a clock step, as zero)."""
     if seconds <= 0.0:
@@ -844,6 +995,136 @@ def _w_duration(buf: cython.p_uchar, pos: cython.Py_ssize_t, tag: cython.uchar,
         buf[pos] = 0x10
         pos = _w_varint(buf, pos + 1, nanos)
     return pos
+
+
+
+# The parts of a record's events, as C functions called without a method's dispatch (their fields are set before
+# they run: nothing here raises). Typed by decorators: mypy does not see a record's fields (they are in tap.pxd).
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord)
+@cython.returns(cython.Py_ssize_t)
+def _init_rest(rec):
+    """request_init's bytes after its id."""
+    rest: cython.Py_ssize_t = len(rec.q_method) + len(rec.q_scheme) + _string_size(rec.q_path)
+    if rec.q_headers is not None:
+        rest += len(rec.q_headers)
+    if rec.q_host is not None:
+        rest += _string_size(rec.q_host)
+    return rest
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, pos=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_init(rec, buf, pos):
+    pos = _w_bytes(buf, pos, rec.q_method)
+    pos = _w_bytes(buf, pos, rec.q_scheme)
+    if rec.q_host is not None:
+        pos = _w_string(buf, pos, 0x22, rec.q_host)
+    pos = _w_string(buf, pos, 0x2A, rec.q_path)
+    if rec.q_headers is not None:
+        pos = _w_bytes(buf, pos, rec.q_headers)
+    return pos
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord)
+@cython.returns(cython.Py_ssize_t)
+def _resp_rest(rec):
+    """response_init's bytes after its id."""
+    rest: cython.Py_ssize_t = _duration_size(_nanos(rec.t_response - rec.t0)) + 1 + _vsize(rec.r_status)
+    if rec.r_headers is not None:
+        rest += len(rec.r_headers)
+    return rest
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, pos=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_resp(rec, buf, pos):
+    pos = _w_duration(buf, pos, 0x12, _nanos(rec.t_response - rec.t0))
+    buf[pos] = 0x18  # http_status
+    pos = _w_varint(buf, pos + 1, rec.r_status)
+    if rec.r_headers is not None:
+        pos = _w_bytes(buf, pos, rec.r_headers)
+    return pos
+
+
+# The layout every event shares: gRPC prefix, the request's common fields (``base``, ``route``), then
+# http (3) { <kind> { id (1) { base (1), stream (2) }, <rest> } }.
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, rest=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _event_size(rec, rest):
+    """A whole framed event's bytes with ``rest`` bytes of fields after the id."""
+    body: cython.Py_ssize_t = rec.id_size + rest
+    http: cython.Py_ssize_t = 1 + _vsize(body) + body
+    return 5 + rec.lead + 1 + _vsize(http) + http
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, start=cython.Py_ssize_t, kind=cython.uchar, rest=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_head(rec, buf, start, kind, rest):
+    """An event's framing and fields up to ``rest`` written at ``start``: where the rest goes."""
+    pos: cython.Py_ssize_t = _w_bytes(buf, start + 5, rec.base)
+    pos = _w_bytes(buf, pos, rec.route)
+    pos = _w_frame(rec, buf, start, pos, kind, rest)
+    buf[pos] = 0x0A  # id
+    buf[pos + 1] = rec.id_size - 2  # (the id's inner length is under 128 bytes)
+    pos = _w_bytes(buf, pos + 2, rec.session.id_prefix)
+    buf[pos] = 0x10  # StreamId.stream
+    return _w_varint(buf, pos + 1, rec.stream)
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, start=cython.Py_ssize_t, kind=cython.uchar, rest=cython.Py_ssize_t,
+               lead_at=cython.Py_ssize_t, id_at=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_again(rec, buf, start, kind, rest, lead_at, id_at):
+    """``_w_head`` for another event of the record after one already in the buffer (its common fields at
+    ``lead_at``, its id at ``id_at``): those bytes copied."""
+    pos: cython.Py_ssize_t = _w_copy(buf, start + 5, lead_at, rec.lead)
+    pos = _w_frame(rec, buf, start, pos, kind, rest)
+    return _w_copy(buf, pos, id_at, rec.id_size)
+
+
+@cython.inline
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rec=TapRecord, buf=cython.p_uchar, start=cython.Py_ssize_t, pos=cython.Py_ssize_t, kind=cython.uchar,
+               rest=cython.Py_ssize_t)
+@cython.returns(cython.Py_ssize_t)
+def _w_frame(rec, buf, start, pos, kind, rest):
+    """The gRPC prefix at ``start`` and, at ``pos`` (after the common fields), the tags and lengths up to the id."""
+    body: cython.Py_ssize_t = rec.id_size + rest
+    http: cython.Py_ssize_t = 1 + _vsize(body) + body
+    event: cython.Py_ssize_t = rec.lead + 1 + _vsize(http) + http
+    buf[start] = 0  # not compressed
+    buf[start + 1] = (event >> 24) & 0xFF
+    buf[start + 2] = (event >> 16) & 0xFF
+    buf[start + 3] = (event >> 8) & 0xFF
+    buf[start + 4] = event & 0xFF
+    buf[pos] = 0x1A  # TapEvent.http
+    pos = _w_varint(buf, pos + 1, http)
+    buf[pos] = kind
+    return _w_varint(buf, pos + 1, body)
 
 
 def _utf8(data):

@@ -275,3 +275,188 @@ def test_http2_streams_of_both_directions_alternating_keep_their_own_addresses(m
     outbound = (2, 8080)
     assert directions[0] == directions[2] == directions[3] == directions[5] == outbound
     assert directions[1][0] == directions[4][0] == 1 and directions[1] == directions[4] != outbound
+
+
+# A request's request_init and response_init wait on its record: written with its response_end when it ends
+# before the session's next take (one reservation), else by that take. The bytes must be the same either way.
+
+
+def _one_request(make_rig, takes_at, limit=100):
+    """One request with a response of two DATA frames, the session taken at the steps named in ``takes_at``
+    (after "start", "head", "data") and at the end: each take's bytes."""
+    rig = make_rig(service=FakeService())
+    hub = TapHub()
+    hub.next_base = 77  # the same stream ids in every run
+    hub.attach(rig.ctx)
+    session = hub.open(MatchAll([]), limit, True, 1 << 20)
+    takes = []
+    rig.start_h1(path=b"/books?id=1", host=b"books.ns")
+    if "start" in takes_at:
+        takes.append(session.take())
+    up = rig.disp.last
+    up.attach()
+    rig.loop.advance(0.125)
+    up.head(200, length=6)
+    if "head" in takes_at:
+        takes.append(session.take())
+    rig.loop.advance(0.25)
+    up.data(b"abc")
+    if "data" in takes_at:
+        takes.append(session.take_chunks(16384))
+        takes[-1] = b"".join(takes[-1])
+    up.data(b"def", end=True)
+    takes.append(session.take())
+    assert session.open == 0 and session.pending is None and session.dropped == 0
+    return takes, session
+
+
+def _decode(data):
+    tap_pb2 = tapclient.modules()[0]
+    out = []
+    while data:
+        size = int.from_bytes(data[1:5], "big")
+        out.append(tap_pb2.TapEvent.FromString(data[5:5 + size]))
+        data = data[5 + size:]
+    return out
+
+
+@pytest.mark.parametrize("takes_at, split", [(("start",), [["request_init"], ["response_init", "response_end"]]),
+                                             (("head",), [["request_init", "response_init"], ["response_end"]]),
+                                             (("start", "head", "data"),
+                                              [["request_init"], ["response_init"], [], ["response_end"]])])
+def test_events_held_until_the_end_are_the_bytes_a_take_under_way_writes(make_rig, takes_at, split):
+    (whole,), merged = _one_request(make_rig, ())
+    takes, session = _one_request(make_rig, takes_at)
+    assert [kinds(_decode(t)) for t in takes] == split
+    assert b"".join(takes) == whole  # byte for byte: the same events, the same order
+    assert merged.events == session.events == 3
+    init, rsp, end = (getattr(e.http, k) for e, k in zip(_decode(whole), ["request_init", "response_init",
+                                                                          "response_end"], strict=True))
+    assert (init.id.base, init.id.stream, init.authority, init.path) == (77, 0, "books.ns", "/books")
+    assert (rsp.id.stream, rsp.http_status, rsp.since_request_init.ToMilliseconds()) == (0, 200, 125)
+    assert (end.id.stream, end.response_bytes, end.since_response_init.ToMilliseconds()) == (0, 6, 250)
+
+
+def test_a_slow_reader_overflows_the_buffer_with_held_events_counted_as_dropped(make_rig):
+    """Requests under way when a take comes: their held events are written then, each reserved on its own, and
+    what the bound refuses is counted; their ends, later, too."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    for _ in range(6):
+        rig.start_h1()
+        rig.disp.last.attach()
+        rig.disp.last.head(200, length=2)
+    tap.session.buffer_bytes = 700  # room for some of the twelve held events, not all
+    first = tap.events()
+    assert 0 < len(first) < 12 and tap.session.dropped == 12 - len(first)
+    for up in rig.ups():
+        up.data(b"ok", end=True)
+    assert tap.session.events + tap.session.dropped == 18 and tap.hub.dropped == tap.session.dropped
+    assert kinds(tap.events()).count("response_end") + tap.session.dropped - (12 - len(first)) == 6
+    assert tap.session.open == 0
+
+
+def test_a_full_buffer_takes_of_one_request_the_events_that_fit(make_rig):
+    """Three held events that do not fit together: written one by one, the first ones kept, the others
+    counted as dropped (never a partial event)."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    rig.start_h1()
+    _complete(rig.disp.last)
+    size = len(tap.session.take())  # the three events' bytes
+    tap.session.buffer_bytes = size - 1
+    rig.start_h1()
+    _complete(rig.disp.last)
+    whole = _decode(tap.session.take())
+    assert kinds(whole) == ["request_init", "response_init"] and tap.session.dropped == 1
+
+
+def test_the_limit_reached_among_requests_of_one_batch(make_rig):
+    """Three requests before one take, a limit of two: the third is not tapped, the two end whole in the batch,
+    and the session completes."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig, limit=2)
+    exchanges = [rig.start_h1()[0] for _ in range(3)]
+    ups = rig.ups()
+    assert [ex.tap is not None for ex in exchanges] == [True, True, False]
+    _complete(ups[0])
+    assert not tap.session.complete
+    _complete(ups[1])
+    _complete(ups[2])
+    assert tap.session.complete
+    by = tapclient.by_stream(tap.events())
+    assert sorted(by) == [0, 1] and all(kinds(e) == ["request_init", "response_init", "response_end"]
+                                        for e in by.values())
+
+
+def test_a_closed_session_lets_go_of_the_events_held(make_rig):
+    """Closed with requests under way: what they held is let go, and what they do after holds nothing (a closed
+    session has no take to write it, and its records must not stay referenced from it)."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    rig.start_h1()
+    rig.start_h1()
+    assert tap.session.pending is not None
+    tap.session.close()
+    assert tap.session.pending is None
+    for up in rig.ups():
+        up.attach()
+        up.head(200, length=2)
+    assert tap.session.pending is None
+    for up in rig.ups():
+        up.data(b"ok", end=True)
+    assert tap.session.pending is None and tap.session.spare is None
+    assert tap.session.take() == b"" and tap.session.events == 0 and tap.session.dropped == 0
+
+
+def test_requests_that_end_leave_the_held_list_whatever_their_place_in_it(make_rig):
+    """A reader away for long (no take): the session holds the records of the requests under way only, and the
+    ended ones' events are in its buffer already."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    for sid in (1, 3, 5, 7):
+        rig.start_h2(sid=sid)
+    ups = rig.ups()
+    for up in ups:
+        up.attach()
+        up.head(200, length=2)
+    for up in (ups[1], ups[3], ups[0]):  # the middle, the head, the tail of the list
+        up.data(b"ok", end=True)
+
+    def held():
+        rec, out = tap.session.pending, []
+        while rec is not None:
+            assert rec.pending_prev is (out[-1] if out else None)
+            out.append(rec)
+            rec = rec.pending_next
+        return out
+
+    assert [rec.stream for rec in held()] == [2] and tap.session.events == 9
+    ups[2].data(b"ok", end=True)
+    assert held() == [] and tap.session.open == 0
+    by = tapclient.by_stream(tap.events())
+    assert sorted(by) == [0, 1, 2, 3] and all(kinds(e) == ["request_init", "response_init", "response_end"]
+                                              for e in by.values())
+
+
+def test_ended_records_are_the_next_requests_records(make_rig):
+    """Concurrent streams end several records before the next ones start: each new request takes one of them
+    (nothing else holds them), and its events are its own."""
+    rig = make_rig(service=FakeService())
+    tap = Tap(rig)
+    first = [rig.start_h2(sid=sid, path=b"/first")[0].tap for sid in (1, 3, 5)]
+    for up in rig.ups():
+        _complete(up)
+    assert tap.session.spares == 3
+    tap.events()
+    ids = {id(rec) for rec in first}
+    del first
+    again = [rig.start_h2(sid=sid, path=b"/again")[0] for sid in (7, 9, 11)]
+    assert {id(ex.tap) for ex in again} == ids and tap.session.spares == 0
+    for up in rig.ups()[3:]:
+        _complete(up, body=b"fine")
+    by = tapclient.by_stream(tap.events())
+    assert sorted(by) == [3, 4, 5] and all(kinds(e) == ["request_init", "response_init", "response_end"]
+                                           for e in by.values())
+    assert {e[0].http.request_init.path for e in by.values()} == {"/again"}
+    assert {e[2].http.response_end.response_bytes for e in by.values()} == {4}
