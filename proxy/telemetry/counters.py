@@ -36,7 +36,7 @@ ERRNO_SLOTS = cython.declare(cython.int, 8)
 # The ``error`` label of a response the proxy made itself for a failure that
 # never reached an app: Linkerd's names. Index 0: no error label (the app answered).
 ERROR_NONE = 0
-ERROR_LABELS = (
+_FAILURE_LABELS = (
     ("", ""),
     ("failfast", ""),
     ("loadshed", ""),
@@ -55,14 +55,14 @@ ERROR_LABELS = (
     ("i/o", ""),  # 14: ... with ENHANCE_YOUR_CALM
     ("i/o", ""),  # 15: the upstream's GOAWAY came before it took the stream
     ("i/o", ""),  # 16: the upstream's HTTP/1 connection closed or failed
-) + tuple((f"h2({ERROR_CODE_NAMES[code]})", "") for code in range(len(ERROR_CODE_NAMES))) + (
-    # The legacy response_total's error label of a response cut after its head: Linkerd's classifier names
-    # the HTTP/2 reason of the error that ended the stream (h2(CANCEL)...), any other error "unclassified".
-    ("unclassified", ""),
 )
+# The legacy response_total's error label of a response cut after its head: Linkerd's classifier names the
+# HTTP/2 reason of the error that ended the stream (h2(CANCEL)...), any other error "unclassified".
+ERROR_LABELS = _FAILURE_LABELS + tuple(
+    (f"h2({ERROR_CODE_NAMES[code]})", "") for code in range(len(ERROR_CODE_NAMES))) + (("unclassified", ""),)
 # ERROR_LABELS index of h2(NO_ERROR), then one per code; the last: unclassified.
-_CUT_H2 = 17
-_CUT_UNCLASSIFIED = 17 + len(ERROR_CODE_NAMES)
+_CUT_H2 = len(_FAILURE_LABELS)
+_CUT_UNCLASSIFIED = _CUT_H2 + len(ERROR_CODE_NAMES)
 
 
 def error_code(err):
