@@ -41,9 +41,9 @@ def _run(config_path: str | None) -> int:
         except OSError as err:
             print(f"meshproxy: cannot listen: {err}", file=sys.stderr)
             return EX_UNAVAILABLE
-        from proxy.telemetry.memory import trim_after_start
+        from proxy.telemetry.memory import settle_after_start
 
-        trim_after_start()
+        settle_after_start()
         await app.run()
         return 0
 

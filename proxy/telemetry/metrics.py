@@ -7,6 +7,7 @@ bumped inline per request); this module only runs when /metrics is scraped.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import resource
 import time
@@ -135,6 +136,22 @@ def render_process(out: list[str]) -> None:
     ):
         _header(out, name, kind, help_text)
         out.append(f"{name} {value}")
+    render_gc(out)
+
+
+def render_gc(out: list[str]) -> None:
+    """The cyclic collector's work by generation, and how much of the heap the start froze out of its
+    reach (proxy/telemetry/memory.py): a rising generation-2 count is where latency tails come from."""
+    stats = gc.get_stats()
+    for name, key, help_text in (
+        ("python_gc_collections_total", "collections", "Cyclic garbage collections, by generation."),
+        ("python_gc_objects_collected_total", "collected", "Objects found unreachable, by generation."),
+        ("python_gc_objects_uncollectable_total", "uncollectable", "Unreachable objects that could not be freed."),
+    ):
+        _header(out, name, "counter", help_text)
+        out.extend(f'{name}{{generation="{gen}"}} {entry[key]}' for gen, entry in enumerate(stats))
+    _header(out, "python_gc_objects_frozen", "gauge", "Objects frozen after start: never walked by a collection.")
+    out.append(f"python_gc_objects_frozen {gc.get_freeze_count()}")
 
 
 BALANCER_SERVICES_SHOWN = 100  # bounds the label cardinality of the balancer families

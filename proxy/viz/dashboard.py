@@ -223,10 +223,10 @@ def main(args: argparse.Namespace, targets) -> int:
         return err.code
     board = Dashboard(source, embedded, args.time_window, min(args.interval, args.time_window), taps, args.max_rps,
                       args.timeout, tap_tls)
-    from proxy.telemetry.memory import trim_after_start
+    from proxy.telemetry.memory import settle_after_start
     from proxy.viz import web
 
-    trim_after_start()
+    settle_after_start()
     try:
         return web.serve(board, host, port)
     except KeyboardInterrupt:

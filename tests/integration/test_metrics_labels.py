@@ -271,7 +271,8 @@ HTTP = ["request_total", "response_total", "response_latency_ms"]
 TCP = ["tcp_open_total", "tcp_open_connections", "tcp_read_bytes_total", "tcp_write_bytes_total",
        "tcp_close_total", "tcp_connection_duration_ms"]
 PROCESS = ["process_start_time_seconds", "process_cpu_seconds_total", "process_resident_memory_bytes",
-           "process_open_fds"]
+           "process_open_fds", "python_gc_collections_total", "python_gc_objects_collected_total",
+           "python_gc_objects_uncollectable_total", "python_gc_objects_frozen"]
 AUTHZ = ["inbound_http_authz_allow_total", "inbound_http_authz_deny_total", "inbound_http_route_not_found_total",
          "inbound_tcp_authz_allow_total", "inbound_tcp_authz_deny_total", "inbound_tcp_authz_terminate_total",
          "inbound_http_local_ratelimit_total"]

@@ -161,8 +161,8 @@ def test_every_family_is_whole_with_one_help_and_type():
     text = render(sets, tcp).decode()
     families = list(text_string_to_metric_families(text))
     names = [f.name for f in families]
-    # 3 HTTP, 6 TCP and 4 process families, none split in two.
-    assert len(names) == len(set(names)) == 13, names
+    # 3 HTTP, 6 TCP, 4 process and 4 garbage-collector families, none split in two.
+    assert len(names) == len(set(names)) == 17, names
 
 
 def test_workload_labels_go_first_on_every_sample():
@@ -280,3 +280,19 @@ def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
             for le in ("128.0", "1024.0", "10240.0", "+Inf")] == [2, 3, 3, 4]
     assert series[f'{frames}_sum{{backend_name="echo-v1"}}'] == 16646
     assert not any(line.startswith("outbound_http_route_backend") for line in out)
+
+
+def test_the_collector_families_count_collections_by_generation_and_the_frozen_heap():
+    import gc
+
+    from proxy.telemetry.metrics import render_gc
+
+    out: list[str] = []
+    before = gc.get_stats()[0]["collections"]
+    gc.collect(0)
+    render_gc(out)
+    families = {f.name: f for f in text_string_to_metric_families("\n".join(out) + "\n")}
+    collections = {s.labels["generation"]: s.value for s in families["python_gc_collections"].samples}
+    assert set(collections) == {"0", "1", "2"}
+    assert collections["0"] >= before + 1
+    assert [s.value for s in families["python_gc_objects_frozen"].samples] == [gc.get_freeze_count()]
