@@ -44,6 +44,15 @@ def _libc_trim():
     return _cache[0]
 
 
+_frozen = 0
+
+
+def frozen_objects() -> int:
+    """How many objects the start froze: counted once then, since counting walks them all (2 ms for 22,000,
+    too long for every scrape)."""
+    return _frozen
+
+
 def settle_after_start() -> None:
     """Once a command has imported and built what it runs with: collect the import's garbage, freeze what
     is left and give the freed heap back.
@@ -56,8 +65,10 @@ def settle_after_start() -> None:
     2 MiB of import garbage a long-running command otherwise keeps resident."""
     import gc
 
+    global _frozen
     gc.collect()
     gc.freeze()
+    _frozen = gc.get_freeze_count()
     trim = _libc_trim()
     if trim is not None:
         trim(0)

@@ -1,6 +1,7 @@
 """Tests of proxy/telemetry/metrics.py against the fast path's counters: values, label sets, family order."""
 
 import errno
+import os
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -285,6 +286,7 @@ def test_backend_stats_use_linkerds_backend_buckets_and_render_by_grpc_status():
 def test_the_collector_families_count_collections_by_generation_and_the_frozen_heap():
     import gc
 
+    from proxy.telemetry import memory
     from proxy.telemetry.metrics import render_gc
 
     out: list[str] = []
@@ -295,4 +297,20 @@ def test_the_collector_families_count_collections_by_generation_and_the_frozen_h
     collections = {s.labels["generation"]: s.value for s in families["python_gc_collections"].samples}
     assert set(collections) == {"0", "1", "2"}
     assert collections["0"] >= before + 1
-    assert [s.value for s in families["python_gc_objects_frozen"].samples] == [gc.get_freeze_count()]
+    assert [s.value for s in families["python_gc_objects_frozen"].samples] == [memory.frozen_objects()]
+
+
+def test_open_fds_counts_the_descriptors_opened_and_closed():
+    import socket
+
+    from proxy.telemetry.metrics import open_fds
+
+    before = open_fds()
+    assert abs(before - (len(os.listdir("/proc/self/fd")) - 1)) <= 1  # the listing holds one more open
+    socks = [socket.socket() for _ in range(100)]
+    try:
+        assert open_fds() == before + 100
+    finally:
+        for s in socks:
+            s.close()
+    assert open_fds() == before
