@@ -581,6 +581,9 @@ class H2Connection:
         self._out = []
         self._out_len = 0
         self._ctl_len = 0
+        self._tail_head = None  # the header of the last DATA frame queued without END_STREAM (see _fold_end)
+        self._tail_sid = 0
+        self._tail_len = 0
         self._initiated = False
         self._dead = False
         self._goaway_sent = False
@@ -836,9 +839,16 @@ class H2Connection:
             return 0
         last = end_stream and take == n
         mfs = self._peer_max_frame_size
-        if take <= mfs:
-            _queue(self, frame_header(take, _DATA, _END_STREAM if last else 0, stream_id))
+        if n == 0 and last and _fold_end(self, stream_id):
+            frames = 0
+        elif take <= mfs:
+            head = frame_header(take, _DATA, _END_STREAM if last else 0, stream_id)
+            _queue(self, head)
             _queue(self, data if take == n else data[:take])
+            if not last:
+                self._tail_head = head
+                self._tail_sid = stream_id
+                self._tail_len = take
             frames = 1
         else:
             frames = 0
@@ -846,10 +856,15 @@ class H2Connection:
             while pos < take:
                 chunk = take - pos if take - pos <= mfs else mfs
                 flags = _END_STREAM if last and pos + chunk == take else 0
-                _queue(self, frame_header(chunk, _DATA, flags, stream_id))
+                head = frame_header(chunk, _DATA, flags, stream_id)
+                _queue(self, head)
                 _queue(self, data[pos:pos + chunk])
                 pos += chunk
                 frames += 1
+            if not last:
+                self._tail_head = head
+                self._tail_sid = stream_id
+                self._tail_len = chunk
         stream.send_window -= take
         self._send_window -= take
         if self._wu_credit < _WU_CREDIT_CAP:
@@ -982,6 +997,20 @@ def _queue(conn, data):
     conn._out.append(data)
     conn._out_len += len(data)
     return 0
+
+
+def _fold_end(conn, sid):
+    # The end of a stream whose last DATA frame is still the newest thing queued: END_STREAM goes on that frame
+    # instead of an empty DATA frame after it (a response's body and its end usually come in one read: the peer
+    # then parses two frames for it, not three). The frame's header is matched by identity, so a drained queue
+    # or any frame queued since never matches.
+    out = conn._out
+    n = len(out)
+    if n < 2 or out[n - 2] is not conn._tail_head or conn._tail_sid != sid:
+        return False
+    out[n - 2] = frame_header(conn._tail_len, _DATA, _END_STREAM, sid)
+    conn._tail_head = None
+    return True
 
 
 def _queue_ctl(conn, events, data):
