@@ -200,9 +200,9 @@ cdef class H2Connection:
     cpdef end_stream(self, Py_ssize_t stream_id)
     @cython.locals(avail=cython.longlong)
     cpdef Py_ssize_t window_available(self, Py_ssize_t stream_id) except -1
-    @cython.locals(obj=object, stream=_Stream, found=object, left=Py_ssize_t)
+    @cython.locals(key=object, obj=object, stream=_Stream, found=object, left=Py_ssize_t)
     cpdef acknowledge_received(self, Py_ssize_t stream_id, Py_ssize_t n)
-    @cython.locals(stream=object, found=object)
+    @cython.locals(key=object, stream=object, found=object)
     cpdef reset_stream(self, Py_ssize_t stream_id, long long error_code)
 
 

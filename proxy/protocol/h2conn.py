@@ -896,7 +896,8 @@ class H2Connection:
         """
         if n <= 0 or self._dead:
             return
-        obj = self._streams.get(stream_id)
+        key = stream_id  # one int object for the look-ups (compiled, each would make its own)
+        obj = self._streams.get(key)
         if obj is not None:
             stream = cython.cast(_Stream, obj)
             if n > stream.unacked:
@@ -904,15 +905,15 @@ class H2Connection:
             stream.unacked -= n
             _stream_owed(self, stream, n)
         else:
-            found = self._unacked_closed.get(stream_id)
+            found = self._unacked_closed.get(key)
             if found is None:
                 return  # never delivered, or released when the stream was reset
             left = found
             if n >= left:
                 n = left
-                del self._unacked_closed[stream_id]
+                del self._unacked_closed[key]
             else:
-                self._unacked_closed[stream_id] = left - n
+                self._unacked_closed[key] = left - n
         _unbuffer(self, n)
 
     def reset_stream(self, stream_id, error_code):
@@ -926,9 +927,10 @@ class H2Connection:
             raise ValueError("error code out of range")
         if self._dead:
             return
-        stream = self._streams.get(stream_id)
+        key = stream_id
+        stream = self._streams.get(key)
         if stream is None:
-            found = self._unacked_closed.pop(stream_id, None)
+            found = self._unacked_closed.pop(key, None)
             if found is not None:
                 _unbuffer(self, found)
             return
