@@ -145,6 +145,9 @@ cdef class H2Connection:
     cdef list _out
     cdef Py_ssize_t _out_len
     cdef Py_ssize_t _ctl_len          # peer-induced octets queued since the last data_to_send
+    cdef bytes _tail_head             # the last DATA frame's header queued without END_STREAM, or None
+    cdef Py_ssize_t _tail_sid
+    cdef Py_ssize_t _tail_len
     cdef bint _initiated
     cdef bint _dead
     cdef bint _goaway_sent            # a GOAWAY with a real last id went out
@@ -192,14 +195,14 @@ cdef class H2Connection:
     @cython.locals(stream=_Stream, nxt=int, status=int, block=bytes, final=bint)
     cpdef send_headers(self, Py_ssize_t stream_id, object headers, bint end_stream)
     @cython.locals(stream=_Stream, nxt=int, n=Py_ssize_t, avail=cython.longlong, take=Py_ssize_t, last=bint,
-                   mfs=Py_ssize_t, frames=Py_ssize_t, pos=Py_ssize_t, chunk=Py_ssize_t, flags=int)
+                   mfs=Py_ssize_t, frames=Py_ssize_t, pos=Py_ssize_t, chunk=Py_ssize_t, flags=int, head=bytes)
     cpdef Py_ssize_t send_data(self, Py_ssize_t stream_id, object data, bint end_stream) except -1
     cpdef end_stream(self, Py_ssize_t stream_id)
     @cython.locals(avail=cython.longlong)
     cpdef Py_ssize_t window_available(self, Py_ssize_t stream_id) except -1
-    @cython.locals(obj=object, stream=_Stream, found=object, left=Py_ssize_t)
+    @cython.locals(key=object, obj=object, stream=_Stream, found=object, left=Py_ssize_t)
     cpdef acknowledge_received(self, Py_ssize_t stream_id, Py_ssize_t n)
-    @cython.locals(stream=object, found=object)
+    @cython.locals(key=object, stream=object, found=object)
     cpdef reset_stream(self, Py_ssize_t stream_id, long long error_code)
 
 
@@ -236,6 +239,8 @@ cdef int _method_kind(object headers) except? -1
 
 cdef int _queue(H2Connection conn, bytes data) except -1
 cdef int _queue_ctl(H2Connection conn, list events, bytes data) except -1
+@cython.locals(out=list, n=Py_ssize_t)
+cdef bint _fold_end(H2Connection conn, Py_ssize_t sid) except -1
 cdef int _finish_drain(H2Connection conn) except -1
 cdef _Stream _sending_stream(H2Connection conn, Py_ssize_t sid)
 cdef int _raise_send_error(_Stream stream, int value) except -1

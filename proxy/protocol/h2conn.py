@@ -581,6 +581,9 @@ class H2Connection:
         self._out = []
         self._out_len = 0
         self._ctl_len = 0
+        self._tail_head = None  # the header of the last DATA frame queued without END_STREAM (see _fold_end)
+        self._tail_sid = 0
+        self._tail_len = 0
         self._initiated = False
         self._dead = False
         self._goaway_sent = False
@@ -836,9 +839,16 @@ class H2Connection:
             return 0
         last = end_stream and take == n
         mfs = self._peer_max_frame_size
-        if take <= mfs:
-            _queue(self, frame_header(take, _DATA, _END_STREAM if last else 0, stream_id))
+        if n == 0 and last and _fold_end(self, stream_id):
+            frames = 0
+        elif take <= mfs:
+            head = frame_header(take, _DATA, _END_STREAM if last else 0, stream_id)
+            _queue(self, head)
             _queue(self, data if take == n else data[:take])
+            if not last:
+                self._tail_head = head
+                self._tail_sid = stream_id
+                self._tail_len = take
             frames = 1
         else:
             frames = 0
@@ -846,10 +856,15 @@ class H2Connection:
             while pos < take:
                 chunk = take - pos if take - pos <= mfs else mfs
                 flags = _END_STREAM if last and pos + chunk == take else 0
-                _queue(self, frame_header(chunk, _DATA, flags, stream_id))
+                head = frame_header(chunk, _DATA, flags, stream_id)
+                _queue(self, head)
                 _queue(self, data[pos:pos + chunk])
                 pos += chunk
                 frames += 1
+            if not last:
+                self._tail_head = head
+                self._tail_sid = stream_id
+                self._tail_len = chunk
         stream.send_window -= take
         self._send_window -= take
         if self._wu_credit < _WU_CREDIT_CAP:
@@ -881,7 +896,8 @@ class H2Connection:
         """
         if n <= 0 or self._dead:
             return
-        obj = self._streams.get(stream_id)
+        key = stream_id  # one int object for the look-ups (compiled, each would make its own)
+        obj = self._streams.get(key)
         if obj is not None:
             stream = cython.cast(_Stream, obj)
             if n > stream.unacked:
@@ -889,15 +905,15 @@ class H2Connection:
             stream.unacked -= n
             _stream_owed(self, stream, n)
         else:
-            found = self._unacked_closed.get(stream_id)
+            found = self._unacked_closed.get(key)
             if found is None:
                 return  # never delivered, or released when the stream was reset
             left = found
             if n >= left:
                 n = left
-                del self._unacked_closed[stream_id]
+                del self._unacked_closed[key]
             else:
-                self._unacked_closed[stream_id] = left - n
+                self._unacked_closed[key] = left - n
         _unbuffer(self, n)
 
     def reset_stream(self, stream_id, error_code):
@@ -911,9 +927,10 @@ class H2Connection:
             raise ValueError("error code out of range")
         if self._dead:
             return
-        stream = self._streams.get(stream_id)
+        key = stream_id
+        stream = self._streams.get(key)
         if stream is None:
-            found = self._unacked_closed.pop(stream_id, None)
+            found = self._unacked_closed.pop(key, None)
             if found is not None:
                 _unbuffer(self, found)
             return
@@ -982,6 +999,20 @@ def _queue(conn, data):
     conn._out.append(data)
     conn._out_len += len(data)
     return 0
+
+
+def _fold_end(conn, sid):
+    # The end of a stream whose last DATA frame is still the newest thing queued: END_STREAM goes on that frame
+    # instead of an empty DATA frame after it (a response's body and its end usually come in one read: the peer
+    # then parses two frames for it, not three). The frame's header is matched by identity, so a drained queue
+    # or any frame queued since never matches.
+    out = conn._out
+    n = len(out)
+    if n < 2 or out[n - 2] is not conn._tail_head or conn._tail_sid != sid:
+        return False
+    out[n - 2] = frame_header(conn._tail_len, _DATA, _END_STREAM, sid)
+    conn._tail_head = None
+    return True
 
 
 def _queue_ctl(conn, events, data):

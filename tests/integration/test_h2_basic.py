@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import pytest
 
 from helpers.checks import PROXY_ERROR, delta
@@ -28,6 +31,7 @@ from helpers.meshproxy import MeshProxy
 from helpers.nginx import NginxH2c
 from helpers.ports import free_port
 from helpers.servers import StuckListener, det_bytes, sha256
+from proxy.protocol import h2frame
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -313,6 +317,41 @@ def test_h2load_bounded_run(name, proxy_a, proxy_n, nginx_h2):
     assert (total, done, ok, failed, errored, timed_out) == (2000, 2000, 2000, 0, 0, 0), out
     assert status.groups() == ("2000", "0", "0", "0"), out
     assert len(nginx_h2.wait_access_entries(before + 2000)) >= before + 2000
+
+
+def _frames_of_responses(addr: tuple[str, int], authority: str, streams: int) -> list:
+    """The proxy's frames answering ``streams`` GETs sent in one write, read raw until every stream ended."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    for i in range(streams):
+        client.send_headers(1 + 2 * i, [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/ok"),
+                                        (b":authority", authority.encode())], end_stream=True)
+    reader = h2frame.FrameReader(max_frame_size=1 << 20, max_header_block_size=1 << 20)
+    frames: list = []
+    with socket.create_connection(addr, timeout=10) as sock:
+        sock.sendall(client.data_to_send())
+        while sum(1 for f in frames if f.stream_id and f.flags & h2frame.FLAG_END_STREAM) < streams:
+            data = sock.recv(65536)
+            assert data, "the proxy closed the connection"
+            client.receive_data(data)  # its SETTINGS acknowledged, as a real client does
+            sock.sendall(client.data_to_send())
+            reader.feed(data)
+            while (frame := reader.next_frame()) is not h2frame.NEED_MORE:
+                frames.append(frame)
+    return frames
+
+
+def test_responses_leave_in_few_frames(nginx_route):
+    """Each response is HEADERS then DATA carrying END_STREAM (no empty DATA frame to end it), and the later
+    heads name the date by index (one octet) instead of a ~24-octet literal: less for the client to parse."""
+    frames = [f for f in _frames_of_responses(nginx_route.addr, nginx_route.authority, 8) if f.stream_id]
+    for sid in range(1, 17, 2):
+        mine = [(f.type, f.flags & h2frame.FLAG_END_STREAM, f.data) for f in frames if f.stream_id == sid]
+        assert [kind for kind, _, _ in mine] == [h2frame.HEADERS, h2frame.DATA], mine
+        assert mine[1][1:] == (h2frame.FLAG_END_STREAM, b"ok\n"), mine
+    heads = [f.data for f in frames if f.type == h2frame.HEADERS]
+    # nginx's five-field head: :status, server, date, content-type, then content-length sent as a literal.
+    assert min(len(block) for block in heads[1:]) <= 8, heads
 
 
 # ---------------------------------------------------------------------------

@@ -262,6 +262,46 @@ def test_get_without_body():
     assert p.ours.stream_state(1) == S.CLOSED and p.ours.open_streams == 0
 
 
+def _data_frames(raw):
+    return [(f.stream_id, f.data, bool(f.flags & F.FLAG_END_STREAM)) for f in of_type(raw.frames(), F.DATA)]
+
+
+def test_end_of_stream_goes_on_the_last_data_frame_still_queued():
+    # A body and its end produced together: two frames for the peer to parse (HEADERS, DATA with END_STREAM),
+    # not an empty DATA frame after the body.
+    raw = Raw()
+    raw.open(1)
+    raw.conn.send_headers(1, RESP, False)
+    raw.conn.send_data(1, b"ok", False)
+    raw.conn.end_stream(1)
+    frames = raw.frames()
+    assert [(f.type, f.flags & F.FLAG_END_STREAM) for f in frames] == [(F.HEADERS, 0), (F.DATA, F.FLAG_END_STREAM)]
+    assert frames[1].data == b"ok" and raw.conn.stream_state(1) == S.CLOSED
+    # A body larger than one frame: the end goes on its last frame.
+    raw.open(3)
+    raw.conn.send_headers(3, RESP, False)
+    raw.conn.send_data(3, b"x" * 20000, False)
+    raw.conn.end_stream(3)
+    assert [(len(d), end) for _, d, end in _data_frames(raw)] == [(16384, False), (3616, True)]
+
+
+def test_end_of_stream_alone_when_the_data_frame_left_or_another_frame_followed():
+    raw = Raw()
+    for sid in (1, 3, 5):
+        raw.open(sid)
+        raw.conn.send_headers(sid, RESP, False)
+    raw.conn.send_data(1, b"a", False)
+    assert _data_frames(raw) == [(1, b"a", False)]  # written out: the end cannot join it any more
+    raw.conn.end_stream(1)
+    raw.conn.send_data(3, b"b", False)
+    raw.conn.send_data(5, b"c", False)  # another stream's frame after stream 3's
+    raw.conn.end_stream(3)
+    raw.conn.end_stream(5)  # stream 5's frame is not the newest any more either: stream 3's end came after it
+    assert _data_frames(raw) == [(1, b"", True), (3, b"b", False), (5, b"c", False), (3, b"", True), (5, b"", True)]
+    for sid in (1, 3, 5):
+        assert raw.conn.stream_state(sid) == S.CLOSED
+
+
 def test_post_with_body_and_acknowledgement():
     p = server_pair()
     p.take()
@@ -1434,6 +1474,10 @@ def test_pure_source_behaves_the_same():
                 conn.acknowledge_received(1, 10)
                 conn.send_headers(1, RESP, False)
                 log.append(conn.send_data(1, b"x" * 3000, False))
+            if i == 3:  # a body and its end together: END_STREAM on the body's frame
+                conn.send_headers(3, RESP, False)
+                log.append(conn.send_data(3, b"ok", False))
+                conn.end_stream(3)
             log.append(conn.data_to_send())
         return log
 
