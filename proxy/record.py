@@ -11,6 +11,8 @@ built at start or on a configuration change, not per request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform
 
 _C = TypeVar("_C", bound=type)
@@ -26,6 +28,8 @@ class Record:
     __slots__ = ()
     _fields: tuple[str, ...] = ()
     _defaults: dict[str, Any] = {}
+    # The values compared and hashed, read in C (a record may be a dictionary key on a hot path).
+    _key: Callable[[Any], Any] = staticmethod(lambda record: ())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
@@ -48,16 +52,14 @@ class Record:
         if kwargs:  # what is left named no field
             raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
 
-    def _values(self) -> tuple[Any, ...]:
-        return tuple([getattr(self, name) for name in self._fields])
-
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()
+        key = self._key
+        return key(self) == key(other)
 
     def __hash__(self) -> int:
-        return hash(self._values())
+        return hash(self._key(self))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
@@ -82,6 +84,7 @@ def record(cls: _C) -> _C:
         __slots__=fields,
         __match_args__=fields,
         _fields=fields,
+        _key=attrgetter(*fields) if fields else Record._key,
         _defaults={name: cls.__dict__[name] for name in fields if name in cls.__dict__},
     )
     required = [name for name in fields if name not in namespace["_defaults"]]
