@@ -81,6 +81,7 @@ def record(cls: _C) -> _C:
     fields = tuple(name for name, kind in annotations.items() if not str(kind).startswith("ClassVar"))
     namespace = {k: v for k, v in cls.__dict__.items() if k not in fields and k not in ("__dict__", "__weakref__")}
     namespace.update(
+        __qualname__=cls.__qualname__,  # kept by the type, not in its __dict__
         __slots__=fields,
         __match_args__=fields,
         _fields=fields,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import pytest
 
@@ -76,3 +77,13 @@ def test_a_required_field_after_a_defaulted_one_is_refused():
         class Bad:
             a: int = 1
             b: int
+
+
+def test_a_class_variable_is_no_field():
+    @record
+    class Tagged:
+        kind: ClassVar[str] = "tag"
+        value: int = 0
+
+    assert Tagged._fields == ("value",) and Tagged(3).kind == "tag"
+    assert repr(Tagged(3)).endswith(".<locals>.Tagged(value=3)")  # the qualified name, as a dataclass's
