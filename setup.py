@@ -11,7 +11,13 @@ import os
 from pathlib import Path
 
 from Cython.Build import cythonize
+from Cython.Compiler import Options
 from setuptools import Extension, setup
+
+# No docstrings in the compiled modules (the sources and the pure-Python mode keep them):
+# they are data every sidecar maps and builds at import, about 120 KiB of an idle proxy's RSS
+# (benchmarks/RESULTS.md, mem2). The same for the signatures embedsignature would add.
+Options.docstrings = False
 
 HERE = Path(__file__).parent
 PACKAGE = HERE / "proxy"
@@ -45,7 +51,7 @@ setup(
             "boundscheck": False,
             "wraparound": False,
             "cdivision": True,
-            "embedsignature": True,
+            "embedsignature": False,
         },
     ),
 )

@@ -13,9 +13,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.record import FrozenError, record
 from proxy.telemetry import loglevel
 
 PREFIX = "MESHPROXY_"
@@ -134,7 +134,7 @@ class ConfigError(ValueError):
 # ---- value types -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostPort:
     """An address to listen on or connect to; ``host`` may be a name or an IP."""
 
@@ -145,18 +145,33 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
 class PortSet:
     """Ports given as a list of numbers and inclusive ranges (``25,1000-1999``)."""
 
+    __slots__ = ("ranges", "_few")
     ranges: tuple[tuple[int, int], ...]
     # The ports themselves when they are few (asked once per accepted connection: one hash
     # lookup instead of a generator over the ranges); None for wide ranges.
-    _few: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False, hash=False)
+    _few: frozenset[int] | None
 
-    def __post_init__(self) -> None:
-        if sum(hi - lo + 1 for lo, hi in self.ranges) <= _FEW_PORTS:
-            object.__setattr__(self, "_few", frozenset(p for lo, hi in self.ranges for p in range(lo, hi + 1)))
+    def __init__(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        few = None
+        if sum(hi - lo + 1 for lo, hi in ranges) <= _FEW_PORTS:
+            few = frozenset(p for lo, hi in ranges for p in range(lo, hi + 1))
+        object.__setattr__(self, "ranges", ranges)
+        object.__setattr__(self, "_few", few)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return self.ranges == other.ranges if isinstance(other, PortSet) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.ranges)
+
+    def __repr__(self) -> str:
+        return f"PortSet(ranges={self.ranges!r})"
 
     def __contains__(self, port: object) -> bool:
         few = self._few
@@ -173,7 +188,7 @@ class PortSet:
 _FEW_PORTS = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Limits:
     """Sizes and times that bound one connection's work (read by the relay)."""
 
@@ -194,7 +209,7 @@ class Limits:
     h2_connections_per_target: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DiscoverySettings:
     """Where endpoints come from (read by proxy/discovery)."""
 
@@ -212,7 +227,7 @@ class DiscoverySettings:
     k8s_max_response_bytes: int = 64 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BalancerSettings:
     """How outbound requests are spread and shed (defaults; a service may override accrual)."""
 
@@ -225,7 +240,7 @@ class BalancerSettings:
     ewma_decay: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IdentitySettings:
     """Who this proxy is and where its certificate comes from (read by proxy/identity/local.py).
 
@@ -248,7 +263,7 @@ class IdentitySettings:
     session_cache: int  # peer sessions kept for resumption; 0 = no tickets issued or resumed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PolicySettings:
     """Where reliability and authorization policy comes from (read by proxy/policy)."""
 
@@ -266,7 +281,7 @@ class PolicySettings:
     mirror_max_in_flight: int = 100
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Collector:
     """Where spans go: ``protocol`` is ``grpc`` (OTLP/gRPC, h2c) or ``http/protobuf`` (POST ``path``)."""
 
@@ -280,7 +295,7 @@ class Collector:
         return f"http://{address}{self.path}" if self.protocol == "http/protobuf" else f"grpc://{address}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TracingSettings:
     """Span export (read by proxy/telemetry/trace_export.py); ``collector`` None: tracing is off."""
 
@@ -295,7 +310,7 @@ class TracingSettings:
     collector_identity: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TapSettings:
     """The tap server (proxy/telemetry/tapserver.py): where it listens, whom it serves, what it may hold."""
 
@@ -306,7 +321,7 @@ class TapSettings:
     buffer_bytes: int = 262144
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MetricsSettings:
     """Who this proxy's workload is (the downward API in Kubernetes), and whether /metrics says so itself."""
 
@@ -328,7 +343,7 @@ class MetricsSettings:
         return tuple((k, v) for k, v in pairs if v)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Config:
     outbound_listen: HostPort
     inbound_listen: HostPort

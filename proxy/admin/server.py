@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 from proxy.config import Config
 from proxy.protocol.http1 import NEED_MORE, ParseError, RequestHead, parse_request_head
+from proxy.record import record
 from proxy.telemetry import logging as plog
 from proxy.telemetry.logging import get_logger
 
@@ -34,17 +34,20 @@ MAX_BODY = 1024
 MAX_REQUEST = MAX_HEAD + MAX_BODY
 
 
-@dataclass(slots=True)
 class AdminHooks:
     """What the admin server can ask of the running proxy."""
 
-    is_ready: Callable[[], bool]
-    metrics: Callable[[], bytes]
-    shutdown: Callable[[], None]
-    config: Callable[[], dict]
+    __slots__ = ("is_ready", "metrics", "shutdown", "config")
+
+    def __init__(self, is_ready: Callable[[], bool], metrics: Callable[[], bytes], shutdown: Callable[[], None],
+                 config: Callable[[], dict]) -> None:
+        self.is_ready = is_ready
+        self.metrics = metrics
+        self.shutdown = shutdown
+        self.config = config
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AdminSettings:
     """The admin listener's switches and limits (from the proxy's settings)."""
 

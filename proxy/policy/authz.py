@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from proxy.policy.authz_model import (
     ACCESS_POLICIES,
@@ -49,6 +48,7 @@ from proxy.policy.authz_model import (
     Requirement,
     Server,
 )
+from proxy.record import record
 
 __all__ = ["REASON_NO_ROUTE", "REASON_UNAUTHORIZED", "AuthzSet", "Client", "Decision", "InboundPolicy", "PortPolicy"]
 
@@ -70,18 +70,28 @@ _IDENTITY, _TLS, _NETWORK = 0, 1, 2
 _ANY_IDENTITY: tuple[int, tuple[bool, frozenset[str], tuple[str, ...]]] = (_IDENTITY, (True, frozenset(), ()))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Client:
     ip: str                 # normalized IP literal of the peer
     identity: str | None    # verified mesh identity (DNS SAN) or None
     tls: bool               # the connection was mesh TLS terminated by us (identity may still be None)
 
+    def __init__(self, ip: str, identity: str | None, tls: bool) -> None:  # one per connection: not the shared one
+        object.__setattr__(self, "ip", ip)
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "tls", tls)
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class Decision:
     allowed: bool
     labels: Labels          # see the module docstring for which labels, in this order
     reason: str             # "" when allowed; starts with REASON_UNAUTHORIZED or REASON_NO_ROUTE
+
+    def __init__(self, allowed: bool, labels: Labels, reason: str) -> None:  # one per denial: not the shared one
+        object.__setattr__(self, "allowed", allowed)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "reason", reason)
 
     @property
     def route_not_found(self) -> bool:

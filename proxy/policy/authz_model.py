@@ -8,8 +8,9 @@ anything: these are the words, authz.py is the grammar.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from proxy.record import record
 
 if TYPE_CHECKING:  # model.py imports this module for PolicySet: no import back at run time.
     from proxy.policy.model import Route
@@ -28,7 +29,7 @@ POLICY_GROUP = "policy.linkerd.io"
 PROTOCOLS = {"unknown": None, "HTTP/1": "http1", "HTTP/2": "h2", "gRPC": "grpc", "opaque": "opaque", "TLS": "tls"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Network:
     """Client addresses in ``cidr`` but in none of ``exclude`` (normalized CIDR strings, same IP version)."""
 
@@ -39,7 +40,7 @@ class Network:
 ALL_NETWORKS = (Network("0.0.0.0/0"), Network("::/0"))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Requirement:
     """One condition on the client; ``kind`` says which field matters.
 
@@ -56,7 +57,7 @@ class Requirement:
     networks: tuple[Network, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Authorization:
     """Admits a client meeting every one of ``requires`` (none: every client).
 
@@ -75,7 +76,7 @@ class Authorization:
         return "" if self.kind == "compact" else POLICY_GROUP
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboundRoute:
     """An HTTPRoute or GRPCRoute (``kind``) attached to a Server: requests matching ``rules`` are this route's.
 
@@ -100,7 +101,7 @@ class InboundRoute:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RateLimit:
     """An HTTPLocalRateLimitPolicy on a Server: requests per second in ``total`` (all clients), per
     client ``identity`` (unmeshed clients share one bucket), and ``overrides``: (rate, identities),
@@ -113,7 +114,7 @@ class RateLimit:
     overrides: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Server:
     """One port of this pod under explicit policy.
 
@@ -135,7 +136,7 @@ class Server:
     rate_limit: RateLimit | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthzSet:
     """Every Server of this pod's policy file, references resolved; ports are distinct."""
 

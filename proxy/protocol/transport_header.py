@@ -29,7 +29,7 @@ Wire format (all integers big-endian)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from proxy.record import record
 
 MAGIC = b"\x00MPX"
 VERSION = 1
@@ -61,12 +61,18 @@ class HeaderError(ValueError):
     """Starts like a transport header but is malformed (the peer is broken or hostile)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransportHeader:
     port: int
     protocol: int
     name: str
     size: int  # bytes it took on the wire
+
+    def __init__(self, port: int, protocol: int, name: str, size: int) -> None:  # one per mesh connection
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "protocol", protocol)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "size", size)
 
 
 def encode(port: int, protocol: int, name: str = "") -> bytes:

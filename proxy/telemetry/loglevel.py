@@ -12,7 +12,8 @@ case. Pure parsing, no logging library: ``proxy.config`` validates
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from proxy.record import record
 
 # Numbers as the stdlib's logging module has them; trace sits below debug
 # (nothing logs at trace yet, so it shows what debug shows) and off above all.
@@ -22,7 +23,7 @@ CRITICAL = 50  # not a directive level (Linkerd has none); the critical calls si
 _TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LogFilter:
     """A parsed directive string; ``text`` is its normalized spelling (what /proxy-log-level shows)."""
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+
+from proxy.record import record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -63,7 +64,7 @@ def _reached(addr: IPAddress) -> IPAddress:
     return addr
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Listener:
     """One listening socket of this proxy."""
 

@@ -23,16 +23,16 @@ import asyncio
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import cast
 
+from proxy.record import record
 from proxy.transport import sessions
 
 TRANSPORT_ALPN = "transport.l5d.io/v1"
 H2_ALPN = "h2"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MeshTls:
     """The contexts of one certificate: new connections use whichever set is current."""
 
@@ -41,9 +41,12 @@ class MeshTls:
     client_h2: ssl.SSLContext  # HTTP/2 to a port the peer intercepts (no transport header)
     client_transport: ssl.SSLContext  # a transport header first: the peer's inbound port is addressed
     # (chain, key, anchors) PEM, for the rare client that needs other ALPN (``client``)
-    pems: tuple[bytes, bytes, bytes] = field(default=(b"", b"", b""), repr=False)
+    pems: tuple[bytes, bytes, bytes] = (b"", b"", b"")
     # Sessions the client contexts resume; None: resumption is off. Never outlives this certificate.
-    sessions: sessions.SessionCache | None = field(default=None, repr=False)
+    sessions: sessions.SessionCache | None = None
+
+    def __repr__(self) -> str:  # not the key (in pems) nor the sessions
+        return f"MeshTls(name={self.name!r})"
 
     def client(self, alpn: list[str]) -> ssl.SSLContext:
         """A new client context of this certificate offering ``alpn``; built on demand (each costs memory), so

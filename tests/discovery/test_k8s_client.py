@@ -400,6 +400,6 @@ def test_the_limits_default_alike_for_code_that_builds_its_settings():
     from proxy.config import DiscoverySettings
 
     loaded = settings(None)
-    fields = DiscoverySettings.__dataclass_fields__
-    assert loaded.k8s_max_event_bytes == fields["k8s_max_event_bytes"].default == 4 << 20
-    assert loaded.k8s_max_response_bytes == fields["k8s_max_response_bytes"].default == 64 << 20
+    defaults = DiscoverySettings._defaults
+    assert loaded.k8s_max_event_bytes == defaults["k8s_max_event_bytes"] == 4 << 20
+    assert loaded.k8s_max_response_bytes == defaults["k8s_max_response_bytes"] == 64 << 20
