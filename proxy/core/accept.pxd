@@ -6,6 +6,7 @@ from proxy.protocol.detect cimport Detector
 from proxy.telemetry.counters cimport TcpStats
 
 cdef int _NEED_MORE, _HTTP1, _H2, _TLS, _OPAQUE, _MAGIC_FIRST
+cdef Detector _SPENT
 
 cdef class Accepted:
     cdef public object stage

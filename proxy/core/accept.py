@@ -227,6 +227,8 @@ class Accepted:
             return
         self.relay = protocol
         self.relay_data = protocol.data_received
+        # This protocol now lives as long as the connection: the first bytes it detected are the relay's.
+        self.detector = _SPENT
 
     def _arm_deadlines(self) -> None:
         """The detection deadline and the server-first probe, both counted from the accept."""
@@ -658,6 +660,8 @@ _HTTP1 = detect.HTTP1
 _H2 = detect.H2
 _TLS = detect.TLS
 _OPAQUE = detect.OPAQUE
+# An empty detector in place of a handed-off connection's own (nothing reads it after the hand-off).
+_SPENT = detect.Detector()
 _KIND_NAMES = {detect.HTTP1: "http/1", detect.H2: "h2", detect.TLS: "tls", detect.OPAQUE: "opaque"}
 
 

@@ -44,7 +44,8 @@ def accepted_meta(direction: str, client: tuple[str, int], local: tuple[str, int
 
     The frozen dataclass's ``__init__`` sets each of its fields through a Python call of
     ``object.__setattr__``; compiled, this calls the C function behind it (``_set``, declared in
-    addr.pxd) for each slot, without a Python call: 0.7k instructions instead of 6k.
+    addr.pxd) for each slot, without a Python call: 2.9k instructions per connection (6k when each
+    slot's own ``__set__`` was called).
     """
     meta = _new(ConnMeta)
     _set(meta, "direction", direction)

@@ -64,6 +64,7 @@ def test_an_http1_connection_gets_its_events_through_the_accept_stage():
     [relay] = rig.ctx.connections
     assert isinstance(relay, H1Server) and accepted.relay is relay and stage.open_connections == 0
     assert relay.tcp.read_bytes == len(REQUEST)
+    assert accepted.detector.buffered == b""  # the first bytes are the relay's: not kept here as well
 
     accepted.data_received(b"GET /next HTTP/1.1\r\n")  # what the client sends next reaches the relay
     assert relay.tcp.read_bytes == len(REQUEST) + 20
