@@ -6,6 +6,7 @@ from proxy.protocol.detect cimport Detector
 from proxy.telemetry.counters cimport TcpStats
 
 cdef int _NEED_MORE, _HTTP1, _H2, _TLS, _OPAQUE, _MAGIC_FIRST
+cdef Detector _SPENT
 
 cdef class Accepted:
     cdef public object stage
@@ -22,9 +23,12 @@ cdef class Accepted:
     cdef public object probe_timer
     cdef public double opened_at
     cdef public bint queued
+    cdef public object relay
+    cdef public object relay_data
 
     cdef void _arm_deadlines(self) except *
     cdef void _drop_probe(self) except *
+    cdef void _relay_to(self, object protocol) except *
     cdef bint _admit(self, bytes pending=*) except -1
     cdef object _read_header(self, bytes data)
     cdef void _refuse_header(self, str reason) except *
