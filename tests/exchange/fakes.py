@@ -23,6 +23,7 @@ from proxy.core.target import Target
 from proxy.exchange import clock
 from proxy.exchange import log as exchange_log
 from proxy.exchange.context import ExchangeContext
+from proxy.exchange.ends import Picker
 from proxy.exchange.core import (
     QUEUED,
     SETTLE_CANCELLED,
@@ -310,8 +311,11 @@ class FakeDispatcher(Dispatcher):
 # ---------------------------------------------------------------- routing and balancing
 
 
-class FakeService:
-    """A balanced service: endpoints picked in turn (avoiding the one named); every pick and settle recorded."""
+class FakeService(Picker):
+    """A balanced service: endpoints picked in turn (avoiding the one named); every pick and settle recorded.
+
+    ``route`` is what the core calls on a connection that remembered this service (the router is not asked).
+    """
 
     def __init__(self, endpoints=("10.0.0.1", "10.0.0.2", "10.0.0.3"), port=8080):
         self.endpoints = endpoints
@@ -329,6 +333,9 @@ class FakeService:
         target = Target(ep, self.port, service=self, endpoint=ep)
         self.picks.append(target)
         return target
+
+    def route(self, conn, avoid=None):
+        return self.pick(avoid)
 
     def settle(self, target, rtt, outcome):
         self.settles.append((target, rtt, outcome))
