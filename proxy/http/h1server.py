@@ -361,7 +361,8 @@ class H1Server(DownEnd):
     def send_head(self, ex, status, h1head, fields, length, end):
         version = self.head.version
         keep: cython.bint = not self.close_after and not self.ctx.draining
-        edit = ex.resp_edit
+        exch: Exchange = ex  # typed: its field is read as a C field, not looked up by name
+        edit = exch.resp_edit
         if h1head is not None:
             rh: ResponseHead = h1head
             dechunk: cython.bint = False

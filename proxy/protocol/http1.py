@@ -337,6 +337,12 @@ def _http_version(data, i, limit, status, unsupported_status, reason):
     # The 8 bytes at i must be HTTP/D.D, and only 1.0 and 1.1 are spoken here.
     # Bytes are judged as they arrive so that "GET / \r\n\r\n" fails at once
     # instead of waiting for a version that will never come (-1: need more).
+    if (i + 8 <= limit and data[i] == 72 and data[i + 1] == 84 and data[i + 2] == 84 and data[i + 3] == 80
+            and data[i + 4] == 47 and data[i + 5] == 49 and data[i + 6] == _DOT
+            and (data[i + 7] == 49 or data[i + 7] == 48)):
+        # "HTTP/1.1" or "HTTP/1.0" whole, as nearly every message has it: eight
+        # compares instead of the byte-by-byte judgement below (~100 instructions less).
+        return 11 if data[i + 7] == 49 else 10
     end = i + 8 if i + 8 <= limit else limit
     for k in range(i, end):
         c = data[k]
