@@ -42,6 +42,10 @@ proxy's tick carries hundreds; without a tap they are ~150 instructions per
 request. Run it on the revision before a change and after,
 under ``flock /tmp/bench.lock``.
 
+``--passthrough``: the requests name the backend by its address (``Host:
+127.0.0.1:PORT``), which discovery does not know: the passthrough route the
+``http1`` scenario of ``benchmarks/run.py`` takes, without a balancer.
+
 ``--haproxy``: HAProxy (one thread, ``configs/haproxy-http1.cfg.tmpl``) in place of
 meshproxy, in front of the same backend: the target in instructions (``--repo``
 is then not needed; HTTP/1 keep-alive or ``--new-connections`` only).
@@ -273,6 +277,8 @@ def main() -> None:
     parser.add_argument("--strace", action="store_true", help="count system calls per request instead")
     parser.add_argument("--perf", action="store_true", help="measure CPU time per request (perf stat) instead")
     parser.add_argument("--haproxy", action="store_true", help="HAProxy (1 thread) in place of meshproxy")
+    parser.add_argument("--passthrough", action="store_true",
+                        help="Host is the backend's address (not a discovered service): the http1 scenario's route")
     args = parser.parse_args()
     if args.haproxy and (args.h2 or args.tap or args.policy != "none" or args.listener != "outbound"):
         parser.error("--haproxy measures plain HTTP/1 only")
@@ -345,7 +351,8 @@ def main() -> None:
                                       stderr=subprocess.DEVNULL)
             _wait_tap_open(admin)
         port = out if args.listener == "outbound" else inb
-        host = "web.test.svc.cluster.local:80"
+        # --passthrough: named by the backend's address, as benchmarks/run.py's http1 scenario does (no balancer).
+        host = f"127.0.0.1:{backend}" if args.passthrough else "web.test.svc.cluster.local:80"
         if args.h2:
             def run(n: int) -> None:
                 _h2load(port, host, n, args.streams)

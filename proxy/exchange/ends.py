@@ -112,7 +112,7 @@ class Dispatcher:
 if not cython.compiled:
     # The down end's route cache (C fields in ends.pxd, read and written by
     # the core) and a service's closed mark: uncompiled, their defaults are class attributes.
-    for _name, _default in (("route_host", None), ("route_target", None), ("route_service", None),
-                            ("route_gen", 0)):
-        setattr(DownEnd, _name, _default)
-    setattr(Picker, "closed", False)
+    for _cls, _name, _default in ((DownEnd, "route_host", None), (DownEnd, "route_target", None),
+                                  (DownEnd, "route_service", None), (DownEnd, "route_gen", 0),
+                                  (Picker, "closed", False)):
+        setattr(_cls, _name, _default)

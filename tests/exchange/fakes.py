@@ -23,7 +23,6 @@ from proxy.core.target import Target
 from proxy.exchange import clock
 from proxy.exchange import log as exchange_log
 from proxy.exchange.context import ExchangeContext
-from proxy.exchange.ends import Picker
 from proxy.exchange.core import (
     QUEUED,
     SETTLE_CANCELLED,
@@ -31,7 +30,7 @@ from proxy.exchange.core import (
     SETTLE_OK,
     Exchange,
 )
-from proxy.exchange.ends import Dispatcher, DownEnd, UpEnd
+from proxy.exchange.ends import Dispatcher, DownEnd, Picker, UpEnd
 from proxy.protocol.http1 import NEED_MORE, parse_request_head
 from proxy.protocol.request import h2_request_line
 from proxy.telemetry.counters import HttpStats, RouteStats, TcpStats
