@@ -105,7 +105,8 @@ class H1Pool:
                 # State alone (no ``transport.is_closing()``, a Python call): an idle connection the
                 # upstream closed left C_IDLE in eof_received, one this proxy closed in abort. A reset
                 # seen in this same loop iteration is the one case left: connection_lost follows at
-                # once and the request goes again elsewhere, as for a reset a moment after reuse.
+                # once, and the request fares as after a reset a moment after reuse (an idempotent one
+                # is sent again on another connection, another is answered 502).
                 if conn.state == C_IDLE:
                     conn.reused = True
                     conn.attach(ex)
