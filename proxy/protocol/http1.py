@@ -997,6 +997,7 @@ def parse_response_head(data, max_size):
     conn_flags = 0
     tokens = None
     hop_by_hop = False
+    hop_fields = 0
     upgrade = None
 
     while True:
@@ -1033,6 +1034,7 @@ def parse_response_head(data, max_size):
             te_flags = _merge_codings(te_flags, _transfer_codings(data, value_start, value_end, 502))
         elif _is_hop_by_hop(kind):
             hop_by_hop = True
+            hop_fields += 1
             if kind == _K_CONNECTION:
                 if tokens is None:
                     tokens = []
@@ -1060,6 +1062,7 @@ def parse_response_head(data, max_size):
     head.upgrade = upgrade if conn_flags & _CONN_UPGRADE else None
     head.connection_tokens = () if tokens is None else tuple(tokens)
     head.consumed = end
+    head.only_keep_alive = hop_fields == 1 and tokens is not None and len(tokens) == 1 and tokens[0] == b"keep-alive"
     return head
 
 
