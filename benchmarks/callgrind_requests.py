@@ -46,6 +46,10 @@ under ``flock /tmp/bench.lock``.
 127.0.0.1:PORT``), which discovery does not know: the passthrough route the
 ``http1`` scenario of ``benchmarks/run.py`` takes, without a balancer.
 
+``--nginx-head``: the backend answers as the ``http1`` scenario's nginx does
+(``Server``, ``Date``, ``Content-Type``, ``Content-Length``, ``Connection:
+keep-alive``, a 64-byte body) instead of a bare ``content-length`` head.
+
 ``--haproxy``: HAProxy (one thread, ``configs/haproxy-http1.cfg.tmpl``) in place of
 meshproxy, in front of the same backend: the target in instructions (``--repo``
 is then not needed; HTTP/1 keep-alive or ``--new-connections`` only).
@@ -96,6 +100,10 @@ spec:
 """
 MIRROR_FILTER = "[{{type: RequestMirror, requestMirror: {{backendRef: {{name: {mirror}, port: 80}}, percent: 100}}}}]"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+# --nginx-head: the head the http1 scenario's nginx sends (its 64-byte body too).
+NGINX_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 08 Dec 2026 04:00:00 GMT\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 64\r\nConnection: keep-alive\r\n\r\n"
+                  b"meshproxy benchmark: a fixed small response body, 64 bytes long.")
 
 
 def _port() -> int:
@@ -277,6 +285,8 @@ def main() -> None:
     parser.add_argument("--strace", action="store_true", help="count system calls per request instead")
     parser.add_argument("--perf", action="store_true", help="measure CPU time per request (perf stat) instead")
     parser.add_argument("--haproxy", action="store_true", help="HAProxy (1 thread) in place of meshproxy")
+    parser.add_argument("--nginx-head", action="store_true",
+                        help="the backend answers with the head nginx sends (Connection: keep-alive and more)")
     parser.add_argument("--passthrough", action="store_true",
                         help="Host is the backend's address (not a discovered service): the http1 scenario's route")
     args = parser.parse_args()
@@ -291,6 +301,9 @@ def main() -> None:
         if args.h2:
             parser.error("--tls is HTTP/1 over new connections")
         args.new_connections, args.listener = True, "inbound"
+    if args.nginx_head:
+        global RESPONSE
+        RESPONSE = NGINX_RESPONSE
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
     nginx = None
     if args.h2:
