@@ -42,6 +42,14 @@ proxy's tick carries hundreds; without a tap they are ~150 instructions per
 request. Run it on the revision before a change and after,
 under ``flock /tmp/bench.lock``.
 
+``--passthrough``: the requests name the backend by its address (``Host:
+127.0.0.1:PORT``), which discovery does not know: the passthrough route the
+``http1`` scenario of ``benchmarks/run.py`` takes, without a balancer.
+
+``--nginx-head``: the backend answers as the ``http1`` scenario's nginx does
+(``Server``, ``Date``, ``Content-Type``, ``Content-Length``, ``Connection:
+keep-alive``, a 64-byte body) instead of a bare ``content-length`` head.
+
 ``--haproxy``: HAProxy (one thread, ``configs/haproxy-http1.cfg.tmpl``) in place of
 meshproxy, in front of the same backend: the target in instructions (``--repo``
 is then not needed; HTTP/1 keep-alive or ``--new-connections`` only).
@@ -92,6 +100,10 @@ spec:
 """
 MIRROR_FILTER = "[{{type: RequestMirror, requestMirror: {{backendRef: {{name: {mirror}, port: 80}}, percent: 100}}}}]"
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+# --nginx-head: the head the http1 scenario's nginx sends (its 64-byte body too).
+NGINX_RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 08 Dec 2026 04:00:00 GMT\r\n"
+                  b"Content-Type: text/plain\r\nContent-Length: 64\r\nConnection: keep-alive\r\n\r\n"
+                  b"meshproxy benchmark: a fixed small response body, 64 bytes long.")
 
 
 def _port() -> int:
@@ -273,6 +285,10 @@ def main() -> None:
     parser.add_argument("--strace", action="store_true", help="count system calls per request instead")
     parser.add_argument("--perf", action="store_true", help="measure CPU time per request (perf stat) instead")
     parser.add_argument("--haproxy", action="store_true", help="HAProxy (1 thread) in place of meshproxy")
+    parser.add_argument("--nginx-head", action="store_true",
+                        help="the backend answers with the head nginx sends (Connection: keep-alive and more)")
+    parser.add_argument("--passthrough", action="store_true",
+                        help="Host is the backend's address (not a discovered service): the http1 scenario's route")
     args = parser.parse_args()
     if args.haproxy and (args.h2 or args.tap or args.policy != "none" or args.listener != "outbound"):
         parser.error("--haproxy measures plain HTTP/1 only")
@@ -285,6 +301,9 @@ def main() -> None:
         if args.h2:
             parser.error("--tls is HTTP/1 over new connections")
         args.new_connections, args.listener = True, "inbound"
+    if args.nginx_head:
+        global RESPONSE
+        RESPONSE = NGINX_RESPONSE
     work = Path(tempfile.mkdtemp(prefix="callgrind-"))
     nginx = None
     if args.h2:
@@ -345,7 +364,8 @@ def main() -> None:
                                       stderr=subprocess.DEVNULL)
             _wait_tap_open(admin)
         port = out if args.listener == "outbound" else inb
-        host = "web.test.svc.cluster.local:80"
+        # --passthrough: named by the backend's address, as benchmarks/run.py's http1 scenario does (no balancer).
+        host = f"127.0.0.1:{backend}" if args.passthrough else "web.test.svc.cluster.local:80"
         if args.h2:
             def run(n: int) -> None:
                 _h2load(port, host, n, args.streams)

@@ -1,7 +1,7 @@
 # Typed declarations for core.py.
 cimport cython
 from proxy.exchange.context cimport ExchangeContext
-from proxy.exchange.ends cimport DownEnd, UpEnd
+from proxy.exchange.ends cimport DownEnd, Picker, UpEnd
 from proxy.exchange.clock cimport RouteClock, now
 from proxy.exchange.taphook cimport TapEvents, TapHook
 from proxy.protocol.request cimport RequestLine
@@ -100,6 +100,7 @@ cdef class Exchange:
     cdef HttpStats _inbound_stats(self, object host)
     cdef void _count_grpc(self, int grpc, int error)
     cdef void _count_attempt(self, int status, int grpc)
+    @cython.locals(service=Picker)
     cpdef void start(self, RequestLine head, list headers, long long length, bint ended)
     cpdef void reject(self, object err)
     cpdef void request_data(self, bytes data, Py_ssize_t credit, bint end)

@@ -27,7 +27,7 @@ import cython
 from proxy import errors
 from proxy.exchange import log
 from proxy.exchange.clock import RouteClock, now
-from proxy.exchange.ends import DownEnd, UpEnd
+from proxy.exchange.ends import DownEnd, Picker, UpEnd
 from proxy.exchange.taphook import TapEvents, TapHook
 from proxy.telemetry.counters import (
     CLIENT_GONE,
@@ -154,24 +154,38 @@ class Exchange:
         self.up_queue = []
         self.down_queue = []
         self.tap_base = None  # per connection, like the route cache: a tap's encoding of its addresses
+        self.done = False  # _clear resets everything of an exchange that never finished
         self._clear()
 
     def _clear(self):
+        """A fresh exchange for the connection's next request (HTTP/1 reuses one per connection)."""
+        if not self.done:
+            # Never finished (a new exchange, or one rejected or started over without an end): what
+            # finish() lets go of is reset here; a finished one holds none of it (one store fewer each).
+            self.grpc_count = 0
+            self.up = None
+            self.rp = None
+            self.replay = None
+            self.timer = None
+            self.clock = None
+            self.held_fields = None
+            self.span = None
+            self.tap = None
+            self.mirror = None
+            self.backend = None
+            self.route_open = None
+            self.backend_open = None
         self.head = None
         self.hstats = None
-        self.grpc_count = 0
         self.headers = None
         self.req_length = -1
-        self.up = None
         self.up_id = 0
         self.target = None
-        self.rp = None
         self.resp_edit = None
         self.req_ended = False
         self.up_ended = False
         self.req_trailers = None
         self.body_sent = False
-        self.replay = None
         self.replay_size = 0
         self.resp_started = False
         self.down_end_pending = False
@@ -185,14 +199,11 @@ class Exchange:
         self.repicks = 0
         self.resends = 0
         self.attempts = 0
-        self.timer = None
-        self.clock = None
         self.grpc_pending = False
         self.route_ms = 0.0
         self.route_status = 0
         self.held_status = 0
         self.held_length = -1
-        self.held_fields = None
         self.held_end = False
         self.status = 0
         self.resp_length = -1
@@ -202,14 +213,8 @@ class Exchange:
         self.up_keeps = True
         self.up_fields = None
         self.upgrade = False
-        self.span = None
-        self.tap = None
         self.tap_asked = False
         self.retried = False
-        self.mirror = None
-        self.backend = None
-        self.route_open = None
-        self.backend_open = None
         if self.up_queue:
             self.up_queue = []
         if self.down_queue:
@@ -257,24 +262,33 @@ class Exchange:
         host = head.host
         origin_form: cython.bint = len(head.target) > 0 and head.target[0] == 47
         down = self.down
+        target = None
         if (host is not None and host == down.route_host and down.route_gen == ctx.policy_gen
                 and head.dst_override is None and origin_form and head.method != b"CONNECT"):
             # Same Host as this connection's previous request, origin-form, no
-            # override: the router would answer the same passthrough target.
-            target = down.route_target
-        else:
+            # override: the router would answer the same passthrough target, or
+            # ask the same balanced service for an endpoint (a C call here; the
+            # router's is a Python call, a Host lookup and its own-address check).
+            service = down.route_service
+            if service is None:
+                target = down.route_target
+            elif not service.closed:
+                target = service.route(self, None)
+        if target is None:
             try:
                 target = ctx.router.route(head, self.meta, self)
             except errors.ProxyError as err:
                 self.fail(err)
                 return
             down.route_host = None
-            if (target is not QUEUED and target.service is None and self.rp is None
+            if (target is not QUEUED and self.rp is None
                     and host is not None and head.dst_override is None and origin_form):
-                # Only passthrough targets without a route policy: balanced
-                # ones are picked, and policy ones routed, per request.
+                # Passthrough targets and balanced services without a route
+                # policy (policy ones are routed per request); a balanced one
+                # still picks its endpoint per request.
                 down.route_host = host
-                down.route_target = target
+                down.route_service = target.service
+                down.route_target = target if target.service is None else None
                 down.route_gen = ctx.policy_gen
         if self.rp is not None:
             self._policy_begin()
@@ -916,7 +930,8 @@ class Exchange:
             return
         self.settled = True
         target = self.target
-        target.service.settle(target, self._pick_rtt(), outcome)
+        service: Picker = target.service  # a C call through the balancer's vtable
+        service.settle(target, self._pick_rtt(), outcome)
 
     def _pick_rtt(self):
         """What the balancer learns of its pick: from the request sent to now (0 if it never went)."""

@@ -1,9 +1,17 @@
-# Typed declarations for ends.py: the core calls the relays through these vtables.
+# Typed declarations for ends.py: the core calls the relays (and the balancer) through these vtables.
+from proxy.core.target cimport Target
+
+cdef class Picker:
+    cdef public bint closed                # the service stopped (discovery no longer feeds it)
+    cpdef object route(self, object conn, object avoid=*)
+    cpdef void settle(self, Target target, double rtt, int outcome) except *
 
 cdef class DownEnd:
-    # The connection's route cache: its last passthrough target, by Host and policy generation.
+    # The connection's route cache, by Host and policy generation: its last passthrough target, or the
+    # balanced service its last request was picked from (route_target None then).
     cdef bytes route_host
     cdef object route_target
+    cdef Picker route_service
     cdef long long route_gen
     cpdef void send_informational(self, object ex, int status, object h1head, object fields) except *
     cpdef void send_head(self, object ex, int status, object h1head, object fields, long long length, bint end) except *

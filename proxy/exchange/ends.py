@@ -84,6 +84,23 @@ class UpEnd:
         raise NotImplementedError
 
 
+class Picker:
+    """A balanced service as the core sees it: picks an endpoint per request and learns how each pick ended
+    (implemented by ``proxy.outbound.balance.BalancedService``).
+
+    A connection that asks the same service again (same Host, same policy generation) calls ``route`` here
+    directly, without the router, until ``closed`` says the service stopped.
+    """
+
+    def route(self, conn, avoid=None):
+        """The Target for one request, or QUEUED (``conn.routed`` or ``conn.fail`` come later)."""
+        raise NotImplementedError
+
+    def settle(self, target, rtt, outcome):
+        """How the pick of ``target`` ended (one of the core's SETTLE_ outcomes), with its round trip ``rtt``."""
+        raise NotImplementedError
+
+
 class Dispatcher:
     """Chooses and starts the up end of an attempt (implemented by ``proxy.http.upstreams.Upstreams``)."""
 
@@ -94,6 +111,8 @@ class Dispatcher:
 
 if not cython.compiled:
     # The down end's route cache (C fields in ends.pxd, read and written by
-    # the core): uncompiled, its defaults are class attributes.
-    for _name, _default in (("route_host", None), ("route_target", None), ("route_gen", 0)):
-        setattr(DownEnd, _name, _default)
+    # the core) and a service's closed mark: uncompiled, their defaults are class attributes.
+    for _cls, _name, _default in ((DownEnd, "route_host", None), (DownEnd, "route_target", None),
+                                  (DownEnd, "route_service", None), (DownEnd, "route_gen", 0),
+                                  (Picker, "closed", False)):
+        setattr(_cls, _name, _default)

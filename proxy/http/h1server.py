@@ -361,7 +361,8 @@ class H1Server(DownEnd):
     def send_head(self, ex, status, h1head, fields, length, end):
         version = self.head.version
         keep: cython.bint = not self.close_after and not self.ctx.draining
-        edit = ex.resp_edit
+        exch: Exchange = ex  # typed: its field is read as a C field, not looked up by name
+        edit = exch.resp_edit
         if h1head is not None:
             rh: ResponseHead = h1head
             dechunk: cython.bint = False
@@ -391,8 +392,11 @@ class H1Server(DownEnd):
             # drop a connection that this proxy keeps.
             older: cython.bint = rh.version < 11 and version >= 11
             reason_ok: cython.bint = rh.raw[12] == 32  # "HTTP/1.1 200" without a reason: made whole below
-            if (keep and not rh.hop_by_hop and version >= 11 and edit is None and not no_length and reason_ok
-                    and not older and not rechunk):
+            # "Connection: keep-alive" alone (what nginx sends) is kept as this proxy's own option for
+            # the connection it keeps: RFC 9110 7.6.1 lets an intermediary replace the field with its
+            # own options, and a rewritten head costs as much as parsing one.
+            if (keep and (not rh.hop_by_hop or rh.only_keep_alive) and version >= 11 and edit is None
+                    and not no_length and reason_ok and not older and not rechunk):
                 head = rh.raw  # forwarded exactly as received
             else:
                 drop = rh.connection_tokens + _DROP_TE if dechunk else rh.connection_tokens

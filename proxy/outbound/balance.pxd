@@ -5,6 +5,7 @@ cimport cython
 from proxy.core.target cimport Target
 from proxy.exchange.clock cimport now
 from proxy.outbound.balancer cimport Balancer, Endpoint
+from proxy.exchange.ends cimport Picker
 
 cdef long long NS
 cdef int AVOID_TRIES
@@ -12,7 +13,7 @@ cdef int _OK, _CANCELLED
 
 cdef long long _monotonic_ns() except? -1
 
-cdef class BalancedService:
+cdef class BalancedService(Picker):
     cdef public object loop
     cdef public object name
     cdef public object settings

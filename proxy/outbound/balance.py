@@ -22,6 +22,7 @@ from proxy.core.target import Target
 from proxy.errors import NoEndpoints
 from proxy.exchange.clock import now
 from proxy.exchange.core import QUEUED, SETTLE_CANCELLED, SETTLE_OK, Exchange
+from proxy.exchange.ends import Picker
 from proxy.outbound.balancer import Balancer
 from proxy.telemetry.logging import get_logger
 
@@ -51,8 +52,11 @@ def _ns(seconds: float) -> int:
 AVOID_TRIES = 4  # extra picks that look for another endpoint than the one that just failed
 
 
-class BalancedService:
-    """Endpoints of one logical service, their balancer, and requests waiting for one."""
+class BalancedService(Picker):
+    """Endpoints of one logical service, their balancer, and requests waiting for one.
+
+    Each member's Target rides on it (``Endpoint.handle``): a pick is answered without a lookup.
+    """
 
     def __init__(self, loop, name: str, watch, settings: BalancerSettings) -> None:
         self.loop = loop
@@ -113,7 +117,9 @@ class BalancedService:
             [(ep.address, float(ep.weight), ep.proxy if ep.proxy is not None else ep.address)
              for ep in endpoints])
         for key in removed:
-            self.targets.pop(key, None)
+            gone = self.targets.pop(key, None)
+            if gone is not None:
+                gone.endpoint.handle = None  # the member and its Target no longer hold each other
             self.labels.pop(key, None)
         renewed = set(added) | set(changed)
         for key in renewed:
@@ -143,8 +149,10 @@ class BalancedService:
         host, port = member.target
         mesh_port, identity = _peer(ep)
         self.labels[key] = ep.labels
-        self.targets[key] = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
-                                   service=self, endpoint=member)
+        target = Target(host, port, mesh_port=mesh_port, identity=identity, protocol=ep.protocol,
+                        service=self, endpoint=member)
+        self.targets[key] = target
+        member.handle = target
 
     def endpoint_labels(self, target: Target) -> tuple[tuple[str, str], ...]:
         """Discovery's labels of the endpoint ``target`` reaches (for the metrics' ``dst_*`` labels)."""
@@ -169,7 +177,7 @@ class BalancedService:
             self.balancer.cancel(member)
             member = again
         if member is not None:
-            return self.targets[member.key]
+            return member.handle
         self.waiters.append((self.loop.time() + self.queue_timeout, conn))
         self._arm()
         return QUEUED
@@ -178,7 +186,7 @@ class BalancedService:
         """For opaque TCP: an endpoint now, or None (connections are not queued)."""
         self.last_used = self.loop.time()
         member = self.balancer.pick(time.monotonic_ns())
-        return self.targets[member.key] if member is not None else None
+        return member.handle if member is not None else None
 
     def settle(self, target, rtt, outcome):
         member = target.endpoint
@@ -224,13 +232,14 @@ class BalancedService:
             if member is None:
                 break
             self.waiters.popleft()
-            conn.routed(self.targets[member.key])
+            conn.routed(member.handle)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self._arm()
 
     def close(self) -> None:
+        self.closed = True  # connections that remembered this service route through the router again
         self.unsubscribe()
         if self.timer is not None:
             self.timer.cancel()

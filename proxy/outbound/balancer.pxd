@@ -21,6 +21,7 @@ cdef class Endpoint:
     cdef readonly object key
     cdef readonly double weight
     cdef readonly object target            # opaque: what the caller connects to
+    cdef public object handle              # the caller's object for this member (balance.py: its Target)
     cdef readonly long long pending        # picked and not yet completed
     cdef readonly double rtt_ns            # PeakEWMA estimate as of last_ns
     cdef readonly long long last_ns        # time of the last observation (or of the default); -1 before any pick

@@ -120,6 +120,7 @@ class Endpoint:
         self.key = key
         self.weight = _check_weight(weight)
         self.target = target
+        self.handle = None  # the caller's own object for this member (balance.py: its Target), kept here
         self.pending = 0
         self.rtt_ns = float(DEFAULT_RTT_NS)
         self.last_ns = -1  # time of the last observation; until the first, when the default was set

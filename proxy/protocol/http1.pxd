@@ -38,6 +38,9 @@ cdef class ResponseHead:
     cdef readonly bytes upgrade
     cdef readonly tuple connection_tokens
     cdef readonly Py_ssize_t consumed     # bytes of data used (== len(raw))
+    # Added fields go last. The only hop-by-hop field is one "Connection: keep-alive" (nginx's every
+    # response): a relay keeping its client's HTTP/1.1 connection may forward it as its own option.
+    cdef readonly bint only_keep_alive
 
 cdef class ChunkedScanner:
     cdef public int error_status          # status of ParseError raised (400 or 502)
@@ -70,7 +73,7 @@ cpdef object parse_request_head(bytes data, Py_ssize_t max_size)
                value_start=Py_ssize_t, value_end=Py_ssize_t, cr=Py_ssize_t,
                next_line=Py_ssize_t, kind=int, version=int, status=int,
                content_length=cython.longlong, te_flags=int, has_te=bint, conn_flags=int,
-               tokens=list, hop_by_hop=bint, upgrade=bytes, head=ResponseHead)
+               tokens=list, hop_by_hop=bint, hop_fields=int, upgrade=bytes, head=ResponseHead)
 cpdef object parse_response_head(bytes data, Py_ssize_t max_size)
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, line_end=Py_ssize_t, keep_from=Py_ssize_t,

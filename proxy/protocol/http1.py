@@ -337,6 +337,12 @@ def _http_version(data, i, limit, status, unsupported_status, reason):
     # The 8 bytes at i must be HTTP/D.D, and only 1.0 and 1.1 are spoken here.
     # Bytes are judged as they arrive so that "GET / \r\n\r\n" fails at once
     # instead of waiting for a version that will never come (-1: need more).
+    if (i + 8 <= limit and data[i] == 72 and data[i + 1] == 84 and data[i + 2] == 84 and data[i + 3] == 80
+            and data[i + 4] == 47 and data[i + 5] == 49 and data[i + 6] == _DOT
+            and (data[i + 7] == 49 or data[i + 7] == 48)):
+        # "HTTP/1.1" or "HTTP/1.0" whole, as nearly every message has it: eight
+        # compares instead of the byte-by-byte judgement below (~100 instructions less).
+        return 11 if data[i + 7] == 49 else 10
     end = i + 8 if i + 8 <= limit else limit
     for k in range(i, end):
         c = data[k]
@@ -991,6 +997,7 @@ def parse_response_head(data, max_size):
     conn_flags = 0
     tokens = None
     hop_by_hop = False
+    hop_fields = 0
     upgrade = None
 
     while True:
@@ -1027,6 +1034,7 @@ def parse_response_head(data, max_size):
             te_flags = _merge_codings(te_flags, _transfer_codings(data, value_start, value_end, 502))
         elif _is_hop_by_hop(kind):
             hop_by_hop = True
+            hop_fields += 1
             if kind == _K_CONNECTION:
                 if tokens is None:
                     tokens = []
@@ -1054,6 +1062,7 @@ def parse_response_head(data, max_size):
     head.upgrade = upgrade if conn_flags & _CONN_UPGRADE else None
     head.connection_tokens = () if tokens is None else tuple(tokens)
     head.consumed = end
+    head.only_keep_alive = hop_fields == 1 and tokens is not None and len(tokens) == 1 and tokens[0] == b"keep-alive"
     return head
 
 

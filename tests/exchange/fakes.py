@@ -30,7 +30,7 @@ from proxy.exchange.core import (
     SETTLE_OK,
     Exchange,
 )
-from proxy.exchange.ends import Dispatcher, DownEnd, UpEnd
+from proxy.exchange.ends import Dispatcher, DownEnd, Picker, UpEnd
 from proxy.protocol.http1 import NEED_MORE, parse_request_head
 from proxy.protocol.request import h2_request_line
 from proxy.telemetry.counters import HttpStats, RouteStats, TcpStats
@@ -310,8 +310,11 @@ class FakeDispatcher(Dispatcher):
 # ---------------------------------------------------------------- routing and balancing
 
 
-class FakeService:
-    """A balanced service: endpoints picked in turn (avoiding the one named); every pick and settle recorded."""
+class FakeService(Picker):
+    """A balanced service: endpoints picked in turn (avoiding the one named); every pick and settle recorded.
+
+    ``route`` is what the core calls on a connection that remembered this service (the router is not asked).
+    """
 
     def __init__(self, endpoints=("10.0.0.1", "10.0.0.2", "10.0.0.3"), port=8080):
         self.endpoints = endpoints
@@ -329,6 +332,9 @@ class FakeService:
         target = Target(ep, self.port, service=self, endpoint=ep)
         self.picks.append(target)
         return target
+
+    def route(self, conn, avoid=None):
+        return self.pick(avoid)
 
     def settle(self, target, rtt, outcome):
         self.settles.append((target, rtt, outcome))

@@ -165,14 +165,47 @@ def test_h1_route_cache_only_for_plain_origin_form(make_rig, second):
     assert len(rig.router.routes) == 2
 
 
-def test_h1_route_cache_not_for_balanced_or_policy_targets(make_rig):
+def test_h1_route_cache_keeps_a_balanced_service_and_picks_per_request(make_rig):
+    svc = FakeService()
+    rig = make_rig(service=svc)
+    ex, down = rig.start_h1()
+    _complete(rig.disp.last)
+    _next_request(rig, ex)
+    _next_request(rig, ex, path=b"/other")
+    # The router was asked once; the service picked each request's endpoint, each pick settled once.
+    assert len(rig.router.routes) == 1 and len(svc.picks) == 3
+    assert [up.target for up in rig.ups()] == svc.picks
+    assert [t.host for t in svc.picks] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert svc.outcomes() == ["ok", "ok", "ok"]
+    assert down.done_count == 3 and responses(rig.stats) == {200: 3}
+    assert rig.check_books() == []
+
+
+def test_h1_route_cache_asks_the_router_again_once_the_service_closed(make_rig):
     svc = FakeService()
     rig = make_rig(service=svc)
     ex, _ = rig.start_h1()
     _complete(rig.disp.last)
+    svc.closed = True  # swept as idle: discovery no longer feeds it
     _next_request(rig, ex)
     assert len(rig.router.routes) == 2 and len(svc.picks) == 2
 
+
+@pytest.mark.parametrize("change", ["policy", "host"])
+def test_h1_route_cache_of_a_service_is_dropped_like_a_passthrough_one(make_rig, change):
+    svc = FakeService()
+    rig = make_rig(service=svc)
+    ex, _ = rig.start_h1(host=b"svc.ns")
+    _complete(rig.disp.last)
+    if change == "policy":
+        rig.ctx.policy_gen += 1
+        _next_request(rig, ex, host=b"svc.ns")
+    else:
+        _next_request(rig, ex, host=b"other.ns")
+    assert len(rig.router.routes) == 2 and len(svc.picks) == 2
+
+
+def test_h1_route_cache_not_for_policy_targets(make_rig):
     rig = make_rig(policy=FakePolicy())
     ex, _ = rig.start_h1()
     _complete(rig.disp.last)

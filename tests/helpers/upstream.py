@@ -200,6 +200,11 @@ class HttpUpstream(TcpServer):
             # after this response (late, when ``linger`` is set).
             conn.send(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nold one")
             return False
+        elif path == "/keep-alive-field":
+            # nginx's way: every response says "Connection: keep-alive".
+            conn.send(response_bytes(200, [("Connection", "keep-alive")], b"kept"))
+        elif path == "/keep-alive-params":
+            conn.send(response_bytes(200, [("Connection", "keep-alive"), ("Keep-Alive", "timeout=5")], b"kept"))
         elif path == "/close-after":
             conn.send(response_bytes(200, [("Connection", "close")], b"closing"))
             return False

@@ -87,3 +87,17 @@ def test_pool_close_all_closes_every_idle_connection():
     pool.close_all()
     assert pool.idle_count == 0 and pool.idle == {}
     assert all(conn.transport.closing for conn in conns)
+
+
+def test_upstream_closing_an_idle_connection_takes_it_out_of_the_pool_at_once():
+    # The pool hands out connections by their state alone: an EOF on an idle one must leave it
+    # before connection_lost, or a request in the same loop iteration could be written to it.
+    pool = _pool(max_idle=2)
+    target = Target("web", 80)
+    a, b = _conn(pool, target), _conn(pool, target)
+    pool.release(a)
+    pool.release(b)
+    assert b.eof_received() is False  # the transport closes it
+    assert b.state == C_DONE and pool.idle_count == 1 and pool.idle[target].conns() == [a]
+    b.connection_lost(None)
+    assert pool.idle_count == 1 and pool.idle[target].conns() == [a]

@@ -306,6 +306,41 @@ def test_endpoint_added_by_a_file_edit_gets_traffic_without_restart(env):
     assert first.count == before  # a removed endpoint gets no new request
 
 
+def test_one_keep_alive_connection_follows_endpoint_changes(env):
+    # Its later requests skip the router (the connection remembers the service its Host named) but are
+    # still picked one by one: an added endpoint gets some of them, a removed one none. (Which of two
+    # endpoints sequential requests go to is PeakEWMA's choice, not asserted.)
+    endpoints, backend, proxy = env
+    first, second = backend("first"), backend("second")
+    _write_endpoints(endpoints, {"web.test:80": [first.port]})
+    p = proxy()
+    conn = http.client.HTTPConnection("127.0.0.1", p.outbound, timeout=10)
+
+    def bodies(n: int) -> collections.Counter:
+        seen: collections.Counter = collections.Counter()
+        for _ in range(n):
+            conn.request("GET", "/", headers={"Host": "web.test:80"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            seen[resp.read().decode()] += 1
+        return seen
+
+    assert bodies(10) == {"first": 10}
+    _write_endpoints(endpoints, {"web.test:80": [first.port, second.port]})
+    deadline = time.monotonic() + 5
+    while second.count == 0:
+        assert time.monotonic() < deadline
+        bodies(10)
+    _write_endpoints(endpoints, {"web.test:80": [second.port]})
+    deadline = time.monotonic() + 5
+    while set(bodies(5)) != {"second"}:
+        assert time.monotonic() < deadline
+    before = first.count
+    assert bodies(20) == {"second": 20}
+    assert first.count == before
+    conn.close()
+
+
 def test_requests_over_the_in_flight_limit_are_shed(env):
     endpoints, backend, proxy = env
     slow = backend("slow", delay=1.0)

@@ -77,6 +77,19 @@ def test_hop_by_hop_fields_removed_rest_kept_in_order(proxy, fresh_upstream):
     assert req.body.raw == b"body"
 
 
+def test_response_connection_keep_alive_alone_is_relayed_as_the_proxys_own(proxy, fresh_upstream):
+    # The proxy keeps the client's connection: the upstream's "Connection: keep-alive" says the same of
+    # this hop, so the head goes out as received; with the upstream's Keep-Alive parameters it does not.
+    with RawClient(proxy.outbound) as client:
+        kept = client.exchange("GET", "/keep-alive-field", host(fresh_upstream))
+        params = client.exchange("GET", "/keep-alive-params", host(fresh_upstream))
+        again = client.exchange("GET", "/keep-alive-field", host(fresh_upstream))
+    assert kept.status == 200 and kept.data == b"kept" and kept.header("Connection") == "keep-alive"
+    assert again.status == 200 and again.data == b"kept"
+    assert params.status == 200 and params.data == b"kept"
+    assert params.header("Connection") is None and params.header("Keep-Alive") is None
+
+
 def test_upgrade_field_removed_when_not_an_upgrade(proxy, fresh_upstream):
     """Upgrade is hop-by-hop; without Connection: upgrade it is no upgrade
     request, so it is dropped like the other hop-by-hop fields."""

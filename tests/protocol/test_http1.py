@@ -74,7 +74,7 @@ def response_fields(head):
         for name in (
             "raw", "version", "status", "reason_phrase", "content_length", "chunked",
             "has_transfer_encoding", "keep_alive", "hop_by_hop", "upgrade",
-            "connection_tokens", "consumed",
+            "connection_tokens", "consumed", "only_keep_alive",
         )
     }
 
@@ -278,6 +278,7 @@ def test_response_plain_every_prefix(h1):
         "upgrade": None,
         "connection_tokens": (),
         "consumed": head_len,
+        "only_keep_alive": False,
     }
     assert head.header_list()[1] == (b"Content-Length", b"13")
 
@@ -592,6 +593,15 @@ VALID_RESPONSES = [
     (resp(b"HTTP2-Settings: x"), {"hop_by_hop": True}),
     (resp(b"Keep-Alive: timeout=5"), {"hop_by_hop": True}),
     (resp(b"Host: a", b"Host: b", b"Expect: x"), {"hop_by_hop": False}),
+    # One "Connection: keep-alive" and no other hop-by-hop field: a relay may keep it as its own option.
+    (resp(b"Server: nginx", b"Connection: Keep-Alive", b"Content-Length: 2"),
+     {"hop_by_hop": True, "only_keep_alive": True}),
+    (resp(), {"only_keep_alive": False}),
+    (resp(b"Connection: keep-alive", b"Keep-Alive: timeout=5"), {"only_keep_alive": False}),
+    (resp(b"Connection: keep-alive", b"Connection: keep-alive"), {"only_keep_alive": False}),
+    (resp(b"Connection: keep-alive, x-hop"), {"only_keep_alive": False}),
+    (resp(b"Connection: keep-alive", b"TE: trailers"), {"only_keep_alive": False}),
+    (resp(b"Connection: close"), {"only_keep_alive": False}),
 ]
 
 
