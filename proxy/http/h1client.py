@@ -102,12 +102,12 @@ class H1Pool:
             while stack is not None and stack.count > 0:
                 conn: H1Client = stack.pop()
                 self.idle_count -= 1
-                # State alone (no ``transport.is_closing()``, a Python call): an idle connection the
-                # upstream closed left C_IDLE in eof_received, one this proxy closed in abort. A reset
-                # seen in this same loop iteration is the one case left: connection_lost follows at
-                # once, and the request fares as after a reset a moment after reuse (an idempotent one
-                # is sent again on another connection, another is answered 502).
-                if conn.state == C_IDLE:
+                # An idle connection the upstream closed left C_IDLE in eof_received, one this proxy
+                # closed in abort. A reset read earlier in this same loop iteration is the case left:
+                # uvloop has closed the transport and calls connection_lost only later, so a request
+                # attached now would be lost (a POST answered 502). is_closing() (one Python call per
+                # checkout) sends it to another connection instead.
+                if conn.state == C_IDLE and not conn.transport.is_closing():
                     conn.reused = True
                     conn.attach(ex)
                     return

@@ -4,6 +4,7 @@ import proxy.http.h1client as h1client
 from proxy.core.target import Target
 from proxy.http.h1client import H1Client, H1Pool, IdleStack
 from proxy.telemetry.counters import TcpStats
+from tests.exchange.fakes import Rig
 
 assert h1client.__file__.endswith(".so"), f"compiled h1client not in use: {h1client.__file__}"
 
@@ -101,3 +102,23 @@ def test_upstream_closing_an_idle_connection_takes_it_out_of_the_pool_at_once():
     assert b.state == C_DONE and pool.idle_count == 1 and pool.idle[target].conns() == [a]
     b.connection_lost(None)
     assert pool.idle_count == 1 and pool.idle[target].conns() == [a]
+
+
+def test_an_idle_connection_whose_transport_is_closing_is_not_handed_out():
+    # A reset read earlier in the same loop iteration: uvloop closed the transport, connection_lost is
+    # still to come and the state is still idle. A request attached to it would be lost (a POST cannot
+    # be sent again): it goes out on a new connection instead.
+    opened = []
+    pool = H1Pool(None, lambda target, conn: opened.append((target, conn)), TcpStats("outbound", "dst"),
+                  65536, 65536, 2, 30.0)
+    target = Target("web", 80)
+    reset = _conn(pool, target)
+    pool.release(reset)
+    reset.transport.closing = True
+    rig = Rig()
+    ex, _down = rig.exchange()
+    rig.start_h1(ex)  # a request head to send (the fakes' dispatcher holds it: no up end yet)
+    pool.open(ex, target, True)
+    assert pool.idle_count == 0
+    assert len(opened) == 1 and opened[0][0] == target and opened[0][1] is not reset
+    assert ex.up is opened[0][1]  # the request waits for the new connection
