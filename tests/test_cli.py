@@ -56,7 +56,7 @@ NOT_AT_IDLE = (
     "prometheus_client", "proxy.identity", "proxy.discovery", "proxy.telemetry.tapserver",
     "proxy.telemetry.tap", "proxy.telemetry.tracing", "proxy.telemetry.trace_export",
     "proxy.telemetry.accesslog", "proxy.policy.model", "proxy.policy.routes", "proxy.outbound.policy",
-    "proxy.outbound.mirror", "pathlib", "urllib", "importlib.util",
+    "proxy.outbound.mirror", "pathlib", "urllib", "importlib.util", "dataclasses", "copy",
 )
 
 

@@ -11,16 +11,14 @@ as opaque TCP to the connection's target.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from proxy.config import Limits, PortSet
-from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, redirected_meta, tls_meta
+from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, redirected_meta, sni_meta, tls_meta
 from proxy.core.opaque import open_tunnel
 from proxy.core.probe import Probe
 from proxy.errors import PolicyError, tls_reason
@@ -44,57 +42,85 @@ if TYPE_CHECKING:
 log = get_logger("proxy.accept")
 
 
-@dataclass(slots=True)
 class AcceptStage:
-    """What one listener needs to take a connection from accept to its handler; built whole by its direction."""
+    """What one listener needs to take a connection from accept to its handler; built whole by its direction.
 
-    direction: str
-    ctx: ExchangeContext
-    connector: Connector
-    limits: Limits
-    opaque_ports: PortSet
-    max_connections: int
-    # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
-    connection_target: Callable[[ConnMeta], Target | None]
-    # Where an opaque connection is relayed to: may be a balancer's pick, settled when it ends.
-    tunnel_target: Callable[[ConnMeta], Target | None]  # may raise PolicyError: refused, the connection closed
-    # Inbound refuses connections with no target at all, before reading a byte.
-    refuse_without_target: bool
-    # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
-    connection_protocol: Callable[[ConnMeta], str | None] | None = None
-    # Where the server-first probe connects (default ``tunnel_target``): outbound, decided without
-    # logging or counting, since the client may still be judged otherwise once it speaks.
-    probe_target: Callable[[ConnMeta], Target | None] | None = None
-    # Inbound: peer proxies start with a transport header naming the app port.
-    accept_transport_header: bool = False
-    # Inbound: who may send that header, and which ports it may name. None: no header is obeyed.
-    header_trust: HeaderTrust | None = None
-    # Inbound with an identity: mesh TLS (SNI = our name) is terminated here;
-    # other TLS passes through to the app untouched.
-    identity: LocalIdentity | None = None
-    tls_stats: TlsStats | None = None
-    handshake_timeout: float = 10.0
-    # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
-    authorizer: InboundAuthorizer | None = None
-    # Inbound: its HTTP connections' authorizations and label sets, remembered per client (or None).
-    grants: ConnGrants | None = None
-    # The listening socket's own address when it is bound to one (set once listening): every
-    # connection's local address, not asked of the kernel per connection. None: a wildcard.
-    listener: tuple[str, int] | None = None
-    # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
-    open_connections: int = 0
-    # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
-    _h2_settings: H2Settings | None = None
-    # Connections still in their first ``server_first_probe`` seconds, oldest first: every
-    # connection of a listener waits the same delay, so one timer (for the oldest) serves them
-    # all, instead of two timers armed and cancelled per connection. Its length is bounded by
-    # the accept rate times that delay.
-    _early: deque[tuple[float, Accepted]] = field(default_factory=deque)
-    _early_timer: asyncio.TimerHandle | None = None
-    # The TCP label set of a connection addressed to the listener itself, in plaintext, without an
-    # authorization (the usual outbound one), and the label registry it was found in.
-    _plain_src: TcpStats | None = None
-    _plain_labels: object = None
+    A plain class, not a dataclass: an idle proxy has no other, and ``dataclasses`` costs it about 340 KiB.
+    """
+
+    __slots__ = ("direction", "ctx", "connector", "limits", "opaque_ports", "max_connections", "connection_target",
+                 "tunnel_target", "refuse_without_target", "connection_protocol", "probe_target",
+                 "accept_transport_header", "header_trust", "identity", "tls_stats", "handshake_timeout",
+                 "authorizer", "grants", "listener", "open_connections", "_h2_settings", "_early", "_early_timer",
+                 "_plain_src", "_plain_labels")
+
+    def __init__(
+        self, *, direction: str, ctx: ExchangeContext, connector: Connector, limits: Limits, opaque_ports: PortSet,
+        max_connections: int,
+        # Where a whole connection is going (no balancer pick): decides refusal and opaque ports.
+        connection_target: Callable[[ConnMeta], Target | None],
+        # Where an opaque connection is relayed to: may be a balancer's pick, settled when it ends.
+        # May raise PolicyError: refused, the connection closed.
+        tunnel_target: Callable[[ConnMeta], Target | None],
+        # Inbound refuses connections with no target at all, before reading a byte.
+        refuse_without_target: bool,
+        # Outbound: discovery's protocol hint for a redirected connection ("opaque": no detection).
+        connection_protocol: Callable[[ConnMeta], str | None] | None = None,
+        # Where the server-first probe connects (default ``tunnel_target``): outbound, decided without
+        # logging or counting, since the client may still be judged otherwise once it speaks.
+        probe_target: Callable[[ConnMeta], Target | None] | None = None,
+        # Inbound: peer proxies start with a transport header naming the app port.
+        accept_transport_header: bool = False,
+        # Inbound: who may send that header, and which ports it may name. None: no header is obeyed.
+        header_trust: HeaderTrust | None = None,
+        # Inbound with an identity: mesh TLS (SNI = our name) is terminated here;
+        # other TLS passes through to the app untouched.
+        identity: LocalIdentity | None = None,
+        tls_stats: TlsStats | None = None,
+        handshake_timeout: float = 10.0,
+        # Inbound authorization (proxy/inbound/authz.py); None: everything is allowed.
+        authorizer: InboundAuthorizer | None = None,
+        # Inbound: its HTTP connections' authorizations and label sets, remembered per client (or None).
+        grants: ConnGrants | None = None,
+    ) -> None:
+        self.direction = direction
+        self.ctx = ctx
+        self.connector = connector
+        self.limits = limits
+        self.opaque_ports = opaque_ports
+        self.max_connections = max_connections
+        self.connection_target = connection_target
+        self.tunnel_target = tunnel_target
+        self.refuse_without_target = refuse_without_target
+        self.connection_protocol = connection_protocol
+        self.probe_target = probe_target
+        self.accept_transport_header = accept_transport_header
+        self.header_trust = header_trust
+        self.identity = identity
+        self.tls_stats = tls_stats
+        self.handshake_timeout = handshake_timeout
+        self.authorizer = authorizer
+        self.grants = grants
+        # The listening socket's own address when it is bound to one (set once listening): every
+        # connection's local address, not asked of the kernel per connection. None: a wildcard.
+        self.listener: tuple[str, int] | None = None
+        # Connections being detected or relayed as opaque TCP; HTTP ones are in ctx.connections.
+        self.open_connections = 0
+        # HTTP/2 settings, made at the first HTTP/2 client (the HTTP/2 modules load on first use).
+        self._h2_settings: H2Settings | None = None
+        # Connections still in their first ``server_first_probe`` seconds, oldest first: every
+        # connection of a listener waits the same delay, so one timer (for the oldest) serves them
+        # all, instead of two timers armed and cancelled per connection. Its length is bounded by
+        # the accept rate times that delay.
+        self._early: deque[tuple[float, Accepted]] = deque()
+        self._early_timer: asyncio.TimerHandle | None = None
+        # The TCP label set of a connection addressed to the listener itself, in plaintext, without an
+        # authorization (the usual outbound one), and the label registry it was found in.
+        self._plain_src: TcpStats | None = None
+        self._plain_labels: object = None
+
+    def __repr__(self) -> str:
+        return f"AcceptStage({self.direction}, listener={self.listener})"
 
     @property
     def detect_timeout(self) -> float:
@@ -557,7 +583,7 @@ class Accepted:
             server.data_received(buffered)
             return
         if kind == _TLS and self.detector.client_hello is not None:
-            meta = self.meta = dataclasses.replace(meta, sni=self.detector.client_hello.sni)
+            meta = self.meta = sni_meta(meta, self.detector.client_hello.sni)
         # The probe's pick is the connection's: no second pick for the same client.
         refused: PolicyError | None = None
         try:

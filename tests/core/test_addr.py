@@ -1,10 +1,17 @@
-"""Tests of proxy/core/addr.py: authorities parsed into targets."""
-
-import dataclasses
+"""Tests of proxy/core/addr.py: authorities parsed into targets; a connection's meta and its copies."""
 
 import pytest
 
-from proxy.core.addr import ConnMeta, Target, accepted_meta, authorized_meta, parse_authority, redirected_meta, tls_meta
+from proxy.core.addr import (
+    ConnMeta,
+    Target,
+    accepted_meta,
+    authorized_meta,
+    parse_authority,
+    redirected_meta,
+    sni_meta,
+    tls_meta,
+)
 
 
 @pytest.mark.parametrize(
@@ -36,41 +43,60 @@ def test_targets_key_pools_and_print_like_addresses():
     assert Target("a", 1) != Target("a", 1, via_connect=True)
 
 
-def test_accepted_meta_is_the_dataclass_made_without_its_init():
+def test_accepted_meta_is_the_class_made_without_its_init():
     args = ("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), ("10.0.0.9", 8080))
     fast, slow = accepted_meta(*args), ConnMeta(*args)
-    for f in dataclasses.fields(ConnMeta):  # every field set, to the same value (compare=False ones too)
-        assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    for name in ConnMeta.__slots__:  # every field set, to the same value (uncompared ones too)
+        assert getattr(fast, name) == getattr(slow, name), name
     assert fast == slow and hash(fast) == hash(slow)
     assert fast.stats_cache is not accepted_meta(*args).stats_cache  # a dict of its own per connection
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.tls = True  # type: ignore[misc]
-    assert dataclasses.replace(fast, tls=True).tls and not fast.tls
 
 
-def test_authorized_meta_is_replace_of_authz():
-    meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
-                               tls=True, client_id="web.default.serviceaccount.identity.linkerd.cluster.local",
-                               sni="x")
+def test_conn_meta_is_frozen_and_compares_shows_and_hashes_its_first_seven_fields():
+    meta = ConnMeta("outbound", ("10.0.0.7", 40000), ("10.0.0.9", 4140), None, sni="web", authz="granted")
+    with pytest.raises(AttributeError):
+        meta.tls = True  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del meta.sni
+    with pytest.raises(AttributeError):  # slots: no field of another name
+        object.__setattr__(meta, "other", 1)
+    assert repr(meta) == ("ConnMeta(direction='outbound', client=('10.0.0.7', 40000), local=('10.0.0.9', 4140), "
+                          "orig_dst=None, tls=False, client_id=None, sni='web')")
+    same = ConnMeta("outbound", ("10.0.0.7", 40000), ("10.0.0.9", 4140), None, False, None, "web")
+    same.stats_cache["k"] = 1
+    assert meta == same and hash(meta) == hash(same) and len({meta, same}) == 1  # authz, stats_cache: not compared
+    assert meta != sni_meta(meta, "api") and meta != tls_meta(meta, None) and meta != ("outbound",)
+    with pytest.raises(TypeError):
+        ConnMeta("outbound", ("10.0.0.7", 40000), ("10.0.0.9", 4140))  # type: ignore[call-arg]
+
+
+def _every_field(meta):
+    return {name: getattr(meta, name) for name in ConnMeta.__slots__}
+
+
+def test_authorized_meta_changes_authz():
+    meta = ConnMeta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None, tls=True,
+                    client_id="web.default.serviceaccount.identity.linkerd.cluster.local", sni="x")
     meta.stats_cache["k"] = 1
     authz = object()
-    fast, slow = authorized_meta(meta, authz), dataclasses.replace(meta, authz=authz)
-    for f in dataclasses.fields(ConnMeta):
-        assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    fast = authorized_meta(meta, authz)
+    assert _every_field(fast) == {**_every_field(meta), "authz": authz, "stats_cache": {}}
     assert fast.authz is authz and meta.authz is None
-    assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
+    assert fast.stats_cache is not meta.stats_cache  # other labels: not carried over
+    shared: dict = {}
+    assert authorized_meta(meta, authz, shared).stats_cache is shared  # ConnGrants: one per label set
 
 
 @pytest.mark.parametrize("client_id", ["web.default.serviceaccount.identity.linkerd.cluster.local", None])
-def test_tls_and_redirected_meta_are_replace(client_id):
-    meta = dataclasses.replace(accepted_meta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None),
-                               sni="x", authz="granted")
+def test_tls_redirected_and_sni_meta_change_their_fields_only(client_id):
+    meta = ConnMeta("inbound", ("10.0.0.7", 40000), ("10.0.0.9", 4143), None, sni="x", authz="granted")
     meta.stats_cache["k"] = 1
     app = ("10.0.0.9", 8080)
-    for fast, slow in ((tls_meta(meta, client_id), dataclasses.replace(meta, tls=True, client_id=client_id)),
-                       (redirected_meta(meta, app), dataclasses.replace(meta, orig_dst=app))):
-        for f in dataclasses.fields(ConnMeta):  # authz carried over, as replace does
-            assert getattr(fast, f.name) == getattr(slow, f.name), f.name
+    for fast, changed in ((tls_meta(meta, client_id), {"tls": True, "client_id": client_id}),
+                          (redirected_meta(meta, app), {"orig_dst": app}),
+                          (sni_meta(meta, "web"), {"sni": "web"})):
+        assert _every_field(fast) == {**_every_field(meta), **changed, "stats_cache": {}}  # authz carried over
+        assert fast.stats_cache is not meta.stats_cache  # other labels: not carried over
+        slow = ConnMeta(**{name: getattr(fast, name) for name in ConnMeta.__slots__[:8]})
         assert fast == slow and hash(fast) == hash(slow) and fast.authz == "granted"
-        assert fast.stats_cache == {} and fast.stats_cache is not meta.stats_cache  # other labels: not carried over
-    assert not meta.tls and meta.client_id is None and meta.orig_dst is None  # the original is untouched
+    assert not meta.tls and meta.client_id is None and meta.orig_dst is None and meta.sni == "x"  # untouched
