@@ -12,6 +12,8 @@ from proxy.protocol.h2conn cimport (H2Connection, ConnectionTerminated, DataRece
 
 cdef class H2Client(UpEnd)
 
+cdef long long _up_id(object ex) except? -1
+
 cdef class H2Pool:
     cdef public object loop
     cdef public object connector

@@ -18,6 +18,8 @@ cdef bytes _path(list headers)
 @cython.locals(authority=bytes, host=bytes, name=bytes, value=bytes)
 cdef bint _authority_conflict(list headers) except -1
 
+cdef long long _down_id(object ex) except? -1
+
 cdef class H2Server(DownEnd):
     cdef public ExchangeContext ctx
     cdef public TcpStats tcp             # this connection's label set

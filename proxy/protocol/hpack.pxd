@@ -6,6 +6,7 @@
 # Python classes (exceptions and a tuple subclass).
 
 cimport cython
+from libc.string cimport memchr
 
 cdef class Encoder:
     cdef Py_ssize_t _capacity             # table size in use (last announced)
@@ -134,6 +135,7 @@ cdef int _pseudo_bit(bytes name, Py_ssize_t n, bint is_request, bint extended_co
 cdef int _check_name(bytes name, Py_ssize_t n) except -1
 @cython.locals(p="const unsigned char*", i=Py_ssize_t)
 cdef int _check_value(bytes value, Py_ssize_t n) except -1
+cdef Py_ssize_t _entry_size(object entry) noexcept
 @cython.locals(p="const unsigned char*", i=Py_ssize_t)
 cdef bint _all_in(bytes value, const unsigned char* table) noexcept
 @cython.locals(seen=int, regular=bint, method=bytes, scheme=bytes, authority=bytes, path=bytes,
