@@ -72,6 +72,7 @@ def build() -> types.ModuleType:
     return _module("cython", __doc__=__doc__, compiled=False, cast=_cast, declare=_declare,
                    address=lambda value: value, cimports=_module("cython.cimports", libc=libc),
                    cfunc=_same, inline=_same, exceptval=_directive, cdivision=_directive, locals=_directive,
+                   boundscheck=_directive, wraparound=_directive,
                    returns=_directive, **types_)
 
 

@@ -584,15 +584,16 @@ def _reserve(enc, pos, need):
     return pos
 
 
+@cython.boundscheck(False)  # every index is after a length check
+@cython.wraparound(False)
 def _encode_field(enc, pos, field, huffman, i):
     if isinstance(field, tuple):
         # Read in place (a generic item look-up costs a few dozen instructions); the length is checked first.
         n = len(cython.cast(tuple, field))
         if n < 2:
             raise TypeError("a header field is a (name, value) tuple")
-        with cython.boundscheck(False), cython.wraparound(False):
-            name = cython.cast(tuple, field)[0]
-            value = cython.cast(tuple, field)[1]
+        name = cython.cast(tuple, field)[0]
+        value = cython.cast(tuple, field)[1]
     else:
         n = len(field)
         if n < 2:
@@ -1059,8 +1060,7 @@ def _check_value(value, n):
     if cython.compiled:
         # libc's vectorised scan, once per octet sought: about a third of a byte-by-byte loop's instructions
         # for the 10 to 40 octet values of a typical head.
-        if (memchr(p, 0x00, n) != cython.NULL or memchr(p, 0x0A, n) != cython.NULL  # noqa: F821 (cimported)
-                or memchr(p, 0x0D, n) != cython.NULL):  # noqa: F821 (cimported in hpack.pxd)
+        if memchr(p, 0x00, n) or memchr(p, 0x0A, n) or memchr(p, 0x0D, n):  # noqa: F821 (cimported in hpack.pxd)
             raise ProtocolError("invalid field value")
         return 0
     for i in range(n):
@@ -1069,11 +1069,12 @@ def _check_value(value, n):
     return 0
 
 
+@cython.boundscheck(False)  # every index is after a length check
+@cython.wraparound(False)
 def _entry_size(entry):
     # A decoded field is always a (bytes, bytes) tuple (or NeverIndexed), made by this decoder.
-    with cython.boundscheck(False), cython.wraparound(False):
-        return (len(cython.cast(bytes, cython.cast(tuple, entry)[0]))
-                + len(cython.cast(bytes, cython.cast(tuple, entry)[1])) + _ENTRY_OVERHEAD)
+    return (len(cython.cast(bytes, cython.cast(tuple, entry)[0]))
+            + len(cython.cast(bytes, cython.cast(tuple, entry)[1])) + _ENTRY_OVERHEAD)
 
 
 def _all_in(value, table):
@@ -1084,6 +1085,8 @@ def _all_in(value, table):
     return True
 
 
+@cython.boundscheck(False)  # every index is after a length check
+@cython.wraparound(False)
 def validate_headers(headers, is_request, is_trailer, extended_connect=False):
     """Check a decoded field section against RFC 9113 8.2 and 8.3; ProtocolError when malformed.
 
@@ -1105,9 +1108,8 @@ def validate_headers(headers, is_request, is_trailer, extended_connect=False):
     host = None
     for field in headers:
         if isinstance(field, tuple) and len(cython.cast(tuple, field)) >= 2:
-            with cython.boundscheck(False), cython.wraparound(False):
-                name = cython.cast(tuple, field)[0]
-                value = cython.cast(tuple, field)[1]
+            name = cython.cast(tuple, field)[0]
+            value = cython.cast(tuple, field)[1]
         else:
             if len(field) < 2:
                 raise TypeError("a header field is a (name, value) tuple")
