@@ -219,11 +219,12 @@ cdef HeaderListTooLarge _ev_too_large(Py_ssize_t sid)
 
 @cython.locals(stream=_Stream)
 cdef _Stream _new_stream(H2Connection conn, Py_ssize_t sid, bint local, int state)
+@cython.locals(key=object)
 cdef int _set_state(H2Connection conn, _Stream stream, int nxt) except -1
 @cython.locals(n=cython.longlong)
 cdef int _release_stream(H2Connection conn, _Stream stream) except -1
-@cython.locals(closed=dict, ring=list, at=Py_ssize_t, key=object)
-cdef int _remember(H2Connection conn, Py_ssize_t sid, int state) except -1
+@cython.locals(closed=dict, ring=list, at=Py_ssize_t)
+cdef int _remember(H2Connection conn, object key, int state) except -1
 @cython.locals(found=object, pair=tuple)
 cdef int _unknown_state(H2Connection conn, Py_ssize_t sid) except? -2
 @cython.locals(expected=Py_ssize_t)

@@ -420,18 +420,19 @@ def _set_state(conn, stream, nxt):
     # streams for the bounded memory of recently closed ones.
     stream.state = nxt
     if nxt == _CLOSED or nxt == _CLOSED_RESET:
-        del conn._streams[stream.id]
+        key = stream.id  # one int object for the three dicts (compiled, each use would make its own)
+        del conn._streams[key]
         if stream.local:
             conn._local_open -= 1
         else:
             conn._peer_open -= 1
-        _remember(conn, stream.id, nxt)
+        _remember(conn, key, nxt)
         if stream.unacked > 0:
             if nxt == _CLOSED_RESET:
                 _release_stream(conn, stream)
             else:
                 # Ended normally: the caller still acknowledges what it was given.
-                conn._unacked_closed[stream.id] = stream.unacked
+                conn._unacked_closed[key] = stream.unacked
     return 0
 
 
@@ -445,12 +446,12 @@ def _release_stream(conn, stream):
     return 0
 
 
-def _remember(conn, sid, state):
+def _remember(conn, key, state):
     # The oldest id leaves through a ring rather than next(iter(dict)): a dict
     # whose front is deleted over and over walks its dead slots on every
     # iteration, about 1,300 instructions per closed stream at 256 slots.
+    # key: the stream id as an int object, used three times below.
     closed = conn._closed
-    key = sid  # one int object for the three uses below
     if key not in closed:
         ring = conn._closed_ring
         at = conn._closed_next
