@@ -14,6 +14,7 @@ cdef int MAX_RESENDS
 cdef double attempt_time_limit(double response_timeout, object rp)
 cdef int grpc_status_of(object fields) except? -2
 cdef bint _is_grpc(object fields) except -1
+@cython.locals(key=bytes)
 cdef int _grpc_head(object fields) except? -3
 cdef int _HOSTS_CACHED
 cdef int _CUT
