@@ -11,7 +11,7 @@ from proxy.protocol.h2conn cimport (H2Connection, ConnectionTerminated, DataRece
     RequestReceived, StreamReset, TrailersReceived, WindowUpdated)
 from proxy.exchange.core cimport Exchange
 
-@cython.locals(out=list, field=object)
+@cython.locals(out=list, field=object, name=bytes, ours=bytes)
 cdef list _client_id_headers(list headers, bytes client_id)
 @cython.locals(name=bytes, value=bytes)
 cdef bytes _path(list headers)

@@ -52,8 +52,10 @@ def _down_id(ex):
 def _client_id_headers(headers, client_id):
     """Inbound: only this proxy speaks for the client's identity; a client's own l5d-client-id goes."""
     out = []
+    ours = CLIENT_ID  # typed (and looked up once): each name is compared by length and memcmp
     for field in headers:  # each field as it came (a never-indexed one stays so: RFC 7541 7.1.3)
-        if field[0] != CLIENT_ID:
+        name = field[0]  # validated: a bytes name
+        if name != ours:
             out.append(field)
     if client_id is not None:
         out.append((CLIENT_ID, client_id))
