@@ -34,6 +34,8 @@ class ExchangeContext:
         self.draining = False
         # Client connections (HTTP/1 and HTTP/2): the idle sweep and the drain walk them.
         self.connections = set()
+        # Finished HTTP/1 exchanges, bounded, for any connection's next request (core.take_exchange).
+        self.spare_exchanges = []
         # Called with each finished exchange (proxy/telemetry/accesslog.py); None when the access log is off.
         self.access_log = access_log
         # Spans for requests that carry a sampled trace context (None: tracing off).

@@ -17,7 +17,7 @@ import cython
 
 from proxy import errors
 from proxy.exchange.clock import now
-from proxy.exchange.core import Exchange
+from proxy.exchange.core import Exchange, spare_exchange, take_exchange, unbind_exchange
 from proxy.exchange.ends import DownEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
@@ -153,7 +153,11 @@ class H1Server(DownEnd):
         self._stop_header_timer()
         ex = self.ex
         if self.in_flight and ex is not None:
-            ex.client_gone()
+            ex.client_gone()  # it ends in exchange_done, which lets it go
+        else:
+            # The exchange points back at this connection: dropped, the pair is freed by reference counting
+            # now, not left to the cyclic collector.
+            self.ex = None
 
     def pause_writing(self):
         self.writing_paused = True
@@ -233,7 +237,7 @@ class H1Server(DownEnd):
             length = 0
         ex = self.ex
         if ex is None:
-            ex = Exchange(ctx, self, self.meta, 0)
+            ex = take_exchange(ctx, self, self.meta)
             self.ex = ex
         ex.start(head, None, length, self.req_done)
         if self.in_flight and not self.req_done and self.buf:
@@ -318,7 +322,7 @@ class H1Server(DownEnd):
         self.close_after = True
         ex = self.ex
         if ex is None:
-            ex = Exchange(self.ctx, self, self.meta, 0)
+            ex = take_exchange(self.ctx, self, self.meta)
             self.ex = ex
         ex.reject(err)
 
@@ -510,7 +514,16 @@ class H1Server(DownEnd):
         self.in_flight = False
         self.head = None
         self.req_unreleased = 0
-        if self.handed_off or self.closed:
+        if self.handed_off:
+            return
+        # An idle connection holds no exchange: the next request (of any connection) takes a spare. With
+        # the spares full it keeps its own, as before; a closed connection's then no longer points back
+        # at it (no cycle: both are freed by reference counting).
+        if spare_exchange(ex):
+            self.ex = None
+        elif self.closed:
+            unbind_exchange(ex)
+        if self.closed:
             return
         self.idle_since = now()
         if not self.req_done and not self.client_eof:
