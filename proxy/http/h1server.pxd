@@ -58,4 +58,5 @@ cdef class H1Server(DownEnd):
     cdef void pause(self, int reason) except *
     cdef void resume(self, int reason) except *
     cpdef void begin_drain(self) except *
+    cpdef void idle(self) except *
     cpdef void close(self) except *

@@ -154,10 +154,19 @@ class H1Server(DownEnd):
         ex = self.ex
         if self.in_flight and ex is not None:
             ex.client_gone()  # it ends in exchange_done, which lets it go
-        else:
-            # The exchange points back at this connection: dropped, the pair is freed by reference counting
-            # now, not left to the cyclic collector.
+        elif ex is not None:
+            # The exchange points back at this connection: let go of (to the spares, for a new connection's
+            # request), the pair is freed by reference counting now, not left to the cyclic collector.
             self.ex = None
+            spare_exchange(ex)
+
+    def idle(self):
+        """The context's sweep (about once a second) found no request in flight: the exchange goes to the
+        spares (or is freed), so an idle keep-alive connection holds none; the next request takes one."""
+        ex = self.ex
+        if ex is not None and not self.in_flight:
+            self.ex = None
+            spare_exchange(ex)
 
     def pause_writing(self):
         self.writing_paused = True
@@ -516,14 +525,14 @@ class H1Server(DownEnd):
         self.req_unreleased = 0
         if self.handed_off:
             return
-        # An idle connection holds no exchange: the next request (of any connection) takes a spare. With
-        # the spares full it keeps its own, as before; a closed connection's then no longer points back
-        # at it (no cycle: both are freed by reference counting).
-        if spare_exchange(ex):
-            self.ex = None
-        elif self.closed:
-            unbind_exchange(ex)
         if self.closed:
+            # The client left mid-request. The spares hold it before this lets go (a caller up the stack may
+            # borrow this connection's reference); with them full it stays, no longer pointing back here (no
+            # cycle: both are freed by reference counting).
+            if spare_exchange(ex):
+                self.ex = None
+            else:
+                unbind_exchange(ex)
             return
         self.idle_since = now()
         if not self.req_done and not self.client_eof:
