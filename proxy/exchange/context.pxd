@@ -24,6 +24,7 @@ cdef class ExchangeContext:
     cdef public long long policy_gen
     cdef public bint draining
     cdef public set connections
+    cdef public list spare_exchanges   # finished HTTP/1 exchanges for the next request (core.take_exchange)
     cdef public object access_log      # callable(exchange) at each exchange's end, or None (off)
     cdef public object tracer          # proxy/telemetry/tracing.py Tracer, or None: tracing off
     cdef public bint log_errors        # log each synthesized or cut response (off for mirrored copies)

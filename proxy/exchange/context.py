@@ -34,6 +34,8 @@ class ExchangeContext:
         self.draining = False
         # Client connections (HTTP/1 and HTTP/2): the idle sweep and the drain walk them.
         self.connections = set()
+        # Finished HTTP/1 exchanges, bounded, for any connection's next request (core.take_exchange).
+        self.spare_exchanges = []
         # Called with each finished exchange (proxy/telemetry/accesslog.py); None when the access log is off.
         self.access_log = access_log
         # Spans for requests that carry a sampled trace context (None: tracing off).
@@ -44,14 +46,18 @@ class ExchangeContext:
         self.log_errors = True
 
     def sweep(self):
-        """Close idle client connections past their timeout and idle upstream ones (about once a second)."""
+        """Close idle client connections past their timeout and idle upstream ones (about once a second);
+        the other idle client connections let go of what they keep for their next request."""
         now = self.loop.time()
         self.upstreams.sweep(now)
         limit = self.client_idle_timeout
-        if limit > 0:
-            for conn in list(self.connections):
-                if not conn.in_flight and now - conn.idle_since > limit:
-                    conn.close()
+        for conn in list(self.connections):
+            if conn.in_flight:
+                continue
+            if limit > 0 and now - conn.idle_since > limit:
+                conn.close()
+            else:
+                conn.idle()
 
     def drain(self):
         """Stop keeping connections alive: idle ones close now, busy ones after their response."""

@@ -18,6 +18,7 @@ cdef bint _is_grpc(object fields) except -1
 cdef int _grpc_head(object fields) except? -3
 cdef int _HOSTS_CACHED
 cdef int _CUT
+cdef Py_ssize_t SPARE_EXCHANGES
 
 cdef class Exchange:
     cdef public ExchangeContext ctx
@@ -142,3 +143,10 @@ cdef class Exchange:
     cdef void _release_up_queue(self)
     cdef void _release_down_queue(self)
     cpdef void finish(self)
+
+cdef DownEnd _NO_DOWN
+@cython.locals(spares=list)
+cpdef Exchange take_exchange(ExchangeContext ctx, DownEnd down, object meta)
+cpdef void unbind_exchange(Exchange ex) except *
+@cython.locals(spares=list)
+cpdef bint spare_exchange(Exchange ex) except -1

@@ -4,7 +4,7 @@ from proxy.http.batch cimport batch_begin, batch_end_at_tick
 from proxy.http.convert cimport h1_response_from_fields, phrase, trailer_lines
 from proxy.protocol.http1 cimport bytes_range, parse_request_head, rewrite_head
 from proxy.exchange.context cimport ExchangeContext
-from proxy.exchange.core cimport Exchange
+from proxy.exchange.core cimport Exchange, spare_exchange, take_exchange, unbind_exchange
 from proxy.exchange.ends cimport DownEnd
 from proxy.telemetry.counters cimport TcpStats
 from proxy.protocol.http1 cimport ChunkedScanner, RequestHead, ResponseHead
@@ -58,4 +58,5 @@ cdef class H1Server(DownEnd):
     cdef void pause(self, int reason) except *
     cdef void resume(self, int reason) except *
     cpdef void begin_drain(self) except *
+    cpdef void idle(self) except *
     cpdef void close(self) except *

@@ -17,7 +17,7 @@ import cython
 
 from proxy import errors
 from proxy.exchange.clock import now
-from proxy.exchange.core import Exchange
+from proxy.exchange.core import Exchange, spare_exchange, take_exchange, unbind_exchange
 from proxy.exchange.ends import DownEnd
 from proxy.http.batch import batch_begin, batch_end_at_tick
 from proxy.http.convert import h1_response_from_fields, phrase, trailer_lines
@@ -153,7 +153,20 @@ class H1Server(DownEnd):
         self._stop_header_timer()
         ex = self.ex
         if self.in_flight and ex is not None:
-            ex.client_gone()
+            ex.client_gone()  # it ends in exchange_done, which lets it go
+        elif ex is not None:
+            # The exchange points back at this connection: let go of (to the spares, for a new connection's
+            # request), the pair is freed by reference counting now, not left to the cyclic collector.
+            self.ex = None
+            spare_exchange(ex)
+
+    def idle(self):
+        """The context's sweep (about once a second) found no request in flight: the exchange goes to the
+        spares (or is freed), so an idle keep-alive connection holds none; the next request takes one."""
+        ex = self.ex
+        if ex is not None and not self.in_flight:
+            self.ex = None
+            spare_exchange(ex)
 
     def pause_writing(self):
         self.writing_paused = True
@@ -233,7 +246,7 @@ class H1Server(DownEnd):
             length = 0
         ex = self.ex
         if ex is None:
-            ex = Exchange(ctx, self, self.meta, 0)
+            ex = take_exchange(ctx, self, self.meta)
             self.ex = ex
         ex.start(head, None, length, self.req_done)
         if self.in_flight and not self.req_done and self.buf:
@@ -318,7 +331,7 @@ class H1Server(DownEnd):
         self.close_after = True
         ex = self.ex
         if ex is None:
-            ex = Exchange(self.ctx, self, self.meta, 0)
+            ex = take_exchange(self.ctx, self, self.meta)
             self.ex = ex
         ex.reject(err)
 
@@ -510,7 +523,16 @@ class H1Server(DownEnd):
         self.in_flight = False
         self.head = None
         self.req_unreleased = 0
-        if self.handed_off or self.closed:
+        if self.handed_off:
+            return
+        if self.closed:
+            # The client left mid-request. The spares hold it before this lets go (a caller up the stack may
+            # borrow this connection's reference); with them full it stays, no longer pointing back here (no
+            # cycle: both are freed by reference counting).
+            if spare_exchange(ex):
+                self.ex = None
+            else:
+                unbind_exchange(ex)
             return
         self.idle_since = now()
         if not self.req_done and not self.client_eof:

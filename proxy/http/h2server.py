@@ -348,6 +348,9 @@ class H2Server(DownEnd):
             self.transport.resume_reading()
             self.flush()
 
+    def idle(self):
+        """The context's sweep found no stream open: nothing to let go of (its exchanges are per stream)."""
+
     def begin_drain(self):
         """RFC 9113 6.8's two-step GOAWAY; the connection closes once drained."""
         self.draining = True

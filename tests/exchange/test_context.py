@@ -29,9 +29,13 @@ class _Conn:
         self.idle_since = idle_since
         self.closed = 0
         self.draining = 0
+        self.idled = 0
 
     def close(self):
         self.closed += 1
+
+    def idle(self):
+        self.idled += 1
 
     def begin_drain(self):
         self.draining += 1
@@ -62,6 +66,8 @@ def test_sweep_closes_only_idle_connections_past_the_limit():
     ctx.sweep()
     assert up.swept == [105.0]
     assert (busy.closed, fresh.closed, stale.closed) == (0, 0, 1)
+    # The idle ones not closed let go of what they keep for their next request.
+    assert (busy.idled, fresh.idled, stale.idled) == (0, 1, 0)
 
 
 def test_sweep_without_a_client_idle_limit_closes_nothing():
@@ -69,7 +75,7 @@ def test_sweep_without_a_client_idle_limit_closes_nothing():
     conn = _Conn(False, 0.0)
     ctx.connections.add(conn)
     ctx.sweep()
-    assert conn.closed == 0 and len(up.swept) == 1
+    assert conn.closed == 0 and conn.idled == 1 and len(up.swept) == 1
 
 
 def test_drain_tells_every_connection_and_the_upstreams():
