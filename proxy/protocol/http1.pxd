@@ -35,8 +35,20 @@ cdef extern from *:
             i++;
         return i;
     }
+    /* s[:n] equals the lower-case literal ignoring ASCII case: a byte matches its own value or, where the
+       literal has a letter, that letter's capital (the only other byte that ORs with 0x20 to it). */
+    static CYTHON_INLINE int h1_ieq(const char *s, const char *lower, Py_ssize_t n) {
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) {
+            unsigned char a = (unsigned char)s[k], b = (unsigned char)lower[k];
+            if (a != b && ((a | 0x20) != b || b < 'a' || b > 'z'))
+                return 0;
+        }
+        return 1;
+    }
     """
     Py_ssize_t h1_value_span(const char *s, Py_ssize_t i, Py_ssize_t limit, const char *table) noexcept
+    bint h1_ieq(const char *s, const char *lower, Py_ssize_t n) noexcept
 
 # method, target, version, upgrade, host and dst_override come from RequestLine.
 cdef class RequestHead(RequestLine):

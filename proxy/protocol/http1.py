@@ -274,6 +274,8 @@ def _rstrip_ows(data, start, end):
 
 
 def _ieq(data, start, lower, length):
+    if cython.compiled:
+        return h1_ieq(PyBytes_AS_STRING(data) + start, PyBytes_AS_STRING(lower), length)  # noqa: F821 (http1.pxd)
     for k in range(length):
         if _LOWER[data[start + k]] != lower[k]:
             return False
