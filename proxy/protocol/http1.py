@@ -928,7 +928,9 @@ def parse_request_head(data, max_size):
         else:
             hop_by_hop = True
             if kind == _K_CONNECTION:
-                single = _single_token(data, value_start, value_end) if tokens is None and single_tokens is None else None
+                single = None
+                if tokens is None and single_tokens is None:
+                    single = _single_token(data, value_start, value_end)
                 if single is not None:
                     single_tokens = single
                     conn_flags |= _CONN_KEEP_ALIVE if single is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
@@ -1069,7 +1071,9 @@ def parse_response_head(data, max_size):
             hop_by_hop = True
             hop_fields += 1
             if kind == _K_CONNECTION:
-                single = _single_token(data, value_start, value_end) if tokens is None and single_tokens is None else None
+                single = None
+                if tokens is None and single_tokens is None:
+                    single = _single_token(data, value_start, value_end)
                 if single is not None:
                     single_tokens = single
                     conn_flags |= _CONN_KEEP_ALIVE if single is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
