@@ -152,6 +152,7 @@ cdef bytes _HTTP_SLASH, _TCHAR, _VCHAR, _FIELD_VALUE, _QDTEXT, _TARGET_CHAR, _RE
 cdef Py_ssize_t _span(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes table) noexcept
 cdef inline Py_ssize_t _value_span(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
 cdef tuple _single_token(bytes data, Py_ssize_t start, Py_ssize_t end)
+cdef list _token_list(list tokens, tuple single_tokens)
 cdef Py_ssize_t _skip_ows(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
 cdef Py_ssize_t _rstrip_ows(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
 @cython.locals(k=Py_ssize_t)

@@ -627,6 +627,14 @@ def _single_token(data, start, end):
     return None
 
 
+def _token_list(tokens, single_tokens):
+    # The list a message's further Connection tokens go to: the one it has, else a new one holding the
+    # lone token of its first field, if any.
+    if tokens is not None:
+        return tokens
+    return [] if single_tokens is None else list(single_tokens)
+
+
 def _upgrade_offers_h2c(data, start, end, status):
     # Upgrade = 1#protocol, protocol = token [ "/" token ] (RFC 9110 7.8).
     # True when one protocol is h2c: a proxy that let it through would let
@@ -928,17 +936,14 @@ def parse_request_head(data, max_size):
         else:
             hop_by_hop = True
             if kind == _K_CONNECTION:
-                single = None
                 if tokens is None and single_tokens is None:
-                    single = _single_token(data, value_start, value_end)
-                if single is not None:
-                    single_tokens = single
-                    conn_flags |= _CONN_KEEP_ALIVE if single is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
-                else:
-                    if tokens is None:
-                        tokens = [] if single_tokens is None else list(single_tokens)
-                        single_tokens = None
-                    conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 400)
+                    single_tokens = _single_token(data, value_start, value_end)
+                    if single_tokens is not None:
+                        conn_flags |= _CONN_KEEP_ALIVE if single_tokens is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
+                        continue
+                tokens = _token_list(tokens, single_tokens)
+                single_tokens = None
+                conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 400)
             elif kind == _K_UPGRADE:
                 if _upgrade_offers_h2c(data, value_start, value_end, 400):
                     h2c = True
@@ -1071,17 +1076,14 @@ def parse_response_head(data, max_size):
             hop_by_hop = True
             hop_fields += 1
             if kind == _K_CONNECTION:
-                single = None
                 if tokens is None and single_tokens is None:
-                    single = _single_token(data, value_start, value_end)
-                if single is not None:
-                    single_tokens = single
-                    conn_flags |= _CONN_KEEP_ALIVE if single is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
-                else:
-                    if tokens is None:
-                        tokens = [] if single_tokens is None else list(single_tokens)
-                        single_tokens = None
-                    conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 502)
+                    single_tokens = _single_token(data, value_start, value_end)
+                    if single_tokens is not None:
+                        conn_flags |= _CONN_KEEP_ALIVE if single_tokens is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
+                        continue
+                tokens = _token_list(tokens, single_tokens)
+                single_tokens = None
+                conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 502)
             elif kind == _K_UPGRADE:
                 _upgrade_offers_h2c(data, value_start, value_end, 502)
                 upgrade = _join_upgrade(upgrade, data[value_start:value_end])
