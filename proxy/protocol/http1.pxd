@@ -11,6 +11,45 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from proxy.protocol.request cimport RequestLine
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* The end of a field value's bytes from i: eight at a time while none is a control (below 0x20, the tab
+       and the CR included) or DEL, then byte by byte through the table. The two tests are the classic
+       "has a byte less than n" and "has a zero byte" word tricks: they may flag a clean byte above a bad
+       one, never miss a bad one, so a clean word is wholly clean. */
+    static CYTHON_INLINE Py_ssize_t h1_value_span(const char *s, Py_ssize_t i, Py_ssize_t limit,
+                                                  const char *table) {
+        const unsigned char *p = (const unsigned char *)s;
+        while (i + 8 <= limit) {
+            uint64_t w, d;
+            memcpy(&w, p + i, 8);
+            d = w ^ 0x7F7F7F7F7F7F7F7FULL;
+            if (((w - 0x2020202020202020ULL) & ~w & 0x8080808080808080ULL)
+                    | ((d - 0x0101010101010101ULL) & ~d & 0x8080808080808080ULL))
+                break;
+            i += 8;
+        }
+        while (i < limit && table[p[i]])
+            i++;
+        return i;
+    }
+    /* s[:n] equals the lower-case literal ignoring ASCII case: a byte matches its own value or, where the
+       literal has a letter, that letter's capital (the only other byte that ORs with 0x20 to it). */
+    static CYTHON_INLINE int h1_ieq(const char *s, const char *lower, Py_ssize_t n) {
+        Py_ssize_t k;
+        for (k = 0; k < n; k++) {
+            unsigned char a = (unsigned char)s[k], b = (unsigned char)lower[k];
+            if (a != b && ((a | 0x20) != b || b < 'a' || b > 'z'))
+                return 0;
+        }
+        return 1;
+    }
+    """
+    Py_ssize_t h1_value_span(const char *s, Py_ssize_t i, Py_ssize_t limit, const char *table) noexcept
+    bint h1_ieq(const char *s, const char *lower, Py_ssize_t n) noexcept
+
 # method, target, version, upgrade, host and dst_override come from RequestLine.
 cdef class RequestHead(RequestLine):
     cdef readonly bytes raw               # exact head bytes, request line .. final CRLFCRLF
@@ -62,7 +101,8 @@ cdef class ChunkedScanner:
                target_start=Py_ssize_t, target_end=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t,
                colon=Py_ssize_t, value_start=Py_ssize_t, value_end=Py_ssize_t, cr=Py_ssize_t,
                next_line=Py_ssize_t, kind=int, version=int, content_length=cython.longlong,
-               te_flags=int, has_te=bint, conn_flags=int, tokens=list, hop_by_hop=bint,
+               te_flags=int, has_te=bint, conn_flags=int, tokens=list, single_tokens=tuple, single=tuple,
+               hop_by_hop=bint,
                expect_continue=bint, upgrade=bytes, host=bytes, host_count=int,
                dst_override=bytes, head=RequestHead, c=cython.uchar, authority=bytes, h2c=bint,
                has_trace=bint)
@@ -73,7 +113,8 @@ cpdef object parse_request_head(bytes data, Py_ssize_t max_size)
                value_start=Py_ssize_t, value_end=Py_ssize_t, cr=Py_ssize_t,
                next_line=Py_ssize_t, kind=int, version=int, status=int,
                content_length=cython.longlong, te_flags=int, has_te=bint, conn_flags=int,
-               tokens=list, hop_by_hop=bint, hop_fields=int, upgrade=bytes, head=ResponseHead)
+               tokens=list, single_tokens=tuple, single=tuple, hop_by_hop=bint, hop_fields=int, upgrade=bytes,
+               head=ResponseHead)
 cpdef object parse_response_head(bytes data, Py_ssize_t max_size)
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, line_end=Py_ssize_t, keep_from=Py_ssize_t,
@@ -105,9 +146,13 @@ cdef int _S_SIZE, _S_SIZE_WS, _S_EXT_PRE_NAME, _S_EXT_NAME, _S_EXT_NAME_WS, _S_E
 cdef int _S_EXT_TOKEN, _S_EXT_VALUE_WS, _S_EXT_QUOTED, _S_EXT_QUOTED_ESC, _S_EXT_AFTER_QUOTED
 cdef int _S_SIZE_LF, _S_DATA, _S_DATA_CR, _S_DATA_LF, _S_T_START, _S_T_NAME, _S_T_VALUE
 cdef int _S_T_LF, _S_END_LF, _S_DONE, _S_FAILED
+cdef tuple _KEEP_ALIVE_TOKENS, _CLOSE_TOKENS
 cdef bytes _HTTP_SLASH, _TCHAR, _VCHAR, _FIELD_VALUE, _QDTEXT, _TARGET_CHAR, _REG_NAME, _LOWER, _HEX_VALUE
 
 cdef Py_ssize_t _span(bytes data, Py_ssize_t i, Py_ssize_t limit, bytes table) noexcept
+cdef inline Py_ssize_t _value_span(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
+cdef tuple _single_token(bytes data, Py_ssize_t start, Py_ssize_t end)
+cdef list _token_list(list tokens, tuple single_tokens)
 cdef Py_ssize_t _skip_ows(bytes data, Py_ssize_t i, Py_ssize_t limit) noexcept
 cdef Py_ssize_t _rstrip_ows(bytes data, Py_ssize_t start, Py_ssize_t end) noexcept
 @cython.locals(k=Py_ssize_t)

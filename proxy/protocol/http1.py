@@ -253,6 +253,14 @@ def _span(data, i, limit, table):
     return i
 
 
+def _value_span(data, i, limit):
+    # _span over _FIELD_VALUE, where nearly all of a head's bytes are: compiled, eight bytes are judged
+    # at once (h1_value_span in http1.pxd) and the table decides only around a tab, a control or the CR.
+    if cython.compiled:
+        return h1_value_span(PyBytes_AS_STRING(data), i, limit, PyBytes_AS_STRING(_FIELD_VALUE))  # noqa: F821
+    return _span(data, i, limit, _FIELD_VALUE)
+
+
 def _skip_ows(data, i, limit):
     while i < limit and (data[i] == _SP or data[i] == _HTAB):
         i += 1
@@ -266,6 +274,8 @@ def _rstrip_ows(data, start, end):
 
 
 def _ieq(data, start, lower, length):
+    if cython.compiled:
+        return h1_ieq(PyBytes_AS_STRING(data) + start, PyBytes_AS_STRING(lower), length)  # noqa: F821 (http1.pxd)
     for k in range(length):
         if _LOWER[data[start + k]] != lower[k]:
             return False
@@ -602,6 +612,29 @@ def _connection_tokens(data, start, end, tokens, status):
     return flags
 
 
+# The connection_tokens of a head whose only Connection field is one of these, shared: nearly every
+# head says just "keep-alive" or "close", and a list and a tuple per message would say it again.
+_KEEP_ALIVE_TOKENS = (b"keep-alive",)
+_CLOSE_TOKENS = (b"close",)
+
+
+def _single_token(data, start, end):
+    # The shared tuple when the value is exactly keep-alive or close (any case), else None.
+    if end - start == 10 and _ieq(data, start, b"keep-alive", 10):
+        return _KEEP_ALIVE_TOKENS
+    if end - start == 5 and _ieq(data, start, b"close", 5):
+        return _CLOSE_TOKENS
+    return None
+
+
+def _token_list(tokens, single_tokens):
+    # The list a message's further Connection tokens go to: the one it has, else a new one holding the
+    # lone token of its first field, if any.
+    if tokens is not None:
+        return tokens
+    return [] if single_tokens is None else list(single_tokens)
+
+
 def _upgrade_offers_h2c(data, start, end, status):
     # Upgrade = 1#protocol, protocol = token [ "/" token ] (RFC 9110 7.8).
     # True when one protocol is h2c: a proxy that let it through would let
@@ -838,6 +871,7 @@ def parse_request_head(data, max_size):
     has_te = False
     conn_flags = 0
     tokens = None
+    single_tokens = None  # a lone keep-alive or close: the shared tuple, no list
     hop_by_hop = False
     expect_continue = False
     upgrade = None
@@ -860,7 +894,7 @@ def parse_request_head(data, max_size):
         if colon < 0:
             return _incomplete(n, max_size, 431)
         value_start = _skip_ows(data, colon + 1, limit)
-        cr = _span(data, value_start, limit, _FIELD_VALUE)
+        cr = _value_span(data, value_start, limit)
         next_line = _line_end(data, cr, limit, 400, "invalid header value")
         # The field is judged only once the next line has begun: a fold
         # there is the thing wrong, whatever this line says.
@@ -902,8 +936,13 @@ def parse_request_head(data, max_size):
         else:
             hop_by_hop = True
             if kind == _K_CONNECTION:
-                if tokens is None:
-                    tokens = []
+                if tokens is None and single_tokens is None:
+                    single_tokens = _single_token(data, value_start, value_end)
+                    if single_tokens is not None:
+                        conn_flags |= _CONN_KEEP_ALIVE if single_tokens is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
+                        continue
+                tokens = _token_list(tokens, single_tokens)
+                single_tokens = None
                 conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 400)
             elif kind == _K_UPGRADE:
                 if _upgrade_offers_h2c(data, value_start, value_end, 400):
@@ -935,7 +974,7 @@ def parse_request_head(data, max_size):
     head.dst_override = dst_override
     head.has_client_id = has_client_id
     head.trace_context = has_trace
-    head.connection_tokens = () if tokens is None else tuple(tokens)
+    head.connection_tokens = single_tokens if single_tokens is not None else () if tokens is None else tuple(tokens)
     head.consumed = end
     return head
 
@@ -986,7 +1025,7 @@ def parse_response_head(data, max_size):
     reason_end = 12
     if data[12] == _SP:
         reason_start = 13
-        reason_end = _span(data, 13, limit, _FIELD_VALUE)
+        reason_end = _value_span(data, 13, limit)
     i = _line_end(data, reason_end, limit, 502, "invalid status line")
     if i < 0:
         return _incomplete(n, max_size, 502)
@@ -996,6 +1035,7 @@ def parse_response_head(data, max_size):
     has_te = False
     conn_flags = 0
     tokens = None
+    single_tokens = None  # a lone keep-alive or close: the shared tuple, no list
     hop_by_hop = False
     hop_fields = 0
     upgrade = None
@@ -1012,7 +1052,7 @@ def parse_response_head(data, max_size):
         if colon < 0:
             return _incomplete(n, max_size, 502)
         value_start = _skip_ows(data, colon + 1, limit)
-        cr = _span(data, value_start, limit, _FIELD_VALUE)
+        cr = _value_span(data, value_start, limit)
         next_line = _line_end(data, cr, limit, 502, "invalid header value")
         # The field is judged only once the next line has begun: a fold
         # there is the thing wrong, whatever this line says.
@@ -1036,8 +1076,13 @@ def parse_response_head(data, max_size):
             hop_by_hop = True
             hop_fields += 1
             if kind == _K_CONNECTION:
-                if tokens is None:
-                    tokens = []
+                if tokens is None and single_tokens is None:
+                    single_tokens = _single_token(data, value_start, value_end)
+                    if single_tokens is not None:
+                        conn_flags |= _CONN_KEEP_ALIVE if single_tokens is _KEEP_ALIVE_TOKENS else _CONN_CLOSE
+                        continue
+                tokens = _token_list(tokens, single_tokens)
+                single_tokens = None
                 conn_flags |= _connection_tokens(data, value_start, value_end, tokens, 502)
             elif kind == _K_UPGRADE:
                 _upgrade_offers_h2c(data, value_start, value_end, 502)
@@ -1060,9 +1105,11 @@ def parse_response_head(data, max_size):
     head.keep_alive = _keep_alive(version, conn_flags)
     head.hop_by_hop = hop_by_hop
     head.upgrade = upgrade if conn_flags & _CONN_UPGRADE else None
-    head.connection_tokens = () if tokens is None else tuple(tokens)
+    head.connection_tokens = single_tokens if single_tokens is not None else () if tokens is None else tuple(tokens)
     head.consumed = end
-    head.only_keep_alive = hop_fields == 1 and tokens is not None and len(tokens) == 1 and tokens[0] == b"keep-alive"
+    head.only_keep_alive = hop_fields == 1 and (
+        single_tokens is _KEEP_ALIVE_TOKENS or (tokens is not None and len(tokens) == 1 and tokens[0] == b"keep-alive")
+    )
     return head
 
 

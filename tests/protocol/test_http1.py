@@ -1708,3 +1708,51 @@ def test_bytes_range_is_the_slice_for_every_range(h1):
     assert h1.bytes_range(b"", 0, 0) == b""
     with pytest.raises(TypeError):
         h1.bytes_range(None, 0, 0)
+
+
+# Field values are judged eight bytes at a time when compiled: a refused byte must be found wherever it
+# falls in a word, and every byte a value may hold (tab, obs-text, DEL's neighbours) must pass in one.
+LONG_VALUE = b"abcdefghijklmnopqrstuvwxyz0123"
+
+
+@pytest.mark.parametrize("bad", [b"\x00", b"\x01", b"\x08", b"\x0b", b"\x1f", b"\x7f", b"\n"])
+def test_value_byte_refused_at_every_offset(h1, bad):
+    for pos in range(len(LONG_VALUE)):
+        value = LONG_VALUE[:pos] + bad + LONG_VALUE[pos:]
+        with pytest.raises(ParseError) as err:
+            h1.parse_request_head(req(b"Host: a", b"X-Long: " + value), MAX)
+        assert err.value.status == 400, (pos, bad)
+        with pytest.raises(ParseError) as err:
+            h1.parse_response_head(resp(b"X-Long: " + value, b"Content-Length: 0"), MAX)
+        assert err.value.status == 502, (pos, bad)
+
+
+def test_value_bytes_allowed_in_words(h1):
+    value = b"\t ~\x80\xff\x20\x7e!" * 4 + b"tail"
+    head = h1.parse_request_head(req(b"Host: a", b"X-Long: " + value), MAX)
+    assert head.header_list()[1] == (b"X-Long", value.strip(b" \t"))
+    head = h1.parse_response_head(resp(b"X-Long: " + value, b"Content-Length: 0"), MAX)
+    assert head.header_list()[0] == (b"X-Long", value.strip(b" \t"))
+
+
+# A lone keep-alive or close gives a shared tuple; a second Connection field must still be added to it.
+@pytest.mark.parametrize("fields, tokens, keep_alive", [
+    ((b"Connection: KEEP-alive",), (b"keep-alive",), True),
+    ((b"Connection: Close",), (b"close",), False),
+    ((b"Connection: keep-alive", b"Connection: close"), (b"keep-alive", b"close"), False),
+    ((b"Connection: close", b"Connection: upgrade"), (b"close", b"upgrade"), False),
+    ((b"Connection: keep-alive", b"Connection: x-a", b"Connection: close"), (b"keep-alive", b"x-a", b"close"), False),
+    ((b"Connection: keep-alivex",), (b"keep-alivex",), True),
+    ((b"Connection: closed",), (b"closed",), True),
+])
+def test_single_connection_token(h1, fields, tokens, keep_alive):
+    head = h1.parse_request_head(req(b"Host: a", *fields), MAX)
+    assert (head.connection_tokens, head.keep_alive) == (tokens, keep_alive)
+    head = h1.parse_response_head(resp(*fields, b"Content-Length: 0"), MAX)
+    assert (head.connection_tokens, head.keep_alive) == (tokens, keep_alive)
+    assert head.only_keep_alive == (tokens == (b"keep-alive",))
+
+
+def test_connection_keep_alive_refuses_framing_token_after_single(h1):
+    with pytest.raises(ParseError):
+        h1.parse_request_head(req(b"Host: a", b"Connection: keep-alive", b"Connection: content-length"), MAX)
