@@ -41,3 +41,5 @@ cdef class Accepted:
 cdef class TlsAccepted(Accepted):
     cdef public object outer_meta
     cdef public bint started
+
+    cdef void _relay_to(self, object protocol) except *

@@ -243,14 +243,9 @@ class Accepted:
         uvloop's ``set_protocol`` stops and restarts reading, and libuv then registers the
         descriptor with epoll again (an ADD that fails with EEXIST, then a MOD): two more
         ``io_uring_enter`` calls per connection, about as many system calls as its whole request.
-        Passing the events on from here costs one call per read instead. A TLS layer's transport
-        (``TlsAccepted``) has no such cost, so there the protocol is replaced.
+        Passing the events on from here costs one call per read instead (``TlsAccepted`` replaces
+        the protocol: its transport is the proxy's own TLS layer, where that costs nothing).
         """
-        transport = self.transport
-        assert transport is not None
-        if isinstance(self, TlsAccepted):
-            transport.set_protocol(cast(asyncio.Protocol, protocol))  # compiled: a protocol by shape
-            return
         self.relay = protocol
         self.relay_data = protocol.data_received
         # This protocol now lives as long as the connection: the first bytes it detected are the relay's.
@@ -643,6 +638,12 @@ class TlsAccepted(Accepted):
         super().__init__(stage)
         self.outer_meta = outer_meta
         self.started = False
+
+    def _relay_to(self, protocol) -> None:
+        """The TLS layer's transport takes ``protocol`` itself: no epoll registration to redo there."""
+        transport = self.transport
+        assert transport is not None
+        transport.set_protocol(cast(asyncio.Protocol, protocol))  # compiled: a protocol by shape
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         # Called once the handshake succeeded; the connection was counted at accept.
